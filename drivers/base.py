@@ -1,0 +1,83 @@
+"""The one southbound driver interface.
+
+A driver knows its protocol and nothing else: the device runner
+(``gateway/runtime/device_runner.py``) owns the loop, reconnects with
+:class:`gateway.backoff.Backoff`, schedules poll groups and marks qualities when
+the device goes away.
+
+Contract:
+- :meth:`Driver.connect` raises :class:`DeviceUnreachable` when the device
+  cannot be reached; :meth:`Driver.read` raises :class:`ConnectionLost` when the
+  transport broke. Both make the runner reconnect with backoff.
+- A device that answers with an error for some tags (a Modbus exception, a bad
+  status) is not a connection failure: ``read`` returns those tags with
+  ``Quality.BAD`` and counts the error in :attr:`Driver.errors`.
+- Values are raw device values (before scale and offset) as float64; the
+  pipeline applies scaling. Timestamps are ns since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.errors import ConnectionLost, DeviceUnreachable, DriverError, WriteRejected
+from gateway.types import SampleBatch
+
+__all__ = [
+    "ConnectionLost",
+    "DeviceUnreachable",
+    "Driver",
+    "DriverError",
+    "Emit",
+    "PollGroup",
+    "WriteRejected",
+]
+
+Emit = Callable[[SampleBatch], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PollGroup:
+    """Tags read together at one interval."""
+
+    name: str
+    interval: float
+    tag_ids: tuple[int, ...]
+
+
+class Driver(ABC):
+    """Base class of every protocol driver. One instance per configured device."""
+
+    def __init__(self, device_name: str, tag_ids: Sequence[int]) -> None:
+        self.device_name = device_name
+        self.tag_ids = tuple(tag_ids)
+        #: error counts by kind (e.g. ``timeout``, ``exception_2``, ``decode``), exported per device
+        self.errors: Counter[str] = Counter()
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open the connection. Raise :class:`DeviceUnreachable` with a readable reason."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the connection; must not raise and must be safe to call twice."""
+
+    def poll_groups(self) -> Sequence[PollGroup]:
+        """Groups for polling drivers; subscription drivers return none."""
+        return ()
+
+    async def read(self, group: PollGroup) -> SampleBatch:
+        """Read one poll group. Raise :class:`ConnectionLost` when the transport broke."""
+        raise NotImplementedError(f"{type(self).__name__} does not poll")
+
+    async def subscribe(self, emit: Emit) -> None:
+        """Push drivers: deliver batches to ``emit`` until the connection is lost (raise
+        :class:`ConnectionLost`) or the task is cancelled."""
+        raise NotImplementedError(f"{type(self).__name__} does not subscribe")
+
+    async def write(self, tag_id: int, value: float | bool | str) -> None:
+        """Write a raw value to a tag. Raise :class:`WriteRejected` when the device refuses."""
+        raise WriteRejected(f"{type(self).__name__} does not support writes")

@@ -1,0 +1,27 @@
+"""Which protocol name maps to which device config and driver class.
+
+A new driver adds its config model to ``DEVICE_CONFIG_TYPES`` and its factory
+to :func:`create_driver`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from drivers.modbus.config import ModbusTcpDeviceConfig
+
+if TYPE_CHECKING:
+    from drivers.base import Driver
+    from gateway.config.device import DeviceConfig
+    from gateway.tags import TagCatalog
+
+DEVICE_CONFIG_TYPES = (ModbusTcpDeviceConfig,)
+
+
+def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
+    """Instantiate the driver for ``device``; its tags are looked up in ``catalog``."""
+    if isinstance(device, ModbusTcpDeviceConfig):
+        from drivers.modbus.driver import ModbusTcpDriver
+
+        return ModbusTcpDriver(device, catalog.ids_of_device(device.name))
+    raise ValueError(f"no driver for protocol {device.protocol!r}")

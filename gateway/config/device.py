@@ -1,0 +1,67 @@
+"""Configuration common to every device and every tag, whatever the protocol.
+
+Protocol drivers extend :class:`TagConfig` and :class:`DeviceConfig` with their
+addressing fields (``drivers/<protocol>/config.py``).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from gateway.config.types import Duration, Name, PositiveDuration, StrictModel, TagName
+from gateway.types import Classification, DataType
+
+
+class TagConfig(StrictModel):
+    """One value read from a device, as the plant names it."""
+
+    name: TagName = Field(description="tag name, unique within its device")
+    type: DataType = Field(description="data type on the device")
+    unit: str = Field(default="", description="engineering unit after scaling, e.g. V, kW, degC")
+    description: str = ""
+    scale: float = Field(default=1.0, description="published value = raw * scale + offset")
+    offset: float = 0.0
+    deadband: float | None = Field(
+        default=None,
+        ge=0,
+        description="publish only when the value moved more than this (absolute, in the "
+        "published unit); 0 publishes on any change; omitted publishes every sample",
+    )
+    heartbeat: Duration | None = Field(
+        default=None, description="publish at least this often even when the value is unchanged"
+    )
+    classification: Classification = Field(
+        default=Classification.INTERNAL, description="data-registration class sent at birth"
+    )
+    writable: bool = Field(default=False, description="the brain may write this tag")
+    range: tuple[float, float] | None = Field(
+        default=None, description="[min, max] accepted for writes (required when writable)"
+    )
+
+    @model_validator(mode="after")
+    def _check_write_range(self) -> TagConfig:
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError(f"range minimum {self.range[0]} is above maximum {self.range[1]}")
+        if self.writable and self.type.is_numeric and self.type is not DataType.BOOL:
+            if self.range is None:
+                raise ValueError("a writable numeric tag needs a range: [min, max]")
+        return self
+
+    @property
+    def published_type(self) -> DataType:
+        """Type after scaling: integers scaled by a non-unit factor become float64."""
+        scaled = self.scale != 1.0 or self.offset != 0.0
+        if scaled and self.type not in (DataType.BOOL, DataType.STRING):
+            return DataType.FLOAT64
+        return self.type
+
+
+class DeviceConfig(StrictModel):
+    """Fields every device has; ``protocol`` selects the driver."""
+
+    name: Name = Field(description="device name, unique in this gateway")
+    protocol: str
+    description: str = ""
+    enabled: bool = True
+    poll_interval: PositiveDuration = Field(default=1.0, description="how often to read the tags")
+    tags: list[TagConfig] = Field(min_length=1)

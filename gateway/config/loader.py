@@ -1,0 +1,227 @@
+"""Load a YAML config file and report every problem with its file, line and key path.
+
+PyYAML's composer gives every node its position; we walk the node tree once to
+build ``{key path: line}`` and to catch duplicate keys (which plain YAML loading
+silently merges). Pydantic's error locations are then mapped back to lines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.config.models import GatewayConfig
+from gateway.config.types import SecretRef
+from gateway.errors import ConfigError, ConfigProblem
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    data: Any
+    lines: dict[KeyPath, int]  # path -> 1-based line of the key (or of the item for lists)
+    problems: list[ConfigProblem]
+
+
+def _construct(node: yaml.Node, path: KeyPath, file: str, lines: dict[KeyPath, int],
+               problems: list[ConfigProblem]) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.SafeLoader.construct_scalar(_SCALAR_LOADER, key_node) \
+                if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None or key == "<<":
+                problems.append(ConfigProblem(file, key_node.start_mark.line + 1, path,
+                                              "keys must be plain strings (no merges)"))
+                continue
+            child = (*path, key)
+            if key in result:
+                problems.append(ConfigProblem(
+                    file, key_node.start_mark.line + 1, child,
+                    f"duplicate key (first on line {lines[child]})"))
+                continue
+            lines[child] = key_node.start_mark.line + 1
+            result[key] = _construct(value_node, child, file, lines, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            items.append(_construct(item, (*path, i), file, lines, problems))
+        return items
+    return _SCALAR_LOADER.construct_object(node, deep=True)
+
+
+_SCALAR_LOADER = yaml.SafeLoader("")
+
+
+def parse_yaml(text: str, file: str) -> _Located:
+    """Parse YAML text into plain data plus a line map; syntax errors become problems."""
+    problems: list[ConfigProblem] = []
+    lines: dict[KeyPath, int] = {}
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        message = " ".join(p for p in (exc.context, exc.problem) if p)
+        problems.append(ConfigProblem(file, line, (), f"YAML syntax error: {message}"))
+        return _Located(None, lines, problems)
+    except yaml.YAMLError as exc:
+        problems.append(ConfigProblem(file, 0, (), f"YAML error: {exc}"))
+        return _Located(None, lines, problems)
+    if root is None:
+        problems.append(ConfigProblem(file, 1, (), "the file is empty"))
+        return _Located(None, lines, problems)
+    data = _construct(root, (), file, lines, problems)
+    lines[()] = root.start_mark.line + 1
+    return _Located(data, lines, problems)
+
+
+def _resolve_loc(data: Any, loc: Iterable[str | int]) -> KeyPath:
+    """Map a pydantic location to a path in the data, dropping the union tags it inserts."""
+    path: list[str | int] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        elif isinstance(current, dict) and isinstance(part, str) and (
+            part == current.get("protocol") or "[" in part
+        ):
+            continue  # a discriminator tag or validator name, not a key of the file
+        else:
+            current = None  # a missing key: reported at its parent's line
+        path.append(part)
+    return tuple(path)
+
+
+def _line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path, 0)
+
+
+def _humanise(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if "input" in err and "secret" not in msg and kind not in ("union_tag_invalid", "model_type") \
+            and not isinstance(err["input"], dict | list):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int]) -> list[ConfigProblem]:
+    """Checks across items that field validation cannot see: unique names."""
+    problems: list[ConfigProblem] = []
+    if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
+        return problems
+    seen_devices: dict[str, int] = {}
+    for d, device in enumerate(data["devices"]):
+        if not isinstance(device, dict):
+            continue
+        name = device.get("name")
+        if isinstance(name, str):
+            path = ("devices", d, "name")
+            if name in seen_devices:
+                problems.append(ConfigProblem(file, _line_of(lines, path), path,
+                                              f"duplicate device name {name!r} "
+                                              f"(first on line {seen_devices[name]})"))
+            else:
+                seen_devices[name] = _line_of(lines, path)
+        tags = device.get("tags")
+        if not isinstance(tags, list):
+            continue
+        seen_tags: dict[str, int] = {}
+        for t, tag in enumerate(tags):
+            tag_name = tag.get("name") if isinstance(tag, dict) else None
+            if not isinstance(tag_name, str):
+                continue
+            path = ("devices", d, "tags", t, "name")
+            if tag_name in seen_tags:
+                problems.append(ConfigProblem(file, _line_of(lines, path), path,
+                                              f"duplicate tag name {tag_name!r} in device "
+                                              f"{name!r} (first on line {seen_tags[tag_name]})"))
+            else:
+                seen_tags[tag_name] = _line_of(lines, path)
+    return problems
+
+
+def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    return config.model_copy(update={
+        "gateway": config.gateway.model_copy(update={"state_dir": rel(config.gateway.state_dir)}),
+        "models": config.models.model_copy(update={"dir": rel(config.models.dir)}),
+    })
+
+
+def load_config_text(text: str, file: str = "<config>", base_dir: Path | None = None) -> GatewayConfig:
+    """Validate config text; raise :class:`ConfigError` listing every problem found."""
+    located = parse_yaml(text, file)
+    problems = list(located.problems)
+    data, lines = located.data, located.lines
+    config: GatewayConfig | None = None
+    if data is not None:
+        if not isinstance(data, dict):
+            problems.append(ConfigProblem(file, 1, (), "the top level must be a mapping of keys"))
+        else:
+            try:
+                config = GatewayConfig.model_validate(data)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    path = _resolve_loc(data, err["loc"])
+                    problems.append(ConfigProblem(file, _line_of(lines, path), path, _humanise(err)))
+            problems.extend(_semantic_checks(data, file, lines))
+    if problems or config is None:
+        problems.sort(key=lambda p: (p.line, p.path_text))
+        raise ConfigError(problems)
+    return _resolve_relative_paths(config, base_dir or Path.cwd())
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a config file. Relative paths in it are relative to its folder."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(file), 0, (), f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(str(file), 0, (), f"not UTF-8 text: {exc}")]) from exc
+    return load_config_text(text, str(file), file.resolve().parent)
+
+
+def resolve_secret(ref: SecretRef, base_dir: Path | None = None) -> str:
+    """Read a secret from its environment variable or file; raise ConfigError when absent."""
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if value is None:
+            raise ConfigError([ConfigProblem("<environment>", 0, (),
+                                             f"environment variable {ref.env} is not set")])
+        return value
+    assert ref.file is not None
+    path = ref.file if ref.file.is_absolute() or base_dir is None else base_dir / ref.file
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), 0, (),
+                                         f"cannot read secret file: {exc.strerror}")]) from exc

@@ -1,0 +1,103 @@
+"""The gateway configuration: one YAML file validated into these typed models.
+
+The JSON Schema in ``config/gateway.schema.json`` is generated from here by
+``chenxing-gateway config schema``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from drivers.registry import DEVICE_CONFIG_TYPES
+from gateway.config.types import Duration, Name, PositiveDuration, SecretRef, StrictModel
+
+DeviceSection = Annotated[Union[DEVICE_CONFIG_TYPES], Field(discriminator="protocol")]  # noqa: UP007
+
+
+class Identity(StrictModel):
+    """Who this gateway is; used in topics, births and the client id."""
+
+    id: Name = Field(description="gateway id, unique in the site")
+    site: Name = Field(description="plant or site code")
+    line: Name = Field(description="production line")
+    description: str = ""
+    state_dir: Path = Field(
+        default=Path("var"),
+        description="folder for the gateway's state (sequence numbers, spool); "
+        "relative to the config file",
+    )
+
+
+class MqttConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = Field(default=None, description="defaults to chenxing-{gateway id}")
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    username: str | None = None
+    password: SecretRef | None = Field(default=None, description="{env: VAR} or {file: PATH}")
+    keepalive: PositiveDuration = 30.0
+    qos: Literal[0, 1] = Field(default=1, description="QoS of data, birth and death messages")
+    reconnect_min: PositiveDuration = Field(default=1.0, description="first reconnect delay")
+    reconnect_max: PositiveDuration = Field(default=60.0, description="longest reconnect delay")
+
+
+class OutboxConfig(StrictModel):
+    max_messages: int = Field(
+        default=10_000,
+        ge=1,
+        description="messages held while the broker is unreachable; past it the oldest is "
+        "dropped and counted",
+    )
+    max_inflight: int = Field(default=32, ge=1, le=65535, description="unacknowledged publishes")
+
+
+class NorthboundConfig(StrictModel):
+    format: Literal["json"] = Field(default="json", description="payload contract")
+    topic_root: str = Field(
+        default="chenxing/v1",
+        pattern=r"^[^#+]+$",
+        description="topics are {topic_root}/{site}/{line}/{gateway}/{birth|data|death}",
+    )
+    publish_interval: Duration = Field(
+        default=0.2, description="samples are gathered this long into one data message"
+    )
+    max_samples_per_message: int = Field(default=2000, ge=1, le=100_000)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+
+
+class ModelsConfig(StrictModel):
+    """Edge models: a folder of ``.onnx`` files with their manifests."""
+
+    enabled: bool = False
+    dir: Path = Field(default=Path("models"), description="relative to the config file")
+
+
+class HttpConfig(StrictModel):
+    """Local HTTP API: /healthz and /metrics."""
+
+    enabled: bool = True
+    bind: str = Field(default="127.0.0.1", description="address to listen on; loopback by default")
+    port: int = Field(default=8321, ge=0, le=65535, description="0 picks a free port")
+    token: SecretRef | None = Field(
+        default=None, description="bearer token required when bound to a non-loopback address"
+    )
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class GatewayConfig(StrictModel):
+    """Root of the configuration file."""
+
+    gateway: Identity
+    devices: list[DeviceSection] = Field(min_length=1)
+    northbound: NorthboundConfig = Field(default_factory=NorthboundConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -1,0 +1,117 @@
+"""The tag catalog: every configured tag with a dense integer id.
+
+Drivers emit batches keyed by these ids; the pipeline keeps per-tag state in
+arrays indexed by them; the birth message publishes the catalog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.config.device import DeviceConfig, TagConfig
+from gateway.types import Classification, DataType
+
+SEPARATOR = "."
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    id: int
+    device: str
+    name: str
+    config: TagConfig
+
+    @property
+    def path(self) -> str:
+        """Name unique in the gateway: ``device.tag``."""
+        return f"{self.device}{SEPARATOR}{self.name}"
+
+    @property
+    def unit(self) -> str:
+        return self.config.unit
+
+    @property
+    def type(self) -> DataType:
+        return self.config.published_type
+
+    @property
+    def classification(self) -> Classification:
+        return self.config.classification
+
+    def catalog_entry(self) -> dict[str, object]:
+        """The tag as described to the brain at birth."""
+        cfg = self.config
+        entry: dict[str, object] = {
+            "tag": self.path,
+            "device": self.device,
+            "name": self.name,
+            "unit": cfg.unit,
+            "type": self.type.value,
+            "source_type": cfg.type.value,
+            "description": cfg.description,
+            "classification": cfg.classification.value,
+            "writable": cfg.writable,
+        }
+        if cfg.range is not None:
+            entry["range"] = list(cfg.range)
+        return entry
+
+
+class TagCatalog:
+    """All tags of a gateway, with per-tag parameters as arrays for vector code."""
+
+    def __init__(self, devices: list[DeviceConfig]) -> None:
+        self.tags: list[TagInfo] = []
+        self._by_path: dict[str, int] = {}
+        self._by_device: dict[str, list[int]] = {}
+        for device in devices:
+            ids = self._by_device.setdefault(device.name, [])
+            for tag in device.tags:
+                info = TagInfo(len(self.tags), device.name, tag.name, tag)
+                if info.path in self._by_path:
+                    raise ValueError(f"duplicate tag {info.path}")
+                self.tags.append(info)
+                self._by_path[info.path] = info.id
+                ids.append(info.id)
+        n = len(self.tags)
+        cfgs = [t.config for t in self.tags]
+        self.scale: npt.NDArray[np.float64] = np.array([c.scale for c in cfgs], np.float64)
+        self.offset: npt.NDArray[np.float64] = np.array([c.offset for c in cfgs], np.float64)
+        #: -inf means "publish every sample"
+        self.deadband: npt.NDArray[np.float64] = np.array(
+            [-np.inf if c.deadband is None else c.deadband for c in cfgs], np.float64
+        )
+        #: 0 means "no heartbeat"
+        self.heartbeat_ns: npt.NDArray[np.int64] = np.array(
+            [0 if c.heartbeat is None else int(c.heartbeat * 1e9) for c in cfgs], np.int64
+        )
+        self.is_bool: npt.NDArray[np.bool_] = np.array(
+            [c.type is DataType.BOOL for c in cfgs], dtype=bool
+        )
+        self.is_integer: npt.NDArray[np.bool_] = np.array(
+            [t.type not in (DataType.BOOL, DataType.FLOAT32, DataType.FLOAT64, DataType.STRING)
+             for t in self.tags], dtype=bool
+        )
+        self.paths = np.array([t.path for t in self.tags], dtype=object) if n else np.empty(0, object)
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def __getitem__(self, tag_id: int) -> TagInfo:
+        return self.tags[tag_id]
+
+    def id_of(self, path: str) -> int:
+        return self._by_path[path]
+
+    def get(self, path: str) -> TagInfo | None:
+        tag_id = self._by_path.get(path)
+        return None if tag_id is None else self.tags[tag_id]
+
+    def ids_of_device(self, device: str) -> list[int]:
+        return list(self._by_device.get(device, []))
+
+    def devices(self) -> list[str]:
+        return list(self._by_device)

@@ -1,0 +1,139 @@
+"""Core types shared by drivers, the pipeline and the northbound.
+
+A *sample batch* is what one poll or one notification burst produced. It is
+column-oriented: tag ids, values, timestamps and qualities are parallel NumPy
+arrays so that scaling, deadband filtering and encoding work on whole batches.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+class Quality(enum.IntEnum):
+    """Sample quality. The integer values are part of the wire contract."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+    STALE = 3
+
+
+QUALITY_NAMES: tuple[str, ...] = tuple(q.name.lower() for q in Quality)
+#: object array for vectorised code -> name lookups (``QUALITY_NAME_ARRAY[q]``)
+QUALITY_NAME_ARRAY = np.array(QUALITY_NAMES, dtype=object)
+
+
+class DataType(str, enum.Enum):
+    """Data type of a tag as published (after scaling)."""
+
+    BOOL = "bool"
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    STRING = "string"
+
+    @property
+    def is_numeric(self) -> bool:
+        return self is not DataType.STRING
+
+
+class Classification(str, enum.Enum):
+    """Data-registration class of a tag, sent in the birth catalog."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    RESTRICTED = "restricted"
+
+
+def now_ns() -> int:
+    """Wall-clock time in nanoseconds since the Unix epoch (UTC)."""
+    return time.time_ns()
+
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(slots=True)
+class SampleBatch:
+    """Parallel arrays: ``tag_ids[i]`` had ``values[i]`` at ``ts_ns[i]`` with ``quality[i]``.
+
+    ``values`` is float64 for numeric tags (bools as 0.0/1.0, NaN where the
+    quality is bad); it may be an object array when a batch carries strings.
+    """
+
+    tag_ids: npt.NDArray[np.int32]
+    values: np.ndarray
+    ts_ns: npt.NDArray[np.int64]
+    quality: npt.NDArray[np.uint8]
+
+    def __post_init__(self) -> None:
+        n = len(self.tag_ids)
+        if not (len(self.values) == len(self.ts_ns) == len(self.quality) == n):
+            raise ValueError(
+                "SampleBatch arrays differ in length: "
+                f"tag_ids={n} values={len(self.values)} "
+                f"ts_ns={len(self.ts_ns)} quality={len(self.quality)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.tag_ids)
+
+    @classmethod
+    def empty(cls) -> SampleBatch:
+        return cls(
+            np.empty(0, np.int32),
+            np.empty(0, np.float64),
+            np.empty(0, np.int64),
+            np.empty(0, np.uint8),
+        )
+
+    @classmethod
+    def of(
+        cls,
+        tag_ids: npt.ArrayLike,
+        values: npt.ArrayLike,
+        ts_ns: int | npt.ArrayLike,
+        quality: Quality | npt.ArrayLike = Quality.GOOD,
+    ) -> SampleBatch:
+        """Build a batch, broadcasting a scalar timestamp or quality."""
+        ids = np.asarray(tag_ids, dtype=np.int32)
+        vals = np.asarray(values)
+        if vals.dtype.kind in "biuf":
+            vals = vals.astype(np.float64, copy=False)
+        n = len(ids)
+        ts = np.broadcast_to(np.asarray(ts_ns, dtype=np.int64), (n,)).copy()
+        q = np.broadcast_to(np.asarray(quality, dtype=np.uint8), (n,)).copy()
+        return cls(ids, vals, ts, q)
+
+    @classmethod
+    def concat(cls, batches: list[SampleBatch]) -> SampleBatch:
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return cls.empty()
+        if len(batches) == 1:
+            return batches[0]
+        kinds = {b.values.dtype.kind for b in batches}
+        values = np.concatenate(
+            [b.values.astype(object) for b in batches] if "O" in kinds else [b.values for b in batches]
+        )
+        return cls(
+            np.concatenate([b.tag_ids for b in batches]),
+            values,
+            np.concatenate([b.ts_ns for b in batches]),
+            np.concatenate([b.quality for b in batches]),
+        )
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> SampleBatch:
+        return SampleBatch(self.tag_ids[mask], self.values[mask], self.ts_ns[mask], self.quality[mask])
