@@ -225,3 +225,20 @@ def resolve_secret(ref: SecretRef, base_dir: Path | None = None) -> str:
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), 0, (),
                                          f"cannot read secret file: {exc.strerror}")]) from exc
+
+
+def check_secrets(config: GatewayConfig, base_dir: Path | None = None) -> None:
+    """Resolve every secret the config names; raise one ConfigError listing the missing ones."""
+    refs = [("northbound.mqtt.password", config.northbound.mqtt.password),
+            ("http.token", config.http.token)]
+    problems: list[ConfigProblem] = []
+    for key, ref in refs:
+        if ref is None:
+            continue
+        try:
+            resolve_secret(ref, base_dir)
+        except ConfigError as exc:
+            problems.extend(ConfigProblem(p.file, p.line, tuple(key.split(".")), p.message)
+                            for p in exc.problems)
+    if problems:
+        raise ConfigError(problems)

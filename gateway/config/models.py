@@ -9,10 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers.registry import DEVICE_CONFIG_TYPES
-from gateway.config.types import Duration, Name, PositiveDuration, SecretRef, StrictModel
+from gateway.config.types import (
+    Duration,
+    Name,
+    PositiveDuration,
+    SecretRef,
+    StrictModel,
+    is_loopback,
+)
 
 DeviceSection = Annotated[Union[DEVICE_CONFIG_TYPES], Field(discriminator="protocol")]  # noqa: UP007
 
@@ -85,6 +92,15 @@ class HttpConfig(StrictModel):
     token: SecretRef | None = Field(
         default=None, description="bearer token required when bound to a non-loopback address"
     )
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpConfig:
+        if self.enabled and not is_loopback(self.bind) and self.token is None:
+            raise ValueError(
+                f"binding the local API to {self.bind} exposes it beyond this machine: "
+                "set http.token ({env: VAR} or {file: PATH})"
+            )
+        return self
 
 
 class LoggingConfig(StrictModel):

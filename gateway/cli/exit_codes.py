@@ -1,0 +1,7 @@
+"""Exit codes of ``chenxing-gateway`` (documented in the README)."""
+
+OK = 0  #: clean run, or clean shutdown on SIGTERM/SIGINT; validate: config valid
+CONFIG_INVALID = 1  #: the configuration (or a secret it names) is invalid
+USAGE = 2  #: wrong command-line usage (click's own code)
+RUNTIME_FAILURE = 3  #: the gateway could not start or failed fatally (e.g. port in use)
+DEMO_INCOMPLETE = 4  #: demo: telemetry from some configured device never arrived

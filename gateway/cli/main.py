@@ -1,0 +1,131 @@
+"""``chenxing-gateway``: run, validate, demo, config schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from gateway import __version__
+from gateway.cli import exit_codes
+from gateway.config.loader import load_config
+from gateway.errors import ConfigError
+from gateway.logsetup import setup_logging
+
+log = logging.getLogger("gateway")
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="chenxing-gateway")
+def main() -> None:
+    """chenxing-edge gateway: shop-floor devices in, MQTT telemetry out."""
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="gateway YAML file")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None,
+              help="overrides logging.level of the config")
+def run(config_path: str, log_level: str | None) -> None:
+    """Run the gateway until SIGTERM or SIGINT."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exit_codes.CONFIG_INVALID)
+    setup_logging(log_level or config.logging.level, config.logging.format)
+    sys.exit(asyncio.run(_run(config, Path(config_path).resolve().parent)))
+
+
+async def _run(config, config_dir: Path) -> int:  # type: ignore[no-untyped-def]
+    from gateway.runtime.gateway import Gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        gateway = Gateway(config, config_dir)
+        await gateway.run(stop)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return exit_codes.CONFIG_INVALID
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return exit_codes.RUNTIME_FAILURE
+    return exit_codes.OK
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--secrets", is_flag=True,
+              help="also check that every secret's environment variable or file is there")
+def validate(config_path: str, secrets: bool) -> None:
+    """Check a config file; exit 0 when valid, 1 listing every error with file and line."""
+    from gateway.config.loader import check_secrets
+
+    try:
+        config = load_config(config_path)
+        if secrets:
+            check_secrets(config, Path(config_path).resolve().parent)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exit_codes.CONFIG_INVALID)
+    tags = sum(len(d.tags) for d in config.devices)
+    click.echo(f"{config_path}: valid ({len(config.devices)} devices, {tags} tags)")
+
+
+@main.group("config")
+def config_group() -> None:
+    """Config helpers."""
+
+
+@config_group.command("schema")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="write to this file instead of standard output")
+def config_schema(output: str | None) -> None:
+    """Print (or write) the JSON Schema of the config file."""
+    from gateway.config.schema import schema_text
+
+    text = schema_text()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="config to run (default: config/demo.yaml)")
+@click.option("--duration", type=float, default=None,
+              help="run this many seconds, print a summary and exit (0 only if every device reported)")
+@click.option("--broker", type=click.Choice(["auto", "mosquitto", "embedded"]), default="auto",
+              help="which MQTT broker to start")
+@click.option("--plain", is_flag=True, help="no live table; log lines only")
+def demo(config_path: str | None, duration: float | None, broker: str, plain: bool) -> None:
+    """Simulated meters -> gateway -> MQTT broker -> subscriber, shown live."""
+    from gateway.cli.demo import run_demo
+
+    path = Path(config_path) if config_path else REPO_CONFIG_DIR / "demo.yaml"
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exit_codes.CONFIG_INVALID)
+    setup_logging("WARNING" if not plain else config.logging.level, config.logging.format)
+    summary = asyncio.run(run_demo(config, path.resolve().parent, duration, broker, live=not plain))
+    click.echo(json.dumps(summary.as_dict()) if plain else summary.line())
+    if duration is not None and not summary.all_devices_reported:
+        sys.exit(exit_codes.DEMO_INCOMPLETE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Prometheus exposition of the gateway's live counters.
+
+The runtime keeps plain counters in its own objects; this collector reads them
+at scrape time, so there is one source of truth and no global registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.runtime.gateway import Gateway
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class GatewayCollector(Collector):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self.gateway
+        device_counters = {
+            "samples_read": ("chenxing_device_samples_read", "Samples read from the device"),
+            "bad_samples": ("chenxing_device_bad_samples", "Samples read with a quality other than good"),
+            "polls": ("chenxing_device_polls", "Completed polls"),
+            "overruns": ("chenxing_device_poll_overruns", "Poll ticks skipped because a poll ran late"),
+            "connects": ("chenxing_device_connects", "Successful connects"),
+            "connect_failures": ("chenxing_device_connect_failures", "Failed connection attempts"),
+            "connection_losses": ("chenxing_device_connection_losses", "Established connections lost"),
+            "crashes": ("chenxing_device_task_crashes", "Device task crashes (restarted with backoff)"),
+        }
+        families = {key: CounterMetricFamily(name, doc, labels=["device"])
+                    for key, (name, doc) in device_counters.items()}
+        errors = CounterMetricFamily("chenxing_device_errors", "Device errors by kind",
+                                     labels=["device", "kind"])
+        up = GaugeMetricFamily("chenxing_device_up", "1 when the device is connected", labels=["device"])
+        for name, runner in gw.runners.items():
+            for key, family in families.items():
+                family.add_metric([name], getattr(runner.stats, key))
+            up.add_metric([name], 1.0 if runner.stats.state.value == "up" else 0.0)
+            if runner.driver is not None:
+                for kind, count in sorted(runner.driver.errors.items()):
+                    errors.add_metric([name, kind], count)
+        yield from families.values()
+        yield errors
+        yield up
+
+        p = gw.pipeline.counters
+        yield CounterMetricFamily("chenxing_pipeline_samples_in", "Samples entering the pipeline",
+                                  value=p.samples_in)
+        yield CounterMetricFamily("chenxing_pipeline_samples_suppressed",
+                                  "Samples not published by deadband", value=p.samples_suppressed)
+        yield CounterMetricFamily("chenxing_pipeline_samples_invalid",
+                                  "Samples with a non-finite value, published as bad", value=p.samples_invalid)
+
+        nb = gw.northbound
+        if nb is None:
+            return
+        c = nb.counters
+        stats = nb.outbox.stats()
+        yield CounterMetricFamily("chenxing_samples_published",
+                                  "Samples acknowledged by the broker", value=c.samples_published)
+        yield CounterMetricFamily("chenxing_messages_published",
+                                  "Messages acknowledged by the broker", value=c.messages_published)
+        yield CounterMetricFamily("chenxing_births", "Birth messages sent", value=c.births)
+        yield CounterMetricFamily("chenxing_samples_dropped",
+                                  "Samples dropped because the outbox was full", value=stats.dropped_samples)
+        yield CounterMetricFamily("chenxing_messages_dropped",
+                                  "Messages dropped because the outbox was full", value=stats.dropped)
+        depth = GaugeMetricFamily("chenxing_outbox_messages", "Messages in the outbox", labels=["state"])
+        depth.add_metric(["queued"], stats.queued)
+        depth.add_metric(["inflight"], stats.inflight)
+        yield depth
+        yield GaugeMetricFamily("chenxing_northbound_buffered_samples",
+                                "Samples waiting to be gathered into a message", value=c.buffered_samples)
+        yield GaugeMetricFamily("chenxing_mqtt_connected", "1 when connected to the broker",
+                                value=1.0 if nb.link.connected.is_set() else 0.0)
+        yield CounterMetricFamily("chenxing_mqtt_disconnects", "Broker connections lost",
+                                  value=nb.link.disconnects)
+        yield GaugeMetricFamily("chenxing_uptime_seconds", "Seconds since the gateway started",
+                                value=gw.uptime_s)
+
+
+def render(gateway: Gateway) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(gateway))
+    return generate_latest(registry)

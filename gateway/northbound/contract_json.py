@@ -1,0 +1,114 @@
+"""The JSON payload contract, version 1 (see docs/contract-json.md).
+
+Topics: ``{topic_root}/{site}/{line}/{gateway}/{birth|data|death}``.
+Data messages are column-oriented so a batch encodes with array ``tolist()``
+calls instead of one Python dict per sample.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from gateway.config.models import GatewayConfig
+from gateway.northbound.message import OutboundMessage
+from gateway.tags import TagCatalog
+from gateway.types import QUALITY_NAME_ARRAY, SampleBatch
+
+CONTRACT_VERSION = 1
+_NS_PER_MS = 1_000_000
+
+
+class JsonContract:
+    """Encodes births, data and deaths for one gateway."""
+
+    def __init__(self, config: GatewayConfig, catalog: TagCatalog, gateway_version: str) -> None:
+        ident = config.gateway
+        root = config.northbound.topic_root.rstrip("/")
+        self.base_topic = f"{root}/{ident.site}/{ident.line}/{ident.id}"
+        self.qos = config.northbound.mqtt.qos
+        self.catalog = catalog
+        self._ident = ident
+        self._version = gateway_version
+        self._header = {"v": CONTRACT_VERSION, "gateway": ident.id, "site": ident.site, "line": ident.line}
+
+    def topic(self, kind: str) -> str:
+        return f"{self.base_topic}/{kind}"
+
+    def _dumps(self, body: dict[str, Any]) -> bytes:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+    def birth(self, session: int, next_seq: int, ts_ns: int, devices: dict[str, str]) -> OutboundMessage:
+        """The tag catalog: the data-registration record for the brain. Retained."""
+        body = {
+            **self._header,
+            "type": "birth",
+            "session": session,
+            "seq": next_seq,
+            "ts": ts_ns // _NS_PER_MS,
+            "gateway_version": self._version,
+            "description": self._ident.description,
+            "devices": [{"name": name, "state": state} for name, state in devices.items()],
+            "tags": [t.catalog_entry() for t in self.catalog.tags],
+        }
+        return OutboundMessage(self.topic("birth"), self._dumps(body), "birth", self.qos, retain=True)
+
+    def death(self, session: int, ts_ns: int, reason: str) -> OutboundMessage:
+        """Sent on clean shutdown, and registered as the MQTT will. Retained."""
+        body = {**self._header, "type": "death", "session": session,
+                "ts": ts_ns // _NS_PER_MS, "reason": reason}
+        return OutboundMessage(self.topic("death"), self._dumps(body), "death", self.qos, retain=True)
+
+    def data(self, batch: SampleBatch, seq: int, session: int, ts_ns: int) -> OutboundMessage:
+        """One data message carrying every sample of ``batch``."""
+        ids = batch.tag_ids
+        values = batch.values
+        if values.dtype == object:
+            value_list = [None if _is_nan(v) else v for v in values.tolist()]
+        else:
+            cells = values.astype(object)
+            nan = np.isnan(values)
+            is_bool = self.catalog.is_bool[ids] & ~nan
+            is_int = self.catalog.is_integer[ids] & ~nan
+            if is_bool.any():
+                cells[is_bool] = (values[is_bool] != 0).tolist()
+            if is_int.any():
+                cells[is_int] = values[is_int].astype(np.int64).tolist()
+            if nan.any():
+                cells[nan] = None
+            value_list = cells.tolist()
+        body = {
+            **self._header,
+            "type": "data",
+            "session": session,
+            "seq": seq,
+            "ts": ts_ns // _NS_PER_MS,
+            "samples": {
+                "tag": self.catalog.paths[ids].tolist(),
+                "value": value_list,
+                "ts": (batch.ts_ns // _NS_PER_MS).tolist(),
+                "q": QUALITY_NAME_ARRAY[batch.quality].tolist(),
+            },
+        }
+        return OutboundMessage(
+            self.topic("data"), self._dumps(body), "data", self.qos,
+            samples=len(batch), oldest_ns=int(batch.ts_ns.min()) if len(batch) else 0,
+        )
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def decode_data(payload: bytes) -> list[dict[str, Any]]:
+    """Reference decoder for receivers: a data message back into one dict per sample."""
+    body = json.loads(payload)
+    if body.get("v") != CONTRACT_VERSION or body.get("type") != "data":
+        raise ValueError("not a chenxing v1 data message")
+    s = body["samples"]
+    return [
+        {"tag": t, "value": v, "ts": ts, "quality": q, "seq": body["seq"]}
+        for t, v, ts, q in zip(s["tag"], s["value"], s["ts"], s["q"], strict=True)
+    ]

@@ -1,0 +1,22 @@
+"""What the northbound sends: a topic, a payload and how to send it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+MessageKind = Literal["birth", "data", "death"]
+
+
+@dataclass(slots=True)
+class OutboundMessage:
+    topic: str
+    payload: bytes
+    kind: MessageKind
+    qos: int = 1
+    retain: bool = False
+    samples: int = 0
+    #: nanosecond timestamp of the oldest sample, for latency accounting
+    oldest_ns: int = 0
+    #: set by the outbox
+    id: int = field(default=0)

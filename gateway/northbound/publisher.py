@@ -1,0 +1,160 @@
+"""The northbound stage: gather pipeline output into messages, keep them in the
+outbox, publish them in order with a bounded number in flight, birth on every
+connect, death on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.config.models import NorthboundConfig
+from gateway.northbound.contract_json import JsonContract
+from gateway.northbound.message import OutboundMessage
+from gateway.northbound.mqtt_link import MqttLink
+from gateway.northbound.outbox import Outbox
+from gateway.northbound.sequence import SequenceStore
+from gateway.types import SampleBatch, now_ns
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class NorthboundCounters:
+    messages_published: int = 0
+    samples_published: int = 0
+    births: int = 0
+    buffered_samples: int = 0
+
+
+class Northbound:
+    def __init__(
+        self,
+        config: NorthboundConfig,
+        contract: JsonContract,
+        outbox: Outbox,
+        sequence: SequenceStore,
+        link_factory: Callable[[OutboundMessage, Callable[[int], None], Callable[[], None]], MqttLink],
+        device_states: Callable[[], dict[str, str]],
+    ) -> None:
+        self.config = config
+        self.contract = contract
+        self.outbox = outbox
+        self.sequence = sequence
+        self.session = now_ns() // 1_000_000  # identifies this run in births and deaths
+        self.counters = NorthboundCounters()
+        self._device_states = device_states
+        self._buffer: list[SampleBatch] = []
+        self._wake = asyncio.Event()
+        self._inflight: dict[int, OutboundMessage] = {}
+        self._birth_generation = 0
+        self._control_ids = itertools.count(-1, -1)  # ids of births and deaths
+        will = contract.death(self.session, now_ns(), "connection lost")
+        self.link = link_factory(will, self._acked, self._wake.set)
+
+    # --- input from the pipeline --------------------------------------------------------
+    def submit(self, batch: SampleBatch) -> None:
+        if len(batch):
+            self._buffer.append(batch)
+            self.counters.buffered_samples += len(batch)
+
+    def flush(self) -> None:
+        """Encode everything buffered into data messages in the outbox."""
+        if not self._buffer:
+            return
+        batch = SampleBatch.concat(self._buffer)
+        self._buffer = []
+        self.counters.buffered_samples = 0
+        step = self.config.max_samples_per_message
+        ts = now_ns()
+        for start in range(0, len(batch), step):
+            chunk = batch.select(slice(start, start + step))  # type: ignore[arg-type]
+            message = self.contract.data(chunk, self.sequence.next(), self.session, ts)
+            self.outbox.put(message)
+        self._wake.set()
+
+    # --- acknowledgements -----------------------------------------------------------------
+    def _acked(self, message_id: int) -> None:
+        message = self._inflight.pop(message_id, None)
+        self.outbox.ack(message_id)
+        if message is not None:
+            self.counters.messages_published += 1
+            self.counters.samples_published += message.samples
+        self._wake.set()
+
+    # --- tasks ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.link.start()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._batcher(), name="northbound-batcher")
+            tasks.create_task(self._sender(), name="northbound-sender")
+
+    async def _batcher(self) -> None:
+        interval = self.config.publish_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.flush()
+
+    def _birth(self) -> OutboundMessage:
+        return self.contract.birth(self.session, self.sequence.peek, now_ns(), self._device_states())
+
+    async def _sender(self) -> None:
+        max_inflight = self.config.outbox.max_inflight
+        while True:
+            self._wake.clear()
+            if self.link.connected.is_set():
+                if self._birth_generation != self.link.generation:
+                    self._birth_generation = self.link.generation
+                    birth = self._birth()
+                    self._send(birth)
+                    self.counters.births += 1
+                while len(self._inflight) < max_inflight:
+                    message = self.outbox.take()
+                    if message is None:
+                        break
+                    self._send(message)
+            await self._wake.wait()
+
+    def _send(self, message: OutboundMessage) -> None:
+        if message.id == 0:  # birth and death do not pass through the outbox
+            message.id = next(self._control_ids)
+        self._inflight[message.id] = message
+        self.link.publish(message)
+
+    def rebirth(self) -> None:
+        """Send a fresh birth on the current connection (e.g. after a device state change)."""
+        self._birth_generation = -1
+        self._wake.set()
+
+    # --- shutdown ---------------------------------------------------------------------------
+    async def drain(self, timeout: float) -> bool:
+        """Flush and wait until the outbox is empty and all is acknowledged."""
+        self.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            stats = self.outbox.stats()
+            if stats.queued == 0 and not self._inflight:
+                return True
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return False
+
+    async def publish_death(self, reason: str, timeout: float) -> bool:
+        if not self.link.connected.is_set():
+            return False
+        death = self.contract.death(self.session, now_ns(), reason)
+        self._send(death)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while death.id in self._inflight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return death.id not in self._inflight
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.link.stop()

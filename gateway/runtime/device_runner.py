@@ -1,0 +1,182 @@
+"""One supervised task per device: connect, poll, reconnect, restart after a crash.
+
+The runner owns everything that is not protocol: scheduling of poll groups at a
+fixed rate, reconnect with backoff and jitter, bad quality while the device is
+away, and restart with backoff when the driver raises something unexpected. A
+failure here never reaches another device or the northbound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from drivers.base import Driver, PollGroup
+from gateway.backoff import Backoff
+from gateway.errors import ConnectionLost, DriverError
+from gateway.types import Quality, SampleBatch, now_ns
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[SampleBatch], None]
+
+
+class DeviceState(str, enum.Enum):
+    STARTING = "starting"
+    UP = "up"
+    DOWN = "down"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True)
+class DeviceStats:
+    state: DeviceState = DeviceState.STARTING
+    since_ns: int = field(default_factory=now_ns)
+    last_error: str | None = None
+    polls: int = 0
+    samples_read: int = 0
+    bad_samples: int = 0
+    overruns: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    connection_losses: int = 0
+    crashes: int = 0
+
+
+class DeviceRunner:
+    #: seconds of running after which a crash no longer counts as part of a crash loop
+    STABLE_AFTER = 60.0
+
+    def __init__(
+        self,
+        name: str,
+        driver_factory: Callable[[], Driver],
+        sink: Sink,
+        on_state_change: Callable[[str, DeviceState], None] = lambda _n, _s: None,
+        reconnect: Backoff | None = None,
+        crash_restart: Backoff | None = None,
+    ) -> None:
+        self.name = name
+        self.stats = DeviceStats()
+        self.driver: Driver | None = None
+        self._driver_factory = driver_factory
+        self._sink = sink
+        self._on_state_change = on_state_change
+        self._reconnect = reconnect or Backoff(initial=0.5, maximum=30.0)
+        self._crash_restart = crash_restart or Backoff(initial=1.0, maximum=60.0)
+
+    # --- state ------------------------------------------------------------------------
+    def _set_state(self, state: DeviceState, error: str | None = None) -> None:
+        if error is not None:
+            self.stats.last_error = error
+        if state is not self.stats.state:
+            self.stats.state = state
+            self.stats.since_ns = now_ns()
+            self._on_state_change(self.name, state)
+
+    def _mark_all(self, quality: Quality) -> None:
+        """Publish every tag of the device with ``quality`` and no value."""
+        if self.driver is None or not self.driver.tag_ids:
+            return
+        ids = self.driver.tag_ids
+        self._sink(SampleBatch.of(ids, np.full(len(ids), np.nan), now_ns(), quality))
+
+    # --- supervision ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until cancelled. Unexpected exceptions are logged, counted and restarted."""
+        try:
+            while True:
+                started = asyncio.get_running_loop().time()
+                try:
+                    await self._connect_and_poll()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug in a driver must not stop the gateway
+                    self.stats.crashes += 1
+                    log.exception("device %s: task crashed (%d so far); restarting", self.name,
+                                  self.stats.crashes)
+                    self._set_state(DeviceState.DOWN, f"internal error: {exc!r}")
+                    self._mark_all(Quality.BAD)
+                    await self._close_driver()
+                    if asyncio.get_running_loop().time() - started > self.STABLE_AFTER:
+                        self._crash_restart.reset()  # it ran well for a while: not a crash loop
+                    await self._crash_restart.sleep()
+        finally:
+            await self._close_driver()
+            self._set_state(DeviceState.STOPPED)
+
+    async def _close_driver(self) -> None:
+        if self.driver is not None:
+            try:
+                await self.driver.close()
+            except Exception:  # close must not raise; if it does, log and carry on
+                log.exception("device %s: error while closing", self.name)
+
+    async def _connect_and_poll(self) -> None:
+        if self.driver is None:
+            self.driver = self._driver_factory()
+        driver = self.driver
+        while True:
+            try:
+                await driver.connect()
+            except DriverError as exc:
+                self.stats.connect_failures += 1
+                delay = self._reconnect.next_delay()
+                if self.stats.state is not DeviceState.DOWN:
+                    log.warning("device %s: cannot connect: %s (retrying with backoff)", self.name, exc)
+                else:
+                    log.debug("device %s: still unreachable: %s; next try in %.1fs", self.name, exc, delay)
+                self._set_state(DeviceState.DOWN, str(exc))
+                self._mark_all(Quality.BAD)
+                await asyncio.sleep(delay)
+                continue
+            self.stats.connects += 1
+            self._reconnect.reset()
+            log.info("device %s: connected", self.name)
+            self._set_state(DeviceState.UP)
+            try:
+                await self._poll_all(driver)
+            except* ConnectionLost as group:
+                exc = group.exceptions[0]
+                self.stats.connection_losses += 1
+                log.warning("device %s: connection lost: %s; reconnecting", self.name, exc)
+                self._set_state(DeviceState.DOWN, str(exc))
+                self._mark_all(Quality.BAD)
+                await self._close_driver()
+                await asyncio.sleep(self._reconnect.next_delay())
+
+    async def _poll_all(self, driver: Driver) -> None:
+        groups = driver.poll_groups()
+        async with asyncio.TaskGroup() as tasks:
+            if groups:
+                for group in groups:
+                    tasks.create_task(self._poll_group(driver, group), name=f"{self.name}/{group.name}")
+            else:
+                tasks.create_task(driver.subscribe(self._emit), name=f"{self.name}/subscription")
+
+    def _emit(self, batch: SampleBatch) -> None:
+        self.stats.samples_read += len(batch)
+        self.stats.bad_samples += int(np.count_nonzero(batch.quality != Quality.GOOD))
+        self._sink(batch)
+
+    async def _poll_group(self, driver: Driver, group: PollGroup) -> None:
+        """Poll at a fixed rate; a poll longer than the interval skips the missed ticks."""
+        loop = asyncio.get_running_loop()
+        interval = group.interval
+        next_tick = loop.time()
+        while True:
+            batch = await driver.read(group)
+            self.stats.polls += 1
+            self._emit(batch)
+            next_tick += interval
+            now = loop.time()
+            if next_tick < now:
+                missed = int((now - next_tick) // interval) + 1
+                self.stats.overruns += missed
+                next_tick += missed * interval
+            await asyncio.sleep(next_tick - now)
