@@ -74,8 +74,12 @@ class HttpApi:
         broker: dict[str, object] = {"connected": False}
         outbox: dict[str, object] = {}
         if nb is not None:
-            broker = {"url": nb.link.url, "connected": nb.link.connected.is_set(),
-                      "last_error": nb.link.last_error, "disconnects": nb.link.disconnects}
+            broker = {
+                "url": nb.link.url,
+                "connected": nb.link.connected.is_set(),
+                "last_error": nb.link.last_error,
+                "disconnects": nb.link.disconnects,
+            }
             st = nb.outbox.stats()
             outbox = {"queued": st.queued, "inflight": st.inflight, "dropped": st.dropped}
         healthy = bool(broker["connected"]) and all(d["state"] == "up" for d in devices.values())
@@ -104,10 +108,13 @@ class HttpApi:
         for tag in self.gateway.catalog.tags:
             q = int(p.latest_quality[tag.id])
             value = float(p.latest_value[tag.id])
-            out.append({
-                "tag": tag.path, "unit": tag.unit,
-                "value": None if math.isnan(value) else value,
-                "quality": QUALITY_NAMES[q] if q < len(QUALITY_NAMES) else "none",
-                "ts_ns": int(p.latest_ns[tag.id]),
-            })
+            out.append(
+                {
+                    "tag": tag.path,
+                    "unit": tag.unit,
+                    "value": None if math.isnan(value) else value,
+                    "quality": QUALITY_NAMES[q] if q < len(QUALITY_NAMES) else "none",
+                    "ts_ns": int(p.latest_ns[tag.id]),
+                }
+            )
         return web.json_response({"tags": out})

@@ -27,19 +27,36 @@ class GatewayCollector(Collector):
         gw = self.gateway
         device_counters = {
             "samples_read": ("chenxing_device_samples_read", "Samples read from the device"),
-            "bad_samples": ("chenxing_device_bad_samples", "Samples read with a quality other than good"),
+            "bad_samples": (
+                "chenxing_device_bad_samples",
+                "Samples read with a quality other than good",
+            ),
             "polls": ("chenxing_device_polls", "Completed polls"),
-            "overruns": ("chenxing_device_poll_overruns", "Poll ticks skipped because a poll ran late"),
+            "overruns": (
+                "chenxing_device_poll_overruns",
+                "Poll ticks skipped because a poll ran late",
+            ),
             "connects": ("chenxing_device_connects", "Successful connects"),
             "connect_failures": ("chenxing_device_connect_failures", "Failed connection attempts"),
-            "connection_losses": ("chenxing_device_connection_losses", "Established connections lost"),
-            "crashes": ("chenxing_device_task_crashes", "Device task crashes (restarted with backoff)"),
+            "connection_losses": (
+                "chenxing_device_connection_losses",
+                "Established connections lost",
+            ),
+            "crashes": (
+                "chenxing_device_task_crashes",
+                "Device task crashes (restarted with backoff)",
+            ),
         }
-        families = {key: CounterMetricFamily(name, doc, labels=["device"])
-                    for key, (name, doc) in device_counters.items()}
-        errors = CounterMetricFamily("chenxing_device_errors", "Device errors by kind",
-                                     labels=["device", "kind"])
-        up = GaugeMetricFamily("chenxing_device_up", "1 when the device is connected", labels=["device"])
+        families = {
+            key: CounterMetricFamily(name, doc, labels=["device"])
+            for key, (name, doc) in device_counters.items()
+        }
+        errors = CounterMetricFamily(
+            "chenxing_device_errors", "Device errors by kind", labels=["device", "kind"]
+        )
+        up = GaugeMetricFamily(
+            "chenxing_device_up", "1 when the device is connected", labels=["device"]
+        )
         for name, runner in gw.runners.items():
             for key, family in families.items():
                 family.add_metric([name], getattr(runner.stats, key))
@@ -52,39 +69,68 @@ class GatewayCollector(Collector):
         yield up
 
         p = gw.pipeline.counters
-        yield CounterMetricFamily("chenxing_pipeline_samples_in", "Samples entering the pipeline",
-                                  value=p.samples_in)
-        yield CounterMetricFamily("chenxing_pipeline_samples_suppressed",
-                                  "Samples not published by deadband", value=p.samples_suppressed)
-        yield CounterMetricFamily("chenxing_pipeline_samples_invalid",
-                                  "Samples with a non-finite value, published as bad", value=p.samples_invalid)
+        yield CounterMetricFamily(
+            "chenxing_pipeline_samples_in", "Samples entering the pipeline", value=p.samples_in
+        )
+        yield CounterMetricFamily(
+            "chenxing_pipeline_samples_suppressed",
+            "Samples not published by deadband",
+            value=p.samples_suppressed,
+        )
+        yield CounterMetricFamily(
+            "chenxing_pipeline_samples_invalid",
+            "Samples with a non-finite value, published as bad",
+            value=p.samples_invalid,
+        )
 
         nb = gw.northbound
         if nb is None:
             return
         c = nb.counters
         stats = nb.outbox.stats()
-        yield CounterMetricFamily("chenxing_samples_published",
-                                  "Samples acknowledged by the broker", value=c.samples_published)
-        yield CounterMetricFamily("chenxing_messages_published",
-                                  "Messages acknowledged by the broker", value=c.messages_published)
+        yield CounterMetricFamily(
+            "chenxing_samples_published",
+            "Samples acknowledged by the broker",
+            value=c.samples_published,
+        )
+        yield CounterMetricFamily(
+            "chenxing_messages_published",
+            "Messages acknowledged by the broker",
+            value=c.messages_published,
+        )
         yield CounterMetricFamily("chenxing_births", "Birth messages sent", value=c.births)
-        yield CounterMetricFamily("chenxing_samples_dropped",
-                                  "Samples dropped because the outbox was full", value=stats.dropped_samples)
-        yield CounterMetricFamily("chenxing_messages_dropped",
-                                  "Messages dropped because the outbox was full", value=stats.dropped)
-        depth = GaugeMetricFamily("chenxing_outbox_messages", "Messages in the outbox", labels=["state"])
+        yield CounterMetricFamily(
+            "chenxing_samples_dropped",
+            "Samples dropped because the outbox was full",
+            value=stats.dropped_samples,
+        )
+        yield CounterMetricFamily(
+            "chenxing_messages_dropped",
+            "Messages dropped because the outbox was full",
+            value=stats.dropped,
+        )
+        depth = GaugeMetricFamily(
+            "chenxing_outbox_messages", "Messages in the outbox", labels=["state"]
+        )
         depth.add_metric(["queued"], stats.queued)
         depth.add_metric(["inflight"], stats.inflight)
         yield depth
-        yield GaugeMetricFamily("chenxing_northbound_buffered_samples",
-                                "Samples waiting to be gathered into a message", value=c.buffered_samples)
-        yield GaugeMetricFamily("chenxing_mqtt_connected", "1 when connected to the broker",
-                                value=1.0 if nb.link.connected.is_set() else 0.0)
-        yield CounterMetricFamily("chenxing_mqtt_disconnects", "Broker connections lost",
-                                  value=nb.link.disconnects)
-        yield GaugeMetricFamily("chenxing_uptime_seconds", "Seconds since the gateway started",
-                                value=gw.uptime_s)
+        yield GaugeMetricFamily(
+            "chenxing_northbound_buffered_samples",
+            "Samples waiting to be gathered into a message",
+            value=c.buffered_samples,
+        )
+        yield GaugeMetricFamily(
+            "chenxing_mqtt_connected",
+            "1 when connected to the broker",
+            value=1.0 if nb.link.connected.is_set() else 0.0,
+        )
+        yield CounterMetricFamily(
+            "chenxing_mqtt_disconnects", "Broker connections lost", value=nb.link.disconnects
+        )
+        yield GaugeMetricFamily(
+            "chenxing_uptime_seconds", "Seconds since the gateway started", value=gw.uptime_s
+        )
 
 
 def render(gateway: Gateway) -> bytes:

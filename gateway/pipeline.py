@@ -117,6 +117,11 @@ class Pipeline:
         parts = []
         for r in range(int(rank.max()) + 1):
             sel = order[rank == r]
-            parts.append(self.process(SampleBatch(
-                batch.tag_ids[sel], batch.values[sel], batch.ts_ns[sel], batch.quality[sel])))
+            parts.append(
+                self.process(
+                    SampleBatch(
+                        batch.tag_ids[sel], batch.values[sel], batch.ts_ns[sel], batch.quality[sel]
+                    )
+                )
+            )
         return SampleBatch.concat(parts)

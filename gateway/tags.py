@@ -92,10 +92,15 @@ class TagCatalog:
             [c.type is DataType.BOOL for c in cfgs], dtype=bool
         )
         self.is_integer: npt.NDArray[np.bool_] = np.array(
-            [t.type not in (DataType.BOOL, DataType.FLOAT32, DataType.FLOAT64, DataType.STRING)
-             for t in self.tags], dtype=bool
+            [
+                t.type not in (DataType.BOOL, DataType.FLOAT32, DataType.FLOAT64, DataType.STRING)
+                for t in self.tags
+            ],
+            dtype=bool,
         )
-        self.paths = np.array([t.path for t in self.tags], dtype=object) if n else np.empty(0, object)
+        self.paths = (
+            np.array([t.path for t in self.tags], dtype=object) if n else np.empty(0, object)
+        )
 
     def __len__(self) -> int:
         return len(self.tags)

@@ -29,7 +29,7 @@ QUALITY_NAMES: tuple[str, ...] = tuple(q.name.lower() for q in Quality)
 QUALITY_NAME_ARRAY = np.array(QUALITY_NAMES, dtype=object)
 
 
-class DataType(str, enum.Enum):
+class DataType(enum.StrEnum):
     """Data type of a tag as published (after scaling)."""
 
     BOOL = "bool"
@@ -48,7 +48,7 @@ class DataType(str, enum.Enum):
         return self is not DataType.STRING
 
 
-class Classification(str, enum.Enum):
+class Classification(enum.StrEnum):
     """Data-registration class of a tag, sent in the birth catalog."""
 
     PUBLIC = "public"
@@ -126,7 +126,9 @@ class SampleBatch:
             return batches[0]
         kinds = {b.values.dtype.kind for b in batches}
         values = np.concatenate(
-            [b.values.astype(object) for b in batches] if "O" in kinds else [b.values for b in batches]
+            [b.values.astype(object) for b in batches]
+            if "O" in kinds
+            else [b.values for b in batches]
         )
         return cls(
             np.concatenate([b.tag_ids for b in batches]),
@@ -136,4 +138,6 @@ class SampleBatch:
         )
 
     def select(self, mask: npt.NDArray[np.bool_]) -> SampleBatch:
-        return SampleBatch(self.tag_ids[mask], self.values[mask], self.ts_ns[mask], self.quality[mask])
+        return SampleBatch(
+            self.tag_ids[mask], self.values[mask], self.ts_ns[mask], self.quality[mask]
+        )

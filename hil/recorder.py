@@ -18,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+
 @dataclass(frozen=True, slots=True)
 class ReceivedSample:
     tag: str
@@ -26,6 +27,7 @@ class ReceivedSample:
     quality: str
     seq: int
     received_ns: int
+
 
 @dataclass(slots=True)
 class _State:
@@ -37,25 +39,39 @@ class _State:
     undecodable: int = 0
     retained_seen: int = 0
 
+
 class TelemetryRecorder:
     """Subscribes to ``{topic_root}/#`` with QoS 1 and records what arrives."""
 
-    def __init__(self, host: str, port: int, topic_root: str = "chenxing/v1",
-                 client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic_root: str = "chenxing/v1",
+        client_id: str | None = None,
+        persistent: bool = False,
+    ) -> None:
+        """``persistent`` keeps the broker session (clean session off) so that what is
+        published while the recorder is disconnected is queued for it by the broker."""
         self.host = host
         self.port = port
         self.topic = topic_root.rstrip("/") + "/#"
         self._lock = threading.Lock()
         self._state = _State()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=client_id or f"recorder-{time.time_ns()}")
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"recorder-{time.time_ns()}",
+            clean_session=not persistent,
+        )
+        self._client.reconnect_delay_set(0.1, 1.0)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any,
-                    properties: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason: Any, properties: object
+    ) -> None:
         if not reason.is_failure:
             client.subscribe(self.topic, qos=1)
 
@@ -111,15 +127,23 @@ class TelemetryRecorder:
         """A consistent copy of what was recorded so far."""
         with self._lock:
             st = self._state
-            return _State(list(st.births), list(st.deaths), list(st.data_messages),
-                          list(st.samples), dict(st.latest), st.undecodable, st.retained_seen)
+            return _State(
+                list(st.births),
+                list(st.deaths),
+                list(st.data_messages),
+                list(st.samples),
+                dict(st.latest),
+                st.undecodable,
+                st.retained_seen,
+            )
 
     def samples_of(self, tag: str) -> list[ReceivedSample]:
         with self._lock:
             return [s for s in self._state.samples if s.tag == tag]
 
-    def wait_for(self, predicate: Callable[[_State], bool], timeout: float = 10.0,
-                 poll: float = 0.05) -> bool:
+    def wait_for(
+        self, predicate: Callable[[_State], bool], timeout: float = 10.0, poll: float = 0.05
+    ) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate(self.snapshot()):
@@ -127,8 +151,9 @@ class TelemetryRecorder:
             time.sleep(poll)
         return predicate(self.snapshot())
 
-    async def until(self, predicate: Callable[[_State], bool], timeout: float = 10.0,
-                    poll: float = 0.05) -> bool:
+    async def until(
+        self, predicate: Callable[[_State], bool], timeout: float = 10.0, poll: float = 0.05
+    ) -> bool:
         """Like :meth:`wait_for`, without blocking the event loop."""
 
         loop = asyncio.get_running_loop()

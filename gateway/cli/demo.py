@@ -25,6 +25,7 @@ from gateway.config.types import is_loopback
 from gateway.runtime.gateway import Gateway
 from hil.broker import MqttBroker
 from hil.devices.modbus_meter import ModbusMeterSimulator
+from hil.process.energy_meter import EnergyMeterModel, MeterParams
 from hil.recorder import TelemetryRecorder
 
 
@@ -45,9 +46,14 @@ class DemoSummary:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "seconds": round(self.seconds, 1), "broker": self.broker, "messages": self.messages,
-            "samples": self.samples, "tags": self.tags, "errors": self.errors,
-            "devices_configured": self.devices_configured, "devices_reported": self.devices_reported,
+            "seconds": round(self.seconds, 1),
+            "broker": self.broker,
+            "messages": self.messages,
+            "samples": self.samples,
+            "tags": self.tags,
+            "errors": self.errors,
+            "devices_configured": self.devices_configured,
+            "devices_reported": self.devices_reported,
             "ok": self.all_devices_reported,
         }
 
@@ -55,15 +61,18 @@ class DemoSummary:
         verdict = "OK" if self.all_devices_reported else "INCOMPLETE"
         missing = sorted(set(self.devices_configured) - set(self.devices_reported))
         tail = f" missing={','.join(missing)}" if missing else ""
-        return (f"demo {verdict}: {self.seconds:.1f}s via {self.broker}: messages={self.messages} "
-                f"samples={self.samples} tags={self.tags} errors={self.errors} "
-                f"devices={len(self.devices_reported)}/{len(self.devices_configured)}{tail}")
+        return (
+            f"demo {verdict}: {self.seconds:.1f}s via {self.broker}: messages={self.messages} "
+            f"samples={self.samples} tags={self.tags} errors={self.errors} "
+            f"devices={len(self.devices_reported)}/{len(self.devices_configured)}{tail}"
+        )
 
 
 def _wire(config: GatewayConfig, broker: MqttBroker, ports: dict[str, int]) -> GatewayConfig:
     """Point the config at the started broker and simulators."""
     devices = [
-        d.model_copy(update={"port": ports[d.name]}) if d.name in ports else d for d in config.devices
+        d.model_copy(update={"port": ports[d.name]}) if d.name in ports else d
+        for d in config.devices
     ]
     mqtt = config.northbound.mqtt.model_copy(update={"host": broker.host, "port": broker.port})
     northbound = config.northbound.model_copy(update={"mqtt": mqtt})
@@ -75,27 +84,48 @@ def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
     snap = recorder.snapshot()
     now_ms = time.time_ns() // 1_000_000
     table = Table(expand=False, title=None)
-    for col, justify in (("tag", "left"), ("value", "right"), ("unit", "left"),
-                         ("quality", "left"), ("age", "right")):
+    for col, justify in (
+        ("tag", "left"),
+        ("value", "right"),
+        ("unit", "left"),
+        ("quality", "left"),
+        ("age", "right"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for tag in sorted(snap.latest):
         s = snap.latest[tag]
         info = gateway.catalog.get(tag)
-        value = "—" if s.value is None else (f"{s.value:.3f}" if isinstance(s.value, float) else str(s.value))
-        style = {"good": "green", "bad": "red", "stale": "yellow", "uncertain": "yellow"}.get(s.quality, "")
-        table.add_row(tag, value, info.unit if info else "", Text(s.quality, style=style),
-                      f"{(now_ms - s.ts_ms) / 1000:.1f}s")
+        value = (
+            "—"
+            if s.value is None
+            else (f"{s.value:.3f}" if isinstance(s.value, float) else str(s.value))
+        )
+        style = {"good": "green", "bad": "red", "stale": "yellow", "uncertain": "yellow"}.get(
+            s.quality, ""
+        )
+        table.add_row(
+            tag,
+            value,
+            info.unit if info else "",
+            Text(s.quality, style=style),
+            f"{(now_ms - s.ts_ms) / 1000:.1f}s",
+        )
     states = ", ".join(f"{n}={r.stats.state.value}" for n, r in gateway.runners.items())
-    status = Text(f"{header}\nmessages={len(snap.data_messages)} samples={len(snap.samples)} "
-                  f"births={len(snap.births)} devices: {states}\nCtrl-C to stop")
+    status = Text(
+        f"{header}\nmessages={len(snap.data_messages)} samples={len(snap.samples)} "
+        f"births={len(snap.births)} devices: {states}\nCtrl-C to stop"
+    )
     return Group(status, table)
 
 
-async def run_demo(config: GatewayConfig, config_dir: Path, duration: float | None,
-                   broker_choice: str, live: bool) -> DemoSummary:
-    meters = [d for d in config.devices if isinstance(d, ModbusTcpDeviceConfig) and is_loopback(d.host)]
-    prefer = {"auto": None, "mosquitto": "mosquitto", "embedded": "amqtt"}[broker_choice]
-    broker = MqttBroker(kind=prefer)
+async def run_demo(
+    config: GatewayConfig, config_dir: Path, duration: float | None, broker_choice: str, live: bool
+) -> DemoSummary:
+    meters = [
+        d for d in config.devices if isinstance(d, ModbusTcpDeviceConfig) and is_loopback(d.host)
+    ]
+    kind = {"auto": "auto", "mosquitto": "mosquitto", "embedded": "amqtt"}[broker_choice]
+    broker = MqttBroker(kind=kind)  # type: ignore[arg-type]
     broker.start()
     sims: list[ModbusMeterSimulator] = []
     stop = asyncio.Event()
@@ -106,7 +136,14 @@ async def run_demo(config: GatewayConfig, config_dir: Path, duration: float | No
     try:
         ports: dict[str, int] = {}
         for i, device in enumerate(meters):
-            sim = ModbusMeterSimulator(host=device.host, port=0, seed=i + 1)
+            # a machine with history, its shift compressed tenfold so states change on screen
+            params = MeterParams(
+                initial_energy_kwh=18_250.0 + 7_300.0 * i,
+                idle_power_kw=3.0 + 2.0 * i,
+                running_power_kw=25.0 + 15.0 * i,
+            )
+            model = EnergyMeterModel(seed=i + 1, params=params, time_scale=10.0)
+            sim = ModbusMeterSimulator(model, host=device.host, port=0)
             await sim.start()
             sims.append(sim)
             ports[device.name] = sim.port
@@ -119,7 +156,9 @@ async def run_demo(config: GatewayConfig, config_dir: Path, duration: float | No
             loop.call_later(duration, stop.set)
         header = f"chenxing-edge demo: broker {broker.kind} at {broker.url}"
         if live:
-            with Live(_table(recorder, gateway, header), refresh_per_second=4, transient=False) as view:
+            with Live(
+                _table(recorder, gateway, header), refresh_per_second=4, transient=False
+            ) as view:
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.5)
@@ -128,17 +167,23 @@ async def run_demo(config: GatewayConfig, config_dir: Path, duration: float | No
         await asyncio.sleep(0.2)  # let the last acknowledged messages reach the subscriber
         recorder.stop()
         snap = recorder.snapshot()
-        devices_reported = sorted({t.split(".", 1)[0] for t, s in snap.latest.items() if s.quality == "good"})
+        devices_reported = sorted(
+            {t.split(".", 1)[0] for t, s in snap.latest.items() if s.quality == "good"}
+        )
         errors = sum(sum(r.driver.errors.values()) for r in gateway.runners.values() if r.driver)
         errors += sum(r.stats.crashes for r in gateway.runners.values()) + snap.undecodable
         return DemoSummary(
-            seconds=time.monotonic() - started, broker=broker.kind,
-            messages=len(snap.data_messages), samples=len(snap.samples), tags=len(snap.latest),
-            errors=errors, devices_configured=[d.name for d in config.devices if d.enabled],
+            seconds=time.monotonic() - started,
+            broker=broker.kind,
+            messages=len(snap.data_messages),
+            samples=len(snap.samples),
+            tags=len(snap.latest),
+            errors=errors,
+            devices_configured=[d.name for d in config.devices if d.enabled],
             devices_reported=devices_reported,
         )
     finally:
         for sim in sims:
             with contextlib.suppress(Exception):
                 await sim.stop()
-        broker.stop()
+        broker.close()

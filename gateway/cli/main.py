@@ -29,10 +29,20 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="gateway YAML file")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None,
-              help="overrides logging.level of the config")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="gateway YAML file",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    default=None,
+    help="overrides logging.level of the config",
+)
 def run(config_path: str, log_level: str | None) -> None:
     """Run the gateway until SIGTERM or SIGINT."""
     try:
@@ -65,8 +75,11 @@ async def _run(config, config_dir: Path) -> int:  # type: ignore[no-untyped-def]
 
 @main.command()
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--secrets", is_flag=True,
-              help="also check that every secret's environment variable or file is there")
+@click.option(
+    "--secrets",
+    is_flag=True,
+    help="also check that every secret's environment variable or file is there",
+)
 def validate(config_path: str, secrets: bool) -> None:
     """Check a config file; exit 0 when valid, 1 listing every error with file and line."""
     from gateway.config.loader import check_secrets
@@ -88,8 +101,13 @@ def config_group() -> None:
 
 
 @config_group.command("schema")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="write to this file instead of standard output")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write to this file instead of standard output",
+)
 def config_schema(output: str | None) -> None:
     """Print (or write) the JSON Schema of the config file."""
     from gateway.config.schema import schema_text
@@ -103,12 +121,26 @@ def config_schema(output: str | None) -> None:
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="config to run (default: config/demo.yaml)")
-@click.option("--duration", type=float, default=None,
-              help="run this many seconds, print a summary and exit (0 only if every device reported)")
-@click.option("--broker", type=click.Choice(["auto", "mosquitto", "embedded"]), default="auto",
-              help="which MQTT broker to start")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="config to run (default: config/demo.yaml)",
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="run this many seconds, print a summary and exit (0 only if every device reported)",
+)
+@click.option(
+    "--broker",
+    type=click.Choice(["auto", "mosquitto", "embedded"]),
+    default="auto",
+    help="which MQTT broker to start",
+)
 @click.option("--plain", is_flag=True, help="no live table; log lines only")
 def demo(config_path: str | None, duration: float | None, broker: str, plain: bool) -> None:
     """Simulated meters -> gateway -> MQTT broker -> subscriber, shown live."""
@@ -122,7 +154,7 @@ def demo(config_path: str | None, duration: float | None, broker: str, plain: bo
         sys.exit(exit_codes.CONFIG_INVALID)
     setup_logging("WARNING" if not plain else config.logging.level, config.logging.format)
     summary = asyncio.run(run_demo(config, path.resolve().parent, duration, broker, live=not plain))
-    click.echo(json.dumps(summary.as_dict()) if plain else summary.line())
+    click.echo(json.dumps(summary.as_dict()) if plain else "\n" + summary.line())
     if duration is not None and not summary.all_devices_reported:
         sys.exit(exit_codes.DEMO_INCOMPLETE)
 

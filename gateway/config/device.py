@@ -42,9 +42,9 @@ class TagConfig(StrictModel):
     def _check_write_range(self) -> TagConfig:
         if self.range is not None and self.range[0] > self.range[1]:
             raise ValueError(f"range minimum {self.range[0]} is above maximum {self.range[1]}")
-        if self.writable and self.type.is_numeric and self.type is not DataType.BOOL:
-            if self.range is None:
-                raise ValueError("a writable numeric tag needs a range: [min, max]")
+        numeric = self.type.is_numeric and self.type is not DataType.BOOL
+        if self.writable and numeric and self.range is None:
+            raise ValueError("a writable numeric tag needs a range: [min, max]")
         return self
 
     @property

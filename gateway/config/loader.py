@@ -30,22 +30,41 @@ class _Located:
     problems: list[ConfigProblem]
 
 
-def _construct(node: yaml.Node, path: KeyPath, file: str, lines: dict[KeyPath, int],
-               problems: list[ConfigProblem]) -> Any:
+def _construct(
+    node: yaml.Node,
+    path: KeyPath,
+    file: str,
+    lines: dict[KeyPath, int],
+    problems: list[ConfigProblem],
+) -> Any:
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader.construct_scalar(_SCALAR_LOADER, key_node) \
-                if isinstance(key_node, yaml.ScalarNode) else None
+            key = (
+                yaml.SafeLoader.construct_scalar(_SCALAR_LOADER, key_node)
+                if isinstance(key_node, yaml.ScalarNode)
+                else None
+            )
             if key is None or key == "<<":
-                problems.append(ConfigProblem(file, key_node.start_mark.line + 1, path,
-                                              "keys must be plain strings (no merges)"))
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        key_node.start_mark.line + 1,
+                        path,
+                        "keys must be plain strings (no merges)",
+                    )
+                )
                 continue
             child = (*path, key)
             if key in result:
-                problems.append(ConfigProblem(
-                    file, key_node.start_mark.line + 1, child,
-                    f"duplicate key (first on line {lines[child]})"))
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        key_node.start_mark.line + 1,
+                        child,
+                        f"duplicate key (first on line {lines[child]})",
+                    )
+                )
                 continue
             lines[child] = key_node.start_mark.line + 1
             result[key] = _construct(value_node, child, file, lines, problems)
@@ -94,12 +113,14 @@ def _resolve_loc(data: Any, loc: Iterable[str | int]) -> KeyPath:
     path: list[str | int] = []
     current = data
     for part in loc:
-        if isinstance(current, dict) and part in current:
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_dict or in_list:
             current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            current = current[part]
-        elif isinstance(current, dict) and isinstance(part, str) and (
-            part == current.get("protocol") or "[" in part
+        elif (
+            isinstance(current, dict)
+            and isinstance(part, str)
+            and (part == current.get("protocol") or "[" in part)
         ):
             continue  # a discriminator tag or validator name, not a key of the file
         else:
@@ -123,8 +144,12 @@ def _humanise(err: dict[str, Any]) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
-    if "input" in err and "secret" not in msg and kind not in ("union_tag_invalid", "model_type") \
-            and not isinstance(err["input"], dict | list):
+    if (
+        "input" in err
+        and "secret" not in msg
+        and kind not in ("union_tag_invalid", "model_type")
+        and not isinstance(err["input"], dict | list)
+    ):
         msg += f" (got {err['input']!r})"
     return msg
 
@@ -142,9 +167,14 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int]) -> list[Co
         if isinstance(name, str):
             path = ("devices", d, "name")
             if name in seen_devices:
-                problems.append(ConfigProblem(file, _line_of(lines, path), path,
-                                              f"duplicate device name {name!r} "
-                                              f"(first on line {seen_devices[name]})"))
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        _line_of(lines, path),
+                        path,
+                        f"duplicate device name {name!r} (first on line {seen_devices[name]})",
+                    )
+                )
             else:
                 seen_devices[name] = _line_of(lines, path)
         tags = device.get("tags")
@@ -157,9 +187,15 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int]) -> list[Co
                 continue
             path = ("devices", d, "tags", t, "name")
             if tag_name in seen_tags:
-                problems.append(ConfigProblem(file, _line_of(lines, path), path,
-                                              f"duplicate tag name {tag_name!r} in device "
-                                              f"{name!r} (first on line {seen_tags[tag_name]})"))
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        _line_of(lines, path),
+                        path,
+                        f"duplicate tag name {tag_name!r} in device "
+                        f"{name!r} (first on line {seen_tags[tag_name]})",
+                    )
+                )
             else:
                 seen_tags[tag_name] = _line_of(lines, path)
     return problems
@@ -169,13 +205,19 @@ def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     def rel(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
 
-    return config.model_copy(update={
-        "gateway": config.gateway.model_copy(update={"state_dir": rel(config.gateway.state_dir)}),
-        "models": config.models.model_copy(update={"dir": rel(config.models.dir)}),
-    })
+    return config.model_copy(
+        update={
+            "gateway": config.gateway.model_copy(
+                update={"state_dir": rel(config.gateway.state_dir)}
+            ),
+            "models": config.models.model_copy(update={"dir": rel(config.models.dir)}),
+        }
+    )
 
 
-def load_config_text(text: str, file: str = "<config>", base_dir: Path | None = None) -> GatewayConfig:
+def load_config_text(
+    text: str, file: str = "<config>", base_dir: Path | None = None
+) -> GatewayConfig:
     """Validate config text; raise :class:`ConfigError` listing every problem found."""
     located = parse_yaml(text, file)
     problems = list(located.problems)
@@ -190,7 +232,9 @@ def load_config_text(text: str, file: str = "<config>", base_dir: Path | None = 
             except ValidationError as exc:
                 for err in exc.errors():
                     path = _resolve_loc(data, err["loc"])
-                    problems.append(ConfigProblem(file, _line_of(lines, path), path, _humanise(err)))
+                    problems.append(
+                        ConfigProblem(file, _line_of(lines, path), path, _humanise(err))
+                    )
             problems.extend(_semantic_checks(data, file, lines))
     if problems or config is None:
         problems.sort(key=lambda p: (p.line, p.path_text))
@@ -204,7 +248,9 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigProblem(str(file), 0, (), f"cannot read: {exc.strerror}")]) from exc
+        raise ConfigError(
+            [ConfigProblem(str(file), 0, (), f"cannot read: {exc.strerror}")]
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(file), 0, (), f"not UTF-8 text: {exc}")]) from exc
     return load_config_text(text, str(file), file.resolve().parent)
@@ -215,22 +261,30 @@ def resolve_secret(ref: SecretRef, base_dir: Path | None = None) -> str:
     if ref.env is not None:
         value = os.environ.get(ref.env)
         if value is None:
-            raise ConfigError([ConfigProblem("<environment>", 0, (),
-                                             f"environment variable {ref.env} is not set")])
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "<environment>", 0, (), f"environment variable {ref.env} is not set"
+                    )
+                ]
+            )
         return value
     assert ref.file is not None
     path = ref.file if ref.file.is_absolute() or base_dir is None else base_dir / ref.file
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), 0, (),
-                                         f"cannot read secret file: {exc.strerror}")]) from exc
+        raise ConfigError(
+            [ConfigProblem(str(path), 0, (), f"cannot read secret file: {exc.strerror}")]
+        ) from exc
 
 
 def check_secrets(config: GatewayConfig, base_dir: Path | None = None) -> None:
     """Resolve every secret the config names; raise one ConfigError listing the missing ones."""
-    refs = [("northbound.mqtt.password", config.northbound.mqtt.password),
-            ("http.token", config.http.token)]
+    refs = [
+        ("northbound.mqtt.password", config.northbound.mqtt.password),
+        ("http.token", config.http.token),
+    ]
     problems: list[ConfigProblem] = []
     for key, ref in refs:
         if ref is None:
@@ -238,7 +292,9 @@ def check_secrets(config: GatewayConfig, base_dir: Path | None = None) -> None:
         try:
             resolve_secret(ref, base_dir)
         except ConfigError as exc:
-            problems.extend(ConfigProblem(p.file, p.line, tuple(key.split(".")), p.message)
-                            for p in exc.problems)
+            problems.extend(
+                ConfigProblem(p.file, p.line, tuple(key.split(".")), p.message)
+                for p in exc.problems
+            )
     if problems:
         raise ConfigError(problems)

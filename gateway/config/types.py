@@ -23,7 +23,8 @@ def parse_duration(value: Any) -> Any:
         match = _DURATION_RE.match(value)
         if not match:
             raise ValueError(
-                f"invalid duration {value!r}: use a number of seconds or e.g. '500ms', '5s', '2m', '1h'"
+                f"invalid duration {value!r}: "
+                "use a number of seconds or e.g. '500ms', '5s', '2m', '1h'"
             )
         return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     return value

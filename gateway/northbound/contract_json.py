@@ -32,7 +32,12 @@ class JsonContract:
         self.catalog = catalog
         self._ident = ident
         self._version = gateway_version
-        self._header = {"v": CONTRACT_VERSION, "gateway": ident.id, "site": ident.site, "line": ident.line}
+        self._header = {
+            "v": CONTRACT_VERSION,
+            "gateway": ident.id,
+            "site": ident.site,
+            "line": ident.line,
+        }
 
     def topic(self, kind: str) -> str:
         return f"{self.base_topic}/{kind}"
@@ -40,7 +45,9 @@ class JsonContract:
     def _dumps(self, body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
-    def birth(self, session: int, next_seq: int, ts_ns: int, devices: dict[str, str]) -> OutboundMessage:
+    def birth(
+        self, session: int, next_seq: int, ts_ns: int, devices: dict[str, str]
+    ) -> OutboundMessage:
         """The tag catalog: the data-registration record for the brain. Retained."""
         body = {
             **self._header,
@@ -53,13 +60,22 @@ class JsonContract:
             "devices": [{"name": name, "state": state} for name, state in devices.items()],
             "tags": [t.catalog_entry() for t in self.catalog.tags],
         }
-        return OutboundMessage(self.topic("birth"), self._dumps(body), "birth", self.qos, retain=True)
+        return OutboundMessage(
+            self.topic("birth"), self._dumps(body), "birth", self.qos, retain=True
+        )
 
     def death(self, session: int, ts_ns: int, reason: str) -> OutboundMessage:
         """Sent on clean shutdown, and registered as the MQTT will. Retained."""
-        body = {**self._header, "type": "death", "session": session,
-                "ts": ts_ns // _NS_PER_MS, "reason": reason}
-        return OutboundMessage(self.topic("death"), self._dumps(body), "death", self.qos, retain=True)
+        body = {
+            **self._header,
+            "type": "death",
+            "session": session,
+            "ts": ts_ns // _NS_PER_MS,
+            "reason": reason,
+        }
+        return OutboundMessage(
+            self.topic("death"), self._dumps(body), "death", self.qos, retain=True
+        )
 
     def data(self, batch: SampleBatch, seq: int, session: int, ts_ns: int) -> OutboundMessage:
         """One data message carrying every sample of ``batch``."""
@@ -93,8 +109,12 @@ class JsonContract:
             },
         }
         return OutboundMessage(
-            self.topic("data"), self._dumps(body), "data", self.qos,
-            samples=len(batch), oldest_ns=int(batch.ts_ns.min()) if len(batch) else 0,
+            self.topic("data"),
+            self._dumps(body),
+            "data",
+            self.qos,
+            samples=len(batch),
+            oldest_ns=int(batch.ts_ns.min()) if len(batch) else 0,
         )
 
 

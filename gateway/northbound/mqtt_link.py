@@ -45,6 +45,7 @@ class MqttLink:
         self._on_ack = on_ack
         self._on_state = on_state
         self._mid_to_id: dict[int, int] = {}
+        self._stopping = False
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
         v5 = config.protocol == "5"
         self._client = mqtt.Client(
@@ -65,19 +66,37 @@ class MqttLink:
         self._client.on_publish = self._paho_publish
 
     # --- paho thread -> event loop -------------------------------------------------
-    def _paho_connect(self, client: mqtt.Client, userdata: object, flags: object,
-                      reason: ReasonCode, properties: object) -> None:
+    def _paho_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason: ReasonCode,
+        properties: object,
+    ) -> None:
         self._loop.call_soon_threadsafe(self._connected, reason.is_failure, str(reason))
 
-    def _paho_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
-                         reason: ReasonCode, properties: object) -> None:
+    def _paho_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason: ReasonCode,
+        properties: object,
+    ) -> None:
         # jitter for paho's next reconnect wait; its own delay doubles from here up to the max
         delay = self._backoff.next_delay()
         client.reconnect_delay_set(min(delay, self.config.reconnect_max), self.config.reconnect_max)
         self._loop.call_soon_threadsafe(self._disconnected, str(reason))
 
-    def _paho_publish(self, client: mqtt.Client, userdata: object, mid: int,
-                      reason: ReasonCode, properties: object) -> None:
+    def _paho_publish(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason: ReasonCode,
+        properties: object,
+    ) -> None:
         self._loop.call_soon_threadsafe(self._acked, mid, reason.is_failure, str(reason))
 
     # --- event loop ------------------------------------------------------------------
@@ -95,7 +114,9 @@ class MqttLink:
         self._on_state()
 
     def _disconnected(self, reason: str) -> None:
-        if self.connected.is_set():
+        if self._stopping:
+            log.info("MQTT disconnected from %s", self.url)
+        elif self.connected.is_set():
             self.disconnects += 1
             log.warning("MQTT disconnected from %s: %s", self.url, reason)
         self.connected.clear()
@@ -125,6 +146,7 @@ class MqttLink:
 
     async def stop(self) -> None:
         """Disconnect cleanly (the broker then does not send the will)."""
+        self._stopping = True
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
         self.connected.clear()

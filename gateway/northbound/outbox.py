@@ -81,7 +81,9 @@ class MemoryOutbox(Outbox):
         self._inflight.pop(message_id, None)
 
     def stats(self) -> OutboxStats:
-        return OutboxStats(len(self._waiting), len(self._inflight), self._dropped, self._dropped_samples)
+        return OutboxStats(
+            len(self._waiting), len(self._inflight), self._dropped, self._dropped_samples
+        )
 
     async def wait_pending(self) -> None:
         await self._pending.wait()

@@ -38,7 +38,9 @@ class Northbound:
         contract: JsonContract,
         outbox: Outbox,
         sequence: SequenceStore,
-        link_factory: Callable[[OutboundMessage, Callable[[int], None], Callable[[], None]], MqttLink],
+        link_factory: Callable[
+            [OutboundMessage, Callable[[int], None], Callable[[], None]], MqttLink
+        ],
         device_states: Callable[[], dict[str, str]],
     ) -> None:
         self.config = config
@@ -53,6 +55,7 @@ class Northbound:
         self._inflight: dict[int, OutboundMessage] = {}
         self._birth_generation = 0
         self._control_ids = itertools.count(-1, -1)  # ids of births and deaths
+        self._ack_waiters: dict[int, asyncio.Event] = {}
         will = contract.death(self.session, now_ns(), "connection lost")
         self.link = link_factory(will, self._acked, self._wake.set)
 
@@ -80,6 +83,9 @@ class Northbound:
     # --- acknowledgements -----------------------------------------------------------------
     def _acked(self, message_id: int) -> None:
         message = self._inflight.pop(message_id, None)
+        waiter = self._ack_waiters.get(message_id)
+        if waiter is not None:
+            waiter.set()
         self.outbox.ack(message_id)
         if message is not None:
             self.counters.messages_published += 1
@@ -100,7 +106,9 @@ class Northbound:
             self.flush()
 
     def _birth(self) -> OutboundMessage:
-        return self.contract.birth(self.session, self.sequence.peek, now_ns(), self._device_states())
+        return self.contract.birth(
+            self.session, self.sequence.peek, now_ns(), self._device_states()
+        )
 
     async def _sender(self) -> None:
         max_inflight = self.config.outbox.max_inflight
@@ -148,12 +156,17 @@ class Northbound:
         if not self.link.connected.is_set():
             return False
         death = self.contract.death(self.session, now_ns(), reason)
+        death.id = next(self._control_ids)
+        acked = asyncio.Event()
+        self._ack_waiters[death.id] = acked
         self._send(death)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while death.id in self._inflight and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        return death.id not in self._inflight
+        try:
+            await asyncio.wait_for(acked.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._ack_waiters.pop(death.id, None)
+        return True
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):

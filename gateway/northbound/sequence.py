@@ -30,7 +30,9 @@ class SequenceStore:
         except FileNotFoundError:
             return 0
         except (ValueError, KeyError, TypeError, OSError) as exc:
-            log.warning("sequence file %s unreadable (%s); starting a new sequence epoch", self.path, exc)
+            log.warning(
+                "sequence file %s unreadable (%s); starting a new sequence epoch", self.path, exc
+            )
             return 0
 
     def _reserve(self) -> None:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 Sink = Callable[[SampleBatch], None]
 
 
-class DeviceState(str, enum.Enum):
+class DeviceState(enum.StrEnum):
     STARTING = "starting"
     UP = "up"
     DOWN = "down"
@@ -98,8 +98,11 @@ class DeviceRunner:
                     raise
                 except Exception as exc:  # a bug in a driver must not stop the gateway
                     self.stats.crashes += 1
-                    log.exception("device %s: task crashed (%d so far); restarting", self.name,
-                                  self.stats.crashes)
+                    log.exception(
+                        "device %s: task crashed (%d so far); restarting",
+                        self.name,
+                        self.stats.crashes,
+                    )
                     self._set_state(DeviceState.DOWN, f"internal error: {exc!r}")
                     self._mark_all(Quality.BAD)
                     await self._close_driver()
@@ -128,9 +131,13 @@ class DeviceRunner:
                 self.stats.connect_failures += 1
                 delay = self._reconnect.next_delay()
                 if self.stats.state is not DeviceState.DOWN:
-                    log.warning("device %s: cannot connect: %s (retrying with backoff)", self.name, exc)
+                    log.warning(
+                        "device %s: cannot connect: %s (retrying with backoff)", self.name, exc
+                    )
                 else:
-                    log.debug("device %s: still unreachable: %s; next try in %.1fs", self.name, exc, delay)
+                    log.debug(
+                        "device %s: still unreachable: %s; next try in %.1fs", self.name, exc, delay
+                    )
                 self._set_state(DeviceState.DOWN, str(exc))
                 self._mark_all(Quality.BAD)
                 await asyncio.sleep(delay)
@@ -155,7 +162,9 @@ class DeviceRunner:
         async with asyncio.TaskGroup() as tasks:
             if groups:
                 for group in groups:
-                    tasks.create_task(self._poll_group(driver, group), name=f"{self.name}/{group.name}")
+                    tasks.create_task(
+                        self._poll_group(driver, group), name=f"{self.name}/{group.name}"
+                    )
             else:
                 tasks.create_task(driver.subscribe(self._emit), name=f"{self.name}/subscription")
 

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 from drivers.registry import create_driver
 from gateway import __version__
@@ -73,8 +73,14 @@ class Gateway:
         def link_factory(will: OutboundMessage, on_ack, on_state) -> MqttLink:  # type: ignore[no-untyped-def]
             return MqttLink(mqtt_cfg, client_id, will, password, on_ack, on_state)
 
-        return Northbound(nb, contract, MemoryOutbox(nb.outbox.max_messages), sequence,
-                          link_factory, self.device_states)
+        return Northbound(
+            nb,
+            contract,
+            MemoryOutbox(nb.outbox.max_messages),
+            sequence,
+            link_factory,
+            self.device_states,
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> ShutdownReport:
@@ -96,8 +102,12 @@ class Gateway:
             self.http_port = await http.start()
         tasks = [asyncio.create_task(r.run(), name=f"device:{n}") for n, r in self.runners.items()]
         nb_task = asyncio.create_task(self.northbound.run(), name="northbound")
-        log.info("gateway %s running: %d devices, %d tags", self.config.gateway.id,
-                 len(self.runners), len(self.catalog))
+        log.info(
+            "gateway %s running: %d devices, %d tags",
+            self.config.gateway.id,
+            len(self.runners),
+            len(self.catalog),
+        )
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait([stop_wait, nb_task], return_when=asyncio.FIRST_COMPLETED)
         if nb_task.done() and not stop.is_set():
@@ -109,7 +119,10 @@ class Gateway:
         drained = await self.northbound.drain(timeout=5.0)
         if not drained:
             stats = self.northbound.outbox.stats()
-            log.warning("shutdown: %d messages not acknowledged by the broker", stats.queued + stats.inflight)
+            log.warning(
+                "shutdown: %d messages not acknowledged by the broker",
+                stats.queued + stats.inflight,
+            )
         death = await self.northbound.publish_death("shutdown", timeout=2.0)
         nb_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -66,7 +66,10 @@ def test_missing_device_field_reported_at_the_device() -> None:
 
 
 def test_duplicate_tag_name_points_at_both_lines() -> None:
-    text = GOOD + "      - name: voltage\n        table: input\n        address: 2\n        type: float32\n"
+    text = (
+        GOOD
+        + "      - name: voltage\n        table: input\n        address: 2\n        type: float32\n"
+    )
     [(line, path, message)] = problems(text)
     assert (line, path) == (15, "devices[0].tags[1].name")
     assert "duplicate tag name 'voltage'" in message and "line 10" in message
@@ -85,11 +88,17 @@ def test_broken_yaml_gives_syntax_error_with_line() -> None:
 
 
 def test_all_errors_are_reported_together_sorted_by_line() -> None:
-    text = (GOOD.replace("site: plant", "site: plant\n  colour: red")
-                .replace("type: float32", "type: float99")
-                .replace("    host: 127.0.0.1\n", "    host: 127.0.0.1\n    port: 70000\n"))
+    text = (
+        GOOD.replace("site: plant", "site: plant\n  colour: red")
+        .replace("type: float32", "type: float99")
+        .replace("    host: 127.0.0.1\n", "    host: 127.0.0.1\n    port: 70000\n")
+    )
     found = problems(text)
-    assert [p for _, p, _ in found] == ["gateway.colour", "devices[0].port", "devices[0].tags[0].type"]
+    assert [p for _, p, _ in found] == [
+        "gateway.colour",
+        "devices[0].port",
+        "devices[0].tags[0].type",
+    ]
     assert [line for line, _, _ in found] == sorted(line for line, _, _ in found)
 
 
@@ -108,7 +117,9 @@ def test_inline_secret_refused_without_echoing_it() -> None:
 
 def test_secret_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
-    text = GOOD + "northbound:\n  mqtt:\n    password: {file: pw}\nhttp:\n  token: {env: GW_TOKEN}\n"
+    text = (
+        GOOD + "northbound:\n  mqtt:\n    password: {file: pw}\nhttp:\n  token: {env: GW_TOKEN}\n"
+    )
     cfg = load_config_text(text, "cfg.yaml", tmp_path)
     assert cfg.northbound.mqtt.password is not None
     assert resolve_secret(cfg.northbound.mqtt.password, tmp_path) == "s3cret"
@@ -122,7 +133,9 @@ def test_writable_tag_needs_range_and_register_type_must_fit() -> None:
     text = GOOD.replace("        unit: V\n", "        unit: V\n        writable: true\n")
     [(_, path, message)] = problems(text.replace("table: input", "table: holding"))
     assert path == "devices[0].tags[0]" and "needs a range" in message
-    [(_, path, message)] = problems(text.replace("writable: true", "writable: true\n        range: [0, 1]"))
+    [(_, path, message)] = problems(
+        text.replace("writable: true", "writable: true\n        range: [0, 1]")
+    )
     assert path == "devices[0].tags[0]" and "read-only" in message  # input registers
     text = GOOD.replace("table: input", "table: coil")
     [(_, _, message)] = problems(text)
@@ -144,7 +157,9 @@ def test_durations_accept_units() -> None:
 def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
-    assert problems("- just\n- a list\n") == [(1, "(top level)", "the top level must be a mapping of keys")]
+    assert problems("- just\n- a list\n") == [
+        (1, "(top level)", "the top level must be a mapping of keys")
+    ]
     assert problems("") == [(1, "(top level)", "the file is empty")]
 
 
@@ -165,15 +180,23 @@ def test_committed_schema_is_fresh() -> None:
 def test_validate_cli_exit_codes(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("address: 0", "address: -1") + "extra: 1\n")
-    run = subprocess.run([sys.executable, "-m", "gateway.cli.main", "validate", "-c", str(bad)],
-                         capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "validate", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert run.returncode == 1
     assert "2 configuration errors" in run.stderr
     assert f"{bad}:12: devices[0].tags[0].address" in run.stderr
     assert f"{bad}:15: extra: unknown key" in run.stderr
     good = tmp_path / "good.yaml"
     good.write_text(GOOD)
-    run = subprocess.run([sys.executable, "-m", "gateway.cli.main", "validate", "-c", str(good)],
-                         capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "validate", "-c", str(good)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert run.returncode == 0, run.stderr
     assert "valid (1 devices, 1 tags)" in run.stdout

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up everything the demo and the tests need, idempotently:
+#  - Debian packages mosquitto and socat (apt-get, when missing and running as root)
+#  - a virtual environment in .venv with the project installed (editable) and its test extra,
+#    pinned by constraints.txt so every machine gets the same versions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+# --- system packages ------------------------------------------------------------------
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq </dev/null >/dev/null
+    # the Debian package may try to start a system-wide broker; we never use it
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  else
+    log "WARNING: ${missing[*]} missing and not root: install them with apt-get;"
+    log "         the demo falls back to an embedded broker, broker tests need Mosquitto"
+  fi
+fi
+
+# --- Python -------------------------------------------------------------------------
+PY=""
+for candidate in python3.13 python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PY="$candidate"; break
+  fi
+done
+[ -n "$PY" ] || { log "Python 3.11 or newer is required"; exit 1; }
+
+stamp=.venv/.chenxing-installed
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "installing chenxing-edge and its test dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip </dev/null
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]" </dev/null
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,93 @@
+"""Pipeline: scaling, validity, deadband, heartbeat and quality transitions on whole batches."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gateway.pipeline import Pipeline
+from gateway.tags import TagCatalog
+from gateway.types import Quality, SampleBatch
+from tests.gateway.helpers import make_config
+
+S = 1_000_000_000
+
+
+def pipeline(*tags: dict) -> Pipeline:
+    cfg = make_config(list(tags))
+    return Pipeline(TagCatalog(cfg.devices))
+
+
+def tag(name: str, address: int, **kw: object) -> dict:
+    return {"name": name, "address": address, "type": "int16", **kw}
+
+
+def test_scale_and_offset_apply_per_tag() -> None:
+    p = pipeline(tag("a", 0, scale=0.1), tag("b", 1, scale=2, offset=-5), tag("c", 2))
+    out = p.process(SampleBatch.of([0, 1, 2], [1234, 10, -7], 5 * S))
+    np.testing.assert_allclose(out.values, [123.4, 15.0, -7.0])
+    assert out.quality.tolist() == [Quality.GOOD] * 3
+    assert out.ts_ns.tolist() == [5 * S] * 3
+
+
+def test_without_deadband_every_sample_is_published() -> None:
+    p = pipeline(tag("a", 0))
+    for t in range(3):
+        assert len(p.process(SampleBatch.of([0], [7], t * S))) == 1
+
+
+def test_deadband_suppresses_small_moves_and_tracks_last_published() -> None:
+    p = pipeline(tag("a", 0, deadband=1.0))
+    sent = []
+    for t, v in enumerate([10, 10.5, 10.9, 11.1, 11.5, 12.2, 9.0]):
+        out = p.process(SampleBatch.of([0], [v], t * S))
+        sent.extend(out.values.tolist())
+    # compared with the last *published* value, not the last seen one
+    assert sent == [10, 11.1, 12.2, 9.0]
+    assert p.counters.samples_suppressed == 3
+
+
+def test_deadband_zero_publishes_on_change_only() -> None:
+    p = pipeline(tag("a", 0, deadband=0))
+    outs = [len(p.process(SampleBatch.of([0], [v], t * S))) for t, v in enumerate([1, 1, 2, 2, 1])]
+    assert outs == [1, 0, 1, 0, 1]
+
+
+def test_heartbeat_republishes_unchanged_value() -> None:
+    p = pipeline(tag("a", 0, deadband=0, heartbeat="2s"))
+    outs = [len(p.process(SampleBatch.of([0], [5], t * S))) for t in range(6)]
+    assert outs == [1, 0, 1, 0, 1, 0]
+
+
+def test_quality_change_is_always_published_and_nan_becomes_bad() -> None:
+    p = pipeline(tag("a", 0, deadband=100))
+    assert len(p.process(SampleBatch.of([0], [1], 0))) == 1
+    out = p.process(SampleBatch.of([0], [np.nan], S, Quality.BAD))
+    assert out.quality.tolist() == [Quality.BAD] and np.isnan(out.values[0])
+    assert len(p.process(SampleBatch.of([0], [np.nan], 2 * S, Quality.BAD))) == 0
+    back = p.process(SampleBatch.of([0], [1], 3 * S))
+    assert back.quality.tolist() == [Quality.GOOD] and back.values.tolist() == [1.0]
+    # a good-quality NaN or inf from a device is not a value: published as bad, counted
+    out = p.process(SampleBatch.of([0], [np.inf], 4 * S))
+    assert out.quality.tolist() == [Quality.BAD] and np.isnan(out.values[0])
+    assert p.counters.samples_invalid == 1
+
+
+def test_batch_with_repeated_tags_is_filtered_in_time_order() -> None:
+    p = pipeline(tag("a", 0, deadband=0), tag("b", 1, deadband=0))
+    batch = SampleBatch.of([0, 1, 0, 0, 1], [1, 5, 1, 2, 6], [0, 0, S, 2 * S, S])
+    out = p.process(batch)
+    got = sorted(zip(out.tag_ids.tolist(), out.ts_ns.tolist(), out.values.tolist(), strict=True))
+    assert got == [(0, 0, 1.0), (0, 2 * S, 2.0), (1, 0, 5.0), (1, S, 6.0)]
+    assert p.latest_value[0] == 2.0 and p.latest_value[1] == 6.0
+
+
+def test_large_batch_is_vectorised_consistently() -> None:
+    n = 10_000
+    tags = [tag(f"t{i}", i, deadband=0.5) for i in range(n)]
+    p = pipeline(*tags)
+    ids = np.arange(n)
+    first = p.process(SampleBatch.of(ids, np.zeros(n), 0))
+    assert len(first) == n
+    moves = np.where(ids % 2 == 0, 0.4, 0.6)  # even tags stay inside the deadband
+    second = p.process(SampleBatch.of(ids, moves, S))
+    assert second.tag_ids.tolist() == ids[ids % 2 == 1].tolist()

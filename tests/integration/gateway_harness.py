@@ -1,0 +1,100 @@
+"""Run a real Gateway in the test's event loop against real simulators and a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from gateway.config.loader import load_config_text
+from gateway.config.models import GatewayConfig
+from gateway.runtime.gateway import Gateway, ShutdownReport
+
+METER_TAGS: list[dict[str, Any]] = [
+    {"name": "voltage", "table": "input", "address": 0, "type": "float32", "unit": "V"},
+    {"name": "current", "table": "input", "address": 2, "type": "float32", "unit": "A"},
+    {"name": "active_power", "table": "input", "address": 4, "type": "float32", "unit": "kW"},
+    {
+        "name": "energy_import",
+        "table": "input",
+        "address": 10,
+        "type": "uint32",
+        "scale": 0.01,
+        "unit": "kWh",
+    },
+    {
+        "name": "temperature",
+        "table": "input",
+        "address": 12,
+        "type": "int16",
+        "scale": 0.1,
+        "unit": "degC",
+    },
+    {"name": "relay_closed", "table": "coil", "address": 0, "type": "bool"},
+]
+
+
+def gateway_config(
+    tmp: Path, broker_port: int, devices: list[dict[str, Any]], **northbound: Any
+) -> GatewayConfig:
+    body = {
+        "gateway": {
+            "id": "gw-test",
+            "site": "plant",
+            "line": "line-1",
+            "state_dir": str(tmp / "state"),
+        },
+        "devices": devices,
+        "northbound": {
+            "publish_interval": "50ms",
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": broker_port,
+                "reconnect_min": 0.2,
+                "reconnect_max": 1.0,
+            },
+            **northbound,
+        },
+        "http": {"port": 0},
+    }
+    return load_config_text(json.dumps(body), "test-config.yaml", tmp)
+
+
+def meter_device(name: str, port: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "protocol": "modbus_tcp",
+        "host": "127.0.0.1",
+        "port": port,
+        "poll_interval": "100ms",
+        "timeout": "500ms",
+        "tags": METER_TAGS,
+        **kw,
+    }
+
+
+class RunningGateway:
+    def __init__(self, gateway: Gateway, task: asyncio.Task[ShutdownReport], stop: asyncio.Event):
+        self.gateway = gateway
+        self.task = task
+        self.stop_event = stop
+
+    async def stop(self) -> ShutdownReport:
+        self.stop_event.set()
+        return await asyncio.wait_for(self.task, 15)
+
+
+@asynccontextmanager
+async def running(config: GatewayConfig) -> AsyncIterator[RunningGateway]:
+    stop = asyncio.Event()
+    gateway = Gateway(config)
+    task = asyncio.create_task(gateway.run(stop))
+    handle = RunningGateway(gateway, task, stop)
+    try:
+        yield handle
+    finally:
+        if not task.done():
+            await handle.stop()
