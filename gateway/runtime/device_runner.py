@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,6 +70,7 @@ class DeviceRunner:
         self._on_state_change = on_state_change
         self._reconnect = reconnect or Backoff(initial=0.5, maximum=30.0)
         self._crash_restart = crash_restart or Backoff(initial=1.0, maximum=60.0)
+        self._errors_so_far: Counter[str] = Counter()
 
     # --- state ------------------------------------------------------------------------
     def _set_state(self, state: DeviceState, error: str | None = None) -> None:
@@ -106,6 +108,7 @@ class DeviceRunner:
                     self._set_state(DeviceState.DOWN, f"internal error: {exc!r}")
                     self._mark_all(Quality.BAD)
                     await self._close_driver()
+                    self._discard_driver()
                     if asyncio.get_running_loop().time() - started > self.STABLE_AFTER:
                         self._crash_restart.reset()  # it ran well for a while: not a crash loop
                     await self._crash_restart.sleep()
@@ -120,9 +123,16 @@ class DeviceRunner:
             except Exception:  # close must not raise; if it does, log and carry on
                 log.exception("device %s: error while closing", self.name)
 
+    def _discard_driver(self) -> None:
+        """After a crash the driver's state is suspect: the next attempt builds a new one."""
+        self._errors_so_far = self.driver.errors if self.driver is not None else self._errors_so_far
+        self.driver = None
+
     async def _connect_and_poll(self) -> None:
         if self.driver is None:
             self.driver = self._driver_factory()
+            self.driver.errors.update(self._errors_so_far)  # counters never go backwards
+            self._errors_so_far = Counter()
         driver = self.driver
         while True:
             try:

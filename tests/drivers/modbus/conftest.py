@@ -1,0 +1,69 @@
+"""Fixtures of the Modbus tests: a real server (see modbus_sim.py), drivers, odd ports."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from modbus_sim import Memory, ModbusSim
+
+from drivers.modbus.config import ModbusTcpDeviceConfig
+from drivers.modbus.driver import ModbusTcpDriver
+
+
+@pytest.fixture
+async def modbus_sim() -> AsyncIterator[Callable[[Memory], Any]]:
+    """``await modbus_sim(memory)`` starts a server; all are stopped at teardown."""
+    sims: list[ModbusSim] = []
+
+    async def start(memory: Memory) -> ModbusSim:
+        sim = ModbusSim(memory)
+        await sim.start()
+        sims.append(sim)
+        return sim
+
+    yield start
+    for sim in sims:
+        await sim.stop()
+
+
+@pytest.fixture
+async def make_driver() -> AsyncIterator[Callable[..., ModbusTcpDriver]]:
+    """``make_driver(device_config_or_dict)``: a driver with tag ids 100, 101, ...; closed at teardown."""
+    drivers: list[ModbusTcpDriver] = []
+
+    def make(device: ModbusTcpDeviceConfig | dict[str, Any]) -> ModbusTcpDriver:
+        if isinstance(device, dict):
+            device = ModbusTcpDeviceConfig.model_validate(device)
+        driver = ModbusTcpDriver(device, [100 + i for i in range(len(device.tags))])
+        drivers.append(driver)
+        return driver
+
+    yield make
+    for driver in drivers:
+        await driver.close()
+
+
+@pytest.fixture
+def blackhole_port() -> Iterator[int]:
+    """A port whose connects hang: a listener with a full accept queue drops new SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
+    try:
+        yield port
+    finally:
+        filler.close()
+        listener.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

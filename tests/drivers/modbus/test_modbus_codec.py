@@ -1,0 +1,226 @@
+"""The register codec: golden cases as data, every type x byte order, encoder limits."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from modbus_golden import CASE_NAMES, load_case, same_value
+
+from drivers.modbus.codec import (
+    BYTE_ORDERS,
+    WORDS,
+    DecodeError,
+    DecodePlan,
+    Field,
+    decode_value,
+    encode,
+)
+from drivers.modbus.config import REGISTER_TYPES
+from drivers.modbus.planner import TagSpan, plan_requests
+from gateway.types import DataType
+
+INT_TYPES = {
+    DataType.INT16: (">h", -(2**15), 2**15 - 1),
+    DataType.UINT16: (">H", 0, 2**16 - 1),
+    DataType.INT32: (">i", -(2**31), 2**31 - 1),
+    DataType.UINT32: (">I", 0, 2**32 - 1),
+    DataType.INT64: (">q", -(2**63), 2**63 - 1),
+    DataType.UINT64: (">Q", 0, 2**64 - 1),
+}
+
+
+def reference_registers(fmt: str, value: float, order: str) -> list[int]:
+    """Registers of ``value`` built with struct, independently of the codec."""
+    data = struct.pack(fmt, value)
+    words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    if order in ("BADC", "DCBA"):
+        words = [int.from_bytes(w.to_bytes(2, "little"), "big") for w in words]
+    if order in ("CDAB", "DCBA"):
+        words = words[::-1]
+    return words
+
+
+# -- golden cases ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_golden_case_decodes(name: str) -> None:
+    case = load_case(name)
+    device = case.device
+    tags = device.tags
+    requests = plan_requests(
+        [TagSpan(i, t.table, t.address, t.register_count, t.name) for i, t in enumerate(tags)],
+        max_registers=device.max_request_registers,
+        max_bits=device.max_request_bits,
+        max_gap=device.max_gap,
+    )
+    decoded: dict[str, float] = {}
+    for request in requests:
+        memory = case.tables[request.table]
+        plan = DecodePlan(
+            [Field(m.offset, tags[m.index].type, tags[m.index].byte_order) for m in request.members],
+            request.count,
+        )
+        values = plan.decode(memory[request.address : request.address + request.count])
+        for member, value in zip(request.members, values, strict=True):
+            decoded[tags[member.index].name] = float(value)
+    assert decoded.keys() == case.expected.keys()
+    wrong = {
+        tag: (decoded[tag], want.decoded)
+        for tag, want in case.expected.items()
+        if not same_value(decoded[tag], want.decoded)
+    }
+    assert not wrong, f"decoded vs expected: {wrong}"
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_golden_case_encodes(name: str) -> None:
+    case = load_case(name)
+    for tag in case.device.tags:
+        want = case.expected[tag.name]
+        if isinstance(want.exact, float) and math.isnan(want.exact):
+            continue  # many NaN patterns, one encoding: see test_nan_encodes_to_a_nan_pattern
+        memory = case.tables[tag.table]
+        registers = memory[tag.address : tag.address + tag.register_count]
+        assert encode(want.exact, tag.type, tag.byte_order) == registers, tag.name
+
+
+def test_golden_cases_cover_every_type_and_byte_order() -> None:
+    seen = set()
+    for name in CASE_NAMES:
+        case = load_case(name)
+        for tag in case.device.tags:
+            want = case.expected[tag.name].decoded
+            seen.add((tag.type, tag.byte_order, "negative" if want < 0 else "other"))
+    for type_ in REGISTER_TYPES:
+        for order in BYTE_ORDERS:
+            assert (type_, order, "other") in seen, (type_, order)
+            if type_.value.startswith(("int", "float")):
+                assert (type_, order, "negative") in seen, (type_, order)
+
+
+# -- all types x byte orders against struct ----------------------------------------------
+
+
+@pytest.mark.parametrize("order", BYTE_ORDERS)
+@pytest.mark.parametrize("type_", list(INT_TYPES))
+@given(data=st.data())
+def test_integers_match_struct(type_: DataType, order: str, data: st.DataObject) -> None:
+    fmt, low, high = INT_TYPES[type_]
+    value = data.draw(st.integers(low, high))
+    registers = reference_registers(fmt, value, order)
+    assert encode(value, type_, order) == registers  # type: ignore[arg-type]
+    assert decode_value(registers, type_, order) == float(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("order", BYTE_ORDERS)
+@pytest.mark.parametrize(("type_", "fmt", "width"), [(DataType.FLOAT32, ">f", 32), (DataType.FLOAT64, ">d", 64)])
+@given(data=st.data())
+def test_floats_match_struct(
+    type_: DataType, fmt: str, width: int, order: str, data: st.DataObject
+) -> None:
+    value = data.draw(st.floats(width=width, allow_nan=False))  # type: ignore[arg-type]
+    registers = reference_registers(fmt, value, order)
+    assert encode(value, type_, order) == registers  # type: ignore[arg-type]
+    decoded = decode_value(registers, type_, order)  # type: ignore[arg-type]
+    assert same_value(decoded, value)
+
+
+def test_uint64_above_2_53_loses_precision_as_documented() -> None:
+    registers = encode(2**53 + 1, DataType.UINT64)
+    assert registers == [0x0020, 0x0000, 0x0000, 0x0001]
+    assert decode_value(registers, DataType.UINT64) == 2.0**53
+    assert decode_value([0xFFFF] * 4, DataType.UINT64) == 2.0**64
+    assert decode_value([0xFFFF] * 4, DataType.INT64) == -1.0
+
+
+def test_nan_encodes_to_a_nan_pattern_and_infinities_exactly() -> None:
+    for order in BYTE_ORDERS:
+        registers = encode(math.nan, DataType.FLOAT32, order)
+        assert math.isnan(decode_value(registers, DataType.FLOAT32, order))
+        assert math.isnan(decode_value(encode(math.nan, DataType.FLOAT64, order), DataType.FLOAT64, order))
+    assert encode(math.inf, DataType.FLOAT32) == [0x7F80, 0x0000]
+    assert encode(-math.inf, DataType.FLOAT64, "DCBA") == [0x0000, 0x0000, 0x0000, 0xF0FF]
+
+
+# -- decode plan ----------------------------------------------------------------------
+
+
+def test_plan_mixes_types_orders_and_overlaps_in_one_response() -> None:
+    registers = [0xFFFE, *encode(1.5, DataType.FLOAT32, "CDAB"), 0x0102, 0x0000, 0x0001]
+    plan = DecodePlan(
+        [
+            Field(0, DataType.INT16),
+            Field(1, DataType.FLOAT32, "CDAB"),
+            Field(3, DataType.UINT16, "BADC"),
+            Field(0, DataType.UINT16),
+            Field(4, DataType.UINT32),
+            Field(3, DataType.INT16),
+        ],
+        count=6,
+    )
+    assert plan.decode(registers).tolist() == [-2.0, 1.5, 0x0201, 0xFFFE, 1.0, 0x0102]
+
+
+def test_plan_writes_into_a_slice_of_a_larger_array() -> None:
+    plan = DecodePlan([Field(1, DataType.INT16), Field(0, DataType.UINT16)], count=2)
+    batch = np.full(5, -7.0)
+    plan.decode(np.array([3, 0xFFFF], dtype=np.uint16), out=batch[2:4])
+    assert batch.tolist() == [-7.0, -7.0, -1.0, 3.0, -7.0]
+
+
+def test_bool_fields_are_one_for_any_non_zero_bit() -> None:
+    plan = DecodePlan([Field(i, DataType.BOOL) for i in range(4)], count=4)
+    assert plan.decode([0, 1, 0, 1]).tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert plan.decode(np.array([True, False, False, True])).tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("length", [0, 3, 5])
+def test_plan_rejects_a_response_of_the_wrong_length(length: int) -> None:
+    plan = DecodePlan([Field(0, DataType.UINT32)], count=4)
+    with pytest.raises(DecodeError, match=f"expected 4 values in the response, got {length}"):
+        plan.decode([0] * length)
+
+
+def test_plan_rejects_a_field_past_the_response() -> None:
+    with pytest.raises(ValueError, match="runs past"):
+        DecodePlan([Field(3, DataType.FLOAT32)], count=4)
+
+
+def test_words_per_type_agree_with_the_config() -> None:
+    for type_, count in REGISTER_TYPES.items():
+        assert WORDS[type_] == count
+
+
+# -- encoder limits -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "type_", "message"),
+    [
+        (40000, DataType.INT16, "outside the int16 range"),
+        (-1, DataType.UINT16, "outside the uint16 range"),
+        (2**64, DataType.UINT64, "outside the uint64 range"),
+        (1.5, DataType.INT32, "not an integer"),
+        (math.nan, DataType.INT16, "not a valid int16"),
+        (1e39, DataType.FLOAT32, "does not fit in a float32"),
+        (2, DataType.BOOL, "not a boolean"),
+    ],
+)
+def test_encode_refuses_values_it_cannot_write_exactly(
+    value: float, type_: DataType, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        encode(value, type_)
+
+
+def test_encode_accepts_floats_that_are_integers_up_to_rounding_noise() -> None:
+    assert encode(1500 / 0.1, DataType.INT16) == [15000]  # 15000.000000000002
+    assert encode(np.int64(-3), DataType.INT32) == [0xFFFF, 0xFFFD]
+    assert encode(True, DataType.UINT16) == [1]
+    assert encode(1.0, DataType.BOOL) == [1]

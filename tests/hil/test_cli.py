@@ -1,0 +1,124 @@
+"""``chenxing-hil`` run as a real process: it prints its address and serves until signalled."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from click.testing import CliRunner
+from paho.mqtt.enums import CallbackAPIVersion
+from pymodbus.client import ModbusTcpClient
+
+from hil.broker import find_mosquitto, mqtt_ping
+from hil.cli import main
+from hil.netutil import port_is_open
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def hil_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start ``python -m hil.cli ARGS`` and yield it with its first stdout line."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()))  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout=15)
+    try:
+        assert lines and lines[0], f"no address line; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"  # type: ignore[union-attr]
+        yield proc, lines[0].strip()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_help_lists_the_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "sim" in result.output and "broker" in result.output
+    result = CliRunner().invoke(main, ["sim", "modbus-meter", "--help"])
+    assert result.exit_code == 0
+    for option in ("--host", "--port", "--seed", "--mode", "--time-scale"):
+        assert option in result.output
+
+
+def test_bad_option_is_rejected() -> None:
+    result = CliRunner().invoke(main, ["sim", "modbus-meter", "--mode", "sine"])
+    assert result.exit_code == 2
+
+
+def test_modbus_meter_serves_until_sigint() -> None:
+    with hil_cli("sim", "modbus-meter", "--port", "0", "--mode", "waveform") as (proc, line):
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        port = int(match.group(1))
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
+        assert client.connect()
+        try:
+            rr = client.read_input_registers(0, count=14)
+            assert not rr.isError()
+            voltage = client.convert_from_registers(
+                rr.registers[0:2], data_type=client.DATATYPE.FLOAT32
+            )
+            assert 219.9 < voltage < 240.1
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert not port_is_open("127.0.0.1", port)
+
+
+def test_modbus_meter_port_in_use_is_a_clean_error() -> None:
+    with hil_cli("sim", "modbus-meter", "--port", "0") as (proc, line):
+        port = line.rsplit(":", 1)[1].split()[0]
+        other = subprocess.run(
+            [sys.executable, "-m", "hil.cli", "sim", "modbus-meter", "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert other.returncode == 1
+        assert "Error: cannot listen" in other.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            "mosquitto",
+            marks=pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto"),
+        ),
+        "amqtt",
+    ],
+)
+def test_broker_serves_until_sigterm(kind: str) -> None:
+    with hil_cli("broker", "--port", "0", "--kind", kind) as (proc, line):
+        match = re.search(rf"{kind} broker listening on mqtt://127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        port = int(match.group(1))
+        client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        assert client.connect("127.0.0.1", port) == mqtt.MQTT_ERR_SUCCESS
+        client.disconnect()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        assert not mqtt_ping("127.0.0.1", port, timeout=0.5)
