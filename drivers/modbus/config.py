@@ -12,7 +12,8 @@ from gateway.types import DataType
 
 Table = Literal["holding", "input", "coil", "discrete"]
 #: order of the bytes of a multi-register value, A being the most significant byte.
-#: ABCD = big endian (Modbus default), CDAB = word swapped, BADC = byte swapped, DCBA = little endian
+#: ABCD = big endian (Modbus default), CDAB = word swapped, BADC = byte swapped,
+#: DCBA = little endian
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 
 REGISTER_TYPES = {
@@ -66,3 +67,14 @@ class ModbusTcpDeviceConfig(DeviceConfig):
         description="unused registers (or bits) a request may span to join two tags",
     )
     tags: list[ModbusTagConfig] = Field(min_length=1)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _tags_fit_one_request(self) -> ModbusTcpDeviceConfig:
+        for tag in self.tags:
+            too_long = tag.register_count > self.max_request_registers
+            if tag.table in ("holding", "input") and too_long:
+                raise ValueError(
+                    f"tag {tag.name!r} spans {tag.register_count} registers, more than "
+                    f"max_request_registers ({self.max_request_registers})"
+                )
+        return self

@@ -31,7 +31,7 @@ async def modbus_sim() -> AsyncIterator[Callable[[Memory], Any]]:
 
 @pytest.fixture
 async def make_driver() -> AsyncIterator[Callable[..., ModbusTcpDriver]]:
-    """``make_driver(device_config_or_dict)``: a driver with tag ids 100, 101, ...; closed at teardown."""
+    """``make_driver(device)``: a driver with tag ids 100, 101, ...; closed at teardown."""
     drivers: list[ModbusTcpDriver] = []
 
     def make(device: ModbusTcpDeviceConfig | dict[str, Any]) -> ModbusTcpDriver:

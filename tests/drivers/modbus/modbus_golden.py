@@ -36,14 +36,17 @@ class GoldenCase:
 
 def load_case(name: str) -> GoldenCase:
     folder = CASES_DIR / name
-    device = ModbusTcpDeviceConfig.model_validate(yaml.safe_load((folder / "device.yaml").read_text()))
+    device = ModbusTcpDeviceConfig.model_validate(
+        yaml.safe_load((folder / "device.yaml").read_text())
+    )
     raw_tables = json.loads((folder / "registers.json").read_text())
     tables = {
         table: [int(v, 16) if isinstance(v, str) else int(v) for v in values]
         for table, values in raw_tables.items()
     }
     expected = {
-        tag: _expected(value) for tag, value in json.loads((folder / "expected.json").read_text()).items()
+        tag: _expected(value)
+        for tag, value in json.loads((folder / "expected.json").read_text()).items()
     }
     missing = {t.name for t in device.tags} ^ set(expected)
     assert not missing, f"case {name}: tags and expected values differ: {sorted(missing)}"

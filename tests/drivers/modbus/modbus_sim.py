@@ -13,6 +13,7 @@ answer to a later request. Tests make delays outlast themselves.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,16 @@ from pymodbus.simulator import SimData, SimDevice
 UNIT_ID = 1
 #: function code of a read of each table, and the table each function code touches
 READ_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
-_TABLE_OF_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding",
-                16: "holding", 4: "input"}
+_TABLE_OF_FC = {
+    1: "coil",
+    5: "coil",
+    15: "coil",
+    2: "discrete",
+    3: "holding",
+    6: "holding",
+    16: "holding",
+    4: "input",
+}
 
 #: table -> {start address: values}; addresses not listed answer "illegal address"
 Memory = dict[str, dict[int, list[int]]]
@@ -117,3 +126,40 @@ class ModbusSim:
             return await self._server.async_getValues(UNIT_ID, READ_FC[table], address, count)
         finally:
             runtime.action = saved
+
+
+class RawDevice:
+    """A TCP peer that answers every Modbus request with bytes of the test's choosing.
+
+    For answers no well-behaved server sends: ``answer(request_frame) -> reply_frame``.
+    """
+
+    def __init__(self, answer: Callable[[bytes], bytes]) -> None:
+        self.answer = answer
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while header := await reader.readexactly(6):
+                body = await reader.readexactly(int.from_bytes(header[4:6], "big"))
+                writer.write(self.answer(header + body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def mbap_reply(request: bytes, pdu: bytes) -> bytes:
+    """A frame answering ``request`` (same transaction and unit id) with ``pdu``."""
+    return request[:2] + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + request[6:7] + pdu

@@ -63,7 +63,10 @@ def test_golden_case_decodes(name: str) -> None:
     for request in requests:
         memory = case.tables[request.table]
         plan = DecodePlan(
-            [Field(m.offset, tags[m.index].type, tags[m.index].byte_order) for m in request.members],
+            [
+                Field(m.offset, tags[m.index].type, tags[m.index].byte_order)
+                for m in request.members
+            ],
             request.count,
         )
         values = plan.decode(memory[request.address : request.address + request.count])
@@ -119,7 +122,9 @@ def test_integers_match_struct(type_: DataType, order: str, data: st.DataObject)
 
 
 @pytest.mark.parametrize("order", BYTE_ORDERS)
-@pytest.mark.parametrize(("type_", "fmt", "width"), [(DataType.FLOAT32, ">f", 32), (DataType.FLOAT64, ">d", 64)])
+@pytest.mark.parametrize(
+    ("type_", "fmt", "width"), [(DataType.FLOAT32, ">f", 32), (DataType.FLOAT64, ">d", 64)]
+)
 @given(data=st.data())
 def test_floats_match_struct(
     type_: DataType, fmt: str, width: int, order: str, data: st.DataObject
@@ -143,7 +148,9 @@ def test_nan_encodes_to_a_nan_pattern_and_infinities_exactly() -> None:
     for order in BYTE_ORDERS:
         registers = encode(math.nan, DataType.FLOAT32, order)
         assert math.isnan(decode_value(registers, DataType.FLOAT32, order))
-        assert math.isnan(decode_value(encode(math.nan, DataType.FLOAT64, order), DataType.FLOAT64, order))
+        assert math.isnan(
+            decode_value(encode(math.nan, DataType.FLOAT64, order), DataType.FLOAT64, order)
+        )
     assert encode(math.inf, DataType.FLOAT32) == [0x7F80, 0x0000]
     assert encode(-math.inf, DataType.FLOAT64, "DCBA") == [0x0000, 0x0000, 0x0000, 0xF0FF]
 

@@ -148,7 +148,9 @@ def test_tag_at_the_top_of_the_address_space() -> None:
 
 
 def test_tag_larger_than_a_request_is_an_error_naming_it() -> None:
-    with pytest.raises(PlanError, match=r"tag 'energy' needs 4 registers .* max_request_registers is 2"):
+    with pytest.raises(
+        PlanError, match=r"tag 'energy' needs 4 registers .* max_request_registers is 2"
+    ):
         plan_requests([TagSpan(0, "holding", 0, 4, "energy")], max_registers=2)
 
 

@@ -1,0 +1,251 @@
+"""Register codec: Modbus registers <-> numbers, for every type and byte order.
+
+Decoding works on a whole response at once. A :class:`DecodePlan` is built once
+per read request (at driver construction); it groups the request's tags by
+type and byte order and precomputes, per group, an index array of the registers
+each tag takes, already in big-endian word order. A poll then does, per group,
+one gather, one byte-order conversion and one ``view`` -- no Python loop over
+registers or tags.
+
+Byte orders name the bytes of a value, ``A`` being the most significant, in the
+order they arrive on the wire (register by register, high byte first):
+
+======  ==========================  =========================  =============================
+order   32-bit registers            16-bit register            64-bit registers
+======  ==========================  =========================  =============================
+ABCD    ``AB CD`` (big endian)      ``AB``                     ``AB CD EF GH``
+CDAB    ``CD AB`` (word swap)       ``AB``                     ``GH EF CD AB``
+BADC    ``BA DC`` (byte swap)       ``BA``                     ``BA DC FE HG``
+DCBA    ``DC BA`` (little endian)   ``BA``                     ``HG FE DC BA``
+======  ==========================  =========================  =============================
+
+So "word swap" reverses the order of all registers of a value and "byte swap"
+swaps the two bytes inside each register.
+
+Integers of 64 bits are returned as float64 like every other value; above
+2**53 float64 cannot represent every integer and the value is rounded to the
+nearest representable one (``uint64`` 2**53 + 1 decodes as 2**53).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.modbus.config import ByteOrder
+from gateway.types import DataType, FloatArray
+
+#: registers (words of 16 bits) a value of each type takes; bool is one bit or one register
+WORDS: dict[DataType, int] = {
+    DataType.BOOL: 1,
+    DataType.INT16: 1,
+    DataType.UINT16: 1,
+    DataType.INT32: 2,
+    DataType.UINT32: 2,
+    DataType.FLOAT32: 2,
+    DataType.INT64: 4,
+    DataType.UINT64: 4,
+    DataType.FLOAT64: 4,
+}
+
+#: the value's big-endian NumPy type; the words are put in big-endian order before the view
+_BIG_ENDIAN: dict[DataType, np.dtype] = {
+    DataType.INT16: np.dtype(">i2"),
+    DataType.UINT16: np.dtype(">u2"),
+    DataType.INT32: np.dtype(">i4"),
+    DataType.UINT32: np.dtype(">u4"),
+    DataType.FLOAT32: np.dtype(">f4"),
+    DataType.INT64: np.dtype(">i8"),
+    DataType.UINT64: np.dtype(">u8"),
+    DataType.FLOAT64: np.dtype(">f8"),
+}
+
+#: struct formats for the encoder (big endian)
+_STRUCT: dict[DataType, str] = {
+    DataType.INT16: ">h",
+    DataType.UINT16: ">H",
+    DataType.INT32: ">i",
+    DataType.UINT32: ">I",
+    DataType.FLOAT32: ">f",
+    DataType.INT64: ">q",
+    DataType.UINT64: ">Q",
+    DataType.FLOAT64: ">d",
+}
+
+_INT_RANGE: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+    DataType.INT64: (-(2**63), 2**63 - 1),
+    DataType.UINT64: (0, 2**64 - 1),
+}
+
+BYTE_ORDERS: tuple[ByteOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
+_WORD_SWAP = frozenset({"CDAB", "DCBA"})
+_BYTE_SWAP = frozenset({"BADC", "DCBA"})
+
+
+class DecodeError(ValueError):
+    """A response does not have the shape its request asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One value inside a response: ``offset`` registers (or bits) from its start."""
+
+    offset: int
+    type: DataType
+    byte_order: ByteOrder = "ABCD"
+
+    def __post_init__(self) -> None:
+        if self.type not in WORDS:
+            raise ValueError(f"the Modbus codec has no type {self.type.value!r}")
+        if self.byte_order not in BYTE_ORDERS:
+            raise ValueError(f"unknown byte order {self.byte_order!r}")
+        if self.offset < 0:
+            raise ValueError(f"negative offset {self.offset}")
+
+    @property
+    def words(self) -> int:
+        return WORDS[self.type]
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Fields of one type and byte order, decoded together."""
+
+    positions: npt.NDArray[np.intp]  # where each field's value goes in the output
+    index: npt.NDArray[np.intp]  # (fields, words): register indices in big-endian word order
+    wire: np.dtype | None  # '>u2', or '<u2' to swap the bytes of each word; None for bool
+    value: np.dtype | None  # big-endian value type to view the bytes as; None for bool
+
+    def decode(self, registers: npt.NDArray[np.uint16], out: FloatArray) -> None:
+        words = registers[self.index]
+        if self.wire is None:  # bool: any non-zero bit or register is true
+            out[self.positions] = words[:, 0] != 0
+            return
+        raw = words.astype(self.wire)  # contiguous, bytes of each value now in ABCD... order
+        out[self.positions] = raw.view(self.value)[:, 0]
+
+
+class DecodePlan:
+    """Precomputed decoding of every field of one response of ``count`` registers (or bits)."""
+
+    __slots__ = ("_groups", "count", "fields")
+
+    def __init__(self, fields: Sequence[Field], count: int) -> None:
+        self.fields = tuple(fields)
+        self.count = count
+        for f in self.fields:
+            if f.offset + f.words > count:
+                raise ValueError(
+                    f"a {f.type.value} at offset {f.offset} runs past the {count} registers "
+                    "of the response"
+                )
+        keyed: dict[tuple[DataType, str], list[int]] = {}
+        for pos, f in enumerate(self.fields):
+            order = "ABCD" if f.type is DataType.BOOL else f.byte_order
+            keyed.setdefault((f.type, order), []).append(pos)
+        self._groups = tuple(self._group(t, o, p) for (t, o), p in keyed.items())
+
+    def _group(self, type_: DataType, order: str, positions: list[int]) -> _Group:
+        words = WORDS[type_]
+        offsets = np.array([self.fields[p].offset for p in positions], dtype=np.intp)
+        word_order = np.arange(words, dtype=np.intp)
+        if order in _WORD_SWAP:
+            word_order = word_order[::-1]
+        index = offsets[:, None] + word_order[None, :]
+        pos = np.array(positions, dtype=np.intp)
+        if type_ is DataType.BOOL:
+            return _Group(pos, index, None, None)
+        wire = np.dtype("<u2") if order in _BYTE_SWAP else np.dtype(">u2")
+        return _Group(pos, index, wire, _BIG_ENDIAN[type_])
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def decode(self, registers: npt.ArrayLike, out: FloatArray | None = None) -> FloatArray:
+        """Values of all fields as float64, in field order, written into ``out`` if given.
+
+        ``registers`` is the response's register values (or bits, as 0/1); its
+        length must be exactly ``count``, otherwise :class:`DecodeError`.
+        """
+        regs = np.asarray(registers, dtype=np.uint16)
+        if regs.shape != (self.count,):
+            raise DecodeError(f"expected {self.count} values in the response, got {regs.size}")
+        if out is None:
+            out = np.empty(len(self.fields), dtype=np.float64)
+        elif out.shape != (len(self.fields),):
+            raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
+        # a signalling-NaN pattern from a device is data, not a floating-point error
+        with np.errstate(invalid="ignore"):
+            for group in self._groups:
+                group.decode(regs, out)
+        return out
+
+
+def decode_value(
+    registers: Sequence[int], type_: DataType, byte_order: ByteOrder = "ABCD"
+) -> float:
+    """Decode one value from its registers (convenience; the driver uses :class:`DecodePlan`)."""
+    plan = DecodePlan([Field(0, type_, byte_order)], len(registers))
+    return float(plan.decode(registers)[0])
+
+
+def encode(value: float | int | bool, type_: DataType, byte_order: ByteOrder = "ABCD") -> list[int]:
+    """The registers to write for ``value`` as ``type_`` in ``byte_order``.
+
+    Integers must be in the type's range; a float given for an integer type must
+    be integral (within 1e-9 relative, 1e-6 absolute: unscaling ``1500 / 0.1``
+    gives ``15000.000000000002``), otherwise :class:`ValueError` -- a write is
+    never silently rounded or wrapped. float32 rejects finite values beyond its
+    range; NaN and infinities encode to their IEEE patterns. ``bool`` gives one
+    register of 0 or 1.
+    """
+    if byte_order not in BYTE_ORDERS:
+        raise ValueError(f"unknown byte order {byte_order!r}")
+    if type_ is DataType.BOOL:
+        return [1 if _to_bool(value) else 0]
+    if type_ not in _STRUCT:
+        raise ValueError(f"the Modbus codec has no type {type_.value!r}")
+    number = _to_int(value, type_) if type_ in _INT_RANGE else float(value)
+    try:
+        data = struct.pack(_STRUCT[type_], number)
+    except (struct.error, OverflowError) as exc:
+        raise ValueError(f"{value!r} does not fit in a {type_.value}") from exc
+    words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    if byte_order in _BYTE_SWAP:
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    if byte_order in _WORD_SWAP:
+        words.reverse()
+    return words
+
+
+def _to_bool(value: float | int | bool) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{value!r} is not a boolean (true/false or 0/1)")
+
+
+def _to_int(value: float | int | bool, type_: DataType) -> int:
+    if isinstance(value, bool | int | np.integer):
+        number = int(value)
+    else:
+        number_f = float(value)
+        if not math.isfinite(number_f):
+            raise ValueError(f"{value!r} is not a valid {type_.value}")
+        number = round(number_f)
+        if not math.isclose(number_f, number, rel_tol=1e-9, abs_tol=1e-6):
+            raise ValueError(f"{value!r} is not an integer; a {type_.value} cannot hold it")
+    low, high = _INT_RANGE[type_]
+    if not low <= number <= high:
+        raise ValueError(f"{value!r} is outside the {type_.value} range {low}..{high}")
+    return number
