@@ -15,6 +15,7 @@ from modbus_sim import ModbusSim, RawDevice, mbap_reply
 from pymodbus.constants import ExcCodes
 
 from drivers.modbus.codec import encode
+from drivers.modbus.config import ModbusTcpDeviceConfig
 from drivers.modbus.driver import MAX_SILENT_REQUESTS, ModbusTcpDriver
 from drivers.modbus.planner import PlanError
 from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
@@ -526,13 +527,23 @@ def test_tag_ids_must_match_the_tags() -> None:
         ModbusTcpDriver(cfg, [1, 2])
 
 
-def test_tag_larger_than_max_request_registers_fails_at_construction(
+def test_tag_larger_than_max_request_registers_is_a_config_error(
     make_driver: MakeDriver,
 ) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(
+        ValidationError, match="tag 'pi' spans 2 registers, more than max_request_registers"
+    ):
+        make_driver(device(502, HOLE_TAGS, max_request_registers=1))
+    # the planner still refuses it if a config bypassed validation
+    unchecked = ModbusTcpDeviceConfig.model_validate(device(502, HOLE_TAGS)).model_copy(
+        update={"max_request_registers": 1}
+    )
     with pytest.raises(
         PlanError, match="tag 'pi' needs 2 registers but max_request_registers is 1"
     ):
-        make_driver(device(502, HOLE_TAGS, max_request_registers=1))
+        make_driver(unchecked)
 
 
 async def test_other_poll_groups_read_their_own_tags(
