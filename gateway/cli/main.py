@@ -70,6 +70,9 @@ async def _run(config, config_dir: Path) -> int:  # type: ignore[no-untyped-def]
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return exit_codes.RUNTIME_FAILURE
+    except Exception:
+        log.exception("fatal error")
+        return exit_codes.RUNTIME_FAILURE
     return exit_codes.OK
 
 

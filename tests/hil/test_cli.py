@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @contextmanager
 def hil_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start ``python -m hil.cli ARGS`` and yield it with its first stdout line."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "hil.cli", *args],
         stdout=subprocess.PIPE,
@@ -41,11 +44,17 @@ def hil_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     reader.start()
     reader.join(timeout=15)
     try:
-        assert lines and lines[0], f"no address line; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"  # type: ignore[union-attr]
+        assert lines and lines[0], (
+            f"no address line; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        )  # type: ignore[union-attr]
         yield proc, lines[0].strip()
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.terminate()  # graceful, so a broker child is stopped too
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         proc.wait(timeout=10)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 
@@ -186,7 +187,7 @@ def test_waveform_energy_is_exact_integral() -> None:
     numeric = float(np.trapezoid(power_kw, ts[::100])) / 3600.0
     assert waveform_reading(47.3, p).energy_import_kwh == pytest.approx(numeric, rel=1e-6)
     energies = [waveform_reading(float(t), p).energy_import_kwh for t in ts[::1000]]
-    assert all(b > a for a, b in zip(energies, energies[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(energies))
 
 
 def test_waveform_time_scale() -> None:

@@ -13,7 +13,14 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
-from hil.devices.modbus_meter import REGISTER_MAP, ModbusMeterSimulator, Table
+from hil.devices.modbus_meter import (
+    REGISTER_MAP,
+    REGISTERS_BY_NAME,
+    ModbusMeterSimulator,
+    Table,
+    decode_value,
+    encode_value,
+)
 from hil.process.energy_meter import (
     EnergyMeterModel,
     MeterReading,
@@ -39,6 +46,14 @@ def i16(regs: list[int], at: int) -> int:
 
 def exception_code(response: object) -> int | None:
     return response.exception_code if isinstance(response, ExceptionResponse) else None
+
+
+def assert_between(
+    value: float, lo: MeterReading, hi: MeterReading, field: str, tol: float
+) -> None:
+    """``value`` lies between the readings taken just before and just after the request."""
+    a, b = getattr(lo, field), getattr(hi, field)
+    assert min(a, b) - tol <= value <= max(a, b) + tol, (field, value, a, b)
 
 
 class ManualClock:
@@ -105,8 +120,7 @@ async def test_input_registers_follow_the_waveform_at_read_time(
         lo, hi = waveform_reading(before, params), waveform_reading(after, params)
 
         def within(value: float, field: str, tol: float = 1e-4) -> None:
-            a, b = getattr(lo, field), getattr(hi, field)
-            assert min(a, b) - tol <= value <= max(a, b) + tol, (field, value, a, b)  # noqa: B023
+            assert_between(value, lo, hi, field, tol)  # noqa: B023
 
         within(f32(regs, 0), "voltage_v")
         within(f32(regs, 2), "current_a")
@@ -354,3 +368,31 @@ async def test_port_in_use_raises() -> None:
 def test_port_unknown_before_start() -> None:
     with pytest.raises(RuntimeError):
         _ = ModbusMeterSimulator().port
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "registers"),
+    [
+        ("voltage", 230.0, [0x4366, 0x0000]),
+        ("energy_import", 1234.567, [0x0001, 0xE240]),  # 123456 = floor(123456.7)
+        ("energy_import", 42_949_672.96, [0, 0]),  # 2**32 hundredths wraps to 0
+        ("temperature", -5.25, [0xFFCC]),  # round(-52.5) = -52
+        ("temperature", 41.26, [413]),
+        ("machine_state", 2, [2]),
+        ("relay_closed", True, [1]),
+    ],
+)
+def test_register_codec(name: str, value: float, registers: list[int]) -> None:
+    spec = REGISTERS_BY_NAME[name]
+    assert encode_value(spec, value) == registers
+    decoded = decode_value(spec, registers)
+    if name == "energy_import" and registers != [0, 0]:
+        assert decoded == pytest.approx(1234.56)
+    elif name == "temperature":
+        assert decoded == pytest.approx(registers_to_temp(registers))
+    elif registers != [0, 0]:
+        assert decoded == value
+
+
+def registers_to_temp(registers: list[int]) -> float:
+    return i16(registers, 0) / 10.0

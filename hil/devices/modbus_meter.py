@@ -1,0 +1,503 @@
+"""Simulated Modbus TCP energy meter backed by a process model.
+
+A real pymodbus TCP server. Input registers are computed from the meter's
+process model when a request arrives, so a client reading at time ``t`` sees the
+model's value at ``t``. The register map is :data:`REGISTER_MAP` (documented in
+``hil/README.md``). Fault hooks let tests and HIL scenarios make the meter
+answer with a Modbus exception, answer late, drop its TCP connections, or
+restart on the same port.
+
+pymodbus 3.16 routes every request through ``SimDevice(action=...)``: the action
+gets the block's register list and may rewrite it or return an exception code.
+That is where the model is evaluated and the fault hooks act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType, TracebackType
+from typing import Self
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from hil.process.energy_meter import EnergyMeterModel, MeterModel, MeterReading
+
+__all__ = [
+    "REGISTERS_BY_NAME",
+    "REGISTER_MAP",
+    "DataKind",
+    "ModbusMeterSimulator",
+    "RegisterSpec",
+    "Table",
+    "decode_value",
+    "encode_reading",
+    "encode_value",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Table(StrEnum):
+    """Modbus data table."""
+
+    INPUT = "input"  # FC4
+    HOLDING = "holding"  # FC3, FC6, FC16
+    COIL = "coil"  # FC1, FC5, FC15
+    DISCRETE_INPUT = "discrete_input"  # FC2
+
+
+class DataKind(StrEnum):
+    """Value type of a register entry; multi-register values are big-endian ABCD."""
+
+    FLOAT32 = "float32"
+    UINT32 = "uint32"
+    INT16 = "int16"
+    UINT16 = "uint16"
+    BOOL = "bool"
+
+    @property
+    def width(self) -> int:
+        """Number of 16-bit registers (or bits, for BOOL) the value occupies."""
+        return 2 if self in (DataKind.FLOAT32, DataKind.UINT32) else 1
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterSpec:
+    """One entry of the meter's register map.
+
+    The engineering value is ``raw * scale`` (``scale`` is 1 for floats and bits).
+    """
+
+    name: str
+    table: Table
+    address: int
+    kind: DataKind
+    scale: float = 1.0
+    unit: str = ""
+    writable: bool = False
+    default: float | int | bool = 0
+    description: str = ""
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits) occupied."""
+        return self.kind.width
+
+
+# fmt: off
+#: The meter's register map, unit id 1. Immutable; addresses not listed do not exist.
+REGISTER_MAP: tuple[RegisterSpec, ...] = (
+    RegisterSpec("voltage", Table.INPUT, 0, DataKind.FLOAT32, unit="V",
+                 description="voltage (phase to neutral)"),
+    RegisterSpec("current", Table.INPUT, 2, DataKind.FLOAT32, unit="A",
+                 description="current, single-phase equivalent"),
+    RegisterSpec("active_power", Table.INPUT, 4, DataKind.FLOAT32, unit="kW",
+                 description="active power = voltage * current * power_factor / 1000"),
+    RegisterSpec("power_factor", Table.INPUT, 6, DataKind.FLOAT32,
+                 description="power factor"),
+    RegisterSpec("frequency", Table.INPUT, 8, DataKind.FLOAT32, unit="Hz",
+                 description="grid frequency"),
+    RegisterSpec("energy_import", Table.INPUT, 10, DataKind.UINT32, scale=0.01, unit="kWh",
+                 description="imported active energy counter, truncated to 0.01 kWh"),
+    RegisterSpec("temperature", Table.INPUT, 12, DataKind.INT16, scale=0.1, unit="degC",
+                 description="internal temperature, rounded to 0.1 degC"),
+    RegisterSpec("machine_state", Table.INPUT, 13, DataKind.UINT16,
+                 description="0 off, 1 idle, 2 running"),
+    RegisterSpec("ct_ratio", Table.HOLDING, 100, DataKind.UINT16, writable=True, default=100,
+                 description="current transformer ratio (stored, not applied)"),
+    RegisterSpec("power_limit", Table.HOLDING, 101, DataKind.FLOAT32, unit="kW", writable=True,
+                 default=50.0, description="power limit setpoint (stored, not applied)"),
+    RegisterSpec("relay_closed", Table.COIL, 0, DataKind.BOOL, writable=True, default=True,
+                 description="output relay closed (stored, not applied)"),
+    RegisterSpec("tamper_alarm", Table.DISCRETE_INPUT, 0, DataKind.BOOL, default=False,
+                 description="tamper alarm; settable from the simulator side only"),
+)
+# fmt: on
+
+#: :data:`REGISTER_MAP` by name.
+REGISTERS_BY_NAME: Mapping[str, RegisterSpec] = MappingProxyType(
+    {spec.name: spec for spec in REGISTER_MAP}
+)
+
+_FC_TABLE: Mapping[int, Table] = MappingProxyType(
+    {
+        1: Table.COIL, 5: Table.COIL, 15: Table.COIL,
+        2: Table.DISCRETE_INPUT,
+        3: Table.HOLDING, 6: Table.HOLDING, 16: Table.HOLDING, 22: Table.HOLDING, 23: Table.HOLDING,
+        4: Table.INPUT,
+    }
+)  # fmt: skip
+
+_WRITE_FCS = frozenset({5, 6, 15, 16, 22, 23})
+_UINT32_MAX = 0xFFFFFFFF
+
+
+def encode_value(spec: RegisterSpec, value: float) -> list[int]:
+    """Encode an engineering value into the registers (or bits) of ``spec``."""
+    if spec.kind is DataKind.FLOAT32:
+        raw = struct.pack(">f", value)
+        return [int.from_bytes(raw[0:2], "big"), int.from_bytes(raw[2:4], "big")]
+    if spec.kind is DataKind.BOOL:
+        return [1 if value else 0]
+    scaled = value * (1.0 / spec.scale)  # e.g. kWh * 100.0: 1/0.01 is exactly 100.0
+    if spec.kind is DataKind.UINT32:
+        n = math.floor(scaled) & _UINT32_MAX  # counters truncate, and wrap like real ones
+        return [n >> 16, n & 0xFFFF]
+    if spec.kind is DataKind.INT16:
+        n = max(-32768, min(32767, round(scaled)))
+        return [n & 0xFFFF]
+    return [max(0, min(0xFFFF, round(scaled)))]
+
+
+def decode_value(spec: RegisterSpec, registers: Sequence[int]) -> float | int | bool:
+    """Decode registers (or bits) of ``spec`` into the engineering value."""
+    if len(registers) != spec.count:
+        raise ValueError(f"{spec.name} needs {spec.count} registers, got {len(registers)}")
+    if spec.kind is DataKind.BOOL:
+        return bool(registers[0])
+    if spec.kind is DataKind.FLOAT32:
+        return float(struct.unpack(">f", struct.pack(">HH", *registers))[0])
+    if spec.kind is DataKind.UINT32:
+        raw = (registers[0] << 16) | registers[1]
+    elif spec.kind is DataKind.INT16:
+        raw = registers[0] - 0x10000 if registers[0] & 0x8000 else registers[0]
+    else:
+        raw = registers[0]
+    return raw * spec.scale if spec.scale != 1.0 else raw
+
+
+def encode_reading(reading: MeterReading) -> dict[int, int]:
+    """Input registers (address -> raw value) for one reading."""
+    values = {
+        "voltage": reading.voltage_v,
+        "current": reading.current_a,
+        "active_power": reading.active_power_kw,
+        "power_factor": reading.power_factor,
+        "frequency": reading.frequency_hz,
+        "energy_import": reading.energy_import_kwh,
+        "temperature": reading.temperature_c,
+        "machine_state": int(reading.machine_state),
+    }
+    out: dict[int, int] = {}
+    for name, value in values.items():
+        spec = REGISTERS_BY_NAME[name]
+        for i, reg in enumerate(encode_value(spec, value)):
+            out[spec.address + i] = reg
+    return out
+
+
+def _addresses(table: Table) -> frozenset[int]:
+    return frozenset(
+        spec.address + i for spec in REGISTER_MAP if spec.table is table for i in range(spec.count)
+    )
+
+
+_TABLE_ADDRESSES: Mapping[Table, frozenset[int]] = MappingProxyType(
+    {table: _addresses(table) for table in Table}
+)
+_WRITABLE_ADDRESSES: Mapping[Table, frozenset[int]] = MappingProxyType(
+    {
+        table: frozenset(
+            spec.address + i
+            for spec in REGISTER_MAP
+            if spec.table is table and spec.writable
+            for i in range(spec.count)
+        )
+        for table in Table
+    }
+)
+
+
+def _defaults(table: Table) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for spec in REGISTER_MAP:
+        if spec.table is table:
+            for i, reg in enumerate(encode_value(spec, spec.default)):
+                out[spec.address + i] = reg
+    return out
+
+
+class ModbusMeterSimulator:
+    """A simulated energy meter on Modbus TCP (pymodbus server, unit id 1).
+
+    Args:
+        model: process model; default a seeded :class:`EnergyMeterModel` (seed 0).
+        host: interface to listen on.
+        port: TCP port; ``0`` picks a free port at the first :meth:`start` and
+            keeps it for later restarts.
+        device_id: Modbus unit id of the meter. Requests to other unit ids are
+            answered with exception 11 (gateway target device failed to respond).
+        clock: wall-clock source used to evaluate the model at request time.
+
+    Usage::
+
+        async with ModbusMeterSimulator(EnergyMeterModel(seed=1)) as sim:
+            client = AsyncModbusTcpClient(sim.host, port=sim.port)
+    """
+
+    def __init__(
+        self,
+        model: MeterModel | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        device_id: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 1 <= device_id <= 247:
+            raise ValueError("device_id must be 1..247")
+        self.model: MeterModel = model if model is not None else EnergyMeterModel(seed=0)
+        self.host = host
+        self.device_id = device_id
+        self._requested_port = port
+        self._port: int | None = port or None
+        self._clock = clock
+        self._server: ModbusTcpServer | None = None
+        self._holding = _defaults(Table.HOLDING)
+        self._coils = _defaults(Table.COIL)
+        self._discrete = _defaults(Table.DISCRETE_INPUT)
+        self._exception: ExcCodes | None = None
+        self._delay_s = 0.0
+        self.request_count = 0
+        """Requests to the meter's unit id that reached the datastore (incl. injected faults)."""
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        """The TCP port (bound port once started)."""
+        if self._port is None:
+            raise RuntimeError("port not known yet: start() the simulator first")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the listener."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the server listens."""
+        return self._server is not None
+
+    async def start(self) -> None:
+        """Start listening (on the same port as before after a :meth:`stop`)."""
+        if self._server is not None:
+            return
+        devices = [
+            SimDevice(id=self.device_id, simdata=self._simdata(), action=self._action),
+            # id 0 is pymodbus's catch-all for unit ids not configured
+            SimDevice(
+                id=0,
+                simdata=[SimData(0, count=65536, datatype=DataType.REGISTERS)],
+                action=self._unknown_unit,
+            ),
+        ]
+        server = ModbusTcpServer(devices, address=(self.host, self._port or 0))
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self.host}:{self._port or 0}") from exc
+        sockets = getattr(server.transport, "sockets", None) or []
+        if not sockets:
+            await server.shutdown()
+            raise OSError(f"no listening socket on {self.host}:{self._port or 0}")
+        self._port = int(sockets[0].getsockname()[1])
+        self._server = server
+        log.info("Modbus meter listening on %s:%d (unit %d)", self.host, self._port, self.device_id)
+
+    async def stop(self) -> None:
+        """Stop listening and close every client connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        listener = server.transport
+        await server.shutdown()
+        if isinstance(listener, asyncio.Server):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listener.wait_closed(), timeout=2.0)
+        log.info("Modbus meter on %s:%s stopped", self.host, self._port)
+
+    async def restart(self, downtime_s: float = 0.0) -> None:
+        """Simulate a device restart: stop, stay away ``downtime_s``, start on the same port."""
+        await self.stop()
+        if downtime_s > 0:
+            await asyncio.sleep(downtime_s)
+        await self.start()
+
+    # -- fault injection ---------------------------------------------------
+
+    def inject_exception(self, code: int | ExcCodes | None) -> None:
+        """Answer every request with Modbus exception ``code`` until cleared with ``None``.
+
+        Typical codes: 4 device failure, 6 device busy, 11 gateway target failed.
+        """
+        self._exception = None if code is None else ExcCodes(code)
+        log.info("Modbus meter: injected exception %s", self._exception)
+
+    def clear_faults(self) -> None:
+        """Remove injected exceptions and response delay."""
+        self._exception = None
+        self._delay_s = 0.0
+
+    @property
+    def injected_exception(self) -> ExcCodes | None:
+        """The exception currently answered to every request, if any."""
+        return self._exception
+
+    @property
+    def response_delay(self) -> float:
+        """Seconds added before every answer."""
+        return self._delay_s
+
+    @response_delay.setter
+    def response_delay(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("response delay must be >= 0")
+        self._delay_s = float(seconds)
+
+    def drop_connections(self) -> int:
+        """Abort every client TCP connection now; return how many were dropped.
+
+        The listener stays open, so clients can reconnect.
+        """
+        if self._server is None:
+            return 0
+        dropped = 0
+        for conn in list(self._server.active_connections.values()):
+            transport = conn.transport
+            if transport is not None:
+                transport.abort()
+                dropped += 1
+        log.info("Modbus meter: dropped %d connection(s)", dropped)
+        return dropped
+
+    @property
+    def connection_count(self) -> int:
+        """Client connections open now."""
+        return 0 if self._server is None else len(self._server.active_connections)
+
+    # -- device-side values ------------------------------------------------
+
+    def get_value(self, name: str) -> float | int | bool:
+        """Current stored value of a holding register, coil or discrete input by name."""
+        spec = REGISTERS_BY_NAME[name]
+        store = self._store(spec.table)
+        regs = [store[spec.address + i] for i in range(spec.count)]
+        return decode_value(spec, regs)
+
+    def set_value(self, name: str, value: float) -> None:
+        """Set a stored value from the device side (e.g. raise ``tamper_alarm``)."""
+        spec = REGISTERS_BY_NAME[name]
+        store = self._store(spec.table)
+        for i, reg in enumerate(encode_value(spec, value)):
+            store[spec.address + i] = reg
+
+    def _store(self, table: Table) -> dict[int, int]:
+        if table is Table.HOLDING:
+            return self._holding
+        if table is Table.COIL:
+            return self._coils
+        if table is Table.DISCRETE_INPUT:
+            return self._discrete
+        raise KeyError(f"{table} values come from the process model")
+
+    # -- pymodbus plumbing ---------------------------------------------------
+
+    @staticmethod
+    def _simdata() -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
+        """Separate blocks (coils, discrete inputs, holding, input) covering the map."""
+
+        def span(table: Table) -> tuple[int, int]:
+            addrs = _TABLE_ADDRESSES[table]
+            return min(addrs), max(addrs) - min(addrs) + 1
+
+        def regs(table: Table) -> list[SimData]:
+            start, count = span(table)
+            return [SimData(start, count=count, values=0, datatype=DataType.REGISTERS)]
+
+        def bits(table: Table) -> list[SimData]:
+            start, count = span(table)
+            return [SimData(start, count=count, values=False, datatype=DataType.BITS)]
+
+        return bits(Table.COIL), bits(Table.DISCRETE_INPUT), regs(Table.HOLDING), regs(Table.INPUT)
+
+    async def _unknown_unit(self, *_args: object) -> ExcCodes:
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """Evaluate one request: faults, address check, writes, then fill the block.
+
+        For bit tables pymodbus packs 16 bits per register and passes the
+        register count, not the bit count, in ``count``.
+        """
+        table = _FC_TABLE.get(function_code)
+        readback = set_values is None and function_code in _WRITE_FCS
+        if not readback:  # a write's response re-reads with the write's code: one request
+            self.request_count += 1
+            if self._delay_s:
+                await asyncio.sleep(self._delay_s)
+            if self._exception is not None:
+                return self._exception
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        valid = _TABLE_ADDRESSES[table] if set_values is None else _WRITABLE_ADDRESSES[table]
+        if table in (Table.COIL, Table.DISCRETE_INPUT):
+            n = len(set_values) if set_values is not None else 1
+        else:
+            n = len(set_values) if set_values is not None else count
+        if any(a not in valid for a in range(address, address + n)):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if set_values is not None and table in (Table.HOLDING, Table.COIL):
+            store = self._store(table)
+            for i, value in enumerate(set_values):
+                store[address + i] = int(value)
+        self._fill(table, start_address, registers)
+        return None
+
+    def _fill(self, table: Table, start_address: int, registers: list[int]) -> None:
+        """Write current values into pymodbus's register list for ``table``."""
+        if table is Table.INPUT:
+            values = encode_reading(self.model.state_at(self._clock()))
+        else:
+            values = self._store(table)
+        if table in (Table.COIL, Table.DISCRETE_INPUT):
+            words: dict[int, int] = {}
+            for bit_addr, bit in values.items():
+                word = bit_addr // 16
+                words[word] = words.get(word, 0) | ((1 if bit else 0) << (bit_addr % 16))
+            for word, packed in words.items():
+                registers[word - start_address] = packed
+            return
+        for addr, raw in values.items():
+            registers[addr - start_address] = raw
