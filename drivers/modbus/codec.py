@@ -37,21 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from drivers.modbus.config import ByteOrder
+from drivers.modbus.config import REGISTER_TYPES, ByteOrder
 from gateway.types import DataType, FloatArray
 
 #: registers (words of 16 bits) a value of each type takes; bool is one bit or one register
-WORDS: dict[DataType, int] = {
-    DataType.BOOL: 1,
-    DataType.INT16: 1,
-    DataType.UINT16: 1,
-    DataType.INT32: 2,
-    DataType.UINT32: 2,
-    DataType.FLOAT32: 2,
-    DataType.INT64: 4,
-    DataType.UINT64: 4,
-    DataType.FLOAT64: 4,
-}
+WORDS: dict[DataType, int] = {DataType.BOOL: 1, **REGISTER_TYPES}
 
 #: the value's big-endian NumPy type; the words are put in big-endian order before the view
 _BIG_ENDIAN: dict[DataType, np.dtype] = {
