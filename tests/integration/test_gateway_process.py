@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -33,20 +34,19 @@ def write_config(tmp: Path, broker: MqttBroker, meter_port: int) -> Path:
 async def test_signal_stops_polling_flushes_publishes_death_and_exits_0(
     tmp_path: Path, mosquitto: MqttBroker, waveform_meter, sig: signal.Signals
 ) -> None:
-    import asyncio
-
     config = write_config(tmp_path, mosquitto, waveform_meter.port)
     with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli.main", "run", "-c", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli.main", "run", "-c", str(config),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         try:
             assert await rec.until(lambda s: len(s.data_messages) >= 3, timeout=20)
             proc.send_signal(sig)
-            out, err = await asyncio.to_thread(proc.communicate, timeout=20)
+            _, err_bytes = await asyncio.wait_for(proc.communicate(), 20)
+            err = err_bytes.decode()
         finally:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 proc.kill()
         assert proc.returncode == 0, err
         assert await rec.until(lambda s: len(s.deaths) >= 1, timeout=5)
@@ -73,8 +73,10 @@ def test_killed_gateway_leaves_its_will_as_death(tmp_path: Path, mosquitto: Mqtt
 
     config = write_config(tmp_path, mosquitto, free_port())  # no device needed for this
     with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "-c", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli.main", "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         try:
             assert rec.wait_for(lambda s: len(s.births) >= 1, timeout=20)
             proc.kill()
