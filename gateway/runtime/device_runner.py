@@ -158,8 +158,7 @@ class DeviceRunner:
             self._set_state(DeviceState.UP)
             try:
                 await self._poll_all(driver)
-            except* ConnectionLost as group:
-                exc = group.exceptions[0]
+            except ConnectionLost as exc:
                 self.stats.connection_losses += 1
                 log.warning("device %s: connection lost: %s; reconnecting", self.name, exc)
                 self._set_state(DeviceState.DOWN, str(exc))
@@ -168,15 +167,31 @@ class DeviceRunner:
                 await asyncio.sleep(self._reconnect.next_delay())
 
     async def _poll_all(self, driver: Driver) -> None:
+        """Run every poll group (or the subscription) until one of them fails.
+
+        Plain tasks and ``asyncio.wait`` rather than a TaskGroup: on Python 3.11 a
+        TaskGroup whose child fails while the parent is being cancelled raises the
+        child's error and loses the cancellation, so a device that lost its link at
+        the moment of shutdown would go on reconnecting for ever.
+        """
         groups = driver.poll_groups()
-        async with asyncio.TaskGroup() as tasks:
-            if groups:
-                for group in groups:
-                    tasks.create_task(
-                        self._poll_group(driver, group), name=f"{self.name}/{group.name}"
-                    )
-            else:
-                tasks.create_task(driver.subscribe(self._emit), name=f"{self.name}/subscription")
+        if groups:
+            coros = [self._poll_group(driver, g) for g in groups]
+            names = [f"{self.name}/{g.name}" for g in groups]
+        else:
+            coros = [driver.subscribe(self._emit)]
+            names = [f"{self.name}/subscription"]
+        tasks = [asyncio.create_task(c, name=n) for c, n in zip(coros, names, strict=True)]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
 
     def _emit(self, batch: SampleBatch) -> None:
         self.stats.samples_read += len(batch)

@@ -36,6 +36,9 @@ class ShutdownReport:
 class Gateway:
     """Everything one configured gateway runs. Build it, then ``await run(stop)``."""
 
+    #: seconds the device tasks get to stop on shutdown before they are left behind
+    DEVICE_STOP_TIMEOUT = 5.0
+
     def __init__(self, config: GatewayConfig, config_dir: Path | None = None) -> None:
         self.config = config
         self.started_monotonic = time.monotonic()
@@ -115,7 +118,12 @@ class Gateway:
         log.info("stopping: polling ends, flushing telemetry")
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        stuck: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=self.DEVICE_STOP_TIMEOUT)
+        for task in stuck:
+            log.error("device task %s did not stop within %.0fs; leaving it behind",
+                      task.get_name(), self.DEVICE_STOP_TIMEOUT)
         drained = await self.northbound.drain(timeout=5.0)
         if not drained:
             stats = self.northbound.outbox.stats()

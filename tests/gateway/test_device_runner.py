@@ -118,3 +118,32 @@ async def test_connection_lost_marks_bad_and_reconnects() -> None:
     assert runner.stats.crashes == 0
     first_bad = qualities.index(Quality.BAD)
     assert qualities[:first_bad] == [Quality.GOOD] and Quality.GOOD in qualities[first_bad:]
+
+
+class LinkDropsOnCue(ScriptedDriver):
+    """A read that waits until the test drops the link."""
+
+    def __init__(self) -> None:
+        super().__init__(0, [])
+        self.reading = asyncio.Event()
+        self.link: asyncio.Future[None] | None = None
+
+    async def read(self, group: PollGroup) -> SampleBatch:
+        self.link = asyncio.get_running_loop().create_future()
+        self.reading.set()
+        await self.link
+        return SampleBatch.of(self.tag_ids, [1.0], 0)
+
+
+async def test_connection_lost_at_the_moment_of_shutdown_still_stops() -> None:
+    driver = LinkDropsOnCue()
+    runner = DeviceRunner("dev", lambda: driver, lambda b: None, reconnect=fast())
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(driver.reading.wait(), 2)
+    assert driver.link is not None
+    driver.link.set_exception(ConnectionLost("peer reset"))  # the link drops...
+    task.cancel()  # ...in the same instant as the stop signal
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert task in done, "the device task kept running after it was cancelled"
+    assert task.cancelled()
+    assert runner.stats.state is DeviceState.STOPPED
