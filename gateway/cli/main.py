@@ -45,8 +45,11 @@ def main() -> None:
 )
 def run(config_path: str, log_level: str | None) -> None:
     """Run the gateway until SIGTERM or SIGINT."""
+    from gateway.config.loader import check_secrets
+
     try:
         config = load_config(config_path)
+        check_secrets(config, Path(config_path))
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)
@@ -90,7 +93,7 @@ def validate(config_path: str, secrets: bool) -> None:
     try:
         config = load_config(config_path)
         if secrets:
-            check_secrets(config, Path(config_path).resolve().parent)
+            check_secrets(config, Path(config_path))
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)

@@ -7,6 +7,7 @@ silently merges). Pydantic's error locations are then mapped back to lines.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -281,22 +282,29 @@ def resolve_secret(ref: SecretRef, base_dir: Path | None = None) -> str:
         ) from exc
 
 
-def check_secrets(config: GatewayConfig, base_dir: Path | None = None) -> None:
-    """Resolve every secret the config names; raise one ConfigError listing the missing ones."""
-    refs = [
-        ("northbound.mqtt.password", config.northbound.mqtt.password),
-        ("http.token", config.http.token),
+def check_secrets(config: GatewayConfig, config_file: Path | None = None,
+                  base_dir: Path | None = None) -> None:
+    """Resolve every secret the config names; raise one ConfigError listing the missing ones,
+    each at the line of its key in ``config_file`` when given."""
+    lines: dict[KeyPath, int] = {}
+    file = "<config>"
+    if config_file is not None:
+        file = str(config_file)
+        base_dir = base_dir or config_file.resolve().parent
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            lines = parse_yaml(config_file.read_text(encoding="utf-8"), file).lines
+    refs: list[tuple[KeyPath, SecretRef | None]] = [
+        (("northbound", "mqtt", "password"), config.northbound.mqtt.password),
+        (("http", "token"), config.http.token),
     ]
     problems: list[ConfigProblem] = []
-    for key, ref in refs:
+    for path, ref in refs:
         if ref is None:
             continue
         try:
             resolve_secret(ref, base_dir)
         except ConfigError as exc:
-            problems.extend(
-                ConfigProblem(p.file, p.line, tuple(key.split(".")), p.message)
-                for p in exc.problems
-            )
+            problems.extend(ConfigProblem(file, _line_of(lines, path), path, p.message)
+                            for p in exc.problems)
     if problems:
         raise ConfigError(problems)

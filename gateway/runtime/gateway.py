@@ -47,6 +47,8 @@ class Gateway:
         self.runners: dict[str, DeviceRunner] = {}
         self.northbound: Northbound | None = None
         self.http_port: int | None = None
+        #: set once devices, northbound and the local API are running
+        self.started = asyncio.Event()
         self.config_dir = config_dir
 
     # --- wiring ---------------------------------------------------------------------------
@@ -111,6 +113,7 @@ class Gateway:
             len(self.runners),
             len(self.catalog),
         )
+        self.started.set()
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait([stop_wait, nb_task], return_when=asyncio.FIRST_COMPLETED)
         if nb_task.done() and not stop.is_set():

@@ -120,13 +120,18 @@ def test_secret_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     text = (
         GOOD + "northbound:\n  mqtt:\n    password: {file: pw}\nhttp:\n  token: {env: GW_TOKEN}\n"
     )
-    cfg = load_config_text(text, "cfg.yaml", tmp_path)
+    monkeypatch.delenv("GW_TOKEN", raising=False)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    cfg = load_config(path)
     assert cfg.northbound.mqtt.password is not None
     assert resolve_secret(cfg.northbound.mqtt.password, tmp_path) == "s3cret"
-    with pytest.raises(ConfigError, match="GW_TOKEN is not set"):
-        check_secrets(cfg, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        check_secrets(cfg, path)
+    [problem] = info.value.problems
+    assert str(problem) == f"{path}:19: http.token: environment variable GW_TOKEN is not set"
     monkeypatch.setenv("GW_TOKEN", "t")
-    check_secrets(cfg, tmp_path)
+    check_secrets(cfg, path)
 
 
 def test_writable_tag_needs_range_and_register_type_must_fit() -> None:

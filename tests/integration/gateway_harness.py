@@ -38,7 +38,11 @@ METER_TAGS: list[dict[str, Any]] = [
 
 
 def gateway_config(
-    tmp: Path, broker_port: int, devices: list[dict[str, Any]], **northbound: Any
+    tmp: Path,
+    broker_port: int,
+    devices: list[dict[str, Any]],
+    http: dict[str, Any] | None = None,
+    **northbound: Any,
 ) -> GatewayConfig:
     body = {
         "gateway": {
@@ -58,7 +62,7 @@ def gateway_config(
             },
             **northbound,
         },
-        "http": {"port": 0},
+        "http": {"port": 0, **(http or {})},
     }
     return load_config_text(json.dumps(body), "test-config.yaml", tmp)
 
@@ -93,6 +97,11 @@ async def running(config: GatewayConfig) -> AsyncIterator[RunningGateway]:
     gateway = Gateway(config)
     task = asyncio.create_task(gateway.run(stop))
     handle = RunningGateway(gateway, task, stop)
+    started = asyncio.create_task(gateway.started.wait())
+    await asyncio.wait([started, task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # it failed to start: raise why
+    started.cancel()
     try:
         yield handle
     finally:
