@@ -100,6 +100,16 @@ class GatewayCollector(Collector):
         )
         yield CounterMetricFamily("chenxing_births", "Birth messages sent", value=c.births)
         yield CounterMetricFamily(
+            "chenxing_encode_failures",
+            "Data messages that could not be encoded (a bug; see the log)",
+            value=c.encode_failures,
+        )
+        yield CounterMetricFamily(
+            "chenxing_encode_dropped_samples",
+            "Samples dropped because their message could not be encoded",
+            value=c.encode_dropped_samples,
+        )
+        yield CounterMetricFamily(
             "chenxing_samples_dropped",
             "Samples dropped because the outbox was full",
             value=stats.dropped_samples,

@@ -111,6 +111,8 @@ def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
             f"{(now_ms - s.ts_ms) / 1000:.1f}s",
         )
     states = ", ".join(f"{n}={r.stats.state.value}" for n, r in gateway.runners.items())
+    if gateway.http_port:
+        header += f"; local API http://127.0.0.1:{gateway.http_port}/healthz"
     status = Text(
         f"{header}\nmessages={len(snap.data_messages)} samples={len(snap.samples)} "
         f"births={len(snap.births)} devices: {states}\nCtrl-C to stop"

@@ -29,6 +29,8 @@ class NorthboundCounters:
     samples_published: int = 0
     births: int = 0
     buffered_samples: int = 0
+    encode_failures: int = 0
+    encode_dropped_samples: int = 0
 
 
 class Northbound:
@@ -76,7 +78,14 @@ class Northbound:
         ts = now_ns()
         for start in range(0, len(batch), step):
             chunk = batch.select(slice(start, start + step))  # type: ignore[arg-type]
-            message = self.contract.data(chunk, self.sequence.next(), self.session, ts)
+            try:
+                message = self.contract.data(chunk, self.sequence.peek, self.session, ts)
+            except Exception:  # a bug in encoding must not stop the publisher
+                self.counters.encode_failures += 1
+                self.counters.encode_dropped_samples += len(chunk)
+                log.exception("could not encode %d samples; they are dropped", len(chunk))
+                continue
+            self.sequence.next()
             self.outbox.put(message)
         self._wake.set()
 

@@ -1,0 +1,113 @@
+"""Northbound ordering logic: births first, bounded in-flight, splitting, encode failures.
+
+The MQTT link is replaced by a recorder of publish calls (a unit test of the
+publisher's own logic); the real broker path is covered in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from gateway.northbound.contract_json import JsonContract
+from gateway.northbound.message import OutboundMessage
+from gateway.northbound.outbox import MemoryOutbox
+from gateway.northbound.publisher import Northbound
+from gateway.northbound.sequence import SequenceStore
+from gateway.tags import TagCatalog
+from gateway.types import SampleBatch
+from tests.gateway.helpers import make_config
+
+
+class RecordingLink:
+    def __init__(self, on_ack: Callable[[int], None], on_state: Callable[[], None]) -> None:
+        self.on_ack = on_ack
+        self.on_state = on_state
+        self.connected = asyncio.Event()
+        self.generation = 0
+        self.sent: list[OutboundMessage] = []
+        self.disconnects = 0
+        self.url = "mqtt://test"
+
+    def start(self) -> None:
+        self.generation += 1
+        self.connected.set()
+        self.on_state()
+
+    def publish(self, message: OutboundMessage) -> None:
+        self.sent.append(message)
+
+    async def stop(self) -> None:
+        self.connected.clear()
+
+
+class FailingContract(JsonContract):
+    """Fails to encode any batch holding the value 13."""
+
+    def data(self, batch: SampleBatch, seq: int, session: int, ts_ns: int) -> OutboundMessage:
+        if 13.0 in batch.values:
+            raise ValueError("cannot encode 13")
+        return super().data(batch, seq, session, ts_ns)
+
+
+def northbound(tmp: Path, **nb: object) -> tuple[Northbound, RecordingLink]:
+    tags = [{"name": f"t{i}", "address": i, "type": "int16"} for i in range(10)]
+    cfg = make_config(tags)
+    cfg = cfg.model_copy(update={"northbound": cfg.northbound.model_copy(update=nb)})
+    catalog = TagCatalog(cfg.devices)
+    links: list[RecordingLink] = []
+
+    def factory(will, on_ack, on_state):  # type: ignore[no-untyped-def]
+        links.append(RecordingLink(on_ack, on_state))
+        return links[0]
+
+    n = Northbound(cfg.northbound, FailingContract(cfg, catalog, "t"), MemoryOutbox(100),
+                   SequenceStore(tmp / "seq.json"), factory, lambda: {"dev": "up"})
+    return n, links[0]
+
+
+def batch(values: list[float]) -> SampleBatch:
+    return SampleBatch.of(np.arange(len(values)), values, 1_000_000_000)
+
+
+async def test_birth_first_then_data_within_the_inflight_bound(tmp_path: Path) -> None:
+    outbox = {"max_messages": 100, "max_inflight": 3}
+    nb, link = northbound(tmp_path, max_samples_per_message=2,
+                          outbox=make_config([{"name": "x", "address": 0, "type": "int16"}])
+                          .northbound.outbox.model_copy(update=outbox))
+    nb.submit(batch([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
+    nb.flush()  # 10 samples, 2 per message -> 5 messages
+    task = asyncio.create_task(nb.run())
+    await asyncio.sleep(0.05)
+    kinds = [m.kind for m in link.sent]
+    assert kinds[0] == "birth"
+    assert kinds[1:] == ["data", "data"]  # birth + 2 data = the 3 allowed in flight
+    for m in list(link.sent):
+        link.on_ack(m.id)
+    await asyncio.sleep(0.05)
+    data = [json.loads(m.payload) for m in link.sent if m.kind == "data"]
+    assert [d["seq"] for d in data] == [0, 1, 2, 3, 4]
+    assert [len(d["samples"]["tag"]) for d in data] == [2, 2, 2, 2, 2]
+    assert nb.counters.messages_published == 3  # birth + 2 data acknowledged
+    assert nb.counters.samples_published == 4
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_encode_failure_drops_that_message_only_and_keeps_sequence_contiguous(
+    tmp_path: Path,
+) -> None:
+    nb, _ = northbound(tmp_path, max_samples_per_message=2)
+    nb.submit(batch([1, 2, 13, 4, 5, 6]))  # the middle message cannot be encoded
+    nb.flush()
+    assert nb.counters.encode_failures == 1 and nb.counters.encode_dropped_samples == 2
+    stats = nb.outbox.stats()
+    assert stats.queued == 2
+    seqs = []
+    while (m := nb.outbox.take()) is not None:
+        seqs.append(json.loads(m.payload)["seq"])
+    assert seqs == [0, 1]  # no hole where nothing was sent
