@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -81,7 +80,14 @@ class HttpApi:
                 "disconnects": nb.link.disconnects,
             }
             st = nb.outbox.stats()
-            outbox = {"queued": st.queued, "inflight": st.inflight, "dropped": st.dropped}
+            outbox = {
+                "queued": st.queued,
+                "inflight": st.inflight,
+                "dropped": st.dropped,
+                "backlog": st.backlog,
+                "bytes": st.bytes,
+                "oldest_age_s": round(st.oldest_age_s, 3),
+            }
         healthy = bool(broker["connected"]) and all(d["state"] == "up" for d in devices.values())
         body = {
             "status": "ok" if healthy else "degraded",
@@ -107,12 +113,12 @@ class HttpApi:
         out = []
         for tag in self.gateway.catalog.tags:
             q = int(p.latest_quality[tag.id])
-            value = float(p.latest_value[tag.id])
+            value = p.latest(tag.id)
             out.append(
                 {
                     "tag": tag.path,
                     "unit": tag.unit,
-                    "value": None if math.isnan(value) else value,
+                    "value": value,
                     "quality": QUALITY_NAMES[q] if q < len(QUALITY_NAMES) else "none",
                     "ts_ns": int(p.latest_ns[tag.id]),
                 }

@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.northbound.outbox import OutboxStats
+
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
 
@@ -111,12 +113,12 @@ class GatewayCollector(Collector):
         )
         yield CounterMetricFamily(
             "chenxing_samples_dropped",
-            "Samples dropped because the outbox was full",
+            "Samples dropped before reaching the broker (spool full, too old, purged)",
             value=stats.dropped_samples,
         )
         yield CounterMetricFamily(
             "chenxing_messages_dropped",
-            "Messages dropped because the outbox was full",
+            "Messages dropped before reaching the broker (spool full, too old, purged)",
             value=stats.dropped,
         )
         depth = GaugeMetricFamily(
@@ -125,6 +127,7 @@ class GatewayCollector(Collector):
         depth.add_metric(["queued"], stats.queued)
         depth.add_metric(["inflight"], stats.inflight)
         yield depth
+        yield from _spool_metrics(stats)
         yield GaugeMetricFamily(
             "chenxing_northbound_buffered_samples",
             "Samples waiting to be gathered into a message",
@@ -141,6 +144,41 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "chenxing_uptime_seconds", "Seconds since the gateway started", value=gw.uptime_s
         )
+
+
+def _spool_metrics(stats: OutboxStats) -> Iterator[Metric]:
+    """The spool (or, when it is disabled, the in-memory outbox): size, age, drops by reason."""
+    yield GaugeMetricFamily(
+        "chenxing_spool_messages", "Messages held (waiting and in flight)", value=stats.messages
+    )
+    yield GaugeMetricFamily(
+        "chenxing_spool_backlog_messages",
+        "Messages from before the last reconnect still waiting to be replayed",
+        value=stats.backlog,
+    )
+    yield GaugeMetricFamily(
+        "chenxing_spool_bytes", "Payload and topic bytes held", value=stats.bytes
+    )
+    yield GaugeMetricFamily(
+        "chenxing_spool_oldest_age_seconds",
+        "Age of the oldest message held (0 when empty)",
+        value=stats.oldest_age_s,
+    )
+    messages = CounterMetricFamily(
+        "chenxing_spool_dropped_messages",
+        "Messages dropped before reaching the broker, by reason (full, age, purged, error)",
+        labels=["reason"],
+    )
+    samples = CounterMetricFamily(
+        "chenxing_spool_dropped_samples",
+        "Samples dropped before reaching the broker, by reason (full, age, purged, error)",
+        labels=["reason"],
+    )
+    for reason, count in stats.drops.items():
+        messages.add_metric([reason], count.messages)
+        samples.add_metric([reason], count.samples)
+    yield messages
+    yield samples
 
 
 def render(gateway: Gateway) -> bytes:

@@ -49,9 +49,17 @@ class Pipeline:
         ids = batch.tag_ids
         if len(np.unique(ids)) != len(ids):
             return self._process_with_repeats(batch)
-        self.counters.samples_in += len(batch)
-        if batch.values.dtype == object:  # strings: no scaling or deadband, publish on change
+        if batch.values.dtype == object:
+            strings = self.catalog.is_string[ids]
+            if not strings.all():  # numbers that travelled with strings: the numeric path
+                numeric = batch.select(~strings)
+                numeric.values = numeric.values.astype(np.float64)
+                return SampleBatch.concat(
+                    [self.process(numeric), self._process_objects(batch.select(strings))]
+                )
+            self.counters.samples_in += len(batch)
             return self._process_objects(batch)
+        self.counters.samples_in += len(batch)
 
         cat = self.catalog
         values = batch.values * cat.scale[ids] + cat.offset[ids]
@@ -87,6 +95,14 @@ class Pipeline:
         self.counters.samples_out += len(out)
         self.counters.samples_suppressed += len(batch) - len(out)
         return out
+
+    def latest(self, tag_id: int) -> float | str | None:
+        """The last value seen for a tag (a string for string tags), None when none or bad."""
+        if self.catalog.is_string[tag_id]:
+            value = self._objects.get(tag_id)
+            return value if isinstance(value, str) else None
+        number = float(self.latest_value[tag_id])
+        return None if np.isnan(number) else number
 
     def _process_objects(self, batch: SampleBatch) -> SampleBatch:
         ids = batch.tag_ids

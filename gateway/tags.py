@@ -91,6 +91,9 @@ class TagCatalog:
         self.is_bool: npt.NDArray[np.bool_] = np.array(
             [c.type is DataType.BOOL for c in cfgs], dtype=bool
         )
+        self.is_string: npt.NDArray[np.bool_] = np.array(
+            [c.type is DataType.STRING for c in cfgs], dtype=bool
+        )
         self.is_integer: npt.NDArray[np.bool_] = np.array(
             [
                 t.type not in (DataType.BOOL, DataType.FLOAT32, DataType.FLOAT64, DataType.STRING)

@@ -75,7 +75,9 @@ def _wire(config: GatewayConfig, broker: MqttBroker, ports: dict[str, int]) -> G
         for d in config.devices
     ]
     mqtt = config.northbound.mqtt.model_copy(update={"host": broker.host, "port": broker.port})
-    northbound = config.northbound.model_copy(update={"mqtt": mqtt})
+    # the demo's broker lives for one run, so does its spool (and demos may run side by side)
+    spool = config.northbound.spool.model_copy(update={"path": broker.workdir / "spool.db"})
+    northbound = config.northbound.model_copy(update={"mqtt": mqtt, "spool": spool})
     http = config.http.model_copy(update={"port": 0})
     return config.model_copy(update={"devices": devices, "northbound": northbound, "http": http})
 

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from drivers.registry import DEVICE_CONFIG_TYPES
 from gateway.config.types import (
+    ByteSize,
     Duration,
     Name,
     PositiveDuration,
@@ -55,10 +56,42 @@ class OutboxConfig(StrictModel):
     max_messages: int = Field(
         default=10_000,
         ge=1,
-        description="messages held while the broker is unreachable; past it the oldest is "
-        "dropped and counted",
+        description="with the spool disabled: messages held in memory while the broker is "
+        "unreachable; past it the oldest is dropped and counted",
     )
     max_inflight: int = Field(default=32, ge=1, le=65535, description="unacknowledged publishes")
+
+
+class SpoolConfig(StrictModel):
+    """The disk spool: every outbound message is on disk until the broker acknowledged it."""
+
+    enabled: bool = Field(
+        default=True,
+        description="false keeps messages in memory only (outbox.max_messages); they are lost "
+        "when the process dies",
+    )
+    path: Path | None = Field(
+        default=None,
+        description="SQLite file; default {state_dir}/spool.db; relative to the config file",
+    )
+    max_bytes: ByteSize = Field(
+        default=256 * 2**20,
+        description="payload bytes held (an integer or e.g. '256MiB'); past it the oldest "
+        "messages are dropped and counted",
+    )
+    max_age: PositiveDuration = Field(
+        default=168 * 3600.0,
+        description="messages older than this are dropped and counted (default '168h')",
+    )
+    replay_rate: float = Field(
+        default=100.0,
+        gt=0,
+        description="messages/s replayed from the backlog after a reconnect, interleaved "
+        "with live data",
+    )
+
+    def resolved_path(self, state_dir: Path) -> Path:
+        return self.path if self.path is not None else state_dir / "spool.db"
 
 
 class NorthboundConfig(StrictModel):
@@ -74,6 +107,7 @@ class NorthboundConfig(StrictModel):
     max_samples_per_message: int = Field(default=2000, ge=1, le=100_000)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
 
 
 class ModelsConfig(StrictModel):

@@ -7,7 +7,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -29,6 +36,36 @@ def parse_duration(value: Any) -> Any:
         return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     return value
 
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
+_UNIT_BYTES = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+               "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}  # fmt: skip
+
+
+def parse_size(value: Any) -> Any:
+    """Accept bytes as an integer or a string such as ``512MiB``, ``2GB``, ``64KiB``."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string like '256MiB', '1GB'")
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if not match:
+            raise ValueError(
+                f"invalid size {value!r}: use a number of bytes or e.g. '64KiB', '256MiB', '2GB'"
+            )
+        return int(float(match.group(1)) * _UNIT_BYTES[match.group(2)])
+    return value
+
+
+#: bytes, written in YAML as ``268435456``, ``"256MiB"`` or ``"1GB"``
+ByteSize = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    Field(gt=0),
+    WithJsonSchema({"anyOf": [
+        {"type": "integer", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": _SIZE_RE.pattern},
+    ]}),
+]
 
 #: seconds, written in YAML as ``5``, ``0.5``, ``"500ms"``, ``"2m"``
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]

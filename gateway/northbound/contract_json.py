@@ -14,6 +14,7 @@ import numpy as np
 
 from gateway.config.models import GatewayConfig
 from gateway.northbound.message import OutboundMessage
+from gateway.northbound.outbox import OutboxStats
 from gateway.tags import TagCatalog
 from gateway.types import QUALITY_NAME_ARRAY, SampleBatch
 
@@ -46,10 +47,15 @@ class JsonContract:
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
     def birth(
-        self, session: int, next_seq: int, ts_ns: int, devices: dict[str, str]
+        self,
+        session: int,
+        next_seq: int,
+        ts_ns: int,
+        devices: dict[str, str],
+        spool: OutboxStats | None = None,
     ) -> OutboundMessage:
         """The tag catalog: the data-registration record for the brain. Retained."""
-        body = {
+        body: dict[str, Any] = {
             **self._header,
             "type": "birth",
             "session": session,
@@ -60,6 +66,8 @@ class JsonContract:
             "devices": [{"name": name, "state": state} for name, state in devices.items()],
             "tags": [t.catalog_entry() for t in self.catalog.tags],
         }
+        if spool is not None:
+            body["spool"] = spool_summary(spool)
         return OutboundMessage(
             self.topic("birth"), self._dumps(body), "birth", self.qos, retain=True
         )
@@ -81,20 +89,18 @@ class JsonContract:
         """One data message carrying every sample of ``batch``."""
         ids = batch.tag_ids
         values = batch.values
-        if values.dtype == object:
-            value_list = [None if _is_nan(v) else v for v in values.tolist()]
-        else:
-            cells = values.astype(object)
-            nan = np.isnan(values)
-            is_bool = self.catalog.is_bool[ids] & ~nan
-            is_int = self.catalog.is_integer[ids] & ~nan
-            if is_bool.any():
-                cells[is_bool] = (values[is_bool] != 0).tolist()
-            if is_int.any():
-                cells[is_int] = values[is_int].astype(np.int64).tolist()
-            if nan.any():
-                cells[nan] = None
+        if values.dtype == object:  # strings in the batch: format the numeric cells as usual
+            cells = values.copy()
+            numeric = ~self.catalog.is_string[ids]
+            if numeric.any():
+                cells[numeric] = self._numeric_cells(
+                    ids[numeric], values[numeric].astype(np.float64)
+                )
+            strings = ~numeric
+            cells[strings] = [None if _is_nan(v) else v for v in values[strings].tolist()]
             value_list = cells.tolist()
+        else:
+            value_list = self._numeric_cells(ids, values)
         body = {
             **self._header,
             "type": "data",
@@ -115,7 +121,36 @@ class JsonContract:
             self.qos,
             samples=len(batch),
             oldest_ns=int(batch.ts_ns.min()) if len(batch) else 0,
+            seq=seq,
         )
+
+
+    def _numeric_cells(self, ids: np.ndarray, values: np.ndarray) -> list[Any]:
+        """JSON cells: bools as true/false, integer tags as integers, NaN as null."""
+        cells = values.astype(object)
+        nan = np.isnan(values)
+        is_bool = self.catalog.is_bool[ids] & ~nan
+        is_int = self.catalog.is_integer[ids] & ~nan
+        if is_bool.any():
+            cells[is_bool] = (values[is_bool] != 0).tolist()
+        if is_int.any():
+            cells[is_int] = values[is_int].astype(np.int64).tolist()
+        if nan.any():
+            cells[nan] = None
+        return cells.tolist()
+
+
+def spool_summary(stats: OutboxStats) -> dict[str, Any]:
+    """The birth's ``spool`` object: what is held and what was dropped, by reason."""
+    return {
+        "messages": stats.messages,
+        "bytes": stats.bytes,
+        "oldest_age_s": round(stats.oldest_age_s, 3),
+        "dropped": {
+            reason: {"messages": count.messages, "samples": count.samples}
+            for reason, count in stats.drops.items()
+        },
+    }
 
 
 def _is_nan(value: object) -> bool:

@@ -20,3 +20,10 @@ class OutboundMessage:
     oldest_ns: int = 0
     #: set by the outbox
     id: int = field(default=0)
+    #: the data message's sequence number (None for births and deaths)
+    seq: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes counted against the spool's limit: payload and topic."""
+        return len(self.payload) + len(self.topic)

@@ -1,6 +1,15 @@
 """The northbound stage: gather pipeline output into messages, keep them in the
 outbox, publish them in order with a bounded number in flight, birth on every
 connect, death on shutdown.
+
+Replay and live data: on every connect, what waits in the outbox becomes the
+backlog (:meth:`Outbox.mark_backlog`). The sender then fills the in-flight window
+alternating between the oldest backlog message and the oldest live message; the
+backlog is further limited to ``spool.replay_rate`` messages/s by a token bucket.
+Live data thus keeps at least every other send slot and never waits for the
+backlog, and the backlog keeps its rate however busy live data is. Each stream is
+in ``seq`` order; between them, receivers reorder by ``seq`` (see
+docs/contract-json.md).
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +41,34 @@ class NorthboundCounters:
     buffered_samples: int = 0
     encode_failures: int = 0
     encode_dropped_samples: int = 0
+
+
+class ReplayBudget:
+    """Token bucket bounding backlog replay to ``rate`` messages/s (bursts of ``rate/10``)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate / 10)
+        self._clock = clock
+        self._tokens = self.capacity
+        self._stamp = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def ready(self) -> bool:
+        self._refill()
+        return self._tokens >= 1.0
+
+    def spend(self) -> None:
+        self._tokens -= 1.0
+
+    def wait_s(self) -> float:
+        """Seconds until the next token."""
+        self._refill()
+        return max(0.0, (1.0 - self._tokens) / self.rate)
 
 
 class Northbound:
@@ -56,8 +94,12 @@ class Northbound:
         self._wake = asyncio.Event()
         self._inflight: dict[int, OutboundMessage] = {}
         self._birth_generation = 0
+        self._backlog_generation = 0
         self._control_ids = itertools.count(-1, -1)  # ids of births and deaths
         self._ack_waiters: dict[int, asyncio.Event] = {}
+        self._replay = ReplayBudget(config.spool.replay_rate, time.monotonic)
+        self._backlog_turn = True  # whose turn it is when both streams wait
+        self._replay_timer: asyncio.TimerHandle | None = None
         will = contract.death(self.session, now_ns(), "connection lost")
         self.link = link_factory(will, self._acked, self._wake.set)
 
@@ -76,6 +118,7 @@ class Northbound:
         self.counters.buffered_samples = 0
         step = self.config.max_samples_per_message
         ts = now_ns()
+        messages: list[OutboundMessage] = []
         for start in range(0, len(batch), step):
             chunk = batch.select(slice(start, start + step))  # type: ignore[arg-type]
             try:
@@ -86,7 +129,8 @@ class Northbound:
                 log.exception("could not encode %d samples; they are dropped", len(chunk))
                 continue
             self.sequence.next()
-            self.outbox.put(message)
+            messages.append(message)
+        self.outbox.put_many(messages)  # on disk before the sender can take it
         self._wake.set()
 
     # --- acknowledgements -----------------------------------------------------------------
@@ -113,10 +157,11 @@ class Northbound:
         while True:
             await asyncio.sleep(interval)
             self.flush()
+            self.outbox.maintain()
 
     def _birth(self) -> OutboundMessage:
         return self.contract.birth(
-            self.session, self.sequence.peek, now_ns(), self._device_states()
+            self.session, self.sequence.peek, now_ns(), self._device_states(), self.outbox.stats()
         )
 
     async def _sender(self) -> None:
@@ -124,17 +169,48 @@ class Northbound:
         while True:
             self._wake.clear()
             if self.link.connected.is_set():
+                if self._backlog_generation != self.link.generation:
+                    self._backlog_generation = self.link.generation
+                    backlog = self.outbox.mark_backlog()  # a new connection: replay
+                    if backlog:
+                        log.info("replaying %d messages at up to %g/s", backlog, self._replay.rate)
                 if self._birth_generation != self.link.generation:
                     self._birth_generation = self.link.generation
                     birth = self._birth()
                     self._send(birth)
                     self.counters.births += 1
                 while len(self._inflight) < max_inflight:
-                    message = self.outbox.take()
+                    message = self._next_message()
                     if message is None:
                         break
                     self._send(message)
             await self._wake.wait()
+
+    def _next_message(self) -> OutboundMessage | None:
+        """Alternate backlog and live; the backlog only with a replay token."""
+        for backlog in (True, False) if self._backlog_turn else (False, True):
+            if not backlog:
+                message = self.outbox.take_live()
+            elif self._replay.ready():
+                message = self.outbox.take_backlog()
+                if message is not None:
+                    self._replay.spend()
+            else:
+                message = None
+                self._wake_for_replay()
+            if message is not None:
+                self._backlog_turn = not backlog
+                return message
+        return None
+
+    def _wake_for_replay(self) -> None:
+        if self._replay_timer is None and self.outbox.stats().backlog:
+            loop = asyncio.get_running_loop()
+            self._replay_timer = loop.call_later(self._replay.wait_s(), self._replay_due)
+
+    def _replay_due(self) -> None:
+        self._replay_timer = None
+        self._wake.set()
 
     def _send(self, message: OutboundMessage) -> None:
         if message.id == 0:  # birth and death do not pass through the outbox
@@ -178,5 +254,9 @@ class Northbound:
         return True
 
     async def stop(self) -> None:
+        """Disconnect, then close the outbox (the spool commits what was acknowledged)."""
         with contextlib.suppress(Exception):
             await self.link.stop()
+        if self._replay_timer is not None:
+            self._replay_timer.cancel()
+        self.outbox.close()

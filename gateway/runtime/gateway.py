@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,10 @@ from gateway.config.models import GatewayConfig
 from gateway.northbound.contract_json import JsonContract
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink
-from gateway.northbound.outbox import MemoryOutbox
+from gateway.northbound.outbox import MemoryOutbox, Outbox
 from gateway.northbound.publisher import Northbound
 from gateway.northbound.sequence import SequenceStore
+from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
 from gateway.pipeline import Pipeline
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.tags import TagCatalog
@@ -81,11 +83,24 @@ class Gateway:
         return Northbound(
             nb,
             contract,
-            MemoryOutbox(nb.outbox.max_messages),
+            self._build_outbox(),
             sequence,
             link_factory,
             self.device_states,
         )
+
+    def _build_outbox(self) -> Outbox:
+        """The disk spool (default), or the in-memory outbox when the spool is disabled."""
+        spool = self.config.northbound.spool
+        if not spool.enabled:
+            return MemoryOutbox(self.config.northbound.outbox.max_messages)
+        path = spool.resolved_path(self.config.gateway.state_dir)
+        try:
+            return DiskSpool(path, SpoolLimits(spool.max_bytes, spool.max_age))
+        except SpoolLockedError as exc:
+            raise OSError(f"{exc}: is another gateway running with this state?") from None
+        except sqlite3.Error as exc:
+            raise OSError(f"cannot open the spool {path}: {exc}") from exc
 
     # --- lifecycle --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> ShutdownReport:

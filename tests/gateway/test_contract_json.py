@@ -108,3 +108,17 @@ def test_sequence_never_repeats_across_restarts(tmp_path: Path) -> None:
     assert second.peek > used[-1]
     path.write_text("garbage")
     assert SequenceStore(path).peek == 0  # unreadable: a new epoch, logged
+
+
+def test_a_batch_with_strings_keeps_bools_and_integers_typed() -> None:
+    tags = [*TAGS, {"name": "serial", "table": "holding", "address": 20, "type": "string",
+                    "length": 4}]
+    cfg = make_config(tags)
+    c = JsonContract(cfg, TagCatalog(cfg.devices), "t")
+    values = np.array([1.5, 7.0, 1.0, "SN-42", np.nan], dtype=object)
+    batch = SampleBatch(np.array([0, 1, 2, 4, 3], np.int32), values,
+                        np.full(5, 1_000_000_000, np.int64),
+                        np.array([0, 0, 0, 0, 2], np.uint8))
+    raw = json.loads(c.data(batch, seq=1, session=1, ts_ns=0).payload)
+    assert raw["samples"]["value"] == [1.5, 7, True, "SN-42", None]
+    assert isinstance(raw["samples"]["value"][1], int)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gateway.pipeline import Pipeline
 from gateway.tags import TagCatalog
@@ -91,3 +92,17 @@ def test_large_batch_is_vectorised_consistently() -> None:
     moves = np.where(ids % 2 == 0, 0.4, 0.6)  # even tags stay inside the deadband
     second = p.process(SampleBatch.of(ids, moves, S))
     assert second.tag_ids.tolist() == ids[ids % 2 == 1].tolist()
+
+
+def test_numbers_travelling_with_strings_are_still_scaled_and_filtered() -> None:
+    p = pipeline(tag("a", 0, scale=0.1, deadband=0),
+                 {"name": "s", "address": 1, "type": "string", "length": 2})
+    mixed = np.array([123, "AB"], dtype=object)
+    out = p.process(SampleBatch(np.array([0, 1], np.int32), mixed, np.zeros(2, np.int64),
+                                np.zeros(2, np.uint8)))
+    got = dict(zip(out.tag_ids.tolist(), out.values.tolist(), strict=True))
+    assert got[0] == pytest.approx(12.3) and got[1] == "AB"
+    again = p.process(SampleBatch(np.array([0, 1], np.int32), mixed, np.full(2, S, np.int64),
+                                  np.zeros(2, np.uint8)))
+    assert len(again) == 0  # unchanged number (deadband 0) and unchanged string
+    assert p.latest(0) == pytest.approx(12.3) and p.latest(1) == "AB"

@@ -1,0 +1,460 @@
+"""The disk spool: store-and-forward of outbound messages in SQLite.
+
+Every message is committed to the spool before the publisher can take it and
+is deleted only after the broker's acknowledgement, so a broker outage, a
+network cut, SIGKILL or a power cut loses nothing that was handed to the spool.
+
+Durability
+    WAL journal with ``synchronous=FULL``: a commit returns only after the WAL
+    is fsynced, so a message put in the spool survives a power cut. ``NORMAL``
+    would skip that fsync and a power cut could roll back the last commits,
+    i.e. lose data that nobody else holds; that is the one loss this module
+    exists to prevent, and the cost of FULL is one fsync per publish interval
+    (puts are batched into one transaction per flush, see ``bench/spool.py``).
+    Acknowledgements are batched too: deletions are committed with the next
+    put or by :meth:`DiskSpool.maintain` (every publish interval). A crash can
+    therefore re-send messages acknowledged in the last interval besides those
+    in flight: duplicates, never a loss. SQLite's WAL recovery makes a torn
+    write at SIGKILL or power loss invisible (the partial transaction is
+    discarded on the next open).
+
+Limits
+    ``max_bytes`` (payload and topic bytes, not the file size: SQLite pages and
+    the WAL add a few percent and the file keeps its high-water size, reusing
+    free pages) and ``max_age`` (seconds since the message was put, by the wall
+    clock). Past either, the oldest waiting messages are dropped; messages in
+    flight are never dropped. Drops are counted by reason (``full``, ``age``,
+    ``purged``) in the spool file itself, in the same transaction as the
+    deletion, so the counts survive restarts and go out in every birth.
+
+Locking
+    A running spool holds an exclusive ``flock`` on ``<path>.lock`` for its
+    lifetime; the kernel releases it when the process dies, even by SIGKILL.
+    A second gateway on the same spool fails to start and ``spool purge``
+    refuses to run while a gateway holds it. Readers (``spool stats|peek``)
+    need no lock: WAL lets them read while the gateway writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from gateway.northbound.message import OutboundMessage
+from gateway.northbound.outbox import DROP_REASONS, DropCount, Outbox, OutboxStats
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS message (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    put_ns INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    oldest_ns INTEGER NOT NULL,
+    seq INTEGER,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counter (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_COLUMNS = "id, topic, payload, kind, qos, retain, samples, oldest_ns, seq"
+
+
+class SpoolLockedError(RuntimeError):
+    """Another process (a running gateway) holds the spool."""
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def acquire_lock(path: Path) -> IO[str]:
+    """Take the spool's exclusive lock (non-blocking); keep the returned file open to hold it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_path(path), "a+", encoding="utf-8")  # noqa: SIM115 - held for the lifetime
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise SpoolLockedError(f"spool {path} is in use by {holder}") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (or create) a spool database with the durability settings of this module."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    db.execute("PRAGMA busy_timeout = 5000")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA journal_size_limit = 16777216")  # truncate the WAL to 16 MiB after use
+    db.executescript(_SCHEMA)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return db
+
+
+def read_drops(db: sqlite3.Connection) -> dict[str, DropCount]:
+    counters = dict(db.execute("SELECT name, value FROM counter").fetchall())
+    return {
+        reason: DropCount(
+            counters.get(f"dropped_{reason}_messages", 0),
+            counters.get(f"dropped_{reason}_samples", 0),
+        )
+        for reason in DROP_REASONS
+    }
+
+
+def add_drops(db: sqlite3.Connection, reason: str, messages: int, samples: int) -> None:
+    """Add to the persistent drop counters (inside the caller's transaction)."""
+    db.executemany(
+        "INSERT INTO counter(name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        [(f"dropped_{reason}_messages", messages), (f"dropped_{reason}_samples", samples)],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolLimits:
+    max_bytes: int
+    max_age_s: float
+
+
+class DiskSpool(Outbox):
+    """An :class:`Outbox` in a SQLite file; see the module docstring for guarantees.
+
+    Used from one thread (the event loop). On open, everything in the file,
+    including what was in flight when the last process died, is waiting again
+    as backlog, in its original order.
+    """
+
+    #: at most this often (seconds) the age limit is applied by :meth:`maintain`
+    AGE_CHECK_INTERVAL = 1.0
+
+    def __init__(self, path: Path, limits: SpoolLimits) -> None:
+        self.path = path
+        self.limits = limits
+        self._lock = acquire_lock(path)
+        try:
+            try:
+                top = self._open()
+            except sqlite3.OperationalError:
+                raise  # locked, permissions, I/O: not the file's fault
+            except sqlite3.DatabaseError as exc:
+                top = self._open(quarantine=exc)
+        except BaseException:
+            self._lock.close()
+            raise
+        self._next_id = int(top) + 1
+        self._mark = int(top)  # everything already on disk is backlog
+        self._backlog_cursor = 0  # last id handed out from the backlog
+        self._live_cursor = self._mark  # last id handed out from the live stream
+        self._backlog_waiting = self._count
+        self._inflight: dict[int, int] = {}  # id -> samples
+        self._acked: list[int] = []  # acknowledged, deletion not yet committed
+        self._drops = read_drops(self._db)
+        self._pending = asyncio.Event()
+        #: transactions that failed (disk full, I/O error); see the log
+        self.write_errors = 0
+        self._last_age_check = 0.0
+        if self._count:
+            self._pending.set()
+            log.info(
+                "spool %s: %d messages (%d bytes) from before the restart will be replayed",
+                path, self._count, self._bytes,
+            )
+
+    def _open(self, quarantine: Exception | None = None) -> int:
+        """Connect and load the counts; returns the highest message id ever used.
+
+        A file that is not a valid database (a disk fault: WAL and FULL never
+        leave one) is renamed ``<path>.corrupt-<time>`` for an engineer to look
+        at, and the gateway starts with a new, empty spool rather than not at all.
+        """
+        if quarantine is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            log.error("spool %s is unreadable (%s); moved to %s, starting an empty spool",
+                      self.path, quarantine, aside)  # fmt: skip
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        self._db = connect(self.path)
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM message")
+        self._count, self._bytes = row.fetchone()
+        top = self._db.execute(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'message'), 0),"
+            " COALESCE((SELECT MAX(id) FROM message), 0))"
+        ).fetchone()[0]
+        return int(top)
+
+    # --- writing ------------------------------------------------------------------------
+    def put(self, message: OutboundMessage) -> None:
+        self.put_many([message])
+
+    def put_many(self, messages: Iterable[OutboundMessage]) -> None:
+        now = time.time_ns()
+        rows = []
+        for m in messages:
+            m.id = self._next_id
+            self._next_id += 1
+            rows.append((m.id, now, m.topic, m.payload, m.kind, m.qos, int(m.retain),
+                         m.samples, m.oldest_ns, m.seq, m.size))  # fmt: skip
+        if not rows:
+            return
+        if not self._write(rows, check_age=False):
+            # disk full or I/O error: these messages exist nowhere else; count and go on
+            lost = self._drops["error"]
+            lost.messages += len(rows)
+            lost.samples += sum(r[7] for r in rows)
+            return
+        self._pending.set()
+
+    def _write(self, rows: list[tuple[Any, ...]], check_age: bool) -> bool:
+        """One transaction: insert ``rows``, delete what was acknowledged, apply the limits.
+
+        On a database error everything is rolled back, the in-memory state is
+        reloaded from the file and False is returned (the error is logged).
+        """
+        acked = self._acked
+        try:
+            with self._transaction():
+                if rows:
+                    self._db.executemany(
+                        "INSERT INTO message (id, put_ns, topic, payload, kind, qos, retain,"
+                        " samples, oldest_ns, seq, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    self._count += len(rows)
+                    self._bytes += sum(r[-1] for r in rows)
+                self._delete(acked)
+                self._enforce_bytes()
+                if check_age:
+                    self._enforce_age()
+        except sqlite3.Error as exc:
+            self.write_errors += 1
+            log.error("spool %s: write failed (%s); %s", self.path, exc,
+                      "messages not stored" if rows else "will retry")  # fmt: skip
+            self._reload()
+            return False
+        self._acked = self._acked[len(acked) :]  # acks cannot arrive during the transaction
+        return True
+
+    def _reload(self) -> None:
+        """Counts from the file after a rolled-back transaction."""
+        with contextlib.suppress(sqlite3.Error):
+            self._count, self._bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM message"
+            ).fetchone()
+            errors = self._drops["error"]
+            self._drops = read_drops(self._db)
+            self._drops["error"] = errors
+            (in_range,) = self._db.execute(
+                "SELECT COUNT(*) FROM message WHERE id > ? AND id <= ?",
+                (self._backlog_cursor, self._mark),
+            ).fetchone()
+            handed = sum(
+                1 for i in (*self._inflight, *self._acked) if self._backlog_cursor < i <= self._mark
+            )
+            self._backlog_waiting = in_range - handed
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _delete(self, ids: list[int]) -> None:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            gone = self._db.execute(
+                f"DELETE FROM message WHERE id IN ({marks}) RETURNING size", chunk
+            ).fetchall()
+            self._count -= len(gone)
+            self._bytes -= sum(g[0] for g in gone)
+
+    def _drop_oldest(self, reason: str, enough: Callable[[int, int], bool]) -> None:
+        """Drop waiting messages, oldest first, until ``enough(put_ns, freed_bytes)``."""
+        dropped: list[tuple[int, int, int]] = []  # id, samples, size
+        freed = 0
+        after = 0
+        done = False
+        while not done:
+            rows = self._db.execute(
+                "SELECT id, put_ns, size, samples FROM message WHERE id > ? ORDER BY id LIMIT 256",
+                (after,),
+            ).fetchall()
+            if not rows:
+                break
+            for msg_id, put_ns, size, samples in rows:
+                after = msg_id
+                if msg_id in self._inflight or msg_id in self._acked:
+                    continue  # handed to the broker: never dropped
+                if enough(put_ns, freed):
+                    done = True
+                    break
+                dropped.append((msg_id, samples, size))
+                freed += size
+        if not dropped:
+            return
+        ids = [d[0] for d in dropped]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self._db.execute(
+                f"DELETE FROM message WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
+        samples = sum(d[1] for d in dropped)
+        add_drops(self._db, reason, len(dropped), samples)
+        count = self._drops[reason]
+        count.messages += len(dropped)
+        count.samples += samples
+        self._count -= len(dropped)
+        self._bytes -= freed
+        # a waiting row at or below the mark is a backlog row; the cursors need no change
+        self._backlog_waiting -= sum(1 for msg_id in ids if msg_id <= self._mark)
+        log.warning(
+            "spool: dropped the %d oldest messages (%d samples): %s limit",
+            len(dropped), samples, reason,
+        )
+
+    def _enforce_bytes(self) -> None:
+        excess = self._bytes - self.limits.max_bytes
+        if excess > 0:
+            self._drop_oldest("full", lambda put_ns, freed: freed >= excess)
+
+    def _enforce_age(self) -> None:
+        cutoff = time.time_ns() - int(self.limits.max_age_s * 1e9)
+        self._drop_oldest("age", lambda put_ns, freed: put_ns >= cutoff)
+
+    # --- reading ------------------------------------------------------------------------
+    def _row_to_message(self, row: tuple) -> OutboundMessage:  # type: ignore[type-arg]
+        msg_id, topic, payload, kind, qos, retain, samples, oldest_ns, seq = row
+        return OutboundMessage(topic, bytes(payload), kind, qos, bool(retain), samples,
+                               oldest_ns, msg_id, seq)  # fmt: skip
+
+    def _next_after(self, cursor: int, upto: int | None) -> OutboundMessage | None:
+        """The oldest row after ``cursor`` (and not after ``upto``) that is not handed out."""
+        limit = len(self._inflight) + len(self._acked) + 1
+        bound = "" if upto is None else " AND id <= ?"
+        args: tuple[int, ...] = (cursor,) if upto is None else (cursor, upto)
+        ids = self._db.execute(
+            f"SELECT id FROM message WHERE id > ?{bound} ORDER BY id LIMIT {limit}", args
+        ).fetchall()
+        acked = set(self._acked) if self._acked else ()
+        for (msg_id,) in ids:
+            if msg_id not in self._inflight and msg_id not in acked:
+                row = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM message WHERE id = ?", (msg_id,)
+                ).fetchone()
+                return self._row_to_message(row)
+        return None
+
+    def _hand_out(self, message: OutboundMessage | None) -> OutboundMessage | None:
+        if message is not None:
+            self._inflight[message.id] = message.samples
+        if self.stats_queued() == 0:
+            self._pending.clear()
+        return message
+
+    def take_backlog(self) -> OutboundMessage | None:
+        if self._backlog_waiting <= 0:
+            return None
+        message = self._next_after(self._backlog_cursor, self._mark)
+        if message is None:
+            self._backlog_waiting = 0
+            return self._hand_out(None)
+        self._backlog_cursor = message.id
+        self._backlog_waiting -= 1
+        return self._hand_out(message)
+
+    def take_live(self) -> OutboundMessage | None:
+        if self._next_id - 1 <= self._live_cursor:
+            return None
+        message = self._next_after(self._live_cursor, None)
+        if message is not None:
+            self._live_cursor = message.id
+        return self._hand_out(message)
+
+    def mark_backlog(self) -> int:
+        self._mark = self._next_id - 1
+        self._live_cursor = self._mark
+        self._backlog_waiting = self.stats_queued()
+        return self._backlog_waiting
+
+    # --- acknowledgements and housekeeping ---------------------------------------------------
+    def ack(self, message_id: int) -> None:
+        if self._inflight.pop(message_id, None) is not None:
+            self._acked.append(message_id)
+
+    def maintain(self) -> None:
+        now = time.monotonic()
+        check_age = now - self._last_age_check >= self.AGE_CHECK_INTERVAL
+        if check_age:
+            self._last_age_check = now
+        if self._acked or (check_age and self._count):
+            self._write([], check_age)
+
+    def close(self) -> None:
+        """Commit the acknowledgements, checkpoint the WAL, release the lock."""
+        try:
+            if self._acked:
+                self._write([], check_age=False)
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+        finally:
+            self._lock.close()
+
+    # --- state ----------------------------------------------------------------------------
+    def stats_queued(self) -> int:
+        return self._count - len(self._inflight) - len(self._acked)
+
+    def stats(self) -> OutboxStats:
+        row = self._db.execute("SELECT put_ns FROM message ORDER BY id LIMIT 1").fetchone()
+        age = 0.0 if row is None else max(0.0, (time.time_ns() - row[0]) / 1e9)
+        drops = {r: DropCount(c.messages, c.samples) for r, c in self._drops.items()}
+        return OutboxStats(
+            queued=self.stats_queued(),
+            inflight=len(self._inflight),
+            dropped=sum(c.messages for c in drops.values()),
+            dropped_samples=sum(c.samples for c in drops.values()),
+            backlog=max(0, self._backlog_waiting),
+            bytes=self._bytes,
+            oldest_age_s=age,
+            drops=drops,
+        )
+
+    async def wait_pending(self) -> None:
+        await self._pending.wait()

@@ -1,0 +1,251 @@
+"""Disk spool: order, acknowledgement, restart recovery, limits, drop counts, locking, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.northbound.message import OutboundMessage
+from gateway.northbound.outbox import MemoryOutbox, Outbox
+from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
+
+BIG = SpoolLimits(max_bytes=1 << 30, max_age_s=3600.0)
+
+
+def msg(n: int, samples: int = 10, size: int = 0) -> OutboundMessage:
+    payload = str(n).encode().ljust(size, b" ")
+    return OutboundMessage(f"t/{n}", payload, "data", samples=samples, seq=n)
+
+
+def drain(box: Outbox) -> list[int]:
+    """Take and acknowledge everything; the seqs in the order handed out."""
+    seqs = []
+    while (m := box.take()) is not None:
+        seqs.append(m.seq)
+        box.ack(m.id)
+    return seqs
+
+
+@pytest.fixture(params=["memory", "disk"])
+def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Outbox:
+    box: Outbox = (
+        MemoryOutbox(1000) if request.param == "memory" else DiskSpool(tmp_path / "s.db", BIG)
+    )
+    yield box
+    box.close()
+
+
+async def test_order_and_ack_are_the_same_for_memory_and_disk(outbox: Outbox) -> None:
+    outbox.put_many([msg(n) for n in range(3)])
+    first, second = outbox.take(), outbox.take()
+    assert first is not None and second is not None
+    assert (first.topic, second.topic, first.seq) == ("t/0", "t/1", 0)
+    assert (outbox.stats().queued, outbox.stats().inflight) == (1, 2)
+    outbox.ack(first.id)
+    outbox.ack(-5)  # a birth's id: ignored
+    outbox.maintain()
+    assert outbox.stats().inflight == 1
+    third = outbox.take()
+    assert third is not None and third.payload == b"2"
+    assert outbox.take() is None
+
+
+async def test_backlog_and_live_are_two_ordered_streams(outbox: Outbox) -> None:
+    outbox.put_many([msg(n) for n in range(4)])
+    early = outbox.take_live()
+    assert early is not None and early.seq == 0
+    assert outbox.mark_backlog() == 3  # a reconnect: what waits is backlog
+    outbox.put_many([msg(n) for n in range(10, 13)])
+    assert outbox.stats().backlog == 3 and outbox.stats().queued == 6
+    order = []
+    for take in (outbox.take_live, outbox.take_backlog) * 4:
+        m = take()
+        if m is not None:
+            order.append(m.seq)
+    assert order == [10, 1, 11, 2, 12, 3]
+    assert outbox.take_backlog() is None and outbox.take_live() is None
+    # a second reconnect while the first message is still unacknowledged
+    outbox.put(msg(20))
+    assert outbox.mark_backlog() == 1
+    assert [m.seq for m in (outbox.take_backlog(), outbox.take_backlog()) if m] == [20]
+
+
+async def test_restart_replays_everything_left_including_inflight_in_order(
+    tmp_path: Path,
+) -> None:
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool.put_many([msg(n) for n in range(5)])
+    spool.put_many([msg(n) for n in range(5, 8)])
+    for _ in range(3):
+        m = spool.take()
+        assert m is not None
+        if m.seq == 0:
+            spool.ack(m.id)  # acknowledged: gone; 1 and 2 stay in flight
+    spool.close()
+
+    again = DiskSpool(tmp_path / "s.db", BIG)
+    stats = again.stats()
+    assert (stats.queued, stats.inflight, stats.backlog) == (7, 0, 7)
+    assert again.take_live() is None  # everything from before is backlog
+    again.put(msg(8))
+    assert drain(again) == [1, 2, 3, 4, 5, 6, 7, 8]
+    again.maintain()
+    assert again.stats().messages == 0
+    again.close()
+    third = DiskSpool(tmp_path / "s.db", BIG)
+    third.put(msg(9))
+    live = third.take_live()
+    assert live is not None and live.id == 10  # ids never go back, even in an emptied file
+    assert third.stats().inflight == 1
+    m = third.take()
+    assert m is None
+    third.close()
+
+
+async def test_full_spool_drops_the_oldest_waiting_never_inflight_and_counts_persistently(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    spool = DiskSpool(path, SpoolLimits(max_bytes=1000, max_age_s=3600.0))
+    spool.put(msg(0, size=197))  # 200 bytes with its topic
+    inflight = spool.take()
+    for n in range(1, 9):
+        spool.put(msg(n, samples=7, size=197))
+    stats = spool.stats()
+    assert stats.bytes <= 1000 and stats.messages == 5
+    assert (stats.drops["full"].messages, stats.drops["full"].samples) == (4, 28)
+    assert (stats.dropped, stats.dropped_samples) == (4, 28)
+    assert inflight is not None and inflight.seq == 0
+    spool.close()
+    again = DiskSpool(path, SpoolLimits(max_bytes=1000, max_age_s=3600.0))
+    assert again.stats().drops["full"].messages == 4  # survived the restart
+    assert drain(again) == [0, 5, 6, 7, 8]
+    again.close()
+
+
+def test_messages_older_than_max_age_are_dropped_and_counted(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", SpoolLimits(max_bytes=1 << 20, max_age_s=0.3))
+    spool.put_many([msg(n, samples=5) for n in range(3)])
+    time.sleep(0.4)
+    spool.put(msg(3))
+    spool.maintain()
+    stats = spool.stats()
+    assert (stats.drops["age"].messages, stats.drops["age"].samples) == (3, 15)
+    assert stats.backlog == 0 and stats.oldest_age_s < 0.3
+    assert drain(spool) == [3]
+    spool.close()
+
+
+async def test_backlog_count_follows_drops(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", SpoolLimits(max_bytes=500, max_age_s=3600.0))
+    spool.put_many([msg(n, size=97) for n in range(4)])  # 400 bytes
+    spool.mark_backlog()
+    spool.put_many([msg(n, size=97) for n in range(4, 7)])  # drops 0..1
+    assert spool.stats().backlog == 2
+    assert [m.seq for m in iter(spool.take_backlog, None)] == [2, 3]
+    spool.close()
+
+
+def test_a_second_spool_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    with pytest.raises(SpoolLockedError, match=f"pid {os.getpid()}"):
+        DiskSpool(tmp_path / "s.db", BIG)
+    spool.close()
+    DiskSpool(tmp_path / "s.db", BIG).close()  # released on close
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from gateway.northbound.message import OutboundMessage
+from gateway.northbound.spool import DiskSpool, SpoolLimits
+
+spool = DiskSpool(Path(sys.argv[1]), SpoolLimits(1 << 30, 3600.0))
+seq = 0
+while True:
+    batch = [OutboundMessage("t", b"x" * 3000, "data", samples=1, seq=seq + i) for i in range(20)]
+    spool.put_many(batch)
+    seq += 20
+    for _ in range(15):  # acknowledge part of it: deletions are committed with the next put
+        m = spool.take()
+        spool.ack(m.id)
+    print(seq, flush=True)
+"""
+
+
+def test_spool_survives_sigkill_in_the_middle_of_writes(tmp_path: Path) -> None:
+    """Kill a writer mid-loop, repeatedly; the file opens clean and holds every unacked message."""
+    path = tmp_path / "s.db"
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path)],
+            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        assert proc.stdout is not None
+        committed = 0
+        deadline = time.monotonic() + 20
+        while committed < 600 and time.monotonic() < deadline:
+            committed = int(proc.stdout.readline() or committed)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert committed >= 600
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            seqs = [r[0] for r in db.execute("SELECT seq FROM message ORDER BY id")]
+        # every committed, never-taken message is there, in order, without holes
+        assert seqs == sorted(seqs) and seqs == list(range(seqs[0], seqs[-1] + 1))
+        assert seqs[-1] + 1 >= committed
+    spool = DiskSpool(path, BIG)  # and a gateway can carry on with it
+    spool.put(OutboundMessage("t", b"after", "data", seq=-1))
+    assert spool.stats().queued == len(seqs) + 1
+    spool.close()
+
+
+def test_counters_table_is_plain_sqlite(tmp_path: Path) -> None:
+    """Engineers can read the spool with the sqlite3 shell; counters are rows."""
+    spool = DiskSpool(tmp_path / "s.db", SpoolLimits(max_bytes=100, max_age_s=3600.0))
+    spool.put_many([msg(n, size=60) for n in range(3)])
+    spool.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        counters = dict(db.execute("SELECT name, value FROM counter"))
+    assert json.loads(json.dumps(counters))["dropped_full_messages"] == 2
+
+
+def test_a_full_disk_drops_and_counts_the_new_messages_and_never_raises(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool.put_many([msg(n, size=100) for n in range(3)])
+    first = spool.take()
+    assert first is not None
+    spool.ack(first.id)
+    (pages,) = spool._db.execute("PRAGMA page_count").fetchone()
+    spool._db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
+    spool.put_many([msg(n, samples=4, size=20_000) for n in range(3, 6)])
+    stats = spool.stats()
+    assert (stats.drops["error"].messages, stats.drops["error"].samples) == (3, 12)
+    assert spool.write_errors == 1 and (stats.queued, stats.inflight) == (2, 0)
+    spool._db.execute("PRAGMA max_page_count = 1073741823")  # space again
+    spool.put(msg(6))
+    assert drain(spool) == [1, 2, 6]
+    spool.maintain()
+    assert spool.stats().messages == 0
+    spool.close()
+
+
+def test_an_unreadable_spool_file_is_moved_aside_and_a_new_one_started(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database, a disk fault wrote it" * 100)
+    spool = DiskSpool(path, BIG)
+    spool.put(msg(1))
+    assert drain(spool) == [1]
+    spool.close()
+    [aside] = tmp_path.glob("s.db.corrupt-*")
+    assert aside.read_bytes().startswith(b"this is not a database")
