@@ -38,9 +38,10 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.modbus.config import REGISTER_TYPES, ByteOrder
-from gateway.types import DataType, FloatArray
+from gateway.types import DataType
 
-#: registers (words of 16 bits) a value of each type takes; bool is one bit or one register
+#: registers (words of 16 bits) a value of each type takes; bool is one bit or one register;
+#: a string takes the ``length`` of its field
 WORDS: dict[DataType, int] = {DataType.BOOL: 1, **REGISTER_TYPES}
 
 #: the value's big-endian NumPy type; the words are put in big-endian order before the view
@@ -87,22 +88,34 @@ class DecodeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One value inside a response: ``offset`` registers (or bits) from its start."""
+    """One value inside a response: ``offset`` registers (or bits) from its start.
+
+    ``bit`` picks one bit (0 = least significant) of a register as a bool;
+    ``length`` is the number of registers of a string.
+    """
 
     offset: int
     type: DataType
     byte_order: ByteOrder = "ABCD"
+    bit: int | None = None
+    length: int | None = None
 
     def __post_init__(self) -> None:
-        if self.type not in WORDS:
+        if self.type not in WORDS and self.type is not DataType.STRING:
             raise ValueError(f"the Modbus codec has no type {self.type.value!r}")
         if self.byte_order not in BYTE_ORDERS:
             raise ValueError(f"unknown byte order {self.byte_order!r}")
         if self.offset < 0:
             raise ValueError(f"negative offset {self.offset}")
+        if self.bit is not None and (self.type is not DataType.BOOL or not 0 <= self.bit <= 15):
+            raise ValueError(f"bit {self.bit} needs a bool field and 0..15")
+        if self.type is DataType.STRING and (self.length is None or self.length < 1):
+            raise ValueError("a string field needs a length of at least 1 register")
 
     @property
     def words(self) -> int:
+        if self.type is DataType.STRING:
+            return self.length or 1
         return WORDS[self.type]
 
 
@@ -113,21 +126,36 @@ class _Group:
     positions: npt.NDArray[np.intp]  # where each field's value goes in the output
     index: npt.NDArray[np.intp]  # (fields, words): register indices in big-endian word order
     wire: np.dtype | None  # '>u2', or '<u2' to swap the bytes of each word; None for bool
-    value: np.dtype | None  # big-endian value type to view the bytes as; None for bool
+    value: np.dtype | None  # big-endian value type to view the bytes as; None for bool/string
+    shifts: npt.NDArray[np.uint16] | None = None  # bit-in-register bools: bit of each field
 
-    def decode(self, registers: npt.NDArray[np.uint16], out: FloatArray) -> None:
+    def decode(self, registers: npt.NDArray[np.uint16], out: np.ndarray) -> None:
         words = registers[self.index]
         if self.wire is None:  # bool: any non-zero bit or register is true
             out[self.positions] = words[:, 0] != 0
             return
         raw = words.astype(self.wire)  # contiguous, bytes of each value now in ABCD... order
-        out[self.positions] = raw.view(self.value)[:, 0]
+        if self.shifts is not None:  # a bit of a register, after the byte order's swap
+            value = raw.view(">u2")[:, 0]
+            out[self.positions] = (value >> self.shifts) & 1
+        elif self.value is None:  # strings: one bytes object per field, not per register
+            width = raw.shape[1] * 2
+            data = raw.view(f"S{width}")[:, 0]  # NumPy drops trailing NULs
+            text = [_text(b) for b in data.tolist()]
+            out[self.positions] = text
+        else:
+            out[self.positions] = raw.view(self.value)[:, 0]
+
+
+def _text(data: bytes) -> str:
+    """A device's string: up to the first NUL, without surrounding spaces."""
+    return data.split(b"\0", 1)[0].decode("utf-8", errors="replace").strip(" ")
 
 
 class DecodePlan:
     """Precomputed decoding of every field of one response of ``count`` registers (or bits)."""
 
-    __slots__ = ("_groups", "count", "fields")
+    __slots__ = ("_groups", "count", "fields", "has_strings")
 
     def __init__(self, fields: Sequence[Field], count: int) -> None:
         self.fields = tuple(fields)
@@ -138,39 +166,51 @@ class DecodePlan:
                     f"a {f.type.value} at offset {f.offset} runs past the {count} registers "
                     "of the response"
                 )
-        keyed: dict[tuple[DataType, str], list[int]] = {}
+        #: the output holds Python strings: decode into an object array
+        self.has_strings = any(f.type is DataType.STRING for f in self.fields)
+        keyed: dict[tuple[DataType, str, bool, int], list[int]] = {}
         for pos, f in enumerate(self.fields):
-            order = "ABCD" if f.type is DataType.BOOL else f.byte_order
-            keyed.setdefault((f.type, order), []).append(pos)
-        self._groups = tuple(self._group(t, o, p) for (t, o), p in keyed.items())
+            in_register = f.bit is not None
+            plain_bool = f.type is DataType.BOOL and not in_register
+            order = "ABCD" if plain_bool else f.byte_order
+            key = (f.type, order, in_register, f.words)
+            keyed.setdefault(key, []).append(pos)
+        self._groups = tuple(self._group(t, o, b, w, p) for (t, o, b, w), p in keyed.items())
 
-    def _group(self, type_: DataType, order: str, positions: list[int]) -> _Group:
-        words = WORDS[type_]
+    def _group(
+        self, type_: DataType, order: str, in_register: bool, words: int, positions: list[int]
+    ) -> _Group:
         offsets = np.array([self.fields[p].offset for p in positions], dtype=np.intp)
         word_order = np.arange(words, dtype=np.intp)
-        if order in _WORD_SWAP:
+        if order in _WORD_SWAP and type_ is not DataType.STRING:
             word_order = word_order[::-1]
         index = offsets[:, None] + word_order[None, :]
         pos = np.array(positions, dtype=np.intp)
+        wire = np.dtype("<u2") if order in _BYTE_SWAP else np.dtype(">u2")
+        if in_register:
+            shifts = np.array([self.fields[p].bit for p in positions], dtype=np.uint16)
+            return _Group(pos, index, wire, None, shifts)
         if type_ is DataType.BOOL:
             return _Group(pos, index, None, None)
-        wire = np.dtype("<u2") if order in _BYTE_SWAP else np.dtype(">u2")
+        if type_ is DataType.STRING:
+            return _Group(pos, index, wire, None)
         return _Group(pos, index, wire, _BIG_ENDIAN[type_])
 
     def __len__(self) -> int:
         return len(self.fields)
 
-    def decode(self, registers: npt.ArrayLike, out: FloatArray | None = None) -> FloatArray:
+    def decode(self, registers: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """Values of all fields as float64, in field order, written into ``out`` if given.
 
         ``registers`` is the response's register values (or bits, as 0/1); its
-        length must be exactly ``count``, otherwise :class:`DecodeError`.
+        length must be exactly ``count``, otherwise :class:`DecodeError`. A plan
+        with strings decodes into an object array (``out`` must be one).
         """
         regs = np.asarray(registers, dtype=np.uint16)
         if regs.shape != (self.count,):
             raise DecodeError(f"expected {self.count} values in the response, got {regs.size}")
         if out is None:
-            out = np.empty(len(self.fields), dtype=np.float64)
+            out = np.empty(len(self.fields), dtype=object if self.has_strings else np.float64)
         elif out.shape != (len(self.fields),):
             raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
         # a signalling-NaN pattern from a device is data, not a floating-point error
@@ -181,11 +221,29 @@ class DecodePlan:
 
 
 def decode_value(
-    registers: Sequence[int], type_: DataType, byte_order: ByteOrder = "ABCD"
-) -> float:
+    registers: Sequence[int],
+    type_: DataType,
+    byte_order: ByteOrder = "ABCD",
+    *,
+    bit: int | None = None,
+) -> float | str:
     """Decode one value from its registers (convenience; the driver uses :class:`DecodePlan`)."""
-    plan = DecodePlan([Field(0, type_, byte_order)], len(registers))
-    return float(plan.decode(registers)[0])
+    length = len(registers) if type_ is DataType.STRING else None
+    plan = DecodePlan([Field(0, type_, byte_order, bit, length)], len(registers))
+    value = plan.decode(registers)[0]
+    return value if isinstance(value, str) else float(value)
+
+
+def encode_string(text: str, length: int, byte_order: ByteOrder = "ABCD") -> list[int]:
+    """The ``length`` registers of ``text`` (UTF-8), padded with NULs; too long: ValueError."""
+    data = text.encode("utf-8")
+    if len(data) > 2 * length:
+        raise ValueError(f"{text!r} takes {len(data)} bytes; the tag holds {2 * length}")
+    if byte_order not in ("ABCD", "BADC"):
+        raise ValueError(f"a string's byte order is ABCD or BADC, not {byte_order!r}")
+    wire = "<u2" if byte_order == "BADC" else ">u2"
+    raw = np.frombuffer(data.ljust(2 * length, b"\0"), dtype=wire)
+    return [int(w) for w in raw]
 
 
 def encode(value: float | int | bool, type_: DataType, byte_order: ByteOrder = "ABCD") -> list[int]:

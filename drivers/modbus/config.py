@@ -1,13 +1,16 @@
-"""Configuration of a Modbus TCP device and its tags (see README.md in this folder)."""
+"""Configuration of a Modbus device (TCP or RTU) and its tags (see README.md in this folder)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.config.device import DeviceConfig, TagConfig
-from gateway.config.types import PositiveDuration
+from gateway.config.types import Name, PositiveDuration, StrictModel
 from gateway.types import DataType
 
 Table = Literal["holding", "input", "coil", "discrete"]
@@ -15,7 +18,9 @@ Table = Literal["holding", "input", "coil", "discrete"]
 #: ABCD = big endian (Modbus default), CDAB = word swapped, BADC = byte swapped,
 #: DCBA = little endian
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+Parity = Literal["N", "E", "O"]
 
+#: registers per value of the fixed-size register types
 REGISTER_TYPES = {
     DataType.INT16: 1,
     DataType.UINT16: 1,
@@ -26,38 +31,132 @@ REGISTER_TYPES = {
     DataType.UINT64: 4,
     DataType.FLOAT64: 4,
 }
+DEFAULT_GROUP = "default"
+
+#: poll group names of the device being validated, so that a tag naming an unknown
+#: group is reported at the tag's own line
+_GROUPS_IN_SCOPE: ContextVar[frozenset[str] | None] = ContextVar("modbus_groups", default=None)
+
+
+@contextmanager
+def _groups_in_scope(names: frozenset[str] | None) -> Iterator[None]:
+    token = _GROUPS_IN_SCOPE.set(names)
+    try:
+        yield
+    finally:
+        _GROUPS_IN_SCOPE.reset(token)
+
+
+class PollGroupConfig(StrictModel):
+    """Tags read together at their own interval."""
+
+    name: Name = Field(description="group name, unique in the device; tags name it in poll_group")
+    interval: PositiveDuration = Field(description="how often the group's tags are read")
 
 
 class ModbusTagConfig(TagConfig):
     table: Table = Field(default="holding", description="holding, input, coil or discrete")
     address: int = Field(ge=0, le=65535, description="0-based register or bit address")
     byte_order: ByteOrder = Field(default="ABCD", description="for values over several registers")
+    unit_id: int | None = Field(
+        default=None, ge=0, le=255, description="Modbus unit id; default the device's unit_id"
+    )
+    poll_group: str = Field(
+        default=DEFAULT_GROUP, description="name of a poll group of the device (poll_groups)"
+    )
+    bit: int | None = Field(
+        default=None, ge=0, le=15, description="bool tag on a register: bit number, 0 = LSB"
+    )
+    length: int | None = Field(
+        default=None, ge=1, le=125, description="string tags: registers (2 characters each)"
+    )
+    clamp: tuple[float, float] | None = Field(
+        default=None,
+        description="[min, max] in published units: values outside are clamped and UNCERTAIN",
+    )
+
+    @field_validator("poll_group")
+    @classmethod
+    def _known_group(cls, value: str) -> str:
+        groups = _GROUPS_IN_SCOPE.get()
+        if groups is not None and value not in groups:
+            known = ", ".join(sorted(groups))
+            raise ValueError(f"unknown poll group {value!r} (the device has: {known})")
+        return value
 
     @model_validator(mode="after")
     def _type_fits_table(self) -> ModbusTagConfig:
         bit_table = self.table in ("coil", "discrete")
         if bit_table and self.type is not DataType.BOOL:
             raise ValueError(f"a {self.table} tag is a single bit: its type must be bool")
-        if not bit_table and self.type not in REGISTER_TYPES:
-            allowed = ", ".join(t.value for t in REGISTER_TYPES)
-            raise ValueError(f"a {self.table} register tag has type one of {allowed}")
+        if bit_table and self.bit is not None:
+            raise ValueError(f"bit is for bool tags on registers, not on {self.table} tags")
+        if not bit_table:
+            if self.type is DataType.BOOL and self.bit is None:
+                raise ValueError(
+                    f"a bool tag on a {self.table} register needs bit: 0..15 "
+                    "(0 = least significant)"
+                )
+            if self.type is not DataType.BOOL and self.bit is not None:
+                raise ValueError("bit is only for tags of type bool")
+            if self.type is DataType.STRING and self.length is None:
+                raise ValueError("a string tag needs length: its number of registers")
+            allowed = {DataType.BOOL, DataType.STRING, *REGISTER_TYPES}
+            if self.type not in allowed:
+                kinds = (*REGISTER_TYPES, DataType.BOOL, DataType.STRING)
+                names = ", ".join(t.value for t in kinds)
+                raise ValueError(f"a {self.table} register tag has type one of {names}")
+        if self.length is not None and self.type is not DataType.STRING:
+            raise ValueError("length is only for tags of type string")
+        if self.type is DataType.STRING and self.byte_order not in ("ABCD", "BADC"):
+            raise ValueError(
+                "a string's byte_order is ABCD (high byte first) or BADC (low byte first)"
+            )
         if self.address + self.register_count > 65536:
             raise ValueError("the value runs past register 65535")
         if self.writable and self.table in ("input", "discrete"):
             raise ValueError(f"{self.table} tags are read-only in Modbus; writable must be false")
+        if self.writable and self.bit is not None:
+            raise ValueError(
+                "a bit inside a register cannot be written safely (the other 15 bits would be "
+                "overwritten); write the register as a uint16 tag or use a coil"
+            )
+        if self.clamp is not None:
+            if self.type in (DataType.BOOL, DataType.STRING):
+                raise ValueError(f"clamp is for numbers, not for {self.type.value} tags")
+            if self.clamp[0] > self.clamp[1]:
+                raise ValueError(f"clamp minimum {self.clamp[0]} is above maximum {self.clamp[1]}")
         return self
 
     @property
     def register_count(self) -> int:
-        return 1 if self.table in ("coil", "discrete") else REGISTER_TYPES[self.type]
+        if self.table in ("coil", "discrete") or self.type is DataType.BOOL:
+            return 1
+        if self.type is DataType.STRING:
+            return self.length or 1
+        return REGISTER_TYPES[self.type]
 
 
-class ModbusTcpDeviceConfig(DeviceConfig):
-    protocol: Literal["modbus_tcp"]
-    host: str = Field(description="IP address or host name of the device")
-    port: int = Field(default=502, ge=1, le=65535)
+class ModbusDeviceConfig(DeviceConfig):
+    """Keys shared by Modbus TCP and Modbus RTU devices."""
+
     unit_id: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id")
     timeout: PositiveDuration = Field(default=1.0, description="time to wait for one answer")
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="times a request is sent again after a timeout, a garbled or short answer "
+        "or exception 5/6 (busy) before its tags go BAD",
+    )
+    poll_groups: list[PollGroupConfig] = Field(
+        default_factory=list,
+        description="extra poll groups [{name, interval}]; poll_interval is the 'default' group",
+    )
+    write_multiple: bool = Field(
+        default=False,
+        description="always write with FC15/FC16, for devices without FC5/FC6",
+    )
     max_request_registers: int = Field(default=125, ge=1, le=125)
     max_request_bits: int = Field(default=2000, ge=1, le=2000)
     max_gap: int = Field(
@@ -68,9 +167,30 @@ class ModbusTcpDeviceConfig(DeviceConfig):
     )
     tags: list[ModbusTagConfig] = Field(min_length=1)  # type: ignore[assignment]
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _scope_groups(cls, data: Any, handler: Any) -> Any:
+        names: frozenset[str] | None = None
+        if isinstance(data, dict) and isinstance(data.get("poll_groups", []), list):
+            given = [
+                g.get("name") if isinstance(g, dict) else getattr(g, "name", None)
+                for g in data.get("poll_groups", [])
+            ]
+            if all(isinstance(n, str) for n in given):
+                names = frozenset({DEFAULT_GROUP, *given})  # type: ignore[arg-type]
+        with _groups_in_scope(names):
+            return handler(data)
+
     @model_validator(mode="after")
-    def _tags_fit_one_request(self) -> ModbusTcpDeviceConfig:
+    def _check_device(self) -> ModbusDeviceConfig:
+        seen: set[str] = {DEFAULT_GROUP}
+        for group in self.poll_groups:
+            if group.name in seen:
+                raise ValueError(f"poll group {group.name!r} is defined twice (or is 'default')")
+            seen.add(group.name)
         for tag in self.tags:
+            if tag.poll_group not in seen:  # tags given as objects skip the tag-level check
+                raise ValueError(f"tag {tag.name!r}: unknown poll group {tag.poll_group!r}")
             too_long = tag.register_count > self.max_request_registers
             if tag.table in ("holding", "input") and too_long:
                 raise ValueError(
@@ -78,3 +198,50 @@ class ModbusTcpDeviceConfig(DeviceConfig):
                     f"max_request_registers ({self.max_request_registers})"
                 )
         return self
+
+    def interval_of(self, group: str) -> float:
+        """Seconds between polls of ``group``."""
+        if group == DEFAULT_GROUP:
+            return self.poll_interval
+        return next(g.interval for g in self.poll_groups if g.name == group)
+
+    def unit_of(self, tag: ModbusTagConfig) -> int:
+        return self.unit_id if tag.unit_id is None else tag.unit_id
+
+
+class ModbusTcpDeviceConfig(ModbusDeviceConfig):
+    protocol: Literal["modbus_tcp"]
+    host: str = Field(description="IP address or host name of the device")
+    port: int = Field(default=502, ge=1, le=65535)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ModbusRtuDeviceConfig(ModbusDeviceConfig):
+    protocol: Literal["modbus_rtu"]
+    port: str = Field(description="serial device, e.g. /dev/ttyUSB0; devices on one bus share it")
+    baudrate: int = Field(default=9600, ge=300, le=4_000_000)
+    parity: Parity = Field(default="N", description="N (none), E (even) or O (odd)")
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    retries: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="times a request is sent again after a timeout, a garbled or short answer "
+        "or exception 5/6 (busy) before its tags go BAD",
+    )
+
+    @property
+    def address(self) -> str:
+        return self.port
+
+    @property
+    def line_settings(self) -> tuple[int, int, str, int]:
+        """(baudrate, bytesize, parity, stopbits): must agree between devices on one bus."""
+        return (self.baudrate, self.bytesize, self.parity, self.stopbits)
+
+    def describe_line(self) -> str:
+        return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"

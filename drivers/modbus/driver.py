@@ -1,8 +1,15 @@
-"""The Modbus TCP driver: planned reads decoded in batches, writes, errors as qualities.
+"""The Modbus drivers (TCP and RTU): planned reads decoded in batches, writes, errors as qualities.
+
+:class:`ModbusDriver` holds everything but the transport: poll groups, request
+plans per (unit id, table), decoding, clamping, retries, per-unit backoff,
+writes and the request/timeout race. :class:`ModbusTcpDriver` opens a TCP
+connection per device; :class:`ModbusRtuDriver` attaches to the
+:class:`~drivers.modbus.bus.SerialBus` of its port, shared with the other
+devices on that RS-485 line.
 
 The device runner owns the connection's life (reconnects with backoff), so the
-pymodbus client is created with ``reconnect_delay=0`` and ``retries=0`` and
-never reconnects or retries on its own. The driver enforces the configured
+pymodbus clients are created with ``reconnect_delay=0`` and ``retries=0`` and
+never reconnect or retry on their own. The driver enforces the configured
 ``timeout`` itself, for the connect and for every request; pymodbus's own
 timeout is only a backstop set a little longer.
 
@@ -20,9 +27,11 @@ import logging
 import math
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from dataclasses import field as dataclass_field
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +40,18 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import Driver, PollGroup
-from drivers.modbus.codec import DecodeError, DecodePlan, Field, encode
-from drivers.modbus.config import ModbusTagConfig, ModbusTcpDeviceConfig, Table
+from drivers.modbus.bus import BACKSTOP_SECONDS, Link, SerialBus, record_connect_errors
+from drivers.modbus.codec import DecodeError, DecodePlan, Field, encode, encode_string
+from drivers.modbus.config import (
+    DEFAULT_GROUP,
+    ModbusDeviceConfig,
+    ModbusRtuDeviceConfig,
+    ModbusTagConfig,
+    ModbusTcpDeviceConfig,
+    Table,
+)
 from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
+from gateway.backoff import Backoff
 from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
 from gateway.types import DataType, Quality, SampleBatch
 
@@ -41,8 +59,15 @@ log = logging.getLogger(__name__)
 
 #: timeouts in a row (across requests and polls) after which the connection is presumed dead
 MAX_SILENT_REQUESTS = 3
-#: pymodbus's own request timeout is ours plus this, so that ours always fires first
-_BACKSTOP_SECONDS = 1.0
+#: failed requests in a row (timeouts, exceptions 10/11) after which a unit is backed off
+UNIT_FAILURES_BEFORE_BACKOFF = 3
+#: first and longest time a failing unit is skipped; doubles with each failed probe
+UNIT_BACKOFF_INITIAL = 1.0
+UNIT_BACKOFF_MAX = 60.0
+#: failures that are worth sending the same request again
+_RETRYABLE = frozenset({"timeout", "garbled", "decode", "exception_5", "exception_6"})
+#: failures that say the unit itself is not there
+_UNIT_ABSENT = frozenset({"timeout", "exception_10", "exception_11"})
 
 #: function code and client method reading each table
 _READS: dict[Table, tuple[int, str]] = {
@@ -66,7 +91,7 @@ EXCEPTION_NAMES = {
     11: "gateway target failed to respond",
 }
 
-Request = Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
+Request = Callable[[Any], Awaitable[ModbusPDU]]
 
 
 class _RequestFailed(Exception):
@@ -93,12 +118,30 @@ class _PlannedRead:
 class _PollPlan:
     reads: tuple[_PlannedRead, ...]
     tag_ids: npt.NDArray[np.int32]  # batch order: request by request
+    has_strings: bool
+    #: clamp limits in raw units per batch position (-inf/inf: none); None when no tag clamps
+    clamp: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
 
 
-class ModbusTcpDriver(Driver):
-    """One Modbus TCP device (a PLC, a meter, a gateway to an RTU line)."""
+@dataclass(slots=True)
+class UnitHealth:
+    """How one unit id answers: failures in a row, and when it may be asked again."""
 
-    def __init__(self, config: ModbusTcpDeviceConfig, tag_ids: Sequence[int]) -> None:
+    failures: int = 0
+    skip_until: float = 0.0
+    backoff: Backoff = dataclass_field(
+        default_factory=lambda: Backoff(UNIT_BACKOFF_INITIAL, UNIT_BACKOFF_MAX)
+    )
+    #: error counts of this unit by kind, plus ``skipped`` requests while backed off
+    errors: Counter[str] = dataclass_field(default_factory=Counter)
+
+
+class ModbusDriver(Driver):
+    """One Modbus device, whatever the transport. Subclasses open and release the link."""
+
+    config: ModbusDeviceConfig
+
+    def __init__(self, config: ModbusDeviceConfig, tag_ids: Sequence[int]) -> None:
         super().__init__(config.name, tag_ids)
         if len(self.tag_ids) != len(config.tags):
             raise ValueError(
@@ -108,134 +151,159 @@ class ModbusTcpDriver(Driver):
         self.config = config
         self._tags: dict[int, ModbusTagConfig] = dict(zip(self.tag_ids, config.tags, strict=True))
         self._position = {tag_id: i for i, tag_id in enumerate(self.tag_ids)}
-        self._default_group = PollGroup("default", config.poll_interval, self.tag_ids)
+        self._units = sorted({config.unit_of(t) for t in config.tags})
+        self._groups = self._make_groups()
         self._plans: dict[tuple[int, ...], _PollPlan] = {}
-        self._plans[self.tag_ids] = self._build_plan(self.tag_ids)
-        self._client: AsyncModbusTcpClient | None = None
-        self._lost: asyncio.Future[None] | None = None
+        for group in self._groups:
+            self._plan_for(group)  # plan errors show at construction
+        self._link: Link | None = None
         self._silent_requests = 0
-        #: one request at a time, so that a write queued behind a slow read keeps its full timeout
-        self._request_lock = asyncio.Lock()
+        self._silent_units: set[int] = set()
+        #: per unit id: failures in a row, backoff, error counts
+        self.units: dict[int, UnitHealth] = {u: UnitHealth() for u in self._units}
         #: requests currently failing, with their error counter, to log transitions only
         self._failing: dict[ReadRequest, str] = {}
 
+    # -- description ------------------------------------------------------------------
+
     @property
     def address(self) -> str:
-        return f"{self.config.host}:{self.config.port}"
+        """Where the device is: ``host:port``, or the serial device."""
+        raise NotImplementedError
 
     @property
     def requests(self) -> tuple[ReadRequest, ...]:
         """The read requests of one poll of all tags, as planned."""
-        return tuple(r.request for r in self._plans[self.tag_ids].reads)
+        return tuple(r.request for r in self._plan_for_ids(self.tag_ids).reads)
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        link = self._link
+        return link is not None and not link.lost.done() and link.client.connected
+
+    def _describe(self, request: ReadRequest) -> str:
+        text = request.describe()
+        return f"unit {request.unit} {text}" if len(self._units) > 1 else text
 
     # -- connection -------------------------------------------------------------------
 
+    async def _open(self) -> Link:
+        """Open the transport; raise :class:`DeviceUnreachable` with a readable reason."""
+        raise NotImplementedError
+
+    def _release(self, link: Link) -> None:
+        """Give the transport back (close it, or detach from a shared bus)."""
+        raise NotImplementedError
+
     async def connect(self) -> None:
         await self.close()
-        cfg = self.config
-        loop = asyncio.get_running_loop()
-        lost: asyncio.Future[None] = loop.create_future()
-        client = AsyncModbusTcpClient(
-            cfg.host,
-            port=cfg.port,
-            name=self.device_name,
-            timeout=cfg.timeout + _BACKSTOP_SECONDS,
-            retries=0,
-            reconnect_delay=0,
-            trace_connect=_watch_disconnect(lost),
-        )
-        errors: list[BaseException] = []
-        _record_connect_errors(client, errors)
-        timed_out = False
-        try:
-            async with asyncio.timeout(cfg.timeout):
-                ok = await client.connect()
-        except TimeoutError:
-            ok, timed_out = False, True
-        except (OSError, ValueError) as exc:  # ValueError: e.g. a host name IDNA cannot encode
-            ok = False
-            errors.append(exc)
-        except BaseException:  # cancelled: leave no half-open client behind
-            client.close()
-            raise
-        if not ok:
-            client.close()
-            reason = self._unreachable_reason(errors[-1] if errors else None, timed_out)
-            log.debug("%s: %s", self.device_name, reason)  # the device runner logs it
-            raise DeviceUnreachable(reason)
-        self._client, self._lost = client, lost
+        self._link = await self._open()
         self._silent_requests = 0
-        log.info("%s: connected to %s (unit %d)", self.device_name, self.address, cfg.unit_id)
+        self._silent_units.clear()
+        units = ", ".join(str(u) for u in self._units)
+        log.info("%s: connected to %s (unit %s)", self.device_name, self.address, units)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        lost, self._lost = self._lost, None
-        if lost is not None and not lost.done():
-            lost.set_result(None)  # a request in flight ends now, not at its timeout
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # close must not raise (Driver contract)
-                log.exception("%s: error while closing the Modbus client", self.device_name)
+        link, self._link = self._link, None
+        if link is None:
+            return
+        if not link.lost.done():
+            link.lost.set_result(None)  # a request in flight ends now, not at its timeout
+        try:
+            self._release(link)
+        except Exception:  # close must not raise (Driver contract)
+            log.exception("%s: error while closing the Modbus client", self.device_name)
 
-    def _unreachable_reason(self, error: BaseException | None, timed_out: bool) -> str:
+    # -- poll groups ------------------------------------------------------------------
+
+    def _make_groups(self) -> tuple[PollGroup, ...]:
+        """One group per configured poll group with tags; string tags read in a group of
+        their own (``<group>/strings``) so that numeric batches stay float64."""
         cfg = self.config
-        if timed_out or isinstance(error, TimeoutError):
-            return f"no answer from {self.address} within {cfg.timeout:g} s (connect timed out)"
-        if isinstance(error, socket.gaierror):
-            return f"cannot resolve host name {cfg.host!r} (DNS lookup failed: {error.strerror})"
-        if isinstance(error, ConnectionRefusedError):
-            return (
-                f"connection refused by {self.address}: nothing listens on port {cfg.port} "
-                "or a firewall rejects it"
-            )
-        if isinstance(error, OSError):
-            return f"cannot connect to {self.address}: {error.strerror or error}"
-        if error is not None:
-            return f"cannot connect to {self.address}: {error}"
-        return f"cannot connect to {self.address}"
-
-    # -- reading ----------------------------------------------------------------------
+        members: dict[tuple[str, bool], list[int]] = {}
+        for tag_id, tag in self._tags.items():
+            key = (tag.poll_group, tag.type is DataType.STRING)
+            members.setdefault(key, []).append(tag_id)
+        names = [DEFAULT_GROUP, *(g.name for g in cfg.poll_groups)]
+        groups = []
+        for name in names:
+            for strings in (False, True):
+                ids = members.get((name, strings))
+                if ids:
+                    label = f"{name}/strings" if strings else name
+                    groups.append(PollGroup(label, cfg.interval_of(name), tuple(ids)))
+        return tuple(groups)
 
     def poll_groups(self) -> Sequence[PollGroup]:
-        return (self._default_group,)
+        return self._groups
+
+    # -- reading ----------------------------------------------------------------------
 
     async def read(self, group: PollGroup) -> SampleBatch:
         plan = self._plan_for(group)
         n = len(plan.tag_ids)
-        values = np.empty(n, dtype=np.float64)
+        values = np.empty(n, dtype=object if plan.has_strings else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
         quality = np.full(n, Quality.GOOD, dtype=np.uint8)
+        bad_value = None if plan.has_strings else np.nan
+        loop = asyncio.get_running_loop()
         for read in plan.reads:
-            ts_ns[read.out] = time.time_ns()
+            sent = [time.time_ns()]  # replaced by the time the request is actually sent
+            unit = read.request.unit
+            health = self.units[unit]
+            if health.skip_until > loop.time():
+                ts_ns[read.out] = sent[0]
+                values[read.out] = bad_value
+                quality[read.out] = Quality.BAD
+                health.errors["skipped"] += 1
+                continue
             try:
-                registers = await self._read_registers(read)
+                registers = await self._read_with_retries(read, sent)
                 read.decoder.decode(registers, out=values[read.out])
             except _RequestFailed as failure:
-                values[read.out] = np.nan
+                values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
                 self._note_failure(read.request, failure)
             except DecodeError as exc:
-                values[read.out] = np.nan
+                values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
                 self._note_failure(read.request, _RequestFailed("decode", str(exc)))
             else:
                 self._note_success(read.request)
+            ts_ns[read.out] = sent[0]
+        if plan.clamp is not None:
+            _clamp(values, quality, *plan.clamp)
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
 
-    async def _read_registers(self, read: _PlannedRead) -> npt.NDArray[np.uint16]:
+    async def _read_with_retries(
+        self, read: _PlannedRead, sent: list[int]
+    ) -> npt.NDArray[np.uint16]:
+        """The registers of ``read``; sent up to ``retries`` more times on transient errors."""
+        attempts = self.config.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._read_registers(read, sent)
+            except _RequestFailed as failure:
+                last = attempt == attempts - 1
+                if last or failure.counter not in _RETRYABLE:
+                    raise
+                self.errors[failure.counter] += 1
+                self.units[read.request.unit].errors[failure.counter] += 1
+                log.debug("%s: %s; retrying", self.device_name, failure.reason)
+        raise AssertionError("unreachable")
+
+    async def _read_registers(
+        self, read: _PlannedRead, sent: list[int] | None = None
+    ) -> npt.NDArray[np.uint16]:
         req = read.request
-        unit = self.config.unit_id
 
-        def call(client: AsyncModbusTcpClient) -> Awaitable[ModbusPDU]:
-            return getattr(client, read.method)(req.address, count=req.count, device_id=unit)
+        def call(client: Any) -> Awaitable[ModbusPDU]:
+            return getattr(client, read.method)(  # type: ignore[no-any-return]
+                req.address, count=req.count, device_id=req.unit
+            )
 
-        what = f"read {req.describe()}"
-        response = await self._call(what, call)
+        what = f"read {self._describe(req)}"
+        response = await self._call(what, call, req.unit, sent)
         if response.isError():
             raise _exception_failure(what, response.exception_code)
         if response.function_code != read.function_code:
@@ -259,15 +327,36 @@ class ModbusTcpDriver(Driver):
 
     def _note_failure(self, request: ReadRequest, failure: _RequestFailed) -> None:
         self.errors[failure.counter] += 1
+        health = self.units[request.unit]
+        health.errors[failure.counter] += 1
         if self._failing.get(request) != failure.counter:
             log.warning("%s: %s; its tags are BAD", self.device_name, failure.reason)
         else:
             log.debug("%s: %s", self.device_name, failure.reason)
         self._failing[request] = failure.counter
+        if failure.counter in _UNIT_ABSENT:
+            health.failures += 1
+            if health.failures >= UNIT_FAILURES_BEFORE_BACKOFF:
+                delay = health.backoff.next_delay()
+                health.skip_until = asyncio.get_running_loop().time() + delay
+                self.errors["unit_backoff"] += 1
+                health.errors["backoff"] += 1
+                log.warning(
+                    "%s: unit %d failed %d requests in a row; not asked for %.1f s",
+                    self.device_name,
+                    request.unit,
+                    health.failures,
+                    delay,
+                )
 
     def _note_success(self, request: ReadRequest) -> None:
+        health = self.units[request.unit]
+        if health.failures >= UNIT_FAILURES_BEFORE_BACKOFF:
+            log.info("%s: unit %d answers again", self.device_name, request.unit)
+        health.failures = 0
+        health.backoff.reset()
         if self._failing.pop(request, None) is not None:
-            log.info("%s: %s answers again", self.device_name, request.describe())
+            log.info("%s: %s answers again", self.device_name, self._describe(request))
 
     # -- writing ----------------------------------------------------------------------
 
@@ -277,19 +366,24 @@ class ModbusTcpDriver(Driver):
             raise WriteRejected(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
         if tag.table in _READ_ONLY_TABLES:
             raise WriteRejected(f"{tag.name}: {tag.table} tags are read-only in Modbus")
-        if isinstance(value, str):
+        if tag.bit is not None:
+            raise WriteRejected(f"{tag.name}: a bit inside a register is read-only")
+        if isinstance(value, str) and tag.type is not DataType.STRING:
             raise WriteRejected(f"{tag.name}: expects a number, got the text {value!r}")
+        if tag.type is DataType.STRING and not isinstance(value, str):
+            raise WriteRejected(f"{tag.name}: expects a text, got {value!r}")
         try:
             call = self._write_request(tag, value)
         except ValueError as exc:
             raise WriteRejected(f"{tag.name}: {exc}") from exc
 
+        unit = self.config.unit_of(tag)
         what = f"write {tag.name} ({tag.table} {tag.address})"
         try:
-            response = await self._call(what, call)
+            response = await self._call(what, call, unit)
         except _RequestFailed as failure:
             self.errors[failure.counter] += 1
-            if failure.counter == "timeout":
+            if failure.counter in ("timeout", "garbled"):
                 failure.reason += "; the value may or may not have been written"
             raise WriteRejected(failure.reason) from None
         if response.isError():
@@ -298,33 +392,48 @@ class ModbusTcpDriver(Driver):
             raise WriteRejected(failure.reason)
         log.info("%s: wrote %r to %s", self.device_name, value, tag.name)
 
-    def _write_request(self, tag: ModbusTagConfig, value: float | bool) -> Request:
-        """The request writing ``value`` to ``tag``: FC5 for a coil, FC6 or FC16 for registers."""
-        unit, address = self.config.unit_id, tag.address
+    def _write_request(self, tag: ModbusTagConfig, value: float | bool | str) -> Request:
+        """The request writing ``value`` to ``tag``: FC5/FC15 for a coil, FC6/FC16 for registers."""
+        unit, address = self.config.unit_of(tag), tag.address
+        multiple = self.config.write_multiple
         if tag.table == "coil":
-            on = encode(value, DataType.BOOL)[0] == 1
+            on = encode(value, DataType.BOOL)[0] == 1  # type: ignore[arg-type]
+            if multiple:
+                return lambda client: client.write_coils(address, [on], device_id=unit)
             return lambda client: client.write_coil(address, on, device_id=unit)
-        if not math.isfinite(float(value)):
-            raise ValueError(f"{value!r} is not a finite number")
-        registers = encode(value, tag.type, tag.byte_order)
-        if len(registers) == 1:
+        if isinstance(value, str):
+            registers = encode_string(value, tag.register_count, tag.byte_order)
+        else:
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{value!r} is not a finite number")
+            registers = encode(value, tag.type, tag.byte_order)
+        if len(registers) == 1 and not multiple:
             return lambda client: client.write_register(address, registers[0], device_id=unit)
         return lambda client: client.write_registers(address, registers, device_id=unit)
 
     # -- one request ------------------------------------------------------------------
 
-    async def _call(self, what: str, request: Request) -> ModbusPDU:
+    async def _call(
+        self, what: str, request: Request, unit: int, sent: list[int] | None = None
+    ) -> ModbusPDU:
         """Run one request against the timeout and the connection dropping, whichever first.
 
-        Raises :class:`ConnectionLost`, or :class:`_RequestFailed` for a timeout
-        or an answer pymodbus could not match to the request.
+        ``sent[0]`` gets the time the request left (after waiting for the connection
+        or the bus). Raises :class:`ConnectionLost`, or :class:`_RequestFailed` for
+        a timeout or an answer pymodbus could not match to the request.
         """
-        async with self._request_lock:
-            client, lost = self._client, self._lost
-            if client is None or lost is None:
-                raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
+        link = self._link
+        if link is None:
+            raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
+        async with link.lock:
+            client, lost = link.client, link.lost
+            if self._link is not link:
+                raise ConnectionLost(f"{self.device_name}: closed during {what}")
             if lost.done() or not client.connected:
                 raise await self._lose(f"the connection to {self.address} was closed")
+            received = link.rx[0]
+            if sent is not None:
+                sent[0] = time.time_ns()
 
             async def guarded() -> ModbusPDU:
                 # checked in the same step in which pymodbus sends, so that it never
@@ -344,30 +453,43 @@ class ModbusTcpDriver(Driver):
             if not task.done():
                 await _cancel(task)
                 if lost.done():
-                    if self._client is not client:  # close() was called meanwhile: not a loss
+                    if self._link is not link:  # close() was called meanwhile: not a loss
                         raise ConnectionLost(f"{self.device_name}: closed during {what}")
                     raise await self._lose(f"the connection to {self.address} closed during {what}")
-                await self._timed_out(what)
+                if link.rx[0] != received:  # bytes came, but no frame that checks out
+                    self._answered()
+                    raise _RequestFailed(
+                        "garbled", f"{what}: garbled answer (no valid frame, e.g. a CRC error)"
+                    )
+                await self._timed_out(what, unit)
             if task.cancelled():
                 raise await self._lose(f"{what} was cancelled by the Modbus client")
             exc = task.exception()
             if exc is None:
-                self._silent_requests = 0
+                self._answered()
                 return task.result()
             if isinstance(exc, ConnectionException) or not client.connected:
                 raise await self._lose(f"the connection to {self.address} closed during {what}")
             if isinstance(exc, ModbusException):
                 # an answer came but pymodbus refused it (e.g. another unit id than asked)
-                self._silent_requests = 0
+                self._answered()
                 raise _RequestFailed("decode", f"{what}: bad answer: {exc}") from exc
             raise exc
 
-    async def _timed_out(self, what: str) -> NoReturn:
+    def _answered(self) -> None:
+        self._silent_requests = 0
+        self._silent_units.clear()
+
+    async def _timed_out(self, what: str, unit: int) -> NoReturn:
         self._silent_requests += 1
+        self._silent_units.add(unit)
         reason = f"no answer to {what} within {self.config.timeout:g} s"
-        if self._silent_requests < MAX_SILENT_REQUESTS:
+        # with several units, one absent unit is backed off, not a dead connection
+        enough_units = len(self._units) == 1 or len(self._silent_units) > 1
+        if self._silent_requests < MAX_SILENT_REQUESTS or not enough_units:
             raise _RequestFailed("timeout", reason)
         self.errors["timeout"] += 1
+        self.units[unit].errors["timeout"] += 1
         raise await self._lose(
             f"{reason}; {self._silent_requests} requests in a row got no answer: "
             "the connection is presumed dead"
@@ -383,9 +505,12 @@ class ModbusTcpDriver(Driver):
     # -- planning ---------------------------------------------------------------------
 
     def _plan_for(self, group: PollGroup) -> _PollPlan:
-        plan = self._plans.get(group.tag_ids)
+        return self._plan_for_ids(group.tag_ids)
+
+    def _plan_for_ids(self, tag_ids: tuple[int, ...]) -> _PollPlan:
+        plan = self._plans.get(tag_ids)
         if plan is None:
-            plan = self._plans[group.tag_ids] = self._build_plan(group.tag_ids)
+            plan = self._plans[tag_ids] = self._build_plan(tag_ids)
         return plan
 
     def _build_plan(self, tag_ids: Sequence[int]) -> _PollPlan:
@@ -398,7 +523,11 @@ class ModbusTcpDriver(Driver):
         for tag_id in wanted:
             index = self._position[tag_id]
             tag = cfg.tags[index]
-            spans.append(TagSpan(index, tag.table, tag.address, tag.register_count, tag.name))
+            spans.append(
+                TagSpan(
+                    index, tag.table, tag.address, tag.register_count, tag.name, cfg.unit_of(tag)
+                )
+            )
         requests = plan_requests(
             spans,
             max_registers=cfg.max_request_registers,
@@ -407,12 +536,15 @@ class ModbusTcpDriver(Driver):
         )
         reads: list[_PlannedRead] = []
         batch_ids: list[int] = []
+        batch_tags: list[ModbusTagConfig] = []
         for request in requests:
             fields = []
             for member in request.members:
                 tag = cfg.tags[member.index]
-                fields.append(Field(member.offset, tag.type, tag.byte_order))
+                length = tag.register_count if tag.type is DataType.STRING else None
+                fields.append(Field(member.offset, tag.type, tag.byte_order, tag.bit, length))
                 batch_ids.append(self.tag_ids[member.index])
+                batch_tags.append(tag)
             function_code, method = _READS[request.table]
             start = len(batch_ids) - len(fields)
             reads.append(
@@ -429,9 +561,133 @@ class ModbusTcpDriver(Driver):
             cfg.name,
             len(batch_ids),
             len(reads),
-            ", ".join(r.request.describe() for r in reads),
+            ", ".join(self._describe(r.request) for r in reads),
         )
-        return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32))
+        has_strings = any(t.type is DataType.STRING for t in batch_tags)
+        return _PollPlan(
+            tuple(reads), np.array(batch_ids, dtype=np.int32), has_strings, _raw_clamp(batch_tags)
+        )
+
+
+class ModbusTcpDriver(ModbusDriver):
+    """A Modbus TCP device (a PLC, a meter, a gateway to an RTU line, with several unit ids)."""
+
+    config: ModbusTcpDeviceConfig
+
+    def __init__(self, config: ModbusTcpDeviceConfig, tag_ids: Sequence[int]) -> None:
+        super().__init__(config, tag_ids)
+        #: one request at a time, so that a write queued behind a slow read keeps its full timeout
+        self._request_lock = asyncio.Lock()
+
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    async def _open(self) -> Link:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[None] = loop.create_future()
+        client = AsyncModbusTcpClient(
+            cfg.host,
+            port=cfg.port,
+            name=self.device_name,
+            timeout=cfg.timeout + BACKSTOP_SECONDS,
+            retries=0,
+            reconnect_delay=0,
+            trace_connect=_watch_disconnect(lost),
+        )
+        errors: list[BaseException] = []
+        record_connect_errors(client, errors)
+        timed_out = False
+        try:
+            async with asyncio.timeout(cfg.timeout):
+                ok = await client.connect()
+        except TimeoutError:
+            ok, timed_out = False, True
+        except (OSError, ValueError) as exc:  # ValueError: e.g. a host name IDNA cannot encode
+            ok = False
+            errors.append(exc)
+        except BaseException:  # cancelled: leave no half-open client behind
+            client.close()
+            raise
+        if not ok:
+            client.close()
+            reason = self._unreachable_reason(errors[-1] if errors else None, timed_out)
+            log.debug("%s: %s", self.device_name, reason)  # the device runner logs it
+            raise DeviceUnreachable(reason)
+        return Link(client, lost, self._request_lock)
+
+    def _release(self, link: Link) -> None:
+        link.client.close()
+
+    def _unreachable_reason(self, error: BaseException | None, timed_out: bool) -> str:
+        cfg = self.config
+        if timed_out or isinstance(error, TimeoutError):
+            return f"no answer from {self.address} within {cfg.timeout:g} s (connect timed out)"
+        if isinstance(error, socket.gaierror):
+            return f"cannot resolve host name {cfg.host!r} (DNS lookup failed: {error.strerror})"
+        if isinstance(error, ConnectionRefusedError):
+            return (
+                f"connection refused by {self.address}: nothing listens on port {cfg.port} "
+                "or a firewall rejects it"
+            )
+        if isinstance(error, OSError):
+            return f"cannot connect to {self.address}: {error.strerror or error}"
+        if error is not None:
+            return f"cannot connect to {self.address}: {error}"
+        return f"cannot connect to {self.address}"
+
+
+class ModbusRtuDriver(ModbusDriver):
+    """A Modbus RTU device on a serial line; devices on the same ``port`` share one bus."""
+
+    config: ModbusRtuDeviceConfig
+
+    def __init__(self, config: ModbusRtuDeviceConfig, tag_ids: Sequence[int]) -> None:
+        super().__init__(config, tag_ids)
+
+    @property
+    def address(self) -> str:
+        return self.config.port
+
+    async def _open(self) -> Link:
+        bus = SerialBus.for_device(self.config)
+        return await bus.attach(self.config)
+
+    def _release(self, link: Link) -> None:
+        if link.bus is not None:
+            link.bus.detach(link)
+
+
+def _raw_clamp(
+    tags: Sequence[ModbusTagConfig],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """Clamp limits of each batch position converted to raw units (before scale and offset)."""
+    if not any(t.clamp is not None for t in tags):
+        return None
+    low = np.full(len(tags), -np.inf)
+    high = np.full(len(tags), np.inf)
+    for i, tag in enumerate(tags):
+        if tag.clamp is None or tag.scale == 0:
+            continue
+        a, b = ((c - tag.offset) / tag.scale for c in tag.clamp)
+        low[i], high[i] = min(a, b), max(a, b)
+    return low, high
+
+
+def _clamp(
+    values: np.ndarray,
+    quality: npt.NDArray[np.uint8],
+    low: npt.NDArray[np.float64],
+    high: npt.NDArray[np.float64],
+) -> None:
+    """Clamp ``values`` in place; good values that were outside become UNCERTAIN."""
+    numbers = values.astype(np.float64) if values.dtype == object else values
+    with np.errstate(invalid="ignore"):
+        outside = ((numbers < low) | (numbers > high)) & (quality == Quality.GOOD)
+    if outside.any():
+        values[outside] = np.clip(numbers[outside], low[outside], high[outside])
+        quality[outside] = Quality.UNCERTAIN
 
 
 def _exception_failure(what: str, code: int) -> _RequestFailed:
@@ -447,28 +703,6 @@ def _watch_disconnect(lost: asyncio.Future[None]) -> Callable[[bool], None]:
             lost.set_result(None)
 
     return on_change
-
-
-def _record_connect_errors(client: AsyncModbusTcpClient, errors: list[BaseException]) -> None:
-    """Keep the OSError of a failed connect, which pymodbus logs and swallows.
-
-    ``client.connect()`` only returns False; the reason (refused, DNS, no route)
-    is the first thing an engineer needs. Wrapping pymodbus's connection factory
-    keeps pymodbus's own connect path; without it the reason is just less precise.
-    """
-    ctx = getattr(client, "ctx", None)
-    create = getattr(ctx, "call_create", None)
-    if create is None:
-        return
-
-    async def create_recording() -> object:
-        try:
-            return await create()
-        except (OSError, ValueError) as exc:
-            errors.append(exc)
-            raise
-
-    ctx.call_create = create_recording  # type: ignore[union-attr]
 
 
 async def _cancel(task: asyncio.Future[ModbusPDU]) -> None:

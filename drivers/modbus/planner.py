@@ -6,7 +6,7 @@ Pure logic, no I/O: the driver plans once at construction and reuses the plan
 on every poll.
 
 Rules:
-- requests are per table (coil, discrete, holding, input) and never mix tables;
+- requests are per unit id and table (coil, discrete, holding, input) and never mix them;
 - a request spans at most ``max_registers`` registers (holding, input) or
   ``max_bits`` bits (coil, discrete);
 - a tag never straddles two requests: it lies whole inside exactly one;
@@ -42,6 +42,7 @@ class TagSpan:
     address: int
     count: int
     name: str = ""
+    unit: int = 0
 
     @property
     def end(self) -> int:
@@ -62,12 +63,13 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class ReadRequest:
-    """One read: ``count`` registers (or bits) of ``table`` from ``address``."""
+    """One read: ``count`` registers (or bits) of ``table`` from ``address`` of unit ``unit``."""
 
     table: Table
     address: int
     count: int
     members: tuple[Member, ...]
+    unit: int = 0
 
     @property
     def is_bits(self) -> bool:
@@ -104,7 +106,7 @@ def plan_requests(
     if max_gap < 0:
         raise PlanError(f"max_gap must not be negative, not {max_gap}")
 
-    by_table: dict[str, list[TagSpan]] = {}
+    by_table: dict[tuple[int, str], list[TagSpan]] = {}
     for span in spans:
         if span.table not in TABLE_ORDER:
             raise PlanError(f"{span.describe()}: unknown table {span.table!r}")
@@ -119,18 +121,21 @@ def plan_requests(
             )
         if span.address < 0 or span.end > 65536:
             raise PlanError(f"{span.describe()}: address {span.address} is outside 0..65535")
-        by_table.setdefault(span.table, []).append(span)
+        by_table.setdefault((span.unit, span.table), []).append(span)
 
     requests: list[ReadRequest] = []
-    for table in TABLE_ORDER:
-        table_spans = by_table.get(table)
-        if table_spans:
-            limit = max_bits if table in BIT_TABLES else max_registers
-            requests.extend(_plan_table(table, table_spans, limit, max_gap))
+    for unit in sorted({unit for unit, _ in by_table}):
+        for table in TABLE_ORDER:
+            table_spans = by_table.get((unit, table))
+            if table_spans:
+                limit = max_bits if table in BIT_TABLES else max_registers
+                requests.extend(_plan_table(unit, table, table_spans, limit, max_gap))
     return requests
 
 
-def _plan_table(table: Table, spans: list[TagSpan], limit: int, max_gap: int) -> list[ReadRequest]:
+def _plan_table(
+    unit: int, table: Table, spans: list[TagSpan], limit: int, max_gap: int
+) -> list[ReadRequest]:
     # longest first at equal address, so an overlapping shorter tag never widens a request
     ordered = sorted(spans, key=lambda s: (s.address, -s.count, s.index))
     requests: list[ReadRequest] = []
@@ -142,18 +147,19 @@ def _plan_table(table: Table, spans: list[TagSpan], limit: int, max_gap: int) ->
             end = max(end, span.end)
             continue
         if members:
-            requests.append(_request(table, start, end, members))
+            requests.append(_request(unit, table, start, end, members))
         members = [span]
         start, end = span.address, span.end
     if members:
-        requests.append(_request(table, start, end, members))
+        requests.append(_request(unit, table, start, end, members))
     return requests
 
 
-def _request(table: Table, start: int, end: int, spans: list[TagSpan]) -> ReadRequest:
+def _request(unit: int, table: Table, start: int, end: int, spans: list[TagSpan]) -> ReadRequest:
     return ReadRequest(
         table=table,
         address=start,
         count=end - start,
         members=tuple(Member(s.index, s.address - start) for s in spans),
+        unit=unit,
     )

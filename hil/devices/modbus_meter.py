@@ -1,6 +1,8 @@
-"""Simulated Modbus TCP energy meter backed by a process model.
+"""Simulated Modbus energy meter (TCP, or RTU over a pty pair) backed by a process model.
 
-A real pymodbus TCP server. Input registers are computed from the meter's
+A real pymodbus TCP server, or with ``rtu=True`` a pymodbus RTU serial server
+on one end of a :class:`~hil.devices.pty_link.PtyLink` (the gateway opens
+:attr:`ModbusMeterSimulator.serial_path`). Input registers are computed from the meter's
 process model when a request arrives, so a client reading at time ``t`` sees the
 model's value at ``t``. The register map is :data:`REGISTER_MAP` (documented in
 ``hil/README.md``). Fault hooks let tests and HIL scenarios make the meter
@@ -27,9 +29,10 @@ from types import MappingProxyType, TracebackType
 from typing import Self
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from hil.devices.pty_link import PtyLink
 from hil.process.energy_meter import EnergyMeterModel, MeterModel, MeterReading
 
 __all__ = [
@@ -238,6 +241,11 @@ class ModbusMeterSimulator:
         device_id: Modbus unit id of the meter. Requests to other unit ids are
             answered with exception 11 (gateway target device failed to respond).
         clock: wall-clock source used to evaluate the model at request time.
+        rtu: serve Modbus RTU on a pty pair instead of TCP; the gateway opens
+            :attr:`serial_path`. Requests to other unit ids get no answer, as on
+            a real RS-485 line.
+        baudrate: line speed of the RTU server (a pty ignores it; the gateway's must match
+            only by convention).
 
     Usage::
 
@@ -253,6 +261,8 @@ class ModbusMeterSimulator:
         port: int = 0,
         device_id: int = 1,
         clock: Callable[[], float] = time.time,
+        rtu: bool = False,
+        baudrate: int = 19200,
     ) -> None:
         if not 1 <= device_id <= 247:
             raise ValueError("device_id must be 1..247")
@@ -262,7 +272,11 @@ class ModbusMeterSimulator:
         self._requested_port = port
         self._port: int | None = port or None
         self._clock = clock
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self.rtu = rtu
+        self.baudrate = baudrate
+        self.line: PtyLink | None = None
+        """The virtual serial line (RTU only), for line faults: garble_answers, cut, ..."""
         self._holding = _defaults(Table.HOLDING)
         self._coils = _defaults(Table.COIL)
         self._discrete = _defaults(Table.DISCRETE_INPUT)
@@ -294,8 +308,17 @@ class ModbusMeterSimulator:
 
     @property
     def address(self) -> str:
-        """``host:port`` of the listener."""
+        """``host:port`` of the listener, or the serial device path (RTU)."""
+        if self.rtu:
+            return self.serial_path
         return f"{self.host}:{self.port}"
+
+    @property
+    def serial_path(self) -> str:
+        """The device path the gateway opens (RTU, once started)."""
+        if self.line is None:
+            raise RuntimeError("serial path not known yet: start() an RTU simulator first")
+        return self.line.gateway_path
 
     @property
     def running(self) -> bool:
@@ -305,6 +328,9 @@ class ModbusMeterSimulator:
     async def start(self) -> None:
         """Start listening (on the same port as before after a :meth:`stop`)."""
         if self._server is not None:
+            return
+        if self.rtu:
+            await self._start_rtu()
             return
         devices = [
             SimDevice(id=self.device_id, simdata=self._simdata(), action=self._action),
@@ -328,10 +354,56 @@ class ModbusMeterSimulator:
         self._server = server
         log.info("Modbus meter listening on %s:%d (unit %d)", self.host, self._port, self.device_id)
 
+    async def _start_rtu(self) -> None:
+        if self.line is None:  # kept across restarts: the gateway keeps its port open
+            self.line = PtyLink()
+            self.line.start()
+        devices = [
+            SimDevice(id=self.device_id, simdata=self._simdata(), action=self._action),
+            # pymodbus's catch-all; its answers are never sent (see _silent_for_other_units)
+            SimDevice(
+                id=0,
+                simdata=[SimData(0, count=16, datatype=DataType.REGISTERS)],
+                action=self._unknown_unit,
+            ),
+        ]
+        server = ModbusSerialServer(
+            devices,
+            port=self.line.device_path,
+            baudrate=self.baudrate,
+            reconnect_delay=0,
+            trace_packet=self._silent_for_other_units,
+        )
+        await server.serve_forever(background=True)
+        self._server = server
+        log.info("Modbus meter on RTU %s (unit %d)", self.line.gateway_path, self.device_id)
+
+    def _silent_for_other_units(self, sending: bool, data: bytes) -> bytes:
+        """RTU: no answer for other unit ids, as on an RS-485 line without that device."""
+        return b"" if sending and data and data[0] != self.device_id else data
+
+    def inject_garbage(self, count: int = 16) -> bytes:
+        """RTU: write ``count`` random bytes to the gateway's end of the line now."""
+        if self.line is None:
+            raise RuntimeError("garbage injection needs an RTU simulator")
+        return self.line.inject_garbage(count)
+
+    def garble_answers(self, count: int = 1) -> None:
+        """RTU: corrupt one byte of each of the next ``count`` answers (a CRC error)."""
+        if self.line is None:
+            raise RuntimeError("garbled answers need an RTU simulator")
+        self.line.garble_answers = count
+
     async def stop(self) -> None:
-        """Stop listening and close every client connection."""
+        """Stop listening and close every client connection (RTU: and the line)."""
         server, self._server = self._server, None
         if server is None:
+            return
+        if self.rtu:
+            await server.shutdown()
+            line, self.line = self.line, None
+            if line is not None:
+                line.stop()
             return
         listener = server.transport
         await server.shutdown()
@@ -342,6 +414,14 @@ class ModbusMeterSimulator:
 
     async def restart(self, downtime_s: float = 0.0) -> None:
         """Simulate a device restart: stop, stay away ``downtime_s``, start on the same port."""
+        if self.rtu:  # keep the line (and its path): only the device goes silent
+            server, self._server = self._server, None
+            if server is not None:
+                await server.shutdown()
+            if downtime_s > 0:
+                await asyncio.sleep(downtime_s)
+            await self.start()
+            return
         await self.stop()
         if downtime_s > 0:
             await asyncio.sleep(downtime_s)
@@ -383,7 +463,7 @@ class ModbusMeterSimulator:
 
         The listener stays open, so clients can reconnect.
         """
-        if self._server is None:
+        if self._server is None or isinstance(self._server, ModbusSerialServer):
             return 0
         dropped = 0
         for conn in list(self._server.active_connections.values()):
@@ -397,7 +477,9 @@ class ModbusMeterSimulator:
     @property
     def connection_count(self) -> int:
         """Client connections open now."""
-        return 0 if self._server is None else len(self._server.active_connections)
+        if self._server is None or isinstance(self._server, ModbusSerialServer):
+            return 0
+        return len(self._server.active_connections)
 
     # -- device-side values ------------------------------------------------
 

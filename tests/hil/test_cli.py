@@ -64,7 +64,7 @@ def test_help_lists_the_commands() -> None:
     assert "sim" in result.output and "broker" in result.output
     result = CliRunner().invoke(main, ["sim", "modbus-meter", "--help"])
     assert result.exit_code == 0
-    for option in ("--host", "--port", "--seed", "--mode", "--time-scale"):
+    for option in ("--host", "--port", "--seed", "--mode", "--time-scale", "--rtu"):
         assert option in result.output
 
 
@@ -92,6 +92,27 @@ def test_modbus_meter_serves_until_sigint() -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
         assert not port_is_open("127.0.0.1", port)
+
+
+def test_modbus_meter_on_rtu_prints_its_serial_device() -> None:
+    from pymodbus.client import ModbusSerialClient
+
+    with hil_cli("sim", "modbus-meter", "--rtu", "--mode", "waveform") as (proc, line):
+        match = re.search(r"modbus-meter on RTU (/dev/\S+) \(19200 baud 8N1, unit 1", line)
+        assert match, line
+        client = ModbusSerialClient(match.group(1), baudrate=19200, timeout=2)
+        assert client.connect()
+        try:
+            rr = client.read_input_registers(0, count=2, device_id=1)
+            assert not rr.isError()
+            voltage = client.convert_from_registers(
+                rr.registers, data_type=client.DATATYPE.FLOAT32
+            )
+            assert 219.9 < voltage < 240.1
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
 
 
 def test_modbus_meter_port_in_use_is_a_clean_error() -> None:

@@ -9,17 +9,22 @@ from typing import Any
 import pytest
 from modbus_sim import Memory, ModbusSim
 
-from drivers.modbus.config import ModbusTcpDeviceConfig
-from drivers.modbus.driver import ModbusTcpDriver
+from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuDeviceConfig, ModbusTcpDeviceConfig
+from drivers.modbus.driver import ModbusDriver, ModbusRtuDriver, ModbusTcpDriver
+
+_CONFIGS: dict[str, type[ModbusDeviceConfig]] = {
+    "modbus_tcp": ModbusTcpDeviceConfig,
+    "modbus_rtu": ModbusRtuDeviceConfig,
+}
 
 
 @pytest.fixture
-async def modbus_sim() -> AsyncIterator[Callable[[Memory], Any]]:
-    """``await modbus_sim(memory)`` starts a server; all are stopped at teardown."""
+async def modbus_sim() -> AsyncIterator[Callable[..., Any]]:
+    """``await modbus_sim(memory, units=..., rtu=...)`` starts a server; all stop at teardown."""
     sims: list[ModbusSim] = []
 
-    async def start(memory: Memory) -> ModbusSim:
-        sim = ModbusSim(memory)
+    async def start(memory: Memory, **options: Any) -> ModbusSim:
+        sim = ModbusSim(memory, **options)
         await sim.start()
         sims.append(sim)
         return sim
@@ -27,17 +32,20 @@ async def modbus_sim() -> AsyncIterator[Callable[[Memory], Any]]:
     yield start
     for sim in sims:
         await sim.stop()
+        sim.close_line()
 
 
 @pytest.fixture
-async def make_driver() -> AsyncIterator[Callable[..., ModbusTcpDriver]]:
-    """``make_driver(device)``: a driver with tag ids 100, 101, ...; closed at teardown."""
-    drivers: list[ModbusTcpDriver] = []
+async def make_driver() -> AsyncIterator[Callable[..., Any]]:
+    """``make_driver(device)``: a TCP or RTU driver with tag ids 100, 101, ...; closed at
+    teardown."""
+    drivers: list[ModbusDriver] = []
 
-    def make(device: ModbusTcpDeviceConfig | dict[str, Any]) -> ModbusTcpDriver:
+    def make(device: ModbusDeviceConfig | dict[str, Any]) -> ModbusDriver:
         if isinstance(device, dict):
-            device = ModbusTcpDeviceConfig.model_validate(device)
-        driver = ModbusTcpDriver(device, [100 + i for i in range(len(device.tags))])
+            device = _CONFIGS[device["protocol"]].model_validate(device)
+        driver_type = ModbusRtuDriver if device.protocol == "modbus_rtu" else ModbusTcpDriver
+        driver = driver_type(device, [100 + i for i in range(len(device.tags))])  # type: ignore[arg-type]
         drivers.append(driver)
         return driver
 

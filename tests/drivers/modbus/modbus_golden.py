@@ -19,8 +19,8 @@ _SPECIAL = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 @dataclass(frozen=True)
 class Expected:
-    decoded: float
-    exact: int | float | bool  # what to encode; equals decoded unless float64 cannot hold it
+    decoded: float | str
+    exact: int | float | bool | str  # what to encode; equals decoded unless float64 cannot hold it
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ def load_case(name: str) -> GoldenCase:
 
 
 def _expected(value: object) -> Expected:
+    if isinstance(value, dict) and "text" in value:
+        return Expected(value["text"], value["text"])
     if isinstance(value, dict):
         return Expected(float(value["decoded"]), value["exact"])
     if isinstance(value, str):
@@ -62,8 +64,10 @@ def _expected(value: object) -> Expected:
     return Expected(float(value), value)
 
 
-def same_value(decoded: float, expected: float) -> bool:
+def same_value(decoded: float | str, expected: float | str) -> bool:
     """Equal, NaN equal to NaN, and the sign of zero respected."""
+    if isinstance(decoded, str) or isinstance(expected, str):
+        return decoded == expected
     if math.isnan(expected):
         return math.isnan(decoded)
     return decoded == expected and math.copysign(1, decoded) == math.copysign(1, expected)

@@ -1,4 +1,4 @@
-"""A real pymodbus TCP server in-process on 127.0.0.1, with scriptable faults.
+"""A real pymodbus server in-process (TCP on 127.0.0.1, or RTU on a pty line), with faults.
 
 Uses pymodbus 3.16's ``SimDevice``/``SimData`` datastore (the
 ``ModbusSequentialDataBlock``/``ModbusDeviceContext``/``ModbusServerContext``
@@ -19,9 +19,11 @@ from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
+
+from hil.devices.pty_link import PtyLink
 
 UNIT_ID = 1
 #: function code of a read of each table, and the table each function code touches
@@ -53,22 +55,47 @@ class Faults:
     silence: float | None = None
     #: answers to reads of these tables lose their last register
     short_answer: set[str] = field(default_factory=set)
+    #: unit id -> exception code answered to every request for that unit
+    unit_exception: dict[int, ExcCodes] = field(default_factory=dict)
 
 
 class ModbusSim:
-    """One simulated Modbus TCP device; stop and start it again on the same port."""
+    """Simulated Modbus devices; stop and start it again on the same port.
 
-    def __init__(self, memory: Memory) -> None:
+    ``memory`` is unit 1's; ``units`` adds other unit ids with their own memory.
+    With ``rtu=True`` the server speaks RTU on one end of a :class:`PtyLink`
+    (``sim.line``) and the driver opens ``sim.serial_path``; unit ids not
+    served get no answer, as on an RS-485 line.
+    """
+
+    def __init__(
+        self, memory: Memory, units: dict[int, Memory] | None = None, rtu: bool = False
+    ) -> None:
         self.memory = memory
+        self.units = {UNIT_ID: memory, **(units or {})}
+        self.rtu = rtu
         self.faults = Faults()
         self.port = 0
         self.requests = 0
-        self._server: ModbusTcpServer | None = None
+        #: (unit id, function code) of every request, in order
+        self.log: list[tuple[int, int]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.line: PtyLink | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
 
-    def _device(self) -> SimDevice:
+    @property
+    def serial_path(self) -> str:
+        assert self.line is not None
+        return self.line.gateway_path
+
+    def _devices(self) -> list[SimDevice]:
+        return [self._device(unit, memory) for unit, memory in self.units.items()]
+
+    def _device(self, unit: int, memory: Memory) -> SimDevice:
         def blocks(table: str) -> list[SimData]:
             bits = table in ("coil", "discrete")
-            given = self.memory.get(table) or {0: [0]}
+            given = memory.get(table) or {0: [0]}
             return [
                 SimData(
                     address,
@@ -78,22 +105,42 @@ class ModbusSim:
                 for address, values in sorted(given.items())
             ]
 
+        async def action(*args: Any) -> ExcCodes | None:
+            return await self._action(unit, *args)
+
         return SimDevice(
-            id=UNIT_ID,
+            id=unit,
             simdata=(blocks("coil"), blocks("discrete"), blocks("holding"), blocks("input")),
-            action=self._action,
+            action=action,
         )
 
     async def _action(
-        self, function_code: int, _start: int, address: int, _count: int, _regs: Any, _set: Any
+        self,
+        unit: int,
+        function_code: int,
+        _start: int,
+        address: int,
+        _count: int,
+        _regs: Any,
+        set_values: Any,
     ) -> ExcCodes | None:
+        if set_values is None and function_code in (5, 6, 15, 16):
+            return None  # the read-back of a write: not a request of its own
         self.requests += 1
-        key = (_TABLE_OF_FC.get(function_code, "?"), address)
-        if self.faults.silence is not None:
-            await asyncio.sleep(self.faults.silence)
-        if key in self.faults.delay:
-            await asyncio.sleep(self.faults.delay[key])
-        return self.faults.exception.get(key)
+        self.log.append((unit, function_code))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            key = (_TABLE_OF_FC.get(function_code, "?"), address)
+            if self.faults.silence is not None:
+                await asyncio.sleep(self.faults.silence)
+            if key in self.faults.delay:
+                await asyncio.sleep(self.faults.delay[key])
+            if unit in self.faults.unit_exception:
+                return self.faults.unit_exception[unit]
+            return self.faults.exception.get(key)
+        finally:
+            self.in_flight -= 1
 
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         table = _TABLE_OF_FC.get(pdu.function_code)
@@ -102,8 +149,22 @@ class ModbusSim:
         return pdu
 
     async def start(self) -> None:
+        if self.rtu:
+            if self.line is None:
+                self.line = PtyLink()
+                self.line.start()
+            serial = ModbusSerialServer(
+                [*self._devices(), _catch_all()],
+                port=self.line.device_path,
+                trace_pdu=self._trace_pdu,
+                trace_packet=_silent_for_others(set(self.units)),
+                reconnect_delay=0,
+            )
+            await serial.serve_forever(background=True)
+            self._server = serial
+            return
         server = ModbusTcpServer(
-            self._device(), address=("127.0.0.1", self.port), trace_pdu=self._trace_pdu
+            self._devices(), address=("127.0.0.1", self.port), trace_pdu=self._trace_pdu
         )
         await server.serve_forever(background=True)
         if not self.port:
@@ -117,15 +178,43 @@ class ModbusSim:
             await server.shutdown()
             await asyncio.sleep(0)  # let the transports deliver connection_lost
 
-    async def read(self, table: str, address: int, count: int) -> list[int] | list[bool]:
+    def close_line(self) -> None:
+        """RTU: take the virtual serial line away."""
+        line, self.line = self.line, None
+        if line is not None:
+            line.stop()
+
+    async def read(
+        self, table: str, address: int, count: int, unit: int = UNIT_ID
+    ) -> list[int] | list[bool]:
         """The device's memory as a client would read it (bypassing faults)."""
         assert self._server is not None
-        runtime = self._server.context.devices[UNIT_ID]  # type: ignore[union-attr]
+        runtime = self._server.context.devices[unit]  # type: ignore[union-attr]
         saved, runtime.action = runtime.action, None
         try:
-            return await self._server.async_getValues(UNIT_ID, READ_FC[table], address, count)
+            return await self._server.async_getValues(unit, READ_FC[table], address, count)
         finally:
             runtime.action = saved
+
+
+def _catch_all() -> SimDevice:
+    """pymodbus's catch-all device (id 0) for unit ids not served; its answers are dropped."""
+
+    async def answer(*_args: Any) -> ExcCodes:
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
+    return SimDevice(
+        id=0, simdata=[SimData(0, count=16, datatype=SimType.REGISTERS)], action=answer
+    )
+
+
+def _silent_for_others(units: set[int]) -> Callable[[bool, bytes], bytes]:
+    """RTU: send nothing for unit ids not served, like an RS-485 line without that device."""
+
+    def trace(sending: bool, data: bytes) -> bytes:
+        return b"" if sending and data and data[0] not in units else data
+
+    return trace
 
 
 class RawDevice:

@@ -83,10 +83,13 @@ async def test_every_golden_case_reads_through_the_driver(
     after = time.time_ns()
 
     assert sorted(batch.tag_ids.tolist()) == sorted(driver.tag_ids)
-    assert batch.values.dtype == np.float64
+    strings = {tag.type for tag in driver.config.tags} == {DataType.STRING}
+    assert batch.values.dtype == (object if strings else np.float64)
     assert (batch.quality == Quality.GOOD).all()
     assert ((batch.ts_ns >= before) & (batch.ts_ns <= after)).all()
-    got = by_name(driver, batch)
+    names = {i: t.name for i, t in zip(driver.tag_ids, driver.config.tags, strict=True)}
+    columns = zip(batch.tag_ids, batch.values, batch.quality, strict=True)
+    got = {names[int(t)]: (v, q) for t, v, q in columns}
     wrong = {
         tag: (got[tag][0], want.decoded)
         for tag, want in case.expected.items()
