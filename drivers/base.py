@@ -22,9 +22,10 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gateway.errors import ConnectionLost, DeviceUnreachable, DriverError, WriteRejected
-from gateway.types import SampleBatch
+from gateway.types import Quality, SampleBatch
 
 __all__ = [
     "ConnectionLost",
@@ -50,6 +51,11 @@ class PollGroup:
 
 class Driver(ABC):
     """Base class of every protocol driver. One instance per configured device."""
+
+    #: quality the runner gives the device's tags from a :class:`ConnectionLost` until the
+    #: device is connected again (``BAD`` by default; a driver whose values stay meaningful
+    #: as "last known", e.g. OPC UA, says ``STALE``). Never-connected devices are ``BAD``.
+    quality_while_lost: ClassVar[Quality] = Quality.BAD
 
     def __init__(self, device_name: str, tag_ids: Sequence[int]) -> None:
         self.device_name = device_name

@@ -6,9 +6,18 @@ addressing fields (``drivers/<protocol>/config.py``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
-from gateway.config.types import Duration, Name, PositiveDuration, StrictModel, TagName
+from gateway.config.types import (
+    Duration,
+    Name,
+    PositiveDuration,
+    SecretRef,
+    StrictModel,
+    TagName,
+)
 from gateway.types import Classification, DataType
 
 
@@ -65,3 +74,12 @@ class DeviceConfig(StrictModel):
     enabled: bool = True
     poll_interval: PositiveDuration = Field(default=1.0, description="how often to read the tags")
     tags: list[TagConfig] = Field(min_length=1)
+
+    def with_base_dir(self, base: Path) -> DeviceConfig:
+        """A copy whose relative file paths (certificates, secret files) are resolved against
+        ``base``, the config file's folder. Devices without file paths return themselves."""
+        return self
+
+    def secret_refs(self) -> list[tuple[tuple[str, ...], SecretRef]]:
+        """The secrets this device names, each with its key path inside the device block."""
+        return []

@@ -134,6 +134,7 @@ class DeviceRunner:
             self.driver.errors.update(self._errors_so_far)  # counters never go backwards
             self._errors_so_far = Counter()
         driver = self.driver
+        away_quality = Quality.BAD  # until a connection is lost: then the driver's choice
         while True:
             try:
                 await driver.connect()
@@ -149,7 +150,7 @@ class DeviceRunner:
                         "device %s: still unreachable: %s; next try in %.1fs", self.name, exc, delay
                     )
                 self._set_state(DeviceState.DOWN, str(exc))
-                self._mark_all(Quality.BAD)
+                self._mark_all(away_quality)
                 await asyncio.sleep(delay)
                 continue
             self.stats.connects += 1
@@ -162,7 +163,8 @@ class DeviceRunner:
                 self.stats.connection_losses += 1
                 log.warning("device %s: connection lost: %s; reconnecting", self.name, exc)
                 self._set_state(DeviceState.DOWN, str(exc))
-                self._mark_all(Quality.BAD)
+                away_quality = driver.quality_while_lost
+                self._mark_all(away_quality)
                 await self._close_driver()
                 await asyncio.sleep(self._reconnect.next_delay())
 
