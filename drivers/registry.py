@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from drivers.modbus.config import ModbusTcpDeviceConfig
+from drivers.modbus.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig
+from drivers.opcua.config import OpcUaDeviceConfig
 
 if TYPE_CHECKING:
     from drivers.base import Driver
     from gateway.config.device import DeviceConfig
     from gateway.tags import TagCatalog
 
-DEVICE_CONFIG_TYPES = (ModbusTcpDeviceConfig,)
+DEVICE_CONFIG_TYPES = (ModbusTcpDeviceConfig, ModbusRtuDeviceConfig, OpcUaDeviceConfig,)
 
 
 def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
@@ -24,4 +25,12 @@ def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
         from drivers.modbus.driver import ModbusTcpDriver
 
         return ModbusTcpDriver(device, catalog.ids_of_device(device.name))
+    if isinstance(device, ModbusRtuDeviceConfig):
+        from drivers.modbus.driver import ModbusRtuDriver
+
+        return ModbusRtuDriver(device, catalog.ids_of_device(device.name))
+    if isinstance(device, OpcUaDeviceConfig):
+        from drivers.opcua.driver import OpcUaDriver
+
+        return OpcUaDriver(device, catalog.ids_of_device(device.name))
     raise ValueError(f"no driver for protocol {device.protocol!r}")

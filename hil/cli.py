@@ -72,6 +72,14 @@ def sim() -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
 @click.option(
+    "--rtu",
+    is_flag=True,
+    help="Modbus RTU on a pty pair instead of TCP; prints the serial device for the gateway.",
+)
+@click.option(
+    "--baudrate", type=int, default=19200, show_default=True, help="RTU line speed (with --rtu)."
+)
+@click.option(
     "--mode",
     type=click.Choice(["process", "waveform"]),
     default="process",
@@ -97,18 +105,22 @@ def modbus_meter(
     port: int,
     device_id: int,
     seed: int,
+    rtu: bool,
+    baudrate: int,
     mode: str,
     time_scale: float,
     period: float,
 ) -> None:
-    """Energy meter on Modbus TCP (register map: hil/README.md)."""
+    """Energy meter on Modbus TCP or RTU (register map: hil/README.md)."""
     t0 = time.time()
     model: MeterModel
     if mode == "waveform":
         model = WaveformMeter(WaveformParams(t0=t0, period_s=period, time_scale=time_scale))
     else:
         model = EnergyMeterModel(seed=seed, t0=t0, time_scale=time_scale)
-    simulator = ModbusMeterSimulator(model, host=host, port=port, device_id=device_id)
+    simulator = ModbusMeterSimulator(
+        model, host=host, port=port, device_id=device_id, rtu=rtu, baudrate=baudrate
+    )
     try:
         asyncio.run(_serve_until_signal(simulator, mode, seed))
     except OSError as exc:
@@ -122,11 +134,89 @@ async def _serve_until_signal(simulator: ModbusMeterSimulator, mode: str, seed: 
         loop.add_signal_handler(sig, stop.set)
     async with simulator:
         detail = f"seed {seed}" if mode == "process" else "waveform"
-        click.echo(
-            f"modbus-meter listening on {simulator.address} (unit {simulator.device_id}, {detail})",
-        )
+        if simulator.rtu:
+            click.echo(
+                f"modbus-meter on RTU {simulator.serial_path} ({simulator.baudrate} baud 8N1, "
+                f"unit {simulator.device_id}, {detail})",
+            )
+        else:
+            click.echo(
+                f"modbus-meter listening on {simulator.address} "
+                f"(unit {simulator.device_id}, {detail})",
+            )
         await stop.wait()
     log.info("modbus-meter stopped")
+
+
+@sim.command("opcua-plc")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=4840,
+    show_default=True,
+    help="TCP port (0 = pick a free one).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Model seconds per wall-clock second.",
+)
+@click.option(
+    "--security",
+    multiple=True,
+    default=("None",),
+    show_default=True,
+    help="Endpoint to offer, repeatable: None, Basic256Sha256_Sign, "
+    "Basic256Sha256_SignAndEncrypt, Aes128_Sha256_RsaOaep_..., Aes256_Sha256_RsaPss_...",
+)
+@click.option(
+    "--user", "users", multiple=True, metavar="NAME:PASSWORD",
+    help="Accept this user name and password (repeatable); anonymous stays allowed.",
+)
+@click.option("--scale", type=click.IntRange(0), default=0, show_default=True,
+              help="Extra Scale.Vnnnnn variables, for benchmarks.")
+@click.option("--scale-rate", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Updates per second of the scale variables.")
+def opcua_plc(
+    host: str, port: int, seed: int, time_scale: float, security: tuple[str, ...],
+    users: tuple[str, ...], scale: int, scale_rate: float,
+) -> None:
+    """Injection-moulding machine PLC on OPC UA (address space: hil/README.md)."""
+    from hil.devices.opcua_plc import OpcUaPlcSimulator
+    from hil.netutil import free_port
+    from hil.process.injection_moulding import InjectionMouldingModel
+
+    if logging.getLogger().level > logging.DEBUG:  # asyncua's info logs drown the rest
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
+    accounts = dict(u.split(":", 1) for u in users if ":" in u)
+    try:
+        simulator = OpcUaPlcSimulator(
+            InjectionMouldingModel(seed=seed, time_scale=time_scale),
+            host=host, port=port or free_port(host), security=security, users=accounts,
+            scale=scale, scale_rate=scale_rate,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--security") from exc
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with simulator:
+            click.echo(f"opcua-plc listening on {simulator.endpoint} (seed {seed}, "
+                       f"{', '.join(simulator.security)})")
+            await stop.wait()
+        log.info("opcua-plc stopped")
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:

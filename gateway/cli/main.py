@@ -13,6 +13,9 @@ import click
 
 from gateway import __version__
 from gateway.cli import exit_codes
+from gateway.cli.browse_cmd import browse
+from gateway.cli.scan_cmd import scan
+from gateway.cli.spool_cmd import register as register_spool
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.logsetup import setup_logging
@@ -163,6 +166,11 @@ def demo(config_path: str | None, duration: float | None, broker: str, plain: bo
     click.echo(json.dumps(summary.as_dict()) if plain else "\n" + summary.line())
     if duration is not None and not summary.all_devices_reported:
         sys.exit(exit_codes.DEMO_INCOMPLETE)
+
+
+register_spool(main)
+main.add_command(scan)
+main.add_command(browse)
 
 
 if __name__ == "__main__":

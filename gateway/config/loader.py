@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config.models import GatewayConfig
+from gateway.config.models import GatewayConfig, NorthboundConfig
 from gateway.config.types import SecretRef
 from gateway.errors import ConfigError, ConfigProblem
 
@@ -214,8 +214,17 @@ def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
                 update={"state_dir": rel(config.gateway.state_dir)}
             ),
             "models": config.models.model_copy(update={"dir": rel(config.models.dir)}),
+            "devices": [device.with_base_dir(base) for device in config.devices],
+            "northbound": _resolve_spool_path(config, rel),
         }
     )
+
+
+def _resolve_spool_path(config: GatewayConfig, rel: Callable[[Path], Path]) -> NorthboundConfig:
+    nb = config.northbound
+    if nb.spool.path is None:
+        return nb
+    return nb.model_copy(update={"spool": nb.spool.model_copy(update={"path": rel(nb.spool.path)})})
 
 
 def load_config_text(
@@ -297,6 +306,8 @@ def check_secrets(config: GatewayConfig, config_file: Path | None = None,
         (("northbound", "mqtt", "password"), config.northbound.mqtt.password),
         (("http", "token"), config.http.token),
     ]
+    for d, device in enumerate(config.devices):
+        refs.extend((("devices", d, *key), ref) for key, ref in device.secret_refs())
     problems: list[ConfigProblem] = []
     for path, ref in refs:
         if ref is None:
