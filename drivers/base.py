@@ -57,9 +57,20 @@ class Driver(ABC):
     #: as "last known", e.g. OPC UA, says ``STALE``). Never-connected devices are ``BAD``.
     quality_while_lost: ClassVar[Quality] = Quality.BAD
 
-    def __init__(self, device_name: str, tag_ids: Sequence[int]) -> None:
+    def __init__(
+        self, device_name: str, tag_ids: Sequence[int], tag_count: int | None = None
+    ) -> None:
+        """``tag_ids`` are the catalog ids of the device's tags, in config order;
+        ``tag_count`` (the number of tags in the config) is checked against them."""
         self.device_name = device_name
         self.tag_ids = tuple(tag_ids)
+        if tag_count is not None and len(self.tag_ids) != tag_count:
+            raise ValueError(
+                f"device {device_name!r} has {tag_count} tags but {len(self.tag_ids)} "
+                "tag ids were given"
+            )
+        #: index of each tag id in the device's config order
+        self.tag_position = {tag_id: i for i, tag_id in enumerate(self.tag_ids)}
         #: error counts by kind (e.g. ``timeout``, ``exception_2``, ``decode``), exported per device
         self.errors: Counter[str] = Counter()
 

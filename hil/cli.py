@@ -6,8 +6,9 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -48,20 +49,32 @@ def main(log_level: str) -> None:
     _setup_logging(log_level)
 
 
+_host_option = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Listen address."
+)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _port_option(default: int) -> Callable[[F], F]:
+    return click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=default,
+        show_default=True,
+        help="TCP port (0 = pick a free one).",
+    )
+
+
 @main.group()
 def sim() -> None:
     """Run a simulated device in the foreground until Ctrl-C."""
 
 
 @sim.command("modbus-meter")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=5020,
-    show_default=True,
-    help="TCP port (0 = pick a free one).",
-)
+@_host_option
+@_port_option(5020)
 @click.option(
     "--unit",
     "device_id",
@@ -149,14 +162,8 @@ async def _serve_until_signal(simulator: ModbusMeterSimulator, mode: str, seed: 
 
 
 @sim.command("opcua-plc")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=4840,
-    show_default=True,
-    help="TCP port (0 = pick a free one).",
-)
+@_host_option
+@_port_option(4840)
 @click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
 @click.option(
     "--time-scale",
@@ -224,14 +231,8 @@ def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=1883,
-    show_default=True,
-    help="TCP port (0 = pick a free one).",
-)
+@_host_option
+@_port_option(1883)
 @click.option(
     "--kind",
     type=click.Choice(["auto", "mosquitto", "amqtt"]),

@@ -142,15 +142,9 @@ class ModbusDriver(Driver):
     config: ModbusDeviceConfig
 
     def __init__(self, config: ModbusDeviceConfig, tag_ids: Sequence[int]) -> None:
-        super().__init__(config.name, tag_ids)
-        if len(self.tag_ids) != len(config.tags):
-            raise ValueError(
-                f"device {config.name!r} has {len(config.tags)} tags but {len(self.tag_ids)} "
-                "tag ids were given"
-            )
+        super().__init__(config.name, tag_ids, len(config.tags))
         self.config = config
         self._tags: dict[int, ModbusTagConfig] = dict(zip(self.tag_ids, config.tags, strict=True))
-        self._position = {tag_id: i for i, tag_id in enumerate(self.tag_ids)}
         self._units = sorted({config.unit_of(t) for t in config.tags})
         self._groups = self._make_groups()
         self._plans: dict[tuple[int, ...], _PollPlan] = {}
@@ -521,7 +515,7 @@ class ModbusDriver(Driver):
         wanted = dict.fromkeys(tag_ids)  # unique, in order
         spans = []
         for tag_id in wanted:
-            index = self._position[tag_id]
+            index = self.tag_position[tag_id]
             tag = cfg.tags[index]
             spans.append(
                 TagSpan(

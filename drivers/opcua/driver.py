@@ -99,15 +99,9 @@ class OpcUaDriver(Driver):
     quality_while_lost = Quality.STALE
 
     def __init__(self, config: OpcUaDeviceConfig, tag_ids: Sequence[int]) -> None:
-        super().__init__(config.name, tag_ids)
-        if len(self.tag_ids) != len(config.tags):
-            raise ValueError(
-                f"device {config.name!r} has {len(config.tags)} tags but {len(self.tag_ids)} "
-                "tag ids were given"
-            )
+        super().__init__(config.name, tag_ids, len(config.tags))
         self.config = config
         self._tags: list[OpcUaTagConfig] = list(config.tags)
-        self._position = {tag_id: i for i, tag_id in enumerate(self.tag_ids)}
         default = config.publishing_interval if config.mode == "subscription" else (
             config.poll_interval)
         nodes: dict[tuple[Any, ...], _Node] = {}
@@ -495,7 +489,7 @@ class OpcUaDriver(Driver):
 
     # -- writing ----------------------------------------------------------------------
     async def write(self, tag_id: int, value: float | bool | str) -> None:
-        pos = self._position.get(tag_id)
+        pos = self.tag_position.get(tag_id)
         if pos is None:
             raise WriteRejected(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
         tag = self._tags[pos]
