@@ -35,9 +35,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal, Self
 
-from hil.netutil import free_port, port_is_free
+from hil.netutil import free_port, port_is_free, port_is_open
 
-__all__ = ["BrokerKind", "MqttBroker", "find_mosquitto", "mqtt_ping"]
+__all__ = ["BrokerKind", "BrokerTls", "MqttBroker", "find_mosquitto", "mqtt_ping"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,17 @@ BrokerKind = Literal["auto", "mosquitto", "amqtt"]
 
 _MOSQUITTO_FALLBACK_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """Files for a TLS listener (PEM). ``require_certificate`` makes it mutual TLS: clients
+    must present a certificate signed by ``cafile``."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
 
 
 def find_mosquitto() -> str | None:
@@ -99,6 +110,8 @@ class MqttBroker:
             temporary directory removed by :meth:`close`.
         start_timeout: seconds to wait until the port accepts connections.
         mosquitto: path of the Mosquitto executable (default: :func:`find_mosquitto`).
+        tls: serve MQTT over TLS on the listener (Mosquitto only); readiness is then
+            checked with a TCP connect instead of an MQTT CONNECT.
     """
 
     def __init__(
@@ -111,6 +124,7 @@ class MqttBroker:
         workdir: str | os.PathLike[str] | None = None,
         start_timeout: float = 10.0,
         mosquitto: str | None = None,
+        tls: BrokerTls | None = None,
     ) -> None:
         exe = mosquitto or find_mosquitto()
         if kind == "auto":
@@ -121,6 +135,9 @@ class MqttBroker:
             raise ValueError(f"unknown broker kind {kind!r}")
         if persistence and kind == "amqtt":
             raise ValueError("persistence is only supported with Mosquitto")
+        if tls is not None and kind == "amqtt":
+            raise ValueError("tls is only supported with Mosquitto")
+        self.tls = tls
         self._kind: Literal["mosquitto", "amqtt"] = kind
         self._exe = exe
         self._host = host
@@ -155,8 +172,8 @@ class MqttBroker:
 
     @property
     def url(self) -> str:
-        """``mqtt://host:port``."""
-        return f"mqtt://{self._host}:{self.port}"
+        """``mqtt://host:port`` (``mqtts://`` with TLS)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self._host}:{self.port}"
 
     @property
     def workdir(self) -> Path:
@@ -274,6 +291,13 @@ class MqttBroker:
             "allow_anonymous true",
             f"persistence {'true' if self.persistence else 'false'}",
         ]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.cafile}",
+                f"certfile {self.tls.certfile}",
+                f"keyfile {self.tls.keyfile}",
+                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
+            ]
         if self.persistence:
             lines += [f"persistence_location {self._rt.workdir}/", "autosave_interval 1"]
         lines += [
@@ -307,7 +331,8 @@ class MqttBroker:
                     f"{self._kind} exited with code {proc.returncode} on port {self._port}:\n"
                     + self.log_tail()
                 )
-            if mqtt_ping(self._host, self._port):
+            if (port_is_open(self._host, self._port) if self.tls is not None
+                    else mqtt_ping(self._host, self._port)):
                 return
             if time.monotonic() > deadline:
                 self._rt.terminate(signal.SIGKILL, 1.0)

@@ -11,18 +11,92 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import Backoff
-from gateway.config.models import MqttConfig
+from gateway.config.models import MqttConfig, MqttTlsConfig
 from gateway.northbound.message import OutboundMessage
 
 log = logging.getLogger(__name__)
 
+
+def tls_context(tls: MqttTlsConfig) -> ssl.SSLContext:
+    """The client's TLS context: the configured CA (or the system's), host names verified,
+    the client certificate for mutual TLS. Unreadable files raise :class:`OSError`."""
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise OSError(f"northbound.mqtt.tls.ca: cannot load {tls.ca}: {exc}") from None
+    if tls.certificate is not None and tls.key is not None:
+        try:
+            context.load_cert_chain(str(tls.certificate), str(tls.key))
+        except (OSError, ssl.SSLError) as exc:
+            raise OSError(
+                f"northbound.mqtt.tls: cannot load the client certificate {tls.certificate} "
+                f"with key {tls.key}: {exc}"
+            ) from None
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """A readable reason for a failed connection attempt (TCP or TLS)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS: the broker's certificate was not accepted: {exc.verify_message} "
+            "(check northbound.mqtt.tls.ca and the broker's host name)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running on this port?)"
+    return f"cannot connect: {exc}"
+
+
+def _readable_detail(message: str) -> str:
+    """paho's socket error line, with TLS alerts named as such."""
+    message = message.removeprefix("failed to receive on socket: ")
+    if "SSL" in message or "TLS" in message.upper():
+        return f"TLS: {message} (check northbound.mqtt.tls: client certificate, CA)"
+    return message
+
+
+class _LastError(logging.Handler):
+    """Keeps paho's last error log line: a TLS alert or socket error that paho reports to
+    ``on_disconnect`` only as "Unspecified error"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+    def take(self) -> str | None:
+        message, self.message = self.message, None
+        return message
+
+
+class _Client(mqtt.Client):
+    """paho's client, remembering why the last connection attempt failed: paho's
+    ``on_connect_fail`` does not say."""
+
+    last_socket_error: BaseException | None = None
+
+    def _create_socket(self) -> Any:
+        try:
+            return super()._create_socket()  # type: ignore[misc]
+        except Exception as exc:
+            self.last_socket_error = exc
+            raise
 
 class MqttLink:
     def __init__(
@@ -33,9 +107,14 @@ class MqttLink:
         password: str | None,
         on_ack: Callable[[int], None],
         on_state: Callable[[], None] = lambda: None,
+        subscriptions: tuple[tuple[str, int], ...] = (),
+        on_message: Callable[[str, bytes, bool], None] | None = None,
     ) -> None:
+        """``subscriptions`` (topic, QoS) are made on every connect; ``on_message(topic,
+        payload, retained)`` receives their messages on the event loop."""
         self.config = config
-        self.url = f"mqtt://{config.host}:{config.port}"
+        scheme = "mqtts" if config.tls is not None else "mqtt"
+        self.url = f"{scheme}://{config.host}:{config.port}"
         self.connected = asyncio.Event()
         self.generation = 0  # counts successful connects; a new one needs a new birth
         self.last_error: str | None = None
@@ -44,16 +123,22 @@ class MqttLink:
         self._loop = asyncio.get_running_loop()
         self._on_ack = on_ack
         self._on_state = on_state
+        self._subscriptions = subscriptions
+        self._on_message = on_message
         self._mid_to_id: dict[int, int] = {}
         self._stopping = False
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
         v5 = config.protocol == "5"
-        self._client = mqtt.Client(
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
+        if config.tls is not None:
+            self._client.tls_set_context(tls_context(config.tls))
+            if config.tls.insecure_skip_verify:
+                self._client.tls_insecure_set(True)
         self._client.max_inflight_messages_set(65535)  # the outbox bounds what is in flight
         self._client.max_queued_messages_set(0)
         if config.username is not None:
@@ -64,6 +149,14 @@ class MqttLink:
         self._client.on_connect = self._paho_connect
         self._client.on_disconnect = self._paho_disconnect
         self._client.on_publish = self._paho_publish
+        self._client.on_message = self._paho_message
+        self._client.on_subscribe = self._paho_subscribe
+        self._client.on_connect_fail = self._paho_connect_fail
+        # a private logger (not in logging's registry): paho's errors, for last_error
+        self._paho_errors = _LastError()
+        paho_log = logging.Logger(f"paho:{client_id}", logging.ERROR)
+        paho_log.addHandler(self._paho_errors)
+        self._client.enable_logger(paho_log)
 
     # --- paho thread -> event loop -------------------------------------------------
     def _paho_connect(
@@ -74,7 +167,33 @@ class MqttLink:
         reason: ReasonCode,
         properties: object,
     ) -> None:
+        if not reason.is_failure and self._subscriptions:
+            # before the loop hears of the connect, hence before the birth is published
+            client.subscribe(list(self._subscriptions))
         self._loop.call_soon_threadsafe(self._connected, reason.is_failure, str(reason))
+
+    def _paho_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        error = getattr(client, "last_socket_error", None)
+        reason = describe_connect_error(error) if error is not None else "connection failed"
+        self._loop.call_soon_threadsafe(self._connect_failed, reason)
+
+    def _paho_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._on_message is not None:
+            self._loop.call_soon_threadsafe(
+                self._on_message, msg.topic, bytes(msg.payload), bool(msg.retain)
+            )
+
+    def _paho_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: object,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            self._loop.call_soon_threadsafe(self._subscribe_refused, ", ".join(refused))
 
     def _paho_disconnect(
         self,
@@ -87,7 +206,11 @@ class MqttLink:
         # jitter for paho's next reconnect wait; its own delay doubles from here up to the max
         delay = self._backoff.next_delay()
         client.reconnect_delay_set(min(delay, self.config.reconnect_max), self.config.reconnect_max)
-        self._loop.call_soon_threadsafe(self._disconnected, str(reason))
+        text = str(reason)
+        detail = self._paho_errors.take()
+        if detail:
+            text += f" ({_readable_detail(detail)})"
+        self._loop.call_soon_threadsafe(self._disconnected, text)
 
     def _paho_publish(
         self,
@@ -112,6 +235,17 @@ class MqttLink:
         log.info("MQTT connected to %s", self.url)
         self.connected.set()
         self._on_state()
+
+    def _connect_failed(self, reason: str) -> None:
+        if reason != self.last_error:
+            log.warning("MQTT %s: %s", self.url, reason)
+        self.last_error = reason
+        self._on_state()
+
+    def _subscribe_refused(self, reasons: str) -> None:
+        topics = ", ".join(t for t, _ in self._subscriptions)
+        self.last_error = f"subscription to {topics} refused by the broker: {reasons}"
+        log.error("MQTT %s: %s", self.url, self.last_error)
 
     def _disconnected(self, reason: str) -> None:
         if self._stopping:

@@ -42,6 +42,7 @@ def gateway_config(
     broker_port: int,
     devices: list[dict[str, Any]],
     http: dict[str, Any] | None = None,
+    commands: dict[str, Any] | None = None,
     **northbound: Any,
 ) -> GatewayConfig:
     body = {
@@ -64,6 +65,8 @@ def gateway_config(
         },
         "http": {"port": 0, **(http or {})},
     }
+    if commands is not None:
+        body["commands"] = commands
     return load_config_text(json.dumps(body), "test-config.yaml", tmp)
 
 

@@ -1,0 +1,25 @@
+"""Commands from the brain: allow-listed, range- and rate-checked, audited writes.
+
+- :mod:`gateway.commands.parse`: the ``cmd`` payload
+- :mod:`gateway.commands.validate`: checks against the tag config, engineering -> raw
+- :mod:`gateway.commands.ratelimit`: per-tag write rate
+- :mod:`gateway.commands.readback`: read-back verification
+- :mod:`gateway.commands.audit`: the append-only audit log
+- :mod:`gateway.commands.executor`: runs them, in order, and answers
+"""
+
+from gateway.commands.audit import AuditLog
+from gateway.commands.executor import CommandExecutor
+from gateway.commands.parse import Command, MalformedCommand, WriteRequest, parse_command
+from gateway.commands.result import CommandResult, WriteOutcome
+
+__all__ = [
+    "AuditLog",
+    "Command",
+    "CommandExecutor",
+    "CommandResult",
+    "MalformedCommand",
+    "WriteOutcome",
+    "WriteRequest",
+    "parse_command",
+]

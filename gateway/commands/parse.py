@@ -1,0 +1,100 @@
+"""The ``cmd`` payload of the JSON contract: bytes in, a :class:`Command` or a reason out.
+
+Only the documented shape is accepted (docs/contract-json.md, docs/schemas/cmd.schema.json);
+anything else is a :class:`MalformedCommand` carrying the command id when one could be read,
+so that the brain still gets an answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+CONTRACT_VERSION = 1
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_ID_LENGTH = 128
+_ALLOWED_KEYS = frozenset({"v", "type", "id", "writes", "ts", "gateway", "site", "line"})
+_WRITE_KEYS = frozenset({"tag", "value"})
+
+#: a write's value as it arrives in JSON
+CommandValue = bool | int | float | str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One write the brain asked for: a tag path and an engineering value."""
+
+    tag: str
+    value: CommandValue
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: str
+    writes: tuple[WriteRequest, ...]
+
+
+class MalformedCommand(Exception):
+    """The payload is not a valid command; ``command_id`` is set when it could be read."""
+
+    def __init__(self, reason: str, command_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.command_id = command_id
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _read_id(body: Any) -> str | None:
+    if isinstance(body, dict):
+        raw = body.get("id")
+        if isinstance(raw, str) and 0 < len(raw) <= MAX_ID_LENGTH:
+            return raw
+    return None
+
+
+def parse_command(payload: bytes, gateway_id: str, max_writes: int) -> Command:
+    """Decode and check the structure of a command (not yet the tags or values)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MalformedCommand(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        body = json.loads(payload, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedCommand(f"not valid JSON: {exc}") from None
+    command_id = _read_id(body)
+    if not isinstance(body, dict):
+        raise MalformedCommand("a command is a JSON object")
+
+    def bad(reason: str) -> MalformedCommand:
+        return MalformedCommand(reason, command_id)
+
+    if command_id is None:
+        raise bad(f"'id' must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+    unknown = sorted(set(body) - _ALLOWED_KEYS)
+    if unknown:
+        raise bad(f"unknown field(s): {', '.join(unknown)}")
+    if body.get("v") != CONTRACT_VERSION:
+        raise bad(f"unsupported contract version {body.get('v')!r} (expected {CONTRACT_VERSION})")
+    if body.get("type") != "cmd":
+        raise bad(f"unsupported message type {body.get('type')!r} (expected 'cmd')")
+    if "gateway" in body and body["gateway"] != gateway_id:
+        raise bad(f"addressed to gateway {body['gateway']!r}, this is {gateway_id!r}")
+    writes = body.get("writes")
+    if not isinstance(writes, list) or not writes:
+        raise bad("'writes' must be a non-empty list")
+    if len(writes) > max_writes:
+        raise bad(f"{len(writes)} writes in one command; at most {max_writes}")
+    requests: list[WriteRequest] = []
+    for i, write in enumerate(writes):
+        if not isinstance(write, dict) or set(write) != _WRITE_KEYS:
+            raise bad(f"writes[{i}] must be an object with exactly 'tag' and 'value'")
+        tag, value = write["tag"], write["value"]
+        if not isinstance(tag, str) or not tag:
+            raise bad(f"writes[{i}].tag must be a non-empty string")
+        if not isinstance(value, bool | int | float | str):
+            raise bad(f"writes[{i}].value must be a number, true/false or a string")
+        requests.append(WriteRequest(tag, value))
+    return Command(command_id, tuple(requests))

@@ -1,0 +1,42 @@
+"""Outcomes of commands, as answered on ``cmd-result`` and written to the audit log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+WriteStatus = Literal["accepted", "rejected", "failed"]
+CommandStatus = Literal["accepted", "rejected", "failed"]
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """One write: ``accepted`` (written, and verified when asked), ``rejected`` (not
+    executed: a check failed) or ``failed`` (the device refused or did not confirm)."""
+
+    tag: str
+    value: Any
+    status: WriteStatus = "rejected"
+    reason: str | None = None
+    verified: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tag": self.tag,
+            "value": self.value,
+            "status": self.status,
+            "reason": self.reason,
+            "verified": self.verified,
+        }
+
+
+@dataclass(slots=True)
+class CommandResult:
+    """The answer to one command. ``status`` is ``accepted`` when every write was,
+    ``rejected`` when nothing was executed, ``failed`` when some write failed."""
+
+    id: str | None
+    status: CommandStatus
+    reason: str | None = None
+    results: list[WriteOutcome] = field(default_factory=list)
+    duplicate: bool = False
