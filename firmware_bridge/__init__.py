@@ -1,0 +1,36 @@
+"""The serial link to microcontroller sensor nodes (see README.md and PROTOCOL.md).
+
+Framing and messages (``cobs``, ``crc``, ``frames``, ``messages``) have no gateway
+dependencies; the driver (``driver``, protocol ``mcu_node``) and its config plug
+into ``drivers/registry.py``. The driver module imports pyserial: it is loaded on
+first use of :class:`McuNodeDriver`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from firmware_bridge.config import McuNodeDeviceConfig, McuNodeTagConfig
+from firmware_bridge.frames import BadFrame, Frame, FrameDecoder, FrameError, MessageType
+
+if TYPE_CHECKING:
+    from firmware_bridge.driver import McuNodeDriver
+
+__all__ = [
+    "BadFrame",
+    "Frame",
+    "FrameDecoder",
+    "FrameError",
+    "McuNodeDeviceConfig",
+    "McuNodeDriver",
+    "McuNodeTagConfig",
+    "MessageType",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "McuNodeDriver":
+        from firmware_bridge.driver import McuNodeDriver
+
+        return McuNodeDriver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,391 @@
+"""The MCU node driver: a push driver reading framed telemetry from one node on a serial port.
+
+``connect`` opens the port, asks the node for its HELLO (``HELLO_REQUEST``) and
+waits for it (``hello_timeout``); then it sends the configured settings
+(``SET_CONFIG``; the ACK or NACK is logged and counted when it arrives).
+``subscribe`` delivers every READINGS frame as one :class:`SampleBatch`, with the
+node's ticks mapped to wall-clock time (:mod:`firmware_bridge.clock`). It raises
+:class:`ConnectionLost` when the port fails or the node is silent for
+``stale_after``; the runner then marks the tags STALE (``quality_while_lost``) and
+reports the device down, and reconnecting waits for the node's HELLO again.
+
+Error counters (``driver.errors``): ``frame_<reason>`` for dropped frames (cobs,
+short, crc, version, type, oversize, smp_broken, payload), ``sequence_gaps`` and
+``frames_missed``, ``sequence_backwards``, ``other_node``, ``node_reboots``,
+``node_error``, ``config_nack``, ``unknown_sensor``, ``unit_mismatch``, ``silent``,
+``connection_lost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import serial
+
+from drivers.base import Driver, Emit
+from firmware_bridge.clock import TickClock
+from firmware_bridge.config import McuNodeDeviceConfig
+from firmware_bridge.frames import BadFrame, Frame, FrameDecoder, MessageType
+from firmware_bridge.messages import (
+    FLAG_UNIX_MS,
+    Ack,
+    ConfigKey,
+    Error,
+    Heartbeat,
+    Hello,
+    HelloRequest,
+    Message,
+    MessageError,
+    Nack,
+    SetConfig,
+    decode_message,
+    encode_message,
+    readings_array,
+)
+from gateway.errors import ConnectionLost, DeviceUnreachable
+from gateway.types import Quality, SampleBatch
+
+log = logging.getLogger(__name__)
+
+#: reading status -> quality (0 ok, 1 uncertain, anything else a fault)
+_QUALITY_OF_STATUS = np.full(256, Quality.BAD, np.uint8)
+_QUALITY_OF_STATUS[0] = Quality.GOOD
+_QUALITY_OF_STATUS[1] = Quality.UNCERTAIN
+_SERIAL_ERRORS = (serial.SerialException, OSError, ValueError)
+
+
+class McuNodeDriver(Driver):
+    """One MCU sensor node on one serial port (USB CDC-ACM, UART or a point-to-point RS-485)."""
+
+    quality_while_lost = Quality.STALE
+
+    def __init__(self, config: McuNodeDeviceConfig, tag_ids: Sequence[int]) -> None:
+        super().__init__(config.name, tag_ids, len(config.tags))
+        self.config = config
+        #: the node's latest HELLO (firmware, hardware, sensors)
+        self.node: Hello | None = None
+        self.frames_received = 0
+        self.readings_received = 0
+        #: MCUmgr SMP frames seen on the port (set aside: no SMP client yet)
+        self.smp_frames = 0
+        self._tag_id_array = np.asarray(self.tag_ids, np.int32)
+        self._position_of_channel = np.full(256, -1, np.int64)
+        self._missing: list[int] = []
+        self._serial: serial.Serial | None = None
+        self._fd = -1
+        self._decoder = FrameDecoder(on_smp=self._on_smp)
+        self._bad_synced: Counter[BadFrame] = Counter()
+        self._lost: asyncio.Future[str] | None = None
+        self._hello_seen: asyncio.Event | None = None
+        self._emit: Emit | None = None
+        self._clock = TickClock()
+        self._last_seq: int | None = None
+        self._last_good = 0.0
+        self._tx_seq = 0
+        self._pending: dict[int, SetConfig] = {}
+        self._logged_other_node = False
+
+    # -- connection ---------------------------------------------------------------------
+    async def connect(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        try:
+            port = serial.Serial(cfg.port, cfg.baudrate, timeout=0, write_timeout=1.0,
+                                 exclusive=True)
+        except _SERIAL_ERRORS as exc:
+            raise DeviceUnreachable(f"cannot open serial port {cfg.port}: {exc}") from exc
+        self._serial, self._fd = port, port.fileno()
+        with contextlib.suppress(*_SERIAL_ERRORS):
+            port.reset_input_buffer()  # bytes of unknown age from before we listened
+        self._lost = loop.create_future()
+        self._hello_seen = asyncio.Event()
+        self._decoder = FrameDecoder(on_smp=self._on_smp)
+        self._bad_synced = Counter()
+        self._last_seq = None
+        self._pending.clear()
+        self._clock.reset()
+        self.node = None
+        loop.add_reader(self._fd, self._on_readable)
+        try:
+            self._send(HelloRequest())
+            hello = asyncio.ensure_future(self._hello_seen.wait())
+            try:
+                done, _ = await asyncio.wait({hello, self._lost}, timeout=cfg.hello_timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hello.cancel()
+            if self._lost.done():
+                raise DeviceUnreachable(f"{cfg.port}: {self._lost.result()}")
+            if not done:
+                raise DeviceUnreachable(
+                    f"no HELLO from node {cfg.node_id} on {cfg.port} within {cfg.hello_timeout:g} s"
+                )
+            self._send_settings()
+        except (DeviceUnreachable, ConnectionLost) as exc:
+            await self.close()
+            raise DeviceUnreachable(str(exc)) from None
+        self._last_good = time.monotonic()
+
+    async def close(self) -> None:
+        port, self._serial = self._serial, None
+        if port is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._fd)
+        self._fd = -1
+        with contextlib.suppress(Exception):
+            port.close()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result("closed")
+
+    # -- subscription -------------------------------------------------------------------
+    async def subscribe(self, emit: Emit) -> None:
+        cfg = self.config
+        if self._serial is None or self._lost is None:
+            raise ConnectionLost("not connected")
+        lost = self._lost
+        self._emit = emit
+        try:
+            if self._missing:  # tags the node does not announce: BAD, not silently absent
+                ids = self._tag_id_array[self._missing]
+                emit(SampleBatch.of(ids, np.full(len(ids), np.nan), time.time_ns(), Quality.BAD))
+            check = min(0.1, cfg.stale_after / 5)
+            while True:
+                done, _ = await asyncio.wait({lost}, timeout=check)
+                if done:
+                    self.errors["connection_lost"] += 1
+                    raise ConnectionLost(f"{cfg.port}: {lost.result()}")
+                silent = time.monotonic() - self._last_good
+                if silent > cfg.stale_after:
+                    self.errors["silent"] += 1
+                    raise ConnectionLost(
+                        f"node {cfg.node_id} silent for {silent:.1f} s "
+                        f"(stale_after {cfg.stale_after:g} s)"
+                    )
+        finally:
+            self._emit = None
+
+    # -- receiving ----------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._set_lost(f"read failed: {exc}")
+            return
+        if not data:
+            self._set_lost("the port was closed")
+            return
+        decoder = self._decoder
+        before = decoder.bad_total
+        try:
+            for frame in decoder.feed(data):
+                self._on_frame(frame)
+        except Exception as exc:  # a bug, not bad bytes: end the subscription as a crash
+            self._set_lost("internal error", exc)
+            raise
+        if decoder.bad_total != before:
+            for reason, count in decoder.bad.items():
+                delta = count - self._bad_synced[reason]
+                if delta:
+                    self.errors[f"frame_{reason.value}"] += delta
+                    self._bad_synced[reason] = count
+
+    def _set_lost(self, reason: str, exc: BaseException | None = None) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._fd)
+        if self._lost is not None and not self._lost.done():
+            if exc is None:
+                self._lost.set_result(reason)
+            else:
+                self._lost.set_exception(exc)
+
+    def _on_smp(self, data: bytes) -> None:
+        self.smp_frames += 1
+        log.debug("%s: SMP frame of %d bytes ignored (no SMP client yet)", self.device_name,
+                  len(data))
+
+    def _on_frame(self, frame: Frame) -> None:
+        cfg = self.config
+        if frame.node_id != cfg.node_id:
+            self.errors["other_node"] += 1
+            if not self._logged_other_node:
+                self._logged_other_node = True
+                log.warning("%s: frames from node %d on %s, expected node %d; dropped",
+                            self.device_name, frame.node_id, cfg.port, cfg.node_id)
+            return
+        arrival_ns = time.time_ns()
+        self.frames_received += 1
+        self._last_good = time.monotonic()
+        if frame.type is MessageType.READINGS:
+            self._check_sequence(frame.sequence)
+            self._on_readings(frame, arrival_ns)
+            return
+        try:
+            message = decode_message(frame)
+        except MessageError as exc:
+            self.errors["frame_payload"] += 1
+            log.debug("%s: bad %s payload: %s", self.device_name, frame.type.name, exc)
+            return
+        if isinstance(message, Hello):
+            self._on_hello(message, frame.sequence)
+            return
+        self._check_sequence(frame.sequence)
+        if isinstance(message, Heartbeat):
+            if self.node is not None:
+                self._clock.observe(message.tick, arrival_ns)
+        elif isinstance(message, Ack):
+            if self._pending.pop(message.sequence, None) is not None:
+                log.info("%s: node %d accepted the settings", self.device_name, cfg.node_id)
+        elif isinstance(message, Nack):
+            self._pending.pop(message.sequence, None)
+            self.errors["config_nack"] += 1
+            key = _key_name(message.detail)
+            log.warning("%s: node %d refused the settings: %s (key %s)", self.device_name,
+                        cfg.node_id, message.reason.name.lower(), key)
+        elif isinstance(message, Error):
+            self.errors["node_error"] += 1
+            where = "" if message.channel == 0xFF else f" on channel {message.channel}"
+            log.warning("%s: node %d error 0x%04x%s: %s", self.device_name, cfg.node_id,
+                        message.code, where, message.text)
+
+    def _check_sequence(self, seq: int) -> None:
+        last = self._last_seq
+        self._last_seq = seq
+        if last is None:
+            return
+        expected = (last + 1) & 0xFFFF
+        if seq != expected:
+            jump = (seq - expected) & 0xFFFF
+            if jump < 0x8000:
+                self.errors["sequence_gaps"] += 1
+                self.errors["frames_missed"] += jump
+            else:
+                self.errors["sequence_backwards"] += 1
+
+    def _on_hello(self, hello: Hello, seq: int) -> None:
+        cfg = self.config
+        first = self.node is None
+        rebooted = not first and seq == 0
+        if rebooted:
+            self.errors["node_reboots"] += 1
+            log.warning("%s: node %d rebooted", self.device_name, cfg.node_id)
+        if first or rebooted or hello.tick_hz != self._clock.tick_hz:
+            self._clock.reset(hello.tick_hz)
+        self._last_seq = seq
+        self.node = hello
+        if first:
+            fw = ".".join(map(str, hello.firmware))
+            log.info("%s: node %d is %s, firmware %s, %d sensors", self.device_name,
+                     cfg.node_id, hello.hardware, fw, len(hello.sensors))
+        self._map_channels(hello, log_problems=first)
+        if rebooted and self._serial is not None:
+            self._send_settings()  # a rebooted node forgot them
+        if self._hello_seen is not None:
+            self._hello_seen.set()
+
+    def _map_channels(self, hello: Hello, log_problems: bool) -> None:
+        by_name = {s.name: s for s in hello.sensors}
+        by_channel = {s.channel: s for s in hello.sensors}
+        self._position_of_channel[:] = -1
+        missing: list[int] = []
+        for pos, tag in enumerate(self.config.tags):
+            sensor = by_name.get(tag.sensor) if tag.sensor is not None else by_channel.get(
+                tag.channel if tag.channel is not None else -1)
+            if sensor is None:
+                if tag.channel is not None:  # numbered channels work unannounced
+                    self._position_of_channel[tag.channel] = pos
+                    continue
+                missing.append(pos)
+                if log_problems:
+                    self.errors["unknown_sensor"] += 1
+                    log.warning("%s: tag %s: the node has no sensor %r (it has %s); the tag "
+                                "is BAD", self.device_name, tag.name, tag.sensor,
+                                ", ".join(sorted(by_name)) or "none")
+                continue
+            self._position_of_channel[sensor.channel] = pos
+            if log_problems and tag.unit and sensor.unit and tag.unit != sensor.unit:
+                self.errors["unit_mismatch"] += 1
+                log.warning("%s: tag %s is configured in %s but the node reports %s in %s",
+                            self.device_name, tag.name, tag.unit, sensor.name, sensor.unit)
+        self._missing = missing
+
+    def _on_readings(self, frame: Frame, arrival_ns: int) -> None:
+        if self.node is None:  # no tick rate yet: ask again, drop these
+            self._send(HelloRequest())
+            return
+        try:
+            flags, base, rows = readings_array(frame.payload)
+        except MessageError as exc:
+            self.errors["frame_payload"] += 1
+            log.debug("%s: bad READINGS payload: %s", self.device_name, exc)
+            return
+        if not len(rows):
+            return
+        offsets = rows["offset"].astype(np.int64)
+        if flags & FLAG_UNIX_MS:
+            ts = (base + offsets) * 1_000_000
+        else:
+            ticks = base + offsets
+            self._clock.observe(int(ticks.max()), arrival_ns)
+            ts = self._clock.to_ns(ticks)
+        positions = self._position_of_channel[rows["channel"]]
+        keep = positions >= 0
+        self.readings_received += len(rows)
+        if not keep.all():
+            rows, positions, ts = rows[keep], positions[keep], ts[keep]
+        if not len(rows):
+            return
+        quality = _QUALITY_OF_STATUS[rows["status"]]
+        values = rows["value"].astype(np.float64)
+        values[quality == Quality.BAD] = np.nan
+        batch = SampleBatch(self._tag_id_array[positions], values, ts.astype(np.int64), quality)
+        if self._emit is not None:
+            self._emit(batch)
+
+    # -- sending ------------------------------------------------------------------------
+    def _send(self, message: Message) -> int:
+        """Send one message to the node; return its sequence."""
+        port = self._serial
+        if port is None:
+            raise ConnectionLost("not connected")
+        seq = self._tx_seq
+        self._tx_seq = (seq + 1) & 0xFFFF
+        try:
+            port.write(encode_message(message, self.config.node_id, seq))
+        except _SERIAL_ERRORS as exc:
+            self._set_lost(f"write failed: {exc}")
+            raise ConnectionLost(f"{self.config.port}: write failed: {exc}") from exc
+        return seq
+
+    def _send_settings(self) -> None:
+        cfg = self.config
+        entries: list[tuple[int, int]] = []
+        if cfg.sample_interval is not None:
+            ms = max(1, round(cfg.sample_interval * 1000))
+            entries.append((ConfigKey.SAMPLE_INTERVAL_MS, ms))
+        if cfg.samples_per_frame is not None:
+            entries.append((ConfigKey.SAMPLES_PER_FRAME, cfg.samples_per_frame))
+        if cfg.heartbeat_interval is not None:
+            entries.append(
+                (ConfigKey.HEARTBEAT_INTERVAL_MS, max(1, round(cfg.heartbeat_interval * 1000)))
+            )
+        if entries:
+            message = SetConfig(tuple(entries))
+            self._pending[self._send(message)] = message
+
+
+def _key_name(key: int) -> str:
+    try:
+        return ConfigKey(key).name.lower()
+    except ValueError:
+        return str(key)

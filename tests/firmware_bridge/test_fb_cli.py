@@ -1,0 +1,50 @@
+"""``chenxing-hil sim mcu-node`` as a real process: a gateway-side driver reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from firmware_bridge.config import McuNodeDeviceConfig
+from firmware_bridge.driver import McuNodeDriver
+from gateway.types import SampleBatch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_cli_node_streams_to_a_driver() -> None:
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hil.cli", "sim", "mcu-node", "--node-id", "9",
+        "--sample-interval", "10", "--samples-per-frame", "2",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        assert line.startswith("mcu-node 9 on /dev/pts/"), line
+        port = line.split()[3]
+        config = McuNodeDeviceConfig.model_validate({
+            "name": "n", "protocol": "mcu_node", "port": port, "node_id": 9,
+            "tags": [{"name": "t", "sensor": "temperature", "unit": "degC"}],
+        })
+        driver = McuNodeDriver(config, [0])
+        got: list[SampleBatch] = []
+        await driver.connect()
+        task = asyncio.create_task(driver.subscribe(got.append))
+        for _ in range(200):
+            if sum(len(b) for b in got) >= 5:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await driver.close()
+        assert sum(len(b) for b in got) >= 5
+        assert driver.node is not None and driver.node.hardware == "cx-sim-node"
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
