@@ -1,0 +1,256 @@
+"""Feature windows: per-tag NumPy ring buffers and vectorised window aggregations.
+
+A :class:`WindowStore` keeps the most recent ``capacity`` samples of every tag a
+model reads, as ``[tags, capacity]`` arrays. Appending a batch and aggregating
+any number of (tag, window, aggregation) requests are a handful of array
+operations; nothing loops over samples in Python.
+
+Window semantics (time-aligned): a window is the half-open interval
+``(start_ns, end_ns]``; every input of one inference uses the same ``end_ns``
+(the trigger time). Only good samples count. Aggregations over the good samples
+of a window, in time order:
+
+``last`` the latest value at or before the window's end, even when it is older
+than the window (a value reported by exception holds until it changes);
+``mean``, ``min``, ``max``; ``std`` (population); ``rms`` = sqrt(mean(v^2));
+``slope`` least-squares slope in units per second (needs 2 distinct timestamps);
+``integral`` the area under the good samples joined by straight lines, in units x
+seconds, from the window's start to its end: the stretches before the first and
+after the last sample are interpolated with the nearest good sample outside the
+window when there is one, so back-to-back windows add up (a lone sample with no
+neighbour outside gives NaN); ``count`` the number of good samples. An empty
+window gives NaN for all but ``count`` (0) and ``last``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_models.manifest import Aggregation
+from gateway.types import Quality, SampleBatch
+
+_NO_TS = np.iinfo(np.int64).min
+AGGREGATION_CODES: dict[Aggregation, int] = {a: i for i, a in enumerate(Aggregation)}
+
+
+class WindowStore:
+    """Ring buffers of recent good samples of the watched tags, indexed by tag id."""
+
+    def __init__(self, catalog_size: int, capacity: int = 4096) -> None:
+        if capacity < 2:
+            raise ValueError("window capacity must be at least 2 samples")
+        self.capacity = capacity
+        self._slot_of = np.full(catalog_size, -1, np.int64)
+        self.tag_ids = np.empty(0, np.int64)
+        self.values = np.empty((0, capacity), np.float64)
+        self.ts_ns = np.empty((0, capacity), np.int64)
+        self.good = np.empty((0, capacity), bool)
+        self._head = np.empty(0, np.int64)
+
+    def watch(self, tag_ids: Iterable[int]) -> None:
+        """Start buffering these tags (those already watched keep their samples)."""
+        new = sorted({int(t) for t in tag_ids if self._slot_of[int(t)] < 0})
+        if not new:
+            return
+        k, cap = len(new), self.capacity
+        self._slot_of[new] = np.arange(len(self.tag_ids), len(self.tag_ids) + k)
+        self.tag_ids = np.concatenate([self.tag_ids, np.asarray(new, np.int64)])
+        self.values = np.concatenate([self.values, np.full((k, cap), np.nan)])
+        self.ts_ns = np.concatenate([self.ts_ns, np.full((k, cap), _NO_TS, np.int64)])
+        self.good = np.concatenate([self.good, np.zeros((k, cap), bool)])
+        self._head = np.concatenate([self._head, np.zeros(k, np.int64)])
+
+    def slot(self, tag_id: int) -> int:
+        """Row of a watched tag (-1 when not watched)."""
+        return int(self._slot_of[tag_id])
+
+    def append(self, batch: SampleBatch) -> None:
+        """Buffer the samples of watched tags (any order, several per tag allowed)."""
+        if not len(batch) or not len(self.tag_ids):
+            return
+        ids = batch.tag_ids.astype(np.int64)
+        slots = self._slot_of[ids]
+        sel = slots >= 0
+        if not sel.any():
+            return
+        slots = slots[sel]
+        values = _as_float(batch.values[sel])
+        ts = batch.ts_ns[sel]
+        good = (batch.quality[sel] == Quality.GOOD) & np.isfinite(values)
+        order = np.lexsort((ts, slots))
+        slots, values, ts, good = slots[order], values[order], ts[order], good[order]
+        uniq, first, counts = np.unique(slots, return_index=True, return_counts=True)
+        rank = np.arange(len(slots)) - np.repeat(first, counts)
+        keep = rank >= np.repeat(counts, counts) - self.capacity  # at most capacity per tag
+        pos = (self._head[slots] + rank) % self.capacity
+        slots, pos = slots[keep], pos[keep]
+        self.values[slots, pos] = values[keep]
+        self.ts_ns[slots, pos] = ts[keep]
+        self.good[slots, pos] = good[keep]
+        self._head[uniq] = (self._head[uniq] + counts) % self.capacity
+
+    def aggregate(
+        self,
+        slots: npt.ArrayLike,
+        start_ns: npt.ArrayLike,
+        end_ns: npt.ArrayLike,
+        codes: npt.ArrayLike,
+    ) -> npt.NDArray[np.float64]:
+        """One feature per request: row ``slots[i]`` over ``(start_ns[i], end_ns[i]]``
+        aggregated by ``AGGREGATION_CODES`` code ``codes[i]``."""
+        rows = np.asarray(slots, np.int64)
+        return aggregate(
+            self.values[rows],
+            self.ts_ns[rows],
+            self.good[rows],
+            np.asarray(start_ns, np.int64),
+            np.asarray(end_ns, np.int64),
+            np.asarray(codes, np.int64),
+        )
+
+
+def _as_float(values: np.ndarray) -> npt.NDArray[np.float64]:
+    if values.dtype != object:
+        return values.astype(np.float64, copy=False)
+    numeric = np.array([isinstance(v, int | float) for v in values.tolist()], bool)
+    out = np.full(len(values), np.nan)
+    out[numeric] = values[numeric].astype(np.float64)
+    return out
+
+
+def aggregate(
+    values: npt.NDArray[np.float64],
+    ts_ns: npt.NDArray[np.int64],
+    good: npt.NDArray[np.bool_],
+    start_ns: npt.NDArray[np.int64],
+    end_ns: npt.NDArray[np.int64],
+    codes: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """Aggregate each row of ``[n, cap]`` sample arrays over its own window (see module doc)."""
+    n, cap = values.shape
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    in_window = good & (ts_ns > start_ns[:, None]) & (ts_ns <= end_ns[:, None])
+    # compact each row: the window's samples first, in time order
+    key = np.where(in_window, ts_ns, np.iinfo(np.int64).max)
+    order = np.argsort(key, axis=1, kind="stable")
+    v = np.take_along_axis(values, order, axis=1)
+    t = np.take_along_axis(ts_ns, order, axis=1)
+    count = in_window.sum(axis=1)
+    valid = np.arange(cap)[None, :] < count[:, None]
+    vz = np.where(valid, v, 0.0)
+    has = count > 0
+    safe_n = np.maximum(count, 1)
+    for agg, code in AGGREGATION_CODES.items():
+        rows = codes == code
+        if not rows.any():
+            continue
+        if agg is Aggregation.COUNT:
+            out[rows] = count[rows]
+            continue
+        if agg is Aggregation.LAST:  # held: the latest good value up to the window's end
+            upto = good[rows] & (ts_ns[rows] <= end_ns[rows, None])
+            i = np.argmax(np.where(upto, ts_ns[rows], np.iinfo(np.int64).min), axis=1)
+            held = values[rows][np.arange(int(rows.sum())), i]
+            out[rows] = np.where(upto.any(axis=1), held, np.nan)
+            continue
+        r = rows & has
+        if not r.any():
+            continue
+        if agg is Aggregation.MEAN:
+            out[r] = vz[r].sum(axis=1) / safe_n[r]
+        elif agg is Aggregation.MIN:
+            out[r] = np.where(valid[r], v[r], np.inf).min(axis=1)
+        elif agg is Aggregation.MAX:
+            out[r] = np.where(valid[r], v[r], -np.inf).max(axis=1)
+        elif agg is Aggregation.STD:
+            mean = vz[r].sum(axis=1) / safe_n[r]
+            dev = np.where(valid[r], v[r] - mean[:, None], 0.0)
+            out[r] = np.sqrt((dev * dev).sum(axis=1) / safe_n[r])
+        elif agg is Aggregation.RMS:
+            out[r] = np.sqrt((vz[r] * vz[r]).sum(axis=1) / safe_n[r])
+        elif agg is Aggregation.SLOPE:
+            out[r] = _slope(v[r], t[r], valid[r], safe_n[r])
+        elif agg is Aggregation.INTEGRAL:
+            out[r] = _integral(v[r], t[r], count[r])
+    integral = (codes == AGGREGATION_CODES[Aggregation.INTEGRAL]) & has
+    if integral.any():  # the stretches between the window's bounds and its outer samples
+        last = np.maximum(count[integral] - 1, 0)
+        rows = np.flatnonzero(integral)
+        out[integral] = _bounded_integral(
+            out[integral], values[integral], ts_ns[integral], good[integral],
+            start_ns[integral], end_ns[integral], v[rows, 0], t[rows, 0], v[rows, last],
+            t[rows, last], count[integral])
+    return out
+
+
+def _slope(v: np.ndarray, t: np.ndarray, valid: np.ndarray, n: np.ndarray) -> np.ndarray:
+    sec = np.where(valid, (t - t[:, :1]).astype(np.float64) / 1e9, 0.0)
+    vz = np.where(valid, v, 0.0)
+    tm = sec.sum(axis=1) / n
+    vm = vz.sum(axis=1) / n
+    dt = np.where(valid, sec - tm[:, None], 0.0)
+    dv = np.where(valid, vz - vm[:, None], 0.0)
+    sxx = (dt * dt).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sxx > 0, (dt * dv).sum(axis=1) / np.where(sxx > 0, sxx, 1.0), np.nan)
+
+
+def _integral(v: np.ndarray, t: np.ndarray, count: np.ndarray) -> np.ndarray:
+    if v.shape[1] < 2:
+        return np.full(len(v), np.nan)
+    pair = np.arange(v.shape[1] - 1)[None, :] < (count - 1)[:, None]
+    dt = np.where(pair, (t[:, 1:] - t[:, :-1]).astype(np.float64) / 1e9, 0.0)
+    mid = np.where(pair, 0.5 * (v[:, 1:] + v[:, :-1]), 0.0)
+    return np.where(count >= 2, (mid * dt).sum(axis=1), np.nan)
+
+
+def _bounded_integral(inner: np.ndarray, values: np.ndarray, ts: np.ndarray, good: np.ndarray,
+                      start: np.ndarray, end: np.ndarray, v_first: np.ndarray,
+                      t_first: np.ndarray, v_last: np.ndarray, t_last: np.ndarray,
+                      count: np.ndarray) -> np.ndarray:
+    """Add to the integral over the window's samples the stretch from ``start`` to the first
+    sample and from the last sample to ``end``, interpolating linearly with the nearest good
+    sample outside the window where there is one (none: that stretch is left out). Windows
+    that meet at a bound thus add up to the integral over both."""
+    lo = np.iinfo(np.int64).min
+    before = good & (ts <= start[:, None])
+    after = good & (ts > end[:, None])
+    rows = np.arange(len(values))
+    i = np.argmax(np.where(before, ts, lo), axis=1)
+    j = np.argmin(np.where(after, ts, np.iinfo(np.int64).max), axis=1)
+    has_prev, has_next = before.any(axis=1), after.any(axis=1)
+
+    def stretch(t_out: np.ndarray, v_out: np.ndarray, t_in: np.ndarray, v_in: np.ndarray,
+                bound: np.ndarray, use: np.ndarray) -> np.ndarray:
+        span = (t_in - t_out).astype(np.float64)
+        span = np.where(use & (span != 0), span, 1.0)
+        v_bound = v_out + (v_in - v_out) * (bound - t_out).astype(np.float64) / span
+        area = 0.5 * (v_bound + v_in) * np.abs(t_in - bound).astype(np.float64) / 1e9
+        return np.where(use, area, 0.0)
+
+    lead = stretch(ts[rows, i], values[rows, i], t_first, v_first, start, has_prev)
+    tail = stretch(ts[rows, j], values[rows, j], t_last, v_last, end, has_next)
+    total = np.where(count >= 2, inner, 0.0) + lead + tail
+    return np.where((count < 2) & ~has_prev & ~has_next, np.nan, total)
+
+
+def cycle_edges(
+    prev: float, values: npt.NDArray[np.float64], edge: str
+) -> npt.NDArray[np.bool_]:
+    """Which samples of a cycle tag (in time order, ``prev`` the value before them) end a
+    cycle: ``increment`` the value rose, ``rising`` 0 -> non-zero, ``falling`` non-zero -> 0.
+    A NaN ``prev`` (nothing seen yet) never makes an edge."""
+    before = np.concatenate([[prev], values[:-1]])
+    with np.errstate(invalid="ignore"):
+        if edge == "increment":
+            hit = values > before
+        elif edge == "rising":
+            hit = (before == 0) & (values != 0)
+        else:
+            hit = (before != 0) & (values == 0)
+    return hit & np.isfinite(before) & np.isfinite(values)
