@@ -10,7 +10,7 @@ test:
 
 bench:
 	./scripts/bootstrap.sh
-	.venv/bin/python bench/pipeline.py
+	.venv/bin/python -m bench.pipeline
 
 lint:
 	.venv/bin/ruff check .

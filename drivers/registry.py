@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING
 
 from drivers.modbus.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig
 from drivers.opcua.config import OpcUaDeviceConfig
+from firmware_bridge.config import McuNodeDeviceConfig
 
 if TYPE_CHECKING:
     from drivers.base import Driver
     from gateway.config.device import DeviceConfig
     from gateway.tags import TagCatalog
 
-DEVICE_CONFIG_TYPES = (ModbusTcpDeviceConfig, ModbusRtuDeviceConfig, OpcUaDeviceConfig,)
+DEVICE_CONFIG_TYPES = (
+    ModbusTcpDeviceConfig, ModbusRtuDeviceConfig, OpcUaDeviceConfig, McuNodeDeviceConfig,
+)
 
 
 def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
@@ -33,4 +36,8 @@ def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
         from drivers.opcua.driver import OpcUaDriver
 
         return OpcUaDriver(device, catalog.ids_of_device(device.name))
+    if isinstance(device, McuNodeDeviceConfig):
+        from firmware_bridge.driver import McuNodeDriver
+
+        return McuNodeDriver(device, catalog.ids_of_device(device.name))
     raise ValueError(f"no driver for protocol {device.protocol!r}")

@@ -98,6 +98,8 @@ class HttpApi:
             "devices": devices,
             "outbox": outbox,
         }
+        if getattr(gw, "models", None) is not None:
+            body["models"] = gw.models.health()  # per manifest: loaded, version, last error
         return healthy, body
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -85,6 +85,9 @@ class GatewayCollector(Collector):
             value=p.samples_invalid,
         )
 
+        if getattr(gw, "models", None) is not None:
+            yield from gw.models.metrics()  # per-model inferences, errors, latency, loads
+
         nb = gw.northbound
         if nb is None:
             return
@@ -144,6 +147,22 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "chenxing_uptime_seconds", "Seconds since the gateway started", value=gw.uptime_s
         )
+        yield CounterMetricFamily(
+            "chenxing_restricted_samples_withheld",
+            "Samples of restricted tags kept in the gateway (northbound.publish_restricted off)",
+            value=c.restricted_withheld,
+        )
+        if gw.commands is not None:
+            cc = gw.commands.counters
+            commands = CounterMetricFamily(
+                "chenxing_commands", "Commands from the brain by outcome", labels=["outcome"]
+            )
+            for outcome in ("accepted", "rejected", "failed", "duplicates"):
+                commands.add_metric([outcome.rstrip("s")], getattr(cc, outcome))
+            yield commands
+            yield CounterMetricFamily(
+                "chenxing_command_writes", "Writes sent to devices by commands", value=cc.writes
+            )
 
 
 def _spool_metrics(stats: OutboxStats) -> Iterator[Metric]:

@@ -226,6 +226,43 @@ def opcua_plc(
         raise click.ClickException(str(exc)) from exc
 
 
+@sim.command("mcu-node")
+@click.option("--node-id", type=click.IntRange(0, 0xFFFE), default=1, show_default=True,
+              help="The node's id.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Signal seed.")
+@click.option("--sample-interval", type=click.IntRange(1, 60_000), default=100,
+              show_default=True, help="Milliseconds between samples.")
+@click.option("--samples-per-frame", type=click.IntRange(1, 42), default=5, show_default=True,
+              help="Samples per sensor in one READINGS frame.")
+@click.option("--heartbeat-interval", type=click.IntRange(100, 60_000), default=1000,
+              show_default=True, help="Milliseconds between heartbeats when idle.")
+def mcu_node(
+    node_id: int, seed: int, sample_interval: int, samples_per_frame: int,
+    heartbeat_interval: int,
+) -> None:
+    """MCU sensor node (vibration, temperature, humidity) on a pty (firmware_bridge/PROTOCOL.md)."""
+    from hil.devices.mcu_node import McuNodeSimulator, NodeSettings
+
+    settings = NodeSettings(sample_interval, samples_per_frame, heartbeat_interval)
+    simulator = McuNodeSimulator(node_id=node_id, seed=seed, settings=settings)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with simulator:
+            click.echo(f"mcu-node {node_id} on {simulator.serial_path} (115200 baud 8N1, "
+                       f"seed {seed}, {sample_interval} ms x {samples_per_frame})")
+            await stop.wait()
+        log.info("mcu-node stopped")
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 

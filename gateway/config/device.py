@@ -46,6 +46,17 @@ class TagConfig(StrictModel):
     range: tuple[float, float] | None = Field(
         default=None, description="[min, max] accepted for writes (required when writable)"
     )
+    max_write_rate: float = Field(
+        default=60.0,
+        gt=0,
+        description="writes accepted per minute (sliding 60 s window); faster commands are "
+        "rejected",
+    )
+    verify_write: bool = Field(
+        default=False,
+        description="after a write, wait for the next sample of the tag and compare it with "
+        "the written value (commands.verify_timeout)",
+    )
 
     @model_validator(mode="after")
     def _check_write_range(self) -> TagConfig:

@@ -12,16 +12,17 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.config.models import GatewayConfig, NorthboundConfig
 from gateway.config.types import SecretRef
 from gateway.errors import ConfigError, ConfigProblem
 
 KeyPath = tuple[str | int, ...]
+_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +205,44 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int]) -> list[Co
     return problems
 
 
+def validate_yaml_text(
+    model: type[_M],
+    text: str,
+    file: str,
+    extra_checks: Callable[[Any, str, dict[KeyPath, int]], list[ConfigProblem]] | None = None,
+) -> _M:
+    """Validate YAML text into ``model``; raise :class:`ConfigError` listing every problem,
+    each with file, line and key path (the machinery of the gateway config, for other files
+    such as model manifests). ``extra_checks(data, file, lines)`` adds cross-field problems."""
+    located = parse_yaml(text, file)
+    problems = list(located.problems)
+    data, lines = located.data, located.lines
+    result: _M | None = None
+    if data is not None:
+        if not isinstance(data, dict):
+            problems.append(ConfigProblem(file, 1, (), "the top level must be a mapping of keys"))
+        else:
+            try:
+                result = model.model_validate(data)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    path = _resolve_loc(data, err["loc"])
+                    problems.append(
+                        ConfigProblem(file, _line_of(lines, path), path, _humanise(err))
+                    )
+            if extra_checks is not None:
+                problems.extend(extra_checks(data, file, lines))
+    if problems or result is None:
+        problems.sort(key=lambda p: (p.line, p.path_text))
+        raise ConfigError(problems)
+    return result
+
+
+def line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
+    """The line of ``path`` in a parsed file, or of its nearest ancestor."""
+    return _line_of(lines, path)
+
+
 def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     def rel(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
@@ -216,12 +255,26 @@ def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             "models": config.models.model_copy(update={"dir": rel(config.models.dir)}),
             "devices": [device.with_base_dir(base) for device in config.devices],
             "northbound": _resolve_spool_path(config, rel),
+            "commands": config.commands.model_copy(
+                update={
+                    "audit_log": None
+                    if config.commands.audit_log is None
+                    else rel(config.commands.audit_log)
+                }
+            ),
         }
     )
 
 
 def _resolve_spool_path(config: GatewayConfig, rel: Callable[[Path], Path]) -> NorthboundConfig:
     nb = config.northbound
+    tls = nb.mqtt.tls
+    if tls is not None:  # TLS files, like the spool, are relative to the config file
+        tls = tls.model_copy(update={
+            k: None if getattr(tls, k) is None else rel(getattr(tls, k))
+            for k in ("ca", "certificate", "key")
+        })
+        nb = nb.model_copy(update={"mqtt": nb.mqtt.model_copy(update={"tls": tls})})
     if nb.spool.path is None:
         return nb
     return nb.model_copy(update={"spool": nb.spool.model_copy(update={"path": rel(nb.spool.path)})})

@@ -39,6 +39,31 @@ class Identity(StrictModel):
     )
 
 
+class MqttTlsConfig(StrictModel):
+    """TLS to the broker; with ``certificate`` and ``key`` also mutual TLS."""
+
+    ca: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the broker's certificate; default the "
+        "system's trusted CAs; relative to the config file",
+    )
+    certificate: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (with key)"
+    )
+    key: Path | None = Field(default=None, description="PEM private key of the certificate")
+    insecure_skip_verify: bool = Field(
+        default=False,
+        description="accept any broker certificate and host name (testing only: it allows a "
+        "man in the middle)",
+    )
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> MqttTlsConfig:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("a client certificate needs its key: set both or neither")
+        return self
+
+
 class MqttConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -50,6 +75,9 @@ class MqttConfig(StrictModel):
     qos: Literal[0, 1] = Field(default=1, description="QoS of data, birth and death messages")
     reconnect_min: PositiveDuration = Field(default=1.0, description="first reconnect delay")
     reconnect_max: PositiveDuration = Field(default=60.0, description="longest reconnect delay")
+    tls: MqttTlsConfig | None = Field(
+        default=None, description="TLS (port usually 8883); host names are verified"
+    )
 
 
 class OutboxConfig(StrictModel):
@@ -108,6 +136,32 @@ class NorthboundConfig(StrictModel):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    publish_restricted: bool = Field(
+        default=False,
+        description="publish tags classified 'restricted' in births and data; by default "
+        "they never leave the gateway",
+    )
+
+
+class CommandsConfig(StrictModel):
+    """Writes from the brain (``cmd`` topic): off unless enabled."""
+
+    enabled: bool = Field(
+        default=False, description="subscribe to {topic_root}/{site}/{line}/{gateway}/cmd"
+    )
+    audit_log: Path | None = Field(
+        default=None,
+        description="append-only JSON-lines audit of every command and write; default "
+        "{state_dir}/audit.log; relative to the config file",
+    )
+    verify_timeout: PositiveDuration = Field(
+        default=5.0,
+        description="how long a write with verify_write waits for a read-back sample",
+    )
+    max_writes_per_command: int = Field(default=32, ge=1, le=1000)
+
+    def resolved_audit_log(self, state_dir: Path) -> Path:
+        return self.audit_log if self.audit_log is not None else state_dir / "audit.log"
 
 
 class ModelsConfig(StrictModel):
@@ -115,6 +169,22 @@ class ModelsConfig(StrictModel):
 
     enabled: bool = False
     dir: Path = Field(default=Path("models"), description="relative to the config file")
+    device: Name = Field(
+        default="models",
+        description="synthetic device holding the model output tags: {device}.{model}/{output}",
+    )
+    watch_interval: Duration = Field(
+        default=2.0, description="poll the folder for changed models this often; 0: only on "
+        "SIGHUP or a reload command"
+    )
+    tick: PositiveDuration = Field(
+        default=0.1, description="how often due inferences are gathered and run (one batched "
+        "run per model)"
+    )
+    window_capacity: int = Field(
+        default=4096, ge=16, le=1_000_000,
+        description="samples kept per input tag for the feature windows",
+    )
 
 
 class HttpConfig(StrictModel):
@@ -149,5 +219,6 @@ class GatewayConfig(StrictModel):
     devices: list[DeviceSection] = Field(min_length=1)
     northbound: NorthboundConfig = Field(default_factory=NorthboundConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -1,6 +1,7 @@
 """The JSON payload contract, version 1 (see docs/contract-json.md).
 
-Topics: ``{topic_root}/{site}/{line}/{gateway}/{birth|data|death}``.
+Topics: ``{topic_root}/{site}/{line}/{gateway}/{birth|data|death}``; commands
+arrive on ``.../cmd`` and are answered on ``.../cmd-result``.
 Data messages are column-oriented so a batch encodes with array ``tolist()``
 calls instead of one Python dict per sample.
 """
@@ -8,15 +9,17 @@ calls instead of one Python dict per sample.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from gateway.commands.result import CommandResult
 from gateway.config.models import GatewayConfig
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import OutboxStats
 from gateway.tags import TagCatalog
-from gateway.types import QUALITY_NAME_ARRAY, SampleBatch
+from gateway.types import QUALITY_NAME_ARRAY, Classification, SampleBatch
 
 CONTRACT_VERSION = 1
 _NS_PER_MS = 1_000_000
@@ -31,8 +34,21 @@ class JsonContract:
         self.base_topic = f"{root}/{ident.site}/{ident.line}/{ident.id}"
         self.qos = config.northbound.mqtt.qos
         self.catalog = catalog
+        self.commands_enabled = config.commands.enabled
+        #: per tag id: may it leave the gateway (restricted tags only when configured)
+        self.publishable_mask = np.array(
+            [
+                config.northbound.publish_restricted
+                or t.classification is not Classification.RESTRICTED
+                for t in catalog.tags
+            ],
+            dtype=bool,
+        )
+        self._all_publishable = bool(self.publishable_mask.all())
         self._ident = ident
         self._version = gateway_version
+        #: the edge models in service (name, version, sha256, role) for the birth
+        self.models_info: Callable[[], list[dict[str, Any]]] | None = None
         self._header = {
             "v": CONTRACT_VERSION,
             "gateway": ident.id,
@@ -42,6 +58,13 @@ class JsonContract:
 
     def topic(self, kind: str) -> str:
         return f"{self.base_topic}/{kind}"
+
+    def publishable(self, batch: SampleBatch) -> SampleBatch:
+        """``batch`` without the samples of tags that must not leave the gateway."""
+        if self._all_publishable or not len(batch):
+            return batch
+        keep = self.publishable_mask[batch.tag_ids]
+        return batch if keep.all() else batch.select(keep)
 
     def _dumps(self, body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
@@ -64,10 +87,15 @@ class JsonContract:
             "gateway_version": self._version,
             "description": self._ident.description,
             "devices": [{"name": name, "state": state} for name, state in devices.items()],
-            "tags": [t.catalog_entry() for t in self.catalog.tags],
+            "tags": [
+                t.catalog_entry() for t in self.catalog.tags if self.publishable_mask[t.id]
+            ],
+            "commands": self.commands_enabled,
         }
         if spool is not None:
             body["spool"] = spool_summary(spool)
+        if self.models_info is not None:
+            body["models"] = self.models_info()
         return OutboundMessage(
             self.topic("birth"), self._dumps(body), "birth", self.qos, retain=True
         )
@@ -84,6 +112,26 @@ class JsonContract:
         return OutboundMessage(
             self.topic("death"), self._dumps(body), "death", self.qos, retain=True
         )
+
+    def event(self, event: dict[str, Any], ts_ns: int) -> OutboundMessage:
+        """An event (e.g. a model alarm raised or cleared) on ``.../event``. Not retained."""
+        body = {**self._header, "type": "event", "ts": ts_ns // _NS_PER_MS, **event}
+        return OutboundMessage(self.topic("event"), self._dumps(body), "event", self.qos)
+
+    def cmd_result(self, result: CommandResult, ts_ns: int) -> OutboundMessage:
+        """The answer to a command: its outcome and one outcome per write. Not retained."""
+        body: dict[str, Any] = {
+            **self._header,
+            "type": "cmd-result",
+            "id": result.id,
+            "ts": ts_ns // _NS_PER_MS,
+            "status": result.status,
+            "reason": result.reason,
+            "results": [o.as_dict() for o in result.results],
+        }
+        if result.duplicate:
+            body["duplicate"] = True
+        return OutboundMessage(self.topic("cmd-result"), self._dumps(body), "cmd-result", 1)
 
     def data(self, batch: SampleBatch, seq: int, session: int, ts_ns: int) -> OutboundMessage:
         """One data message carrying every sample of ``batch``."""
@@ -123,7 +171,6 @@ class JsonContract:
             oldest_ns=int(batch.ts_ns.min()) if len(batch) else 0,
             seq=seq,
         )
-
 
     def _numeric_cells(self, ids: np.ndarray, values: np.ndarray) -> list[Any]:
         """JSON cells: bools as true/false, integer tags as integers, NaN as null."""

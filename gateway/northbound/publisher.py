@@ -41,6 +41,9 @@ class NorthboundCounters:
     buffered_samples: int = 0
     encode_failures: int = 0
     encode_dropped_samples: int = 0
+    #: samples of restricted tags kept inside the gateway (northbound.publish_restricted off)
+    restricted_withheld: int = 0
+    answers_unsent: int = 0
 
 
 class ReplayBudget:
@@ -105,6 +108,10 @@ class Northbound:
 
     # --- input from the pipeline --------------------------------------------------------
     def submit(self, batch: SampleBatch) -> None:
+        visible = self.contract.publishable(batch)
+        if visible is not batch:
+            self.counters.restricted_withheld += len(batch) - len(visible)
+            batch = visible
         if len(batch):
             self._buffer.append(batch)
             self.counters.buffered_samples += len(batch)
@@ -217,6 +224,15 @@ class Northbound:
             message.id = next(self._control_ids)
         self._inflight[message.id] = message
         self.link.publish(message)
+
+    def send_control(self, message: OutboundMessage) -> None:
+        """Publish a message outside the outbox (a command answer) if connected; otherwise
+        it is dropped and counted (the audit log has the outcome)."""
+        if not self.link.connected.is_set():
+            self.counters.answers_unsent += 1
+            log.warning("not connected: %s to %s not sent", message.kind, message.topic)
+            return
+        self._send(message)
 
     def rebirth(self) -> None:
         """Send a fresh birth on the current connection (e.g. after a device state change)."""

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from drivers.base import Driver
 from drivers.registry import create_driver
 from gateway import __version__
+from gateway.commands import AuditLog, CommandExecutor, CommandResult
 from gateway.config.loader import resolve_secret
 from gateway.config.models import GatewayConfig
 from gateway.northbound.contract_json import JsonContract
@@ -24,7 +29,12 @@ from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
 from gateway.pipeline import Pipeline
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.tags import TagCatalog
-from gateway.types import SampleBatch
+from gateway.types import SampleBatch, now_ns
+
+if TYPE_CHECKING:
+    from edge_models.engine import AlarmEvent
+    from edge_models.lifecycle import ModelService
+    from gateway.config.device import DeviceConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +54,64 @@ class Gateway:
     def __init__(self, config: GatewayConfig, config_dir: Path | None = None) -> None:
         self.config = config
         self.started_monotonic = time.monotonic()
-        self.catalog = TagCatalog([d for d in config.devices if d.enabled])
+        self.catalog = TagCatalog(
+            [d for d in config.devices if d.enabled] + _model_devices(config)
+        )
         self.pipeline = Pipeline(self.catalog)
         self.runners: dict[str, DeviceRunner] = {}
         self.northbound: Northbound | None = None
+        #: writes from the brain (``commands.enabled``)
+        self.commands: CommandExecutor | None = None
         self.http_port: int | None = None
         #: set once devices, northbound and the local API are running
         self.started = asyncio.Event()
         self.config_dir = config_dir
+        #: edge models (``models.enabled``): windows, inference, hot reload
+        self.models = self._build_models()
 
     # --- wiring ---------------------------------------------------------------------------
     def _on_batch(self, batch: SampleBatch) -> None:
+        if self.commands is not None:
+            self.commands.observe(batch)  # raw values, for read-back verification
         out = self.pipeline.process(batch)
         if self.northbound is not None:
             self.northbound.submit(out)
+        if self.models is not None:
+            self.models.engine.ingest(out)
+
+    # --- edge models ----------------------------------------------------------------------
+    def _build_models(self) -> ModelService | None:
+        if not self.config.models.enabled:
+            return None
+        from edge_models.lifecycle import build_service
+
+        return build_service(self.config.models, self.catalog, self._on_model_batch,
+                             self._on_alarm, self._on_models_changed)
+
+    def _on_model_batch(self, batch: SampleBatch) -> None:
+        """Model outputs: through the pipeline like any tag, and on to other models."""
+        out = self.pipeline.process(batch)
+        if self.northbound is not None:
+            self.northbound.submit(out)
+        if self.models is not None:
+            self.models.engine.ingest(out)
+
+    def _on_alarm(self, event: AlarmEvent) -> None:
+        if self.northbound is not None:
+            nb = self.northbound
+            nb.send_control(nb.contract.event({"event": "alarm", **event.as_dict()}, now_ns()))
+
+    def _on_models_changed(self) -> None:
+        if self.northbound is not None:
+            self.northbound.rebirth()  # the birth lists the models in service
+
+    def _sighup(self) -> None:
+        self._reload_task = asyncio.create_task(self.reload_models(), name="models-reload")
+
+    async def reload_models(self) -> None:
+        """Reload the models folder now (SIGHUP; also for a reload command)."""
+        if self.models is not None:
+            await self.models.reload()
 
     def _on_device_state(self, name: str, state: DeviceState) -> None:
         log.info("device %s is %s", name, state.value)
@@ -77,8 +131,13 @@ class Gateway:
         contract = JsonContract(self.config, self.catalog, __version__)
         sequence = SequenceStore(self.config.gateway.state_dir / "sequence.json")
 
+        subscriptions: tuple[tuple[str, int], ...] = ()
+        if self.commands is not None:
+            subscriptions = ((contract.topic("cmd"), 1),)
+
         def link_factory(will: OutboundMessage, on_ack, on_state) -> MqttLink:  # type: ignore[no-untyped-def]
-            return MqttLink(mqtt_cfg, client_id, will, password, on_ack, on_state)
+            return MqttLink(mqtt_cfg, client_id, will, password, on_ack, on_state,
+                            subscriptions, self._on_command)
 
         return Northbound(
             nb,
@@ -88,6 +147,30 @@ class Gateway:
             link_factory,
             self.device_states,
         )
+
+    # --- commands -------------------------------------------------------------------------
+    def _build_commands(self) -> CommandExecutor | None:
+        cfg = self.config.commands
+        if not cfg.enabled:
+            return None
+        audit = AuditLog(cfg.resolved_audit_log(self.config.gateway.state_dir))
+        return CommandExecutor(cfg, self.catalog, self.config.gateway.id, self._connected_driver,
+                               audit, self._answer_command)
+
+    def _connected_driver(self, device: str) -> Driver | None:
+        runner = self.runners.get(device)
+        if runner is None or runner.stats.state is not DeviceState.UP:
+            return None
+        return runner.driver
+
+    def _on_command(self, topic: str, payload: bytes, retained: bool) -> None:
+        if self.commands is not None:
+            self.commands.submit(topic, payload, retained)
+
+    def _answer_command(self, result: CommandResult) -> None:
+        if self.northbound is not None:
+            nb = self.northbound
+            nb.send_control(nb.contract.cmd_result(result, now_ns()))
 
     def _build_outbox(self) -> Outbox:
         """The disk spool (default), or the in-memory outbox when the spool is disabled."""
@@ -107,6 +190,7 @@ class Gateway:
         """Run until ``stop`` is set; then stop polling, flush, publish the death."""
         from gateway.http_api import HttpApi
 
+        self.commands = self._build_commands()
         self.northbound = self._build_northbound()
         for device in self.config.devices:
             if not device.enabled:
@@ -122,6 +206,16 @@ class Gateway:
             self.http_port = await http.start()
         tasks = [asyncio.create_task(r.run(), name=f"device:{n}") for n, r in self.runners.items()]
         nb_task = asyncio.create_task(self.northbound.run(), name="northbound")
+        models_task = None
+        if self.models is not None:
+            self.northbound.contract.models_info = self.models.describe
+            models_task = asyncio.create_task(self.models.run(), name="models")
+            _on_sighup(self._sighup)
+        cmd_task = (
+            asyncio.create_task(self.commands.run(), name="commands")
+            if self.commands is not None
+            else None
+        )
         log.info(
             "gateway %s running: %d devices, %d tags",
             self.config.gateway.id,
@@ -134,6 +228,18 @@ class Gateway:
         if nb_task.done() and not stop.is_set():
             nb_task.result()  # the northbound died: re-raise its error
         log.info("stopping: polling ends, flushing telemetry")
+        if cmd_task is not None and self.commands is not None:  # no new writes once stopping
+            if not await self.commands.shutdown(timeout=self.DEVICE_STOP_TIMEOUT):
+                log.warning("shutdown: commands still running; cancelled (see the audit log)")
+            cmd_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cmd_task
+        if models_task is not None and self.models is not None:
+            _on_sighup(None)
+            models_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await models_task
+            self.models.close()
         for task in tasks:
             task.cancel()
         stuck: set[asyncio.Task[None]] = set()
@@ -154,6 +260,8 @@ class Gateway:
         with contextlib.suppress(asyncio.CancelledError):
             await nb_task
         await self.northbound.stop()
+        if self.commands is not None:
+            self.commands.close()
         if http is not None:
             await http.stop()
         log.info("gateway stopped (drained=%s, death published=%s)", drained, death)
@@ -162,3 +270,22 @@ class Gateway:
     @property
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_monotonic
+
+
+def _model_devices(config: GatewayConfig) -> list[DeviceConfig]:
+    """The synthetic device of model output tags, declared from the manifests at start-up."""
+    if not config.models.enabled:
+        return []
+    from edge_models.lifecycle import catalog_devices
+
+    return catalog_devices(config.models)
+
+
+def _on_sighup(callback: Callable[[], object] | None) -> None:
+    """Reload the models on SIGHUP (main thread only; ignored elsewhere)."""
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+        loop = asyncio.get_running_loop()
+        if callback is None:
+            loop.remove_signal_handler(signal.SIGHUP)
+        else:
+            loop.add_signal_handler(signal.SIGHUP, callback)
