@@ -48,6 +48,17 @@ class DataType(enum.StrEnum):
         return self is not DataType.STRING
 
 
+#: the values each integer type can hold (inclusive)
+INTEGER_RANGES: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+    DataType.INT64: (-(2**63), 2**63 - 1),
+    DataType.UINT64: (0, 2**64 - 1),
+}
+
+
 class Classification(enum.StrEnum):
     """Data-registration class of a tag, sent in the birth catalog."""
 

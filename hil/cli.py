@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import FrameType
 from typing import Any, TypeVar, cast
 
@@ -65,6 +66,27 @@ def _port_option(default: int) -> Callable[[F], F]:
         show_default=True,
         help="TCP port (0 = pick a free one).",
     )
+
+
+def _serve_until_signal(
+    simulator: AbstractAsyncContextManager[Any], banner: Callable[[], str], name: str
+) -> None:
+    """Run a simulator until SIGINT or SIGTERM, printing ``banner()`` once it is up."""
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with simulator:
+            click.echo(banner())
+            await stop.wait()
+        log.info("%s stopped", name)
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.group()
@@ -134,31 +156,19 @@ def modbus_meter(
     simulator = ModbusMeterSimulator(
         model, host=host, port=port, device_id=device_id, rtu=rtu, baudrate=baudrate
     )
-    try:
-        asyncio.run(_serve_until_signal(simulator, mode, seed))
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from exc
+    _serve_until_signal(
+        simulator, lambda: _meter_banner(simulator, mode, seed), "modbus-meter"
+    )
 
 
-async def _serve_until_signal(simulator: ModbusMeterSimulator, mode: str, seed: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with simulator:
-        detail = f"seed {seed}" if mode == "process" else "waveform"
-        if simulator.rtu:
-            click.echo(
-                f"modbus-meter on RTU {simulator.serial_path} ({simulator.baudrate} baud 8N1, "
-                f"unit {simulator.device_id}, {detail})",
-            )
-        else:
-            click.echo(
-                f"modbus-meter listening on {simulator.address} "
-                f"(unit {simulator.device_id}, {detail})",
-            )
-        await stop.wait()
-    log.info("modbus-meter stopped")
+def _meter_banner(simulator: ModbusMeterSimulator, mode: str, seed: int) -> str:
+    detail = f"seed {seed}" if mode == "process" else "waveform"
+    if simulator.rtu:
+        return (
+            f"modbus-meter on RTU {simulator.serial_path} ({simulator.baudrate} baud 8N1, "
+            f"unit {simulator.device_id}, {detail})"
+        )
+    return f"modbus-meter listening on {simulator.address} (unit {simulator.device_id}, {detail})"
 
 
 @sim.command("opcua-plc")
@@ -209,21 +219,12 @@ def opcua_plc(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--security") from exc
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with simulator:
-            click.echo(f"opcua-plc listening on {simulator.endpoint} (seed {seed}, "
-                       f"{', '.join(simulator.security)})")
-            await stop.wait()
-        log.info("opcua-plc stopped")
-
-    try:
-        asyncio.run(serve())
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from exc
+    _serve_until_signal(
+        simulator,
+        lambda: f"opcua-plc listening on {simulator.endpoint} (seed {seed}, "
+        f"{', '.join(simulator.security)})",
+        "opcua-plc",
+    )
 
 
 @sim.command("mcu-node")
@@ -246,21 +247,12 @@ def mcu_node(
     settings = NodeSettings(sample_interval, samples_per_frame, heartbeat_interval)
     simulator = McuNodeSimulator(node_id=node_id, seed=seed, settings=settings)
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with simulator:
-            click.echo(f"mcu-node {node_id} on {simulator.serial_path} (115200 baud 8N1, "
-                       f"seed {seed}, {sample_interval} ms x {samples_per_frame})")
-            await stop.wait()
-        log.info("mcu-node stopped")
-
-    try:
-        asyncio.run(serve())
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from exc
+    _serve_until_signal(
+        simulator,
+        lambda: f"mcu-node {node_id} on {simulator.serial_path} (115200 baud 8N1, "
+        f"seed {seed}, {sample_interval} ms x {samples_per_frame})",
+        "mcu-node",
+    )
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.modbus.config import REGISTER_TYPES, ByteOrder
-from gateway.types import DataType
+from gateway.types import INTEGER_RANGES, DataType
 
 #: registers (words of 16 bits) a value of each type takes; bool is one bit or one register;
 #: a string takes the ``length`` of its field
@@ -68,14 +68,6 @@ _STRUCT: dict[DataType, str] = {
     DataType.FLOAT64: ">d",
 }
 
-_INT_RANGE: dict[DataType, tuple[int, int]] = {
-    DataType.INT16: (-(2**15), 2**15 - 1),
-    DataType.UINT16: (0, 2**16 - 1),
-    DataType.INT32: (-(2**31), 2**31 - 1),
-    DataType.UINT32: (0, 2**32 - 1),
-    DataType.INT64: (-(2**63), 2**63 - 1),
-    DataType.UINT64: (0, 2**64 - 1),
-}
 
 BYTE_ORDERS: tuple[ByteOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
 _WORD_SWAP = frozenset({"CDAB", "DCBA"})
@@ -262,7 +254,7 @@ def encode(value: float | int | bool, type_: DataType, byte_order: ByteOrder = "
         return [1 if _to_bool(value) else 0]
     if type_ not in _STRUCT:
         raise ValueError(f"the Modbus codec has no type {type_.value!r}")
-    number = _to_int(value, type_) if type_ in _INT_RANGE else float(value)
+    number = _to_int(value, type_) if type_ in INTEGER_RANGES else float(value)
     try:
         data = struct.pack(_STRUCT[type_], number)
     except (struct.error, OverflowError) as exc:
@@ -293,7 +285,7 @@ def _to_int(value: float | int | bool, type_: DataType) -> int:
         number = round(number_f)
         if not math.isclose(number_f, number, rel_tol=1e-9, abs_tol=1e-6):
             raise ValueError(f"{value!r} is not an integer; a {type_.value} cannot hold it")
-    low, high = _INT_RANGE[type_]
+    low, high = INTEGER_RANGES[type_]
     if not low <= number <= high:
         raise ValueError(f"{value!r} is outside the {type_.value} range {low}..{high}")
     return number

@@ -12,19 +12,12 @@ import math
 
 from gateway.commands.parse import CommandValue
 from gateway.tags import TagInfo
-from gateway.types import DataType
+from gateway.types import INTEGER_RANGES, DataType
 
 #: raw values closer than this (relative) to an integer are rounded to it (0.1 scaling)
 _INTEGRAL_TOLERANCE = 1e-6
 
-INTEGER_LIMITS: dict[DataType, tuple[int, int]] = {
-    DataType.INT16: (-(2**15), 2**15 - 1),
-    DataType.UINT16: (0, 2**16 - 1),
-    DataType.INT32: (-(2**31), 2**31 - 1),
-    DataType.UINT32: (0, 2**32 - 1),
-    DataType.INT64: (-(2**63), 2**63 - 1),
-    DataType.UINT64: (0, 2**64 - 1),
-}
+INTEGER_LIMITS = INTEGER_RANGES
 
 RawValue = float | bool | str
 
