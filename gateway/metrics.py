@@ -70,6 +70,15 @@ class GatewayCollector(Collector):
         yield errors
         yield up
 
+        reload_counters = getattr(gw, "reloads", None)
+        if reload_counters is not None:
+            reloads = CounterMetricFamily(
+                "chenxing_config_reloads", "Config reloads (SIGHUP) by outcome", labels=["outcome"]
+            )
+            for outcome in ("applied", "unchanged", "refused", "invalid"):
+                reloads.add_metric([outcome], reload_counters.outcomes[outcome])
+            yield reloads
+
         p = gw.pipeline.counters
         yield CounterMetricFamily(
             "chenxing_pipeline_samples_in", "Samples entering the pipeline", value=p.samples_in

@@ -72,6 +72,10 @@ class DeviceRunner:
         self._crash_restart = crash_restart or Backoff(initial=1.0, maximum=60.0)
         self._errors_so_far: Counter[str] = Counter()
 
+    def carry_errors(self, errors: Counter[str]) -> None:
+        """Start the error counters from a previous runner's (a restart after a reload)."""
+        self._errors_so_far.update(errors)
+
     # --- state ------------------------------------------------------------------------
     def _set_state(self, state: DeviceState, error: str | None = None) -> None:
         if error is not None:

@@ -28,6 +28,7 @@ from gateway.northbound.sequence import SequenceStore
 from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
 from gateway.pipeline import Pipeline
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
+from gateway.runtime.reload import ReloadCounters, ReloadRefused, plan_reload
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch, now_ns
 
@@ -51,8 +52,15 @@ class Gateway:
     #: seconds the device tasks get to stop on shutdown before they are left behind
     DEVICE_STOP_TIMEOUT = 5.0
 
-    def __init__(self, config: GatewayConfig, config_dir: Path | None = None) -> None:
+    def __init__(self, config: GatewayConfig, config_dir: Path | None = None,
+                 config_path: Path | None = None) -> None:
+        """``config_path``: the file re-read on SIGHUP (no config reload without it)."""
         self.config = config
+        self.config_path = config_path
+        #: outcomes of config reloads (SIGHUP): applied, unchanged, refused, invalid
+        self.reloads = ReloadCounters()
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._reload_lock = asyncio.Lock()
         self.started_monotonic = time.monotonic()
         self.catalog = TagCatalog(
             [d for d in config.devices if d.enabled] + _model_devices(config)
@@ -106,7 +114,76 @@ class Gateway:
             self.northbound.rebirth()  # the birth lists the models in service
 
     def _sighup(self) -> None:
-        self._reload_task = asyncio.create_task(self.reload_models(), name="models-reload")
+        self._reload_task = asyncio.create_task(self.reload(), name="reload")
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config file (when there is one), then the models folder."""
+        if self.config_path is not None:
+            async with self._reload_lock:  # one at a time; shutdown waits for it
+                await self.reload_config()
+        await self.reload_models()
+
+    async def reload_config(self) -> str:
+        """Re-read :attr:`config_path` and apply what can be applied live.
+
+        Returns the outcome (``applied``, ``unchanged``, ``refused``, ``invalid``); a
+        refused or invalid config is logged with its reason and the old one keeps running.
+        """
+        from gateway.config.loader import check_secrets, load_config
+        from gateway.errors import ConfigError
+
+        assert self.config_path is not None
+        try:
+            new = load_config(self.config_path)
+            check_secrets(new, self.config_path)
+            plan = plan_reload(self.config, new)
+        except ConfigError as exc:
+            return self._reload_failed("invalid", f"new config is invalid, keeping the old: {exc}")
+        except ReloadRefused as exc:
+            return self._reload_failed("refused", f"new config refused, keeping the old: {exc}")
+        self.config = new
+        if not plan.restart:
+            log.info("config reload: no device changed")
+            self.reloads.outcomes["unchanged"] += 1
+            return "unchanged"
+        devices = {d.name: d for d in new.devices}
+        for name in plan.restart:
+            log.info("config reload: device %s changed; restarting it", name)
+            await self._restart_device(devices[name])
+        self.reloads.outcomes["applied"] += 1
+        self.reloads.last_error = None
+        return "applied"
+
+    def _reload_failed(self, outcome: str, reason: str) -> str:
+        log.error("config reload: %s", reason)
+        self.reloads.outcomes[outcome] += 1
+        self.reloads.last_error = reason
+        return outcome
+
+    def _start_device(self, device: DeviceConfig, previous: DeviceRunner | None = None) -> None:
+        """Build the device's runner and start its task; counters carry over from ``previous``."""
+        runner = DeviceRunner(
+            device.name,
+            lambda device=device: create_driver(device, self.catalog),
+            self._on_batch,
+            self._on_device_state,
+        )
+        if previous is not None:
+            runner.stats = previous.stats  # counters never go backwards
+            if previous.driver is not None:
+                runner.carry_errors(previous.driver.errors)
+        self.runners[device.name] = runner
+        self._device_tasks[device.name] = asyncio.create_task(
+            runner.run(), name=f"device:{device.name}")
+
+    async def _restart_device(self, device: DeviceConfig) -> None:
+        task = self._device_tasks.pop(device.name)
+        task.cancel()
+        _, stuck = await asyncio.wait([task], timeout=self.DEVICE_STOP_TIMEOUT)
+        if stuck:
+            log.error("device task %s did not stop within %.0fs; leaving it behind",
+                      task.get_name(), self.DEVICE_STOP_TIMEOUT)
+        self._start_device(device, self.runners[device.name])
 
     async def reload_models(self) -> None:
         """Reload the models folder now (SIGHUP; also for a reload command)."""
@@ -192,25 +269,18 @@ class Gateway:
 
         self.commands = self._build_commands()
         self.northbound = self._build_northbound()
-        for device in self.config.devices:
-            if not device.enabled:
-                continue
-            self.runners[device.name] = DeviceRunner(
-                device.name,
-                lambda device=device: create_driver(device, self.catalog),
-                self._on_batch,
-                self._on_device_state,
-            )
         http = HttpApi(self) if self.config.http.enabled else None
         if http is not None:
             self.http_port = await http.start()
-        tasks = [asyncio.create_task(r.run(), name=f"device:{n}") for n, r in self.runners.items()]
+        for device in self.config.devices:
+            if device.enabled:
+                self._start_device(device)
         nb_task = asyncio.create_task(self.northbound.run(), name="northbound")
         models_task = None
         if self.models is not None:
             self.northbound.contract.models_info = self.models.describe
             models_task = asyncio.create_task(self.models.run(), name="models")
-            _on_sighup(self._sighup)
+        _on_sighup(self._sighup)  # reload the config file and the models
         cmd_task = (
             asyncio.create_task(self.commands.run(), name="commands")
             if self.commands is not None
@@ -234,8 +304,10 @@ class Gateway:
             cmd_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cmd_task
+        _on_sighup(None)
+        async with self._reload_lock:  # a reload in progress finishes first
+            tasks = list(self._device_tasks.values())
         if models_task is not None and self.models is not None:
-            _on_sighup(None)
             models_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await models_task
@@ -282,7 +354,7 @@ def _model_devices(config: GatewayConfig) -> list[DeviceConfig]:
 
 
 def _on_sighup(callback: Callable[[], object] | None) -> None:
-    """Reload the models on SIGHUP (main thread only; ignored elsewhere)."""
+    """Reload on SIGHUP (main thread only; ignored elsewhere)."""
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
         loop = asyncio.get_running_loop()
         if callback is None:

@@ -1,0 +1,279 @@
+"""``chenxing-gateway check``: connect to every enabled device and the broker once.
+
+No retries and bounded timeouts: each device gets one connect and one poll of
+every poll group (or, for subscription drivers, the first notifications of its
+tags); all devices are checked concurrently, then the broker (TCP/TLS connect
+and CONNACK). Exit 0 only when everything passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+
+from drivers.base import Driver
+from drivers.registry import create_driver
+from gateway.cli import exit_codes
+from gateway.config.loader import load_config, resolve_secret
+from gateway.config.models import GatewayConfig, MqttConfig
+from gateway.errors import ConfigError, DriverError
+from gateway.logsetup import setup_logging
+from gateway.tags import TagCatalog
+from gateway.types import QUALITY_NAMES, Quality, SampleBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TagReading:
+    """One value read by the check (published units: scale and offset applied)."""
+
+    path: str
+    value: float | str | None
+    unit: str
+    quality: str
+
+
+@dataclass(slots=True)
+class DeviceCheck:
+    """The outcome for one device."""
+
+    name: str
+    protocol: str
+    ok: bool
+    reason: str
+    readings: list[TagReading] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BrokerCheck:
+    """The outcome for the broker."""
+
+    url: str
+    ok: bool
+    reason: str
+
+
+def _scaled(catalog: TagCatalog, tag_id: int, raw: object) -> float | str | None:
+    cfg = catalog[tag_id].config
+    if isinstance(raw, str):
+        return raw
+    if raw is None:
+        return None
+    value = float(raw)  # type: ignore[arg-type]
+    if math.isnan(value):
+        return None
+    return value * cfg.scale + cfg.offset
+
+
+async def _read_once(driver: Driver, timeout: float) -> list[SampleBatch]:
+    """One poll of every group, or the first notifications of a subscription."""
+    groups = driver.poll_groups()
+    if groups:
+        batches = []
+        for group in groups:
+            async with asyncio.timeout(timeout):
+                batches.append(await driver.read(group))
+        return batches
+    wanted = set(driver.tag_ids)
+    seen: set[int] = set()
+    got: list[SampleBatch] = []
+    all_seen = asyncio.Event()
+
+    def emit(batch: SampleBatch) -> None:
+        got.append(batch)
+        seen.update(int(i) for i in batch.tag_ids)
+        if wanted <= seen:
+            all_seen.set()
+
+    task = asyncio.create_task(driver.subscribe(emit))
+    waiter = asyncio.create_task(all_seen.wait())
+    try:
+        await asyncio.wait([task, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, waiter):
+            t.cancel()
+        await asyncio.wait([task, waiter])
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+    return got
+
+
+async def check_device(device: object, catalog: TagCatalog, timeout: float) -> DeviceCheck:
+    """Connect once, read once, close. Never raises."""
+    name: str = device.name  # type: ignore[attr-defined]
+    protocol: str = device.protocol  # type: ignore[attr-defined]
+    try:
+        driver = create_driver(device, catalog)  # type: ignore[arg-type]
+    except Exception as exc:  # a config the driver cannot use
+        return DeviceCheck(name, protocol, False, f"cannot create the driver: {exc}")
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await driver.connect()
+        except TimeoutError:
+            return DeviceCheck(name, protocol, False, f"connect timed out after {timeout:g} s")
+        except DriverError as exc:
+            return DeviceCheck(name, protocol, False, str(exc))
+        try:
+            batches = await _read_once(driver, timeout)
+        except TimeoutError:
+            return DeviceCheck(name, protocol, False,
+                               f"connected, but no values within {timeout:g} s")
+        except DriverError as exc:
+            return DeviceCheck(name, protocol, False, f"connected, but reading failed: {exc}")
+        latest: dict[int, tuple[object, int]] = {}
+        for batch in batches:
+            for i, tag_id in enumerate(batch.tag_ids):
+                latest[int(tag_id)] = (batch.values[i], int(batch.quality[i]))
+        readings = []
+        bad: list[str] = []
+        for tag_id in driver.tag_ids:
+            tag = catalog[tag_id]
+            raw, q = latest.get(tag_id, (None, -1))
+            quality = QUALITY_NAMES[q] if 0 <= q < len(QUALITY_NAMES) else "no value"
+            readings.append(TagReading(tag.path, _scaled(catalog, tag_id, raw), tag.unit, quality))
+            if q != Quality.GOOD:
+                bad.append(tag.name)
+        errors = {k: v for k, v in driver.errors.items() if v}
+        if bad:
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
+            reason = f"connected, but {len(bad)} tag(s) not good: {', '.join(bad)}"
+            if detail:
+                reason += f" (errors: {detail})"
+            return DeviceCheck(name, protocol, False, reason, readings, errors)
+        return DeviceCheck(name, protocol, True, "connected and read", readings, errors)
+    except Exception as exc:  # a driver bug: report it, never crash the check
+        log.debug("device %s: check failed", name, exc_info=True)
+        return DeviceCheck(name, protocol, False, f"internal error: {exc!r}")
+    finally:
+        with contextlib.suppress(Exception):
+            await driver.close()
+
+
+def check_broker(config: MqttConfig, gateway_id: str, config_dir: Path | None,
+                 timeout: float) -> BrokerCheck:
+    """Connect once (TCP, TLS, CONNACK) with a client id of its own; blocking."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from gateway.northbound.mqtt_link import describe_connect_error, tls_context
+
+    scheme = "mqtts" if config.tls is not None else "mqtt"
+    url = f"{scheme}://{config.host}:{config.port}"
+    v5 = config.protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"chenxing-check-{gateway_id}-{os.getpid()}",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else True,
+    )
+    client.connect_timeout = timeout
+    try:
+        if config.tls is not None:
+            client.tls_set_context(tls_context(config.tls))
+            if config.tls.insecure_skip_verify:
+                client.tls_insecure_set(True)
+        if config.username is not None:
+            password = (resolve_secret(config.password, config_dir)
+                        if config.password is not None else None)
+            client.username_pw_set(config.username, password)
+    except (OSError, ConfigError) as exc:
+        return BrokerCheck(url, False, str(exc))
+    answered = threading.Event()
+    result: list[str] = []
+    accepted: list[bool] = []
+
+    def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object) -> None:
+        accepted.append(not getattr(reason, "is_failure", False))
+        result.append(str(reason))
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(config.host, config.port, keepalive=max(5, int(config.keepalive)))
+    except Exception as exc:  # socket, DNS, TLS
+        return BrokerCheck(url, False, describe_connect_error(exc))
+    try:
+        deadline = timeout
+        while not answered.is_set() and deadline > 0:
+            rc = client.loop(timeout=0.1)
+            deadline -= 0.1
+            if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN) and not answered.is_set():
+                return BrokerCheck(url, False,
+                                   f"connection closed before CONNACK ({mqtt.error_string(rc)})")
+        if not answered.is_set():
+            return BrokerCheck(url, False, f"no CONNACK within {timeout:g} s")
+        if accepted[0]:
+            return BrokerCheck(url, True, f"CONNACK: {result[0]}")
+        return BrokerCheck(url, False, f"CONNACK refused: {result[0]}")
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        with contextlib.suppress(Exception):
+            client.socket() and client.socket().close()  # type: ignore[func-returns-value]
+
+
+async def run_checks(config: GatewayConfig, config_dir: Path | None,
+                     timeout: float) -> tuple[list[DeviceCheck], BrokerCheck]:
+    """Every enabled device concurrently, the broker alongside in a worker thread."""
+    devices = [d for d in config.devices if d.enabled]
+    catalog = TagCatalog(devices)
+    broker = asyncio.create_task(asyncio.to_thread(
+        check_broker, config.northbound.mqtt, config.gateway.id, config_dir, timeout))
+    results = await asyncio.gather(*(check_device(d, catalog, timeout) for d in devices))
+    return list(results), await broker
+
+
+def _format_value(value: float | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | np.floating):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def report(devices: list[DeviceCheck], broker: BrokerCheck, skipped: tuple[str, ...] = ()) -> str:
+    """The human-readable report; ``skipped``: names of disabled devices."""
+    lines = [f"device {name}: skipped (enabled: false)" for name in skipped]
+    for d in devices:
+        lines.append(f"device {d.name} ({d.protocol}): {'OK' if d.ok else 'FAILED'}: {d.reason}")
+        for r in d.readings:
+            unit = f" {r.unit}" if r.unit else ""
+            lines.append(f"    {r.path} = {_format_value(r.value)}{unit} ({r.quality})")
+    lines.append(f"broker {broker.url}: {'OK' if broker.ok else 'FAILED'}: {broker.reason}")
+    failed = sum(not d.ok for d in devices) + (not broker.ok)
+    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="gateway YAML file")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="seconds for each step (connect, read, CONNACK)")
+def check(config_path: str, timeout: float) -> None:
+    """Connect to every enabled device and the broker once; report and read one value each."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(exit_codes.CONFIG_INVALID) from None
+    setup_logging("ERROR", config.logging.format)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its reasons are in the report
+    config_dir = Path(config_path).resolve().parent
+    devices, broker = asyncio.run(run_checks(config, config_dir, timeout))
+    skipped = tuple(d.name for d in config.devices if not d.enabled)
+    click.echo(report(devices, broker, skipped))
+    if not broker.ok or not all(d.ok for d in devices):
+        raise SystemExit(exit_codes.CHECK_FAILED)

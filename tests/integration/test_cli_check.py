@@ -1,0 +1,108 @@
+"""``chenxing-gateway check`` against a running meter simulator, a dead port and a real broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.cli import exit_codes
+from hil.broker import MqttBroker
+from hil.netutil import free_port
+from tests.integration.gateway_harness import meter_device
+
+pytestmark = pytest.mark.broker
+
+
+def _write(tmp: Path, devices: list[dict[str, Any]], broker_port: int) -> Path:
+    body = {
+        "gateway": {"id": "gw-check", "site": "plant", "line": "l1", "state_dir": "state"},
+        "devices": devices,
+        "northbound": {"mqtt": {"port": broker_port}},
+        "http": {"port": 0},
+    }
+    path = tmp / "gateway.yaml"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def _check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "check", "-c", str(config), "--timeout", "3"],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+async def _run_check(config: Path) -> subprocess.CompletedProcess[str]:
+    import asyncio
+
+    return await asyncio.to_thread(_check, config)
+
+
+async def test_all_reachable_exits_0_with_values(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter
+) -> None:
+    config = _write(tmp_path, [meter_device("meter", waveform_meter.port)], mosquitto.port)
+    result = await _run_check(config)
+    assert result.returncode == exit_codes.OK, result.stdout + result.stderr
+    out = result.stdout
+    assert "device meter (modbus_tcp): OK" in out
+    assert "meter.voltage = " in out and "V (good)" in out
+    assert f"broker mqtt://127.0.0.1:{mosquitto.port}: OK: CONNACK: Success" in out
+    assert "all checks passed" in out
+
+
+async def test_refused_device_illegal_address_and_dead_broker_fail(
+    tmp_path: Path, waveform_meter
+) -> None:
+    dead = free_port()
+    bad_tag = {"name": "nowhere", "table": "input", "address": 9000, "type": "uint16"}
+    devices = [
+        meter_device("meter", waveform_meter.port),
+        meter_device("ghost", dead),
+        {**meter_device("odd", waveform_meter.port), "tags": [bad_tag]},
+    ]
+    config = _write(tmp_path, devices, free_port())
+    result = await _run_check(config)
+    assert result.returncode == exit_codes.CHECK_FAILED, result.stdout + result.stderr
+    out = result.stdout
+    assert "device meter (modbus_tcp): OK" in out
+    assert "device ghost (modbus_tcp): FAILED: connection refused" in out
+    assert "device odd (modbus_tcp): FAILED: connected, but 1 tag(s) not good: nowhere" in out
+    assert "exception_2" in out  # Modbus illegal data address
+    assert "broker mqtt://127.0.0.1:" in out and "FAILED: connection refused" in out
+    assert "3 check(s) failed" in out
+
+
+async def test_opcua_unknown_node_fails_and_good_nodes_report_values(tmp_path: Path) -> None:
+    import time
+
+    from gateway.cli.check_cmd import run_checks
+    from gateway.config.loader import load_config
+    from hil.devices.opcua_plc import OpcUaPlcSimulator
+    from hil.process.injection_moulding import InjectionMouldingModel
+
+    async with OpcUaPlcSimulator(InjectionMouldingModel(seed=7), update_interval=0.05) as sim:
+        device = {
+            "name": "press", "protocol": "opcua", "endpoint": sim.endpoint,
+            "publishing_interval": "100ms", "timeout": "2s",
+            "tags": [
+                {"name": "melt_temp", "node": sim.node_id("Machine.MeltTemp"), "type": "float64"},
+                {"name": "nope", "node": sim.node_id("Machine.NoSuchNode"), "type": "float64"},
+            ],
+        }
+        ok_device = {**device, "name": "press-ok", "tags": device["tags"][:1]}
+        config = load_config(_write(tmp_path, [device, ok_device], free_port()))
+        started = time.monotonic()
+        devices, broker = await run_checks(config, tmp_path, timeout=3.0)
+        assert time.monotonic() - started < 10
+    by_name = {d.name: d for d in devices}
+    bad, good = by_name["press"], by_name["press-ok"]
+    assert not bad.ok and "not good: nope" in bad.reason, bad.reason
+    assert good.ok, good.reason
+    assert good.readings[0].quality == "good" and isinstance(good.readings[0].value, float)
+    assert not broker.ok

@@ -1,0 +1,155 @@
+"""SIGHUP re-reads the config of a running ``chenxing-gateway run``: changed devices restart,
+unchanged ones keep polling on their first connection, bad or unsafe edits are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hil.broker import MqttBroker
+from tests.integration.gateway_harness import meter_device
+
+pytestmark = pytest.mark.broker
+
+
+def _body(broker_port: int, meter_port: int) -> dict[str, Any]:
+    return {
+        "gateway": {"id": "gw-reload", "site": "plant", "line": "l1", "state_dir": "state"},
+        "devices": [meter_device("steady", meter_port), meter_device("moved", meter_port)],
+        "northbound": {"publish_interval": "50ms", "mqtt": {"port": broker_port}},
+        "http": {"port": 0},
+    }
+
+
+class _Process:
+    """The gateway subprocess, its log lines, and its /metrics."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.changed = asyncio.Event()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace"))
+            self.changed.set()
+
+    async def wait_line(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.lines:
+                    if m := re.search(pattern, line):
+                        return m
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def metrics(self, session: aiohttp.ClientSession, url: str) -> dict[str, float]:
+        async with session.get(url + "/metrics") as response:
+            text = await response.text()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+
+async def _until(fetch, check, timeout: float = 20) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while True:
+            m = await fetch()
+            if check(m):
+                return m
+            await asyncio.sleep(0.1)
+
+
+def _c(name: str, **labels: str) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{name}{{{inner}}}"
+
+
+async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter
+) -> None:
+    body = _body(mosquitto.port, waveform_meter.port)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps(body))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli.main", "run", "-c", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    gw = _Process(proc)
+    steady = _c("chenxing_device_connects_total", device="steady")
+    moved = _c("chenxing_device_connects_total", device="moved")
+    steady_polls = _c("chenxing_device_polls_total", device="steady")
+
+    def reloads(outcome: str) -> str:
+        return _c("chenxing_config_reloads_total", outcome=outcome)
+
+    try:
+        port = int((await gw.wait_line(r"local API on http://127\.0\.0\.1:(\d+)"))[1])
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            def fetch():  # type: ignore[no-untyped-def]
+                return gw.metrics(session, url)
+
+            await _until(fetch, lambda m: m.get(steady) == 1 and m.get(moved) == 1
+                         and m.get(steady_polls, 0) >= 3)
+
+            # 1. a changed device restarts; the unchanged one keeps its first connection
+            body["devices"][1]["poll_interval"] = "200ms"
+            config.write_text(json.dumps(body))
+            proc.send_signal(signal.SIGHUP)
+            m = await _until(fetch, lambda m: m.get(reloads("applied")) == 1
+                             and m.get(moved) == 2)
+            polls_then = m[steady_polls]
+            await gw.wait_line(r"config reload: device moved changed; restarting it")
+            m = await _until(fetch, lambda m: m[steady_polls] >= polls_then + 3)
+            assert m[steady] == 1 and m[moved] == 2
+            async with session.get(url + "/healthz") as response:
+                health = await response.json()
+            assert health["devices"]["moved"]["state"] in ("up", "starting")
+
+            # 2. an invalid file is refused with its reason; the gateway keeps running
+            config.write_text(json.dumps(body).replace('"float32"', '"float99"', 1))
+            proc.send_signal(signal.SIGHUP)
+            await _until(fetch, lambda m: m.get(reloads("invalid")) == 1)
+            await gw.wait_line(r"config reload: new config is invalid, keeping the old: .*error")
+
+            # 3. a new tag changes the catalog: refused, restart required
+            changed = json.loads(json.dumps(body))
+            changed["devices"][0]["tags"].append(
+                {"name": "extra", "table": "input", "address": 0, "type": "uint16"})
+            config.write_text(json.dumps(changed))
+            proc.send_signal(signal.SIGHUP)
+            await _until(fetch, lambda m: m.get(reloads("refused")) == 1)
+            await gw.wait_line(r"tag set changed \(tags changed on steady\): restart required")
+
+            # 4. northbound changes need a restart too
+            changed = json.loads(json.dumps(body))
+            changed["northbound"]["publish_interval"] = "100ms"
+            config.write_text(json.dumps(changed))
+            proc.send_signal(signal.SIGHUP)
+            m = await _until(fetch, lambda m: m.get(reloads("refused")) == 2)
+            await gw.wait_line(r"northbound changed: restart required")
+            assert m[steady] == 1 and m[moved] == 2 and proc.returncode is None
+
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0, "".join(gw.lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(gw.reader, 5)
