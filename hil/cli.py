@@ -21,6 +21,7 @@ from hil.process.energy_meter import (
     WaveformMeter,
     WaveformParams,
 )
+from hil.scenario import cli as scenario_cli
 
 log = logging.getLogger("hil.cli")
 
@@ -291,6 +292,10 @@ def broker(host: str, port: int, kind: str) -> None:
         mqtt.close()
         signal.signal(signal.SIGTERM, previous)
 
+
+main.add_command(scenario_cli.list_scenarios)
+main.add_command(scenario_cli.validate)
+main.add_command(scenario_cli.run)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hil.broker import MqttBroker, find_mosquitto, mqtt_ping
 from hil.netutil import port_is_open
 
-needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+
+def _require_mosquitto() -> None:
+    """Mosquitto is part of the test set-up (scripts/bootstrap.sh): missing is a failure."""
+    if find_mosquitto() is None:
+        pytest.fail("Mosquitto is not installed: run scripts/bootstrap.sh as root")
+
+
+needs_mosquitto = pytest.mark.usefixtures("mosquitto_installed")
+
+
+@pytest.fixture
+def mosquitto_installed() -> None:
+    _require_mosquitto()
 
 
 class Client:

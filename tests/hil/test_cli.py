@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import ModbusTcpClient
 
-from hil.broker import find_mosquitto, mqtt_ping
+from hil.broker import mqtt_ping
 from hil.cli import main
 from hil.netutil import port_is_open
 
@@ -134,10 +134,7 @@ def test_modbus_meter_port_in_use_is_a_clean_error() -> None:
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param(
-            "mosquitto",
-            marks=pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto"),
-        ),
+        "mosquitto",
         "amqtt",
     ],
 )

@@ -1,0 +1,110 @@
+"""``chenxing-hil list | validate | run``: the scenario commands (registered in hil/cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import click
+
+from gateway.errors import ConfigError
+from hil.scenario.model import load_scenario, scenario_files
+from hil.scenario.report import write_html, write_junit
+from hil.scenario.runner import ScenarioResult, run_scenario
+
+__all__ = ["list_scenarios", "run", "validate"]
+
+
+def _resolve(name: str) -> Path:
+    """A path, or the name of a shipped scenario."""
+    path = Path(name)
+    if path.exists():
+        return path
+    for candidate in scenario_files():
+        if candidate.stem == name or candidate.stem.replace("_", "-") == name:
+            return candidate
+    raise click.BadParameter(f"no scenario file or shipped scenario named {name!r}")
+
+
+@click.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also the on-demand (non-CI) scenarios.")
+def list_scenarios(show_all: bool) -> None:
+    """List the shipped scenarios (hil/scenarios/*.yaml)."""
+    for path in scenario_files():
+        try:
+            sc = load_scenario(path)
+        except ConfigError as exc:
+            click.echo(f"{path.stem:28} INVALID ({len(exc.problems)} problems)")
+            continue
+        if not sc.ci and not show_all:
+            continue
+        tag = "ci" if sc.ci else "on demand"
+        click.echo(f"{sc.name:28} {sc.duration:6.0f} s  {tag:9}  {sc.description.strip()[:70]}")
+
+
+@click.command()
+@click.argument("scenarios", nargs=-1, required=True)
+def validate(scenarios: tuple[str, ...]) -> None:
+    """Check scenario files; errors name file, line and key."""
+    failed = False
+    for name in scenarios:
+        path = _resolve(name)
+        try:
+            load_scenario(path)
+        except ConfigError as exc:
+            failed = True
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+        else:
+            click.echo(f"{path}: ok")
+    if failed:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("scenarios", nargs=-1, required=True)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write report.html and junit.xml (and work files) here.",
+)
+def run(scenarios: tuple[str, ...], report_dir: Path | None) -> None:
+    """Run scenarios against the real gateway process; exit 0 only if every expectation holds."""
+    from rich.console import Console
+
+    console = Console()
+    loaded = []
+    for name in scenarios:
+        path = _resolve(name)
+        try:
+            loaded.append((path, load_scenario(path)))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+    out = report_dir or Path(tempfile.mkdtemp(prefix="chenxing-hil-report-"))
+    results: list[ScenarioResult] = []
+    for path, sc in loaded:
+        console.rule(f"[bold]{sc.name}[/] ({sc.duration:g} s, time scale {sc.time_scale:g})")
+        with console.status(f"{sc.name}: starting") as status:
+
+            def progress(msg: str, _name: str = sc.name) -> None:
+                console.log(f"{_name}: {msg}")
+                status.update(f"{_name}: {msg}")
+
+            res = asyncio.run(run_scenario(sc, str(path), out / sc.name, progress))
+        results.append(res)
+        if res.error:
+            console.print(f"[red]run error:[/] {res.error}")
+        for r in res.results:
+            mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
+            console.print(f"  {mark} {r.name}: {r.detail}")
+        verdict = "[green]PASS[/]" if res.passed else "[red]FAIL[/]"
+        console.print(f"{sc.name}: {verdict} in {res.wall_s:.1f} s")
+    junit = write_junit(results, out / "junit.xml")
+    html = write_html(results, out / "report.html")
+    console.print(f"report: {html}\njunit:  {junit}")
+    passed = sum(r.passed for r in results)
+    console.print(f"{passed}/{len(results)} scenarios passed")
+    raise SystemExit(0 if passed == len(results) else 1)

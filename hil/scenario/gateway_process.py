@@ -1,0 +1,212 @@
+"""The gateway as a separate process (``chenxing-gateway run -c FILE``) and its config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hil.scenario.model import Scenario
+
+_REFERENCE = Path(__file__).resolve().parents[2] / "edge_models" / "reference"
+#: the reference manifests' tag names (device imm1) -> the PLC tags of plc_device_config
+_MODEL_TAGS = {
+    "MeltTemp": "melt_temp",
+    "MouldTemp": "mould_temp",
+    "InjectionPressure": "pressure",
+    "HoldTime": "hold_time",
+    "CycleTime": "cycle_time",
+    "PartCount": "parts",
+}
+
+__all__ = [
+    "GatewayProcess",
+    "install_models",
+    "meter_device_config",
+    "plc_device_config",
+    "write_gateway_config",
+]
+
+_METER_TAGS: list[dict[str, Any]] = [
+    {"name": "voltage", "table": "input", "address": 0, "type": "float32", "unit": "V"},
+    {"name": "current", "table": "input", "address": 2, "type": "float32", "unit": "A"},
+    {"name": "active_power", "table": "input", "address": 4, "type": "float32", "unit": "kW"},
+    {"name": "frequency", "table": "input", "address": 8, "type": "float32", "unit": "Hz"},
+    {
+        "name": "energy_import",
+        "table": "input",
+        "address": 10,
+        "type": "uint32",
+        "scale": 0.01,
+        "unit": "kWh",
+    },
+    {
+        "name": "temperature",
+        "table": "input",
+        "address": 12,
+        "type": "int16",
+        "scale": 0.1,
+        "unit": "degC",
+    },
+    {"name": "machine_state", "table": "input", "address": 13, "type": "uint16"},
+]
+
+
+def meter_device_config(name: str, port: int, poll_interval: str, timeout: str) -> dict[str, Any]:
+    """A Modbus TCP device entry for the simulated meter."""
+    return {
+        "name": name,
+        "protocol": "modbus_tcp",
+        "host": "127.0.0.1",
+        "port": port,
+        "poll_interval": poll_interval,
+        "timeout": timeout,
+        "tags": _METER_TAGS,
+    }
+
+
+def plc_device_config(name: str, endpoint: str, publishing_interval: str) -> dict[str, Any]:
+    """An OPC UA device entry (subscription) for the simulated moulding machine."""
+    node = "ns=2;s=Machine."
+    return {
+        "name": name,
+        "protocol": "opcua",
+        "endpoint": endpoint,
+        "publishing_interval": publishing_interval,
+        "timeout": "1s",
+        "watchdog_interval": "500ms",
+        "tags": [
+            {"name": "melt_temp", "node": node + "MeltTemp", "type": "float64", "unit": "degC"},
+            {"name": "mould_temp", "node": node + "MouldTemp", "type": "float64", "unit": "degC"},
+            {
+                "name": "pressure",
+                "node": node + "InjectionPressure",
+                "type": "float64",
+                "unit": "bar",
+            },
+            {"name": "cycle_time", "node": node + "CycleTime", "type": "float64", "unit": "s"},
+            {"name": "parts", "node": node + "PartCount", "type": "uint32"},
+            {"name": "hold_time", "node": node + "HoldTime", "type": "float64", "unit": "s"},
+            {"name": "state", "node": node + "State", "type": "string"},
+        ],
+    }
+
+
+def write_gateway_config(
+    folder: Path,
+    name: str,
+    mqtt_port: int,
+    devices: list[dict[str, Any]],
+    publish_interval: str,
+    models: bool = False,
+) -> Path:
+    """Write the gateway's YAML (JSON is YAML) for a scenario; return its path."""
+    body: dict[str, Any] = {
+        "gateway": {
+            "id": f"hil-{name}"[:60],
+            "site": "hil",
+            "line": "line-1",
+            "state_dir": "state",
+        },
+        "devices": devices,
+        "northbound": {
+            "format": "json",
+            "publish_interval": publish_interval,
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": mqtt_port,
+                "reconnect_min": 0.2,
+                "reconnect_max": 0.5,
+            },
+            "spool": {"replay_rate": 500},
+        },
+        "http": {"enabled": False},
+    }
+    if models:
+        body["models"] = {"enabled": True, "dir": "models", "watch_interval": 0}
+    path = folder / "gateway.yaml"
+    path.write_text(json.dumps(body, indent=2))
+    return path
+
+
+class GatewayProcess:
+    """``python -m gateway.cli.main run -c FILE``; each run logs to ``gateway-N.log``."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.runs = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """Log file of the current (or last) run."""
+        return self.config.parent / f"gateway-{self.runs}.log"
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        """Start a new run."""
+        self.runs += 1
+        self._close_log()
+        self._log = self.log_path.open("wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli.main",
+            "run",
+            "-c",
+            str(self.config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=self._log,
+            stdin=asyncio.subprocess.DEVNULL,
+            cwd=str(self.config.parent),
+        )
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        """Send ``sig`` and wait; SIGKILL when it does not end within ``timeout``."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return None if proc is None else proc.returncode
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        self._close_log()
+        return proc.returncode
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def install_models(folder: Path, scenario: Scenario) -> bool:
+    """Copy the scenario's reference models into ``folder/models``, their tag paths mapped to
+    the scenario's first PLC; return whether any model is enabled."""
+    if not scenario.models:
+        return False
+    plc = next((d.name for d in scenario.devices if d.kind == "opcua_plc"), None)
+    if plc is None:
+        raise ValueError("the reference models need an opcua_plc device")
+    target = folder / "models"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in scenario.models:
+        text = (_REFERENCE / f"{name}.yaml").read_text()
+        for ref, tag in _MODEL_TAGS.items():
+            text = text.replace(f"imm1.{ref}", f"{plc}.{tag}")
+        (target / f"{name}.yaml").write_text(text)
+        (target / f"{name}.onnx").write_bytes((_REFERENCE / f"{name}.onnx").read_bytes())
+    return True

@@ -1,0 +1,141 @@
+"""The scenario runner itself: validation errors, the proxy, evaluation, reports, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gateway.errors import ConfigError
+from hil.cli import main
+from hil.recorder import ReceivedSample
+from hil.scenario import Recording, ScenarioResult, load_scenario, write_html, write_junit
+from hil.scenario.expectations import evaluate
+from hil.scenario.model import NoSequenceGaps, TagValue
+from hil.scenario.proxy import FaultyProxy
+from hil.scenario.runner import FaultWindow
+
+GOOD = """\
+name: tiny
+description: one meter, no faults
+duration: 3
+devices:
+  - {kind: modbus_meter, name: meter, mode: waveform, period_s: 10}
+expect:
+  - {type: no_sequence_gaps, sessions: 1}
+  - {type: tag_value, tag: meter.voltage, value: 300, tolerance: 1}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_validation_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    bad = GOOD.replace("duration: 3", "duration: 3\nspeed: 2").replace(
+        "expect:",
+        "faults:\n  - {at: 1, action: broker_outage, duraton: 2}\n"
+        "  - {at: 1, action: modbus_delay, device: nope, delay: 1}\nexpect:",
+    )
+    path = write(tmp_path, bad)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    found = {(p.line, p.path_text, p.message) for p in info.value.problems}
+    assert (4, "speed", "unknown key") in found
+    assert (8, "faults[0].duraton", "unknown key") in found
+    assert (9, "faults[1].device", "no device named 'nope' in this scenario") in found
+    assert all(p.file == str(path) for p in info.value.problems)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:8" in result.output and "faults[0].duraton" in result.output
+
+
+def test_list_and_validate_the_shipped_scenarios() -> None:
+    result = CliRunner().invoke(main, ["list", "--all"])
+    assert result.exit_code == 0, result.output
+    for name in ("normal-shift", "broker-outage-zero-loss", "plc-restart", "soak"):
+        assert name in result.output
+    assert CliRunner().invoke(main, ["validate", "normal-shift"]).exit_code == 0
+
+
+def _sample(tag: str, value: float, t: float, seq: int = 0) -> ReceivedSample:
+    return ReceivedSample(tag, value, int(t * 1000), "good", seq, int((t + 0.05) * 1e9))
+
+
+def test_evaluation_says_why_an_expectation_fails() -> None:
+    msgs = [{"session": 1, "seq": s} for s in (5, 6, 8)]
+    rec = Recording(0.0, [{"session": 1, "seq": 5, "ts": 0}], [], msgs,
+                    [_sample("m.v", 230, 1.0), _sample("m.v", 236, 2.0)])  # fmt: skip
+    ok = evaluate(TagValue(type="tag_value", tag="m.v", value=232, tolerance=5), rec)
+    assert ok.passed
+    off = evaluate(TagValue(type="tag_value", tag="m.v", value=230, tolerance=5), rec)
+    assert not off.passed
+    assert off.detail == "m.v was 236 at t=2.00 s: off by 6 > tolerance 5 (2 samples)"
+    gaps = evaluate(NoSequenceGaps(type="no_sequence_gaps"), rec)
+    assert not gaps.passed and "1 lost, first [7]" in gaps.detail
+
+
+async def test_proxy_forwards_delays_and_cuts() -> None:
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(100):
+            w.write(data)
+            await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    proxy = await FaultyProxy("127.0.0.1", server.sockets[0].getsockname()[1]).start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+        w.write(b"ping")
+        assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+        proxy.latency = 0.2
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        w.write(b"slow")
+        assert await asyncio.wait_for(r.readexactly(4), 5) == b"slow"
+        assert loop.time() - began >= 0.4  # both directions
+        proxy.cut = True
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        r2, _ = await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert await asyncio.wait_for(r2.read(), 5) == b""  # refused while cut
+    finally:
+        await proxy.stop()
+        server.close()
+
+
+def test_reports_are_self_contained(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, GOOD))
+    rec = Recording(0.0, [], [], [], [_sample("meter.voltage", 230 + i % 3, i * 0.1)
+                                      for i in range(30)])  # fmt: skip
+    res = ScenarioResult(scenario, "s.yaml", [evaluate(scenario.expect[1], rec)],
+                         [FaultWindow("broker_outage", 1.0, 2.0)], rec)  # fmt: skip
+    html = write_html([res], tmp_path / "r.html").read_text()
+    assert "<svg" in html and "broker_outage" in html and "<script" not in html
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    suite = ET.parse(write_junit([res], tmp_path / "j.xml")).getroot()[0]
+    assert suite.get("failures") == "1"
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_wrong_expectation_fails_the_run_and_the_report_says_why(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["run", str(path), "--report", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "PASS no sequence gaps" in result.output
+    assert "FAIL meter.voltage = 300 ± 1" in result.output
+    html = (out / "report.html").read_text()
+    assert "FAIL" in html and "meter.voltage = 300 ± 1" in html
+    assert "off by" in html and "&gt; tolerance 1" in html
+    suite = ET.parse(out / "junit.xml").getroot()[0]
+    assert suite.get("name") == "tiny" and suite.get("failures") == "1"
+    failure = suite.find("testcase[@name='meter.voltage = 300 ± 1']/failure")
+    assert failure is not None and "off by" in (failure.get("message") or "")
+    passed = suite.find("testcase[@name='no sequence gaps over 1 gateway runs']")
+    assert passed is not None and passed.find("failure") is None
