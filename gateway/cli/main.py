@@ -14,8 +14,11 @@ import click
 from gateway import __version__
 from gateway.cli import exit_codes
 from gateway.cli.browse_cmd import browse
+from gateway.cli.check_cmd import check
+from gateway.cli.config_init_cmd import config_init
 from gateway.cli.scan_cmd import scan
 from gateway.cli.spool_cmd import register as register_spool
+from gateway.cli.tail_cmd import tail
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.logsetup import setup_logging
@@ -57,10 +60,11 @@ def run(config_path: str, log_level: str | None) -> None:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)
     setup_logging(log_level or config.logging.level, config.logging.format)
-    sys.exit(asyncio.run(_run(config, Path(config_path).resolve().parent)))
+    path = Path(config_path).resolve()
+    sys.exit(asyncio.run(_run(config, path.parent, path)))
 
 
-async def _run(config, config_dir: Path) -> int:  # type: ignore[no-untyped-def]
+async def _run(config, config_dir: Path, config_path: Path | None = None) -> int:  # type: ignore[no-untyped-def]
     from gateway.runtime.gateway import Gateway
 
     stop = asyncio.Event()
@@ -68,7 +72,7 @@ async def _run(config, config_dir: Path) -> int:  # type: ignore[no-untyped-def]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        gateway = Gateway(config, config_dir)
+        gateway = Gateway(config, config_dir, config_path)  # SIGHUP re-reads config_path
         await gateway.run(stop)
     except ConfigError as exc:
         log.error("%s", exc)
@@ -171,6 +175,9 @@ def demo(config_path: str | None, duration: float | None, broker: str, plain: bo
 register_spool(main)
 main.add_command(scan)
 main.add_command(browse)
+main.add_command(check)
+main.add_command(tail)
+config_group.add_command(config_init)
 
 
 if __name__ == "__main__":
