@@ -48,7 +48,7 @@ class Pipeline:
             return batch
         ids = batch.tag_ids
         if len(np.unique(ids)) != len(ids):
-            return self._process_with_repeats(batch)
+            return self._process_repeated_tags(batch)
         if batch.values.dtype == object:
             strings = self.catalog.is_string[ids]
             if not strings.all():  # numbers that travelled with strings: the numeric path
@@ -60,7 +60,13 @@ class Pipeline:
             self.counters.samples_in += len(batch)
             return self._process_objects(batch)
         self.counters.samples_in += len(batch)
+        return self._process_numeric(batch)
 
+    def _process_numeric(self, batch: SampleBatch, last: np.ndarray | None = None) -> SampleBatch:
+        """The vectorised path. ``last`` marks, in a time-ordered batch that repeats tags,
+        each tag's last sample: only those update the per-tag state. Repeated tags are
+        only passed here when every sample is published anyway (no deadband)."""
+        ids = batch.tag_ids
         cat = self.catalog
         values = batch.values * cat.scale[ids] + cat.offset[ids]
         quality = batch.quality.copy()
@@ -83,15 +89,17 @@ class Pipeline:
             | ((heartbeat > 0) & (batch.ts_ns - self._sent_ns[ids] >= heartbeat))
         )
 
-        self.latest_value[ids] = values
-        self.latest_quality[ids] = quality
-        self.latest_ns[ids] = batch.ts_ns
+        keep = slice(None) if last is None else last
+        self.latest_value[ids[keep]] = values[keep]
+        self.latest_quality[ids[keep]] = quality[keep]
+        self.latest_ns[ids[keep]] = batch.ts_ns[keep]
 
-        sent_ids = ids[send]
-        self._sent_value[sent_ids] = values[send]
-        self._sent_quality[sent_ids] = quality[send]
-        self._sent_ns[sent_ids] = batch.ts_ns[send]
-        out = SampleBatch(sent_ids, values[send], batch.ts_ns[send], quality[send])
+        state = send if last is None else send & last
+        sent_ids = ids[state]
+        self._sent_value[sent_ids] = values[state]
+        self._sent_quality[sent_ids] = quality[state]
+        self._sent_ns[sent_ids] = batch.ts_ns[state]
+        out = SampleBatch(ids[send], values[send], batch.ts_ns[send], quality[send])
         self.counters.samples_out += len(out)
         self.counters.samples_suppressed += len(batch) - len(out)
         return out
@@ -119,6 +127,29 @@ class Pipeline:
         self.counters.samples_out += len(out)
         self.counters.samples_suppressed += len(batch) - len(out)
         return out
+
+    def _process_repeated_tags(self, batch: SampleBatch) -> SampleBatch:
+        """A burst holding several samples of a tag (subscriptions, MCU nodes).
+
+        Tags without a deadband publish every sample: they go through in one vectorised
+        pass. Deadband tags compare each sample with the last *published* one, which is
+        sequential by nature: they go round by round.
+        """
+        if batch.values.dtype == object:
+            return self._process_with_repeats(batch)
+        always = self._always[batch.tag_ids]
+        if not always.any():
+            return self._process_with_repeats(batch)
+        burst = batch.select(always)
+        burst = burst.select(np.argsort(burst.ts_ns, kind="stable"))  # type: ignore[arg-type]
+        ids = burst.tag_ids
+        last = np.zeros(len(ids), dtype=bool)
+        last[len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]] = True
+        self.counters.samples_in += len(burst)
+        out = self._process_numeric(burst, last)
+        if always.all():
+            return out
+        return SampleBatch.concat([out, self._process_with_repeats(batch.select(~always))])
 
     def _process_with_repeats(self, batch: SampleBatch) -> SampleBatch:
         """A burst holding several samples of one tag: split it into runs of unique tags."""

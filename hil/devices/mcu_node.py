@@ -23,8 +23,6 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import numpy as np
 
@@ -47,6 +45,7 @@ from firmware_bridge.messages import (
     decode_message,
     encode_message,
 )
+from hil.devices.lifecycle import SimulatedDevice
 from hil.devices.pty_link import PtyLink
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class NodeSettings:
     channel_mask: int = 0b111
 
 
-class McuNodeSimulator:
+class McuNodeSimulator(SimulatedDevice):
     """A sensor node on the device end of a :class:`PtyLink`; use ``async with``."""
 
     def __init__(
@@ -124,18 +123,6 @@ class McuNodeSimulator:
         self._decoder = FrameDecoder(smp=False)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def serial_path(self) -> str:

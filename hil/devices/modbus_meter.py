@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from types import MappingProxyType, TracebackType
-from typing import Self
+from types import MappingProxyType
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from hil.devices.lifecycle import SimulatedDevice
 from hil.devices.pty_link import PtyLink
 from hil.process.energy_meter import EnergyMeterModel, MeterModel, MeterReading
 
@@ -45,6 +45,7 @@ __all__ = [
     "decode_value",
     "encode_reading",
     "encode_value",
+    "meter_tag_configs",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,25 @@ REGISTER_MAP: tuple[RegisterSpec, ...] = (
 REGISTERS_BY_NAME: Mapping[str, RegisterSpec] = MappingProxyType(
     {spec.name: spec for spec in REGISTER_MAP}
 )
+
+_GATEWAY_TABLE = {Table.INPUT: "input", Table.HOLDING: "holding", Table.COIL: "coil",
+                  Table.DISCRETE_INPUT: "discrete"}
+
+
+def meter_tag_configs(*names: str) -> list[dict[str, object]]:
+    """Gateway tag configs (plain dicts) for the named registers of the map, all when none
+    are named: one source of truth for tests, scenarios and demos that read this meter."""
+    specs = [REGISTERS_BY_NAME[n] for n in names] if names else list(REGISTER_MAP)
+    tags: list[dict[str, object]] = []
+    for spec in specs:
+        tag: dict[str, object] = {"name": spec.name, "table": _GATEWAY_TABLE[spec.table],
+                                  "address": spec.address, "type": spec.kind.value}
+        if spec.scale != 1.0:
+            tag["scale"] = spec.scale
+        if spec.unit:
+            tag["unit"] = spec.unit
+        tags.append(tag)
+    return tags
 
 _FC_TABLE: Mapping[int, Table] = MappingProxyType(
     {
@@ -230,7 +250,7 @@ def _defaults(table: Table) -> dict[int, int]:
     return out
 
 
-class ModbusMeterSimulator:
+class ModbusMeterSimulator(SimulatedDevice):
     """A simulated energy meter on Modbus TCP (pymodbus server, unit id 1).
 
     Args:
@@ -286,18 +306,6 @@ class ModbusMeterSimulator:
         """Requests to the meter's unit id that reached the datastore (incl. injected faults)."""
 
     # -- lifecycle -----------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def port(self) -> int:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from hil.devices.modbus_meter import meter_tag_configs
+
 if TYPE_CHECKING:
     from hil.scenario.model import Scenario
 
@@ -32,29 +34,10 @@ __all__ = [
     "write_gateway_config",
 ]
 
-_METER_TAGS: list[dict[str, Any]] = [
-    {"name": "voltage", "table": "input", "address": 0, "type": "float32", "unit": "V"},
-    {"name": "current", "table": "input", "address": 2, "type": "float32", "unit": "A"},
-    {"name": "active_power", "table": "input", "address": 4, "type": "float32", "unit": "kW"},
-    {"name": "frequency", "table": "input", "address": 8, "type": "float32", "unit": "Hz"},
-    {
-        "name": "energy_import",
-        "table": "input",
-        "address": 10,
-        "type": "uint32",
-        "scale": 0.01,
-        "unit": "kWh",
-    },
-    {
-        "name": "temperature",
-        "table": "input",
-        "address": 12,
-        "type": "int16",
-        "scale": 0.1,
-        "unit": "degC",
-    },
-    {"name": "machine_state", "table": "input", "address": 13, "type": "uint16"},
-]
+_METER_TAGS: list[dict[str, Any]] = meter_tag_configs(
+    "voltage", "current", "active_power", "frequency", "energy_import", "temperature",
+    "machine_state",
+)
 
 
 def meter_device_config(name: str, port: int, poll_interval: str, timeout: str) -> dict[str, Any]:

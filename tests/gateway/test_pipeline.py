@@ -106,3 +106,16 @@ def test_numbers_travelling_with_strings_are_still_scaled_and_filtered() -> None
                                   np.zeros(2, np.uint8)))
     assert len(again) == 0  # unchanged number (deadband 0) and unchanged string
     assert p.latest(0) == pytest.approx(12.3) and p.latest(1) == "AB"
+
+
+def test_burst_of_tags_without_deadband_goes_through_whole_and_keeps_the_latest() -> None:
+    p = pipeline(tag("a", 0, scale=2), tag("b", 1, deadband=1.0))
+    # out of time order on purpose; b has a deadband and is filtered sample by sample
+    batch = SampleBatch.of([0, 1, 0, 1, 0, 1], [3, 10, 1, 10.5, 2, 12],
+                           [2 * S, 0, 0, S, S, 2 * S])
+    out = p.process(batch)
+    got = sorted(zip(out.tag_ids.tolist(), out.ts_ns.tolist(), out.values.tolist(), strict=True))
+    assert got == [(0, 0, 2.0), (0, S, 4.0), (0, 2 * S, 6.0), (1, 0, 10.0), (1, 2 * S, 12.0)]
+    assert p.latest(0) == 6.0 and p.latest(1) == 12.0
+    assert p.latest_ns[0] == 2 * S
+    assert p.counters.samples_in == 6 and p.counters.samples_out == 5

@@ -12,29 +12,11 @@ from typing import Any
 from gateway.config.loader import load_config_text
 from gateway.config.models import GatewayConfig
 from gateway.runtime.gateway import Gateway, ShutdownReport
+from hil.devices.modbus_meter import meter_tag_configs
 
-METER_TAGS: list[dict[str, Any]] = [
-    {"name": "voltage", "table": "input", "address": 0, "type": "float32", "unit": "V"},
-    {"name": "current", "table": "input", "address": 2, "type": "float32", "unit": "A"},
-    {"name": "active_power", "table": "input", "address": 4, "type": "float32", "unit": "kW"},
-    {
-        "name": "energy_import",
-        "table": "input",
-        "address": 10,
-        "type": "uint32",
-        "scale": 0.01,
-        "unit": "kWh",
-    },
-    {
-        "name": "temperature",
-        "table": "input",
-        "address": 12,
-        "type": "int16",
-        "scale": 0.1,
-        "unit": "degC",
-    },
-    {"name": "relay_closed", "table": "coil", "address": 0, "type": "bool"},
-]
+METER_TAGS: list[dict[str, Any]] = meter_tag_configs(
+    "voltage", "current", "active_power", "energy_import", "temperature", "relay_closed"
+)
 
 
 def gateway_config(
