@@ -1,5 +1,5 @@
 # The two commands (see README): `make demo` and `make test`.
-.PHONY: demo test bench lint schema
+.PHONY: demo test bench lint schema proto
 
 demo:
 	./scripts/bootstrap.sh
@@ -17,3 +17,9 @@ lint:
 
 schema:
 	.venv/bin/chenxing-gateway config schema -o config/gateway.schema.json
+
+proto:
+	.venv/bin/python -m pip install -q -c constraints.txt -e ".[proto]"
+	.venv/bin/python -m grpc_tools.protoc -I gateway/northbound/sparkplug/proto \
+	  --python_out=gateway/northbound/sparkplug --pyi_out=gateway/northbound/sparkplug \
+	  gateway/northbound/sparkplug/proto/sparkplug_b.proto

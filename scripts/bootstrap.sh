@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the demo and the tests need, idempotently:
-#  - Debian packages mosquitto and socat (apt-get, when missing and running as root)
+#  - Debian packages mosquitto and socat (apt-get, when missing and running as root); with
+#    --test also what only the tests use: victoria-metrics (an InfluxDB v2 write endpoint for
+#    the ingest tests) and chromium + chromium-driver (the status page's browser test)
 #  - a virtual environment in .venv with the project installed (editable) and its test extra,
 #    pinned by constraints.txt so every machine gets the same versions.
 set -euo pipefail
@@ -12,6 +14,12 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+if [ "${1:-}" = "--test" ]; then
+  command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] ||
+    missing+=(victoria-metrics)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${missing[*]} with apt-get"

@@ -3,7 +3,7 @@
 # HIL). Exit non-zero on any failure, including "no tests collected" (pytest exit 5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-./scripts/bootstrap.sh || exit 1
+./scripts/bootstrap.sh --test || exit 1
 .venv/bin/ruff check . || { echo "ruff found problems" >&2; exit 1; }
 .venv/bin/python -m pytest "$@"
 rc=$?
