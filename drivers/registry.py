@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from drivers.modbus.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig
 from drivers.opcua.config import OpcUaDeviceConfig
+from drivers.serial_line.config import SerialLineDeviceConfig
 from firmware_bridge.config import McuNodeDeviceConfig
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 DEVICE_CONFIG_TYPES = (
     ModbusTcpDeviceConfig, ModbusRtuDeviceConfig, OpcUaDeviceConfig, McuNodeDeviceConfig,
+    SerialLineDeviceConfig,
 )
 
 
@@ -40,4 +42,8 @@ def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
         from firmware_bridge.driver import McuNodeDriver
 
         return McuNodeDriver(device, catalog.ids_of_device(device.name))
+    if isinstance(device, SerialLineDeviceConfig):
+        from drivers.serial_line.driver import SerialLineDriver
+
+        return SerialLineDriver(device, catalog.ids_of_device(device.name))
     raise ValueError(f"no driver for protocol {device.protocol!r}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pymodbus.client import AsyncModbusSerialClient, ModbusBaseClient
 
 from drivers.modbus.config import ModbusRtuDeviceConfig
+from drivers.modbus.responses import use_array_responses
 from gateway.errors import DeviceUnreachable
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class SerialBus:
             trace_packet=count_bytes,
             trace_connect=self._on_connect_change,
         )
+        use_array_responses(client)
         errors: list[BaseException] = []
         record_connect_errors(client, errors)
         self._ready.clear()

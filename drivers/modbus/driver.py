@@ -51,6 +51,7 @@ from drivers.modbus.config import (
     Table,
 )
 from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
+from drivers.modbus.responses import use_array_responses
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
 from gateway.types import DataType, Quality, SampleBatch
@@ -112,6 +113,7 @@ class _PlannedRead:
     method: str
     decoder: DecodePlan
     out: slice
+    what: str  # "read holding 0..9 (10 registers)", for messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,10 @@ class UnitHealth:
     )
     #: error counts of this unit by kind, plus ``skipped`` requests while backed off
     errors: Counter[str] = dataclass_field(default_factory=Counter)
+    #: requests sent to this unit (reads, their retries, and writes)
+    requests: int = 0
+    #: reads sent again after a transient failure
+    retries: int = 0
 
 
 class ModbusDriver(Driver):
@@ -282,7 +288,9 @@ class ModbusDriver(Driver):
                 if last or failure.counter not in _RETRYABLE:
                     raise
                 self.errors[failure.counter] += 1
-                self.units[read.request.unit].errors[failure.counter] += 1
+                health = self.units[read.request.unit]
+                health.errors[failure.counter] += 1
+                health.retries += 1
                 log.debug("%s: %s; retrying", self.device_name, failure.reason)
         raise AssertionError("unreachable")
 
@@ -296,7 +304,7 @@ class ModbusDriver(Driver):
                 req.address, count=req.count, device_id=req.unit
             )
 
-        what = f"read {self._describe(req)}"
+        what = read.what
         response = await self._call(what, call, req.unit, sent)
         if response.isError():
             raise _exception_failure(what, response.exception_code)
@@ -377,12 +385,14 @@ class ModbusDriver(Driver):
             response = await self._call(what, call, unit)
         except _RequestFailed as failure:
             self.errors[failure.counter] += 1
+            self.units[unit].errors[failure.counter] += 1
             if failure.counter in ("timeout", "garbled"):
                 failure.reason += "; the value may or may not have been written"
             raise WriteRejected(failure.reason) from None
         if response.isError():
             failure = _exception_failure(what, response.exception_code)
             self.errors[failure.counter] += 1
+            self.units[unit].errors[failure.counter] += 1
             raise WriteRejected(failure.reason)
         log.info("%s: wrote %r to %s", self.device_name, value, tag.name)
 
@@ -428,47 +438,65 @@ class ModbusDriver(Driver):
             received = link.rx[0]
             if sent is not None:
                 sent[0] = time.time_ns()
+            health = self.units.get(unit)
+            if health is not None:
+                health.requests += 1
 
-            async def guarded() -> ModbusPDU:
-                # checked in the same step in which pymodbus sends, so that it never
-                # reconnects on its own (its execute() connects when there is no transport)
-                if not client.connected:
-                    raise ConnectionException("connection closed")
-                return await request(client)
-
-            task = asyncio.ensure_future(guarded())
+            # No task and no asyncio.wait per request (each costs event-loop turns on the
+            # hot path): the request runs in this task, which the deadline cancels at the
+            # timeout or as soon as the connection drops.
+            deadline = _Deadline(self.config.timeout, lost)
             try:
-                await asyncio.wait(
-                    (task, lost), timeout=self.config.timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-            except BaseException:  # cancelled from outside: do not leave the request running
-                task.cancel()
-                raise
-            if not task.done():
-                await _cancel(task)
+                try:
+                    # checked in the same step in which pymodbus sends, so that it never
+                    # reconnects on its own (its execute() connects when there is no transport)
+                    if not client.connected:
+                        raise ConnectionException("connection closed")
+                    response = await request(client)
+                finally:
+                    expired = deadline.disarm()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if expired and task is not None and task.uncancel() == 0:
+                    pass  # ours: the timeout, or the connection dropped (below)
+                elif expired or task is None or task.cancelling() or self._link is not link:
+                    raise  # cancelled from outside (or closed): not ours to handle
+                else:  # pymodbus cancelled its own request: the connection is going away
+                    raise await self._lose(
+                        f"{what} was cancelled by the Modbus client"
+                    ) from None
                 if lost.done():
                     if self._link is not link:  # close() was called meanwhile: not a loss
-                        raise ConnectionLost(f"{self.device_name}: closed during {what}")
-                    raise await self._lose(f"the connection to {self.address} closed during {what}")
+                        raise ConnectionLost(f"{self.device_name}: closed during {what}") from None
+                    raise await self._lose(
+                        f"the connection to {self.address} closed during {what}"
+                    ) from None
                 if link.rx[0] != received:  # bytes came, but no frame that checks out
                     self._answered()
                     raise _RequestFailed(
                         "garbled", f"{what}: garbled answer (no valid frame, e.g. a CRC error)"
-                    )
+                    ) from None
                 await self._timed_out(what, unit)
-            if task.cancelled():
-                raise await self._lose(f"{what} was cancelled by the Modbus client")
-            exc = task.exception()
-            if exc is None:
-                self._answered()
-                return task.result()
-            if isinstance(exc, ConnectionException) or not client.connected:
-                raise await self._lose(f"the connection to {self.address} closed during {what}")
-            if isinstance(exc, ModbusException):
+            except ConnectionException:
+                raise await self._lose(
+                    f"the connection to {self.address} closed during {what}"
+                ) from None
+            except ModbusException as exc:
+                if not client.connected:
+                    raise await self._lose(
+                        f"the connection to {self.address} closed during {what}"
+                    ) from None
                 # an answer came but pymodbus refused it (e.g. another unit id than asked)
                 self._answered()
                 raise _RequestFailed("decode", f"{what}: bad answer: {exc}") from exc
-            raise exc
+            except Exception:
+                if not client.connected:
+                    raise await self._lose(
+                        f"the connection to {self.address} closed during {what}"
+                    ) from None
+                raise
+            self._answered()
+            return response
 
     def _answered(self) -> None:
         self._silent_requests = 0
@@ -548,6 +576,7 @@ class ModbusDriver(Driver):
                     method,
                     DecodePlan(fields, request.count),
                     slice(start, len(batch_ids)),
+                    f"read {self._describe(request)}",
                 )
             )
         log.debug(
@@ -590,6 +619,7 @@ class ModbusTcpDriver(ModbusDriver):
             reconnect_delay=0,
             trace_connect=_watch_disconnect(lost),
         )
+        use_array_responses(client)
         errors: list[BaseException] = []
         record_connect_errors(client, errors)
         timed_out = False
@@ -684,6 +714,33 @@ def _clamp(
         quality[outside] = Quality.UNCERTAIN
 
 
+class _Deadline:
+    """Cancels the running task after ``timeout`` s or when ``lost`` resolves, whichever is
+    first: a lighter ``asyncio.timeout`` (one timer handle) for one request."""
+
+    __slots__ = ("_handle", "_lost", "_task", "fired")
+
+    def __init__(self, timeout: float, lost: asyncio.Future[None]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.fired = False
+        self._handle = asyncio.get_running_loop().call_later(timeout, self._fire)
+        self._lost = lost
+        lost.add_done_callback(self._fire)
+
+    def _fire(self, _: object = None) -> None:
+        if not self.fired:
+            self.fired = True
+            self._task.cancel()
+
+    def disarm(self) -> bool:
+        """Stop watching; True when it fired (the task's CancelledError is then ours)."""
+        self._handle.cancel()
+        self._lost.remove_done_callback(self._fire)
+        return self.fired
+
+
 def _exception_failure(what: str, code: int) -> _RequestFailed:
     name = EXCEPTION_NAMES.get(code, "unknown exception code")
     return _RequestFailed(f"exception_{code}", f"{what}: device answered exception {code} ({name})")
@@ -697,11 +754,3 @@ def _watch_disconnect(lost: asyncio.Future[None]) -> Callable[[bool], None]:
             lost.set_result(None)
 
     return on_change
-
-
-async def _cancel(task: asyncio.Future[ModbusPDU]) -> None:
-    """Cancel ``task`` and wait until it has finished, without swallowing our own cancellation."""
-    task.cancel()
-    await asyncio.wait((task,))
-    if not task.cancelled():
-        task.exception()  # retrieved: no "exception was never retrieved" warning

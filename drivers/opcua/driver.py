@@ -72,6 +72,8 @@ class _Node:
     handle: int = 0
     monitored: bool = False
     variant_type: ua.VariantType | None = None
+    tag_id: int = -1
+    """the one numeric scalar tag fed from this node (the fast path of _samples), else -1"""
 
 
 class _BatchSubscription(Subscription):
@@ -115,6 +117,10 @@ class OpcUaDriver(Driver):
         self._nodes = list(nodes.values())
         for i, node in enumerate(self._nodes):
             node.handle = i + 1
+            if len(node.positions) == 1:
+                tag = self._tags[node.positions[0]]
+                if tag.type is not DataType.STRING and tag.index is None:
+                    node.tag_id = self.tag_ids[node.positions[0]]
         self._node_of_tag: dict[int, _Node] = {
             pos: node for node in self._nodes for pos in node.positions
         }
@@ -311,7 +317,20 @@ class OpcUaDriver(Driver):
         """Turn (node, DataValue) pairs into at most two batches: numbers, then strings."""
         num: tuple[list[int], list[float], list[int], list[int]] = ([], [], [], [])
         txt: tuple[list[int], list[object], list[int], list[int]] = ([], [], [], [])
+        num_ids, num_values, num_ts, num_codes = num
         for node, dv in entries:
+            if dv is not None and node.tag_id >= 0 and only is None:
+                # fast path (a subscription's usual item): one numeric tag, a number, not bad
+                status, variant = dv.StatusCode, dv.Value
+                code = status.value if status is not None else 0
+                raw = variant.Value if variant is not None else None
+                kind = type(raw)
+                if code >> 30 < 2 and (kind is float or kind is int):
+                    num_ids.append(node.tag_id)
+                    num_values.append(float(raw))
+                    num_ts.append(timestamp_ns(dv.SourceTimestamp or dv.ServerTimestamp, now_ns))
+                    num_codes.append(code)
+                    continue
             if dv is None:  # not read: still failing, waiting for its retry
                 code, raw, ts = node.failing or _S.BadNodeIdUnknown, None, now_ns
             else:

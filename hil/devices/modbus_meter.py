@@ -349,7 +349,9 @@ class ModbusMeterSimulator(SimulatedDevice):
                 action=self._unknown_unit,
             ),
         ]
-        server = ModbusTcpServer(devices, address=(self.host, self._port or 0))
+        server = ModbusTcpServer(
+            devices, address=(self.host, self._port or 0), trace_packet=self._outgoing_tcp
+        )
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
@@ -385,6 +387,10 @@ class ModbusMeterSimulator(SimulatedDevice):
         await server.serve_forever(background=True)
         self._server = server
         log.info("Modbus meter on RTU %s (unit %d)", self.line.gateway_path, self.device_id)
+
+    def _outgoing_tcp(self, sending: bool, data: bytes) -> bytes:
+        """TCP frames in and out (pymodbus ``trace_packet``); a hook for subclasses' faults."""
+        return data
 
     def _silent_for_other_units(self, sending: bool, data: bytes) -> bytes:
         """RTU: no answer for other unit ids, as on an RS-485 line without that device."""

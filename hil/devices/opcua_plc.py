@@ -43,6 +43,7 @@ from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import NodeData
 
+from hil.devices.opcua_deadband import install_percent_deadband
 from hil.netutil import free_port
 from hil.opcua_certs import make_app_certificate
 from hil.process.injection_moulding import InjectionMouldingModel, MachineReading
@@ -101,6 +102,11 @@ _MACHINE_VARS: dict[str, ua.VariantType] = {
     "ZoneTemps": ua.VariantType.Double,
 }
 _SETPOINTS = ("MeltTempSetpoint", "HoldTime")
+#: EURange properties (Part 8 AnalogItem): what a percent deadband is a percentage of
+EU_RANGES: dict[str, tuple[float, float]] = {
+    "Machine.MeltTemp": (0.0, 400.0),
+    "Machine.InjectionPressure": (0.0, 2000.0),
+}
 
 
 class _UserManager:
@@ -181,6 +187,7 @@ class OpcUaPlcSimulator:
         }
         self._overrides: dict[str, ua.StatusCode] = {}
         self._extra: dict[str, ua.Variant] = {}
+        self._extra_ranges: dict[str, tuple[float, float]] = {}
         self._last_scale = 0.0
         self.writes_applied = 0
 
@@ -228,6 +235,7 @@ class OpcUaPlcSimulator:
         """Build the address space and listen (on the same port after a :meth:`stop`)."""
         if self._server is not None:
             return
+        install_percent_deadband()  # asyncua's server ignores percent deadbands otherwise
         server = Server(user_manager=_UserManager(self.users))  # type: ignore[arg-type]
         await server.init()
         server.set_endpoint(f"opc.tcp://{self.host}:{self.port}")
@@ -292,12 +300,27 @@ class OpcUaPlcSimulator:
         log.info("OPC UA PLC: dropped %d connection(s)", len(clients))
         return len(clients)
 
-    async def add_variable(self, name: str, value: float) -> None:
-        """Create a Double variable ``name`` now (a node that appears after the client started)."""
+    async def add_variable(
+        self, name: str, value: float, eu_range: tuple[float, float] | None = None
+    ) -> None:
+        """Create a Double variable ``name`` now (a node that appears after the client started),
+        with an EURange property when ``eu_range`` (low, high) is given."""
         self._extra[name] = ua.Variant(float(value), ua.VariantType.Double)
+        if eu_range is not None:
+            self._extra_ranges[name] = eu_range
         if self._server is not None:
             folder = self._server.get_node(ua.NodeId("Machine", self._ns))
-            await self._add(folder, name, self._extra[name], writable=False)
+            await self._add(folder, name, self._extra[name], writable=False,
+                            eu_range=eu_range)
+
+    async def set_value(self, name: str, value: float) -> None:
+        """Set a variable added with :meth:`add_variable` from the device side."""
+        self._extra[name] = ua.Variant(float(value), ua.VariantType.Double)
+        if self._server is not None:
+            stamp = dt.datetime.now(dt.UTC)
+            await self._server.write_attribute_value(
+                self._nodes[name], ua.DataValue(self._extra[name], SourceTimestamp=stamp,
+                                                ServerTimestamp=stamp))
 
     def get_value(self, name: str) -> Any:
         """The value of a variable as the server holds it now."""
@@ -307,12 +330,17 @@ class OpcUaPlcSimulator:
         return None if dv.Value is None else dv.Value.Value
 
     # -- internals --------------------------------------------------------------------
-    async def _add(self, parent: Any, name: str, value: ua.Variant, writable: bool) -> None:
+    async def _add(self, parent: Any, name: str, value: ua.Variant, writable: bool,
+                   eu_range: tuple[float, float] | None = None) -> None:
         nodeid = ua.NodeId(name, self._ns)
         var = await parent.add_variable(nodeid, ua.QualifiedName(name.split(".")[-1], self._ns),
                                         value, varianttype=value.VariantType)
         if writable:
             await var.set_writable()
+        if eu_range is not None:
+            await var.add_property(ua.NodeId(f"{name}.EURange", self._ns),
+                                   ua.QualifiedName("EURange", 0),
+                                   ua.Range(Low=eu_range[0], High=eu_range[1]))
         self._nodes[name] = nodeid
 
     async def _build(self, server: Server) -> None:
@@ -320,13 +348,15 @@ class OpcUaPlcSimulator:
         machine = await objects.add_object(ua.NodeId("Machine", self._ns), f"{self._ns}:Machine")
         reading = self.model.state_at(time.time())
         for name, value in _machine_values(reading).items():
-            await self._add(machine, f"Machine.{name}", value, writable=False)
+            await self._add(machine, f"Machine.{name}", value, writable=False,
+                            eu_range=EU_RANGES.get(f"Machine.{name}"))
         for name in _SETPOINTS:
             value = ua.Variant(self._setpoint(name), ua.VariantType.Double)
             await self._add(machine, f"Machine.{name}", value, writable=True)
             server.set_attribute_value_setter(self._nodes[f"Machine.{name}"], self._on_setpoint)
         for name, value in self._extra.items():
-            await self._add(machine, name, value, writable=False)
+            await self._add(machine, name, value, writable=False,
+                            eu_range=self._extra_ranges.get(name))
         types = await objects.add_object(ua.NodeId("Types", self._ns), f"{self._ns}:Types")
         for name, value in self._types.items():
             await self._add(types, f"Types.{name}", value, writable=True)

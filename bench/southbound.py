@@ -1,0 +1,526 @@
+"""Southbound benchmark: our Modbus and OPC UA drivers against the raw client libraries.
+
+Both halves run against a simulator in a process of its own, with the client side
+in this process, and compare like with like in the same run, interleaved
+(ours, raw, raw, ours, ours, raw, ...) so that the noise of a shared machine
+falls on both:
+
+- **Modbus**: values/s read by :class:`~drivers.modbus.driver.ModbusTcpDriver`
+  polling back to back (plan, requests, NumPy decode into a SampleBatch) against a
+  raw pymodbus loop sending the same requests (the driver's own plan) to the same
+  server and doing nothing with the answers (so the raw figure is a ceiling).
+  The server is ``bench/modbus_bank_server.py`` (input registers, fresh on every read).
+- **OPC UA**: data-change notifications/s delivered by
+  :class:`~drivers.opcua.driver.OpcUaDriver` (as SampleBatches) against a raw
+  asyncua subscription with the same items, sampling and publishing intervals and
+  queue size, on the simulated PLC's scale option (``chenxing-hil sim opcua-plc
+  --scale N --scale-rate R``). Two raw variants: ``raw`` counts the items of each
+  publish response (asyncua's transport and decoding only: the ceiling) and
+  ``raw-handler`` is asyncua's documented handler API (``datachange_notification``).
+
+Each ratio is ours ÷ raw, of the medians and as the median of each round's pair
+(judged against the goal, ≥ 0.9). CPU seconds of this process per 1,000 values
+show what the client side costs. Writes JSON to
+``bench/results/southbound-<timestamp>.json``. See bench/README.md.
+
+    python -m bench.southbound [--seconds 5] [--rounds 3] [--only modbus|opcua]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import select
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from asyncua import Client, ua
+from asyncua.common.subscription import Subscription
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.modbus.config import ModbusTcpDeviceConfig
+from drivers.modbus.driver import ModbusTcpDriver
+from drivers.opcua.config import OpcUaDeviceConfig
+from drivers.opcua.driver import OpcUaDriver
+from gateway.types import Quality, SampleBatch
+
+# the sibling scripts, imported after the project's packages: bench/firmware_bridge.py
+# would otherwise shadow the firmware_bridge package once bench/ is on sys.path
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+from modbus_bank_server import bank_layout  # noqa: E402
+from pipeline import (  # noqa: E402
+    HOST,
+    Child,
+    _die_with_parent,
+    _version,
+    machine_info,
+    start_simulator,
+    stop_simulator,
+    wait_ready,
+)
+
+log = logging.getLogger("bench.southbound")
+
+GOAL_RATIO = 0.9
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+@dataclass(slots=True)
+class Measurement:
+    """One timed window of one client."""
+
+    side: str  # ours, raw, raw-handler
+    values: int
+    seconds: float
+    cpu_seconds: float  # this process (the client side), user + system
+    requests: int = 0  # Modbus only
+    bad: int = 0  # samples whose quality is not good (ours only)
+    round: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.values / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_1000(self) -> float:
+        return self.cpu_seconds / self.values * 1e6 if self.values else float("nan")
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# --------------------------------------------------------------------------------------
+# Modbus
+# --------------------------------------------------------------------------------------
+
+
+def modbus_config(port: int, tags: int) -> ModbusTcpDeviceConfig:
+    """A device reading every tag of a ``modbus_bank_server`` bank of ``tags`` values."""
+    return ModbusTcpDeviceConfig.model_validate(
+        {
+            "name": "bank",
+            "protocol": "modbus_tcp",
+            "host": HOST,
+            "port": port,
+            "timeout": "2s",
+            "poll_interval": "1ms",
+            "tags": [
+                {"name": t.name, "table": "input", "address": t.address, "type": t.type}
+                for t in bank_layout(tags)
+            ],
+        }
+    )
+
+
+async def modbus_ours(config: ModbusTcpDeviceConfig, seconds: float) -> Measurement:
+    driver = ModbusTcpDriver(config, list(range(len(config.tags))))
+    await driver.connect()
+    try:
+        group = driver.poll_groups()[0]
+        requests_per_poll = len(driver.requests)
+        await driver.read(group)  # warm: plans built, connection up
+        values = polls = bad = 0
+        cpu0, t0 = _cpu(), time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            batch = await driver.read(group)
+            values += len(batch.tag_ids)
+            bad += int((batch.quality != Quality.GOOD).sum())
+            polls += 1
+        elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    finally:
+        await driver.close()
+    return Measurement("ours", values, elapsed, cpu, polls * requests_per_poll, bad)
+
+
+async def modbus_raw(config: ModbusTcpDeviceConfig, seconds: float) -> Measurement:
+    """The driver's request plan sent by a bare pymodbus client; answers only checked."""
+    plan = [
+        (r.address, r.count, r.unit, len(r.members))
+        for r in ModbusTcpDriver(config, list(range(len(config.tags)))).requests
+    ]
+    client = AsyncModbusTcpClient(HOST, port=config.port, timeout=2, retries=0, reconnect_delay=0)
+    if not await client.connect():
+        raise RuntimeError(f"raw pymodbus client cannot connect to port {config.port}")
+    try:
+        values = requests = 0
+        cpu0, t0 = _cpu(), time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            for address, count, unit, tags in plan:
+                rr = await client.read_input_registers(address, count=count, device_id=unit)
+                if rr.isError():
+                    raise RuntimeError(f"raw read {address}+{count}: exception {rr}")
+                values += tags
+                requests += 1
+        elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    finally:
+        client.close()
+    return Measurement("raw", values, elapsed, cpu, requests)
+
+
+# --------------------------------------------------------------------------------------
+# OPC UA
+# --------------------------------------------------------------------------------------
+
+
+def start_plc(workdir: Path, variables: int, rate: float) -> tuple[Child, str]:
+    """The simulated PLC with ``variables`` scale variables, in a process of its own."""
+    log_path = workdir / "opcua-plc.log"
+    hil = Path(sys.executable).with_name("chenxing-hil")
+    cmd = [str(hil), "--log-level", "WARNING", "sim", "opcua-plc", "--host", HOST, "--port", "0",
+           "--scale", str(variables), "--scale-rate", f"{rate:g}"]
+    with open(log_path, "ab") as log_file:
+        popen = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, cwd=REPO_ROOT,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+    child = Child("opcua-plc", popen, log_path)
+    assert popen.stdout is not None
+    deadline = time.monotonic() + 120  # building 5,000 nodes takes a while on a busy machine
+    buffer = b""
+    while b"\n" not in buffer:
+        if time.monotonic() > deadline or not child.alive():
+            child.stop(5)
+            raise RuntimeError(f"the OPC UA simulator did not start:\n{child.log_tail()}")
+        readable, _, _ = select.select([popen.stdout.fileno()], [], [], 0.5)
+        if readable:
+            chunk = os.read(popen.stdout.fileno(), 512)
+            if not chunk:
+                raise RuntimeError(f"the OPC UA simulator exited:\n{child.log_tail()}")
+            buffer += chunk
+    line = buffer.split(b"\n", 1)[0].decode()
+    endpoint = next((w for w in line.split() if w.startswith("opc.tcp://")), None)
+    if endpoint is None:
+        child.stop(5)
+        raise RuntimeError(f"the OPC UA simulator said {line!r}")
+    return child, endpoint
+
+
+def opcua_config(endpoint: str, variables: int, interval: float) -> OpcUaDeviceConfig:
+    return OpcUaDeviceConfig.model_validate(
+        {
+            "name": "plc",
+            "protocol": "opcua",
+            "endpoint": endpoint,
+            "publishing_interval": interval,
+            "queue_size": 1,
+            "timeout": "10s",
+            "tags": [
+                {"name": f"v{i:05d}", "node": f"ns=2;s=Scale.V{i:05d}", "type": "float64"}
+                for i in range(variables)
+            ],
+        }
+    )
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.values = 0
+        self.bad = 0
+
+    def batch(self, batch: SampleBatch) -> None:
+        self.values += len(batch.tag_ids)
+        self.bad += int((batch.quality != Quality.GOOD).sum())
+
+
+async def _window(counter: _Counter, warmup: float, seconds: float) -> tuple[int, float, float]:
+    """Wait for the first notification and ``warmup``; count ``seconds`` of notifications."""
+    deadline = time.monotonic() + 120
+    while counter.values == 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no notification within 120 s")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(warmup)
+    start, cpu0, t0 = counter.values, _cpu(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return counter.values - start, time.perf_counter() - t0, _cpu() - cpu0
+
+
+async def opcua_ours(config: OpcUaDeviceConfig, warmup: float, seconds: float) -> Measurement:
+    driver = OpcUaDriver(config, list(range(len(config.tags))))
+    counter = _Counter()
+    await driver.connect()
+    task = asyncio.create_task(driver.subscribe(counter.batch))
+    try:
+        bad0 = counter.bad
+        values, elapsed, cpu = await _window(counter, warmup, seconds)
+        if task.done():
+            task.result()  # raises what stopped the subscription
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await driver.close()
+    return Measurement("ours", values, elapsed, cpu, bad=counter.bad - bad0)
+
+
+class _CountingSubscription(Subscription):
+    """A raw asyncua subscription that only counts the items of each publish response."""
+
+    def __init__(self, session: Any, params: ua.CreateSubscriptionParameters,
+                 counter: _Counter) -> None:
+        super().__init__(session, params, handler=None)
+        self._counter = counter
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        self.last_publish_at = time.monotonic()
+        message = publish_result.NotificationMessage
+        if message.NotificationData:  # as the driver's subscription does (acknowledgements)
+            self.last_sequence_number = int(message.SequenceNumber)
+        for notification in message.NotificationData or ():
+            if isinstance(notification, ua.DataChangeNotification):
+                self._counter.values += len(notification.MonitoredItems)
+
+
+class _CountingHandler:
+    """asyncua's documented handler API."""
+
+    def __init__(self, counter: _Counter) -> None:
+        self._counter = counter
+
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        self._counter.values += 1
+
+
+async def opcua_raw(config: OpcUaDeviceConfig, warmup: float, seconds: float,
+                    handler_api: bool) -> Measurement:
+    """The same monitored items on a bare asyncua client."""
+    client = Client(config.endpoint, timeout=config.timeout)
+    counter = _Counter()
+    await client.connect()
+    try:
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = config.publishing_interval * 1000
+        params.RequestedMaxKeepAliveCount = config.keepalive_count
+        params.RequestedLifetimeCount = config.keepalive_count * 6
+        params.MaxNotificationsPerPublish = 0
+        params.PublishingEnabled = True
+        params.Priority = 0
+        sub: Subscription
+        if handler_api:
+            sub = await client.create_subscription(params, _CountingHandler(counter))
+        else:
+            sub = _CountingSubscription(client.uaclient.session, params, counter)
+            await sub.init()
+        nodes = [client.get_node(tag.node) for tag in config.tags]
+        await sub.subscribe_data_change(
+            nodes, queuesize=config.queue_size, sampling_interval=config.publishing_interval * 1000
+        )
+        values, elapsed, cpu = await _window(counter, warmup, seconds)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+    return Measurement("raw-handler" if handler_api else "raw", values, elapsed, cpu)
+
+
+# --------------------------------------------------------------------------------------
+# runs and report
+# --------------------------------------------------------------------------------------
+
+
+def _order(sides: list[str], round_no: int) -> list[str]:
+    """ABBA-style interleaving: odd rounds run the sides in reverse order."""
+    return sides if round_no % 2 == 0 else list(reversed(sides))
+
+
+async def _rounds(
+    sides: dict[str, Callable[[], Awaitable[Measurement]]], rounds: int
+) -> list[Measurement]:
+    out: list[Measurement] = []
+    for r in range(rounds):
+        for side in _order(list(sides), r):
+            m = await sides[side]()
+            m.round = r
+            log.info("round %d %s: %.0f values/s, %.2f ms CPU / 1,000", r + 1, side, m.rate,
+                     m.cpu_ms_per_1000)
+            out.append(m)
+    return out
+
+
+def summarise(measurements: list[Measurement]) -> dict[str, Any]:
+    by_side: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        by_side.setdefault(m.side, []).append(m)
+    sides = {
+        side: {
+            "rate_median": statistics.median(m.rate for m in ms),
+            "rates": [round(m.rate, 1) for m in ms],
+            "cpu_ms_per_1000_median": statistics.median(m.cpu_ms_per_1000 for m in ms),
+            "requests_per_s_median": statistics.median(m.requests / m.seconds for m in ms),
+            "non_good": sum(m.bad for m in ms),
+        }
+        for side, ms in by_side.items()
+    }
+    ours = sides["ours"]["rate_median"]
+    ratios = {
+        f"ours/{side}": ours / s["rate_median"] if s["rate_median"] else float("nan")
+        for side, s in sides.items()
+        if side != "ours"
+    }
+    # each round's ours/raw: the two ran back to back, so a load that drifts over the run
+    # (other jobs on a shared machine) cancels out better than in the ratio of medians
+    paired: dict[str, float] = {}
+    for side in sides:
+        if side == "ours":
+            continue
+        per_round = []
+        for r in sorted({m.round for m in measurements}):
+            mine = [m.rate for m in by_side["ours"] if m.round == r]
+            theirs = [m.rate for m in by_side[side] if m.round == r]
+            if mine and theirs and theirs[0] > 0:
+                per_round.append(mine[0] / theirs[0])
+        paired[f"ours/{side}"] = statistics.median(per_round) if per_round else float("nan")
+    # what one fully busy core could carry: the client-side cost, whatever limited the rate
+    capacity = {side: 1e6 / s["cpu_ms_per_1000_median"] for side, s in sides.items()}
+    cpu_ratios = {
+        f"ours/{side}": capacity["ours"] / c for side, c in capacity.items() if side != "ours"
+    }
+    return {"sides": sides, "ratios": ratios, "paired_ratios": paired,
+            "values_per_cpu_second": capacity,
+            "cpu_ratios": cpu_ratios,
+            "measurements": [asdict(m) | {"rate": m.rate} for m in measurements]}
+
+
+def _print(title: str, unit: str, summary: dict[str, Any]) -> None:
+    print(f"\n{title}")
+    print(f"  {'side':<12} {unit + ' (median)':>20} {'CPU ms/1,000':>14}  rounds")
+    for side, s in summary["sides"].items():
+        rates = ", ".join(f"{r:,.0f}" for r in s["rates"])
+        print(f"  {side:<12} {s['rate_median']:>20,.0f} {s['cpu_ms_per_1000_median']:>14.2f}"
+              f"  [{rates}]")
+    for name, ratio in summary["ratios"].items():
+        verdict = "met" if summary["paired_ratios"][name] >= GOAL_RATIO else "NOT met"
+        print(f"  ratio {name}: {ratio:.3f} of medians, {summary['paired_ratios'][name]:.3f} "
+              f"median of rounds (goal >= {GOAL_RATIO}: {verdict}); per client CPU second: "
+              f"{summary['cpu_ratios'][name]:.3f}")
+
+
+async def run_modbus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    sim = start_simulator("modbus-bank", args.modbus_tags, workdir)
+    try:
+        wait_ready(sim, time.monotonic() + 30)
+        config = modbus_config(sim.port, args.modbus_tags)
+        measurements = await _rounds(
+            {
+                "ours": lambda: modbus_ours(config, args.seconds),
+                "raw": lambda: modbus_raw(config, args.seconds),
+            },
+            args.rounds,
+        )
+    finally:
+        stop_simulator(sim)
+    summary = summarise(measurements)
+    summary["setup"] = {
+        "tags": args.modbus_tags,
+        "requests_per_poll": len(ModbusTcpDriver(config, list(range(len(config.tags)))).requests),
+        "server": "bench/modbus_bank_server.py (pymodbus SimDevice), own process",
+        "simulator_served": sim.final_stats,
+    }
+    _print(f"Modbus TCP: {args.modbus_tags:,} tags, polled back to back", "values/s", summary)
+    return summary
+
+
+async def run_opcua(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    plc, endpoint = start_plc(workdir, args.opcua_variables, args.opcua_rate)
+    try:
+        config = opcua_config(endpoint, args.opcua_variables, 1.0 / args.opcua_rate)
+        warm, secs = args.warmup, args.seconds
+        sides: dict[str, Callable[[], Awaitable[Measurement]]] = {
+            "ours": lambda: opcua_ours(config, warm, secs),
+            "raw": lambda: opcua_raw(config, warm, secs, handler_api=False),
+        }
+        if args.handler_api:
+            sides["raw-handler"] = lambda: opcua_raw(config, warm, secs, handler_api=True)
+        measurements = await _rounds(sides, args.rounds)
+    finally:
+        plc.stop(10)
+    summary = summarise(measurements)
+    summary["setup"] = {
+        "variables": args.opcua_variables,
+        "server_rate_hz": args.opcua_rate,
+        "offered_changes_per_s": args.opcua_variables * args.opcua_rate,
+        "publishing_and_sampling_interval_s": 1.0 / args.opcua_rate,
+        "queue_size": 1,
+        "server": "chenxing-hil sim opcua-plc --scale (asyncua server), own process",
+    }
+    _print(f"OPC UA: {args.opcua_variables:,} variables at {args.opcua_rate:g} Hz "
+           f"(offered {args.opcua_variables * args.opcua_rate:,.0f} changes/s)",
+           "notifications/s", summary)
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=5.0, help="window per measurement")
+    p.add_argument("--warmup", type=float, default=2.0, help="OPC UA: seconds before a window")
+    p.add_argument("--rounds", type=int, default=3, help="measurements per side (median)")
+    p.add_argument("--only", choices=("modbus", "opcua"), help="run one half only")
+    p.add_argument("--modbus-tags", type=int, default=2500)
+    p.add_argument("--opcua-variables", type=int, default=5000)
+    p.add_argument("--opcua-rate", type=float, default=10.0, help="server updates/s (Hz)")
+    p.add_argument("--handler-api", action="store_true",
+                   help="OPC UA: also measure asyncua's handler API (slow: a task per change)")
+    p.add_argument("--out", type=Path, help="JSON result (default bench/results/...)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        p.error("--rounds must be >= 1 and --seconds > 0")
+    return args
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    result: dict[str, Any] = {
+        "benchmark": "southbound",
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info() | {"asyncua": _version("asyncua")},
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "goal_ratio": GOAL_RATIO,
+    }
+    with tempfile.TemporaryDirectory(prefix="chenxing-bench-sb-") as tmp:
+        if args.only in (None, "modbus"):
+            result["modbus"] = await run_modbus(args, Path(tmp))
+        if args.only in (None, "opcua"):
+            result["opcua"] = await run_opcua(args, Path(tmp))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("asyncua", "pymodbus"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        result = asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        print(f"southbound benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    out = args.out or RESULTS_DIR / f"southbound-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"\nwritten {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
