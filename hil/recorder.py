@@ -18,6 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hil.recorder_sparkplug import SparkplugDecoder
+
 
 @dataclass(frozen=True, slots=True)
 class ReceivedSample:
@@ -38,6 +40,7 @@ class _State:
     latest: dict[str, ReceivedSample] = field(default_factory=dict)
     undecodable: int = 0
     retained_seen: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 class TelemetryRecorder:
@@ -56,6 +59,8 @@ class TelemetryRecorder:
         self.host = host
         self.port = port
         self.topic = topic_root.rstrip("/") + "/#"
+        #: ``topic_root="spBv1.0"`` records a Sparkplug B edge node instead
+        self._sparkplug = SparkplugDecoder() if topic_root.rstrip("/") == "spBv1.0" else None
         self._lock = threading.Lock()
         self._state = _State()
         self._subscribed = threading.Event()
@@ -81,8 +86,14 @@ class TelemetryRecorder:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         received = time.time_ns()
         try:
-            body = json.loads(msg.payload)
-            kind = body["type"]
+            if self._sparkplug is not None:
+                decoded = self._sparkplug.decode(msg.topic, bytes(msg.payload))
+                if decoded is None:
+                    raise ValueError("not a Sparkplug B message")
+                kind, body = decoded
+            else:
+                body = json.loads(msg.payload)
+                kind = body["type"]
         except (ValueError, KeyError, TypeError):
             with self._lock:
                 self._state.undecodable += 1
@@ -95,6 +106,8 @@ class TelemetryRecorder:
                 st.births.append(body)
             elif kind == "death":
                 st.deaths.append(body)
+            elif kind == "event":
+                st.events.append(body)
             elif kind == "data":
                 st.data_messages.append(body)
                 s = body["samples"]
@@ -135,6 +148,7 @@ class TelemetryRecorder:
                 dict(st.latest),
                 st.undecodable,
                 st.retained_seen,
+                list(st.events),
             )
 
     def samples_of(self, tag: str) -> list[ReceivedSample]:

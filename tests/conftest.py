@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from hil.broker import MqttBroker, find_mosquitto
+from hil.victoria_metrics import VictoriaMetrics, find_victoria_metrics
 
 
 @pytest.fixture
@@ -22,6 +23,17 @@ def mosquitto() -> Iterator[MqttBroker]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture
+def victoria_metrics() -> Iterator[VictoriaMetrics]:
+    """Debian's victoria-metrics as an InfluxDB v2 write API on a free loopback port, with a
+    temporary data folder; a test may stop and start it (the data stays)."""
+    if find_victoria_metrics() is None:
+        pytest.fail("victoria-metrics is not installed: run scripts/bootstrap.sh as root "
+                    "(apt-get install victoria-metrics)")  # fmt: skip
+    with VictoriaMetrics() as vm:
+        yield vm
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from drivers.base import Driver
 from drivers.registry import create_driver
 from gateway.cli import exit_codes
 from gateway.config.loader import load_config, resolve_secret
-from gateway.config.models import GatewayConfig, MqttConfig
+from gateway.config.models import GatewayConfig, MqttConfig, MqttTlsConfig
 from gateway.errors import ConfigError, DriverError
 from gateway.logsetup import setup_logging
 from gateway.tags import TagCatalog
@@ -169,8 +169,8 @@ def check_broker(config: MqttConfig, gateway_id: str, config_dir: Path | None,
 
     from gateway.northbound.mqtt_link import describe_connect_error, tls_context
 
-    scheme = "mqtts" if config.tls is not None else "mqtt"
-    url = f"{scheme}://{config.host}:{config.port}"
+    broker = config.brokers()[0]  # with northbound.mqtt.urls: the first one
+    url = broker.url
     v5 = config.protocol == "5"
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -180,9 +180,10 @@ def check_broker(config: MqttConfig, gateway_id: str, config_dir: Path | None,
     )
     client.connect_timeout = timeout
     try:
-        if config.tls is not None:
-            client.tls_set_context(tls_context(config.tls))
-            if config.tls.insecure_skip_verify:
+        if broker.tls:
+            tls = config.tls or MqttTlsConfig()
+            client.tls_set_context(tls_context(tls))
+            if tls.insecure_skip_verify:
                 client.tls_insecure_set(True)
         if config.username is not None:
             password = (resolve_secret(config.password, config_dir)
@@ -201,7 +202,7 @@ def check_broker(config: MqttConfig, gateway_id: str, config_dir: Path | None,
 
     client.on_connect = on_connect
     try:
-        client.connect(config.host, config.port, keepalive=max(5, int(config.keepalive)))
+        client.connect(broker.host, broker.port, keepalive=max(5, int(config.keepalive)))
     except Exception as exc:  # socket, DNS, TLS
         return BrokerCheck(url, False, describe_connect_error(exc))
     try:

@@ -358,6 +358,8 @@ def check_secrets(config: GatewayConfig, config_file: Path | None = None,
     refs: list[tuple[KeyPath, SecretRef | None]] = [
         (("northbound", "mqtt", "password"), config.northbound.mqtt.password),
         (("http", "token"), config.http.token),
+        (("northbound", "influxdb", "token"),
+         config.northbound.influxdb.token if config.northbound.influxdb else None),
     ]
     for d, device in enumerate(config.devices):
         refs.extend((("devices", d, *key), ref) for key, ref in device.secret_refs())

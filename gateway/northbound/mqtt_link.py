@@ -5,6 +5,10 @@ messages in its own thread (``loop_start``); callbacks are handed to the event
 loop with ``call_soon_threadsafe`` so the rest of the gateway stays
 single-threaded. Reconnect delays get jitter from :class:`Backoff` each time the
 link drops, so a fleet of gateways does not reconnect in lock step.
+
+Failover: with several brokers (``northbound.mqtt.urls``) every connection attempt
+asks :class:`BrokerRotation` where to go. The one paho client moves between them,
+so QoS 1 messages in flight are re-sent to the next broker after its CONNACK.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import Backoff
+from gateway.config.broker_url import BrokerAddress
 from gateway.config.models import MqttConfig, MqttTlsConfig
+from gateway.northbound.broker_rotation import BrokerRotation
 from gateway.northbound.message import OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -86,12 +92,18 @@ class _LastError(logging.Handler):
 
 
 class _Client(mqtt.Client):
-    """paho's client, remembering why the last connection attempt failed: paho's
-    ``on_connect_fail`` does not say."""
+    """paho's client, remembering why the last connection attempt failed (paho's
+    ``on_connect_fail`` does not say), and asking ``choose_broker`` (when set) where each
+    connection attempt goes."""
 
     last_socket_error: BaseException | None = None
+    choose_broker: Callable[[], BrokerAddress] | None = None
 
     def _create_socket(self) -> Any:
+        if self.choose_broker is not None:
+            target = self.choose_broker()
+            # paho reads these when it opens the socket; the old socket is closed by now
+            self._host, self._port, self._ssl = target.host, target.port, target.tls
         try:
             return super()._create_socket()  # type: ignore[misc]
         except Exception as exc:
@@ -113,8 +125,10 @@ class MqttLink:
         """``subscriptions`` (topic, QoS) are made on every connect; ``on_message(topic,
         payload, retained)`` receives their messages on the event loop."""
         self.config = config
-        scheme = "mqtts" if config.tls is not None else "mqtt"
-        self.url = f"{scheme}://{config.host}:{config.port}"
+        self.rotation = BrokerRotation(config.brokers())
+        #: the broker connected to, or being tried
+        self.url = self.rotation.current.url
+        self.broker_switches = 0
         self.connected = asyncio.Event()
         self.generation = 0  # counts successful connects; a new one needs a new birth
         self.last_error: str | None = None
@@ -135,10 +149,13 @@ class MqttLink:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
-        if config.tls is not None:
-            self._client.tls_set_context(tls_context(config.tls))
-            if config.tls.insecure_skip_verify:
+        if any(b.tls for b in self.rotation.brokers):
+            tls = config.tls or MqttTlsConfig()
+            self._client.tls_set_context(tls_context(tls))
+            if tls.insecure_skip_verify:
                 self._client.tls_insecure_set(True)
+        if len(self.rotation.brokers) > 1:
+            self._client.choose_broker = self._choose_broker
         self._client.max_inflight_messages_set(65535)  # the outbox bounds what is in flight
         self._client.max_queued_messages_set(0)
         if config.username is not None:
@@ -159,6 +176,13 @@ class MqttLink:
         self._client.enable_logger(paho_log)
 
     # --- paho thread -> event loop -------------------------------------------------
+    def _choose_broker(self) -> BrokerAddress:
+        previous = self.rotation.current
+        target = self.rotation.next_attempt()
+        if target != previous:
+            self._loop.call_soon_threadsafe(self._switched, previous, target)
+        return target
+
     def _paho_connect(
         self,
         client: mqtt.Client,
@@ -167,12 +191,19 @@ class MqttLink:
         reason: ReasonCode,
         properties: object,
     ) -> None:
+        if not reason.is_failure:
+            self.rotation.connected()
         if not reason.is_failure and self._subscriptions:
             # before the loop hears of the connect, hence before the birth is published
             client.subscribe(list(self._subscriptions))
         self._loop.call_soon_threadsafe(self._connected, reason.is_failure, str(reason))
 
     def _paho_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        if len(self.rotation.brokers) > 1:  # jitter, also between brokers
+            delay = self._backoff.next_delay()
+            client.reconnect_delay_set(
+                min(delay, self.config.reconnect_max), self.config.reconnect_max
+            )
         error = getattr(client, "last_socket_error", None)
         reason = describe_connect_error(error) if error is not None else "connection failed"
         self._loop.call_soon_threadsafe(self._connect_failed, reason)
@@ -223,6 +254,11 @@ class MqttLink:
         self._loop.call_soon_threadsafe(self._acked, mid, reason.is_failure, str(reason))
 
     # --- event loop ------------------------------------------------------------------
+    def _switched(self, previous: BrokerAddress, target: BrokerAddress) -> None:
+        self.broker_switches += 1
+        self.url = target.url
+        log.warning("MQTT: %s unreachable, trying the next broker %s", previous.url, target.url)
+
     def _connected(self, failed: bool, reason: str) -> None:
         if failed:
             self.last_error = f"connection refused by broker: {reason}"
@@ -267,7 +303,8 @@ class MqttLink:
 
     # --- API -------------------------------------------------------------------------
     def start(self) -> None:
-        self._client.connect_async(self.config.host, self.config.port, int(self.config.keepalive))
+        first = self.rotation.current
+        self._client.connect_async(first.host, first.port, int(self.config.keepalive))
         self._client.loop_start()
 
     def publish(self, message: OutboundMessage) -> None:

@@ -87,6 +87,12 @@ class Outbox(ABC):
     def ack(self, message_id: int) -> None:
         """The broker acknowledged it: forget it. Unknown ids are ignored."""
 
+    def release(self, message_ids: Iterable[int]) -> None:
+        """Messages handed out will not be acknowledged (their connection is gone and the
+        client dropped them): they wait again, in their original order, as backlog
+        after the next :meth:`mark_backlog`. Unknown ids are ignored."""
+        raise NotImplementedError
+
     @abstractmethod
     def stats(self) -> OutboxStats: ...
 
@@ -164,6 +170,12 @@ class MemoryOutbox(Outbox):
         message = self._inflight.pop(message_id, None)
         if message is not None:
             self._forget(message)
+
+    def release(self, message_ids: Iterable[int]) -> None:
+        back = {i: m for i in message_ids if (m := self._inflight.pop(i, None)) is not None}
+        if back:
+            self._backlog = OrderedDict(sorted({**self._backlog, **back}.items()))
+            self._pending.set()
 
     def stats(self) -> OutboxStats:
         oldest = next(iter(self._put_ns.values()), None)  # ids, hence put times, ascend

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.commands.result import CommandResult
 from gateway.config.models import NorthboundConfig
 from gateway.northbound.contract_json import JsonContract
 from gateway.northbound.message import OutboundMessage
@@ -238,6 +239,15 @@ class Northbound:
         """Send a fresh birth on the current connection (e.g. after a device state change)."""
         self._birth_generation = -1
         self._wake.set()
+
+    def device_state_changed(self, device: str, state: str) -> None:
+        """A device went up or down: the birth lists device states, so birth again."""
+        if state in ("up", "down"):
+            self.rebirth()
+
+    def answer_command(self, result: CommandResult) -> None:
+        """Publish the outcome of a command from the brain (``cmd-result``)."""
+        self.send_control(self.contract.cmd_result(result, now_ns()))
 
     # --- shutdown ---------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:

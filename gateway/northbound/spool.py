@@ -407,6 +407,13 @@ class DiskSpool(Outbox):
             self._live_cursor = message.id
         return self._hand_out(message)
 
+    def release(self, message_ids: Iterable[int]) -> None:
+        released = [i for i in message_ids if self._inflight.pop(i, None) is not None]
+        if released:
+            self._backlog_cursor = 0  # they may lie behind it; handed-out rows are skipped
+            self._backlog_waiting += sum(1 for i in released if i <= self._mark)
+            self._pending.set()
+
     def mark_backlog(self) -> int:
         self._mark = self._next_id - 1
         self._live_cursor = self._mark

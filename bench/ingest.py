@@ -1,0 +1,114 @@
+"""InfluxDB path rates: the sink's line-protocol encoding, the reader's decoding of both
+contracts, and writes to a real victoria-metrics through the v2 write API.
+
+Run from the repository root with the virtualenv active::
+
+    python -m bench.ingest [--seconds 2]
+
+Prints one line per figure (single core, this process; the store runs alongside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from gateway.config.loader import load_config_text
+from gateway.influxdb.line_protocol import BatchEncoder
+from gateway.influxdb.writer import InfluxTarget, InfluxWriter
+from gateway.ingest.counters import IngestCounters
+from gateway.ingest.json_messages import JsonIngest
+from gateway.ingest.points import PointEncoder
+from gateway.ingest.sparkplug_messages import SparkplugIngest
+from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
+from gateway.tags import TagCatalog
+from gateway.types import SampleBatch
+from hil.victoria_metrics import VictoriaMetrics
+
+N_TAGS = 1000
+
+
+def rate(work: Callable[[], int], seconds: float) -> float:
+    """Units per second of ``work`` (returns units done per call)."""
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        done += work()
+    return done / elapsed
+
+
+def catalog() -> TagCatalog:
+    tags = ", ".join(f"{{name: t{i}, address: {i}, type: float32}}" for i in range(N_TAGS))
+    text = ("gateway: {id: gw, site: s, line: l}\ndevices: [{name: dev, protocol: modbus_tcp, "
+            f"host: 127.0.0.1, tags: [{tags}]}}]\n")  # fmt: skip
+    return TagCatalog(load_config_text(text).devices)
+
+
+def json_message(seq: int, n: int) -> bytes:
+    ts = int(time.time() * 1000)
+    return json.dumps({"v": 1, "type": "data", "gateway": "gw", "site": "s", "line": "l",
+                       "session": 1, "seq": seq, "ts": ts,
+                       "samples": {"tag": [f"dev.t{i}" for i in range(n)],
+                                   "value": [i * 0.5 for i in range(n)],
+                                   "ts": [ts] * n, "q": ["good"] * n}}).encode()  # fmt: skip
+
+
+def sparkplug_messages(n: int) -> tuple[bytes, bytes]:
+    birth = pb.Payload(timestamp=1, seq=1)
+    data = pb.Payload(timestamp=2, seq=2)
+    for i in range(n):
+        birth.metrics.add(name=f"t{i}", alias=i + 1, datatype=pb.Double, double_value=0.0)
+        data.metrics.add(alias=i + 1, timestamp=2, double_value=i * 0.5)
+    return birth.SerializeToString(), data.SerializeToString()
+
+
+async def write_rate(vm: VictoriaMetrics, seconds: float, batch: int) -> float:
+    writer = InfluxWriter(InfluxTarget(vm.url, "bench", precision="ms"))
+    base = int(time.time() * 1000) - 3_600_000
+    written, start, k = 0, time.perf_counter(), 0
+    try:
+        while time.perf_counter() - start < seconds:
+            body = "\n".join(f"bench,tag=t{i % N_TAGS} value={i}.5,quality=0i {base + k}"
+                             for i in range(batch)).encode()  # fmt: skip
+            k += 1
+            await writer.write(body)
+            written += batch
+    finally:
+        await writer.close()
+    return written / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    s = args.seconds
+
+    cat = catalog()
+    encoder = BatchEncoder(cat, "{device}", {"gateway": "gw", "site": "s", "line": "l"}, "ms")
+    batch = SampleBatch.of(np.arange(N_TAGS), np.linspace(0, 1, N_TAGS), time.time_ns())
+    print(f"sink encode       {rate(lambda: len(encoder.encode(batch)), s):12,.0f} samples/s")
+
+    counters = IngestCounters()
+    reader = JsonIngest(PointEncoder("{device}", "ms"), counters, sequence_check=True)
+    seq = iter(range(10**9))
+    print(f"ingest json       {rate(lambda: len(reader.handle('t', json_message(next(seq), 500))), s):12,.0f} points/s")  # noqa: E501
+
+    sp = SparkplugIngest(PointEncoder("{device}", "ms"), counters, True, None)
+    nbirth = pb.Payload(timestamp=1, seq=0).SerializeToString()
+    sp.handle("spBv1.0/g/NBIRTH/e", nbirth)
+    birth, data = sparkplug_messages(500)
+    sp.handle("spBv1.0/g/DBIRTH/e/d", birth)
+    print(f"ingest sparkplug  {rate(lambda: len(sp.handle('spBv1.0/g/DDATA/e/d', data)), s):12,.0f} points/s")  # noqa: E501
+
+    with VictoriaMetrics() as vm:
+        points = asyncio.run(write_rate(vm, s, 5000))
+    print(f"v2 write (VM)     {points:12,.0f} points/s (batches of 5000, one writer)")
+
+
+if __name__ == "__main__":
+    main()

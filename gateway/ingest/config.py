@@ -1,0 +1,159 @@
+"""Options of ``chenxing-gateway ingest``: a small YAML file and/or command-line options."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from gateway.config.broker_url import BrokerUrl
+from gateway.config.influxdb import Precision, check_http_url
+from gateway.config.loader import KeyPath, line_of, parse_yaml
+from gateway.config.models import MqttConfig, MqttTlsConfig
+from gateway.config.types import Name, PositiveDuration, SecretRef, StrictModel
+from gateway.errors import ConfigError, ConfigProblem
+
+
+class IngestInfluxConfig(StrictModel):
+    url: str = Field(description="InfluxDB v2 write API base URL, e.g. http://influxdb:8086")
+    bucket: str = Field(min_length=1)
+    org: str = ""
+    token: SecretRef | None = None
+    precision: Precision = "ms"
+    measurement: str = Field(
+        default="{device}",
+        description="{device} (Sparkplug: the device id, or the edge node id for node "
+        "metrics), {gateway} (JSON gateway id / Sparkplug edge node), {site}, {line}",
+    )
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval: PositiveDuration = 1.0
+    timeout: PositiveDuration = 10.0
+    retry_min: PositiveDuration = 1.0
+    retry_max: PositiveDuration = 30.0
+    max_pending_points: int = Field(
+        default=1_000_000, ge=1,
+        description="points held in memory while InfluxDB is unreachable; past it the "
+        "oldest are dropped and counted",
+    )  # fmt: skip
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @field_validator("measurement")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(device="d", gateway="g", site="s", line="l")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"measurement {value!r}: unknown field {exc}") from None
+        return value
+
+
+class IngestConfig(StrictModel):
+    brokers: list[BrokerUrl] = Field(
+        default_factory=lambda: ["mqtt://127.0.0.1:1883"], min_length=1,
+        description="tried in order (failover), mqtt:// or mqtts://",
+    )  # fmt: skip
+    group: Name = Field(
+        default="chenxing-ingest",
+        description="shared-subscription group: readers with the same group split the data",
+    )
+    client_id: str = Field(default_factory=lambda: f"chenxing-ingest-{uuid.uuid4().hex[:8]}")
+    username: str | None = None
+    password: SecretRef | None = None
+    tls: MqttTlsConfig | None = None
+    formats: list[Literal["json", "sparkplug"]] = Field(
+        default_factory=lambda: ["json", "sparkplug"], min_length=1
+    )
+    topic_root: str = Field(default="chenxing/v1", pattern=r"^[^#+]+$")
+    sparkplug_group: str = Field(
+        default="+", pattern=r"^(\+|[^#+/]+)$", description="Sparkplug group id, or + for all"
+    )
+    sequence_check: bool = Field(
+        default=True,
+        description="count gaps and duplicates; exact only when this reader receives a "
+        "publisher's whole stream (one reader, or a broker with sticky shared subscriptions)",
+    )
+    rebirth: bool = Field(
+        default=True,
+        description="ask a Sparkplug edge node for a rebirth (NCMD) on unknown aliases",
+    )
+    rebirth_holdoff: PositiveDuration = Field(
+        default=5.0, description="at most one rebirth request per edge node this often"
+    )
+    report_interval: PositiveDuration = 10.0
+    reconnect_min: PositiveDuration = 0.5
+    reconnect_max: PositiveDuration = 30.0
+    influxdb: IngestInfluxConfig | None = Field(
+        default=None, description="where points are written; without it they are only counted"
+    )
+
+    def mqtt(self) -> MqttConfig:
+        """The MQTT 5 connection (shared subscriptions need MQTT 5)."""
+        return MqttConfig(
+            urls=list(self.brokers), client_id=self.client_id, protocol="5",
+            username=self.username, password=self.password, tls=self.tls,
+            reconnect_min=self.reconnect_min, reconnect_max=self.reconnect_max,
+        )  # fmt: skip
+
+    def subscriptions(self) -> tuple[tuple[str, int], ...]:
+        """Data through the shared group (split between readers); births and deaths to
+        every reader (each needs the catalog and the aliases)."""
+        subs: list[tuple[str, int]] = []
+        share = f"$share/{self.group}/"
+        if "json" in self.formats:
+            root = self.topic_root.rstrip("/")
+            subs += [(f"{share}{root}/+/+/+/data", 1), (f"{root}/+/+/+/birth", 1),
+                     (f"{root}/+/+/+/death", 1)]  # fmt: skip
+        if "sparkplug" in self.formats:
+            base = f"spBv1.0/{self.sparkplug_group}"
+            subs += [(f"{share}{base}/NDATA/#", 1), (f"{share}{base}/DDATA/#", 1)]
+            subs += [(f"{base}/{kind}/#", 1) for kind in ("NBIRTH", "DBIRTH", "NDEATH", "DDEATH")]
+        return tuple(subs)
+
+
+def load_ingest_config(path: Path | None, overrides: dict[str, Any]) -> IngestConfig:
+    """The YAML file (if any) with command-line ``overrides`` (None: not given) on top;
+    raises :class:`ConfigError` listing every problem with file, line and key."""
+    data: dict[str, Any] = {}
+    lines: dict[KeyPath, int] = {}
+    file = "<command line>"
+    if path is not None:
+        file = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            problem = ConfigProblem(file, 0, (), f"cannot read: {exc.strerror}")
+            raise ConfigError([problem]) from None
+        parsed = parse_yaml(text, file)
+        if parsed.problems:
+            raise ConfigError(parsed.problems)
+        if not isinstance(parsed.data, dict):
+            raise ConfigError([ConfigProblem(file, 1, (), "the top level must be a mapping")])
+        data, lines = dict(parsed.data), parsed.lines
+    given = {k: v for k, v in overrides.items() if v is not None and k != "influxdb"}
+    data.update(given)
+    influx = {k: v for k, v in (overrides.get("influxdb") or {}).items() if v is not None}
+    if influx:
+        data["influxdb"] = {**(data.get("influxdb") or {}), **influx}
+    try:
+        return IngestConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            from_cli = loc[:1] and (loc[0] in given or (loc[0] == "influxdb" and loc[1:2]
+                                                        and loc[1] in influx))  # fmt: skip
+            where = "<command line>" if from_cli or path is None else file
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            elif err["type"] == "missing":
+                message = "required key is missing"
+            problems.append(ConfigProblem(where, 0 if where != file else line_of(lines, loc),
+                                          loc, message))  # fmt: skip
+        raise ConfigError(problems) from None

@@ -1,0 +1,221 @@
+"""Sparkplug B messages into points: births define the aliases of an edge node and its
+devices, data messages are resolved by alias, seq is checked per session, and data the
+reader cannot resolve (an unknown alias, or no birth seen yet: the reader started after
+it) triggers a rebirth request (NCMD ``Node Control/Rebirth``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.ingest.counters import IngestCounters
+from gateway.ingest.points import PointEncoder
+from gateway.ingest.sequences import SeqOutcome, SparkplugSequence
+from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
+from gateway.northbound.sparkplug.decode import (
+    SparkplugDecodeError,
+    SparkplugTopic,
+    decode_payload,
+    parse_topic,
+    resolve_datatype,
+)
+
+log = logging.getLogger(__name__)
+
+REBIRTH = "Node Control/Rebirth"
+
+
+def quality_code(properties: dict[str, Any]) -> int:
+    """Sparkplug/OPC quality (property ``Quality``: 192 good, 64 uncertain, 0 bad, 500
+    stale; absent: good) as the store's code 0 good, 1 uncertain, 2 bad, 3 stale."""
+    raw = properties.get("Quality")
+    if raw is None:
+        return 0
+    if raw == 500:
+        return 3
+    if raw >= 192:
+        return 0
+    return 1 if raw >= 64 else 2
+
+
+@dataclass(slots=True)
+class MetricDef:
+    name: str
+    datatype: str | None
+
+
+@dataclass(slots=True)
+class EdgeNode:
+    bdseq: int | None = None
+    born: bool = False
+    online: bool = False
+    seq: SparkplugSequence = field(default_factory=SparkplugSequence)
+    aliases: dict[int, MetricDef] = field(default_factory=dict)
+    device_aliases: dict[str, dict[int, MetricDef]] = field(default_factory=dict)
+    last_rebirth_request: float = float("-inf")
+
+
+def rebirth_request() -> bytes:
+    """The NCMD payload asking an edge node to publish its births again."""
+    payload = pb.Payload(timestamp=int(time.time() * 1000))
+    payload.metrics.add(name=REBIRTH, datatype=pb.Boolean, boolean_value=True)
+    return payload.SerializeToString()
+
+
+class SparkplugIngest:
+    def __init__(
+        self,
+        encoder: PointEncoder,
+        counters: IngestCounters,
+        sequence_check: bool,
+        request_rebirth: Callable[[str, bytes], None] | None,
+        rebirth_holdoff: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``request_rebirth(topic, payload)`` publishes an NCMD (None: never ask)."""
+        self.encoder = encoder
+        self.counters = counters
+        self.sequence_check = sequence_check
+        self.request_rebirth = request_rebirth
+        self.rebirth_holdoff = rebirth_holdoff
+        self.clock = clock
+        self.nodes: dict[tuple[str, str], EdgeNode] = {}
+
+    def handle(self, topic_text: str, data: bytes) -> list[str]:
+        topic = parse_topic(topic_text)
+        if topic is None or topic.is_state:
+            return []
+        try:
+            payload = decode_payload(data)
+        except SparkplugDecodeError as exc:
+            self.counters.undecodable += 1
+            log.warning("undecodable Sparkplug message on %s: %s", topic_text, exc)
+            return []
+        node = self.nodes.setdefault((topic.group_id, topic.edge_node_id), EdgeNode())
+        kind = topic.message_type
+        if kind == "NBIRTH":
+            return self._nbirth(topic, node, payload)
+        if kind == "NDEATH":
+            self._ndeath(topic, node, payload)
+            return []
+        self._sequence(topic, node, payload.get("seq"))
+        if kind == "DBIRTH":
+            return self._dbirth(topic, node, payload)
+        if kind == "DDEATH":
+            self.counters.deaths += 1
+            return []
+        if kind in ("NDATA", "DDATA"):
+            self.counters.data_messages += 1
+            return self._data(topic, node, payload)
+        return []
+
+    # --- births and deaths -------------------------------------------------------------
+    def _nbirth(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any]) -> list[str]:
+        self.counters.births += 1
+        node.born = node.online = True
+        node.aliases = {}
+        node.device_aliases = {}
+        for metric in payload["metrics"]:
+            if metric["name"] == "bdSeq":
+                node.bdseq = metric["value"]
+            if metric["name"] is not None and metric["alias"] is not None:
+                node.aliases[metric["alias"]] = MetricDef(metric["name"], metric["datatype"])
+        node.seq.start_session(payload.get("seq") or 0)
+        log.info("NBIRTH of %s/%s (bdSeq %s): %d aliases", topic.group_id,
+                 topic.edge_node_id, node.bdseq, len(node.aliases))  # fmt: skip
+        return self._points(topic, node.aliases, payload, topic.edge_node_id, birth=True)
+
+    def _dbirth(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any]) -> list[str]:
+        self.counters.births += 1
+        assert topic.device_id is not None
+        aliases = {
+            m["alias"]: MetricDef(m["name"], m["datatype"])
+            for m in payload["metrics"]
+            if m["name"] is not None and m["alias"] is not None
+        }
+        node.device_aliases[topic.device_id] = aliases
+        return self._points(topic, aliases, payload, topic.device_id, birth=True)
+
+    def _ndeath(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any]) -> None:
+        self.counters.deaths += 1
+        bdseq = next((m["value"] for m in payload["metrics"] if m["name"] == "bdSeq"), None)
+        if node.bdseq is not None and bdseq is not None and bdseq != node.bdseq:
+            log.info("NDEATH of %s/%s with bdSeq %s is for an older session (now %s); ignored",
+                     topic.group_id, topic.edge_node_id, bdseq, node.bdseq)  # fmt: skip
+            return
+        node.online = False
+        node.seq.end_session()
+
+    # --- data ----------------------------------------------------------------------------
+    def _sequence(self, topic: SparkplugTopic, node: EdgeNode, seq: int | None) -> None:
+        if not self.sequence_check or seq is None or not node.born:
+            return
+        result = node.seq.observe(seq)
+        if result.outcome is SeqOutcome.DUPLICATE:
+            self.counters.duplicates += 1
+        elif result.outcome is SeqOutcome.GAP:
+            self.counters.gaps += result.skipped
+            log.warning("%s/%s: seq %d: %d messages missing", topic.group_id,
+                        topic.edge_node_id, seq, result.skipped)  # fmt: skip
+
+    def _data(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any]) -> list[str]:
+        if topic.device_id is None:
+            aliases, device = node.aliases, topic.edge_node_id
+        else:
+            aliases, device = node.device_aliases.get(topic.device_id, {}), topic.device_id
+        return self._points(topic, aliases, payload, device, node)
+
+    def _points(
+        self,
+        topic: SparkplugTopic,
+        aliases: dict[int, MetricDef],
+        payload: dict[str, Any],
+        device: str,
+        node: EdgeNode | None = None,
+        birth: bool = False,
+    ) -> list[str]:
+        """Points of the metrics. A birth's null value means "not read yet", not a sample:
+        it is not written."""
+        lines = []
+        unknown = 0
+        default_ts = payload.get("timestamp") or int(time.time() * 1000)
+        for metric in payload["metrics"]:
+            name, datatype = metric["name"], metric["datatype"]
+            if metric["alias"] is not None and (name is None or datatype is None):
+                known = aliases.get(metric["alias"])
+                if known is None:
+                    if name is None:
+                        unknown += 1
+                        continue
+                else:
+                    name, datatype = name or known.name, datatype or known.datatype
+            if name is None or name == "bdSeq" or name.startswith("Node Control/"):
+                continue
+            if birth and metric["is_null"]:
+                continue
+            value = None if metric["is_null"] else resolve_datatype(metric["value"], datatype)
+            series = {"group": topic.group_id, "gateway": topic.edge_node_id,
+                      "device": device, "tag": name}  # fmt: skip
+            lines.append(self.encoder.line(series, value, quality_code(metric["properties"]),
+                                           metric["timestamp"] or default_ts))  # fmt: skip
+        if unknown:
+            self.counters.unknown_aliases += unknown
+            log.warning("%s/%s%s: %d metrics with unknown aliases (no birth seen)",
+                        topic.group_id, topic.edge_node_id,
+                        f"/{topic.device_id}" if topic.device_id else "", unknown)  # fmt: skip
+            if node is not None:
+                self._ask_rebirth(topic, node)
+        return lines
+
+    def _ask_rebirth(self, topic: SparkplugTopic, node: EdgeNode) -> None:
+        now = self.clock()
+        if self.request_rebirth is None or now - node.last_rebirth_request < self.rebirth_holdoff:
+            return
+        node.last_rebirth_request = now
+        self.counters.rebirths_requested += 1
+        ncmd = f"spBv1.0/{topic.group_id}/NCMD/{topic.edge_node_id}"
+        log.info("asking %s/%s for a rebirth (%s)", topic.group_id, topic.edge_node_id, ncmd)
+        self.request_rebirth(ncmd, rebirth_request())

@@ -1,0 +1,305 @@
+"""The Sparkplug B 3.0 Edge Node contract: topics and payloads (docs/contract-sparkplug.md).
+
+The gateway is one Edge Node; every configured device is a Sparkplug device whose
+metrics are its tags (metric name = tag name). Aliases: tag id + 1 for tags, then
+the node metrics; they hold for one birth. Payloads are encoded without ``seq``;
+the edge node sets it when it sends (see :mod:`gateway.northbound.sparkplug.wire`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.commands.result import CommandResult
+from gateway.config.models import GatewayConfig
+from gateway.northbound.message import OutboundMessage
+from gateway.northbound.outbox import OutboxStats
+from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
+from gateway.northbound.sparkplug.datatypes import (
+    QUALITY_CODE,
+    SPARKPLUG_TYPE,
+    add_property,
+    python_value,
+    set_value,
+)
+from gateway.tags import TagCatalog, TagInfo
+from gateway.types import Classification, Quality, SampleBatch
+
+NAMESPACE = "spBv1.0"
+REBIRTH = "Node Control/Rebirth"
+LAST_COMMAND_RESULT = "Node Control/Last Command Result"
+LAST_EVENT = "Node Info/Last Event"
+DEVICES = "Node Info/Devices"
+BDSEQ = "bdSeq"
+_NS_PER_MS = 1_000_000
+
+#: node metrics besides bdSeq, in NBIRTH order: name -> DataType
+NODE_METRICS: dict[str, int] = {
+    REBIRTH: pb.Boolean,
+    LAST_COMMAND_RESULT: pb.String,
+    LAST_EVENT: pb.String,
+    "Node Info/Gateway Version": pb.String,
+    "Node Info/Gateway Id": pb.String,
+    "Node Info/Site": pb.String,
+    "Node Info/Line": pb.String,
+    "Node Info/Description": pb.String,
+    "Node Info/Session Start": pb.DateTime,
+    "Node Info/Commands Enabled": pb.Boolean,
+    DEVICES: pb.String,
+    "Node Info/Models": pb.String,
+    "Node Info/Spool Messages": pb.UInt64,
+    "Node Info/Spool Bytes": pb.UInt64,
+    "Node Info/Spool Oldest Age": pb.Double,
+    "Node Info/Spool Dropped Messages": pb.UInt64,
+    "Node Info/Spool Dropped Samples": pb.UInt64,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentValue:
+    """A tag's latest value for a DBIRTH (None when there is none yet)."""
+
+    value: float | str | None
+    quality: Quality | None
+    ts_ns: int
+
+
+class SparkplugContract:
+    """Encodes NBIRTH, DBIRTH, NDATA, DDATA, DDEATH and NDEATH for one Edge Node."""
+
+    def __init__(self, config: GatewayConfig, catalog: TagCatalog, gateway_version: str) -> None:
+        nb = config.northbound
+        spb = nb.sparkplug
+        ident = config.gateway
+        self.group_id = spb.group_id or ident.site
+        self.edge_node_id = spb.edge_node_id or ident.id
+        self.data_qos = spb.data_qos
+        self.catalog = catalog
+        self.commands_enabled = config.commands.enabled
+        self.publishable_mask = np.array(
+            [nb.publish_restricted or t.classification is not Classification.RESTRICTED
+             for t in catalog.tags],
+            dtype=bool,
+        )  # fmt: skip
+        self._all_publishable = bool(self.publishable_mask.all())
+        self._ident = ident
+        self._version = gateway_version
+        self.datatypes = np.array([SPARKPLUG_TYPE[t.type] for t in catalog.tags], dtype=np.int32)
+        #: tag id -> device name, as an array for grouping batches by device
+        self._device_index = {name: i for i, name in enumerate(catalog.devices())}
+        self._device_of = np.array(
+            [self._device_index[t.device] for t in catalog.tags], dtype=np.int32
+        )
+        self.node_aliases = {
+            name: len(catalog) + 1 + i for i, name in enumerate(NODE_METRICS)
+        }
+        #: the edge models in service, for the NBIRTH (set by the gateway)
+        self.models_info: Callable[[], list[dict[str, Any]]] | None = None
+        #: the bdSeq of the current connection's will (set by the edge node)
+        self.current_bdseq: Callable[[], int] = lambda: 0
+
+    # --- topics -----------------------------------------------------------------------------
+    def node_topic(self, message_type: str) -> str:
+        return f"{NAMESPACE}/{self.group_id}/{message_type}/{self.edge_node_id}"
+
+    def device_topic(self, message_type: str, device: str) -> str:
+        return f"{NAMESPACE}/{self.group_id}/{message_type}/{self.edge_node_id}/{device}"
+
+    def devices(self) -> list[str]:
+        return self.catalog.devices()
+
+    def alias(self, tag: TagInfo) -> int:
+        return tag.id + 1
+
+    def publishable(self, batch: SampleBatch) -> SampleBatch:
+        """``batch`` without the samples of tags that must not leave the gateway."""
+        if self._all_publishable or not len(batch):
+            return batch
+        keep = self.publishable_mask[batch.tag_ids]
+        return batch if keep.all() else batch.select(keep)
+
+    # --- births and deaths ----------------------------------------------------------------------
+    def ndeath(self, bdseq: int, ts_ns: int) -> OutboundMessage:
+        """The NDEATH: only bdSeq, no seq; the MQTT will (QoS 1, not retained)."""
+        payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
+        metric = payload.metrics.add(name=BDSEQ, datatype=pb.Int64, timestamp=payload.timestamp)
+        metric.long_value = bdseq
+        return OutboundMessage(self.node_topic("NDEATH"), payload.SerializeToString(), "death",
+                               qos=1, retain=False)  # fmt: skip
+
+    def death(self, session: int, ts_ns: int, reason: str) -> OutboundMessage:
+        """The publisher's death interface: the NDEATH of the current connection."""
+        return self.ndeath(self.current_bdseq(), ts_ns)
+
+    def nbirth(
+        self,
+        bdseq: int,
+        ts_ns: int,
+        session_start_ns: int,
+        devices: dict[str, str],
+        spool: OutboxStats | None,
+        last_command_result: str | None,
+        last_event: str | None,
+    ) -> OutboundMessage:
+        ms = ts_ns // _NS_PER_MS
+        payload = pb.Payload(timestamp=ms)
+        bd = payload.metrics.add(name=BDSEQ, datatype=pb.Int64, timestamp=ms)
+        bd.long_value = bdseq
+        values: dict[str, Any] = {
+            REBIRTH: False,
+            LAST_COMMAND_RESULT: last_command_result,
+            LAST_EVENT: last_event,
+            "Node Info/Gateway Version": self._version,
+            "Node Info/Gateway Id": self._ident.id,
+            "Node Info/Site": self._ident.site,
+            "Node Info/Line": self._ident.line,
+            "Node Info/Description": self._ident.description,
+            "Node Info/Session Start": session_start_ns // _NS_PER_MS,
+            "Node Info/Commands Enabled": self.commands_enabled,
+            DEVICES: json.dumps(devices, separators=(",", ":")),
+            "Node Info/Models": json.dumps(self.models_info() if self.models_info else [],
+                                           separators=(",", ":")),
+        }
+        if spool is not None:
+            values.update({
+                "Node Info/Spool Messages": spool.messages,
+                "Node Info/Spool Bytes": spool.bytes,
+                "Node Info/Spool Oldest Age": round(spool.oldest_age_s, 3),
+                "Node Info/Spool Dropped Messages": spool.dropped,
+                "Node Info/Spool Dropped Samples": spool.dropped_samples,
+            })  # fmt: skip
+        for name, datatype in NODE_METRICS.items():
+            metric = payload.metrics.add(
+                name=name, alias=self.node_aliases[name], datatype=datatype, timestamp=ms
+            )
+            set_value(metric, datatype, values.get(name))
+            if name == "Node Info/Spool Oldest Age":
+                add_property(metric.properties, "engUnit", pb.String, "s")
+        return OutboundMessage(self.node_topic("NBIRTH"), payload.SerializeToString(), "birth",
+                               qos=0)  # fmt: skip
+
+    def dbirth(
+        self, device: str, ts_ns: int, current: Callable[[int], CurrentValue]
+    ) -> OutboundMessage:
+        """Every publishable tag of ``device`` with name, alias, datatype, properties and its
+        current value (null until one was read)."""
+        ms = ts_ns // _NS_PER_MS
+        payload = pb.Payload(timestamp=ms)
+        for tag_id in self.catalog.ids_of_device(device):
+            if not self.publishable_mask[tag_id]:
+                continue
+            tag = self.catalog[tag_id]
+            datatype = int(self.datatypes[tag_id])
+            now = current(tag_id)
+            metric = payload.metrics.add(
+                name=tag.name, alias=self.alias(tag), datatype=datatype,
+                timestamp=(now.ts_ns // _NS_PER_MS) if now.ts_ns else ms,
+            )  # fmt: skip
+            set_value(metric, datatype, python_value(datatype, now.value))
+            self._birth_properties(metric.properties, tag, now.quality)
+        return OutboundMessage(self.device_topic("DBIRTH", device), payload.SerializeToString(),
+                               "birth", qos=0)  # fmt: skip
+
+    def _birth_properties(
+        self, props: pb.Payload.PropertySet, tag: TagInfo, quality: Quality | None
+    ) -> None:
+        cfg = tag.config
+        add_property(props, "engUnit", pb.String, cfg.unit)
+        add_property(props, "description", pb.String, cfg.description)
+        add_property(props, "sourceDevice", pb.String, tag.device)
+        add_property(props, "classification", pb.String, cfg.classification.value)
+        add_property(props, "sourceType", pb.String, cfg.type.value)
+        add_property(props, "writable", pb.Boolean, cfg.writable)
+        if cfg.range is not None:
+            add_property(props, "engLow", pb.Double, float(cfg.range[0]))
+            add_property(props, "engHigh", pb.Double, float(cfg.range[1]))
+        code = QUALITY_CODE[quality] if quality is not None else QUALITY_CODE[Quality.BAD]
+        add_property(props, "Quality", pb.Int32, code)
+
+    def ddeath(self, device: str, ts_ns: int) -> OutboundMessage:
+        payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
+        return OutboundMessage(self.device_topic("DDEATH", device), payload.SerializeToString(),
+                               "death", qos=0)  # fmt: skip
+
+    # --- data ---------------------------------------------------------------------------------
+    def data(self, batch: SampleBatch, ts_ns: int, max_samples: int) -> list[OutboundMessage]:
+        """DDATA messages, one per device (split past ``max_samples``), metrics by alias only."""
+        messages: list[OutboundMessage] = []
+        if not len(batch):
+            return messages
+        devices = self._device_of[batch.tag_ids]
+        names = self.catalog.devices()
+        for index in np.unique(devices):
+            rows = np.flatnonzero(devices == index)
+            for start in range(0, len(rows), max_samples):
+                chunk = batch.select(rows[start : start + max_samples])  # type: ignore[arg-type]
+                messages.append(self._device_data(names[int(index)], chunk, ts_ns))
+        return messages
+
+    def _device_data(self, device: str, batch: SampleBatch, ts_ns: int) -> OutboundMessage:
+        payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
+        ids = batch.tag_ids.tolist()
+        values = batch.values.tolist()
+        stamps = (batch.ts_ns // _NS_PER_MS).tolist()
+        qualities = batch.quality.tolist()
+        datatypes = self.datatypes[batch.tag_ids].tolist()
+        good = int(Quality.GOOD)
+        for tag_id, value, ms, quality, datatype in zip(
+            ids, values, stamps, qualities, datatypes, strict=True
+        ):
+            metric = payload.metrics.add(alias=tag_id + 1, timestamp=ms)
+            set_value(metric, datatype, python_value(datatype, value))
+            if quality != good:
+                add_property(metric.properties, "Quality", pb.Int32,
+                             QUALITY_CODE[Quality(quality)])  # fmt: skip
+        return OutboundMessage(
+            self.device_topic("DDATA", device), payload.SerializeToString(), "data",
+            self.data_qos, samples=len(batch), oldest_ns=int(batch.ts_ns.min()),
+        )  # fmt: skip
+
+    def device_values(
+        self, device: str, values: Iterable[tuple[TagInfo, Any]], ts_ns: int
+    ) -> OutboundMessage:
+        """A DDATA of given engineering values (e.g. just written by a command)."""
+        payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
+        for tag, value in values:
+            metric = payload.metrics.add(alias=self.alias(tag), timestamp=payload.timestamp)
+            datatype = int(self.datatypes[tag.id])
+            set_value(metric, datatype, python_value(datatype, value))
+        return OutboundMessage(self.device_topic("DDATA", device), payload.SerializeToString(),
+                               "cmd-result", qos=0)  # fmt: skip
+
+    def node_data(self, name: str, value: Any, ts_ns: int, kind: str = "event") -> OutboundMessage:
+        """An NDATA of one node metric (by alias)."""
+        payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
+        metric = payload.metrics.add(alias=self.node_aliases[name], timestamp=payload.timestamp)
+        set_value(metric, NODE_METRICS[name], value)
+        return OutboundMessage(self.node_topic("NDATA"), payload.SerializeToString(),
+                               kind, qos=0)  # type: ignore[arg-type]  # fmt: skip
+
+    # --- answers and events (the gateway's contract interface) -----------------------------------
+    def cmd_result(self, result: CommandResult, ts_ns: int) -> OutboundMessage:
+        return self.node_data(LAST_COMMAND_RESULT, command_result_text(result), ts_ns,
+                              "cmd-result")  # fmt: skip
+
+    def event(self, event: dict[str, Any], ts_ns: int) -> OutboundMessage:
+        text = json.dumps(event, separators=(",", ":"), default=str)
+        return self.node_data(LAST_EVENT, text, ts_ns, "event")
+
+
+def command_result_text(result: CommandResult) -> str:
+    """The value of ``Node Control/Last Command Result``: the outcome as compact JSON."""
+    body: dict[str, Any] = {
+        "id": result.id,
+        "status": result.status,
+        "reason": result.reason,
+        "results": [o.as_dict() for o in result.results],
+    }
+    if result.duplicate:
+        body["duplicate"] = True
+    return json.dumps(body, separators=(",", ":"), default=str)

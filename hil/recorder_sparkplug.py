@@ -1,0 +1,58 @@
+"""Sparkplug B messages as the recorder's births, deaths, data messages and samples.
+
+Keeps the aliases of every DBIRTH so that alias-only DDATA metrics get their tag path
+``{device}.{metric name}``; quality comes from the ``Quality`` property (good when absent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.northbound.sparkplug.decode import (
+    SparkplugDecodeError,
+    decode_payload,
+    parse_topic,
+    resolve_datatype,
+)
+
+_QUALITY = {192: "good", 64: "uncertain", 0: "bad", 500: "stale"}
+
+
+class SparkplugDecoder:
+    def __init__(self) -> None:
+        self._aliases: dict[tuple[str, int], tuple[str, str | None]] = {}
+
+    def decode(self, topic: str, payload: bytes) -> tuple[str, dict[str, Any]] | None:
+        """(kind, body) with kind birth, death, data or other; None when not Sparkplug.
+
+        A data body has the JSON contract's ``seq`` and column ``samples`` (tag, value,
+        ts, q), so the recorder treats both contracts alike."""
+        parsed = parse_topic(topic)
+        if parsed is None or parsed.is_state:
+            return None
+        try:
+            body = decode_payload(payload)
+        except SparkplugDecodeError:
+            return None
+        body = {**body, "type": parsed.message_type, "device": parsed.device_id}
+        kind = parsed.message_type
+        device = parsed.device_id or ""
+        if kind == "DBIRTH":
+            for m in body["metrics"]:
+                if m["alias"] is not None:
+                    self._aliases[(device, m["alias"])] = (m["name"], m["datatype"])
+        if kind == "NBIRTH":
+            return "birth", body
+        if kind == "NDEATH":
+            return "death", body
+        if kind not in ("DDATA", "NDATA"):
+            return "other", body
+        tags, values, stamps, qualities = [], [], [], []
+        for m in body["metrics"]:
+            name, datatype = self._aliases.get((device, m["alias"]), (m["name"], None))
+            tags.append(f"{device}.{name}" if device else str(name))
+            values.append(resolve_datatype(m["value"], datatype))
+            stamps.append(m["timestamp"] or body["timestamp"])
+            qualities.append(_QUALITY.get(m["properties"].get("Quality", 192), "bad"))
+        body["samples"] = {"tag": tags, "value": values, "ts": stamps, "q": qualities}
+        return "data", body

@@ -1,0 +1,157 @@
+"""The InfluxDB sink against a real victoria-metrics (InfluxDB v2 write API): every sample
+published over MQTT is also in the store, through an outage of the store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.config.loader import load_config_text
+from gateway.errors import ConfigError
+from gateway.influxdb.line_protocol import BatchEncoder, point, series_prefix
+from gateway.metrics import render
+from gateway.tags import TagCatalog
+from gateway.types import Quality, SampleBatch
+from hil.broker import MqttBroker
+from hil.recorder import TelemetryRecorder
+from hil.victoria_metrics import VictoriaMetrics
+from tests.integration.gateway_harness import gateway_config, meter_device, running
+
+pytestmark = pytest.mark.broker
+
+
+def test_line_protocol_escapes_and_types() -> None:
+    prefix = series_prefix("meter 1", {"tag": "a,b=c", "site": "", "line": "l 1"})
+    assert prefix == r"meter\ 1,line=l\ 1,tag=a\,b\=c"
+    assert point(prefix, 2.5, 0, 7) == prefix + " value=2.5,quality=0i 7"
+    assert point(prefix, True, 0, 7) == prefix + " value=1.0,quality=0i 7"
+    assert point(prefix, float("nan"), 2, 7) == prefix + " quality=2i 7"
+    assert point(prefix, 'say "hi"\n', 1, 7) == prefix + r' text="say \"hi\"\n",quality=1i 7'
+
+
+def test_batch_encoder_per_device_measurement(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, 1883, [meter_device("m-1", 502)])
+    catalog = TagCatalog(config.devices)
+    enc = BatchEncoder(catalog, "{site}_{device}", {"gateway": "g", "site": "p", "line": "l"},
+                       "ms")  # fmt: skip
+    batch = SampleBatch.of([0, 1], np.array([230.0, np.nan]), 5_000_000, [0, int(Quality.BAD)])
+    lines = enc.encode(batch)
+    assert lines[0] == (
+        f"p_m-1,device=m-1,gateway=g,line=l,site=p,tag={catalog[0].name} value=230.0,quality=0i 5"
+    )
+    assert lines[1].endswith(" quality=2i 5")
+
+
+def test_bad_influxdb_config_says_what_is_wrong(tmp_path: Path) -> None:
+    base = (
+        "gateway: {id: gw, site: s, line: l}\n"
+        "devices: [{name: m, protocol: modbus_tcp, host: 127.0.0.1, tags: "
+        "[{name: t, address: 0, type: uint16}]}]\n"
+        "northbound:\n  influxdb:\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config_text(base + "    url: ftp://x\n    bucket: b\n    measurement: '{dev}'\n"
+                         "    token: abc\n", "g.yaml", tmp_path)  # fmt: skip
+    text = str(err.value)
+    assert "invalid InfluxDB URL" in text and "{device}" in text and "inline secrets" in text
+
+
+def influx(vm: VictoriaMetrics, **kw: object) -> dict[str, object]:
+    return {"url": vm.url, "bucket": "plant", "org": "chenxing", "flush_interval": "200ms",
+            "token": {"env": "CX_TEST_INFLUX_TOKEN"}, "retry_min": 0.2, "retry_max": 0.5,
+            **kw}  # fmt: skip
+
+
+def published(rec: TelemetryRecorder) -> dict[str, set[int]]:
+    """Millisecond timestamps of every sample received over MQTT, per tag path."""
+    out: dict[str, set[int]] = {}
+    for s in rec.snapshot().samples:
+        out.setdefault(s.tag, set()).add(s.ts_ms)
+    return out
+
+
+def stored(vm: VictoriaMetrics) -> dict[str, set[int]]:
+    """Timestamps of the points of ``{device}_quality`` (one per sample), per tag path."""
+    out: dict[str, set[int]] = {}
+    for row in vm.export('{__name__="meter_quality"}'):
+        m = row["metric"]
+        assert m["gateway"] == "gw-test" and m["site"] == "plant" and m["line"] == "line-1"
+        out.setdefault(f"{m['device']}.{m['tag']}", set()).update(row["timestamps"])
+    return out
+
+
+def assert_same(sent: dict[str, set[int]], vm: VictoriaMetrics) -> dict[str, set[int]]:
+    """Every sample published over MQTT is in the store, and nothing else."""
+    vm.wait_for(lambda: stored(vm) == sent)  # new series show up with some delay
+    kept = stored(vm)
+    assert sent.keys() == kept.keys()
+    for tag in sent:
+        only_mqtt, only_store = sorted(sent[tag] - kept[tag]), sorted(kept[tag] - sent[tag])
+        assert not only_mqtt and not only_store, (tag, only_mqtt, only_store, len(sent[tag]))
+    return sent
+
+
+async def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return predicate()
+
+
+async def test_sink_writes_every_published_sample(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter, victoria_metrics: VictoriaMetrics,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CX_TEST_INFLUX_TOKEN", "secret")
+    config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter", waveform_meter.port)],
+                            http={"enabled": False}, influxdb=influx(victoria_metrics))
+    with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
+        async with running(config) as gw:
+            sink = gw.gateway.influxdb
+            assert sink is not None
+            assert await wait_until(lambda: sink.counters.points_written >= 100, 20)
+            metrics = render(gw.gateway).decode()
+            written = sink.counters.points_written
+            report = await gw.stop()
+            assert report.drained
+        await asyncio.sleep(0.5)  # the last MQTT messages reach the recorder
+    assert sink.counters.write_errors == 0 and sink.counters.points_rejected == 0
+    assert f"chenxing_influxdb_points_written_total {written}.0" in metrics
+    assert "chenxing_influxdb_up 1.0" in metrics
+    sent = assert_same(published(rec), victoria_metrics)
+    assert sum(map(len, sent.values())) == sink.counters.points_written
+    values = victoria_metrics.points('{__name__="meter_value",tag="voltage"}')
+    (series,) = values.values()
+    assert all(200 < v < 260 for v in series.values())  # volts, as published
+
+
+async def test_sink_outage_spools_and_delivers_everything_after(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter, victoria_metrics: VictoriaMetrics,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CX_TEST_INFLUX_TOKEN", "secret")
+    config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter", waveform_meter.port)],
+                            http={"enabled": False}, influxdb=influx(victoria_metrics))
+    with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
+        async with running(config) as gw:
+            sink = gw.gateway.influxdb
+            assert sink is not None
+            assert await wait_until(lambda: sink.counters.points_written >= 50, 20)
+            await asyncio.to_thread(victoria_metrics.stop)
+            assert await wait_until(lambda: sink.counters.write_errors >= 2, 20)
+            assert await wait_until(lambda: sink.spool.stats().messages >= 3, 20)
+            assert (tmp_path / "state" / "influxdb-spool.db").exists()
+            held = sink.spool.stats().messages
+            await asyncio.to_thread(victoria_metrics.start)
+            assert await wait_until(lambda: sink.spool.stats().messages == 0, 30), held
+            report = await gw.stop()
+            assert report.drained
+        await asyncio.sleep(0.5)
+    assert sink.counters.points_rejected == 0
+    assert_same(published(rec), victoria_metrics)

@@ -1,0 +1,77 @@
+"""``chenxing-gateway ingest`` as a process: options, a YAML file, clear errors, counters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from hil.broker import MqttBroker
+from hil.victoria_metrics import VictoriaMetrics
+from tests.ingest.helpers import Publisher, json_data
+
+pytestmark = pytest.mark.broker
+
+CLI = [sys.executable, "-m", "gateway.cli.main", "ingest"]
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*CLI, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_bad_options_and_files_say_what_is_wrong(tmp_path: Path) -> None:
+    code, _, err = await run_cli("--broker", "ftp://x", "--influx-url", "localhost:8086")
+    assert code == 1
+    assert "brokers[0]" in err and "mqtt:// or mqtts://" in err
+    assert "invalid InfluxDB URL" in err and "influxdb.bucket: required key is missing" in err
+    code, _, err = await run_cli("--token-env", "A", "--token-file", "b")
+    assert code == 2 and "not both" in err
+    config = tmp_path / "ingest.yaml"
+    config.write_text("brokers: [mqtt://127.0.0.1:1]\ngroup: ok\nsequense_check: false\n")
+    code, _, err = await run_cli("-c", str(config))
+    assert code == 1 and f"{config}:3: sequense_check: unknown key" in err
+
+
+async def test_reads_from_a_yaml_file_writes_and_prints_its_counters_on_sigterm(
+    tmp_path: Path, mosquitto: MqttBroker, victoria_metrics: VictoriaMetrics
+) -> None:
+    config = tmp_path / "ingest.yaml"
+    config.write_text(
+        f"brokers: [{mosquitto.url}]\ngroup: brain\n"
+        f"influxdb: {{url: '{victoria_metrics.url}', bucket: brain, flush_interval: 200ms,"
+        " token: {env: CX_TEST_TOKEN}}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "-c", str(config), "--json", env={"CX_TEST_TOKEN": "t", "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    pub = Publisher(mosquitto)
+    try:
+        log = b""
+        while b"MQTT connected" not in log:
+            line = await asyncio.wait_for(proc.stderr.readline(), 15)
+            assert line, log.decode()
+            log += line
+        await asyncio.sleep(0.5)
+        for seq in range(3):
+            pub.publish(*json_data(seq, samples=4))
+        await asyncio.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        pub.close()
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0
+    counters = json.loads(out)
+    assert counters["data_messages"] == 3 and counters["points"] == 12
+    assert counters["written"] == 12 and counters["gaps"] == 0

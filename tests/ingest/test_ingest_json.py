@@ -1,0 +1,115 @@
+"""``chenxing-gateway ingest`` on JSON contract v1: real Mosquitto, real victoria-metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.ingest.config import IngestInfluxConfig
+from hil.broker import MqttBroker
+from hil.recorder import TelemetryRecorder
+from hil.victoria_metrics import VictoriaMetrics
+from tests.ingest.helpers import (
+    BASE_MS,
+    Publisher,
+    ingest_config,
+    json_data,
+    running_reader,
+    until,
+)
+from tests.integration.gateway_harness import gateway_config, meter_device, running
+
+pytestmark = pytest.mark.broker
+
+
+def stored_force(vm: VictoriaMetrics) -> dict[int, float]:
+    series = vm.points('{__name__="press_value"}')
+    return next(iter(series.values()), {})
+
+
+async def test_gaps_duplicates_and_late_messages_are_counted_and_data_written(
+    mosquitto: MqttBroker, victoria_metrics: VictoriaMetrics
+) -> None:
+    config = ingest_config(mosquitto, victoria_metrics)
+    pub = Publisher(mosquitto)
+    try:
+        async with running_reader(config) as reader:
+            for seq in (0, 1, 2, 4, 4, 5, 8):  # 3, 6 and 7 skipped; 4 repeated
+                pub.publish(*json_data(seq))
+            assert await until(lambda: reader.counters.data_messages == 7, 10)
+            c = reader.counters
+            assert (c.gaps, c.duplicates, c.late) == (3, 1, 0)
+            pub.publish(*json_data(3))  # late (a replayed backlog message), not a duplicate
+            assert await until(lambda: reader.counters.late == 1, 10)
+            assert reader.counters.gaps == 2 and reader.counters.duplicates == 1
+            pub.publish("chenxing/v1/plant/l1/gw-x/data", b"{not json")
+            assert await until(lambda: reader.counters.undecodable == 1, 10)
+            counters = await reader.stop()
+    finally:
+        pub.close()
+    assert counters.received == 9 and counters.points == 8 and counters.written == 8
+    seqs = {0, 1, 2, 3, 4, 5, 8}
+    expected = {BASE_MS + s: float(s) for s in seqs}
+    assert victoria_metrics.wait_for(lambda: stored_force(victoria_metrics) == expected)
+    (labels,) = victoria_metrics.points('{__name__="press_quality"}')
+    assert set(labels) >= {"device=press", "gateway=gw-x", "line=l1", "site=plant", "tag=force"}
+
+
+async def test_two_readers_in_one_group_split_a_gateways_stream_and_write_all_of_it(
+    tmp_path: Path, mosquitto: MqttBroker, victoria_metrics: VictoriaMetrics, waveform_meter
+) -> None:
+    config_a = ingest_config(mosquitto, victoria_metrics, client_id="reader-a",
+                             sequence_check=False)  # fmt: skip
+    config_b = ingest_config(mosquitto, victoria_metrics, client_id="reader-b",
+                             sequence_check=False)  # fmt: skip
+    gw_config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter",
+                               waveform_meter.port)], http={"enabled": False})  # fmt: skip
+    with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
+        async with running_reader(config_a) as a, running_reader(config_b) as b:
+            async with running(gw_config) as gw:
+                assert await until(lambda: len(rec.snapshot().data_messages) >= 30, 30)
+                assert (await gw.stop()).drained
+            await asyncio.sleep(0.5)
+            sent = rec.snapshot()
+            total = len(sent.data_messages)
+            assert await until(
+                lambda: a.counters.data_messages + b.counters.data_messages >= total, 10)
+            ca, cb = await a.stop(), await b.stop()
+    assert ca.data_messages + cb.data_messages == total
+    assert ca.data_messages > 0 and cb.data_messages > 0, "the group did not split the load"
+    assert ca.births == cb.births >= 1  # births go to every reader
+    assert ca.written + cb.written == len(sent.samples)
+    published = {(s.tag, s.ts_ms) for s in sent.samples}
+
+    def stored() -> set[tuple[str, int]]:
+        rows = victoria_metrics.export('{__name__="meter_quality"}')
+        return {(f"{r['metric']['device']}.{r['metric']['tag']}", t)
+                for r in rows for t in r["timestamps"]}  # fmt: skip
+
+    victoria_metrics.wait_for(lambda: stored() == published)
+    assert stored() == published
+
+
+async def test_store_unreachable_points_wait_in_memory_up_to_the_limit_then_oldest_drop(
+    mosquitto: MqttBroker,
+) -> None:
+    from hil.netutil import free_port
+
+    config = ingest_config(mosquitto, None)
+    influx = {"url": f"http://127.0.0.1:{free_port()}", "bucket": "b", "flush_interval": "100ms",
+              "retry_min": 0.1, "retry_max": 0.2, "max_pending_points": 5}  # fmt: skip
+    config = config.model_copy(update={"influxdb": IngestInfluxConfig.model_validate(influx)})
+    pub = Publisher(mosquitto)
+    try:
+        async with running_reader(config, drain_timeout=1.0) as reader:
+            for seq in range(3):
+                pub.publish(*json_data(seq, samples=4))
+            assert await until(lambda: reader.counters.data_messages == 3, 10)
+            assert await until(lambda: reader.counters.write_errors >= 2, 10)
+            counters = await asyncio.wait_for(reader.stop(), 30)
+    finally:
+        pub.close()
+    assert counters.points == 12 and counters.written == 0
+    assert counters.dropped == 12  # 7 over the limit, then the 5 still unsent at exit
