@@ -12,10 +12,16 @@
    delivered, the gateway process's CPU per 1,000 readings, bad frames and
    sequence gaps. The pty (not a baud rate) is the line: a real 115200 baud line
    carries at most ~1,400 readings/s (8-byte readings + framing, 10 bits a byte).
+3. *Firmware upload*: a 256 KiB MCUboot image to the simulated node over MCUmgr SMP
+   (smpclient over the driver's shared port, while the node keeps streaming
+   telemetry), on a pty paced like a real 8N1 line (``--baud``, default 115200
+   and 921600) and unpaced: upload seconds, total update seconds (test, reset,
+   HELLO, confirm), SMP bytes on the wire per image byte, and the readings that
+   arrived during the update.
 
 Run from the repository root with the virtualenv active::
 
-    python bench/firmware_bridge.py [--seconds 5] [--rate max|R]
+    python -m bench.firmware_bridge [--seconds 5] [--rate max|R] [--baud 115200 921600]
 
 Figures are printed and written as JSON to ``bench/results/firmware_bridge-<timestamp>.json``.
 """
@@ -193,12 +199,65 @@ async def _measure(
     }
 
 
+# -- 3. firmware upload over SMP -------------------------------------------------------------
+def bench_upload(baud: int | None, size: int = 256 * 1024) -> dict[str, Any]:
+    return asyncio.run(_upload(baud, size))
+
+
+async def _upload(baud: int | None, size: int) -> dict[str, Any]:
+    from firmware_bridge.image import build_image
+    from firmware_bridge.standalone import node_session
+    from firmware_bridge.update import FirmwareUpdater, Phase, UpdateProgress, UpdateTimeouts
+    from hil.devices.mcu_node import McuNodeSimulator
+    from hil.devices.pty_link import PtyLink
+
+    image = build_image((2, 0, 0), size)
+    marks: dict[str, float] = {}
+    readings = [0]
+
+    def on_progress(p: UpdateProgress) -> None:
+        marks.setdefault(str(p.phase), time.perf_counter())
+
+    def sink(batch: SampleBatch) -> None:
+        readings[0] += len(batch)
+
+    line = PtyLink(baudrate=baud)
+    async with McuNodeSimulator(node_id=NODE_ID, line=line, boot_time=0.2) as sim:
+        config = McuNodeDeviceConfig.model_validate({
+            "name": "node", "protocol": "mcu_node", "port": sim.serial_path,
+            "node_id": NODE_ID, "baudrate": baud or 115200, "stale_after": "5s",
+            "tags": [{"name": s.name, "sensor": s.name} for s in SENSORS],
+        })
+        async with node_session(config, sink) as driver:
+            updater = FirmwareUpdater(driver, UpdateTimeouts(request=5.0), on_progress)
+            readings[0] = 0
+            t0 = time.perf_counter()
+            result = await updater.run(image)
+            total = time.perf_counter() - t0
+    upload_s = marks[str(Phase.TEST)] - marks[str(Phase.CHECK)]  # state read + upload
+    return {
+        "baud": baud or "unpaced",
+        "image_bytes": size,
+        "outcome": str(result.outcome),
+        "upload_s": round(upload_s, 2),
+        "update_total_s": round(total, 2),
+        "image_kib_per_s": round(size / 1024 / upload_s, 1),
+        "smp_wire_bytes_per_image_byte": round(
+            (updater.transport.bytes_out + updater.transport.bytes_in) / size, 3),
+        "line_limit_s": round(updater.transport.bytes_out * 10 / baud, 2) if baud else None,
+        "upload_requests": sim.smp.upload_requests,
+        "readings_during_update": readings[0],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="window per measurement")
     parser.add_argument("--rate", type=float, default=None,
                         help="offered readings/s end to end (default: as fast as it goes)")
     parser.add_argument("--rounds", type=int, default=42, help="samples per sensor per frame")
+    parser.add_argument("--baud", type=int, nargs="*", default=[115200, 921600],
+                        help="paced line speeds for the firmware upload (plus one unpaced run)")
     parser.add_argument("--producer-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help="JSON result file")
     args = parser.parse_args(argv)
@@ -223,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['offered']}): {r['readings_per_s']:,} readings/s, {r['frames_per_s']:,} "
               f"frames/s, {r['gateway_cpu_ms_per_1000_readings']} ms CPU/1000 readings, "
               f"{r['gateway_cores']} cores, errors {r['errors'] or 'none'}")
+    uploads = [bench_upload(baud) for baud in [*args.baud, None]]
+    for r in uploads:
+        line = f"{r['baud']} baud" if r["line_limit_s"] is not None else "an unpaced pty"
+        print(f"SMP upload of {r['image_bytes'] // 1024} KiB at {line}: "
+              f"{r['upload_s']} s upload ({r['image_kib_per_s']} KiB/s), "
+              f"{r['update_total_s']} s with test/reset/confirm, "
+              f"{r['smp_wire_bytes_per_image_byte']} wire bytes per image byte, "
+              f"{r['readings_during_update']} readings meanwhile ({r['outcome']})")
     out: Path = args.out or BENCH_DIR / "results" / (
         f"firmware_bridge-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count()},
-        "parameters": {"seconds": args.seconds, "rate": args.rate, "rounds": args.rounds},
-        "results": {"decode": decode, "end_to_end": e2e},
+        "parameters": {"seconds": args.seconds, "rate": args.rate, "rounds": args.rounds,
+                       "baud": args.baud},
+        "results": {"decode": decode, "end_to_end": e2e, "firmware_upload": uploads},
     }, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

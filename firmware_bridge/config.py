@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from gateway.config.device import DeviceConfig, TagConfig
-from gateway.config.types import PositiveDuration
+from gateway.config.types import PositiveDuration, StrictModel
 from gateway.types import DataType
 
 
@@ -29,6 +30,23 @@ class McuNodeTagConfig(TagConfig):
         if self.writable:
             raise ValueError("node readings cannot be written")
         return self
+
+
+class FirmwareImageAllowed(StrictModel):
+    """One image the brain may install on this node: a file name in ``folder`` and its hash."""
+
+    file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
+                      description="file name in the firmware folder (no directories)")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the file, hex")
+
+
+class NodeFirmwareConfig(StrictModel):
+    """Firmware updates this node accepts from the brain (``firmware_update`` commands)."""
+
+    folder: Path = Field(default=Path("firmware"),
+                         description="local folder of image files; relative to the config file")
+    allow: list[FirmwareImageAllowed] = Field(
+        default_factory=list, description="the only images the brain may install on this node")
 
 
 class McuNodeDeviceConfig(DeviceConfig):
@@ -55,6 +73,9 @@ class McuNodeDeviceConfig(DeviceConfig):
     )
     heartbeat_interval: PositiveDuration | None = Field(
         default=None, description="set the node's heartbeat interval"
+    )
+    firmware: NodeFirmwareConfig | None = Field(
+        default=None, description="allow-list of images the brain may install (omitted: none)"
     )
     tags: list[McuNodeTagConfig] = Field(min_length=1)  # type: ignore[assignment]
 

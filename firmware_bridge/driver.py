@@ -1,5 +1,10 @@
 """The MCU node driver: a push driver reading framed telemetry from one node on a serial port.
 
+The port may be shared with other nodes (RS-485): drivers attach to the port's
+:class:`~firmware_bridge.node_port.NodePort`, which reads it once and routes frames
+by node id. A firmware update (``firmware_bridge/update.py``) borrows the port
+through :meth:`McuNodeDriver.write_raw`, ``smp_sink`` and the HELLO listeners.
+
 ``connect`` opens the port, asks the node for its HELLO (``HELLO_REQUEST``) and
 waits for it (``hello_timeout``); then it sends the configured settings
 (``SET_CONFIG``; the ACK or NACK is logged and counted when it arrives).
@@ -19,20 +24,17 @@ short, crc, version, type, oversize, smp_broken, payload), ``sequence_gaps`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-import serial
 
 from drivers.base import Driver, Emit
 from firmware_bridge.clock import TickClock
 from firmware_bridge.config import McuNodeDeviceConfig
-from firmware_bridge.frames import BadFrame, Frame, FrameDecoder, MessageType
+from firmware_bridge.frames import Frame, MessageType
 from firmware_bridge.messages import (
     FLAG_UNIX_MS,
     Ack,
@@ -49,6 +51,7 @@ from firmware_bridge.messages import (
     encode_message,
     readings_array,
 )
+from firmware_bridge.node_port import NodePort
 from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.types import Quality, SampleBatch
 
@@ -58,11 +61,11 @@ log = logging.getLogger(__name__)
 _QUALITY_OF_STATUS = np.full(256, Quality.BAD, np.uint8)
 _QUALITY_OF_STATUS[0] = Quality.GOOD
 _QUALITY_OF_STATUS[1] = Quality.UNCERTAIN
-_SERIAL_ERRORS = (serial.SerialException, OSError, ValueError)
 
 
 class McuNodeDriver(Driver):
-    """One MCU sensor node on one serial port (USB CDC-ACM, UART or a point-to-point RS-485)."""
+    """One MCU sensor node on a serial port (USB CDC-ACM, UART, or an RS-485 line shared by
+    several nodes: :class:`~firmware_bridge.node_port.NodePort`)."""
 
     quality_while_lost = Quality.STALE
 
@@ -73,15 +76,15 @@ class McuNodeDriver(Driver):
         self.node: Hello | None = None
         self.frames_received = 0
         self.readings_received = 0
-        #: MCUmgr SMP frames seen on the port (set aside: no SMP client yet)
+        #: MCUmgr SMP frames seen on the port
         self.smp_frames = 0
+        #: where SMP frames go while a firmware update runs (firmware_bridge/update.py)
+        self.smp_sink: Callable[[bytes], None] | None = None
         self._tag_id_array = np.asarray(self.tag_ids, np.int32)
         self._position_of_channel = np.full(256, -1, np.int64)
         self._missing: list[int] = []
-        self._serial: serial.Serial | None = None
-        self._fd = -1
-        self._decoder = FrameDecoder(on_smp=self._on_smp)
-        self._bad_synced: Counter[BadFrame] = Counter()
+        self._port: NodePort | None = None
+        self._hello_listeners: list[Callable[[Hello, bool], None]] = []
         self._lost: asyncio.Future[str] | None = None
         self._hello_seen: asyncio.Event | None = None
         self._emit: Emit | None = None
@@ -96,23 +99,13 @@ class McuNodeDriver(Driver):
     async def connect(self) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        try:
-            port = serial.Serial(cfg.port, cfg.baudrate, timeout=0, write_timeout=1.0,
-                                 exclusive=True)
-        except _SERIAL_ERRORS as exc:
-            raise DeviceUnreachable(f"cannot open serial port {cfg.port}: {exc}") from exc
-        self._serial, self._fd = port, port.fileno()
-        with contextlib.suppress(*_SERIAL_ERRORS):
-            port.reset_input_buffer()  # bytes of unknown age from before we listened
         self._lost = loop.create_future()
+        self._port = NodePort.attach(cfg.port, cfg.baudrate, cfg.node_id, self)
         self._hello_seen = asyncio.Event()
-        self._decoder = FrameDecoder(on_smp=self._on_smp)
-        self._bad_synced = Counter()
         self._last_seq = None
         self._pending.clear()
         self._clock.reset()
         self.node = None
-        loop.add_reader(self._fd, self._on_readable)
         try:
             self._send(HelloRequest())
             hello = asyncio.ensure_future(self._hello_seen.wait())
@@ -134,21 +127,27 @@ class McuNodeDriver(Driver):
         self._last_good = time.monotonic()
 
     async def close(self) -> None:
-        port, self._serial = self._serial, None
+        port, self._port = self._port, None
         if port is None:
             return
-        with contextlib.suppress(Exception):
-            asyncio.get_running_loop().remove_reader(self._fd)
-        self._fd = -1
-        with contextlib.suppress(Exception):
-            port.close()
+        if port.listeners.get(self.config.node_id) is self:
+            port.detach(self.config.node_id)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result("closed")
+
+    @property
+    def connected(self) -> bool:
+        return self._port is not None and self._port.is_open
+
+    @property
+    def line_node_ids(self) -> list[int]:
+        """The node ids attached to this driver's port (more than one: a shared line)."""
+        return list(self._port.listeners) if self._port is not None else []
 
     # -- subscription -------------------------------------------------------------------
     async def subscribe(self, emit: Emit) -> None:
         cfg = self.config
-        if self._serial is None or self._lost is None:
+        if self._port is None or self._lost is None:
             raise ConnectionLost("not connected")
         lost = self._lost
         self._emit = emit
@@ -172,57 +171,47 @@ class McuNodeDriver(Driver):
         finally:
             self._emit = None
 
-    # -- receiving ----------------------------------------------------------------------
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._set_lost(f"read failed: {exc}")
-            return
-        if not data:
-            self._set_lost("the port was closed")
-            return
-        decoder = self._decoder
-        before = decoder.bad_total
-        try:
-            for frame in decoder.feed(data):
-                self._on_frame(frame)
-        except Exception as exc:  # a bug, not bad bytes: end the subscription as a crash
-            self._set_lost("internal error", exc)
-            raise
-        if decoder.bad_total != before:
-            for reason, count in decoder.bad.items():
-                delta = count - self._bad_synced[reason]
-                if delta:
-                    self.errors[f"frame_{reason.value}"] += delta
-                    self._bad_synced[reason] = count
+    # -- firmware update hooks ----------------------------------------------------------
+    def write_raw(self, data: bytes) -> None:
+        """Write bytes as they are to the node's line (SMP frames); ConnectionLost if down."""
+        if self._port is None:
+            raise ConnectionLost(f"{self.config.port}: not connected")
+        self._port.write(data)
+
+    def add_hello_listener(self, callback: Callable[[Hello, bool], None]) -> Callable[[], None]:
+        """Call ``callback(hello, fresh)`` on every HELLO (``fresh``: the first since connect,
+        or the node rebooted); return the function that removes it."""
+        self._hello_listeners.append(callback)
+        return lambda: self._hello_listeners.remove(callback)
+
+    def request_hello(self) -> None:
+        """Ask the node for its HELLO now (ConnectionLost when not connected)."""
+        self._send(HelloRequest())
+
+    # -- receiving (NodePort calls these) -----------------------------------------------
+    def on_port_lost(self, reason: str, exc: BaseException | None) -> None:
+        self._port = None
+        self._set_lost(reason, exc)
+
+    def on_line_errors(self, counts: Counter[str]) -> None:
+        self.errors.update(counts)
+
+    def on_unknown_node(self, frame: Frame) -> None:
+        self.errors["other_node"] += 1
+        if not self._logged_other_node:
+            self._logged_other_node = True
+            log.warning("%s: frames from node %d on %s, no device configured for it; dropped",
+                        self.device_name, frame.node_id, self.config.port)
 
     def _set_lost(self, reason: str, exc: BaseException | None = None) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._fd)
         if self._lost is not None and not self._lost.done():
             if exc is None:
                 self._lost.set_result(reason)
             else:
                 self._lost.set_exception(exc)
 
-    def _on_smp(self, data: bytes) -> None:
-        self.smp_frames += 1
-        log.debug("%s: SMP frame of %d bytes ignored (no SMP client yet)", self.device_name,
-                  len(data))
-
-    def _on_frame(self, frame: Frame) -> None:
+    def on_frame(self, frame: Frame) -> None:
         cfg = self.config
-        if frame.node_id != cfg.node_id:
-            self.errors["other_node"] += 1
-            if not self._logged_other_node:
-                self._logged_other_node = True
-                log.warning("%s: frames from node %d on %s, expected node %d; dropped",
-                            self.device_name, frame.node_id, cfg.port, cfg.node_id)
-            return
         arrival_ns = time.time_ns()
         self.frames_received += 1
         self._last_good = time.monotonic()
@@ -288,10 +277,12 @@ class McuNodeDriver(Driver):
             log.info("%s: node %d is %s, firmware %s, %d sensors", self.device_name,
                      cfg.node_id, hello.hardware, fw, len(hello.sensors))
         self._map_channels(hello, log_problems=first)
-        if rebooted and self._serial is not None:
+        if rebooted and self._port is not None:
             self._send_settings()  # a rebooted node forgot them
         if self._hello_seen is not None:
             self._hello_seen.set()
+        for listener in list(self._hello_listeners):
+            listener(hello, first or rebooted)
 
     def _map_channels(self, hello: Hello, log_problems: bool) -> None:
         by_name = {s.name: s for s in hello.sensors}
@@ -355,16 +346,12 @@ class McuNodeDriver(Driver):
     # -- sending ------------------------------------------------------------------------
     def _send(self, message: Message) -> int:
         """Send one message to the node; return its sequence."""
-        port = self._serial
+        port = self._port
         if port is None:
             raise ConnectionLost("not connected")
         seq = self._tx_seq
         self._tx_seq = (seq + 1) & 0xFFFF
-        try:
-            port.write(encode_message(message, self.config.node_id, seq))
-        except _SERIAL_ERRORS as exc:
-            self._set_lost(f"write failed: {exc}")
-            raise ConnectionLost(f"{self.config.port}: write failed: {exc}") from exc
+        port.write(encode_message(message, self.config.node_id, seq))
         return seq
 
     def _send_settings(self) -> None:

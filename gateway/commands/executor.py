@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from drivers.base import Driver
 from gateway.commands.audit import AuditLog
+from gateway.commands.firmware import FirmwareCommands
 from gateway.commands.parse import Command, MalformedCommand, parse_command
 from gateway.commands.ratelimit import WriteRateLimiter
 from gateway.commands.readback import ReadBackWatcher
@@ -70,9 +71,11 @@ class CommandExecutor:
         audit: AuditLog,
         answer: Callable[[CommandResult], None],
         clock: Callable[[], float] = time.monotonic,
+        parse: Callable[[str, bytes], Command] | None = None,
     ) -> None:
         """``driver_of(device)`` is the device's connected driver or None; ``answer``
-        publishes a result."""
+        publishes a result; ``parse(topic, payload)`` reads a command (default: the JSON
+        ``cmd``; Sparkplug NCMD/DCMD bring their own), raising :class:`MalformedCommand`."""
         self.config = config
         self.catalog = catalog
         self.counters = CommandCounters()
@@ -85,6 +88,11 @@ class CommandExecutor:
         self._recent: OrderedDict[str, CommandResult] = OrderedDict()
         self._queue: asyncio.Queue[_Incoming] = asyncio.Queue(QUEUE_SIZE)
         self._closing = False
+        self._parse = parse or (
+            lambda topic, payload: parse_command(payload, gateway_id, config.max_writes_per_command)
+        )
+        #: ``firmware_update`` commands (gateway/commands/firmware.py), when MCU nodes allow them
+        self.firmware: FirmwareCommands | None = None
 
     # --- input (event loop, from the MQTT link) ----------------------------------------
     def submit(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -93,13 +101,13 @@ class CommandExecutor:
         incoming = _Incoming(topic, payload, retained)
         if self._closing:
             self._finish(incoming, None, CommandResult(
-                _peek_id(payload), "rejected", "the gateway is shutting down"))
+                self._peek_id(incoming), "rejected", "the gateway is shutting down"))
             return
         try:
             self._queue.put_nowait(incoming)
         except asyncio.QueueFull:
             self._finish(incoming, None, CommandResult(
-                _peek_id(payload), "rejected", f"busy: {QUEUE_SIZE} commands are waiting"))
+                self._peek_id(incoming), "rejected", f"busy: {QUEUE_SIZE} commands are waiting"))
 
     async def shutdown(self, timeout: float) -> bool:
         """Refuse new commands and let the queued ones finish (up to ``timeout`` s)."""
@@ -110,6 +118,10 @@ class CommandExecutor:
         except TimeoutError:
             return False
         return True
+
+    def audit(self, event: str, **fields: object) -> None:
+        """Audit a command handled elsewhere (a Sparkplug rebirth request)."""
+        self._audit.record(event, **fields)
 
     def observe(self, batch: SampleBatch) -> None:
         """Every raw batch from the devices, for read-back verification."""
@@ -127,7 +139,7 @@ class CommandExecutor:
             except Exception:  # a bug here must not stop the gateway or leave a silent command
                 log.exception("command from %s crashed", incoming.topic)
                 self._finish(incoming, None, CommandResult(
-                    _peek_id(incoming.payload), "failed", "internal error in the gateway"))
+                    self._peek_id(incoming), "failed", "internal error in the gateway"))
             finally:
                 self._queue.task_done()
 
@@ -136,10 +148,12 @@ class CommandExecutor:
         await self._queue.join()
 
     async def _handle(self, incoming: _Incoming) -> None:
+        if self.firmware is not None and self.firmware.handles(incoming.payload):
+            self.firmware.submit(incoming.topic, incoming.payload, incoming.retained,
+                                 lambda result: self._finish(incoming, None, result))
+            return
         try:
-            command = parse_command(
-                incoming.payload, self._gateway_id, self.config.max_writes_per_command
-            )
+            command = self._parse(incoming.topic, incoming.payload)
         except MalformedCommand as exc:
             self._finish(incoming, None, CommandResult(exc.command_id, "rejected", exc.reason))
             return
@@ -243,6 +257,15 @@ class CommandExecutor:
                     f"written, but no read-back within {self.config.verify_timeout:g} s"
                 )
 
+    def _peek_id(self, incoming: _Incoming) -> str | None:
+        """The command id, if one can be read, for answers to commands never parsed."""
+        try:
+            return self._parse(incoming.topic, incoming.payload).id
+        except MalformedCommand as exc:
+            return exc.command_id
+        except Exception:
+            return None
+
     # --- audit and answer ----------------------------------------------------------------
     def _audit_write(
         self, command_id: str, topic: str, p: _Planned, raw: RawValue | None
@@ -278,11 +301,3 @@ class CommandExecutor:
             while len(self._recent) > RECENT_IDS:
                 self._recent.popitem(last=False)
         self._answer(result)
-
-
-def _peek_id(payload: bytes) -> str | None:
-    """The command id, if one can be read, for answers to commands never parsed."""
-    try:
-        return parse_command(payload, "", 10**6).id
-    except MalformedCommand as exc:
-        return exc.command_id

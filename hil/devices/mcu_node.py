@@ -10,7 +10,15 @@ The gateway opens :attr:`McuNodeSimulator.serial_path`. Faults: :meth:`inject_ga
 :attr:`silent` (sends and answers nothing, as a hung node), :meth:`skip_sequence`
 (frames lost on the way), :meth:`reboot`, :meth:`send` / :meth:`send_raw` (any
 message or bytes), and the line's own (``line.cut``,
-``line.garble_answers``). :attr:`history` keeps what was sent, for tests.
+``line.garble_answers``; ``line.baudrate`` paces the pty like a real line).
+:attr:`history` keeps what was sent, for tests.
+
+Firmware: the node answers MCUmgr SMP on the same line (:attr:`smp`, a
+:class:`~hil.devices.smp_server.SmpServer` with MCUboot's slots and test /
+confirm / revert); an SMP reset reboots it after ``boot_time`` into the image
+MCUboot picks, and its HELLO reports that image's version (:attr:`firmware`).
+
+:class:`McuNodeBus` puts several nodes on one pty: a half-duplex RS-485 line.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware_bridge.frames import BROADCAST, Frame, FrameDecoder, MessageType
+from firmware_bridge.image import FirmwareImage, build_image
 from firmware_bridge.messages import (
     MAX_READINGS,
     Ack,
@@ -47,6 +56,7 @@ from firmware_bridge.messages import (
 )
 from hil.devices.lifecycle import SimulatedDevice
 from hil.devices.pty_link import PtyLink
+from hil.devices.smp_server import SmpServer
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +109,29 @@ class McuNodeSimulator(SimulatedDevice):
         firmware: tuple[int, int, int] = (1, 0, 0),
         hardware: str = "cx-sim-node",
         history: int = 10_000,
+        image: bytes | None = None,
+        boot_time: float = 0.2,
+        line: PtyLink | None = None,
     ) -> None:
         self.node_id = node_id
         self.seed = seed
-        self.firmware = firmware
         self.hardware = hardware
+        primary = FirmwareImage.parse(image or build_image(firmware, 4096, seed=seed))
+        #: the MCUmgr SMP server (image and OS groups, MCUboot slots): hil/devices/smp_server.py
+        self.smp = SmpServer(primary, self._reset_requested)
+        #: seconds from an SMP reset to the HELLO of the image that boots
+        self.boot_time = boot_time
+        #: True while rebooting after an SMP reset: the node sends and answers nothing
+        self.booting = False
+        #: boots of an image that failed its self-test (the node reset again and reverted)
+        self.self_test_failures = 0
         self._defaults = settings or NodeSettings()
         self.settings = dataclasses.replace(self._defaults)
-        #: the virtual serial line: faults on the cable (cut, garble_answers)
-        self.line = PtyLink(seed)
+        #: the virtual serial line: faults on the cable (cut, garble_answers), ``baudrate``
+        #: pacing; on a shared line (:class:`McuNodeBus`) the bus opens it and hands frames
+        #: to every node
+        self._shared = False
+        self.line = line if line is not None else PtyLink(seed)
         #: when True the node sends and answers nothing (a hung node)
         self.silent = False
         #: (channel, tick, value) of the readings sent, newest last
@@ -120,7 +144,8 @@ class McuNodeSimulator(SimulatedDevice):
         self._seq = 0
         self._fd = -1
         self._boot = 0.0
-        self._decoder = FrameDecoder(smp=False)
+        self._decoder = FrameDecoder(on_smp=self.on_smp_line)
+        self._reset_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -132,27 +157,40 @@ class McuNodeSimulator(SimulatedDevice):
         return self.line.gateway_path
 
     @property
+    def firmware(self) -> tuple[int, int, int]:
+        """The version of the image running now (what HELLO reports)."""
+        return self.smp.running.version
+
+    @property
     def tick(self) -> int:
         """The node's tick now."""
         return int((asyncio.get_running_loop().time() - self._boot) * TICK_HZ)
 
-    async def start(self) -> None:
-        """Open the line, say HELLO and start sampling."""
-        self.line.start()
-        self._fd = os.open(self.line.device_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    async def start(self, fd: int | None = None) -> None:
+        """Open the line (or use the shared line's ``fd``), say HELLO and start sampling."""
         loop = asyncio.get_running_loop()
-        loop.add_reader(self._fd, self._on_readable)
+        self._shared = fd is not None
+        if fd is None:
+            self.line.start()
+            self._fd = os.open(self.line.device_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            loop.add_reader(self._fd, self._on_readable)
+        else:
+            self._fd = fd
         self._boot = loop.time()
         self._send(self._hello())
         self._task = asyncio.create_task(self._run(), name=f"mcu-node-{self.node_id}")
         log.info("mcu-node %d on %s (seed %d)", self.node_id, self.serial_path, self.seed)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._reset_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._reset_task = None
+        if self._shared:
+            self._fd = -1
+            return
         if self._fd >= 0:
             asyncio.get_running_loop().remove_reader(self._fd)
             with contextlib.suppress(OSError):
@@ -191,7 +229,7 @@ class McuNodeSimulator(SimulatedDevice):
         return Hello(self.firmware, TICK_HZ, self.hardware, SENSORS)
 
     def _send(self, message: Message) -> None:
-        if self.silent:
+        if self.silent or self.booting:
             return
         data = encode_message(message, self.node_id, self._seq)
         self._seq = (self._seq + 1) & 0xFFFF
@@ -259,8 +297,39 @@ class McuNodeSimulator(SimulatedDevice):
         for frame in frames:
             self._on_frame(frame)
 
+    def on_smp_line(self, line: bytes) -> None:
+        """One MCUmgr SMP fragment from the gateway: answer it between telemetry frames."""
+        if self.silent or self.booting:
+            return
+        for answer in self.smp.feed_line(line):
+            self.send_raw(answer)
+
+    def _reset_requested(self) -> None:
+        if self._reset_task is None or self._reset_task.done():
+            self._reset_task = asyncio.get_running_loop().create_task(self._reset())
+
+    async def _reset(self) -> None:
+        """An SMP reset: answer first, then MCUboot picks the image, then the new HELLO."""
+        await asyncio.sleep(0.02)
+        self.booting = True
+        try:
+            await asyncio.sleep(self.boot_time)
+            while self.smp.boot():  # a bad image crashes in its self-test: reset, revert
+                self.self_test_failures += 1
+                log.warning("mcu-node %d: image %s failed its self-test; resetting",
+                            self.node_id, self.smp.running.version_text)
+                await asyncio.sleep(self.boot_time)
+        finally:
+            self.booting = False
+        log.info("mcu-node %d: booted firmware %s", self.node_id, self.smp.running.version_text)
+        self.reboot()
+
+    def on_frame(self, frame: Frame) -> None:
+        """A telemetry frame from the gateway (the shared line calls this for every node)."""
+        self._on_frame(frame)
+
     def _on_frame(self, frame: Frame) -> None:
-        if self.silent or frame.node_id not in (self.node_id, BROADCAST):
+        if self.silent or self.booting or frame.node_id not in (self.node_id, BROADCAST):
             return
         try:
             message = decode_message(frame)
@@ -292,3 +361,70 @@ class McuNodeSimulator(SimulatedDevice):
         self.configs_applied += 1
         log.info("mcu-node %d: settings %s", self.node_id, self.settings)
         return Ack(seq, MessageType.SET_CONFIG)
+
+
+class McuNodeBus(SimulatedDevice):
+    """Several simulated nodes on one half-duplex RS-485 line (one pty pair).
+
+    One reader on the device end decodes what the gateway sends and hands every
+    frame to every node; each node answers only its own id (or a broadcast). Nodes
+    write whole frames, so their frames never interleave on the line. MCUmgr SMP
+    frames carry no node id: they go to the node ``smp_node_id`` (default: the first).
+    """
+
+    def __init__(self, node_ids: list[int], seed: int = 0, smp_node_id: int | None = None,
+                 **node_kw: object) -> None:
+        if len(set(node_ids)) != len(node_ids) or not node_ids:
+            raise ValueError(f"node ids must be distinct and not empty: {node_ids}")
+        self.line = PtyLink(seed)
+        self.nodes = {
+            nid: McuNodeSimulator(node_id=nid, seed=seed + i, line=self.line, **node_kw)  # type: ignore[arg-type]
+            for i, nid in enumerate(node_ids)
+        }
+        self.smp_node_id = node_ids[0] if smp_node_id is None else smp_node_id
+        self.rx_bad = 0
+        self._decoder = FrameDecoder(on_smp=self._on_smp_line)
+        self._fd = -1
+
+    @property
+    def serial_path(self) -> str:
+        """The serial device the gateway opens (all nodes' devices name it as ``port``)."""
+        if not self.line.gateway_path:
+            raise RuntimeError("start() the bus first")
+        return self.line.gateway_path
+
+    async def start(self) -> None:
+        self.line.start()
+        self._fd = os.open(self.line.device_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+        for node in self.nodes.values():
+            await node.start(fd=self._fd)
+        log.info("mcu-node bus on %s: nodes %s", self.serial_path,
+                 ", ".join(map(str, self.nodes)))
+
+    async def stop(self) -> None:
+        for node in self.nodes.values():
+            await node.stop()
+        if self._fd >= 0:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        self.line.stop()
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, 4096)
+        except OSError:
+            return
+        before = self._decoder.bad_total
+        frames = self._decoder.feed(data)
+        self.rx_bad += self._decoder.bad_total - before
+        for frame in frames:
+            for node in self.nodes.values():
+                node.on_frame(frame)
+
+    def _on_smp_line(self, line: bytes) -> None:
+        node = self.nodes.get(self.smp_node_id)
+        if node is not None:
+            node.on_smp_line(line)

@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 class PtyLink:
     """Two pty pairs whose masters are bridged: ``device_path`` <-> ``gateway_path``."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, baudrate: int | None = None) -> None:
+        #: when set, bytes take as long as on a real 8N1 line (10 bits a byte, each direction)
+        self.baudrate = baudrate
+        self._line_free_at = {True: 0.0, False: 0.0}
         self._fds: list[int] = []
         self._masters: tuple[int, int] | None = None
         self.device_path = ""
@@ -103,6 +106,13 @@ class PtyLink:
             self.bytes_to_gateway += len(data)
         else:
             self.bytes_to_device += len(data)
+        if self.baudrate:
+            loop = asyncio.get_running_loop()
+            start = max(loop.time(), self._line_free_at[to_gateway])
+            done = start + len(data) * 10 / self.baudrate
+            self._line_free_at[to_gateway] = done
+            loop.call_at(done, self._write, target, data)
+            return
         self._write(target, data)
 
     @staticmethod

@@ -48,3 +48,29 @@ async def test_cli_node_streams_to_a_driver() -> None:
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_cli_bus_serves_several_nodes_on_one_pty() -> None:
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hil.cli", "sim", "mcu-bus", "--nodes", "4,8",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        assert line.startswith("mcu-bus nodes 4,8 on /dev/pts/"), line
+        port = line.split()[-1]
+        drivers = [McuNodeDriver(McuNodeDeviceConfig.model_validate({
+            "name": f"n{n}", "protocol": "mcu_node", "port": port, "node_id": n,
+            "tags": [{"name": "t", "sensor": "temperature"}]}), [n]) for n in (4, 8)]
+        for driver in drivers:
+            await driver.connect()
+        assert all(d.node is not None for d in drivers)
+        assert drivers[0].line_node_ids == [4, 8]
+        for driver in drivers:
+            await driver.close()
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0

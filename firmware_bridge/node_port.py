@@ -1,0 +1,189 @@
+"""One serial port shared by the MCU nodes on it: one reader, frames routed by node id.
+
+Several nodes may hang on one RS-485 line; the frame header carries the node id.
+The device runner still creates one :class:`~firmware_bridge.driver.McuNodeDriver`
+per node (own tags, own device state); each driver *attaches* to the
+:class:`NodePort` of its ``port`` on ``connect`` and *detaches* on ``close``. The
+port opens with the first attachment and closes with the last. Every byte is read
+once, decoded once, and each frame goes to the driver of its node id.
+
+Line errors (bad frames) and frames from unknown node ids cannot be attributed to
+a node: they are counted on the port's *owner*, the earliest attached driver.
+MCUmgr SMP frames carry no node id: they go to the one driver with an SMP sink
+(a firmware update in progress), else they are counted on the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+import serial
+
+from firmware_bridge.frames import BadFrame, Frame, FrameDecoder
+from gateway.errors import ConnectionLost, DeviceUnreachable
+
+log = logging.getLogger(__name__)
+
+SERIAL_ERRORS = (serial.SerialException, OSError, ValueError)
+
+
+class PortListener(Protocol):
+    """What a :class:`NodePort` needs from a driver attached to it."""
+
+    def on_frame(self, frame: Frame) -> None: ...
+
+    def on_port_lost(self, reason: str, exc: BaseException | None) -> None: ...
+
+    #: where SMP frames go while a firmware update runs (None: counted only)
+    smp_sink: Callable[[bytes], None] | None
+    smp_frames: int
+
+    def on_line_errors(self, counts: Counter[str]) -> None: ...
+
+    def on_unknown_node(self, frame: Frame) -> None: ...
+
+
+class NodePort:
+    """A serial port with its reader and frame decoder, shared by the nodes on it."""
+
+    #: open ports by (event loop, port path): the drivers of one loop share them
+    _ports: ClassVar[dict[tuple[int, str], NodePort]] = {}
+
+    def __init__(self, path: str, baudrate: int) -> None:
+        self.path = path
+        self.baudrate = baudrate
+        self.listeners: dict[int, PortListener] = {}
+        self.bytes_in = 0
+        self._serial: serial.Serial | None = None
+        self._fd = -1
+        self._decoder = FrameDecoder(on_smp=self._on_smp)
+        self._bad_synced: Counter[BadFrame] = Counter()
+        self._key: tuple[int, str] | None = None
+
+    @classmethod
+    def attach(cls, path: str, baudrate: int, node_id: int, listener: PortListener) -> NodePort:
+        """The open port ``path`` with ``listener`` receiving ``node_id``'s frames.
+
+        Raise :class:`DeviceUnreachable` when the port cannot be opened, is open at
+        another baud rate, or another driver already listens for ``node_id``.
+        """
+        key = (id(asyncio.get_running_loop()), path)
+        port = cls._ports.get(key)
+        if port is None:
+            port = cls(path, baudrate)
+            port._open()
+            port._key = key
+            cls._ports[key] = port
+        elif port.baudrate != baudrate:
+            raise DeviceUnreachable(
+                f"{path} is open at {port.baudrate} baud; node {node_id} asks for {baudrate}: "
+                "every node on one line needs the same baudrate"
+            )
+        if node_id in port.listeners and port.listeners[node_id] is not listener:
+            raise DeviceUnreachable(f"{path}: node {node_id} is already attached by another device")
+        port.listeners[node_id] = listener
+        return port
+
+    def detach(self, node_id: int) -> None:
+        """Stop routing ``node_id``'s frames; close the port after the last node."""
+        self.listeners.pop(node_id, None)
+        if not self.listeners:
+            self._close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._serial is not None
+
+    @property
+    def owner(self) -> PortListener | None:
+        return next(iter(self.listeners.values()), None)
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` to the line; raise :class:`ConnectionLost` when the port fails."""
+        port = self._serial
+        if port is None:
+            raise ConnectionLost(f"{self.path}: not open")
+        try:
+            port.write(data)
+        except SERIAL_ERRORS as exc:
+            self._lost(f"write failed: {exc}")
+            raise ConnectionLost(f"{self.path}: write failed: {exc}") from exc
+
+    # -- internals ----------------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            port = serial.Serial(self.path, self.baudrate, timeout=0, write_timeout=1.0,
+                                 exclusive=True)
+        except SERIAL_ERRORS as exc:
+            raise DeviceUnreachable(f"cannot open serial port {self.path}: {exc}") from exc
+        self._serial, self._fd = port, port.fileno()
+        with contextlib.suppress(*SERIAL_ERRORS):
+            port.reset_input_buffer()  # bytes of unknown age from before we listened
+        asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+        log.debug("opened %s at %d baud", self.path, self.baudrate)
+
+    def _close(self) -> None:
+        port, self._serial = self._serial, None
+        if self._key is not None and self._ports.get(self._key) is self:
+            del self._ports[self._key]
+        if port is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._fd)
+        self._fd = -1
+        with contextlib.suppress(Exception):
+            port.close()
+
+    def _lost(self, reason: str, exc: BaseException | None = None) -> None:
+        """The port failed: close it and tell every node (each reconnects on its own)."""
+        listeners = list(self.listeners.values())
+        self.listeners.clear()
+        self._close()
+        for listener in listeners:
+            listener.on_port_lost(reason, exc)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(f"read failed: {exc}")
+            return
+        if not data:
+            self._lost("the port was closed")
+            return
+        self.bytes_in += len(data)
+        decoder = self._decoder
+        before = decoder.bad_total
+        try:
+            for frame in decoder.feed(data):
+                listener = self.listeners.get(frame.node_id)
+                if listener is not None:
+                    listener.on_frame(frame)
+                elif (owner := self.owner) is not None:
+                    owner.on_unknown_node(frame)
+        except Exception as exc:  # a bug, not bad bytes: end the subscriptions as a crash
+            self._lost("internal error", exc)
+            raise
+        if decoder.bad_total != before and (owner := self.owner) is not None:
+            delta: Counter[str] = Counter()
+            for reason, count in decoder.bad.items():
+                if count - self._bad_synced[reason]:
+                    delta[f"frame_{reason.value}"] += count - self._bad_synced[reason]
+                    self._bad_synced[reason] = count
+            owner.on_line_errors(delta)
+
+    def _on_smp(self, data: bytes) -> None:
+        taker = next((x for x in self.listeners.values() if x.smp_sink is not None), self.owner)
+        if taker is None:
+            return
+        taker.smp_frames += 1
+        if taker.smp_sink is not None:
+            taker.smp_sink(data)

@@ -1,0 +1,194 @@
+"""``chenxing-gateway firmware upload --device NAME IMAGE``: update an MCU node over MCUmgr SMP.
+
+While the gateway runs it owns the node's serial port: the command sends the
+image to the running gateway's local API (``POST /api/firmware/{device}``, bearer
+token from ``http.token``) and shows the progress it streams back. When no
+gateway answers on the configured ``http`` address, the command opens the serial
+port itself. ``--via`` forces one way.
+
+Exit codes: 0 updated (or already running the image), 1 bad config or image,
+3 the update failed, 6 the node rolled back to its old image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from gateway.cli import exit_codes
+from gateway.config.loader import load_config, resolve_secret
+from gateway.config.models import GatewayConfig
+from gateway.errors import ConfigError
+
+ROLLED_BACK = 6  #: firmware upload: the node returned on its old image
+PROBE_TIMEOUT = 1.0
+
+
+class _Failed(Exception):
+    """The update did not happen; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = exit_codes.RUNTIME_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@click.group()
+def firmware() -> None:
+    """Firmware of MCU sensor nodes (MCUmgr SMP over the node's serial link)."""
+
+
+@firmware.command("upload")
+@click.option("--device", required=True, help="the mcu_node device to update")
+@click.option("-c", "--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, exists=True), help="gateway YAML file")
+@click.option("--sha256", default=None, help="refuse the image unless its SHA-256 is this (hex)")
+@click.option("--via", type=click.Choice(["auto", "gateway", "port"]), default="auto",
+              show_default=True,
+              help="gateway: through the running gateway; port: open the serial port directly")
+@click.argument("image", type=click.Path(dir_okay=False, exists=True))
+def upload(device: str, config_path: str, sha256: str | None, via: str, image: str) -> None:
+    """Upload IMAGE (an MCUboot image) to the node, test it, reset, confirm."""
+    console = Console(stderr=True)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exit_codes.CONFIG_INVALID)
+    data = Path(image).read_bytes()
+    try:
+        result = asyncio.run(_upload(config, Path(config_path).resolve().parent, device, data,
+                                     sha256, via, console))
+    except _Failed as exc:
+        click.echo(f"firmware upload failed: {exc}", err=True)
+        sys.exit(exc.code)
+    outcome = result.get("outcome")
+    summary = (f"{device}: {outcome}: running {result.get('running_version')} "
+               f"(was {result.get('old_version')})")
+    if result.get("detail"):
+        summary += f"; {result['detail']}"
+    click.echo(summary)
+    sys.exit(ROLLED_BACK if outcome == "rolled_back" else exit_codes.OK)
+
+
+async def _upload(config: GatewayConfig, config_dir: Path, device: str, data: bytes,
+                  sha256: str | None, via: str, console: Console) -> dict[str, Any]:
+    from firmware_bridge.config import McuNodeDeviceConfig
+    from firmware_bridge.update import ImageRefused, check_image
+
+    node = next((d for d in config.devices if d.name == device), None)
+    if not isinstance(node, McuNodeDeviceConfig):
+        names = [d.name for d in config.devices if isinstance(d, McuNodeDeviceConfig)]
+        raise _Failed(f"no mcu_node device {device!r} in the config (MCU nodes: "
+                      f"{', '.join(names) or 'none'})", exit_codes.CONFIG_INVALID)
+    try:
+        image = check_image(data, sha256)
+    except ImageRefused as exc:
+        raise _Failed(str(exc), exit_codes.CONFIG_INVALID) from None
+    url = _api_url(config)
+    token = resolve_secret(config.http.token, config_dir) if config.http.token else None
+    if via == "gateway" or (via == "auto" and url and await _gateway_answers(url, token)):
+        if not url:
+            raise _Failed("the config's local API is disabled or on a random port (http.port 0)")
+        console.print(f"updating {device} to {image.version_text} through the running gateway")
+        with ProgressBar(console, image.size) as advance:
+            return await _through_gateway(url, token, device, data, sha256, advance)
+    console.print(f"updating {device} to {image.version_text} on {node.port} (no gateway running)")
+    with ProgressBar(console, image.size) as advance:
+        return await _through_port(node, image, advance)
+
+
+def _api_url(config: GatewayConfig) -> str | None:
+    http = config.http
+    if not http.enabled or http.port == 0:
+        return None
+    host = "127.0.0.1" if http.bind in ("0.0.0.0", "") else http.bind
+    host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+    return f"http://{host}:{http.port}"
+
+
+async def _gateway_answers(url: str, token: str | None) -> bool:
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as s, \
+                s.get(f"{url}/healthz", headers=_auth(token)) as resp:
+            return resp.status in (200, 503)
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+async def _through_gateway(url: str, token: str | None, device: str, data: bytes,
+                           sha256: str | None, advance: Callable[[dict[str, Any]], None],
+                           ) -> dict[str, Any]:
+    from gateway.http_firmware import FirmwareApiError, update_through_gateway
+
+    try:
+        return await update_through_gateway(url, device, data, token=token, sha256=sha256,
+                                            progress=advance)
+    except FirmwareApiError as exc:
+        bad_request = exc.status in (400, 404, 413)
+        raise _Failed(str(exc), exit_codes.CONFIG_INVALID if bad_request
+                      else exit_codes.RUNTIME_FAILURE) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise _Failed(f"cannot reach the gateway at {url}: {exc}") from None
+
+
+async def _through_port(node: Any, image: Any, advance: Callable[[dict[str, Any]], None],
+                        ) -> dict[str, Any]:
+    from firmware_bridge.standalone import node_session
+    from firmware_bridge.update import UpdateError, UpdateProgress, update_firmware
+    from gateway.errors import DeviceUnreachable
+
+    def on_progress(p: UpdateProgress) -> None:
+        advance({"phase": str(p.phase), "done": p.done, "total": p.total, "detail": p.detail})
+
+    try:
+        async with node_session(node) as driver:
+            result = await update_firmware(driver, image, progress=on_progress)
+    except DeviceUnreachable as exc:
+        raise _Failed(f"cannot reach the node: {exc}") from None
+    except UpdateError as exc:
+        raise _Failed(str(exc)) from None
+    return result.as_dict()
+
+
+class ProgressBar:
+    """A rich progress bar fed with progress events (dicts with phase, done, total, detail)."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("{task.fields[phase]:>8}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
+            console=console, transient=False,
+        )
+        self._task = self._progress.add_task("firmware", total=total, phase="check", detail="")
+
+    def __enter__(self) -> Callable[[dict[str, Any]], None]:
+        self._progress.start()
+        return self._advance
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def _advance(self, event: dict[str, Any]) -> None:
+        self._progress.update(self._task, completed=int(event.get("done", 0)),
+                              total=int(event.get("total", 0)) or None,
+                              phase=str(event.get("phase", "")),
+                              detail=str(event.get("detail", "")))
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,0 +1,260 @@
+"""The ``firmware_update`` command from the brain: allow-listed images only, audited, answered.
+
+Payload (JSON contract, ``cmd`` topic)::
+
+    {"v": 1, "type": "firmware_update", "id": "fw-0042",
+     "device": "spindle-3-node", "image": "node-1.4.2.bin", "sha256": "<64 hex>"}
+
+Accepted only when ``device`` is an ``mcu_node`` device whose config has a
+``firmware`` block, ``image`` is a plain file name listed in its ``allow`` with
+this ``sha256``, the file is in the device's firmware folder and hashes to it,
+the device is up and no update of it is running. Anything else is answered
+``rejected`` with the reason, and nothing is sent to the node.
+
+The update runs in the background (the command queue is not held for minutes);
+the answer comes when it ends: ``accepted`` (updated, or already running the
+image), ``failed`` (rolled back, or the node did not cooperate). Every step is
+in the audit log as a ``firmware`` event (``rejected``, ``started``, and the outcome).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.commands.audit import AuditLog
+from gateway.commands.parse import CONTRACT_VERSION, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES
+from gateway.commands.result import CommandResult
+
+if TYPE_CHECKING:
+    from drivers.base import Driver
+    from firmware_bridge.config import McuNodeDeviceConfig
+    from firmware_bridge.update import UpdateTimeouts
+
+log = logging.getLogger(__name__)
+
+COMMAND_TYPE = "firmware_update"
+_KEYS = frozenset({"v", "type", "id", "device", "image", "sha256", "gateway", "ts", "site",
+                   "line"})
+_MAX_IMAGE_BYTES = 16 * 1024 * 1024
+#: finished command ids remembered to answer duplicate deliveries without updating again
+RECENT_RESULTS = 256
+
+Finish = Callable[[CommandResult], None]
+
+
+class Refused(Exception):
+    """The command is not executed; ``str(exc)`` is the reason answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareCommand:
+    id: str
+    device: str
+    image: str
+    sha256: str
+
+
+class FirmwareCommands:
+    """Checks and runs ``firmware_update`` commands (one update per device at a time)."""
+
+    def __init__(
+        self,
+        devices: Mapping[str, McuNodeDeviceConfig],
+        config_dir: Path | None,
+        gateway_id: str,
+        driver_of: Callable[[str], Driver | None],
+        audit: AuditLog,
+        timeouts: UpdateTimeouts | None = None,
+    ) -> None:
+        self._devices = devices
+        self._config_dir = config_dir or Path(".")
+        self._gateway_id = gateway_id
+        self._driver_of = driver_of
+        self._audit = audit
+        self._timeouts = timeouts
+        self._running: dict[str, asyncio.Task[None]] = {}
+        #: command ids in progress, and the results of finished ones (duplicate deliveries)
+        self._in_progress: set[str] = set()
+        self._results: OrderedDict[str, CommandResult] = OrderedDict()
+
+    @staticmethod
+    def handles(payload: bytes) -> bool:
+        """Is this a ``firmware_update`` command (and not a write command)?"""
+        if COMMAND_TYPE.encode() not in payload[:MAX_PAYLOAD_BYTES]:
+            return False
+        try:
+            body = json.loads(payload)
+        except (UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(body, dict) and body.get("type") == COMMAND_TYPE
+
+    def submit(self, topic: str, payload: bytes, retained: bool, finish: Finish) -> None:
+        """Check the command now: answer a refusal at once, run an accepted one in background."""
+        command_id = _peek_id(payload)
+        try:
+            if retained:
+                raise Refused("retained commands are never executed (publish with retain=false)")
+            command = self.parse(payload)
+            command_id = command.id
+            if self._duplicate(command, topic, finish):
+                return
+            driver, image = self._check(command)
+        except Refused as exc:
+            self._audit.record("firmware", id=command_id, topic=topic, outcome="rejected",
+                               reason=str(exc))
+            finish(CommandResult(command_id, "rejected", str(exc)))
+            return
+        self._audit.record("firmware", id=command.id, topic=topic, outcome="started",
+                           device=command.device, image=command.image, sha256=command.sha256)
+        self._in_progress.add(command.id)
+
+        def done(result: CommandResult) -> None:
+            self._in_progress.discard(command.id)
+            self._results[command.id] = result
+            while len(self._results) > RECENT_RESULTS:
+                self._results.popitem(last=False)
+            finish(result)
+
+        task = asyncio.get_running_loop().create_task(
+            self._run(command, topic, driver, image, done), name=f"firmware-{command.device}")
+        self._running[command.device] = task
+        task.add_done_callback(lambda _t: self._running.pop(command.device, None))
+
+    async def close(self) -> None:
+        """Cancel running updates (the node keeps a bootable image: MCUboot)."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- checks -------------------------------------------------------------------------
+    def _duplicate(self, cmd: FirmwareCommand, topic: str, finish: Finish) -> bool:
+        """A redelivered command: repeat its answer, or wait for the running update's."""
+        if cmd.id in self._in_progress:
+            self._audit.record("firmware", id=cmd.id, topic=topic, outcome="duplicate",
+                               reason="the update is running; it will be answered once")
+            return True
+        earlier = self._results.get(cmd.id)
+        if earlier is None:
+            return False
+        self._audit.record("firmware", id=cmd.id, topic=topic, outcome="duplicate",
+                           reason="already executed; the earlier result is repeated")
+        finish(CommandResult(earlier.id, earlier.status, earlier.reason, duplicate=True))
+        return True
+
+    def parse(self, payload: bytes) -> FirmwareCommand:
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise Refused(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        try:
+            body: Any = json.loads(payload)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise Refused(f"not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise Refused("a command is a JSON object")
+        unknown = sorted(set(body) - _KEYS)
+        if unknown:
+            raise Refused(f"unknown field(s): {', '.join(unknown)}")
+        if body.get("v") != CONTRACT_VERSION:
+            raise Refused(f"unsupported contract version {body.get('v')!r}")
+        if "gateway" in body and body["gateway"] != self._gateway_id:
+            raise Refused(f"addressed to gateway {body['gateway']!r}, this is "
+                          f"{self._gateway_id!r}")
+        fields = {}
+        for key in ("id", "device", "image", "sha256"):
+            value = body.get(key)
+            if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
+                raise Refused(f"'{key}' must be a non-empty string")
+            fields[key] = value
+        return FirmwareCommand(fields["id"], fields["device"], fields["image"],
+                               fields["sha256"].lower())
+
+    def _check(self, cmd: FirmwareCommand) -> tuple[Driver, bytes]:
+        config = self._devices.get(cmd.device)
+        if config is None:
+            raise Refused(f"{cmd.device}: no such MCU node device")
+        fw = config.firmware
+        if fw is None or not fw.allow:
+            raise Refused(f"{cmd.device}: firmware updates from the brain are not enabled "
+                          "(no firmware.allow in its config)")
+        allowed = {a.file: a.sha256.lower() for a in fw.allow}
+        if cmd.image not in allowed:
+            raise Refused(f"{cmd.device}: image {cmd.image!r} is not allow-listed "
+                          f"(allowed: {', '.join(sorted(allowed))})")
+        if allowed[cmd.image] != cmd.sha256:
+            raise Refused(f"{cmd.device}: sha256 of {cmd.image!r} does not match the allow-list")
+        folder = fw.folder if fw.folder.is_absolute() else self._config_dir / fw.folder
+        path = folder / cmd.image
+        try:
+            if path.stat().st_size > _MAX_IMAGE_BYTES:
+                raise Refused(f"{path}: larger than {_MAX_IMAGE_BYTES} bytes")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise Refused(f"{cmd.device}: cannot read {path}: {exc.strerror}") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != cmd.sha256:
+            raise Refused(f"{path}: the file's sha256 is {actual}, not the allow-listed one")
+        if cmd.device in self._running:
+            raise Refused(f"{cmd.device}: an update is already running")
+        driver = self._driver_of(cmd.device)
+        if driver is None:
+            raise Refused(f"{cmd.device}: the device is not up")
+        return driver, data
+
+    # -- running ------------------------------------------------------------------------
+    async def _run(self, cmd: FirmwareCommand, topic: str, driver: Driver, image: bytes,
+                   finish: Finish) -> None:
+        from firmware_bridge.driver import McuNodeDriver
+        from firmware_bridge.update import UpdateError, UpdateOutcome, update_firmware
+
+        try:
+            if not isinstance(driver, McuNodeDriver):
+                raise UpdateError(f"{cmd.device}: not an MCU node")
+            result = await update_firmware(driver, image, expected_sha256=cmd.sha256,
+                                           timeouts=self._timeouts)
+        except UpdateError as exc:
+            self._audit.record("firmware", id=cmd.id, topic=topic, outcome="failed",
+                               device=cmd.device, reason=str(exc))
+            finish(CommandResult(cmd.id, "failed", str(exc)))
+            return
+        except Exception as exc:  # a bug must not leave the command unanswered
+            log.exception("firmware update of %s crashed", cmd.device)
+            self._audit.record("firmware", id=cmd.id, topic=topic, outcome="failed",
+                               device=cmd.device, reason=f"internal error: {exc}")
+            finish(CommandResult(cmd.id, "failed", "internal error in the gateway"))
+            return
+        ok = result.outcome is not UpdateOutcome.ROLLED_BACK
+        reason = (f"{result.outcome}: {cmd.device} runs {result.running_version} "
+                  f"(was {result.old_version})" + (f"; {result.detail}" if result.detail else ""))
+        self._audit.record("firmware", id=cmd.id, topic=topic, outcome=str(result.outcome),
+                           **{k: v for k, v in result.as_dict().items() if k != "outcome"})
+        finish(CommandResult(cmd.id, "accepted" if ok else "failed", reason))
+
+
+def _peek_id(payload: bytes) -> str | None:
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    value = body.get("id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+def firmware_commands(devices: list[Any], config_dir: Path | None, gateway_id: str,
+                      driver_of: Callable[[str], Driver | None],
+                      audit: AuditLog) -> FirmwareCommands | None:
+    """The handler for the gateway's MCU node devices with a ``firmware`` block, or None."""
+    from firmware_bridge.config import McuNodeDeviceConfig
+
+    nodes = {d.name: d for d in devices
+             if isinstance(d, McuNodeDeviceConfig) and d.firmware is not None}
+    if not nodes:
+        return None
+    return FirmwareCommands(nodes, config_dir, gateway_id, driver_of, audit)

@@ -1,0 +1,161 @@
+"""``POST /api/firmware/{device}``: run a firmware update through the running gateway.
+
+While the gateway runs it owns the node's serial port, so ``chenxing-gateway
+firmware upload`` hands the image to it here. Request body: the image file's
+bytes; query ``sha256`` (optional): refuse unless the image hashes to it. The
+answer streams one JSON object per line (``application/x-ndjson``)::
+
+    {"progress": {"phase": "upload", "done": 4096, "total": 262144, "detail": ""}}
+    ...
+    {"result": {"outcome": "updated", "running_version": "1.4.2", ...}}   # or
+    {"error": "the node did not come back within 15 s of the reset"}
+
+Bad requests (unknown device, not an MCU node, device down, image too big, not an
+MCUboot image, hash mismatch) are answered 4xx with ``{"error": ...}`` before any
+byte goes to the node. The local API's bearer token guards this like every route.
+
+:func:`update_through_gateway` is the client side (the CLI, HIL scenarios).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.runtime.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+CONTENT_TYPE = "application/x-ndjson"
+
+
+def add_firmware_route(app: web.Application, gateway: Gateway) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await firmware_upload(gateway, request)
+
+    app.router.add_post("/api/firmware/{device}", handler)
+
+
+async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamResponse:
+    from firmware_bridge.driver import McuNodeDriver
+    from firmware_bridge.update import (
+        FirmwareUpdater,
+        ImageRefused,
+        UpdateError,
+        UpdateProgress,
+        check_image,
+    )
+
+    device = request.match_info["device"]
+    runner = gateway.runners.get(device)
+    if runner is None:
+        return _error(404, f"no device {device!r}")
+    driver = runner.driver
+    if not isinstance(driver, McuNodeDriver):
+        return _error(400, f"{device} is not an MCU node (protocol mcu_node)")
+    if not driver.connected or driver.node is None:
+        return _error(409, f"{device} is not connected to its node")
+    image = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        image += chunk
+        if len(image) > MAX_IMAGE_BYTES:
+            return _error(413, f"image larger than {MAX_IMAGE_BYTES} bytes")
+    try:
+        checked = check_image(bytes(image), request.query.get("sha256"))
+    except ImageRefused as exc:
+        return _error(400, str(exc))
+    if driver.smp_sink is not None:
+        return _error(409, f"{device}: a firmware update is already running")
+
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+    await response.prepare(request)
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def on_progress(p: UpdateProgress) -> None:
+        events.put_nowait({"progress": {"phase": str(p.phase), "done": p.done, "total": p.total,
+                                        "detail": p.detail}})
+
+    log.info("%s: firmware update to %s requested over the local API", device,
+             checked.version_text)
+    task = asyncio.create_task(FirmwareUpdater(driver, progress=on_progress).run(checked))
+    try:
+        while not task.done() or not events.empty():
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                await _send(response, getter.result())
+            else:
+                getter.cancel()
+        try:
+            final: dict[str, Any] = {"result": task.result().as_dict()}
+        except UpdateError as exc:
+            final = {"error": str(exc)}
+        await _send(response, final)
+    except (ConnectionResetError, asyncio.CancelledError):
+        # the CLI went away: the update goes on (stopping mid-way helps nobody)
+        log.warning("%s: the firmware client disconnected; the update continues", device)
+        raise
+    await response.write_eof()
+    return response
+
+
+async def _send(response: web.StreamResponse, event: dict[str, Any]) -> None:
+    await response.write(json.dumps(event).encode() + b"\n")
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+class FirmwareApiError(Exception):
+    """The gateway refused or failed the update; ``status`` is the HTTP status (200: failed
+    after it started)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def update_through_gateway(
+    url: str, device: str, image: bytes, *, token: str | None = None,
+    sha256: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
+    read_timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Ask the gateway at ``url`` (``http://127.0.0.1:8321``) to update ``device``.
+
+    ``progress`` gets each progress event (phase, done, total, detail). Return the
+    result (``outcome``: updated, rolled_back, already_running; versions; sha256; ...);
+    raise :class:`FirmwareApiError` when the gateway refuses or the update fails.
+    """
+    params = {"sha256": sha256} if sha256 else {}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=read_timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
+            f"{url}/api/firmware/{device}", data=image, params=params, headers=headers) as resp:
+        if resp.status != 200:
+            try:
+                reason = (await resp.json()).get("error", resp.reason)
+            except (aiohttp.ContentTypeError, ValueError):
+                reason = resp.reason
+            raise FirmwareApiError(f"the gateway refused: {reason} (HTTP {resp.status})",
+                                   resp.status)
+        async for line in resp.content:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if "progress" in event:
+                if progress is not None:
+                    progress(event["progress"])
+            elif "result" in event:
+                return event["result"]  # type: ignore[no-any-return]
+            elif "error" in event:
+                raise FirmwareApiError(str(event["error"]), 200)
+    raise FirmwareApiError("the gateway closed the connection before the update ended", 200)
