@@ -1,7 +1,9 @@
-"""Local HTTP API: ``/healthz`` (JSON), ``/metrics`` (Prometheus), ``/api/tags`` (latest values).
+"""Local HTTP API: ``/healthz`` (JSON), ``/metrics`` (Prometheus), ``/api/tags`` (latest values),
+and the status page (``/``, ``/api/status``: :mod:`gateway.status_page`). GET only.
 
 Bound to 127.0.0.1 by default. When bound elsewhere a bearer token is required
-(the config refuses a non-loopback bind without one).
+(the config refuses a non-loopback bind without one); only the page's static shell is
+served without it. Without a token, requests must name a loopback host (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.config.loader import resolve_secret
+from gateway.config.types import is_loopback
+from gateway.http_firmware import add_firmware_route
 from gateway.metrics import CONTENT_TYPE, render
-from gateway.types import QUALITY_NAMES
+from gateway.status_page import PUBLIC_ROUTES, add_status_page
+from gateway.types import QUALITY_NAMES, now_ns
 
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
@@ -34,11 +39,19 @@ class HttpApi:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/api/tags", self.tags)
+        add_status_page(app, gateway)  # GET / (the shell) and /api/status
+        add_firmware_route(app, gateway)  # POST /api/firmware/{device} (gateway/http_firmware.py)
         self._runner = web.AppRunner(app, access_log=None)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):  # type: ignore[no-untyped-def]
-        if self._token is not None:
+        if self._token is None and request.headers.get("Host") and not is_loopback(
+                request.url.host or ""):
+            # no token means a loopback bind: a foreign Host is a DNS-rebinding page
+            return web.json_response({"error": "the local API answers to loopback host names "
+                                               "only (set http.token to serve others)"},
+                                     status=403)
+        if self._token is not None and request.match_info.route.name not in PUBLIC_ROUTES:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), self._token.encode()):
                 return web.json_response({"error": "missing or wrong bearer token"}, status=401)
@@ -51,7 +64,7 @@ class HttpApi:
         await site.start()
         server = site._server  # the bound port, when port 0 asked for a free one
         port = server.sockets[0].getsockname()[1] if server and server.sockets else cfg.port
-        log.info("local API on http://%s:%d (/healthz, /metrics)", cfg.bind, port)
+        log.info("local API on http://%s:%d (status page /, /healthz, /metrics)", cfg.bind, port)
         return int(port)
 
     async def stop(self) -> None:
@@ -125,4 +138,4 @@ class HttpApi:
                     "ts_ns": int(p.latest_ns[tag.id]),
                 }
             )
-        return web.json_response({"tags": out})
+        return web.json_response({"now_ns": now_ns(), "tags": out})

@@ -14,5 +14,6 @@ mkdir -p "$OUT"
 "$PY" -m pip wheel --quiet -c constraints.txt . -w "$OUT"
 # pip and its build helpers, so the offline box can upgrade pip from the wheelhouse too
 "$PY" -m pip download --quiet --only-binary=:all: -d "$OUT" pip setuptools wheel
-cp scripts/install-offline.sh constraints.txt "$OUT"/
+# the install script and the systemd unit travel with the wheels (docs/install.md)
+cp scripts/install-offline.sh constraints.txt deploy/chenxing-gateway.service "$OUT"/
 echo "wheelhouse: $OUT ($(ls "$OUT"/*.whl | wc -l) wheels) for $("$PY" -c 'import sys,sysconfig; print(f"Python {sys.version_info[0]}.{sys.version_info[1]} {sysconfig.get_platform()}")')"

@@ -114,7 +114,7 @@ def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
         )
     states = ", ".join(f"{n}={r.stats.state.value}" for n, r in gateway.runners.items())
     if gateway.http_port:
-        header += f"; local API http://127.0.0.1:{gateway.http_port}/healthz"
+        header += f"; status page http://127.0.0.1:{gateway.http_port}/"
     status = Text(
         f"{header}\nmessages={len(snap.data_messages)} samples={len(snap.samples)} "
         f"births={len(snap.births)} devices: {states}\nCtrl-C to stop"

@@ -26,6 +26,7 @@ def test_wheelhouse_installs_offline_and_the_starter_config_validates(tmp_path: 
     wheels, venv = tmp_path / "wheelhouse", tmp_path / "venv"
     subprocess.run([str(src / "scripts/build-wheelhouse.sh"), sys.executable, str(wheels)],
                    check=True, timeout=240, cwd=src)
+    assert (wheels / "chenxing-gateway.service").is_file()  # docs/install.md copies it from there
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "",
            "PIP_EXTRA_INDEX_URL": ""}  # nothing but the wheelhouse
     subprocess.run([str(wheels / "install-offline.sh"), str(wheels), str(venv), sys.executable],
