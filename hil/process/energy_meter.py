@@ -218,6 +218,7 @@ class EnergyMeterModel:
             temperature_c=p.ambient_c + p.temperature_rise_c_per_kw * power,
             energy_kwh=p.initial_energy_kwh,
         )
+        self._forced: MachineState | None = None
         self._nxt = self._advance(self._cur)
         self._last: MeterReading | None = None
 
@@ -230,6 +231,18 @@ class EnergyMeterModel:
     def last_reading(self) -> MeterReading | None:
         """The most recent reading returned by :meth:`state_at`."""
         return self._last
+
+    @property
+    def forced_state(self) -> MachineState | None:
+        """The state the machine is held in, or None when it follows its random dwell times."""
+        return self._forced
+
+    def force_state(self, state: MachineState | None) -> None:
+        """Hold the machine in ``state`` from the next integration step on (an operator or
+        a HIL timeline switching it); ``None`` releases it to its random dwell times again,
+        after ``min_dwell_s``. The random draws go on meanwhile, so a model with the same
+        seed and the same switches stays reproducible."""
+        self._forced = None if state is None else MachineState(state)
 
     def state_at(self, t: float) -> MeterReading:
         """Advance the model to wall-clock time ``t`` and return the reading there."""
@@ -278,7 +291,9 @@ class EnergyMeterModel:
         dt = p.step_s
         normal, uniform = self._draws()
         state, dwell = k.state, k.dwell_s - dt
-        if dwell <= 0.0:
+        if self._forced is not None:
+            state, dwell = self._forced, p.min_dwell_s
+        elif dwell <= 0.0:
             state = self._next_state(state, float(uniform[0]))
             dwell = self._sample_dwell(state, float(uniform[1]))
 

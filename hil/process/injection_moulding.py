@@ -13,6 +13,11 @@ integrates on a fixed model-time grid (``step_s``) and draws its random numbers
 per cycle and per step, so its trajectory depends on the seed, the parameters,
 ``t0`` and the setpoint writes, not on how often it is read. Model time is
 ``(t - t0) * time_scale``; time only moves forward.
+
+Machine modes (:meth:`InjectionMouldingModel.set_mode`): ``production`` cycles;
+``idle`` and ``setup`` hold the mould open with the barrel at temperature (no
+parts, no pressure); ``stopped`` also switches the barrel heaters off, so the melt
+cools slowly towards ambient. Back in production a new cycle starts.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from enum import IntEnum
 import numpy as np
 
 __all__ = [
+    "MACHINE_MODES",
     "CyclePhase",
     "InjectionMouldingModel",
     "MachineReading",
@@ -46,6 +52,12 @@ class CyclePhase(IntEnum):
         """The machine state string a PLC shows in this phase."""
         return _STATE_TEXT[self]
 
+
+#: the machine modes of :meth:`InjectionMouldingModel.set_mode`
+MACHINE_MODES = ("production", "idle", "setup", "stopped")
+_AMBIENT_C = 25.0
+_HEATERS_OFF_SLOWDOWN = 10.0
+"""Heaters off: the melt cools with this many times its heating time constant."""
 
 _STATE_TEXT = {
     CyclePhase.CLOSE: "CLOSING",
@@ -147,6 +159,7 @@ class InjectionMouldingModel:
         self._parts = 0
         self._last_cycle_s = 0.0
         self._cycle_start_model = 0.0
+        self._mode = "production"
         self._start_cycle()
         self._last = self._reading(self.t0)
 
@@ -168,6 +181,20 @@ class InjectionMouldingModel:
         if not 0.1 <= seconds <= 30.0:
             raise ValueError("hold time must be within 0.1..30 s")
         self.params = replace(self.params, hold_time_s=float(seconds))
+
+    @property
+    def mode(self) -> str:
+        """The machine mode, one of :data:`MACHINE_MODES`."""
+        return self._mode
+
+    def set_mode(self, mode: str) -> None:
+        """Switch between production, idle, setup and stopped (from the next model step)."""
+        if mode not in MACHINE_MODES:
+            raise ValueError(f"machine mode must be one of {', '.join(MACHINE_MODES)}")
+        if mode == "production" and self._mode != "production":
+            self._cycle_start_model = self._model_time
+            self._start_cycle()
+        self._mode = mode
 
     # -- evaluation -----------------------------------------------------------------
     def state_at(self, t: float) -> MachineReading:
@@ -197,15 +224,21 @@ class InjectionMouldingModel:
         p = self.params
         self._model_time += dt
         self._phase_elapsed += dt
-        # melt: first order towards the setpoint, plus noise
-        alpha = 1.0 - math.exp(-dt / p.melt_time_constant_s)
+        producing = self._mode == "production"
+        # melt: first order towards the setpoint (ambient with the heaters off), plus noise
+        heated = self._mode != "stopped"
+        tau = p.melt_time_constant_s * (1.0 if heated else _HEATERS_OFF_SLOWDOWN)
+        alpha = 1.0 - math.exp(-dt / tau)
         noise = p.melt_noise_c * math.sqrt(dt) * float(self._rng.standard_normal())
-        self._melt += alpha * (p.melt_setpoint_c - self._melt) + noise
+        self._melt += alpha * ((p.melt_setpoint_c if heated else _AMBIENT_C) - self._melt) + noise
         # mould: melt contact heats it, coolant pulls it down
-        contact = self._phase in (CyclePhase.INJECT, CyclePhase.HOLD, CyclePhase.COOL)
+        contact = producing and self._phase in (CyclePhase.INJECT, CyclePhase.HOLD, CyclePhase.COOL)
         heat = p.mould_heating_per_s * dt * (self._melt - self._mould) / 100.0 if contact else 0.0
         cool = (1.0 - math.exp(-dt / p.mould_time_constant_s)) * (self._mould - p.coolant_c)
         self._mould += heat - cool
+        if not producing:
+            self._phase_elapsed = 0.0
+            return
         if self._phase_elapsed >= self._durations[self._phase]:
             self._phase_elapsed -= self._durations[self._phase]
             if self._phase is CyclePhase.EJECT:
@@ -220,6 +253,8 @@ class InjectionMouldingModel:
 
     def _pressure(self) -> float:
         p = self.params
+        if self._mode != "production":
+            return 0.0
         if self._phase is CyclePhase.INJECT:
             x = min(1.0, self._phase_elapsed / self._durations[CyclePhase.INJECT])
             return self._peak * (1.0 - math.exp(-5.0 * x)) / (1.0 - math.exp(-5.0))
@@ -236,7 +271,7 @@ class InjectionMouldingModel:
             timestamp=t,
             model_time=self._model_time,
             phase=self._phase,
-            state=self._phase.state_text,
+            state=self._phase.state_text if self._mode == "production" else self._mode.upper(),
             melt_temp_c=self._melt,
             mould_temp_c=self._mould,
             injection_pressure_bar=self._pressure(),

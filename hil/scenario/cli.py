@@ -8,12 +8,18 @@ from pathlib import Path
 
 import click
 
+from gateway.config.types import parse_duration
 from gateway.errors import ConfigError
-from hil.scenario.model import load_scenario, scenario_files
+from hil.scenario.model import Scenario, load_scenario, scenario_files
 from hil.scenario.report import write_html, write_junit
 from hil.scenario.runner import ScenarioResult, run_scenario
 
-__all__ = ["list_scenarios", "run", "validate"]
+__all__ = ["list_scenarios", "run", "validate", "with_duration"]
+
+
+def with_duration(scenario: Scenario, seconds: float) -> Scenario:
+    """``scenario`` running ``seconds`` long (the runner leaves out what starts later)."""
+    return scenario.model_copy(update={"duration": seconds})
 
 
 def _resolve(name: str) -> Path:
@@ -71,8 +77,23 @@ def validate(scenarios: tuple[str, ...]) -> None:
     default=None,
     help="Write report.html and junit.xml (and work files) here.",
 )
-def run(scenarios: tuple[str, ...], report_dir: Path | None) -> None:
+@click.option(
+    "--duration",
+    default=None,
+    metavar="DURATION",
+    help="Override the scenarios' duration (e.g. 90s, 10m, 2h); faults and timeline entries "
+    "after it are left out (repeated ones keep repeating).",
+)
+def run(scenarios: tuple[str, ...], report_dir: Path | None, duration: str | None) -> None:
     """Run scenarios against the real gateway process; exit 0 only if every expectation holds."""
+    override: float | None = None
+    if duration is not None:
+        try:
+            override = float(parse_duration(duration))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--duration") from exc
+        if override <= 0:
+            raise click.BadParameter("must be > 0", param_hint="--duration")
     from rich.console import Console
 
     console = Console()
@@ -80,7 +101,8 @@ def run(scenarios: tuple[str, ...], report_dir: Path | None) -> None:
     for name in scenarios:
         path = _resolve(name)
         try:
-            loaded.append((path, load_scenario(path)))
+            sc = load_scenario(path)
+            loaded.append((path, sc if override is None else with_duration(sc, override)))
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
     out = report_dir or Path(tempfile.mkdtemp(prefix="chenxing-hil-report-"))

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hil.recorder import ReceivedSample
+from hil.scenario.commands import CommandRecord
 from hil.scenario.model import (
+    CommandRoundTrip,
     DeviceDeathRebirth,
     Expectation,
     LatencyP99,
     ModelAlarm,
     NoSequenceGaps,
+    ResourceGrowth,
     TagQuality,
     TagValue,
 )
+from hil.scenario.resources import ResourceSample, growth_per_run
 
 __all__ = ["ExpectationResult", "Recording", "describe", "evaluate"]
 
@@ -30,6 +34,9 @@ class Recording:
     deaths: list[dict[str, Any]]
     data_messages: list[dict[str, Any]]
     samples: list[ReceivedSample]
+    resources: list[ResourceSample] = field(default_factory=list)
+    commands: list[CommandRecord] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     def rel(self, ts_ms: float) -> float:
         """Seconds after ``t0``."""
@@ -62,7 +69,16 @@ def describe(exp: Expectation) -> str:
         case DeviceDeathRebirth():
             return f"device {exp.device} death and rebirth observed{within}"
         case ModelAlarm():
-            return f"model alarm {exp.tag} >= {exp.threshold:g}{within}"
+            verb = "" if exp.raised else "not "
+            return f"model alarm {exp.tag} {verb}raised (>= {exp.threshold:g}){within}"
+        case CommandRoundTrip():
+            also = "".join(
+                [", seen in telemetry" if exp.telemetry else "", ", held by the device"
+                 if exp.on_device else ""]
+            )
+            return f"command {exp.command} {exp.status} within {exp.within:g} s{also}"
+        case ResourceGrowth():
+            return f"gateway growth < {exp.max_rss_mb:g} MB RSS and <= {exp.max_fds} fds per run"
     return exp.type  # pragma: no cover
 
 
@@ -150,11 +166,29 @@ def evaluate(exp: Expectation, rec: Recording) -> ExpectationResult:
                 for s in _tag_samples(rec, exp.tag, exp.between)
                 if s.quality == "good" and float(s.value) >= exp.threshold
             ]
+            if not exp.raised:
+                if hits:
+                    return ExpectationResult(
+                        name, False, f"raised at t={rec.rel(hits[0].ts_ms):.2f} s"
+                    )
+                return ExpectationResult(name, True, f"not raised (value >= {exp.threshold:g})")
             if not hits:
                 return ExpectationResult(
                     name, False, f"no value of {exp.tag} >= {exp.threshold:g} arrived"
                 )
-            return ExpectationResult(name, True, f"raised at t={rec.rel(hits[0].ts_ms):.2f} s")
+            raised = [
+                e for e in rec.events
+                if e.get("tag") == exp.tag and e.get("state") == "raised"
+                and _in_window(rec, e.get("ts", 0), exp.between)
+            ]
+            event = f", event at t={rec.rel(raised[0]['ts']):.2f} s" if raised else ", no event"
+            return ExpectationResult(
+                name, True, f"raised at t={rec.rel(hits[0].ts_ms):.2f} s{event}"
+            )
+        case CommandRoundTrip():
+            return _command_round_trip(exp, rec, name)
+        case ResourceGrowth():
+            return _resource_growth(exp, rec, name)
     raise AssertionError(exp)  # pragma: no cover
 
 
@@ -188,11 +222,13 @@ def _no_gaps(exp: NoSequenceGaps, rec: Recording, name: str) -> ExpectationResul
 def _death_rebirth(exp: DeviceDeathRebirth, rec: Recording, name: str) -> ExpectationResult:
     down_at: float | None = None
     was_up = False  # a device is reported down before its first connect: not a death
-    for b in rec.births:
-        if not _in_window(rec, b["ts"], exp.between):
-            continue
+    for b in rec.births:  # births before the window still tell whether the device was up
         state = {d["name"]: d["state"] for d in b.get("devices", [])}.get(exp.device)
         if state is None:
+            continue
+        if not _in_window(rec, b["ts"], exp.between):
+            if down_at is None and rec.rel(b["ts"]) < (exp.between or (0, 0))[0]:
+                was_up = state == "up"
             continue
         if state == "up" and down_at is None:
             was_up = True
@@ -205,3 +241,72 @@ def _death_rebirth(exp: DeviceDeathRebirth, rec: Recording, name: str) -> Expect
     if down_at is None:
         return ExpectationResult(name, False, f"no birth reported {exp.device} down")
     return ExpectationResult(name, False, f"{exp.device} down at t={down_at:.2f} s, never up again")
+
+
+def _command_round_trip(exp: CommandRoundTrip, rec: Recording, name: str) -> ExpectationResult:
+    cmd = next((c for c in rec.commands if c.name == exp.command), None)
+    if cmd is None:
+        return ExpectationResult(name, False, f"command {exp.command} was never sent")
+    if cmd.result is None or cmd.answered_at is None:
+        return ExpectationResult(
+            name, False, f"no cmd-result for {cmd.id} (sent at t={cmd.sent_at:.2f} s)"
+        )
+    took = cmd.answered_at - cmd.sent_at
+    status = cmd.result.get("status")
+    if status != exp.status:
+        reasons = "; ".join(
+            f"{w.get('tag')}: {w.get('status')} ({w.get('reason')})"
+            for w in cmd.result.get("results") or []
+        )
+        return ExpectationResult(
+            name, False, f"cmd-result {status}: {cmd.result.get('reason')}; {reasons}"
+        )
+    if took > exp.within:
+        return ExpectationResult(
+            name, False, f"cmd-result {status} after {took:.2f} s > {exp.within:g} s"
+        )
+    detail = f"{status} after {took * 1000:.0f} ms"
+    if exp.telemetry:
+        after = [
+            s for s in rec.samples
+            if s.tag == cmd.tag and s.quality == "good" and rec.rel(s.ts_ms) >= cmd.sent_at
+        ]
+        hit = next((s for s in after if _close(s.value, cmd.value, exp.tolerance)), None)
+        if hit is None:
+            last = f"; last value {after[-1].value!r}" if after else "; no good sample after it"
+            return ExpectationResult(
+                name, False, f"{detail}, but {cmd.tag} = {cmd.value!r} never seen in telemetry"
+                f"{last}"
+            )
+        detail += f", in telemetry at t={rec.rel(hit.ts_ms):.2f} s"
+    if exp.on_device:
+        if cmd.device_value is None or not _close(cmd.device_value, cmd.value, exp.tolerance):
+            return ExpectationResult(
+                name, False, f"{detail}, but the device holds {cmd.device_value!r}"
+            )
+        detail += f", device holds {cmd.device_value!r}"
+    return ExpectationResult(name, True, detail)
+
+
+def _close(a: object, b: object, tolerance: float) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a) == bool(b)
+    try:
+        return abs(float(a) - float(b)) <= tolerance  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _resource_growth(exp: ResourceGrowth, rec: Recording, name: str) -> ExpectationResult:
+    growths = growth_per_run(rec.resources, exp.warmup)
+    if not growths:
+        return ExpectationResult(
+            name, False, f"too few RSS/fd samples after the {exp.warmup:g} s warm-up"
+        )
+    parts = [
+        f"run {g.run}: RSS {g.rss_start_mb:.1f} MB {g.rss_mb:+.1f} MB, "
+        f"fds {g.fds_start:.0f} {g.fds:+.0f} ({g.samples} samples)"
+        for g in growths
+    ]
+    bad = [g for g in growths if g.rss_mb > exp.max_rss_mb or g.fds > exp.max_fds]
+    return ExpectationResult(name, not bad, "; ".join(parts))

@@ -29,6 +29,7 @@ _MODEL_TAGS = {
 __all__ = [
     "GatewayProcess",
     "install_models",
+    "mcu_node_device_config",
     "meter_device_config",
     "plc_device_config",
     "write_gateway_config",
@@ -40,8 +41,15 @@ _METER_TAGS: list[dict[str, Any]] = meter_tag_configs(
 )
 
 
-def meter_device_config(name: str, port: int, poll_interval: str, timeout: str) -> dict[str, Any]:
-    """A Modbus TCP device entry for the simulated meter."""
+def meter_device_config(
+    name: str, port: int, poll_interval: str, timeout: str, writable: bool = False
+) -> dict[str, Any]:
+    """A Modbus TCP device entry for the simulated meter; ``writable`` adds the holding
+    register ``power_limit`` (kW) as a tag the brain may write (0..100)."""
+    tags = list(_METER_TAGS)
+    if writable:
+        (limit,) = meter_tag_configs("power_limit")
+        tags.append({**limit, "writable": True, "range": [0, 100]})
     return {
         "name": name,
         "protocol": "modbus_tcp",
@@ -49,13 +57,24 @@ def meter_device_config(name: str, port: int, poll_interval: str, timeout: str) 
         "port": port,
         "poll_interval": poll_interval,
         "timeout": timeout,
-        "tags": _METER_TAGS,
+        "tags": tags,
     }
 
 
-def plc_device_config(name: str, endpoint: str, publishing_interval: str) -> dict[str, Any]:
-    """An OPC UA device entry (subscription) for the simulated moulding machine."""
+def plc_device_config(
+    name: str, endpoint: str, publishing_interval: str, writable: bool = False
+) -> dict[str, Any]:
+    """An OPC UA device entry (subscription) for the simulated moulding machine;
+    ``writable`` lets the brain write ``hold_time`` (0.1..30 s) and ``melt_setpoint``."""
     node = "ns=2;s=Machine."
+    hold: dict[str, Any] = {
+        "name": "hold_time", "node": node + "HoldTime", "type": "float64", "unit": "s"
+    }
+    extra: list[dict[str, Any]] = []
+    if writable:
+        hold |= {"writable": True, "range": [0.1, 30]}
+        extra.append({"name": "melt_setpoint", "node": node + "MeltTempSetpoint",
+                      "type": "float64", "unit": "degC", "writable": True, "range": [100, 350]})
     return {
         "name": name,
         "protocol": "opcua",
@@ -74,8 +93,26 @@ def plc_device_config(name: str, endpoint: str, publishing_interval: str) -> dic
             },
             {"name": "cycle_time", "node": node + "CycleTime", "type": "float64", "unit": "s"},
             {"name": "parts", "node": node + "PartCount", "type": "uint32"},
-            {"name": "hold_time", "node": node + "HoldTime", "type": "float64", "unit": "s"},
+            hold,
             {"name": "state", "node": node + "State", "type": "string"},
+            *extra,
+        ],
+    }
+
+
+def mcu_node_device_config(name: str, port: str, node_id: int, stale_after: str) -> dict[str, Any]:
+    """An ``mcu_node`` device entry for the simulated sensor node on ``port`` (its pty)."""
+    return {
+        "name": name,
+        "protocol": "mcu_node",
+        "port": port,
+        "node_id": node_id,
+        "stale_after": stale_after,
+        "hello_timeout": "1s",
+        "tags": [
+            {"name": "vibration", "sensor": "vibration_rms", "unit": "mm/s"},
+            {"name": "temperature", "sensor": "temperature", "unit": "degC"},
+            {"name": "humidity", "sensor": "humidity", "unit": "%RH"},
         ],
     }
 
@@ -87,6 +124,7 @@ def write_gateway_config(
     devices: list[dict[str, Any]],
     publish_interval: str,
     models: bool = False,
+    commands: bool = False,
 ) -> Path:
     """Write the gateway's YAML (JSON is YAML) for a scenario; return its path."""
     body: dict[str, Any] = {
@@ -110,6 +148,8 @@ def write_gateway_config(
         },
         "http": {"enabled": False},
     }
+    if commands:
+        body["commands"] = {"enabled": True}
     if models:
         body["models"] = {"enabled": True, "dir": "models", "watch_interval": 0}
     path = folder / "gateway.yaml"
@@ -178,18 +218,23 @@ class GatewayProcess:
 
 def install_models(folder: Path, scenario: Scenario) -> bool:
     """Copy the scenario's reference models into ``folder/models``, their tag paths mapped to
-    the scenario's first PLC; return whether any model is enabled."""
+    the scenario's first PLC (``imm1.*``) and first meter (``imm-meter.*``); return whether
+    any model is enabled."""
     if not scenario.models:
         return False
     plc = next((d.name for d in scenario.devices if d.kind == "opcua_plc"), None)
-    if plc is None:
-        raise ValueError("the reference models need an opcua_plc device")
+    meter = next((d.name for d in scenario.devices if d.kind == "modbus_meter"), None)
     target = folder / "models"
     target.mkdir(parents=True, exist_ok=True)
     for name in scenario.models:
         text = (_REFERENCE / f"{name}.yaml").read_text()
+        if "imm1." in text and plc is None:
+            raise ValueError(f"the {name} reference model needs an opcua_plc device")
+        if "imm-meter." in text and meter is None:
+            raise ValueError(f"the {name} reference model needs a modbus_meter device")
         for ref, tag in _MODEL_TAGS.items():
             text = text.replace(f"imm1.{ref}", f"{plc}.{tag}")
+        text = text.replace("imm-meter.", f"{meter}.")
         (target / f"{name}.yaml").write_text(text)
         (target / f"{name}.onnx").write_bytes((_REFERENCE / f"{name}.onnx").read_bytes())
     return True

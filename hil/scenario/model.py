@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.config.loader import validate_yaml_text
 from gateway.errors import ConfigError, ConfigProblem
+from hil.scenario.timeline import TIMELINE_KINDS, TimelineEntry, parameter_names
 
 __all__ = ["Scenario", "load_scenario", "scenario_files"]
 
@@ -39,7 +40,16 @@ class PlcDevice(_Strict):
     publishing_interval: str = "100ms"
 
 
-Device = Annotated[MeterDevice | PlcDevice, Field(discriminator="kind")]
+class McuNodeDevice(_Strict):
+    """An MCU sensor node (vibration, temperature, humidity) on a pty serial link."""
+
+    kind: Literal["mcu_node"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    node_id: int = Field(default=1, ge=0, le=0xFFFE)
+    stale_after: str = Field(default="2s", description="no good frame this long: device down")
+
+
+Device = Annotated[MeterDevice | PlcDevice | McuNodeDevice, Field(discriminator="kind")]
 
 
 class _Fault(_Strict):
@@ -89,8 +99,39 @@ class DeviceRestart(_Fault):
 
 
 class DeviceDisconnect(_Fault):
+    """TCP devices: their client connections are aborted (once). MCU node: the serial
+    cable is pulled for ``duration`` seconds (default 2)."""
+
     action: Literal["device_disconnect"]
     device: str
+    duration: Seconds | None = None
+
+
+class SerialGarbage(_Fault):
+    """Random bytes on an MCU node's serial line: ``bytes`` of them every ``every`` s."""
+
+    action: Literal["serial_garbage"]
+    device: str
+    bytes: int = Field(default=64, ge=1, le=65536)
+    every: float = Field(default=0.2, gt=0)
+    duration: Seconds = 2.0
+
+
+class DeviceSilence(_Fault):
+    """The MCU node hangs: it sends and answers nothing for ``duration`` seconds."""
+
+    action: Literal["device_silence"]
+    device: str
+    duration: Seconds = 3.0
+
+
+class Command(_Fault):
+    """The runner, as the brain, publishes a ``cmd`` writing ``value`` to ``tag``."""
+
+    action: Literal["command"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="for expectations")
+    tag: str = Field(description="device.tag, e.g. meter.power_limit")
+    value: float | bool
 
 
 class PlcSetpoint(_Fault):
@@ -117,7 +158,10 @@ Fault = Annotated[
     | DeviceRestart
     | DeviceDisconnect
     | PlcSetpoint
-    | GatewayKill,
+    | GatewayKill
+    | SerialGarbage
+    | DeviceSilence
+    | Command,
     Field(discriminator="action"),
 ]
 
@@ -163,10 +207,41 @@ class ModelAlarm(Window):
     type: Literal["model_alarm"]
     tag: str = Field(description="the model's alarm output tag")
     threshold: float = 0.5
+    raised: bool = Field(default=True, description="false: the alarm must NOT be raised")
+
+
+class CommandRoundTrip(_Strict):
+    """The ``cmd-result`` of a command action arrives with ``status`` within ``within`` s;
+    optionally the written value is then seen in telemetry and held by the device."""
+
+    type: Literal["command_round_trip"]
+    command: str = Field(description="the name of a command action")
+    status: Literal["accepted", "rejected", "failed"] = "accepted"
+    within: Seconds = 2.0
+    telemetry: bool = Field(default=False, description="a good sample of the written value")
+    on_device: bool = Field(default=False, description="the simulated device holds the value")
+    tolerance: float = Field(default=1e-3, ge=0)
+
+
+class ResourceGrowth(_Strict):
+    """Memory and file-descriptor growth of each gateway run (soak): the median of the last
+    quarter of the samples minus the median of the first quarter, after ``warmup`` s."""
+
+    type: Literal["resource_growth"]
+    max_rss_mb: float = Field(gt=0)
+    max_fds: int = Field(ge=0)
+    warmup: Seconds = 30.0
 
 
 Expectation = Annotated[
-    TagValue | TagQuality | LatencyP99 | NoSequenceGaps | DeviceDeathRebirth | ModelAlarm,
+    TagValue
+    | TagQuality
+    | LatencyP99
+    | NoSequenceGaps
+    | DeviceDeathRebirth
+    | ModelAlarm
+    | CommandRoundTrip
+    | ResourceGrowth,
     Field(discriminator="type"),
 ]
 
@@ -184,56 +259,116 @@ class Scenario(_Strict):
     publish_interval: str = "100ms"
     devices: list[Device] = Field(min_length=1)
     faults: list[Fault] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(
+        default_factory=list, description="steps, ramps, drifts, noise and machine states"
+    )
+    repeat_every: float | None = Field(
+        default=None, gt=0, description="faults and timeline repeat with this period (soak)"
+    )
+    resource_interval: float = Field(
+        default=2.0, gt=0, description="seconds between RSS / fd samples of the gateway"
+    )
     expect: list[Expectation] = Field(min_length=1)
-    models: list[Literal["quality"]] = Field(
+    models: list[Literal["quality", "energy", "energy_per_part"]] = Field(
         default_factory=list,
-        description="reference edge models to enable (their tag paths mapped to the first PLC)",
+        description="reference edge models to enable (their tag paths mapped to the first PLC "
+        "and the first meter)",
     )
     plots: list[str] = Field(default_factory=list, description="tags plotted in the report")
+
+
+_FAULT_KINDS = {
+    "plc_": ("opcua_plc",),
+    "modbus_": ("modbus_meter",),
+    "serial_garbage": ("mcu_node",),
+    "device_silence": ("mcu_node",),
+}
 
 
 def _checks(
     data: object, file: str, lines: dict[tuple[str | int, ...], int]
 ) -> list[ConfigProblem]:
-    """Faults must name a device of the scenario of the right kind."""
+    """Cross-references: faults, timeline entries and expectations name a device (or command)
+    of this scenario, of a kind that has what they act on; nothing happens after the end."""
     from gateway.config.loader import line_of
 
     problems: list[ConfigProblem] = []
     if not isinstance(data, dict):
         return problems
-    kinds = {d.get("name"): d.get("kind") for d in data.get("devices") or [] if isinstance(d, dict)}
+
+    def problem(path: tuple[str | int, ...], message: str) -> None:
+        problems.append(ConfigProblem(file, line_of(lines, path), path, message))
+
+    devices = [d for d in data.get("devices") or [] if isinstance(d, dict)]
+    kinds = {d.get("name"): d.get("kind") for d in devices}
+    modes = {d.get("name"): d.get("mode", "process") for d in devices}
+    duration = data.get("duration") or 0
+    commands: set[str] = set()
     for i, fault in enumerate(data.get("faults") or []):
-        if not isinstance(fault, dict) or "device" not in fault:
+        if not isinstance(fault, dict):
             continue
-        path = ("faults", i, "device")
-        name = fault["device"]
+        action = str(fault.get("action", ""))
+        if action == "command":
+            commands.add(str(fault.get("name")))
+            device = str(fault.get("tag", "")).partition(".")[0]
+            if device not in kinds:
+                problem(("faults", i, "tag"), f"no device named {device!r} in this scenario")
+        if "device" in fault:
+            name = fault["device"]
+            wanted = next((k for p, k in _FAULT_KINDS.items() if action.startswith(p)), None)
+            if name not in kinds:
+                problem(("faults", i, "device"), f"no device named {name!r} in this scenario")
+            elif wanted and kinds[name] not in wanted:
+                problem(("faults", i, "device"), f"{name!r} is not a {' or '.join(wanted)}")
+        if isinstance(fault.get("at"), int | float) and fault["at"] > duration:
+            problem(("faults", i, "at"), "after the scenario ends")
+    for i, entry in enumerate(data.get("timeline") or []):
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("device")
         if name not in kinds:
-            problems.append(
-                ConfigProblem(
-                    file, line_of(lines, path), path, f"no device named {name!r} in this scenario"
-                )
-            )
-        elif str(fault.get("action", "")).startswith("plc_") and kinds[name] != "opcua_plc":
-            problems.append(
-                ConfigProblem(file, line_of(lines, path), path, f"{name!r} is not an opcua_plc")
-            )
-        elif str(fault.get("action", "")).startswith("modbus_") and kinds[name] != "modbus_meter":
-            problems.append(
-                ConfigProblem(file, line_of(lines, path), path, f"{name!r} is not a modbus_meter")
-            )
-        if (fault.get("at") or 0) > (data.get("duration") or 0):
-            p = ("faults", i, "at")
-            problems.append(ConfigProblem(file, line_of(lines, p), p, "after the scenario ends"))
+            problem(("timeline", i, "device"), f"no device named {name!r} in this scenario")
+            continue
+        if entry.get("kind") not in TIMELINE_KINDS:
+            continue
+        if kinds[name] == "mcu_node" or modes[name] == "waveform":
+            problem(("timeline", i, "device"), f"{name!r} has no process model to change")
+        elif "param" in entry and entry["param"] not in parameter_names(str(kinds[name])):
+            allowed = ", ".join(parameter_names(str(kinds[name])))
+            problem(("timeline", i, "param"), f"{kinds[name]} has no parameter "
+                    f"{entry['param']!r}; one of: {allowed}")
+        if isinstance(entry.get("at"), int | float) and entry["at"] > duration:
+            problem(("timeline", i, "at"), "after the scenario ends")
+    for i, exp in enumerate(data.get("expect") or []):
+        if not isinstance(exp, dict):
+            continue
+        if exp.get("type") == "command_round_trip" and exp.get("command") not in commands:
+            problem(("expect", i, "command"), f"no command action named {exp.get('command')!r}")
+        if exp.get("type") == "device_death_rebirth" and exp.get("device") not in kinds:
+            problem(("expect", i, "device"), f"no device named {exp.get('device')!r}")
+    needs = {"quality": "opcua_plc", "energy": "modbus_meter", "energy_per_part": "opcua_plc"}
+    for i, model in enumerate(data.get("models") or []):
+        kind = needs.get(str(model))
+        if kind and kind not in kinds.values():
+            problem(("models", i), f"the {model} model needs a {kind} device")
+    if "energy_per_part" in (data.get("models") or []) and "modbus_meter" not in kinds.values():
+        problem(("models",), "the energy_per_part model needs a modbus_meter device")
     return problems
 
 
 def _strip_tags(exc: ConfigError) -> ConfigError:
     """Drop the union tags pydantic puts in error locations (``faults.0.broker_outage.x``)."""
-    tags = {"modbus_meter", "opcua_plc"} | set(_TAGS)
-    fixed = [
-        ConfigProblem(p.file, p.line, tuple(x for x in p.path if x not in tags), p.message)
-        for p in exc.problems
-    ]
+    tags = {"modbus_meter", "opcua_plc", "mcu_node"} | set(_TAGS) | set(TIMELINE_KINDS)
+
+    def strip(path: tuple[str | int, ...]) -> tuple[str | int, ...]:
+        # the tag sits between a list index and a key (faults.0.command.tag); a key that
+        # ends the path is a key (expect.0.command)
+        return tuple(
+            x for i, x in enumerate(path)
+            if not (x in tags and 0 < i < len(path) - 1 and isinstance(path[i - 1], int))
+        )
+
+    fixed = [ConfigProblem(p.file, p.line, strip(p.path), p.message) for p in exc.problems]
     return ConfigError(fixed)
 
 
@@ -254,6 +389,11 @@ _TAGS = (
     "no_sequence_gaps",
     "device_death_rebirth",
     "model_alarm",
+    "serial_garbage",
+    "device_silence",
+    "command",
+    "command_round_trip",
+    "resource_growth",
 )
 
 

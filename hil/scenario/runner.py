@@ -8,6 +8,7 @@ import logging
 import signal
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -15,25 +16,31 @@ from pathlib import Path
 from typing import Any
 
 from hil.broker import MqttBroker
+from hil.devices.mcu_node import McuNodeSimulator
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.devices.opcua_plc import OpcUaPlcSimulator
 from hil.process.energy_meter import EnergyMeterModel, WaveformMeter, WaveformParams
 from hil.process.injection_moulding import InjectionMouldingModel
 from hil.recorder import TelemetryRecorder
+from hil.scenario.commands import BrainClient, CommandRecord
 from hil.scenario.expectations import ExpectationResult, Recording, evaluate
 from hil.scenario.gateway_process import (
     GatewayProcess,
     install_models,
+    mcu_node_device_config,
     meter_device_config,
     plc_device_config,
     write_gateway_config,
 )
 from hil.scenario.model import (
     BrokerOutage,
+    Command,
     DeviceDisconnect,
     DeviceRestart,
+    DeviceSilence,
     Fault,
     GatewayKill,
+    McuNodeDevice,
     MeterDevice,
     ModbusDelay,
     ModbusException,
@@ -42,8 +49,11 @@ from hil.scenario.model import (
     NetworkLoss,
     PlcSetpoint,
     Scenario,
+    SerialGarbage,
 )
 from hil.scenario.proxy import FaultyProxy
+from hil.scenario.resources import ResourceSample, sample_resources
+from hil.scenario.timeline import TimelineEntry, TimelinePlayer, describe_entry
 
 __all__ = ["FaultWindow", "ScenarioResult", "run_scenario"]
 
@@ -73,6 +83,8 @@ class ScenarioResult:
     error: str | None = None
     wall_s: float = 0.0
     workdir: str = ""
+    resources: list[ResourceSample] = field(default_factory=list)
+    commands: list[CommandRecord] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -89,6 +101,33 @@ class _Line:
         self.gateway = gateway
         self.meters: dict[str, ModbusMeterSimulator] = {}
         self.plcs: dict[str, OpcUaPlcSimulator] = {}
+        self.nodes: dict[str, McuNodeSimulator] = {}
+        self.brain: BrainClient | None = None
+        self.commands: list[CommandRecord] = []
+        self.t0 = time.time()
+        """Epoch seconds of the first birth: scenario time zero."""
+
+    def clock(self) -> float:
+        """Scenario seconds."""
+        return time.time() - self.t0
+
+    def models(self) -> dict[str, Any]:
+        """Process models by device name (what the timeline moves)."""
+        found: dict[str, Any] = {name: m.model for name, m in self.meters.items()}
+        return found | {name: plc.model for name, plc in self.plcs.items()}
+
+    def device_value(self, tag: str) -> float | bool | None:
+        """What the simulated device holds for a writable ``device.tag``."""
+        device, _, name = tag.partition(".")
+        if device in self.meters:
+            try:
+                return self.meters[device].get_value(name)  # type: ignore[no-any-return]
+            except (KeyError, ValueError):
+                return None
+        if device in self.plcs:
+            model = self.plcs[device].model
+            return {"hold_time": model.hold_time, "melt_setpoint": model.melt_setpoint}.get(name)
+        return None
 
 
 def _label(fault: Fault) -> str:
@@ -124,12 +163,35 @@ async def _apply(fault: Fault, line: _Line) -> float:
             line.meters[fault.device].response_delay = fault.delay
             await asyncio.sleep(fault.duration)
             line.meters[fault.device].response_delay = 0.0
+        case DeviceRestart() if fault.device in line.nodes:
+            line.nodes[fault.device].silent = True
+            await asyncio.sleep(fault.downtime)
+            line.nodes[fault.device].silent = False
+            line.nodes[fault.device].reboot()
         case DeviceRestart():
             sim: Any = line.meters.get(fault.device) or line.plcs[fault.device]
             await sim.restart(downtime_s=fault.downtime)
+        case DeviceDisconnect() if fault.device in line.nodes:
+            line.nodes[fault.device].line.cut = True
+            await asyncio.sleep(2.0 if fault.duration is None else fault.duration)
+            line.nodes[fault.device].line.cut = False
         case DeviceDisconnect():
             device: Any = line.meters.get(fault.device) or line.plcs[fault.device]
             device.drop_connections()
+        case SerialGarbage():
+            node = line.nodes[fault.device]
+            end = time.monotonic() + fault.duration
+            while True:
+                node.inject_garbage(fault.bytes)
+                if time.monotonic() + fault.every > end:
+                    break
+                await asyncio.sleep(fault.every)
+        case DeviceSilence():
+            line.nodes[fault.device].silent = True
+            await asyncio.sleep(fault.duration)
+            line.nodes[fault.device].silent = False
+        case Command():
+            await _command(fault, line)
         case PlcSetpoint():
             model = line.plcs[fault.device].model
             if fault.melt_setpoint is not None:
@@ -143,14 +205,35 @@ async def _apply(fault: Fault, line: _Line) -> float:
     return time.monotonic() - began
 
 
+async def _command(fault: Command, line: _Line) -> None:
+    """Publish the command as the brain would, wait for its answer, read the device."""
+    assert line.brain is not None
+    record = CommandRecord(
+        fault.name, f"{fault.name}-{uuid.uuid4().hex[:12]}", fault.tag, fault.value, line.clock()
+    )
+    line.commands.append(record)
+    await asyncio.to_thread(line.brain.send, record.id, fault.tag, fault.value)
+    answer = await line.brain.answer(record.id, timeout=15.0)
+    if answer is not None:
+        record.result, record.answered_at = answer[0], answer[1] - line.t0
+    record.device_value = line.device_value(fault.tag)
+
+
 async def _start_devices(
     scenario: Scenario, stack: AsyncExitStack, line: _Line
 ) -> list[dict[str, Any]]:
     configs: list[dict[str, Any]] = []
     now = time.time()
+    writable = any(isinstance(f, Command) for f in scenario.faults)
     for i, dev in enumerate(scenario.devices):
         seed = scenario.seed + i
-        if isinstance(dev, MeterDevice):
+        if isinstance(dev, McuNodeDevice):
+            node = await stack.enter_async_context(McuNodeSimulator(dev.node_id, seed=seed))
+            line.nodes[dev.name] = node
+            configs.append(
+                mcu_node_device_config(dev.name, node.serial_path, dev.node_id, dev.stale_after)
+            )
+        elif isinstance(dev, MeterDevice):
             model: Any = (
                 WaveformMeter(
                     WaveformParams(t0=now, period_s=dev.period_s, time_scale=scenario.time_scale)
@@ -161,7 +244,9 @@ async def _start_devices(
             meter = await stack.enter_async_context(ModbusMeterSimulator(model, port=0))
             line.meters[dev.name] = meter
             configs.append(
-                meter_device_config(dev.name, meter.port, dev.poll_interval, dev.timeout)
+                meter_device_config(
+                    dev.name, meter.port, dev.poll_interval, dev.timeout, writable
+                )
             )
         else:
             plc_model = InjectionMouldingModel(seed=seed, t0=now, time_scale=scenario.time_scale)
@@ -169,7 +254,9 @@ async def _start_devices(
                 OpcUaPlcSimulator(plc_model, update_interval=0.05)
             )
             line.plcs[dev.name] = plc
-            configs.append(plc_device_config(dev.name, plc.endpoint, dev.publishing_interval))
+            configs.append(
+                plc_device_config(dev.name, plc.endpoint, dev.publishing_interval, writable)
+            )
     return configs
 
 
@@ -189,6 +276,7 @@ async def run_scenario(
     assert folder is not None
     folder.mkdir(parents=True, exist_ok=True)
     result.workdir = str(folder)
+    line: _Line | None = None
     recorder: TelemetryRecorder | None = None
     t0 = time.time()
     try:
@@ -214,6 +302,7 @@ async def run_scenario(
                 devices,
                 scenario.publish_interval,
                 install_models(folder, scenario),
+                commands=any(isinstance(f, Command) for f in scenario.faults),
             )
             stack.push_async_callback(line.gateway.stop)
             await line.gateway.start()
@@ -223,8 +312,25 @@ async def run_scenario(
                     f"no birth within {scenario.startup_timeout:g} s; gateway log:\n"
                     + line.gateway.log_path.read_text(errors="replace")[-2000:]
                 )
-            t0 = time.time()
+            t0 = line.t0 = time.time()
             say("first birth received: timeline starts")
+            if any(isinstance(f, Command) for f in scenario.faults):
+                gateway_id = f"hil-{scenario.name}"[:60]
+                line.brain = BrainClient(
+                    broker.host, broker.port, f"chenxing/v1/hil/line-1/{gateway_id}"
+                )
+                await asyncio.to_thread(line.brain.start)
+                stack.callback(line.brain.stop)
+            sampler = asyncio.create_task(
+                sample_resources(
+                    lambda: (line.gateway.runs, line.gateway.proc.pid)
+                    if line.gateway.running and line.gateway.proc else None,
+                    line.clock,
+                    result.resources,
+                    scenario.resource_interval,
+                )
+            )
+            stack.push_async_callback(_cancel, sampler)
             await _run_timeline(scenario, line, result, say)
             say("stopping the gateway (SIGTERM, spool drained)")
             await line.gateway.stop(signal.SIGTERM)
@@ -235,13 +341,48 @@ async def run_scenario(
     except Exception as exc:
         log.exception("scenario %s failed to run", scenario.name)
         result.error = f"{type(exc).__name__}: {exc}"
+    if line is not None:
+        result.commands = line.commands
     if recorder is not None:
         snap = recorder.snapshot()
-        result.recording = Recording(t0, snap.births, snap.deaths, snap.data_messages, snap.samples)
+        result.recording = Recording(
+            t0,
+            snap.births,
+            snap.deaths,
+            snap.data_messages,
+            snap.samples,
+            result.resources,
+            result.commands,
+            snap.events,
+        )
         if result.error is None:
             result.results = [evaluate(exp, result.recording) for exp in scenario.expect]
     result.wall_s = time.monotonic() - began
     return result
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+
+
+def scheduled(scenario: Scenario) -> tuple[list[Fault], list[TimelineEntry]]:
+    """The faults and timeline entries that start before the end, repeated every
+    ``repeat_every`` seconds when the scenario asks for it (soak)."""
+    faults: list[Fault] = []
+    entries: list[TimelineEntry] = []
+    period = scenario.repeat_every
+    offset = 0.0
+    while offset < scenario.duration:
+        faults += [f.model_copy(update={"at": f.at + offset}) for f in scenario.faults
+                   if f.at + offset < scenario.duration]  # fmt: skip
+        entries += [e.model_copy(update={"at": e.at + offset}) for e in scenario.timeline
+                    if e.at + offset < scenario.duration]  # fmt: skip
+        if period is None:
+            break
+        offset += period
+    return faults, entries
 
 
 async def _run_timeline(
@@ -249,6 +390,10 @@ async def _run_timeline(
 ) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
+    faults, entries = scheduled(scenario)
+    player = TimelinePlayer(
+        line.models(), lambda: loop.time() - start, scenario.duration, scenario.seed
+    )
 
     async def one(fault: Fault) -> None:
         await asyncio.sleep(max(0.0, start + fault.at - loop.time()))
@@ -259,7 +404,16 @@ async def _run_timeline(
         result.faults.append(FaultWindow(_label(fault), began, max(ended, began + 0.2)))
         say(f"t={ended:5.1f} s  fault over: {_label(fault)}")
 
-    tasks = [asyncio.create_task(one(f)) for f in scenario.faults]
+    async def step(index: int, entry: TimelineEntry) -> None:
+        await asyncio.sleep(max(0.0, start + entry.at - loop.time()))
+        say(f"t={entry.at:5.1f} s  timeline: {describe_entry(entry)}")
+        began = loop.time() - start
+        await player.play(entry, index)
+        ended = loop.time() - start
+        result.faults.append(FaultWindow(describe_entry(entry), began, max(ended, began + 0.2)))
+
+    tasks = [asyncio.create_task(one(f)) for f in faults]
+    tasks += [asyncio.create_task(step(i, e)) for i, e in enumerate(entries)]
     try:
         await asyncio.sleep(scenario.duration)
         if tasks:

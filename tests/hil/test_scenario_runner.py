@@ -139,3 +139,53 @@ def test_a_wrong_expectation_fails_the_run_and_the_report_says_why(tmp_path: Pat
     assert failure is not None and "off by" in (failure.get("message") or "")
     passed = suite.find("testcase[@name='no sequence gaps over 1 gateway runs']")
     assert passed is not None and passed.find("failure") is None
+
+
+COMMANDS = """\
+name: commands
+description: command round trips and a timeline ramp against the real gateway
+duration: 7
+devices:
+  - {kind: modbus_meter, name: meter}
+  - {kind: opcua_plc, name: press}
+timeline:
+  - {at: 1, kind: machine_state, device: meter, state: idle}
+  - {at: 1, kind: ramp, device: meter, param: nominal_voltage_v, to: 250, over: 2}
+faults:
+  - {at: 1, action: command, name: limit, tag: meter.power_limit, value: 42.5}
+  - {at: 1, action: command, name: hold, tag: press.hold_time, value: 2.5}
+  - {at: 2, action: command, name: volts, tag: meter.voltage, value: 240}
+  - {at: 2, action: command, name: hold-high, tag: press.hold_time, value: 50}
+expect:
+  - {type: command_round_trip, command: limit, within: 3, telemetry: true, on_device: true}
+  - {type: command_round_trip, command: hold, within: 3, telemetry: true, on_device: true}
+  - {type: command_round_trip, command: volts, within: 3}
+  - {type: command_round_trip, command: hold-high, status: rejected, within: 3}
+  - {type: tag_value, tag: meter.voltage, value: 250, tolerance: 6, min_samples: 10,
+     between: [4, 7]}
+"""
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_command_round_trips_and_a_ramp_against_the_real_gateway(tmp_path: Path) -> None:
+    path = write(tmp_path, COMMANDS)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["run", str(path), "--report", str(out)])
+    assert result.exit_code == 1, result.output  # the 'volts' expectation is wrong
+    suite = ET.parse(out / "junit.xml").getroot()[0]
+    assert suite.get("failures") == "1", result.output
+    verdicts = {c.get("name"): c for c in suite.findall("testcase")}
+    limit = verdicts["command limit accepted within 3 s, seen in telemetry, held by the device"]
+    assert limit.find("failure") is None
+    assert "device holds 42.5" in (limit.findtext("system-out") or "")
+    hold = verdicts["command hold accepted within 3 s, seen in telemetry, held by the device"]
+    assert hold.find("failure") is None, (hold.findtext("system-out"), result.output)
+    assert verdicts["command hold-high rejected within 3 s"].find("failure") is None
+    assert verdicts["meter.voltage = 250 ± 6 in [4, 7] s"].find("failure") is None
+    failure = verdicts["command volts accepted within 3 s"].find("failure")
+    assert failure is not None
+    assert "cmd-result rejected" in (failure.get("message") or "")
+    assert "meter.voltage is not writable" in (failure.get("message") or "")
+    html = (out / "report.html").read_text()
+    assert "meter.voltage is not writable" in html and "ramp meter.nominal_voltage_v" in html
