@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drivers.modbus.metrics import modbus_unit_metrics
+from drivers.serial_line.metrics import serial_line_metrics
 from gateway.northbound.outbox import OutboxStats
 
 if TYPE_CHECKING:
@@ -69,6 +71,8 @@ class GatewayCollector(Collector):
         yield from families.values()
         yield errors
         yield up
+        yield from modbus_unit_metrics({n: r.driver for n, r in gw.runners.items()})
+        yield from serial_line_metrics({n: r.driver for n, r in gw.runners.items()})
 
         reload_counters = getattr(gw, "reloads", None)
         if reload_counters is not None:
@@ -96,6 +100,11 @@ class GatewayCollector(Collector):
 
         if getattr(gw, "models", None) is not None:
             yield from gw.models.metrics()  # per-model inferences, errors, latency, loads
+
+        if getattr(gw, "influxdb", None) is not None:
+            from gateway.influxdb.metrics import sink_metrics
+
+            yield from sink_metrics(gw.influxdb)
 
         nb = gw.northbound
         if nb is None:
@@ -153,6 +162,18 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(
             "chenxing_mqtt_disconnects", "Broker connections lost", value=nb.link.disconnects
         )
+        broker = GaugeMetricFamily(
+            "chenxing_mqtt_broker",
+            "1 for the broker connected to or being tried (northbound.mqtt.urls failover)",
+            labels=["url"],
+        )
+        broker.add_metric([nb.link.url], 1.0)
+        yield broker
+        yield CounterMetricFamily(
+            "chenxing_mqtt_broker_switches",
+            "Moves to the next broker after the current one was lost (failover)",
+            value=getattr(nb.link, "broker_switches", 0),
+        )
         yield GaugeMetricFamily(
             "chenxing_uptime_seconds", "Seconds since the gateway started", value=gw.uptime_s
         )
@@ -161,6 +182,11 @@ class GatewayCollector(Collector):
             "Samples of restricted tags kept in the gateway (northbound.publish_restricted off)",
             value=c.restricted_withheld,
         )
+        spb = getattr(nb, "spb_counters", None)  # Sparkplug edge node only
+        if spb is not None:
+            from gateway.northbound.sparkplug.metrics import sparkplug_metrics
+
+            yield from sparkplug_metrics(spb)
         if gw.commands is not None:
             cc = gw.commands.counters
             commands = CounterMetricFamily(

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from hil import modbus_generic_cmd
 from hil.broker import BrokerKind, MqttBroker
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.process.energy_meter import (
@@ -256,6 +257,48 @@ def mcu_node(
     )
 
 
+@sim.command("mcu-bus")
+@click.option("--nodes", default="1,2,3", show_default=True,
+              help="Comma-separated node ids sharing the line.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Signal seed of the first.")
+def mcu_bus(nodes: str, seed: int) -> None:
+    """Several MCU sensor nodes on one pty: an RS-485 line (firmware_bridge/PROTOCOL.md)."""
+    from hil.devices.mcu_node import McuNodeBus
+
+    try:
+        ids = [int(n) for n in nodes.split(",")]
+        bus = McuNodeBus(ids, seed=seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--nodes") from None
+    _serve_until_signal(bus, lambda: f"mcu-bus nodes {nodes} on {bus.serial_path}", "mcu-bus")
+
+
+@sim.command("scale")
+@click.option("--mode", type=click.Choice(["stream", "poll"]), default="stream",
+              show_default=True, help="stream: print lines at --rate; poll: answer --command.")
+@click.option("--rate", type=click.FloatRange(0.1, 1000), default=10.0, show_default=True,
+              help="Lines per second in stream mode.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Weight sequence seed.")
+@click.option("--unit", default="kg", show_default=True, help="Weight unit printed.")
+@click.option("--command", "poll_command", default="SI", show_default=True,
+              help="Poll command answered in poll mode (sent with CR LF).")
+def scale(mode: str, rate: float, seed: int, unit: str, poll_command: str) -> None:
+    """Weighing scale printing 'ST,GS,+0012.345 kg' lines on a pty (hil/devices/scale.py)."""
+    from hil.devices.scale import ScaleSimulator
+
+    simulator = ScaleSimulator(
+        mode="poll" if mode == "poll" else "stream", rate=rate, seed=seed, unit=unit,
+        poll_command=poll_command.encode() + b"\r\n",
+    )
+    what = f"{rate:g} lines/s" if mode == "stream" else f"answers {poll_command!r}+CRLF"
+    _serve_until_signal(
+        simulator,
+        lambda: f"scale on {simulator.serial_path} (-> {simulator.line.gateway_path}, "
+        f"9600 baud 8N1, {mode}, {what}, seed {seed})",
+        "scale",
+    )
+
+
 def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -296,6 +339,7 @@ def broker(host: str, port: int, kind: str) -> None:
 main.add_command(scenario_cli.list_scenarios)
 main.add_command(scenario_cli.validate)
 main.add_command(scenario_cli.run)
+sim.add_command(modbus_generic_cmd.modbus)
 
 if __name__ == "__main__":
     main()

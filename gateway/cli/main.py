@@ -14,13 +14,16 @@ import click
 from gateway import __version__
 from gateway.cli import exit_codes
 from gateway.cli.browse_cmd import browse
+from gateway.cli.certs import certs
 from gateway.cli.check_cmd import check
 from gateway.cli.config_init_cmd import config_init
+from gateway.cli.firmware import firmware
 from gateway.cli.scan_cmd import scan
 from gateway.cli.spool_cmd import register as register_spool
 from gateway.cli.tail_cmd import tail
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
+from gateway.ingest.cli import ingest
 from gateway.logsetup import setup_logging
 
 log = logging.getLogger("gateway")
@@ -177,6 +180,9 @@ main.add_command(scan)
 main.add_command(browse)
 main.add_command(check)
 main.add_command(tail)
+main.add_command(ingest)
+main.add_command(firmware)
+main.add_command(certs)
 config_group.add_command(config_init)
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from drivers.registry import DEVICE_CONFIG_TYPES
+from gateway.config.broker_url import BrokerAddress, BrokerUrl, parse_broker_url
+from gateway.config.influxdb import InfluxDbConfig
 from gateway.config.types import (
     ByteSize,
     Duration,
@@ -67,6 +69,12 @@ class MqttTlsConfig(StrictModel):
 class MqttConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
+    urls: list[BrokerUrl] | None = Field(
+        default=None,
+        min_length=1,
+        description="brokers for failover, tried in order, instead of host/port: "
+        "['mqtts://a:8883', 'mqtt://b:1883']; mqtts:// uses tls (default: the system's CAs)",
+    )
     client_id: str | None = Field(default=None, description="defaults to chenxing-{gateway id}")
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     username: str | None = None
@@ -78,6 +86,18 @@ class MqttConfig(StrictModel):
     tls: MqttTlsConfig | None = Field(
         default=None, description="TLS (port usually 8883); host names are verified"
     )
+
+    @model_validator(mode="after")
+    def _urls_or_host(self) -> MqttConfig:
+        if self.urls is not None and {"host", "port"} & self.model_fields_set:
+            raise ValueError("set either urls (several brokers) or host and port, not both")
+        return self
+
+    def brokers(self) -> list[BrokerAddress]:
+        """The brokers in the order they are tried."""
+        if self.urls is None:
+            return [BrokerAddress(self.host, self.port, self.tls is not None)]
+        return [parse_broker_url(url) for url in self.urls]
 
 
 class OutboxConfig(StrictModel):
@@ -122,8 +142,31 @@ class SpoolConfig(StrictModel):
         return self.path if self.path is not None else state_dir / "spool.db"
 
 
+class SparkplugConfig(StrictModel):
+    """Sparkplug B 3.0 Edge Node settings (``northbound.format: sparkplug``)."""
+
+    group_id: Name | None = Field(default=None, description="Sparkplug group id; default the site")
+    edge_node_id: Name | None = Field(
+        default=None, description="Sparkplug edge node id; default the gateway id"
+    )
+    primary_host_id: Name | None = Field(
+        default=None,
+        description="primary host application id: births wait for its STATE online and data "
+        "is held (sent later flagged historical) while it is offline",
+    )
+    data_qos: Literal[0, 1] = Field(
+        default=0,
+        description="QoS of NDATA/DDATA: 0 as the specification requires; 1 (outside the "
+        "strict specification) keeps data in the spool until the broker acknowledged it",
+    )
+
+
 class NorthboundConfig(StrictModel):
-    format: Literal["json"] = Field(default="json", description="payload contract")
+    format: Literal["json", "sparkplug"] = Field(
+        default="json", description="payload contract: json (docs/contract-json.md) or "
+        "sparkplug (Sparkplug B 3.0, docs/contract-sparkplug.md)"
+    )
+    sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig)
     topic_root: str = Field(
         default="chenxing/v1",
         pattern=r"^[^#+]+$",
@@ -140,6 +183,9 @@ class NorthboundConfig(StrictModel):
         default=False,
         description="publish tags classified 'restricted' in births and data; by default "
         "they never leave the gateway",
+    )
+    influxdb: InfluxDbConfig | None = Field(
+        default=None, description="optional InfluxDB sink (v2 write API), see docs/influxdb-sink.md"
     )
 
 

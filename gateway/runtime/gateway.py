@@ -8,6 +8,7 @@ import logging
 import signal
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,10 @@ from drivers.base import Driver
 from drivers.registry import create_driver
 from gateway import __version__
 from gateway.commands import AuditLog, CommandExecutor, CommandResult
+from gateway.commands.firmware import firmware_commands
 from gateway.config.loader import resolve_secret
 from gateway.config.models import GatewayConfig
+from gateway.influxdb.sink import InfluxSink, build_sink
 from gateway.northbound.contract_json import JsonContract
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink
@@ -27,6 +30,7 @@ from gateway.northbound.publisher import Northbound
 from gateway.northbound.sequence import SequenceStore
 from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
 from gateway.pipeline import Pipeline
+from gateway.recent_errors import RecentErrors
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.runtime.reload import ReloadCounters, ReloadRefused, plan_reload
 from gateway.tags import TagCatalog
@@ -68,6 +72,8 @@ class Gateway:
         self.pipeline = Pipeline(self.catalog)
         self.runners: dict[str, DeviceRunner] = {}
         self.northbound: Northbound | None = None
+        #: the optional InfluxDB sink (``northbound.influxdb``), fed like the northbound
+        self.influxdb: InfluxSink | None = None
         #: writes from the brain (``commands.enabled``)
         self.commands: CommandExecutor | None = None
         self.http_port: int | None = None
@@ -76,6 +82,10 @@ class Gateway:
         self.config_dir = config_dir
         #: edge models (``models.enabled``): windows, inference, hot reload
         self.models = self._build_models()
+        #: for the status page: recent WARNING/ERROR records (root logger while running)
+        #: and recent alarm events, both bounded
+        self.recent_errors = RecentErrors(capacity=100)
+        self.recent_alarms: deque[AlarmEvent] = deque(maxlen=50)
 
     # --- wiring ---------------------------------------------------------------------------
     def _on_batch(self, batch: SampleBatch) -> None:
@@ -84,6 +94,8 @@ class Gateway:
         out = self.pipeline.process(batch)
         if self.northbound is not None:
             self.northbound.submit(out)
+        if self.influxdb is not None:
+            self.influxdb.submit(out)
         if self.models is not None:
             self.models.engine.ingest(out)
 
@@ -101,10 +113,13 @@ class Gateway:
         out = self.pipeline.process(batch)
         if self.northbound is not None:
             self.northbound.submit(out)
+        if self.influxdb is not None:
+            self.influxdb.submit(out)
         if self.models is not None:
             self.models.engine.ingest(out)
 
     def _on_alarm(self, event: AlarmEvent) -> None:
+        self.recent_alarms.append(event)
         if self.northbound is not None:
             nb = self.northbound
             nb.send_control(nb.contract.event({"event": "alarm", **event.as_dict()}, now_ns()))
@@ -192,8 +207,8 @@ class Gateway:
 
     def _on_device_state(self, name: str, state: DeviceState) -> None:
         log.info("device %s is %s", name, state.value)
-        if self.northbound is not None and state in (DeviceState.UP, DeviceState.DOWN):
-            self.northbound.rebirth()
+        if self.northbound is not None:
+            self.northbound.device_state_changed(name, state.value)
 
     def device_states(self) -> dict[str, str]:
         return {name: r.stats.state.value for name, r in self.runners.items()}
@@ -205,6 +220,10 @@ class Gateway:
         if mqtt_cfg.password is not None:
             password = resolve_secret(mqtt_cfg.password, self.config_dir)
         client_id = mqtt_cfg.client_id or f"chenxing-{self.config.gateway.id}"
+        if nb.format == "sparkplug":
+            from gateway.northbound.sparkplug.build import build_edge_node
+
+            return build_edge_node(self, self._build_outbox(), client_id, password)
         contract = JsonContract(self.config, self.catalog, __version__)
         sequence = SequenceStore(self.config.gateway.state_dir / "sequence.json")
 
@@ -231,8 +250,16 @@ class Gateway:
         if not cfg.enabled:
             return None
         audit = AuditLog(cfg.resolved_audit_log(self.config.gateway.state_dir))
-        return CommandExecutor(cfg, self.catalog, self.config.gateway.id, self._connected_driver,
-                               audit, self._answer_command)
+        parse = None
+        if self.config.northbound.format == "sparkplug":
+            from gateway.northbound.sparkplug.build import command_parser
+
+            parse = command_parser(self)
+        executor = CommandExecutor(cfg, self.catalog, self.config.gateway.id,
+                                   self._connected_driver, audit, self._answer_command, parse=parse)
+        executor.firmware = firmware_commands(self.config.devices, self.config_dir,
+                                              self.config.gateway.id, self._connected_driver, audit)
+        return executor
 
     def _connected_driver(self, device: str) -> Driver | None:
         runner = self.runners.get(device)
@@ -246,8 +273,7 @@ class Gateway:
 
     def _answer_command(self, result: CommandResult) -> None:
         if self.northbound is not None:
-            nb = self.northbound
-            nb.send_control(nb.contract.cmd_result(result, now_ns()))
+            self.northbound.answer_command(result)
 
     def _build_outbox(self) -> Outbox:
         """The disk spool (default), or the in-memory outbox when the spool is disabled."""
@@ -265,8 +291,18 @@ class Gateway:
     # --- lifecycle --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> ShutdownReport:
         """Run until ``stop`` is set; then stop polling, flush, publish the death."""
+        root = logging.getLogger()
+        root.addHandler(self.recent_errors)
+        try:
+            return await self._run(stop)
+        finally:
+            root.removeHandler(self.recent_errors)
+
+    async def _run(self, stop: asyncio.Event) -> ShutdownReport:
         from gateway.http_api import HttpApi
 
+        # first: a missing token or a locked spool fails before anything else is opened
+        self.influxdb = build_sink(self.config, self.catalog, self.config_dir)
         self.commands = self._build_commands()
         self.northbound = self._build_northbound()
         http = HttpApi(self) if self.config.http.enabled else None
@@ -276,6 +312,11 @@ class Gateway:
             if device.enabled:
                 self._start_device(device)
         nb_task = asyncio.create_task(self.northbound.run(), name="northbound")
+        influx_task = (
+            asyncio.create_task(self.influxdb.run(), name="influxdb")
+            if self.influxdb is not None
+            else None
+        )
         models_task = None
         if self.models is not None:
             self.northbound.contract.models_info = self.models.describe
@@ -332,6 +373,13 @@ class Gateway:
         with contextlib.suppress(asyncio.CancelledError):
             await nb_task
         await self.northbound.stop()
+        if self.influxdb is not None and influx_task is not None:
+            if not await self.influxdb.drain(timeout=5.0):
+                log.warning("shutdown: InfluxDB points not yet written stay in its spool")
+            influx_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await influx_task
+            await self.influxdb.close()
         if self.commands is not None:
             self.commands.close()
         if http is not None:
