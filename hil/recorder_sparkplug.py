@@ -1,7 +1,8 @@
 """Sparkplug B messages as the recorder's births, deaths, data messages and samples.
 
-Keeps the aliases of every DBIRTH so that alias-only DDATA metrics get their tag path
-``{device}.{metric name}``; quality comes from the ``Quality`` property (good when absent).
+Keeps the aliases of every NBIRTH and DBIRTH so that alias-only DDATA metrics get their
+tag path ``{device}.{metric name}`` and NDATA metrics their name; quality comes from the
+``Quality`` property (good when absent).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class SparkplugDecoder:
         body = {**body, "type": parsed.message_type, "device": parsed.device_id}
         kind = parsed.message_type
         device = parsed.device_id or ""
-        if kind == "DBIRTH":
+        if kind in ("NBIRTH", "DBIRTH"):  # node metrics under device "", tags under theirs
             for m in body["metrics"]:
                 if m["alias"] is not None:
                     self._aliases[(device, m["alias"])] = (m["name"], m["datatype"])

@@ -3,6 +3,8 @@
 Starts one simulated Modbus energy meter per loopback Modbus device of the
 config, an MQTT broker (Mosquitto when installed, else an embedded broker), the
 gateway in this process and a recording subscriber whose view is a live table.
+The subscriber reads the config's contract: Sparkplug B (the default; tag paths
+through the birth aliases) or JSON.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Group
 from rich.live import Live
@@ -26,13 +29,17 @@ from gateway.runtime.gateway import Gateway
 from hil.broker import MqttBroker
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.process.energy_meter import EnergyMeterModel, MeterParams
-from hil.recorder import TelemetryRecorder
+from hil.recorder import ReceivedSample, TelemetryRecorder
+
+SPARKPLUG_ROOT = "spBv1.0"
 
 
 @dataclass(slots=True)
 class DemoSummary:
     seconds: float
     broker: str
+    format: str
+    births: int
     messages: int
     samples: int
     tags: int
@@ -48,6 +55,8 @@ class DemoSummary:
         return {
             "seconds": round(self.seconds, 1),
             "broker": self.broker,
+            "format": self.format,
+            "births": self.births,
             "messages": self.messages,
             "samples": self.samples,
             "tags": self.tags,
@@ -62,14 +71,17 @@ class DemoSummary:
         missing = sorted(set(self.devices_configured) - set(self.devices_reported))
         tail = f" missing={','.join(missing)}" if missing else ""
         return (
-            f"demo {verdict}: {self.seconds:.1f}s via {self.broker}: messages={self.messages} "
+            f"demo {verdict}: {self.seconds:.1f}s via {self.broker} ({self.format}): "
+            f"messages={self.messages} "
             f"samples={self.samples} tags={self.tags} errors={self.errors} "
             f"devices={len(self.devices_reported)}/{len(self.devices_configured)}{tail}"
         )
 
 
-def _wire(config: GatewayConfig, broker: MqttBroker, ports: dict[str, int]) -> GatewayConfig:
-    """Point the config at the started broker and simulators."""
+def _wire(config: GatewayConfig, broker: MqttBroker, ports: dict[str, int],
+          contract: Literal["json", "sparkplug"] | None) -> GatewayConfig:
+    """Point the config at the started broker and simulators; ``contract`` overrides
+    ``northbound.format``."""
     devices = [
         d.model_copy(update={"port": ports[d.name]}) if d.name in ports else d
         for d in config.devices
@@ -77,13 +89,30 @@ def _wire(config: GatewayConfig, broker: MqttBroker, ports: dict[str, int]) -> G
     mqtt = config.northbound.mqtt.model_copy(update={"host": broker.host, "port": broker.port})
     # the demo's broker lives for one run, so does its spool (and demos may run side by side)
     spool = config.northbound.spool.model_copy(update={"path": broker.workdir / "spool.db"})
-    northbound = config.northbound.model_copy(update={"mqtt": mqtt, "spool": spool})
+    update: dict[str, object] = {"mqtt": mqtt, "spool": spool}
+    if contract is not None:
+        update["format"] = contract
+    northbound = config.northbound.model_copy(update=update)
     http = config.http.model_copy(update={"port": 0})
     return config.model_copy(update={"devices": devices, "northbound": northbound, "http": http})
 
 
+def _recorder(config: GatewayConfig, broker: MqttBroker) -> TelemetryRecorder:
+    """A subscriber for the config's contract."""
+    nb = config.northbound
+    root = SPARKPLUG_ROOT if nb.format == "sparkplug" else nb.topic_root
+    return TelemetryRecorder(broker.host, broker.port, root)
+
+
+def _device_tags(snap_latest: dict[str, ReceivedSample], devices: set[str]
+                 ) -> dict[str, ReceivedSample]:
+    """The latest sample of every device tag (not Sparkplug node metrics)."""
+    return {t: s for t, s in snap_latest.items() if t.split(".", 1)[0] in devices}
+
+
 def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
     snap = recorder.snapshot()
+    latest = _device_tags(snap.latest, set(gateway.runners))
     now_ms = time.time_ns() // 1_000_000
     table = Table(expand=False, title=None)
     for col, justify in (
@@ -94,8 +123,8 @@ def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
         ("age", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for tag in sorted(snap.latest):
-        s = snap.latest[tag]
+    for tag in sorted(latest):
+        s = latest[tag]
         info = gateway.catalog.get(tag)
         value = (
             "—"
@@ -123,8 +152,14 @@ def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
 
 
 async def run_demo(
-    config: GatewayConfig, config_dir: Path, duration: float | None, broker_choice: str, live: bool
+    config: GatewayConfig,
+    config_dir: Path,
+    duration: float | None,
+    broker_choice: str,
+    live: bool,
+    contract: Literal["json", "sparkplug"] | None = None,
 ) -> DemoSummary:
+    """Run the demo line; ``contract`` overrides the config's ``northbound.format``."""
     meters = [
         d for d in config.devices if isinstance(d, ModbusTcpDeviceConfig) and is_loopback(d.host)
     ]
@@ -151,14 +186,15 @@ async def run_demo(
             await sim.start()
             sims.append(sim)
             ports[device.name] = sim.port
-        wired = _wire(config, broker, ports)
-        recorder = TelemetryRecorder(broker.host, broker.port, wired.northbound.topic_root)
+        wired = _wire(config, broker, ports, contract)
+        recorder = _recorder(wired, broker)
         await asyncio.to_thread(recorder.start)
         gateway = Gateway(wired, config_dir)
         gw_task = asyncio.create_task(gateway.run(stop))
         if duration is not None:
             loop.call_later(duration, stop.set)
-        header = f"chenxing-edge demo: broker {broker.kind} at {broker.url}"
+        header = (f"chenxing-edge demo ({wired.northbound.format}): broker {broker.kind} "
+                  f"at {broker.url}")
         if live:
             with Live(
                 _table(recorder, gateway, header), refresh_per_second=4, transient=False
@@ -171,19 +207,24 @@ async def run_demo(
         await asyncio.sleep(0.2)  # let the last acknowledged messages reach the subscriber
         recorder.stop()
         snap = recorder.snapshot()
+        configured = [d.name for d in config.devices if d.enabled]
+        latest = _device_tags(snap.latest, set(configured))
+        samples = sum(s.tag.split(".", 1)[0] in configured for s in snap.samples)
         devices_reported = sorted(
-            {t.split(".", 1)[0] for t, s in snap.latest.items() if s.quality == "good"}
+            {t.split(".", 1)[0] for t, s in latest.items() if s.quality == "good"}
         )
         errors = sum(sum(r.driver.errors.values()) for r in gateway.runners.values() if r.driver)
         errors += sum(r.stats.crashes for r in gateway.runners.values()) + snap.undecodable
         return DemoSummary(
             seconds=time.monotonic() - started,
             broker=broker.kind,
+            format=wired.northbound.format,
+            births=len(snap.births),
             messages=len(snap.data_messages),
-            samples=len(snap.samples),
-            tags=len(snap.latest),
+            samples=samples,
+            tags=len(latest),
             errors=errors,
-            devices_configured=[d.name for d in config.devices if d.enabled],
+            devices_configured=configured,
             devices_reported=devices_reported,
         )
     finally:

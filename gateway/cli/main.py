@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -158,7 +159,20 @@ def config_schema(output: str | None) -> None:
     help="which MQTT broker to start",
 )
 @click.option("--plain", is_flag=True, help="no live table; log lines only")
-def demo(config_path: str | None, duration: float | None, broker: str, plain: bool) -> None:
+@click.option(
+    "--format",
+    "contract",
+    type=click.Choice(["sparkplug", "json"]),
+    default=None,
+    help="payload contract (default: the config's northbound.format, Sparkplug B in demo.yaml)",
+)
+def demo(
+    config_path: str | None,
+    duration: float | None,
+    broker: str,
+    plain: bool,
+    contract: Literal["sparkplug", "json"] | None,
+) -> None:
     """Simulated meters -> gateway -> MQTT broker -> subscriber, shown live."""
     from gateway.cli.demo import run_demo
 
@@ -169,7 +183,9 @@ def demo(config_path: str | None, duration: float | None, broker: str, plain: bo
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)
     setup_logging("WARNING" if not plain else config.logging.level, config.logging.format)
-    summary = asyncio.run(run_demo(config, path.resolve().parent, duration, broker, live=not plain))
+    summary = asyncio.run(
+        run_demo(config, path.resolve().parent, duration, broker, live=not plain, contract=contract)
+    )
     click.echo(json.dumps(summary.as_dict()) if plain else "\n" + summary.line())
     if duration is not None and not summary.all_devices_reported:
         sys.exit(exit_codes.DEMO_INCOMPLETE)

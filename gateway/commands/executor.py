@@ -148,7 +148,13 @@ class CommandExecutor:
         await self._queue.join()
 
     async def _handle(self, incoming: _Incoming) -> None:
-        if self.firmware is not None and self.firmware.handles(incoming.payload):
+        # firmware updates: the JSON ``cmd`` topic, or a JSON payload on Sparkplug's NCMD (a
+        # node-level action); never on DCMD, where only protobuf metric writes are accepted
+        if (
+            self.firmware is not None
+            and "/DCMD/" not in incoming.topic
+            and self.firmware.handles(incoming.payload)
+        ):
             self.firmware.submit(incoming.topic, incoming.payload, incoming.retained,
                                  lambda result: self._finish(incoming, None, result))
             return

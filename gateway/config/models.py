@@ -80,7 +80,10 @@ class MqttConfig(StrictModel):
     username: str | None = None
     password: SecretRef | None = Field(default=None, description="{env: VAR} or {file: PATH}")
     keepalive: PositiveDuration = 30.0
-    qos: Literal[0, 1] = Field(default=1, description="QoS of data, birth and death messages")
+    qos: Literal[0, 1] = Field(
+        default=1, description="format json: QoS of data, birth and death messages (Sparkplug "
+        "uses the specification's QoS and sparkplug.data_qos)"
+    )
     reconnect_min: PositiveDuration = Field(default=1.0, description="first reconnect delay")
     reconnect_max: PositiveDuration = Field(default=60.0, description="longest reconnect delay")
     tls: MqttTlsConfig | None = Field(
@@ -163,14 +166,15 @@ class SparkplugConfig(StrictModel):
 
 class NorthboundConfig(StrictModel):
     format: Literal["json", "sparkplug"] = Field(
-        default="json", description="payload contract: json (docs/contract-json.md) or "
-        "sparkplug (Sparkplug B 3.0, docs/contract-sparkplug.md)"
+        default="sparkplug", description="payload contract: sparkplug (Sparkplug B 3.0, the "
+        "default, docs/contract-sparkplug.md) or json (docs/contract-json.md)"
     )
     sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig)
     topic_root: str = Field(
         default="chenxing/v1",
         pattern=r"^[^#+]+$",
-        description="topics are {topic_root}/{site}/{line}/{gateway}/{birth|data|death}",
+        description="format json: topics are {topic_root}/{site}/{line}/{gateway}/"
+        "{birth|data|death}",
     )
     publish_interval: Duration = Field(
         default=0.2, description="samples are gathered this long into one data message"
@@ -190,10 +194,11 @@ class NorthboundConfig(StrictModel):
 
 
 class CommandsConfig(StrictModel):
-    """Writes from the brain (``cmd`` topic): off unless enabled."""
+    """Writes from the brain (Sparkplug NCMD/DCMD or the JSON ``cmd`` topic): off unless enabled."""
 
     enabled: bool = Field(
-        default=False, description="subscribe to {topic_root}/{site}/{line}/{gateway}/cmd"
+        default=False, description="subscribe to the command topics: Sparkplug NCMD/DCMD, or "
+        "{topic_root}/{site}/{line}/{gateway}/cmd with format json"
     )
     audit_log: Path | None = Field(
         default=None,
@@ -230,6 +235,13 @@ class ModelsConfig(StrictModel):
     window_capacity: int = Field(
         default=4096, ge=16, le=1_000_000,
         description="samples kept per input tag for the feature windows",
+    )
+    inline_budget: Duration = Field(
+        default=0.0005, ge=0, le=0.01,
+        description="a tick's inferences may run on the event loop, skipping the hand-off to "
+        "the inference thread, while each model has proven tiny (its last runs each under this "
+        "CPU time) and their estimated total is under it; 0 = always in the inference thread "
+        "(see edge_models/README.md)",
     )
 
 

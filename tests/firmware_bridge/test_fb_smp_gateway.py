@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_bridge.image import build_image
 from gateway.config.loader import load_config
@@ -21,8 +23,10 @@ from gateway.types import Quality
 from hil.broker import MqttBroker
 from hil.devices.mcu_node import McuNodeSimulator
 from hil.netutil import free_port
+from hil.recorder import TelemetryRecorder
 from tests.integration.command_client import CommandClient
 from tests.integration.gateway_harness import running
+from tests.integration.test_contract_schemas import validator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,12 +42,12 @@ def node_device(sim: McuNodeSimulator, **kw: Any) -> dict[str, Any]:
 
 
 def write_config(tmp: Path, broker_port: int, device: dict[str, Any],
-                 http_port: int) -> Path:
+                 http_port: int, contract: str = "json") -> Path:
     body = {
         "gateway": {"id": "gw-test", "site": "plant", "line": "line-1",
                     "state_dir": str(tmp / "state")},
         "devices": [device],
-        "northbound": {"publish_interval": "50ms",
+        "northbound": {"format": contract, "publish_interval": "50ms",
                        "mqtt": {"host": "127.0.0.1", "port": broker_port,
                                 "reconnect_min": 0.2, "reconnect_max": 1.0}},
         "http": {"port": http_port},
@@ -140,10 +144,12 @@ async def test_cli_through_the_gateway_and_the_brain_command(
                 assert refused.value.status == status, refused.value
             assert sim.firmware == (1, 9, 0)
 
+            sent: dict[str, dict[str, Any]] = {}
+
             def cmd(cid: str, image: str, digest: str, **kw: Any) -> None:
-                brain.send_raw(json.dumps({"v": 1, "type": "firmware_update", "id": cid,
-                                           "device": "spindle-node", "image": image,
-                                           "sha256": digest, **kw}))
+                sent[cid] = {"v": 1, "type": "firmware_update", "id": cid,
+                             "device": "spindle-node", "image": image, "sha256": digest, **kw}
+                brain.send_raw(json.dumps(sent[cid]))
 
             cmd("fw-other", "node-2.2.0.bin", sha["other"])
             cmd("fw-path", "../node-2.1.0.bin", sha["good"])
@@ -165,6 +171,11 @@ async def test_cli_through_the_gateway_and_the_brain_command(
             assert answer["status"] == "accepted", answer
             assert "runs 2.1.0 (was 1.9.0)" in answer["reason"]
             assert sim.firmware == (2, 1, 0)
+            # the command and its answers follow the shipped schemas (docs/schemas/)
+            validator("firmware_update").validate(sent["fw-ok"])
+            assert not validator("firmware_update").is_valid(sent["fw-path"])  # not a file name
+            for cid in (*reasons, "fw-ok"):
+                validator("cmd-result").validate(await brain.answer(cid))
             # a redelivery is answered again, not executed again
             requests = sim.smp.upload_requests
             cmd("fw-ok", "node-2.1.0.bin", sha["good"])
@@ -190,3 +201,68 @@ async def test_cli_through_the_gateway_and_the_brain_command(
     assert done["running_version"] == "2.1.0" and done["image_sha256"] == sha["good"]
     cmds = [e for e in audit(tmp_path / "state" / "audit.log") if e["event"] == "cmd"]
     assert {e["id"] for e in cmds} >= {*reasons, "fw-ok"}
+
+
+@pytest.mark.broker
+async def test_sparkplug_edge_node_takes_the_json_firmware_command_on_ncmd(
+    tmp_path: Path, mosquitto: MqttBroker, sim: McuNodeSimulator
+) -> None:
+    """Sparkplug has no firmware metric: the JSON ``firmware_update`` object, published as
+    the payload of an NCMD, gets the same checks and is answered by the node metric
+    ``Node Control/Last Command Result`` (docs/contract-sparkplug.md)."""
+    folder = tmp_path / "firmware"
+    folder.mkdir()
+    good = build_image((2, 1, 0), 16 * 1024)
+    (folder / "node-2.1.0.bin").write_bytes(good)
+    digest = hashlib.sha256(good).hexdigest()
+    device = node_device(sim, firmware={"folder": str(folder),
+                                        "allow": [{"file": "node-2.1.0.bin", "sha256": digest}]})
+    config_path = write_config(tmp_path, mosquitto.port, device, free_port(), "sparkplug")
+    brain = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="brain-fw")
+    brain.connect(mosquitto.host, mosquitto.port)
+    brain.loop_start()
+    result_tag = "Node Control/Last Command Result"
+
+    def answers() -> dict[str, dict[str, Any]]:
+        return {a["id"]: a for a in (json.loads(s.value) for s in rec.samples_of(result_tag)
+                                     if isinstance(s.value, str))}
+
+    def ncmd(cid: str, image: str) -> None:
+        body = {"v": 1, "type": "firmware_update", "id": cid, "device": "spindle-node",
+                "image": image, "sha256": digest}
+        brain.publish("spBv1.0/plant/NCMD/gw-test", json.dumps(body), qos=1).wait_for_publish(5)
+
+    try:
+        with TelemetryRecorder(mosquitto.host, mosquitto.port, topic_root="spBv1.0") as rec:
+            async with running(load_config(config_path)) as gw:
+                assert await rec.until(lambda s: "spindle-node.temperature" in s.latest)
+                runner = gw.gateway.runners["spindle-node"]
+                assert runner.driver is not None
+                ncmd("fw-sp-other", "node-9.9.9.bin")
+                assert await rec.until(lambda _s: "fw-sp-other" in answers())
+                refused = answers()["fw-sp-other"]
+                assert refused["status"] == "rejected" and "not allow-listed" in refused["reason"]
+                assert sim.firmware == (1, 0, 0)
+                # the same allow-listed command on DCMD is not a firmware command (DCMD
+                # carries protobuf metric writes only): refused as malformed, nothing runs
+                seen = len(rec.samples_of(result_tag))
+                body = {"v": 1, "type": "firmware_update", "id": "fw-sp-dcmd",
+                        "device": "spindle-node", "image": "node-2.1.0.bin", "sha256": digest}
+                brain.publish("spBv1.0/plant/DCMD/gw-test/spindle-node",
+                              json.dumps(body), qos=1).wait_for_publish(5)
+                assert await rec.until(lambda _s: len(rec.samples_of(result_tag)) > seen)
+                last = json.loads(rec.samples_of(result_tag)[-1].value)
+                assert last["status"] == "rejected", last
+                assert sim.firmware == (1, 0, 0)
+                ncmd("fw-sp-ok", "node-2.1.0.bin")
+                assert await rec.until(lambda _s: "fw-sp-ok" in answers(), timeout=30)
+                done = answers()["fw-sp-ok"]
+                assert done["status"] == "accepted" and "runs 2.1.0" in done["reason"], done
+                assert sim.firmware == (2, 1, 0)
+    finally:
+        brain.loop_stop()
+        brain.disconnect()
+    lines = [e for e in audit(tmp_path / "state" / "audit.log") if e["event"] == "firmware"]
+    assert {(e["id"], e["outcome"]) for e in lines} >= {
+        ("fw-sp-other", "rejected"), ("fw-sp-ok", "started"), ("fw-sp-ok", "updated")}
+    assert all(e["topic"] == "spBv1.0/plant/NCMD/gw-test" for e in lines)

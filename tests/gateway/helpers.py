@@ -13,5 +13,6 @@ def make_config(tags: list[dict[str, Any]], **device: Any) -> GatewayConfig:
     import json
 
     dev = {"name": "dev", "protocol": "modbus_tcp", "host": "127.0.0.1", **device, "tags": tags}
-    text = json.dumps({"gateway": {"id": "gw", "site": "s", "line": "l"}, "devices": [dev]})
+    text = json.dumps({"gateway": {"id": "gw", "site": "s", "line": "l"}, "devices": [dev],
+                       "northbound": {"format": "json"}})
     return load_config_text(text, "test.yaml")

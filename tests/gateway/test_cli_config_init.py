@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from gateway.cli import exit_codes
-from gateway.cli.main import main
-from gateway.config.loader import load_config
+from gateway.cli.config_init_cmd import starter_text
+from gateway.cli.main import REPO_CONFIG_DIR, main
+from gateway.config.loader import load_config, load_config_text
 
 
 def test_init_writes_a_valid_commented_config(tmp_path: Path) -> None:
@@ -31,3 +33,26 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert "--force" in result.output and out.read_text() == "mine\n"
     result = CliRunner().invoke(main, ["config", "init", "-o", str(out), "--force"])
     assert result.exit_code == 0 and load_config(out).gateway.id == "edge-gw-01"
+
+
+@pytest.mark.parametrize("source", ["starter", "example"])
+def test_sparkplug_is_shown_as_the_default_and_json_validates_as_the_alternative(
+    tmp_path: Path, source: str
+) -> None:
+    text = starter_text() if source == "starter" else (REPO_CONFIG_DIR / "example.yaml").read_text()
+    assert "\n  format: sparkplug " in text and "\n  # format: json " in text
+    assert load_config_text(text, "a.yaml", tmp_path).northbound.format == "sparkplug"
+    # the engineer switches to the JSON contract by swapping the two lines
+    alternative = text.replace("\n  format: sparkplug ", "\n  # format: sparkplug ").replace(
+        "\n  # format: json ", "\n  format: json ")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(alternative)
+    result = CliRunner().invoke(main, ["validate", "-c", str(path)])
+    assert result.exit_code == 0 and "valid" in result.output, result.output
+    assert load_config(path).northbound.format == "json"
+
+
+def test_a_config_without_a_format_is_sparkplug() -> None:
+    text = ("gateway: {id: gw, site: s, line: l}\ndevices:\n  - {name: m, protocol: modbus_tcp, "
+            "host: 127.0.0.1, tags: [{name: v, address: 0, type: uint16}]}\n")
+    assert load_config_text(text).northbound.format == "sparkplug"

@@ -36,6 +36,7 @@ def gateway_config(
         },
         "devices": devices,
         "northbound": {
+            "format": "json",  # the tests' default; Sparkplug tests pass format="sparkplug"
             "publish_interval": "50ms",
             "mqtt": {
                 "host": "127.0.0.1",

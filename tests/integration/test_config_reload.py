@@ -25,7 +25,8 @@ def _body(broker_port: int, meter_port: int) -> dict[str, Any]:
     return {
         "gateway": {"id": "gw-reload", "site": "plant", "line": "l1", "state_dir": "state"},
         "devices": [meter_device("steady", meter_port), meter_device("moved", meter_port)],
-        "northbound": {"publish_interval": "50ms", "mqtt": {"port": broker_port}},
+        "northbound": {"format": "json", "publish_interval": "50ms",
+                       "mqtt": {"port": broker_port}},
         "http": {"port": 0},
     }
 

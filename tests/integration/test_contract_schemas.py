@@ -18,7 +18,7 @@ from tests.integration.gateway_harness import METER_TAGS, gateway_config, meter_
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "docs" / "schemas"
-KINDS = ("birth", "data", "death", "cmd", "cmd-result", "event")
+KINDS = ("birth", "data", "death", "cmd", "cmd-result", "event", "firmware_update")
 
 
 def validator(kind: str) -> jsonschema.Draft202012Validator:

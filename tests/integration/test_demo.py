@@ -5,21 +5,31 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
+
+from gateway.cli import exit_codes
+from gateway.cli.main import REPO_CONFIG_DIR
+from hil.netutil import free_port
 
 
+@pytest.mark.parametrize("contract", ["sparkplug", "json"])
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
-def test_demo_runs_and_every_device_reports(broker: str) -> None:
+def test_demo_runs_and_every_device_reports(broker: str, contract: str) -> None:
+    """Sparkplug B is demo.yaml's contract (no option); ``--format json`` switches."""
+    option = ["--format", "json"] if contract == "json" else []
     run = subprocess.run(
         [sys.executable, "-m", "gateway.cli.main", "demo", "--duration", "4", "--plain",
-         "--broker", broker],
+         "--broker", broker, *option],
         capture_output=True, text=True, timeout=90,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True
     assert summary["broker"] == ("amqtt" if broker == "embedded" else "mosquitto")
+    assert summary["format"] == contract and summary["births"] >= 1
     assert sorted(summary["devices_reported"]) == ["compressor-meter", "imm-meter"]
     assert summary["tags"] == 20 and summary["errors"] == 0
     assert summary["messages"] >= 5 and summary["samples"] >= 60
@@ -33,4 +43,29 @@ def test_demo_live_table_shows_values() -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "imm-meter.energy_import" in run.stdout and "kWh" in run.stdout
+    assert "demo (sparkplug)" in run.stdout  # the header names the contract
+    assert "Node Info/" not in run.stdout  # node metrics are not tags
     assert run.stdout.strip().splitlines()[-1].startswith("demo OK:")
+
+
+def test_demo_exits_4_when_a_device_never_reports(tmp_path: Path) -> None:
+    """A configured device with no simulator (a refused OPC UA endpoint) sends no DBIRTH nor
+    DDATA: the Sparkplug subscriber never sees it and the demo says which one is missing."""
+    config = yaml.safe_load((REPO_CONFIG_DIR / "demo.yaml").read_text())
+    config["gateway"]["state_dir"] = str(tmp_path / "state")
+    config["devices"].append({
+        "name": "ghost-plc", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{free_port()}",
+        "mode": "poll", "poll_interval": "500ms", "timeout": "1s",
+        "tags": [{"name": "melt", "node": "ns=2;s=Melt", "type": "float64"}],
+    })
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "demo", "-c", str(path), "--duration", "3",
+         "--plain", "--broker", "mosquitto"],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert run.returncode == exit_codes.DEMO_INCOMPLETE, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is False and summary["format"] == "sparkplug"
+    assert sorted(summary["devices_reported"]) == ["compressor-meter", "imm-meter"]

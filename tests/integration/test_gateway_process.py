@@ -22,7 +22,8 @@ def write_config(tmp: Path, broker: MqttBroker, meter_port: int) -> Path:
     body = {
         "gateway": {"id": "gw-proc", "site": "plant", "line": "l1", "state_dir": "state"},
         "devices": [meter_device("meter", meter_port)],
-        "northbound": {"publish_interval": "50ms", "mqtt": {"port": broker.port}},
+        "northbound": {"format": "json", "publish_interval": "50ms",
+                       "mqtt": {"port": broker.port}},
         "http": {"port": 0},
     }
     path = tmp / "gateway.yaml"

@@ -32,6 +32,7 @@ def write_config(tmp: Path, broker: MqttBroker, meter_port: int) -> Path:
         "gateway": {"id": "gw-spool", "site": "plant", "line": "l1", "state_dir": "state"},
         "devices": [meter_device("meter", meter_port)],
         "northbound": {
+            "format": "json",
             "publish_interval": "50ms",
             "mqtt": {"port": broker.port, "reconnect_min": 0.2, "reconnect_max": 0.5},
             "spool": {"replay_rate": 200},
