@@ -9,8 +9,23 @@ the birth, the pipeline and the spool like any tag.
 :meth:`ModelEngine.ingest` runs on the event loop for every pipeline batch: it
 appends to the ring buffers and notes cycle edges (vector ops only).
 :meth:`ModelEngine.tick` computes the features of every inference due, runs each
-model once for all of its due rows in the single inference thread, and emits one
-output batch.
+model once for all of its due rows, and emits one output batch.
+
+Where inference runs: in the single inference thread (:mod:`edge_models.worker`), so
+a model never stalls drivers and publishing, except when every model due in a tick
+has proven tiny: a model runs inline on the event loop while each of its last
+:data:`RECENT_RUNS` runs (the load's smoke runs included) took less than the inline
+budget (:data:`INLINE_BUDGET_S`, 500 µs) of CPU time (one of them may have gone up to
+4x, a garbage collection or a page fault), and the tick's estimated total stays under
+that budget. A thread hand-off costs two thread wake-ups and GIL hand-overs
+(tens of µs idle, milliseconds on a busy 2-core box), more than such a model's run; and
+500 µs is what the loop already spends on one pipeline batch of 10,000 tags. (A tiny
+model's run measured back to back takes ~10 µs; once per tick, after the CPU did other
+work, 50-200 µs: the budget is set for those cold runs.) A run over 4x the budget, or
+a second run over the budget, sends its model to the thread until its last
+:data:`RECENT_RUNS` runs qualify again, so a model that turns slow holds up the loop
+for one run (two when it turns only a little slow, under 4x the budget), and a model
+slow from the start never runs on the loop.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -27,6 +43,7 @@ import numpy as np
 from edge_models.manifest import Manifest
 from edge_models.runtime import LoadedModel, ModelLoadError
 from edge_models.windows import AGGREGATION_CODES, WindowStore, cycle_edges
+from edge_models.worker import InferenceWorker
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.tags import SEPARATOR, TagCatalog
 from gateway.types import DataType, Quality, SampleBatch, now_ns
@@ -34,6 +51,14 @@ from gateway.types import DataType, Quality, SampleBatch, now_ns
 log = logging.getLogger(__name__)
 
 ACTIVE, SHADOW = "active", "shadow"
+
+#: a tick's inferences run inline on the event loop only when their estimated time is
+#: below this (see the module doc); 0 turns inline runs off
+INLINE_BUDGET_S = 500e-6
+#: how many recent runs of a model the inline decision looks at
+RECENT_RUNS = 64
+#: one run over this many budgets sends a model to the thread at once
+SLOW_FACTOR = 4
 
 
 def output_tag(model: str, output: str, shadow: bool = False) -> str:
@@ -85,6 +110,7 @@ class ModelCounters:
     errors: int = 0  # runs that raised
     skipped: int = 0  # rows skipped for missing or bad inputs
     uncertain: int = 0  # rows published as uncertain
+    inline_runs: int = 0  # session runs made on the event loop (the rest in the thread)
     latency_sum_s: float = 0.0
     last_latency_s: float = 0.0
     last_error: str | None = None
@@ -148,6 +174,23 @@ class _Installed:
     model: LoadedModel
     output_ids: np.ndarray
     counters: ModelCounters
+    #: CPU seconds per run and rows of the last runs: the inline decision
+    recent: deque[tuple[float, int]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_RUNS))
+
+    def inline_cost(self, rows: int, budget: float) -> float:
+        """Estimated seconds of a run of ``rows`` rows; ``inf`` when it must not run inline:
+        too few runs seen, two of the recent runs took ``budget`` or more, or one took
+        :data:`SLOW_FACTOR` times that. (One run just over the budget is forgiven: a
+        garbage collection or a page fault inside a tiny model's run.)"""
+        if len(self.recent) < 3:
+            return float("inf")
+        times = sorted([s for s, _ in self.recent])
+        if times[-2] >= budget or times[-1] >= SLOW_FACTOR * budget:
+            return float("inf")
+        if rows == 1:
+            return times[-2]
+        return times[-2] * max(1.0, rows / max([n for _, n in self.recent]))
 
 
 @dataclass(slots=True)
@@ -189,8 +232,10 @@ class ModelEngine:
         on_alarm: Callable[[AlarmEvent], None] | None = None,
         capacity: int = 4096,
         clock: Callable[[], int] = now_ns,
+        inline_budget_s: float = INLINE_BUDGET_S,
     ) -> None:
         self.catalog = catalog
+        self.inline_budget_s = inline_budget_s
         self.device = device
         self.emit = emit
         self.on_alarm = on_alarm
@@ -232,7 +277,9 @@ class ModelEngine:
         counters = self.counters.setdefault((m.name, role), ModelCounters())
         previous = new_slot.roles.get(role) if new_slot is slot else (
             slot.roles.get(role) if slot is not None else None)
-        new_slot.roles[role] = _Installed(model, out_ids, counters)
+        installed = _Installed(model, out_ids, counters)
+        installed.recent.extend(model.smoke_runs)
+        new_slot.roles[role] = installed
         self.slots[m.name] = new_slot
         return previous.model if previous is not None else None
 
@@ -361,19 +408,21 @@ class ModelEngine:
     def features(self, slot: _Slot, dues: list[_Due]) -> tuple[np.ndarray, np.ndarray]:
         """``[rows, inputs]`` features (scaled) and a per-row 'all inputs good' mask."""
         n, k = len(dues), len(slot.input_slots)
-        end = np.repeat(np.array([d.end_ns for d in dues], np.int64), k)
-        cyc_start = np.repeat(
-            np.array([d.cycle[0] if d.cycle else end_i for d, end_i in
-                      zip(dues, end[::k], strict=True)], np.int64), k)
-        cyc_end = np.repeat(np.array([d.cycle[1] if d.cycle else 0 for d in dues],
-                                     np.int64), k)
-        dur = np.tile(slot.durations_ns, n)
+        # per row (a column): the trigger time, and the cycle's bounds (the trigger time
+        # when the row has no cycle); per input (a row): its duration, 0 for cycle windows
+        end = np.array([[d.end_ns for d in dues]], np.int64)
+        cyc_start = np.array([[d.cycle[0] if d.cycle else d.end_ns for d in dues]], np.int64)
+        cyc_end = np.array([[d.cycle[1] if d.cycle and d.cycle[1] > 0 else d.end_ns
+                             for d in dues]], np.int64)
+        dur = slot.durations_ns[:, None]
         is_cycle = dur == 0
-        start = np.where(is_cycle, cyc_start, end - dur)
-        stop = np.where(is_cycle, np.where(cyc_end > 0, cyc_end, end), end)
-        raw = self.windows.aggregate(np.tile(slot.input_slots, n), start, stop,
-                                     np.tile(slot.codes, n)).reshape(n, k)
-        x = raw * slot.scale + slot.offset
+        start = np.where(is_cycle, cyc_start, end - dur)  # [k, n]
+        stop = np.where(is_cycle, cyc_end, end)
+        size = (k, n)
+        raw = self.windows.aggregate(np.broadcast_to(slot.input_slots[:, None], size).ravel(),
+                                     start.ravel(), np.broadcast_to(stop, size).ravel(),
+                                     np.broadcast_to(slot.codes[:, None], size).ravel())
+        x = raw.reshape(k, n).T * slot.scale + slot.offset
         return x, np.isfinite(x).all(axis=1)
 
     async def tick(self, executor: Executor | None = None, now: int | None = None) -> int:
@@ -389,24 +438,48 @@ class ModelEngine:
             slot = self.slots[name]
             x, ok = self.features(slot, slot_dues)
             jobs.append((slot, slot_dues, x, ok))
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(executor, self._infer_all, jobs)
+        if self._inline(jobs):
+            results = self._infer_all(jobs, inline=True)
+        elif isinstance(executor, InferenceWorker):
+            results = await executor.call(self._infer_all, jobs)
+        else:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(executor, self._infer_all, jobs)
         return self._publish(results)
 
-    def _infer_all(self, jobs: list[tuple[_Slot, list[_Due], np.ndarray, np.ndarray]]
+    def _inline(self, jobs: list[tuple[_Slot, list[_Due], np.ndarray, np.ndarray]]) -> bool:
+        """Whether this tick's runs are small enough for the event loop (module doc)."""
+        budget = self.inline_budget_s
+        if budget <= 0:
+            return False
+        total = 0.0
+        for slot, dues, _, _ in jobs:
+            for installed in slot.roles.values():
+                total += installed.inline_cost(len(dues), budget)
+                if total >= budget:
+                    return False
+        return True
+
+    def _infer_all(self, jobs: list[tuple[_Slot, list[_Due], np.ndarray, np.ndarray]],
+                   inline: bool = False
                    ) -> list[tuple[_Slot, _Installed, list[_Due], np.ndarray, np.ndarray]]:
-        """In the inference thread: one run per model and role for all its due rows."""
+        """One run per model and role for all its due rows (in the inference thread, or
+        inline on the loop)."""
         out = []
         for slot, dues, x, ok in jobs:
             for installed in list(slot.roles.values()):
                 c = installed.counters
-                bad_mode = installed.model.manifest.on_bad_input
-                rows = np.ones(len(x), bool) if bad_mode == "uncertain" else ok
-                c.skipped += int((~rows).sum())
-                if not rows.any():
-                    continue
-                xi = np.where(np.isfinite(x[rows]), x[rows], slot.fill)
-                start = time.perf_counter()
+                all_ok = bool(ok.all())
+                if all_ok:  # the usual case
+                    rows, xi = ok, x
+                else:
+                    bad_mode = installed.model.manifest.on_bad_input
+                    rows = np.ones(len(x), bool) if bad_mode == "uncertain" else ok
+                    c.skipped += int((~rows).sum())
+                    if not rows.any():
+                        continue
+                    xi = np.where(np.isfinite(x[rows]), x[rows], slot.fill)
+                start, cpu = time.perf_counter(), time.thread_time()
                 try:
                     y = installed.model.run(xi)
                 except Exception as exc:  # a model that raises must not stop anything else
@@ -421,7 +494,13 @@ class ModelEngine:
                     c.latency_sum_s += elapsed
                     c.last_latency_s = elapsed
                     c.runs += 1
+                    c.inline_runs += inline
+                    # CPU time: in the thread, waits for the GIL would inflate wall time
+                    installed.recent.append((time.thread_time() - cpu, len(xi)))
                 c.inferences += len(xi)
+                if all_ok:
+                    out.append((slot, installed, dues, y, ok))
+                    continue
                 c.uncertain += int((~ok[rows]).sum())
                 kept = [d for d, r in zip(dues, rows, strict=True) if r]
                 out.append((slot, installed, kept, y, ok[rows]))

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +25,10 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-from edge_models.engine import AlarmEvent, ModelEngine, model_device
+from edge_models.engine import INLINE_BUDGET_S, AlarmEvent, ModelEngine, model_device
 from edge_models.manifest import Manifest, load_manifest, model_file
 from edge_models.runtime import LoadedModel, ModelLoadError, load_model
+from edge_models.worker import InferenceWorker
 from gateway.config.device import DeviceConfig
 from gateway.config.models import ModelsConfig
 from gateway.errors import ConfigError
@@ -111,10 +111,12 @@ class ModelService:
         tick_interval: float = 0.1,
         watch_interval: float = 2.0,
         capacity: int = 4096,
+        inline_budget: float = INLINE_BUDGET_S,
     ) -> None:
         self.folder = folder
-        self.engine = ModelEngine(catalog, device, emit, on_alarm, capacity)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="models")
+        self.engine = ModelEngine(catalog, device, emit, on_alarm, capacity,
+                                  inline_budget_s=inline_budget)
+        self.executor = InferenceWorker("models")
         self.tick_interval = tick_interval
         self.watch_interval = watch_interval
         self.on_change = on_change
@@ -242,7 +244,8 @@ def build_service(
 ) -> ModelService:
     """The model service of a gateway's ``models:`` section."""
     return ModelService(config.dir, catalog, config.device, emit, on_alarm, on_change,
-                        config.tick, config.watch_interval, config.window_capacity)
+                        config.tick, config.watch_interval, config.window_capacity,
+                        config.inline_budget)
 
 
 def catalog_devices(config: ModelsConfig) -> list[DeviceConfig]:
@@ -269,6 +272,10 @@ def _metrics(service: ModelService) -> Iterator[Metric]:
         "uncertain": CounterMetricFamily("chenxing_model_uncertain",
                                          "Outputs published as uncertain (bad inputs)",
                                          labels=labels),
+        "inline_runs": CounterMetricFamily("chenxing_model_inline_runs",
+                                           "Session runs made on the event loop (tiny "
+                                           "models), the rest in the inference thread",
+                                           labels=labels),
     }
     latency = SummaryMetricFamily("chenxing_model_latency_seconds",
                                   "Inference time per session run", labels=labels)

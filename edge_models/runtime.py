@@ -51,6 +51,41 @@ def session_options() -> ort.SessionOptions:
     return opts
 
 
+#: batch sizes whose I/O bindings a model keeps (the oldest made goes first): rows due
+#: per tick vary with the machines whose cycles ended; each binding is a few arrays
+_MAX_BINDINGS = 128
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+class _Binding:
+    """Preallocated input and output arrays bound to a session for one batch size.
+
+    ``session.run`` builds its feed and output lists and allocates outputs on every call,
+    which costs about as much as running a tiny model; an ``IOBinding`` on arrays kept
+    here makes a call write the features in place, run, and read the outputs back.
+    """
+
+    __slots__ = ("_io", "outputs", "session", "x")
+
+    def __init__(self, session: ort.InferenceSession, input_name: str, dtype: np.dtype,
+                 n: int, k: int, shapes: dict[str, tuple[int, ...]],
+                 types: dict[str, type]) -> None:
+        self.session = session
+        self.x = np.zeros((n, k), dtype)
+        self._io = session.io_binding()
+        self._io.bind_cpu_input(input_name, self.x)
+        self.outputs: list[np.ndarray] = []
+        for name, shape in shapes.items():
+            arr = np.empty((n, *shape[1:]), types[name])
+            self._io.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+            self.outputs.append(arr)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        np.copyto(self.x, x, casting="same_kind")
+        self.session.run_with_iobinding(self._io)
+        return self.outputs
+
+
 @dataclass(slots=True)
 class LoadedModel:
     """A validated, warmed-up session and what its manifest says about it."""
@@ -63,6 +98,16 @@ class LoadedModel:
     input_dtype: np.dtype
     output_names: list[str] = field(default_factory=list)
     load_ns: int = 0
+    #: (CPU seconds, rows) of the timed smoke runs at load
+    smoke_runs: list[tuple[float, int]] = field(default_factory=list)
+    #: per manifest output: (position in ``output_names``, column)
+    _columns: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    #: batch size -> I/O binding; ``None`` when the model cannot be bound (run plainly)
+    _bindings: dict[int, _Binding] | None = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        pos = {name: i for i, name in enumerate(self.output_names)}
+        self._columns = [(pos[o.onnx], o.index) for o in self.manifest.outputs]
 
     @property
     def name(self) -> str:
@@ -84,38 +129,76 @@ class LoadedModel:
     def run(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """``[n, inputs]`` features -> ``[n, outputs]`` (one run when the model has a batch
         axis, else one per row). Raises :class:`ModelRunError`."""
-        x = np.ascontiguousarray(features, dtype=self.input_dtype)
+        n = len(features)
         try:
-            if self.batch_axis or len(x) == 1:
-                results = [self._run(x)]
-            else:
-                results = [self._run(x[i : i + 1]) for i in range(len(x))]
+            if self.batch_axis or n == 1:
+                return self._run(features)
+            return np.concatenate([self._run(features[i : i + 1]) for i in range(n)])
         except ModelRunError:
             raise
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelRunError(f"model {self.name}: inference failed: {exc}") from exc
-        return np.concatenate(results) if len(results) > 1 else results[0]
 
     def _run(self, x: np.ndarray) -> npt.NDArray[np.float64]:
-        raw = self.session.run(self.output_names, {self.manifest.input: x})
-        by_name = dict(zip(self.output_names, raw, strict=True))
         n = len(x)
-        cols = []
-        for out in self.manifest.outputs:
-            arr = np.asarray(by_name[out.onnx])
+        binding = self._binding(n)
+        raw = None
+        if binding is not None:
+            try:
+                raw = binding.run(x)
+            except Exception as exc:  # e.g. outputs not of their declared shape
+                log.warning("model %s: bound run failed (%s); plain session runs from now",
+                            self.name, exc)
+                self._bindings = None
+        if raw is None:
+            feed = {self.manifest.input: np.ascontiguousarray(x, dtype=self.input_dtype)}
+            raw = self.session.run(self.output_names, feed)
+        out = np.empty((n, len(self._columns)))
+        for j, (i, col) in enumerate(self._columns):
+            arr = raw[i]
             if arr.shape[:1] != (n,) or arr.size % n:
                 raise ModelRunError(
-                    f"model {self.name}: output {out.onnx!r} has shape {arr.shape}, "
-                    f"expected [{n}, ...]"
+                    f"model {self.name}: output {self.output_names[i]!r} has shape "
+                    f"{arr.shape}, expected [{n}, ...]"
                 )
             flat = arr.reshape(n, -1)
-            if out.index >= flat.shape[1]:
+            if col >= flat.shape[1]:
                 raise ModelRunError(
-                    f"model {self.name}: output {out.onnx!r} has {flat.shape[1]} columns, "
-                    f"the manifest reads column {out.index}"
+                    f"model {self.name}: output {self.output_names[i]!r} has "
+                    f"{flat.shape[1]} columns, the manifest reads column {col}"
                 )
-            cols.append(flat[:, out.index].astype(np.float64))
-        return np.stack(cols, axis=1)
+            out[:, j] = flat[:, col]
+        return out
+
+    def _binding(self, n: int) -> _Binding | None:
+        """The I/O binding for batch size ``n``, made on first use; ``None`` when the
+        session's outputs have no fixed shape apart from the batch (then run plainly)."""
+        if self._bindings is None:
+            return None
+        binding = self._bindings.get(n)
+        if binding is not None and binding.session is self.session:
+            return binding
+        shapes: dict[str, tuple[int, ...]] = {}
+        types: dict[str, type] = {}
+        try:
+            for o in self.session.get_outputs():
+                if o.name in self.output_names:
+                    if not all(isinstance(d, int) for d in o.shape[1:]) or \
+                            o.type not in _NP_TYPES:
+                        raise ValueError(f"output {o.name} has shape {o.shape}")
+                    shapes[o.name] = tuple(o.shape)
+                    types[o.name] = _NP_TYPES[o.type]
+            shapes = {name: shapes[name] for name in self.output_names}
+            binding = _Binding(self.session, self.manifest.input, self.input_dtype, n,
+                               len(self.manifest.inputs), shapes, types)
+        except Exception as exc:  # not bindable: a symbolic output shape, a test double
+            log.debug("model %s: no I/O binding (%s), plain session runs", self.name, exc)
+            self._bindings = None
+            return None
+        if len(self._bindings) >= _MAX_BINDINGS:
+            del self._bindings[next(iter(self._bindings))]
+        self._bindings[n] = binding
+        return binding
 
 
 def load_model(manifest: Manifest, manifest_path: Path) -> LoadedModel:
@@ -194,13 +277,19 @@ def _check_outputs(session: ort.InferenceSession, manifest: Manifest, path: Path
 
 
 def _smoke(model: LoadedModel, path: Path) -> None:
-    """Smoke inference (and warm-up): a batch of the inputs' fill values."""
+    """Smoke inference (and warm-up): a batch of the inputs' fill values; then timed runs
+    (one and several rows) that seed the engine's inline decision."""
     fill = np.array([[i.fill for i in model.manifest.inputs]], np.float64)
     rows = 2 if model.batch_axis else 1
     x = np.repeat(fill, rows, axis=0)
     try:
-        for _ in range(3):
+        for _ in range(2):
             y = model.run(x)
+        model.run(x[:1])
+        for xs in (x, x[:1], x, x[:1]):
+            start = time.thread_time()
+            model.run(xs)
+            model.smoke_runs.append((time.thread_time() - start, len(xs)))
     except ModelRunError as exc:
         raise ModelLoadError(f"{path}: smoke inference failed: {exc}") from exc
     if y.shape != (rows, len(model.manifest.outputs)):

@@ -80,6 +80,14 @@ class WindowStore:
         values = _as_float(batch.values[sel])
         ts = batch.ts_ns[sel]
         good = (batch.quality[sel] == Quality.GOOD) & np.isfinite(values)
+        counts = np.bincount(slots, minlength=len(self.tag_ids))
+        if counts.max() == 1:  # the usual batch: one sample per tag, no ordering to do
+            pos = self._head[slots]
+            self.values[slots, pos] = values
+            self.ts_ns[slots, pos] = ts
+            self.good[slots, pos] = good
+            self._head[slots] = (pos + 1) % self.capacity
+            return
         order = np.lexsort((ts, slots))
         slots, values, ts, good = slots[order], values[order], ts[order], good[order]
         uniq, first, counts = np.unique(slots, return_index=True, return_counts=True)
@@ -129,84 +137,103 @@ def aggregate(
     end_ns: npt.NDArray[np.int64],
     codes: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float64]:
-    """Aggregate each row of ``[n, cap]`` sample arrays over its own window (see module doc)."""
-    n, cap = values.shape
+    """Aggregate each row of ``[n, cap]`` sample arrays over its own window (see module doc).
+
+    The window's samples are gathered once into flat arrays sorted by (row, time); every
+    aggregation is then a per-row reduction of those (``bincount``, ``reduceat``), so the
+    cost grows with the windows' sizes, not with the ring capacity."""
+    n = len(values)
     out = np.full(n, np.nan)
     if n == 0:
         return out
     in_window = good & (ts_ns > start_ns[:, None]) & (ts_ns <= end_ns[:, None])
-    # compact each row: the window's samples first, in time order
-    key = np.where(in_window, ts_ns, np.iinfo(np.int64).max)
-    order = np.argsort(key, axis=1, kind="stable")
-    v = np.take_along_axis(values, order, axis=1)
-    t = np.take_along_axis(ts_ns, order, axis=1)
-    count = in_window.sum(axis=1)
-    valid = np.arange(cap)[None, :] < count[:, None]
-    vz = np.where(valid, v, 0.0)
+    flat = np.flatnonzero(in_window)  # row-major: rows ascending
+    ri = flat // in_window.shape[1]
+    t = ts_ns.reshape(-1)[flat]
+    order = np.lexsort((t, ri))  # a ring buffer that wrapped is out of time order
+    flat, ri, t = flat[order], ri[order], t[order]
+    v = values.reshape(-1)[flat]
+    count = np.bincount(ri, minlength=n)
+    first = np.concatenate([[0], np.cumsum(count)[:-1]])
+    last = first + np.maximum(count - 1, 0)
     has = count > 0
     safe_n = np.maximum(count, 1)
+
+    def per_row(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(ri, weights=weights, minlength=n)
+
+    def per_row_reduce(ufunc: np.ufunc) -> np.ndarray:
+        full = np.full(n, np.nan)  # the segments of the non-empty rows, back to back
+        full[has] = ufunc.reduceat(v, first[has])
+        return full
+
+    present = set(codes.tolist())
     for agg, code in AGGREGATION_CODES.items():
-        rows = codes == code
-        if not rows.any():
+        if code not in present:
             continue
+        rows = codes == code
         if agg is Aggregation.COUNT:
             out[rows] = count[rows]
             continue
         if agg is Aggregation.LAST:  # held: the latest good value up to the window's end
-            upto = good[rows] & (ts_ns[rows] <= end_ns[rows, None])
-            i = np.argmax(np.where(upto, ts_ns[rows], np.iinfo(np.int64).min), axis=1)
-            held = values[rows][np.arange(int(rows.sum())), i]
-            out[rows] = np.where(upto.any(axis=1), held, np.nan)
+            out[rows & has] = v[last[rows & has]]  # the window's last sample, else older ones
+            old = rows & ~has
+            if old.any():
+                upto = good[old] & (ts_ns[old] <= end_ns[old, None])
+                i = np.argmax(np.where(upto, ts_ns[old], np.iinfo(np.int64).min), axis=1)
+                held = values[old][np.arange(int(old.sum())), i]
+                out[old] = np.where(upto.any(axis=1), held, np.nan)
             continue
         r = rows & has
         if not r.any():
             continue
         if agg is Aggregation.MEAN:
-            out[r] = vz[r].sum(axis=1) / safe_n[r]
+            out[r] = (per_row(v) / safe_n)[r]
         elif agg is Aggregation.MIN:
-            out[r] = np.where(valid[r], v[r], np.inf).min(axis=1)
+            out[r] = per_row_reduce(np.minimum)[r]
         elif agg is Aggregation.MAX:
-            out[r] = np.where(valid[r], v[r], -np.inf).max(axis=1)
+            out[r] = per_row_reduce(np.maximum)[r]
         elif agg is Aggregation.STD:
-            mean = vz[r].sum(axis=1) / safe_n[r]
-            dev = np.where(valid[r], v[r] - mean[:, None], 0.0)
-            out[r] = np.sqrt((dev * dev).sum(axis=1) / safe_n[r])
+            dev = v - (per_row(v) / safe_n)[ri]
+            out[r] = np.sqrt(per_row(dev * dev) / safe_n)[r]
         elif agg is Aggregation.RMS:
-            out[r] = np.sqrt((vz[r] * vz[r]).sum(axis=1) / safe_n[r])
+            out[r] = np.sqrt(per_row(v * v) / safe_n)[r]
         elif agg is Aggregation.SLOPE:
-            out[r] = _slope(v[r], t[r], valid[r], safe_n[r])
+            out[r] = _slope(v, t, ri, t[first], safe_n)[r]
         elif agg is Aggregation.INTEGRAL:
-            out[r] = _integral(v[r], t[r], count[r])
+            out[r] = _integral(v, t, ri, count)[r]
     integral = (codes == AGGREGATION_CODES[Aggregation.INTEGRAL]) & has
     if integral.any():  # the stretches between the window's bounds and its outer samples
-        last = np.maximum(count[integral] - 1, 0)
-        rows = np.flatnonzero(integral)
+        f, la = first[integral], last[integral]
         out[integral] = _bounded_integral(
             out[integral], values[integral], ts_ns[integral], good[integral],
-            start_ns[integral], end_ns[integral], v[rows, 0], t[rows, 0], v[rows, last],
-            t[rows, last], count[integral])
+            start_ns[integral], end_ns[integral], v[f], t[f], v[la], t[la], count[integral])
     return out
 
 
-def _slope(v: np.ndarray, t: np.ndarray, valid: np.ndarray, n: np.ndarray) -> np.ndarray:
-    sec = np.where(valid, (t - t[:, :1]).astype(np.float64) / 1e9, 0.0)
-    vz = np.where(valid, v, 0.0)
-    tm = sec.sum(axis=1) / n
-    vm = vz.sum(axis=1) / n
-    dt = np.where(valid, sec - tm[:, None], 0.0)
-    dv = np.where(valid, vz - vm[:, None], 0.0)
-    sxx = (dt * dt).sum(axis=1)
+def _slope(v: np.ndarray, t: np.ndarray, ri: np.ndarray, t0: np.ndarray, n: np.ndarray
+           ) -> np.ndarray:
+    """Least-squares slope per row of flat (row-sorted) samples; ``t0`` a per-row origin."""
+    n_rows = len(n)
+    sec = (t - t0[ri]).astype(np.float64) / 1e9
+    tm = np.bincount(ri, weights=sec, minlength=n_rows) / n
+    vm = np.bincount(ri, weights=v, minlength=n_rows) / n
+    dt = sec - tm[ri]
+    dv = v - vm[ri]
+    sxx = np.bincount(ri, weights=dt * dt, minlength=n_rows)
+    sxy = np.bincount(ri, weights=dt * dv, minlength=n_rows)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sxx > 0, (dt * dv).sum(axis=1) / np.where(sxx > 0, sxx, 1.0), np.nan)
+        return np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), np.nan)
 
 
-def _integral(v: np.ndarray, t: np.ndarray, count: np.ndarray) -> np.ndarray:
-    if v.shape[1] < 2:
-        return np.full(len(v), np.nan)
-    pair = np.arange(v.shape[1] - 1)[None, :] < (count - 1)[:, None]
-    dt = np.where(pair, (t[:, 1:] - t[:, :-1]).astype(np.float64) / 1e9, 0.0)
-    mid = np.where(pair, 0.5 * (v[:, 1:] + v[:, :-1]), 0.0)
-    return np.where(count >= 2, (mid * dt).sum(axis=1), np.nan)
+def _integral(v: np.ndarray, t: np.ndarray, ri: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Trapezoids between consecutive samples of the same row (NaN below 2 samples)."""
+    same = ri[1:] == ri[:-1]
+    dt = (t[1:] - t[:-1]).astype(np.float64) / 1e9
+    area = np.where(same, 0.5 * (v[1:] + v[:-1]) * dt, 0.0)
+    inner = np.bincount(ri[:-1], weights=area, minlength=len(count)) if len(ri) > 1 else \
+        np.zeros(len(count))
+    return np.where(count >= 2, inner, np.nan)
 
 
 def _bounded_integral(inner: np.ndarray, values: np.ndarray, ts: np.ndarray, good: np.ndarray,

@@ -75,12 +75,15 @@ async def test_bad_inputs_skip_or_publish_uncertain(tmp_path: Path, mode: str) -
     svc.close()
 
 
-async def test_a_model_that_raises_stops_nothing_else(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["inline", "thread"])
+async def test_a_model_that_raises_stops_nothing_else(tmp_path: Path, where: str) -> None:
     write_model(tmp_path, "kpi", identity_manifest())
     write_model(tmp_path, "other", identity_manifest(name="other"))
     catalog = catalog_for(tmp_path)
     sink = Sink(catalog)
     svc = service(tmp_path, catalog, sink)
+    if where == "thread":
+        svc.engine.inline_budget_s = 0.0
     await svc.reload()
     broken = next(m for m in svc.engine.models() if m.name == "kpi")
 
@@ -90,11 +93,13 @@ async def test_a_model_that_raises_stops_nothing_else(tmp_path: Path) -> None:
 
     broken.session = Raising()  # type: ignore[assignment]
     feed_cycles(svc, catalog, first_part=0, cycles=3)
-    await svc.engine.tick(now=LATER)
+    await svc.engine.tick(svc.executor, now=LATER)
     assert sink.samples("models.kpi/value") == []
     assert len(sink.samples("models.other/value")) == 2
     c = svc.engine.counters[("kpi", "active")]
     assert c.errors == 1 and "kernel exploded" in (c.last_error or "")
+    inline = svc.engine.counters[("other", "active")].inline_runs
+    assert inline == (1 if where == "inline" else 0)
     with pytest.raises(ModelRunError):
         broken.run(np.zeros((1, 1)))
     svc.close()

@@ -145,3 +145,23 @@ def test_cycle_edges() -> None:
     assert cycle_edges(4.0, values, "increment")[0]
     assert cycle_edges(0.0, np.array([1.0, 1.0, 0.0]), "rising").tolist() == [True, False, False]
     assert cycle_edges(0.0, np.array([1.0, 1.0, 0.0]), "falling").tolist() == [False, False, True]
+
+
+def test_one_sample_per_tag_batches_fill_the_ring_like_bulk_batches() -> None:
+    rng = np.random.default_rng(4)
+    cap, polls = 16, 40  # the ring wraps
+    one, bulk = WindowStore(6, cap), WindowStore(6, cap)
+    for store in (one, bulk):
+        store.watch([1, 4])
+    ids, values, ts, quality = [], [], [], []
+    for i in range(polls):
+        v = rng.normal(10, 3, 2)
+        q = [Quality.GOOD, Quality.GOOD if i % 7 else Quality.BAD]
+        one.append(SampleBatch.of([4, 1, 3], [v[0], v[1], 0.0], (i + 1) * NS, [*q, Quality.GOOD]))
+        ids += [4, 1]
+        values += v.tolist()
+        ts += [(i + 1) * NS] * 2
+        quality += q
+    bulk.append(SampleBatch.of(ids, values, ts, quality))
+    for name in ("values", "ts_ns", "good", "_head"):
+        assert np.array_equal(getattr(one, name), getattr(bulk, name), equal_nan=True), name
