@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -9,11 +10,14 @@ from typing import Any
 
 from hil.recorder import ReceivedSample
 from hil.scenario.commands import CommandRecord
+from hil.scenario.firmware import FirmwareRecord
 from hil.scenario.model import (
     CommandRoundTrip,
     DeviceDeathRebirth,
     Expectation,
+    FirmwareUpdateExpect,
     LatencyP99,
+    MaxGap,
     ModelAlarm,
     NoSequenceGaps,
     ResourceGrowth,
@@ -37,6 +41,7 @@ class Recording:
     resources: list[ResourceSample] = field(default_factory=list)
     commands: list[CommandRecord] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    firmware: list[FirmwareRecord] = field(default_factory=list)
 
     def rel(self, ts_ms: float) -> float:
         """Seconds after ``t0``."""
@@ -79,6 +84,17 @@ def describe(exp: Expectation) -> str:
             return f"command {exp.command} {exp.status} within {exp.within:g} s{also}"
         case ResourceGrowth():
             return f"gateway growth < {exp.max_rss_mb:g} MB RSS and <= {exp.max_fds} fds per run"
+        case MaxGap():
+            return f"no gap > {exp.max:g} s in {exp.tag_prefix}*{within}"
+        case FirmwareUpdateExpect():
+            parts = [f"firmware update {exp.update} {exp.outcome}"]
+            if exp.version:
+                parts.append(f"running {exp.version}")
+            if exp.within is not None:
+                parts.append(f"within {exp.within:g} s")
+            if exp.resume_within is not None:
+                parts.append(f"readings again within {exp.resume_within:g} s")
+            return ", ".join(parts)
     return exp.type  # pragma: no cover
 
 
@@ -189,6 +205,10 @@ def evaluate(exp: Expectation, rec: Recording) -> ExpectationResult:
             return _command_round_trip(exp, rec, name)
         case ResourceGrowth():
             return _resource_growth(exp, rec, name)
+        case MaxGap():
+            return _max_gap(exp, rec, name)
+        case FirmwareUpdateExpect():
+            return _firmware_update(exp, rec, name)
     raise AssertionError(exp)  # pragma: no cover
 
 
@@ -310,3 +330,69 @@ def _resource_growth(exp: ResourceGrowth, rec: Recording, name: str) -> Expectat
     ]
     bad = [g for g in growths if g.rss_mb > exp.max_rss_mb or g.fds > exp.max_fds]
     return ExpectationResult(name, not bad, "; ".join(parts))
+
+
+def _max_gap(exp: MaxGap, rec: Recording, name: str) -> ExpectationResult:
+    stamps: dict[str, list[float]] = defaultdict(list)
+    for s in rec.samples:
+        if s.tag.startswith(exp.tag_prefix) and s.quality == "good" \
+                and _in_window(rec, s.ts_ms, exp.between):
+            stamps[s.tag].append(rec.rel(s.ts_ms))
+    if len(stamps) < exp.min_tags:
+        return ExpectationResult(
+            name, False, f"{len(stamps)} tags of {exp.tag_prefix}* had good samples, "
+            f"expected at least {exp.min_tags}"
+        )
+    worst_tag, worst, at = "", 0.0, 0.0
+    for tag, times in stamps.items():
+        times.sort()
+        edges = times
+        if exp.between is not None:  # a tag silent at the window's edges is a gap too
+            edges = [exp.between[0], *times, exp.between[1]]
+        for a, b in itertools.pairwise(edges):
+            if b - a > worst:
+                worst_tag, worst, at = tag, b - a, a
+    detail = f"largest gap {worst:.2f} s ({worst_tag} after t={at:.2f} s) over {len(stamps)} tags"
+    if worst > exp.max:
+        return ExpectationResult(name, False, f"{detail} > {exp.max:g} s")
+    return ExpectationResult(name, True, detail)
+
+
+def _firmware_update(exp: FirmwareUpdateExpect, rec: Recording, name: str) -> ExpectationResult:
+    upd = next((f for f in rec.firmware if f.name == exp.update), None)
+    if upd is None:
+        return ExpectationResult(name, False, f"firmware update {exp.update} was never started")
+    if upd.result is None:
+        why = upd.error or "it did not end before the scenario did"
+        return ExpectationResult(name, False, f"no result: {why}")
+    res = upd.result
+    took = float(res.get("seconds") or 0.0)
+    detail = (f"{res.get('outcome')} {res.get('old_version')} -> {res.get('running_version')} "
+              f"in {took:.2f} s ({res.get('resumes', 0)} resumes)")
+    if res.get("outcome") != exp.outcome:
+        extra = f": {res['detail']}" if res.get("detail") else ""
+        return ExpectationResult(name, False, f"{detail}, expected {exp.outcome}{extra}")
+    if exp.version is not None and res.get("running_version") != exp.version:
+        return ExpectationResult(
+            name, False, f"{detail}: the node runs {res.get('running_version')}, "
+            f"expected {exp.version}"
+        )
+    if exp.within is not None and took > exp.within:
+        return ExpectationResult(name, False, f"{detail}: took {took:.2f} s > {exp.within:g} s")
+    if exp.resume_within is not None:
+        assert upd.ended_at is not None
+        after = [s for s in rec.samples if s.tag.startswith(f"{upd.device}.")
+                 and s.quality == "good" and rec.rel(s.ts_ms) >= upd.ended_at]
+        if not after:
+            return ExpectationResult(
+                name, False, f"{detail}, but no good reading of {upd.device} after it ended "
+                f"(t={upd.ended_at:.2f} s)"
+            )
+        wait = rec.rel(after[0].ts_ms) - upd.ended_at
+        if wait > exp.resume_within:
+            return ExpectationResult(
+                name, False, f"{detail}, but {upd.device}'s readings resumed only after "
+                f"{wait:.2f} s > {exp.resume_within:g} s"
+            )
+        detail += f"; readings again {wait:.2f} s after it"
+    return ExpectationResult(name, True, detail)

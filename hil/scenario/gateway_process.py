@@ -32,6 +32,7 @@ __all__ = [
     "mcu_node_device_config",
     "meter_device_config",
     "plc_device_config",
+    "scale_device_config",
     "write_gateway_config",
 ]
 
@@ -117,6 +118,32 @@ def mcu_node_device_config(name: str, port: str, node_id: int, stale_after: str)
     }
 
 
+def scale_device_config(
+    name: str, port: str, mode: str, poll_interval: str, stale_after: str
+) -> dict[str, Any]:
+    """A ``serial_line`` device entry for the simulated scale on ``port`` (its pty)."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "protocol": "serial_line",
+        "port": port,
+        "baudrate": 9600,
+        "mode": mode,
+        "stale_after": stale_after,
+        "framing": {"terminator": "\\r\\n", "max_frame": 64},
+        "parser": {
+            "regex": r"(?P<stable>ST|US),(?P<mode>GS|NT),(?P<weight>[+-]\d+\.\d+) *(?P<unit>\w+)"
+        },
+        "tags": [
+            {"name": "weight", "type": "float64", "field": "weight", "unit": "kg"},
+            {"name": "stable", "type": "bool", "field": "stable", "map": {"ST": True, "US": False}},
+        ],
+    }
+    if mode == "poll":
+        entry |= {"poll_command": "SI\\r\\n", "poll_interval": poll_interval,
+                  "response_timeout": "300ms"}
+    return entry
+
+
 def write_gateway_config(
     folder: Path,
     name: str,
@@ -125,8 +152,13 @@ def write_gateway_config(
     publish_interval: str,
     models: bool = False,
     commands: bool = False,
+    http_port: int | None = None,
+    northbound_format: str = "json",
+    data_qos: int = 0,
 ) -> Path:
-    """Write the gateway's YAML (JSON is YAML) for a scenario; return its path."""
+    """Write the gateway's YAML (JSON is YAML) for a scenario; return its path. The
+    northbound format is always explicit (the gateway's default is Sparkplug B); the local
+    API listens on loopback ``http_port`` when given (firmware updates go through it)."""
     body: dict[str, Any] = {
         "gateway": {
             "id": f"hil-{name}"[:60],
@@ -136,7 +168,7 @@ def write_gateway_config(
         },
         "devices": devices,
         "northbound": {
-            "format": "json",
+            "format": northbound_format,
             "publish_interval": publish_interval,
             "mqtt": {
                 "host": "127.0.0.1",
@@ -146,8 +178,12 @@ def write_gateway_config(
             },
             "spool": {"replay_rate": 500},
         },
-        "http": {"enabled": False},
+        "http": {"enabled": False}
+        if http_port is None
+        else {"enabled": True, "bind": "127.0.0.1", "port": http_port},
     }
+    if northbound_format == "sparkplug":
+        body["northbound"]["sparkplug"] = {"data_qos": data_qos}
     if commands:
         body["commands"] = {"enabled": True}
     if models:

@@ -49,7 +49,20 @@ class McuNodeDevice(_Strict):
     stale_after: str = Field(default="2s", description="no good frame this long: device down")
 
 
-Device = Annotated[MeterDevice | PlcDevice | McuNodeDevice, Field(discriminator="kind")]
+class ScaleDevice(_Strict):
+    """A weighing scale printing ``ST,GS,+0012.345 kg`` lines on a pty (``serial_line``)."""
+
+    kind: Literal["scale"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    mode: Literal["stream", "poll"] = "stream"
+    rate: float = Field(default=10.0, gt=0, le=1000, description="stream mode: lines per second")
+    poll_interval: str = Field(default="100ms", description="poll mode: how often to ask")
+    stale_after: str = Field(default="1s", description="no valid line this long: device down")
+
+
+Device = Annotated[
+    MeterDevice | PlcDevice | McuNodeDevice | ScaleDevice, Field(discriminator="kind")
+]
 
 
 class _Fault(_Strict):
@@ -100,7 +113,8 @@ class DeviceRestart(_Fault):
 
 class DeviceDisconnect(_Fault):
     """TCP devices: their client connections are aborted (once). MCU node: the serial
-    cable is pulled for ``duration`` seconds (default 2)."""
+    cable is pulled for ``duration`` seconds (default 2). Scale: its USB port vanishes
+    for ``duration`` seconds and comes back at the same path."""
 
     action: Literal["device_disconnect"]
     device: str
@@ -108,7 +122,8 @@ class DeviceDisconnect(_Fault):
 
 
 class SerialGarbage(_Fault):
-    """Random bytes on an MCU node's serial line: ``bytes`` of them every ``every`` s."""
+    """Random bytes on an MCU node's or a scale's serial line: ``bytes`` of them every
+    ``every`` s."""
 
     action: Literal["serial_garbage"]
     device: str
@@ -118,11 +133,42 @@ class SerialGarbage(_Fault):
 
 
 class DeviceSilence(_Fault):
-    """The MCU node hangs: it sends and answers nothing for ``duration`` seconds."""
+    """The MCU node or scale hangs: it sends and answers nothing for ``duration`` seconds."""
 
     action: Literal["device_silence"]
     device: str
     duration: Seconds = 3.0
+
+
+class PartialLine(_Fault):
+    """The scale prints half a line, without terminator, every ``every`` s: the next line
+    runs into it."""
+
+    action: Literal["partial_line"]
+    device: str
+    every: float = Field(default=0.5, gt=0)
+    duration: Seconds = 0.0
+
+
+class WrongBaud(_Fault):
+    """The scale's line as a receiver at ``baudrate`` sees it (every byte scrambled)."""
+
+    action: Literal["wrong_baud"]
+    device: str
+    baudrate: int = Field(default=19200, ge=50, le=4_000_000)
+    duration: Seconds = 2.0
+
+
+class FirmwareUpdate(_Fault):
+    """The runner updates an MCU node's firmware through the gateway's local API
+    (``POST /api/firmware/{device}``) while production goes on."""
+
+    action: Literal["firmware_update"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="for expectations")
+    device: str
+    version: str = Field(pattern=r"^\d{1,3}\.\d{1,3}\.\d{1,5}$", description="image version")
+    size: int = Field(default=16 * 1024, ge=1024, le=1 << 20, description="image bytes")
+    bad: bool = Field(default=False, description="the image fails its self-test: rollback")
 
 
 class Command(_Fault):
@@ -161,6 +207,9 @@ Fault = Annotated[
     | GatewayKill
     | SerialGarbage
     | DeviceSilence
+    | PartialLine
+    | WrongBaud
+    | FirmwareUpdate
     | Command,
     Field(discriminator="action"),
 ]
@@ -223,6 +272,30 @@ class CommandRoundTrip(_Strict):
     tolerance: float = Field(default=1e-3, ge=0)
 
 
+class MaxGap(Window):
+    """Telemetry without gaps: between consecutive good samples of each tag (of
+    ``tag_prefix``) no more than ``max`` seconds, in the window."""
+
+    type: Literal["max_gap"]
+    tag_prefix: str
+    max: Seconds = Field(gt=0)
+    min_tags: int = Field(default=1, ge=1, description="tags that must have samples")
+
+
+class FirmwareUpdateExpect(_Strict):
+    """The ``firmware_update`` action named ``update`` ended with ``outcome``, the node then
+    runs ``version``, and (``resume_within``) its readings arrive again that soon after."""
+
+    type: Literal["firmware_update"]
+    update: str = Field(description="the name of a firmware_update action")
+    outcome: Literal["updated", "rolled_back", "already_running"] = "updated"
+    version: str | None = Field(default=None, description="the version running afterwards")
+    within: Seconds | None = Field(default=None, description="the update took at most this")
+    resume_within: Seconds | None = Field(
+        default=5.0, description="a good reading of the node this soon after the update"
+    )
+
+
 class ResourceGrowth(_Strict):
     """Memory and file-descriptor growth of each gateway run (soak): the median of the last
     quarter of the samples minus the median of the first quarter, after ``warmup`` s."""
@@ -241,9 +314,20 @@ Expectation = Annotated[
     | DeviceDeathRebirth
     | ModelAlarm
     | CommandRoundTrip
-    | ResourceGrowth,
+    | ResourceGrowth
+    | MaxGap
+    | FirmwareUpdateExpect,
     Field(discriminator="type"),
 ]
+
+
+class Northbound(_Strict):
+    """What the gateway publishes: the JSON contract or Sparkplug B (the recorder follows)."""
+
+    format: Literal["json", "sparkplug"] = "json"
+    data_qos: Literal[0, 1] = Field(
+        default=0, description="sparkplug: QoS of DDATA (1: spooled until the broker's PUBACK)"
+    )
 
 
 class Scenario(_Strict):
@@ -257,6 +341,7 @@ class Scenario(_Strict):
     duration: float = Field(gt=0, description="seconds after the gateway's first birth")
     startup_timeout: float = Field(default=30.0, gt=0)
     publish_interval: str = "100ms"
+    northbound: Northbound = Field(default_factory=Northbound)
     devices: list[Device] = Field(min_length=1)
     faults: list[Fault] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(
@@ -277,11 +362,17 @@ class Scenario(_Strict):
     plots: list[str] = Field(default_factory=list, description="tags plotted in the report")
 
 
+#: expectations that read what only the JSON contract carries (sessions, device states, cmd)
+_JSON_ONLY = ("no_sequence_gaps", "device_death_rebirth", "command_round_trip")
+
 _FAULT_KINDS = {
     "plc_": ("opcua_plc",),
     "modbus_": ("modbus_meter",),
-    "serial_garbage": ("mcu_node",),
-    "device_silence": ("mcu_node",),
+    "serial_garbage": ("mcu_node", "scale"),
+    "device_silence": ("mcu_node", "scale"),
+    "partial_line": ("scale",),
+    "wrong_baud": ("scale",),
+    "firmware_update": ("mcu_node",),
 }
 
 
@@ -304,10 +395,15 @@ def _checks(
     modes = {d.get("name"): d.get("mode", "process") for d in devices}
     duration = data.get("duration") or 0
     commands: set[str] = set()
+    updates: set[str] = set()
     for i, fault in enumerate(data.get("faults") or []):
         if not isinstance(fault, dict):
             continue
         action = str(fault.get("action", ""))
+        if action == "firmware_update":
+            if fault.get("name") in updates:
+                problem(("faults", i, "name"), f"a second firmware_update named {fault['name']!r}")
+            updates.add(str(fault.get("name")))
         if action == "command":
             commands.add(str(fault.get("name")))
             device = str(fault.get("tag", "")).partition(".")[0]
@@ -331,7 +427,7 @@ def _checks(
             continue
         if entry.get("kind") not in TIMELINE_KINDS:
             continue
-        if kinds[name] == "mcu_node" or modes[name] == "waveform":
+        if kinds[name] in ("mcu_node", "scale") or modes[name] == "waveform":
             problem(("timeline", i, "device"), f"{name!r} has no process model to change")
         elif "param" in entry and entry["param"] not in parameter_names(str(kinds[name])):
             allowed = ", ".join(parameter_names(str(kinds[name])))
@@ -346,6 +442,17 @@ def _checks(
             problem(("expect", i, "command"), f"no command action named {exp.get('command')!r}")
         if exp.get("type") == "device_death_rebirth" and exp.get("device") not in kinds:
             problem(("expect", i, "device"), f"no device named {exp.get('device')!r}")
+        if exp.get("type") == "firmware_update" and exp.get("update") not in updates:
+            problem(("expect", i, "update"),
+                    f"no firmware_update action named {exp.get('update')!r}")
+    northbound = data.get("northbound")
+    if isinstance(northbound, dict) and northbound.get("format") == "sparkplug":
+        for i, exp in enumerate(data.get("expect") or []):
+            if isinstance(exp, dict) and exp.get("type") in _JSON_ONLY:
+                problem(("expect", i, "type"), f"{exp['type']} needs northbound format json "
+                        "(it reads the JSON contract's sessions, sequences or device states)")
+        if commands:
+            problem(("northbound", "format"), "command actions need northbound format json")
     needs = {"quality": "opcua_plc", "energy": "modbus_meter", "energy_per_part": "opcua_plc"}
     for i, model in enumerate(data.get("models") or []):
         kind = needs.get(str(model))
@@ -358,7 +465,7 @@ def _checks(
 
 def _strip_tags(exc: ConfigError) -> ConfigError:
     """Drop the union tags pydantic puts in error locations (``faults.0.broker_outage.x``)."""
-    tags = {"modbus_meter", "opcua_plc", "mcu_node"} | set(_TAGS) | set(TIMELINE_KINDS)
+    tags = {"modbus_meter", "opcua_plc", "mcu_node", "scale"} | set(_TAGS) | set(TIMELINE_KINDS)
 
     def strip(path: tuple[str | int, ...]) -> tuple[str | int, ...]:
         # the tag sits between a list index and a key (faults.0.command.tag); a key that
@@ -394,6 +501,10 @@ _TAGS = (
     "command",
     "command_round_trip",
     "resource_growth",
+    "partial_line",
+    "wrong_baud",
+    "firmware_update",
+    "max_gap",
 )
 
 

@@ -19,17 +19,21 @@ from hil.broker import MqttBroker
 from hil.devices.mcu_node import McuNodeSimulator
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.devices.opcua_plc import OpcUaPlcSimulator
+from hil.devices.scale import ScaleSimulator
+from hil.netutil import free_port
 from hil.process.energy_meter import EnergyMeterModel, WaveformMeter, WaveformParams
 from hil.process.injection_moulding import InjectionMouldingModel
 from hil.recorder import TelemetryRecorder
 from hil.scenario.commands import BrainClient, CommandRecord
 from hil.scenario.expectations import ExpectationResult, Recording, evaluate
+from hil.scenario.firmware import FirmwareRecord, run_firmware_update
 from hil.scenario.gateway_process import (
     GatewayProcess,
     install_models,
     mcu_node_device_config,
     meter_device_config,
     plc_device_config,
+    scale_device_config,
     write_gateway_config,
 )
 from hil.scenario.model import (
@@ -39,6 +43,7 @@ from hil.scenario.model import (
     DeviceRestart,
     DeviceSilence,
     Fault,
+    FirmwareUpdate,
     GatewayKill,
     McuNodeDevice,
     MeterDevice,
@@ -47,9 +52,12 @@ from hil.scenario.model import (
     NetworkCut,
     NetworkLatency,
     NetworkLoss,
+    PartialLine,
     PlcSetpoint,
+    ScaleDevice,
     Scenario,
     SerialGarbage,
+    WrongBaud,
 )
 from hil.scenario.proxy import FaultyProxy
 from hil.scenario.resources import ResourceSample, sample_resources
@@ -85,6 +93,7 @@ class ScenarioResult:
     workdir: str = ""
     resources: list[ResourceSample] = field(default_factory=list)
     commands: list[CommandRecord] = field(default_factory=list)
+    firmware: list[FirmwareRecord] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -102,8 +111,12 @@ class _Line:
         self.meters: dict[str, ModbusMeterSimulator] = {}
         self.plcs: dict[str, OpcUaPlcSimulator] = {}
         self.nodes: dict[str, McuNodeSimulator] = {}
+        self.scales: dict[str, ScaleSimulator] = {}
         self.brain: BrainClient | None = None
         self.commands: list[CommandRecord] = []
+        self.firmware: list[FirmwareRecord] = []
+        #: the gateway's local API (``http://127.0.0.1:PORT``) when a firmware update needs it
+        self.api_url: str | None = None
         self.t0 = time.time()
         """Epoch seconds of the first birth: scenario time zero."""
 
@@ -132,7 +145,10 @@ class _Line:
 
 def _label(fault: Fault) -> str:
     device = getattr(fault, "device", None)
-    return fault.action + (f" {device}" if device else "")
+    label = fault.action + (f" {device}" if device else "")
+    if isinstance(fault, FirmwareUpdate):
+        label += f" -> {fault.version}" + (" (bad image)" if fault.bad else "")
+    return label
 
 
 async def _apply(fault: Fault, line: _Line) -> float:
@@ -163,6 +179,12 @@ async def _apply(fault: Fault, line: _Line) -> float:
             line.meters[fault.device].response_delay = fault.delay
             await asyncio.sleep(fault.duration)
             line.meters[fault.device].response_delay = 0.0
+        case DeviceRestart() | DeviceDisconnect() if fault.device in line.scales:
+            scale = line.scales[fault.device]
+            scale.unplug()  # a scale restart is a power cycle: the port goes, then comes back
+            down = fault.downtime if isinstance(fault, DeviceRestart) else fault.duration
+            await asyncio.sleep(2.0 if down is None else down)
+            scale.replug()
         case DeviceRestart() if fault.device in line.nodes:
             line.nodes[fault.device].silent = True
             await asyncio.sleep(fault.downtime)
@@ -179,17 +201,22 @@ async def _apply(fault: Fault, line: _Line) -> float:
             device: Any = line.meters.get(fault.device) or line.plcs[fault.device]
             device.drop_connections()
         case SerialGarbage():
-            node = line.nodes[fault.device]
-            end = time.monotonic() + fault.duration
-            while True:
-                node.inject_garbage(fault.bytes)
-                if time.monotonic() + fault.every > end:
-                    break
-                await asyncio.sleep(fault.every)
-        case DeviceSilence():
-            line.nodes[fault.device].silent = True
+            target: Any = line.nodes.get(fault.device) or line.scales[fault.device]
+            await _repeat(lambda: target.inject_garbage(fault.bytes), fault.every, fault.duration)
+        case PartialLine():
+            scale = line.scales[fault.device]
+            await _repeat(scale.send_partial_line, fault.every, fault.duration)
+        case WrongBaud():
+            line.scales[fault.device].wrong_baud = fault.baudrate
             await asyncio.sleep(fault.duration)
-            line.nodes[fault.device].silent = False
+            line.scales[fault.device].wrong_baud = None
+        case DeviceSilence():
+            hung: Any = line.nodes.get(fault.device) or line.scales[fault.device]
+            hung.silent = True
+            await asyncio.sleep(fault.duration)
+            hung.silent = False
+        case FirmwareUpdate():
+            await _firmware_update(fault, line)
         case Command():
             await _command(fault, line)
         case PlcSetpoint():
@@ -203,6 +230,24 @@ async def _apply(fault: Fault, line: _Line) -> float:
             await asyncio.sleep(fault.downtime)
             await line.gateway.start()
     return time.monotonic() - began
+
+
+async def _repeat(act: Callable[[], object], every: float, duration: float) -> None:
+    """``act()`` now and every ``every`` s while ``duration`` lasts."""
+    end = time.monotonic() + duration
+    while True:
+        act()
+        if time.monotonic() + every > end:
+            break
+        await asyncio.sleep(every)
+
+
+async def _firmware_update(fault: FirmwareUpdate, line: _Line) -> None:
+    """Update the node through the gateway's local API while the line keeps producing."""
+    assert line.api_url is not None
+    record = FirmwareRecord(fault.name, fault.device, fault.version, fault.bad, line.clock())
+    line.firmware.append(record)
+    await run_firmware_update(record, line.api_url, fault.size, line.clock)
 
 
 async def _command(fault: Command, line: _Line) -> None:
@@ -227,7 +272,15 @@ async def _start_devices(
     writable = any(isinstance(f, Command) for f in scenario.faults)
     for i, dev in enumerate(scenario.devices):
         seed = scenario.seed + i
-        if isinstance(dev, McuNodeDevice):
+        if isinstance(dev, ScaleDevice):
+            scale = await stack.enter_async_context(
+                ScaleSimulator(dev.mode, rate=dev.rate, seed=seed)
+            )
+            line.scales[dev.name] = scale
+            configs.append(scale_device_config(
+                dev.name, scale.serial_path, dev.mode, dev.poll_interval, dev.stale_after
+            ))
+        elif isinstance(dev, McuNodeDevice):
             node = await stack.enter_async_context(McuNodeSimulator(dev.node_id, seed=seed))
             line.nodes[dev.name] = node
             configs.append(
@@ -285,8 +338,13 @@ async def run_scenario(
             await asyncio.to_thread(broker.start)
             stack.push_async_callback(asyncio.to_thread, broker.stop)
             say(f"broker {broker.kind} on {broker.url}")
+            sparkplug = scenario.northbound.format == "sparkplug"
             recorder = TelemetryRecorder(
-                broker.host, broker.port, client_id=f"hil-{scenario.name}", persistent=True
+                broker.host,
+                broker.port,
+                topic_root="spBv1.0" if sparkplug else "chenxing/v1",
+                client_id=f"hil-{scenario.name}",
+                persistent=True,
             )
             await asyncio.to_thread(recorder.start)
             stack.callback(recorder.stop)
@@ -295,6 +353,10 @@ async def run_scenario(
             line = _Line(broker, proxy, GatewayProcess(folder / "gateway.yaml"))
             devices = await _start_devices(scenario, stack, line)
             say(f"{len(devices)} simulated devices up")
+            http_port: int | None = None
+            if any(isinstance(f, FirmwareUpdate) for f in scenario.faults):
+                http_port = free_port()
+                line.api_url = f"http://127.0.0.1:{http_port}"
             write_gateway_config(
                 folder,
                 scenario.name,
@@ -303,6 +365,9 @@ async def run_scenario(
                 scenario.publish_interval,
                 install_models(folder, scenario),
                 commands=any(isinstance(f, Command) for f in scenario.faults),
+                http_port=http_port,
+                northbound_format=scenario.northbound.format,
+                data_qos=scenario.northbound.data_qos,
             )
             stack.push_async_callback(line.gateway.stop)
             await line.gateway.start()
@@ -334,8 +399,9 @@ async def run_scenario(
             await _run_timeline(scenario, line, result, say)
             say("stopping the gateway (SIGTERM, spool drained)")
             await line.gateway.stop(signal.SIGTERM)
-            await recorder.until(
-                lambda s: any(d.get("reason") == "shutdown" for d in s.deaths), timeout=10
+            await recorder.until(  # a Sparkplug NDEATH carries no reason
+                lambda s: any(sparkplug or d.get("reason") == "shutdown" for d in s.deaths),
+                timeout=10,
             )
             await asyncio.sleep(0.3)
     except Exception as exc:
@@ -343,6 +409,7 @@ async def run_scenario(
         result.error = f"{type(exc).__name__}: {exc}"
     if line is not None:
         result.commands = line.commands
+        result.firmware = line.firmware
     if recorder is not None:
         snap = recorder.snapshot()
         result.recording = Recording(
@@ -354,6 +421,7 @@ async def run_scenario(
             result.resources,
             result.commands,
             snap.events,
+            result.firmware,
         )
         if result.error is None:
             result.results = [evaluate(exp, result.recording) for exp in scenario.expect]
