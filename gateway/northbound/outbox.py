@@ -67,6 +67,10 @@ class Outbox(ABC):
         for message in messages:
             self.put(message)
 
+    async def put_many_async(self, messages: Iterable[OutboundMessage]) -> None:
+        """:meth:`put_many`; the disk spool commits in a worker thread meanwhile."""
+        self.put_many(messages)
+
     @abstractmethod
     def take_backlog(self) -> OutboundMessage | None:
         """The oldest backlog message, now in flight; None when the backlog is empty."""

@@ -119,8 +119,23 @@ class Northbound:
 
     def flush(self) -> None:
         """Encode everything buffered into data messages in the outbox."""
+        messages = self._encode()
+        if messages:
+            self.outbox.put_many(messages)  # on disk before the sender can take it
+            self._wake.set()
+
+    async def _flush_async(self) -> None:
+        """:meth:`flush`, committing to the disk spool off the event loop, which keeps
+        publishing meanwhile."""
+        messages = self._encode()
+        if messages:
+            await self.outbox.put_many_async(messages)
+            self._wake.set()
+
+    def _encode(self) -> list[OutboundMessage]:
+        """Everything buffered as data messages (not yet in the outbox)."""
         if not self._buffer:
-            return
+            return []
         batch = SampleBatch.concat(self._buffer)
         self._buffer = []
         self.counters.buffered_samples = 0
@@ -138,8 +153,7 @@ class Northbound:
                 continue
             self.sequence.next()
             messages.append(message)
-        self.outbox.put_many(messages)  # on disk before the sender can take it
-        self._wake.set()
+        return messages
 
     # --- acknowledgements -----------------------------------------------------------------
     def _acked(self, message_id: int) -> None:
@@ -161,10 +175,15 @@ class Northbound:
             tasks.create_task(self._sender(), name="northbound-sender")
 
     async def _batcher(self) -> None:
+        """Flush every ``publish_interval``; the spool's commit time is part of the interval
+        (a flush starts at once when the previous one took longer)."""
         interval = self.config.publish_interval
+        loop = asyncio.get_running_loop()
+        due = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
-            self.flush()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = max(due + interval, loop.time())
+            await self._flush_async()
             self.outbox.maintain()
 
     def _birth(self) -> OutboundMessage:

@@ -43,7 +43,9 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,10 @@ from gateway.northbound.outbox import DROP_REASONS, DropCount, Outbox, OutboxSta
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+#: page size of a new spool file, and the WAL size that triggers a checkpoint (SQLite's
+#: default: 1,000 pages of 4 KiB)
+PAGE_SIZE = 32768
+WAL_CHECKPOINT_BYTES = 4 * 2**20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS message (
@@ -105,13 +111,19 @@ def acquire_lock(path: Path) -> IO[str]:
     return fh
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (or create) a spool database with the durability settings of this module."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     db.execute("PRAGMA busy_timeout = 5000")
+    # A new file gets 32 KiB pages: a data message of hundreds of samples (10-100 kB)
+    # then spans a few pages instead of dozens, which halves the CPU per message put
+    # (bench/northbound.py). An existing file keeps its page size.
+    db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.execute(f"PRAGMA wal_autocheckpoint = {max(1, WAL_CHECKPOINT_BYTES // page_size)}")
     db.execute("PRAGMA journal_size_limit = 16777216")  # truncate the WAL to 16 MiB after use
     db.executescript(_SCHEMA)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -138,6 +150,19 @@ def add_drops(db: sqlite3.Connection, reason: str, messages: int, samples: int) 
     )
 
 
+@dataclass(slots=True)
+class _PendingWrite:
+    """A transaction of :meth:`DiskSpool.put_many_async` running in a worker thread."""
+
+    messages: list[OutboundMessage]
+    rows: list[tuple[Any, ...]]
+    acked: list[int]
+    #: set by the worker: committed, and the (count, bytes) its deletions freed
+    ok: bool = False
+    freed: tuple[int, int] = (0, 0)
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolLimits:
     max_bytes: int
@@ -147,13 +172,21 @@ class SpoolLimits:
 class DiskSpool(Outbox):
     """An :class:`Outbox` in a SQLite file; see the module docstring for guarantees.
 
-    Used from one thread (the event loop). On open, everything in the file,
-    including what was in flight when the last process died, is waiting again
-    as backlog, in its original order.
+    Used from the event loop; only the transaction of :meth:`put_many_async` runs in a
+    worker thread, and every other use of the database waits for it. Live messages put by
+    this process are also kept in memory (up to :attr:`LIVE_CACHE_BYTES`) so that the
+    sender does not read them back; backlog is read ahead in chunks. On open,
+    everything in the file, including what was in flight when the last process died,
+    is waiting again as backlog, in its original order.
     """
 
     #: at most this often (seconds) the age limit is applied by :meth:`maintain`
     AGE_CHECK_INTERVAL = 1.0
+    #: payload bytes of live messages also kept in memory after their commit, so the
+    #: sender takes them without reading them back (see :meth:`take_live`)
+    LIVE_CACHE_BYTES = 32 * 2**20
+    #: backlog messages read from disk per query during a replay
+    BACKLOG_READ_AHEAD = 64
 
     def __init__(self, path: Path, limits: SpoolLimits) -> None:
         self.path = path
@@ -174,7 +207,24 @@ class DiskSpool(Outbox):
         self._backlog_cursor = 0  # last id handed out from the backlog
         self._live_cursor = self._mark  # last id handed out from the live stream
         self._backlog_waiting = self._count
+        # backlog rows read ahead (in id order, after _backlog_cursor): one query per
+        # BACKLOG_READ_AHEAD messages instead of two per message during a replay
+        self._backlog_ahead: deque[OutboundMessage] = deque()
+        # ... through a connection of its own: WAL lets it read the last commit while a
+        # put_many_async transaction runs, so a replay does not wait for live data's fsync
+        self._reader: sqlite3.Connection | None = None
         self._inflight: dict[int, int] = {}  # id -> samples
+        # Live messages put by this process, committed, not yet handed out, in id order.
+        # While ``_live_cache_complete`` it holds every such message, and take_live needs
+        # no query; a put that does not fit clears the flag until the live stream is empty.
+        self._live_cache: OrderedDict[int, OutboundMessage] = OrderedDict()
+        self._live_cache_bytes = 0
+        self._live_cache_complete = True
+        # put_many_async commits in a worker thread while the event loop keeps sending what
+        # is committed; the lock serialises the connection, _settle applies the result
+        self._db_lock = threading.Lock()
+        self._write_pending: _PendingWrite | None = None
+        self._wrote_since_maintain = False
         self._acked: list[int] = []  # acknowledged, deletion not yet committed
         self._drops = read_drops(self._db)
         self._pending = asyncio.Event()
@@ -205,7 +255,7 @@ class DiskSpool(Outbox):
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
-        self._db = connect(self.path)
+        self._db = connect(self.path, check_same_thread=False)  # see put_many_async
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM message")
         self._count, self._bytes = row.fetchone()
         top = self._db.execute(
@@ -218,7 +268,8 @@ class DiskSpool(Outbox):
     def put(self, message: OutboundMessage) -> None:
         self.put_many([message])
 
-    def put_many(self, messages: Iterable[OutboundMessage]) -> None:
+    def _rows(self, messages: list[OutboundMessage]) -> list[tuple[Any, ...]]:
+        """Assign ids; the rows to insert."""
         now = time.time_ns()
         rows = []
         for m in messages:
@@ -226,15 +277,104 @@ class DiskSpool(Outbox):
             self._next_id += 1
             rows.append((m.id, now, m.topic, m.payload, m.kind, m.qos, int(m.retain),
                          m.samples, m.oldest_ns, m.seq, m.size))  # fmt: skip
+        return rows
+
+    def put_many(self, messages: Iterable[OutboundMessage]) -> None:
+        self._settle()
+        messages = list(messages)
+        rows = self._rows(messages)
         if not rows:
             return
-        if not self._write(rows, check_age=False):
+        with self._db_lock:
+            ok = self._write(rows, check_age=False)
+        self._stored(messages, rows, ok)
+
+    def _stored(self, messages: list[OutboundMessage], rows: list[tuple[Any, ...]],
+                ok: bool) -> None:  # fmt: skip
+        self._wrote_since_maintain = True
+        if not ok:
             # disk full or I/O error: these messages exist nowhere else; count and go on
             lost = self._drops["error"]
             lost.messages += len(rows)
             lost.samples += sum(r[7] for r in rows)
             return
+        self._cache_live(messages)
         self._pending.set()
+
+    async def put_many_async(self, messages: Iterable[OutboundMessage]) -> None:
+        """:meth:`put_many` with the transaction (and its fsync) in a worker thread.
+
+        The event loop keeps publishing what was committed before; these messages can
+        be taken only once their commit returned. The transaction also deletes what was
+        acknowledged so far; the limits are applied by :meth:`maintain`. Anything else
+        that needs the database first waits for this transaction (:meth:`_settle`), so
+        messages are handed out in id order whatever the caller does meanwhile.
+        """
+        self._settle()
+        messages = list(messages)
+        rows = self._rows(messages)
+        if not rows:
+            return
+        pending = _PendingWrite(messages, rows, list(self._acked))
+        self._db_lock.acquire()  # free: _settle waited for any earlier transaction
+        self._write_pending = pending
+        try:
+            await asyncio.to_thread(self._insert_and_unlock, pending)
+        finally:
+            self._settle()
+
+    def _insert_and_unlock(self, pending: _PendingWrite) -> None:
+        """Worker thread, holding the lock taken by :meth:`put_many_async`."""
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO message (id, put_ns, topic, payload, kind, qos, retain,"
+                    " samples, oldest_ns, seq, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    pending.rows,
+                )
+                pending.freed = self._delete_rows(pending.acked)
+            pending.ok = True
+        except BaseException as exc:  # reported on the event loop by _settle
+            pending.error = exc
+        finally:
+            self._db_lock.release()
+
+    def _settle(self) -> None:
+        """Wait for a transaction of :meth:`put_many_async` and apply its outcome."""
+        pending = self._write_pending
+        if pending is None:
+            return
+        with self._db_lock:
+            self._write_pending = None
+            if pending.ok:
+                self._count += len(pending.rows) - pending.freed[0]
+                self._bytes += sum(r[-1] for r in pending.rows) - pending.freed[1]
+                del self._acked[: len(pending.acked)]  # acks only ever append
+            else:
+                self.write_errors += 1
+                log.error("spool %s: write failed (%s); messages not stored", self.path,
+                          pending.error)  # fmt: skip
+                self._reload()
+        self._stored(pending.messages, pending.rows, pending.ok)
+        if pending.error is not None and not isinstance(pending.error, sqlite3.Error):
+            raise pending.error
+
+    def _cache_live(self, messages: list[OutboundMessage]) -> None:
+        if not self._live_cache_complete:
+            return
+        for m in messages:
+            if m.id in self._live_cache or m.id <= self._live_cursor:
+                continue  # already dropped or handed out (cannot happen; be safe)
+            if self._live_cache_bytes + m.size > self.LIVE_CACHE_BYTES:
+                self._clear_live_cache(complete=False)  # read back from disk from here on
+                return
+            self._live_cache[m.id] = m
+            self._live_cache_bytes += m.size
+
+    def _clear_live_cache(self, complete: bool) -> None:
+        self._live_cache.clear()
+        self._live_cache_bytes = 0
+        self._live_cache_complete = complete
 
     def _write(self, rows: list[tuple[Any, ...]], check_age: bool) -> bool:
         """One transaction: insert ``rows``, delete what was acknowledged, apply the limits.
@@ -283,6 +423,7 @@ class DiskSpool(Outbox):
                 1 for i in (*self._inflight, *self._acked) if self._backlog_cursor < i <= self._mark
             )
             self._backlog_waiting = in_range - handed
+            self._backlog_ahead.clear()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -296,14 +437,22 @@ class DiskSpool(Outbox):
         self._db.execute("COMMIT")
 
     def _delete(self, ids: list[int]) -> None:
+        count, size = self._delete_rows(ids)
+        self._count -= count
+        self._bytes -= size
+
+    def _delete_rows(self, ids: list[int]) -> tuple[int, int]:
+        """Delete these rows (inside the caller's transaction); their count and bytes."""
+        count = size = 0
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             gone = self._db.execute(
                 f"DELETE FROM message WHERE id IN ({marks}) RETURNING size", chunk
             ).fetchall()
-            self._count -= len(gone)
-            self._bytes -= sum(g[0] for g in gone)
+            count += len(gone)
+            size += sum(g[0] for g in gone)
+        return count, size
 
     def _drop_oldest(self, reason: str, enough: Callable[[int, int], bool]) -> None:
         """Drop waiting messages, oldest first, until ``enough(put_ns, freed_bytes)``."""
@@ -330,6 +479,10 @@ class DiskSpool(Outbox):
         if not dropped:
             return
         ids = [d[0] for d in dropped]
+        for msg_id in ids:
+            cached = self._live_cache.pop(msg_id, None)
+            if cached is not None:
+                self._live_cache_bytes -= cached.size
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             self._db.execute(
@@ -344,6 +497,7 @@ class DiskSpool(Outbox):
         self._bytes -= freed
         # a waiting row at or below the mark is a backlog row; the cursors need no change
         self._backlog_waiting -= sum(1 for msg_id in ids if msg_id <= self._mark)
+        self._backlog_ahead.clear()  # it may hold dropped rows; read again
         log.warning(
             "spool: dropped the %d oldest messages (%d samples): %s limit",
             len(dropped), samples, reason,
@@ -366,6 +520,7 @@ class DiskSpool(Outbox):
 
     def _next_after(self, cursor: int, upto: int | None) -> OutboundMessage | None:
         """The oldest row after ``cursor`` (and not after ``upto``) that is not handed out."""
+        self._settle()
         limit = len(self._inflight) + len(self._acked) + 1
         bound = "" if upto is None else " AND id <= ?"
         args: tuple[int, ...] = (cursor,) if upto is None else (cursor, upto)
@@ -391,32 +546,73 @@ class DiskSpool(Outbox):
     def take_backlog(self) -> OutboundMessage | None:
         if self._backlog_waiting <= 0:
             return None
-        message = self._next_after(self._backlog_cursor, self._mark)
-        if message is None:
+        if not self._backlog_ahead:
+            self._read_backlog_ahead()
+        if not self._backlog_ahead:
             self._backlog_waiting = 0
             return self._hand_out(None)
+        message = self._backlog_ahead.popleft()
         self._backlog_cursor = message.id
         self._backlog_waiting -= 1
         return self._hand_out(message)
 
+    def _read_backlog_ahead(self) -> None:
+        """The next backlog rows after the cursor that are not handed out.
+
+        Backlog rows were committed before :meth:`mark_backlog` returned; a row deleted
+        by a transaction still running is acknowledged, i.e. in ``_acked``, and skipped.
+        """
+        if self._reader is None:
+            self._reader = sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False)  # fmt: skip
+            self._reader.execute("PRAGMA busy_timeout = 5000")
+        acked = set(self._acked)
+        after = self._backlog_cursor
+        while not self._backlog_ahead:
+            rows = self._reader.execute(
+                f"SELECT {_COLUMNS} FROM message WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (after, self._mark, self.BACKLOG_READ_AHEAD),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                if row[0] not in self._inflight and row[0] not in acked:
+                    self._backlog_ahead.append(self._row_to_message(row))
+            after = rows[-1][0]
+
     def take_live(self) -> OutboundMessage | None:
         if self._next_id - 1 <= self._live_cursor:
+            if not self._live_cache_complete:
+                self._clear_live_cache(complete=True)  # caught up: cache new puts again
             return None
+        if self._live_cache_complete:
+            if not self._live_cache:
+                return None  # every live message is handed out (or was dropped)
+            _, message = self._live_cache.popitem(last=False)
+            self._live_cache_bytes -= message.size
+            self._live_cursor = message.id
+            return self._hand_out(message)
         message = self._next_after(self._live_cursor, None)
         if message is not None:
             self._live_cursor = message.id
+        else:
+            self._clear_live_cache(complete=True)  # the live stream is empty: cache again
         return self._hand_out(message)
 
     def release(self, message_ids: Iterable[int]) -> None:
         released = [i for i in message_ids if self._inflight.pop(i, None) is not None]
         if released:
             self._backlog_cursor = 0  # they may lie behind it; handed-out rows are skipped
+            self._backlog_ahead.clear()
             self._backlog_waiting += sum(1 for i in released if i <= self._mark)
             self._pending.set()
 
     def mark_backlog(self) -> int:
+        self._settle()  # rows still committing are backlog too, and counted
         self._mark = self._next_id - 1
         self._live_cursor = self._mark
+        self._clear_live_cache(complete=True)  # what it held is backlog now, read from disk
+        self._backlog_ahead.clear()
         self._backlog_waiting = self.stats_queued()
         return self._backlog_waiting
 
@@ -426,18 +622,30 @@ class DiskSpool(Outbox):
             self._acked.append(message_id)
 
     def maintain(self) -> None:
+        """Apply the limits; commit acknowledgements unless a put since the last call did
+        (puts delete what was acknowledged in the same transaction)."""
+        self._settle()
         now = time.monotonic()
         check_age = now - self._last_age_check >= self.AGE_CHECK_INTERVAL
         if check_age:
             self._last_age_check = now
-        if self._acked or (check_age and self._count):
-            self._write([], check_age)
+        wrote, self._wrote_since_maintain = self._wrote_since_maintain, False
+        if (
+            (self._acked and not wrote)
+            or (check_age and self._count)
+            or self._bytes > self.limits.max_bytes
+        ):
+            with self._db_lock:
+                self._write([], check_age)
 
     def close(self) -> None:
         """Commit the acknowledgements, checkpoint the WAL, release the lock."""
         try:
+            self._settle()
             if self._acked:
                 self._write([], check_age=False)
+            if self._reader is not None:
+                self._reader.close()
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
@@ -449,6 +657,7 @@ class DiskSpool(Outbox):
         return self._count - len(self._inflight) - len(self._acked)
 
     def stats(self) -> OutboxStats:
+        self._settle()
         row = self._db.execute("SELECT put_ns FROM message ORDER BY id LIMIT 1").fetchone()
         age = 0.0 if row is None else max(0.0, (time.time_ns() - row[0]) / 1e9)
         drops = {r: DropCount(c.messages, c.samples) for r, c in self._drops.items()}

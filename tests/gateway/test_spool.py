@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -169,7 +170,10 @@ from gateway.northbound.message import OutboundMessage
 from gateway.northbound.spool import DiskSpool, SpoolLimits
 
 spool = DiskSpool(Path(sys.argv[1]), SpoolLimits(1 << 30, 3600.0))
-seq = 0
+# carry on from the last run's seq: a run that got far ahead of the test's reader before
+# its SIGKILL leaves more backlog than this run drains, and the file must stay in order
+(top,) = spool._db.execute("SELECT MAX(seq) FROM message").fetchone()
+seq = 0 if top is None else top + 1
 while True:
     batch = [OutboundMessage("t", b"x" * 3000, "data", samples=1, seq=seq + i) for i in range(20)]
     spool.put_many(batch)
@@ -249,3 +253,47 @@ def test_an_unreadable_spool_file_is_moved_aside_and_a_new_one_started(tmp_path:
     spool.close()
     [aside] = tmp_path.glob("s.db.corrupt-*")
     assert aside.read_bytes().startswith(b"this is not a database")
+
+
+async def test_async_puts_commit_off_the_loop_and_keep_the_order(tmp_path: Path) -> None:
+    """put_many_async commits in a worker thread: nothing is taken before its commit, a sync
+    put meanwhile lands after it, and acknowledgements are deleted in the same transaction."""
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool.put_many([msg(0), msg(1)])
+    first = spool.take()
+    assert first is not None and first.seq == 0
+    spool.ack(first.id)
+    pending = asyncio.ensure_future(spool.put_many_async([msg(2), msg(3)]))
+    await asyncio.sleep(0)  # the transaction runs in the worker thread now
+    spool.put_many([msg(4)])  # waits for it: ids and order are kept
+    await pending
+    assert drain(spool) == [1, 2, 3, 4]
+    spool.maintain()
+    spool.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM message").fetchone() == (0,)
+
+
+def test_live_messages_beyond_the_cache_are_read_back_in_order(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool.LIVE_CACHE_BYTES = 250  # type: ignore[misc]  # about two messages of 100 bytes
+    spool.put_many([msg(n, size=100) for n in range(5)])  # does not fit: read from disk
+    assert drain(spool) == [0, 1, 2, 3, 4]
+    spool.put_many([msg(n, size=100) for n in range(5, 7)])  # empty again: cached
+    assert spool._live_cache_complete and len(spool._live_cache) == 2
+    assert drain(spool) == [5, 6]
+    spool.close()
+
+
+def test_backlog_read_ahead_skips_released_and_dropped_rows(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", SpoolLimits(max_bytes=750, max_age_s=3600.0))
+    spool.BACKLOG_READ_AHEAD = 3  # type: ignore[misc]
+    spool.put_many([msg(n, size=90) for n in range(8)])
+    spool.mark_backlog()
+    taken = [spool.take_backlog() for _ in range(2)]
+    assert [m.seq for m in taken if m is not None] == [0, 1]
+    spool.release([taken[1].id])  # type: ignore[union-attr]  # its connection dropped
+    # 93 bytes each: 10 are over 750, the two oldest waiting (1 again, and 2) are dropped
+    spool.put_many([msg(n, size=90) for n in range(8, 10)])
+    assert [m.seq for m in iter(spool.take_backlog, None)] == [3, 4, 5, 6, 7]
+    spool.close()

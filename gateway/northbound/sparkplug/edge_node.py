@@ -168,22 +168,20 @@ class SparkplugEdgeNode(Northbound):
                 batch = batch.select(alive)
         super().submit(batch)
 
-    def flush(self) -> None:
-        """Encode what is buffered into DDATA messages (no seq yet) in the outbox."""
+    def _encode(self) -> list[OutboundMessage]:
+        """What is buffered as DDATA messages (no seq yet), for the outbox."""
         if not self._buffer:
-            return
+            return []
         batch = SampleBatch.concat(self._buffer)
         self._buffer = []
         self.counters.buffered_samples = 0
         try:
-            messages = self.contract.data(batch, now_ns(), self.config.max_samples_per_message)
+            return self.contract.data(batch, now_ns(), self.config.max_samples_per_message)
         except Exception:  # a bug in encoding must not stop the publisher
             self.counters.encode_failures += 1
             self.counters.encode_dropped_samples += len(batch)
             log.exception("could not encode %d samples; they are dropped", len(batch))
-            return
-        self.outbox.put_many(messages)
-        self._wake.set()
+            return []
 
     # --- sending -------------------------------------------------------------------------------
     async def _sender(self) -> None:
