@@ -73,11 +73,16 @@ class InfluxDbConfig(StrictModel):
     @field_validator("measurement")
     @classmethod
     def _known_fields(cls, value: str) -> str:
-        try:
-            value.format(device="d", gateway="g", site="s", line="l")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"measurement {value!r}: only {{device}}, {{gateway}}, {{site}}, {{line}} may "
-                f"be used ({exc})"
-            ) from None
-        return value
+        return check_measurement_template(value)
+
+
+def check_measurement_template(value: str) -> str:
+    """A measurement name template may use only {device}, {gateway}, {site} and {line}."""
+    try:
+        value.format(device="d", gateway="g", site="s", line="l")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"measurement {value!r}: only {{device}}, {{gateway}}, {{site}}, {{line}} may "
+            f"be used ({exc})"
+        ) from None
+    return value

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from gateway.config.broker_url import BrokerUrl
-from gateway.config.influxdb import Precision, check_http_url
+from gateway.config.influxdb import Precision, check_http_url, check_measurement_template
 from gateway.config.loader import KeyPath, line_of, parse_yaml
 from gateway.config.models import MqttConfig, MqttTlsConfig
 from gateway.config.types import Name, PositiveDuration, SecretRef, StrictModel
@@ -46,11 +46,7 @@ class IngestInfluxConfig(StrictModel):
     @field_validator("measurement")
     @classmethod
     def _template(cls, value: str) -> str:
-        try:
-            value.format(device="d", gateway="g", site="s", line="l")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"measurement {value!r}: unknown field {exc}") from None
-        return value
+        return check_measurement_template(value)
 
 
 class IngestConfig(StrictModel):

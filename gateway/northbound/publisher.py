@@ -227,8 +227,12 @@ class Northbound:
                 self._wake_for_replay()
             if message is not None:
                 self._backlog_turn = not backlog
-                return message
+                return self._prepare(message, backlog)
         return None
+
+    def _prepare(self, message: OutboundMessage, backlog: bool) -> OutboundMessage:
+        """The message as it goes on the wire (the JSON contract sends it as stored)."""
+        return message
 
     def _wake_for_replay(self) -> None:
         if self._replay_timer is None and self.outbox.stats().backlog:

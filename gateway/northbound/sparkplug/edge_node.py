@@ -229,22 +229,9 @@ class SparkplugEdgeNode(Northbound):
         self._born_devices.add(device)
         self.spb_counters.dbirths += 1
 
-    def _next_message(self) -> OutboundMessage | None:
-        """Alternate backlog (historical, with a replay token) and live, as the base does."""
-        for backlog in (True, False) if self._backlog_turn else (False, True):
-            if not backlog:
-                message = self.outbox.take_live()
-            elif self._replay.ready():
-                message = self.outbox.take_backlog()
-                if message is not None:
-                    self._replay.spend()
-            else:
-                message = None
-                self._wake_for_replay()
-            if message is not None:
-                self._backlog_turn = not backlog
-                return self._for_session(message, historical=backlog)
-        return None
+    def _prepare(self, message: OutboundMessage, backlog: bool) -> OutboundMessage:
+        """Stamp this session's seq; backlog (replayed) data is flagged historical."""
+        return self._for_session(message, historical=backlog)
 
     def _for_session(self, message: OutboundMessage, historical: bool) -> OutboundMessage:
         """Replayed data, and data of a device that died since, goes out historical."""
