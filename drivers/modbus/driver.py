@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 import socket
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -455,6 +456,13 @@ class ModbusDriver(Driver):
                     response = await request(client)
                 finally:
                     expired = deadline.disarm()
+                    # the deadline cancelled this task but pymodbus caught the CancelledError
+                    # (it does, e.g. in its transport's send): take our cancel request back,
+                    # or the task's cancelling() count stays raised and a later timeout in the
+                    # runner turns into a cancellation that stops the device for good
+                    swallowed = expired and sys.exc_info()[0] is not asyncio.CancelledError
+                    if swallowed and (current := asyncio.current_task()) is not None:
+                        current.uncancel()
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if expired and task is not None and task.uncancel() == 0:
@@ -482,10 +490,12 @@ class ModbusDriver(Driver):
                     f"the connection to {self.address} closed during {what}"
                 ) from None
             except ModbusException as exc:
-                if not client.connected:
+                if not client.connected or (swallowed and lost.done()):
                     raise await self._lose(
                         f"the connection to {self.address} closed during {what}"
                     ) from None
+                if swallowed:  # pymodbus turned our timeout into its own error
+                    await self._timed_out(what, unit)
                 # an answer came but pymodbus refused it (e.g. another unit id than asked)
                 self._answered()
                 raise _RequestFailed("decode", f"{what}: bad answer: {exc}") from exc
