@@ -52,7 +52,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from drivers.modbus.config import ModbusTcpDeviceConfig
 from drivers.modbus.driver import ModbusTcpDriver
 from drivers.opcua.config import OpcUaDeviceConfig
-from drivers.opcua.driver import OpcUaDriver
+from drivers.opcua.driver import OpcUaDriver, subscription_parameters
 from gateway.types import Quality, SampleBatch
 
 # the sibling scripts, imported after the project's packages: bench/firmware_bridge.py
@@ -305,13 +305,7 @@ async def opcua_raw(config: OpcUaDeviceConfig, warmup: float, seconds: float,
     counter = _Counter()
     await client.connect()
     try:
-        params = ua.CreateSubscriptionParameters()
-        params.RequestedPublishingInterval = config.publishing_interval * 1000
-        params.RequestedMaxKeepAliveCount = config.keepalive_count
-        params.RequestedLifetimeCount = config.keepalive_count * 6
-        params.MaxNotificationsPerPublish = 0
-        params.PublishingEnabled = True
-        params.Priority = 0
+        params = subscription_parameters(config)  # the driver's own
         sub: Subscription
         if handler_api:
             sub = await client.create_subscription(params, _CountingHandler(counter))

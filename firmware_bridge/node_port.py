@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable
 from typing import ClassVar, Protocol
@@ -27,6 +26,7 @@ import serial
 
 from firmware_bridge.frames import BadFrame, Frame, FrameDecoder
 from gateway.errors import ConnectionLost, DeviceUnreachable
+from gateway.serial_io import read_ready
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,8 @@ class NodePort:
             listener.on_port_lost(reason, exc)
 
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._lost(f"read failed: {exc}")
-            return
-        if not data:
-            self._lost("the port was closed")
+        data = read_ready(self._fd, self._lost)
+        if data is None:
             return
         self.bytes_in += len(data)
         decoder = self._decoder

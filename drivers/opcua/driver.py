@@ -95,6 +95,18 @@ class _BatchSubscription(Subscription):
 _NO_HANDLER = object()
 
 
+def subscription_parameters(config: OpcUaDeviceConfig) -> ua.CreateSubscriptionParameters:
+    """The parameters of the driver's subscription (the benchmark's raw client uses them too)."""
+    params = ua.CreateSubscriptionParameters()
+    params.RequestedPublishingInterval = config.publishing_interval * 1000
+    params.RequestedMaxKeepAliveCount = config.keepalive_count
+    params.RequestedLifetimeCount = config.keepalive_count * 6
+    params.MaxNotificationsPerPublish = 0
+    params.PublishingEnabled = True
+    params.Priority = 0
+    return params
+
+
 class OpcUaDriver(Driver):
     """One OPC UA server (a PLC, a machine controller, an OPC UA gateway)."""
 
@@ -414,13 +426,7 @@ class OpcUaDriver(Driver):
         lost = self._lost
         cfg = self.config
         self._emit = emit
-        params = ua.CreateSubscriptionParameters()
-        params.RequestedPublishingInterval = cfg.publishing_interval * 1000
-        params.RequestedMaxKeepAliveCount = cfg.keepalive_count
-        params.RequestedLifetimeCount = cfg.keepalive_count * 6
-        params.MaxNotificationsPerPublish = 0
-        params.PublishingEnabled = True
-        params.Priority = 0
+        params = subscription_parameters(cfg)
         try:
             sub = _BatchSubscription(client.uaclient.session, params, self._on_notifications)
             result = await sub.init()

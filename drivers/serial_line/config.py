@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.config.types import PositiveDuration, StrictModel
-from gateway.types import DataType
+from gateway.types import INTEGER_RANGES, DataType
 
 Parity = Literal["N", "E", "O", "M", "S"]
 
@@ -216,6 +216,14 @@ class SerialLineTagConfig(TagConfig):
                     raise ValueError(
                         f"map value for {raw!r} is {value!r}: a {self.type.value} tag maps to "
                         f"{want}"
+                    )
+                limits = INTEGER_RANGES.get(self.type)
+                if not is_text and not isinstance(value, bool) and limits is not None and not (
+                    float(value).is_integer() and limits[0] <= value <= limits[1]
+                ):
+                    raise ValueError(
+                        f"map value for {raw!r} is {value!r}: not a {self.type.value} "
+                        f"({limits[0]}..{limits[1]})"
                     )
         return self
 

@@ -49,6 +49,7 @@ from drivers.serial_line.config import SerialLineDeviceConfig
 from drivers.serial_line.framing import make_framer
 from drivers.serial_line.parsing import FrameParser, FrameRejected, ParsedFrame
 from gateway.errors import ConnectionLost, DeviceUnreachable
+from gateway.serial_io import read_ready
 from gateway.types import Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -275,15 +276,8 @@ class SerialLineDriver(Driver):
 
     # -- receiving ----------------------------------------------------------------------------
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._set_lost(f"read failed: {exc}")
-            return
-        if not data:
-            self._set_lost("the port was closed")
+        data = read_ready(self._fd, self._set_lost)
+        if data is None:
             return
         try:
             self._on_bytes(data)

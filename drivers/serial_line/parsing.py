@@ -113,7 +113,8 @@ def _converter(tag: SerialLineTagConfig, encoding: str) -> Callable[[Raw], Value
             return text_of(raw)
         if kind is DataType.BOOL:
             if isinstance(raw, bool | int | float):
-                return 1.0 if raw else 0.0
+                # NaN is truthy: a bool from a NaN float is no value, as for the number tags
+                return None if raw != raw else (1.0 if raw else 0.0)
             flag = _BOOL_TEXT.get(text_of(raw).strip().lower())
             return None if flag is None else float(flag)
         if isinstance(raw, bool | int | float):

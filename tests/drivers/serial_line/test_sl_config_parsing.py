@@ -110,6 +110,30 @@ def test_struct_parsing_for_a_binary_analyzer() -> None:
     assert info.value.reason == "size"
 
 
+def test_a_nan_float_is_bad_for_a_bool_tag_too() -> None:
+    device = load("""\
+        framing: {length: 8}
+        parser: {struct: '<ff'}
+        tags:
+          - {name: level, type: float32, field: 0}
+          - {name: flag, type: bool, field: 1}
+    """)
+    frame = FrameParser(device).parse(struct.pack("<ff", math.nan, math.nan))
+    assert frame.quality.tolist() == [Quality.BAD, Quality.BAD]
+    assert frame.bad_fields == 2
+
+
+def test_a_map_value_must_fit_an_integer_tag() -> None:
+    found = problems("""\
+        framing: {terminator: '\\n'}
+        parser: {regex: '(?P<code>\\w+)'}
+        tags:
+          - {name: level, type: int16, field: code, map: {HI: 2, LO: -1}}
+          - {name: state, type: uint16, field: code, map: {HI: 70000, LO: 0.5}}
+    """)
+    assert len(found) == 1 and "not a uint16" in found[0][2], found
+
+
 def test_errors_name_file_line_and_key() -> None:
     found = problems("""\
         baudrate: 9601.5
