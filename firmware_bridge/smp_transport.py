@@ -16,6 +16,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from smp import header as smpheader
 from smp import packet as smppacket
 from smp.exceptions import SMPBadContinueDelimiter, SMPBadCRC, SMPBadStartDelimiter
 from smpclient.transport import SMPTransport, SMPTransportDisconnected
@@ -89,10 +90,19 @@ class SharedLineTransport(SMPTransport):
                 while True:
                     decoder.send(await self._lines.get())
             except StopIteration as done:
-                return bytes(done.value)
+                answer = bytes(done.value)
             except (SMPBadStartDelimiter, SMPBadContinueDelimiter, SMPBadCRC, ValueError) as exc:
                 self.broken_answers += 1
                 log.debug("SMP: broken answer dropped: %s", exc)
+                continue
+            # smpclient parses the header unchecked (a short one fails an assert): check it here
+            try:
+                smpheader.Header.loads(answer[: smpheader.Header.SIZE])
+            except (AssertionError, ValueError) as exc:
+                self.broken_answers += 1
+                log.debug("SMP: answer with a bad header dropped: %s", exc)
+                continue
+            return answer
 
     async def send_and_receive(self, data: bytes) -> bytes:
         await self.send(data)

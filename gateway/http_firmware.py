@@ -102,6 +102,9 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
             final: dict[str, Any] = {"result": task.result().as_dict()}
         except UpdateError as exc:
             final = {"error": str(exc)}
+        except Exception as exc:  # a bug: the client still gets an answer, the log the trace
+            log.exception("%s: the firmware update crashed", device)
+            final = {"error": f"internal error: {type(exc).__name__}: {exc}"}
         await _send(response, final)
     except (ConnectionResetError, asyncio.CancelledError):
         # the CLI went away: the update goes on (stopping mid-way helps nobody)
@@ -154,7 +157,13 @@ async def update_through_gateway(
         async for line in resp.content:
             if not line.strip():
                 continue
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise FirmwareApiError(f"the gateway sent a line that is not JSON: {line[:80]!r}",
+                                       200) from None
+            if not isinstance(event, dict):
+                raise FirmwareApiError(f"the gateway sent an unexpected line: {line[:80]!r}", 200)
             if "progress" in event:
                 if progress is not None:
                     progress(event["progress"])

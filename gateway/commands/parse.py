@@ -64,6 +64,8 @@ def parse_command(payload: bytes, gateway_id: str, max_writes: int) -> Command:
         body = json.loads(payload, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedCommand(f"not valid JSON: {exc}") from None
+    except RecursionError:  # a deeply nested payload
+        raise MalformedCommand("not valid JSON: nested too deeply") from None
     command_id = _read_id(body)
     if not isinstance(body, dict):
         raise MalformedCommand("a command is a JSON object")
