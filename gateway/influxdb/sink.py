@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import numpy.typing as npt
 
 from gateway.backoff import Backoff
 from gateway.config.influxdb import InfluxDbConfig
@@ -27,11 +23,12 @@ from gateway.config.loader import resolve_secret
 from gateway.config.models import GatewayConfig
 from gateway.influxdb.line_protocol import BatchEncoder
 from gateway.influxdb.writer import InfluxTarget, InfluxWriter, WriteRejected, write_until_done
+from gateway.northbound.contract_json import PublishableTags
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import Outbox
-from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
+from gateway.northbound.spool import SpoolLimits, open_spool
 from gateway.tags import TagCatalog
-from gateway.types import Classification, SampleBatch
+from gateway.types import SampleBatch
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +66,14 @@ class InfluxSink:
         self.last_error: str | None = None
         self._lines: list[str] = []
         self._wake = asyncio.Event()
-        self._restricted = None if publish_restricted else _restricted_mask(catalog)
+        self._publishable = PublishableTags(catalog, publish_restricted)
 
     # --- input from the pipeline -----------------------------------------------------------
     def submit(self, batch: SampleBatch) -> None:
-        if self._restricted is not None and len(batch):
-            hidden = self._restricted[batch.tag_ids]
-            if hidden.any():
-                self.counters.restricted_withheld += int(hidden.sum())
-                batch = batch.select(~hidden)
+        visible = self._publishable.select(batch)
+        if visible is not batch:
+            self.counters.restricted_withheld += len(batch) - len(visible)
+            batch = visible
         if not len(batch):
             return
         self._lines.extend(self.encoder.encode(batch))
@@ -162,13 +158,6 @@ class InfluxSink:
         self.spool.close()
 
 
-def _restricted_mask(catalog: TagCatalog) -> npt.NDArray[np.bool_] | None:
-    mask = np.array(
-        [t.classification is Classification.RESTRICTED for t in catalog.tags], dtype=bool
-    )
-    return mask if mask.any() else None
-
-
 def build_sink(config: GatewayConfig, catalog: TagCatalog,
                config_dir: Path | None = None) -> InfluxSink | None:
     """The sink of ``northbound.influxdb`` (None when absent or disabled). Raises
@@ -184,11 +173,7 @@ def build_sink(config: GatewayConfig, catalog: TagCatalog,
     path = cfg.spool.resolved_path(ident.state_dir)
     if not path.is_absolute() and config_dir is not None:
         path = config_dir / path
-    try:
-        spool = DiskSpool(path, SpoolLimits(cfg.spool.max_bytes, cfg.spool.max_age))
-    except SpoolLockedError as exc:
-        raise OSError(f"{exc}: is another gateway running with this state?") from None
-    except sqlite3.Error as exc:
-        raise OSError(f"cannot open the InfluxDB spool {path}: {exc}") from exc
+    limits = SpoolLimits(cfg.spool.max_bytes, cfg.spool.max_age)
+    spool = open_spool(path, limits, "InfluxDB spool")
     return InfluxSink(cfg, encoder, InfluxWriter(target), spool, catalog,
                       config.northbound.publish_restricted)  # fmt: skip

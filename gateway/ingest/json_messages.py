@@ -14,6 +14,8 @@ from gateway.types import QUALITY_NAMES
 log = logging.getLogger(__name__)
 
 _QUALITY_CODE = {name: code for code, name in enumerate(QUALITY_NAMES)}
+#: what a message of the wrong shape raises (OverflowError: ``int(Infinity)``)
+_MALFORMED = (ValueError, KeyError, TypeError, OverflowError)
 
 
 class JsonIngest:
@@ -34,13 +36,17 @@ class JsonIngest:
             if body.get("v") != 1:
                 raise ValueError(f"contract version {body.get('v')!r}, expected 1")
             key = (str(body["site"]), str(body["line"]), str(body["gateway"]))
-        except (ValueError, KeyError, TypeError) as exc:
+            tags = (body.get("tags") or []) if kind == "birth" else []
+            if not isinstance(tags, list):
+                raise TypeError(f"birth tags are a {type(tags).__name__}, expected a list")
+        except _MALFORMED as exc:
             self._undecodable(topic, exc)
             return []
         if kind == "birth":
             self.counters.births += 1
-            tags = body.get("tags") or []
-            self.catalogs[key] = {t["name"]: t for t in tags if isinstance(t, dict) and "name" in t}
+            self.catalogs[key] = {
+                t["name"]: t for t in tags if isinstance(t, dict) and isinstance(t.get("name"), str)
+            }
             log.info("birth of gateway %s/%s/%s: %d tags", *key, len(self.catalogs[key]))
             return []
         if kind == "death":
@@ -51,12 +57,13 @@ class JsonIngest:
             return []
         try:
             lines = self._data(key, body)
-        except (ValueError, KeyError, TypeError) as exc:
+            seq = int(body["seq"]) if self.sequence_check else 0
+        except _MALFORMED as exc:
             self._undecodable(topic, exc)
             return []
         self.counters.data_messages += 1
         if self.sequence_check:
-            self._sequence(key, int(body["seq"]), body.get("session"))
+            self._sequence(key, seq, body.get("session"))
         return lines
 
     def _data(self, key: tuple[str, str, str], body: dict[str, Any]) -> list[str]:

@@ -30,10 +30,13 @@ REBIRTH = "Node Control/Rebirth"
 
 def quality_code(properties: dict[str, Any]) -> int:
     """Sparkplug/OPC quality (property ``Quality``: 192 good, 64 uncertain, 0 bad, 500
-    stale; absent: good) as the store's code 0 good, 1 uncertain, 2 bad, 3 stale."""
+    stale; absent: good) as the store's code 0 good, 1 uncertain, 2 bad, 3 stale. A
+    ``Quality`` that is not an integer says nothing good about the value: bad."""
     raw = properties.get("Quality")
     if raw is None:
         return 0
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        return 2
     if raw == 500:
         return 3
     if raw >= 192:

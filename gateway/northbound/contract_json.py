@@ -25,6 +25,26 @@ CONTRACT_VERSION = 1
 _NS_PER_MS = 1_000_000
 
 
+class PublishableTags:
+    """Which tags may leave the gateway: all, or all but the restricted ones."""
+
+    def __init__(self, catalog: TagCatalog, publish_restricted: bool) -> None:
+        #: per tag id: may it leave the gateway
+        self.mask = np.array(
+            [publish_restricted or t.classification is not Classification.RESTRICTED
+             for t in catalog.tags],
+            dtype=bool,
+        )  # fmt: skip
+        self._all = bool(self.mask.all())
+
+    def select(self, batch: SampleBatch) -> SampleBatch:
+        """``batch`` without the samples of tags that must not leave the gateway."""
+        if self._all or not len(batch):
+            return batch
+        keep = self.mask[batch.tag_ids]
+        return batch if keep.all() else batch.select(keep)
+
+
 class JsonContract:
     """Encodes births, data and deaths for one gateway."""
 
@@ -35,16 +55,10 @@ class JsonContract:
         self.qos = config.northbound.mqtt.qos
         self.catalog = catalog
         self.commands_enabled = config.commands.enabled
+        self._publishable = PublishableTags(catalog, config.northbound.publish_restricted)
         #: per tag id: may it leave the gateway (restricted tags only when configured)
-        self.publishable_mask = np.array(
-            [
-                config.northbound.publish_restricted
-                or t.classification is not Classification.RESTRICTED
-                for t in catalog.tags
-            ],
-            dtype=bool,
-        )
-        self._all_publishable = bool(self.publishable_mask.all())
+        self.publishable_mask = self._publishable.mask
+        self.publishable = self._publishable.select
         self._ident = ident
         self._version = gateway_version
         #: the edge models in service (name, version, sha256, role) for the birth
@@ -58,13 +72,6 @@ class JsonContract:
 
     def topic(self, kind: str) -> str:
         return f"{self.base_topic}/{kind}"
-
-    def publishable(self, batch: SampleBatch) -> SampleBatch:
-        """``batch`` without the samples of tags that must not leave the gateway."""
-        if self._all_publishable or not len(batch):
-            return batch
-        keep = self.publishable_mask[batch.tag_ids]
-        return batch if keep.all() else batch.select(keep)
 
     def _dumps(self, body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()

@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS counter (
 """
 
 _COLUMNS = "id, topic, payload, kind, qos, retain, samples, oldest_ns, seq"
+_INSERT = (
+    "INSERT INTO message (id, put_ns, topic, payload, kind, qos, retain, samples, oldest_ns,"
+    " seq, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SpoolLockedError(RuntimeError):
@@ -286,11 +290,13 @@ class DiskSpool(Outbox):
         if not rows:
             return
         with self._db_lock:
+            # cached before the transaction: a message its byte limit drops leaves the cache
+            # with it, and a failed transaction invalidates the cache (_reload)
+            self._cache_live(messages)
             ok = self._write(rows, check_age=False)
-        self._stored(messages, rows, ok)
+        self._stored(rows, ok)
 
-    def _stored(self, messages: list[OutboundMessage], rows: list[tuple[Any, ...]],
-                ok: bool) -> None:  # fmt: skip
+    def _stored(self, rows: list[tuple[Any, ...]], ok: bool) -> None:
         self._wrote_since_maintain = True
         if not ok:
             # disk full or I/O error: these messages exist nowhere else; count and go on
@@ -298,7 +304,6 @@ class DiskSpool(Outbox):
             lost.messages += len(rows)
             lost.samples += sum(r[7] for r in rows)
             return
-        self._cache_live(messages)
         self._pending.set()
 
     async def put_many_async(self, messages: Iterable[OutboundMessage]) -> None:
@@ -327,11 +332,7 @@ class DiskSpool(Outbox):
         """Worker thread, holding the lock taken by :meth:`put_many_async`."""
         try:
             with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO message (id, put_ns, topic, payload, kind, qos, retain,"
-                    " samples, oldest_ns, seq, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    pending.rows,
-                )
+                self._db.executemany(_INSERT, pending.rows)
                 pending.freed = self._delete_rows(pending.acked)
             pending.ok = True
         except BaseException as exc:  # reported on the event loop by _settle
@@ -350,12 +351,13 @@ class DiskSpool(Outbox):
                 self._count += len(pending.rows) - pending.freed[0]
                 self._bytes += sum(r[-1] for r in pending.rows) - pending.freed[1]
                 del self._acked[: len(pending.acked)]  # acks only ever append
+                self._cache_live(pending.messages)
             else:
                 self.write_errors += 1
                 log.error("spool %s: write failed (%s); messages not stored", self.path,
                           pending.error)  # fmt: skip
                 self._reload()
-        self._stored(pending.messages, pending.rows, pending.ok)
+        self._stored(pending.rows, pending.ok)
         if pending.error is not None and not isinstance(pending.error, sqlite3.Error):
             raise pending.error
 
@@ -386,11 +388,7 @@ class DiskSpool(Outbox):
         try:
             with self._transaction():
                 if rows:
-                    self._db.executemany(
-                        "INSERT INTO message (id, put_ns, topic, payload, kind, qos, retain,"
-                        " samples, oldest_ns, seq, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
+                    self._db.executemany(_INSERT, rows)
                     self._count += len(rows)
                     self._bytes += sum(r[-1] for r in rows)
                 self._delete(acked)
@@ -424,6 +422,9 @@ class DiskSpool(Outbox):
             )
             self._backlog_waiting = in_range - handed
             self._backlog_ahead.clear()
+        # the rolled-back transaction may have uncached messages it dropped, or not stored
+        # cached ones: read the live stream back from disk until it is empty
+        self._clear_live_cache(complete=False)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -483,11 +484,7 @@ class DiskSpool(Outbox):
             cached = self._live_cache.pop(msg_id, None)
             if cached is not None:
                 self._live_cache_bytes -= cached.size
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            self._db.execute(
-                f"DELETE FROM message WHERE id IN ({','.join('?' * len(chunk))})", chunk
-            )
+        self._delete_rows(ids)
         samples = sum(d[1] for d in dropped)
         add_drops(self._db, reason, len(dropped), samples)
         count = self._drops[reason]
@@ -674,3 +671,14 @@ class DiskSpool(Outbox):
 
     async def wait_pending(self) -> None:
         await self._pending.wait()
+
+
+def open_spool(path: Path, limits: SpoolLimits, what: str = "spool") -> DiskSpool:
+    """Open a spool for a running gateway; its failures as :class:`OSError` with the reason
+    an engineer needs (another gateway holds it, or SQLite cannot open the file)."""
+    try:
+        return DiskSpool(path, limits)
+    except SpoolLockedError as exc:
+        raise OSError(f"{exc}: is another gateway running with this state?") from None
+    except sqlite3.Error as exc:
+        raise OSError(f"cannot open the {what} {path}: {exc}") from exc

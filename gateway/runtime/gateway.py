@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from gateway.northbound.mqtt_link import MqttLink
 from gateway.northbound.outbox import MemoryOutbox, Outbox
 from gateway.northbound.publisher import Northbound
 from gateway.northbound.sequence import SequenceStore
-from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
+from gateway.northbound.spool import SpoolLimits, open_spool
 from gateway.pipeline import Pipeline
 from gateway.recent_errors import RecentErrors
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
@@ -91,6 +90,11 @@ class Gateway:
     def _on_batch(self, batch: SampleBatch) -> None:
         if self.commands is not None:
             self.commands.observe(batch)  # raw values, for read-back verification
+        self._route(batch)
+
+    def _route(self, batch: SampleBatch) -> None:
+        """Device samples and model outputs alike: through the pipeline, then to the
+        northbound, InfluxDB and (as inputs) the edge models."""
         out = self.pipeline.process(batch)
         if self.northbound is not None:
             self.northbound.submit(out)
@@ -105,18 +109,8 @@ class Gateway:
             return None
         from edge_models.lifecycle import build_service
 
-        return build_service(self.config.models, self.catalog, self._on_model_batch,
+        return build_service(self.config.models, self.catalog, self._route,
                              self._on_alarm, self._on_models_changed)
-
-    def _on_model_batch(self, batch: SampleBatch) -> None:
-        """Model outputs: through the pipeline like any tag, and on to other models."""
-        out = self.pipeline.process(batch)
-        if self.northbound is not None:
-            self.northbound.submit(out)
-        if self.influxdb is not None:
-            self.influxdb.submit(out)
-        if self.models is not None:
-            self.models.engine.ingest(out)
 
     def _on_alarm(self, event: AlarmEvent) -> None:
         self.recent_alarms.append(event)
@@ -281,12 +275,7 @@ class Gateway:
         if not spool.enabled:
             return MemoryOutbox(self.config.northbound.outbox.max_messages)
         path = spool.resolved_path(self.config.gateway.state_dir)
-        try:
-            return DiskSpool(path, SpoolLimits(spool.max_bytes, spool.max_age))
-        except SpoolLockedError as exc:
-            raise OSError(f"{exc}: is another gateway running with this state?") from None
-        except sqlite3.Error as exc:
-            raise OSError(f"cannot open the spool {path}: {exc}") from exc
+        return open_spool(path, SpoolLimits(spool.max_bytes, spool.max_age))
 
     # --- lifecycle --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> ShutdownReport:

@@ -297,3 +297,14 @@ def test_backlog_read_ahead_skips_released_and_dropped_rows(tmp_path: Path) -> N
     spool.put_many([msg(n, size=90) for n in range(8, 10)])
     assert [m.seq for m in iter(spool.take_backlog, None)] == [3, 4, 5, 6, 7]
     spool.close()
+
+
+def test_a_live_message_dropped_by_the_limit_in_its_own_put_is_not_handed_out(
+    tmp_path: Path,
+) -> None:
+    spool = DiskSpool(tmp_path / "s.db", SpoolLimits(max_bytes=100, max_age_s=3600.0))
+    spool.put(msg(0, size=500))  # alone over the limit: dropped in the transaction of its put
+    assert spool.stats().drops["full"].messages == 1
+    assert spool.take() is None
+    assert (spool.stats().queued, spool.stats().inflight) == (0, 0)
+    spool.close()

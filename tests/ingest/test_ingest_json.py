@@ -113,3 +113,34 @@ async def test_store_unreachable_points_wait_in_memory_up_to_the_limit_then_olde
         pub.close()
     assert counters.points == 12 and counters.written == 0
     assert counters.dropped == 12  # 7 over the limit, then the 5 still unsent at exit
+
+
+
+_SAMPLES = {"tag": ["d.t"], "value": [1], "ts": [1], "q": ["good"]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "undecodable"),
+    [
+        ({"type": "birth", "tags": 5}, 1),
+        ({"type": "birth", "tags": [{"name": ["not", "hashable"]}]}, 0),  # tag ignored
+        ({"type": "data", "samples": _SAMPLES}, 1),  # no seq
+        ({"type": "data", "seq": "x", "samples": _SAMPLES}, 1),
+        ({"type": "data", "seq": 1, "samples": {**_SAMPLES, "ts": [float("inf")]}}, 1),
+        ({"type": "data", "seq": float("inf"), "samples": _SAMPLES}, 1),
+    ],
+)
+def test_malformed_json_messages_are_counted_never_raise(
+    extra: dict[str, object], undecodable: int
+) -> None:
+    import json
+
+    from gateway.ingest.counters import IngestCounters
+    from gateway.ingest.json_messages import JsonIngest
+    from gateway.ingest.points import PointEncoder
+
+    counters = IngestCounters()
+    ingest = JsonIngest(PointEncoder("m", "ms"), counters, sequence_check=True)
+    body = {"v": 1, "site": "s", "line": "l", "gateway": "g", **extra}
+    assert ingest.handle("t", json.dumps(body).encode()) == []
+    assert counters.undecodable == undecodable

@@ -151,3 +151,18 @@ async def test_a_sparkplug_gateway_through_ingest_matches_its_own_influxdb_sink(
     sink, ingest = by_writer()
     assert len(sink) == 6 and sum(map(len, sink.values())) >= 20 * 6 / 2
     assert ingest == sink
+
+
+def test_a_quality_property_that_is_not_an_integer_makes_the_point_bad() -> None:
+    from gateway.ingest.counters import IngestCounters
+    from gateway.ingest.points import PointEncoder
+    from gateway.ingest.sparkplug_messages import SparkplugIngest, quality_code
+
+    assert [quality_code({"Quality": q}) for q in ("bad", 1.5, True, None, 192)] == [2, 2, 2, 0, 0]
+    payload = pb.Payload(timestamp=BASE_MS, seq=0)
+    metric = payload.metrics.add(name="x", alias=1, datatype=pb.Int32, int_value=5)
+    metric.properties.keys.append("Quality")
+    metric.properties.values.add(type=pb.String, string_value="bad")
+    ingest = SparkplugIngest(PointEncoder("m", "ms"), IngestCounters(), True, None)
+    (line,) = ingest.handle("spBv1.0/g/NBIRTH/n", payload.SerializeToString())
+    assert "quality=2i" in line, line

@@ -17,6 +17,7 @@ import numpy as np
 
 from gateway.commands.result import CommandResult
 from gateway.config.models import GatewayConfig
+from gateway.northbound.contract_json import PublishableTags
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import OutboxStats
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
@@ -24,11 +25,10 @@ from gateway.northbound.sparkplug.datatypes import (
     QUALITY_CODE,
     SPARKPLUG_TYPE,
     add_property,
-    python_value,
     set_value,
 )
 from gateway.tags import TagCatalog, TagInfo
-from gateway.types import Classification, Quality, SampleBatch
+from gateway.types import Quality, SampleBatch
 
 NAMESPACE = "spBv1.0"
 REBIRTH = "Node Control/Rebirth"
@@ -81,12 +81,10 @@ class SparkplugContract:
         self.data_qos = spb.data_qos
         self.catalog = catalog
         self.commands_enabled = config.commands.enabled
-        self.publishable_mask = np.array(
-            [nb.publish_restricted or t.classification is not Classification.RESTRICTED
-             for t in catalog.tags],
-            dtype=bool,
-        )  # fmt: skip
-        self._all_publishable = bool(self.publishable_mask.all())
+        self._publishable = PublishableTags(catalog, nb.publish_restricted)
+        #: per tag id: may it leave the gateway (restricted tags only when configured)
+        self.publishable_mask = self._publishable.mask
+        self.publishable = self._publishable.select
         self._ident = ident
         self._version = gateway_version
         self.datatypes = np.array([SPARKPLUG_TYPE[t.type] for t in catalog.tags], dtype=np.int32)
@@ -115,13 +113,6 @@ class SparkplugContract:
 
     def alias(self, tag: TagInfo) -> int:
         return tag.id + 1
-
-    def publishable(self, batch: SampleBatch) -> SampleBatch:
-        """``batch`` without the samples of tags that must not leave the gateway."""
-        if self._all_publishable or not len(batch):
-            return batch
-        keep = self.publishable_mask[batch.tag_ids]
-        return batch if keep.all() else batch.select(keep)
 
     # --- births and deaths ----------------------------------------------------------------------
     def ndeath(self, bdseq: int, ts_ns: int) -> OutboundMessage:
@@ -200,7 +191,7 @@ class SparkplugContract:
                 name=tag.name, alias=self.alias(tag), datatype=datatype,
                 timestamp=(now.ts_ns // _NS_PER_MS) if now.ts_ns else ms,
             )  # fmt: skip
-            set_value(metric, datatype, python_value(datatype, now.value))
+            set_value(metric, datatype, now.value)
             self._birth_properties(metric.properties, tag, now.quality)
         return OutboundMessage(self.device_topic("DBIRTH", device), payload.SerializeToString(),
                                "birth", qos=0)  # fmt: skip
@@ -253,7 +244,7 @@ class SparkplugContract:
             ids, values, stamps, qualities, datatypes, strict=True
         ):
             metric = payload.metrics.add(alias=tag_id + 1, timestamp=ms)
-            set_value(metric, datatype, python_value(datatype, value))
+            set_value(metric, datatype, value)
             if quality != good:
                 add_property(metric.properties, "Quality", pb.Int32,
                              QUALITY_CODE[Quality(quality)])  # fmt: skip
@@ -270,7 +261,7 @@ class SparkplugContract:
         for tag, value in values:
             metric = payload.metrics.add(alias=self.alias(tag), timestamp=payload.timestamp)
             datatype = int(self.datatypes[tag.id])
-            set_value(metric, datatype, python_value(datatype, value))
+            set_value(metric, datatype, value)
         return OutboundMessage(self.device_topic("DDATA", device), payload.SerializeToString(),
                                "cmd-result", qos=0)  # fmt: skip
 

@@ -64,14 +64,3 @@ def add_property(props: pb.Payload.PropertySet, key: str, datatype: int, value: 
     prop = props.values.add()
     prop.type = datatype
     set_value(prop, datatype, value)
-
-
-def python_value(datatype: int, value: float | str | None) -> Any:
-    """A float64 (or str) sample as the Python value its DataType encodes."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    if datatype == pb.Boolean:
-        return bool(value)
-    if datatype in _INT32_FIELD or datatype in _INT64_FIELD:
-        return int(value)
-    return value
