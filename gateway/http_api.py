@@ -45,8 +45,7 @@ class HttpApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):  # type: ignore[no-untyped-def]
-        if self._token is None and request.headers.get("Host") and not is_loopback(
-                request.url.host or ""):
+        if self._token is None and request.headers.get("Host") and not _loopback_host(request):
             # no token means a loopback bind: a foreign Host is a DNS-rebinding page
             return web.json_response({"error": "the local API answers to loopback host names "
                                                "only (set http.token to serve others)"},
@@ -139,3 +138,13 @@ class HttpApi:
                 }
             )
         return web.json_response({"now_ns": now_ns(), "tags": out})
+
+
+def _loopback_host(request: web.Request) -> bool:
+    """True when the request's Host names a loopback host; a malformed Host (a bad port)
+    is not one, rather than an exception and a 500."""
+    try:
+        host = request.url.host or ""
+    except ValueError:
+        return False
+    return is_loopback(host)

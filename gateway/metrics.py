@@ -84,18 +84,12 @@ class GatewayCollector(Collector):
             yield reloads
 
         p = gw.pipeline.counters
-        yield CounterMetricFamily(
-            "chenxing_pipeline_samples_in", "Samples entering the pipeline", value=p.samples_in
-        )
-        yield CounterMetricFamily(
-            "chenxing_pipeline_samples_suppressed",
-            "Samples not published by deadband",
-            value=p.samples_suppressed,
-        )
-        yield CounterMetricFamily(
-            "chenxing_pipeline_samples_invalid",
-            "Samples with a non-finite value, published as bad",
-            value=p.samples_invalid,
+        yield from _scalars(
+            (_C, "chenxing_pipeline_samples_in", "Samples entering the pipeline", p.samples_in),
+            (_C, "chenxing_pipeline_samples_suppressed", "Samples not published by deadband",
+             p.samples_suppressed),
+            (_C, "chenxing_pipeline_samples_invalid",
+             "Samples with a non-finite value, published as bad", p.samples_invalid),
         )
 
         if getattr(gw, "models", None) is not None:
@@ -111,36 +105,23 @@ class GatewayCollector(Collector):
             return
         c = nb.counters
         stats = nb.outbox.stats()
-        yield CounterMetricFamily(
-            "chenxing_samples_published",
-            "Samples acknowledged by the broker",
-            value=c.samples_published,
-        )
-        yield CounterMetricFamily(
-            "chenxing_messages_published",
-            "Messages acknowledged by the broker",
-            value=c.messages_published,
-        )
-        yield CounterMetricFamily("chenxing_births", "Birth messages sent", value=c.births)
-        yield CounterMetricFamily(
-            "chenxing_encode_failures",
-            "Data messages that could not be encoded (a bug; see the log)",
-            value=c.encode_failures,
-        )
-        yield CounterMetricFamily(
-            "chenxing_encode_dropped_samples",
-            "Samples dropped because their message could not be encoded",
-            value=c.encode_dropped_samples,
-        )
-        yield CounterMetricFamily(
-            "chenxing_samples_dropped",
-            "Samples dropped before reaching the broker (spool full, too old, purged)",
-            value=stats.dropped_samples,
-        )
-        yield CounterMetricFamily(
-            "chenxing_messages_dropped",
-            "Messages dropped before reaching the broker (spool full, too old, purged)",
-            value=stats.dropped,
+        yield from _scalars(
+            (_C, "chenxing_samples_published", "Samples acknowledged by the broker",
+             c.samples_published),
+            (_C, "chenxing_messages_published", "Messages acknowledged by the broker",
+             c.messages_published),
+            (_C, "chenxing_births", "Birth messages sent", c.births),
+            (_C, "chenxing_encode_failures",
+             "Data messages that could not be encoded (a bug; see the log)", c.encode_failures),
+            (_C, "chenxing_encode_dropped_samples",
+             "Samples dropped because their message could not be encoded",
+             c.encode_dropped_samples),
+            (_C, "chenxing_samples_dropped",
+             "Samples dropped before reaching the broker (spool full, too old, purged)",
+             stats.dropped_samples),
+            (_C, "chenxing_messages_dropped",
+             "Messages dropped before reaching the broker (spool full, too old, purged)",
+             stats.dropped),
         )
         depth = GaugeMetricFamily(
             "chenxing_outbox_messages", "Messages in the outbox", labels=["state"]
@@ -149,18 +130,12 @@ class GatewayCollector(Collector):
         depth.add_metric(["inflight"], stats.inflight)
         yield depth
         yield from _spool_metrics(stats)
-        yield GaugeMetricFamily(
-            "chenxing_northbound_buffered_samples",
-            "Samples waiting to be gathered into a message",
-            value=c.buffered_samples,
-        )
-        yield GaugeMetricFamily(
-            "chenxing_mqtt_connected",
-            "1 when connected to the broker",
-            value=1.0 if nb.link.connected.is_set() else 0.0,
-        )
-        yield CounterMetricFamily(
-            "chenxing_mqtt_disconnects", "Broker connections lost", value=nb.link.disconnects
+        yield from _scalars(
+            (_G, "chenxing_northbound_buffered_samples",
+             "Samples waiting to be gathered into a message", c.buffered_samples),
+            (_G, "chenxing_mqtt_connected", "1 when connected to the broker",
+             1.0 if nb.link.connected.is_set() else 0.0),
+            (_C, "chenxing_mqtt_disconnects", "Broker connections lost", nb.link.disconnects),
         )
         broker = GaugeMetricFamily(
             "chenxing_mqtt_broker",
@@ -169,18 +144,14 @@ class GatewayCollector(Collector):
         )
         broker.add_metric([nb.link.url], 1.0)
         yield broker
-        yield CounterMetricFamily(
-            "chenxing_mqtt_broker_switches",
-            "Moves to the next broker after the current one was lost (failover)",
-            value=getattr(nb.link, "broker_switches", 0),
-        )
-        yield GaugeMetricFamily(
-            "chenxing_uptime_seconds", "Seconds since the gateway started", value=gw.uptime_s
-        )
-        yield CounterMetricFamily(
-            "chenxing_restricted_samples_withheld",
-            "Samples of restricted tags kept in the gateway (northbound.publish_restricted off)",
-            value=c.restricted_withheld,
+        yield from _scalars(
+            (_C, "chenxing_mqtt_broker_switches",
+             "Moves to the next broker after the current one was lost (failover)",
+             getattr(nb.link, "broker_switches", 0)),
+            (_G, "chenxing_uptime_seconds", "Seconds since the gateway started", gw.uptime_s),
+            (_C, "chenxing_restricted_samples_withheld",
+             "Samples of restricted tags kept in the gateway (northbound.publish_restricted off)",
+             c.restricted_withheld),
         )
         spb = getattr(nb, "spb_counters", None)  # Sparkplug edge node only
         if spb is not None:
@@ -200,23 +171,26 @@ class GatewayCollector(Collector):
             )
 
 
+_C, _G = CounterMetricFamily, GaugeMetricFamily
+
+
+def _scalars(
+    *rows: tuple[type[CounterMetricFamily] | type[GaugeMetricFamily], str, str, float],
+) -> Iterator[Metric]:
+    """Unlabelled metrics, one per ``(family, name, help, value)`` row, in order."""
+    for family, name, doc, value in rows:
+        yield family(name, doc, value=value)
+
+
 def _spool_metrics(stats: OutboxStats) -> Iterator[Metric]:
     """The spool (or, when it is disabled, the in-memory outbox): size, age, drops by reason."""
-    yield GaugeMetricFamily(
-        "chenxing_spool_messages", "Messages held (waiting and in flight)", value=stats.messages
-    )
-    yield GaugeMetricFamily(
-        "chenxing_spool_backlog_messages",
-        "Messages from before the last reconnect still waiting to be replayed",
-        value=stats.backlog,
-    )
-    yield GaugeMetricFamily(
-        "chenxing_spool_bytes", "Payload and topic bytes held", value=stats.bytes
-    )
-    yield GaugeMetricFamily(
-        "chenxing_spool_oldest_age_seconds",
-        "Age of the oldest message held (0 when empty)",
-        value=stats.oldest_age_s,
+    yield from _scalars(
+        (_G, "chenxing_spool_messages", "Messages held (waiting and in flight)", stats.messages),
+        (_G, "chenxing_spool_backlog_messages",
+         "Messages from before the last reconnect still waiting to be replayed", stats.backlog),
+        (_G, "chenxing_spool_bytes", "Payload and topic bytes held", stats.bytes),
+        (_G, "chenxing_spool_oldest_age_seconds",
+         "Age of the oldest message held (0 when empty)", stats.oldest_age_s),
     )
     messages = CounterMetricFamily(
         "chenxing_spool_dropped_messages",

@@ -114,15 +114,16 @@ class Pipeline:
 
     def _process_objects(self, batch: SampleBatch) -> SampleBatch:
         ids = batch.tag_ids
-        changed = np.array(
-            [batch.values[i] != self._objects.get(int(t)) for i, t in enumerate(ids)], dtype=bool
-        ) | (batch.quality != self._sent_quality[ids])
+        objects = self._objects
+        moved = np.zeros(len(ids), dtype=bool)
+        for i, (t, value) in enumerate(zip(ids.tolist(), batch.values.tolist(), strict=True)):
+            moved[i] = value != objects.get(t)  # one pass: compare, then remember
+            objects[t] = value
+        changed = moved | (batch.quality != self._sent_quality[ids])
         self.latest_quality[ids] = batch.quality
         self.latest_ns[ids] = batch.ts_ns
         self._sent_quality[ids[changed]] = batch.quality[changed]
         self._sent_ns[ids[changed]] = batch.ts_ns[changed]
-        for i, t in enumerate(ids):
-            self._objects[int(t)] = batch.values[i]
         out = batch.select(changed)
         self.counters.samples_out += len(out)
         self.counters.samples_suppressed += len(batch) - len(out)

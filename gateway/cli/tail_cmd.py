@@ -43,7 +43,12 @@ def fetch_tags(base_url: str, token: str | None, timeout: float = 5.0) -> list[d
         raise OSError(f"{base_url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise OSError(f"{base_url}: {exc.reason} (is the gateway running?)") from None
-    return list(body["tags"])
+    except ValueError as exc:  # not JSON: some other server on that port
+        raise OSError(f"{base_url}: the answer is not JSON ({exc})") from None
+    tags = body.get("tags") if isinstance(body, dict) else None
+    if not isinstance(tags, list):
+        raise OSError(f"{base_url}: the answer has no tag list (is it a chenxing gateway?)")
+    return tags
 
 
 def select(tags: list[dict[str, Any]], patterns: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -101,6 +101,12 @@ def parse_yaml(text: str, file: str) -> _Located:
         message = " ".join(p for p in (exc.context, exc.problem) if p)
         problems.append(ConfigProblem(file, line, (), f"YAML syntax error: {message}"))
         return _Located(None, lines, problems)
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or " ")
+        problems.append(ConfigProblem(
+            file, line, (), f"YAML error: character #x{char:04x} is not allowed ({exc.reason})"))
+        return _Located(None, lines, problems)
     except yaml.YAMLError as exc:
         problems.append(ConfigProblem(file, 0, (), f"YAML error: {exc}"))
         return _Located(None, lines, problems)
@@ -254,7 +260,7 @@ def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             ),
             "models": config.models.model_copy(update={"dir": rel(config.models.dir)}),
             "devices": [device.with_base_dir(base) for device in config.devices],
-            "northbound": _resolve_spool_path(config, rel),
+            "northbound": _resolve_northbound_paths(config, rel),
             "commands": config.commands.model_copy(
                 update={
                     "audit_log": None
@@ -266,7 +272,10 @@ def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     )
 
 
-def _resolve_spool_path(config: GatewayConfig, rel: Callable[[Path], Path]) -> NorthboundConfig:
+def _resolve_northbound_paths(
+    config: GatewayConfig, rel: Callable[[Path], Path]
+) -> NorthboundConfig:
+    """The spool and the MQTT TLS files, relative to the config file's folder."""
     nb = config.northbound
     tls = nb.mqtt.tls
     if tls is not None:  # TLS files, like the spool, are relative to the config file
@@ -284,26 +293,7 @@ def load_config_text(
     text: str, file: str = "<config>", base_dir: Path | None = None
 ) -> GatewayConfig:
     """Validate config text; raise :class:`ConfigError` listing every problem found."""
-    located = parse_yaml(text, file)
-    problems = list(located.problems)
-    data, lines = located.data, located.lines
-    config: GatewayConfig | None = None
-    if data is not None:
-        if not isinstance(data, dict):
-            problems.append(ConfigProblem(file, 1, (), "the top level must be a mapping of keys"))
-        else:
-            try:
-                config = GatewayConfig.model_validate(data)
-            except ValidationError as exc:
-                for err in exc.errors():
-                    path = _resolve_loc(data, err["loc"])
-                    problems.append(
-                        ConfigProblem(file, _line_of(lines, path), path, _humanise(err))
-                    )
-            problems.extend(_semantic_checks(data, file, lines))
-    if problems or config is None:
-        problems.sort(key=lambda p: (p.line, p.path_text))
-        raise ConfigError(problems)
+    config = validate_yaml_text(GatewayConfig, text, file, _semantic_checks)
     return _resolve_relative_paths(config, base_dir or Path.cwd())
 
 

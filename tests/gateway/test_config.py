@@ -87,6 +87,12 @@ def test_broken_yaml_gives_syntax_error_with_line() -> None:
     assert line >= 15
 
 
+def test_control_character_gives_its_line() -> None:
+    text = GOOD.replace("  line: line-1\n", "  line: line\x07-1\n")
+    [(line, path, message)] = problems(text)
+    assert (line, path) == (4, "(top level)") and "#x0007 is not allowed" in message
+
+
 def test_all_errors_are_reported_together_sorted_by_line() -> None:
     text = (
         GOOD.replace("site: plant", "site: plant\n  colour: red")

@@ -145,6 +145,9 @@ async def test_shell_is_static_offline_and_every_route_is_read_only(
         status, _, raw = await asyncio.to_thread(
             request, port, "/api/status", None, "GET", f"evil.example:{port}")
         assert status == 403 and b"loopback" in raw
+        status, _, raw = await asyncio.to_thread(  # a malformed Host: refused, not a 500
+            request, port, "/api/status", None, "GET", "localhost:abc")
+        assert status == 403 and b"loopback" in raw
         for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
             status, _, _ = await asyncio.to_thread(request, port, "/api/status", None, "GET", host)
             assert status == 200, host
