@@ -57,6 +57,15 @@ _host_option = click.option(
 )
 
 
+_time_scale_option = click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Model seconds per wall-clock second.",
+)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -123,13 +132,7 @@ def sim() -> None:
     show_default=True,
     help="Seeded process model or exact test waveforms.",
 )
-@click.option(
-    "--time-scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Model seconds per wall-clock second.",
-)
+@_time_scale_option
 @click.option(
     "--period",
     type=click.FloatRange(min=0, min_open=True),
@@ -177,13 +180,7 @@ def _meter_banner(simulator: ModbusMeterSimulator, mode: str, seed: int) -> str:
 @_host_option
 @_port_option(4840)
 @click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
-@click.option(
-    "--time-scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Model seconds per wall-clock second.",
-)
+@_time_scale_option
 @click.option(
     "--security",
     multiple=True,

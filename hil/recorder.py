@@ -94,7 +94,8 @@ class TelemetryRecorder:
             else:
                 body = json.loads(msg.payload)
                 kind = body["type"]
-        except (ValueError, KeyError, TypeError):
+            samples = self._samples(body, received) if kind == "data" else []
+        except (ValueError, KeyError, TypeError):  # also a data message of uneven columns
             with self._lock:
                 self._state.undecodable += 1
             return
@@ -110,11 +111,17 @@ class TelemetryRecorder:
                 st.events.append(body)
             elif kind == "data":
                 st.data_messages.append(body)
-                s = body["samples"]
-                for tag, value, ts, q in zip(s["tag"], s["value"], s["ts"], s["q"], strict=True):
-                    sample = ReceivedSample(tag, value, ts, q, body["seq"], received)
-                    st.samples.append(sample)
-                    st.latest[tag] = sample
+                st.samples.extend(samples)
+                st.latest.update((sample.tag, sample) for sample in samples)
+
+    @staticmethod
+    def _samples(body: dict[str, Any], received: int) -> list[ReceivedSample]:
+        """The samples of a data message (outside the lock; bad columns raise)."""
+        s, seq = body["samples"], body["seq"]
+        return [
+            ReceivedSample(tag, value, ts, q, seq, received)
+            for tag, value, ts, q in zip(s["tag"], s["value"], s["ts"], s["q"], strict=True)
+        ]
 
     # --- control -----------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> TelemetryRecorder:

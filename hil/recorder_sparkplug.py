@@ -24,7 +24,8 @@ class SparkplugDecoder:
         self._aliases: dict[tuple[str, int], tuple[str, str | None]] = {}
 
     def decode(self, topic: str, payload: bytes) -> tuple[str, dict[str, Any]] | None:
-        """(kind, body) with kind birth, death, data or other; None when not Sparkplug.
+        """(kind, body) with kind birth, death, data or other; None when not Sparkplug
+        (or a data message without timestamps).
 
         A data body has the JSON contract's ``seq`` and column ``samples`` (tag, value,
         ts, q), so the recorder treats both contracts alike."""
@@ -53,7 +54,10 @@ class SparkplugDecoder:
             name, datatype = self._aliases.get((device, m["alias"]), (m["name"], None))
             tags.append(f"{device}.{name}" if device else str(name))
             values.append(resolve_datatype(m["value"], datatype))
-            stamps.append(m["timestamp"] or body["timestamp"])
+            stamp = m["timestamp"] or body["timestamp"]
+            if stamp is None:  # neither metric nor payload timestamp: not a valid DATA
+                return None
+            stamps.append(stamp)
             qualities.append(_QUALITY.get(m["properties"].get("Quality", 192), "bad"))
         body["samples"] = {"tag": tags, "value": values, "ts": stamps, "q": qualities}
         return "data", body

@@ -232,11 +232,6 @@ class EnergyMeterModel:
         """The most recent reading returned by :meth:`state_at`."""
         return self._last
 
-    @property
-    def forced_state(self) -> MachineState | None:
-        """The state the machine is held in, or None when it follows its random dwell times."""
-        return self._forced
-
     def force_state(self, state: MachineState | None) -> None:
         """Hold the machine in ``state`` from the next integration step on (an operator or
         a HIL timeline switching it); ``None`` releases it to its random dwell times again,

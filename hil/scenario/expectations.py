@@ -111,6 +111,11 @@ def _tag_samples(
     return [s for s in rec.samples if s.tag == tag and _in_window(rec, s.ts_ms, between)]
 
 
+def _is_number(value: object) -> bool:
+    """A sample value ``float()`` takes (a tag of text values is no number to compare)."""
+    return isinstance(value, int | float)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, math.ceil(q * len(ordered)) - 1)
@@ -129,6 +134,13 @@ def evaluate(exp: Expectation, rec: Recording) -> ExpectationResult:
                     False,
                     f"{len(samples)} good samples of {exp.tag} "
                     f"arrived, expected at least {exp.min_samples}",
+                )
+            text = next((s for s in samples if not _is_number(s.value)), None)
+            if text is not None:
+                return ExpectationResult(
+                    name,
+                    False,
+                    f"{exp.tag} was {text.value!r} at t={rec.rel(text.ts_ms):.2f} s: not a number",
                 )
             worst = max(samples, key=lambda s: abs(float(s.value) - exp.value))
             dev = abs(float(worst.value) - exp.value)
@@ -180,7 +192,7 @@ def evaluate(exp: Expectation, rec: Recording) -> ExpectationResult:
             hits = [
                 s
                 for s in _tag_samples(rec, exp.tag, exp.between)
-                if s.quality == "good" and float(s.value) >= exp.threshold
+                if s.quality == "good" and _is_number(s.value) and float(s.value) >= exp.threshold
             ]
             if not exp.raised:
                 if hits:

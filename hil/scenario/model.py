@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.config.loader import validate_yaml_text
 from gateway.errors import ConfigError, ConfigProblem
@@ -220,6 +220,13 @@ class Window(_Strict):
 
     between: tuple[float, float] | None = None
 
+    @field_validator("between")
+    @classmethod
+    def _ordered(cls, between: tuple[float, float] | None) -> tuple[float, float] | None:
+        if between is not None and between[0] > between[1]:
+            raise ValueError(f"an empty window: {between[0]:g} is after {between[1]:g}")
+        return between
+
 
 class TagValue(Window):
     type: Literal["tag_value"]
@@ -376,11 +383,26 @@ _FAULT_KINDS = {
 }
 
 
+def _entries(data: dict, key: str) -> list[tuple[int, dict]]:
+    """The mappings of list ``key`` with their indexes (anything else: pydantic reports it)."""
+    items = data.get(key)
+    if not isinstance(items, list):
+        return []
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+def _name(value: object) -> str | None:
+    """A name referenced by an entry; ``None`` when it is not a string (pydantic says so)."""
+    return value if isinstance(value, str) else None
+
+
 def _checks(
     data: object, file: str, lines: dict[tuple[str | int, ...], int]
 ) -> list[ConfigProblem]:
     """Cross-references: faults, timeline entries and expectations name a device (or command)
-    of this scenario, of a kind that has what they act on; nothing happens after the end."""
+    of this scenario, of a kind that has what they act on; nothing happens after the end.
+    Runs on the raw data, also when pydantic found problems: values of a wrong type are
+    skipped here (pydantic reports them), never a crash."""
     from gateway.config.loader import line_of
 
     problems: list[ConfigProblem] = []
@@ -390,38 +412,38 @@ def _checks(
     def problem(path: tuple[str | int, ...], message: str) -> None:
         problems.append(ConfigProblem(file, line_of(lines, path), path, message))
 
-    devices = [d for d in data.get("devices") or [] if isinstance(d, dict)]
-    kinds = {d.get("name"): d.get("kind") for d in devices}
-    modes = {d.get("name"): d.get("mode", "process") for d in devices}
-    duration = data.get("duration") or 0
+    def after_end(entry: dict) -> bool:
+        at = entry.get("at")
+        return isinstance(at, int | float) and isinstance(duration, int | float) and at > duration
+
+    devices = [d for _, d in _entries(data, "devices") if _name(d.get("name"))]
+    kinds = {d["name"]: d.get("kind") for d in devices}
+    modes = {d["name"]: d.get("mode", "process") for d in devices}
+    duration = data.get("duration")
     commands: set[str] = set()
     updates: set[str] = set()
-    for i, fault in enumerate(data.get("faults") or []):
-        if not isinstance(fault, dict):
-            continue
+    for i, fault in _entries(data, "faults"):
         action = str(fault.get("action", ""))
-        if action == "firmware_update":
-            if fault.get("name") in updates:
-                problem(("faults", i, "name"), f"a second firmware_update named {fault['name']!r}")
-            updates.add(str(fault.get("name")))
+        if action == "firmware_update" and (update := _name(fault.get("name"))) is not None:
+            if update in updates:
+                problem(("faults", i, "name"), f"a second firmware_update named {update!r}")
+            updates.add(update)
         if action == "command":
-            commands.add(str(fault.get("name")))
+            if (command := _name(fault.get("name"))) is not None:
+                commands.add(command)
             device = str(fault.get("tag", "")).partition(".")[0]
             if device not in kinds:
                 problem(("faults", i, "tag"), f"no device named {device!r} in this scenario")
-        if "device" in fault:
-            name = fault["device"]
+        if (name := _name(fault.get("device"))) is not None:
             wanted = next((k for p, k in _FAULT_KINDS.items() if action.startswith(p)), None)
             if name not in kinds:
                 problem(("faults", i, "device"), f"no device named {name!r} in this scenario")
             elif wanted and kinds[name] not in wanted:
                 problem(("faults", i, "device"), f"{name!r} is not a {' or '.join(wanted)}")
-        if isinstance(fault.get("at"), int | float) and fault["at"] > duration:
+        if after_end(fault):
             problem(("faults", i, "at"), "after the scenario ends")
-    for i, entry in enumerate(data.get("timeline") or []):
-        if not isinstance(entry, dict):
-            continue
-        name = entry.get("device")
+    for i, entry in _entries(data, "timeline"):
+        name = _name(entry.get("device"))
         if name not in kinds:
             problem(("timeline", i, "device"), f"no device named {name!r} in this scenario")
             continue
@@ -433,86 +455,76 @@ def _checks(
             allowed = ", ".join(parameter_names(str(kinds[name])))
             problem(("timeline", i, "param"), f"{kinds[name]} has no parameter "
                     f"{entry['param']!r}; one of: {allowed}")
-        if isinstance(entry.get("at"), int | float) and entry["at"] > duration:
+        if after_end(entry):
             problem(("timeline", i, "at"), "after the scenario ends")
-    for i, exp in enumerate(data.get("expect") or []):
-        if not isinstance(exp, dict):
-            continue
-        if exp.get("type") == "command_round_trip" and exp.get("command") not in commands:
-            problem(("expect", i, "command"), f"no command action named {exp.get('command')!r}")
-        if exp.get("type") == "device_death_rebirth" and exp.get("device") not in kinds:
-            problem(("expect", i, "device"), f"no device named {exp.get('device')!r}")
-        if exp.get("type") == "firmware_update" and exp.get("update") not in updates:
-            problem(("expect", i, "update"),
-                    f"no firmware_update action named {exp.get('update')!r}")
+    references = {  # expectation type: (its key, the names it may take, what they name)
+        "command_round_trip": ("command", commands, "command action"),
+        "device_death_rebirth": ("device", kinds, "device"),
+        "firmware_update": ("update", updates, "firmware_update action"),
+    }
+    for i, exp in _entries(data, "expect"):
+        if (ref := references.get(str(exp.get("type")))) is not None:
+            key, known, what = ref
+            if _name(exp.get(key)) not in known:
+                problem(("expect", i, key), f"no {what} named {exp.get(key)!r}")
     northbound = data.get("northbound")
     if isinstance(northbound, dict) and northbound.get("format") == "sparkplug":
-        for i, exp in enumerate(data.get("expect") or []):
-            if isinstance(exp, dict) and exp.get("type") in _JSON_ONLY:
+        for i, exp in _entries(data, "expect"):
+            if exp.get("type") in _JSON_ONLY:
                 problem(("expect", i, "type"), f"{exp['type']} needs northbound format json "
                         "(it reads the JSON contract's sessions, sequences or device states)")
         if commands:
             problem(("northbound", "format"), "command actions need northbound format json")
+    models = data.get("models") if isinstance(data.get("models"), list) else []
     needs = {"quality": "opcua_plc", "energy": "modbus_meter", "energy_per_part": "opcua_plc"}
-    for i, model in enumerate(data.get("models") or []):
+    for i, model in enumerate(models):
         kind = needs.get(str(model))
         if kind and kind not in kinds.values():
             problem(("models", i), f"the {model} model needs a {kind} device")
-    if "energy_per_part" in (data.get("models") or []) and "modbus_meter" not in kinds.values():
+    if "energy_per_part" in models and "modbus_meter" not in kinds.values():
         problem(("models",), "the energy_per_part model needs a modbus_meter device")
     return problems
 
 
+def _union_tags(union: object, key: str) -> set[str]:
+    """The discriminator values (``Literal`` of ``key``) of a pydantic union type."""
+    members = get_args(get_args(union)[0])
+    return {get_args(m.model_fields[key].annotation)[0] for m in members}
+
+
+#: the union tags pydantic puts in error locations (``faults.0.broker_outage.x``)
+_TAGS = (
+    _union_tags(Device, "kind")
+    | _union_tags(Fault, "action")
+    | _union_tags(Expectation, "type")
+    | set(TIMELINE_KINDS)
+)
+
+
 def _strip_tags(exc: ConfigError) -> ConfigError:
     """Drop the union tags pydantic puts in error locations (``faults.0.broker_outage.x``)."""
-    tags = {"modbus_meter", "opcua_plc", "mcu_node", "scale"} | set(_TAGS) | set(TIMELINE_KINDS)
 
     def strip(path: tuple[str | int, ...]) -> tuple[str | int, ...]:
         # the tag sits between a list index and a key (faults.0.command.tag); a key that
         # ends the path is a key (expect.0.command)
         return tuple(
             x for i, x in enumerate(path)
-            if not (x in tags and 0 < i < len(path) - 1 and isinstance(path[i - 1], int))
+            if not (x in _TAGS and 0 < i < len(path) - 1 and isinstance(path[i - 1], int))
         )
 
     fixed = [ConfigProblem(p.file, p.line, strip(p.path), p.message) for p in exc.problems]
     return ConfigError(fixed)
 
 
-_TAGS = (
-    "broker_outage",
-    "network_cut",
-    "network_latency",
-    "network_loss",
-    "modbus_exception",
-    "modbus_delay",
-    "device_restart",
-    "device_disconnect",
-    "gateway_kill",
-    "plc_setpoint",
-    "tag_value",
-    "tag_quality",
-    "latency_p99",
-    "no_sequence_gaps",
-    "device_death_rebirth",
-    "model_alarm",
-    "serial_garbage",
-    "device_silence",
-    "command",
-    "command_round_trip",
-    "resource_growth",
-    "partial_line",
-    "wrong_baud",
-    "firmware_update",
-    "max_gap",
-)
-
-
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; :class:`ConfigError` names file, line and key."""
     path = Path(path)
     try:
-        return validate_yaml_text(Scenario, path.read_text(), str(path), _checks)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(str(path), 0, (), f"cannot read: {exc}")]) from None
+    try:
+        return validate_yaml_text(Scenario, text, str(path), _checks)
     except ConfigError as exc:
         raise _strip_tags(exc) from None
 

@@ -55,6 +55,40 @@ def test_validation_errors_name_file_line_and_key(tmp_path: Path) -> None:
     assert f"{path}:8" in result.output and "faults[0].duraton" in result.output
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("name: meter,", "name: [meter],", "devices[0].name"),
+        ("duration: 3", "duration: soon", "duration"),
+        ("duration: 3", "duration: 3\nfaults: 5", "faults"),
+        ("duration: 3", "duration: 3\nmodels: 5", "models"),
+        ("duration: 3", "duration: 3\nfaults:\n  - {action: device_restart, device: [a], at: 1}",
+         "faults[0].device"),
+        ("duration: 3", "duration: 3\ntimeline:\n  - {kind: step, device: [a], at: 1}",
+         "timeline[0].device"),
+        ("sessions: 1}", "sessions: 1}\n  - {type: command_round_trip, command: [a]}",
+         "expect[1].command"),
+        ("tolerance: 1}", "tolerance: 1, between: [2, 1]}", "expect[1].between"),
+    ],
+)
+def test_values_of_a_wrong_type_are_errors_not_crashes(
+    tmp_path: Path, old: str, new: str, where: str
+) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as info:
+        load_scenario(write(tmp_path, GOOD.replace(old, new)))
+    assert where in {p.path_text for p in info.value.problems}, info.value
+
+
+def test_an_unreadable_scenario_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_scenario(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_scenario(tmp_path)
+
+
 def test_list_and_validate_the_shipped_scenarios() -> None:
     result = CliRunner().invoke(main, ["list", "--all"])
     assert result.exit_code == 0, result.output
