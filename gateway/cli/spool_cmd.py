@@ -22,6 +22,7 @@ import click
 from gateway.cli import exit_codes
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
+from gateway.northbound.payload_log import payload_dir
 from gateway.northbound.spool import (
     SpoolLockedError,
     acquire_lock,
@@ -68,6 +69,12 @@ def _holder(path: Path) -> str | None:
     return text
 
 
+def _segment_files(path: Path) -> list[Path]:
+    """The spool's payload segment files (large payloads live outside SQLite)."""
+    folder = payload_dir(path)
+    return sorted(folder.glob("*.seg")) if folder.is_dir() else []
+
+
 def _age(put_ns: int, now_ns: int) -> str:
     s = max(0.0, (now_ns - put_ns) / 1e9)
     if s < 120:
@@ -111,7 +118,7 @@ def spool_stats(path: Path) -> dict[str, Any]:
         seq_last=last,
         file_bytes=sum(
             p.stat().st_size
-            for p in (path, path.with_name(path.name + "-wal"))
+            for p in (path, path.with_name(path.name + "-wal"), *_segment_files(path))
             if p.exists()
         ),
         dropped={r: {"messages": c.messages, "samples": c.samples} for r, c in drops.items()},
@@ -218,6 +225,8 @@ def purge(config_path: str, yes: bool) -> None:
         db.execute("VACUUM")  # give the disk space back
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.close()
+        for segment in _segment_files(path):  # no row points to them any more
+            segment.unlink()
     finally:
         lock.close()
     click.echo(f"purged {count} messages ({samples} samples) from {path}")

@@ -4,6 +4,16 @@ Every message is committed to the spool before the publisher can take it and
 is deleted only after the broker's acknowledgement, so a broker outage, a
 network cut, SIGKILL or a power cut loses nothing that was handed to the spool.
 
+Layout
+    SQLite holds one row per message: topic, kind, seq, sizes, and either the
+    payload itself (up to :attr:`DiskSpool.INLINE_MAX` bytes) or where it lies in a
+    payload segment file, ``<spool>.payloads/<n>.seg``, with its CRC-32. Data
+    messages of hundreds of samples (10-100 kB) go to segments: SQLite would write
+    each of their bytes three times (WAL page images, checkpoint), and costs several
+    times the CPU of one sequential file write (see payload_log.py for the write
+    order that keeps this crash safe). A file of schema version 1 (payloads always
+    inline) is upgraded in place; its rows stay readable.
+
 Durability
     WAL journal with ``synchronous=FULL``: a commit returns only after the WAL
     is fsynced, so a message put in the spool survives a power cut. ``NORMAL``
@@ -53,13 +63,12 @@ from typing import IO, Any
 
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import DROP_REASONS, DropCount, Outbox, OutboxStats
+from gateway.northbound.payload_log import PayloadError, PayloadLog, payload_dir
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-#: page size of a new spool file, and the WAL size that triggers a checkpoint (SQLite's
-#: default: 1,000 pages of 4 KiB)
-PAGE_SIZE = 32768
+SCHEMA_VERSION = 2
+#: the WAL size that triggers a checkpoint (SQLite's default: 1,000 pages of 4 KiB)
 WAL_CHECKPOINT_BYTES = 4 * 2**20
 
 _SCHEMA = """
@@ -74,7 +83,11 @@ CREATE TABLE IF NOT EXISTS message (
     samples INTEGER NOT NULL,
     oldest_ns INTEGER NOT NULL,
     seq INTEGER,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    seg INTEGER,
+    off INTEGER,
+    len INTEGER,
+    crc INTEGER
 );
 CREATE TABLE IF NOT EXISTS counter (
     name TEXT PRIMARY KEY,
@@ -82,11 +95,15 @@ CREATE TABLE IF NOT EXISTS counter (
 );
 """
 
-_COLUMNS = "id, topic, payload, kind, qos, retain, samples, oldest_ns, seq"
+#: columns added by schema version 2 (payloads in segment files, see payload_log.py)
+_V2_COLUMNS = ("seg INTEGER", "off INTEGER", "len INTEGER", "crc INTEGER")
+_COLUMNS = "id, topic, payload, kind, qos, retain, samples, oldest_ns, seq, seg, off, len, crc"
 _INSERT = (
     "INSERT INTO message (id, put_ns, topic, payload, kind, qos, retain, samples, oldest_ns,"
-    " seq, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " seq, size, seg, off, len, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# positions in an insert row
+_SAMPLES, _SIZE, _SEG, _OFF, _LEN, _CRC = 7, 10, 11, 12, 13, 14
 
 
 class SpoolLockedError(RuntimeError):
@@ -120,16 +137,16 @@ def connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     db.execute("PRAGMA busy_timeout = 5000")
-    # A new file gets 32 KiB pages: a data message of hundreds of samples (10-100 kB)
-    # then spans a few pages instead of dozens, which halves the CPU per message put
-    # (bench/northbound.py). An existing file keeps its page size.
-    db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
     (page_size,) = db.execute("PRAGMA page_size").fetchone()
     db.execute(f"PRAGMA wal_autocheckpoint = {max(1, WAL_CHECKPOINT_BYTES // page_size)}")
     db.execute("PRAGMA journal_size_limit = 16777216")  # truncate the WAL to 16 MiB after use
     db.executescript(_SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(message)")}
+    for column in _V2_COLUMNS:  # a version 1 file: its rows keep their payloads inline
+        if column.split()[0] not in have:
+            db.execute(f"ALTER TABLE message ADD COLUMN {column}")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 
@@ -155,15 +172,33 @@ def add_drops(db: sqlite3.Connection, reason: str, messages: int, samples: int) 
 
 
 @dataclass(slots=True)
+class _Batch:
+    """The rows of one put, and the payloads among them that go to a segment file."""
+
+    rows: list[list[Any]]
+    #: indices of the rows whose payloads go to ``seg`` (in order, contiguous from ``offset``)
+    external: list[int]
+    payloads: list[bytes]
+    seg: int = 0
+    offset: int = 0
+
+    def samples(self) -> int:
+        return sum(r[_SAMPLES] for r in self.rows)
+
+    def size(self) -> int:
+        return sum(r[_SIZE] for r in self.rows)
+
+
+@dataclass(slots=True)
 class _PendingWrite:
     """A transaction of :meth:`DiskSpool.put_many_async` running in a worker thread."""
 
     messages: list[OutboundMessage]
-    rows: list[tuple[Any, ...]]
+    batch: _Batch
     acked: list[int]
-    #: set by the worker: committed, and the (count, bytes) its deletions freed
+    #: set by the worker: committed, and the (count, bytes, segments) its deletions freed
     ok: bool = False
-    freed: tuple[int, int] = (0, 0)
+    freed: tuple[int, int, list[int]] = (0, 0, [])
     error: BaseException | None = None
 
 
@@ -191,6 +226,11 @@ class DiskSpool(Outbox):
     LIVE_CACHE_BYTES = 32 * 2**20
     #: backlog messages read from disk per query during a replay
     BACKLOG_READ_AHEAD = 64
+    #: payloads larger than this go to segment files (payload_log.py), smaller ones are
+    #: stored in their SQLite row (within one 4 KiB page)
+    INLINE_MAX = 2048
+    #: a segment file is filled up to this size (and at most a quarter of ``max_bytes``)
+    SEGMENT_BYTES = 64 * 2**20
 
     def __init__(self, path: Path, limits: SpoolLimits) -> None:
         self.path = path
@@ -206,6 +246,11 @@ class DiskSpool(Outbox):
         except BaseException:
             self._lock.close()
             raise
+        segment_bytes = max(2**20, min(self.SEGMENT_BYTES, limits.max_bytes // 4))
+        self._payloads = PayloadLog(payload_dir(path), segment_bytes, self._segment_rows())
+        self._payloads.reset(self._segment_rows())
+        #: segments of rows deleted by the running transaction (applied after its commit)
+        self._freed_segs: list[int] = []
         self._next_id = int(top) + 1
         self._mark = int(top)  # everything already on disk is backlog
         self._backlog_cursor = 0  # last id handed out from the backlog
@@ -256,7 +301,7 @@ class DiskSpool(Outbox):
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             log.error("spool %s is unreadable (%s); moved to %s, starting an empty spool",
                       self.path, quarantine, aside)  # fmt: skip
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", ".payloads"):
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
         self._db = connect(self.path, check_same_thread=False)  # see put_many_async
@@ -268,41 +313,72 @@ class DiskSpool(Outbox):
         ).fetchone()[0]
         return int(top)
 
+    def _segment_rows(self) -> dict[int, int]:
+        """Rows per payload segment, from the index."""
+        rows = self._db.execute(
+            "SELECT seg, COUNT(*) FROM message WHERE seg IS NOT NULL GROUP BY seg"
+        ).fetchall()
+        return {int(seg): int(n) for seg, n in rows}
+
     # --- writing ------------------------------------------------------------------------
     def put(self, message: OutboundMessage) -> None:
         self.put_many([message])
 
-    def _rows(self, messages: list[OutboundMessage]) -> list[tuple[Any, ...]]:
-        """Assign ids; the rows to insert."""
+    def _rows(self, messages: list[OutboundMessage]) -> _Batch:
+        """Assign ids and place large payloads in a segment; the rows to insert (the CRCs
+        of segment payloads are filled in by :meth:`_store_payloads`)."""
         now = time.time_ns()
-        rows = []
-        for m in messages:
+        batch = _Batch([], [], [])
+        sizes = []
+        for i, m in enumerate(messages):
             m.id = self._next_id
             self._next_id += 1
-            rows.append((m.id, now, m.topic, m.payload, m.kind, m.qos, int(m.retain),
-                         m.samples, m.oldest_ns, m.seq, m.size))  # fmt: skip
-        return rows
+            external = len(m.payload) > self.INLINE_MAX
+            batch.rows.append([m.id, now, m.topic, b"" if external else m.payload, m.kind, m.qos,
+                               int(m.retain), m.samples, m.oldest_ns, m.seq, m.size,
+                               None, None, None, None])  # fmt: skip
+            if external:
+                batch.external.append(i)
+                batch.payloads.append(m.payload)
+                sizes.append(len(m.payload))
+        if sizes:
+            batch.seg, offsets = self._payloads.place(sizes)
+            batch.offset = offsets[0]
+            for i, off, size in zip(batch.external, offsets, sizes, strict=True):
+                batch.rows[i][_SEG : _CRC] = (batch.seg, off, size)
+        return batch
+
+    def _store_payloads(self, batch: _Batch) -> None:
+        """Write the batch's segment payloads and make them durable, before its rows are
+        committed (so a committed row always points to durable bytes)."""
+        if batch.payloads:
+            crcs = self._payloads.write(batch.seg, batch.offset, batch.payloads)
+            for i, value in zip(batch.external, crcs, strict=True):
+                batch.rows[i][_CRC] = value
+
+    def _committed(self, batch: _Batch) -> None:
+        self._payloads.committed(batch.seg for _ in batch.external)
 
     def put_many(self, messages: Iterable[OutboundMessage]) -> None:
         self._settle()
         messages = list(messages)
-        rows = self._rows(messages)
-        if not rows:
+        batch = self._rows(messages)
+        if not batch.rows:
             return
         with self._db_lock:
             # cached before the transaction: a message its byte limit drops leaves the cache
             # with it, and a failed transaction invalidates the cache (_reload)
             self._cache_live(messages)
-            ok = self._write(rows, check_age=False)
-        self._stored(rows, ok)
+            ok = self._write(batch, check_age=False)
+        self._stored(batch, ok)
 
-    def _stored(self, rows: list[tuple[Any, ...]], ok: bool) -> None:
+    def _stored(self, batch: _Batch, ok: bool) -> None:
         self._wrote_since_maintain = True
         if not ok:
             # disk full or I/O error: these messages exist nowhere else; count and go on
             lost = self._drops["error"]
-            lost.messages += len(rows)
-            lost.samples += sum(r[7] for r in rows)
+            lost.messages += len(batch.rows)
+            lost.samples += batch.samples()
             return
         self._pending.set()
 
@@ -317,10 +393,10 @@ class DiskSpool(Outbox):
         """
         self._settle()
         messages = list(messages)
-        rows = self._rows(messages)
-        if not rows:
+        batch = self._rows(messages)
+        if not batch.rows:
             return
-        pending = _PendingWrite(messages, rows, list(self._acked))
+        pending = _PendingWrite(messages, batch, list(self._acked))
         self._db_lock.acquire()  # free: _settle waited for any earlier transaction
         self._write_pending = pending
         try:
@@ -331,8 +407,9 @@ class DiskSpool(Outbox):
     def _insert_and_unlock(self, pending: _PendingWrite) -> None:
         """Worker thread, holding the lock taken by :meth:`put_many_async`."""
         try:
+            self._store_payloads(pending.batch)
             with self._transaction():
-                self._db.executemany(_INSERT, pending.rows)
+                self._db.executemany(_INSERT, pending.batch.rows)
                 pending.freed = self._delete_rows(pending.acked)
             pending.ok = True
         except BaseException as exc:  # reported on the event loop by _settle
@@ -348,17 +425,19 @@ class DiskSpool(Outbox):
         with self._db_lock:
             self._write_pending = None
             if pending.ok:
-                self._count += len(pending.rows) - pending.freed[0]
-                self._bytes += sum(r[-1] for r in pending.rows) - pending.freed[1]
+                self._count += len(pending.batch.rows) - pending.freed[0]
+                self._bytes += pending.batch.size() - pending.freed[1]
                 del self._acked[: len(pending.acked)]  # acks only ever append
+                self._committed(pending.batch)
+                self._payloads.deleted(pending.freed[2])
                 self._cache_live(pending.messages)
             else:
                 self.write_errors += 1
                 log.error("spool %s: write failed (%s); messages not stored", self.path,
                           pending.error)  # fmt: skip
                 self._reload()
-        self._stored(pending.rows, pending.ok)
-        if pending.error is not None and not isinstance(pending.error, sqlite3.Error):
+        self._stored(pending.batch, pending.ok)
+        if pending.error is not None and not isinstance(pending.error, sqlite3.Error | OSError):
             raise pending.error
 
     def _cache_live(self, messages: list[OutboundMessage]) -> None:
@@ -378,30 +457,37 @@ class DiskSpool(Outbox):
         self._live_cache_bytes = 0
         self._live_cache_complete = complete
 
-    def _write(self, rows: list[tuple[Any, ...]], check_age: bool) -> bool:
-        """One transaction: insert ``rows``, delete what was acknowledged, apply the limits.
+    def _write(self, batch: _Batch | None, check_age: bool) -> bool:
+        """One transaction: insert the batch's rows (its payloads written first), delete
+        what was acknowledged, apply the limits.
 
-        On a database error everything is rolled back, the in-memory state is
+        On a database or file error everything is rolled back, the in-memory state is
         reloaded from the file and False is returned (the error is logged).
         """
         acked = self._acked
+        self._freed_segs = []
         try:
+            if batch is not None:
+                self._store_payloads(batch)
             with self._transaction():
-                if rows:
-                    self._db.executemany(_INSERT, rows)
-                    self._count += len(rows)
-                    self._bytes += sum(r[-1] for r in rows)
+                if batch is not None:
+                    self._db.executemany(_INSERT, batch.rows)
+                    self._count += len(batch.rows)
+                    self._bytes += batch.size()
                 self._delete(acked)
                 self._enforce_bytes()
                 if check_age:
                     self._enforce_age()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self.write_errors += 1
             log.error("spool %s: write failed (%s); %s", self.path, exc,
-                      "messages not stored" if rows else "will retry")  # fmt: skip
+                      "messages not stored" if batch else "will retry")  # fmt: skip
             self._reload()
             return False
         self._acked = self._acked[len(acked) :]  # acks cannot arrive during the transaction
+        if batch is not None:
+            self._committed(batch)
+        self._payloads.deleted(self._freed_segs)
         return True
 
     def _reload(self) -> None:
@@ -422,6 +508,7 @@ class DiskSpool(Outbox):
             )
             self._backlog_waiting = in_range - handed
             self._backlog_ahead.clear()
+            self._payloads.reset(self._segment_rows())
         # the rolled-back transaction may have uncached messages it dropped, or not stored
         # cached ones: read the live stream back from disk until it is empty
         self._clear_live_cache(complete=False)
@@ -438,22 +525,26 @@ class DiskSpool(Outbox):
         self._db.execute("COMMIT")
 
     def _delete(self, ids: list[int]) -> None:
-        count, size = self._delete_rows(ids)
+        count, size, segs = self._delete_rows(ids)
         self._count -= count
         self._bytes -= size
+        self._freed_segs += segs
 
-    def _delete_rows(self, ids: list[int]) -> tuple[int, int]:
-        """Delete these rows (inside the caller's transaction); their count and bytes."""
+    def _delete_rows(self, ids: list[int]) -> tuple[int, int, list[int]]:
+        """Delete these rows (inside the caller's transaction); their count, bytes and the
+        segments their payloads were in."""
         count = size = 0
+        segs: list[int] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             gone = self._db.execute(
-                f"DELETE FROM message WHERE id IN ({marks}) RETURNING size", chunk
+                f"DELETE FROM message WHERE id IN ({marks}) RETURNING size, seg", chunk
             ).fetchall()
             count += len(gone)
             size += sum(g[0] for g in gone)
-        return count, size
+            segs += [g[1] for g in gone if g[1] is not None]
+        return count, size, segs
 
     def _drop_oldest(self, reason: str, enough: Callable[[int, int], bool]) -> None:
         """Drop waiting messages, oldest first, until ``enough(put_ns, freed_bytes)``."""
@@ -484,7 +575,7 @@ class DiskSpool(Outbox):
             cached = self._live_cache.pop(msg_id, None)
             if cached is not None:
                 self._live_cache_bytes -= cached.size
-        self._delete_rows(ids)
+        self._freed_segs += self._delete_rows(ids)[2]
         samples = sum(d[1] for d in dropped)
         add_drops(self._db, reason, len(dropped), samples)
         count = self._drops[reason]
@@ -510,28 +601,53 @@ class DiskSpool(Outbox):
         self._drop_oldest("age", lambda put_ns, freed: put_ns >= cutoff)
 
     # --- reading ------------------------------------------------------------------------
-    def _row_to_message(self, row: tuple) -> OutboundMessage:  # type: ignore[type-arg]
-        msg_id, topic, payload, kind, qos, retain, samples, oldest_ns, seq = row
+    def _row_to_message(self, row: tuple) -> OutboundMessage | None:  # type: ignore[type-arg]
+        """The message of an index row; None (dropped and counted) when its payload cannot
+        be read back."""
+        msg_id, topic, payload, kind, qos, retain, samples, oldest_ns, seq, seg, off, n, crc = row
+        if seg is not None:
+            try:
+                payload = self._payloads.read(seg, off, n, crc)
+            except PayloadError as exc:
+                self._unreadable(msg_id, samples, exc)
+                return None
         return OutboundMessage(topic, bytes(payload), kind, qos, bool(retain), samples,
                                oldest_ns, msg_id, seq)  # fmt: skip
+
+    def _unreadable(self, msg_id: int, samples: int, exc: Exception) -> None:
+        """A row whose payload is gone or damaged (a disk fault): deleted with the next
+        transaction, as if acknowledged, and counted as lost to an error."""
+        log.error("spool %s: message %d is unreadable (%s); dropped", self.path, msg_id, exc)
+        self._acked.append(msg_id)
+        lost = self._drops["error"]
+        lost.messages += 1
+        lost.samples += samples
+        if msg_id <= self._mark:
+            self._backlog_waiting -= 1
 
     def _next_after(self, cursor: int, upto: int | None) -> OutboundMessage | None:
         """The oldest row after ``cursor`` (and not after ``upto``) that is not handed out."""
         self._settle()
-        limit = len(self._inflight) + len(self._acked) + 1
         bound = "" if upto is None else " AND id <= ?"
         args: tuple[int, ...] = (cursor,) if upto is None else (cursor, upto)
-        ids = self._db.execute(
-            f"SELECT id FROM message WHERE id > ?{bound} ORDER BY id LIMIT {limit}", args
-        ).fetchall()
-        acked = set(self._acked) if self._acked else ()
-        for (msg_id,) in ids:
-            if msg_id not in self._inflight and msg_id not in acked:
-                row = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM message WHERE id = ?", (msg_id,)
-                ).fetchone()
-                return self._row_to_message(row)
-        return None
+        while True:
+            limit = len(self._inflight) + len(self._acked) + 1
+            ids = self._db.execute(
+                f"SELECT id FROM message WHERE id > ?{bound} ORDER BY id LIMIT {limit}", args
+            ).fetchall()
+            acked = set(self._acked) if self._acked else ()
+            unreadable = False
+            for (msg_id,) in ids:
+                if msg_id not in self._inflight and msg_id not in acked:
+                    row = self._db.execute(
+                        f"SELECT {_COLUMNS} FROM message WHERE id = ?", (msg_id,)
+                    ).fetchone()
+                    message = self._row_to_message(row)
+                    if message is not None:
+                        return message
+                    unreadable = True  # now in _acked: look again past it
+            if not unreadable:
+                return None
 
     def _hand_out(self, message: OutboundMessage | None) -> OutboundMessage | None:
         if message is not None:
@@ -574,7 +690,9 @@ class DiskSpool(Outbox):
                 return
             for row in rows:
                 if row[0] not in self._inflight and row[0] not in acked:
-                    self._backlog_ahead.append(self._row_to_message(row))
+                    message = self._row_to_message(row)
+                    if message is not None:
+                        self._backlog_ahead.append(message)
             after = rows[-1][0]
 
     def take_live(self) -> OutboundMessage | None:
@@ -633,19 +751,20 @@ class DiskSpool(Outbox):
             or self._bytes > self.limits.max_bytes
         ):
             with self._db_lock:
-                self._write([], check_age)
+                self._write(None, check_age)
 
     def close(self) -> None:
         """Commit the acknowledgements, checkpoint the WAL, release the lock."""
         try:
             self._settle()
             if self._acked:
-                self._write([], check_age=False)
+                self._write(None, check_age=False)
             if self._reader is not None:
                 self._reader.close()
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+            self._payloads.close()
         finally:
             self._lock.close()
 

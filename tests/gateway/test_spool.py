@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -175,7 +176,9 @@ spool = DiskSpool(Path(sys.argv[1]), SpoolLimits(1 << 30, 3600.0))
 (top,) = spool._db.execute("SELECT MAX(seq) FROM message").fetchone()
 seq = 0 if top is None else top + 1
 while True:
-    batch = [OutboundMessage("t", b"x" * 3000, "data", samples=1, seq=seq + i) for i in range(20)]
+    # every other payload is larger than INLINE_MAX: in a segment file, not in its row
+    batch = [OutboundMessage("t", b"x" * (1500 + 3000 * (i % 2)), "data", samples=1, seq=seq + i)
+             for i in range(20)]
     spool.put_many(batch)
     seq += 20
     for _ in range(15):  # acknowledge part of it: deletions are committed with the next put
@@ -211,6 +214,9 @@ def test_spool_survives_sigkill_in_the_middle_of_writes(tmp_path: Path) -> None:
     spool = DiskSpool(path, BIG)  # and a gateway can carry on with it
     spool.put(OutboundMessage("t", b"after", "data", seq=-1))
     assert spool.stats().queued == len(seqs) + 1
+    taken = list(iter(spool.take, None))  # payloads read back whole (lengths and CRCs)
+    assert [m.seq for m in taken] == [*seqs, -1]
+    assert [len(m.payload) for m in taken[:2]] == [1500 + 3000 * (s % 2) for s in seqs[:2]]
     spool.close()
 
 
@@ -232,9 +238,10 @@ def test_a_full_disk_drops_and_counts_the_new_messages_and_never_raises(tmp_path
     spool.ack(first.id)
     (pages,) = spool._db.execute("PRAGMA page_count").fetchone()
     spool._db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
-    spool.put_many([msg(n, samples=4, size=20_000) for n in range(3, 6)])
+    # inline payloads (below INLINE_MAX) need new SQLite pages
+    spool.put_many([msg(n, samples=4, size=2_000) for n in (3, 4, 5) for _ in range(4)])
     stats = spool.stats()
-    assert (stats.drops["error"].messages, stats.drops["error"].samples) == (3, 12)
+    assert (stats.drops["error"].messages, stats.drops["error"].samples) == (12, 48)
     assert spool.write_errors == 1 and (stats.queued, stats.inflight) == (2, 0)
     spool._db.execute("PRAGMA max_page_count = 1073741823")  # space again
     spool.put(msg(6))
@@ -242,6 +249,32 @@ def test_a_full_disk_drops_and_counts_the_new_messages_and_never_raises(tmp_path
     spool.maintain()
     assert spool.stats().messages == 0
     spool.close()
+
+
+def test_a_full_disk_for_payload_segments_drops_and_counts_and_recovers(tmp_path: Path) -> None:
+    """Large payloads go to segment files; a write there that fails (the kernel's file size
+    limit stands in for a full disk) loses only that put, counted, and commits no row."""
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool.put_many([msg(n, size=5_000) for n in range(3)])
+    [segment] = (tmp_path / "s.db.payloads").glob("*.seg")
+    assert segment.stat().st_size == 15_000
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, old_limit[1]))
+    try:
+        spool.put_many([msg(n, samples=4, size=5_000) for n in range(3, 6)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    stats = spool.stats()
+    assert (stats.drops["error"].messages, stats.drops["error"].samples) == (3, 12)
+    assert spool.write_errors == 1 and stats.queued == 3
+    spool.put(msg(6, size=5_000))
+    assert drain(spool) == [0, 1, 2, 6]
+    spool.close()
+    reopened = DiskSpool(tmp_path / "s.db", BIG)
+    assert reopened.stats().queued == 0
+    reopened.close()
 
 
 def test_an_unreadable_spool_file_is_moved_aside_and_a_new_one_started(tmp_path: Path) -> None:
@@ -308,3 +341,86 @@ def test_a_live_message_dropped_by_the_limit_in_its_own_put_is_not_handed_out(
     assert spool.take() is None
     assert (spool.stats().queued, spool.stats().inflight) == (0, 0)
     spool.close()
+
+
+def big(n: int, samples: int = 10) -> OutboundMessage:
+    """A message whose payload goes to a segment file (larger than INLINE_MAX)."""
+    return msg(n, samples=samples, size=DiskSpool.INLINE_MAX + 100)
+
+
+def test_large_payloads_live_in_segment_files_that_are_recycled(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool._payloads.segment_bytes = 3 * (DiskSpool.INLINE_MAX + 100)  # three per segment
+    folder = tmp_path / "s.db.payloads"
+    for start in range(0, 12, 3):
+        spool.put_many([big(n) for n in range(start, start + 3)])
+    assert len(list(folder.glob("0*.seg"))) == 4
+    with sqlite3.connect(tmp_path / "s.db") as db:  # the rows hold no payload bytes
+        assert db.execute("SELECT MAX(LENGTH(payload)) FROM message").fetchone() == (0,)
+    assert drain(spool) == list(range(12))
+    spool.maintain()  # the deletions commit: the three full segments are freed
+    names = sorted(p.name for p in folder.iterdir())
+    assert len([n for n in names if n.startswith("spare-")]) == spool._payloads.SPARES
+    assert len([n for n in names if n.endswith(".seg") and n[0].isdigit()]) == 1  # current
+    for start in (12, 15):  # the next two segments reuse the spare files
+        spool.put_many([big(n) for n in range(start, start + 3)])
+    assert not [p for p in folder.iterdir() if p.name.startswith("spare-")]
+    assert drain(spool) == list(range(12, 18))
+    spool.close()
+
+
+def test_a_damaged_payload_is_dropped_counted_and_the_rest_delivered(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool.put_many([big(n, samples=7) for n in range(3)])
+    spool.close()
+    [segment] = (tmp_path / "s.db.payloads").glob("0*.seg")
+    data = bytearray(segment.read_bytes())
+    data[DiskSpool.INLINE_MAX + 100 + 50] ^= 0xFF  # one bit rot in the second payload
+    segment.write_bytes(bytes(data))
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool.mark_backlog()
+    assert [m.seq for m in iter(spool.take_backlog, None)] == [0, 2]
+    stats = spool.stats()
+    assert (stats.drops["error"].messages, stats.drops["error"].samples) == (1, 7)
+    assert stats.backlog == 0 and stats.queued == 0 and stats.inflight == 2
+    spool.close()
+
+
+def test_a_missing_segment_file_loses_only_its_messages(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    spool.put_many([msg(0), big(1), msg(2)])
+    spool.close()
+    for segment in (tmp_path / "s.db.payloads").glob("0*.seg"):
+        segment.unlink()
+    spool = DiskSpool(tmp_path / "s.db", BIG)
+    assert drain(spool) == [0, 2]
+    assert spool.stats().drops["error"].messages == 1
+    spool.maintain()
+    assert spool.stats().messages == 0
+    spool.close()
+
+
+def test_a_version_1_spool_is_upgraded_and_its_inline_payloads_delivered(tmp_path: Path) -> None:
+    """A spool written before payload segments existed: rows with the payload inline."""
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE message (id INTEGER PRIMARY KEY AUTOINCREMENT, put_ns INTEGER NOT NULL,
+                topic TEXT NOT NULL, payload BLOB NOT NULL, kind TEXT NOT NULL,
+                qos INTEGER NOT NULL, retain INTEGER NOT NULL, samples INTEGER NOT NULL,
+                oldest_ns INTEGER NOT NULL, seq INTEGER, size INTEGER NOT NULL);
+            CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            PRAGMA user_version = 1;
+        """)
+        db.executemany(
+            "INSERT INTO message (put_ns, topic, payload, kind, qos, retain, samples, oldest_ns,"
+            " seq, size) VALUES (?, 't', ?, 'data', 1, 0, 1, 0, ?, ?)",
+            [(time.time_ns(), b"old" * 3000, n, 9001) for n in range(2)],
+        )
+    spool = DiskSpool(path, BIG)
+    spool.put(big(2))
+    taken = list(iter(spool.take, None))
+    assert [m.seq for m in taken] == [0, 1, 2] and taken[0].payload == b"old" * 3000
+    spool.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)

@@ -28,10 +28,10 @@ def write_config(tmp: Path, spool: dict[str, object] | None = None) -> Path:
     return path
 
 
-def fill(path: Path, n: int) -> None:
+def fill(path: Path, n: int, size: int = 100) -> None:
     spool = DiskSpool(path, SpoolLimits(1 << 20, 3600.0))
     spool.put_many(
-        [OutboundMessage(f"c/v1/s/l/gw/data{i}", b"x" * 100, "data", samples=3, seq=40 + i)
+        [OutboundMessage(f"c/v1/s/l/gw/data{i}", b"x" * size, "data", samples=3, seq=40 + i)
          for i in range(n)]
     )  # fmt: skip
     spool.close()
@@ -90,7 +90,9 @@ def test_stats_and_peek_read_the_spool_even_while_a_gateway_holds_it(tmp_path: P
 def test_purge_needs_yes_without_a_terminal_and_no_running_gateway(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     path = tmp_path / "state" / "spool.db"
-    fill(path, 4)
+    fill(path, 4, size=DiskSpool.INLINE_MAX + 1)  # payloads in a segment file
+    segments = tmp_path / "state" / "spool.db.payloads"
+    assert list(segments.glob("0*.seg"))
     runner = CliRunner()
     refused = runner.invoke(main, ["spool", "purge", "-c", str(config)])
     assert refused.exit_code == exit_codes.USAGE and "--yes" in refused.output
@@ -102,6 +104,7 @@ def test_purge_needs_yes_without_a_terminal_and_no_running_gateway(tmp_path: Pat
         holder.close()
     done = runner.invoke(main, ["spool", "purge", "--yes", "-c", str(config)])
     assert done.exit_code == 0 and "purged 4 messages (12 samples)" in done.output
+    assert not list(segments.glob("*.seg"))
     spool = DiskSpool(path, SpoolLimits(1 << 20, 3600.0))  # the next gateway reports it
     stats = spool.stats()
     assert stats.messages == 0

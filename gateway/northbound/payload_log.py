@@ -1,0 +1,225 @@
+"""Payload segment files of the disk spool: large payloads live outside SQLite.
+
+SQLite writes every byte of a large BLOB several times (page images into the WAL,
+with checksums, then again into the database at checkpoint) and costs about seven
+times the CPU of a plain file write (``bench/northbound.py``, spool write rate). So
+the spool keeps the index of its messages (topic, seq, sizes, where the payload is)
+in SQLite and the payloads of one flush in one sequential write to a *segment*
+file, ``<spool>.payloads/<n>.seg``.
+
+Order of writes, which is what makes this crash safe: the payloads are written and
+``fdatasync``-ed first, then the index rows are committed (WAL, ``synchronous=FULL``).
+A SIGKILL or power cut in between leaves payload bytes no row points to, which are
+garbage and ignored; a committed row always points to durable bytes. Each row also
+carries the payload's CRC-32, checked when the payload is read back, so a disk that
+lied about a flush is detected instead of sending garbage.
+
+A segment is written by one flush after another up to :attr:`PayloadLog.segment_bytes`
+(a flush is never split), then the next one starts. When every row pointing to a
+segment is deleted (acknowledged or dropped) and committed, the file is recycled: kept
+as a spare that a later segment overwrites (rewriting allocated blocks is much cheaper
+than allocating new ones) or, past :attr:`PayloadLog.SPARES`, deleted. Segments no row
+points to are removed when the spool opens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SEGMENT = re.compile(r"^(\d{12})\.seg$")
+_SPARE = re.compile(r"^spare-(\d+)\.seg$")
+#: buffers per pwritev call (the kernel's IOV_MAX)
+_IOV_MAX = 1024
+
+
+class PayloadError(OSError):
+    """A payload could not be read back (missing segment, short read, CRC mismatch)."""
+
+
+def payload_dir(spool_path: Path) -> Path:
+    return spool_path.with_name(spool_path.name + ".payloads")
+
+
+def crc(payload: bytes) -> int:
+    return zlib.crc32(payload)
+
+
+class PayloadLog:
+    """The segment files of one spool. Placement and accounting are done on the event
+    loop; :meth:`write` runs in the spool's worker thread (one write at a time)."""
+
+    #: recycled segment files kept for reuse
+    SPARES = 2
+
+    def __init__(self, directory: Path, segment_bytes: int, referenced: Iterable[int]) -> None:
+        """``referenced``: the segments the spool's index points to."""
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        keep = set(referenced)
+        self._spares: list[Path] = []
+        self._spare_lock = threading.Lock()  # spares are taken by the writer, added by the loop
+        self._spare_serial = 0
+        highest = max(keep, default=0)
+        unreferenced = []
+        for entry in sorted(directory.iterdir()):
+            seg = _SEGMENT.match(entry.name)
+            spare = _SPARE.match(entry.name)
+            if seg is not None:
+                number = int(seg.group(1))
+                highest = max(highest, number)
+                if number not in keep:
+                    unreferenced.append(entry)  # a flush that never committed, or freed
+            elif spare is not None:
+                self._spares.append(entry)
+                self._spare_serial = max(self._spare_serial, int(spare.group(1)))
+        for entry in unreferenced:
+            self._retire(entry)
+        #: committed rows per segment
+        self.live: dict[int, int] = {}
+        # a new run writes into a new segment: the old one's tail may hold garbage
+        self._seg = highest + 1
+        self._tail = 0
+        self._write_seg = 0
+        self._write_fd: int | None = None
+        self._read_fds: dict[int, int] = {}
+
+    def path(self, seg: int) -> Path:
+        return self.directory / f"{seg:012d}.seg"
+
+    # --- placement (event loop) -------------------------------------------------------------
+    def place(self, sizes: list[int]) -> tuple[int, list[int]]:
+        """Where the payloads of one flush go: their segment and each one's offset."""
+        total = sum(sizes)
+        if self._tail and self._tail + total > self.segment_bytes:
+            previous = self._seg
+            self._seg += 1
+            self._tail = 0
+            if not self.live.get(previous):
+                self._recycle(previous)
+        offsets = []
+        at = self._tail
+        for size in sizes:
+            offsets.append(at)
+            at += size
+        self._tail = at
+        return self._seg, offsets
+
+    # --- writing (worker thread) ----------------------------------------------------------
+    def write(self, seg: int, offset: int, payloads: list[bytes]) -> list[int]:
+        """Write the payloads contiguously at ``offset`` of ``seg`` and make them durable;
+        their CRC-32s. Raises :class:`OSError` (disk full, I/O error)."""
+        fd = self._writer(seg)
+        crcs = [zlib.crc32(p) for p in payloads]  # large buffers: zlib releases the GIL
+        at = offset
+        for start in range(0, len(payloads), _IOV_MAX):
+            chunk = payloads[start : start + _IOV_MAX]
+            want = sum(len(p) for p in chunk)
+            done = os.pwritev(fd, chunk, at)
+            if done != want:  # a regular file writes all or fails, unless the disk is full
+                raise OSError(28, f"short write to {self.path(seg)} ({done} of {want} bytes)")
+            at += want
+        os.fdatasync(fd)
+        return crcs
+
+    def _writer(self, seg: int) -> int:
+        if seg == self._write_seg and self._write_fd is not None:
+            return self._write_fd
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+        path = self.path(seg)
+        with self._spare_lock:
+            spare = self._spares.pop() if self._spares else None
+        if spare is not None and not path.exists():
+            os.replace(spare, path)  # overwrite a recycled file's blocks
+        self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._write_seg = seg
+        self._sync_directory()  # the new name must survive a power cut before rows point to it
+        return self._write_fd
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # --- reading (event loop) ---------------------------------------------------------------
+    def read(self, seg: int, offset: int, length: int, expected_crc: int | None) -> bytes:
+        fd = self._read_fds.get(seg)
+        try:
+            if fd is None:
+                fd = self._read_fds[seg] = os.open(self.path(seg), os.O_RDONLY | os.O_CLOEXEC)
+            data = os.pread(fd, length, offset)
+        except OSError as exc:
+            raise PayloadError(f"segment {seg}: {exc}") from exc
+        if len(data) != length:
+            raise PayloadError(f"segment {seg}: {len(data)} of {length} bytes at {offset}")
+        if expected_crc is not None and zlib.crc32(data) != expected_crc:
+            raise PayloadError(f"segment {seg}: CRC mismatch at {offset}")
+        return data
+
+    # --- accounting (event loop, after the commit) ------------------------------------------
+    def committed(self, segs: Iterable[int]) -> None:
+        for seg in segs:
+            self.live[seg] = self.live.get(seg, 0) + 1
+
+    def deleted(self, segs: Iterable[int]) -> None:
+        """Rows pointing to these segments are gone (committed): recycle empty segments."""
+        emptied = set()
+        for seg in segs:
+            left = self.live.get(seg, 0) - 1
+            if left > 0:
+                self.live[seg] = left
+            else:
+                self.live.pop(seg, None)
+                emptied.add(seg)
+        for seg in emptied:
+            if seg != self._seg:  # the segment being filled stays
+                self._recycle(seg)
+
+    def _recycle(self, seg: int) -> None:
+        fd = self._read_fds.pop(seg, None)
+        if fd is not None:
+            os.close(fd)
+        path = self.path(seg)
+        if not path.exists():
+            return
+        self._retire(path)
+
+    def _retire(self, path: Path) -> None:
+        with self._spare_lock:
+            if len(self._spares) < self.SPARES:
+                self._spare_serial += 1
+                spare = self.directory / f"spare-{self._spare_serial}.seg"
+                with contextlib.suppress(OSError):
+                    os.replace(path, spare)
+                    self._spares.append(spare)
+                    return
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    def reset(self, live: dict[int, int]) -> None:
+        """Counts re-read from the index (after a rolled-back transaction)."""
+        self.live = dict(live)
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+
+    def close(self) -> None:
+        for fd in (self._write_fd, *self._read_fds.values()):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._write_fd = None
+        self._read_fds.clear()
