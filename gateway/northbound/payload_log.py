@@ -10,9 +10,14 @@ file, ``<spool>.payloads/<n>.seg``.
 Order of writes, which is what makes this crash safe: the payloads are written and
 ``fdatasync``-ed first, then the index rows are committed (WAL, ``synchronous=FULL``).
 A SIGKILL or power cut in between leaves payload bytes no row points to, which are
-garbage and ignored; a committed row always points to durable bytes. Each row also
-carries the payload's CRC-32, checked when the payload is read back, so a disk that
-lied about a flush is detected instead of sending garbage.
+garbage and ignored; a committed row always points to durable bytes.
+
+Each payload is framed by a 12-byte header and trailer that carry the message id,
+checked when the payload is read back: a region that was never written (zeros), a
+recycled segment's older content, a truncated file or a wrong offset is detected
+instead of sent. Not a checksum of the bytes: per-byte work in the spool's writer
+thread costs far more than its CPU, because every call that releases the GIL (zlib's
+CRC does, for each payload) then waits for a busy event loop to hand it back.
 
 A segment is written by one flush after another up to :attr:`PayloadLog.segment_bytes`
 (a flush is never split), then the next one starts. When every row pointing to a
@@ -28,8 +33,8 @@ import contextlib
 import logging
 import os
 import re
+import struct
 import threading
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,20 +42,21 @@ log = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^(\d{12})\.seg$")
 _SPARE = re.compile(r"^spare-(\d+)\.seg$")
-#: buffers per pwritev call (the kernel's IOV_MAX)
-_IOV_MAX = 1024
+#: buffers per pwritev call (the kernel's IOV_MAX), three per payload
+_IOV_PER_CALL = 1023
+_HEADER = struct.Struct("<4sQ")  # magic, message id
+_TRAILER = struct.Struct("<Q4s")  # message id, magic
+_MAGIC = b"CXSP"
+#: bytes a payload takes in a segment besides its own
+FRAMING = _HEADER.size + _TRAILER.size
 
 
 class PayloadError(OSError):
-    """A payload could not be read back (missing segment, short read, CRC mismatch)."""
+    """A payload could not be read back (missing segment, short read, wrong frame)."""
 
 
 def payload_dir(spool_path: Path) -> Path:
     return spool_path.with_name(spool_path.name + ".payloads")
-
-
-def crc(payload: bytes) -> int:
-    return zlib.crc32(payload)
 
 
 class PayloadLog:
@@ -98,7 +104,9 @@ class PayloadLog:
 
     # --- placement (event loop) -------------------------------------------------------------
     def place(self, sizes: list[int]) -> tuple[int, list[int]]:
-        """Where the payloads of one flush go: their segment and each one's offset."""
+        """Where the payloads of one flush go: their segment and each one's offset (of
+        its header)."""
+        sizes = [size + FRAMING for size in sizes]
         total = sum(sizes)
         if self._tail and self._tail + total > self.segment_bytes:
             previous = self._seg
@@ -115,21 +123,22 @@ class PayloadLog:
         return self._seg, offsets
 
     # --- writing (worker thread) ----------------------------------------------------------
-    def write(self, seg: int, offset: int, payloads: list[bytes]) -> list[int]:
-        """Write the payloads contiguously at ``offset`` of ``seg`` and make them durable;
-        their CRC-32s. Raises :class:`OSError` (disk full, I/O error)."""
+    def write(self, seg: int, offset: int, ids: list[int], payloads: list[bytes]) -> None:
+        """Write the framed payloads contiguously at ``offset`` of ``seg`` and make them
+        durable. Raises :class:`OSError` (disk full, I/O error)."""
         fd = self._writer(seg)
-        crcs = [zlib.crc32(p) for p in payloads]  # large buffers: zlib releases the GIL
+        buffers: list[bytes] = []
+        for msg_id, payload in zip(ids, payloads, strict=True):
+            buffers += (_HEADER.pack(_MAGIC, msg_id), payload, _TRAILER.pack(msg_id, _MAGIC))
         at = offset
-        for start in range(0, len(payloads), _IOV_MAX):
-            chunk = payloads[start : start + _IOV_MAX]
-            want = sum(len(p) for p in chunk)
+        for start in range(0, len(buffers), _IOV_PER_CALL):
+            chunk = buffers[start : start + _IOV_PER_CALL]
+            want = sum(len(b) for b in chunk)
             done = os.pwritev(fd, chunk, at)
             if done != want:  # a regular file writes all or fails, unless the disk is full
                 raise OSError(28, f"short write to {self.path(seg)} ({done} of {want} bytes)")
             at += want
         os.fdatasync(fd)
-        return crcs
 
     def _writer(self, seg: int) -> int:
         if seg == self._write_seg and self._write_fd is not None:
@@ -155,19 +164,23 @@ class PayloadLog:
             os.close(fd)
 
     # --- reading (event loop) ---------------------------------------------------------------
-    def read(self, seg: int, offset: int, length: int, expected_crc: int | None) -> bytes:
+    def read(self, seg: int, offset: int, length: int, msg_id: int) -> bytes:
+        """The payload of message ``msg_id`` (``length`` bytes, framed at ``offset``)."""
         fd = self._read_fds.get(seg)
+        want = length + FRAMING
         try:
             if fd is None:
                 fd = self._read_fds[seg] = os.open(self.path(seg), os.O_RDONLY | os.O_CLOEXEC)
-            data = os.pread(fd, length, offset)
+            data = os.pread(fd, want, offset)
         except OSError as exc:
             raise PayloadError(f"segment {seg}: {exc}") from exc
-        if len(data) != length:
-            raise PayloadError(f"segment {seg}: {len(data)} of {length} bytes at {offset}")
-        if expected_crc is not None and zlib.crc32(data) != expected_crc:
-            raise PayloadError(f"segment {seg}: CRC mismatch at {offset}")
-        return data
+        if len(data) != want:
+            raise PayloadError(f"segment {seg}: {len(data)} of {want} bytes at {offset}")
+        head = _HEADER.unpack_from(data)
+        tail = _TRAILER.unpack_from(data, want - _TRAILER.size)
+        if head != (_MAGIC, msg_id) or tail != (msg_id, _MAGIC):
+            raise PayloadError(f"segment {seg}: no intact payload of message {msg_id} at {offset}")
+        return data[_HEADER.size : want - _TRAILER.size]
 
     # --- accounting (event loop, after the commit) ------------------------------------------
     def committed(self, segs: Iterable[int]) -> None:

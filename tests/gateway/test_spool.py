@@ -17,6 +17,7 @@ import pytest
 
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import MemoryOutbox, Outbox
+from gateway.northbound.payload_log import FRAMING
 from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
 
 BIG = SpoolLimits(max_bytes=1 << 30, max_age_s=3600.0)
@@ -257,10 +258,10 @@ def test_a_full_disk_for_payload_segments_drops_and_counts_and_recovers(tmp_path
     spool = DiskSpool(tmp_path / "s.db", BIG)
     spool.put_many([msg(n, size=5_000) for n in range(3)])
     [segment] = (tmp_path / "s.db.payloads").glob("*.seg")
-    assert segment.stat().st_size == 15_000
+    assert segment.stat().st_size == 3 * (5_000 + FRAMING)
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, old_limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16_500, old_limit[1]))
     try:
         spool.put_many([msg(n, samples=4, size=5_000) for n in range(3, 6)])
     finally:
@@ -350,7 +351,7 @@ def big(n: int, samples: int = 10) -> OutboundMessage:
 
 def test_large_payloads_live_in_segment_files_that_are_recycled(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path / "s.db", BIG)
-    spool._payloads.segment_bytes = 3 * (DiskSpool.INLINE_MAX + 100)  # three per segment
+    spool._payloads.segment_bytes = 3 * (DiskSpool.INLINE_MAX + 100 + FRAMING)  # three each
     folder = tmp_path / "s.db.payloads"
     for start in range(0, 12, 3):
         spool.put_many([big(n) for n in range(start, start + 3)])
@@ -375,7 +376,8 @@ def test_a_damaged_payload_is_dropped_counted_and_the_rest_delivered(tmp_path: P
     spool.close()
     [segment] = (tmp_path / "s.db.payloads").glob("0*.seg")
     data = bytearray(segment.read_bytes())
-    data[DiskSpool.INLINE_MAX + 100 + 50] ^= 0xFF  # one bit rot in the second payload
+    second = DiskSpool.INLINE_MAX + 100 + FRAMING  # where the second payload's frame starts
+    data[second : second + 200] = bytes(200)  # a block that never reached the disk
     segment.write_bytes(bytes(data))
     spool = DiskSpool(tmp_path / "s.db", BIG)
     spool.mark_backlog()
