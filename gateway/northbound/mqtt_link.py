@@ -2,9 +2,10 @@
 
 paho runs keep-alive, reconnects and retransmission of unacknowledged QoS 1
 messages in its own thread (``loop_start``); callbacks are handed to the event
-loop with ``call_soon_threadsafe`` so the rest of the gateway stays
-single-threaded. Reconnect delays get jitter from :class:`Backoff` each time the
-link drops, so a fleet of gateways does not reconnect in lock step.
+loop in order (a queue drained by one ``call_soon_threadsafe`` per burst: PUBACKs
+come one per message) so the rest of the gateway stays single-threaded. Reconnect
+delays get jitter from :class:`Backoff` each time the link drops, so a fleet of
+gateways does not reconnect in lock step.
 
 Failover: with several brokers (``northbound.mqtt.urls``) every connection attempt
 asks :class:`BrokerRotation` where to go. The one paho client moves between them,
@@ -14,6 +15,7 @@ so QoS 1 messages in flight are re-sent to the next broker after its CONNACK.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 from collections.abc import Callable
@@ -110,6 +112,7 @@ class _Client(mqtt.Client):
             self.last_socket_error = exc
             raise
 
+
 class MqttLink:
     def __init__(
         self,
@@ -140,6 +143,11 @@ class MqttLink:
         self._subscriptions = subscriptions
         self._on_message = on_message
         self._mid_to_id: dict[int, int] = {}
+        #: paho thread -> event loop: (callback, args) not yet run (see _post)
+        self._events: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._drain_scheduled = False
         self._stopping = False
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
         v5 = config.protocol == "5"
@@ -180,7 +188,7 @@ class MqttLink:
         previous = self.rotation.current
         target = self.rotation.next_attempt()
         if target != previous:
-            self._loop.call_soon_threadsafe(self._switched, previous, target)
+            self._post(self._switched, previous, target)
         return target
 
     def _paho_connect(
@@ -196,7 +204,7 @@ class MqttLink:
         if not reason.is_failure and self._subscriptions:
             # before the loop hears of the connect, hence before the birth is published
             client.subscribe(list(self._subscriptions))
-        self._loop.call_soon_threadsafe(self._connected, reason.is_failure, str(reason))
+        self._post(self._connected, reason.is_failure, str(reason))
 
     def _paho_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         if len(self.rotation.brokers) > 1:  # jitter, also between brokers
@@ -206,13 +214,11 @@ class MqttLink:
             )
         error = getattr(client, "last_socket_error", None)
         reason = describe_connect_error(error) if error is not None else "connection failed"
-        self._loop.call_soon_threadsafe(self._connect_failed, reason)
+        self._post(self._connect_failed, reason)
 
     def _paho_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._on_message is not None:
-            self._loop.call_soon_threadsafe(
-                self._on_message, msg.topic, bytes(msg.payload), bool(msg.retain)
-            )
+            self._post(self._on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
 
     def _paho_subscribe(
         self,
@@ -224,7 +230,7 @@ class MqttLink:
     ) -> None:
         refused = [str(r) for r in reasons if r.is_failure]
         if refused:
-            self._loop.call_soon_threadsafe(self._subscribe_refused, ", ".join(refused))
+            self._post(self._subscribe_refused, ", ".join(refused))
 
     def _paho_disconnect(
         self,
@@ -241,7 +247,7 @@ class MqttLink:
         detail = self._paho_errors.take()
         if detail:
             text += f" ({_readable_detail(detail)})"
-        self._loop.call_soon_threadsafe(self._disconnected, text)
+        self._post(self._disconnected, text)
 
     def _paho_publish(
         self,
@@ -251,7 +257,16 @@ class MqttLink:
         reason: ReasonCode,
         properties: object,
     ) -> None:
-        self._loop.call_soon_threadsafe(self._acked, mid, reason.is_failure, str(reason))
+        self._post(self._acked, mid, reason if reason.is_failure else None)
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        """From paho's thread: ``callback(*args)`` on the event loop, in the order paho's
+        events happened. One wake-up of the loop per burst: PUBACKs come one per message,
+        and each ``call_soon_threadsafe`` writes the loop's self-pipe (a system call)."""
+        self._events.append((callback, args))  # before the flag: a running drain sees it
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon_threadsafe(self._drain_events)
 
     # --- event loop ------------------------------------------------------------------
     def _switched(self, previous: BrokerAddress, target: BrokerAddress) -> None:
@@ -293,12 +308,23 @@ class MqttLink:
         self.last_error = f"disconnected: {reason}"
         self._on_state()
 
-    def _acked(self, mid: int, failed: bool, reason: str) -> None:
+    def _drain_events(self) -> None:
+        """What paho's thread posted, in order."""
+        events = self._events
+        self._drain_scheduled = False  # first: what is posted from now on schedules a drain
+        while events:
+            callback, args = events.popleft()
+            try:
+                callback(*args)
+            except Exception:  # logged as the loop does for a callback of its own
+                log.exception("MQTT event %s failed", getattr(callback, "__name__", callback))
+
+    def _acked(self, mid: int, failure: ReasonCode | None) -> None:
         message_id = self._mid_to_id.pop(mid, None)
         if message_id is None:
             return
-        if failed:  # MQTT 5 PUBACK with an error code: the broker will not route it
-            log.error("broker rejected message %d: %s", message_id, reason)
+        if failure is not None:  # MQTT 5 PUBACK with an error code: the broker will not route it
+            log.error("broker rejected message %d: %s", message_id, failure)
         self._on_ack(message_id)
 
     # --- API -------------------------------------------------------------------------

@@ -128,6 +128,10 @@ async def test_primary_host_offline_holds_data_then_births_and_replays_historica
             metrics = await asyncio.to_thread(http_text, gw.gateway.http_port, "/metrics")
             assert "chenxing_sparkplug_historical_messages_total" in metrics
             assert "chenxing_sparkplug_state_messages_total 4.0" in metrics
+            # held while no session was up: encoded historical, replayed without re-encoding
+            # (only what was queued live when the host left is re-encoded)
+            spb = nb.spb_counters  # type: ignore[attr-defined]
+            assert spb.historical_reencoded < spb.historical_messages
             await gw.stop()
         await host.until(lambda ms: any(m.type == "NDEATH" for m in ms))
         msgs = host.snapshot()
@@ -381,6 +385,9 @@ async def test_qos_1_data_unacknowledged_by_a_frozen_broker_is_replayed_not_retr
             assert nb.spb_counters.taken_back > 0  # type: ignore[attr-defined]
             assert await host.until(lambda ms: nb.outbox.stats().messages == 0 and any(
                 m.type == "DDATA" and not historical([m]) for m in ms[-3:]))
+            # taken back after being encoded live: re-encoded historical when replayed
+            spb = nb.spb_counters  # type: ignore[attr-defined]
+            assert spb.historical_reencoded >= spb.taken_back
             await gw.stop()
         msgs = host.snapshot()
         assert seqs_contiguous(msgs), " ".join(f"{m.type}:{m.seq}" for m in msgs)

@@ -218,8 +218,11 @@ class SparkplugContract:
                                "death", qos=0)  # fmt: skip
 
     # --- data ---------------------------------------------------------------------------------
-    def data(self, batch: SampleBatch, ts_ns: int, max_samples: int) -> list[OutboundMessage]:
-        """DDATA messages, one per device (split past ``max_samples``), metrics by alias only."""
+    def data(
+        self, batch: SampleBatch, ts_ns: int, max_samples: int, historical: bool = False
+    ) -> list[OutboundMessage]:
+        """DDATA messages, one per device (split past ``max_samples``), metrics by alias only;
+        ``historical``: every metric ``is_historical`` (data that can only go out as replay)."""
         messages: list[OutboundMessage] = []
         if not len(batch):
             return messages
@@ -229,10 +232,12 @@ class SparkplugContract:
             rows = np.flatnonzero(devices == index)
             for start in range(0, len(rows), max_samples):
                 chunk = batch.select(rows[start : start + max_samples])  # type: ignore[arg-type]
-                messages.append(self._device_data(names[int(index)], chunk, ts_ns))
+                messages.append(self._device_data(names[int(index)], chunk, ts_ns, historical))
         return messages
 
-    def _device_data(self, device: str, batch: SampleBatch, ts_ns: int) -> OutboundMessage:
+    def _device_data(
+        self, device: str, batch: SampleBatch, ts_ns: int, historical: bool = False
+    ) -> OutboundMessage:
         payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
         ids = batch.tag_ids.tolist()
         values = batch.values.tolist()
@@ -240,10 +245,12 @@ class SparkplugContract:
         qualities = batch.quality.tolist()
         datatypes = self.datatypes[batch.tag_ids].tolist()
         good = int(Quality.GOOD)
+        # proto2: an explicit is_historical=False would be encoded too; set it only when true
+        flags = {"is_historical": True} if historical else {}
         for tag_id, value, ms, quality, datatype in zip(
             ids, values, stamps, qualities, datatypes, strict=True
         ):
-            metric = payload.metrics.add(alias=tag_id + 1, timestamp=ms)
+            metric = payload.metrics.add(alias=tag_id + 1, timestamp=ms, **flags)
             set_value(metric, datatype, value)
             if quality != good:
                 add_property(metric.properties, "Quality", pb.Int32,

@@ -11,7 +11,10 @@ changes what a session is:
 - ``seq`` (0-255, one counter for every message of the session) is set when a
   message is sent, not when it was spooled (see :mod:`.wire`). What waited in the
   spool when the session started (a broker outage, a restart, the primary host
-  offline) is replayed after the births with ``is_historical`` on every metric.
+  offline) is replayed after the births with ``is_historical`` on every metric. Data
+  encoded while no session is up is encoded so (it can only go out as replay) and sent
+  as it is; data encoded live that ends up replayed (in flight or queued when the
+  connection dropped) is re-encoded historical when it is sent.
 - Device state changes send DDEATH / DBIRTH instead of a full rebirth; an NCMD
   ``Node Control/Rebirth`` = true sends NBIRTH and every DBIRTH again.
 - NCMD/DCMD writes go to the command executor; the outcome is published as the node
@@ -43,18 +46,29 @@ from gateway.northbound.sparkplug.contract import (
 )
 from gateway.northbound.sparkplug.decode import (
     SparkplugDecodeError,
+    SparkplugTopic,
     decode_payload,
     decode_state,
     parse_topic,
 )
 from gateway.northbound.sparkplug.link import SparkplugLink
-from gateway.northbound.sparkplug.wire import as_historical, with_seq
+from gateway.northbound.sparkplug.wire import as_historical, is_historical, with_seq
 from gateway.types import SampleBatch, now_ns
 
 log = logging.getLogger(__name__)
 
 #: device states (gateway.runtime.device_runner.DeviceState values) without a DBIRTH
 DEAD_STATES = frozenset({"down", "stopped"})
+#: bound of the parsed-topic cache (the contract's topics: node ones and one set per device)
+_TOPIC_CACHE = 4096
+
+
+def with_payload(message: OutboundMessage, payload: bytes) -> OutboundMessage:
+    """A copy of ``message`` with ``payload`` (``dataclasses.replace`` costs ~10x more on
+    the per-message path)."""
+    m = message
+    return OutboundMessage(m.topic, payload, m.kind, m.qos, m.retain, m.samples, m.oldest_ns,
+                           m.id, m.seq)  # fmt: skip
 
 
 @dataclasses.dataclass(slots=True)
@@ -63,6 +77,8 @@ class SparkplugCounters:
     ddeaths: int = 0
     dbirths: int = 0
     historical_messages: int = 0
+    #: of those, encoded live (in flight or queued at a drop) and so re-encoded historical
+    historical_reencoded: int = 0
     #: unacknowledged QoS 1 messages of a dropped connection, replayed in the next session
     taken_back: int = 0
     #: bad-quality samples of dead devices, represented by their DDEATH instead
@@ -105,6 +121,7 @@ class SparkplugEdgeNode(Northbound):
         self._dead_tags = np.zeros(len(contract.catalog), dtype=bool)
         self._last_command_result: str | None = None
         self._historical_turn = False
+        self._topics: dict[str, SparkplugTopic | None] = {}
         mqtt_cfg = config.northbound.mqtt
         subscriptions = [
             (contract.node_topic("NCMD"), 0),
@@ -140,6 +157,22 @@ class SparkplugEdgeNode(Northbound):
     def born(self) -> bool:
         return self.session_ready and self._session_key is not None
 
+    def _in_session(self) -> bool:
+        """Ready and the session's births are out: data encoded now may go out live."""
+        return self.session_ready and self._session_key == (
+            self.link.generation, self._host_epoch
+        )  # fmt: skip
+
+    def _topic(self, topic: str) -> SparkplugTopic | None:
+        """:func:`parse_topic`, cached: every message needs its type and device."""
+        try:
+            return self._topics[topic]
+        except KeyError:
+            if len(self._topics) >= _TOPIC_CACHE:
+                self._topics.clear()
+            parsed = self._topics[topic] = parse_topic(topic)
+            return parsed
+
     def _will_for_connect(self) -> tuple[int, OutboundMessage]:
         """paho's thread, before each CONNECT: the NDEATH will with this connect's bdSeq."""
         bdseq = self.bdseq.next_for_connect()
@@ -169,14 +202,16 @@ class SparkplugEdgeNode(Northbound):
         super().submit(batch)
 
     def _encode(self) -> list[OutboundMessage]:
-        """What is buffered as DDATA messages (no seq yet), for the outbox."""
+        """What is buffered as DDATA messages (no seq yet), for the outbox. Without a
+        session they can only be sent as replay: encoded historical right away."""
         if not self._buffer:
             return []
         batch = SampleBatch.concat(self._buffer)
         self._buffer = []
         self.counters.buffered_samples = 0
         try:
-            return self.contract.data(batch, now_ns(), self.config.max_samples_per_message)
+            return self.contract.data(batch, now_ns(), self.config.max_samples_per_message,
+                                      not self._in_session())  # fmt: skip
         except Exception:  # a bug in encoding must not stop the publisher
             self.counters.encode_failures += 1
             self.counters.encode_dropped_samples += len(batch)
@@ -234,8 +269,9 @@ class SparkplugEdgeNode(Northbound):
         return self._for_session(message, historical=backlog)
 
     def _for_session(self, message: OutboundMessage, historical: bool) -> OutboundMessage:
-        """Replayed data, and data of a device that died since, goes out historical."""
-        topic = parse_topic(message.topic)
+        """Replayed data, and data of a device that died since, goes out historical: as it
+        is when encoded so (without a session), else re-encoded."""
+        topic = self._topic(message.topic)
         if topic is not None and topic.device_id is not None and (
             topic.device_id not in self._born_devices
         ):
@@ -244,20 +280,26 @@ class SparkplugEdgeNode(Northbound):
             return message
         self.spb_counters.historical_messages += 1
         try:
+            if is_historical(message.payload):
+                return message
+        except Exception:  # not a Payload: as_historical fails too and says so
+            pass
+        self.spb_counters.historical_reencoded += 1
+        try:
             payload = as_historical(message.payload)
         except Exception:  # undecodable spool content: send it as it is rather than lose it
             log.exception("spooled message %d could not be marked historical", message.id)
             return message
-        return dataclasses.replace(message, payload=payload)
+        return with_payload(message, payload)
 
     def _send(self, message: OutboundMessage) -> None:
         """Every message but NDEATH gets the session's next seq; NBIRTH restarts it at 0."""
-        topic = parse_topic(message.topic)
+        topic = self._topic(message.topic)
         kind = topic.message_type if topic is not None else ""
         if kind != "NDEATH":
             if kind == "NBIRTH":
                 self._seq = 0
-            message = dataclasses.replace(message, payload=with_seq(message.payload, self._seq))
+            message = with_payload(message, with_seq(message.payload, self._seq))
             self._seq = (self._seq + 1) % 256
         super()._send(message)
 

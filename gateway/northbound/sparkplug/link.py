@@ -56,7 +56,7 @@ class SparkplugLink(MqttLink):
             mids = list(client._out_messages)  # type: ignore[attr-defined]
             client._out_messages.clear()  # type: ignore[attr-defined]
             client._inflight_messages = 0  # type: ignore[attr-defined]
-        self._loop.call_soon_threadsafe(self._pre_connect, bdseq, mids)
+        self._post(self._pre_connect, bdseq, mids)
 
     def _pre_connect(self, bdseq: int, mids: list[int]) -> None:
         self.bdseq = bdseq

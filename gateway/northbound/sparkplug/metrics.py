@@ -13,6 +13,7 @@ _HELP = {
     "dbirths": "DBIRTH messages published",
     "ddeaths": "DDEATH messages published",
     "historical_messages": "Data messages replayed with is_historical",
+    "historical_reencoded": "Replayed data messages encoded live, re-encoded as historical",
     "taken_back": "Unacknowledged QoS 1 messages of a dropped connection replayed after births",
     "dead_device_withheld": "Bad-quality samples of dead devices not published (DDEATH says it)",
     "state_messages": "Primary host STATE messages received",

@@ -1,0 +1,203 @@
+"""Historical replay of the Sparkplug edge node without re-encoding.
+
+Data encoded while no session is up is encoded historical and replayed as it is; data
+encoded live that ends up replayed (taken back from a dropped connection) is re-encoded
+historical. The MQTT link is not started: its publish is recorded and its connection
+state set by hand (the broker path is covered in tests/integration/test_sparkplug_mqtt.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.northbound.message import OutboundMessage
+from gateway.northbound.outbox import MemoryOutbox
+from gateway.northbound.sparkplug import edge_node as edge_node_module
+from gateway.northbound.sparkplug import wire
+from gateway.northbound.sparkplug.bdseq import BdSeqStore
+from gateway.northbound.sparkplug.contract import CurrentValue, SparkplugContract
+from gateway.northbound.sparkplug.decode import decode_payload
+from gateway.northbound.sparkplug.edge_node import SparkplugEdgeNode, with_payload
+from gateway.tags import TagCatalog
+from gateway.types import SampleBatch, now_ns
+from tests.gateway.test_sparkplug_contract import make_config
+
+
+class Node:
+    """An edge node whose link records what it publishes."""
+
+    def __init__(self, tmp: Path) -> None:
+        config = make_config(data_qos=1)
+        catalog = TagCatalog(config.devices)
+        self.contract = SparkplugContract(config, catalog, "9.9.9")
+        self.catalog = catalog
+        self.outbox = MemoryOutbox(1000)
+        self.nb = SparkplugEdgeNode(
+            config, self.contract, self.outbox, BdSeqStore(tmp / "bdseq.json"), "test", None,
+            lambda: dict.fromkeys(catalog.devices(), "up"), lambda tag: CurrentValue(None, None, 0),
+            None,
+        )  # fmt: skip
+        self.sent: list[OutboundMessage] = []
+        self.nb.link.publish = self.sent.append  # type: ignore[method-assign]
+        self.task = asyncio.create_task(self.nb._sender())
+
+    def meter_batch(self, value: float) -> SampleBatch:
+        ids = [t.id for t in self.catalog.tags if t.device == "meter2"]
+        return SampleBatch.of(np.array(ids), np.full(len(ids), value), now_ns())
+
+    async def connect(self) -> None:
+        self.nb.link.generation += 1
+        self.nb.link.connected.set()
+        self.nb._link_state()
+        await asyncio.sleep(0.01)
+
+    async def disconnect(self, in_flight: list[int]) -> None:
+        """The link drops; paho's unacknowledged messages are taken back (SparkplugLink)."""
+        self.nb._taken_back(in_flight)
+        self.nb.link.connected.clear()
+        self.nb._link_state()
+        await asyncio.sleep(0.01)
+
+    def data_sent(self) -> list[OutboundMessage]:
+        return [m for m in self.sent if "/DDATA/" in m.topic]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+
+
+def all_historical(payload: bytes) -> bool:
+    metrics = decode_payload(payload)["metrics"]
+    return bool(metrics) and all(m["is_historical"] for m in metrics)
+
+
+@pytest.fixture
+def reencodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Payloads the edge node re-encodes as historical."""
+    calls: list[bytes] = []
+
+    def spy(payload: bytes) -> bytes:
+        calls.append(payload)
+        return wire.as_historical(payload)
+
+    monkeypatch.setattr(edge_node_module, "as_historical", spy)
+    return calls
+
+
+async def test_data_encoded_without_a_session_is_historical_and_replayed_as_is(
+    tmp_path: Path, reencodes: list[bytes]
+) -> None:
+    node = Node(tmp_path)
+    try:
+        node.nb.submit(node.meter_batch(1.5))
+        node.nb.flush()  # no connection: this can only go out as replay
+        (stored,) = list(node.outbox._live.values())
+        assert all_historical(stored.payload)
+        stored_payload = stored.payload
+
+        await node.connect()
+        assert [m.topic.split("/")[2] for m in node.sent] == ["NBIRTH", "DBIRTH", "DBIRTH",
+                                                              "DDATA"]  # fmt: skip
+        (replayed,) = node.data_sent()
+        assert reencodes == []  # not decoded and re-encoded
+        seq = decode_payload(replayed.payload)["seq"]
+        assert seq == 3
+        assert replayed.payload == wire.with_seq(stored_payload, seq)
+        assert node.nb.spb_counters.historical_messages == 1
+        assert node.nb.spb_counters.historical_reencoded == 0
+
+        node.nb.submit(node.meter_batch(2.5))
+        node.nb.flush()  # within the session: live
+        await asyncio.sleep(0.01)
+        assert len(node.data_sent()) == 2
+        live = node.data_sent()[-1]
+        assert not decode_payload(live.payload)["metrics"][0]["is_historical"]
+        assert reencodes == []
+    finally:
+        await node.close()
+
+
+async def test_live_data_replayed_after_a_drop_is_re_encoded_historical(
+    tmp_path: Path, reencodes: list[bytes]
+) -> None:
+    node = Node(tmp_path)
+    try:
+        await node.connect()
+        node.nb.submit(node.meter_batch(7.0))
+        node.nb.flush()
+        await asyncio.sleep(0.01)
+        (live,) = node.data_sent()
+        assert not any(m["is_historical"] for m in decode_payload(live.payload)["metrics"])
+
+        await node.disconnect([live.id])  # in flight when the connection dropped
+        node.nb.submit(node.meter_batch(8.0))
+        node.nb.flush()  # while down: encoded historical
+        await node.connect()
+
+        replayed = node.data_sent()[1:]
+        assert len(replayed) == 2
+        assert all(all_historical(m.payload) for m in replayed)
+        values = [decode_payload(m.payload)["metrics"][0]["value"] for m in replayed]
+        assert values == [7.0, 8.0]  # in order, the taken back one first
+        assert len(reencodes) == 1  # only the live-encoded one
+        assert decode_payload(reencodes[0])["metrics"][0]["value"] == 7.0
+        assert node.nb.spb_counters.historical_messages == 2
+        assert node.nb.spb_counters.historical_reencoded == 1
+    finally:
+        await node.close()
+
+
+async def test_data_of_a_device_that_died_since_goes_historical(
+    tmp_path: Path, reencodes: list[bytes]
+) -> None:
+    node = Node(tmp_path)
+    try:
+        await node.connect()
+        node.nb.submit(node.meter_batch(3.0))
+        node.outbox.put_many(node.nb._encode())  # encoded live, not yet sent
+        node.nb._born_devices.discard("meter2")  # the device died meanwhile (its DDEATH)
+        node.nb._wake.set()
+        await asyncio.sleep(0.01)
+        (sent,) = node.data_sent()
+        assert all_historical(sent.payload)
+        assert len(reencodes) == 1
+    finally:
+        await node.close()
+
+
+def test_with_payload_keeps_every_other_field() -> None:
+    values: dict[str, Any] = {
+        "topic": "t", "payload": b"p", "kind": "cmd-result", "qos": 0, "retain": True,
+        "samples": 3, "oldest_ns": 4, "id": 5, "seq": 6,
+    }  # fmt: skip
+    assert set(values) == {f.name for f in dataclasses.fields(OutboundMessage)}
+    message = OutboundMessage(**values)
+    copy = with_payload(message, b"q")
+    assert copy == dataclasses.replace(message, payload=b"q")
+    assert message.payload == b"p"
+
+
+def test_is_historical_reads_the_first_metric() -> None:
+    contract = SparkplugContract(make_config(), TagCatalog(make_config().devices), "9.9.9")
+    batch = SampleBatch.of(np.arange(3), np.array([1.0, 2.0, 3.0]), now_ns())
+    (live,) = contract.data(batch, now_ns(), 100)
+    (old,) = contract.data(batch, now_ns(), 100, historical=True)
+    assert not wire.is_historical(live.payload)
+    assert not wire.is_historical(wire.with_seq(live.payload, 200))
+    assert wire.is_historical(old.payload)
+    assert wire.is_historical(wire.with_seq(old.payload, 7))
+    assert wire.is_historical(wire.as_historical(live.payload))
+    assert all_historical(old.payload)
+    assert decode_payload(old.payload)["metrics"] == decode_payload(
+        wire.as_historical(live.payload))["metrics"]  # fmt: skip
+    assert wire.is_historical(contract.ddeath("meter", now_ns()).payload)  # no metrics
+    for garbage in (b"\xff", b"\x12\x40abc", b"\x0b"):
+        with pytest.raises(ValueError):
+            wire.is_historical(garbage)
