@@ -233,8 +233,12 @@ class ModelEngine:
         capacity: int = 4096,
         clock: Callable[[], int] = now_ns,
         inline_budget_s: float = INLINE_BUDGET_S,
+        current: Callable[[np.ndarray], SampleBatch] | None = None,
     ) -> None:
+        """``current(tag_ids)``: the last samples already seen of those tags; a model
+        loaded late starts from them (values reported by exception may not come again)."""
         self.catalog = catalog
+        self.current = current
         self.inline_budget_s = inline_budget_s
         self.device = device
         self.emit = emit
@@ -331,7 +335,7 @@ class ModelEngine:
                                         f"model {m.name}: alarm tag")
                 alarms.append(_Alarm(a.name, columns[a.output], alarm_id, a.above, a.below,
                                      a.hysteresis, int(a.min_duration * 1e9)))
-        self.windows.watch(ids)
+        self._watch(ids, cycle_key)
         return _Slot(
             name=m.name,
             spec=m,
@@ -347,6 +351,19 @@ class ModelEngine:
             settle_ns=int(m.trigger.settle * 1e9),
             alarms=alarms,
         )
+
+    def _watch(self, ids: list[int], cycle_key: tuple[int, str] | None) -> None:
+        """Buffer these tags; tags new to the windows start from their current values."""
+        new = [t for t in dict.fromkeys(ids) if self.windows.slot(t) < 0]
+        self.windows.watch(ids)
+        if not new or self.current is None:
+            return
+        seen = self.current(np.array(new, np.int64))
+        self.windows.append(seen)
+        if cycle_key is not None and cycle_key[0] not in self._cycle_prev:
+            good = (seen.tag_ids == cycle_key[0]) & (seen.quality == Quality.GOOD)
+            if good.any():  # the next edge then starts the first complete cycle
+                self._cycle_prev[cycle_key[0]] = float(seen.values[good][-1])
 
     # --- hot path ------------------------------------------------------------------------------
     def ingest(self, batch: SampleBatch) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -112,10 +113,11 @@ class ModelService:
         watch_interval: float = 2.0,
         capacity: int = 4096,
         inline_budget: float = INLINE_BUDGET_S,
+        current: Callable[[np.ndarray], SampleBatch] | None = None,
     ) -> None:
         self.folder = folder
         self.engine = ModelEngine(catalog, device, emit, on_alarm, capacity,
-                                  inline_budget_s=inline_budget)
+                                  inline_budget_s=inline_budget, current=current)
         self.executor = InferenceWorker("models")
         self.tick_interval = tick_interval
         self.watch_interval = watch_interval
@@ -241,11 +243,13 @@ def build_service(
     emit: Callable[[SampleBatch], None],
     on_alarm: Callable[[AlarmEvent], None] | None = None,
     on_change: Callable[[], None] | None = None,
+    current: Callable[[np.ndarray], SampleBatch] | None = None,
 ) -> ModelService:
-    """The model service of a gateway's ``models:`` section."""
+    """The model service of a gateway's ``models:`` section (``current``: the last samples
+    seen of given tags, see :class:`ModelEngine`)."""
     return ModelService(config.dir, catalog, config.device, emit, on_alarm, on_change,
                         config.tick, config.watch_interval, config.window_capacity,
-                        config.inline_budget)
+                        config.inline_budget, current)
 
 
 def catalog_devices(config: ModelsConfig) -> list[DeviceConfig]:

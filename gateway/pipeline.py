@@ -112,6 +112,15 @@ class Pipeline:
         number = float(self.latest_value[tag_id])
         return None if np.isnan(number) else number
 
+    def current(self, tag_ids: np.ndarray) -> SampleBatch:
+        """The last sample seen of each numeric tag among ``tag_ids`` that has been read
+        (for consumers that start late, such as an edge model loaded after its inputs'
+        values were reported by exception)."""
+        ids = np.asarray(tag_ids, np.int64)
+        ids = ids[(self.latest_quality[ids] != _NEVER) & ~self.catalog.is_string[ids]]
+        return SampleBatch(ids.astype(np.int32), self.latest_value[ids].copy(),
+                           self.latest_ns[ids].copy(), self.latest_quality[ids].copy())
+
     def _process_objects(self, batch: SampleBatch) -> SampleBatch:
         ids = batch.tag_ids
         objects = self._objects

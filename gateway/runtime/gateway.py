@@ -110,7 +110,7 @@ class Gateway:
         from edge_models.lifecycle import build_service
 
         return build_service(self.config.models, self.catalog, self._route,
-                             self._on_alarm, self._on_models_changed)
+                             self._on_alarm, self._on_models_changed, self.pipeline.current)
 
     def _on_alarm(self, event: AlarmEvent) -> None:
         self.recent_alarms.append(event)

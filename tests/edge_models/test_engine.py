@@ -10,6 +10,7 @@ import pytest
 
 from edge_models.engine import AlarmEvent
 from edge_models.runtime import ModelRunError
+from gateway.pipeline import Pipeline
 from gateway.types import Quality, SampleBatch
 
 from .helpers import NS, Sink, catalog_for, feed_cycles, identity_manifest, service, write_model
@@ -270,3 +271,32 @@ async def test_service_run_loads_ticks_and_watches(tmp_path: Path) -> None:
         with __import__("contextlib").suppress(asyncio.CancelledError):
             await task
         svc.close()
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+async def test_a_model_loaded_late_starts_from_the_values_already_seen(
+    tmp_path: Path, seeded: bool
+) -> None:
+    """Values reported by exception (a hold time that never changes) reached the pipeline
+    before the model was loaded: the model's windows start from them, and the cycle
+    counter's current value makes the next increment start the first cycle."""
+    write_model(tmp_path, "kpi", identity_manifest(
+        inputs=[{"tag": "plc.Temp", "aggregation": "last", "window": "cycle"}]))
+    catalog = catalog_for(tmp_path)
+    pipeline = Pipeline(catalog)
+    temp, pc = catalog.id_of("plc.Temp"), catalog.id_of("plc.PartCount")
+    pipeline.process(SampleBatch.of([temp, pc], [42.0, 5.0], NS))
+    sink = Sink(catalog)
+    svc = service(tmp_path, catalog, sink, current=pipeline.current if seeded else None)
+    await svc.reload()
+    for part, ts in ((6.0, 2 * NS), (7.0, 3 * NS), (8.0, 4 * NS)):  # only the counter moves
+        svc.engine.ingest(SampleBatch.of([pc], [part], ts))
+    await svc.engine.tick(now=LATER)
+    c = svc.engine.counters[("kpi", "active")]
+    if seeded:
+        assert [(t, v) for t, v, _ in sink.samples("models.kpi/value")] == [
+            (3 * NS, 42.0), (4 * NS, 42.0)]
+        assert c.skipped == 0
+    else:  # the held value is unknown to the windows; the first increment only sets prev
+        assert sink.samples("models.kpi/value") == [] and c.skipped == 1
+    svc.close()

@@ -47,9 +47,13 @@ async def test_quality_model_scores_every_part_from_the_plc(
             enabled=True, dir=folder, watch_interval=0, tick=0.05)})
         with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
             async with running(config) as gw:
-                assert await rec.until(lambda s: sum(
+                scored = await rec.until(lambda s: sum(
                     x.tag == "models.quality/defect_probability" for x in s.samples) >= 3,
                     timeout=30)
+                engine = gw.gateway.models.engine  # type: ignore[union-attr]
+                assert scored, (engine.counters, [(x.value, x.ts_ms) for x in
+                                                  rec.snapshot().samples
+                                                  if x.tag == "imm1.PartCount"])
                 await gw.stop()
     snap = rec.snapshot()
     outputs = [s for s in snap.samples if s.tag == "models.quality/defect_probability"]
