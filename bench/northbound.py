@@ -91,10 +91,33 @@ DEVICES = 4
 
 class BenchBroker(MqttBroker):
     """Mosquitto with no per-client queue limit: a lagging subscriber must not lose
-    messages (the default drops QoS 1 past 1,000 queued), or the loss check would lie."""
+    messages (the default drops QoS 1 past 1,000 queued), or the loss check would lie.
+    ``cpus``: the CPUs the broker runs on (``--pin``), set again at every start."""
+
+    def __init__(self, *args: Any, cpus: set[int] | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.cpus = cpus
 
     def _mosquitto_config(self) -> str:
         return super()._mosquitto_config() + "max_queued_messages 0\nmax_queued_bytes 0\n"
+
+    def start(self) -> BenchBroker:
+        super().start()
+        if self.cpus and self.pid:
+            os.sched_setaffinity(self.pid, self.cpus)
+        return self
+
+
+def pin_plan(pin: bool) -> tuple[set[int], set[int]] | None:
+    """``--pin``: (the publisher's CPUs, the broker's and the subscriber's CPUs), the
+    first CPU for this process and the others for the rest, as when the broker runs on
+    another machine; None without ``--pin``."""
+    if not pin:
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    return {cpus[0]}, set(cpus[1:])
 
 
 # --------------------------------------------------------------------------------------
@@ -103,10 +126,11 @@ class BenchBroker(MqttBroker):
 
 
 class Subscriber:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, cpus: set[int] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(BENCH_DIR / "northbound_subscriber.py"), host, str(port)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )  # fmt: skip
         first = json.loads(self._readline())
         if not first.get("ready"):
@@ -171,6 +195,8 @@ class Params:
     formats: list[str]
     workdir: Path
     with_encode: bool
+    #: ``--pin``: the broker's and the subscriber's CPUs (this process has the first one)
+    broker_cpus: tuple[int, ...] = ()
 
 
 def make_config(p: Params, fmt: str, run: str, spool: bool, port: int) -> GatewayConfig:
@@ -751,8 +777,9 @@ async def run(p: Params, skip_replay: bool) -> dict[str, Any]:
     # persistence: the subscriber's session (clean_session off) and what is queued for it
     # survive the outage, so data the gateway replays before the subscriber is back is
     # still counted
-    with BenchBroker(kind="mosquitto", persistence=True) as broker:
-        sub = Subscriber(broker.host, broker.port)
+    others = set(p.broker_cpus) or None
+    with BenchBroker(kind="mosquitto", persistence=True, cpus=others) as broker:
+        sub = Subscriber(broker.host, broker.port, others)
         try:
             for fmt in p.formats:
                 _, summary = await throughput(p, broker, sub, fmt, counter)
@@ -794,6 +821,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="skip the spool+encode side (publish path with the real encoder)")
     ap.add_argument("--dir", type=Path, default=Path("var/bench-northbound"),
                     help="spool files (a real disk, not tmpfs)")  # fmt: skip
+    ap.add_argument("--pin", action="store_true",
+                    help="this process (ours and raw) on the first CPU, the broker and the "
+                         "subscriber on the others, as when the broker is another machine")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
@@ -810,6 +840,10 @@ def main(argv: list[str] | None = None) -> int:
     p = Params(args.tags, args.samples_per_message, args.window, args.seconds, args.warmup,
                args.rounds, args.depth, args.publish_interval, args.outage, args.live_rate,
                args.replay_rate, args.formats.split(","), workdir, not args.no_encode)  # fmt: skip
+    plan = pin_plan(args.pin)
+    if plan is not None:  # before any thread starts: threads inherit the main thread's
+        os.sched_setaffinity(0, plan[0])
+        p.broker_cpus = tuple(sorted(plan[1]))
     started = dt.datetime.now(dt.UTC)
     try:
         result = asyncio.run(run(p, args.skip_replay))
