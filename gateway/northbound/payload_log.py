@@ -66,12 +66,15 @@ class PayloadLog:
     #: recycled segment files kept for reuse
     SPARES = 2
 
-    def __init__(self, directory: Path, segment_bytes: int, referenced: Iterable[int]) -> None:
-        """``referenced``: the segments the spool's index points to."""
+    def __init__(self, directory: Path, segment_bytes: int, live: dict[int, int]) -> None:
+        """``live``: rows per segment in the spool's index (segments it does not point to
+        are garbage)."""
         self.directory = directory
         self.segment_bytes = segment_bytes
         directory.mkdir(parents=True, exist_ok=True)
-        keep = set(referenced)
+        #: committed rows per segment
+        self.live = dict(live)
+        keep = set(live)
         self._spares: list[Path] = []
         self._spare_lock = threading.Lock()  # spares are taken by the writer, added by the loop
         self._spare_serial = 0
@@ -90,8 +93,6 @@ class PayloadLog:
                 self._spare_serial = max(self._spare_serial, int(spare.group(1)))
         for entry in unreferenced:
             self._retire(entry)
-        #: committed rows per segment
-        self.live: dict[int, int] = {}
         # a new run writes into a new segment: the old one's tail may hold garbage
         self._seg = highest + 1
         self._tail = 0
@@ -225,9 +226,6 @@ class PayloadLog:
     def reset(self, live: dict[int, int]) -> None:
         """Counts re-read from the index (after a rolled-back transaction)."""
         self.live = dict(live)
-
-    def disk_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
 
     def close(self) -> None:
         for fd in (self._write_fd, *self._read_fds.values()):

@@ -265,7 +265,6 @@ class DiskSpool(Outbox):
             raise
         segment_bytes = max(2**20, min(self.SEGMENT_BYTES, limits.max_bytes // 4))
         self._payloads = PayloadLog(payload_dir(path), segment_bytes, self._segment_rows())
-        self._payloads.reset(self._segment_rows())
         #: segments of rows deleted by the running transaction (applied after its commit)
         self._freed_segs: list[int] = []
         self._next_id = int(top) + 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from gateway.northbound.sparkplug import wire
 from gateway.northbound.sparkplug.bdseq import BdSeqStore
 from gateway.northbound.sparkplug.contract import CurrentValue, SparkplugContract
 from gateway.northbound.sparkplug.decode import decode_payload
-from gateway.northbound.sparkplug.edge_node import SparkplugEdgeNode, with_payload
+from gateway.northbound.sparkplug.edge_node import SparkplugEdgeNode
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch, now_ns
 from tests.gateway.test_sparkplug_contract import make_config
@@ -64,6 +65,12 @@ class Node:
         self.nb._link_state()
         await asyncio.sleep(0.01)
 
+    async def flush_data(self, value: float) -> None:
+        """Submit a batch of meter2 and flush it; the sender runs."""
+        self.nb.submit(self.meter_batch(value))
+        self.nb.flush()
+        await asyncio.sleep(0.01)
+
     def data_sent(self) -> list[OutboundMessage]:
         return [m for m in self.sent if "/DDATA/" in m.topic]
 
@@ -71,6 +78,13 @@ class Node:
         self.task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await self.task
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    n = Node(tmp_path)
+    yield n
+    await n.close()
 
 
 def all_historical(payload: bytes) -> bool:
@@ -92,84 +106,68 @@ def reencodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 async def test_data_encoded_without_a_session_is_historical_and_replayed_as_is(
-    tmp_path: Path, reencodes: list[bytes]
+    node: Node, reencodes: list[bytes]
 ) -> None:
-    node = Node(tmp_path)
-    try:
-        node.nb.submit(node.meter_batch(1.5))
-        node.nb.flush()  # no connection: this can only go out as replay
-        (stored,) = list(node.outbox._live.values())
-        assert all_historical(stored.payload)
-        stored_payload = stored.payload
+    node.nb.submit(node.meter_batch(1.5))
+    node.nb.flush()  # no connection: this can only go out as replay
+    (stored,) = list(node.outbox._live.values())
+    assert all_historical(stored.payload)
+    stored_payload = stored.payload
 
-        await node.connect()
-        assert [m.topic.split("/")[2] for m in node.sent] == ["NBIRTH", "DBIRTH", "DBIRTH",
-                                                              "DDATA"]  # fmt: skip
-        (replayed,) = node.data_sent()
-        assert reencodes == []  # not decoded and re-encoded
-        seq = decode_payload(replayed.payload)["seq"]
-        assert seq == 3
-        assert replayed.payload == wire.with_seq(stored_payload, seq)
-        assert node.nb.spb_counters.historical_messages == 1
-        assert node.nb.spb_counters.historical_reencoded == 0
+    await node.connect()
+    assert [m.topic.split("/")[2] for m in node.sent] == ["NBIRTH", "DBIRTH", "DBIRTH",
+                                                          "DDATA"]  # fmt: skip
+    (replayed,) = node.data_sent()
+    assert reencodes == []  # not decoded and re-encoded
+    seq = decode_payload(replayed.payload)["seq"]
+    assert seq == 3
+    assert replayed.payload == wire.with_seq(stored_payload, seq)
+    assert node.nb.spb_counters.historical_messages == 1
+    assert node.nb.spb_counters.historical_reencoded == 0
 
-        node.nb.submit(node.meter_batch(2.5))
-        node.nb.flush()  # within the session: live
-        await asyncio.sleep(0.01)
-        assert len(node.data_sent()) == 2
-        live = node.data_sent()[-1]
-        assert not decode_payload(live.payload)["metrics"][0]["is_historical"]
-        assert reencodes == []
-    finally:
-        await node.close()
+    await node.flush_data(2.5)  # within the session: live
+    assert len(node.data_sent()) == 2
+    live = node.data_sent()[-1]
+    assert not decode_payload(live.payload)["metrics"][0]["is_historical"]
+    assert reencodes == []
 
 
 async def test_live_data_replayed_after_a_drop_is_re_encoded_historical(
-    tmp_path: Path, reencodes: list[bytes]
+    node: Node, reencodes: list[bytes]
 ) -> None:
-    node = Node(tmp_path)
-    try:
-        await node.connect()
-        node.nb.submit(node.meter_batch(7.0))
-        node.nb.flush()
-        await asyncio.sleep(0.01)
-        (live,) = node.data_sent()
-        assert not any(m["is_historical"] for m in decode_payload(live.payload)["metrics"])
+    await node.connect()
+    await node.flush_data(7.0)
+    (live,) = node.data_sent()
+    assert not any(m["is_historical"] for m in decode_payload(live.payload)["metrics"])
 
-        await node.disconnect([live.id])  # in flight when the connection dropped
-        node.nb.submit(node.meter_batch(8.0))
-        node.nb.flush()  # while down: encoded historical
-        await node.connect()
+    await node.disconnect([live.id])  # in flight when the connection dropped
+    node.nb.submit(node.meter_batch(8.0))
+    node.nb.flush()  # while down: encoded historical
+    await node.connect()
 
-        replayed = node.data_sent()[1:]
-        assert len(replayed) == 2
-        assert all(all_historical(m.payload) for m in replayed)
-        values = [decode_payload(m.payload)["metrics"][0]["value"] for m in replayed]
-        assert values == [7.0, 8.0]  # in order, the taken back one first
-        assert len(reencodes) == 1  # only the live-encoded one
-        assert decode_payload(reencodes[0])["metrics"][0]["value"] == 7.0
-        assert node.nb.spb_counters.historical_messages == 2
-        assert node.nb.spb_counters.historical_reencoded == 1
-    finally:
-        await node.close()
+    replayed = node.data_sent()[1:]
+    assert len(replayed) == 2
+    assert all(all_historical(m.payload) for m in replayed)
+    values = [decode_payload(m.payload)["metrics"][0]["value"] for m in replayed]
+    assert values == [7.0, 8.0]  # in order, the taken back one first
+    assert len(reencodes) == 1  # only the live-encoded one
+    assert decode_payload(reencodes[0])["metrics"][0]["value"] == 7.0
+    assert node.nb.spb_counters.historical_messages == 2
+    assert node.nb.spb_counters.historical_reencoded == 1
 
 
 async def test_data_of_a_device_that_died_since_goes_historical(
-    tmp_path: Path, reencodes: list[bytes]
+    node: Node, reencodes: list[bytes]
 ) -> None:
-    node = Node(tmp_path)
-    try:
-        await node.connect()
-        node.nb.submit(node.meter_batch(3.0))
-        node.outbox.put_many(node.nb._encode())  # encoded live, not yet sent
-        node.nb._born_devices.discard("meter2")  # the device died meanwhile (its DDEATH)
-        node.nb._wake.set()
-        await asyncio.sleep(0.01)
-        (sent,) = node.data_sent()
-        assert all_historical(sent.payload)
-        assert len(reencodes) == 1
-    finally:
-        await node.close()
+    await node.connect()
+    node.nb.submit(node.meter_batch(3.0))
+    node.outbox.put_many(node.nb._encode())  # encoded live, not yet sent
+    node.nb._born_devices.discard("meter2")  # the device died meanwhile (its DDEATH)
+    node.nb._wake.set()
+    await asyncio.sleep(0.01)
+    (sent,) = node.data_sent()
+    assert all_historical(sent.payload)
+    assert len(reencodes) == 1
 
 
 def test_with_payload_keeps_every_other_field() -> None:
@@ -179,7 +177,7 @@ def test_with_payload_keeps_every_other_field() -> None:
     }  # fmt: skip
     assert set(values) == {f.name for f in dataclasses.fields(OutboundMessage)}
     message = OutboundMessage(**values)
-    copy = with_payload(message, b"q")
+    copy = message.with_payload(b"q")
     assert copy == dataclasses.replace(message, payload=b"q")
     assert message.payload == b"p"
 

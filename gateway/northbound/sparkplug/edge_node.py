@@ -63,14 +63,6 @@ DEAD_STATES = frozenset({"down", "stopped"})
 _TOPIC_CACHE = 4096
 
 
-def with_payload(message: OutboundMessage, payload: bytes) -> OutboundMessage:
-    """A copy of ``message`` with ``payload`` (``dataclasses.replace`` costs ~10x more on
-    the per-message path)."""
-    m = message
-    return OutboundMessage(m.topic, payload, m.kind, m.qos, m.retain, m.samples, m.oldest_ns,
-                           m.id, m.seq)  # fmt: skip
-
-
 @dataclasses.dataclass(slots=True)
 class SparkplugCounters:
     rebirths_requested: int = 0
@@ -290,7 +282,7 @@ class SparkplugEdgeNode(Northbound):
         except Exception:  # undecodable spool content: send it as it is rather than lose it
             log.exception("spooled message %d could not be marked historical", message.id)
             return message
-        return with_payload(message, payload)
+        return message.with_payload(payload)
 
     def _send(self, message: OutboundMessage) -> None:
         """Every message but NDEATH gets the session's next seq; NBIRTH restarts it at 0."""
@@ -299,7 +291,7 @@ class SparkplugEdgeNode(Northbound):
         if kind != "NDEATH":
             if kind == "NBIRTH":
                 self._seq = 0
-            message = with_payload(message, with_seq(message.payload, self._seq))
+            message = message.with_payload(with_seq(message.payload, self._seq))
             self._seq = (self._seq + 1) % 256
         super()._send(message)
 
