@@ -1,6 +1,6 @@
 """The brain-side reader: MQTT 5 shared subscription in, InfluxDB v2 write API out.
 
-Messages arrive through :class:`MqttLink` (paho in its thread, handed to the event loop;
+Messages arrive through :class:`MqttLink` (paho on the event loop;
 failover over several brokers). Each becomes line-protocol points, gathered for
 ``flush_interval`` or ``batch_size`` points and written by one sender task that retries
 with backoff while the server is away; meanwhile points wait in memory up to

@@ -3,8 +3,7 @@
 The policy: start with the first; stay on a broker while it works; when the
 connection to it is lost, try it once more after the backoff delay, and when that
 attempt fails too, move on to the next one (wrapping around). An attempt that
-never reached the broker moves on straight away. Called from paho's network thread;
-the state is two plain attributes written by that thread only.
+never reached the broker moves on straight away. Called by the link on the event loop.
 """
 
 from __future__ import annotations

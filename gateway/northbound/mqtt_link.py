@@ -1,11 +1,18 @@
-"""The MQTT connection: paho-mqtt 2.x in its network thread, bridged to asyncio.
+"""The MQTT connection: paho-mqtt 2.x driven by the asyncio event loop.
 
-paho runs keep-alive, reconnects and retransmission of unacknowledged QoS 1
-messages in its own thread (``loop_start``); callbacks are handed to the event
-loop in order (a queue drained by one ``call_soon_threadsafe`` per burst: PUBACKs
-come one per message) so the rest of the gateway stays single-threaded. Reconnect
-delays get jitter from :class:`Backoff` each time the link drops, so a fleet of
-gateways does not reconnect in lock step.
+paho's socket is watched by the event loop (``add_reader``/``add_writer``, paho's
+"external event loop" callbacks); there is no network thread. Each connection
+attempt opens its socket in a worker thread (TCP connect and TLS handshake block),
+then hands it to paho, which sends CONNECT; keep-alive runs from a one-second timer.
+Running on the loop costs about half the CPU per message of paho's own thread
+(``loop_start``): no wake-up byte per publish, no thread switch per PUBACK, and the
+packets of a burst are written in one go (bench/README.md). paho's callbacks are
+handed to the link's handlers in order, one loop callback per burst (PUBACKs come one
+per message), outside paho's call stack so a handler may publish.
+
+Reconnects: when a connection ends, the next attempt follows a :class:`Backoff`
+delay with jitter, so a fleet of gateways does not reconnect in lock step. paho
+re-sends unacknowledged QoS 1 messages after the next CONNACK.
 
 Failover: with several brokers (``northbound.mqtt.urls``) every connection attempt
 asks :class:`BrokerRotation` where to go. The one paho client moves between them,
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -94,23 +102,32 @@ class _LastError(logging.Handler):
 
 
 class _Client(mqtt.Client):
-    """paho's client, remembering why the last connection attempt failed (paho's
-    ``on_connect_fail`` does not say), and asking ``choose_broker`` (when set) where each
-    connection attempt goes."""
+    """paho's client driven by the event loop: :meth:`open_socket` makes the connection
+    (blocking: TCP connect, TLS handshake; run it in a worker thread) and
+    :meth:`reconnect_with` hands that socket to paho's ``reconnect``, which sends CONNECT."""
 
-    last_socket_error: BaseException | None = None
-    choose_broker: Callable[[], BrokerAddress] | None = None
+    _ready_socket: Any = None
+
+    def open_socket(self, target: BrokerAddress) -> Any:
+        """A connected (and TLS-wrapped) socket to ``target``; raises what connect raises."""
+        self._host, self._port, self._ssl = target.host, target.port, target.tls
+        return super()._create_socket()  # type: ignore[misc]
+
+    def reconnect_with(self, sock: Any) -> mqtt.MQTTErrorCode:
+        self._ready_socket = sock
+        try:
+            return self.reconnect()
+        finally:
+            self._ready_socket = None
 
     def _create_socket(self) -> Any:
-        if self.choose_broker is not None:
-            target = self.choose_broker()
-            # paho reads these when it opens the socket; the old socket is closed by now
-            self._host, self._port, self._ssl = target.host, target.port, target.tls
-        try:
-            return super()._create_socket()  # type: ignore[misc]
-        except Exception as exc:
-            self.last_socket_error = exc
-            raise
+        if self._ready_socket is None:
+            raise RuntimeError("the link opens its sockets itself (open_socket)")
+        return self._ready_socket
+
+    def close_socket(self) -> None:
+        """Close the connection now, without DISCONNECT (paho calls ``on_socket_close``)."""
+        self._sock_close()  # type: ignore[attr-defined]
 
 
 class MqttLink:
@@ -126,7 +143,7 @@ class MqttLink:
         on_message: Callable[[str, bytes, bool], None] | None = None,
     ) -> None:
         """``subscriptions`` (topic, QoS) are made on every connect; ``on_message(topic,
-        payload, retained)`` receives their messages on the event loop."""
+        payload, retained)`` receives their messages."""
         self.config = config
         self.rotation = BrokerRotation(config.brokers())
         #: the broker connected to, or being tried
@@ -143,13 +160,16 @@ class MqttLink:
         self._subscriptions = subscriptions
         self._on_message = on_message
         self._mid_to_id: dict[int, int] = {}
-        #: paho thread -> event loop: (callback, args) not yet run (see _post)
+        #: paho's callbacks -> the link's handlers: (callback, args) not yet run (see _post)
         self._events: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
             collections.deque()
         )
         self._drain_scheduled = False
         self._stopping = False
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
+        self._socket_closed = asyncio.Event()
+        self._connection: asyncio.Task[None] | None = None
+        self._misc_timer: asyncio.TimerHandle | None = None
         v5 = config.protocol == "5"
         self._client = _Client(
             CallbackAPIVersion.VERSION2,
@@ -162,35 +182,94 @@ class MqttLink:
             self._client.tls_set_context(tls_context(tls))
             if tls.insecure_skip_verify:
                 self._client.tls_insecure_set(True)
-        if len(self.rotation.brokers) > 1:
-            self._client.choose_broker = self._choose_broker
         self._client.max_inflight_messages_set(65535)  # the outbox bounds what is in flight
         self._client.max_queued_messages_set(0)
         if config.username is not None:
             self._client.username_pw_set(config.username, password)
         if will is not None:
             self._client.will_set(will.topic, will.payload, will.qos, will.retain)
-        self._client.reconnect_delay_set(config.reconnect_min, config.reconnect_max)
         self._client.on_connect = self._paho_connect
         self._client.on_disconnect = self._paho_disconnect
         self._client.on_publish = self._paho_publish
         self._client.on_message = self._paho_message
         self._client.on_subscribe = self._paho_subscribe
-        self._client.on_connect_fail = self._paho_connect_fail
+        self._client.on_socket_open = self._socket_open
+        self._client.on_socket_close = self._socket_close
+        self._client.on_socket_register_write = self._want_write
+        self._client.on_socket_unregister_write = self._written
         # a private logger (not in logging's registry): paho's errors, for last_error
         self._paho_errors = _LastError()
         paho_log = logging.Logger(f"paho:{client_id}", logging.ERROR)
         paho_log.addHandler(self._paho_errors)
         self._client.enable_logger(paho_log)
 
-    # --- paho thread -> event loop -------------------------------------------------
-    def _choose_broker(self) -> BrokerAddress:
-        previous = self.rotation.current
-        target = self.rotation.next_attempt()
-        if target != previous:
-            self._post(self._switched, previous, target)
-        return target
+    # --- the socket on the event loop ------------------------------------------------
+    def _socket_open(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._socket_closed.clear()
+        self._loop.add_reader(sock, self._readable)
 
+    def _socket_close(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        self._socket_closed.set()
+
+    def _want_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._loop.add_writer(sock, self._client.loop_write)
+
+    def _written(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._loop.remove_writer(sock)
+
+    def _readable(self) -> None:
+        client = self._client
+        client.loop_read()
+        sock = client.socket()
+        # TLS: records already decrypted wait in the SSL object, not in the socket
+        while isinstance(sock, ssl.SSLSocket) and sock.pending():
+            client.loop_read()
+            if client.socket() is not sock:
+                break
+
+    def _misc(self) -> None:
+        """Every second: keep-alive pings, and closing a connection whose broker went
+        silent (no PINGRESP, no CONNACK) within the keep-alive."""
+        self._misc_timer = self._loop.call_later(1.0, self._misc)
+        self._client.loop_misc()
+
+    async def _run(self) -> None:
+        """Connect, wait until the connection ends, wait the backoff delay, again."""
+        while not self._stopping:
+            target = self.rotation.next_attempt()
+            if target.url != self.url:
+                self._switched(self.url, target)
+            try:
+                sock = await self._open(target)
+            except Exception as exc:
+                self._connect_failed(describe_connect_error(exc))
+            else:
+                try:
+                    self._client.reconnect_with(sock)
+                except Exception as exc:
+                    self._client.close_socket()
+                    sock.close()
+                    self._connect_failed(f"cannot send CONNECT: {exc}")
+                else:
+                    await self._socket_closed.wait()
+            if not self._stopping:
+                await asyncio.sleep(self._backoff.next_delay())
+
+    async def _open(self, target: BrokerAddress) -> Any:
+        """A socket connected to ``target``, made in a worker thread (TCP connect and TLS
+        handshake block). Cancelled meanwhile, the socket is closed when it comes."""
+        future = self._loop.run_in_executor(None, self._client.open_socket, target)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(
+                lambda f: f.cancelled() or f.exception() is not None or f.result().close()
+            )
+            raise
+
+    # --- paho's callbacks ----------------------------------------------------------------
     def _paho_connect(
         self,
         client: mqtt.Client,
@@ -202,19 +281,9 @@ class MqttLink:
         if not reason.is_failure:
             self.rotation.connected()
         if not reason.is_failure and self._subscriptions:
-            # before the loop hears of the connect, hence before the birth is published
+            # before the link reports the connect, hence before the birth is published
             client.subscribe(list(self._subscriptions))
         self._post(self._connected, reason.is_failure, str(reason))
-
-    def _paho_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
-        if len(self.rotation.brokers) > 1:  # jitter, also between brokers
-            delay = self._backoff.next_delay()
-            client.reconnect_delay_set(
-                min(delay, self.config.reconnect_max), self.config.reconnect_max
-            )
-        error = getattr(client, "last_socket_error", None)
-        reason = describe_connect_error(error) if error is not None else "connection failed"
-        self._post(self._connect_failed, reason)
 
     def _paho_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._on_message is not None:
@@ -240,9 +309,6 @@ class MqttLink:
         reason: ReasonCode,
         properties: object,
     ) -> None:
-        # jitter for paho's next reconnect wait; its own delay doubles from here up to the max
-        delay = self._backoff.next_delay()
-        client.reconnect_delay_set(min(delay, self.config.reconnect_max), self.config.reconnect_max)
         text = str(reason)
         detail = self._paho_errors.take()
         if detail:
@@ -260,19 +326,18 @@ class MqttLink:
         self._post(self._acked, mid, reason if reason.is_failure else None)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        """From paho's thread: ``callback(*args)`` on the event loop, in the order paho's
-        events happened. One wake-up of the loop per burst: PUBACKs come one per message,
-        and each ``call_soon_threadsafe`` writes the loop's self-pipe (a system call)."""
-        self._events.append((callback, args))  # before the flag: a running drain sees it
+        """``callback(*args)`` soon, in the order paho's events happened, outside paho's
+        own call stack (a handler may publish). One loop callback per burst of events."""
+        self._events.append((callback, args))
         if not self._drain_scheduled:
             self._drain_scheduled = True
-            self._loop.call_soon_threadsafe(self._drain_events)
+            self._loop.call_soon(self._drain_events)
 
-    # --- event loop ------------------------------------------------------------------
-    def _switched(self, previous: BrokerAddress, target: BrokerAddress) -> None:
+    # --- the link's handlers ---------------------------------------------------------------
+    def _switched(self, previous: str, target: BrokerAddress) -> None:
         self.broker_switches += 1
         self.url = target.url
-        log.warning("MQTT: %s unreachable, trying the next broker %s", previous.url, target.url)
+        log.warning("MQTT: %s unreachable, trying the next broker %s", previous, target.url)
 
     def _connected(self, failed: bool, reason: str) -> None:
         if failed:
@@ -309,7 +374,7 @@ class MqttLink:
         self._on_state()
 
     def _drain_events(self) -> None:
-        """What paho's thread posted, in order."""
+        """What paho's callbacks posted, in order."""
         events = self._events
         self._drain_scheduled = False  # first: what is posted from now on schedules a drain
         while events:
@@ -331,7 +396,8 @@ class MqttLink:
     def start(self) -> None:
         first = self.rotation.current
         self._client.connect_async(first.host, first.port, int(self.config.keepalive))
-        self._client.loop_start()
+        self._connection = self._loop.create_task(self._run(), name="mqtt-connection")
+        self._misc_timer = self._loop.call_later(1.0, self._misc)
 
     def publish(self, message: OutboundMessage) -> None:
         """Hand a message to paho; ``on_ack(message.id)`` follows the broker's PUBACK."""
@@ -341,9 +407,20 @@ class MqttLink:
         else:
             self._mid_to_id[info.mid] = message.id
 
-    async def stop(self) -> None:
-        """Disconnect cleanly (the broker then does not send the will)."""
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Disconnect cleanly (the broker then does not send the will): DISCONNECT is
+        written within ``timeout`` seconds, or the connection is closed without it."""
         self._stopping = True
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        if self._client.socket() is not None:
+            self._client.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._socket_closed.wait(), timeout)
+            self._client.close_socket()
+        if self._connection is not None:
+            self._connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connection
+        if self._misc_timer is not None:
+            self._misc_timer.cancel()
+        self._drain_events()  # the disconnect's event
         self.connected.clear()

@@ -1,7 +1,9 @@
-"""MqttLink's hand-over of paho's events to the event loop: in order, PUBACKs batched.
+"""MqttLink's hand-over of paho's events to its handlers: in order, PUBACKs batched,
+outside paho's call stack; and the link on a real Mosquitto without a network thread.
 
-paho's callbacks are called from a thread of the test, as paho's network thread would;
-the broker path is covered in tests/integration (test_mqtt_failover, test_sparkplug_mqtt).
+paho's callbacks are called by the test on the event loop, as paho's ``loop_read``
+does; the broker path is also covered in tests/integration (test_mqtt_failover,
+test_sparkplug_mqtt).
 """
 
 from __future__ import annotations
@@ -16,51 +18,73 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config.models import MqttConfig
+from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink
+from hil.broker import MqttBroker
 
 SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0)
 QUOTA_EXCEEDED = ReasonCode(PacketTypes.PUBACK, identifier=0x97)
 
 
-async def test_acks_and_state_changes_reach_the_loop_in_order_with_few_wakeups(
+async def test_acks_and_state_changes_reach_the_handlers_in_order_with_few_callbacks(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     events: list[Any] = []
     link = MqttLink(MqttConfig(protocol="5"), "test", None, None, events.append,
                     lambda: events.append("state"))  # fmt: skip
     loop = asyncio.get_running_loop()
-    wakeups = 0
-    real = loop.call_soon_threadsafe
+    drains = 0
+    real = loop.call_soon
 
-    def counting(*args: Any) -> Any:
-        nonlocal wakeups
-        wakeups += 1
-        return real(*args)
+    def counting(callback: Any, *args: Any, **kw: Any) -> Any:
+        nonlocal drains
+        drains += callback == link._drain_events
+        return real(callback, *args, **kw)
 
-    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    monkeypatch.setattr(loop, "call_soon", counting)
     for mid in range(1, 201):
         link._mid_to_id[mid] = 1000 + mid
     client = link._client
-
-    def paho_thread() -> None:
-        for mid in range(1, 101):
-            link._paho_publish(client, None, mid, QUOTA_EXCEEDED if mid == 7 else SUCCESS, None)
-        link._paho_disconnect(client, None, None, SUCCESS, None)
-        for mid in range(101, 201):
-            link._paho_publish(client, None, mid, SUCCESS, None)
-        link._paho_publish(client, None, 999, SUCCESS, None)  # unknown mid: ignored
-
     caplog.set_level(logging.ERROR, "gateway.northbound.mqtt_link")
-    thread = threading.Thread(target=paho_thread)
-    thread.start()
-    await asyncio.to_thread(thread.join)
-    for _ in range(5):
-        await asyncio.sleep(0)
+    for mid in range(1, 101):  # one loop_read's worth of PUBACKs, a disconnect among them
+        link._paho_publish(client, None, mid, QUOTA_EXCEEDED if mid == 7 else SUCCESS, None)
+    link._paho_disconnect(client, None, None, SUCCESS, None)
+    for mid in range(101, 201):
+        link._paho_publish(client, None, mid, SUCCESS, None)
+    link._paho_publish(client, None, 999, SUCCESS, None)  # unknown mid: ignored
+    assert events == []  # not inside paho's call stack
+    await asyncio.sleep(0)
     assert events == [*range(1001, 1101), "state", *range(1101, 1201)]
     assert link.last_error is not None and link.last_error.startswith("disconnected")
-    assert 1 <= wakeups < 20  # one per burst, not one per PUBACK
+    assert drains == 1  # one per burst, not one per PUBACK
     rejected = [r.getMessage() for r in caplog.records]
     assert rejected == ["broker rejected message 1007: Quota exceeded"]
+
+
+async def test_the_link_publishes_on_the_event_loop_without_a_network_thread(
+    mosquitto: MqttBroker,
+) -> None:
+    """Connect, 500 QoS 1 messages with up to 50 in flight, each acknowledged once, a
+    clean stop; no thread of paho's (or of ours) beyond the connect worker."""
+    acked: list[int] = []
+    link = MqttLink(MqttConfig(host=mosquitto.host, port=mosquitto.port, protocol="5"),
+                    "no-thread", None, None, acked.append)  # fmt: skip
+    before = {t.name for t in threading.enumerate()}
+    link.start()
+    await asyncio.wait_for(link.connected.wait(), 10)
+    sent = 0
+    while len(acked) < 500:
+        while sent < 500 and sent - len(acked) < 50:
+            sent += 1
+            link.publish(OutboundMessage("t/no-thread", b"x" * 1000, "data", id=sent))
+        await asyncio.sleep(0.001)
+    assert sorted(acked) == list(range(1, 501))
+    assert not [t for t in threading.enumerate() if t.name.startswith("paho")]
+    new = {t.name for t in threading.enumerate()} - before
+    assert all(name.startswith(("asyncio_", "ThreadPoolExecutor")) for name in new), new
+    await link.stop()
+    assert not link.connected.is_set() and link._client.socket() is None
+    assert link.last_error == "disconnected: Normal disconnection"
 
 
 async def test_a_failing_callback_does_not_stop_the_events_after_it(

@@ -166,7 +166,7 @@ class SparkplugEdgeNode(Northbound):
             return parsed
 
     def _will_for_connect(self) -> tuple[int, OutboundMessage]:
-        """paho's thread, before each CONNECT: the NDEATH will with this connect's bdSeq."""
+        """Before each CONNECT: the NDEATH will with this connect's bdSeq."""
         bdseq = self.bdseq.next_for_connect()
         return bdseq, self.contract.ndeath(bdseq, now_ns())
 

@@ -1,7 +1,7 @@
 """The MQTT link of a Sparkplug Edge Node: a fresh NDEATH will for every CONNECT.
 
 Two things differ from the JSON contract's link, both done in paho's
-``on_pre_connect`` (its network thread, before each CONNECT packet is built):
+``on_pre_connect`` (before each CONNECT packet is built):
 
 - the will is the NDEATH carrying the bdSeq of this CONNECT;
 - QoS 1 messages paho still holds from the previous connection are taken back
@@ -38,9 +38,9 @@ class SparkplugLink(MqttLink):
         on_connect_bdseq: Callable[[int], None],
         on_taken_back: Callable[[list[int]], None],
     ) -> None:
-        """``will_for_connect()`` -> (bdSeq, NDEATH) is called in paho's thread;
-        ``on_connect_bdseq(bdseq)`` and ``on_taken_back(message ids)`` on the event loop,
-        before the connect is reported."""
+        """``will_for_connect()`` -> (bdSeq, NDEATH) is called before each CONNECT;
+        ``on_connect_bdseq(bdseq)`` and ``on_taken_back(message ids)`` after it, before
+        the connect is reported."""
         super().__init__(config, client_id, None, password, on_ack, on_state, subscriptions,
                          on_message)  # fmt: skip
         self._will_for_connect = will_for_connect
