@@ -13,7 +13,11 @@ and checks that every published data message arrived (distinct ``seq``, gaps).
    waiting, so it publishes as fast as acknowledgements allow through encoding, the
    outbox (disk spool or memory), the in-flight window (``--window``) and paho.
    *raw* is a bare paho client publishing the same payload bytes at QoS 1 with the
-   same window (a semaphore released by ``on_publish``). Figures: acknowledged
+   same window (a semaphore released by ``on_publish``), in paho's own network thread
+   (``loop_start``, paho's usual mode): the goal's reference. *raw-loop* is the same
+   with paho driven by this process's event loop, as :class:`MqttLink` drives it: the
+   transport's ceiling, reported as "vs loop" (what the gateway costs on top of the
+   same transport). Figures: acknowledged
    messages/s and samples/s over ``--seconds``, after a warm-up. Sides are
    interleaved, ABBA order, ``--rounds`` times; ratios are of the medians and the
    median of each round's ours ÷ raw.
@@ -430,6 +434,52 @@ def raw_count(host: str, port: int, topic: str, payloads: list[bytes], window: i
     return elapsed, cpu
 
 
+async def raw_loop_timed(
+    host: str, port: int, topic: str, payloads: list[bytes], window: int, warmup: float,
+    seconds: float,
+) -> tuple[int, float, float, int]:
+    """:func:`raw_timed` with paho driven by this event loop instead of its own thread
+    (``add_reader``/``add_writer``, as :class:`MqttLink` does): the transport's own
+    ceiling, with nothing of the gateway on top."""
+    loop = asyncio.get_running_loop()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-rawloop-{topic[-12:]}")
+    client.max_inflight_messages_set(65535)
+    client.max_queued_messages_set(0)
+    slots = asyncio.Semaphore(window)
+    acked = [0]
+    connected = asyncio.Event()
+
+    def on_publish(*args: object) -> None:
+        acked[0] += 1
+        slots.release()
+
+    client.on_publish = on_publish
+    client.on_connect = lambda *a: connected.set()
+    client.on_socket_open = lambda c, u, sock: loop.add_reader(sock, client.loop_read)
+    client.on_socket_close = lambda c, u, sock: loop.remove_reader(sock)
+    client.on_socket_register_write = lambda c, u, sock: loop.add_writer(sock, client.loop_write)
+    client.on_socket_unregister_write = lambda c, u, sock: loop.remove_writer(sock)
+    client.connect(host, port, 60)
+    await asyncio.wait_for(connected.wait(), 10)
+    marks: dict[str, float] = {}
+    sent, n = 0, len(payloads)
+    start = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        if "t0" not in marks and now - start >= warmup:
+            marks.update(t0=now, a0=acked[0], c0=_cpu())
+        if now - start >= warmup + seconds:
+            break
+        await slots.acquire()
+        client.publish(topic, payloads[sent % n], 1)
+        sent += 1
+    t1, a1, c1 = time.perf_counter(), acked[0], _cpu()
+    await wait_for(lambda: acked[0] >= sent, 30, "raw-loop: not all acknowledged")
+    client.disconnect()
+    await wait_for(lambda: client.socket() is None, 5, "raw-loop: no disconnect")
+    return a1 - int(marks["a0"]), t1 - marks["t0"], c1 - marks["c0"], sent
+
+
 async def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -537,6 +587,8 @@ def summarise(ms: list[Measurement], baseline: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     raw = by_side[baseline]
     raw_med = statistics.median(m.rate for m in raw)
+    loop_side = by_side.get(f"{baseline}-loop")
+    loop_med = statistics.median(m.rate for m in loop_side) if loop_side else 0.0
     for side, xs in by_side.items():
         med = statistics.median(m.rate for m in xs)
         paired = [m.rate / r.rate for m in xs for r in raw if r.round == m.round and r.rate]
@@ -548,6 +600,8 @@ def summarise(ms: list[Measurement], baseline: str) -> dict[str, Any]:
             "bytes_per_message": round(statistics.median(m.bytes_per_message for m in xs)),
             "ratio_of_medians": round(med / raw_med, 3) if raw_med else None,
             "median_of_round_ratios": round(statistics.median(paired), 3) if paired else None,
+            #: against paho on the event loop (the transport MqttLink uses)
+            "ratio_to_raw_loop": round(med / loop_med, 3) if loop_med else None,
             "rounds": [round(m.rate, 1) for m in xs],
             "lost": sum(m.lost for m in xs),
             "duplicates": sum(m.duplicates for m in xs),
@@ -570,6 +624,15 @@ async def throughput(p: Params, broker: MqttBroker, sub: Subscriber, fmt: str,
         return Measurement(f"{fmt}-raw", 0, acked, acked * spm, secs, cpu,
                            got["bytes"] / max(1, got["messages"]), sent, got["messages"])
 
+    async def raw_loop_side() -> Measurement:
+        counter[0] += 1
+        topic = f"bench/raw/{fmt}-{counter[0]}"
+        acked, secs, cpu, sent = await raw_loop_timed(
+            broker.host, broker.port, topic, payloads, p.window, p.warmup, p.seconds)
+        got = await sub.settle(topic, sent, "messages")
+        return Measurement(f"{fmt}-raw-loop", 0, acked, acked * spm, secs, cpu,
+                           got["bytes"] / max(1, got["messages"]), sent, got["messages"])
+
     def ours(spool: bool, encode: bool = False) -> Callable[[], Awaitable[Measurement]]:
         async def run() -> Measurement:
             counter[0] += 1
@@ -578,6 +641,7 @@ async def throughput(p: Params, broker: MqttBroker, sub: Subscriber, fmt: str,
 
     sides: dict[str, Callable[[], Awaitable[Measurement]]] = {
         f"{fmt}-spool": ours(True), f"{fmt}-raw": raw_side, f"{fmt}-memory": ours(False),
+        f"{fmt}-raw-loop": raw_loop_side,
     }
     if p.with_encode:
         sides[f"{fmt}-spool+encode"] = ours(True, encode=True)
@@ -744,7 +808,8 @@ def print_report(result: dict[str, Any]) -> None:
           f"window {result['parameters']['window']}, {result['parameters']['rounds']} rounds "
           f"of {result['parameters']['seconds']} s (medians)")  # fmt: skip
     print(f"{'side':<18} {'msg/s':>9} {'samples/s':>11} {'B/msg':>7} {'CPU ms/msg':>10} "
-          f"{'ratio med':>9} {'med rounds':>10}  {'lost/dup/gaps':>13}  goal")  # fmt: skip
+          f"{'ratio med':>9} {'med rounds':>10} {'vs loop':>7}  {'lost/dup/gaps':>13}  "
+          "goal")  # fmt: skip
     for sides in result["throughput"].values():
         for side, s in sides.items():
             goal = ""
@@ -754,7 +819,7 @@ def print_report(result: dict[str, Any]) -> None:
             print(f"{side:<18} {s['messages_per_s_median']:>9,.0f} "
                   f"{s['samples_per_s_median']:>11,.0f} {s['bytes_per_message']:>7,} "
                   f"{s['cpu_ms_per_message_median']:>10.3f} {s['ratio_of_medians']:>9.3f} "
-                  f"{s['median_of_round_ratios'] or 0:>10.3f}  "
+                  f"{s['median_of_round_ratios'] or 0:>10.3f} {s['ratio_to_raw_loop'] or 0:>7.3f}  "
                   f"{s['lost']:>4}/{s['duplicates']}/{s['gaps']:<5}  {goal}")  # fmt: skip
     for w in result.get("spool_write", []):
         print(f"spool write ({w['mode']}, {w['messages_per_flush']}/flush): "
