@@ -125,6 +125,12 @@ class _Client(mqtt.Client):
             raise RuntimeError("the link opens its sockets itself (open_socket)")
         return self._ready_socket
 
+    def _easy_log(self, level: int, fmt: str, *args: Any) -> None:
+        """Only errors reach the logger: paho logs every packet sent and received at
+        debug level, a logging call each (two per message) that nobody reads."""
+        if level == mqtt.MQTT_LOG_ERR:
+            super()._easy_log(level, fmt, *args)  # type: ignore[misc]
+
     def close_socket(self) -> None:
         """Close the connection now, without DISCONNECT (paho calls ``on_socket_close``)."""
         self._sock_close()  # type: ignore[attr-defined]
