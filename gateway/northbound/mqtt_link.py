@@ -31,6 +31,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import Backoff
@@ -101,12 +103,27 @@ class _LastError(logging.Handler):
         return message
 
 
+#: what a PUBACK without reason code and properties means (MQTT 3.1.1, and MQTT 5 success)
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+#: bytes taken from the socket per receive (paho asks for 1, 1 and 2 bytes per PUBACK)
+_RECEIVE_BYTES = 65536
+
+
 class _Client(mqtt.Client):
     """paho's client driven by the event loop: :meth:`open_socket` makes the connection
     (blocking: TCP connect, TLS handshake; run it in a worker thread) and
-    :meth:`reconnect_with` hands that socket to paho's ``reconnect``, which sends CONNECT."""
+    :meth:`reconnect_with` hands that socket to paho's ``reconnect``, which sends CONNECT.
+
+    Two per-message costs of paho are cut here (paho 2.x internals, pinned in
+    pyproject.toml and covered by tests/gateway/test_mqtt_link_events.py): receives are
+    buffered (paho reads a PUBACK with three ``recv`` calls: command, length, body), and
+    a plain PUBACK (2 bytes, success) is answered without building paho's reason code
+    and properties objects for it."""
 
     _ready_socket: Any = None
+    _received = b""
+    _received_pos = 0
 
     def open_socket(self, target: BrokerAddress) -> Any:
         """A connected (and TLS-wrapped) socket to ``target``; raises what connect raises."""
@@ -124,6 +141,34 @@ class _Client(mqtt.Client):
         if self._ready_socket is None:
             raise RuntimeError("the link opens its sockets itself (open_socket)")
         return self._ready_socket
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        data, pos = self._received, self._received_pos
+        if pos >= len(data):
+            data = super()._sock_recv(_RECEIVE_BYTES)  # type: ignore[misc]
+            if not data:  # the connection's end: paho closes it
+                return data  # type: ignore[no-any-return]
+            self._received, pos = data, 0
+        end = pos + bufsize
+        self._received_pos = end
+        return data[pos:end]  # type: ignore[no-any-return]
+
+    def buffered(self) -> bool:
+        """Received bytes paho has not read yet (the socket no longer signals them)."""
+        return self._received_pos < len(self._received)
+
+    def drop_buffer(self) -> None:
+        self._received, self._received_pos = b"", 0
+
+    def _handle_pubackcomp(self, cmd: Any) -> mqtt.MQTTErrorCode:
+        packet = self._in_packet["packet"]  # type: ignore[attr-defined]
+        if cmd != "PUBACK" or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)  # type: ignore[misc, no-any-return]
+        mid = packet[0] << 8 | packet[1]
+        with self._out_message_mutex:  # type: ignore[attr-defined]
+            if mid in self._out_messages:  # type: ignore[attr-defined]
+                return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PROPERTIES)  # type: ignore[attr-defined, no-any-return]
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _easy_log(self, level: int, fmt: str, *args: Any) -> None:
         """Only errors reach the logger: paho logs every packet sent and received at
@@ -211,10 +256,12 @@ class MqttLink:
 
     # --- the socket on the event loop ------------------------------------------------
     def _socket_open(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._client.drop_buffer()
         self._socket_closed.clear()
         self._loop.add_reader(sock, self._readable)
 
     def _socket_close(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._client.drop_buffer()
         self._loop.remove_reader(sock)
         self._loop.remove_writer(sock)
         self._socket_closed.set()
@@ -227,13 +274,14 @@ class MqttLink:
 
     def _readable(self) -> None:
         client = self._client
-        client.loop_read()
         sock = client.socket()
-        # TLS: records already decrypted wait in the SSL object, not in the socket
-        while isinstance(sock, ssl.SSLSocket) and sock.pending():
+        client.loop_read()
+        # what the socket no longer signals: bytes in the receive buffer, and TLS records
+        # already decrypted that wait in the SSL object
+        while client.socket() is sock and (
+            client.buffered() or (isinstance(sock, ssl.SSLSocket) and sock.pending())
+        ):
             client.loop_read()
-            if client.socket() is not sock:
-                break
 
     def _misc(self) -> None:
         """Every second: keep-alive pings, and closing a connection whose broker went

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -104,3 +105,106 @@ async def test_a_failing_callback_does_not_stop_the_events_after_it(
     await asyncio.sleep(0)
     assert acked == [1, 3]
     assert any("failed" in r.getMessage() for r in caplog.records)
+
+
+def _read_packets(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """``count`` MQTT packets (first byte, body) from a blocking socket."""
+    data = b""
+    packets: list[tuple[int, bytes]] = []
+    while len(packets) < count:
+        data += sock.recv(65536)
+        while len(packets) < count and len(data) >= 2:
+            length, mult, pos = 0, 1, 1
+            while True:
+                byte = data[pos]
+                length += (byte & 127) * mult
+                mult *= 128
+                pos += 1
+                if byte < 128:
+                    break
+            if len(data) < pos + length:
+                break
+            packets.append((data[0], data[pos : pos + length]))
+            data = data[pos + length :]
+    return packets
+
+
+async def test_acks_in_one_receive_and_split_between_receives_are_all_read() -> None:
+    """The link buffers what it receives: many PUBACKs, or many incoming messages (paho
+    reads one packet per call then), in one segment are all handled although the socket
+    signals them once, and a PUBACK split between two segments waits for its second half.
+    The broker's end is one side of a socket pair."""
+    acked: list[int] = []
+    received: list[bytes] = []
+    link = MqttLink(MqttConfig(), "pair", None, None, acked.append,
+                    on_message=lambda topic, payload, retain: received.append(payload))  # fmt: skip
+    ours, broker = socket.socketpair()
+    broker.settimeout(5)
+    try:
+        link._client.connect_async("pair", 1883, 60)
+        link._client.reconnect_with(ours)
+        (connect,) = await asyncio.to_thread(_read_packets, broker, 1)
+        assert connect[0] == 0x10
+        broker.sendall(bytes([0x20, 2, 0, 0]))  # CONNACK, accepted
+        await asyncio.wait_for(link.connected.wait(), 5)
+        for message_id in range(1, 41):
+            link.publish(OutboundMessage("t/pair", b"p%d" % message_id, "data", id=message_id))
+        publishes = await asyncio.to_thread(_read_packets, broker, 40)
+        mids = [int.from_bytes(body[2 + body[1] : 4 + body[1]], "big") for _, body in publishes]
+        pubacks = b"".join(bytes([0x40, 2]) + mid.to_bytes(2, "big") for mid in mids)
+        broker.sendall(pubacks[:-3])  # 39 PUBACKs and the first byte of the 40th
+        for _ in range(100):
+            if len(acked) == 39:
+                break
+            await asyncio.sleep(0.01)
+        assert acked == list(range(1, 40))
+        broker.sendall(pubacks[-3:])
+        await asyncio.sleep(0.05)
+        assert acked == list(range(1, 41))
+        incoming = [b"m%d" % i for i in range(30)]  # QoS 0 PUBLISH packets, one segment
+        broker.sendall(b"".join(bytes([0x30, 2 + 7 + len(p), 0, 7]) + b"t/in/ab" + p
+                                for p in incoming))  # fmt: skip
+        for _ in range(100):
+            if len(received) == 30:
+                break
+            await asyncio.sleep(0.01)
+        assert received == incoming
+        assert not link._client.buffered()
+    finally:
+        await link.stop(timeout=0.5)
+        broker.close()
+    assert link._client.socket() is None
+
+
+async def test_a_puback_with_a_reason_code_still_goes_through_paho(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MQTT 5: a PUBACK carrying a failure reason code is decoded by paho and logged."""
+    acked: list[int] = []
+    link = MqttLink(MqttConfig(protocol="5"), "pair5", None, None, acked.append)
+    ours, broker = socket.socketpair()
+    broker.settimeout(5)
+    caplog.set_level(logging.ERROR, "gateway.northbound.mqtt_link")
+    try:
+        link._client.connect_async("pair", 1883, 60)
+        link._client.reconnect_with(ours)
+        await asyncio.to_thread(_read_packets, broker, 1)
+        broker.sendall(bytes([0x20, 3, 0, 0, 0]))  # MQTT 5 CONNACK, no properties
+        await asyncio.wait_for(link.connected.wait(), 5)
+        link.publish(OutboundMessage("t/pair", b"x", "data", id=7))
+        link.publish(OutboundMessage("t/pair", b"y", "data", id=8))
+        publishes = await asyncio.to_thread(_read_packets, broker, 2)
+        mids = [int.from_bytes(body[2 + body[1] : 4 + body[1]], "big") for _, body in publishes]
+        broker.sendall(bytes([0x40, 3]) + mids[0].to_bytes(2, "big") + bytes([0x97])
+                       + bytes([0x40, 2]) + mids[1].to_bytes(2, "big"))  # fmt: skip
+        for _ in range(100):
+            if len(acked) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert acked == [7, 8]
+        assert [r.getMessage() for r in caplog.records] == [
+            "broker rejected message 7: Quota exceeded"
+        ]
+    finally:
+        await link.stop(timeout=0.5)
+        broker.close()
