@@ -319,9 +319,12 @@ class MqttBroker:
             raise RuntimeError(f"port {self._host}:{self._port} is in use")
         cmd, env = self._command()
         output = (self._rt.workdir / "process.out").open("ab")
+        # a session of its own: a Ctrl-C at the terminal reaches the owner (the demo, a
+        # test run), which stops the broker after the gateway has disconnected, not first
         proc = subprocess.Popen(
-            cmd, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
+            cmd, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
         self._rt.process, self._rt.output = proc, output
         deadline = time.monotonic() + self.start_timeout
         while True:
