@@ -614,8 +614,16 @@ class DiskSpool(Outbox):
         if excess > 0:
             self._drop_oldest("full", lambda put_ns, freed: freed >= excess)
 
+    def _age_cutoff_ns(self) -> int:
+        return time.time_ns() - int(self.limits.max_age_s * 1e9)
+
+    def _oldest_put_ns(self) -> int:
+        """When the oldest row (the lowest id) was put; a read, no transaction."""
+        row = self._db.execute("SELECT put_ns FROM message ORDER BY id LIMIT 1").fetchone()
+        return time.time_ns() if row is None else int(row[0])
+
     def _enforce_age(self) -> None:
-        cutoff = time.time_ns() - int(self.limits.max_age_s * 1e9)
+        cutoff = self._age_cutoff_ns()
         self._drop_oldest("age", lambda put_ns, freed: put_ns >= cutoff)
 
     # --- reading ------------------------------------------------------------------------
@@ -762,12 +770,12 @@ class DiskSpool(Outbox):
         check_age = now - self._last_age_check >= self.AGE_CHECK_INTERVAL
         if check_age:
             self._last_age_check = now
+            # a transaction (and its fsync, on the event loop) only when the oldest row has
+            # expired: once a second for nothing stalled polling and publishing whenever
+            # the disk was slow to sync
+            check_age = self._count > 0 and self._oldest_put_ns() < self._age_cutoff_ns()
         wrote, self._wrote_since_maintain = self._wrote_since_maintain, False
-        if (
-            (self._acked and not wrote)
-            or (check_age and self._count)
-            or self._bytes > self.limits.max_bytes
-        ):
+        if (self._acked and not wrote) or check_age or self._bytes > self.limits.max_bytes:
             with self._db_lock:
                 self._write(None, check_age)
 

@@ -147,6 +147,26 @@ def test_messages_older_than_max_age_are_dropped_and_counted(tmp_path: Path) -> 
     spool.close()
 
 
+def test_the_age_check_writes_only_when_the_oldest_message_expired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """maintain() runs on the event loop: its once-a-second age check must not commit
+    (and fsync) while nothing has expired, or a slow disk stalls polling and publishing."""
+    spool = DiskSpool(tmp_path / "s.db", SpoolLimits(max_bytes=1 << 20, max_age_s=0.3))
+    writes: list[bool] = []
+    real = spool._write
+    monkeypatch.setattr(spool, "_write", lambda batch, check_age: (
+        batch is None and writes.append(check_age)) or real(batch, check_age))  # fmt: skip
+    spool.put_many([msg(n) for n in range(3)])
+    spool.maintain()  # the first check: nothing is 0.3 s old
+    assert writes == []  # maintain's own transactions (puts write theirs)
+    time.sleep(0.35)
+    spool._last_age_check = 0.0  # the next check is due
+    spool.maintain()
+    assert writes == [True] and spool.stats().drops["age"].messages == 3
+    spool.close()
+
+
 async def test_backlog_count_follows_drops(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path / "s.db", SpoolLimits(max_bytes=500, max_age_s=3600.0))
     spool.put_many([msg(n, size=97) for n in range(4)])  # 400 bytes
@@ -359,7 +379,8 @@ def test_large_payloads_live_in_segment_files_that_are_recycled(tmp_path: Path) 
     with sqlite3.connect(tmp_path / "s.db") as db:  # the rows hold no payload bytes
         assert db.execute("SELECT MAX(LENGTH(payload)) FROM message").fetchone() == (0,)
     assert drain(spool) == list(range(12))
-    spool.maintain()  # the deletions commit: the three full segments are freed
+    spool.maintain()  # puts since the last call: their next one commits the acks, or
+    spool.maintain()  # this one (no put since): the three full segments are freed
     names = sorted(p.name for p in folder.iterdir())
     assert len([n for n in names if n.startswith("spare-")]) == spool._payloads.SPARES
     assert len([n for n in names if n.endswith(".seg") and n[0].isdigit()]) == 1  # current
