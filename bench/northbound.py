@@ -402,24 +402,40 @@ class RawPublisher:
         self.client.loop_stop()
 
 
+class TimedWindow:
+    """The measurement window of a raw side: starts after ``warmup``, lasts ``seconds``;
+    acknowledgements and CPU are read at both ends."""
+
+    def __init__(self, warmup: float, seconds: float, acked: Callable[[], int]) -> None:
+        self.warmup, self.seconds, self.acked = warmup, seconds, acked
+        self.start = time.perf_counter()
+        self.t0: float | None = None  # the window's start: time, acknowledged, CPU
+        self.a0, self.c0 = 0, 0.0
+
+    def over(self) -> bool:
+        """Call before each publish: marks the start, True once the window has passed."""
+        now = time.perf_counter()
+        if self.t0 is None and now - self.start >= self.warmup:
+            self.t0, self.a0, self.c0 = now, self.acked(), _cpu()
+        return now - self.start >= self.warmup + self.seconds
+
+    def result(self, sent: int) -> tuple[int, float, float, int]:
+        """(acknowledged in the window, window seconds, CPU seconds, sent in all); call
+        right after the last publish."""
+        assert self.t0 is not None, "the window ended before the warm-up did"
+        return self.acked() - self.a0, time.perf_counter() - self.t0, _cpu() - self.c0, sent
+
+
 def raw_timed(host: str, port: int, topic: str, payloads: list[bytes], window: int,
               warmup: float, seconds: float) -> tuple[int, float, float, int]:  # fmt: skip
     """(acknowledged in the window, window seconds, CPU seconds, sent in all)."""
     raw = RawPublisher(host, port, f"bench-raw-{topic.rsplit('/', 1)[-1]}", window)
-    marks: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def stop(sent: int) -> bool:
-        now = time.perf_counter()
-        if "t0" not in marks and now - start >= warmup:
-            marks.update(t0=now, a0=raw.acked, c0=_cpu())
-        return now - start >= warmup + seconds
-
-    sent = raw.publish(topic, payloads, stop)
-    t1, a1, c1 = time.perf_counter(), raw.acked, _cpu()
+    timed = TimedWindow(warmup, seconds, lambda: raw.acked)
+    sent = raw.publish(topic, payloads, lambda sent: timed.over())
+    result = timed.result(sent)
     raw.drain(sent)
     raw.close()
-    return a1 - int(marks["a0"]), t1 - marks["t0"], c1 - marks["c0"], sent
+    return result
 
 
 def raw_count(host: str, port: int, topic: str, payloads: list[bytes], window: int,
@@ -461,23 +477,17 @@ async def raw_loop_timed(
     client.on_socket_unregister_write = lambda c, u, sock: loop.remove_writer(sock)
     client.connect(host, port, 60)
     await asyncio.wait_for(connected.wait(), 10)
-    marks: dict[str, float] = {}
+    timed = TimedWindow(warmup, seconds, lambda: acked[0])
     sent, n = 0, len(payloads)
-    start = time.perf_counter()
-    while True:
-        now = time.perf_counter()
-        if "t0" not in marks and now - start >= warmup:
-            marks.update(t0=now, a0=acked[0], c0=_cpu())
-        if now - start >= warmup + seconds:
-            break
+    while not timed.over():
         await slots.acquire()
         client.publish(topic, payloads[sent % n], 1)
         sent += 1
-    t1, a1, c1 = time.perf_counter(), acked[0], _cpu()
+    result = timed.result(sent)
     await wait_for(lambda: acked[0] >= sent, 30, "raw-loop: not all acknowledged")
     client.disconnect()
     await wait_for(lambda: client.socket() is None, 5, "raw-loop: no disconnect")
-    return a1 - int(marks["a0"]), t1 - marks["t0"], c1 - marks["c0"], sent
+    return result
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -615,23 +625,20 @@ async def throughput(p: Params, broker: MqttBroker, sub: Subscriber, fmt: str,
     payloads = sample_payloads(p, fmt, broker.port)
     spm = p.samples_per_message
 
-    async def raw_side() -> Measurement:
-        counter[0] += 1
-        topic = f"bench/raw/{fmt}-{counter[0]}"
-        acked, secs, cpu, sent = await asyncio.to_thread(
-            raw_timed, broker.host, broker.port, topic, payloads, p.window, p.warmup, p.seconds)
-        got = await sub.settle(topic, sent, "messages")
-        return Measurement(f"{fmt}-raw", 0, acked, acked * spm, secs, cpu,
-                           got["bytes"] / max(1, got["messages"]), sent, got["messages"])
+    def raw(side: str, timed: Callable[..., Awaitable[tuple[int, float, float, int]]]
+            ) -> Callable[[], Awaitable[Measurement]]:  # fmt: skip
+        async def run() -> Measurement:
+            counter[0] += 1
+            topic = f"bench/raw/{fmt}-{counter[0]}"
+            acked, secs, cpu, sent = await timed(
+                broker.host, broker.port, topic, payloads, p.window, p.warmup, p.seconds)
+            got = await sub.settle(topic, sent, "messages")
+            return Measurement(side, 0, acked, acked * spm, secs, cpu,
+                               got["bytes"] / max(1, got["messages"]), sent, got["messages"])
+        return run
 
-    async def raw_loop_side() -> Measurement:
-        counter[0] += 1
-        topic = f"bench/raw/{fmt}-{counter[0]}"
-        acked, secs, cpu, sent = await raw_loop_timed(
-            broker.host, broker.port, topic, payloads, p.window, p.warmup, p.seconds)
-        got = await sub.settle(topic, sent, "messages")
-        return Measurement(f"{fmt}-raw-loop", 0, acked, acked * spm, secs, cpu,
-                           got["bytes"] / max(1, got["messages"]), sent, got["messages"])
+    def in_thread(*args: Any) -> Awaitable[tuple[int, float, float, int]]:
+        return asyncio.to_thread(raw_timed, *args)
 
     def ours(spool: bool, encode: bool = False) -> Callable[[], Awaitable[Measurement]]:
         async def run() -> Measurement:
@@ -640,8 +647,8 @@ async def throughput(p: Params, broker: MqttBroker, sub: Subscriber, fmt: str,
         return run
 
     sides: dict[str, Callable[[], Awaitable[Measurement]]] = {
-        f"{fmt}-spool": ours(True), f"{fmt}-raw": raw_side, f"{fmt}-memory": ours(False),
-        f"{fmt}-raw-loop": raw_loop_side,
+        f"{fmt}-spool": ours(True), f"{fmt}-raw": raw(f"{fmt}-raw", in_thread),
+        f"{fmt}-memory": ours(False), f"{fmt}-raw-loop": raw(f"{fmt}-raw-loop", raw_loop_timed),
     }
     if p.with_encode:
         sides[f"{fmt}-spool+encode"] = ours(True, encode=True)

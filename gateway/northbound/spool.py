@@ -800,8 +800,7 @@ class DiskSpool(Outbox):
 
     def stats(self) -> OutboxStats:
         self._settle()
-        row = self._db.execute("SELECT put_ns FROM message ORDER BY id LIMIT 1").fetchone()
-        age = 0.0 if row is None else max(0.0, (time.time_ns() - row[0]) / 1e9)
+        age = max(0.0, (time.time_ns() - self._oldest_put_ns()) / 1e9)
         drops = {r: DropCount(c.messages, c.samples) for r, c in self._drops.items()}
         return OutboxStats(
             queued=self.stats_queued(),

@@ -24,6 +24,7 @@ changes what a session is:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -113,7 +114,9 @@ class SparkplugEdgeNode(Northbound):
         self._dead_tags = np.zeros(len(contract.catalog), dtype=bool)
         self._last_command_result: str | None = None
         self._historical_turn = False
-        self._topics: dict[str, SparkplugTopic | None] = {}
+        #: :func:`parse_topic`, cached: every message sent needs its type and device
+        self._topic: Callable[[str], SparkplugTopic | None] = functools.lru_cache(
+            _TOPIC_CACHE)(parse_topic)
         mqtt_cfg = config.northbound.mqtt
         subscriptions = [
             (contract.node_topic("NCMD"), 0),
@@ -154,16 +157,6 @@ class SparkplugEdgeNode(Northbound):
         return self.session_ready and self._session_key == (
             self.link.generation, self._host_epoch
         )  # fmt: skip
-
-    def _topic(self, topic: str) -> SparkplugTopic | None:
-        """:func:`parse_topic`, cached: every message needs its type and device."""
-        try:
-            return self._topics[topic]
-        except KeyError:
-            if len(self._topics) >= _TOPIC_CACHE:
-                self._topics.clear()
-            parsed = self._topics[topic] = parse_topic(topic)
-            return parsed
 
     def _will_for_connect(self) -> tuple[int, OutboundMessage]:
         """Before each CONNECT: the NDEATH will with this connect's bdSeq."""
