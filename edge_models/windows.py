@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_models.manifest import Aggregation
-from gateway.types import Quality, SampleBatch
+from gateway.types import Quality, SampleBatch, as_float
 
 _NO_TS = np.iinfo(np.int64).min
 AGGREGATION_CODES: dict[Aggregation, int] = {a: i for i, a in enumerate(Aggregation)}
@@ -77,7 +77,7 @@ class WindowStore:
         if not sel.any():
             return
         slots = slots[sel]
-        values = _as_float(batch.values[sel])
+        values = as_float(batch.values[sel])
         ts = batch.ts_ns[sel]
         good = (batch.quality[sel] == Quality.GOOD) & np.isfinite(values)
         counts = np.bincount(slots, minlength=len(self.tag_ids))
@@ -118,15 +118,6 @@ class WindowStore:
             np.asarray(end_ns, np.int64),
             np.asarray(codes, np.int64),
         )
-
-
-def _as_float(values: np.ndarray) -> npt.NDArray[np.float64]:
-    if values.dtype != object:
-        return values.astype(np.float64, copy=False)
-    numeric = np.array([isinstance(v, int | float) for v in values.tolist()], bool)
-    out = np.full(len(values), np.nan)
-    out[numeric] = values[numeric].astype(np.float64)
-    return out
 
 
 def aggregate(

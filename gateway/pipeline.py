@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.tags import TagCatalog
-from gateway.types import Quality, SampleBatch
+from gateway.types import Quality, SampleBatch, as_float, exact_integer
 
 _NEVER = np.uint8(255)
 
@@ -40,7 +40,11 @@ class Pipeline:
         self.latest_quality = np.full(n, _NEVER, np.uint8)
         self.latest_ns = np.zeros(n, np.int64)
         self._always = catalog.deadband == -np.inf
-        self._objects: dict[int, object] = {}  # last value of string tags
+        #: last value seen of string and 64-bit integer tags (exact: str or int, None if bad)
+        self._objects: dict[int, object] = {}
+        #: last value published of 64-bit integer tags (None: bad)
+        self._wide_sent: dict[int, int | None] = {}
+        self._any_wide = bool(catalog.is_wide.any())
 
     def process(self, batch: SampleBatch) -> SampleBatch:
         """Scale, validate and filter one batch; return the samples to publish."""
@@ -49,18 +53,29 @@ class Pipeline:
         ids = batch.tag_ids
         if len(np.unique(ids)) != len(ids):
             return self._process_repeated_tags(batch)
-        if batch.values.dtype == object:
-            strings = self.catalog.is_string[ids]
-            if not strings.all():  # numbers that travelled with strings: the numeric path
-                numeric = batch.select(~strings)
-                numeric.values = numeric.values.astype(np.float64)
-                return SampleBatch.concat(
-                    [self.process(numeric), self._process_objects(batch.select(strings))]
-                )
-            self.counters.samples_in += len(batch)
-            return self._process_objects(batch)
+        if batch.values.dtype == object or (self._any_wide and self.catalog.is_wide[ids].any()):
+            return self._process_by_kind(batch)
         self.counters.samples_in += len(batch)
         return self._process_numeric(batch)
+
+    def _process_by_kind(self, batch: SampleBatch) -> SampleBatch:
+        """A batch with strings or 64-bit integers: each kind on its own path."""
+        ids = batch.tag_ids
+        strings = self.catalog.is_string[ids]
+        wide = self.catalog.is_wide[ids]
+        numeric = ~(strings | wide)
+        parts = []
+        if numeric.any():  # numbers that travelled with strings or 64-bit integers
+            floats = batch.select(numeric)
+            floats.values = as_float(floats.values)
+            self.counters.samples_in += len(floats)
+            parts.append(self._process_numeric(floats))
+        if wide.any():
+            parts.append(self._process_wide(batch.select(wide)))
+        if strings.any():
+            self.counters.samples_in += int(strings.sum())
+            parts.append(self._process_objects(batch.select(strings)))
+        return SampleBatch.concat(parts)
 
     def _process_numeric(self, batch: SampleBatch, last: np.ndarray | None = None) -> SampleBatch:
         """The vectorised path. ``last`` marks, in a time-ordered batch that repeats tags,
@@ -104,11 +119,15 @@ class Pipeline:
         self.counters.samples_suppressed += len(batch) - len(out)
         return out
 
-    def latest(self, tag_id: int) -> float | str | None:
-        """The last value seen for a tag (a string for string tags), None when none or bad."""
+    def latest(self, tag_id: int) -> float | int | str | None:
+        """The last value seen for a tag (a string for string tags, an exact int for 64-bit
+        integer tags), None when none or bad."""
         if self.catalog.is_string[tag_id]:
             value = self._objects.get(tag_id)
             return value if isinstance(value, str) else None
+        if self.catalog.is_wide[tag_id]:
+            exact = self._objects.get(tag_id)
+            return exact if isinstance(exact, int) else None
         number = float(self.latest_value[tag_id])
         return None if np.isnan(number) else number
 
@@ -138,6 +157,59 @@ class Pipeline:
         self.counters.samples_suppressed += len(batch) - len(out)
         return out
 
+    def _process_wide(self, batch: SampleBatch) -> SampleBatch:
+        """64-bit integer tags, one sample at a time in Python ints: exact scaling (whole
+        numbers only, see TagConfig), a result outside the published type is BAD (never
+        wrapped), deadband and heartbeat as on the numeric path. Rare tags, so no vectors."""
+        cat = self.catalog
+        n = len(batch)
+        self.counters.samples_in += n
+        quality = batch.quality.copy()
+        values = np.empty(n, dtype=object)
+        send = np.zeros(n, dtype=bool)
+        bad, good = int(Quality.BAD), int(Quality.GOOD)
+        rows = zip(batch.tag_ids.tolist(), batch.values.tolist(), batch.ts_ns.tolist(),
+                   quality.tolist(), strict=True)  # fmt: skip
+        for i, (t, raw, ts, q) in enumerate(rows):
+            value: int | None = None
+            if q != bad:
+                value = exact_integer(raw)
+                if value is not None:
+                    scaling = cat.wide[t]
+                    value = value * scaling.scale + scaling.offset
+                    if not scaling.low <= value <= scaling.high:
+                        value = None
+                if value is None:
+                    if q == good:
+                        self.counters.samples_invalid += 1
+                    q = bad
+                    quality[i] = bad
+            values[i] = np.nan if value is None else value
+            self._objects[t] = value
+            self.latest_value[t] = np.nan if value is None else float(value)
+            self.latest_quality[t] = q
+            self.latest_ns[t] = ts
+            previous = self._wide_sent.get(t)
+            deadband = float(cat.deadband[t])
+            heartbeat = int(cat.heartbeat_ns[t])
+            if not (
+                deadband == -np.inf
+                or q != self._sent_quality[t]
+                or (value is None) != (previous is None)
+                or (value is not None and previous is not None
+                    and abs(value - previous) > deadband)
+                or (heartbeat > 0 and ts - int(self._sent_ns[t]) >= heartbeat)
+            ):  # fmt: skip
+                continue
+            send[i] = True
+            self._wide_sent[t] = value
+            self._sent_quality[t] = q
+            self._sent_ns[t] = ts
+        out = SampleBatch(batch.tag_ids[send], values[send], batch.ts_ns[send], quality[send])
+        self.counters.samples_out += len(out)
+        self.counters.samples_suppressed += n - len(out)
+        return out
+
     def _process_repeated_tags(self, batch: SampleBatch) -> SampleBatch:
         """A burst holding several samples of a tag (subscriptions, MCU nodes).
 
@@ -145,7 +217,9 @@ class Pipeline:
         pass. Deadband tags compare each sample with the last *published* one, which is
         sequential by nature: they go round by round.
         """
-        if batch.values.dtype == object:
+        if batch.values.dtype == object or (
+            self._any_wide and self.catalog.is_wide[batch.tag_ids].any()
+        ):
             return self._process_with_repeats(batch)
         always = self._always[batch.tag_ids]
         if not always.any():
@@ -182,3 +256,4 @@ class Pipeline:
                 )
             )
         return SampleBatch.concat(parts)
+

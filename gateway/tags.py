@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.config.device import DeviceConfig, TagConfig
-from gateway.types import Classification, DataType
+from gateway.types import INTEGER_RANGES, Classification, DataType
 
 SEPARATOR = "."
 
@@ -60,6 +60,22 @@ class TagInfo:
         return entry
 
 
+@dataclass(frozen=True, slots=True)
+class WideScaling:
+    """Exact scaling of a 64-bit integer tag: ``raw * scale + offset`` in Python ints,
+    and the values the published type can hold."""
+
+    scale: int
+    offset: int
+    low: int
+    high: int
+
+    @classmethod
+    def of(cls, config: TagConfig) -> WideScaling:
+        low, high = INTEGER_RANGES[config.published_type]
+        return cls(int(config.scale), int(config.offset), low, high)
+
+
 class TagCatalog:
     """All tags of a gateway, with per-tag parameters as arrays for vector code."""
 
@@ -101,6 +117,14 @@ class TagCatalog:
             ],
             dtype=bool,
         )
+        #: int64/uint64 tags (as published): their values travel as Python ints, exactly
+        self.is_wide: npt.NDArray[np.bool_] = np.array(
+            [t.type.is_wide_integer for t in self.tags], dtype=bool
+        )
+        #: per wide tag id: whole-number scale, offset and the published type's limits
+        self.wide: dict[int, WideScaling] = {
+            t.id: WideScaling.of(t.config) for t in self.tags if t.type.is_wide_integer
+        }
         self.paths = (
             np.array([t.path for t in self.tags], dtype=object) if n else np.empty(0, object)
         )

@@ -8,6 +8,7 @@ arrays so that scaling, deadband filtering and encoding work on whole batches.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass
 
@@ -47,6 +48,18 @@ class DataType(enum.StrEnum):
     def is_numeric(self) -> bool:
         return self is not DataType.STRING
 
+    @property
+    def is_wide_integer(self) -> bool:
+        """An integer that float64 cannot hold exactly (above 2**53): it travels as a
+        Python int, never as a float."""
+        return self in (DataType.INT64, DataType.UINT64)
+
+    @property
+    def is_object(self) -> bool:
+        """Values travel as Python objects in a batch (an object array): strings, and
+        64-bit integers as exact ints."""
+        return self in (DataType.STRING, DataType.INT64, DataType.UINT64)
+
 
 #: the values each integer type can hold (inclusive)
 INTEGER_RANGES: dict[DataType, tuple[int, int]] = {
@@ -67,10 +80,21 @@ class Classification(enum.StrEnum):
     RESTRICTED = "restricted"
 
 
+def _int_objects(values: list[int]) -> np.ndarray:
+    """An object array of Python ints (``np.array(ints, dtype=object)`` would make a 2-D
+    array of a nested list; this never does)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def now_ns() -> int:
     """Wall-clock time in nanoseconds since the Unix epoch (UTC)."""
     return time.time_ns()
 
+
+#: the largest integer magnitude below which float64 holds every integer exactly
+_FLOAT_EXACT = 2**53
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -81,7 +105,9 @@ class SampleBatch:
     """Parallel arrays: ``tag_ids[i]`` had ``values[i]`` at ``ts_ns[i]`` with ``quality[i]``.
 
     ``values`` is float64 for numeric tags (bools as 0.0/1.0, NaN where the
-    quality is bad); it may be an object array when a batch carries strings.
+    quality is bad). It is an object array when a batch carries strings or values of
+    ``int64``/``uint64`` tags: those are Python ints, exact over the whole 64-bit range
+    (float64 would round them above 2**53 and turn 2**64-1 into 2**64).
     """
 
     tag_ids: npt.NDArray[np.int32]
@@ -118,10 +144,15 @@ class SampleBatch:
         ts_ns: int | npt.ArrayLike,
         quality: Quality | npt.ArrayLike = Quality.GOOD,
     ) -> SampleBatch:
-        """Build a batch, broadcasting a scalar timestamp or quality."""
+        """Build a batch, broadcasting a scalar timestamp or quality. Integers that float64
+        cannot hold exactly are kept as Python ints (an object array)."""
         ids = np.asarray(tag_ids, dtype=np.int32)
         vals = np.asarray(values)
-        if vals.dtype.kind in "biuf":
+        if vals.dtype.kind in "iu" and vals.size and (
+            int(vals.max()) > _FLOAT_EXACT or int(vals.min()) < -_FLOAT_EXACT
+        ):
+            vals = _int_objects(vals.tolist())
+        elif vals.dtype.kind in "biuf":
             vals = vals.astype(np.float64, copy=False)
         n = len(ids)
         ts = np.broadcast_to(np.asarray(ts_ns, dtype=np.int64), (n,)).copy()
@@ -152,3 +183,26 @@ class SampleBatch:
         return SampleBatch(
             self.tag_ids[mask], self.values[mask], self.ts_ns[mask], self.quality[mask]
         )
+
+
+def exact_integer(value: object) -> int | None:
+    """``value`` as an exact int: ints as they are, whole floats converted exactly; None for
+    anything else (missing, NaN, a fraction, text)."""
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return int(number) if math.isfinite(number) and number.is_integer() else None
+    return None
+
+
+def as_float(values: np.ndarray) -> np.ndarray:
+    """Numbers as float64; anything that is no number (None for a bad sample, text) is NaN."""
+    if values.dtype != object:
+        return values.astype(np.float64, copy=False)
+    return np.array(
+        [float(v) if isinstance(v, int | float | np.number) else np.nan for v in values.tolist()],
+        dtype=np.float64,
+    )

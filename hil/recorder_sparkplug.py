@@ -2,21 +2,20 @@
 
 Keeps the aliases of every NBIRTH and DBIRTH so that alias-only DDATA metrics get their
 tag path ``{device}.{metric name}`` and NDATA metrics their name; quality comes from the
-``Quality`` property (good when absent).
+``Quality`` property (good when absent) and ``qualityDetail``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gateway.northbound.sparkplug.datatypes import quality_of
 from gateway.northbound.sparkplug.decode import (
     SparkplugDecodeError,
     decode_payload,
     parse_topic,
     resolve_datatype,
 )
-
-_QUALITY = {192: "good", 64: "uncertain", 0: "bad", 500: "stale"}
 
 
 class SparkplugDecoder:
@@ -58,6 +57,6 @@ class SparkplugDecoder:
             if stamp is None:  # neither metric nor payload timestamp: not a valid DATA
                 return None
             stamps.append(stamp)
-            qualities.append(_QUALITY.get(m["properties"].get("Quality", 192), "bad"))
+            qualities.append(quality_of(m["properties"]).name.lower())
         body["samples"] = {"tag": tags, "value": values, "ts": stamps, "q": qualities}
         return "data", body

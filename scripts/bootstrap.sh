@@ -4,7 +4,9 @@
 #    --test also what only the tests use: victoria-metrics (an InfluxDB v2 write endpoint for
 #    the ingest tests) and chromium + chromium-driver (the status page's browser test)
 #  - a virtual environment in .venv with the project installed (editable) and its test extra,
-#    pinned by constraints.txt so every machine gets the same versions.
+#    pinned by constraints.txt so every machine gets the same versions
+#  - with --test, the npm packages of tests/interop/node (exact versions from its
+#    package-lock.json): independent implementations the tests compare the gateway's bytes with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,9 @@ if [ "${1:-}" = "--test" ]; then
     missing+=(victoria-metrics)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # Node.js runs independent peers (Eclipse Tahu's Sparkplug codec) as second opinions
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -54,4 +59,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip </dev/null
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]" </dev/null
   echo "$want" > "$stamp"
+fi
+
+# --- independent peers from npm (tests only) ------------------------------------------
+if [ "${1:-}" = "--test" ]; then
+  peers=tests/interop/node
+  peers_stamp="$peers/node_modules/.chenxing-installed"
+  peers_want="$(sha256sum "$peers/package-lock.json" | cut -d' ' -f1)"
+  if [ ! -f "$peers_stamp" ] || [ "$(cat "$peers_stamp")" != "$peers_want" ]; then
+    if command -v npm >/dev/null 2>&1; then
+      log "installing the npm test peers in $peers"
+      npm ci --prefix "$peers" --no-audit --no-fund --loglevel=error </dev/null >/dev/null
+      echo "$peers_want" > "$peers_stamp"
+    else
+      log "WARNING: npm missing: the interoperability tests will fail (install nodejs and npm)"
+    fi
+  fi
 fi

@@ -22,9 +22,10 @@ DCBA    ``DC BA`` (little endian)   ``BA``                     ``HG FE DC BA``
 So "word swap" reverses the order of all registers of a value and "byte swap"
 swaps the two bytes inside each register.
 
-Integers of 64 bits are returned as float64 like every other value; above
-2**53 float64 cannot represent every integer and the value is rounded to the
-nearest representable one (``uint64`` 2**53 + 1 decodes as 2**53).
+Integers of 64 bits are returned as Python ints in an object array, exact over
+their whole range (float64 would round them above 2**53: ``uint64`` 2**64 - 1, the
+usual "not available" marker, would become 2**64); every other numeric type as
+float64.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class _Group:
     wire: np.dtype | None  # '>u2', or '<u2' to swap the bytes of each word; None for bool
     value: np.dtype | None  # big-endian value type to view the bytes as; None for bool/string
     shifts: npt.NDArray[np.uint16] | None = None  # bit-in-register bools: bit of each field
+    exact: bool = False  # 64-bit integers: Python ints into an object array
 
     def decode(self, registers: npt.NDArray[np.uint16], out: np.ndarray) -> None:
         words = registers[self.index]
@@ -135,6 +137,8 @@ class _Group:
             data = raw.view(f"S{width}")[:, 0]  # NumPy drops trailing NULs
             text = [_text(b) for b in data.tolist()]
             out[self.positions] = text
+        elif self.exact:
+            out[self.positions] = raw.view(self.value)[:, 0].tolist()
         else:
             out[self.positions] = raw.view(self.value)[:, 0]
 
@@ -147,7 +151,7 @@ def _text(data: bytes) -> str:
 class DecodePlan:
     """Precomputed decoding of every field of one response of ``count`` registers (or bits)."""
 
-    __slots__ = ("_groups", "count", "fields", "has_strings")
+    __slots__ = ("_groups", "count", "fields", "has_objects")
 
     def __init__(self, fields: Sequence[Field], count: int) -> None:
         self.fields = tuple(fields)
@@ -158,8 +162,8 @@ class DecodePlan:
                     f"a {f.type.value} at offset {f.offset} runs past the {count} registers "
                     "of the response"
                 )
-        #: the output holds Python strings: decode into an object array
-        self.has_strings = any(f.type is DataType.STRING for f in self.fields)
+        #: the output holds Python strings or exact 64-bit ints: decode into an object array
+        self.has_objects = any(f.type.is_object for f in self.fields)
         keyed: dict[tuple[DataType, str, bool, int], list[int]] = {}
         for pos, f in enumerate(self.fields):
             in_register = f.bit is not None
@@ -186,7 +190,7 @@ class DecodePlan:
             return _Group(pos, index, None, None)
         if type_ is DataType.STRING:
             return _Group(pos, index, wire, None)
-        return _Group(pos, index, wire, _BIG_ENDIAN[type_])
+        return _Group(pos, index, wire, _BIG_ENDIAN[type_], exact=type_.is_wide_integer)
 
     def __len__(self) -> int:
         return len(self.fields)
@@ -196,13 +200,14 @@ class DecodePlan:
 
         ``registers`` is the response's register values (or bits, as 0/1); its
         length must be exactly ``count``, otherwise :class:`DecodeError`. A plan
-        with strings decodes into an object array (``out`` must be one).
+        with strings or 64-bit integers decodes into an object array (``out`` must be
+        one): strings and exact Python ints.
         """
         regs = np.asarray(registers, dtype=np.uint16)
         if regs.shape != (self.count,):
             raise DecodeError(f"expected {self.count} values in the response, got {regs.size}")
         if out is None:
-            out = np.empty(len(self.fields), dtype=object if self.has_strings else np.float64)
+            out = np.empty(len(self.fields), dtype=object if self.has_objects else np.float64)
         elif out.shape != (len(self.fields),):
             raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
         # a signalling-NaN pattern from a device is data, not a floating-point error
@@ -218,12 +223,13 @@ def decode_value(
     byte_order: ByteOrder = "ABCD",
     *,
     bit: int | None = None,
-) -> float | str:
-    """Decode one value from its registers (convenience; the driver uses :class:`DecodePlan`)."""
+) -> float | int | str:
+    """Decode one value from its registers (convenience; the driver uses :class:`DecodePlan`):
+    a string, an exact int for 64-bit integers, otherwise a float."""
     length = len(registers) if type_ is DataType.STRING else None
     plan = DecodePlan([Field(0, type_, byte_order, bit, length)], len(registers))
     value = plan.decode(registers)[0]
-    return value if isinstance(value, str) else float(value)
+    return value if isinstance(value, str | int) else float(value)
 
 
 def encode_string(text: str, length: int, byte_order: ByteOrder = "ABCD") -> list[int]:

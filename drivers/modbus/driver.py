@@ -121,7 +121,7 @@ class _PlannedRead:
 class _PollPlan:
     reads: tuple[_PlannedRead, ...]
     tag_ids: npt.NDArray[np.int32]  # batch order: request by request
-    has_strings: bool
+    has_objects: bool
     #: clamp limits in raw units per batch position (-inf/inf: none); None when no tag clamps
     clamp: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
 
@@ -243,10 +243,10 @@ class ModbusDriver(Driver):
     async def read(self, group: PollGroup) -> SampleBatch:
         plan = self._plan_for(group)
         n = len(plan.tag_ids)
-        values = np.empty(n, dtype=object if plan.has_strings else np.float64)
+        values = np.empty(n, dtype=object if plan.has_objects else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
         quality = np.full(n, Quality.GOOD, dtype=np.uint8)
-        bad_value = None if plan.has_strings else np.nan
+        bad_value = None if plan.has_objects else np.nan
         loop = asyncio.get_running_loop()
         for read in plan.reads:
             sent = [time.time_ns()]  # replaced by the time the request is actually sent
@@ -596,9 +596,9 @@ class ModbusDriver(Driver):
             len(reads),
             ", ".join(self._describe(r.request) for r in reads),
         )
-        has_strings = any(t.type is DataType.STRING for t in batch_tags)
+        has_objects = any(t.type.is_object for t in batch_tags)
         return _PollPlan(
-            tuple(reads), np.array(batch_ids, dtype=np.int32), has_strings, _raw_clamp(batch_tags)
+            tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects, _raw_clamp(batch_tags)
         )
 
 
@@ -716,12 +716,38 @@ def _clamp(
     high: npt.NDArray[np.float64],
 ) -> None:
     """Clamp ``values`` in place; good values that were outside become UNCERTAIN."""
-    numbers = values.astype(np.float64) if values.dtype == object else values
+    if values.dtype == object:
+        _clamp_objects(values, quality, low, high)
+        return
+    numbers = values
     with np.errstate(invalid="ignore"):
         outside = ((numbers < low) | (numbers > high)) & (quality == Quality.GOOD)
     if outside.any():
         values[outside] = np.clip(numbers[outside], low[outside], high[outside])
         quality[outside] = Quality.UNCERTAIN
+
+
+def _clamp_objects(
+    values: np.ndarray,
+    quality: npt.NDArray[np.uint8],
+    low: npt.NDArray[np.float64],
+    high: npt.NDArray[np.float64],
+) -> None:
+    """:func:`_clamp` for a batch with strings or 64-bit integers, one value at a time:
+    Python compares an int with a float exactly, and an int clamped stays an int."""
+    bounded = np.flatnonzero(np.isfinite(low) | np.isfinite(high))
+    for i in bounded.tolist():
+        value = values[i]
+        if quality[i] != Quality.GOOD or isinstance(value, str) or value is None:
+            continue
+        lo, hi = float(low[i]), float(high[i])  # Python floats: compared with ints exactly
+        if value < lo:  # an int clamps to the nearest int inside the bounds
+            values[i] = math.ceil(lo) if isinstance(value, int) else lo
+        elif value > hi:
+            values[i] = math.floor(hi) if isinstance(value, int) else hi
+        else:
+            continue
+        quality[i] = Quality.UNCERTAIN
 
 
 class _Deadline:

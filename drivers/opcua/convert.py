@@ -2,7 +2,8 @@
 
 - Status codes: the top two bits give the severity: ``00`` Good -> GOOD, ``01``
   Uncertain -> UNCERTAIN, ``10``/``11`` Bad -> BAD (:func:`qualities`, vectorised).
-- Values (:func:`sample_value`): numbers and bools -> float (bools 0.0/1.0),
+- Values (:func:`sample_value`): numbers and bools -> float (bools 0.0/1.0), except
+  integers for ``int64``/``uint64`` tags, which stay exact Python ints,
   DateTime -> seconds since the epoch (float), strings -> str for ``string``
   tags. Arrays: a tag with ``index`` takes that element; a ``string`` tag without
   ``index`` gets the whole array as JSON text; a numeric tag without ``index``
@@ -68,13 +69,15 @@ def timestamp_ns(value: dt.datetime | None, default_ns: int) -> int:
     return (value - _EPOCH) // _MICROSECOND * 1000
 
 
-def _scalar(value: Any, tag: OpcUaTagConfig) -> float | str:
+def _scalar(value: Any, tag: OpcUaTagConfig) -> float | int | str:
     if tag.type is DataType.STRING:
         if isinstance(value, ua.LocalizedText):
             return value.Text or ""
         if isinstance(value, dt.datetime):
             return value.isoformat()
         return value if isinstance(value, str) else str(value)
+    if tag.type.is_wide_integer and isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact: float64 would round above 2**53
     if isinstance(value, bool | int | float):
         return float(value)
     if isinstance(value, dt.datetime):
@@ -87,7 +90,7 @@ def _scalar(value: Any, tag: OpcUaTagConfig) -> float | str:
     )
 
 
-def sample_value(value: Any, tag: OpcUaTagConfig) -> float | str:
+def sample_value(value: Any, tag: OpcUaTagConfig) -> float | int | str:
     """The sample value of ``tag`` from a node's value (see the module docstring)."""
     if value is None:
         raise ConversionError("null_value", f"{tag.name}: the node has no value (null)")
@@ -118,7 +121,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def to_variant(value: float | bool | str, vtype: ua.VariantType, name: str) -> ua.Variant:
+def to_variant(value: float | int | bool | str, vtype: ua.VariantType, name: str) -> ua.Variant:
     """A raw write value converted to ``vtype``; :class:`ConversionError` when it does not fit."""
     if vtype is ua.VariantType.Boolean:
         if isinstance(value, str) or value not in (0, 1):
@@ -129,6 +132,11 @@ def to_variant(value: float | bool | str, vtype: ua.VariantType, name: str) -> u
         return ua.Variant(text if vtype is ua.VariantType.String else ua.LocalizedText(text), vtype)
     if isinstance(value, str):
         raise ConversionError("write_value", f"{name}: the node takes a number, not text")
+    if vtype in _INT_RANGES and isinstance(value, int) and not isinstance(value, bool):
+        lo, hi = _INT_RANGES[vtype]  # an int is checked and sent exactly, never via float
+        if not lo <= value <= hi:
+            raise ConversionError("write_value", f"{name}: {value} is outside {vtype.name}")
+        return ua.Variant(value, vtype)
     number = float(value)
     if not math.isfinite(number) and vtype not in (ua.VariantType.Float, ua.VariantType.Double):
         raise ConversionError("write_value", f"{name}: {number} is not a finite number")

@@ -7,8 +7,9 @@ so sessions do not pile up on the server).
 
 Subscription mode: one subscription per device; one monitored item per distinct
 (node, sampling interval, deadband). A publish response (a notification burst)
-becomes one SampleBatch of float64 values, plus one of strings when string tags
-changed in it (the pipeline treats string batches apart). The connection is
+becomes one SampleBatch of float64 values, plus one of objects when string tags (or
+64-bit integer tags with values beyond 2**53, kept exact as Python ints) changed in
+it (the pipeline treats object batches apart). The connection is
 watched three ways, all ending in :class:`ConnectionLost`: asyncua's watchdog (a
 read of ServerState every ``watchdog_interval``, and the socket closing),
 a bad StatusChangeNotification for the subscription, and a keep-alive deadline
@@ -43,6 +44,9 @@ from drivers.opcua.config import DataChangeDeadband, OpcUaDeviceConfig, OpcUaTag
 from drivers.opcua.convert import ConversionError, qualities, sample_value, timestamp_ns, to_variant
 from gateway.errors import ConfigError, ConnectionLost, DeviceUnreachable, WriteRejected
 from gateway.types import DataType, Quality, SampleBatch
+
+#: ints up to this magnitude are exact in float64 (the fast path's float values)
+_EXACT = 2**53
 
 log = logging.getLogger(__name__)
 
@@ -326,9 +330,10 @@ class OpcUaDriver(Driver):
     # -- samples ----------------------------------------------------------------------
     def _samples(self, entries: Sequence[tuple[_Node, ua.DataValue | None]], now_ns: int,
                  emit: Callable[[SampleBatch], None], only: set[int] | None = None) -> None:
-        """Turn (node, DataValue) pairs into at most two batches: numbers, then strings."""
+        """Turn (node, DataValue) pairs into at most two batches: numbers, then objects
+        (strings, and exact ints of 64-bit integer tags)."""
         num: tuple[list[int], list[float], list[int], list[int]] = ([], [], [], [])
-        txt: tuple[list[int], list[object], list[int], list[int]] = ([], [], [], [])
+        obj: tuple[list[int], list[object], list[int], list[int]] = ([], [], [], [])
         num_ids, num_values, num_ts, num_codes = num
         for node, dv in entries:
             if dv is not None and node.tag_id >= 0 and only is None:
@@ -337,7 +342,8 @@ class OpcUaDriver(Driver):
                 code = status.value if status is not None else 0
                 raw = variant.Value if variant is not None else None
                 kind = type(raw)
-                if code >> 30 < 2 and (kind is float or kind is int):
+                # (an int beyond 2**53 takes the slow path: float64 would round it)
+                if code >> 30 < 2 and (kind is float or (kind is int and -_EXACT <= raw <= _EXACT)):
                     num_ids.append(node.tag_id)
                     num_values.append(float(raw))
                     num_ts.append(timestamp_ns(dv.SourceTimestamp or dv.ServerTimestamp, now_ns))
@@ -356,9 +362,9 @@ class OpcUaDriver(Driver):
                 if only is not None and pos not in only:
                     continue
                 tag = self._tags[pos]
-                is_text = tag.type is DataType.STRING
-                cols: Any = txt if is_text else num
-                value: object = None if is_text else np.nan
+                is_object = tag.type.is_object
+                cols: Any = obj if is_object else num
+                value: object = None if is_object else np.nan
                 tag_code = code
                 if not bad:
                     try:
@@ -368,7 +374,9 @@ class OpcUaDriver(Driver):
                         if (pos, exc.counter) not in self._logged_conversion:
                             self._logged_conversion.add((pos, exc.counter))
                             log.warning("%s: %s; the tag is BAD", self.device_name, exc)
-                        value, tag_code = (None if is_text else np.nan), _BAD_CONVERSION
+                        value, tag_code = (None if is_object else np.nan), _BAD_CONVERSION
+                if type(value) is int and -_EXACT <= value <= _EXACT:
+                    cols, value = num, float(value)  # exact in float64: the numeric batch
                 cols[0].append(self.tag_ids[pos])
                 cols[1].append(value)
                 cols[2].append(ts)
@@ -376,11 +384,11 @@ class OpcUaDriver(Driver):
         if num[0]:
             emit(SampleBatch(np.asarray(num[0], np.int32), np.asarray(num[1], np.float64),
                              np.asarray(num[2], np.int64), qualities(num[3])))
-        if txt[0]:
-            values = np.empty(len(txt[1]), dtype=object)
-            values[:] = txt[1]
-            emit(SampleBatch(np.asarray(txt[0], np.int32), values,
-                             np.asarray(txt[2], np.int64), qualities(txt[3])))
+        if obj[0]:
+            values = np.empty(len(obj[1]), dtype=object)
+            values[:] = obj[1]
+            emit(SampleBatch(np.asarray(obj[0], np.int32), values,
+                             np.asarray(obj[2], np.int64), qualities(obj[3])))
 
     # -- polling ----------------------------------------------------------------------
     def poll_groups(self) -> Sequence[PollGroup]:
@@ -417,7 +425,8 @@ class OpcUaDriver(Driver):
         batches: list[SampleBatch] = []
         self._samples([(n, values.get(n.handle)) for n in members], time.time_ns(),
                       batches.append, self._group_positions[group.name])
-        return batches[0] if batches else SampleBatch.empty()
+        # one batch, or numbers and 64-bit integers (exact ints) of a group in two
+        return SampleBatch.concat(batches)
 
     # -- subscription -----------------------------------------------------------------
     async def subscribe(self, emit: Emit) -> None:

@@ -190,7 +190,7 @@ class SerialLineTagConfig(TagConfig):
     field: str | int = Field(
         description="regex group name, or struct field index (0 = first)"
     )
-    map: dict[str, bool | float | str] | None = Field(
+    map: dict[str, bool | int | float | str] | None = Field(
         default=None,
         description="raw text -> value, e.g. {ST: true, US: false}; text not in the map is BAD",
     )

@@ -24,7 +24,7 @@ _BOOL_TEXT = {"1": True, "0": False, "true": True, "false": False, "on": True, "
               "yes": True, "no": False}  # fmt: skip
 
 Raw = str | bytes | int | float | bool | None
-Value = float | str
+Value = float | int | str
 
 
 class FrameRejected(Exception):
@@ -37,7 +37,8 @@ class FrameRejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ParsedFrame:
-    """One value per tag (config order): float64, or object where the device has strings."""
+    """One value per tag (config order): float64, or object where the device has strings or
+    64-bit integers (exact Python ints)."""
 
     values: np.ndarray
     quality: np.ndarray
@@ -53,7 +54,7 @@ class FrameParser:
     def __init__(self, config: SerialLineDeviceConfig) -> None:
         self.encoding = config.encoding
         self.tags = tuple(config.tags)
-        self._has_strings = any(t.type is DataType.STRING for t in self.tags)
+        self._has_objects = any(t.type.is_object for t in self.tags)
         self._converters = [_converter(t, config.encoding) for t in self.tags]
         self._regex = re.compile(config.parser.regex) if config.parser.regex else None
         self._struct = struct.Struct(config.parser.struct) if config.parser.struct else None
@@ -62,7 +63,7 @@ class FrameParser:
         """Values and qualities of every tag; raise :class:`FrameRejected` for a bad frame."""
         raw = self._fields(payload)
         n = len(self.tags)
-        values = np.empty(n, dtype=object if self._has_strings else np.float64)
+        values = np.empty(n, dtype=object if self._has_objects else np.float64)
         quality = np.full(n, Quality.GOOD, dtype=np.uint8)
         for i, (tag, convert) in enumerate(zip(self.tags, self._converters, strict=True)):
             value = convert(raw[i]) if raw[i] is not None else None
@@ -108,7 +109,9 @@ def _converter(tag: SerialLineTagConfig, encoding: str) -> Callable[[Raw], Value
             mapped = mapping.get(text_of(raw).strip())
             if mapped is None:
                 return None
-            return mapped if isinstance(mapped, str) else float(mapped)
+            if isinstance(mapped, str) or (kind.is_wide_integer and type(mapped) is int):
+                return mapped
+            return float(mapped)
         if kind is DataType.STRING:
             return text_of(raw)
         if kind is DataType.BOOL:
@@ -117,6 +120,8 @@ def _converter(tag: SerialLineTagConfig, encoding: str) -> Callable[[Raw], Value
                 return None if raw != raw else (1.0 if raw else 0.0)
             flag = _BOOL_TEXT.get(text_of(raw).strip().lower())
             return None if flag is None else float(flag)
+        if kind.is_wide_integer:
+            return _exact_integer(raw, text_of, INTEGER_RANGES[kind])
         if isinstance(raw, bool | int | float):
             number = float(raw)
         else:
@@ -133,3 +138,26 @@ def _converter(tag: SerialLineTagConfig, encoding: str) -> Callable[[Raw], Value
         return number
 
     return convert
+
+
+def _exact_integer(
+    raw: Raw, text_of: Callable[[Raw], str], limits: tuple[int, int]
+) -> int | None:
+    """A 64-bit integer field, exactly: an int from the struct, or decimal digits in the
+    text (float64 would round either above 2**53); None when it is no whole number in
+    ``limits``."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        number = raw
+    elif isinstance(raw, float):
+        if not (math.isfinite(raw) and raw.is_integer()):
+            return None
+        number = int(raw)
+    else:
+        text = text_of(raw).strip().replace("_", " ")  # int() would accept 1_000
+        try:
+            number = int(text, 10)
+        except ValueError:
+            return None
+    return number if limits[0] <= number <= limits[1] else None

@@ -6,6 +6,7 @@ addressing fields (``drivers/<protocol>/config.py``).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -28,8 +29,12 @@ class TagConfig(StrictModel):
     type: DataType = Field(description="data type on the device")
     unit: str = Field(default="", description="engineering unit after scaling, e.g. V, kW, degC")
     description: str = ""
-    scale: float = Field(default=1.0, description="published value = raw * scale + offset")
-    offset: float = 0.0
+    scale: int | float = Field(
+        default=1.0,
+        description="published value = raw * scale + offset; an int64/uint64 tag takes only "
+        "whole numbers (it stays exact)",
+    )
+    offset: int | float = 0.0
     deadband: float | None = Field(
         default=None,
         ge=0,
@@ -43,7 +48,7 @@ class TagConfig(StrictModel):
         default=Classification.INTERNAL, description="data-registration class sent at birth"
     )
     writable: bool = Field(default=False, description="the brain may write this tag")
-    range: tuple[float, float] | None = Field(
+    range: tuple[int | float, int | float] | None = Field(
         default=None, description="[min, max] accepted for writes (required when writable)"
     )
     max_write_rate: float = Field(
@@ -65,13 +70,33 @@ class TagConfig(StrictModel):
         numeric = self.type.is_numeric and self.type is not DataType.BOOL
         if self.writable and numeric and self.range is None:
             raise ValueError("a writable numeric tag needs a range: [min, max]")
+        if self.type.is_wide_integer:
+            self._check_exact_scaling()
         return self
+
+    def _check_exact_scaling(self) -> None:
+        """A 64-bit integer stays exact end to end: float64 holds every integer only up to
+        2**53, so such a tag is scaled by whole numbers only (and stays an integer)."""
+        for key, number in (("scale", self.scale), ("offset", self.offset)):
+            if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
+                raise ValueError(
+                    f"{key} {number:g}: a {self.type.value} tag is published exactly, and "
+                    "scaling by a fraction would round it in float64 (above 2**53, an all-ones "
+                    "'not available' marker would become a plausible number): use a whole "
+                    f"{key}, publish the raw value and scale it at the receiver, or read the "
+                    "register as float64"
+                )
+        if self.scale == 0:
+            raise ValueError(f"scale 0: a {self.type.value} tag would always publish its offset")
 
     @property
     def published_type(self) -> DataType:
-        """Type after scaling: integers scaled by a non-unit factor become float64."""
+        """Type after scaling: integers scaled by a non-unit factor become float64, except
+        64-bit integers, which take whole-number scaling only and stay exact."""
         scaled = self.scale != 1.0 or self.offset != 0.0
-        if scaled and self.type not in (DataType.BOOL, DataType.STRING):
+        if scaled and not self.type.is_wide_integer and self.type not in (
+            DataType.BOOL, DataType.STRING
+        ):
             return DataType.FLOAT64
         return self.type
 

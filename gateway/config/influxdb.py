@@ -56,6 +56,12 @@ class InfluxDbConfig(StrictModel):
         min_length=1,
         description="measurement name; {device}, {gateway}, {site} and {line} are replaced",
     )
+    unsigned_integers: bool = Field(
+        default=True,
+        description="write uint64 tags as unsigned fields (uint=…u), exact over their whole "
+        "range (InfluxDB 2/3, VictoriaMetrics); false for a target that refuses the 'u' suffix "
+        "(InfluxDB 1.x): then uint=…i up to 2**63-1 and the digits in 'text' above it",
+    )
     batch_size: int = Field(default=5000, ge=1, le=100_000, description="points per write")
     flush_interval: PositiveDuration = Field(
         default=1.0, description="points are gathered this long into one write"

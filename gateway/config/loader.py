@@ -164,9 +164,30 @@ def _humanise(err: dict[str, Any]) -> str:
     return msg
 
 
+def _commands_need_mqtt5(data: dict[str, Any], file: str,
+                         lines: dict[KeyPath, int]) -> list[ConfigProblem]:  # fmt: skip
+    """Commands under an explicit MQTT 3.1.1: refused, since the gateway could not tell a
+    retained command from a live one (see MqttConfig.protocol)."""
+    commands, northbound = data.get("commands"), data.get("northbound")
+    mqtt = northbound.get("mqtt") if isinstance(northbound, dict) else None
+    if not (isinstance(commands, dict) and commands.get("enabled") is True
+            and isinstance(mqtt, dict) and mqtt.get("protocol") == "3.1.1"):  # fmt: skip
+        return []
+    path = ("northbound", "mqtt", "protocol")
+    return [ConfigProblem(
+        file, _line_of(lines, path), path,
+        "commands need MQTT 5: under 3.1.1 a broker forwards a retained command to the "
+        "connected gateway as if it were live, and retained commands must never be executed; "
+        "remove protocol (5 is the default with commands) or set protocol: '5'",
+    )]  # fmt: skip
+
+
 def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int]) -> list[ConfigProblem]:
-    """Checks across items that field validation cannot see: unique names."""
+    """Checks across items that field validation cannot see: unique names, commands and
+    the MQTT version."""
     problems: list[ConfigProblem] = []
+    if isinstance(data, dict):
+        problems.extend(_commands_need_mqtt5(data, file, lines))
     if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
         return problems
     seen_devices: dict[str, int] = {}

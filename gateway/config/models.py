@@ -76,7 +76,12 @@ class MqttConfig(StrictModel):
         "['mqtts://a:8883', 'mqtt://b:1883']; mqtts:// uses tls (default: the system's CAs)",
     )
     client_id: str | None = Field(default=None, description="defaults to chenxing-{gateway id}")
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    protocol: Literal["3.1.1", "5"] | None = Field(
+        default=None,
+        description="MQTT version; default '5' when commands are enabled (the command "
+        "subscription uses retain-as-published, so a retained command is recognised and "
+        "never executed), otherwise '3.1.1'",
+    )
     username: str | None = None
     password: SecretRef | None = Field(default=None, description="{env: VAR} or {file: PATH}")
     keepalive: PositiveDuration = 30.0
@@ -156,6 +161,12 @@ class SparkplugConfig(StrictModel):
         default=None,
         description="primary host application id: births wait for its STATE online and data "
         "is held (sent later flagged historical) while it is offline",
+    )
+    data_datatypes: bool = Field(
+        default=False,
+        description="put each metric's datatype in NDATA/DDATA too (the specification lets "
+        "data omit it: the birth defines it); for hosts that decode values only with it, such "
+        "as Eclipse Tahu's JavaScript codec sparkplug-payload 1.0.3",
     )
     data_qos: Literal[0, 1] = Field(
         default=0,
@@ -280,3 +291,17 @@ class GatewayConfig(StrictModel):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _mqtt_protocol(self) -> GatewayConfig:
+        """Resolve the MQTT version left unset: 5 with commands (under 3.1.1 a broker
+        forwards a retained publish to a connected subscriber as if it were not retained,
+        so only MQTT 5's retain-as-published lets the gateway refuse retained commands).
+        An explicit 3.1.1 with commands is refused by the loader's cross-section checks."""
+        mqtt = self.northbound.mqtt
+        if mqtt.protocol is not None:
+            return self
+        protocol = "5" if self.commands.enabled else "3.1.1"
+        northbound = self.northbound.model_copy(
+            update={"mqtt": mqtt.model_copy(update={"protocol": protocol})})
+        return self.model_copy(update={"northbound": northbound})

@@ -168,7 +168,8 @@ def build_sink(config: GatewayConfig, catalog: TagCatalog,
     token = resolve_secret(cfg.token, config_dir) if cfg.token is not None else None
     ident = config.gateway
     identity = {"gateway": ident.id, "site": ident.site, "line": ident.line}
-    encoder = BatchEncoder(catalog, cfg.measurement, identity, cfg.precision)
+    encoder = BatchEncoder(catalog, cfg.measurement, identity, cfg.precision,
+                           cfg.unsigned_integers)  # fmt: skip
     target = InfluxTarget(cfg.url, cfg.bucket, cfg.org, token, cfg.precision, cfg.timeout)
     path = cfg.spool.resolved_path(ident.state_dir)
     if not path.is_absolute() and config_dir is not None:

@@ -27,6 +27,11 @@ class IngestInfluxConfig(StrictModel):
         description="{device} (Sparkplug: the device id, or the edge node id for node "
         "metrics), {gateway} (JSON gateway id / Sparkplug edge node), {site}, {line}",
     )
+    unsigned_integers: bool = Field(
+        default=True,
+        description="uint64 values as unsigned fields (uint=…u); false for a target that "
+        "refuses the 'u' suffix (see the gateway's northbound.influxdb.unsigned_integers)",
+    )
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     flush_interval: PositiveDuration = 1.0
     timeout: PositiveDuration = 10.0

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from gateway.ingest.counters import IngestCounters
-from gateway.ingest.points import PointEncoder
+from gateway.ingest.points import PointEncoder, tag_type
 from gateway.ingest.sequences import JsonSequence, SeqOutcome
 from gateway.types import QUALITY_NAMES
 
@@ -24,7 +24,8 @@ class JsonIngest:
         self.encoder = encoder
         self.counters = counters
         self.sequence_check = sequence_check
-        #: per gateway (site, line, id): tag path -> catalog entry from its last birth
+        #: per gateway (site, line, id): tag path -> catalog entry from its last birth (its
+        #: ``type`` picks the exact field of 64-bit integers)
         self.catalogs: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
         self.sequences: dict[tuple[str, str, str], JsonSequence] = {}
         self.sessions: dict[tuple[str, str, str], object] = {}
@@ -44,8 +45,8 @@ class JsonIngest:
             return []
         if kind == "birth":
             self.counters.births += 1
-            self.catalogs[key] = {
-                t["name"]: t for t in tags if isinstance(t, dict) and isinstance(t.get("name"), str)
+            self.catalogs[key] = {  # by tag path, device.name
+                t["tag"]: t for t in tags if isinstance(t, dict) and isinstance(t.get("tag"), str)
             }
             log.info("birth of gateway %s/%s/%s: %d tags", *key, len(self.catalogs[key]))
             return []
@@ -69,11 +70,15 @@ class JsonIngest:
     def _data(self, key: tuple[str, str, str], body: dict[str, Any]) -> list[str]:
         site, line, gateway = key
         s = body["samples"]
+        catalog = self.catalogs.get(key, {})
         lines = []
         for path, value, ts, q in zip(s["tag"], s["value"], s["ts"], s["q"], strict=True):
             device, _, tag = str(path).partition(".")
             series = {"gateway": gateway, "site": site, "line": line, "device": device, "tag": tag}
-            lines.append(self.encoder.line(series, value, _QUALITY_CODE.get(q, 2), int(ts)))
+            entry = catalog.get(str(path), {})
+            datatype = tag_type(entry.get("type")) if isinstance(entry, dict) else None
+            lines.append(self.encoder.line(series, value, _QUALITY_CODE.get(q, 2), int(ts),
+                                           datatype))  # fmt: skip
         return lines
 
     def _sequence(self, key: tuple[str, str, str], seq: int, session: object) -> None:

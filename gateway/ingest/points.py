@@ -1,22 +1,45 @@
 """Line-protocol points for the reader, in the same layout as the gateway's InfluxDB sink:
-measurement from a template, tags gateway/site/line/device/tag, fields value (or text)
-and quality (0 good, 1 uncertain, 2 bad, 3 stale)."""
+measurement from a template, tags gateway/site/line/device/tag, fields value (or text, int
+for int64 and uint for uint64 tags, exact) and quality (0 good, 1 uncertain, 2 bad,
+3 stale)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.influxdb.line_protocol import PRECISION_NS, point, series_prefix
+from gateway.influxdb.line_protocol import PRECISION_NS, field_kind, point, series_prefix
+from gateway.types import DataType
+
+#: Sparkplug DataType names of the 64-bit integers -> the tag types that choose their field
+_SPARKPLUG_WIDE = {"Int64": DataType.INT64, "UInt64": DataType.UINT64}
+
+
+def tag_type(name: str | None) -> DataType | None:
+    """A tag type from a JSON birth's ``type`` or a Sparkplug DataType name (None when it
+    says nothing that matters to the field: floats, bools and unknown names)."""
+    if name is None:
+        return None
+    if name in _SPARKPLUG_WIDE:
+        return _SPARKPLUG_WIDE[name]
+    if name == "String":
+        return DataType.STRING
+    try:
+        return DataType(name)
+    except ValueError:
+        return None
 
 
 class PointEncoder:
-    def __init__(self, measurement: str, precision: str) -> None:
+    def __init__(self, measurement: str, precision: str, unsigned: bool = True) -> None:
         self.measurement = measurement
+        self.unsigned = unsigned
         self._ms_to_unit = PRECISION_NS["ms"] / PRECISION_NS[precision]
         self._prefixes: dict[tuple[tuple[str, str], ...], str] = {}
 
-    def line(self, series: dict[str, str], value: Any, quality: int, ts_ms: int) -> str:
-        """``series``: gateway, site, line, device, tag (and for Sparkplug group)."""
+    def line(self, series: dict[str, str], value: Any, quality: int, ts_ms: int,
+             datatype: DataType | None = None) -> str:  # fmt: skip
+        """``series``: gateway, site, line, device, tag (and for Sparkplug group);
+        ``datatype`` the tag's type when known (64-bit integers get an exact field)."""
         key = tuple(series.items())
         prefix = self._prefixes.get(key)
         if prefix is None:
@@ -25,4 +48,5 @@ class PointEncoder:
                 site=series.get("site", ""), line=series.get("line", ""),
             )  # fmt: skip
             prefix = self._prefixes[key] = series_prefix(name, series)
-        return point(prefix, value, quality, int(ts_ms * self._ms_to_unit))
+        kind = field_kind(datatype, self.unsigned)
+        return point(prefix, value, quality, int(ts_ms * self._ms_to_unit), kind)

@@ -45,7 +45,8 @@ class IngestReader:
             resolve_secret(config.password, base_dir) if config.password is not None else None
         )
         encoder = PointEncoder(influx.measurement if influx else "{device}",
-                               influx.precision if influx else "ms")  # fmt: skip
+                               influx.precision if influx else "ms",
+                               influx.unsigned_integers if influx else True)  # fmt: skip
         self.json = JsonIngest(encoder, self.counters, config.sequence_check)
         self.sparkplug = SparkplugIngest(
             encoder, self.counters, config.sequence_check,

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.ingest.counters import IngestCounters
-from gateway.ingest.points import PointEncoder
+from gateway.ingest.points import PointEncoder, tag_type
 from gateway.ingest.sequences import SeqOutcome, SparkplugSequence
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
+from gateway.northbound.sparkplug.datatypes import quality_of
 from gateway.northbound.sparkplug.decode import (
     SparkplugDecodeError,
     SparkplugTopic,
@@ -29,19 +30,9 @@ REBIRTH = "Node Control/Rebirth"
 
 
 def quality_code(properties: dict[str, Any]) -> int:
-    """Sparkplug/OPC quality (property ``Quality``: 192 good, 64 uncertain, 0 bad, 500
-    stale; absent: good) as the store's code 0 good, 1 uncertain, 2 bad, 3 stale. A
-    ``Quality`` that is not an integer says nothing good about the value: bad."""
-    raw = properties.get("Quality")
-    if raw is None:
-        return 0
-    if not isinstance(raw, int) or isinstance(raw, bool):
-        return 2
-    if raw == 500:
-        return 3
-    if raw >= 192:
-        return 0
-    return 1 if raw >= 64 else 2
+    """The store's quality code (0 good, 1 uncertain, 2 bad, 3 stale) of a metric, from its
+    ``Quality`` property (see :func:`~gateway.northbound.sparkplug.datatypes.quality_of`)."""
+    return int(quality_of(properties))
 
 
 @dataclass(slots=True)
@@ -203,7 +194,8 @@ class SparkplugIngest:
             series = {"group": topic.group_id, "gateway": topic.edge_node_id,
                       "device": device, "tag": name}  # fmt: skip
             lines.append(self.encoder.line(series, value, quality_code(metric["properties"]),
-                                           metric["timestamp"] or default_ts))  # fmt: skip
+                                           metric["timestamp"] or default_ts,
+                                           tag_type(datatype)))  # fmt: skip
         if unknown:
             self.counters.unknown_aliases += unknown
             log.warning("%s/%s%s: %d metrics with unknown aliases (no birth seen)",

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from gateway.commands.result import CommandResult
+from gateway.commands.result import CommandResult, json_safe
 from gateway.config.models import GatewayConfig
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import OutboxStats
 from gateway.tags import TagCatalog
-from gateway.types import QUALITY_NAME_ARRAY, Classification, SampleBatch
+from gateway.types import QUALITY_NAME_ARRAY, Classification, SampleBatch, as_float
 
 CONTRACT_VERSION = 1
 _NS_PER_MS = 1_000_000
@@ -122,7 +122,7 @@ class JsonContract:
 
     def event(self, event: dict[str, Any], ts_ns: int) -> OutboundMessage:
         """An event (e.g. a model alarm raised or cleared) on ``.../event``. Not retained."""
-        body = {**self._header, "type": "event", "ts": ts_ns // _NS_PER_MS, **event}
+        body = {**self._header, "type": "event", "ts": ts_ns // _NS_PER_MS, **json_safe(event)}
         return OutboundMessage(self.topic("event"), self._dumps(body), "event", self.qos)
 
     def cmd_result(self, result: CommandResult, ts_ns: int) -> OutboundMessage:
@@ -144,15 +144,15 @@ class JsonContract:
         """One data message carrying every sample of ``batch``."""
         ids = batch.tag_ids
         values = batch.values
-        if values.dtype == object:  # strings in the batch: format the numeric cells as usual
+        if values.dtype == object:  # strings or 64-bit integers in the batch
             cells = values.copy()
-            numeric = ~self.catalog.is_string[ids]
+            exact = self.catalog.is_string[ids] | self.catalog.is_wide[ids]
+            numeric = ~exact
             if numeric.any():
-                cells[numeric] = self._numeric_cells(
-                    ids[numeric], values[numeric].astype(np.float64)
-                )
-            strings = ~numeric
-            cells[strings] = [None if _is_nan(v) else v for v in values[strings].tolist()]
+                cells[numeric] = self._numeric_cells(ids[numeric], as_float(values[numeric]))
+            # strings as they are, 64-bit integers as JSON integers (exact), bad ones null
+            cells[exact] = [None if _is_nan(v) or v is None else v
+                            for v in values[exact].tolist()]  # fmt: skip
             value_list = cells.tolist()
         else:
             value_list = self._numeric_cells(ids, values)

@@ -188,6 +188,7 @@ class OpcUaPlcSimulator:
         self._overrides: dict[str, ua.StatusCode] = {}
         self._extra: dict[str, ua.Variant] = {}
         self._extra_ranges: dict[str, tuple[float, float]] = {}
+        self._extra_writable: set[str] = set()
         self._last_scale = 0.0
         self.writes_applied = 0
 
@@ -301,21 +302,26 @@ class OpcUaPlcSimulator:
         return len(clients)
 
     async def add_variable(
-        self, name: str, value: float, eu_range: tuple[float, float] | None = None
+        self, name: str, value: float, eu_range: tuple[float, float] | None = None,
+        vtype: ua.VariantType = ua.VariantType.Double, writable: bool = False,
     ) -> None:
-        """Create a Double variable ``name`` now (a node that appears after the client started),
-        with an EURange property when ``eu_range`` (low, high) is given."""
-        self._extra[name] = ua.Variant(float(value), ua.VariantType.Double)
+        """Create a variable ``name`` now (a node that appears after the client started), a
+        Double unless ``vtype`` says otherwise (an int64 or uint64 keeps its exact int), with an
+        EURange property when ``eu_range`` (low, high) is given."""
+        self._extra[name] = ua.Variant(_typed(value, vtype), vtype)
+        if writable:
+            self._extra_writable.add(name)
         if eu_range is not None:
             self._extra_ranges[name] = eu_range
         if self._server is not None:
             folder = self._server.get_node(ua.NodeId("Machine", self._ns))
-            await self._add(folder, name, self._extra[name], writable=False,
+            await self._add(folder, name, self._extra[name], writable=writable,
                             eu_range=eu_range)
 
     async def set_value(self, name: str, value: float) -> None:
         """Set a variable added with :meth:`add_variable` from the device side."""
-        self._extra[name] = ua.Variant(float(value), ua.VariantType.Double)
+        vtype = self._extra[name].VariantType
+        self._extra[name] = ua.Variant(_typed(value, vtype), vtype)
         if self._server is not None:
             stamp = dt.datetime.now(dt.UTC)
             await self._server.write_attribute_value(
@@ -355,7 +361,7 @@ class OpcUaPlcSimulator:
             await self._add(machine, f"Machine.{name}", value, writable=True)
             server.set_attribute_value_setter(self._nodes[f"Machine.{name}"], self._on_setpoint)
         for name, value in self._extra.items():
-            await self._add(machine, name, value, writable=False,
+            await self._add(machine, name, value, writable=name in self._extra_writable,
                             eu_range=self._extra_ranges.get(name))
         types = await objects.add_object(ua.NodeId("Types", self._ns), f"{self._ns}:Types")
         for name, value in self._types.items():
@@ -448,3 +454,19 @@ def _machine_values(r: MachineReading) -> dict[str, ua.Variant]:
         "CycleStart": ua.Variant(dt.datetime.fromtimestamp(r.cycle_start, dt.UTC), V.DateTime),
         "ZoneTemps": ua.Variant(list(r.zone_temps_c), V.Double),
     }
+
+
+def _typed(value: float, vtype: ua.VariantType) -> Any:
+    """``value`` as the variant type holds it: ints exact (never through float) for the
+    integer types, floats otherwise."""
+    if vtype in _INTEGER_VARIANTS:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{vtype.name} takes whole numbers, not {value}")
+        return int(value)
+    return float(value)
+
+
+_INTEGER_VARIANTS = frozenset({
+    ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
+    ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
+})  # fmt: skip

@@ -21,6 +21,7 @@ from gateway.northbound.sparkplug.contract import (
     CurrentValue,
     SparkplugContract,
 )
+from gateway.northbound.sparkplug.datatypes import quality_of
 from gateway.northbound.sparkplug.decode import (
     SparkplugDecodeError,
     decode_payload,
@@ -141,7 +142,11 @@ def test_dbirth_lists_every_publishable_tag_with_type_properties_and_value() -> 
         "engUnit": "kW", "description": "Active power", "sourceDevice": "meter",
         "classification": "internal", "sourceType": "float32", "writable": False, "Quality": 192,
     }  # fmt: skip
-    assert metrics["offset"]["value"] == -3 and metrics["offset"]["properties"]["Quality"] == 64
+    # Sparkplug 3.0 defines 0, 192 and 500 only: uncertain is 0 with qualityDetail
+    assert metrics["offset"]["value"] == -3 and metrics["offset"]["properties"]["Quality"] == 0
+    assert metrics["offset"]["properties"]["qualityDetail"] == "uncertain"
+    assert quality_of(metrics["offset"]["properties"]) is Quality.UNCERTAIN
+    assert {x["properties"]["Quality"] for x in metrics.values()} <= {0, 192, 500}
     assert metrics["label"]["value"] == "abc"
     assert metrics["energy"]["is_null"] and metrics["energy"]["properties"]["Quality"] == 0
     assert metrics["limit"]["properties"]["engLow"] == 0.0

@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from gateway.commands.result import CommandResult
+from gateway.commands.result import CommandResult, json_safe
 from gateway.config.models import GatewayConfig
 from gateway.northbound.contract_json import PublishableTags
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import OutboxStats
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.datatypes import (
-    QUALITY_CODE,
     SPARKPLUG_TYPE,
     add_property,
+    add_quality,
     set_value,
 )
 from gateway.tags import TagCatalog, TagInfo
@@ -79,6 +79,8 @@ class SparkplugContract:
         self.group_id = spb.group_id or ident.site
         self.edge_node_id = spb.edge_node_id or ident.id
         self.data_qos = spb.data_qos
+        #: data metrics carry their datatype (sparkplug.data_datatypes)
+        self.data_datatypes = spb.data_datatypes
         self.catalog = catalog
         self.commands_enabled = config.commands.enabled
         self._publishable = PublishableTags(catalog, nb.publish_restricted)
@@ -209,8 +211,7 @@ class SparkplugContract:
         if cfg.range is not None:
             add_property(props, "engLow", pb.Double, float(cfg.range[0]))
             add_property(props, "engHigh", pb.Double, float(cfg.range[1]))
-        code = QUALITY_CODE[quality] if quality is not None else QUALITY_CODE[Quality.BAD]
-        add_property(props, "Quality", pb.Int32, code)
+        add_quality(props, quality if quality is not None else Quality.BAD)
 
     def ddeath(self, device: str, ts_ns: int) -> OutboundMessage:
         payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
@@ -247,14 +248,16 @@ class SparkplugContract:
         good = int(Quality.GOOD)
         # proto2: an explicit is_historical=False would be encoded too; set it only when true
         flags = {"is_historical": True} if historical else {}
+        typed = self.data_datatypes
         for tag_id, value, ms, quality, datatype in zip(
             ids, values, stamps, qualities, datatypes, strict=True
         ):
             metric = payload.metrics.add(alias=tag_id + 1, timestamp=ms, **flags)
+            if typed:
+                metric.datatype = datatype
             set_value(metric, datatype, value)
             if quality != good:
-                add_property(metric.properties, "Quality", pb.Int32,
-                             QUALITY_CODE[Quality(quality)])  # fmt: skip
+                add_quality(metric.properties, Quality(quality))
         return OutboundMessage(
             self.device_topic("DDATA", device), payload.SerializeToString(), "data",
             self.data_qos, samples=len(batch), oldest_ns=int(batch.ts_ns.min()),
@@ -268,6 +271,8 @@ class SparkplugContract:
         for tag, value in values:
             metric = payload.metrics.add(alias=self.alias(tag), timestamp=payload.timestamp)
             datatype = int(self.datatypes[tag.id])
+            if self.data_datatypes:
+                metric.datatype = datatype
             set_value(metric, datatype, value)
         return OutboundMessage(self.device_topic("DDATA", device), payload.SerializeToString(),
                                "cmd-result", qos=0)  # fmt: skip
@@ -276,6 +281,8 @@ class SparkplugContract:
         """An NDATA of one node metric (by alias)."""
         payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
         metric = payload.metrics.add(alias=self.node_aliases[name], timestamp=payload.timestamp)
+        if self.data_datatypes:
+            metric.datatype = NODE_METRICS[name]
         set_value(metric, NODE_METRICS[name], value)
         return OutboundMessage(self.node_topic("NDATA"), payload.SerializeToString(),
                                kind, qos=0)  # type: ignore[arg-type]  # fmt: skip
@@ -286,7 +293,7 @@ class SparkplugContract:
                               "cmd-result")  # fmt: skip
 
     def event(self, event: dict[str, Any], ts_ns: int) -> OutboundMessage:
-        text = json.dumps(event, separators=(",", ":"), default=str)
+        text = json.dumps(json_safe(event), separators=(",", ":"), default=str, allow_nan=False)
         return self.node_data(LAST_EVENT, text, ts_ns, "event")
 
 
@@ -300,4 +307,4 @@ def command_result_text(result: CommandResult) -> str:
     }
     if result.duplicate:
         body["duplicate"] = True
-    return json.dumps(body, separators=(",", ":"), default=str)
+    return json.dumps(json_safe(body), separators=(",", ":"), default=str, allow_nan=False)

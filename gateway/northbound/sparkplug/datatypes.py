@@ -21,14 +21,48 @@ SPARKPLUG_TYPE: dict[DataType, int] = {
     DataType.STRING: pb.String,
 }
 
-#: the Sparkplug "Quality" property convention (0 bad, 192 good, 500 stale); uncertain
-#: has no Sparkplug code and uses OPC's 64
+#: the ``Quality`` property: Sparkplug 3.0 defines 0 (bad), 192 (good) and 500 (stale)
+#: only. Uncertain has no code of its own: it is sent as 0, the conservative choice (a
+#: host that knows only the specification will not take the value for good), with
+#: ``QUALITY_DETAIL`` saying which it is.
 QUALITY_CODE: dict[Quality, int] = {
     Quality.GOOD: 192,
-    Quality.UNCERTAIN: 64,
+    Quality.UNCERTAIN: 0,
     Quality.BAD: 0,
     Quality.STALE: 500,
 }
+#: String property beside ``Quality`` for the qualities the specification has no code for
+QUALITY_DETAIL = "qualityDetail"
+QUALITY_DETAILS: dict[Quality, str] = {Quality.UNCERTAIN: "uncertain"}
+#: the Quality code earlier gateway versions sent for uncertain (OPC's); still understood
+_LEGACY_UNCERTAIN = 64
+
+
+def add_quality(props: Any, quality: Quality) -> None:
+    """The ``Quality`` property of a metric (and ``qualityDetail`` for uncertain)."""
+    add_property(props, "Quality", pb.Int32, QUALITY_CODE[quality])
+    detail = QUALITY_DETAILS.get(quality)
+    if detail is not None:
+        add_property(props, QUALITY_DETAIL, pb.String, detail)
+
+
+def quality_of(properties: dict[str, Any]) -> Quality:
+    """A metric's quality from its decoded properties: ``Quality`` 192 good, 500 stale, 0
+    bad, or uncertain when ``qualityDetail`` says so (or the legacy code 64); absent:
+    good. A ``Quality`` that is no integer says nothing good about the value: bad."""
+    raw = properties.get("Quality")
+    if raw is None:
+        return Quality.GOOD
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        return Quality.BAD
+    if raw == 500:
+        return Quality.STALE
+    if raw >= 192:
+        return Quality.GOOD
+    if properties.get(QUALITY_DETAIL) == "uncertain" or raw >= _LEGACY_UNCERTAIN:
+        return Quality.UNCERTAIN
+    return Quality.BAD
+
 
 _INT32_FIELD = frozenset({pb.Int8, pb.Int16, pb.Int32, pb.UInt8, pb.UInt16, pb.UInt32})
 _INT64_FIELD = frozenset({pb.Int64, pb.UInt64, pb.DateTime})

@@ -126,12 +126,21 @@ def metric_to_dict(metric: pb.Payload.Metric) -> dict[str, Any]:
 
 
 _SIGNED_BITS = {pb.Int8: 8, pb.Int16: 16, pb.Int32: 32, pb.Int64: 64}
+#: the wire field a signed type travels in: int_value (uint32) or long_value (uint64)
+_FIELD_BITS = {8: 32, 16: 32, 32: 32, 64: 64}
 
 
 def _signed(raw: int, bits: int) -> int:
-    """Two's complement of an unsigned wire value (Sparkplug 3.0 signed integers)."""
-    raw &= (1 << bits) - 1
-    return raw - (1 << bits) if raw >= 1 << (bits - 1) else raw
+    """A signed integer of ``bits`` from its unsigned wire field. Sparkplug 3.0 sends it as
+    two's complement in the field (sign-extended: Int16 -2 is 0xFFFFFFFE); some encoders
+    use the type's width instead (0xFFFE), which is accepted too. A field value that is
+    neither is returned as the field's signed value, out of the type's range as sent:
+    never truncated to the width (0x100 as Int8 is 256, not 0)."""
+    field = _FIELD_BITS[bits]
+    raw &= (1 << field) - 1
+    if bits < field and raw < 1 << bits:  # the type's width
+        return raw - (1 << bits) if raw >= 1 << (bits - 1) else raw
+    return raw - (1 << field) if raw >= 1 << (field - 1) else raw
 
 
 def typed_value(holder: Any, datatype: int) -> Any:

@@ -19,8 +19,8 @@ _SPECIAL = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 @dataclass(frozen=True)
 class Expected:
-    decoded: float | str
-    exact: int | float | bool | str  # what to encode; equals decoded unless float64 cannot hold it
+    decoded: float | int | str  # ints stay ints: 64-bit integers decode exactly
+    exact: int | float | bool | str  # what to encode
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,20 @@ def load_case(name: str) -> GoldenCase:
 def _expected(value: object) -> Expected:
     if isinstance(value, dict) and "text" in value:
         return Expected(value["text"], value["text"])
-    if isinstance(value, dict):
-        return Expected(float(value["decoded"]), value["exact"])
     if isinstance(value, str):
         return Expected(_SPECIAL[value], _SPECIAL[value])
     assert isinstance(value, int | float | bool)
-    return Expected(float(value), value)
+    return Expected(value if isinstance(value, int) and not isinstance(value, bool)
+                    else float(value), value)
 
 
-def same_value(decoded: float | str, expected: float | str) -> bool:
-    """Equal, NaN equal to NaN, and the sign of zero respected."""
+def same_value(decoded: float | int | str, expected: float | int | str) -> bool:
+    """Equal, NaN equal to NaN, the sign of zero respected; an int expected beyond 2**53
+    must decode as that exact int."""
     if isinstance(decoded, str) or isinstance(expected, str):
         return decoded == expected
+    if isinstance(expected, int) and abs(expected) > 2**53:
+        return type(decoded) is int and decoded == expected
     if math.isnan(expected):
         return math.isnan(decoded)
     return decoded == expected and math.copysign(1, decoded) == math.copysign(1, expected)

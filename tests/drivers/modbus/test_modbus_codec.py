@@ -60,13 +60,15 @@ def test_golden_case_decodes(name: str) -> None:
         max_bits=device.max_request_bits,
         max_gap=device.max_gap,
     )
-    decoded: dict[str, float] = {}
+    decoded: dict[str, float | int | str] = {}
     for request in requests:
         memory = case.tables[request.table]
         plan = DecodePlan([_field(tags[m.index], m.offset) for m in request.members], request.count)
         values = plan.decode(memory[request.address : request.address + request.count])
         for member, value in zip(request.members, values, strict=True):
-            decoded[tags[member.index].name] = value if isinstance(value, str) else float(value)
+            decoded[tags[member.index].name] = (
+                value if isinstance(value, str | int) else float(value)
+            )
     assert decoded.keys() == case.expected.keys()
     wrong = {
         tag: (decoded[tag], want.decoded)
@@ -130,7 +132,11 @@ def test_integers_match_struct(type_: DataType, order: str, data: st.DataObject)
     value = data.draw(st.integers(low, high))
     registers = reference_registers(fmt, value, order)
     assert encode(value, type_, order) == registers  # type: ignore[arg-type]
-    assert decode_value(registers, type_, order) == float(value)  # type: ignore[arg-type]
+    decoded = decode_value(registers, type_, order)  # type: ignore[arg-type]
+    if type_.is_wide_integer:  # exact: a Python int, never a rounded float
+        assert type(decoded) is int and decoded == value
+    else:
+        assert decoded == float(value)
 
 
 @pytest.mark.parametrize("order", BYTE_ORDERS)
@@ -148,12 +154,29 @@ def test_floats_match_struct(
     assert same_value(decoded, value)
 
 
-def test_uint64_above_2_53_loses_precision_as_documented() -> None:
-    registers = encode(2**53 + 1, DataType.UINT64)
-    assert registers == [0x0020, 0x0000, 0x0000, 0x0001]
-    assert decode_value(registers, DataType.UINT64) == 2.0**53
-    assert decode_value([0xFFFF] * 4, DataType.UINT64) == 2.0**64
-    assert decode_value([0xFFFF] * 4, DataType.INT64) == -1.0
+@pytest.mark.parametrize("order", BYTE_ORDERS)
+def test_64_bit_integers_decode_exactly_over_their_whole_range(order: str) -> None:
+    """float64 would give 2**53 for 2**53 + 1 and 2**64 for the all-ones marker."""
+    for type_, value in [(DataType.UINT64, 2**53 + 1), (DataType.UINT64, 2**64 - 1),
+                         (DataType.UINT64, 2**63), (DataType.INT64, 2**53 + 1),
+                         (DataType.INT64, -(2**63)), (DataType.INT64, 2**63 - 1),
+                         (DataType.INT64, -1)]:  # fmt: skip
+        registers = encode(value, type_, order)  # type: ignore[arg-type]
+        decoded = decode_value(registers, type_, order)  # type: ignore[arg-type]
+        assert type(decoded) is int and decoded == value, (type_, value, order)
+    assert decode_value([0xFFFF] * 4, DataType.UINT64) == 2**64 - 1
+    assert decode_value([0xFFFF] * 4, DataType.INT64) == -1
+
+
+def test_a_plan_with_64_bit_integers_decodes_into_python_ints_beside_floats() -> None:
+    plan = DecodePlan([Field(0, DataType.UINT64), Field(4, DataType.FLOAT32),
+                       Field(6, DataType.INT64, "DCBA")], 10)  # fmt: skip
+    registers = [0xFFFF] * 4 + encode(1.5, DataType.FLOAT32) + encode(
+        -(2**63) + 1, DataType.INT64, "DCBA")
+    out = plan.decode(registers)
+    assert out.dtype == object
+    assert out.tolist() == [2**64 - 1, 1.5, -(2**63) + 1]
+    assert [type(v) for v in out.tolist()] == [int, float, int]
 
 
 def test_nan_encodes_to_a_nan_pattern_and_infinities_exactly() -> None:
