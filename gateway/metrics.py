@@ -165,6 +165,7 @@ class GatewayCollector(Collector):
             )
             for outcome in ("accepted", "rejected", "failed", "duplicates"):
                 commands.add_metric([outcome.rstrip("s")], getattr(cc, outcome))
+            commands.add_metric(["ignored_empty"], cc.empty_ignored)
             yield commands
             yield CounterMetricFamily(
                 "chenxing_command_writes", "Writes sent to devices by commands", value=cc.writes

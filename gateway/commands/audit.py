@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from gateway.commands.result import json_safe
 from gateway.types import now_ns
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ class AuditLog:
 
     def record(self, event: str, **fields: Any) -> None:
         """Append one line and fsync it. Errors are logged and counted, never raised."""
-        entry = {"ts": now_ns() // 1_000_000, "event": event, **fields}
+        entry = {"ts": now_ns() // 1_000_000, "event": event,
+                 **{k: json_safe(v) for k, v in fields.items()}}  # fmt: skip
         line = json.dumps(entry, separators=(",", ":"), default=str, allow_nan=False) + "\n"
         data = line.encode()
         with self._lock:

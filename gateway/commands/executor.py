@@ -45,6 +45,8 @@ class CommandCounters:
     failed: int = 0
     duplicates: int = 0
     writes: int = 0
+    #: empty payloads on the command topics (clearing a retained message), ignored
+    empty_ignored: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,13 @@ class CommandExecutor:
 
     # --- input (event loop, from the MQTT link) ----------------------------------------
     def submit(self, topic: str, payload: bytes, retained: bool) -> None:
-        """Queue a received command; never raises."""
+        """Queue a received command; never raises. An empty payload is no command: it is
+        how a retained message is cleared (and is forwarded as one), so it is ignored and
+        counted, neither answered nor audited."""
+        if not payload:
+            self.counters.empty_ignored += 1
+            log.debug("empty payload on %s ignored (a retained message cleared)", topic)
+            return
         self.counters.received += 1
         incoming = _Incoming(topic, payload, retained)
         if self._closing:

@@ -8,6 +8,7 @@ so that the brain still gets an answer.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,24 @@ MAX_ID_LENGTH = 128
 _ALLOWED_KEYS = frozenset({"v", "type", "id", "writes", "ts", "gateway", "site", "line"})
 _WRITE_KEYS = frozenset({"tag", "value"})
 
-#: a write's value as it arrives in JSON
-CommandValue = bool | int | float | str
+@dataclass(frozen=True, slots=True)
+class NonFiniteNumber:
+    """A JSON number beyond float64 (``1e400``): kept as its text, so that the write is
+    refused quoting the value as sent (``float()`` would make it infinity)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+#: a write's value as it arrives: JSON ints are exact Python ints, whatever their size
+CommandValue = bool | int | float | str | NonFiniteNumber
+
+
+def _parse_float(text: str) -> float | NonFiniteNumber:
+    number = float(text)
+    return number if math.isfinite(number) else NonFiniteNumber(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +78,7 @@ def parse_command(payload: bytes, gateway_id: str, max_writes: int) -> Command:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MalformedCommand(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        body = json.loads(payload, parse_constant=_no_constant)
+        body = json.loads(payload, parse_constant=_no_constant, parse_float=_parse_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedCommand(f"not valid JSON: {exc}") from None
     except RecursionError:  # a deeply nested payload
@@ -96,7 +113,7 @@ def parse_command(payload: bytes, gateway_id: str, max_writes: int) -> Command:
         tag, value = write["tag"], write["value"]
         if not isinstance(tag, str) or not tag:
             raise bad(f"writes[{i}].tag must be a non-empty string")
-        if not isinstance(value, bool | int | float | str):
+        if not isinstance(value, bool | int | float | str | NonFiniteNumber):
             raise bad(f"writes[{i}].value must be a number, true/false or a string")
         requests.append(WriteRequest(tag, value))
     return Command(command_id, tuple(requests))

@@ -34,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.backoff import Backoff
 from gateway.config.broker_url import BrokerAddress
@@ -336,8 +337,17 @@ class MqttLink:
             self.rotation.connected()
         if not reason.is_failure and self._subscriptions:
             # before the link reports the connect, hence before the birth is published
-            client.subscribe(list(self._subscriptions))
+            client.subscribe(self._subscribe_list())
         self._post(self._connected, reason.is_failure, str(reason))
+
+    def _subscribe_list(self) -> list[tuple[str, Any]]:
+        """The subscriptions; under MQTT 5 with retain-as-published, so that a message's
+        retain flag is the one it was published with (MQTT 3.1.1 brokers clear it on a
+        live message to a connected subscriber: a retained command would look live)."""
+        if self.config.protocol != "5":
+            return list(self._subscriptions)
+        return [(topic, SubscribeOptions(qos=qos, retainAsPublished=True))
+                for topic, qos in self._subscriptions]  # fmt: skip
 
     def _paho_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._on_message is not None:

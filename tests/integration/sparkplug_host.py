@@ -127,12 +127,18 @@ class SparkplugHost:
         self._client.publish(f"spBv1.0/STATE/{host_id}", json.dumps(body), qos=1,
                              retain=True).wait_for_publish(5)  # fmt: skip
 
-    def command(self, kind: str, metrics: list[pb.Payload.Metric], device: str | None = None
-                ) -> None:  # fmt: skip
+    def command(self, kind: str, metrics: list[pb.Payload.Metric], device: str | None = None,
+                retain: bool = False) -> None:  # fmt: skip
         payload = pb.Payload(timestamp=time.time_ns() // 1_000_000)
         payload.metrics.extend(metrics)
+        self.publish_raw(kind, payload.SerializeToString(), device, retain)
+
+    def publish_raw(self, kind: str, payload: bytes, device: str | None = None,
+                    retain: bool = False) -> None:  # fmt: skip
+        """A command payload as given (QoS 1 when retained, so the broker has kept it)."""
         topic = f"spBv1.0/{self.group}/{kind}/{self.edge}" + (f"/{device}" if device else "")
-        self._client.publish(topic, payload.SerializeToString(), qos=0).wait_for_publish(5)
+        self._client.publish(topic, payload, qos=1 if retain else 0,
+                             retain=retain).wait_for_publish(5)  # fmt: skip
 
     def rebirth(self) -> None:
         rebirth = pb.Payload.Metric(name="Node Control/Rebirth", datatype=pb.Boolean,

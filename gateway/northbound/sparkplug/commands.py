@@ -3,6 +3,10 @@
 The writes then take the same path as JSON commands (writable check, type, range,
 rate, read-back, audit). A metric is addressed by name or by the alias of the last
 birth. ``Node Control/Rebirth`` is handled by the edge node and never becomes a write.
+A value is read as sent: signed integers as Sparkplug 3.0's two's complement in their
+wire field (sign-extended: Int16 -2 is ``int_value`` 0xFFFFFFFE), and it must fit the
+datatype it declares (or, without one, the tag's birth datatype): an Int16 of 40000 is
+refused quoting 40000, never wrapped to -25536.
 Sparkplug commands carry no id: the id is derived from the topic, the payload
 timestamp and a digest of the payload, so an exact redelivery is answered, not
 written twice.
@@ -18,9 +22,9 @@ from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.contract import REBIRTH, SparkplugContract
 from gateway.northbound.sparkplug.decode import (
     SparkplugDecodeError,
+    datatype_name,
     decode_payload,
     parse_topic,
-    resolve_datatype,
 )
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -67,15 +71,22 @@ class SparkplugCommandParser:
             raise MalformedCommand(f"{len(metrics)} writes in one command; at most "
                                    f"{self.max_writes}", cid)  # fmt: skip
         device = parsed.device_id
-        writes = tuple(self._write(device, m, cid) for m in metrics)
+        wire = pb.Payload()
+        wire.ParseFromString(payload)  # decoded above: the raw fields of each metric
+        raw_metrics = [r for r, m in zip(wire.metrics, body["metrics"], strict=True)
+                       if not is_rebirth(m, self.contract)]  # fmt: skip
+        writes = tuple(
+            self._write(device, m, r, cid) for m, r in zip(metrics, raw_metrics, strict=True)
+        )
         return Command(cid, writes)
 
-    def _write(self, device: str | None, metric: dict[str, Any], cid: str) -> WriteRequest:
+    def _write(self, device: str | None, metric: dict[str, Any], raw: pb.Payload.Metric,
+               cid: str) -> WriteRequest:  # fmt: skip
         catalog = self.contract.catalog
         name, alias = metric["name"], metric["alias"]
         if device is None:  # NCMD: node metrics are not writable tags; the executor says so
             label = name if name is not None else f"alias {alias}"
-            return WriteRequest(label, _value(metric, None, cid))
+            return WriteRequest(label, _value(metric, raw, None, cid))
         if name is not None:
             path = f"{device}.{name}"
         elif alias is not None and 1 <= alias <= len(catalog) and (
@@ -87,16 +98,58 @@ class SparkplugCommandParser:
         tag = catalog.get(path)
         datatype = None
         if tag is not None:
-            datatype = pb.DataType.Name(int(self.contract.datatypes[tag.id]))
-        return WriteRequest(path, _value(metric, datatype, cid))
+            datatype = int(self.contract.datatypes[tag.id])
+        return WriteRequest(path, _value(metric, raw, datatype, cid))
 
 
-def _value(metric: dict[str, Any], datatype: str | None, cid: str) -> CommandValue:
-    value = metric["value"]
-    if value is None:
-        raise MalformedCommand(f"metric {metric['name'] or metric['alias']} has no value", cid)
-    if not isinstance(value, bool | int | float | str):
+#: the range each integer DataType holds, and the wire field it travels in
+_INTEGER_TYPES: dict[int, tuple[int, int, str]] = {
+    pb.Int8: (-(2**7), 2**7 - 1, "int_value"),
+    pb.Int16: (-(2**15), 2**15 - 1, "int_value"),
+    pb.Int32: (-(2**31), 2**31 - 1, "int_value"),
+    pb.Int64: (-(2**63), 2**63 - 1, "long_value"),
+    pb.UInt8: (0, 2**8 - 1, "int_value"),
+    pb.UInt16: (0, 2**16 - 1, "int_value"),
+    pb.UInt32: (0, 2**32 - 1, "int_value"),
+    pb.UInt64: (0, 2**64 - 1, "long_value"),
+}
+_OTHER_TYPES: dict[int, str] = {
+    pb.Float: "float_value", pb.Double: "double_value", pb.Boolean: "boolean_value",
+    pb.String: "string_value", pb.Text: "string_value",
+}  # fmt: skip
+
+
+def _value(metric: dict[str, Any], raw: pb.Payload.Metric, tag_datatype: int | None,
+           cid: str) -> CommandValue:  # fmt: skip
+    """The value of a command metric as sent, checked against its declared DataType (or the
+    tag's, when it declares none): :class:`MalformedCommand` when it does not fit."""
+    label = metric["name"] or f"alias {metric['alias']}"
+    field = raw.WhichOneof("value")
+    if raw.is_null or field is None:
+        raise MalformedCommand(f"metric {label} has no value", cid)
+    declared = raw.datatype if raw.HasField("datatype") else None
+    datatype = declared if declared is not None else tag_datatype
+    wire = getattr(raw, field)
+    if datatype is None:  # an unknown tag and no declared type: the executor refuses it
+        return wire if isinstance(wire, bool | int | float | str) else str(wire)
+    name = datatype_name(datatype)
+    if datatype in _INTEGER_TYPES:
+        low, high, expected = _INTEGER_TYPES[datatype]
+        if field != expected:
+            raise MalformedCommand(
+                f"metric {label}: datatype {name} travels in {expected}, not {field}", cid)
+        value = int(wire)
+        if low < 0:  # signed: two's complement in the whole wire field, as sent
+            bits = 32 if expected == "int_value" else 64
+            value = value - (1 << bits) if value >= 1 << (bits - 1) else value
+        if not low <= value <= high:
+            raise MalformedCommand(
+                f"metric {label}: {value} does not fit the datatype {name} ({low}..{high})", cid)
+        return value
+    expected = _OTHER_TYPES.get(datatype, "")
+    if field != expected:
         raise MalformedCommand(
-            f"metric {metric['name'] or metric['alias']}: unsupported value {value!r}", cid
-        )
-    return resolve_datatype(value, metric["datatype"] or datatype)  # type: ignore[no-any-return]
+            f"metric {label}: datatype {name} is not writable here"
+            if not expected else f"metric {label}: datatype {name} travels in {expected}, "
+            f"not {field}", cid)  # fmt: skip
+    return wire  # type: ignore[no-any-return]

@@ -340,6 +340,10 @@ class SparkplugEdgeNode(Northbound):
             return
         if parsed.message_type not in ("NCMD", "DCMD"):
             return
+        if not payload:  # a retained command cleared: no command (the executor counts it)
+            if self._on_command is not None:
+                self._on_command(topic, payload, retained)
+            return
         if parsed.message_type == "NCMD":
             try:
                 metrics = decode_payload(payload)["metrics"]
