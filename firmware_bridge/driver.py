@@ -18,7 +18,8 @@ Error counters (``driver.errors``): ``frame_<reason>`` for dropped frames (cobs,
 short, crc, version, type, oversize, smp_broken, payload), ``sequence_gaps`` and
 ``frames_missed``, ``sequence_backwards``, ``other_node``, ``node_reboots``,
 ``node_error``, ``config_nack``, ``unknown_sensor``, ``unit_mismatch``, ``silent``,
-``connection_lost``.
+``connection_lost``; ``tick_jumps`` and ``time_out_of_range`` (READINGS times, see
+``_timestamps``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from drivers.base import Driver, Emit
-from firmware_bridge.clock import TickClock
+from firmware_bridge.clock import INT64_MAX, MAX_LEAP_NS, TickClock
 from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.frames import Frame, MessageType
 from firmware_bridge.messages import (
@@ -53,7 +54,7 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.node_port import NodePort
 from gateway.errors import ConnectionLost, DeviceUnreachable
-from gateway.types import Quality, SampleBatch
+from gateway.types import IntArray, Quality, SampleBatch
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 _QUALITY_OF_STATUS = np.full(256, Quality.BAD, np.uint8)
 _QUALITY_OF_STATUS[0] = Quality.GOOD
 _QUALITY_OF_STATUS[1] = Quality.UNCERTAIN
+#: a warning about one kind of odd frame at most this often (the counter counts them all)
+WARN_EVERY_S = 60.0
 
 
 class McuNodeDriver(Driver):
@@ -94,6 +97,7 @@ class McuNodeDriver(Driver):
         self._tx_seq = 0
         self._pending: dict[int, SetConfig] = {}
         self._logged_other_node = False
+        self._warned_at: dict[str, float] = {}
 
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> None:
@@ -231,7 +235,7 @@ class McuNodeDriver(Driver):
         self._check_sequence(frame.sequence)
         if isinstance(message, Heartbeat):
             if self.node is not None:
-                self._clock.observe(message.tick, arrival_ns)
+                self._observe_tick(message.tick, arrival_ns)
         elif isinstance(message, Ack):
             if self._pending.pop(message.sequence, None) is not None:
                 log.info("%s: node %d accepted the settings", self.device_name, cfg.node_id)
@@ -322,13 +326,7 @@ class McuNodeDriver(Driver):
             return
         if not len(rows):
             return
-        offsets = rows["offset"].astype(np.int64)
-        if flags & FLAG_UNIX_MS:
-            ts = (base + offsets) * 1_000_000
-        else:
-            ticks = base + offsets
-            self._clock.observe(int(ticks.max()), arrival_ns)
-            ts = self._clock.to_ns(ticks)
+        ts = self._timestamps(flags, base, rows["offset"].astype(np.int64), arrival_ns)
         positions = self._position_of_channel[rows["channel"]]
         keep = positions >= 0
         self.readings_received += len(rows)
@@ -342,6 +340,51 @@ class McuNodeDriver(Driver):
         batch = SampleBatch(self._tag_id_array[positions], values, ts.astype(np.int64), quality)
         if self._emit is not None:
             self._emit(batch)
+
+    def _timestamps(self, flags: int, base: int, offsets: IntArray, arrival_ns: int) -> IntArray:
+        """Wall-clock ns of the readings at ``base + offsets``: any u64 base maps, none raises.
+
+        Node ticks go through the tick clock (exact integers); a tick that leapt ahead
+        restarts it at this frame (``tick_jumps``). Unix ms after 2262 do not fit int64
+        ns: those readings keep their values and spacing, the newest stamped with the
+        arrival time (``time_out_of_range``).
+        """
+        if flags & FLAG_UNIX_MS:
+            first = base * 1_000_000
+            if first + int(offsets.max()) * 1_000_000 <= INT64_MAX:
+                return first + offsets * 1_000_000
+            hz = 1000
+        else:
+            hz = self._clock.tick_hz
+            self._observe_tick(base + int(offsets.max()), arrival_ns)
+            ts = self._clock.to_ns(base, offsets)
+            if ts is not None:
+                return ts
+        self.errors["time_out_of_range"] += 1
+        self._warn_limited(
+            "time_out_of_range", "%s: node %d READINGS base %d (flags %#04x) is no time int64 "
+            "ns can hold; stamped with the arrival time", self.device_name,
+            self.config.node_id, base, flags)
+        return arrival_ns - ((int(offsets.max()) - offsets) * 1_000_000_000) // hz
+
+    def _observe_tick(self, tick: int, arrival_ns: int) -> None:
+        """Feed the tick clock; count and log a tick that leapt ahead (it restarts there)."""
+        if self._clock.observe(tick, arrival_ns):
+            self.errors["tick_jumps"] += 1
+            self._warn_limited(
+                "tick_jumps", "%s: node %d tick leapt to %d, more than %d s ahead of the "
+                "gateway's clock; tick times restart at this frame", self.device_name,
+                self.config.node_id, tick, MAX_LEAP_NS // 1_000_000_000)
+
+    def _warn_limited(self, kind: str, message: str, *args: object) -> None:
+        """Log a warning about ``kind`` at most once a minute (DEBUG in between)."""
+        now = time.monotonic()
+        last = self._warned_at.get(kind)
+        level = logging.DEBUG
+        if last is None or now - last >= WARN_EVERY_S:
+            self._warned_at[kind] = now
+            level = logging.WARNING
+        log.log(level, message + " (counted in %s)", *args, kind)
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, message: Message) -> int:

@@ -300,3 +300,88 @@ async def test_a_bug_downstream_ends_the_subscription_as_a_crash(
             await asyncio.wait_for(driver.subscribe(broken), 3)
     finally:
         await driver.close()
+
+
+def running_device(sim: McuNodeSimulator, out: Collector,
+                   states: list[DeviceState]) -> DeviceRunner:
+    return DeviceRunner(
+        "node",
+        lambda: McuNodeDriver(node_config(sim), IDS),
+        out,
+        lambda _name, state: states.append(state),
+        reconnect=Backoff(initial=0.05, maximum=0.1, rng=random.Random(0)),
+    )
+
+
+@pytest.mark.parametrize("base", [2**63 - 1000, 2**63, 2**64 - 1])
+async def test_a_tick_near_2_64_is_counted_and_the_device_keeps_running(
+    sim: McuNodeSimulator, base: int
+) -> None:
+    """A well-formed READINGS whose u64 base tick leapt to the top of its range (issue 20,
+    item 7: it crashed the device task). Its readings keep their values, stamped from
+    the arrival time; the frames after it still become samples."""
+    from firmware_bridge.messages import Reading, Readings, ReadingStatus
+
+    out = Collector()
+    states: list[DeviceState] = []
+    runner = running_device(sim, out, states)
+    task = asyncio.create_task(runner.run())
+    try:
+        await out.until(lambda: out.good_count() >= 15)
+        sent_ns = time.time_ns()
+        sim.send(Readings(base, (Reading(0, ReadingStatus.OK, 0, -123.25),
+                                 Reading(0, ReadingStatus.UNCERTAIN, 65535, -124.5),
+                                 Reading(1, ReadingStatus.FAULT, 65535, 1.0))))
+        await out.until(lambda: any(-123.25 in b.values for b in out.batches))
+        got_ns = time.time_ns()
+        after = len(out.batches)
+        await out.until(lambda: len(out.batches) >= after + 4)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert runner.stats.crashes == 0 and DeviceState.DOWN not in states
+    assert runner.driver is not None
+    assert runner.driver.errors["tick_jumps"] == 1
+    odd = next(b for b in out.batches if -123.25 in b.values)
+    assert odd.tag_ids.tolist() == [10, 10, 11]
+    assert odd.values[:2].tolist() == [-123.25, -124.5] and np.isnan(odd.values[2])
+    assert odd.quality.tolist() == [Quality.GOOD, Quality.UNCERTAIN, Quality.BAD]
+    # the newest reading at its frame's arrival, the first 65535 ticks (1 kHz) before it
+    assert sent_ns <= odd.ts_ns[1] <= got_ns and odd.ts_ns[2] == odd.ts_ns[1]
+    assert odd.ts_ns[1] - odd.ts_ns[0] == 65_535 * 1_000_000
+    later = SampleBatch.concat(out.batches[after:])
+    assert (later.quality == Quality.GOOD).all()
+    assert_values_were_sent(sim, later)
+    assert (later.ts_ns >= sent_ns - 1_000_000_000).all() and (later.ts_ns <= got_ns + 5e9).all()
+
+
+@pytest.mark.parametrize("base_ms", [(2**63 - 1) // 1_000_000 - 100, 2**63, 2**64 - 1])
+async def test_unix_ms_past_int64_ns_is_counted_and_stamped_on_arrival(
+    sim: McuNodeSimulator, base_ms: int
+) -> None:
+    """FLAG_UNIX_MS with a base whose ns do not fit int64 (after 2262): it crashed the task
+    or wrapped to a time before 1970; now the values stay, stamped from the arrival."""
+    from firmware_bridge.messages import FLAG_UNIX_MS, Reading, Readings, ReadingStatus
+
+    out = Collector()
+    states: list[DeviceState] = []
+    runner = running_device(sim, out, states)
+    task = asyncio.create_task(runner.run())
+    try:
+        await out.until(lambda: out.good_count() >= 15)
+        sent_ns = time.time_ns()
+        sim.send(Readings(base_ms, (Reading(2, ReadingStatus.OK, 0, -7.5),
+                                    Reading(2, ReadingStatus.OK, 250, -8.5)), FLAG_UNIX_MS))
+        await out.until(lambda: any(-7.5 in b.values for b in out.batches))
+        got_ns = time.time_ns()
+        after = len(out.batches)
+        await out.until(lambda: len(out.batches) >= after + 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert runner.stats.crashes == 0 and DeviceState.DOWN not in states
+    assert runner.driver is not None and runner.driver.errors["time_out_of_range"] == 1
+    odd = next(b for b in out.batches if -7.5 in b.values)
+    assert odd.values.tolist() == [-7.5, -8.5]
+    assert sent_ns <= odd.ts_ns[1] <= got_ns and odd.ts_ns[1] - odd.ts_ns[0] == 250_000_000
+    assert_values_were_sent(sim, SampleBatch.concat(out.batches[after:]))
