@@ -7,7 +7,8 @@ decodes the telemetry). :class:`SharedLineTransport` implements smpclient's
 ``smp.packet.encode`` (base64 lines, 0x06 0x09 / 0x04 0x14, CRC16, 0x0A) and
 writes the lines through the driver; the driver's frame decoder hands every SMP
 line to :meth:`SharedLineTransport.feed`, and ``receive`` reassembles them with
-``smp.packet.decode``.
+``smp.packet.decode`` and drops (counts) an answer smpclient could not parse
+without raising.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+import cbor2
 from smp import header as smpheader
 from smp import packet as smppacket
 from smp.exceptions import SMPBadContinueDelimiter, SMPBadCRC, SMPBadStartDelimiter
@@ -33,6 +35,8 @@ FRAME_OVERHEAD = 4
 DEFAULT_MAX_MESSAGE = 256
 #: SMP lines kept while nobody receives (stale answers beyond this are dropped)
 MAX_QUEUED_LINES = 4096
+#: body keys smpclient's message classes take as their own arguments
+_RESERVED_KEYS = frozenset({"header", "smp_data"})
 
 
 class SmpPort(Protocol):
@@ -55,6 +59,8 @@ class SharedLineTransport(SMPTransport):
         self.bytes_out = 0
         self.bytes_in = 0
         self.broken_answers = 0
+        #: the header of the request in flight (its answer has the same group and command)
+        self._request: smpheader.Header | None = None
 
     def feed(self, line: bytes) -> None:
         """One SMP line from the driver's decoder (0x0A included)."""
@@ -74,6 +80,7 @@ class SharedLineTransport(SMPTransport):
 
     async def send(self, data: bytes) -> None:
         self._drain()  # an answer that came too late belongs to an abandoned request
+        self._request = smpheader.Header.loads(data[: smpheader.Header.SIZE])
         try:
             for line in smppacket.encode(data, line_length=self._line_length):
                 self._port.write_raw(line)
@@ -95,14 +102,40 @@ class SharedLineTransport(SMPTransport):
                 self.broken_answers += 1
                 log.debug("SMP: broken answer dropped: %s", exc)
                 continue
-            # smpclient parses the header unchecked (a short one fails an assert): check it here
-            try:
-                smpheader.Header.loads(answer[: smpheader.Header.SIZE])
-            except (AssertionError, ValueError) as exc:
+            problem = self._check(answer)
+            if problem:
                 self.broken_answers += 1
-                log.debug("SMP: answer with a bad header dropped: %s", exc)
+                log.debug("SMP: answer dropped: %s", problem)
                 continue
             return answer
+
+    def _check(self, answer: bytes) -> str:
+        """Why smpclient could not parse ``answer`` without raising ("" when it can).
+
+        smpclient checks the sequence and turns a body of the wrong shape into
+        SMPValidationException, but a short header fails an assert, a body that is
+        not CBOR raises cbor2's error, a CBOR body that is not a map of text keys (or
+        that names ``header``) a TypeError, an answer of another group a
+        SMPMismatchedGroupId: none of them tells a broken line from a bug. Dropped
+        here, the request times out and the update handles it as a link error.
+        """
+        size = smpheader.Header.SIZE
+        try:
+            header = smpheader.Header.loads(answer[:size])
+            body = cbor2.loads(answer[size:])
+        except (AssertionError, ValueError, cbor2.CBORDecodeError) as exc:
+            return f"bad header or body: {exc}"
+        if not isinstance(body, dict) or not all(isinstance(k, str) for k in body):
+            return f"body is not a CBOR map of text keys: {body!r:.80}"
+        if _RESERVED_KEYS & body.keys():
+            return f"body names {sorted(_RESERVED_KEYS & body.keys())}"
+        asked = self._request
+        if asked is not None and (int(header.group_id), int(header.command_id)) != (
+            int(asked.group_id), int(asked.command_id)):
+            return (f"answer to group {int(header.group_id)} command "
+                    f"{int(header.command_id)}, asked {int(asked.group_id)} "
+                    f"{int(asked.command_id)}")
+        return ""
 
     async def send_and_receive(self, data: bytes) -> bytes:
         await self.send(data)
