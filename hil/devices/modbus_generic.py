@@ -9,8 +9,14 @@ range. A request touching a faulty range gets:
 | --- | --- | --- |
 | ``exception: N`` | exception response N | exception response N |
 | ``delay: 1.5s`` | the answer that much later | the same |
-| ``drop_connection`` | the connection is closed, no answer | no answer (silence) |
-| ``garble`` | a short answer (one register or byte less) | one byte flipped (CRC error) |
+| ``drop_connection`` | every client connection closed, no answer | no answer (silence) |
+| ``garble`` | a read's answer a register (or byte of bits) short | a byte flipped (CRC) |
+
+The addresses of a fault exist on the device, so that the fault, not an "illegal data
+address", is what a client sees: where no value is mapped they read 0 (writes to them
+answer exception 2). pymodbus checks a request against its register blocks before the
+simulator sees it, so each table's block spans the whole address space and
+:meth:`ModbusGenericSimulator._action` decides what exists; the fault list stays live.
 
 The transport, the RTU line, the restart and the device-wide faults
 (``inject_exception``, ``response_delay``, ``drop_connections``) are the energy
@@ -27,11 +33,18 @@ import time
 from collections.abc import Callable
 
 from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData
 
 from gateway.types import INTEGER_RANGES, DataType
-from hil.devices.modbus_map import BIT_TABLES, Fault, ModbusMap, RegisterEntry
+from hil.devices.modbus_map import (
+    BIT_TABLES,
+    MAX_REGISTER_ADDRESS,
+    Fault,
+    ModbusMap,
+    RegisterEntry,
+)
 from hil.devices.modbus_meter import _FC_TABLE, _GATEWAY_TABLE, _WRITE_FCS, ModbusMeterSimulator
 
 __all__ = ["ModbusGenericSimulator"]
@@ -40,6 +53,8 @@ log = logging.getLogger(__name__)
 
 _MBAP = 7  # Modbus TCP header: transaction, protocol, length, unit
 _TABLES = ("coil", "discrete", "holding", "input")
+_BIT_READS = frozenset({1, 2})
+_SPAN = MAX_REGISTER_ADDRESS + 1
 
 
 class ModbusGenericSimulator(ModbusMeterSimulator):
@@ -77,6 +92,9 @@ class ModbusGenericSimulator(ModbusMeterSimulator):
         self._written: dict[str, list[int]] = {}
         self._addresses = {t: self._cells(t, writable_only=False) for t in _TABLES}
         self._writable = {t: self._cells(t, writable_only=True) for t in _TABLES}
+        #: bit reads in flight: (function code, address) -> bits asked (pymodbus tells
+        #: the action only the 16-bit words they span); at most one key per address
+        self._bit_reads: dict[tuple[int, int], int] = {}
         self._short_answers = 0
         self._silent_answers = 0
 
@@ -131,15 +149,24 @@ class ModbusGenericSimulator(ModbusMeterSimulator):
 
     # -- pymodbus plumbing (overrides of the meter's) -------------------------------
 
-    def _simdata(self) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
-        def block(table: str) -> list[SimData]:
-            cells = self._addresses[table] or frozenset({0})
-            start, count = min(cells), max(cells) - min(cells) + 1
-            if table in BIT_TABLES:
-                return [SimData(start, count=count, values=False, datatype=SimType.BITS)]
-            return [SimData(start, count=count, values=0, datatype=SimType.REGISTERS)]
+    @staticmethod
+    def _simdata() -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
+        """Every table spans the address space: :meth:`_action` says what exists.
 
-        return block("coil"), block("discrete"), block("holding"), block("input")
+        A block covering only the mapped values made pymodbus answer exception 2 for a
+        fault's addresses outside them before the action ran, so those faults never fired.
+        """
+        # a list of values, count 1: pymodbus multiplies a bit block by its count twice
+        bits = [SimData(0, values=[False] * _SPAN, datatype=SimType.BITS)]
+        words = [SimData(0, count=_SPAN, values=0, datatype=SimType.REGISTERS)]
+        return bits, list(bits), words, list(words)
+
+    def _request_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        """Note how many bits a coil or discrete input read asks for (see :meth:`_action`)."""
+        if (not sending and pdu.function_code in _BIT_READS
+                and pdu.dev_id == self.device_id):
+            self._bit_reads[(pdu.function_code, pdu.address)] = pdu.count
+        return pdu
 
     async def start(self) -> None:
         if self._server is None:
@@ -160,9 +187,12 @@ class ModbusGenericSimulator(ModbusMeterSimulator):
             return ExcCodes.ILLEGAL_FUNCTION
         table = _GATEWAY_TABLE[meter_table]
         readback = set_values is None and function_code in _WRITE_FCS
-        bits = table in BIT_TABLES
-        # pymodbus passes a bit read's count in registers: only its first bit is checked
-        n = len(set_values) if set_values is not None else (1 if bits else count)
+        if set_values is not None:
+            n = len(set_values)
+        elif function_code in _BIT_READS:  # pymodbus passes the 16-bit words spanned
+            n = self._bit_reads.pop((function_code, address), 1)
+        else:
+            n = 1 if table in BIT_TABLES else count  # a coil write's readback: its bit
         if not readback:
             self.request_count += 1
             if self._delay_s:
@@ -175,13 +205,21 @@ class ModbusGenericSimulator(ModbusMeterSimulator):
                 answer = await self._apply(fault)
                 if answer is not None:
                     return answer
-        valid = self._addresses[table] if set_values is None else self._writable[table]
-        if any(a not in valid for a in range(address, address + n)):
+        if set_values is None:
+            missing = any(a not in self._addresses[table] and not self._faulted(table, a)
+                          for a in range(address, address + n))
+        else:
+            missing = any(a not in self._writable[table] for a in range(address, address + n))
+        if missing:
             return ExcCodes.ILLEGAL_ADDRESS
         if set_values is not None:
             self._store_write(table, address, [int(v) for v in set_values])
         self._fill_table(table, start_address, registers)
         return None
+
+    def _faulted(self, table: str, address: int) -> bool:
+        """True when a fault in force covers ``address``: it exists (reads 0 if unmapped)."""
+        return any(f.touches(table, address, 1) for f in self.faults)
 
     async def _apply(self, fault: Fault) -> ExcCodes | None:
         """Act out ``fault``; an exception code to answer, or None to answer normally."""
@@ -228,16 +266,18 @@ class ModbusGenericSimulator(ModbusMeterSimulator):
             registers[addr - start_address] = raw
 
     def _outgoing_tcp(self, sending: bool, data: bytes) -> bytes:
-        """TCP garble: the next answer loses its last register (or byte of bits)."""
-        if not sending or not self._short_answers or len(data) < _MBAP + 3:
-            return data
-        function_code = data[_MBAP]
-        if function_code not in (1, 2, 3, 4):
+        """TCP garble: the answer to a read loses its last register (or byte of bits).
+
+        Any other answer (a write's echo, an exception) goes out whole: cut, it would not
+        be a Modbus frame at all. Either way the garble is used up. pymodbus sends the
+        answer right after the action returns, so the next answer is the faulted request's.
+        """
+        if not sending or not self._short_answers or len(data) <= _MBAP + 1:
             return data
         self._short_answers -= 1
+        function_code, byte_count = data[_MBAP], data[_MBAP + 1]
         cut = 2 if function_code in (3, 4) else 1
-        byte_count = data[_MBAP + 1]
-        if byte_count < cut:
+        if function_code not in (1, 2, 3, 4) or byte_count < cut:
             return data
         length = int.from_bytes(data[4:6], "big") - cut
         return (data[:4] + length.to_bytes(2, "big") + data[6:_MBAP + 1]

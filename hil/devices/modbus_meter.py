@@ -28,6 +28,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -350,7 +351,8 @@ class ModbusMeterSimulator(SimulatedDevice):
             ),
         ]
         server = ModbusTcpServer(
-            devices, address=(self.host, self._port or 0), trace_packet=self._outgoing_tcp
+            devices, address=(self.host, self._port or 0), trace_packet=self._outgoing_tcp,
+            trace_pdu=self._request_pdu,
         )
         try:
             await server.serve_forever(background=True)
@@ -383,10 +385,15 @@ class ModbusMeterSimulator(SimulatedDevice):
             baudrate=self.baudrate,
             reconnect_delay=0,
             trace_packet=self._silent_for_other_units,
+            trace_pdu=self._request_pdu,
         )
         await server.serve_forever(background=True)
         self._server = server
         log.info("Modbus meter on RTU %s (unit %d)", self.line.gateway_path, self.device_id)
+
+    def _request_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        """Requests in, answers out (pymodbus ``trace_pdu``); a hook for subclasses."""
+        return pdu
 
     def _outgoing_tcp(self, sending: bool, data: bytes) -> bytes:
         """TCP frames in and out (pymodbus ``trace_packet``); a hook for subclasses' faults."""

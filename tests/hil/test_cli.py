@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ModbusException
 
 from hil.broker import mqtt_ping
 from hil.cli import main
@@ -149,3 +151,34 @@ def test_broker_serves_until_sigterm(kind: str) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         assert not mqtt_ping("127.0.0.1", port, timeout=0.5)
+
+
+def test_generic_modbus_faults_of_the_boiler_map_fire_for_a_client() -> None:
+    """The faults of hil/maps/boiler.yaml sit where it maps no value; each one fires."""
+    with hil_cli("sim", "modbus", "--map", str(ROOT / "hil/maps/boiler.yaml"),
+                 "--port", "0") as (proc, line):
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+), unit 1, 12 values, 4 faults", line)
+        assert match, line
+        port = int(match.group(1))
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=3, retries=0, reconnect_delay=0)
+        assert client.connect()
+        try:
+            missing = client.read_input_registers(40, count=2, device_id=1)
+            assert missing.isError() and missing.exception_code == 2  # exception: 2
+            started = time.monotonic()
+            slow = client.read_holding_registers(200, count=4, device_id=1)
+            assert time.monotonic() - started >= 2.0  # delay: 2s, then the answer
+            assert not slow.isError() and slow.registers == [0, 0, 0, 0]
+            short = client.read_input_registers(50, count=2, device_id=1)
+            assert not short.isError() and len(short.registers) == 1  # garble: one short
+            pressure = client.read_input_registers(0, count=2, device_id=1)
+            value = client.convert_from_registers(pressure.registers,
+                                                  data_type=client.DATATYPE.FLOAT32)
+            assert 11.2 <= value <= 12.8  # 12 + 0.8 sin(...)
+            with pytest.raises(ModbusException):  # drop_connection: no answer ...
+                client.read_holding_registers(300, count=1, device_id=1)
+            assert not client.connected  # ... the connection is closed
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
