@@ -82,15 +82,15 @@ _READ_ONLY_TABLES = frozenset({"input", "discrete"})
 #: Modbus exception codes as the specification names them
 EXCEPTION_NAMES = {
     1: "illegal function",
-    2: "illegal address",
-    3: "illegal value",
-    4: "device failure",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
     5: "acknowledge",
-    6: "device busy",
+    6: "server device busy",
     7: "negative acknowledge",
     8: "memory parity error",
     10: "gateway path unavailable",
-    11: "gateway target failed to respond",
+    11: "gateway target device failed to respond",
 }
 
 Request = Callable[[Any], Awaitable[ModbusPDU]]

@@ -316,7 +316,7 @@ class OpcUaDriver(Driver):
             log.warning("%s: %s: %s (%s); its tags are BAD, retried every %gs",
                         self.device_name, node.address, ua.StatusCode(code).name, why,
                         self.config.unknown_node_retry)
-            self.errors[_status_counter(code)] += 1
+            self.errors[status_counter(code)] += 1
         node.failing = code
 
     def _mark_ok(self, node: _Node) -> None:
@@ -357,7 +357,7 @@ class OpcUaDriver(Driver):
                 ts = timestamp_ns(dv.SourceTimestamp or dv.ServerTimestamp, now_ns)
             bad = (code >> 30) >= 2
             if bad and dv is not None:  # count answers, not the re-marks of a skipped node
-                self.errors[_status_counter(code)] += 1
+                self.errors[status_counter(code)] += 1
             for pos in node.positions:
                 if only is not None and pos not in only:
                     continue
@@ -553,14 +553,14 @@ class OpcUaDriver(Driver):
         except WriteRejected:
             raise
         except ua.UaStatusCodeError as exc:
-            self.errors[_status_counter(exc.code)] += 1
+            self.errors[status_counter(exc.code)] += 1
             raise WriteRejected(f"{tag.name}: {_describe(exc)}") from exc
         except _TRANSPORT_ERRORS as exc:
             self.errors["connection_lost"] += 1
             reason = f"write to {self.config.endpoint} failed: {_describe(exc)}"
             raise ConnectionLost(reason) from exc
         if not status.is_good():
-            self.errors[_status_counter(status.value)] += 1
+            self.errors[status_counter(status.value)] += 1
             raise WriteRejected(f"{tag.name}: the server refused the write: {status.name}")
         log.info("%s: wrote %s = %r (%s)", self.device_name, tag.name, variant.Value,
                  node.variant_type.name)
@@ -593,7 +593,7 @@ def _browse_path(path: str) -> ua.BrowsePath:
     return bp
 
 
-def _status_counter(code: int) -> str:
+def status_counter(code: int) -> str:
     """Error counter of a status code: ``bad_node_id_unknown`` style, from its name."""
     name = ua.StatusCode(code).name
     out = []

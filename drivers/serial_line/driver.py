@@ -47,7 +47,7 @@ import serial
 from drivers.base import Driver, Emit, PollGroup
 from drivers.serial_line.config import SerialLineDeviceConfig
 from drivers.serial_line.framing import make_framer
-from drivers.serial_line.parsing import FrameParser, FrameRejected, ParsedFrame
+from drivers.serial_line.parsing import FrameParser, FrameReason, FrameRejected, ParsedFrame
 from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.serial_io import read_ready
 from gateway.types import Quality, SampleBatch
@@ -355,10 +355,11 @@ class SerialLineDriver(Driver):
         if discarded:
             self.errors["bytes_discarded"] += discarded
             self._synced["bytes_discarded"] = framer.bytes_discarded
-        for reason, total, detail in (
+        dropped: tuple[tuple[FrameReason, int, str], ...] = (
             ("overflow", framer.overflows, "longer than max_frame"),
             ("partial", framer.partials, "cut off by the start of another frame"),
-        ):
+        )
+        for reason, total, detail in dropped:
             delta = total - self._synced[reason]
             if not delta:
                 continue

@@ -13,6 +13,7 @@ import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -27,10 +28,14 @@ Raw = str | bytes | int | float | bool | None
 Value = float | int | str
 
 
+#: why a frame is rejected; counted as ``frame_<reason>`` (in words: drivers/error_words.py)
+FrameReason = Literal["decode", "no_match", "size", "overflow", "partial", "incomplete"]
+
+
 class FrameRejected(Exception):
     """The frame as a whole is not valid; ``reason`` is a short counter name."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: FrameReason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
 

@@ -21,6 +21,7 @@ import click
 import numpy as np
 
 from drivers.base import Driver
+from drivers.error_words import describe_errors
 from drivers.registry import create_driver
 from gateway.cli import exit_codes
 from gateway.config.loader import load_config, resolve_secret
@@ -147,10 +148,10 @@ async def check_device(device: object, catalog: TagCatalog, timeout: float) -> D
                 bad.append(tag.name)
         errors = {k: v for k, v in driver.errors.items() if v}
         if bad:
-            detail = ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
-            reason = f"connected, but {len(bad)} tag(s) not good: {', '.join(bad)}"
-            if detail:
-                reason += f" (errors: {detail})"
+            reason = "; ".join([
+                f"connected, but {_counted(len(bad), 'tag')} not good: {', '.join(bad)}",
+                *describe_errors(errors),
+            ])
             return DeviceCheck(name, protocol, False, reason, readings, errors)
         return DeviceCheck(name, protocol, True, "connected and read", readings, errors)
     except Exception as exc:  # a driver bug: report it, never crash the check
@@ -236,6 +237,10 @@ async def run_checks(config: GatewayConfig, config_dir: Path | None,
     return list(results), await broker
 
 
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _format_value(value: float | str | None) -> str:
     if value is None:
         return "-"
@@ -254,7 +259,7 @@ def report(devices: list[DeviceCheck], broker: BrokerCheck, skipped: tuple[str, 
             lines.append(f"    {r.path} = {_format_value(r.value)}{unit} ({r.quality})")
     lines.append(f"broker {broker.url}: {'OK' if broker.ok else 'FAILED'}: {broker.reason}")
     failed = sum(not d.ok for d in devices) + (not broker.ok)
-    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
+    lines.append("all checks passed" if not failed else f"{_counted(failed, 'check')} failed")
     return "\n".join(lines)
 
 

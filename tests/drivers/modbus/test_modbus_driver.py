@@ -439,10 +439,10 @@ async def test_write_answered_with_an_exception_is_rejected(
     sim = await modbus_sim(WRITE_MEMORY)
     driver = make_driver(device(sim.port, WRITE_TAGS))
     await driver.connect()
-    with pytest.raises(WriteRejected, match=r"exception 2 \(illegal address\)"):
+    with pytest.raises(WriteRejected, match=r"exception 2 \(illegal data address\)"):
         await driver.write(TAG_ID["in_hole"], 3)
     sim.faults.exception[("holding", 0)] = ExcCodes.DEVICE_FAILURE
-    with pytest.raises(WriteRejected, match=r"exception 4 \(device failure\)"):
+    with pytest.raises(WriteRejected, match=r"exception 4 \(server device failure\)"):
         await driver.write(TAG_ID["setpoint"], 3)
     assert driver.errors == {"exception_2": 1, "exception_4": 1}
 

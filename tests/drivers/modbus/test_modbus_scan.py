@@ -119,7 +119,7 @@ def test_scan_reports_an_exception_and_fails() -> None:
             ["scan", "--host", sim.host, "--port", str(sim.port), "--start", "500", "--count", "2"],
         )
     assert result.exit_code == 3
-    assert "exception 2 (illegal address)" in result.output
+    assert "exception 2 (illegal data address)" in result.output
 
 
 def test_scan_needs_exactly_one_transport() -> None:

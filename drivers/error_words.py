@@ -1,0 +1,155 @@
+"""The drivers' error counters in words, for people: one place for every counter name.
+
+Drivers count what went wrong in ``driver.errors`` under short names (``timeout``,
+``exception_2``, ``frame_crc``, ``bad_node_id_unknown``): the names of the metrics and
+of the health API. Commands that talk to people (``chenxing-gateway check``) say them
+with :func:`describe` instead. ``tests/drivers/test_error_words.py`` finds every name
+a driver's code can produce and fails when one has no words here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from types import MappingProxyType
+
+__all__ = ["COUNTER_WORDS", "FRAME_REASONS", "describe", "describe_errors", "has_words"]
+
+
+@dataclass(frozen=True, slots=True)
+class Words:
+    """What ``n`` counts of a counter mean: ``one`` for a single one, ``many`` with ``{n}``."""
+
+    one: str
+    many: str
+
+    def say(self, n: int) -> str:
+        return self.one if n == 1 else self.many.format(n=n)
+
+
+def _counted(noun: str, nouns: str, what: str) -> Words:
+    return Words(f"1 {noun} {what}", f"{{n}} {nouns} {what}")
+
+
+# fmt: off
+#: counter name -> words, for the names every driver shares and each driver's own
+COUNTER_WORDS: Mapping[str, Words] = MappingProxyType({
+    # any driver
+    "connection_lost": Words("the connection was lost once", "the connection was lost {n} times"),
+    "timeout": _counted("request", "requests", "got no answer in time (timeout)"),
+    # Modbus
+    "decode": _counted("answer", "answers", "could not be used (wrong length, function code "
+                                            "or contents)"),
+    "garbled": _counted("answer", "answers", "came garbled (no valid frame, e.g. a CRC error)"),
+    "unit_backoff": Words("the unit was backed off once after failures in a row",
+                          "the unit was backed off {n} times after failures in a row"),
+    "backoff": Words("the unit was backed off once after failures in a row",
+                     "the unit was backed off {n} times after failures in a row"),
+    "skipped": _counted("read", "reads", "not sent while the unit was backed off"),
+    # OPC UA
+    "keepalive_missed": Words("the server sent neither data nor keep-alive in time once",
+                              "the server sent neither data nor keep-alive in time {n} times"),
+    "type_mismatch": _counted("value", "values", "did not fit the tag's type"),
+    "null_value": _counted("value", "values", "came empty (null)"),
+    "array_without_index": _counted("value", "values", "came as an array but the tag has no "
+                                                       "'index'"),
+    "index_out_of_range": _counted("array", "arrays", "too short for the tag's 'index'"),
+    "write_value": _counted("write", "writes", "refused: the value does not fit the node's type"),
+    # serial line
+    "reconnects": Words("reconnected once", "reconnected {n} times"),
+    "no_valid_frame": Words("bytes came but no valid frame within stale_after, once",
+                            "bytes came but no valid frame within stale_after, {n} times"),
+    "silent": Words("the device went silent once (nothing within stale_after)",
+                    "the device went silent {n} times (nothing within stale_after)"),
+    "write_failed": _counted("poll command", "poll commands", "could not be written (output "
+                                                             "buffer full: flow control held?)"),
+    "bytes_discarded": _counted("byte", "bytes", "discarded (not part of a valid frame)"),
+    "unsolicited": _counted("frame", "frames", "came unasked between polls"),
+    "bad_value": _counted("field", "fields", "did not convert to its tag's value"),
+    # MCU sensor node
+    "other_node": _counted("frame", "frames", "came from a node id no device is configured for"),
+    "node_reboots": Words("the node rebooted once", "the node rebooted {n} times"),
+    "sequence_gaps": _counted("gap", "gaps", "in the node's frame sequence"),
+    "frames_missed": _counted("frame", "frames", "missed (sequence numbers skipped)"),
+    "sequence_backwards": _counted("frame", "frames", "came with a sequence number going back"),
+    "unknown_sensor": _counted("tag", "tags", "named a sensor the node does not have"),
+    "unit_mismatch": _counted("tag", "tags", "configured in another unit than the node reports"),
+    "config_nack": Words("the node refused the settings once",
+                         "the node refused the settings {n} times"),
+    "node_error": _counted("error", "errors", "reported by the node"),
+})
+
+#: why a frame was rejected (counter ``frame_<reason>``): serial line, then MCU node
+FRAME_REASONS: Mapping[str, str] = MappingProxyType({
+    "decode": "not text in the configured encoding",
+    "no_match": "did not match the regex",
+    "size": "wrong length for the struct format",
+    "overflow": "longer than max_frame",
+    "partial": "cut off by the start of another frame",
+    "incomplete": "a poll answered with bytes but no whole frame",
+    "cobs": "bad COBS encoding",
+    "short": "shorter than header and CRC",
+    "crc": "CRC error",
+    "version": "unknown protocol version",
+    "type": "unknown message type",
+    "oversize": "longer than the largest frame",
+    "smp_broken": "a broken firmware-update (SMP) frame",
+    "payload": "a payload that does not decode",
+})
+# fmt: on
+
+_EXCEPTION = "exception_"
+_FRAME = "frame_"
+
+
+def describe(name: str, count: int) -> str:
+    """``count`` of counter ``name`` in words (a name without words is shown as it is)."""
+    words = COUNTER_WORDS.get(name)
+    if words is not None:
+        return words.say(count)
+    if name.startswith(_EXCEPTION) and name.removeprefix(_EXCEPTION).isdigit():
+        return _modbus_exception(int(name.removeprefix(_EXCEPTION)), count)
+    if name.startswith(_FRAME) and name.removeprefix(_FRAME) in FRAME_REASONS:
+        reason = FRAME_REASONS[name.removeprefix(_FRAME)]
+        return _counted("frame", "frames", f"rejected: {reason}").say(count)
+    status = _opcua_statuses().get(name) if name.startswith(("bad", "uncertain")) else None
+    if status is not None:
+        status_name, doc = status
+        detail = doc.rstrip(".")
+        detail = detail[:1].lower() + detail[1:]
+        return _counted("answer", "answers",
+                        f"came with OPC UA status {status_name} ({detail})").say(count)
+    return f"{name}: {count}"
+
+
+def has_words(name: str) -> bool:
+    """True when :func:`describe` says ``name`` in words, not as the bare name."""
+    return describe(name, 2) != f"{name}: 2"
+
+
+def describe_errors(errors: Mapping[str, int]) -> list[str]:
+    """Every counter above zero in words, by name."""
+    return [describe(name, count) for name, count in sorted(errors.items()) if count]
+
+
+def _modbus_exception(code: int, count: int) -> str:
+    from drivers.modbus.driver import EXCEPTION_NAMES
+
+    name = EXCEPTION_NAMES.get(code, "a code the Modbus specification does not define")
+    return _counted("request", "requests",
+                    f"answered Modbus exception {code} ({name})").say(count)
+
+
+@cache
+def _opcua_statuses() -> Mapping[str, tuple[str, str]]:
+    """OPC UA status counters (``bad_node_id_unknown``) -> the status's name and description."""
+    from asyncua.ua.status_codes import code_to_name_doc
+
+    from drivers.opcua.driver import status_counter
+
+    out = {status_counter(code): (name, doc) for code, (name, doc) in code_to_name_doc.items()}
+    # codes asyncua does not know are counted under their severity alone
+    out["bad"] = ("Bad", "a code the OPC UA specification or asyncua does not define")
+    out["uncertain"] = ("Uncertain", "a code the OPC UA specification or asyncua does not define")
+    return MappingProxyType(out)
