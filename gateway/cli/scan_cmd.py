@@ -8,6 +8,7 @@ the 230 V you expect; its row says at which address and under which byte order
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -118,67 +119,181 @@ def render(result: ScanResult, console: Any) -> None:
     console.print(wide)
 
 
-async def read_range(
-    *,
-    host: str | None,
-    port: int,
-    serial: str | None,
-    baudrate: int,
-    parity: str,
-    stopbits: int,
-    bytesize: int,
-    unit: int,
-    table: str,
-    start: int,
-    count: int,
-    timeout: float,
-) -> list[int]:
-    """One read of ``count`` registers; raises ``click.ClickException`` with the reason."""
-    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-    from pymodbus.exceptions import ModbusException
+#: exception codes that say "not these addresses": the readable part is worth finding
+_ADDRESS_EXCEPTIONS = frozenset({2, 3})
 
-    from drivers.modbus.driver import EXCEPTION_NAMES
 
-    client: Any
-    if serial:
-        where = serial
-        client = AsyncModbusSerialClient(
-            serial,
-            baudrate=baudrate,
-            parity=parity,
-            stopbits=stopbits,
-            bytesize=bytesize,
-            timeout=timeout,
-            retries=0,
-            reconnect_delay=0,
-        )
-    else:
-        where = f"{host}:{port}"
-        client = AsyncModbusTcpClient(
-            host or "", port=port, timeout=timeout, retries=0, reconnect_delay=0
-        )
-    try:
-        if not await client.connect():
-            raise click.ClickException(f"cannot connect to {where}")
-        read = client.read_holding_registers if table == "holding" else client.read_input_registers
+class Refused(click.ClickException):
+    """The device answered a read with a Modbus exception."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive registers: read (``registers``), or refused with ``code``."""
+
+    start: int
+    registers: tuple[int, ...] = ()
+    count: int = 0
+    code: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.registers) if self.code is None else self.count
+
+
+def span(start: int, count: int) -> str:
+    """``0..13``, or ``14`` for one register."""
+    return str(start) if count == 1 else f"{start}..{start + count - 1}"
+
+
+def registers_of(table: str, spans: list[tuple[int, int]]) -> str:
+    """``input registers 0..9, 12..13``; ``input register 14`` for one alone."""
+    one = len(spans) == 1 and spans[0][1] == 1
+    return f"{table} register{'' if one else 's'} " + ", ".join(span(*s) for s in spans)
+
+
+class RangeReader:
+    """One connection to the device; reads that fail raise ``click.ClickException``."""
+
+    def __init__(self, *, host: str | None, port: int, serial: str | None, baudrate: int,
+                 parity: str, stopbits: int, bytesize: int, unit: int, table: str,
+                 timeout: float) -> None:
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
+        self.unit, self.table, self.timeout = unit, table, timeout
+        self.client: Any
+        if serial:
+            self.where = serial
+            self.client = AsyncModbusSerialClient(
+                serial, baudrate=baudrate, parity=parity, stopbits=stopbits,
+                bytesize=bytesize, timeout=timeout, retries=0, reconnect_delay=0)
+        else:
+            self.where = f"{host}:{port}"
+            self.client = AsyncModbusTcpClient(
+                host or "", port=port, timeout=timeout, retries=0, reconnect_delay=0)
+
+    def registers(self, start: int, count: int) -> str:
+        """``input registers 0..19``, ``input register 14``."""
+        return registers_of(self.table, [(start, count)])
+
+    async def __aenter__(self) -> RangeReader:
+        if not await self.client.connect():
+            raise click.ClickException(f"cannot connect to {self.where}")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.client.close()
+
+    async def read(self, start: int, count: int) -> list[int]:
+        """``count`` registers from ``start``: :class:`Refused` for an exception answer."""
+        from pymodbus.exceptions import ModbusException
+
+        from drivers.modbus.driver import EXCEPTION_NAMES
+
+        what = self.registers(start, count)
+        read = (self.client.read_holding_registers if self.table == "holding"
+                else self.client.read_input_registers)
         try:
             response = await asyncio.wait_for(
-                read(start, count=count, device_id=unit), timeout + 0.5
-            )
+                read(start, count=count, device_id=self.unit), self.timeout + 0.5)
         except (TimeoutError, ModbusException) as exc:
-            reason = f"no valid answer from unit {unit} at {where}: {exc or 'timed out'}"
-            raise click.ClickException(reason) from exc
+            raise click.ClickException(
+                f"no valid answer from unit {self.unit} at {self.where} to a read of {what}: "
+                f"{exc or 'timed out'}") from exc
         if response.isError():
             code = response.exception_code
-            name = EXCEPTION_NAMES.get(code, "unknown exception code")
-            raise click.ClickException(f"unit {unit} answered exception {code} ({name})")
+            name = EXCEPTION_NAMES.get(code, "a code the Modbus specification does not define")
+            raise Refused(code, f"unit {self.unit} at {self.where} answered exception {code} "
+                                f"({name}) to a read of {what}")
         if len(response.registers) != count:
             raise click.ClickException(
-                f"asked {count} registers, the answer has {len(response.registers)}"
-            )
+                f"unit {self.unit} at {self.where} answered a read of {what} with "
+                f"{len(response.registers)} registers, not {count}")
         return list(response.registers)
-    finally:
-        client.close()
+
+
+async def read_runs(reader: RangeReader, start: int, count: int
+                    ) -> tuple[list[Run], Refused | None]:
+    """The range as runs of readable and refused registers, in address order, and the
+    device's refusal of the whole range (None when it answered it).
+
+    One read when the device answers it. When it refuses with exception 2 or 3 (not these
+    addresses), halves are asked until every register is in a readable run or refused on
+    its own (at most ``2 * count - 1`` reads); then each readable run of several registers
+    is read once more whole, so that a value split between two halves is not read at two
+    moments.
+    """
+    try:
+        return [Run(start, tuple(await reader.read(start, count)))], None
+    except Refused as refused:
+        if refused.code not in _ADDRESS_EXCEPTIONS or count == 1:
+            raise
+        whole = refused
+    pieces: list[Run] = []
+
+    async def probe(first: int, n: int) -> None:
+        try:
+            pieces.append(Run(first, tuple(await reader.read(first, n))))
+        except Refused as refused:
+            if refused.code not in _ADDRESS_EXCEPTIONS:
+                raise
+            if n == 1:
+                pieces.append(Run(first, count=1, code=refused.code))
+                return
+            await probe(first, n // 2)
+            await probe(first + n // 2, n - n // 2)
+
+    try:
+        await probe(start, count // 2)
+        await probe(start + count // 2, count - count // 2)
+    except click.ClickException as exc:
+        raise click.ClickException(f"{whole.message}; looking for the readable part, "
+                                   f"then: {exc.message}") from exc
+    runs: list[Run] = []
+    for piece in pieces:  # merge neighbours of the same kind
+        last = runs[-1] if runs else None
+        if last is not None and last.code is None and piece.code is None:
+            runs[-1] = Run(last.start, last.registers + piece.registers)
+        elif last is not None and last.code is not None and last.code == piece.code:
+            runs[-1] = Run(last.start, count=last.count + piece.count, code=last.code)
+        else:
+            runs.append(piece)
+    for i, run in enumerate(runs):
+        if run.code is None and len(run.registers) > 1:
+            with contextlib.suppress(click.ClickException):  # keep the halves' registers
+                runs[i] = Run(run.start, tuple(await reader.read(run.start, run.size)))
+    return runs, whole
+
+
+def explain(runs: list[Run], table: str) -> str:
+    """Which part of the range was refused and why, and the reads that work."""
+    from drivers.modbus.driver import EXCEPTION_NAMES
+
+    readable = [(r.start, r.size) for r in runs if r.code is None]
+    refused = [r for r in runs if r.code is not None]
+    codes = sorted({r.code for r in refused if r.code is not None})
+    why = " or ".join(f"exception {c} ({EXCEPTION_NAMES.get(c, 'undefined code')})"
+                      for c in codes)
+    if not readable:
+        return (f"No register of the range is readable: each answered {why}. Check --table "
+                "and --unit; if the device's documentation counts addresses from 1, try "
+                "--start one lower.")
+    readable_text = registers_of(table, readable)
+    verb = "is" if readable_text.startswith(f"{table} register ") else "are"
+    refused_text = ", ".join(span(r.start, r.size) for r in refused)
+    reads = " or ".join(f"--start {first} --count {n}" for first, n in readable)
+    return (f"{readable_text} {verb} readable; {refused_text} answered {why}. "
+            f"To read only what is there: {reads}")
+
+
+async def scan_range(reader_options: dict[str, Any], start: int, count: int
+                     ) -> tuple[list[Run], Refused | None]:
+    async with RangeReader(**reader_options) as reader:
+        return await read_runs(reader, start, count)
 
 
 @click.command("scan")
@@ -217,27 +332,21 @@ def scan(
         raise click.UsageError("give exactly one of --host (Modbus TCP) or --serial (Modbus RTU)")
     if start + count > 65536:
         raise click.UsageError("the range runs past register 65535")
+    options = {"host": host, "port": port, "serial": serial, "baudrate": baudrate,
+               "parity": parity, "stopbits": int(stopbits), "bytesize": int(bytesize),
+               "unit": unit, "table": table, "timeout": timeout}
     try:
-        registers = asyncio.run(
-            read_range(
-                host=host,
-                port=port,
-                serial=serial,
-                baudrate=baudrate,
-                parity=parity,
-                stopbits=int(stopbits),
-                bytesize=int(bytesize),
-                unit=unit,
-                table=table,
-                start=start,
-                count=count,
-                timeout=timeout,
-            )
-        )
+        runs, refused = asyncio.run(scan_range(options, start, count))
     except click.ClickException as exc:
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(exit_codes.RUNTIME_FAILURE)
     console = Console(width=None if sys.stdout.isatty() else 160)
     where = serial or f"{host}:{port}"
-    console.print(f"{where} unit {unit}, {table} registers {start}..{start + count - 1}")
-    render(decode_all(start, registers), console)
+    for run in runs:  # what was readable, also when part of the range was refused
+        if run.code is None:
+            console.print(f"{where} unit {unit}, {registers_of(table, [(run.start, run.size)])}")
+            render(decode_all(run.start, run.registers), console)
+    if refused is not None:
+        click.echo(f"Error: {refused.message}", err=True)
+        click.echo(explain(runs, table), err=True)
+        sys.exit(exit_codes.RUNTIME_FAILURE)

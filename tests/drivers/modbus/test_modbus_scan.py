@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from drivers.modbus.codec import encode
+from gateway.cli import exit_codes
 from gateway.cli.main import main
 from gateway.cli.scan_cmd import decode_all
 from gateway.types import DataType
 from hil.devices.modbus_meter import ModbusMeterSimulator
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextmanager
@@ -112,14 +119,106 @@ def test_scan_over_rtu() -> None:
     assert 49.9 < float(wide_row(result.output, 101, "ABCD")[4]) < 50.1  # power_limit 50.0
 
 
-def test_scan_reports_an_exception_and_fails() -> None:
+def scan_args(sim: ModbusMeterSimulator, table: str, start: int, count: int) -> list[str]:
+    return ["scan", "--host", sim.host, "--port", str(sim.port), "--table", table,
+            "--start", str(start), "--count", str(count)]
+
+
+@contextmanager
+def meter_process() -> Iterator[int]:
+    """``chenxing-hil sim modbus-meter --port 0`` as the README runs it; yields its port."""
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "sim", "modbus-meter", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=ROOT)
+    try:
+        line = proc.stdout.readline() if proc.stdout is not None else ""
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        yield int(match.group(1))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_scan_past_the_meters_input_registers_names_the_range_and_the_readable_part() -> None:
+    """The README's example against the simulated meter (14 input registers), both as
+    processes: the readable part is printed, the error names what failed and what to ask."""
+    with meter_process() as port:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli.main", "scan", "--host", "127.0.0.1",
+             "--port", str(port), "--table", "input", "--start", "0", "--count", "20"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == exit_codes.RUNTIME_FAILURE, result.stderr
+    assert result.stderr.splitlines() == [
+        f"Error: unit 1 at 127.0.0.1:{port} answered exception 2 (illegal data address) to a "
+        "read of input registers 0..19",
+        "input registers 0..13 are readable; 14..19 answered exception 2 (illegal data "
+        "address). To read only what is there: --start 0 --count 14",
+    ]
+    assert f"127.0.0.1:{port} unit 1, input registers 0..13" in result.stdout
+    assert 220 < float(wide_row(result.stdout, 0, "ABCD")[4]) < 240  # the voltage
+    assert "│      13 │" in result.stdout and "│      14 │" not in result.stdout
+
+
+def test_scan_finds_readable_runs_between_refused_ones() -> None:
     with meter_in_thread() as sim:
-        result = CliRunner().invoke(
-            main,
-            ["scan", "--host", sim.host, "--port", str(sim.port), "--start", "500", "--count", "2"],
-        )
-    assert result.exit_code == 3
-    assert "exception 2 (illegal data address)" in result.output
+        before = sim.request_count
+        result = CliRunner().invoke(main, scan_args(sim, "holding", 98, 8))
+        requests = sim.request_count - before
+    assert result.exit_code == exit_codes.RUNTIME_FAILURE
+    assert result.stderr.splitlines()[-1] == (
+        "holding registers 100..102 are readable; 98..99, 103..105 answered exception 2 "
+        "(illegal data address). To read only what is there: --start 100 --count 3")
+    assert "unit 1, holding registers 100..102" in result.stdout
+    assert re.search(r"│\s+100 │ 0x0064 │\s+100 │", result.stdout)  # ct_ratio 100
+    assert 49.9 < float(wide_row(result.stdout, 101, "ABCD")[4]) < 50.1  # power_limit
+    assert requests <= 2 * 8  # halves, then the readable run once more whole
+
+
+def test_scan_of_a_range_without_registers_says_so() -> None:
+    with meter_in_thread() as sim:
+        result = CliRunner().invoke(main, scan_args(sim, "input", 500, 4))
+        single = CliRunner().invoke(main, scan_args(sim, "input", 14, 1))
+    assert result.exit_code == single.exit_code == exit_codes.RUNTIME_FAILURE
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"Error: unit 1 at {sim.host}:{sim.port} answered exception 2 (illegal data address) "
+        "to a read of input registers 500..503",
+        "No register of the range is readable: each answered exception 2 (illegal data "
+        "address). Check --table and --unit; if the device's documentation counts addresses "
+        "from 1, try --start one lower.",
+    ]
+    assert single.stderr == (f"Error: unit 1 at {sim.host}:{sim.port} answered exception 2 "
+                             "(illegal data address) to a read of input register 14\n")
+
+
+def test_scan_does_not_probe_when_the_device_is_busy() -> None:
+    with meter_in_thread() as sim:
+        sim.inject_exception(6)
+        before = sim.request_count
+        busy = CliRunner().invoke(main, scan_args(sim, "input", 0, 14))
+        assert sim.request_count - before == 1
+        # 14..19 do not exist (pymodbus answers 2 for them): probing stops at the first 6
+        before = sim.request_count
+        stopped = CliRunner().invoke(main, scan_args(sim, "input", 0, 20))
+        assert sim.request_count - before == 1
+    assert busy.exit_code == stopped.exit_code == exit_codes.RUNTIME_FAILURE
+    where = f"unit 1 at {sim.host}:{sim.port}"
+    assert busy.stderr == (f"Error: {where} answered exception 6 (server device busy) to a "
+                           "read of input registers 0..13\n")
+    assert stopped.stderr == (
+        f"Error: {where} answered exception 2 (illegal data address) to a read of input "
+        f"registers 0..19; looking for the readable part, then: {where} answered exception 6 "
+        "(server device busy) to a read of input registers 0..9\n")
+
+
+def test_scan_that_gets_no_answer_names_the_range() -> None:
+    with meter_in_thread() as sim:
+        sim.response_delay = 1.0
+        result = CliRunner().invoke(main, [*scan_args(sim, "input", 0, 4), "--timeout", "0.2"])
+    assert result.exit_code == exit_codes.RUNTIME_FAILURE
+    assert result.stderr.startswith(f"Error: no valid answer from unit 1 at {sim.host}:"
+                                    f"{sim.port} to a read of input registers 0..3: ")
 
 
 def test_scan_needs_exactly_one_transport() -> None:
