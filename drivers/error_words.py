@@ -78,6 +78,10 @@ COUNTER_WORDS: Mapping[str, Words] = MappingProxyType({
     "config_nack": Words("the node refused the settings once",
                          "the node refused the settings {n} times"),
     "node_error": _counted("error", "errors", "reported by the node"),
+    "tick_jumps": Words("the node's tick counter jumped once (times taken from arrival)",
+                        "the node's tick counter jumped {n} times (times taken from arrival)"),
+    "time_out_of_range": _counted("frame", "frames", "carried a clock time past the year 2262 "
+                                  "(times taken from arrival)"),
 })
 
 #: why a frame was rejected (counter ``frame_<reason>``): serial line, then MCU node

@@ -39,20 +39,21 @@ class ScanResult:
 
     start: int
     registers: npt.NDArray[np.uint16]
-    #: (type, byte order) -> value at each address (NaN where the value would run past the end)
-    values: dict[tuple[DataType, str], npt.NDArray[np.float64]]
+    #: (type, byte order) -> value at each address (NaN where the value would run past the
+    #: end); int64/uint64 as exact Python ints in an object array
+    values: dict[tuple[DataType, str], np.ndarray]
 
 
 def decode_all(start: int, registers: npt.ArrayLike) -> ScanResult:
     """Decode every address of ``registers`` as every type under every byte order (NumPy)."""
     regs = np.asarray(registers, dtype=np.uint16)
     n = len(regs)
-    values: dict[tuple[DataType, str], npt.NDArray[np.float64]] = {}
+    values: dict[tuple[DataType, str], np.ndarray] = {}
     for type_ in (*NARROW, *WIDE):
         for order in BYTE_ORDERS:
             probe = Field(0, type_, order)
             fits = max(0, n - probe.words + 1)
-            out = np.full(n, np.nan)
+            out = np.full(n, np.nan, dtype=object if type_.is_wide_integer else np.float64)
             if fits:
                 plan = DecodePlan([Field(a, type_, order) for a in range(fits)], n)
                 out[:fits] = plan.decode(regs)
@@ -60,12 +61,15 @@ def decode_all(start: int, registers: npt.ArrayLike) -> ScanResult:
     return ScanResult(start, regs, values)
 
 
-def _fmt(value: float, type_: DataType) -> str:
+def _fmt(value: float | int, type_: DataType) -> str:
+    """A cell: integers exact (64-bit ones too), floats to 6 significant digits."""
+    if isinstance(value, int):
+        return str(value)
     if np.isnan(value) and type_ not in (DataType.FLOAT32, DataType.FLOAT64):
         return ""
     if type_ in (DataType.FLOAT32, DataType.FLOAT64):
         return f"{value:.6g}"
-    return str(int(value)) if abs(value) < 2**53 else f"{value:.6g}"
+    return str(int(value))
 
 
 def _plausible(value: float) -> bool:
@@ -103,7 +107,7 @@ def render(result: ScanResult, console: Any) -> None:
         for order in BYTE_ORDERS:
             cells = []
             for type_ in WIDE:
-                value = float(result.values[(type_, order)][i])
+                value = result.values[(type_, order)][i]
                 words = 2 if type_.value.endswith("32") else 4
                 if i + words > n:
                     cells.append("")

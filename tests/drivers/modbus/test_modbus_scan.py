@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from drivers.modbus.codec import encode
 from gateway.cli import exit_codes
 from gateway.cli.main import main
-from gateway.cli.scan_cmd import decode_all
+from gateway.cli.scan_cmd import _fmt, decode_all
 from gateway.types import DataType
 from hil.devices.modbus_meter import ModbusMeterSimulator
 
@@ -52,6 +52,15 @@ def test_decode_all_gives_every_address_under_every_order() -> None:
     assert result.values[(DataType.UINT16, "BADC")][2] == 0xFEFF
     assert math.isnan(result.values[(DataType.INT32, "ABCD")][2])  # would run past the end
     assert np.isnan(result.values[(DataType.FLOAT64, "DCBA")]).all()  # 3 registers: no 64-bit
+
+
+def test_decode_all_shows_64_bit_integers_exactly() -> None:
+    """float64 would show the all-ones marker as 1.84467e+19 (2**64)."""
+    result = decode_all(0, [0xFFFF] * 4)
+    assert result.values[(DataType.UINT64, "ABCD")][0] == 2**64 - 1
+    assert result.values[(DataType.INT64, "CDAB")][0] == -1
+    assert _fmt(result.values[(DataType.UINT64, "DCBA")][0], DataType.UINT64) == str(2**64 - 1)
+    assert _fmt(result.values[(DataType.UINT64, "ABCD")][1], DataType.UINT64) == ""  # past the end
 
 
 def wide_row(output: str, address: int, order: str) -> list[str]:
