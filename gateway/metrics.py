@@ -131,6 +131,9 @@ class GatewayCollector(Collector):
         yield depth
         yield from _spool_metrics(stats)
         yield from _scalars(
+            (_C, "chenxing_spool_write_errors",
+             "Spool transactions that failed (disk full, I/O error); the log sums them up",
+             getattr(nb.outbox, "write_errors", 0)),
             (_G, "chenxing_northbound_buffered_samples",
              "Samples waiting to be gathered into a message", c.buffered_samples),
             (_G, "chenxing_mqtt_connected", "1 when connected to the broker",

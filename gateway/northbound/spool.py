@@ -64,6 +64,7 @@ from typing import IO, Any
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import DROP_REASONS, DropCount, Outbox, OutboxStats
 from gateway.northbound.payload_log import PayloadError, PayloadLog, payload_dir
+from gateway.repeated_log import RepeatedLog
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,12 @@ class DiskSpool(Outbox):
         self._pending = asyncio.Event()
         #: transactions that failed (disk full, I/O error); see the log
         self.write_errors = 0
+        # a full disk fails every flush: the log gets the first failure and a summary a
+        # minute (gateway/repeated_log.py), not a line per flush
+        self._write_failures = RepeatedLog(log, f"spool {path}: write failed")
+        self._drop_log = RepeatedLog(log, f"spool {path}: dropped the oldest messages",
+                                     logging.WARNING)  # fmt: skip
+        self._unreadable_log = RepeatedLog(log, f"spool {path}: unreadable message dropped")
         self._last_age_check = 0.0
         if self._count:
             self._pending.set()
@@ -439,6 +446,7 @@ class DiskSpool(Outbox):
         with self._db_lock:
             self._write_pending = None
             if pending.ok:
+                self._write_succeeded()
                 self._count += len(pending.batch.rows) - pending.freed[0]
                 self._bytes += pending.batch.size() - pending.freed[1]
                 del self._acked[: len(pending.acked)]  # acks only ever append
@@ -446,9 +454,7 @@ class DiskSpool(Outbox):
                 self._payloads.deleted(pending.freed[2])
                 self._cache_live(pending.messages)
             else:
-                self.write_errors += 1
-                log.error("spool %s: write failed (%s); messages not stored", self.path,
-                          pending.error)  # fmt: skip
+                self._write_failed(pending.error, "messages not stored")
                 self._reload()
         self._stored(pending.batch, pending.ok)
         if pending.error is not None and not isinstance(pending.error, sqlite3.Error | OSError):
@@ -493,16 +499,22 @@ class DiskSpool(Outbox):
                 if check_age:
                     self._enforce_age()
         except (sqlite3.Error, OSError) as exc:
-            self.write_errors += 1
-            log.error("spool %s: write failed (%s); %s", self.path, exc,
-                      "messages not stored" if batch else "will retry")  # fmt: skip
+            self._write_failed(exc, "messages not stored" if batch else "will retry")
             self._reload()
             return False
+        self._write_succeeded()
         self._acked = self._acked[len(acked) :]  # acks cannot arrive during the transaction
         if batch is not None:
             self._committed(batch)
         self._payloads.deleted(self._freed_segs)
         return True
+
+    def _write_failed(self, exc: BaseException | None, consequence: str) -> None:
+        self.write_errors += 1
+        self._write_failures.failure(f"{exc}; {consequence}", key=str(exc))
+
+    def _write_succeeded(self) -> None:
+        self._write_failures.recovery(f"spool {self.path}: writes succeed again")
 
     def _reload(self) -> None:
         """Counts from the file after a rolled-back transaction."""
@@ -604,9 +616,8 @@ class DiskSpool(Outbox):
         # a waiting row at or below the mark is a backlog row; the cursors need no change
         self._backlog_waiting -= sum(1 for msg_id in ids if msg_id <= self._mark)
         self._backlog_ahead.clear()  # it may hold dropped rows; read again
-        log.warning(
-            "spool: dropped the %d oldest messages (%d samples): %s limit",
-            len(dropped), samples, reason,
+        self._drop_log.failure(
+            f"{reason} limit: {len(dropped)} messages ({samples} samples)", key=reason
         )
 
     def _enforce_bytes(self) -> None:
@@ -643,7 +654,7 @@ class DiskSpool(Outbox):
     def _unreadable(self, msg_id: int, samples: int, exc: Exception) -> None:
         """A row whose payload is gone or damaged (a disk fault): deleted with the next
         transaction, as if acknowledged, and counted as lost to an error."""
-        log.error("spool %s: message %d is unreadable (%s); dropped", self.path, msg_id, exc)
+        self._unreadable_log.failure(f"message {msg_id}: {exc}", key=type(exc).__name__)
         self._acked.append(msg_id)
         lost = self._drops["error"]
         lost.messages += 1
@@ -778,6 +789,12 @@ class DiskSpool(Outbox):
         if (self._acked and not wrote) or check_age or self._bytes > self.limits.max_bytes:
             with self._db_lock:
                 self._write(None, check_age)
+        self._sum_up_logs()
+
+    def _sum_up_logs(self, force: bool = False) -> None:
+        """Summaries of failures counted but not yet logged (see gateway/repeated_log.py)."""
+        for repeated in (self._write_failures, self._drop_log, self._unreadable_log):
+            repeated.due(force)
 
     def close(self) -> None:
         """Commit the acknowledgements, checkpoint the WAL, release the lock."""
@@ -785,6 +802,7 @@ class DiskSpool(Outbox):
             self._settle()
             if self._acked:
                 self._write(None, check_age=False)
+            self._sum_up_logs(force=True)
             if self._reader is not None:
                 self._reader.close()
             with contextlib.suppress(sqlite3.Error):

@@ -1,0 +1,154 @@
+"""Failures that repeat, in the log: the first in full, the rest counted and summed up.
+
+A full disk fails every spool flush, a hostile device garbles every answer, a broker
+refuses every reconnect: one log line per event buries everything else (hundreds of
+identical lines a minute) and tells nothing more than the first. The rule, for every
+place where a peer or a broken disk can drive a failure per event:
+
+* the first failure is logged in full;
+* the same failure again is counted; at most once per ``interval`` (60 s) a summary
+  says how often it happened since the last line and the last reason, e.g.
+  ``spool /var/lib/gw/spool.db: write failed 225 more times in the last 60 s: database
+  or disk is full``;
+* a different reason is logged in full at once (after a summary of the old one);
+* the recovery is logged at INFO with the number of failures it ended.
+
+The counters and metrics of each failure stay exact; only the log is thinned.
+:class:`RepeatCounter` is the pure logic (its clock is injected), :class:`RepeatedLog`
+writes what it decides to a logger. Neither is thread-safe: each is used by one task or
+thread (or under its owner's lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: seconds between two summaries of the same repeating failure
+SUMMARY_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    level: int
+    text: str
+
+
+def _times(n: int) -> str:
+    return "1 more time" if n == 1 else f"{n} more times"
+
+
+class RepeatCounter:
+    """One repeating failure of one thing (a spool's writes, a device's answers).
+
+    ``what`` starts every line (``"spool x.db: write failed"``); a failure's ``reason``
+    follows it. Two failures are the same when their ``key`` is (the reason by default;
+    a caller gives a key when the reason carries changing details such as counts).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        level: int = logging.ERROR,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.what = what
+        self.level = level
+        self.interval = SUMMARY_INTERVAL if interval is None else interval
+        self._clock = clock
+        #: failures since the last recovery (logged or not)
+        self.failures = 0
+        self._key: str | None = None  # the current failure's key; None: not failing
+        self._reason = ""
+        self._unlogged = 0  # failures since the last line
+        self._line_at = 0.0  # when the last line about this failure was written
+        self._since = 0.0  # when the current streak of failures began
+
+    @property
+    def failing(self) -> bool:
+        return self._key is not None
+
+    def failure(self, reason: str, key: str | None = None) -> list[LogLine]:
+        """One failure: the lines to log now (none while it repeats within the interval)."""
+        now = self._clock()
+        key = reason if key is None else key
+        self.failures += 1
+        if self._key is None:
+            self._since = now
+        elif key == self._key:
+            self._reason = reason
+            self._unlogged += 1
+            if now - self._line_at < self.interval:
+                return []
+            if self._unlogged == 1:  # alone after a quiet interval: in full
+                self._unlogged = 0
+                self._line_at = now
+                return [LogLine(self.level, f"{self.what}: {reason}")]
+            return [self._summary(now)]
+        lines = self.due(force=True)  # a change: what was counted of the old reason first
+        self._key, self._reason, self._unlogged, self._line_at = key, reason, 0, now
+        lines.append(LogLine(self.level, f"{self.what}: {reason}"))
+        return lines
+
+    def due(self, force: bool = False) -> list[LogLine]:
+        """The summary of failures not yet logged, once ``interval`` passed since the last
+        line (or at once with ``force``, e.g. at shutdown). Call it now and then so that
+        a burst that stopped is summed up too."""
+        now = self._clock()
+        if self._unlogged and (force or now - self._line_at >= self.interval):
+            return [self._summary(now)]
+        return []
+
+    def recovery(self, text: str) -> list[LogLine]:
+        """It works again: ``text`` at INFO with the number of failures, if it was failing."""
+        if self._key is None:
+            return []
+        now = self._clock()
+        n, seconds = self.failures, now - self._since
+        self._key, self._unlogged, self.failures = None, 0, 0
+        times = "1 failure" if n == 1 else f"{n} failures"
+        return [LogLine(logging.INFO, f"{text} (after {times} in {seconds:.0f} s)")]
+
+    def _summary(self, now: float) -> LogLine:
+        n, seconds = self._unlogged, now - self._line_at
+        self._unlogged, self._line_at = 0, now
+        return LogLine(
+            self.level, f"{self.what} {_times(n)} in the last {seconds:.0f} s: {self._reason}"
+        )
+
+
+class RepeatedLog:
+    """A :class:`RepeatCounter` writing to ``logger``."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        level: int = logging.ERROR,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.counter = RepeatCounter(what, level, interval, clock)
+
+    @property
+    def failing(self) -> bool:
+        return self.counter.failing
+
+    def failure(self, reason: str, key: str | None = None) -> bool:
+        """Count a failure; True when a line was logged for it."""
+        return self._write(self.counter.failure(reason, key))
+
+    def due(self, force: bool = False) -> None:
+        self._write(self.counter.due(force))
+
+    def recovery(self, text: str) -> None:
+        self._write(self.counter.recovery(text))
+
+    def _write(self, lines: list[LogLine]) -> bool:
+        for line in lines:
+            self.logger.log(line.level, "%s", line.text)
+        return bool(lines)

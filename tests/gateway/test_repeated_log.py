@@ -1,0 +1,147 @@
+"""The rule for failures that repeat: first in full, the rest counted, a summary per
+interval, a change of reason at once, the recovery at INFO (pure logic, injected clock)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from gateway.repeated_log import LogLine, RepeatCounter, RepeatedLog
+
+ERROR, INFO = logging.ERROR, logging.INFO
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def counter(clock: Clock, level: int = ERROR) -> RepeatCounter:
+    return RepeatCounter("spool s.db: write failed", level, interval=60.0, clock=clock)
+
+
+def test_first_in_full_then_counted_then_one_summary_per_interval(clock: Clock) -> None:
+    c = counter(clock)
+    assert c.failure("database or disk is full") == [
+        LogLine(ERROR, "spool s.db: write failed: database or disk is full")]
+    lines = []
+    for _ in range(225):  # one flush every 0.25 s for 56.25 s: nothing logged
+        clock.now += 0.25
+        lines += c.failure("database or disk is full")
+    assert lines == []
+    clock.now += 3.75  # 60 s after the first line
+    assert c.failure("database or disk is full") == [LogLine(
+        ERROR,
+        "spool s.db: write failed 226 more times in the last 60 s: database or disk is full")]
+    clock.now += 1
+    assert c.failure("database or disk is full") == []
+    assert c.failures == 228
+    assert c.failing
+
+
+def test_a_burst_that_stopped_is_summed_up_by_due(clock: Clock) -> None:
+    c = counter(clock)
+    c.failure("disk I/O error")
+    for _ in range(3):
+        clock.now += 1
+        assert c.failure("disk I/O error") == []
+    clock.now += 10
+    assert c.due() == []  # the interval has not passed since the first line
+    clock.now += 50
+    assert c.due() == [
+        LogLine(ERROR, "spool s.db: write failed 3 more times in the last 63 s: disk I/O error")]
+    clock.now += 600
+    assert c.due() == []  # nothing new to tell
+    # alone after a quiet interval: logged in full again, not as "1 more time"
+    assert c.failure("disk I/O error") == [
+        LogLine(ERROR, "spool s.db: write failed: disk I/O error")]
+
+
+def test_due_with_force_sums_up_at_once(clock: Clock) -> None:
+    c = counter(clock)
+    c.failure("x")
+    clock.now += 1
+    c.failure("x")
+    assert c.due(force=True) == [
+        LogLine(ERROR, "spool s.db: write failed 1 more time in the last 1 s: x")]
+    assert c.due(force=True) == []
+
+
+def test_a_new_reason_is_logged_at_once_after_the_count_of_the_old(clock: Clock) -> None:
+    c = counter(clock)
+    c.failure("database or disk is full")
+    clock.now += 1
+    c.failure("database or disk is full")
+    clock.now += 1
+    assert c.failure("disk I/O error") == [
+        LogLine(ERROR, "spool s.db: write failed 1 more time in the last 2 s: "
+                       "database or disk is full"),
+        LogLine(ERROR, "spool s.db: write failed: disk I/O error"),
+    ]
+    clock.now += 1
+    # back to the first reason: a change again, with nothing to sum up
+    assert c.failure("database or disk is full") == [
+        LogLine(ERROR, "spool s.db: write failed: database or disk is full")]
+
+
+def test_a_key_groups_reasons_that_differ_in_details(clock: Clock) -> None:
+    c = counter(clock, logging.WARNING)
+    c.failure("dropped 3 messages: full limit", key="full")
+    clock.now += 30
+    assert c.failure("dropped 5 messages: full limit", key="full") == []
+    clock.now += 30
+    assert c.failure("dropped 2 messages: full limit", key="full") == [LogLine(
+        logging.WARNING,
+        "spool s.db: write failed 2 more times in the last 60 s: dropped 2 messages: full limit")]
+    assert c.failure("dropped 1 message: age limit", key="age") == [
+        LogLine(logging.WARNING, "spool s.db: write failed: dropped 1 message: age limit")]
+
+
+def test_recovery_is_info_with_the_number_of_failures_and_starts_afresh(clock: Clock) -> None:
+    c = counter(clock)
+    assert c.recovery("spool s.db: writes succeed again") == []  # was not failing
+    c.failure("database or disk is full")
+    for _ in range(49):
+        clock.now += 1
+        c.failure("database or disk is full")
+    clock.now += 1
+    assert c.recovery("spool s.db: writes succeed again") == [
+        LogLine(INFO, "spool s.db: writes succeed again (after 50 failures in 50 s)")]
+    assert not c.failing and c.failures == 0
+    assert c.due(force=True) == []  # the recovery line told the count
+    clock.now += 1
+    assert c.failure("database or disk is full") == [
+        LogLine(ERROR, "spool s.db: write failed: database or disk is full")]
+
+
+def test_repeated_log_writes_the_lines_to_its_logger(clock: Clock) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("test.repeated_log")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    repeated = RepeatedLog(logger, "device m: answers", logging.WARNING, 10.0, clock)
+    assert repeated.failure("garbled") is True
+    assert repeated.failure("garbled") is False
+    clock.now += 10
+    repeated.due()
+    repeated.recovery("device m: answers again")
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.WARNING, "device m: answers: garbled"),
+        (logging.WARNING, "device m: answers 1 more time in the last 10 s: garbled"),
+        (INFO, "device m: answers again (after 2 failures in 10 s)"),
+    ]
