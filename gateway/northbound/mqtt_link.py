@@ -17,6 +17,11 @@ re-sends unacknowledged QoS 1 messages after the next CONNACK.
 Failover: with several brokers (``northbound.mqtt.urls``) every connection attempt
 asks :class:`BrokerRotation` where to go. The one paho client moves between them,
 so QoS 1 messages in flight are re-sent to the next broker after its CONNACK.
+
+The log: every reason the session is down or cannot come up (refused, TLS handshake or
+alert, CONNACK refusal, keep-alive timeout, closed by the broker) is a WARNING once per
+outage, in the words ``/healthz`` shows as ``broker.last_error``; retries failing for the
+same reason add nothing; the connect that ends the outage is logged at INFO.
 """
 
 from __future__ import annotations
@@ -86,6 +91,12 @@ def _readable_detail(message: str) -> str:
     if "SSL" in message or "TLS" in message.upper():
         return f"TLS: {message} (check northbound.mqtt.tls: client certificate, CA)"
     return message
+
+
+#: paho's reason for a connection that ended without a DISCONNECT from the broker
+_CONNECTION_LOST = "Unspecified error"
+#: distinct reasons logged per outage at most (each once): a bound, not a limit in practice
+_REASONS_PER_OUTAGE = 16
 
 
 class _LastError(logging.Handler):
@@ -206,6 +217,10 @@ class MqttLink:
         self.last_error: str | None = None
         self.connects = 0
         self.disconnects = 0
+        #: connection attempts that failed since the last successful connect
+        self.failed_attempts = 0
+        self._logged_reasons: set[str] = set()  # reasons logged in this outage
+        self._refused = False  # the current attempt's CONNACK was a refusal
         self._loop = asyncio.get_running_loop()
         self._on_ack = on_ack
         self._on_state = on_state
@@ -375,7 +390,10 @@ class MqttLink:
     ) -> None:
         text = str(reason)
         detail = self._paho_errors.take()
-        if detail:
+        if text == _CONNECTION_LOST:  # paho's word for "the socket failed or closed"
+            text = (_readable_detail(detail) if detail
+                    else "the connection was closed (by the broker or the network)")
+        elif detail:
             text += f" ({_readable_detail(detail)})"
         self._post(self._disconnected, text)
 
@@ -401,26 +419,42 @@ class MqttLink:
     def _switched(self, previous: str, target: BrokerAddress) -> None:
         self.broker_switches += 1
         self.url = target.url
-        log.warning("MQTT: %s unreachable, trying the next broker %s", previous, target.url)
+        self._warn_once(previous, f"unreachable, trying the next broker {target.url}")
+
+    def _session_down(self, reason: str) -> None:
+        """The session is down or could not come up, for ``reason`` (what /healthz shows):
+        a WARNING the first time in this outage, then only counted (each retry fails again
+        for the same reason, at every backoff step)."""
+        self.last_error = reason
+        self._warn_once(self.url, reason)
+        self._on_state()
+
+    def _warn_once(self, url: str, reason: str) -> None:
+        """Log ``reason`` unless it was logged for ``url`` in this outage (bounded)."""
+        key = f"{url} {reason}"
+        if key not in self._logged_reasons and len(self._logged_reasons) < _REASONS_PER_OUTAGE:
+            self._logged_reasons.add(key)
+            log.warning("MQTT %s: %s", url, reason)
 
     def _connected(self, failed: bool, reason: str) -> None:
         if failed:
-            self.last_error = f"connection refused by broker: {reason}"
-            log.warning("MQTT %s: %s", self.url, self.last_error)
+            self._refused = True  # the broker closes the connection next: same failure
+            self._session_down(f"connection refused by broker: {reason}")
             return
         self.connects += 1
         self.generation += 1
         self.last_error = None
         self._backoff.reset()
-        log.info("MQTT connected to %s", self.url)
+        after = f" (after {self.failed_attempts} failed attempts)" if self.failed_attempts else ""
+        log.info("MQTT connected to %s%s", self.url, after)
+        self.failed_attempts = 0
+        self._logged_reasons.clear()
         self.connected.set()
         self._on_state()
 
     def _connect_failed(self, reason: str) -> None:
-        if reason != self.last_error:
-            log.warning("MQTT %s: %s", self.url, reason)
-        self.last_error = reason
-        self._on_state()
+        self.failed_attempts += 1
+        self._session_down(reason)
 
     def _subscribe_refused(self, reasons: str) -> None:
         topics = ", ".join(t for t, _ in self._subscriptions)
@@ -428,14 +462,22 @@ class MqttLink:
         log.error("MQTT %s: %s", self.url, self.last_error)
 
     def _disconnected(self, reason: str) -> None:
+        refused, self._refused = self._refused, False
         if self._stopping:
             log.info("MQTT disconnected from %s", self.url)
-        elif self.connected.is_set():
+            self.connected.clear()
+            self.last_error = f"disconnected: {reason}"
+            self._on_state()
+            return
+        if self.connected.is_set():
             self.disconnects += 1
-            log.warning("MQTT disconnected from %s: %s", self.url, reason)
-        self.connected.clear()
-        self.last_error = f"disconnected: {reason}"
-        self._on_state()
+            self.connected.clear()
+        else:  # the attempt failed after the socket was made: TLS alert, refusal, silence
+            self.failed_attempts += 1
+            if refused:  # the refusal said why; the broker's close that follows adds nothing
+                self._on_state()
+                return
+        self._session_down(f"disconnected: {reason}")
 
     def _drain_events(self) -> None:
         """What paho's callbacks posted, in order."""

@@ -5,44 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hil.broker import BrokerTls, MqttBroker, find_mosquitto
+from hil.broker import BrokerTls, MqttBroker
 from tests.integration.gateway_harness import gateway_config, meter_device, running
-from tests.integration.tls_certs import CertificateAuthority
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> dict[str, Any]:
-    ca = CertificateAuthority(tmp_path / "pki")
-    return {
-        "ca": ca,
-        "server": ca.issue("server", "broker", server=True, hosts=("127.0.0.1", "localhost")),
-        "client": ca.issue("client", "gw-test", server=False),
-        "other_ca": CertificateAuthority(tmp_path / "pki-other", "some other CA"),
-    }
-
-
-@pytest.fixture
-def tls_broker(pki: dict[str, Any]) -> Iterator[MqttBroker]:
-    if find_mosquitto() is None:
-        pytest.fail("Mosquitto is not installed")
-    ca, server = pki["ca"], pki["server"]
-    broker = MqttBroker(
-        kind="mosquitto",
-        tls=BrokerTls(ca.pem.cert, server.cert, server.key, require_certificate=True),
-    )
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 def _health(port: int) -> dict[str, Any]:
