@@ -34,6 +34,8 @@ SUMMARY_INTERVAL = 60.0
 class LogLine:
     level: int
     text: str
+    #: a count of failures not logged one by one (else: one failure, or the recovery)
+    summary: bool = False
 
 
 def _times(n: int) -> str:
@@ -70,6 +72,11 @@ class RepeatCounter:
     @property
     def failing(self) -> bool:
         return self._key is not None
+
+    @property
+    def reason(self) -> str:
+        """The last failure's reason ("" before the first)."""
+        return self._reason
 
     def failure(self, reason: str, key: str | None = None) -> list[LogLine]:
         """One failure: the lines to log now (none while it repeats within the interval)."""
@@ -116,7 +123,8 @@ class RepeatCounter:
         n, seconds = self._unlogged, now - self._line_at
         self._unlogged, self._line_at = 0, now
         return LogLine(
-            self.level, f"{self.what} {_times(n)} in the last {seconds:.0f} s: {self._reason}"
+            self.level, f"{self.what} {_times(n)} in the last {seconds:.0f} s: {self._reason}",
+            summary=True,
         )
 
 

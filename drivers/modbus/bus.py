@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from pymodbus.client import AsyncModbusSerialClient, ModbusBaseClient
 
+from drivers.modbus.bad_frames import BadFrames, guard_client
 from drivers.modbus.config import ModbusRtuDeviceConfig
 from drivers.modbus.responses import use_array_responses
 from gateway.errors import DeviceUnreachable
@@ -37,6 +38,8 @@ class Link:
     bus: SerialBus | None = None
     #: bytes received on the connection so far (serial only): a timeout with bytes is "garbled"
     rx: list[int] = field(default_factory=lambda: [0])
+    #: frames pymodbus could not decode on the connection (bad_frames.py)
+    bad: BadFrames = field(default_factory=BadFrames)
 
 
 class SerialBus:
@@ -52,6 +55,7 @@ class SerialBus:
         self.client: AsyncModbusSerialClient | None = None
         self._links: set[Link] = set()
         self._rx = [0]
+        self._bad = BadFrames()
         self._ready = asyncio.Event()
 
     @classmethod
@@ -85,7 +89,7 @@ class SerialBus:
                     raise
             assert self.client is not None
             link = Link(self.client, asyncio.get_running_loop().create_future(), self.lock, self)
-            link.rx = self._rx
+            link.rx, link.bad = self._rx, self._bad
             self._links.add(link)
             return link
 
@@ -128,6 +132,8 @@ class SerialBus:
             trace_connect=self._on_connect_change,
         )
         use_array_responses(client)
+        # an undecodable frame is dropped; the request then times out with bytes: garbled
+        guard_client(client, self._bad, tcp=False)
         errors: list[BaseException] = []
         record_connect_errors(client, errors)
         self._ready.clear()

@@ -41,6 +41,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import Driver, PollGroup
+from drivers.modbus.bad_frames import BadFrames, guard_client
 from drivers.modbus.bus import BACKSTOP_SECONDS, Link, SerialBus, record_connect_errors
 from drivers.modbus.codec import DecodeError, DecodePlan, Field, encode, encode_string
 from drivers.modbus.config import (
@@ -436,7 +437,7 @@ class ModbusDriver(Driver):
                 raise ConnectionLost(f"{self.device_name}: closed during {what}")
             if lost.done() or not client.connected:
                 raise await self._lose(f"the connection to {self.address} was closed")
-            received = link.rx[0]
+            received, undecodable = link.rx[0], link.bad.count
             if sent is not None:
                 sent[0] = time.time_ns()
             health = self.units.get(unit)
@@ -476,8 +477,15 @@ class ModbusDriver(Driver):
                 if lost.done():
                     if self._link is not link:  # close() was called meanwhile: not a loss
                         raise ConnectionLost(f"{self.device_name}: closed during {what}") from None
+                    if link.bad.count != undecodable:  # bad_frames.py closed it
+                        raise await self._undecodable(what, unit, link.bad.last) from None
                     raise await self._lose(
                         f"the connection to {self.address} closed during {what}"
+                    ) from None
+                if link.bad.count != undecodable:  # bytes that are no frame (bad_frames.py)
+                    self._answered()
+                    raise _RequestFailed(
+                        "garbled", f"{what}: garbled answer ({link.bad.last})"
                     ) from None
                 if link.rx[0] != received:  # bytes came, but no frame that checks out
                     self._answered()
@@ -527,10 +535,21 @@ class ModbusDriver(Driver):
             "the connection is presumed dead"
         )
 
+    async def _undecodable(self, what: str, unit: int, reason: str) -> ConnectionLost:
+        """An answer pymodbus could not decode: a garbled answer of ``unit``, and the
+        connection is closed (a TCP stream out of step; bad_frames.py closed it)."""
+        self.errors["garbled"] += 1
+        self.units[unit].errors["garbled"] += 1
+        return await self._lose(
+            f"{what}: garbled answer that cannot be decoded ({reason}); "
+            f"the connection to {self.address} is closed to start afresh"
+        )
+
     async def _lose(self, reason: str) -> ConnectionLost:
-        """Count and log a lost connection, drop the client, return the error to raise."""
+        """Count a lost connection, drop the client, return the error to raise (the
+        device runner logs it)."""
         self.errors["connection_lost"] += 1
-        log.warning("%s: %s", self.device_name, reason)
+        log.debug("%s: %s", self.device_name, reason)
         await self.close()
         return ConnectionLost(f"{self.device_name}: {reason}")
 
@@ -630,6 +649,8 @@ class ModbusTcpDriver(ModbusDriver):
             trace_connect=_watch_disconnect(lost),
         )
         use_array_responses(client)
+        bad = BadFrames()
+        guard_client(client, bad, tcp=True)
         errors: list[BaseException] = []
         record_connect_errors(client, errors)
         timed_out = False
@@ -649,7 +670,7 @@ class ModbusTcpDriver(ModbusDriver):
             reason = self._unreachable_reason(errors[-1] if errors else None, timed_out)
             log.debug("%s: %s", self.device_name, reason)  # the device runner logs it
             raise DeviceUnreachable(reason)
-        return Link(client, lost, self._request_lock)
+        return Link(client, lost, self._request_lock, bad=bad)
 
     def _release(self, link: Link) -> None:
         link.client.close()

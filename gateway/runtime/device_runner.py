@@ -4,6 +4,12 @@ The runner owns everything that is not protocol: scheduling of poll groups at a
 fixed rate, reconnect with backoff and jitter, bad quality while the device is
 away, and restart with backoff when the driver raises something unexpected. A
 failure here never reaches another device or the northbound.
+
+A connection counts as working once it delivered a usable value (good or uncertain):
+only then does the reconnect backoff start again from its first step. A device that
+accepts every connection and breaks it with garbage (a hostile or broken peer) is thus
+reconnected ever more slowly, and its losses are logged as the first plus a summary a
+minute (gateway/repeated_log.py), not one WARNING per reconnect.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 from drivers.base import Driver, PollGroup
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionLost, DriverError
+from gateway.repeated_log import RepeatedLog
 from gateway.types import Quality, SampleBatch, now_ns
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,8 @@ class DeviceRunner:
         self._reconnect = reconnect or Backoff(initial=0.5, maximum=30.0)
         self._crash_restart = crash_restart or Backoff(initial=1.0, maximum=60.0)
         self._errors_so_far: Counter[str] = Counter()
+        self._losses = RepeatedLog(log, f"device {name}: connection lost", logging.WARNING)
+        self._proving = False  # connected, no usable value yet on this connection
 
     def carry_errors(self, errors: Counter[str]) -> None:
         """Start the error counters from a previous runner's (a restart after a reload)."""
@@ -118,6 +127,7 @@ class DeviceRunner:
                     await self._crash_restart.sleep()
         finally:
             await self._close_driver()
+            self._losses.due(force=True)
             self._set_state(DeviceState.STOPPED)
 
     async def _close_driver(self) -> None:
@@ -155,17 +165,19 @@ class DeviceRunner:
                     )
                 self._set_state(DeviceState.DOWN, str(exc))
                 self._mark_all(away_quality)
+                self._losses.due()  # losses counted before it became unreachable
                 await asyncio.sleep(delay)
                 continue
             self.stats.connects += 1
-            self._reconnect.reset()
-            log.info("device %s: connected", self.name)
+            self._proving = True  # the backoff restarts once a value came (_emit)
+            level = logging.DEBUG if self._losses.failing else logging.INFO
+            log.log(level, "device %s: connected", self.name)
             self._set_state(DeviceState.UP)
             try:
                 await self._poll_all(driver)
             except ConnectionLost as exc:
                 self.stats.connection_losses += 1
-                log.warning("device %s: connection lost: %s; reconnecting", self.name, exc)
+                self._losses.failure(f"{exc}; reconnecting", key=str(exc))
                 self._set_state(DeviceState.DOWN, str(exc))
                 away_quality = driver.quality_while_lost
                 self._mark_all(away_quality)
@@ -202,6 +214,10 @@ class DeviceRunner:
     def _emit(self, batch: SampleBatch) -> None:
         self.stats.samples_read += len(batch)
         self.stats.bad_samples += int(np.count_nonzero(batch.quality != Quality.GOOD))
+        if self._proving and np.any(batch.quality <= Quality.UNCERTAIN):  # it works
+            self._proving = False
+            self._reconnect.reset()
+            self._losses.recovery(f"device {self.name}: connected and reading values again")
         self._sink(batch)
 
     async def _poll_group(self, driver: Driver, group: PollGroup) -> None:

@@ -41,7 +41,8 @@ def test_first_in_full_then_counted_then_one_summary_per_interval(clock: Clock) 
     clock.now += 3.75  # 60 s after the first line
     assert c.failure("database or disk is full") == [LogLine(
         ERROR,
-        "spool s.db: write failed 226 more times in the last 60 s: database or disk is full")]
+        "spool s.db: write failed 226 more times in the last 60 s: database or disk is full",
+        summary=True)]
     clock.now += 1
     assert c.failure("database or disk is full") == []
     assert c.failures == 228
@@ -58,7 +59,8 @@ def test_a_burst_that_stopped_is_summed_up_by_due(clock: Clock) -> None:
     assert c.due() == []  # the interval has not passed since the first line
     clock.now += 50
     assert c.due() == [
-        LogLine(ERROR, "spool s.db: write failed 3 more times in the last 63 s: disk I/O error")]
+        LogLine(ERROR, "spool s.db: write failed 3 more times in the last 63 s: disk I/O error",
+                summary=True)]
     clock.now += 600
     assert c.due() == []  # nothing new to tell
     # alone after a quiet interval: logged in full again, not as "1 more time"
@@ -72,7 +74,7 @@ def test_due_with_force_sums_up_at_once(clock: Clock) -> None:
     clock.now += 1
     c.failure("x")
     assert c.due(force=True) == [
-        LogLine(ERROR, "spool s.db: write failed 1 more time in the last 1 s: x")]
+        LogLine(ERROR, "spool s.db: write failed 1 more time in the last 1 s: x", summary=True)]
     assert c.due(force=True) == []
 
 
@@ -84,7 +86,7 @@ def test_a_new_reason_is_logged_at_once_after_the_count_of_the_old(clock: Clock)
     clock.now += 1
     assert c.failure("disk I/O error") == [
         LogLine(ERROR, "spool s.db: write failed 1 more time in the last 2 s: "
-                       "database or disk is full"),
+                       "database or disk is full", summary=True),
         LogLine(ERROR, "spool s.db: write failed: disk I/O error"),
     ]
     clock.now += 1
@@ -101,7 +103,8 @@ def test_a_key_groups_reasons_that_differ_in_details(clock: Clock) -> None:
     clock.now += 30
     assert c.failure("dropped 2 messages: full limit", key="full") == [LogLine(
         logging.WARNING,
-        "spool s.db: write failed 2 more times in the last 60 s: dropped 2 messages: full limit")]
+        "spool s.db: write failed 2 more times in the last 60 s: dropped 2 messages: full limit",
+        summary=True)]
     assert c.failure("dropped 1 message: age limit", key="age") == [
         LogLine(logging.WARNING, "spool s.db: write failed: dropped 1 message: age limit")]
 

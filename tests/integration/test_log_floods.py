@@ -6,16 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import resource
 import signal
 import socket
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.integration.gateway_harness import meter_device
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from drivers.modbus.bad_frames import PYMODBUS_LOGGER, PymodbusLogFilter
+from drivers.modbus.driver import ModbusDriver
+from gateway import repeated_log
+from hil.broker import MqttBroker
+from tests.integration.gateway_harness import gateway_config, meter_device, running
 
 #: the summary interval the gateway processes of these tests run with (60 s in service)
 SUMMARY_S = 1.0
@@ -82,10 +91,10 @@ def number(pattern: str, text: str) -> int:
 def metric(port: int, name: str, **labels: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{want}}} " if want else f"{name} "):
-            return float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
     raise AssertionError(f"{name} {labels} not in /metrics")
 
 
@@ -152,3 +161,137 @@ async def test_a_full_disk_logs_one_error_then_summaries_and_the_recovery(
     # about ten flushes failed per line
     assert in_all >= 1 + in_summaries >= 3 * (1 + len(counted))
     assert write_errors == in_all and lost >= in_all
+
+
+#: the summary interval of the hostile device test: its losses come every few seconds
+HOSTILE_SUMMARY_S = 10.0
+
+
+class HostileModbusServer:
+    """A Modbus TCP peer on loopback that answers every request with a bad frame: bytes
+    that are no Modbus TCP frame (protocol id 7) and, every ``every``-th answer, a frame
+    pymodbus cannot decode (a byte count of 255 for 2 bytes), which ends the connection.
+    After ``answers`` bad frames it stays silent."""
+
+    def __init__(self, answers: int, every: int) -> None:
+        self.answers = answers
+        self.every = every
+        self.sent = 0
+        self.undecodable = 0
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def _answer(self, request: bytes) -> bytes | None:
+        if self.sent >= self.answers:
+            return None
+        self.sent += 1
+        if self.sent % self.every == 0:
+            self.undecodable += 1
+            pdu = bytes([3, 0xFF, 0x00, 0x01])
+            return request[:4] + (len(pdu) + 1).to_bytes(2, "big") + request[6:7] + pdu
+        return request[:2] + b"\x00\x07\x00\x05" + request[6:7] + bytes([3, 2, 0xDE, 0xAD])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while header := await reader.readexactly(6):
+                body = await reader.readexactly(int.from_bytes(header[4:6], "big"))
+                answer = self._answer(header + body)
+                if answer is not None:
+                    writer.write(answer)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+def short_summaries(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
+    """Summaries every SUMMARY_S, and a fresh filter on pymodbus's logger for this test."""
+    monkeypatch.setattr(repeated_log, "SUMMARY_INTERVAL", HOSTILE_SUMMARY_S)
+    pymodbus_log = logging.getLogger(PYMODBUS_LOGGER)
+
+    def drop_filters() -> None:
+        for f in [f for f in pymodbus_log.filters if isinstance(f, PymodbusLogFilter)]:
+            pymodbus_log.removeFilter(f)
+
+    drop_filters()
+    yield HOSTILE_SUMMARY_S
+    drop_filters()
+
+
+async def test_a_hostile_modbus_server_gives_a_few_lines_and_every_bad_frame_counted(
+    tmp_path: Path, mosquitto: MqttBroker, short_summaries: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    hostile = HostileModbusServer(answers=40, every=8)  # 35 not Modbus, 5 undecodable
+    await hostile.start()
+    device = meter_device("meter", hostile.port, timeout="200ms",
+                          tags=[{"name": "voltage", "type": "float32", "address": 0}])
+    loop = asyncio.get_running_loop()
+    try:
+        async with running(gateway_config(tmp_path, mosquitto.port, [device])) as gw:
+            started = loop.time()
+            runner = gw.gateway.runners["meter"]
+
+            def unit_errors() -> Any:
+                driver = runner.driver
+                return driver.units[1].errors if isinstance(driver, ModbusDriver) else {}
+
+            async def all_counted() -> bool:
+                return bool(unit_errors().get("garbled", 0) >= 40)
+
+            assert await until(all_counted, timeout=60), (hostile.sent, unit_errors())
+            elapsed = loop.time() - started
+            api = gw.gateway.http_port or 0
+            garbled = await asyncio.to_thread(
+                metric, api, "chenxing_modbus_unit_bad_frames_total",
+                device="meter", unit="1", kind="garbled")
+            errors = dict(runner.driver.errors) if runner.driver is not None else {}
+    finally:
+        await hostile.stop()
+
+    # every bad frame counted, exactly, per unit and in /metrics
+    assert (hostile.sent, hostile.undecodable) == (40, 5)
+    assert unit_errors()["garbled"] == 40 and garbled == 40
+    assert errors["garbled"] == 40 and errors["connection_lost"] == 5
+    # no traceback, nothing from asyncio (pymodbus raised out of data_received before)
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in records if r.exc_info or r.name == "asyncio"]
+    by_logger: dict[str, list[str]] = {}
+    for r in records:
+        by_logger.setdefault(r.name, []).append(r.getMessage())
+    # the driver: the request's first failure; the runner: the first loss, then summaries
+    (driver_line,) = by_logger.pop("drivers.modbus.driver")
+    assert "garbled answer (not a Modbus TCP frame: protocol id 7" in driver_line
+    losses = by_logger.pop("gateway.runtime.device_runner")
+    assert "cannot be decoded" in losses[0]
+    assert all(re.search(r"connection lost \d+ more times? in the last", x) for x in losses[1:])
+    assert len(losses) <= 1 + elapsed / HOSTILE_SUMMARY_S
+    # pymodbus: its one line about the undecodable frames (and no summary is due per frame)
+    pymodbus_lines = by_logger.pop(PYMODBUS_LOGGER, [])
+    assert 1 <= len(pymodbus_lines) <= 1 + elapsed / HOSTILE_SUMMARY_S
+    assert by_logger == {}, by_logger
+    # 40 bad frames, 5 lost connections: a handful of lines
+    assert len(records) < 45 / 3
+
+
+async def until(predicate: Any, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

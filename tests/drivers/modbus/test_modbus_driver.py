@@ -219,7 +219,9 @@ async def test_answer_with_the_wrong_function_code_is_a_decode_error(
         await fake.stop()
 
 
-async def test_unparseable_answer_is_a_lost_connection(make_driver: MakeDriver) -> None:
+async def test_unparseable_answer_is_a_garbled_answer_and_a_lost_connection(
+    make_driver: MakeDriver, caplog: pytest.LogCaptureFixture
+) -> None:
     # a byte count of 255 with 2 bytes of data: the stream is out of step
     fake = RawDevice(lambda request: mbap_reply(request, bytes([3, 0xFF, 0x00, 0x01])))
     await fake.start()
@@ -227,10 +229,13 @@ async def test_unparseable_answer_is_a_lost_connection(make_driver: MakeDriver) 
         driver = make_driver(device(fake.port, [HOLE_TAGS[0]], timeout=3.0))
         await driver.connect()
         started = time.monotonic()
-        with pytest.raises(ConnectionLost):
+        with pytest.raises(ConnectionLost, match="garbled answer that cannot be decoded"):
             await read_all(driver)
         assert time.monotonic() - started < 1.0
-        assert driver.errors == {"connection_lost": 1}
+        assert driver.errors == {"garbled": 1, "connection_lost": 1}
+        assert driver.units[1].errors["garbled"] == 1  # a bad frame of its unit
+        # pymodbus raised it out of data_received: no traceback from asyncio for it
+        assert not [r for r in caplog.records if r.name == "asyncio"]
     finally:
         await fake.stop()
 
