@@ -7,10 +7,13 @@ behaviour against a real Modbus server is in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from drivers.base import Driver, PollGroup
 from gateway.backoff import Backoff
@@ -147,3 +150,38 @@ async def test_connection_lost_at_the_moment_of_shutdown_still_stops() -> None:
     assert task in done, "the device task kept running after it was cancelled"
     assert task.cancelled()
     assert runner.stats.state is DeviceState.STOPPED
+
+
+async def test_a_device_breaking_every_connection_is_reconnected_ever_more_slowly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It connects, then its first answer breaks the connection, again and again: the
+    backoff restarts only once a value came; the losses are one WARNING (then summaries)."""
+    caplog.set_level(logging.DEBUG, "gateway.runtime.device_runner")
+    losses = [ConnectionLost("dev: garbled answer; closed") for _ in range(6)]
+    backoff = Backoff(initial=0.01, maximum=10.0, jitter=0.0)
+    attempts_at_loss: list[int] = []
+    value_came = asyncio.Event()
+
+    def sink(batch: SampleBatch) -> None:
+        if batch.quality[0] == Quality.GOOD:
+            value_came.set()
+        else:  # all tags BAD after a loss, before the reconnect delay
+            attempts_at_loss.append(backoff.attempts)
+
+    runner = DeviceRunner("dev", lambda: ScriptedDriver(0, [*losses, 3.0]), sink,
+                          reconnect=backoff)  # fmt: skip
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(value_came.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # 0.01, 0.02, 0.04, ... s: each connect did not reset the backoff, the value did
+    assert attempts_at_loss == [0, 1, 2, 3, 4, 5] and backoff.attempts == 0
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert lines[:2] == [
+        ("INFO", "device dev: connected"),
+        ("WARNING", "device dev: connection lost: dev: garbled answer; closed; reconnecting"),
+    ]
+    assert len(lines) == 3 and lines[2][0] == "INFO"
+    assert re.fullmatch(r"device dev: connected and reading values again "
+                        r"\(after 6 failures in \d+ s\)", lines[2][1])
