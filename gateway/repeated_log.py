@@ -15,8 +15,10 @@ place where a peer or a broken disk can drive a failure per event:
 
 The counters and metrics of each failure stay exact; only the log is thinned.
 :class:`RepeatCounter` is the pure logic (its clock is injected), :class:`RepeatedLog`
-writes what it decides to a logger. Neither is thread-safe: each is used by one task or
-thread (or under its owner's lock).
+writes what it decides to a logger. :class:`KindCounter` and :class:`RepeatedKinds` count
+several kinds apart (junk that fails one way, then another, per exception type or per
+peer). None is thread-safe: each is used by one task or thread (or under its owner's
+lock).
 """
 
 from __future__ import annotations
@@ -148,15 +150,80 @@ class RepeatedLog:
 
     def failure(self, reason: str, key: str | None = None) -> bool:
         """Count a failure; True when a line was logged for it."""
-        return self._write(self.counter.failure(reason, key))
+        return _write(self.logger, self.counter.failure(reason, key))
 
     def due(self, force: bool = False) -> None:
-        self._write(self.counter.due(force))
+        _write(self.logger, self.counter.due(force))
 
     def recovery(self, text: str) -> None:
-        self._write(self.counter.recovery(text))
+        _write(self.logger, self.counter.recovery(text))
 
-    def _write(self, lines: list[LogLine]) -> bool:
-        for line in lines:
-            self.logger.log(line.level, "%s", line.text)
-        return bool(lines)
+
+class KindCounter:
+    """Several kinds of one repeating failure, each a :class:`RepeatCounter` of its own:
+    kinds that take turns (a hostile peer's junk fails one way, then another) are not
+    changes of reason. At most ``max_kinds`` are remembered; beyond, the least recent is
+    forgotten (and logged in full again if it comes back), so random kinds cannot grow
+    memory. There is no recovery: a kind that stops is summed up by :meth:`due`."""
+
+    def __init__(
+        self,
+        what: str,
+        level: int = logging.WARNING,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_kinds: int = 64,
+    ) -> None:
+        self.what = what
+        self.level = level
+        self.interval = interval
+        self._clock = clock
+        self._max_kinds = max_kinds
+        self._kinds: dict[str, RepeatCounter] = {}  # in order of last use
+
+    def failure(self, reason: str, kind: str, level: int | None = None) -> list[LogLine]:
+        """One failure of ``kind`` (a new kind's lines at ``level``, by default the
+        counter's): the lines to log now."""
+        counter = self._kinds.pop(kind, None)
+        if counter is None:
+            counter = RepeatCounter(self.what, level or self.level, self.interval, self._clock)
+            if len(self._kinds) >= self._max_kinds:
+                del self._kinds[next(iter(self._kinds))]
+        self._kinds[kind] = counter  # the most recent last
+        return counter.failure(reason, kind)
+
+    def last_reason(self, kind: str) -> str | None:
+        counter = self._kinds.get(kind)
+        return None if counter is None else counter.reason
+
+    def due(self, force: bool = False) -> list[LogLine]:
+        return [line for counter in self._kinds.values() for line in counter.due(force)]
+
+
+class RepeatedKinds:
+    """A :class:`KindCounter` writing to ``logger``."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        level: int = logging.WARNING,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_kinds: int = 64,
+    ) -> None:
+        self.logger = logger
+        self.counter = KindCounter(what, level, interval, clock, max_kinds)
+
+    def failure(self, reason: str, kind: str) -> bool:
+        """Count a failure of ``kind``; True when a line was logged for it."""
+        return _write(self.logger, self.counter.failure(reason, kind))
+
+    def due(self, force: bool = False) -> None:
+        _write(self.logger, self.counter.due(force))
+
+
+def _write(logger: logging.Logger, lines: list[LogLine]) -> bool:
+    for line in lines:
+        logger.log(line.level, "%s", line.text)
+    return bool(lines)

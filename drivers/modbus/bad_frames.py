@@ -34,21 +34,18 @@ import logging
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.exceptions import ModbusException
 
-from gateway.repeated_log import RepeatCounter
+from gateway.repeated_log import KindCounter
 
 #: the logger pymodbus writes its own lines to
 PYMODBUS_LOGGER = "pymodbus.logging"
 #: pymodbus's own line for "the same text again" (its dedup is global and forgets)
 _PYMODBUS_REPEATING = "Repeating...."
-#: kinds of lines counted apart at most; the oldest kind is forgotten beyond
-_MAX_KINDS = 64
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
 
 
@@ -103,8 +100,7 @@ class PymodbusLogFilter(logging.Filter):
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self._clock = clock
-        self._kinds: OrderedDict[str, RepeatCounter] = OrderedDict()
+        self._kinds = KindCounter("pymodbus logged this", clock=clock)
         self._last_kind: str | None = None
         self._lock = threading.Lock()
 
@@ -118,23 +114,15 @@ class PymodbusLogFilter(logging.Filter):
         with self._lock:
             if text == _PYMODBUS_REPEATING:
                 kind = self._last_kind
-                if kind is None or kind not in self._kinds:
+                repeated = None if kind is None else self._kinds.last_reason(kind)
+                if kind is None or repeated is None:
                     return False
-                first = self._kinds[kind].reason  # the text it repeats
+                first = repeated  # the text it repeats
             else:
                 first = text.split("\n", 1)[0]
                 kind = _NUMBERS.sub("#", first)
             self._last_kind = kind
-            counter = self._kinds.get(kind)
-            if counter is None:
-                counter = self._kinds[kind] = RepeatCounter(
-                    "pymodbus logged this", record.levelno, clock=self._clock
-                )
-                if len(self._kinds) > _MAX_KINDS:
-                    self._kinds.popitem(last=False)
-            else:
-                self._kinds.move_to_end(kind)
-            lines = counter.failure(first, key=kind)
+            lines = self._kinds.failure(first, kind, record.levelno)
         if not lines:
             return False
         if lines[-1].summary:

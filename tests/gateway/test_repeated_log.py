@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gateway.repeated_log import LogLine, RepeatCounter, RepeatedLog
+from gateway.repeated_log import LogLine, RepeatCounter, RepeatedKinds, RepeatedLog
 
 ERROR, INFO = logging.ERROR, logging.INFO
 
@@ -148,3 +148,32 @@ def test_repeated_log_writes_the_lines_to_its_logger(clock: Clock) -> None:
         (logging.WARNING, "device m: answers 1 more time in the last 10 s: garbled"),
         (INFO, "device m: answers again (after 2 failures in 10 s)"),
     ]
+
+
+def test_kinds_taking_turns_are_counted_apart_and_memory_is_bounded(clock: Clock) -> None:
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.Logger("test.repeated_kinds", logging.DEBUG)  # not in the registry
+    logger.addHandler(Keep())
+    kinds = RepeatedKinds(logger, "undecodable message", interval=60.0, clock=clock,
+                          max_kinds=2)
+    for i in range(30):  # junk that fails two ways in turn
+        clock.now += 1
+        kinds.failure(f"on t/{i}: Expecting value", "JSONDecodeError")
+        kinds.failure(f"on t/{i}: 'type'", "KeyError")
+    assert records == ["undecodable message: on t/0: Expecting value",
+                       "undecodable message: on t/0: 'type'"]
+    clock.now += 31  # 60 s after the first lines
+    kinds.due()
+    assert records[2:] == [
+        "undecodable message 29 more times in the last 60 s: on t/29: Expecting value",
+        "undecodable message 29 more times in the last 60 s: on t/29: 'type'",
+    ]
+    kinds.failure("on t/x: bad", "TypeError")  # a third kind: the least recent is forgotten
+    kinds.failure("on t/y: Expecting value", "JSONDecodeError")  # forgotten: in full again
+    assert records[4:] == ["undecodable message: on t/x: bad",
+                           "undecodable message: on t/y: Expecting value"]
