@@ -22,6 +22,9 @@ def sink_metrics(sink: InfluxSink) -> Iterator[Metric]:
                                               c.points_rejected),
         "chenxing_influxdb_points_dropped": ("Points dropped from the sink's spool (full, age)",
                                              stats.dropped_samples),
+        "chenxing_influxdb_spool_write_errors": (
+            "Transactions of the sink's spool that failed (disk full, I/O error)",
+            getattr(sink.spool, "write_errors", 0)),
         "chenxing_influxdb_restricted_samples_withheld": (
             "Samples of restricted tags not sent to InfluxDB", c.restricted_withheld),
     }  # fmt: skip

@@ -22,11 +22,18 @@ from gateway.config.influxdb import InfluxDbConfig
 from gateway.config.loader import resolve_secret
 from gateway.config.models import GatewayConfig
 from gateway.influxdb.line_protocol import BatchEncoder
-from gateway.influxdb.writer import InfluxTarget, InfluxWriter, WriteRejected, write_until_done
+from gateway.influxdb.writer import (
+    InfluxTarget,
+    InfluxWriter,
+    WriteRejected,
+    write_failures_log,
+    write_until_done,
+)
 from gateway.northbound.contract_json import PublishableTags
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import Outbox
 from gateway.northbound.spool import SpoolLimits, open_spool
+from gateway.repeated_log import RepeatedKinds
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch
 
@@ -67,6 +74,9 @@ class InfluxSink:
         self._lines: list[str] = []
         self._wake = asyncio.Event()
         self._publishable = PublishableTags(catalog, publish_restricted)
+        # a server that refuses every batch, or stays down, is not a line per batch
+        self._write_failures = write_failures_log(writer)
+        self._rejections = RepeatedKinds(log, "InfluxDB rejected a batch", logging.ERROR)
 
     # --- input from the pipeline -----------------------------------------------------------
     def submit(self, batch: SampleBatch) -> None:
@@ -108,6 +118,8 @@ class InfluxSink:
             await asyncio.sleep(self.config.flush_interval)
             self.flush()
             self.spool.maintain()
+            self._write_failures.due()
+            self._rejections.due()
 
     async def _sender(self) -> None:
         backoff = Backoff(self.config.retry_min, self.config.retry_max)
@@ -126,12 +138,13 @@ class InfluxSink:
 
     async def _send(self, batch: OutboundMessage, backoff: Backoff) -> None:
         try:
-            await write_until_done(self.writer, batch.payload, backoff, self._on_retry)
+            await write_until_done(self.writer, batch.payload, backoff, self._on_retry,
+                                   self._write_failures)  # fmt: skip
         except WriteRejected as exc:
             self.counters.batches_rejected += 1
             self.counters.points_rejected += batch.samples
             self.last_error = f"batch of {batch.samples} points rejected: {exc}"
-            log.error("InfluxDB: %s; it is dropped", self.last_error)
+            self._rejections.failure(f"{batch.samples} points: {exc}; dropped", str(exc.status))
         else:
             self.connected = True
             self.last_error = None

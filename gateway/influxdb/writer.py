@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.backoff import Backoff
+from gateway.repeated_log import RepeatedLog
 
 if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
@@ -36,6 +37,10 @@ class WriteFailed(Exception):
 
 class WriteRejected(Exception):
     """The server refused the batch for what it contains; retrying will not help."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +102,7 @@ class InfluxWriter:
             status = int(exc.status or 0)
             reason = _describe_status(status, exc.body)
             if status in _REJECTED:
-                raise WriteRejected(reason) from None
+                raise WriteRejected(reason, status) from None
             raise WriteFailed(reason, _retry_after(exc)) from None
         except (aiohttp.ClientError, OSError, TimeoutError, InfluxDBError) as exc:
             raise WriteFailed(f"cannot reach {t.url}: {exc or type(exc).__name__}") from None
@@ -108,16 +113,25 @@ class InfluxWriter:
             await client.close()
 
 
+def write_failures_log(writer: InfluxWriter) -> RepeatedLog:
+    """The log of failed writes to ``writer``'s server: the first reason, a summary a
+    minute while it stays down, the recovery (gateway/repeated_log.py). Kept by the caller
+    across batches."""
+    return RepeatedLog(log, f"InfluxDB {writer.target.url}: write failed", logging.WARNING)
+
+
 async def write_until_done(
     writer: InfluxWriter,
     body: bytes,
     backoff: Backoff,
     on_retry: Callable[[str], None] = lambda reason: None,
+    failures: RepeatedLog | None = None,
 ) -> None:
     """Write ``body`` until the server accepts it, waiting between attempts with backoff
     and jitter (at least the server's Retry-After). Raises :class:`WriteRejected`;
-    cancellation stops the retries."""
-    last_reason = ""
+    cancellation stops the retries. Failures are logged to ``failures`` (by default a
+    log of this call's own)."""
+    failures = failures or write_failures_log(writer)
     while True:
         try:
             await writer.write(body)
@@ -127,12 +141,9 @@ async def write_until_done(
             delay = backoff.next_delay()
             if exc.retry_after is not None:
                 delay = max(delay, exc.retry_after)
-            if reason != last_reason:
-                log.warning("InfluxDB write failed (%s); retrying in %.1fs", reason, delay)
-                last_reason = reason
+            failures.failure(f"{reason}; retrying with backoff", key=reason)
             await asyncio.sleep(delay)
             continue
         backoff.reset()
-        if last_reason:
-            log.info("InfluxDB %s accepts writes again", writer.target.url)
+        failures.recovery(f"InfluxDB {writer.target.url} accepts writes again")
         return

@@ -9,6 +9,7 @@ from typing import Any
 from gateway.ingest.counters import IngestCounters
 from gateway.ingest.points import PointEncoder, tag_type
 from gateway.ingest.sequences import JsonSequence, SeqOutcome
+from gateway.repeated_log import RepeatedKinds
 from gateway.types import QUALITY_NAMES
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ class JsonIngest:
         self.catalogs: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
         self.sequences: dict[tuple[str, str, str], JsonSequence] = {}
         self.sessions: dict[tuple[str, str, str], object] = {}
+        # per message, driven by whoever publishes: the first of each kind, then summaries
+        self._undecodable_log = RepeatedKinds(log, "undecodable message")  # per error type
+        self._gap_log = RepeatedKinds(log, "sequence gap")  # per gateway
 
     def handle(self, topic: str, payload: bytes) -> list[str]:
         try:
@@ -99,10 +103,16 @@ class JsonIngest:
         elif result.outcome is SeqOutcome.LATE:
             self.counters.late += 1
         elif result.outcome is SeqOutcome.GAP:
-            log.warning("gateway %s/%s/%s: seq %d after %d: %d missing so far", *key, seq,
-                        seq - result.skipped - 1, result.skipped)  # fmt: skip
+            gateway = "/".join(key)
+            self._gap_log.failure(f"gateway {gateway}: seq {seq} after "
+                                  f"{seq - result.skipped - 1}: {result.skipped} missing so far",
+                                  gateway)  # fmt: skip
         self.counters.gaps += tracker.missing - before
 
     def _undecodable(self, topic: str, exc: Exception) -> None:
         self.counters.undecodable += 1
-        log.warning("undecodable message on %s: %s", topic, exc)
+        self._undecodable_log.failure(f"on {topic}: {exc}", type(exc).__name__)
+
+    def sum_up_logs(self, force: bool = False) -> None:
+        self._undecodable_log.due(force)
+        self._gap_log.due(force)

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from gateway.backoff import Backoff
 from gateway.config.loader import resolve_secret
-from gateway.influxdb.writer import InfluxTarget, InfluxWriter, WriteRejected, write_until_done
+from gateway.influxdb.writer import (
+    InfluxTarget,
+    InfluxWriter,
+    WriteRejected,
+    write_failures_log,
+    write_until_done,
+)
 from gateway.ingest.config import IngestConfig
 from gateway.ingest.counters import IngestCounters
 from gateway.ingest.json_messages import JsonIngest
@@ -25,6 +31,7 @@ from gateway.ingest.points import PointEncoder
 from gateway.ingest.sparkplug_messages import SparkplugIngest
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink
+from gateway.repeated_log import RepeatedKinds, RepeatedLog
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +44,13 @@ class IngestReader:
         self.counters = IngestCounters()
         influx = config.influxdb
         self.writer: InfluxWriter | None = None
+        self._write_failures: RepeatedLog | None = None
+        self._rejections = RepeatedKinds(log, "InfluxDB refused points", logging.ERROR)
         if influx is not None:
             token = resolve_secret(influx.token, base_dir) if influx.token else None
             self.writer = InfluxWriter(InfluxTarget(
                 influx.url, influx.bucket, influx.org, token, influx.precision, influx.timeout))
+            self._write_failures = write_failures_log(self.writer)
         self._password = (
             resolve_secret(config.password, base_dir) if config.password is not None else None
         )
@@ -108,10 +118,11 @@ class IngestReader:
         body = "\n".join(self._pending[i] for i in range(count)).encode()
         self._front_dropped = 0
         try:
-            await write_until_done(self.writer, body, backoff, self._write_failed)
+            await write_until_done(self.writer, body, backoff, self._write_failed,
+                                   self._write_failures)  # fmt: skip
         except WriteRejected as exc:
             self.counters.rejected += count
-            log.error("InfluxDB refused %d points: %s; they are dropped", count, exc)
+            self._rejections.failure(f"{count} points: {exc}; dropped", str(exc.status))
         else:
             self.counters.written += count
         # the oldest points (these) may have been dropped meanwhile: remove the rest of them
@@ -125,6 +136,15 @@ class IngestReader:
         while True:
             await asyncio.sleep(self.config.report_interval)
             log.info("ingest: %s", self.counters.summary())
+            self.sum_up_logs()
+
+    def sum_up_logs(self, force: bool = False) -> None:
+        """Summaries of repeating failures counted but not yet logged."""
+        for repeated in (self._write_failures, self._rejections):
+            if repeated is not None:
+                repeated.due(force)
+        self.json.sum_up_logs(force)
+        self.sparkplug.sum_up_logs(force)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, drain_timeout: float = 10.0) -> IngestCounters:
@@ -146,6 +166,7 @@ class IngestReader:
             await self._drain(tasks, drain_timeout)
             if self.writer is not None:
                 await self.writer.close()
+            self.sum_up_logs(force=True)
             log.info("ingest stopped: %s", self.counters.summary())
         return self.counters
 

@@ -23,6 +23,7 @@ from gateway.northbound.sparkplug.decode import (
     parse_topic,
     resolve_datatype,
 )
+from gateway.repeated_log import RepeatedKinds
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ class SparkplugIngest:
         self.rebirth_holdoff = rebirth_holdoff
         self.clock = clock
         self.nodes: dict[tuple[str, str], EdgeNode] = {}
+        # per message, driven by whoever publishes: the first of each kind, then summaries
+        self._undecodable_log = RepeatedKinds(log, "undecodable Sparkplug message")
+        self._gap_log = RepeatedKinds(log, "Sparkplug sequence gap")  # per edge node
+        self._alias_log = RepeatedKinds(log, "metrics with unknown aliases")  # per node
 
     def handle(self, topic_text: str, data: bytes) -> list[str]:
         topic = parse_topic(topic_text)
@@ -86,7 +91,7 @@ class SparkplugIngest:
             payload = decode_payload(data)
         except SparkplugDecodeError as exc:
             self.counters.undecodable += 1
-            log.warning("undecodable Sparkplug message on %s: %s", topic_text, exc)
+            self._undecodable_log.failure(f"on {topic_text}: {exc}", type(exc).__name__)
             return []
         node = self.nodes.setdefault((topic.group_id, topic.edge_node_id), EdgeNode())
         kind = topic.message_type
@@ -143,6 +148,10 @@ class SparkplugIngest:
         node.online = False
         node.seq.end_session()
 
+    def sum_up_logs(self, force: bool = False) -> None:
+        for repeated in (self._undecodable_log, self._gap_log, self._alias_log):
+            repeated.due(force)
+
     # --- data ----------------------------------------------------------------------------
     def _sequence(self, topic: SparkplugTopic, node: EdgeNode, seq: int | None) -> None:
         if not self.sequence_check or seq is None or not node.born:
@@ -152,8 +161,9 @@ class SparkplugIngest:
             self.counters.duplicates += 1
         elif result.outcome is SeqOutcome.GAP:
             self.counters.gaps += result.skipped
-            log.warning("%s/%s: seq %d: %d messages missing", topic.group_id,
-                        topic.edge_node_id, seq, result.skipped)  # fmt: skip
+            node_name = f"{topic.group_id}/{topic.edge_node_id}"
+            self._gap_log.failure(f"{node_name}: seq {seq}: {result.skipped} messages missing",
+                                  node_name)  # fmt: skip
 
     def _data(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any]) -> list[str]:
         if topic.device_id is None:
@@ -198,9 +208,9 @@ class SparkplugIngest:
                                            tag_type(datatype)))  # fmt: skip
         if unknown:
             self.counters.unknown_aliases += unknown
-            log.warning("%s/%s%s: %d metrics with unknown aliases (no birth seen)",
-                        topic.group_id, topic.edge_node_id,
-                        f"/{topic.device_id}" if topic.device_id else "", unknown)  # fmt: skip
+            where = f"{topic.group_id}/{topic.edge_node_id}" + (
+                f"/{topic.device_id}" if topic.device_id else "")
+            self._alias_log.failure(f"{where}: {unknown} (no birth seen)", where)
             if node is not None:
                 self._ask_rebirth(topic, node)
         return lines

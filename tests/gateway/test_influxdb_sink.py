@@ -4,10 +4,13 @@ published over MQTT is also in the store, through an outage of the store."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from aiohttp import web
 
 from gateway.config.loader import load_config_text
 from gateway.errors import ConfigError
@@ -155,3 +158,74 @@ async def test_sink_outage_spools_and_delivers_everything_after(
         await asyncio.sleep(0.5)
     assert sink.counters.points_rejected == 0
     assert_same(published(rec), victoria_metrics)
+
+
+class MoodyInflux:
+    """An InfluxDB v2 write endpoint on loopback (aiohttp) that answers every write with
+    ``status``: 400 (the batch is refused), 503 (down for now) or 204 (written)."""
+
+    def __init__(self) -> None:
+        self.status = 400
+        self.writes: list[int] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/v2/write", self._write)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _write(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.writes.append(self.status)
+        body = '{"code":"invalid","message":"field type conflict"}'
+        return web.Response(status=self.status, text="" if self.status == 204 else body,
+                            content_type="application/json")  # fmt: skip
+
+
+async def test_a_server_refusing_every_batch_or_down_is_a_few_lines_not_one_per_batch(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv("CX_TEST_INFLUX_TOKEN", "secret")
+    server = MoodyInflux()
+    await server.start()
+    settings = {"url": server.url, "bucket": "plant", "org": "chenxing",
+                "flush_interval": "100ms", "token": {"env": "CX_TEST_INFLUX_TOKEN"},
+                "retry_min": 0.05, "retry_max": 0.1}  # fmt: skip
+    config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter", waveform_meter.port)],
+                            http={"enabled": False}, influxdb=settings)
+    try:
+        async with running(config) as gw:
+            sink = gw.gateway.influxdb
+            assert sink is not None
+            assert await wait_until(lambda: sink.counters.batches_rejected >= 10, 20)
+            server.status = 503
+            assert await wait_until(lambda: sink.counters.write_errors >= 10, 20)
+            server.status = 204
+            assert await wait_until(lambda: sink.counters.batches_written >= 1, 20)
+            counters = sink.counters
+    finally:
+        await server.stop()
+    assert server.writes.count(400) == counters.batches_rejected >= 10
+    assert server.writes.count(503) == counters.write_errors >= 10
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records
+             if r.name.startswith("gateway.influxdb") and r.levelno >= logging.INFO]
+    # the first refusal, the first failed write, the recovery: no summary is due yet
+    assert [level for level, _ in lines] == ["ERROR", "WARNING", "INFO"], lines
+    assert lines[0][1].startswith("InfluxDB rejected a batch: ")
+    assert "HTTP 400" in lines[0][1] and "field type conflict" in lines[0][1]
+    assert lines[1][1].startswith(f"InfluxDB {server.url}: write failed: HTTP 503")
+    assert re.fullmatch(
+        rf"InfluxDB {server.url} accepts writes again \(after \d+ failures in \d+ s\)",
+        lines[2][1])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,38 @@ def test_malformed_json_messages_are_counted_never_raise(
     body = {"v": 1, "site": "s", "line": "l", "gateway": "g", **extra}
     assert ingest.handle("t", json.dumps(body).encode()) == []
     assert counters.undecodable == undecodable
+
+
+async def test_junk_and_gaps_from_a_publisher_are_counted_and_logged_once_per_kind(
+    mosquitto: MqttBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can publish on the contract's topics drives these per message: the log
+    gets the first of each kind (error type, gateway), the counters every message."""
+    caplog.set_level(logging.INFO, "gateway.ingest")
+    config = ingest_config(mosquitto, None)
+    pub = Publisher(mosquitto)
+    try:
+        async with running_reader(config) as reader:
+            for i in range(20):  # junk that fails two ways in turn
+                pub.publish(f"chenxing/v1/plant/l1/gw-{i}/data", b"{not json")
+                pub.publish(f"chenxing/v1/plant/l1/gw-{i}/data", b'{"v": 1}')
+            for seq in range(0, 40, 2):  # every other message of gw-x missing: 19 gaps
+                pub.publish(*json_data(seq))
+            assert await until(lambda: reader.counters.data_messages == 20, 10)
+            counters = await reader.stop()
+    finally:
+        pub.close()
+    assert counters.undecodable == 40 and counters.gaps == 19
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # before: one WARNING per message (59); now the 3 firsts and their summaries at exit
+    assert len(warnings) == 3 + 3, warnings
+    assert warnings[0].startswith("undecodable message: on chenxing/v1/plant/l1/gw-0/data: ")
+    assert warnings[1] == "undecodable message: on chenxing/v1/plant/l1/gw-0/data: 'type'"
+    assert warnings[2] == "sequence gap: gateway plant/l1/gw-x: seq 2 after 0: 1 missing so far"
+    summaries = sorted(warnings[3:])
+    assert re.fullmatch(r"sequence gap 18 more times in the last \d+ s: gateway plant/l1/gw-x: "
+                        r"seq 38 after 36: 1 missing so far", summaries[0])
+    assert re.fullmatch(r"undecodable message 19 more times in the last \d+ s: on "
+                        r"chenxing/v1/plant/l1/gw-19/data: 'type'", summaries[1])
+    assert re.fullmatch(r"undecodable message 19 more times in the last \d+ s: on "
+                        r"chenxing/v1/plant/l1/gw-19/data: Expecting .*", summaries[2])
