@@ -54,6 +54,7 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.node_port import NodePort
 from gateway.errors import ConnectionLost, DeviceUnreachable
+from gateway.repeated_log import RepeatedKinds, RepeatedLog
 from gateway.types import IntArray, Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,10 @@ class McuNodeDriver(Driver):
         self._pending: dict[int, SetConfig] = {}
         self._logged_other_node = False
         self._warned_at: dict[str, float] = {}
+        # a node can send errors or reboot over and over: the first, then summaries
+        self._node_errors = RepeatedKinds(log, f"{config.name}: node {config.node_id} error")
+        self._reboots = RepeatedLog(log, f"{config.name}: node {config.node_id} rebooted",
+                                    logging.WARNING)  # fmt: skip
 
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> None:
@@ -138,6 +143,8 @@ class McuNodeDriver(Driver):
             port.detach(self.config.node_id)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result("closed")
+        self._node_errors.due(force=True)
+        self._reboots.due(force=True)
 
     @property
     def connected(self) -> bool:
@@ -236,6 +243,8 @@ class McuNodeDriver(Driver):
         if isinstance(message, Heartbeat):
             if self.node is not None:
                 self._observe_tick(message.tick, arrival_ns)
+            self._node_errors.due()  # summaries of what a node repeated
+            self._reboots.due()
         elif isinstance(message, Ack):
             if self._pending.pop(message.sequence, None) is not None:
                 log.info("%s: node %d accepted the settings", self.device_name, cfg.node_id)
@@ -248,8 +257,8 @@ class McuNodeDriver(Driver):
         elif isinstance(message, Error):
             self.errors["node_error"] += 1
             where = "" if message.channel == 0xFF else f" on channel {message.channel}"
-            log.warning("%s: node %d error 0x%04x%s: %s", self.device_name, cfg.node_id,
-                        message.code, where, message.text)
+            self._node_errors.failure(f"0x{message.code:04x}{where}: {message.text}",
+                                      f"{message.code}/{message.channel}")  # fmt: skip
 
     def _check_sequence(self, seq: int) -> None:
         last = self._last_seq
@@ -271,7 +280,7 @@ class McuNodeDriver(Driver):
         rebooted = not first and seq == 0
         if rebooted:
             self.errors["node_reboots"] += 1
-            log.warning("%s: node %d rebooted", self.device_name, cfg.node_id)
+            self._reboots.failure("its sequence started again at 0")
         if first or rebooted or hello.tick_hz != self._clock.tick_hz:
             self._clock.reset(hello.tick_hz)
         self._last_seq = seq

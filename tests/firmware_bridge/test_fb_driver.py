@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.driver import McuNodeDriver
+from firmware_bridge.messages import Error
 from gateway.backoff import Backoff
 from gateway.errors import DeviceUnreachable
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
@@ -385,3 +388,41 @@ async def test_unix_ms_past_int64_ns_is_counted_and_stamped_on_arrival(
     assert odd.values.tolist() == [-7.5, -8.5]
     assert sent_ns <= odd.ts_ns[1] <= got_ns and odd.ts_ns[1] - odd.ts_ns[0] == 250_000_000
     assert_values_were_sent(sim, SampleBatch.concat(out.batches[after:]))
+
+
+async def test_a_node_repeating_errors_and_reboots_is_logged_once_each_and_counted(
+    sim: McuNodeSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing sensor reports an error per reading, a browning-out node reboots over and
+    over: the first of each, then a summary (here at close), every one counted."""
+    caplog.set_level(logging.INFO, "firmware_bridge.driver")
+    driver = McuNodeDriver(node_config(sim), IDS)
+    out = Collector()
+    await driver.connect()
+    task = asyncio.create_task(driver.subscribe(out))
+    try:
+        await out.until(lambda: out.good_count() >= 5)
+        for _ in range(30):
+            sim.send(Error(0x0102, 1, "sensor not responding"))
+        for _ in range(5):
+            sim.send(Error(0x0201, 0xFF, "flash write failed"))
+        await out.until(lambda: driver.errors["node_error"] == 35)
+        for n in range(1, 4):
+            sim.reboot()
+            await out.until(lambda n=n: driver.errors["node_reboots"] == n)  # type: ignore[misc]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await driver.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings[:3] == [
+        "node: node 7 error: 0x0102 on channel 1: sensor not responding",
+        "node: node 7 error: 0x0201: flash write failed",
+        "node: node 7 rebooted: its sequence started again at 0",
+    ]
+    assert sorted(re.sub(r"last \d+ s", "last N s", w) for w in warnings[3:]) == [
+        "node: node 7 error 29 more times in the last N s: 0x0102 on channel 1: "
+        "sensor not responding",
+        "node: node 7 error 4 more times in the last N s: 0x0201: flash write failed",
+        "node: node 7 rebooted 2 more times in the last N s: its sequence started again at 0",
+    ]
