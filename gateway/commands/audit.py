@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.commands.result import json_safe
+from gateway.repeated_log import RepeatedLog
 from gateway.types import now_ns
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class AuditLog:
         self._lock = threading.Lock()
         self.lines = 0
         self.errors = 0
+        # a full disk fails every record: the first, then a summary a minute (no traceback)
+        self._failures = RepeatedLog(log, f"cannot write the audit log {path}")
 
     def record(self, event: str, **fields: Any) -> None:
         """Append one line and fsync it. Errors are logged and counted, never raised."""
@@ -43,11 +46,13 @@ class AuditLog:
                 while written < len(data):
                     written += os.write(self._fd, data[written:])
                 os.fsync(self._fd)
-            except (OSError, ValueError):
+            except (OSError, ValueError) as exc:
                 self.errors += 1
-                log.exception("cannot write the audit log %s", self.path)
+                self._failures.failure(f"{exc}; lines lost so far: {self.errors}",
+                                       key=str(exc))  # fmt: skip
                 return
             self.lines += 1
+            self._failures.recovery(f"audit log {self.path} written again")
 
     def close(self) -> None:
         with self._lock:

@@ -46,6 +46,7 @@ from gateway.config.broker_url import BrokerAddress
 from gateway.config.models import MqttConfig, MqttTlsConfig
 from gateway.northbound.broker_rotation import BrokerRotation
 from gateway.northbound.message import OutboundMessage
+from gateway.repeated_log import RepeatedKinds
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,8 @@ class MqttLink:
         #: connection attempts that failed since the last successful connect
         self.failed_attempts = 0
         self._logged_reasons: set[str] = set()  # reasons logged in this outage
+        # MQTT 5: a broker may refuse every message (quota, not authorised): per reason code
+        self._rejections = RepeatedKinds(log, "broker rejected a message", logging.ERROR)
         self._refused = False  # the current attempt's CONNACK was a refusal
         self._loop = asyncio.get_running_loop()
         self._on_ack = on_ack
@@ -304,6 +307,7 @@ class MqttLink:
         silent (no PINGRESP, no CONNACK) within the keep-alive."""
         self._misc_timer = self._loop.call_later(1.0, self._misc)
         self._client.loop_misc()
+        self._rejections.due()
 
     async def _run(self) -> None:
         """Connect, wait until the connection ends, wait the backoff delay, again."""
@@ -495,7 +499,7 @@ class MqttLink:
         if message_id is None:
             return
         if failure is not None:  # MQTT 5 PUBACK with an error code: the broker will not route it
-            log.error("broker rejected message %d: %s", message_id, failure)
+            self._rejections.failure(f"{failure} (message {message_id})", str(failure))
         self._on_ack(message_id)
 
     # --- API -------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,22 @@ async def test_executor_rejects_retained_commands(tmp_path: Path) -> None:
     task.cancel()
     ex.close()
     assert driver.writes == [] and "retained" in (answers[0].reason or "")
+
+
+def test_an_audit_log_on_a_full_disk_counts_every_lost_line_and_logs_one_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """/dev/full fails every write with ENOSPC, as a full disk does."""
+    caplog.set_level(logging.INFO, "gateway.commands.audit")
+    audit = AuditLog(Path("/dev/full"))
+    try:
+        for n in range(30):
+            audit.record("write", n=n)
+    finally:
+        audit.close()
+    assert (audit.errors, audit.lines) == (30, 0)
+    (record,) = caplog.records  # before: 30 ERRORs with a traceback each
+    assert record.levelno == logging.ERROR and record.exc_info is None
+    assert record.getMessage() == (
+        "cannot write the audit log /dev/full: [Errno 28] No space left on device; "
+        "lines lost so far: 1")

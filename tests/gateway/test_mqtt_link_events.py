@@ -48,7 +48,8 @@ async def test_acks_and_state_changes_reach_the_handlers_in_order_with_few_callb
     client = link._client
     caplog.set_level(logging.ERROR, "gateway.northbound.mqtt_link")
     for mid in range(1, 101):  # one loop_read's worth of PUBACKs, a disconnect among them
-        link._paho_publish(client, None, mid, QUOTA_EXCEEDED if mid == 7 else SUCCESS, None)
+        rejected_mid = mid in (7, 8, 9)  # a broker refusing messages: one line, not three
+        link._paho_publish(client, None, mid, QUOTA_EXCEEDED if rejected_mid else SUCCESS, None)
     link._paho_disconnect(client, None, None, SUCCESS, None)
     for mid in range(101, 201):
         link._paho_publish(client, None, mid, SUCCESS, None)
@@ -59,7 +60,7 @@ async def test_acks_and_state_changes_reach_the_handlers_in_order_with_few_callb
     assert link.last_error is not None and link.last_error.startswith("disconnected")
     assert drains == 1  # one per burst, not one per PUBACK
     rejected = [r.getMessage() for r in caplog.records]
-    assert rejected == ["broker rejected message 1007: Quota exceeded"]
+    assert rejected == ["broker rejected a message: Quota exceeded (message 1007)"]
 
 
 async def test_the_link_publishes_on_the_event_loop_without_a_network_thread(
@@ -203,7 +204,7 @@ async def test_a_puback_with_a_reason_code_still_goes_through_paho(
             await asyncio.sleep(0.01)
         assert acked == [7, 8]
         assert [r.getMessage() for r in caplog.records] == [
-            "broker rejected message 7: Quota exceeded"
+            "broker rejected a message: Quota exceeded (message 7)"
         ]
     finally:
         await link.stop(timeout=0.5)

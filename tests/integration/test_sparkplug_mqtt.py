@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -396,3 +397,25 @@ async def test_qos_1_data_unacknowledged_by_a_frozen_broker_is_replayed_not_retr
         assert historical(second)
         keys = {(s["tag"], s["timestamp"]) for s in host.samples(msgs)}
         assert len(keys) == nb.counters.samples_published  # nothing lost
+
+
+async def test_junk_on_the_state_topic_is_counted_and_logged_once_per_kind(
+    tmp_path: Path, mosquitto: MqttBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone allowed to publish on spBv1.0/STATE/<host> can send junk at any rate."""
+    caplog.set_level(logging.WARNING, "gateway.northbound.sparkplug.edge_node")
+    device = meter_device("meter", 1, enabled=False)
+    config = sparkplug_config(tmp_path, mosquitto, [device], primary_host_id="scada")
+    with SparkplugHost(mosquitto.port) as host:
+        async with running(config) as gw:
+            nb = gw.gateway.northbound
+            assert nb is not None
+            assert await host.until(lambda ms: nb.link.connected.is_set(), timeout=10)
+            for i in range(30):
+                host._client.publish("spBv1.0/STATE/scada", b"{not json" if i % 2 else b"[1]",
+                                     qos=1).wait_for_publish(5)  # fmt: skip
+            counters = nb.spb_counters  # type: ignore[attr-defined]
+            assert await host.until(lambda ms: counters.bad_state_messages == 30)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings  # one per kind of junk (before: 30)
+    assert all(w.startswith("primary host STATE ignored: ") for w in warnings)

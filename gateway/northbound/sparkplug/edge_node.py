@@ -54,6 +54,7 @@ from gateway.northbound.sparkplug.decode import (
 )
 from gateway.northbound.sparkplug.link import SparkplugLink
 from gateway.northbound.sparkplug.wire import as_historical, is_historical, with_seq
+from gateway.repeated_log import RepeatedKinds
 from gateway.types import SampleBatch, now_ns
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class SparkplugEdgeNode(Northbound):
         self._host_online = False
         self._host_epoch = 0
         self._host_ts: int | None = None
+        #: whoever may publish on the STATE topic can send junk at any rate
+        self._bad_states = RepeatedKinds(log, "primary host STATE ignored")
         self._born_devices: set[str] = set()
         self._dead_devices: set[str] = set()
         self._dead_tags = np.zeros(len(contract.catalog), dtype=bool)
@@ -380,7 +383,7 @@ class SparkplugEdgeNode(Northbound):
             state = decode_state(payload)
         except SparkplugDecodeError as exc:
             self.spb_counters.bad_state_messages += 1
-            log.warning("primary host STATE ignored: %s", exc)
+            self._bad_states.failure(str(exc), str(exc).split(":", 1)[0])  # kind, no details
             return
         ts = state.get("timestamp")
         if isinstance(ts, int) and self._host_ts is not None and ts < self._host_ts:
