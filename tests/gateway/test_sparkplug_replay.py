@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,21 @@ def test_is_historical_reads_the_first_metric() -> None:
     for garbage in (b"\xff", b"\x12\x40abc", b"\x0b"):
         with pytest.raises(ValueError):
             wire.is_historical(garbage)
+
+
+async def test_damaged_spooled_messages_go_out_as_they_are_with_one_error_line(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disk fault can damage every spooled payload: each is sent as it is (not lost),
+    counted, and the log gets the first failure, not one traceback per message."""
+    caplog.set_level(logging.INFO, "gateway.northbound.sparkplug.edge_node")
+    topic = node.contract.device_topic("DDATA", "meter2")
+    for _ in range(10):  # a payload that does not parse (the replay's first burst: 10)
+        node.outbox.put(OutboundMessage(topic, b"\xff\xff\xff", "data", samples=1))
+    await node.connect()
+    assert len(node.data_sent()) == 10
+    assert node.nb.spb_counters.historical_reencoded == 10
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    (record,) = errors  # before: 10 ERRORs with a traceback each
+    assert record.levelno == logging.ERROR and record.exc_info is None
+    assert record.getMessage().startswith("spooled message could not be marked historical: ")

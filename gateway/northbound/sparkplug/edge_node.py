@@ -112,6 +112,9 @@ class SparkplugEdgeNode(Northbound):
         self._host_ts: int | None = None
         #: whoever may publish on the STATE topic can send junk at any rate
         self._bad_states = RepeatedKinds(log, "primary host STATE ignored")
+        #: a damaged spool fails per message; sent as it is
+        self._unmarkable = RepeatedKinds(log, "spooled message could not be marked historical",
+                                         logging.ERROR)  # fmt: skip
         self._born_devices: set[str] = set()
         self._dead_devices: set[str] = set()
         self._dead_tags = np.zeros(len(contract.catalog), dtype=bool)
@@ -275,8 +278,8 @@ class SparkplugEdgeNode(Northbound):
         self.spb_counters.historical_reencoded += 1
         try:
             payload = as_historical(message.payload)
-        except Exception:  # undecodable spool content: send it as it is rather than lose it
-            log.exception("spooled message %d could not be marked historical", message.id)
+        except Exception as exc:  # undecodable spool content: send it as it is, not lose it
+            self._unmarkable.failure(f"message {message.id}: {exc!r}", type(exc).__name__)
             return message
         return message.with_payload(payload)
 
