@@ -171,7 +171,7 @@ class HostileModbusServer:
     """A Modbus TCP peer on loopback that answers every request with a bad frame: bytes
     that are no Modbus TCP frame (protocol id 7) and, every ``every``-th answer, a frame
     pymodbus cannot decode (a byte count of 255 for 2 bytes), which ends the connection.
-    After ``answers`` bad frames it stays silent."""
+    After ``answers`` bad frames it answers properly (registers of zeros)."""
 
     def __init__(self, answers: int, every: int) -> None:
         self.answers = answers
@@ -190,9 +190,11 @@ class HostileModbusServer:
         if self._server is not None:
             self._server.close()
 
-    def _answer(self, request: bytes) -> bytes | None:
+    def _answer(self, request: bytes) -> bytes:
         if self.sent >= self.answers:
-            return None
+            count = int.from_bytes(request[10:12], "big")
+            pdu = bytes([request[7], 2 * count]) + bytes(2 * count)
+            return request[:4] + (len(pdu) + 1).to_bytes(2, "big") + request[6:7] + pdu
         self.sent += 1
         if self.sent % self.every == 0:
             self.undecodable += 1
@@ -205,10 +207,8 @@ class HostileModbusServer:
         try:
             while header := await reader.readexactly(6):
                 body = await reader.readexactly(int.from_bytes(header[4:6], "big"))
-                answer = self._answer(header + body)
-                if answer is not None:
-                    writer.write(answer)
-                    await writer.drain()
+                writer.write(self._answer(header + body))
+                await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
