@@ -63,8 +63,6 @@ log = logging.getLogger(__name__)
 _QUALITY_OF_STATUS = np.full(256, Quality.BAD, np.uint8)
 _QUALITY_OF_STATUS[0] = Quality.GOOD
 _QUALITY_OF_STATUS[1] = Quality.UNCERTAIN
-#: a warning about one kind of odd frame at most this often (the counter counts them all)
-WARN_EVERY_S = 60.0
 
 
 class McuNodeDriver(Driver):
@@ -98,7 +96,8 @@ class McuNodeDriver(Driver):
         self._tx_seq = 0
         self._pending: dict[int, SetConfig] = {}
         self._logged_other_node = False
-        self._warned_at: dict[str, float] = {}
+        # clock anomalies (a tick that leapt, a time past 2262): the first, then summaries
+        self._clock_warnings = RepeatedKinds(log, f"{config.name}: node {config.node_id} clock")
         # a node can send errors or reboot over and over: the first, then summaries
         self._node_errors = RepeatedKinds(log, f"{config.name}: node {config.node_id} error")
         self._reboots = RepeatedLog(log, f"{config.name}: node {config.node_id} rebooted",
@@ -144,6 +143,7 @@ class McuNodeDriver(Driver):
         if self._lost is not None and not self._lost.done():
             self._lost.set_result("closed")
         self._node_errors.due(force=True)
+        self._clock_warnings.due(force=True)
         self._reboots.due(force=True)
 
     @property
@@ -244,6 +244,7 @@ class McuNodeDriver(Driver):
             if self.node is not None:
                 self._observe_tick(message.tick, arrival_ns)
             self._node_errors.due()  # summaries of what a node repeated
+            self._clock_warnings.due()
             self._reboots.due()
         elif isinstance(message, Ack):
             if self._pending.pop(message.sequence, None) is not None:
@@ -370,30 +371,19 @@ class McuNodeDriver(Driver):
             if ts is not None:
                 return ts
         self.errors["time_out_of_range"] += 1
-        self._warn_limited(
-            "time_out_of_range", "%s: node %d READINGS base %d (flags %#04x) is no time int64 "
-            "ns can hold; stamped with the arrival time", self.device_name,
-            self.config.node_id, base, flags)
+        self._clock_warnings.failure(
+            f"READINGS base {base} (flags {flags:#04x}) is no time int64 ns can hold; stamped "
+            "with the arrival time (counted in time_out_of_range)", "time_out_of_range")
         return arrival_ns - ((int(offsets.max()) - offsets) * 1_000_000_000) // hz
 
     def _observe_tick(self, tick: int, arrival_ns: int) -> None:
         """Feed the tick clock; count and log a tick that leapt ahead (it restarts there)."""
         if self._clock.observe(tick, arrival_ns):
             self.errors["tick_jumps"] += 1
-            self._warn_limited(
-                "tick_jumps", "%s: node %d tick leapt to %d, more than %d s ahead of the "
-                "gateway's clock; tick times restart at this frame", self.device_name,
-                self.config.node_id, tick, MAX_LEAP_NS // 1_000_000_000)
-
-    def _warn_limited(self, kind: str, message: str, *args: object) -> None:
-        """Log a warning about ``kind`` at most once a minute (DEBUG in between)."""
-        now = time.monotonic()
-        last = self._warned_at.get(kind)
-        level = logging.DEBUG
-        if last is None or now - last >= WARN_EVERY_S:
-            self._warned_at[kind] = now
-            level = logging.WARNING
-        log.log(level, message + " (counted in %s)", *args, kind)
+            self._clock_warnings.failure(
+                f"tick leapt to {tick}, more than {MAX_LEAP_NS // 1_000_000_000} s ahead of the "
+                "gateway's clock; tick times restart at this frame (counted in tick_jumps)",
+                "tick_jumps")
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, message: Message) -> int:
