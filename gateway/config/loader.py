@@ -1,8 +1,9 @@
 """Load a YAML config file and report every problem with its file, line and key path.
 
-PyYAML's composer gives every node its position; we walk the node tree once to
-build ``{key path: line}`` and to catch duplicate keys (which plain YAML loading
-silently merges). Pydantic's error locations are then mapped back to lines.
+:mod:`gateway.config.yaml_reader` reads the file into plain data and a
+``{key path: line}`` map, catching duplicate keys (which plain YAML loading silently
+merges) and files too deep or too large. Pydantic's error locations are then mapped
+back to lines.
 """
 
 from __future__ import annotations
@@ -10,112 +11,23 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.models import GatewayConfig, NorthboundConfig
 from gateway.config.types import SecretRef
+from gateway.config.yaml_reader import KeyPath, LineMap, ParsedYaml, YamlLimits, read_yaml
 from gateway.errors import ConfigError, ConfigProblem
 
-KeyPath = tuple[str | int, ...]
 _M = TypeVar("_M", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
-class _Located:
-    data: Any
-    lines: dict[KeyPath, int]  # path -> 1-based line of the key (or of the item for lists)
-    problems: list[ConfigProblem]
-
-
-def _construct(
-    node: yaml.Node,
-    path: KeyPath,
-    file: str,
-    lines: dict[KeyPath, int],
-    problems: list[ConfigProblem],
-) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = (
-                yaml.SafeLoader.construct_scalar(_SCALAR_LOADER, key_node)
-                if isinstance(key_node, yaml.ScalarNode)
-                else None
-            )
-            if key is None or key == "<<":
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        key_node.start_mark.line + 1,
-                        path,
-                        "keys must be plain strings (no merges)",
-                    )
-                )
-                continue
-            child = (*path, key)
-            if key in result:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        key_node.start_mark.line + 1,
-                        child,
-                        f"duplicate key (first on line {lines[child]})",
-                    )
-                )
-                continue
-            lines[child] = key_node.start_mark.line + 1
-            result[key] = _construct(value_node, child, file, lines, problems)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for i, item in enumerate(node.value):
-            lines[(*path, i)] = item.start_mark.line + 1
-            items.append(_construct(item, (*path, i), file, lines, problems))
-        return items
-    return _SCALAR_LOADER.construct_object(node, deep=True)
-
-
-_SCALAR_LOADER = yaml.SafeLoader("")
-#: libyaml's parser when PyYAML was built with it: same marks, about 2.5x faster on big configs
-_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def parse_yaml(text: str, file: str) -> _Located:
-    """Parse YAML text into plain data plus a line map; syntax errors become problems."""
-    problems: list[ConfigProblem] = []
-    lines: dict[KeyPath, int] = {}
-    try:
-        loader = _FAST_LOADER(text)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
-        message = " ".join(p for p in (exc.context, exc.problem) if p)
-        problems.append(ConfigProblem(file, line, (), f"YAML syntax error: {message}"))
-        return _Located(None, lines, problems)
-    except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
-        line = text.count("\n", 0, exc.position) + 1
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or " ")
-        problems.append(ConfigProblem(
-            file, line, (), f"YAML error: character #x{char:04x} is not allowed ({exc.reason})"))
-        return _Located(None, lines, problems)
-    except yaml.YAMLError as exc:
-        problems.append(ConfigProblem(file, 0, (), f"YAML error: {exc}"))
-        return _Located(None, lines, problems)
-    if root is None:
-        problems.append(ConfigProblem(file, 1, (), "the file is empty"))
-        return _Located(None, lines, problems)
-    data = _construct(root, (), file, lines, problems)
-    lines[()] = root.start_mark.line + 1
-    return _Located(data, lines, problems)
+def parse_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedYaml:
+    """Parse YAML text into plain data plus a line map, within ``limits`` (depth, nodes,
+    alias repeats: :mod:`gateway.config.yaml_reader`); every problem has file, line, key."""
+    return read_yaml(text, file, limits)
 
 
 def _resolve_loc(data: Any, loc: Iterable[str | int]) -> KeyPath:
@@ -140,6 +52,8 @@ def _resolve_loc(data: Any, loc: Iterable[str | int]) -> KeyPath:
 
 
 def _line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
+    if isinstance(lines, LineMap):  # knows the paths under aliases
+        return lines.line_of(path)
     while path not in lines and path:
         path = path[:-1]
     return lines.get(path, 0)

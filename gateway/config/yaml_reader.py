@@ -1,0 +1,382 @@
+"""Read YAML text into plain data and a line map, within bounds.
+
+The data is built straight from the parser's events, with no node tree in between:
+libyaml's composer recurses in C (a list nested 30,000 deep crashed the process) and a
+tree walk recurses in Python (a RecursionError about 990 deep). Here each level is
+checked as it opens, and an alias adds the node count of its anchor before its value is
+used. That value is the anchored object itself, as with ``yaml.safe_load``, never a
+copy, and lines under an alias are looked up under its anchor: a "billion laughs" file
+is refused after reading its few lines, in the memory those lines take. Every reader
+of a user's YAML file (gateway config, model manifests, HIL scenarios and register
+maps, the ingest config) comes through here. No state outlives a call.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import yaml
+
+from gateway.errors import ConfigProblem
+
+KeyPath = tuple[str | int, ...]
+
+#: mapping and list levels; a gateway config uses 6 (a tag's ``range`` in a device's ``tags``)
+MAX_DEPTH = 64
+#: YAML nodes: keys, values, lists and mappings, an alias counted as every node it repeats
+#: (a config of 200,000 tags with 7 keys each has 3.0 million)
+MAX_NODES = 10_000_000
+#: nodes that aliases may repeat, in all (a ``*meter_tags`` of 50 tags repeats 851)
+MAX_ALIAS_NODES = 1_000_000
+
+_STR_TAG = "tag:yaml.org,2002:str"
+#: libyaml's parser when PyYAML was built with it: same events and marks, much faster
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CONSTRUCTORS = yaml.SafeLoader.yaml_constructors
+
+
+@dataclass(frozen=True, slots=True)
+class YamlLimits:
+    """Bounds on a file's shape; the defaults are far beyond any real config."""
+
+    depth: int = MAX_DEPTH
+    nodes: int = MAX_NODES
+    alias_nodes: int = MAX_ALIAS_NODES
+
+
+class LineMap(dict[KeyPath, int]):
+    """The 1-based line of each key path: of the key for a mapping's values, of the item in
+    lists. A path under an alias has no entry: it is found under the alias's anchor."""
+
+    __slots__ = ("aliases",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: path of an alias's value -> path of its anchor's value
+        self.aliases: dict[KeyPath, KeyPath] = {}
+
+    def line_of(self, path: KeyPath) -> int:
+        """The line of ``path``, or of its nearest ancestor with a line; 0 if none."""
+        while path not in self:
+            for end in range(len(path) - 1, -1, -1):
+                prefix = path[:end]
+                anchor = self.aliases.get(prefix)
+                if anchor is not None:  # an anchor precedes its aliases: this ends
+                    path = anchor + path[end:]
+                    break
+                if prefix in self:
+                    return self[prefix]
+            else:
+                return 0
+        return self[path]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedYaml:
+    data: Any
+    lines: LineMap
+    problems: list[ConfigProblem]
+
+
+def read_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedYaml:
+    """Parse one YAML document into plain data (dicts, lists, scalars) plus a line map.
+    Syntax errors, duplicate keys, merges and files past ``limits`` become problems with
+    file, line and key path; past a limit or at a syntax error ``data`` is None."""
+    reader = _Reader(file, limits or YamlLimits())
+    try:
+        data = reader.read(text)
+    except _Refused as exc:
+        return ParsedYaml(None, reader.lines, [*reader.problems, exc.problem])
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        message = " ".join(p for p in (exc.context, exc.problem) if p)
+        problem = ConfigProblem(file, line, (), f"YAML syntax error: {message}")
+        return ParsedYaml(None, reader.lines, [problem])
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or " ")
+        problem = ConfigProblem(
+            file, line, (), f"YAML error: character #x{char:04x} is not allowed ({exc.reason})")
+        return ParsedYaml(None, reader.lines, [problem])
+    except yaml.YAMLError as exc:
+        return ParsedYaml(None, reader.lines, [ConfigProblem(file, 0, (), f"YAML error: {exc}")])
+    if data is _NOTHING:
+        return ParsedYaml(None, reader.lines, [ConfigProblem(file, 1, (), "the file is empty")])
+    return ParsedYaml(data, reader.lines, reader.problems)
+
+
+class _Refused(Exception):
+    """The file is past a limit or has a broken alias: reading stops there."""
+
+    def __init__(self, problem: ConfigProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+_NOTHING: Any = object()
+
+
+@dataclass(slots=True)
+class _Anchor:
+    value: Any
+    #: a scalar's event: its value is constructed where it is used (as a key: its text)
+    scalar: yaml.ScalarEvent | None
+    #: where the anchored value is in the data; None when it is in a value not kept
+    path: KeyPath | None
+    nodes: int
+    height: int
+
+
+@dataclass(slots=True)
+class _Open:
+    """A mapping or list being read."""
+
+    value: Any
+    path: KeyPath
+    is_map: bool
+    depth: int
+    nodes_at_start: int
+    #: inside a value that is not kept (a non-string key, a duplicate key's value):
+    #: no lines and no problems are recorded
+    quiet: bool
+    is_key: bool = False
+    anchor: str | None = None
+    deepest: int = 0
+    #: mappings: the next node is a key; the key its value goes under; skip that value
+    expect_key: bool = True
+    key: str = ""
+    skip: bool = False
+
+
+class _Reader:
+    """One call of :func:`read_yaml`: the data so far, its lines, counts and anchors."""
+
+    def __init__(self, file: str, limits: YamlLimits) -> None:
+        self.file = file
+        self.limits = limits
+        self.lines = LineMap()
+        self.problems: list[ConfigProblem] = []
+        self.nodes = 0
+        self.alias_nodes = 0
+        self._stack: list[_Open] = []
+        self._anchors: dict[str, _Anchor] = {}
+        self._open_anchors: set[str] = set()
+        self._root: Any = _NOTHING
+        self._loader: yaml.SafeLoader | None = None
+
+    def read(self, text: str) -> Any:
+        self._loader = loader = _FAST_LOADER(text)
+        try:
+            documents: list[yaml.Mark] = []
+            while True:
+                event = loader.get_event()
+                kind = type(event)
+                if kind is yaml.ScalarEvent:
+                    self._scalar(event)
+                elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                    self._open(event, kind is yaml.MappingStartEvent)
+                elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                    self._close()
+                elif kind is yaml.AliasEvent:
+                    self._alias(event)
+                elif kind is yaml.DocumentStartEvent:
+                    if documents:
+                        raise yaml.composer.ComposerError(
+                            "expected a single document in the stream", documents[0],
+                            "but found another document", event.start_mark)
+                    documents.append(event.start_mark)
+                elif kind is yaml.StreamEndEvent or event is None:
+                    return self._root
+        finally:
+            self._loader = None
+            loader.dispose()
+
+    # --- events ------------------------------------------------------------------------
+    def _scalar(self, event: yaml.ScalarEvent) -> None:
+        line = event.start_mark.line + 1
+        top = self._stack[-1] if self._stack else None
+        if event.anchor is not None:
+            self._define(event.anchor, line)
+        if top is not None and top.is_map and top.expect_key:
+            self._count(1, line, top.path)
+            self._key(top, event.value, line)
+            if event.anchor is not None:
+                self._anchors[event.anchor] = _Anchor(None, event, None, 1, 0)
+            return
+        path, kept, quiet = self._slot(top, line)
+        self._count(1, line, path)
+        value = self._construct(event, path, line, quiet)
+        self._attach(top, path, value, kept)
+        if event.anchor is not None:
+            self._anchors[event.anchor] = _Anchor(None, event, None, 1, 0)
+
+    def _open(self, event: yaml.CollectionStartEvent, is_map: bool) -> None:
+        line = event.start_mark.line + 1
+        top = self._stack[-1] if self._stack else None
+        depth = len(self._stack) + 1
+        value: Any = {} if is_map else []
+        if top is not None and top.is_map and top.expect_key:
+            if not top.quiet:
+                self._problem(line, top.path, "keys must be plain strings (no merges)")
+            path, kept, quiet, is_key = top.path, False, True, True
+        else:
+            path, kept, quiet = self._slot(top, line)
+            is_key = False
+        self._count(1, line, path)
+        if depth > self.limits.depth:
+            self._refuse(line, path, f"nested more than {self.limits.depth} levels deep")
+        self._attach(top, path, value, kept)
+        if event.anchor is not None:
+            self._define(event.anchor, line)
+            self._open_anchors.add(event.anchor)
+        self._stack.append(_Open(value, path, is_map, depth, self.nodes - 1, quiet, is_key,
+                                 event.anchor, deepest=depth, expect_key=is_map))
+
+    def _close(self) -> None:
+        done = self._stack.pop()
+        if done.anchor is not None:
+            self._open_anchors.discard(done.anchor)
+            self._anchors[done.anchor] = _Anchor(
+                done.value, None, None if done.quiet else done.path,
+                self.nodes - done.nodes_at_start, done.deepest - done.depth + 1)
+        if self._stack:
+            top = self._stack[-1]
+            top.deepest = max(top.deepest, done.deepest)
+            if done.is_key:
+                top.expect_key, top.skip = False, True
+
+    def _alias(self, event: yaml.AliasEvent) -> None:
+        line = event.start_mark.line + 1
+        name = event.anchor
+        top = self._stack[-1] if self._stack else None
+        anchor = self._anchors.get(name)
+        where = top.path if top is not None else ()
+        if anchor is None:
+            if name in self._open_anchors:
+                self._refuse(line, where, f"alias *{name} is inside its own anchor "
+                                          "(a value cannot contain itself)")
+            self._refuse(line, where, f"alias *{name} has no anchor &{name} before it")
+        if top is not None and top.is_map and top.expect_key:
+            self._count(anchor.nodes, line, top.path, alias=name)
+            if anchor.scalar is not None:
+                self._key(top, anchor.scalar.value, line)
+            else:
+                if not top.quiet:
+                    self._problem(line, top.path, "keys must be plain strings (no merges)")
+                top.expect_key, top.skip = False, True
+            return
+        path, kept, quiet = self._slot(top, line)
+        self._count(anchor.nodes, line, path, alias=name)
+        depth = len(self._stack) + anchor.height
+        if depth > self.limits.depth:
+            self._refuse(line, path, f"alias *{name} nests its value more than "
+                                     f"{self.limits.depth} levels deep")
+        if top is not None:
+            top.deepest = max(top.deepest, depth)
+        if anchor.scalar is not None:
+            value = self._construct(anchor.scalar, path, line, quiet)
+        else:
+            value = anchor.value
+            if not quiet and anchor.path is not None:
+                self.lines.aliases[path] = anchor.path
+        self._attach(top, path, value, kept)
+
+    # --- placing values ----------------------------------------------------------------
+    def _key(self, top: _Open, key: str, line: int) -> None:
+        top.expect_key = False
+        child = (*top.path, key)
+        if key == "<<":
+            top.skip = True
+            if not top.quiet:
+                self._problem(line, top.path, "keys must be plain strings (no merges)")
+        elif key in top.value:
+            top.skip = True
+            if not top.quiet:
+                self._problem(line, child, f"duplicate key (first on line {self.lines[child]})")
+        else:
+            top.key = key
+            if not top.quiet:
+                self.lines[child] = line
+
+    def _slot(self, top: _Open | None, line: int) -> tuple[KeyPath, bool, bool]:
+        """Where the next value goes: its path, whether it is kept, whether it is quiet."""
+        if top is None:
+            self.lines[()] = line
+            return (), True, False
+        if top.is_map:
+            kept = not top.skip
+            path = (*top.path, top.key) if kept else top.path
+            top.expect_key, top.skip = True, False
+            return path, kept, top.quiet or not kept
+        path = (*top.path, len(top.value))
+        if not top.quiet:
+            self.lines[path] = line
+        return path, True, top.quiet
+
+    def _attach(self, top: _Open | None, path: KeyPath, value: Any, kept: bool) -> None:
+        if not kept:
+            return
+        if top is None:
+            self._root = value
+        elif top.is_map:
+            top.value[path[-1]] = value
+        else:
+            top.value.append(value)
+
+    def _construct(self, event: yaml.ScalarEvent, path: KeyPath, line: int,
+                   quiet: bool) -> Any:
+        """A scalar's value, resolved and constructed as ``yaml.safe_load`` does."""
+        tag = event.tag
+        if tag is None or tag == "!":
+            assert self._loader is not None
+            tag = self._loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _STR_TAG:
+            return event.value
+        constructor = _CONSTRUCTORS.get(tag)
+        if constructor is None or tag is None:
+            if not quiet:
+                self._problem(line, path, f"unknown tag {tag!r}")
+            return None
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            value = constructor(self._loader, node)
+            if isinstance(value, types.GeneratorType):  # a mapping or list tag: it raises
+                steps = value
+                value = next(steps)
+                for _ in steps:
+                    pass
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            if not quiet:
+                reason = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else exc
+                short = tag.replace("tag:yaml.org,2002:", "!!")
+                self._problem(line, path, f"cannot read {event.value!r} as {short}: {reason}")
+            return None
+        return value
+
+    # --- bounds and problems -----------------------------------------------------------
+    def _define(self, name: str, line: int) -> None:
+        if name in self._anchors or name in self._open_anchors:
+            self._refuse(line, self._stack[-1].path if self._stack else (),
+                         f"anchor &{name} is defined twice")
+
+    def _count(self, nodes: int, line: int, path: KeyPath, alias: str | None = None) -> None:
+        self.nodes += nodes
+        if alias is not None:
+            self.alias_nodes += nodes
+            if self.alias_nodes > self.limits.alias_nodes:
+                self._refuse(line, path, f"alias *{alias} repeats {nodes:,} nodes: aliases "
+                                         f"may repeat at most {self.limits.alias_nodes:,} "
+                                         "in a file")
+        if self.nodes > self.limits.nodes:
+            self._refuse(line, path, f"more than {self.limits.nodes:,} YAML nodes in the "
+                                     "file (keys, values, lists, mappings; an alias counts "
+                                     "as every node it repeats)")
+
+    def _problem(self, line: int, path: KeyPath, message: str) -> None:
+        self.problems.append(ConfigProblem(self.file, line, path, message))
+
+    def _refuse(self, line: int, path: KeyPath, message: str) -> NoReturn:
+        raise _Refused(ConfigProblem(self.file, line, path, message))
