@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway import json_input
 from gateway.commands.audit import AuditLog
 from gateway.commands.parse import CONTRACT_VERSION, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES
 from gateway.commands.result import CommandResult
@@ -88,10 +88,12 @@ class FirmwareCommands:
     @staticmethod
     def handles(payload: bytes) -> bool:
         """Is this a ``firmware_update`` command (and not a write command)?"""
-        if COMMAND_TYPE.encode() not in payload[:MAX_PAYLOAD_BYTES]:
-            return False
+        if len(payload) > MAX_PAYLOAD_BYTES or COMMAND_TYPE.encode() not in payload:
+            return False  # too big: refused by the command parser
         try:
-            body = json.loads(payload)
+            body = json_input.loads(payload)
+        except json_input.TooDeep as exc:  # malformed, but answered as a firmware_update
+            body = exc.shallow
         except (UnicodeDecodeError, ValueError):
             return False
         return isinstance(body, dict) and body.get("type") == COMMAND_TYPE
@@ -154,7 +156,9 @@ class FirmwareCommands:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise Refused(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
         try:
-            body: Any = json.loads(payload)
+            body: Any = json_input.loads(payload)
+        except json_input.TooDeep as exc:
+            raise Refused(f"malformed JSON: {exc}") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise Refused(f"not valid JSON: {exc}") from None
         if not isinstance(body, dict):
@@ -240,7 +244,9 @@ class FirmwareCommands:
 
 def _peek_id(payload: bytes) -> str | None:
     try:
-        body = json.loads(payload)
+        body = json_input.loads(payload)
+    except json_input.TooDeep as exc:
+        body = exc.shallow
     except (UnicodeDecodeError, ValueError):
         return None
     value = body.get("id") if isinstance(body, dict) else None

@@ -7,10 +7,11 @@ so that the brain still gets an answer.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from gateway import json_input
 
 CONTRACT_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -78,11 +79,11 @@ def parse_command(payload: bytes, gateway_id: str, max_writes: int) -> Command:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MalformedCommand(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        body = json.loads(payload, parse_constant=_no_constant, parse_float=_parse_float)
+        body = json_input.loads(payload, parse_constant=_no_constant, parse_float=_parse_float)
+    except json_input.TooDeep as exc:  # answered: the id is read from what is not too deep
+        raise MalformedCommand(f"malformed JSON: {exc}", _read_id(exc.shallow)) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedCommand(f"not valid JSON: {exc}") from None
-    except RecursionError:  # a deeply nested payload
-        raise MalformedCommand("not valid JSON: nested too deeply") from None
     command_id = _read_id(body)
     if not isinstance(body, dict):
         raise MalformedCommand("a command is a JSON object")

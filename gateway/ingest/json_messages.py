@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+from gateway import json_input
 from gateway.ingest.counters import IngestCounters
 from gateway.ingest.points import PointEncoder, tag_type
 from gateway.ingest.sequences import JsonSequence, SeqOutcome
@@ -36,7 +36,7 @@ class JsonIngest:
 
     def handle(self, topic: str, payload: bytes) -> list[str]:
         try:
-            body = json.loads(payload)
+            body = json_input.loads(payload)
             kind = body["type"]
             if body.get("v") != 1:
                 raise ValueError(f"contract version {body.get('v')!r}, expected 1")

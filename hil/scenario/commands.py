@@ -14,6 +14,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway import json_input
+
 __all__ = ["BrainClient", "CommandRecord"]
 
 
@@ -52,7 +54,7 @@ class BrainClient:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         received = time.time()
         try:
-            body = json.loads(msg.payload)
+            body = json_input.loads(msg.payload)
         except ValueError:
             return
         if isinstance(body, dict) and isinstance(body.get("id"), str):

@@ -69,7 +69,9 @@ def test_parse_accepts_the_documented_shape() -> None:
         (cmd([{"tag": "x", "value": 1}], "a", gateway="other"), "a", "addressed to gateway"),
         (cmd([{"tag": "x", "value": 1}] * 9, "a"), "a", "at most 8"),
         (b"x" * 70_000, None, "exceeds"),
-        (b"[" * 60_000, None, "nested too deeply"),
+        (b"[" * 60_000, None, "malformed JSON: nested more than 32 levels deep"),
+        (cmd([{"tag": "x", "value": 1}], "deep")[:-1] + b',"ts":' + b"[" * 30_000
+         + b"]" * 30_000 + b"}", "deep", "malformed JSON: nested more than 32 levels deep"),
     ],
 )
 def test_parse_rejects_with_a_reason_and_the_id_when_readable(

@@ -217,7 +217,7 @@ def test_decode_rejects_garbage_and_state_is_json() -> None:
     with pytest.raises(SparkplugDecodeError):
         decode_payload(b"\xff\xff\xff")
     assert decode_state(b'{"online": true, "timestamp": 5}') == {"online": True, "timestamp": 5}
-    for bad in (b"ONLINE", b'{"online": "yes"}', b"\xff"):
+    for bad in (b"ONLINE", b'{"online": "yes"}', b"\xff", b'{"online": ' + b"[" * 30_000):
         with pytest.raises(SparkplugDecodeError):
             decode_state(bad)
 

@@ -181,3 +181,16 @@ async def test_junk_and_gaps_from_a_publisher_are_counted_and_logged_once_per_ki
                         r"chenxing/v1/plant/l1/gw-19/data: 'type'", summaries[1])
     assert re.fullmatch(r"undecodable message 19 more times in the last \d+ s: on "
                         r"chenxing/v1/plant/l1/gw-19/data: Expecting .*", summaries[2])
+
+
+def test_deeply_nested_json_message_is_counted_never_raises() -> None:
+    from gateway.ingest.counters import IngestCounters
+    from gateway.ingest.json_messages import JsonIngest
+    from gateway.ingest.points import PointEncoder
+
+    counters = IngestCounters()
+    ingest = JsonIngest(PointEncoder("m", "ms"), counters, sequence_check=True)
+    payload = (b'{"v": 1, "site": "s", "line": "l", "gateway": "g", "type": "data", "seq": 1, '
+               b'"samples": ' + b"[" * 30_000 + b"]" * 30_000 + b"}")
+    assert ingest.handle("t", payload) == []
+    assert counters.undecodable == 1

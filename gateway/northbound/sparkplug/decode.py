@@ -6,12 +6,12 @@ reader (`chenxing-gateway ingest`): :func:`parse_topic` and :func:`decode_payloa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from gateway import json_input
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 
 NAMESPACE = "spBv1.0"
@@ -69,8 +69,8 @@ def parse_topic(topic: str) -> SparkplugTopic | None:
 def decode_state(data: bytes) -> dict[str, Any]:
     """A 3.0 STATE payload: ``{"online": bool, "timestamp": ms}``."""
     try:
-        state = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        state = json_input.loads(data)
+    except ValueError as exc:  # not UTF-8, not JSON, nested too deeply
         raise SparkplugDecodeError(f"STATE payload is not JSON: {exc}") from exc
     if not isinstance(state, dict) or not isinstance(state.get("online"), bool):
         raise SparkplugDecodeError("STATE payload lacks a boolean 'online'")

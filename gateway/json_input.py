@@ -1,0 +1,90 @@
+"""JSON from outside the gateway (commands from the brain, the primary host's STATE, other
+gateways' messages read by ingest), decoded with its nesting bounded.
+
+``json.loads`` recurses once per level and raises RecursionError about 1,000 levels deep
+(sooner when called deep in a stack): a 30,000-level command became an "internal error"
+that was never answered. Here the nesting is measured first, on the brackets left once
+the strings are taken out (regular expressions, no Python loop per character), and a
+document nested deeper than the limit is refused with :class:`TooDeep`: a ValueError like
+any other bad JSON, which can still give the document with every value past the limit
+cut off (``shallow``), so that a command's ``id`` and ``type`` are read and the command
+is answered as malformed rather than dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from itertools import accumulate
+from typing import Any
+
+#: levels of objects and arrays; the deepest contract message (a birth's tag list) has 3
+MAX_DEPTH = 32
+
+#: a JSON string; the unrolled loop stays linear on an unterminated one
+_STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_STRINGS = re.compile(_STRING, re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_TOKENS = re.compile(_STRING + r"|([\[{])|([\]}])", re.DOTALL)
+
+
+class TooDeep(ValueError):
+    """The JSON is nested more than ``max_depth`` levels deep."""
+
+    def __init__(self, max_depth: int, text: str, options: dict[str, Any]) -> None:
+        super().__init__(f"nested more than {max_depth} levels deep")
+        self.max_depth = max_depth
+        self._text = text
+        self._options = options
+
+    @cached_property
+    def shallow(self) -> Any:
+        """The document with each value that opens past the limit replaced by null; None
+        when even that is not valid JSON."""
+        parts, start = [], 0
+        for begin, end in _too_deep(self._text, self.max_depth):
+            parts += [self._text[start:begin], "null"]
+            start = end
+        parts.append(self._text[start:])
+        try:
+            return json.loads("".join(parts), **self._options)
+        except (ValueError, RecursionError):
+            return None
+
+
+def loads(payload: bytes | bytearray | str, max_depth: int = MAX_DEPTH, **options: Any) -> Any:
+    """``json.loads(payload, **options)``, refusing documents nested deeper than
+    ``max_depth`` with :class:`TooDeep`. Other bad input raises what ``json.loads``
+    raises (a ValueError; UnicodeDecodeError for bytes that are not UTF-8/16/32)."""
+    text = (payload if isinstance(payload, str)
+            else payload.decode(json.detect_encoding(payload), "surrogatepass"))
+    if text.count("[") + text.count("{") > max_depth and depth(text) > max_depth:
+        raise TooDeep(max_depth, text, options)
+    return json.loads(text, **options)
+
+
+def depth(text: str) -> int:
+    """The deepest nesting of objects and arrays in JSON text. Stray closing brackets make
+    it read low past them, where ``json.loads`` has already stopped with an error."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _too_deep(text: str, max_depth: int) -> list[tuple[int, int]]:
+    """The spans of the values that open past ``max_depth`` (an unclosed one runs to the end)."""
+    cuts: list[tuple[int, int]] = []
+    level, begin = 0, -1
+    for match in _TOKENS.finditer(text):
+        if match.lastindex == 1:  # [ or {
+            level += 1
+            if level == max_depth + 1:
+                begin = match.start()
+        elif match.lastindex == 2:  # ] or }
+            if level == max_depth + 1:
+                cuts.append((begin, match.end()))
+            level = max(level - 1, 0)
+    if level > max_depth:
+        cuts.append((begin, len(text)))
+    return cuts
