@@ -12,7 +12,10 @@ answer streams one JSON object per line (``application/x-ndjson``)::
 
 Bad requests (unknown device, not an MCU node, device down, image too big, not an
 MCUboot image, hash mismatch) are answered 4xx with ``{"error": ...}`` before any
-byte goes to the node. The local API's bearer token guards this like every route.
+byte goes to the node; a ``Content-Length`` over 16 MiB before the body is read, a
+body without one once it passes 16 MiB (it is streamed to a temporary file in the
+state dir, never held in memory until complete). The local API's bearer token guards
+this like every route.
 
 :func:`update_through_gateway` is the client side (the CLI, HIL scenarios).
 """
@@ -23,8 +26,10 @@ import asyncio
 import importlib
 import json
 import logging
+import tempfile
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024
 CONTENT_TYPE = "application/x-ndjson"
 
 
@@ -46,6 +52,8 @@ def add_firmware_route(app: web.Application, gateway: Gateway) -> None:
 
 
 async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamResponse:
+    if request.content_length is not None and request.content_length > MAX_IMAGE_BYTES:
+        return _too_large()  # before a byte of the body is read
     # the first import of smpclient and its pydantic models costs ~0.3 s of CPU: in a
     # thread, so the gateway's loop keeps polling the other devices meanwhile
     await asyncio.to_thread(importlib.import_module, "firmware_bridge.update")
@@ -67,13 +75,11 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
         return _error(400, f"{device} is not an MCU node (protocol mcu_node)")
     if not driver.connected or driver.node is None:
         return _error(409, f"{device} is not connected to its node")
-    image = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        image += chunk
-        if len(image) > MAX_IMAGE_BYTES:
-            return _error(413, f"image larger than {MAX_IMAGE_BYTES} bytes")
+    image = await receive_image(request, gateway.config.gateway.state_dir)
+    if image is None:
+        return _too_large()
     try:
-        checked = check_image(bytes(image), request.query.get("sha256"))
+        checked = check_image(image, request.query.get("sha256"))
     except ImageRefused as exc:
         return _error(400, str(exc))
     if driver.smp_sink is not None:
@@ -114,12 +120,40 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
     return response
 
 
+async def receive_image(request: web.Request, folder: Path) -> bytes | None:
+    """The request body, or None past :data:`MAX_IMAGE_BYTES`. It goes chunk by chunk to an
+    unnamed temporary file in ``folder`` (the state dir) and is read back whole only when
+    complete: a refused body never sits in memory (a 16 MiB buffer grown in steps left
+    the process's heap 24.5 MB larger after a few 40 MiB uploads)."""
+    spool = await asyncio.to_thread(_spool_file, folder)
+    try:
+        size = 0
+        async for chunk in request.content.iter_chunked(CHUNK_BYTES):
+            size += len(chunk)
+            if size > MAX_IMAGE_BYTES:
+                return None
+            await asyncio.to_thread(spool.write, chunk)
+        await asyncio.to_thread(spool.seek, 0)
+        return await asyncio.to_thread(spool.read)
+    finally:
+        spool.close()
+
+
+def _spool_file(folder: Path) -> IO[bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryFile(dir=folder, prefix="firmware-upload-")
+
+
 async def _send(response: web.StreamResponse, event: dict[str, Any]) -> None:
     await response.write(json.dumps(event).encode() + b"\n")
 
 
 def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
+
+
+def _too_large() -> web.Response:
+    return _error(413, f"image larger than {MAX_IMAGE_BYTES} bytes")
 
 
 class FirmwareApiError(Exception):
