@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from edge_models.manifest import load_manifest
 from gateway.config.loader import load_config, load_config_text, parse_yaml
@@ -207,3 +208,25 @@ def test_cli_prints_the_problem_and_exits_1(tmp_path: Path, command: str) -> Non
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
     assert f"{path}:6: nested[0]" in run.stderr and "nested more than 64 levels deep" in run.stderr
+
+
+class _RawKeyLoader(yaml.SafeLoader):
+    """PyYAML's own reading, with keys kept as written (``on:`` is the key 'on', not True)
+    as the gateway's reader keeps them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        return {self.construct_scalar(k): self.construct_object(v, deep=deep)
+                for k, v in node.value}
+
+
+_RawKeyLoader.add_constructor("tag:yaml.org,2002:map", _RawKeyLoader.construct_mapping)
+SHIPPED_YAML = sorted(p for pattern in ("config/*.yaml", "hil/**/*.yaml", "edge_models/**/*.yaml")
+                      for p in REPO.glob(pattern))
+
+
+@pytest.mark.parametrize("path", SHIPPED_YAML, ids=lambda p: str(p.relative_to(REPO)))
+def test_shipped_yaml_reads_as_pyyaml_reads_it(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    parsed = parse_yaml(text, str(path))
+    assert parsed.problems == []
+    assert parsed.data == yaml.load(text, _RawKeyLoader)  # a SafeLoader
