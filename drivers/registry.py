@@ -16,6 +16,7 @@ from firmware_bridge.config import McuNodeDeviceConfig
 if TYPE_CHECKING:
     from drivers.base import Driver
     from gateway.config.device import DeviceConfig
+    from gateway.serial_ports import SerialPorts
     from gateway.tags import TagCatalog
 
 DEVICE_CONFIG_TYPES = (
@@ -24,8 +25,12 @@ DEVICE_CONFIG_TYPES = (
 )
 
 
-def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
-    """Instantiate the driver for ``device``; its tags are looked up in ``catalog``."""
+def create_driver(device: DeviceConfig, catalog: TagCatalog, ports: SerialPorts) -> Driver:
+    """Instantiate the driver for ``device``; its tags are looked up in ``catalog``.
+
+    ``ports``: the runtime's serial ports, shared by the drivers of the devices on one
+    serial line (Modbus RTU, MCU nodes) and refused to a second serial-line instrument.
+    """
     if isinstance(device, ModbusTcpDeviceConfig):
         from drivers.modbus.driver import ModbusTcpDriver
 
@@ -33,7 +38,7 @@ def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
     if isinstance(device, ModbusRtuDeviceConfig):
         from drivers.modbus.driver import ModbusRtuDriver
 
-        return ModbusRtuDriver(device, catalog.ids_of_device(device.name))
+        return ModbusRtuDriver(device, catalog.ids_of_device(device.name), ports)
     if isinstance(device, OpcUaDeviceConfig):
         from drivers.opcua.driver import OpcUaDriver
 
@@ -41,9 +46,9 @@ def create_driver(device: DeviceConfig, catalog: TagCatalog) -> Driver:
     if isinstance(device, McuNodeDeviceConfig):
         from firmware_bridge.driver import McuNodeDriver
 
-        return McuNodeDriver(device, catalog.ids_of_device(device.name))
+        return McuNodeDriver(device, catalog.ids_of_device(device.name), ports)
     if isinstance(device, SerialLineDeviceConfig):
         from drivers.serial_line.driver import SerialLineDriver
 
-        return SerialLineDriver(device, catalog.ids_of_device(device.name))
+        return SerialLineDriver(device, catalog.ids_of_device(device.name), ports)
     raise ValueError(f"no driver for protocol {device.protocol!r}")

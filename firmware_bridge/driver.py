@@ -1,7 +1,8 @@
 """The MCU node driver: a push driver reading framed telemetry from one node on a serial port.
 
 The port may be shared with other nodes (RS-485): drivers attach to the port's
-:class:`~firmware_bridge.node_port.NodePort`, which reads it once and routes frames
+:class:`~firmware_bridge.node_port.NodePort`, kept in the runtime's
+:class:`~gateway.serial_ports.SerialPorts`, which reads it once and routes frames
 by node id. A firmware update (``firmware_bridge/update.py``) borrows the port
 through :meth:`McuNodeDriver.write_raw`, ``smp_sink`` and the HELLO listeners.
 
@@ -55,6 +56,7 @@ from firmware_bridge.messages import (
 from firmware_bridge.node_port import NodePort
 from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.repeated_log import RepeatedKinds, RepeatedLog
+from gateway.serial_ports import LineSettings, PortLease, PortUse, SerialPorts
 from gateway.types import IntArray, Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,20 @@ _QUALITY_OF_STATUS[1] = Quality.UNCERTAIN
 
 class McuNodeDriver(Driver):
     """One MCU sensor node on a serial port (USB CDC-ACM, UART, or an RS-485 line shared by
-    several nodes: :class:`~firmware_bridge.node_port.NodePort`)."""
+    several nodes: :class:`~firmware_bridge.node_port.NodePort`).
+
+    ``ports``: the runtime's serial ports, where the node port of each port is kept; a
+    driver built without them has ports of its own (it shares its port with no other driver).
+    """
 
     quality_while_lost = Quality.STALE
 
-    def __init__(self, config: McuNodeDeviceConfig, tag_ids: Sequence[int]) -> None:
+    def __init__(self, config: McuNodeDeviceConfig, tag_ids: Sequence[int],
+                 ports: SerialPorts | None = None) -> None:
         super().__init__(config.name, tag_ids, len(config.tags))
         self.config = config
+        self._ports = ports if ports is not None else SerialPorts()
+        self._lease: PortLease[NodePort] | None = None
         #: the node's latest HELLO (firmware, hardware, sensors)
         self.node: Hello | None = None
         self.frames_received = 0
@@ -107,8 +116,16 @@ class McuNodeDriver(Driver):
     async def connect(self) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
+        await self.close()  # a claim still held from before the port was lost
         self._lost = loop.create_future()
-        self._port = NodePort.attach(cfg.port, cfg.baudrate, cfg.node_id, self)
+        use = PortUse(cfg.name, cfg.protocol, LineSettings(cfg.baudrate))
+        lease = self._ports.claim(cfg.port, use, lambda: NodePort(cfg.port, cfg.baudrate))
+        try:
+            lease.port.attach(cfg.node_id, self)
+        except BaseException:
+            lease.release()
+            raise
+        self._lease, self._port = lease, lease.port
         self._hello_seen = asyncio.Event()
         self._last_seq = None
         self._pending.clear()
@@ -136,10 +153,11 @@ class McuNodeDriver(Driver):
 
     async def close(self) -> None:
         port, self._port = self._port, None
-        if port is None:
-            return
-        if port.listeners.get(self.config.node_id) is self:
-            port.detach(self.config.node_id)
+        lease, self._lease = self._lease, None
+        if port is not None:
+            port.detach(self.config.node_id, self)
+        if lease is not None:
+            lease.release()  # the last device on the port closes it
         if self._lost is not None and not self._lost.done():
             self._lost.set_result("closed")
         self._node_errors.due(force=True)

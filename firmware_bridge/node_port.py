@@ -2,10 +2,12 @@
 
 Several nodes may hang on one RS-485 line; the frame header carries the node id.
 The device runner still creates one :class:`~firmware_bridge.driver.McuNodeDriver`
-per node (own tags, own device state); each driver *attaches* to the
-:class:`NodePort` of its ``port`` on ``connect`` and *detaches* on ``close``. The
-port opens with the first attachment and closes with the last. Every byte is read
-once, decoded once, and each frame goes to the driver of its node id.
+per node (own tags, own device state). The runtime's
+:class:`~gateway.serial_ports.SerialPorts` keeps one :class:`NodePort` per port:
+each driver claims it and *attaches* its node id on ``connect``, *detaches* and
+releases its claim on ``close``. The port opens with the first attachment (again
+after it was lost) and closes after the last release. Every byte is read once,
+decoded once, and each frame goes to the driver of its node id.
 
 Line errors (bad frames) and frames from unknown node ids cannot be attributed to
 a node: they are counted on the port's *owner*, the earliest attached driver.
@@ -20,7 +22,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import serial
 
@@ -35,6 +37,8 @@ SERIAL_ERRORS = (serial.SerialException, OSError, ValueError)
 
 class PortListener(Protocol):
     """What a :class:`NodePort` needs from a driver attached to it."""
+
+    device_name: str
 
     def on_frame(self, frame: Frame) -> None: ...
 
@@ -52,9 +56,6 @@ class PortListener(Protocol):
 class NodePort:
     """A serial port with its reader and frame decoder, shared by the nodes on it."""
 
-    #: open ports by (event loop, port path): the drivers of one loop share them
-    _ports: ClassVar[dict[tuple[int, str], NodePort]] = {}
-
     def __init__(self, path: str, baudrate: int) -> None:
         self.path = path
         self.baudrate = baudrate
@@ -64,37 +65,33 @@ class NodePort:
         self._fd = -1
         self._decoder = FrameDecoder(on_smp=self._on_smp)
         self._bad_synced: Counter[BadFrame] = Counter()
-        self._key: tuple[int, str] | None = None
 
-    @classmethod
-    def attach(cls, path: str, baudrate: int, node_id: int, listener: PortListener) -> NodePort:
-        """The open port ``path`` with ``listener`` receiving ``node_id``'s frames.
+    def attach(self, node_id: int, listener: PortListener) -> None:
+        """Route ``node_id``'s frames to ``listener``, opening the port if it is not open.
 
-        Raise :class:`DeviceUnreachable` when the port cannot be opened, is open at
-        another baud rate, or another driver already listens for ``node_id``.
+        Raise :class:`DeviceUnreachable` when the port cannot be opened or another
+        device already listens for ``node_id``.
         """
-        key = (id(asyncio.get_running_loop()), path)
-        port = cls._ports.get(key)
-        if port is None:
-            port = cls(path, baudrate)
-            port._open()
-            port._key = key
-            cls._ports[key] = port
-        elif port.baudrate != baudrate:
+        other = self.listeners.get(node_id)
+        if other is not None and other is not listener:
             raise DeviceUnreachable(
-                f"{path} is open at {port.baudrate} baud; node {node_id} asks for {baudrate}: "
-                "every node on one line needs the same baudrate"
+                f"{self.path}: node {node_id} is already attached by device "
+                f"{other.device_name!r}; device {listener.device_name!r} cannot attach it too"
             )
-        if node_id in port.listeners and port.listeners[node_id] is not listener:
-            raise DeviceUnreachable(f"{path}: node {node_id} is already attached by another device")
-        port.listeners[node_id] = listener
-        return port
+        if self._serial is None:
+            self._open()
+        self.listeners[node_id] = listener
 
-    def detach(self, node_id: int) -> None:
-        """Stop routing ``node_id``'s frames; close the port after the last node."""
-        self.listeners.pop(node_id, None)
-        if not self.listeners:
-            self._close()
+    def detach(self, node_id: int, listener: PortListener) -> None:
+        """Stop routing ``node_id``'s frames to ``listener`` (the port stays open until the
+        last claim on it is released)."""
+        if self.listeners.get(node_id) is listener:
+            del self.listeners[node_id]
+
+    def close(self) -> None:
+        """Close the port (the registry calls this after the last device released it)."""
+        self.listeners.clear()
+        self._close()
 
     @property
     def is_open(self) -> bool:
@@ -123,6 +120,8 @@ class NodePort:
         except SERIAL_ERRORS as exc:
             raise DeviceUnreachable(f"cannot open serial port {self.path}: {exc}") from exc
         self._serial, self._fd = port, port.fileno()
+        self._decoder = FrameDecoder(on_smp=self._on_smp)  # nothing half-read from before
+        self._bad_synced.clear()
         with contextlib.suppress(*SERIAL_ERRORS):
             port.reset_input_buffer()  # bytes of unknown age from before we listened
         asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
@@ -130,8 +129,6 @@ class NodePort:
 
     def _close(self) -> None:
         port, self._serial = self._serial, None
-        if self._key is not None and self._ports.get(self._key) is self:
-            del self._ports[self._key]
         if port is None:
             return
         with contextlib.suppress(Exception):
@@ -141,7 +138,8 @@ class NodePort:
             port.close()
 
     def _lost(self, reason: str, exc: BaseException | None = None) -> None:
-        """The port failed: close it and tell every node (each reconnects on its own)."""
+        """The port failed: close it and tell every node (each reconnects on its own, and
+        the first to attach again reopens it)."""
         listeners = list(self.listeners.values())
         self.listeners.clear()
         self._close()

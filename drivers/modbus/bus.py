@@ -2,11 +2,12 @@
 
 An RS-485 line carries one request at a time, and a serial port can be opened
 only once. So every device whose ``port`` is the same shares one
-:class:`SerialBus`: one pymodbus serial client and one lock. The device runner
-still creates one driver per device; each driver *attaches* to the bus on
-``connect`` and *detaches* on ``close``. The port opens with the first
-attachment and closes with the last one. A device that stops answering makes
-only its own driver reconnect (detach, attach): the bus stays open for the others.
+:class:`SerialBus`: one pymodbus serial client and one lock. The runtime's
+:class:`~gateway.serial_ports.SerialPorts` keeps the bus: each driver claims it
+and *attaches* on ``connect``, *detaches* and releases its claim on ``close``.
+The port opens with the first attachment (again after the line was lost) and
+closes with the last release. A device that stops answering makes only its own
+driver reconnect (detach, attach): the bus stays open for the others.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from drivers.modbus.bad_frames import BadFrames, guard_client
 from drivers.modbus.config import ModbusRtuDeviceConfig
 from drivers.modbus.responses import use_array_responses
 from gateway.errors import DeviceUnreachable
+from gateway.serial_ports import LineSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +45,21 @@ class Link:
 
 
 class SerialBus:
-    """One serial port, its client and lock, shared by the devices on it."""
+    """One serial port, its client and lock, shared by the devices on it.
 
-    _buses: dict[tuple[int, str], SerialBus] = {}
+    Made by the first device's claim on the port (:class:`~gateway.serial_ports.SerialPorts`
+    checks that the others agree on the line settings) and closed after the last release.
+    """
 
     def __init__(self, config: ModbusRtuDeviceConfig) -> None:
         self.port = config.port
-        self.settings = config.line_settings
-        self.opened_by = config.name
+        self.settings: LineSettings = config.line_settings
         self.lock = asyncio.Lock()
         self.client: AsyncModbusSerialClient | None = None
         self._links: set[Link] = set()
         self._rx = [0]
         self._bad = BadFrames()
         self._ready = asyncio.Event()
-
-    @classmethod
-    def for_device(cls, config: ModbusRtuDeviceConfig) -> SerialBus:
-        """The bus of ``config.port`` in this event loop, created on first use."""
-        key = (id(asyncio.get_running_loop()), config.port)
-        bus = cls._buses.get(key)
-        if bus is None:
-            bus = cls._buses[key] = SerialBus(config)
-        elif bus.settings != config.line_settings:
-            raise DeviceUnreachable(
-                f"serial port {config.port} is used by device {bus.opened_by!r} at "
-                f"{_describe(bus.settings)}, not {_describe(config.line_settings)}: the devices "
-                "on one bus must use the same baudrate, bytesize, parity and stopbits"
-            )
-        return bus
 
     @property
     def connected(self) -> bool:
@@ -81,12 +69,7 @@ class SerialBus:
         """Open the port if needed and return a link for one device."""
         async with self.lock:
             if not self.connected:
-                try:
-                    await self._open(config)
-                except BaseException:
-                    if not self._links:
-                        self._forget()
-                    raise
+                await self._open(config)
             assert self.client is not None
             link = Link(self.client, asyncio.get_running_loop().create_future(), self.lock, self)
             link.rx, link.bad = self._rx, self._bad
@@ -94,18 +77,14 @@ class SerialBus:
             return link
 
     def detach(self, link: Link) -> None:
-        """Forget ``link``; the last one closes the port."""
+        """Forget ``link`` (the port stays open until the last claim is released)."""
         if not link.lost.done():
             link.lost.set_result(None)
         self._links.discard(link)
-        if not self._links:
-            self._close_client()
-            self._forget()
 
-    def _forget(self) -> None:
-        key = next((k for k, b in self._buses.items() if b is self), None)
-        if key is not None:
-            del self._buses[key]
+    def close(self) -> None:
+        """Close the port (the registry calls this after the last device released it)."""
+        self._close_client()
 
     async def _open(self, config: ModbusRtuDeviceConfig) -> None:
         self._close_client()
@@ -123,7 +102,7 @@ class SerialBus:
             baudrate=baudrate,
             bytesize=bytesize,
             parity=parity,
-            stopbits=stopbits,
+            stopbits=int(stopbits),
             name=f"rtu:{self.port}",
             timeout=config.timeout + BACKSTOP_SECONDS,
             retries=0,
@@ -154,7 +133,7 @@ class SerialBus:
                 reason += f": {errors[-1]}"
             raise DeviceUnreachable(reason)
         self.client = client
-        log.info("serial bus %s open (%s)", self.port, _describe(self.settings))
+        log.info("serial bus %s open (%s)", self.port, self.settings)
 
     def _on_connect_change(self, connected: bool) -> None:
         if connected:
@@ -174,11 +153,6 @@ class SerialBus:
                 client.close()
             except Exception:
                 log.exception("serial bus %s: error while closing", self.port)
-
-
-def _describe(settings: tuple[int, int, str, int]) -> str:
-    baudrate, bytesize, parity, stopbits = settings
-    return f"{baudrate} baud {bytesize}{parity}{stopbits}"
 
 
 def record_connect_errors(client: object, errors: list[BaseException]) -> None:

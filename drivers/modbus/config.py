@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.config.types import Name, PositiveDuration, StrictModel
+from gateway.serial_ports import LineSettings
 from gateway.types import DataType
 
 Table = Literal["holding", "input", "coil", "discrete"]
@@ -239,9 +240,9 @@ class ModbusRtuDeviceConfig(ModbusDeviceConfig):
         return self.port
 
     @property
-    def line_settings(self) -> tuple[int, int, str, int]:
+    def line_settings(self) -> LineSettings:
         """(baudrate, bytesize, parity, stopbits): must agree between devices on one bus."""
-        return (self.baudrate, self.bytesize, self.parity, self.stopbits)
+        return LineSettings(self.baudrate, self.bytesize, self.parity, self.stopbits)
 
     def describe_line(self) -> str:
         return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"

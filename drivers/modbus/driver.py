@@ -5,7 +5,8 @@ plans per (unit id, table), decoding, clamping, retries, per-unit backoff,
 writes and the request/timeout race. :class:`ModbusTcpDriver` opens a TCP
 connection per device; :class:`ModbusRtuDriver` attaches to the
 :class:`~drivers.modbus.bus.SerialBus` of its port, shared with the other
-devices on that RS-485 line.
+devices on that RS-485 line through the runtime's
+:class:`~gateway.serial_ports.SerialPorts`.
 
 The device runner owns the connection's life (reconnects with backoff), so the
 pymodbus clients are created with ``reconnect_delay=0`` and ``retries=0`` and
@@ -56,6 +57,7 @@ from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
 from drivers.modbus.responses import use_array_responses
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
+from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import DataType, Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -694,24 +696,42 @@ class ModbusTcpDriver(ModbusDriver):
 
 
 class ModbusRtuDriver(ModbusDriver):
-    """A Modbus RTU device on a serial line; devices on the same ``port`` share one bus."""
+    """A Modbus RTU device on a serial line; devices on the same ``port`` share one bus.
+
+    ``ports``: the runtime's serial ports, where the bus of each port is kept; a driver
+    built without them has ports of its own (it shares its port with no other driver).
+    """
 
     config: ModbusRtuDeviceConfig
 
-    def __init__(self, config: ModbusRtuDeviceConfig, tag_ids: Sequence[int]) -> None:
+    def __init__(self, config: ModbusRtuDeviceConfig, tag_ids: Sequence[int],
+                 ports: SerialPorts | None = None) -> None:
         super().__init__(config, tag_ids)
+        self._ports = ports if ports is not None else SerialPorts()
+        self._lease: PortLease[SerialBus] | None = None
 
     @property
     def address(self) -> str:
         return self.config.port
 
     async def _open(self) -> Link:
-        bus = SerialBus.for_device(self.config)
-        return await bus.attach(self.config)
+        cfg = self.config
+        use = PortUse(cfg.name, cfg.protocol, cfg.line_settings)
+        lease = self._ports.claim(cfg.port, use, lambda: SerialBus(cfg))
+        try:
+            link = await lease.port.attach(cfg)
+        except BaseException:
+            lease.release()
+            raise
+        self._lease = lease
+        return link
 
     def _release(self, link: Link) -> None:
+        lease, self._lease = self._lease, None
         if link.bus is not None:
             link.bus.detach(link)
+        if lease is not None:
+            lease.release()
 
 
 def _raw_clamp(

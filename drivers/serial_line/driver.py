@@ -20,6 +20,10 @@ tags STALE when the device went silent, BAD when bytes kept coming but none made
 valid frame (wrong baud rate, wrong framing), and reconnects with backoff, which is
 also what happens when the port vanishes (USB unplugged, pty closed).
 
+The port is the device's alone: it is claimed in the runtime's
+:class:`~gateway.serial_ports.SerialPorts`, so a Modbus RTU device or an MCU node
+configured on the same port is refused with both devices named.
+
 A rejected frame makes every tag BAD (in stream mode once per run of bad frames),
 and the framer resynchronises at the next frame boundary.
 
@@ -50,6 +54,7 @@ from drivers.serial_line.framing import make_framer
 from drivers.serial_line.parsing import FrameParser, FrameReason, FrameRejected, ParsedFrame
 from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.serial_io import read_ready
+from gateway.serial_ports import LineSettings, PortLease, PortUse, SerialPorts
 from gateway.types import Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -65,14 +70,21 @@ _Result = tuple[int, ParsedFrame | FrameRejected]
 
 
 class SerialLineDriver(Driver):
-    """One instrument on one serial port."""
+    """One instrument on one serial port.
+
+    ``ports``: the runtime's serial ports, where the port is claimed for this device
+    alone; a driver built without them has ports of its own.
+    """
 
     #: set per loss: STALE when the device went silent, BAD when it sent only garbage
     quality_while_lost = Quality.STALE
 
-    def __init__(self, config: SerialLineDeviceConfig, tag_ids: Sequence[int]) -> None:
+    def __init__(self, config: SerialLineDeviceConfig, tag_ids: Sequence[int],
+                 ports: SerialPorts | None = None) -> None:
         super().__init__(config.name, tag_ids, len(config.tags))
         self.config = config
+        self._ports = ports if ports is not None else SerialPorts()
+        self._lease: PortLease[serial.Serial] | None = None
         self.frames_ok = 0
         self.frames_bad = 0
         self._tag_id_array = np.asarray(self.tag_ids, np.int32)
@@ -98,14 +110,11 @@ class SerialLineDriver(Driver):
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> None:
         cfg = self.config
-        try:
-            port = serial.Serial(
-                cfg.port, cfg.baudrate, bytesize=cfg.bytesize, parity=_PARITY[cfg.parity],
-                stopbits=_STOPBITS[cfg.stopbits], rtscts=cfg.rtscts, xonxoff=cfg.xonxoff,
-                timeout=0, write_timeout=0, exclusive=True,
-            )
-        except _SERIAL_ERRORS as exc:
-            raise DeviceUnreachable(f"cannot open serial port {cfg.port}: {exc}") from exc
+        await self.close()
+        settings = LineSettings(cfg.baudrate, cfg.bytesize, cfg.parity, cfg.stopbits)
+        use = PortUse(cfg.name, cfg.protocol, settings, shared=False)
+        self._lease = self._ports.claim(cfg.port, use, self._open_port)
+        port = self._lease.port
         loop = asyncio.get_running_loop()
         self._serial, self._fd = port, port.fileno()
         with contextlib.suppress(*_SERIAL_ERRORS):
@@ -164,15 +173,27 @@ class SerialLineDriver(Driver):
             "check baud rate, parity, framing and regex"
         )
 
+    def _open_port(self) -> serial.Serial:
+        cfg = self.config
+        try:
+            return serial.Serial(
+                cfg.port, cfg.baudrate, bytesize=cfg.bytesize, parity=_PARITY[cfg.parity],
+                stopbits=_STOPBITS[cfg.stopbits], rtscts=cfg.rtscts, xonxoff=cfg.xonxoff,
+                timeout=0, write_timeout=0, exclusive=True,
+            )
+        except _SERIAL_ERRORS as exc:
+            raise DeviceUnreachable(f"cannot open serial port {cfg.port}: {exc}") from exc
+
     async def close(self) -> None:
-        port, self._serial = self._serial, None
-        if port is None:
+        lease, self._lease = self._lease, None
+        self._serial = None
+        if lease is None:
             return
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(self._fd)
         self._fd = -1
         with contextlib.suppress(Exception):
-            port.close()
+            lease.release()  # the only user: the port closes
         if self._lost is not None and not self._lost.done():
             self._lost.set_result("closed")
 

@@ -28,6 +28,7 @@ from gateway.config.loader import load_config, resolve_secret
 from gateway.config.models import GatewayConfig, MqttConfig, MqttTlsConfig
 from gateway.errors import ConfigError, DriverError
 from gateway.logsetup import setup_logging
+from gateway.serial_ports import SerialPorts
 from gateway.tags import TagCatalog
 from gateway.types import QUALITY_NAMES, Quality, SampleBatch
 
@@ -110,12 +111,14 @@ async def _read_once(driver: Driver, timeout: float) -> list[SampleBatch]:
     return got
 
 
-async def check_device(device: object, catalog: TagCatalog, timeout: float) -> DeviceCheck:
-    """Connect once, read once, close. Never raises."""
+async def check_device(device: object, catalog: TagCatalog, timeout: float,
+                       ports: SerialPorts) -> DeviceCheck:
+    """Connect once, read once, close. Never raises. ``ports``: shared by the devices
+    checked at once, as in the gateway (devices on one serial line share its port)."""
     name: str = device.name  # type: ignore[attr-defined]
     protocol: str = device.protocol  # type: ignore[attr-defined]
     try:
-        driver = create_driver(device, catalog)  # type: ignore[arg-type]
+        driver = create_driver(device, catalog, ports)  # type: ignore[arg-type]
     except Exception as exc:  # a config the driver cannot use
         return DeviceCheck(name, protocol, False, f"cannot create the driver: {exc}")
     try:
@@ -233,7 +236,8 @@ async def run_checks(config: GatewayConfig, config_dir: Path | None,
     catalog = TagCatalog(devices)
     broker = asyncio.create_task(asyncio.to_thread(
         check_broker, config.northbound.mqtt, config.gateway.id, config_dir, timeout))
-    results = await asyncio.gather(*(check_device(d, catalog, timeout) for d in devices))
+    ports = SerialPorts()
+    results = await asyncio.gather(*(check_device(d, catalog, timeout, ports) for d in devices))
     return list(results), await broker
 
 

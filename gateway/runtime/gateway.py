@@ -32,6 +32,7 @@ from gateway.pipeline import Pipeline
 from gateway.recent_errors import RecentErrors
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.runtime.reload import ReloadCounters, ReloadRefused, plan_reload
+from gateway.serial_ports import SerialPorts
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch, now_ns
 
@@ -70,6 +71,8 @@ class Gateway:
         )
         self.pipeline = Pipeline(self.catalog)
         self.runners: dict[str, DeviceRunner] = {}
+        #: the serial ports of the devices: one opened port per RS-485 line, shared
+        self.serial_ports = SerialPorts()
         self.northbound: Northbound | None = None
         #: the optional InfluxDB sink (``northbound.influxdb``), fed like the northbound
         self.influxdb: InfluxSink | None = None
@@ -173,7 +176,7 @@ class Gateway:
         """Build the device's runner and start its task; counters carry over from ``previous``."""
         runner = DeviceRunner(
             device.name,
-            lambda device=device: create_driver(device, self.catalog),
+            lambda device=device: create_driver(device, self.catalog, self.serial_ports),
             self._on_batch,
             self._on_device_state,
         )

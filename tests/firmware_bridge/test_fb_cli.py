@@ -10,6 +10,7 @@ from pathlib import Path
 
 from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.driver import McuNodeDriver
+from gateway.serial_ports import SerialPorts
 from gateway.types import SampleBatch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,9 +63,10 @@ async def test_cli_bus_serves_several_nodes_on_one_pty() -> None:
         line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
         assert line.startswith("mcu-bus nodes 4,8 on /dev/pts/"), line
         port = line.split()[-1]
+        ports = SerialPorts()
         drivers = [McuNodeDriver(McuNodeDeviceConfig.model_validate({
             "name": f"n{n}", "protocol": "mcu_node", "port": port, "node_id": n,
-            "tags": [{"name": "t", "sensor": "temperature"}]}), [n]) for n in (4, 8)]
+            "tags": [{"name": "t", "sensor": "temperature"}]}), [n], ports) for n in (4, 8)]
         for driver in drivers:
             await driver.connect()
         assert all(d.node is not None for d in drivers)

@@ -1,10 +1,15 @@
-"""Several MCU nodes on one RS-485 line (one pty): one port, one reader, one device per node."""
+"""Several MCU nodes on one RS-485 line (one pty): one port, one reader, one device per node.
+
+The drivers share the port through one :class:`SerialPorts`, as the gateway's devices do.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +19,7 @@ from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.driver import McuNodeDriver
 from firmware_bridge.node_port import NodePort
 from gateway.errors import DeviceUnreachable
+from gateway.serial_ports import SerialPorts
 from gateway.types import Quality, SampleBatch
 from hil.devices.mcu_node import McuNodeBus, sensor_value
 
@@ -54,9 +60,22 @@ async def bus() -> AsyncIterator[McuNodeBus]:
         yield line
 
 
+def fds_on(path: str) -> int:
+    """How many of this process's file descriptors are open on ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            continue
+    return count
+
+
 async def test_three_nodes_share_one_port_each_its_own_tags(bus: McuNodeBus) -> None:
     ids = {3: [0, 1], 5: [10, 11], 9: [20, 21]}
-    drivers = {n: McuNodeDriver(node_config(bus, n), ids[n]) for n in (3, 5)}
+    serial_ports = SerialPorts()
+    idle = fds_on(bus.serial_path)
+    drivers = {n: McuNodeDriver(node_config(bus, n), ids[n], serial_ports) for n in (3, 5)}
     outs = {n: Collector() for n in ids}
     tasks = []
     for n, driver in drivers.items():
@@ -69,6 +88,7 @@ async def test_three_nodes_share_one_port_each_its_own_tags(bus: McuNodeBus) -> 
         assert len(ports) == 1
         port = drivers[3]._port
         assert isinstance(port, NodePort) and set(port.listeners) == {3, 5}
+        assert fds_on(bus.serial_path) == idle + 1  # opened once
         # node 9 talks on the line but has no device: counted on the owner, not mixed in
         assert drivers[3].errors["other_node"] > 0 and drivers[5].errors["other_node"] == 0
         # each node's settings reached only that node; each HELLO is its own
@@ -77,7 +97,7 @@ async def test_three_nodes_share_one_port_each_its_own_tags(bus: McuNodeBus) -> 
             assert driver.node is not None
         assert bus.nodes[9].configs_applied == 0
         # a third device joins the running line
-        drivers[9] = McuNodeDriver(node_config(bus, 9), ids[9])
+        drivers[9] = McuNodeDriver(node_config(bus, 9), ids[9], serial_ports)
         await drivers[9].connect()
         tasks.append(asyncio.create_task(drivers[9].subscribe(outs[9])))
         await until(lambda: outs[9].good() >= 20)
@@ -87,6 +107,7 @@ async def test_three_nodes_share_one_port_each_its_own_tags(bus: McuNodeBus) -> 
         counts = {n: outs[n].good() for n in (5, 9)}
         await until(lambda: all(outs[n].good() >= counts[n] + 20 for n in (5, 9)))
         assert port.is_open and set(port.listeners) == {5, 9}
+        assert serial_ports.users(bus.serial_path) == ["node-5", "node-9"]
     finally:
         for task in tasks:
             task.cancel()
@@ -94,6 +115,7 @@ async def test_three_nodes_share_one_port_each_its_own_tags(bus: McuNodeBus) -> 
         for driver in drivers.values():
             await driver.close()
     assert not port.is_open  # the last device closed it
+    assert not serial_ports.paths() and fds_on(bus.serial_path) == idle
     # every reading went to its own node's tags: the values are that node's signal
     for n, out in outs.items():
         batch = SampleBatch.concat(out.batches)
@@ -106,22 +128,53 @@ async def test_three_nodes_share_one_port_each_its_own_tags(bus: McuNodeBus) -> 
 
 
 async def test_two_devices_for_one_node_or_two_baud_rates_are_refused(bus: McuNodeBus) -> None:
-    first = McuNodeDriver(node_config(bus, 3), [0, 1])
+    ports = SerialPorts()
+    first = McuNodeDriver(node_config(bus, 3), [0, 1], ports)
     await first.connect()
     try:
-        with pytest.raises(DeviceUnreachable, match="already attached"):
-            await McuNodeDriver(node_config(bus, 3), [2, 3]).connect()
-        with pytest.raises(DeviceUnreachable, match="same baudrate"):
-            await McuNodeDriver(node_config(bus, 5, baudrate=9600), [4, 5]).connect()
+        twin = McuNodeDriver(node_config(bus, 3, name="node-3b"), [2, 3], ports)
+        with pytest.raises(DeviceUnreachable,
+                           match="node 3 is already attached by device 'node-3'; "
+                                 "device 'node-3b' cannot"):
+            await twin.connect()
+        with pytest.raises(DeviceUnreachable,
+                           match=r"used by device 'node-3' at 115200 baud 8N1; device 'node-5' "
+                                 r"asks for 9600 baud 8N1: .* same baudrate"):
+            await McuNodeDriver(node_config(bus, 5, baudrate=9600), [4, 5], ports).connect()
+        assert ports.users(bus.serial_path) == ["node-3"]  # the refused claims hold nothing
+        assert first.connected and first.node is not None
     finally:
         await first.close()
+    assert not ports.paths()
+
+
+async def test_a_link_to_the_port_is_the_same_port(bus: McuNodeBus, tmp_path: Path) -> None:
+    """A /dev/serial/by-id/... link and the tty it points to are one port: shared, not
+    opened twice."""
+    link = tmp_path / "usb-FTDI_RS485-if00-port0"
+    link.symlink_to(bus.serial_path)
+    ports = SerialPorts()
+    idle = fds_on(bus.serial_path)
+    drivers = [McuNodeDriver(node_config(bus, 3), [0, 1], ports),
+               McuNodeDriver(node_config(bus, 5, port=str(link)), [2, 3], ports)]
+    try:
+        for driver in drivers:
+            await driver.connect()
+        assert all(d.node is not None for d in drivers)
+        assert drivers[0]._port is drivers[1]._port
+        assert fds_on(bus.serial_path) == idle + 1
+    finally:
+        for driver in drivers:
+            await driver.close()
+    assert fds_on(bus.serial_path) == idle
 
 
 async def test_firmware_update_is_refused_on_a_shared_line(bus: McuNodeBus) -> None:
     from firmware_bridge.image import build_image
     from firmware_bridge.update import UpdateError, update_firmware
 
-    drivers = [McuNodeDriver(node_config(bus, n), [2 * n, 2 * n + 1]) for n in (3, 5)]
+    ports = SerialPorts()
+    drivers = [McuNodeDriver(node_config(bus, n), [2 * n, 2 * n + 1], ports) for n in (3, 5)]
     for driver in drivers:
         await driver.connect()
     try:

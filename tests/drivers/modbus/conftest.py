@@ -11,6 +11,7 @@ from modbus_sim import Memory, ModbusSim
 
 from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuDeviceConfig, ModbusTcpDeviceConfig
 from drivers.modbus.driver import ModbusDriver, ModbusRtuDriver, ModbusTcpDriver
+from gateway.serial_ports import SerialPorts
 
 _CONFIGS: dict[str, type[ModbusDeviceConfig]] = {
     "modbus_tcp": ModbusTcpDeviceConfig,
@@ -36,16 +37,26 @@ async def modbus_sim() -> AsyncIterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-async def make_driver() -> AsyncIterator[Callable[..., Any]]:
+def serial_ports() -> SerialPorts:
+    """The serial ports of the test's drivers, as the gateway keeps them for its devices."""
+    return SerialPorts()
+
+
+@pytest.fixture
+async def make_driver(serial_ports: SerialPorts) -> AsyncIterator[Callable[..., Any]]:
     """``make_driver(device)``: a TCP or RTU driver with tag ids 100, 101, ...; closed at
-    teardown."""
+    teardown. RTU drivers share :func:`serial_ports`."""
     drivers: list[ModbusDriver] = []
 
     def make(device: ModbusDeviceConfig | dict[str, Any]) -> ModbusDriver:
         if isinstance(device, dict):
             device = _CONFIGS[device["protocol"]].model_validate(device)
-        driver_type = ModbusRtuDriver if device.protocol == "modbus_rtu" else ModbusTcpDriver
-        driver = driver_type(device, [100 + i for i in range(len(device.tags))])  # type: ignore[arg-type]
+        ids = [100 + i for i in range(len(device.tags))]
+        driver: ModbusDriver
+        if isinstance(device, ModbusRtuDeviceConfig):
+            driver = ModbusRtuDriver(device, ids, serial_ports)
+        else:
+            driver = ModbusTcpDriver(device, ids)  # type: ignore[arg-type]
         drivers.append(driver)
         return driver
 

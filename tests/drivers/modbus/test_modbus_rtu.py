@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,10 +15,10 @@ from typing import Any
 import pytest
 
 from drivers.modbus import driver as driver_module
-from drivers.modbus.bus import SerialBus
 from drivers.modbus.codec import encode
 from drivers.modbus.driver import MAX_SILENT_REQUESTS, ModbusDriver
 from gateway.errors import ConnectionLost, DeviceUnreachable
+from gateway.serial_ports import SerialPorts
 from gateway.types import DataType, Quality, SampleBatch
 
 StartSim = Callable[..., Any]
@@ -54,6 +55,17 @@ async def read_all(driver: ModbusDriver) -> SampleBatch:
 
 
 GOOD = [(7.0, Quality.GOOD), (230.5, Quality.GOOD)]
+
+
+def fds_on(path: str) -> int:
+    """How many of this process's file descriptors are open on ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            continue
+    return count
 
 
 async def test_reads_over_a_serial_line(modbus_sim: StartSim, make_driver: MakeDriver) -> None:
@@ -109,9 +121,10 @@ async def test_noise_on_the_line_during_a_request_never_crashes(
 
 
 async def test_devices_on_one_bus_share_it_and_never_interleave(
-    modbus_sim: StartSim, make_driver: MakeDriver
+    modbus_sim: StartSim, make_driver: MakeDriver, serial_ports: SerialPorts
 ) -> None:
     sim = await modbus_sim(MEMORY, units={2: UNIT2}, rtu=True)
+    idle = fds_on(sim.serial_path)  # the pty link's own end
     sim.faults.delay[("holding", 0)] = 0.03
     first = make_driver(rtu(sim.serial_path, TAGS))
     second = make_driver(
@@ -126,14 +139,18 @@ async def test_devices_on_one_bus_share_it_and_never_interleave(
     await second.connect()
     assert first._link is not None and second._link is not None
     assert first._link.client is second._link.client  # one port, one client
+    assert fds_on(sim.serial_path) == idle + 1  # opened once
+    assert serial_ports.users(sim.serial_path) == ["rtu-1", "rtu-2"]
     results = await asyncio.gather(*(read_all(d) for d in (first, second) for _ in range(3)))
     assert [values(b) for b in results[:3]] == [GOOD] * 3
     assert [values(b) for b in results[3:]] == [[(24.0, Quality.GOOD)]] * 3
     assert sim.max_in_flight == 1
     await first.close()
     assert values(await read_all(second)) == [(24.0, Quality.GOOD)]  # still open for the other
+    assert fds_on(sim.serial_path) == idle + 1
     await second.close()
-    assert not SerialBus._buses
+    assert not serial_ports.paths()
+    assert fds_on(sim.serial_path) == idle  # the last release closed the port
 
 
 async def test_an_absent_device_on_the_bus_does_not_stop_the_other(
@@ -181,9 +198,13 @@ async def test_a_second_device_with_other_line_settings_is_refused(
     first = make_driver(rtu(sim.serial_path, TAGS))
     await first.connect()
     other = make_driver(rtu(sim.serial_path, TAGS, name="rtu-2", baudrate=9600))
-    with pytest.raises(DeviceUnreachable, match="used by device 'rtu-1' at 19200 baud 8N1"):
+    with pytest.raises(
+        DeviceUnreachable,
+        match=r"used by device 'rtu-1' at 19200 baud 8N1; device 'rtu-2' asks for 9600 baud 8N1",
+    ):
         await other.connect()
     assert first.connected
+    assert values(await read_all(first)) == GOOD
 
 
 async def test_a_missing_serial_port_is_unreachable(make_driver: MakeDriver) -> None:
@@ -220,6 +241,8 @@ async def test_runners_of_devices_on_one_bus_poll_their_groups_past_a_dead_one(
     from gateway.runtime.device_runner import DeviceRunner
 
     sim = await modbus_sim(MEMORY, units={2: UNIT2}, rtu=True)
+    idle = fds_on(sim.serial_path)
+    ports = SerialPorts()  # the gateway's, handed to every driver it builds
     groups = [{"name": "fast", "interval": 0.05}]
     devices = {
         "meter": rtu(sim.serial_path, [{**TAGS[0], "poll_group": "fast"}, TAGS[1]],
@@ -241,7 +264,7 @@ async def test_runners_of_devices_on_one_bus_poll_their_groups_past_a_dead_one(
         runners.append(
             DeviceRunner(
                 name,
-                lambda c=config, t=ids: ModbusRtuDriver(c, t),
+                lambda c=config, t=ids: ModbusRtuDriver(c, t, ports),
                 sink,
                 reconnect=Backoff(0.05, 0.1, rng=random.Random(0)),
             )
@@ -260,7 +283,8 @@ async def test_runners_of_devices_on_one_bus_poll_their_groups_past_a_dead_one(
     assert len(second) >= 8  # the dead device's timeouts do not starve it
     assert all(q == Quality.BAD for _, q in seen[20])
     assert sim.max_in_flight == 1
-    assert not SerialBus._buses  # every runner detached: the port is closed
+    assert not ports.paths()  # every runner released the port: it is closed
+    assert fds_on(sim.serial_path) == idle
 
 
 async def test_a_request_waiting_for_the_bus_is_stamped_when_it_is_sent(
