@@ -5,9 +5,9 @@ Everything talks to one real Mosquitto (``hil.broker.MqttBroker``) on a loopback
 a counting subscriber runs in a process of its own (``bench/northbound_subscriber.py``)
 and checks that every published data message arrived (distinct ``seq``, gaps).
 
-1. *Throughput*: the real publisher (:class:`~gateway.northbound.publisher.Northbound`
-   for JSON, :class:`~gateway.northbound.sparkplug.edge_node.SparkplugEdgeNode` with
-   ``data_qos: 1`` for Sparkplug) runs in this process with its batcher and sender;
+1. *Throughput*: the real publisher (:class:`~gateway.northbound.publisher.Publisher`
+   with the JSON contract, or the Sparkplug edge node with ``data_qos: 1``) runs in
+   this process with its batcher and sender;
    a producer keeps ``--depth`` messages' worth of synthetic SampleBatches
    (``--tags`` float tags over 4 devices, ``--samples-per-message`` per message)
    waiting, so it publishes as fast as acknowledgements allow through encoding, the
@@ -67,15 +67,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config.loader import load_config_text
 from gateway.config.models import GatewayConfig
+from gateway.northbound.contract import Contract
 from gateway.northbound.contract_json import JsonContract
 from gateway.northbound.message import OutboundMessage
-from gateway.northbound.mqtt_link import MqttLink
 from gateway.northbound.outbox import MemoryOutbox, Outbox
-from gateway.northbound.publisher import Northbound
+from gateway.northbound.publisher import Publisher
 from gateway.northbound.sequence import SequenceStore
 from gateway.northbound.sparkplug.bdseq import BdSeqStore
-from gateway.northbound.sparkplug.contract import CurrentValue, SparkplugContract
 from gateway.northbound.sparkplug.edge_node import SparkplugEdgeNode
+from gateway.northbound.sparkplug.payloads import CurrentValue, SparkplugPayloads
 from gateway.northbound.sparkplug.wire import with_seq
 from gateway.northbound.spool import DiskSpool, SpoolLimits
 from gateway.tags import TagCatalog
@@ -229,7 +229,7 @@ def make_config(p: Params, fmt: str, run: str, spool: bool, port: int) -> Gatewa
     return load_config_text(json.dumps(body), f"{run}.yaml")
 
 
-def build_publisher(config: GatewayConfig, catalog: TagCatalog) -> Northbound:
+def build_publisher(config: GatewayConfig, catalog: TagCatalog) -> Publisher:
     nb = config.northbound
     state = config.gateway.state_dir
     outbox: Outbox
@@ -240,54 +240,49 @@ def build_publisher(config: GatewayConfig, catalog: TagCatalog) -> Northbound:
         outbox = MemoryOutbox(nb.outbox.max_messages)
     states = {d: "up" for d in catalog.devices()}
     client_id = f"bench-{config.gateway.id}"
+    contract: Contract
     if nb.format == "sparkplug":
-        spb = SparkplugContract(config, catalog, "bench")
-        return SparkplugEdgeNode(
-            config, spb, outbox, BdSeqStore(state / "bdseq.json"), client_id, None,
+        contract = SparkplugEdgeNode(
+            config, SparkplugPayloads(config, catalog, "bench"), BdSeqStore(state / "bdseq.json"),
             lambda: states, lambda tag_id: CurrentValue(None, None, 0), None,
         )  # fmt: skip
-    contract = JsonContract(config, catalog, "bench")
-
-    def link_factory(will: OutboundMessage, on_ack, on_state) -> MqttLink:  # type: ignore[no-untyped-def]
-        return MqttLink(nb.mqtt, client_id, will, None, on_ack, on_state)
-
-    return Northbound(nb, contract, outbox, SequenceStore(state / "sequence.json"),
-                      link_factory, lambda: states)  # fmt: skip
+    else:
+        contract = JsonContract(config, catalog, "bench", SequenceStore(state / "sequence.json"))
+    return Publisher(nb, catalog, contract, outbox, client_id, None, lambda: states)
 
 
 class CachedEncoding:
-    """Replaces a contract's ``data`` with a cached encoding of the same message, so a run
+    """Replaces a contract's ``encode`` with a cached encoding of the same message, so a run
     measures the publish path (outbox, spool, sender, paho) without the encoder, whose
     cost is measured on its own. JSON messages still get their own ``seq``; Sparkplug
     messages are cached live and historical (encoded so while no session is up)."""
 
-    def __init__(self, nb: Northbound, one_batch: SampleBatch) -> None:
-        self.real = nb.contract.data
-        self.tags = len(one_batch)
-        self.sparkplug = isinstance(nb, SparkplugEdgeNode)
-        self.json_parts: dict[int, tuple[OutboundMessage, bytes, bytes]] = {}
-        self.spb_messages: dict[bool, list[OutboundMessage]] = {}
-        if self.sparkplug:
-            spm = nb.config.max_samples_per_message
-            for historical in (False, True):
-                self.spb_messages[historical] = self.real(one_batch, now_ns(), spm, historical)
-        nb.contract.data = self.data  # type: ignore[method-assign]
+    def __init__(self, nb: Publisher, one_batch: SampleBatch) -> None:
+        contract: Any = nb.contract
+        self.contract = contract
+        self.real = contract.encode
+        self.sparkplug = contract.format == "sparkplug"
+        self.cache: dict[tuple[Any, ...], tuple[OutboundMessage, bytes, bytes]] = {}
+        contract.encode = self.encode
 
-    def data(self, batch: SampleBatch, *args: Any) -> Any:
-        if self.sparkplug:  # flushes are whole batches of every tag: repeat one batch's
-            historical = bool(args[2]) if len(args) > 2 else False
-            cached = self.spb_messages[historical]
-            if len(batch) % self.tags:
-                return self.real(batch, *args)
-            return [OutboundMessage(m.topic, m.payload, m.kind, m.qos, samples=m.samples,
-                                    oldest_ns=m.oldest_ns)
-                    for _ in range(len(batch) // self.tags) for m in cached]  # fmt: skip
-        seq = args[0]
-        parts = self.json_parts.get(len(batch))
+    def encode(self, part: SampleBatch, ts_ns: int, live: bool) -> OutboundMessage:
+        if self.sparkplug:  # parts are one device's samples: cache by device, size, flag
+            key = (int(part.tag_ids[0]), len(part), live)
+            cached = self.cache.get(key)
+            if cached is None:
+                cached = self.cache[key] = (self.real(part, ts_ns, live), b"", b"")
+            m = cached[0]
+            return OutboundMessage(m.topic, m.payload, m.kind, m.qos, samples=m.samples,
+                                   oldest_ns=m.oldest_ns)  # fmt: skip
+        sequence = self.contract.sequence
+        seq = sequence.peek
+        parts = self.cache.get((len(part),))
         if parts is None:
-            m = self.real(batch, *args)
+            m = self.real(part, ts_ns, live)  # takes seq
             head, tail = m.payload.split(b'"seq":%d,' % seq, 1)
-            parts = self.json_parts[len(batch)] = (m, head, tail)
+            self.cache[(len(part),)] = (m, head, tail)
+            return m
+        sequence.next()
         m, head, tail = parts
         return OutboundMessage(m.topic, b'%s"seq":%d,%s' % (head, seq, tail), "data", m.qos,
                                samples=m.samples, oldest_ns=m.oldest_ns, seq=seq)  # fmt: skip
@@ -306,7 +301,7 @@ def sample_payloads(p: Params, fmt: str, port: int) -> list[bytes]:
     catalog = TagCatalog(config.devices)
     batch = full_batch(catalog)
     if fmt == "sparkplug":
-        spb = SparkplugContract(config, catalog, "bench")
+        spb = SparkplugPayloads(config, catalog, "bench")
         msgs = spb.data(batch, now_ns(), p.samples_per_message)
         return [with_seq(m.payload, i % 256) for i, m in enumerate(msgs)]
     js = JsonContract(config, catalog, "bench")
@@ -498,10 +493,8 @@ async def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def session_up(nb: Northbound) -> bool:
-    if isinstance(nb, SparkplugEdgeNode):
-        return nb.born and not nb._inflight
-    return nb.counters.births > 0 and not nb._inflight
+def session_up(nb: Publisher) -> bool:
+    return nb.in_session() and not nb._inflight
 
 
 def queued(outbox: Outbox) -> int:
@@ -512,7 +505,7 @@ def queued(outbox: Outbox) -> int:
     return outbox.stats().queued
 
 
-async def keep_full(nb: Northbound, batch: SampleBatch, depth: int, spm: int) -> None:
+async def keep_full(nb: Publisher, batch: SampleBatch, depth: int, spm: int) -> None:
     """Keep about ``depth`` messages waiting (buffered or in the outbox)."""
     per_batch = -(-len(batch) // spm)
     tick = nb.config.publish_interval / 4
@@ -523,7 +516,7 @@ async def keep_full(nb: Northbound, batch: SampleBatch, depth: int, spm: int) ->
         await asyncio.sleep(tick)
 
 
-async def produce_at(nb: Northbound, batch: SampleBatch, messages_per_s: float, spm: int,
+async def produce_at(nb: Publisher, batch: SampleBatch, messages_per_s: float, spm: int,
                      produced: list[int]) -> None:  # fmt: skip
     """Submit whole batches at ``messages_per_s`` (``produced[0]`` counts messages)."""
     per_batch = -(-len(batch) // spm)
@@ -559,7 +552,7 @@ async def ours_timed(p: Params, fmt: str, spool: bool, encode: bool, run: str, p
         nb.flush()
         if not await nb.drain(30):
             log.warning("%s: not drained", run)
-        expected = nb.sequence.peek if fmt == "json" else None
+        expected = nb.contract.sequence.peek if fmt == "json" else None  # type: ignore[attr-defined]
         data_sent = nb.counters.messages_published
     finally:
         if producer is not None:
@@ -751,8 +744,9 @@ async def replay(p: Params, broker: MqttBroker, sub: Subscriber, fmt: str,
         producer.cancel()
         nb.flush()
         await nb.drain(60)
-        expected = nb.sequence.peek if fmt == "json" else nb.counters.messages_published
-        spb = asdict(nb.spb_counters) if isinstance(nb, SparkplugEdgeNode) else {}
+        expected = (nb.contract.sequence.peek if fmt == "json"  # type: ignore[attr-defined]
+                    else nb.counters.messages_published)
+        spb = asdict(nb.contract.counters) if fmt == "sparkplug" else {}  # type: ignore[attr-defined]
     finally:
         if producer is not None:
             producer.cancel()

@@ -26,7 +26,7 @@ import numpy as np
 
 from gateway.config.loader import load_config_text
 from gateway.northbound.contract_json import JsonContract
-from gateway.northbound.sparkplug.contract import SparkplugContract
+from gateway.northbound.sparkplug.payloads import SparkplugPayloads
 from gateway.northbound.sparkplug.wire import as_historical, with_seq
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch
@@ -67,7 +67,7 @@ def main() -> None:
     n = len(catalog)
     rng = np.random.default_rng(1)
     batch = SampleBatch.of(np.arange(n), rng.normal(230, 5, n), time.time_ns())
-    spb = SparkplugContract(config, catalog, "bench")
+    spb = SparkplugPayloads(config, catalog, "bench")
     js = JsonContract(config, catalog, "bench")
     max_samples = config.northbound.max_samples_per_message
 

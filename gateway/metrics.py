@@ -156,11 +156,10 @@ class GatewayCollector(Collector):
              "Samples of restricted tags kept in the gateway (northbound.publish_restricted off)",
              c.restricted_withheld),
         )
-        spb = getattr(nb, "spb_counters", None)  # Sparkplug edge node only
-        if spb is not None:
-            from gateway.northbound.sparkplug.metrics import sparkplug_metrics
-
-            yield from sparkplug_metrics(spb)
+        yield from nb.contract.metrics()  # the contract's own (Sparkplug: births, STATE, ...)
+        yield _C("chenxing_messages_taken_back",
+                 "Unacknowledged QoS 1 messages of a dropped connection, replayed after the "
+                 "next births (Sparkplug)", value=c.taken_back)
         if gw.commands is not None:
             cc = gw.commands.counters
             commands = CounterMetricFamily(

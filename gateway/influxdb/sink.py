@@ -29,9 +29,9 @@ from gateway.influxdb.writer import (
     write_failures_log,
     write_until_done,
 )
-from gateway.northbound.contract_json import PublishableTags
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import Outbox
+from gateway.northbound.restricted import PublishableTags
 from gateway.northbound.spool import SpoolLimits, open_spool
 from gateway.repeated_log import RepeatedKinds
 from gateway.tags import TagCatalog

@@ -4,63 +4,70 @@ Topics: ``{topic_root}/{site}/{line}/{gateway}/{birth|data|death}``; commands
 arrive on ``.../cmd`` and are answered on ``.../cmd-result``.
 Data messages are column-oriented so a batch encodes with array ``tolist()``
 calls instead of one Python dict per sample.
+
+Its session rules (:class:`~gateway.northbound.contract.Contract`): a session is a
+broker connection; it starts with the retained birth; each data message takes the next
+number of a sequence that rises across restarts (:class:`SequenceStore`), given when it
+is encoded (a message keeps it through the spool); the will is the death, retained.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import numpy as np
+from prometheus_client.core import Metric
 
+from gateway.commands.parse import Command, parse_command
 from gateway.commands.result import CommandResult, json_safe
 from gateway.config.models import GatewayConfig
+from gateway.northbound.contract import BirthContext, DeviceChange, PublisherControls
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import OutboxStats
+from gateway.northbound.restricted import PublishableTags
+from gateway.northbound.sequence import SequenceStore
 from gateway.tags import TagCatalog
-from gateway.types import QUALITY_NAME_ARRAY, Classification, SampleBatch, as_float
+from gateway.types import QUALITY_NAME_ARRAY, SampleBatch, as_float, now_ns
 
 CONTRACT_VERSION = 1
 _NS_PER_MS = 1_000_000
 
 
-class PublishableTags:
-    """Which tags may leave the gateway: all, or all but the restricted ones."""
-
-    def __init__(self, catalog: TagCatalog, publish_restricted: bool) -> None:
-        #: per tag id: may it leave the gateway
-        self.mask = np.array(
-            [publish_restricted or t.classification is not Classification.RESTRICTED
-             for t in catalog.tags],
-            dtype=bool,
-        )  # fmt: skip
-        self._all = bool(self.mask.all())
-
-    def select(self, batch: SampleBatch) -> SampleBatch:
-        """``batch`` without the samples of tags that must not leave the gateway."""
-        if self._all or not len(batch):
-            return batch
-        keep = self.mask[batch.tag_ids]
-        return batch if keep.all() else batch.select(keep)
-
-
 class JsonContract:
-    """Encodes births, data and deaths for one gateway."""
+    """Encodes births, data and deaths for one gateway, with the session rules above."""
 
-    def __init__(self, config: GatewayConfig, catalog: TagCatalog, gateway_version: str) -> None:
+    format = "json"
+    take_back_unacked = False  # a message keeps its seq: the client re-sends it as it is
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        catalog: TagCatalog,
+        gateway_version: str,
+        sequence: SequenceStore | None = None,
+        on_command: Callable[[str, bytes, bool], None] | None = None,
+    ) -> None:
+        """``sequence``: the data messages' numbers (a payload encoder alone needs none);
+        ``on_command(topic, payload, retained)`` receives ``cmd`` messages (None: commands
+        are off and ``cmd`` is not subscribed)."""
         ident = config.gateway
         root = config.northbound.topic_root.rstrip("/")
         self.base_topic = f"{root}/{ident.site}/{ident.line}/{ident.id}"
         self.qos = config.northbound.mqtt.qos
         self.catalog = catalog
         self.commands_enabled = config.commands.enabled
+        self.max_writes = config.commands.max_writes_per_command
+        self.sequence = sequence
+        self._on_command = on_command
         self._publishable = PublishableTags(catalog, config.northbound.publish_restricted)
         #: per tag id: may it leave the gateway (restricted tags only when configured)
         self.publishable_mask = self._publishable.mask
         self.publishable = self._publishable.select
         self._ident = ident
         self._version = gateway_version
+        self._publisher: PublisherControls | None = None
         #: the edge models in service (name, version, sha256, role) for the birth
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None
         self._header = {
@@ -107,7 +114,7 @@ class JsonContract:
             self.topic("birth"), self._dumps(body), "birth", self.qos, retain=True
         )
 
-    def death(self, session: int, ts_ns: int, reason: str) -> OutboundMessage:
+    def death_message(self, session: int, ts_ns: int, reason: str) -> OutboundMessage:
         """Sent on clean shutdown, and registered as the MQTT will. Retained."""
         body = {
             **self._header,
@@ -178,6 +185,71 @@ class JsonContract:
             oldest_ns=int(batch.ts_ns.min()) if len(batch) else 0,
             seq=seq,
         )
+
+    # --- the session rules (gateway.northbound.contract.Contract) -------------------------
+    def attach(self, publisher: PublisherControls) -> None:
+        self._publisher = publisher
+
+    def _run_id(self) -> int:
+        return self._publisher.session if self._publisher is not None else 0
+
+    def subscriptions(self) -> tuple[tuple[str, int], ...]:
+        return ((self.topic("cmd"), 1),) if self._on_command is not None else ()
+
+    def will(self) -> OutboundMessage | None:
+        return self.death_message(self._run_id(), now_ns(), "connection lost")
+
+    def death(self, reason: str, ts_ns: int) -> OutboundMessage:
+        return self.death_message(self._run_id(), ts_ns, reason)
+
+    def connection_changed(self, connected: bool) -> None:
+        pass
+
+    def session_key(self, connected: bool, generation: int) -> Hashable | None:
+        return generation if connected else None
+
+    def births(self, context: BirthContext) -> list[OutboundMessage]:
+        return [self.birth(context.run_id, self._sequence().peek, context.ts_ns,
+                           context.devices, context.spool)]  # fmt: skip
+
+    def withhold(self, batch: SampleBatch) -> SampleBatch:
+        return batch
+
+    def split(self, batch: SampleBatch, max_samples: int) -> list[SampleBatch]:
+        if len(batch) <= max_samples:
+            return [batch]
+        return [batch.select(slice(start, start + max_samples))  # type: ignore[arg-type]
+                for start in range(0, len(batch), max_samples)]  # fmt: skip
+
+    def encode(self, part: SampleBatch, ts_ns: int, live: bool) -> OutboundMessage:
+        sequence = self._sequence()
+        message = self.data(part, sequence.peek, self._run_id(), ts_ns)
+        sequence.next()  # only once encoded: a part that failed takes no number
+        return message
+
+    def on_send(self, message: OutboundMessage, replay: bool) -> OutboundMessage:
+        return message
+
+    def answer(self, result: CommandResult, ts_ns: int) -> list[OutboundMessage]:
+        return [self.cmd_result(result, ts_ns)]
+
+    def device_state_changed(self, device: str, state: str, in_session: bool) -> DeviceChange:
+        return DeviceChange(rebirth=state in ("up", "down"))  # the birth lists the states
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if self._on_command is not None:
+            self._on_command(topic, payload, retained)
+
+    def parse_command(self, topic: str, payload: bytes) -> Command:
+        return parse_command(payload, self._ident.id, self.max_writes)
+
+    def metrics(self) -> Iterable[Metric]:
+        return ()
+
+    def _sequence(self) -> SequenceStore:
+        if self.sequence is None:
+            raise RuntimeError("a JSON contract in a publisher needs its SequenceStore")
+        return self.sequence
 
     def _numeric_cells(self, ids: np.ndarray, values: np.ndarray) -> list[Any]:
         """JSON cells: bools as true/false, integer tags as integers, NaN as null."""

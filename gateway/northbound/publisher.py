@@ -1,6 +1,7 @@
 """The northbound stage: gather pipeline output into messages, keep them in the
-outbox, publish them in order with a bounded number in flight, birth on every
-connect, death on shutdown.
+outbox, publish them in order with a bounded number in flight, births when a session
+starts, death on shutdown. One publisher for every payload contract: what goes on the
+wire is the :class:`~gateway.northbound.contract.Contract`'s business.
 
 Replay and live data: on every connect, what waits in the outbox becomes the
 backlog (:meth:`Outbox.mark_backlog`). The sender then fills the in-flight window
@@ -19,16 +20,18 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from gateway.commands.result import CommandResult
-from gateway.config.models import NorthboundConfig
-from gateway.northbound.contract_json import JsonContract
+from gateway.config.models import MqttConfig, NorthboundConfig
+from gateway.northbound.contract import BirthContext, Contract
 from gateway.northbound.message import OutboundMessage
-from gateway.northbound.mqtt_link import MqttLink
+from gateway.northbound.mqtt_link import MqttLink, Will
 from gateway.northbound.outbox import Outbox
-from gateway.northbound.sequence import SequenceStore
+from gateway.northbound.restricted import PublishableTags
+from gateway.tags import TagCatalog
 from gateway.types import SampleBatch, now_ns
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ class NorthboundCounters:
     #: samples of restricted tags kept inside the gateway (northbound.publish_restricted off)
     restricted_withheld: int = 0
     answers_unsent: int = 0
+    #: unacknowledged QoS 1 messages of a dropped connection, replayed in the next session
+    taken_back: int = 0
 
 
 class ReplayBudget:
@@ -75,44 +80,108 @@ class ReplayBudget:
         return max(0.0, (1.0 - self._tokens) / self.rate)
 
 
-class Northbound:
+class Link(Protocol):
+    """The broker connection as the publisher uses it (:class:`MqttLink`; tests may give
+    a recorder of their own)."""
+
+    connected: asyncio.Event
+    #: counts successful connects
+    generation: int
+    url: str
+    last_error: str | None
+    disconnects: int
+
+    def start(self) -> None: ...
+
+    def publish(self, message: OutboundMessage) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class LinkFactory(Protocol):
+    """Builds the publisher's link; the arguments are :class:`MqttLink`'s."""
+
+    def __call__(self, config: MqttConfig, client_id: str, will: Will, password: str | None,
+                 on_ack: Callable[[int], None], on_state: Callable[[], None],
+                 subscriptions: tuple[tuple[str, int], ...],
+                 on_message: Callable[[str, bytes, bool], None] | None,
+                 on_taken_back: Callable[[list[int]], None] | None) -> Link: ...
+
+
+class Publisher:
+    """Outbox + link + contract: see the module docstring and :mod:`.contract`."""
+
     def __init__(
         self,
         config: NorthboundConfig,
-        contract: JsonContract,
+        catalog: TagCatalog,
+        contract: Contract,
         outbox: Outbox,
-        sequence: SequenceStore,
-        link_factory: Callable[
-            [OutboundMessage, Callable[[int], None], Callable[[], None]], MqttLink
-        ],
+        client_id: str,
+        password: str | None,
         device_states: Callable[[], dict[str, str]],
+        link_factory: LinkFactory = MqttLink,
     ) -> None:
         self.config = config
         self.contract = contract
         self.outbox = outbox
-        self.sequence = sequence
         self.session = now_ns() // 1_000_000  # identifies this run in births and deaths
         self.counters = NorthboundCounters()
+        self._publishable = PublishableTags(catalog, config.publish_restricted)
         self._device_states = device_states
         self._buffer: list[SampleBatch] = []
         self._wake = asyncio.Event()
         self._inflight: dict[int, OutboundMessage] = {}
-        self._birth_generation = 0
-        self._backlog_generation = 0
+        #: the session the births were sent for (None: none yet on this connection)
+        self._session_key: Hashable | None = None
+        self._rebirth_requested = False
         self._control_ids = itertools.count(-1, -1)  # ids of births and deaths
         self._ack_waiters: dict[int, asyncio.Event] = {}
         self._replay = ReplayBudget(config.spool.replay_rate, time.monotonic)
         self._backlog_turn = True  # whose turn it is when both streams wait
         self._replay_timer: asyncio.TimerHandle | None = None
-        will = contract.death(self.session, now_ns(), "connection lost")
-        self.link = link_factory(will, self._acked, self._wake.set)
+        contract.attach(self)
+        self.link = link_factory(
+            config.mqtt, client_id, contract.will, password, self._acked, self._link_state,
+            contract.subscriptions(), contract.on_message,
+            self._taken_back if contract.take_back_unacked else None,
+        )  # fmt: skip
+
+    # --- the session ------------------------------------------------------------------------
+    def _current_key(self) -> Hashable | None:
+        return self.contract.session_key(self.link.connected.is_set(), self.link.generation)
+
+    def in_session(self) -> bool:
+        """A session is up and its births are out: what is sent now goes out live."""
+        key = self._current_key()
+        return key is not None and key == self._session_key
+
+    born = property(in_session)
+
+    def _link_state(self) -> None:
+        connected = self.link.connected.is_set()
+        if not connected:
+            self._session_key = None
+        self.contract.connection_changed(connected)
+        self._wake.set()
+
+    def _taken_back(self, ids: list[int]) -> None:
+        """QoS 1 messages of a dead connection: back to the outbox, replayed after the
+        births of the next session."""
+        self.counters.taken_back += len(ids)
+        for message_id in ids:
+            self._inflight.pop(message_id, None)
+        self.outbox.release(ids)
+
+    def wake(self) -> None:
+        self._wake.set()
 
     # --- input from the pipeline --------------------------------------------------------
     def submit(self, batch: SampleBatch) -> None:
-        visible = self.contract.publishable(batch)
+        visible = self._publishable.select(batch)
         if visible is not batch:
             self.counters.restricted_withheld += len(batch) - len(visible)
-            batch = visible
+        batch = self.contract.withhold(visible)
         if len(batch):
             self._buffer.append(batch)
             self.counters.buffered_samples += len(batch)
@@ -133,27 +202,32 @@ class Northbound:
             self._wake.set()
 
     def _encode(self) -> list[OutboundMessage]:
-        """Everything buffered as data messages (not yet in the outbox)."""
+        """Everything buffered as data messages (not yet in the outbox). A part that cannot
+        be encoded (a bug) is dropped and counted; the others go on."""
         if not self._buffer:
             return []
         batch = SampleBatch.concat(self._buffer)
         self._buffer = []
         self.counters.buffered_samples = 0
-        step = self.config.max_samples_per_message
         ts = now_ns()
+        live = self.in_session()
         messages: list[OutboundMessage] = []
-        for start in range(0, len(batch), step):
-            chunk = batch.select(slice(start, start + step))  # type: ignore[arg-type]
+        try:
+            parts = self.contract.split(batch, self.config.max_samples_per_message)
+        except Exception:  # a bug in encoding must not stop the publisher
+            parts = []
+            self._encode_failed(len(batch))
+        for part in parts:
             try:
-                message = self.contract.data(chunk, self.sequence.peek, self.session, ts)
-            except Exception:  # a bug in encoding must not stop the publisher
-                self.counters.encode_failures += 1
-                self.counters.encode_dropped_samples += len(chunk)
-                log.exception("could not encode %d samples; they are dropped", len(chunk))
-                continue
-            self.sequence.next()
-            messages.append(message)
+                messages.append(self.contract.encode(part, ts, live))
+            except Exception:
+                self._encode_failed(len(part))
         return messages
+
+    def _encode_failed(self, samples: int) -> None:
+        self.counters.encode_failures += 1
+        self.counters.encode_dropped_samples += samples
+        log.exception("could not encode %d samples; they are dropped", samples)
 
     # --- acknowledgements -----------------------------------------------------------------
     def _acked(self, message_id: int) -> None:
@@ -186,34 +260,45 @@ class Northbound:
             await self._flush_async()
             self.outbox.maintain()
 
-    def _birth(self) -> OutboundMessage:
-        return self.contract.birth(
-            self.session, self.sequence.peek, now_ns(), self._device_states(), self.outbox.stats()
-        )
-
     async def _sender(self) -> None:
-        max_inflight = self.config.outbox.max_inflight
         while True:
             self._wake.clear()
-            if self.link.connected.is_set():
-                if self._backlog_generation != self.link.generation:
-                    self._backlog_generation = self.link.generation
-                    backlog = self.outbox.mark_backlog()  # a new connection: replay
-                    if backlog:
-                        log.info("replaying %d messages at up to %g/s", backlog, self._replay.rate)
-                if self._birth_generation != self.link.generation:
-                    self._birth_generation = self.link.generation
-                    birth = self._birth()
-                    self._send(birth)
-                    self.counters.births += 1
-                while len(self._inflight) < max_inflight:
-                    message = self._next_message()
-                    if message is None:
-                        break
-                    self._send(message)
+            self.send_pending()
             await self._wake.wait()
 
-    def _next_message(self) -> OutboundMessage | None:
+    def send_pending(self) -> None:
+        """One turn of the sender: start a session when one is due (backlog, births), then
+        fill the in-flight window."""
+        key = self._current_key()
+        if key is None:
+            return
+        if key != self._session_key:
+            self._session_key = key
+            backlog = self.outbox.mark_backlog()  # a new session: replay what waited
+            if backlog:
+                log.info("replaying %d messages at up to %g/s", backlog, self._replay.rate)
+            self._send_births()
+        elif self._rebirth_requested:
+            self._send_births()
+        self._rebirth_requested = False
+        self._fill_window()
+
+    def _send_births(self) -> None:
+        context = BirthContext(now_ns(), self.session, self._device_states(),
+                               self.outbox.stats())  # fmt: skip
+        for message in self.contract.births(context):
+            self._send(message)
+        self.counters.births += 1
+
+    def _fill_window(self) -> None:
+        max_inflight = self.config.outbox.max_inflight
+        while len(self._inflight) < max_inflight:
+            message = self._next_message()
+            if message is None:
+                break
+            self._send(message[0], replay=message[1])
+
+    def _next_message(self) -> tuple[OutboundMessage, bool] | None:
         """Alternate backlog and live; the backlog only with a replay token."""
         for backlog in (True, False) if self._backlog_turn else (False, True):
             if not backlog:
@@ -227,12 +312,8 @@ class Northbound:
                 self._wake_for_replay()
             if message is not None:
                 self._backlog_turn = not backlog
-                return self._prepare(message, backlog)
+                return message, backlog
         return None
-
-    def _prepare(self, message: OutboundMessage, backlog: bool) -> OutboundMessage:
-        """The message as it goes on the wire (the JSON contract sends it as stored)."""
-        return message
 
     def _wake_for_replay(self) -> None:
         if self._replay_timer is None and self.outbox.stats().backlog:
@@ -243,34 +324,46 @@ class Northbound:
         self._replay_timer = None
         self._wake.set()
 
-    def _send(self, message: OutboundMessage) -> None:
-        if message.id == 0:  # birth and death do not pass through the outbox
+    def _send(self, message: OutboundMessage, replay: bool = False) -> None:
+        message = self.contract.on_send(message, replay)
+        if message.id == 0:  # births, deaths and answers do not pass through the outbox
             message.id = next(self._control_ids)
         self._inflight[message.id] = message
         self.link.publish(message)
 
     def send_control(self, message: OutboundMessage) -> None:
-        """Publish a message outside the outbox (a command answer) if connected; otherwise
-        it is dropped and counted (the audit log has the outcome)."""
-        if not self.link.connected.is_set():
+        """Publish a message outside the outbox (a command answer, an event) within a
+        session; otherwise it is dropped and counted (the audit log has the outcome)."""
+        if not self.in_session():
             self.counters.answers_unsent += 1
-            log.warning("not connected: %s to %s not sent", message.kind, message.topic)
+            log.warning("no session: %s to %s not sent", message.kind, message.topic)
             return
         self._send(message)
 
     def rebirth(self) -> None:
-        """Send a fresh birth on the current connection (e.g. after a device state change)."""
-        self._birth_generation = -1
+        """Send the births again within the current session (e.g. the models changed)."""
+        self._rebirth_requested = True
         self._wake.set()
 
     def device_state_changed(self, device: str, state: str) -> None:
-        """A device went up or down: the birth lists device states, so birth again."""
-        if state in ("up", "down"):
+        """A device went up or down: what the contract says about it goes out now."""
+        change = self.contract.device_state_changed(device, state, self.in_session())
+        if change.flush_first and self.in_session():
+            self.flush()  # its last samples go first, as far as the window allows
+            self._fill_window()
+        for message in change.messages:
+            self.send_control(message)
+        if change.rebirth:
             self.rebirth()
 
     def answer_command(self, result: CommandResult) -> None:
-        """Publish the outcome of a command from the brain (``cmd-result``)."""
-        self.send_control(self.contract.cmd_result(result, now_ns()))
+        """Publish the outcome of a command from the brain."""
+        for message in self.contract.answer(result, now_ns()):
+            self.send_control(message)
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        """An event (a model alarm raised or cleared), within a session."""
+        self.send_control(self.contract.event(event, now_ns()))
 
     # --- shutdown ---------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:
@@ -289,7 +382,7 @@ class Northbound:
     async def publish_death(self, reason: str, timeout: float) -> bool:
         if not self.link.connected.is_set():
             return False
-        death = self.contract.death(self.session, now_ns(), reason)
+        death = self.contract.death(reason, now_ns())
         death.id = next(self._control_ids)
         acked = asyncio.Event()
         self._ack_waiters[death.id] = acked

@@ -21,11 +21,10 @@ from gateway.commands.firmware import firmware_commands
 from gateway.config.loader import resolve_secret
 from gateway.config.models import GatewayConfig
 from gateway.influxdb.sink import InfluxSink, build_sink
+from gateway.northbound.contract import Contract
 from gateway.northbound.contract_json import JsonContract
-from gateway.northbound.message import OutboundMessage
-from gateway.northbound.mqtt_link import MqttLink
 from gateway.northbound.outbox import MemoryOutbox, Outbox
-from gateway.northbound.publisher import Northbound
+from gateway.northbound.publisher import Publisher
 from gateway.northbound.sequence import SequenceStore
 from gateway.northbound.spool import SpoolLimits, open_spool
 from gateway.pipeline import Pipeline
@@ -34,7 +33,7 @@ from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.runtime.reload import ReloadCounters, ReloadRefused, plan_reload
 from gateway.serial_ports import SerialPorts
 from gateway.tags import TagCatalog
-from gateway.types import SampleBatch, now_ns
+from gateway.types import SampleBatch
 
 if TYPE_CHECKING:
     from edge_models.engine import AlarmEvent
@@ -73,7 +72,7 @@ class Gateway:
         self.runners: dict[str, DeviceRunner] = {}
         #: the serial ports of the devices: one opened port per RS-485 line, shared
         self.serial_ports = SerialPorts()
-        self.northbound: Northbound | None = None
+        self.northbound: Publisher | None = None
         #: the optional InfluxDB sink (``northbound.influxdb``), fed like the northbound
         self.influxdb: InfluxSink | None = None
         #: writes from the brain (``commands.enabled``)
@@ -118,8 +117,7 @@ class Gateway:
     def _on_alarm(self, event: AlarmEvent) -> None:
         self.recent_alarms.append(event)
         if self.northbound is not None:
-            nb = self.northbound
-            nb.send_control(nb.contract.event({"event": "alarm", **event.as_dict()}, now_ns()))
+            self.northbound.publish_event({"event": "alarm", **event.as_dict()})
 
     def _on_models_changed(self) -> None:
         if self.northbound is not None:
@@ -210,50 +208,40 @@ class Gateway:
     def device_states(self) -> dict[str, str]:
         return {name: r.stats.state.value for name, r in self.runners.items()}
 
-    def _build_northbound(self) -> Northbound:
+    def _build_contract(self) -> Contract:
+        """The payload contract of ``northbound.format`` (commands reach the executor)."""
+        on_command = self._on_command if self.config.commands.enabled else None
+        if self.config.northbound.format == "sparkplug":
+            from gateway.northbound.sparkplug.build import build_edge_node
+
+            return build_edge_node(self.config, self.catalog, self.pipeline,
+                                   self.device_states, on_command, self._audit)  # fmt: skip
+        sequence = SequenceStore(self.config.gateway.state_dir / "sequence.json")
+        return JsonContract(self.config, self.catalog, __version__, sequence, on_command)
+
+    def _audit(self, event: str, **fields: object) -> None:
+        if self.commands is not None:
+            self.commands.audit(event, **fields)
+
+    def _build_northbound(self, contract: Contract) -> Publisher:
         nb = self.config.northbound
         mqtt_cfg = nb.mqtt
         password = None
         if mqtt_cfg.password is not None:
             password = resolve_secret(mqtt_cfg.password, self.config_dir)
         client_id = mqtt_cfg.client_id or f"chenxing-{self.config.gateway.id}"
-        if nb.format == "sparkplug":
-            from gateway.northbound.sparkplug.build import build_edge_node
-
-            return build_edge_node(self, self._build_outbox(), client_id, password)
-        contract = JsonContract(self.config, self.catalog, __version__)
-        sequence = SequenceStore(self.config.gateway.state_dir / "sequence.json")
-
-        subscriptions: tuple[tuple[str, int], ...] = ()
-        if self.commands is not None:
-            subscriptions = ((contract.topic("cmd"), 1),)
-
-        def link_factory(will: OutboundMessage, on_ack, on_state) -> MqttLink:  # type: ignore[no-untyped-def]
-            return MqttLink(mqtt_cfg, client_id, will, password, on_ack, on_state,
-                            subscriptions, self._on_command)
-
-        return Northbound(
-            nb,
-            contract,
-            self._build_outbox(),
-            sequence,
-            link_factory,
-            self.device_states,
-        )
+        return Publisher(nb, self.catalog, contract, self._build_outbox(), client_id, password,
+                         self.device_states)  # fmt: skip
 
     # --- commands -------------------------------------------------------------------------
-    def _build_commands(self) -> CommandExecutor | None:
+    def _build_commands(self, contract: Contract) -> CommandExecutor | None:
         cfg = self.config.commands
         if not cfg.enabled:
             return None
         audit = AuditLog(cfg.resolved_audit_log(self.config.gateway.state_dir))
-        parse = None
-        if self.config.northbound.format == "sparkplug":
-            from gateway.northbound.sparkplug.build import command_parser
-
-            parse = command_parser(self)
         executor = CommandExecutor(cfg, self.catalog, self.config.gateway.id,
-                                   self._connected_driver, audit, self._answer_command, parse=parse)
+                                   self._connected_driver, audit, self._answer_command,
+                                   parse=contract.parse_command)  # fmt: skip
         executor.firmware = firmware_commands(self.config.devices, self.config_dir,
                                               self.config.gateway.id, self._connected_driver, audit)
         return executor
@@ -295,8 +283,9 @@ class Gateway:
 
         # first: a missing token or a locked spool fails before anything else is opened
         self.influxdb = build_sink(self.config, self.catalog, self.config_dir)
-        self.commands = self._build_commands()
-        self.northbound = self._build_northbound()
+        contract = self._build_contract()
+        self.commands = self._build_commands(contract)
+        self.northbound = self._build_northbound(contract)
         http = HttpApi(self) if self.config.http.enabled else None
         if http is not None:
             self.http_port = await http.start()

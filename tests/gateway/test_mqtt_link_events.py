@@ -45,15 +45,16 @@ async def test_acks_and_state_changes_reach_the_handlers_in_order_with_few_callb
     monkeypatch.setattr(loop, "call_soon", counting)
     for mid in range(1, 201):
         link._mid_to_id[mid] = 1000 + mid
-    client = link._client
+    conn = link._client  # the paho adapter; paho's own client inside it
+    client = conn._client
     caplog.set_level(logging.ERROR, "gateway.northbound.mqtt_link")
     for mid in range(1, 101):  # one loop_read's worth of PUBACKs, a disconnect among them
         rejected_mid = mid in (7, 8, 9)  # a broker refusing messages: one line, not three
-        link._paho_publish(client, None, mid, QUOTA_EXCEEDED if rejected_mid else SUCCESS, None)
-    link._paho_disconnect(client, None, None, SUCCESS, None)
+        conn._paho_publish(client, None, mid, QUOTA_EXCEEDED if rejected_mid else SUCCESS, None)
+    conn._paho_disconnect(client, None, None, SUCCESS, None)
     for mid in range(101, 201):
-        link._paho_publish(client, None, mid, SUCCESS, None)
-    link._paho_publish(client, None, 999, SUCCESS, None)  # unknown mid: ignored
+        conn._paho_publish(client, None, mid, SUCCESS, None)
+    conn._paho_publish(client, None, 999, SUCCESS, None)  # unknown mid: ignored
     assert events == []  # not inside paho's call stack
     await asyncio.sleep(0)
     assert events == [*range(1001, 1101), "state", *range(1101, 1201)]
@@ -102,7 +103,7 @@ async def test_a_failing_callback_does_not_stop_the_events_after_it(
     link = MqttLink(MqttConfig(), "test", None, None, on_ack)
     link._mid_to_id.update({1: 1, 2: 2, 3: 3})
     for mid in (1, 2, 3):
-        link._paho_publish(link._client, None, mid, SUCCESS, None)
+        link._client._paho_publish(link._client._client, None, mid, SUCCESS, None)
     await asyncio.sleep(0)
     assert acked == [1, 3]
     assert any("failed" in r.getMessage() for r in caplog.records)

@@ -16,7 +16,7 @@ import numpy as np
 from gateway.northbound.contract_json import JsonContract
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import MemoryOutbox
-from gateway.northbound.publisher import Northbound
+from gateway.northbound.publisher import Publisher
 from gateway.northbound.sequence import SequenceStore
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch
@@ -54,19 +54,20 @@ class FailingContract(JsonContract):
         return super().data(batch, seq, session, ts_ns)
 
 
-def northbound(tmp: Path, **nb: object) -> tuple[Northbound, RecordingLink]:
+def northbound(tmp: Path, **nb: object) -> tuple[Publisher, RecordingLink]:
     tags = [{"name": f"t{i}", "address": i, "type": "int16"} for i in range(10)]
     cfg = make_config(tags)
     cfg = cfg.model_copy(update={"northbound": cfg.northbound.model_copy(update=nb)})
     catalog = TagCatalog(cfg.devices)
     links: list[RecordingLink] = []
 
-    def factory(will, on_ack, on_state):  # type: ignore[no-untyped-def]
+    def factory(config, client_id, will, password, on_ack, on_state, *rest):  # type: ignore[no-untyped-def]
         links.append(RecordingLink(on_ack, on_state))
         return links[0]
 
-    n = Northbound(cfg.northbound, FailingContract(cfg, catalog, "t"), MemoryOutbox(100),
-                   SequenceStore(tmp / "seq.json"), factory, lambda: {"dev": "up"})
+    contract = FailingContract(cfg, catalog, "t", SequenceStore(tmp / "seq.json"))
+    n = Publisher(cfg.northbound, catalog, contract, MemoryOutbox(100), "test", None,
+                  lambda: {"dev": "up"}, link_factory=factory)
     return n, links[0]
 
 

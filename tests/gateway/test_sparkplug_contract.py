@@ -15,18 +15,18 @@ from gateway.config.models import GatewayConfig
 from gateway.northbound.outbox import OutboxStats
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.commands import SparkplugCommandParser
-from gateway.northbound.sparkplug.contract import (
-    LAST_COMMAND_RESULT,
-    REBIRTH,
-    CurrentValue,
-    SparkplugContract,
-)
 from gateway.northbound.sparkplug.datatypes import quality_of
 from gateway.northbound.sparkplug.decode import (
     SparkplugDecodeError,
     decode_payload,
     decode_state,
     parse_topic,
+)
+from gateway.northbound.sparkplug.payloads import (
+    LAST_COMMAND_RESULT,
+    REBIRTH,
+    CurrentValue,
+    SparkplugPayloads,
 )
 from gateway.northbound.sparkplug.wire import as_historical, with_seq
 from gateway.tags import TagCatalog
@@ -64,9 +64,9 @@ def make_config(publish_restricted: bool = False, **sparkplug: Any) -> GatewayCo
     return load_config_text(json.dumps(body), "test.yaml")
 
 
-def make_contract(**kw: Any) -> SparkplugContract:
+def make_contract(**kw: Any) -> SparkplugPayloads:
     config = make_config(**kw)
-    return SparkplugContract(config, TagCatalog(config.devices), "9.9.9")
+    return SparkplugPayloads(config, TagCatalog(config.devices), "9.9.9")
 
 
 def test_topics_default_from_identity_and_configurable() -> None:

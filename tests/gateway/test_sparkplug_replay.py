@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,50 +20,83 @@ import pytest
 
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import MemoryOutbox
+from gateway.northbound.publisher import Publisher
 from gateway.northbound.sparkplug import edge_node as edge_node_module
 from gateway.northbound.sparkplug import wire
 from gateway.northbound.sparkplug.bdseq import BdSeqStore
-from gateway.northbound.sparkplug.contract import CurrentValue, SparkplugContract
 from gateway.northbound.sparkplug.decode import decode_payload
 from gateway.northbound.sparkplug.edge_node import SparkplugEdgeNode
+from gateway.northbound.sparkplug.payloads import CurrentValue, SparkplugPayloads
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch, now_ns
 from tests.gateway.test_sparkplug_contract import make_config
 
 
+class RecordingLink:
+    """The publisher's link, recording what is published; connects and drops are made by
+    the test, with the callbacks MqttLink calls."""
+
+    def __init__(self, on_ack: Callable[[int], None], on_state: Callable[[], None],
+                 on_taken_back: Callable[[list[int]], None] | None) -> None:  # fmt: skip
+        self.on_ack, self.on_state, self.on_taken_back = on_ack, on_state, on_taken_back
+        self.connected = asyncio.Event()
+        self.generation = 0
+        self.url, self.last_error, self.disconnects = "mqtt://test", None, 0
+        self.sent: list[OutboundMessage] = []
+
+    def start(self) -> None:
+        pass
+
+    def publish(self, message: OutboundMessage) -> None:
+        self.sent.append(message)
+
+    async def stop(self) -> None:
+        self.connected.clear()
+
+
 class Node:
-    """An edge node whose link records what it publishes."""
+    """An edge node (the Sparkplug contract in the one publisher) whose link records what
+    it publishes."""
 
     def __init__(self, tmp: Path) -> None:
         config = make_config(data_qos=1)
         catalog = TagCatalog(config.devices)
-        self.contract = SparkplugContract(config, catalog, "9.9.9")
+        self.contract = SparkplugPayloads(config, catalog, "9.9.9")
         self.catalog = catalog
         self.outbox = MemoryOutbox(1000)
-        self.nb = SparkplugEdgeNode(
-            config, self.contract, self.outbox, BdSeqStore(tmp / "bdseq.json"), "test", None,
-            lambda: dict.fromkeys(catalog.devices(), "up"), lambda tag: CurrentValue(None, None, 0),
-            None,
-        )  # fmt: skip
-        self.sent: list[OutboundMessage] = []
-        self.nb.link.publish = self.sent.append  # type: ignore[method-assign]
-        self.task = asyncio.create_task(self.nb._sender())
+        states = lambda: dict.fromkeys(catalog.devices(), "up")  # noqa: E731
+        self.edge = SparkplugEdgeNode(config, self.contract, BdSeqStore(tmp / "bdseq.json"),
+                                      states, lambda tag: CurrentValue(None, None, 0), None)
+        links: list[RecordingLink] = []
+
+        def factory(cfg, client_id, will, password, on_ack, on_state, subscriptions,  # type: ignore[no-untyped-def]
+                    on_message, on_taken_back):
+            links.append(RecordingLink(on_ack, on_state, on_taken_back))
+            return links[-1]
+
+        self.nb = Publisher(config.northbound, catalog, self.edge, self.outbox, "test", None,
+                            states, link_factory=factory)
+        (self.link,) = links
+        self.sent = self.link.sent
+        self.task = asyncio.create_task(self.nb.run())
 
     def meter_batch(self, value: float) -> SampleBatch:
         ids = [t.id for t in self.catalog.tags if t.device == "meter2"]
         return SampleBatch.of(np.array(ids), np.full(len(ids), value), now_ns())
 
     async def connect(self) -> None:
-        self.nb.link.generation += 1
-        self.nb.link.connected.set()
-        self.nb._link_state()
+        self.edge.will()  # as before a CONNECT
+        self.link.generation += 1
+        self.link.connected.set()
+        self.link.on_state()
         await asyncio.sleep(0.01)
 
     async def disconnect(self, in_flight: list[int]) -> None:
-        """The link drops; paho's unacknowledged messages are taken back (SparkplugLink)."""
-        self.nb._taken_back(in_flight)
-        self.nb.link.connected.clear()
-        self.nb._link_state()
+        """The link drops; the client's unacknowledged messages are taken back."""
+        assert self.link.on_taken_back is not None  # the Sparkplug contract asks for it
+        self.link.on_taken_back(in_flight)
+        self.link.connected.clear()
+        self.link.on_state()
         await asyncio.sleep(0.01)
 
     async def flush_data(self, value: float) -> None:
@@ -123,8 +156,8 @@ async def test_data_encoded_without_a_session_is_historical_and_replayed_as_is(
     seq = decode_payload(replayed.payload)["seq"]
     assert seq == 3
     assert replayed.payload == wire.with_seq(stored_payload, seq)
-    assert node.nb.spb_counters.historical_messages == 1
-    assert node.nb.spb_counters.historical_reencoded == 0
+    assert node.edge.counters.historical_messages == 1
+    assert node.edge.counters.historical_reencoded == 0
 
     await node.flush_data(2.5)  # within the session: live
     assert len(node.data_sent()) == 2
@@ -153,8 +186,8 @@ async def test_live_data_replayed_after_a_drop_is_re_encoded_historical(
     assert values == [7.0, 8.0]  # in order, the taken back one first
     assert len(reencodes) == 1  # only the live-encoded one
     assert decode_payload(reencodes[0])["metrics"][0]["value"] == 7.0
-    assert node.nb.spb_counters.historical_messages == 2
-    assert node.nb.spb_counters.historical_reencoded == 1
+    assert node.edge.counters.historical_messages == 2
+    assert node.edge.counters.historical_reencoded == 1
 
 
 async def test_data_of_a_device_that_died_since_goes_historical(
@@ -163,8 +196,8 @@ async def test_data_of_a_device_that_died_since_goes_historical(
     await node.connect()
     node.nb.submit(node.meter_batch(3.0))
     node.outbox.put_many(node.nb._encode())  # encoded live, not yet sent
-    node.nb._born_devices.discard("meter2")  # the device died meanwhile (its DDEATH)
-    node.nb._wake.set()
+    node.edge._born_devices.discard("meter2")  # the device died meanwhile (its DDEATH)
+    node.nb.wake()
     await asyncio.sleep(0.01)
     (sent,) = node.data_sent()
     assert all_historical(sent.payload)
@@ -184,7 +217,7 @@ def test_with_payload_keeps_every_other_field() -> None:
 
 
 def test_is_historical_reads_the_first_metric() -> None:
-    contract = SparkplugContract(make_config(), TagCatalog(make_config().devices), "9.9.9")
+    contract = SparkplugPayloads(make_config(), TagCatalog(make_config().devices), "9.9.9")
     batch = SampleBatch.of(np.arange(3), np.array([1.0, 2.0, 3.0]), now_ns())
     (live,) = contract.data(batch, now_ns(), 100)
     (old,) = contract.data(batch, now_ns(), 100, historical=True)
@@ -213,7 +246,7 @@ async def test_damaged_spooled_messages_go_out_as_they_are_with_one_error_line(
         node.outbox.put(OutboundMessage(topic, b"\xff\xff\xff", "data", samples=1))
     await node.connect()
     assert len(node.data_sent()) == 10
-    assert node.nb.spb_counters.historical_reencoded == 10
+    assert node.edge.counters.historical_reencoded == 10
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     (record,) = errors  # before: 10 ERRORs with a traceback each
     assert record.levelno == logging.ERROR and record.exc_info is None

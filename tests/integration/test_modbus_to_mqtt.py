@@ -186,7 +186,7 @@ async def test_broker_restart_loses_nothing_and_sends_a_new_birth(
                 await asyncio.to_thread(broker.start)
                 assert await rec.until(lambda s: len(s.births) > births_before, timeout=15)
                 assert await rec.until(lambda s: nb.outbox.stats().queued == 0, timeout=15)
-                last_seq = nb.sequence.peek - 1
+                last_seq = nb.contract.sequence.peek - 1  # type: ignore[attr-defined]
                 assert await rec.until(
                     lambda s: any(m["seq"] >= last_seq for m in s.data_messages), timeout=10
                 )

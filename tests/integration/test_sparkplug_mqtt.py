@@ -73,7 +73,7 @@ async def test_births_data_by_alias_rebirth_and_clean_death(
             assert await host.until(lambda ms: len(births(ms)) >= 2)
             assert await host.until(lambda ms: len([m for m in ms if m.type == "DBIRTH"]) >= 2)
             assert host.of("NBIRTH")[1].metric("bdSeq")["value"] == 0  # same connection
-            assert gw.gateway.northbound.spb_counters.rebirths_requested == 1  # type: ignore[union-attr]
+            assert gw.gateway.northbound.contract.counters.rebirths_requested == 1  # type: ignore[union-attr]
             await asyncio.sleep(0.3)
             await gw.stop()
         assert await host.until(lambda ms: len([m for m in ms if m.type == "NDEATH"]) >= 1)
@@ -131,7 +131,7 @@ async def test_primary_host_offline_holds_data_then_births_and_replays_historica
             assert "chenxing_sparkplug_state_messages_total 4.0" in metrics
             # held while no session was up: encoded historical, replayed without re-encoding
             # (only what was queued live when the host left is re-encoded)
-            spb = nb.spb_counters  # type: ignore[attr-defined]
+            spb = nb.contract.counters  # type: ignore[attr-defined]
             assert spb.historical_reencoded < spb.historical_messages
             await gw.stop()
         await host.until(lambda ms: any(m.type == "NDEATH" for m in ms))
@@ -177,7 +177,7 @@ async def test_device_death_and_birth(
             assert await host.until(lambda ms: len(host.of("DBIRTH", "meter")) == 2, timeout=20)
             assert await host.until(lambda ms: host.of("DDATA", "meter")[-1].seq is not None
                                     and host.snapshot()[-1].type == "DDATA")  # fmt: skip
-            assert gw.gateway.northbound.spb_counters.dead_device_withheld > 0  # type: ignore[union-attr]
+            assert gw.gateway.northbound.contract.counters.dead_device_withheld > 0  # type: ignore[union-attr]
             await gw.stop()
         msgs = host.snapshot()
         assert seqs_contiguous(msgs), " ".join(f"{m.type}:{m.seq}" for m in msgs)
@@ -383,12 +383,12 @@ async def test_qos_1_data_unacknowledged_by_a_frozen_broker_is_replayed_not_retr
             assert await host.until(lambda ms: host.subscriptions >= 2)
             host.publish_state("scada", True)  # a host's STATE birth on its new connection
             assert await host.until(lambda ms: len(host.of("NBIRTH")) == 2)
-            assert nb.spb_counters.taken_back > 0  # type: ignore[attr-defined]
+            assert nb.counters.taken_back > 0
             assert await host.until(lambda ms: nb.outbox.stats().messages == 0 and any(
                 m.type == "DDATA" and not historical([m]) for m in ms[-3:]))
             # taken back after being encoded live: re-encoded historical when replayed
-            spb = nb.spb_counters  # type: ignore[attr-defined]
-            assert spb.historical_reencoded >= spb.taken_back
+            spb = nb.contract.counters  # type: ignore[attr-defined]
+            assert spb.historical_reencoded >= nb.counters.taken_back
             await gw.stop()
         msgs = host.snapshot()
         assert seqs_contiguous(msgs), " ".join(f"{m.type}:{m.seq}" for m in msgs)
@@ -414,7 +414,7 @@ async def test_junk_on_the_state_topic_is_counted_and_logged_once_per_kind(
             for i in range(30):
                 host._client.publish("spBv1.0/STATE/scada", b"{not json" if i % 2 else b"[1]",
                                      qos=1).wait_for_publish(5)  # fmt: skip
-            counters = nb.spb_counters  # type: ignore[attr-defined]
+            counters = nb.contract.counters  # type: ignore[attr-defined]
             assert await host.until(lambda ms: counters.bad_state_messages == 30)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2, warnings  # one per kind of junk (before: 30)

@@ -215,7 +215,7 @@ async def test_full_spool_drops_the_oldest_and_reports_it_in_metrics_and_birth(
                 nb = gw.gateway.northbound
                 assert nb is not None
                 assert await rec.until(lambda s: nb.outbox.stats().messages == 0, timeout=15)
-                last = nb.sequence.peek - 1
+                last = nb.contract.sequence.peek - 1  # type: ignore[attr-defined]
                 assert await rec.until(
                     lambda s: any(m["seq"] == last for m in s.data_messages), timeout=10
                 )

@@ -1,34 +1,33 @@
-"""Build the Sparkplug edge node for a :class:`~gateway.runtime.gateway.Gateway`."""
+"""Build the Sparkplug edge node (the contract) for a :class:`~gateway.runtime.gateway.Gateway`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.northbound.sparkplug.bdseq import BdSeqStore
-from gateway.northbound.sparkplug.commands import SparkplugCommandParser
-from gateway.northbound.sparkplug.contract import CurrentValue, SparkplugContract
 from gateway.northbound.sparkplug.edge_node import SparkplugEdgeNode
+from gateway.northbound.sparkplug.payloads import CurrentValue, SparkplugPayloads
 from gateway.types import Quality
 
 if TYPE_CHECKING:
-    from gateway.northbound.outbox import Outbox
-    from gateway.runtime.gateway import Gateway
+    from gateway.config.models import GatewayConfig
+    from gateway.pipeline import Pipeline
+    from gateway.tags import TagCatalog
 
 BDSEQ_FILE = "sparkplug-bdseq.json"
 
 
-def command_parser(gateway: Gateway) -> SparkplugCommandParser:
-    contract = SparkplugContract(gateway.config, gateway.catalog, __version__)
-    return SparkplugCommandParser(contract, gateway.config.commands.max_writes_per_command)
-
-
 def build_edge_node(
-    gateway: Gateway, outbox: Outbox, client_id: str, password: str | None
+    config: GatewayConfig,
+    catalog: TagCatalog,
+    pipeline: Pipeline,
+    device_states: Callable[[], dict[str, str]],
+    on_command: Callable[[str, bytes, bool], None] | None,
+    audit: Callable[..., None] | None,
 ) -> SparkplugEdgeNode:
-    config = gateway.config
-    contract = SparkplugContract(config, gateway.catalog, __version__)
-    pipeline = gateway.pipeline
+    """The edge node of ``config``; DBIRTHs carry the pipeline's latest values."""
     qualities = {int(q) for q in Quality}
 
     def current(tag_id: int) -> CurrentValue:
@@ -37,10 +36,8 @@ def build_edge_node(
             return CurrentValue(None, None, 0)
         return CurrentValue(pipeline.latest(tag_id), Quality(q), int(pipeline.latest_ns[tag_id]))
 
-    commands = gateway.commands
     return SparkplugEdgeNode(
-        config, contract, outbox, BdSeqStore(config.gateway.state_dir / BDSEQ_FILE),
-        client_id, password, gateway.device_states, current,
-        gateway._on_command if commands is not None else None,
-        commands.audit if commands is not None else None,
+        config, SparkplugPayloads(config, catalog, __version__),
+        BdSeqStore(config.gateway.state_dir / BDSEQ_FILE), device_states, current,
+        on_command, audit,
     )  # fmt: skip

@@ -19,13 +19,13 @@ from typing import Any
 
 from gateway.commands.parse import Command, CommandValue, MalformedCommand, WriteRequest
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
-from gateway.northbound.sparkplug.contract import REBIRTH, SparkplugContract
 from gateway.northbound.sparkplug.decode import (
     SparkplugDecodeError,
     datatype_name,
     decode_payload,
     parse_topic,
 )
+from gateway.northbound.sparkplug.payloads import REBIRTH, SparkplugPayloads
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 
@@ -39,7 +39,7 @@ def command_id(topic: str, payload: bytes, timestamp: int | None) -> str:
     return f"{where}@{timestamp if timestamp is not None else '-'}#{digest}"
 
 
-def is_rebirth(metric: dict[str, Any], contract: SparkplugContract) -> bool:
+def is_rebirth(metric: dict[str, Any], contract: SparkplugPayloads) -> bool:
     return metric["name"] == REBIRTH or (
         metric["name"] is None and metric["alias"] == contract.node_aliases[REBIRTH]
     )
@@ -48,7 +48,7 @@ def is_rebirth(metric: dict[str, Any], contract: SparkplugContract) -> bool:
 class SparkplugCommandParser:
     """``parse(topic, payload)`` for :class:`~gateway.commands.CommandExecutor`."""
 
-    def __init__(self, contract: SparkplugContract, max_writes: int) -> None:
+    def __init__(self, contract: SparkplugPayloads, max_writes: int) -> None:
         self.contract = contract
         self.max_writes = max_writes
 

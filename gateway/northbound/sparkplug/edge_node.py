@@ -1,8 +1,8 @@
-"""The Sparkplug B 3.0 Edge Node: the northbound publisher for ``northbound.format: sparkplug``.
+"""The Sparkplug B 3.0 Edge Node: the contract of ``northbound.format: sparkplug``.
 
-It reuses the JSON publisher's machinery (:class:`~gateway.northbound.publisher.Northbound`:
-batcher, outbox or disk spool, in-flight window, backlog replay at a bounded rate) and
-changes what a session is:
+It plugs into the one publisher (:class:`~gateway.northbound.publisher.Publisher`:
+batcher, outbox or disk spool, in-flight window, backlog replay at a bounded rate) as a
+:class:`~gateway.northbound.contract.Contract`, and decides what a session is:
 
 - A Sparkplug session starts when the broker connection is up and, with
   ``primary_host_id`` set, the primary host's STATE says online. Only then NBIRTH
@@ -19,6 +19,9 @@ changes what a session is:
   ``Node Control/Rebirth`` = true sends NBIRTH and every DBIRTH again.
 - NCMD/DCMD writes go to the command executor; the outcome is published as the node
   metric ``Node Control/Last Command Result`` and accepted values in a DDATA.
+- The will of every CONNECT is an NDEATH with the bdSeq of that connection, and QoS 1
+  messages unacknowledged when a connection dropped are taken back (their ``seq``
+  belongs to the dead session) and replayed after the next births.
 """
 
 from __future__ import annotations
@@ -27,24 +30,19 @@ import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily, Metric
 
+from gateway.commands.parse import Command
 from gateway.commands.result import CommandResult
 from gateway.config.models import GatewayConfig
+from gateway.northbound.contract import BirthContext, DeviceChange, PublisherControls
 from gateway.northbound.message import OutboundMessage
-from gateway.northbound.outbox import Outbox
-from gateway.northbound.publisher import Northbound
 from gateway.northbound.sparkplug.bdseq import BdSeqStore
-from gateway.northbound.sparkplug.commands import command_id, is_rebirth
-from gateway.northbound.sparkplug.contract import (
-    DEVICES,
-    NAMESPACE,
-    CurrentValue,
-    SparkplugContract,
-    command_result_text,
-)
+from gateway.northbound.sparkplug.commands import SparkplugCommandParser, command_id, is_rebirth
 from gateway.northbound.sparkplug.decode import (
     SparkplugDecodeError,
     SparkplugTopic,
@@ -52,7 +50,13 @@ from gateway.northbound.sparkplug.decode import (
     decode_state,
     parse_topic,
 )
-from gateway.northbound.sparkplug.link import SparkplugLink
+from gateway.northbound.sparkplug.payloads import (
+    DEVICES,
+    NAMESPACE,
+    CurrentValue,
+    SparkplugPayloads,
+    command_result_text,
+)
 from gateway.northbound.sparkplug.wire import as_historical, is_historical, with_seq
 from gateway.repeated_log import RepeatedKinds
 from gateway.types import SampleBatch, now_ns
@@ -73,40 +77,46 @@ class SparkplugCounters:
     historical_messages: int = 0
     #: of those, encoded live (in flight or queued at a drop) and so re-encoded historical
     historical_reencoded: int = 0
-    #: unacknowledged QoS 1 messages of a dropped connection, replayed in the next session
-    taken_back: int = 0
     #: bad-quality samples of dead devices, represented by their DDEATH instead
     dead_device_withheld: int = 0
     state_messages: int = 0
     bad_state_messages: int = 0
 
 
-class SparkplugEdgeNode(Northbound):
+class SparkplugEdgeNode:
+    """The Sparkplug contract: payloads (:class:`SparkplugPayloads`) and session rules."""
+
+    format = "sparkplug"
+    take_back_unacked = True  # seq belongs to the session a message was sent in
+
     def __init__(
         self,
         config: GatewayConfig,
-        contract: SparkplugContract,
-        outbox: Outbox,
+        payloads: SparkplugPayloads,
         bdseq: BdSeqStore,
-        client_id: str,
-        password: str | None,
         device_states: Callable[[], dict[str, str]],
         current: Callable[[int], CurrentValue],
         on_command: Callable[[str, bytes, bool], None] | None,
         audit: Callable[..., None] | None = None,
     ) -> None:
-        """``current(tag_id)`` is a tag's latest value for DBIRTHs; ``on_command`` receives
+        """``device_states()``: device name -> state, for ``Node Info/Devices``;
+        ``current(tag_id)`` is a tag's latest value for DBIRTHs; ``on_command`` receives
         NCMD/DCMD writes (None: commands are disabled and answered so); ``audit(event,
         **fields)`` records rebirth requests in the command audit log."""
         self.spb = config.northbound.sparkplug
+        self.payloads = payloads
+        self.catalog = payloads.catalog
         self.bdseq = bdseq
-        self.spb_counters = SparkplugCounters()
+        self.counters = SparkplugCounters()
+        self.parser = SparkplugCommandParser(payloads, config.commands.max_writes_per_command)
+        self._device_states = device_states
         self._current = current
         self._on_command = on_command
         self._audit = audit
+        self._publisher: PublisherControls | None = None
         self._seq = 0
-        self._session_key: tuple[int, int] | None = None  # (link generation, host epoch)
-        self._rebirth_requested = False
+        #: the bdSeq of the will of the connection being made or up (None before the first)
+        self.connection_bdseq: int | None = None
         self._host_online = False
         self._host_epoch = 0
         self._host_ts: int | None = None
@@ -117,165 +127,124 @@ class SparkplugEdgeNode(Northbound):
                                          logging.ERROR)  # fmt: skip
         self._born_devices: set[str] = set()
         self._dead_devices: set[str] = set()
-        self._dead_tags = np.zeros(len(contract.catalog), dtype=bool)
+        self._dead_tags = np.zeros(len(payloads.catalog), dtype=bool)
         self._last_command_result: str | None = None
-        self._historical_turn = False
         #: :func:`parse_topic`, cached: every message sent needs its type and device
         self._topic: Callable[[str], SparkplugTopic | None] = functools.lru_cache(
             _TOPIC_CACHE)(parse_topic)
-        mqtt_cfg = config.northbound.mqtt
+
+    @property
+    def models_info(self) -> Callable[[], list[dict[str, Any]]] | None:
+        return self.payloads.models_info
+
+    @models_info.setter
+    def models_info(self, value: Callable[[], list[dict[str, Any]]] | None) -> None:
+        self.payloads.models_info = value
+
+    # --- the connection and the session --------------------------------------------------------
+    def attach(self, publisher: PublisherControls) -> None:
+        self._publisher = publisher
+
+    def _controls(self) -> PublisherControls:
+        if self._publisher is None:
+            raise RuntimeError("the edge node is not attached to a publisher")
+        return self._publisher
+
+    def subscriptions(self) -> tuple[tuple[str, int], ...]:
         subscriptions = [
-            (contract.node_topic("NCMD"), 0),
-            (contract.device_topic("DCMD", "+"), 0),
+            (self.payloads.node_topic("NCMD"), 0),
+            (self.payloads.device_topic("DCMD", "+"), 0),
         ]
         if self.spb.primary_host_id is not None:
             subscriptions.append((f"{NAMESPACE}/STATE/{self.spb.primary_host_id}", 1))
+        return tuple(subscriptions)
 
-        def link_factory(will: OutboundMessage, on_ack, on_state) -> SparkplugLink:  # type: ignore[no-untyped-def]
-            return SparkplugLink(
-                mqtt_cfg, client_id, password, on_ack, self._link_state, tuple(subscriptions),
-                self._on_message, will_for_connect=self._will_for_connect,
-                on_connect_bdseq=self.bdseq.connected, on_taken_back=self._taken_back,
-            )  # fmt: skip
-
-        contract_any: object = contract
-        super().__init__(
-            config.northbound, contract_any, outbox, None, link_factory, device_states  # type: ignore[arg-type]
-        )
-        self.contract: SparkplugContract = contract  # type: ignore[assignment]
-        contract.current_bdseq = lambda: self.link.bdseq or 0
-        self.link: SparkplugLink  # type: ignore[assignment]
-
-    # --- the session -------------------------------------------------------------------------
-    @property
-    def session_ready(self) -> bool:
-        """Connected, and the primary host (when configured) is online."""
-        return self.link.connected.is_set() and (
-            self.spb.primary_host_id is None or self._host_online
-        )
-
-    @property
-    def born(self) -> bool:
-        return self.session_ready and self._session_key is not None
-
-    def _in_session(self) -> bool:
-        """Ready and the session's births are out: data encoded now may go out live."""
-        return self.session_ready and self._session_key == (
-            self.link.generation, self._host_epoch
-        )  # fmt: skip
-
-    def _will_for_connect(self) -> tuple[int, OutboundMessage]:
+    def will(self) -> OutboundMessage | None:
         """Before each CONNECT: the NDEATH will with this connect's bdSeq."""
-        bdseq = self.bdseq.next_for_connect()
-        return bdseq, self.contract.ndeath(bdseq, now_ns())
+        self.connection_bdseq = self.bdseq.next_for_connect()
+        return self.payloads.ndeath(self.connection_bdseq, now_ns())
 
-    def _link_state(self) -> None:
-        if not self.link.connected.is_set():
-            self._host_online = False  # a new connection waits for the retained STATE again
-            self._session_key = None
-            self._born_devices.clear()
-        self._wake.set()
+    def connection_changed(self, connected: bool) -> None:
+        if connected:
+            if self.connection_bdseq is not None:
+                self.bdseq.connected(self.connection_bdseq)  # a broker saw it: next one next
+            return
+        self._host_online = False  # a new connection waits for the retained STATE again
+        self._born_devices.clear()
 
-    def _taken_back(self, ids: list[int]) -> None:
-        """QoS 1 messages of a dead connection: back to the outbox, replayed after the births."""
-        self.spb_counters.taken_back += len(ids)
-        for message_id in ids:
-            self._inflight.pop(message_id, None)
-        self.outbox.release(ids)
+    def session_key(self, connected: bool, generation: int) -> Hashable | None:
+        """Connected, and the primary host (when configured) online."""
+        if not connected or (self.spb.primary_host_id is not None and not self._host_online):
+            return None
+        return generation, self._host_epoch
 
-    # --- input from the pipeline ---------------------------------------------------------------
-    def submit(self, batch: SampleBatch) -> None:
+    def births(self, context: BirthContext) -> list[OutboundMessage]:
+        """NBIRTH (seq 0, this connection's bdSeq) and a DBIRTH per live device."""
+        bdseq = self.connection_bdseq if self.connection_bdseq is not None else 0
+        messages = [self.payloads.nbirth(
+            bdseq, context.ts_ns, context.run_id * 1_000_000, context.devices, context.spool,
+            self._last_command_result, None,
+        )]  # fmt: skip
+        self._born_devices.clear()
+        for device in self.payloads.devices():
+            self._set_dead(device, context.devices.get(device, "up") in DEAD_STATES)
+            if device not in self._dead_devices:
+                messages.append(self._dbirth(device, context.ts_ns))
+        return messages
+
+    def _dbirth(self, device: str, ts_ns: int) -> OutboundMessage:
+        self._born_devices.add(device)
+        self.counters.dbirths += 1
+        return self.payloads.dbirth(device, ts_ns, self._current)
+
+    # --- data --------------------------------------------------------------------------------
+    def withhold(self, batch: SampleBatch) -> SampleBatch:
+        """The samples of dead devices are not published: their DDEATH says it."""
         if self._dead_devices and len(batch):
             alive = ~self._dead_tags[batch.tag_ids]
             if not alive.all():
-                self.spb_counters.dead_device_withheld += int(len(batch) - alive.sum())
-                batch = batch.select(alive)
-        super().submit(batch)
+                self.counters.dead_device_withheld += int(len(batch) - alive.sum())
+                return batch.select(alive)
+        return batch
 
-    def _encode(self) -> list[OutboundMessage]:
-        """What is buffered as DDATA messages (no seq yet), for the outbox. Without a
-        session they can only be sent as replay: encoded historical right away."""
-        if not self._buffer:
-            return []
-        batch = SampleBatch.concat(self._buffer)
-        self._buffer = []
-        self.counters.buffered_samples = 0
-        try:
-            return self.contract.data(batch, now_ns(), self.config.max_samples_per_message,
-                                      not self._in_session())  # fmt: skip
-        except Exception:  # a bug in encoding must not stop the publisher
-            self.counters.encode_failures += 1
-            self.counters.encode_dropped_samples += len(batch)
-            log.exception("could not encode %d samples; they are dropped", len(batch))
-            return []
+    def split(self, batch: SampleBatch, max_samples: int) -> list[SampleBatch]:
+        return self.payloads.split(batch, max_samples)
 
-    # --- sending -------------------------------------------------------------------------------
-    async def _sender(self) -> None:
-        while True:
-            self._wake.clear()
-            if self.session_ready:
-                key = (self.link.generation, self._host_epoch)
-                if key != self._session_key:
-                    self._session_key = key
-                    backlog = self.outbox.mark_backlog()  # replayed after the births, historical
-                    if backlog:
-                        log.info("replaying %d messages as historical at up to %g/s",
-                                 backlog, self._replay.rate)  # fmt: skip
-                    self._send_births()
-                elif self._rebirth_requested:
-                    self._send_births()
-                self._rebirth_requested = False
-                self._fill_window()
-            await self._wake.wait()
+    def encode(self, part: SampleBatch, ts_ns: int, live: bool) -> OutboundMessage:
+        """A DDATA without seq (set when sent). Without a session it can only be sent as
+        replay: encoded historical right away."""
+        return self.payloads.device_data(part, ts_ns, historical=not live)
 
-    def _fill_window(self) -> None:
-        while len(self._inflight) < self.config.outbox.max_inflight:
-            message = self._next_message()
-            if message is None:
-                break
-            self._send(message)
-
-    def _send_births(self) -> None:
-        ts = now_ns()
-        states = self._device_states()
-        bdseq = self.link.bdseq if self.link.bdseq is not None else 0
-        self._send(self.contract.nbirth(
-            bdseq, ts, self.session * 1_000_000, states, self.outbox.stats(),
-            self._last_command_result, None,
-        ))  # fmt: skip
-        self.counters.births += 1
-        self._born_devices.clear()
-        for device in self.contract.devices():
-            self._set_dead(device, states.get(device, "up") in DEAD_STATES)
-            if device not in self._dead_devices:
-                self._send_dbirth(device, ts)
-
-    def _send_dbirth(self, device: str, ts_ns: int) -> None:
-        self._send(self.contract.dbirth(device, ts_ns, self._current))
-        self._born_devices.add(device)
-        self.spb_counters.dbirths += 1
-
-    def _prepare(self, message: OutboundMessage, backlog: bool) -> OutboundMessage:
-        """Stamp this session's seq; backlog (replayed) data is flagged historical."""
-        return self._for_session(message, historical=backlog)
-
-    def _for_session(self, message: OutboundMessage, historical: bool) -> OutboundMessage:
-        """Replayed data, and data of a device that died since, goes out historical: as it
-        is when encoded so (without a session), else re-encoded."""
+    def on_send(self, message: OutboundMessage, replay: bool) -> OutboundMessage:
+        """Replayed data (and data of a device that died since) goes out historical; every
+        message but NDEATH gets the session's next seq, NBIRTH restarts it at 0."""
         topic = self._topic(message.topic)
+        if message.kind == "data":
+            message = self._for_session(message, topic, replay)
+        kind = topic.message_type if topic is not None else ""
+        if kind != "NDEATH":
+            if kind == "NBIRTH":
+                self._seq = 0
+            message = message.with_payload(with_seq(message.payload, self._seq))
+            self._seq = (self._seq + 1) % 256
+        return message
+
+    def _for_session(self, message: OutboundMessage, topic: SparkplugTopic | None,
+                     historical: bool) -> OutboundMessage:  # fmt: skip
+        """As it is when encoded historical (without a session), else re-encoded."""
         if topic is not None and topic.device_id is not None and (
             topic.device_id not in self._born_devices
         ):
             historical = True
         if not historical:
             return message
-        self.spb_counters.historical_messages += 1
+        self.counters.historical_messages += 1
         try:
             if is_historical(message.payload):
                 return message
         except Exception:  # not a Payload: as_historical fails too and says so
             pass
-        self.spb_counters.historical_reencoded += 1
+        self.counters.historical_reencoded += 1
         try:
             payload = as_historical(message.payload)
         except Exception as exc:  # undecodable spool content: send it as it is, not lose it
@@ -283,28 +252,13 @@ class SparkplugEdgeNode(Northbound):
             return message
         return message.with_payload(payload)
 
-    def _send(self, message: OutboundMessage) -> None:
-        """Every message but NDEATH gets the session's next seq; NBIRTH restarts it at 0."""
-        topic = self._topic(message.topic)
-        kind = topic.message_type if topic is not None else ""
-        if kind != "NDEATH":
-            if kind == "NBIRTH":
-                self._seq = 0
-            message = message.with_payload(with_seq(message.payload, self._seq))
-            self._seq = (self._seq + 1) % 256
-        super()._send(message)
+    def death(self, reason: str, ts_ns: int) -> OutboundMessage:
+        """The NDEATH of the current connection (its will, published on a clean stop)."""
+        bdseq = self.connection_bdseq if self.connection_bdseq is not None else 0
+        return self.payloads.ndeath(bdseq, ts_ns)
 
-    def send_control(self, message: OutboundMessage) -> None:
-        """A message outside the outbox (command answer, event); only within a session."""
-        if not self.born:
-            self.counters.answers_unsent += 1
-            log.warning("no Sparkplug session: %s to %s not sent", message.kind, message.topic)
-            return
-        self._send(message)
-
-    def rebirth(self) -> None:
-        self._rebirth_requested = True
-        self._wake.set()
+    def event(self, event: dict[str, Any], ts_ns: int) -> OutboundMessage:
+        return self.payloads.event(event, ts_ns)
 
     # --- devices -------------------------------------------------------------------------------
     def _set_dead(self, device: str, dead: bool) -> None:
@@ -314,30 +268,33 @@ class SparkplugEdgeNode(Northbound):
             self._dead_devices.add(device)
         else:
             self._dead_devices.discard(device)
-        ids = self.contract.catalog.ids_of_device(device)
-        self._dead_tags[ids] = dead
+        self._dead_tags[self.catalog.ids_of_device(device)] = dead
 
-    def device_state_changed(self, device: str, state: str) -> None:
-        """DDEATH when a born device goes down, DBIRTH when it returns."""
+    def device_state_changed(self, device: str, state: str, in_session: bool) -> DeviceChange:
+        """DDEATH when a born device goes down (after its last samples), DBIRTH when it
+        returns, and the NDATA of ``Node Info/Devices``."""
         dead = state in DEAD_STATES
-        if state not in DEAD_STATES and state != "up":
-            return  # starting: nothing to say yet
+        if not dead and state != "up":
+            return DeviceChange()  # starting: nothing to say yet
         self._set_dead(device, dead)
-        if not self.born:
-            return  # the next births describe it
-        devices = json.dumps(self._device_states(), separators=(",", ":"))
-        self._send(self.contract.node_data(DEVICES, devices, now_ns()))
+        if not in_session:
+            return DeviceChange()  # the next births describe it
+        states = json.dumps(self._device_states(), separators=(",", ":"))
+        messages = [self.payloads.node_data(DEVICES, states, now_ns())]
         if dead and device in self._born_devices:
-            self.flush()  # its last samples go before the DDEATH, as far as the window allows
-            self._fill_window()
             self._born_devices.discard(device)
-            self._send(self.contract.ddeath(device, now_ns()))
-            self.spb_counters.ddeaths += 1
-        elif not dead and device not in self._born_devices:
-            self._send_dbirth(device, now_ns())
+            self.counters.ddeaths += 1
+            return DeviceChange([*messages, self.payloads.ddeath(device, now_ns())],
+                                flush_first=True)  # fmt: skip
+        if not dead and device not in self._born_devices:
+            messages.append(self._dbirth(device, now_ns()))
+        return DeviceChange(messages)
 
     # --- commands and STATE --------------------------------------------------------------------
-    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+    def parse_command(self, topic: str, payload: bytes) -> Command:
+        return self.parser(topic, payload)
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = parse_topic(topic)
         if parsed is None:
             return
@@ -355,14 +312,14 @@ class SparkplugEdgeNode(Northbound):
                 metrics = decode_payload(payload)["metrics"]
             except SparkplugDecodeError:
                 metrics = []
-            rebirth = [m for m in metrics if is_rebirth(m, self.contract)]
+            rebirth = [m for m in metrics if is_rebirth(m, self.payloads)]
             if rebirth:
                 if retained:
                     outcome, reason = "rejected", "retained commands are never executed"
                 elif any(m["value"] is True for m in rebirth):
                     outcome, reason = "accepted", None
-                    self.spb_counters.rebirths_requested += 1
-                    self.rebirth()
+                    self.counters.rebirths_requested += 1
+                    self._controls().rebirth()
                 else:
                     outcome, reason = "rejected", "Node Control/Rebirth must be true"
                 log.info("NCMD rebirth request: %s%s", outcome, f" ({reason})" if reason else "")
@@ -372,20 +329,20 @@ class SparkplugEdgeNode(Northbound):
                 if len(rebirth) == len(metrics):
                     return
         if self._on_command is None:
-            self.answer_command(CommandResult(
-                command_id(topic, payload, None), "rejected",
-                "commands are disabled in this gateway (commands.enabled)",
-            ))  # fmt: skip
+            result = CommandResult(command_id(topic, payload, None), "rejected",
+                                   "commands are disabled in this gateway (commands.enabled)")
+            for message in self.answer(result, now_ns()):
+                self._controls().send_control(message)
             return
         self._on_command(topic, payload, retained)
 
     def _on_state(self, payload: bytes) -> None:
         """The primary host's STATE (3.0: retained JSON {"online": bool, "timestamp": ms})."""
-        self.spb_counters.state_messages += 1
+        self.counters.state_messages += 1
         try:
             state = decode_state(payload)
         except SparkplugDecodeError as exc:
-            self.spb_counters.bad_state_messages += 1
+            self.counters.bad_state_messages += 1
             self._bad_states.failure(str(exc), str(exc).split(":", 1)[0])  # kind, no details
             return
         ts = state.get("timestamp")
@@ -401,21 +358,38 @@ class SparkplugEdgeNode(Northbound):
         elif not online and self._host_online:
             log.warning("primary host %s is offline: holding data", self.spb.primary_host_id)
         self._host_online = online
-        self._wake.set()
+        self._controls().wake()
 
-    def answer_command(self, result: CommandResult) -> None:
+    def answer(self, result: CommandResult, ts_ns: int) -> list[OutboundMessage]:
         """``Node Control/Last Command Result`` in an NDATA; accepted values in a DDATA."""
         self._last_command_result = command_result_text(result)
-        ts = now_ns()
-        self.send_control(self.contract.cmd_result(result, ts))
-        written: dict[str, list[tuple[object, object]]] = {}
+        messages = [self.payloads.cmd_result(result, ts_ns)]
+        if result.duplicate:
+            return messages
+        written: dict[str, list[tuple[Any, Any]]] = {}
         for outcome in result.results:
-            tag = self.contract.catalog.get(outcome.tag)
+            tag = self.catalog.get(outcome.tag)
             if outcome.status == "accepted" and tag is not None and (
-                self.contract.publishable_mask[tag.id]
+                self.payloads.publishable_mask[tag.id]
             ):
                 written.setdefault(tag.device, []).append((tag, outcome.value))
-        if result.duplicate:
-            return
-        for device, values in written.items():
-            self.send_control(self.contract.device_values(device, values, ts))  # type: ignore[arg-type]
+        messages += [self.payloads.device_values(device, values, ts_ns)
+                     for device, values in written.items()]  # fmt: skip
+        return messages
+
+    def metrics(self) -> Iterable[Metric]:
+        for name, text in _METRIC_HELP.items():
+            yield CounterMetricFamily(f"chenxing_sparkplug_{name}", text,
+                                      value=getattr(self.counters, name))  # fmt: skip
+
+
+_METRIC_HELP = {
+    "rebirths_requested": "Rebirths requested by NCMD Node Control/Rebirth",
+    "dbirths": "DBIRTH messages published",
+    "ddeaths": "DDEATH messages published",
+    "historical_messages": "Data messages replayed with is_historical",
+    "historical_reencoded": "Replayed data messages encoded live, re-encoded as historical",
+    "dead_device_withheld": "Bad-quality samples of dead devices not published (DDEATH says it)",
+    "state_messages": "Primary host STATE messages received",
+    "bad_state_messages": "Primary host STATE messages ignored as malformed",
+}

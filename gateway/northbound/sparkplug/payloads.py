@@ -1,4 +1,5 @@
-"""The Sparkplug B 3.0 Edge Node contract: topics and payloads (docs/contract-sparkplug.md).
+"""The Sparkplug B 3.0 Edge Node's topics and payloads (docs/contract-sparkplug.md); its
+session rules are in :mod:`.edge_node`.
 
 The gateway is one Edge Node; every configured device is a Sparkplug device whose
 metrics are its tags (metric name = tag name). Aliases: tag id + 1 for tags, then
@@ -17,9 +18,9 @@ import numpy as np
 
 from gateway.commands.result import CommandResult, json_safe
 from gateway.config.models import GatewayConfig
-from gateway.northbound.contract_json import PublishableTags
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import OutboxStats
+from gateway.northbound.restricted import PublishableTags
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.datatypes import (
     SPARKPLUG_TYPE,
@@ -69,8 +70,10 @@ class CurrentValue:
     ts_ns: int
 
 
-class SparkplugContract:
+class SparkplugPayloads:
     """Encodes NBIRTH, DBIRTH, NDATA, DDATA, DDEATH and NDEATH for one Edge Node."""
+
+    format = "sparkplug"
 
     def __init__(self, config: GatewayConfig, catalog: TagCatalog, gateway_version: str) -> None:
         nb = config.northbound
@@ -100,8 +103,6 @@ class SparkplugContract:
         }
         #: the edge models in service, for the NBIRTH (set by the gateway)
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None
-        #: the bdSeq of the current connection's will (set by the edge node)
-        self.current_bdseq: Callable[[], int] = lambda: 0
 
     # --- topics -----------------------------------------------------------------------------
     def node_topic(self, message_type: str) -> str:
@@ -124,10 +125,6 @@ class SparkplugContract:
         metric.long_value = bdseq
         return OutboundMessage(self.node_topic("NDEATH"), payload.SerializeToString(), "death",
                                qos=1, retain=False)  # fmt: skip
-
-    def death(self, session: int, ts_ns: int, reason: str) -> OutboundMessage:
-        """The publisher's death interface: the NDEATH of the current connection."""
-        return self.ndeath(self.current_bdseq(), ts_ns)
 
     def nbirth(
         self,
@@ -224,21 +221,26 @@ class SparkplugContract:
     ) -> list[OutboundMessage]:
         """DDATA messages, one per device (split past ``max_samples``), metrics by alias only;
         ``historical``: every metric ``is_historical`` (data that can only go out as replay)."""
-        messages: list[OutboundMessage] = []
+        parts = self.split(batch, max_samples)
+        return [self.device_data(part, ts_ns, historical) for part in parts]
+
+    def split(self, batch: SampleBatch, max_samples: int) -> list[SampleBatch]:
+        """One part per device (a DDATA carries one device's metrics), split past
+        ``max_samples``."""
+        parts: list[SampleBatch] = []
         if not len(batch):
-            return messages
+            return parts
         devices = self._device_of[batch.tag_ids]
-        names = self.catalog.devices()
         for index in np.unique(devices):
             rows = np.flatnonzero(devices == index)
             for start in range(0, len(rows), max_samples):
-                chunk = batch.select(rows[start : start + max_samples])  # type: ignore[arg-type]
-                messages.append(self._device_data(names[int(index)], chunk, ts_ns, historical))
-        return messages
+                parts.append(batch.select(rows[start : start + max_samples]))  # type: ignore[arg-type]
+        return parts
 
-    def _device_data(
-        self, device: str, batch: SampleBatch, ts_ns: int, historical: bool = False
-    ) -> OutboundMessage:
+    def device_data(self, batch: SampleBatch, ts_ns: int, historical: bool = False
+                    ) -> OutboundMessage:  # fmt: skip
+        """The DDATA of one device's samples (a part of :meth:`split`)."""
+        device = self.catalog[int(batch.tag_ids[0])].device
         payload = pb.Payload(timestamp=ts_ns // _NS_PER_MS)
         ids = batch.tag_ids.tolist()
         values = batch.values.tolist()
