@@ -109,7 +109,22 @@ class DeviceConfig(StrictModel):
     description: str = ""
     enabled: bool = True
     poll_interval: PositiveDuration = Field(default=1.0, description="how often to read the tags")
+    reconnect_min: PositiveDuration = Field(
+        default=0.5, description="first delay before reconnecting to the device after a failure"
+    )
+    reconnect_max: PositiveDuration = Field(
+        default=10.0,
+        description="longest delay between reconnect attempts (the delay doubles up to it, with "
+        "jitter): how long a device that came back may wait for the gateway at most",
+    )
     tags: list[TagConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> DeviceConfig:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError(f"reconnect_min {self.reconnect_min:g} s is above reconnect_max "
+                             f"{self.reconnect_max:g} s")
+        return self
 
     def with_base_dir(self, base: Path) -> DeviceConfig:
         """A copy whose relative file paths (certificates, secret files) are resolved against

@@ -75,7 +75,7 @@ class DeviceRunner:
         self._driver_factory = driver_factory
         self._sink = sink
         self._on_state_change = on_state_change
-        self._reconnect = reconnect or Backoff(initial=0.5, maximum=30.0)
+        self._reconnect = reconnect or Backoff(initial=0.5, maximum=10.0)
         self._crash_restart = crash_restart or Backoff(initial=1.0, maximum=60.0)
         self._errors_so_far: Counter[str] = Counter()
         self._losses = RepeatedLog(log, f"device {name}: connection lost", logging.WARNING)

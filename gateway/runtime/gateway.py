@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from drivers.base import Driver
 from drivers.registry import create_driver
 from gateway import __version__
+from gateway.backoff import Backoff
 from gateway.commands import AuditLog, CommandExecutor, CommandResult
 from gateway.commands.firmware import firmware_commands
 from gateway.config.loader import resolve_secret
@@ -177,6 +178,7 @@ class Gateway:
             lambda device=device: create_driver(device, self.catalog, self.serial_ports),
             self._on_batch,
             self._on_device_state,
+            reconnect=Backoff(initial=device.reconnect_min, maximum=device.reconnect_max),
         )
         if previous is not None:
             runner.stats = previous.stats  # counters never go backwards

@@ -159,6 +159,8 @@ def write_gateway_config(
     """Write the gateway's YAML (JSON is YAML) for a scenario; return its path. The
     northbound format is always explicit (the gateway's default is Sparkplug B); the local
     API listens on loopback ``http_port`` when given (firmware updates go through it)."""
+    # scenario time is compressed: a device back after its fault is reconnected within 1 s
+    devices = [{"reconnect_max": "1s", **d} for d in devices]
     body: dict[str, Any] = {
         "gateway": {
             "id": f"hil-{name}"[:60],
