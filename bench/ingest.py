@@ -18,13 +18,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from brain_reader.counters import IngestCounters
+from brain_reader.json_messages import JsonIngest
+from brain_reader.points import PointEncoder
+from brain_reader.sparkplug_messages import SparkplugIngest
 from gateway.config.loader import load_config_text
 from gateway.influxdb.line_protocol import BatchEncoder
 from gateway.influxdb.writer import InfluxTarget, InfluxWriter
-from gateway.ingest.counters import IngestCounters
-from gateway.ingest.json_messages import JsonIngest
-from gateway.ingest.points import PointEncoder
-from gateway.ingest.sparkplug_messages import SparkplugIngest
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch

@@ -12,6 +12,7 @@ from typing import Literal
 
 import click
 
+from brain_reader.cli import ingest
 from gateway import __version__
 from gateway.cli import exit_codes
 from gateway.cli.browse_cmd import browse
@@ -24,7 +25,6 @@ from gateway.cli.spool_cmd import register as register_spool
 from gateway.cli.tail_cmd import tail
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
-from gateway.ingest.cli import ingest
 from gateway.logsetup import setup_logging
 
 log = logging.getLogger("gateway")

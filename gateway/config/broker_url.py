@@ -1,7 +1,7 @@
 """Broker addresses written as URLs: ``mqtt://host:1883``, ``mqtts://host:8883``.
 
 Used by ``northbound.mqtt.urls`` (several brokers for failover) and by
-``chenxing-gateway ingest --broker``.
+``chenxing-ingest --broker``.
 """
 
 from __future__ import annotations

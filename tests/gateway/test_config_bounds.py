@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
+from brain_reader.config import load_ingest_config
 from edge_models.manifest import load_manifest
 from gateway.config.loader import load_config, load_config_text, parse_yaml
 from gateway.config.yaml_reader import MAX_ALIAS_NODES, MAX_DEPTH, MAX_NODES, YamlLimits
 from gateway.errors import ConfigError
-from gateway.ingest.config import load_ingest_config
 from hil.devices.modbus_map import load_map
 from hil.scenario.model import load_scenario
 

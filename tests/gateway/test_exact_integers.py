@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from line_protocol_parser import parse_line
 
+from brain_reader.counters import IngestCounters
+from brain_reader.json_messages import JsonIngest
+from brain_reader.points import PointEncoder
 from gateway.config.loader import load_config_text
 from gateway.errors import ConfigError
 from gateway.influxdb.line_protocol import FieldKind, field_value
-from gateway.ingest.counters import IngestCounters
-from gateway.ingest.json_messages import JsonIngest
-from gateway.ingest.points import PointEncoder
 from gateway.northbound.contract_json import JsonContract
 from gateway.northbound.sparkplug.decode import resolve_datatype
 from gateway.pipeline import Pipeline

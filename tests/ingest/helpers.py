@@ -12,9 +12,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.ingest.config import IngestConfig, load_ingest_config
-from gateway.ingest.counters import IngestCounters
-from gateway.ingest.reader import IngestReader
+from brain_reader.config import IngestConfig, load_ingest_config
+from brain_reader.counters import IngestCounters
+from brain_reader.reader import IngestReader
 from hil.broker import MqttBroker
 from hil.victoria_metrics import VictoriaMetrics
 

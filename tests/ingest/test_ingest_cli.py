@@ -1,4 +1,4 @@
-"""``chenxing-gateway ingest`` as a process: options, a YAML file, clear errors, counters."""
+"""``chenxing-ingest`` as a process: options, a YAML file, clear errors, counters."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.ingest.helpers import Publisher, json_data
 
 pytestmark = pytest.mark.broker
 
-CLI = [sys.executable, "-m", "gateway.cli.main", "ingest"]
+CLI = [sys.executable, "-m", "brain_reader.cli"]
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:

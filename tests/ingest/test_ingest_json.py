@@ -1,4 +1,4 @@
-"""``chenxing-gateway ingest`` on JSON contract v1: real Mosquitto, real victoria-metrics."""
+"""``chenxing-ingest`` on JSON contract v1: real Mosquitto, real victoria-metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ingest.config import IngestInfluxConfig
+from brain_reader.config import IngestInfluxConfig
 from hil.broker import MqttBroker
 from hil.recorder import TelemetryRecorder
 from hil.victoria_metrics import VictoriaMetrics
@@ -137,9 +137,9 @@ def test_malformed_json_messages_are_counted_never_raise(
 ) -> None:
     import json
 
-    from gateway.ingest.counters import IngestCounters
-    from gateway.ingest.json_messages import JsonIngest
-    from gateway.ingest.points import PointEncoder
+    from brain_reader.counters import IngestCounters
+    from brain_reader.json_messages import JsonIngest
+    from brain_reader.points import PointEncoder
 
     counters = IngestCounters()
     ingest = JsonIngest(PointEncoder("m", "ms"), counters, sequence_check=True)
@@ -153,7 +153,7 @@ async def test_junk_and_gaps_from_a_publisher_are_counted_and_logged_once_per_ki
 ) -> None:
     """Whoever can publish on the contract's topics drives these per message: the log
     gets the first of each kind (error type, gateway), the counters every message."""
-    caplog.set_level(logging.INFO, "gateway.ingest")
+    caplog.set_level(logging.INFO, "brain_reader")
     config = ingest_config(mosquitto, None)
     pub = Publisher(mosquitto)
     try:
@@ -184,9 +184,9 @@ async def test_junk_and_gaps_from_a_publisher_are_counted_and_logged_once_per_ki
 
 
 def test_deeply_nested_json_message_is_counted_never_raises() -> None:
-    from gateway.ingest.counters import IngestCounters
-    from gateway.ingest.json_messages import JsonIngest
-    from gateway.ingest.points import PointEncoder
+    from brain_reader.counters import IngestCounters
+    from brain_reader.json_messages import JsonIngest
+    from brain_reader.points import PointEncoder
 
     counters = IngestCounters()
     ingest = JsonIngest(PointEncoder("m", "ms"), counters, sequence_check=True)

@@ -1,4 +1,4 @@
-"""``chenxing-gateway ingest`` on Sparkplug B: aliases from births, a rebirth request for
+"""``chenxing-ingest`` on Sparkplug B: aliases from births, a rebirth request for
 data seen before any birth, seq gaps and duplicates; real Mosquitto and victoria-metrics."""
 
 from __future__ import annotations
@@ -154,9 +154,9 @@ async def test_a_sparkplug_gateway_through_ingest_matches_its_own_influxdb_sink(
 
 
 def test_a_quality_property_that_is_not_an_integer_makes_the_point_bad() -> None:
-    from gateway.ingest.counters import IngestCounters
-    from gateway.ingest.points import PointEncoder
-    from gateway.ingest.sparkplug_messages import SparkplugIngest, quality_code
+    from brain_reader.counters import IngestCounters
+    from brain_reader.points import PointEncoder
+    from brain_reader.sparkplug_messages import SparkplugIngest, quality_code
 
     assert [quality_code({"Quality": q}) for q in ("bad", 1.5, True, None, 192)] == [2, 2, 2, 0, 0]
     payload = pb.Payload(timestamp=BASE_MS, seq=0)

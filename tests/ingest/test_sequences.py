@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ingest.sequences import JsonSequence, SeqOutcome, SparkplugSequence
+from brain_reader.sequences import JsonSequence, SeqOutcome, SparkplugSequence
 
 
 def test_json_sequence_holes_fill_late_and_repeats_are_duplicates() -> None:

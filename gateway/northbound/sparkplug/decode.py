@@ -1,7 +1,7 @@
 """Decode Sparkplug B 3.0 topics and payloads into plain Python values.
 
 Stable API shared by the gateway's tests, the HIL recorder and the brain-side
-reader (`chenxing-gateway ingest`): :func:`parse_topic` and :func:`decode_payload`.
+reader (`chenxing-ingest`): :func:`parse_topic` and :func:`decode_payload`.
 """
 
 from __future__ import annotations

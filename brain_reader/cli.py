@@ -1,4 +1,8 @@
-"""``chenxing-gateway ingest``: the brain-side reference reader (docs/ingest.md)."""
+"""``chenxing-ingest``: the brain-side reference reader (brain_reader/README.md).
+
+Also reachable as ``chenxing-gateway ingest`` (the same command, kept for the edge box's
+single entry point).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ def _secret(env: str | None, file: str | None, option: str) -> dict[str, str] | 
     return {"file": file} if file else None
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="YAML file with the options below (command-line options win)")
 @click.option("--broker", "brokers", multiple=True, metavar="URL",
@@ -52,7 +56,7 @@ def _secret(env: str | None, file: str | None, option: str) -> dict[str, str] | 
 @click.option("--batch-size", type=int)
 @click.option("--flush-interval", help="e.g. 1s, 500ms")
 @click.option("--sequence-check/--no-sequence-check", default=None,
-              help="count gaps and duplicates (default on; see docs/ingest.md)")
+              help="count gaps and duplicates (default on; see brain_reader/README.md)")
 @click.option("--rebirth/--no-rebirth", default=None,
               help="ask Sparkplug edge nodes for a rebirth on unknown aliases (default on)")
 @click.option("--report-interval", help="log the counters this often (default 10s)")
@@ -70,7 +74,7 @@ def ingest(config_path: str | None, brokers: tuple[str, ...], formats: tuple[str
     """Read gateway telemetry (JSON v1 and Sparkplug B) from MQTT with a shared
     subscription and write it to an InfluxDB v2 write API; count gaps, duplicates and
     unknown aliases."""
-    from gateway.ingest.config import load_ingest_config
+    from brain_reader.config import load_ingest_config
 
     overrides: dict[str, Any] = {
         **options,
@@ -102,7 +106,7 @@ def ingest(config_path: str | None, brokers: tuple[str, ...], formats: tuple[str
 
 async def _run(config: Any, base_dir: Path, duration: float | None
                ) -> tuple[int, dict[str, int] | None]:  # fmt: skip
-    from gateway.ingest.reader import IngestReader
+    from brain_reader.reader import IngestReader
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,3 +125,12 @@ async def _run(config: Any, base_dir: Path, duration: float | None
         log.error("cannot start: %s", exc)
         return exit_codes.RUNTIME_FAILURE, None
     return exit_codes.OK, counters.as_dict()
+
+
+def main() -> None:
+    """The ``chenxing-ingest`` console script."""
+    ingest()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Options of ``chenxing-gateway ingest``: a small YAML file and/or command-line options."""
+"""Options of ``chenxing-ingest``: a small YAML file and/or command-line options."""
 
 from __future__ import annotations
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from brain_reader.counters import IngestCounters
+from brain_reader.points import PointEncoder, tag_type
+from brain_reader.sequences import JsonSequence, SeqOutcome
 from gateway import json_input
-from gateway.ingest.counters import IngestCounters
-from gateway.ingest.points import PointEncoder, tag_type
-from gateway.ingest.sequences import JsonSequence, SeqOutcome
 from gateway.repeated_log import RepeatedKinds
 from gateway.types import QUALITY_NAMES
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.ingest.counters import IngestCounters
-from gateway.ingest.points import PointEncoder, tag_type
-from gateway.ingest.sequences import SeqOutcome, SparkplugSequence
+from brain_reader.counters import IngestCounters
+from brain_reader.points import PointEncoder, tag_type
+from brain_reader.sequences import SeqOutcome, SparkplugSequence
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.datatypes import quality_of
 from gateway.northbound.sparkplug.decode import (

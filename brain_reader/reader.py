@@ -15,6 +15,11 @@ import logging
 from collections import deque
 from pathlib import Path
 
+from brain_reader.config import IngestConfig
+from brain_reader.counters import IngestCounters
+from brain_reader.json_messages import JsonIngest
+from brain_reader.points import PointEncoder
+from brain_reader.sparkplug_messages import SparkplugIngest
 from gateway.backoff import Backoff
 from gateway.config.loader import resolve_secret
 from gateway.influxdb.writer import (
@@ -24,11 +29,6 @@ from gateway.influxdb.writer import (
     write_failures_log,
     write_until_done,
 )
-from gateway.ingest.config import IngestConfig
-from gateway.ingest.counters import IngestCounters
-from gateway.ingest.json_messages import JsonIngest
-from gateway.ingest.points import PointEncoder
-from gateway.ingest.sparkplug_messages import SparkplugIngest
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink
 from gateway.repeated_log import RepeatedKinds, RepeatedLog
