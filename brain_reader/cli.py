@@ -1,7 +1,7 @@
 """``chenxing-ingest``: the brain-side reference reader (brain_reader/README.md).
 
-Also reachable as ``chenxing-gateway ingest`` (the same command, kept for the edge box's
-single entry point).
+A separate deployable: the edge gateway's command (``chenxing-gateway``) does not include
+it, and nothing in the gateway imports this package.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from typing import Literal
 
 import click
 
-from brain_reader.cli import ingest
 from gateway import __version__
 from gateway.cli import exit_codes
 from gateway.cli.browse_cmd import browse
@@ -196,7 +195,6 @@ main.add_command(scan)
 main.add_command(browse)
 main.add_command(check)
 main.add_command(tail)
-main.add_command(ingest)
 main.add_command(firmware)
 main.add_command(certs)
 config_group.add_command(config_init)
