@@ -1,9 +1,9 @@
 """The serial link to microcontroller sensor nodes (see README.md and PROTOCOL.md).
 
 Framing and messages (``cobs``, ``crc``, ``frames``, ``messages``) have no gateway
-dependencies; the driver (``driver``, protocol ``mcu_node``) and its config plug
-into ``drivers/registry.py``. The driver module imports pyserial: it is loaded on
-first use of :class:`McuNodeDriver`.
+dependencies; the driver (``driver``, protocol ``mcu_node``), its config and its
+firmware-update capability (``firmware``) are declared in ``registration``. The
+driver module imports pyserial: it is loaded on first use of :class:`McuNodeDriver`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.config.types import PositiveDuration, StrictModel
+from gateway.serial_ports import LineSettings
 from gateway.types import DataType
 
 
@@ -27,8 +28,6 @@ class McuNodeTagConfig(TagConfig):
             raise ValueError("give exactly one of 'sensor' or 'channel'")
         if self.type is DataType.STRING:
             raise ValueError("node readings are numbers: a tag cannot be a string")
-        if self.writable:
-            raise ValueError("node readings cannot be written")
         return self
 
 
@@ -94,3 +93,8 @@ class McuNodeDeviceConfig(DeviceConfig):
     @property
     def address(self) -> str:
         return f"{self.port} node {self.node_id}"
+
+    @property
+    def line_settings(self) -> LineSettings:
+        """The nodes on one line share its baudrate (8N1)."""
+        return LineSettings(self.baudrate)

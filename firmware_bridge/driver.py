@@ -56,7 +56,7 @@ from firmware_bridge.messages import (
 from firmware_bridge.node_port import NodePort
 from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.repeated_log import RepeatedKinds, RepeatedLog
-from gateway.serial_ports import LineSettings, PortLease, PortUse, SerialPorts
+from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import IntArray, Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class McuNodeDriver(Driver):
         loop = asyncio.get_running_loop()
         await self.close()  # a claim still held from before the port was lost
         self._lost = loop.create_future()
-        use = PortUse(cfg.name, cfg.protocol, LineSettings(cfg.baudrate))
+        use = PortUse(cfg.name, cfg.protocol, cfg.line_settings)
         lease = self._ports.claim(cfg.port, use, lambda: NodePort(cfg.port, cfg.baudrate))
         try:
             lease.port.attach(cfg.node_id, self)

@@ -36,6 +36,7 @@ from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrit
 from smpclient.requests.os_management import ResetWrite
 from smpclient.transport import SMPTransportDisconnected
 
+from drivers.firmware import FirmwareError, FirmwareRefused
 from firmware_bridge.driver import McuNodeDriver
 from firmware_bridge.image import FirmwareImage, ImageError
 from firmware_bridge.messages import Hello
@@ -47,11 +48,11 @@ log = logging.getLogger(__name__)
 _LINK_ERRORS = (TimeoutError, SMPTransportDisconnected, SMPBadSequence, ConnectionLost)
 
 
-class UpdateError(Exception):
+class UpdateError(FirmwareError):
     """The update could not be done; the node still runs a bootable image."""
 
 
-class ImageRefused(UpdateError):
+class ImageRefused(UpdateError, FirmwareRefused):
     """The image is not sent: not an MCUboot image, or its SHA-256 is not the one expected."""
 
 

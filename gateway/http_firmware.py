@@ -10,8 +10,10 @@ answer streams one JSON object per line (``application/x-ndjson``)::
     {"result": {"outcome": "updated", "running_version": "1.4.2", ...}}   # or
     {"error": "the node did not come back within 15 s of the reset"}
 
-Bad requests (unknown device, not an MCU node, device down, image too big, not an
-MCUboot image, hash mismatch) are answered 4xx with ``{"error": ...}`` before any
+The device's driver reaches the update through its registration's firmware capability
+(:mod:`drivers.firmware`; MCU nodes: MCUboot images over SMP). Bad requests (unknown
+device, a device whose driver takes no firmware updates, device down, image too big,
+not an MCUboot image, hash mismatch) are answered 4xx with ``{"error": ...}`` before any
 byte goes to the node; a ``Content-Length`` over 16 MiB before the body is read, a
 body without one once it passes 16 MiB (it is streamed to a temporary file in the
 state dir, never held in memory until complete). The local API's bearer token guards
@@ -23,7 +25,6 @@ this like every route.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import tempfile
@@ -34,7 +35,10 @@ from typing import IO, TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from drivers.firmware import FirmwareError, FirmwareRefused
+
 if TYPE_CHECKING:
+    from drivers.firmware import FirmwareProgress
     from gateway.runtime.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -54,48 +58,46 @@ def add_firmware_route(app: web.Application, gateway: Gateway) -> None:
 async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_IMAGE_BYTES:
         return _too_large()  # before a byte of the body is read
-    # the first import of smpclient and its pydantic models costs ~0.3 s of CPU: in a
-    # thread, so the gateway's loop keeps polling the other devices meanwhile
-    await asyncio.to_thread(importlib.import_module, "firmware_bridge.update")
-    from firmware_bridge.driver import McuNodeDriver
-    from firmware_bridge.update import (
-        FirmwareUpdater,
-        ImageRefused,
-        UpdateError,
-        UpdateProgress,
-        check_image,
-    )
-
     device = request.match_info["device"]
     runner = gateway.runners.get(device)
-    if runner is None:
+    config = next((d for d in gateway.config.devices if d.name == device), None)
+    if runner is None or config is None:
         return _error(404, f"no device {device!r}")
+    # the capability (the device's registration names it) may import its libraries the
+    # first time, as check_image below does (smpclient and its pydantic models: ~0.3 s of
+    # CPU): in a thread, so the gateway's loop keeps polling the other devices meanwhile
+    updates = await asyncio.to_thread(gateway.drivers.firmware_of, config)
+    if updates is None:
+        takers = ", ".join(gateway.drivers.firmware_protocols()) or "none"
+        return _error(400, f"{device} takes no firmware updates (protocol {config.protocol}; "
+                      f"protocols that do: {takers})")
     driver = runner.driver
-    if not isinstance(driver, McuNodeDriver):
-        return _error(400, f"{device} is not an MCU node (protocol mcu_node)")
-    if not driver.connected or driver.node is None:
-        return _error(409, f"{device} is not connected to its node")
+    if driver is None:
+        return _error(409, f"{device} is not up")
+    reason = updates.unavailable(driver)
+    if reason is not None:
+        return _error(409, reason)
     image = await receive_image(request, gateway.config.gateway.state_dir)
     if image is None:
         return _too_large()
     try:
-        checked = check_image(image, request.query.get("sha256"))
-    except ImageRefused as exc:
+        checked = await asyncio.to_thread(updates.check_image, image, request.query.get("sha256"))
+    except FirmwareRefused as exc:
         return _error(400, str(exc))
-    if driver.smp_sink is not None:
+    if updates.running(driver):
         return _error(409, f"{device}: a firmware update is already running")
 
     response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
     await response.prepare(request)
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-    def on_progress(p: UpdateProgress) -> None:
+    def on_progress(p: FirmwareProgress) -> None:
         events.put_nowait({"progress": {"phase": str(p.phase), "done": p.done, "total": p.total,
                                         "detail": p.detail}})
 
     log.info("%s: firmware update to %s requested over the local API", device,
              checked.version_text)
-    task = asyncio.create_task(FirmwareUpdater(driver, progress=on_progress).run(checked))
+    task = asyncio.create_task(updates.update(driver, checked, progress=on_progress))
     try:
         while not task.done() or not events.empty():
             getter = asyncio.ensure_future(events.get())
@@ -106,7 +108,7 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
                 getter.cancel()
         try:
             final: dict[str, Any] = {"result": task.result().as_dict()}
-        except UpdateError as exc:
+        except FirmwareError as exc:
             final = {"error": str(exc)}
         except Exception as exc:  # a bug: the client still gets an answer, the log the trace
             log.exception("%s: the firmware update crashed", device)

@@ -13,8 +13,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from drivers.modbus.metrics import modbus_unit_metrics
-from drivers.serial_line.metrics import serial_line_metrics
 from gateway.northbound.outbox import OutboxStats
 
 if TYPE_CHECKING:
@@ -71,8 +69,9 @@ class GatewayCollector(Collector):
         yield from families.values()
         yield errors
         yield up
-        yield from modbus_unit_metrics({n: r.driver for n, r in gw.runners.items()})
-        yield from serial_line_metrics({n: r.driver for n, r in gw.runners.items()})
+        configs = {d.name: d for d in gw.config.devices}
+        yield from gw.drivers.metrics(  # each driver's own families (its registration's)
+            (configs[n], r.driver) for n, r in gw.runners.items() if n in configs)
 
         reload_counters = getattr(gw, "reloads", None)
         if reload_counters is not None:

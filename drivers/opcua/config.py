@@ -181,6 +181,10 @@ class OpcUaDeviceConfig(DeviceConfig):
             raise ValueError("give both 'username' and 'password', or neither (anonymous)")
         return self
 
+    @property
+    def address(self) -> str:
+        return self.endpoint
+
     def with_base_dir(self, base: Path) -> OpcUaDeviceConfig:
         sec = self.security
 

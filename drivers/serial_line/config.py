@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.config.types import PositiveDuration, StrictModel
+from gateway.serial_ports import LineSettings
 from gateway.types import INTEGER_RANGES, DataType
 
 Parity = Literal["N", "E", "O", "M", "S"]
@@ -204,8 +205,6 @@ class SerialLineTagConfig(TagConfig):
 
     @model_validator(mode="after")
     def _check(self) -> SerialLineTagConfig:
-        if self.writable:
-            raise ValueError("serial-line instruments are read-only: writable must be false")
         if self.map is not None:
             if not self.map:
                 raise ValueError("map is empty")
@@ -336,6 +335,11 @@ class SerialLineDeviceConfig(DeviceConfig):
     @property
     def address(self) -> str:
         return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits:g}"
+
+    @property
+    def line_settings(self) -> LineSettings:
+        """How the bytes go on the wire (the port is the instrument's alone)."""
+        return LineSettings(self.baudrate, self.bytesize, self.parity, self.stopbits)
 
     @property
     def poll_command_bytes(self) -> bytes:

@@ -54,7 +54,7 @@ from drivers.serial_line.framing import make_framer
 from drivers.serial_line.parsing import FrameParser, FrameReason, FrameRejected, ParsedFrame
 from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.serial_io import read_ready
-from gateway.serial_ports import LineSettings, PortLease, PortUse, SerialPorts
+from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ class SerialLineDriver(Driver):
     async def connect(self) -> None:
         cfg = self.config
         await self.close()
-        settings = LineSettings(cfg.baudrate, cfg.bytesize, cfg.parity, cfg.stopbits)
-        use = PortUse(cfg.name, cfg.protocol, settings, shared=False)
+        use = PortUse(cfg.name, cfg.protocol, cfg.line_settings, shared=False)
         self._lease = self._ports.claim(cfg.port, use, self._open_port)
         port = self._lease.port
         loop = asyncio.get_running_loop()

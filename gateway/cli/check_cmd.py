@@ -22,8 +22,10 @@ import numpy as np
 
 from drivers.base import Driver
 from drivers.error_words import describe_errors
-from drivers.registry import create_driver
+from drivers.registration import DriverRegistry
+from drivers.registry import REGISTRY
 from gateway.cli import exit_codes
+from gateway.config.device import DeviceConfig
 from gateway.config.loader import load_config, resolve_secret
 from gateway.config.models import GatewayConfig, MqttConfig, MqttTlsConfig
 from gateway.errors import ConfigError, DriverError
@@ -111,14 +113,13 @@ async def _read_once(driver: Driver, timeout: float) -> list[SampleBatch]:
     return got
 
 
-async def check_device(device: object, catalog: TagCatalog, timeout: float,
-                       ports: SerialPorts) -> DeviceCheck:
+async def check_device(device: DeviceConfig, catalog: TagCatalog, timeout: float,
+                       ports: SerialPorts, drivers: DriverRegistry = REGISTRY) -> DeviceCheck:
     """Connect once, read once, close. Never raises. ``ports``: shared by the devices
     checked at once, as in the gateway (devices on one serial line share its port)."""
-    name: str = device.name  # type: ignore[attr-defined]
-    protocol: str = device.protocol  # type: ignore[attr-defined]
+    name, protocol = device.name, device.protocol
     try:
-        driver = create_driver(device, catalog, ports)  # type: ignore[arg-type]
+        driver = drivers.create_driver(device, catalog, ports)
     except Exception as exc:  # a config the driver cannot use
         return DeviceCheck(name, protocol, False, f"cannot create the driver: {exc}")
     try:
@@ -229,15 +230,16 @@ def check_broker(config: MqttConfig, gateway_id: str, config_dir: Path | None,
             client.socket() and client.socket().close()  # type: ignore[func-returns-value]
 
 
-async def run_checks(config: GatewayConfig, config_dir: Path | None,
-                     timeout: float) -> tuple[list[DeviceCheck], BrokerCheck]:
+async def run_checks(config: GatewayConfig, config_dir: Path | None, timeout: float,
+                     drivers: DriverRegistry = REGISTRY) -> tuple[list[DeviceCheck], BrokerCheck]:
     """Every enabled device concurrently, the broker alongside in a worker thread."""
     devices = [d for d in config.devices if d.enabled]
     catalog = TagCatalog(devices)
     broker = asyncio.create_task(asyncio.to_thread(
         check_broker, config.northbound.mqtt, config.gateway.id, config_dir, timeout))
     ports = SerialPorts()
-    results = await asyncio.gather(*(check_device(d, catalog, timeout, ports) for d in devices))
+    results = await asyncio.gather(*(check_device(d, catalog, timeout, ports, drivers)
+                                     for d in devices))
     return list(results), await broker
 
 

@@ -16,7 +16,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import click
@@ -30,10 +30,16 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from drivers.firmware import FirmwareError, FirmwareRefused
+from drivers.registry import REGISTRY
 from gateway.cli import exit_codes
 from gateway.config.loader import load_config, resolve_secret
 from gateway.config.models import GatewayConfig
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DeviceUnreachable
+
+if TYPE_CHECKING:
+    from drivers.firmware import CheckedImage, FirmwareProgress, FirmwareUpdates
+    from gateway.config.device import DeviceConfig
 
 ROLLED_BACK = 6  #: firmware upload: the node returned on its old image
 PROBE_TIMEOUT = 1.0
@@ -87,17 +93,17 @@ def upload(device: str, config_path: str, sha256: str | None, via: str, image: s
 
 async def _upload(config: GatewayConfig, config_dir: Path, device: str, data: bytes,
                   sha256: str | None, via: str, console: Console) -> dict[str, Any]:
-    from firmware_bridge.config import McuNodeDeviceConfig
-    from firmware_bridge.update import ImageRefused, check_image
-
     node = next((d for d in config.devices if d.name == device), None)
-    if not isinstance(node, McuNodeDeviceConfig):
-        names = [d.name for d in config.devices if isinstance(d, McuNodeDeviceConfig)]
-        raise _Failed(f"no mcu_node device {device!r} in the config (MCU nodes: "
-                      f"{', '.join(names) or 'none'})", exit_codes.CONFIG_INVALID)
+    updates = REGISTRY.firmware_of(node) if node is not None else None
+    if node is None or updates is None:
+        kinds = "/".join(REGISTRY.firmware_protocols()) or "firmware"
+        names = [d.name for d in config.devices if REGISTRY.firmware_of(d) is not None]
+        raise _Failed(f"no {kinds} device {device!r} in the config (devices that take "
+                      f"firmware updates: {', '.join(names) or 'none'})",
+                      exit_codes.CONFIG_INVALID)
     try:
-        image = check_image(data, sha256)
-    except ImageRefused as exc:
+        image = await asyncio.to_thread(updates.check_image, data, sha256)
+    except FirmwareRefused as exc:
         raise _Failed(str(exc), exit_codes.CONFIG_INVALID) from None
     url = _api_url(config)
     token = resolve_secret(config.http.token, config_dir) if config.http.token else None
@@ -107,9 +113,10 @@ async def _upload(config: GatewayConfig, config_dir: Path, device: str, data: by
         console.print(f"updating {device} to {image.version_text} through the running gateway")
         with ProgressBar(console, image.size) as advance:
             return await _through_gateway(url, token, device, data, sha256, advance)
-    console.print(f"updating {device} to {image.version_text} on {node.port} (no gateway running)")
+    console.print(f"updating {device} to {image.version_text} on {node.address} "
+                  "(no gateway running)")
     with ProgressBar(console, image.size) as advance:
-        return await _through_port(node, image, advance)
+        return await _through_port(updates, node, image, advance)
 
 
 def _api_url(config: GatewayConfig) -> str | None:
@@ -146,21 +153,18 @@ async def _through_gateway(url: str, token: str | None, device: str, data: bytes
         raise _Failed(f"cannot reach the gateway at {url}: {exc}") from None
 
 
-async def _through_port(node: Any, image: Any, advance: Callable[[dict[str, Any]], None],
-                        ) -> dict[str, Any]:
-    from firmware_bridge.standalone import node_session
-    from firmware_bridge.update import UpdateError, UpdateProgress, update_firmware
-    from gateway.errors import DeviceUnreachable
-
-    def on_progress(p: UpdateProgress) -> None:
+async def _through_port(updates: FirmwareUpdates, node: DeviceConfig, image: CheckedImage,
+                        advance: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """No gateway runs: open the device's port in a session of its own."""
+    def on_progress(p: FirmwareProgress) -> None:
         advance({"phase": str(p.phase), "done": p.done, "total": p.total, "detail": p.detail})
 
     try:
-        async with node_session(node) as driver:
-            result = await update_firmware(driver, image, progress=on_progress)
+        async with updates.session(node) as driver:
+            result = await updates.update(driver, image, progress=on_progress)
     except DeviceUnreachable as exc:
         raise _Failed(f"cannot reach the node: {exc}") from None
-    except UpdateError as exc:
+    except FirmwareError as exc:
         raise _Failed(str(exc)) from None
     return result.as_dict()
 

@@ -14,14 +14,12 @@ import click
 
 from gateway import __version__
 from gateway.cli import exit_codes
-from gateway.cli.browse_cmd import browse
-from gateway.cli.certs import certs
 from gateway.cli.check_cmd import check
 from gateway.cli.config_init_cmd import config_init
 from gateway.cli.firmware import firmware
-from gateway.cli.scan_cmd import scan
 from gateway.cli.spool_cmd import register as register_spool
 from gateway.cli.tail_cmd import tail
+from gateway.cli.tools import DriverToolsGroup
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.logsetup import setup_logging
@@ -31,7 +29,7 @@ log = logging.getLogger("gateway")
 REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DriverToolsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="chenxing-gateway")
 def main() -> None:
     """chenxing-edge gateway: shop-floor devices in, MQTT telemetry out."""
@@ -191,12 +189,9 @@ def demo(
 
 
 register_spool(main)
-main.add_command(scan)
-main.add_command(browse)
 main.add_command(check)
 main.add_command(tail)
 main.add_command(firmware)
-main.add_command(certs)
 config_group.add_command(config_init)
 
 

@@ -5,11 +5,12 @@ Payload (JSON contract, ``cmd`` topic)::
     {"v": 1, "type": "firmware_update", "id": "fw-0042",
      "device": "spindle-3-node", "image": "node-1.4.2.bin", "sha256": "<64 hex>"}
 
-Accepted only when ``device`` is an ``mcu_node`` device whose config has a
+Accepted only when ``device``'s driver takes firmware updates (its registration's
+``firmware`` capability, :mod:`drivers.firmware`: MCU nodes) and its config has a
 ``firmware`` block, ``image`` is a plain file name listed in its ``allow`` with
 this ``sha256``, the file is in the device's firmware folder and hashes to it,
 the device is up and no update of it is running. Anything else is answered
-``rejected`` with the reason, and nothing is sent to the node.
+``rejected`` with the reason, and nothing is sent to the device.
 
 The update runs in the background (the command queue is not held for minutes);
 the answer comes when it ends: ``accepted`` (updated, or already running the
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drivers.firmware import ROLLED_BACK, FirmwareError, FirmwareUpdates
 from gateway import json_input
 from gateway.commands.audit import AuditLog
 from gateway.commands.parse import CONTRACT_VERSION, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES
@@ -35,8 +37,9 @@ from gateway.commands.result import CommandResult
 
 if TYPE_CHECKING:
     from drivers.base import Driver
-    from firmware_bridge.config import McuNodeDeviceConfig
-    from firmware_bridge.update import UpdateTimeouts
+    from drivers.firmware import FirmwareAllowList
+    from drivers.registration import DriverRegistry
+    from gateway.config.device import DeviceConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,14 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class FirmwareTarget:
+    """A device the brain may update: its allow-list and its driver's firmware capability."""
+
+    allow_list: FirmwareAllowList
+    updates: FirmwareUpdates
+
+
+@dataclass(frozen=True, slots=True)
 class FirmwareCommand:
     id: str
     device: str
@@ -67,14 +78,18 @@ class FirmwareCommands:
 
     def __init__(
         self,
-        devices: Mapping[str, McuNodeDeviceConfig],
+        devices: Mapping[str, FirmwareTarget],
         config_dir: Path | None,
         gateway_id: str,
         driver_of: Callable[[str], Driver | None],
         audit: AuditLog,
-        timeouts: UpdateTimeouts | None = None,
+        timeouts: object | None = None,
+        device_kinds: str = "device with firmware updates",
     ) -> None:
+        """``timeouts``: passed to the capability's update (None: its defaults);
+        ``device_kinds``: what the devices are called in a refusal ("MCU node")."""
         self._devices = devices
+        self._device_kinds = device_kinds
         self._config_dir = config_dir or Path(".")
         self._gateway_id = gateway_id
         self._driver_of = driver_of
@@ -181,11 +196,11 @@ class FirmwareCommands:
                                fields["sha256"].lower())
 
     def _check(self, cmd: FirmwareCommand) -> tuple[Driver, bytes]:
-        config = self._devices.get(cmd.device)
-        if config is None:
-            raise Refused(f"{cmd.device}: no such MCU node device")
-        fw = config.firmware
-        if fw is None or not fw.allow:
+        target = self._devices.get(cmd.device)
+        if target is None:
+            raise Refused(f"{cmd.device}: no such {self._device_kinds} device")
+        fw = target.allow_list
+        if not fw.allow:
             raise Refused(f"{cmd.device}: firmware updates from the brain are not enabled "
                           "(no firmware.allow in its config)")
         allowed = {a.file: a.sha256.lower() for a in fw.allow}
@@ -215,15 +230,11 @@ class FirmwareCommands:
     # -- running ------------------------------------------------------------------------
     async def _run(self, cmd: FirmwareCommand, topic: str, driver: Driver, image: bytes,
                    finish: Finish) -> None:
-        from firmware_bridge.driver import McuNodeDriver
-        from firmware_bridge.update import UpdateError, UpdateOutcome, update_firmware
-
+        updates = self._devices[cmd.device].updates
         try:
-            if not isinstance(driver, McuNodeDriver):
-                raise UpdateError(f"{cmd.device}: not an MCU node")
-            result = await update_firmware(driver, image, expected_sha256=cmd.sha256,
-                                           timeouts=self._timeouts)
-        except UpdateError as exc:
+            result = await updates.update(driver, image, expected_sha256=cmd.sha256,
+                                          timeouts=self._timeouts)
+        except FirmwareError as exc:
             self._audit.record("firmware", id=cmd.id, topic=topic, outcome="failed",
                                device=cmd.device, reason=str(exc))
             finish(CommandResult(cmd.id, "failed", str(exc)))
@@ -234,7 +245,7 @@ class FirmwareCommands:
                                device=cmd.device, reason=f"internal error: {exc}")
             finish(CommandResult(cmd.id, "failed", "internal error in the gateway"))
             return
-        ok = result.outcome is not UpdateOutcome.ROLLED_BACK
+        ok = result.outcome != ROLLED_BACK
         reason = (f"{result.outcome}: {cmd.device} runs {result.running_version} "
                   f"(was {result.old_version})" + (f"; {result.detail}" if result.detail else ""))
         self._audit.record("firmware", id=cmd.id, topic=topic, outcome=str(result.outcome),
@@ -253,14 +264,23 @@ def _peek_id(payload: bytes) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
 
 
-def firmware_commands(devices: list[Any], config_dir: Path | None, gateway_id: str,
+def firmware_commands(drivers: DriverRegistry, devices: list[DeviceConfig],
+                      config_dir: Path | None, gateway_id: str,
                       driver_of: Callable[[str], Driver | None],
                       audit: AuditLog) -> FirmwareCommands | None:
-    """The handler for the gateway's MCU node devices with a ``firmware`` block, or None."""
-    from firmware_bridge.config import McuNodeDeviceConfig
-
-    nodes = {d.name: d for d in devices
-             if isinstance(d, McuNodeDeviceConfig) and d.firmware is not None}
-    if not nodes:
+    """The handler for the gateway's devices whose driver takes firmware updates and whose
+    config has a ``firmware`` block, or None when there is none."""
+    targets: dict[str, FirmwareTarget] = {}
+    kinds: dict[str, None] = {}
+    for device in devices:
+        updates = drivers.firmware_of(device)
+        if updates is None:
+            continue
+        kinds[updates.device_kind] = None
+        allow_list = updates.allow_list(device)
+        if allow_list is not None:
+            targets[device.name] = FirmwareTarget(allow_list, updates)
+    if not targets:
         return None
-    return FirmwareCommands(nodes, config_dir, gateway_id, driver_of, audit)
+    return FirmwareCommands(targets, config_dir, gateway_id, driver_of, audit,
+                            device_kinds=" or ".join(kinds))

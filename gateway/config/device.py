@@ -126,6 +126,12 @@ class DeviceConfig(StrictModel):
                              f"{self.reconnect_max:g} s")
         return self
 
+    @property
+    def address(self) -> str:
+        """Where the device is, as messages name it (host:port, serial port, endpoint);
+        drivers override it, the default is the device's name."""
+        return self.name
+
     def with_base_dir(self, base: Path) -> DeviceConfig:
         """A copy whose relative file paths (certificates, secret files) are resolved against
         ``base``, the config file's folder. Devices without file paths return themselves."""

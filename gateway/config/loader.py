@@ -9,6 +9,7 @@ back to lines.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.models import GatewayConfig, NorthboundConfig
+from drivers.registration import DriverRegistry
+from drivers.registry import REGISTRY
+from gateway.config.models import GatewayConfig, NorthboundConfig, gateway_config_model
 from gateway.config.types import SecretRef
 from gateway.config.yaml_reader import KeyPath, LineMap, ParsedYaml, YamlLimits, read_yaml
 from gateway.errors import ConfigError, ConfigProblem
@@ -96,9 +99,10 @@ def _commands_need_mqtt5(data: dict[str, Any], file: str,
     )]  # fmt: skip
 
 
-def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int]) -> list[ConfigProblem]:
+def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
+                     drivers: DriverRegistry = REGISTRY) -> list[ConfigProblem]:
     """Checks across items that field validation cannot see: unique names, commands and
-    the MQTT version."""
+    the MQTT version, writable tags of drivers that cannot write."""
     problems: list[ConfigProblem] = []
     if isinstance(data, dict):
         problems.extend(_commands_need_mqtt5(data, file, lines))
@@ -125,6 +129,7 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int]) -> list[Co
         tags = device.get("tags")
         if not isinstance(tags, list):
             continue
+        problems.extend(_writes_refused(device, d, file, lines, drivers))
         seen_tags: dict[str, int] = {}
         for t, tag in enumerate(tags):
             tag_name = tag.get("name") if isinstance(tag, dict) else None
@@ -143,6 +148,22 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int]) -> list[Co
                 )
             else:
                 seen_tags[tag_name] = _line_of(lines, path)
+    return problems
+
+
+def _writes_refused(device: dict[str, Any], d: int, file: str, lines: dict[KeyPath, int],
+                    drivers: DriverRegistry) -> list[ConfigProblem]:
+    """Writable tags of a device whose driver cannot write (its registration says so)."""
+    protocol = device.get("protocol")
+    if drivers.get(protocol) is None or drivers.writes(protocol):
+        return []
+    problems = []
+    for t, tag in enumerate(device["tags"]):
+        if isinstance(tag, dict) and tag.get("writable") is True:
+            path = ("devices", d, "tags", t, "writable")
+            problems.append(ConfigProblem(
+                file, _line_of(lines, path), path,
+                f"{protocol} devices cannot be written: writable must be false"))
     return problems
 
 
@@ -225,14 +246,18 @@ def _resolve_northbound_paths(
 
 
 def load_config_text(
-    text: str, file: str = "<config>", base_dir: Path | None = None
+    text: str, file: str = "<config>", base_dir: Path | None = None,
+    drivers: DriverRegistry = REGISTRY,
 ) -> GatewayConfig:
-    """Validate config text; raise :class:`ConfigError` listing every problem found."""
-    config = validate_yaml_text(GatewayConfig, text, file, _semantic_checks)
+    """Validate config text; raise :class:`ConfigError` listing every problem found.
+    ``drivers``: the registered drivers whose device configs the file may hold."""
+    checks = functools.partial(_semantic_checks, drivers=drivers)
+    config = validate_yaml_text(gateway_config_model(drivers), text, file, checks)
     return _resolve_relative_paths(config, base_dir or Path.cwd())
 
 
-def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+def load_config(path: str | os.PathLike[str],
+                drivers: DriverRegistry = REGISTRY) -> GatewayConfig:
     """Read and validate a config file. Relative paths in it are relative to its folder."""
     file = Path(path)
     try:
@@ -243,7 +268,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(file), 0, (), f"not UTF-8 text: {exc}")]) from exc
-    return load_config_text(text, str(file), file.resolve().parent)
+    return load_config_text(text, str(file), file.resolve().parent, drivers)
 
 
 def resolve_secret(ref: SecretRef, base_dir: Path | None = None) -> str:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 
-from gateway.config.models import GatewayConfig
+from drivers.registration import DriverRegistry
+from drivers.registry import REGISTRY
+from gateway.config.models import gateway_config_model
 
 SCHEMA_ID = "https://chenxing-edge.dev/schema/gateway.schema.json"
 
 
-def schema_dict() -> dict[str, object]:
-    schema = GatewayConfig.model_json_schema(mode="validation")
+def schema_dict(drivers: DriverRegistry = REGISTRY) -> dict[str, object]:
+    """The schema of a config whose devices are those of ``drivers``."""
+    schema = gateway_config_model(drivers).model_json_schema(mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
 
 
-def schema_text() -> str:
-    return json.dumps(schema_dict(), indent=2, sort_keys=True) + "\n"
+def schema_text(drivers: DriverRegistry = REGISTRY) -> str:
+    return json.dumps(schema_dict(drivers), indent=2, sort_keys=True) + "\n"

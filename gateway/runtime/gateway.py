@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drivers.base import Driver
-from drivers.registry import create_driver
+from drivers.registration import DriverRegistry
+from drivers.registry import REGISTRY
 from gateway import __version__
 from gateway.backoff import Backoff
 from gateway.commands import AuditLog, CommandExecutor, CommandResult
@@ -57,9 +59,12 @@ class Gateway:
     DEVICE_STOP_TIMEOUT = 5.0
 
     def __init__(self, config: GatewayConfig, config_dir: Path | None = None,
-                 config_path: Path | None = None) -> None:
-        """``config_path``: the file re-read on SIGHUP (no config reload without it)."""
+                 config_path: Path | None = None, drivers: DriverRegistry = REGISTRY) -> None:
+        """``config_path``: the file re-read on SIGHUP (no config reload without it).
+        ``drivers``: the registered drivers (the config was validated against them)."""
         self.config = config
+        #: the drivers, their metrics and capabilities (drivers/registry.py)
+        self.drivers = drivers
         self.config_path = config_path
         #: outcomes of config reloads (SIGHUP): applied, unchanged, refused, invalid
         self.reloads = ReloadCounters()
@@ -145,7 +150,7 @@ class Gateway:
 
         assert self.config_path is not None
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, self.drivers)
             check_secrets(new, self.config_path)
             plan = plan_reload(self.config, new)
         except ConfigError as exc:
@@ -175,7 +180,8 @@ class Gateway:
         """Build the device's runner and start its task; counters carry over from ``previous``."""
         runner = DeviceRunner(
             device.name,
-            lambda device=device: create_driver(device, self.catalog, self.serial_ports),
+            functools.partial(self.drivers.create_driver, device, self.catalog,
+                              self.serial_ports),
             self._on_batch,
             self._on_device_state,
             reconnect=Backoff(initial=device.reconnect_min, maximum=device.reconnect_max),
@@ -244,8 +250,9 @@ class Gateway:
         executor = CommandExecutor(cfg, self.catalog, self.config.gateway.id,
                                    self._connected_driver, audit, self._answer_command,
                                    parse=contract.parse_command)  # fmt: skip
-        executor.firmware = firmware_commands(self.config.devices, self.config_dir,
-                                              self.config.gateway.id, self._connected_driver, audit)
+        executor.firmware = firmware_commands(self.drivers, self.config.devices,
+                                              self.config_dir, self.config.gateway.id,
+                                              self._connected_driver, audit)
         return executor
 
     def _connected_driver(self, device: str) -> Driver | None:

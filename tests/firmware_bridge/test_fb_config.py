@@ -81,5 +81,8 @@ def test_node_id_range_and_writable_refused() -> None:
           - {name: a, channel: 300}
           - {name: b, channel: 1, writable: true, range: [0, 1]}
     """)
-    paths = {path for _line, path, _msg in found}
-    assert "devices[0].tags[0].channel" in paths and "devices[0].tags[1]" in paths
+    by_path = {path: (line, msg) for line, path, msg in found}
+    assert "devices[0].tags[0].channel" in by_path
+    # the mcu_node registration declares no writes: refused at the tag's own key
+    assert by_path["devices[0].tags[1].writable"] == (
+        9, "mcu_node devices cannot be written: writable must be false")

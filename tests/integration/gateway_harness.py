@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from drivers.registration import DriverRegistry
+from drivers.registry import REGISTRY
 from gateway.config.loader import load_config_text
 from gateway.config.models import GatewayConfig
 from gateway.runtime.gateway import Gateway, ShutdownReport
@@ -25,6 +27,7 @@ def gateway_config(
     devices: list[dict[str, Any]],
     http: dict[str, Any] | None = None,
     commands: dict[str, Any] | None = None,
+    drivers: DriverRegistry = REGISTRY,
     **northbound: Any,
 ) -> GatewayConfig:
     body = {
@@ -50,7 +53,7 @@ def gateway_config(
     }
     if commands is not None:
         body["commands"] = commands
-    return load_config_text(json.dumps(body), "test-config.yaml", tmp)
+    return load_config_text(json.dumps(body), "test-config.yaml", tmp, drivers)
 
 
 def meter_device(name: str, port: int, **kw: Any) -> dict[str, Any]:
@@ -78,9 +81,10 @@ class RunningGateway:
 
 
 @asynccontextmanager
-async def running(config: GatewayConfig) -> AsyncIterator[RunningGateway]:
+async def running(config: GatewayConfig,
+                  drivers: DriverRegistry = REGISTRY) -> AsyncIterator[RunningGateway]:
     stop = asyncio.Event()
-    gateway = Gateway(config)
+    gateway = Gateway(config, drivers=drivers)
     task = asyncio.create_task(gateway.run(stop))
     handle = RunningGateway(gateway, task, stop)
     started = asyncio.create_task(gateway.started.wait())

@@ -1,0 +1,49 @@
+"""The drivers' own CLI tools (``scan``, ``browse``, ``certs``, ...), mounted from their
+registrations and imported when used.
+
+A registration lists its tools by name (``tools={"scan": "drivers.modbus.scan_cmd:scan"}``).
+A tool offered by one driver is that driver's command (``chenxing-gateway scan ...``);
+a name offered by several becomes a group with one subcommand per driver family
+(``chenxing-gateway scan modbus ...``, ``chenxing-gateway scan s7 ...``).
+"""
+
+from __future__ import annotations
+
+import click
+
+from drivers.registration import DriverRegistry, load_ref
+from drivers.registry import REGISTRY
+
+
+class DriverToolsGroup(click.Group):
+    """A click group that also offers the tools of the registered drivers."""
+
+    drivers: DriverRegistry = REGISTRY
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.drivers.tools()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        offers = self.drivers.tools().get(cmd_name)
+        return tool_command(cmd_name, offers) if offers else None
+
+
+def tool_command(name: str, offers: list[tuple[str, str]]) -> click.Command:
+    """The command of tool ``name`` offered as ``[(family, "module:command"), ...]``."""
+    if len(offers) == 1:
+        return _load(offers[0][1])
+    group = click.Group(name, help=f"{name}, per driver: "
+                        f"{', '.join(family for family, _ in offers)}.")
+    for family, ref in offers:
+        group.add_command(_load(ref), family)
+    return group
+
+
+def _load(ref: str) -> click.Command:
+    command = load_ref(ref)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"driver tool {ref} is not a click command")
+    return command
