@@ -23,6 +23,7 @@ from gateway.config.models import GatewayConfig, NorthboundConfig, gateway_confi
 from gateway.config.types import SecretRef
 from gateway.config.yaml_reader import KeyPath, LineMap, ParsedYaml, YamlLimits, read_yaml
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.serial_ports import PortConflict, SerialPorts
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -102,7 +103,7 @@ def _commands_need_mqtt5(data: dict[str, Any], file: str,
 def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
                      drivers: DriverRegistry = REGISTRY) -> list[ConfigProblem]:
     """Checks across items that field validation cannot see: unique names, commands and
-    the MQTT version, writable tags of drivers that cannot write."""
+    the MQTT version, writable tags of drivers that cannot write, serial-port conflicts."""
     problems: list[ConfigProblem] = []
     if isinstance(data, dict):
         problems.extend(_commands_need_mqtt5(data, file, lines))
@@ -148,6 +149,7 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
                 )
             else:
                 seen_tags[tag_name] = _line_of(lines, path)
+    problems.extend(_port_conflicts(data["devices"], file, lines, drivers))
     return problems
 
 
@@ -164,6 +166,41 @@ def _writes_refused(device: dict[str, Any], d: int, file: str, lines: dict[KeyPa
             problems.append(ConfigProblem(
                 file, _line_of(lines, path), path,
                 f"{protocol} devices cannot be written: writable must be false"))
+    return problems
+
+
+class _NoPort:
+    """Stands for a port's shared object while ports are only checked, not opened."""
+
+    def close(self) -> None:
+        pass
+
+
+def _port_conflicts(devices: list[Any], file: str, lines: dict[KeyPath, int],
+                    drivers: DriverRegistry) -> list[ConfigProblem]:
+    """Enabled devices on one serial port that could not share it (other protocols, other
+    line settings, an instrument that needs the port alone), by the rules the runtime's
+    :class:`~gateway.serial_ports.SerialPorts` applies when they connect. Reported at the
+    ``port`` of each device after the first on the port; a device that is invalid on its
+    own is left to its own errors."""
+    ports = SerialPorts()
+    problems: list[ConfigProblem] = []
+    for d, raw in enumerate(devices):
+        reg = drivers.get(raw.get("protocol")) if isinstance(raw, dict) else None
+        if reg is None or reg.serial is None or raw.get("enabled") is False:
+            continue
+        try:
+            device = drivers.device_adapter.validate_python(raw)
+        except ValidationError:
+            continue
+        claim = drivers.port_use(device)
+        if claim is None:
+            continue
+        try:
+            ports.claim(*claim, _NoPort)
+        except PortConflict as exc:
+            path = ("devices", d, "port")
+            problems.append(ConfigProblem(file, _line_of(lines, path), path, str(exc)))
     return problems
 
 

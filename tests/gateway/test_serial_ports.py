@@ -23,7 +23,7 @@ from drivers.serial_line.config import SerialLineDeviceConfig
 from drivers.serial_line.driver import SerialLineDriver
 from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.driver import McuNodeDriver
-from gateway.errors import DeviceUnreachable
+from gateway.errors import ConfigError, DeviceUnreachable
 from gateway.serial_ports import LineSettings, PortConflict, PortUse, SerialPorts
 from gateway.types import Quality, SampleBatch
 from hil.broker import MqttBroker
@@ -168,13 +168,19 @@ async def test_an_instrument_needs_its_port_to_itself() -> None:
 async def test_the_gateway_hands_one_registry_to_its_devices(
     tmp_path: Path, mosquitto: MqttBroker
 ) -> None:
-    """Two RTU units share the bus; an MCU node configured on the same port is down with
-    the reason naming the devices, and the units read on."""
+    """Two RTU units share the bus; an MCU node on the same port is refused when the config
+    is read and, when the ports only meet at run time (a by-id link made after the config
+    was read), it is down with the reason naming the devices, and the units read on."""
     async with ModbusMeterSimulator(rtu=True) as sim:
         path = sim.serial_path
-        devices = [rtu_device("meter", path), rtu_device("ghost", path, unit_id=9),
-                   node_device("spindle", path, 4)]
-        config = gateway_config(tmp_path, mosquitto.port, devices)
+        meters = [rtu_device("meter", path), rtu_device("ghost", path, unit_id=9)]
+        with pytest.raises(ConfigError) as refused:
+            gateway_config(tmp_path, mosquitto.port, [*meters, node_device("spindle", path, 4)])
+        assert [p.path_text for p in refused.value.problems] == ["devices[2].port"]
+        link = tmp_path / "usb-node-if00"
+        config = gateway_config(tmp_path, mosquitto.port,
+                                [*meters, node_device("spindle", str(link), 4)])
+        link.symlink_to(path)
         async with running(config) as gw:
             runners = gw.gateway.runners
             await until(lambda: runners["meter"].stats.polls >= 3)
@@ -182,9 +188,9 @@ async def test_the_gateway_hands_one_registry_to_its_devices(
             assert gw.gateway.serial_ports.users(path) == ["meter", "ghost"]
             assert runners["spindle"].stats.state.value == "down"
             assert runners["spindle"].stats.last_error == (
-                f"serial port {path} is used by devices 'meter', 'ghost' (modbus_rtu); device "
-                "'spindle' (mcu_node) cannot share it: the devices on one line must speak one "
-                "protocol"
+                f"serial port {link} (the port {path}) is used by devices 'meter', 'ghost' "
+                "(modbus_rtu); device 'spindle' (mcu_node) cannot share it: the devices on one "
+                "line must speak one protocol"
             )
             await gw.stop()
         assert not gw.gateway.serial_ports.paths()  # every device released the port

@@ -113,9 +113,9 @@ def test_max_gap_counts_silence_at_the_window_edges() -> None:
 
 
 def test_generated_configs_are_valid_gateway_configs(tmp_path: Path) -> None:
-    devices = [
-        mcu_node_device_config("node", "/dev/null", 1, "2s"),
-        scale_device_config("scale", "/dev/null", "poll", "200ms", "1s"),
+    devices = [  # a port each: a node and a scale on one port are refused
+        mcu_node_device_config("node", "/dev/tty-node", 1, "2s"),
+        scale_device_config("scale", "/dev/tty-scale", "poll", "200ms", "1s"),
     ]
     path = write_gateway_config(tmp_path, "x", 1883, devices, "100ms", http_port=18321)
     body = json.loads(path.read_text())
