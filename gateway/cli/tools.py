@@ -4,7 +4,9 @@ registrations and imported when used.
 A registration lists its tools by name (``tools={"scan": "drivers.modbus.scan_cmd:scan"}``).
 A tool offered by one driver is that driver's command (``chenxing-gateway scan ...``);
 a name offered by several becomes a group with one subcommand per driver family
-(``chenxing-gateway scan modbus ...``, ``chenxing-gateway scan s7 ...``).
+(``chenxing-gateway scan modbus ...``, ``chenxing-gateway scan s7 ...``) whose first
+family, in registration order, also answers without its name: ``chenxing-gateway
+scan --host ...`` stays the Modbus scan when another driver adds a ``scan``.
 """
 
 from __future__ import annotations
@@ -35,11 +37,26 @@ def tool_command(name: str, offers: list[tuple[str, str]]) -> click.Command:
     """The command of tool ``name`` offered as ``[(family, "module:command"), ...]``."""
     if len(offers) == 1:
         return _load(offers[0][1])
-    group = click.Group(name, help=f"{name}, per driver: "
-                        f"{', '.join(family for family, _ in offers)}.")
+    families = [family for family, _ in offers]
+    group = _ToolGroup(name, default=families[0], help=(
+        f"{name} of a driver family: {', '.join(families)} (without a family: "
+        f"{families[0]})."))
     for family, ref in offers:
         group.add_command(_load(ref), family)
     return group
+
+
+class _ToolGroup(click.Group):
+    """One tool of several drivers: ``TOOL FAMILY ARGS``, or ``TOOL ARGS`` for the default."""
+
+    def __init__(self, name: str, default: str, **kwargs: object) -> None:
+        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
 
 
 def _load(ref: str) -> click.Command:

@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import click
 import pytest
 
 from drivers.registration import DriverRegistration, DriverRegistry
@@ -157,6 +158,28 @@ async def test_check_connects_it_through_its_registration(tmp_path: Path) -> Non
     assert (check.name, check.protocol, check.ok) == ("counter", "test_counter", True), check
 
 
+def test_its_tool_joins_the_cli_and_the_tools_of_others_keep_their_form() -> None:
+    """Two drivers offer ``scan``: ``scan FAMILY ...`` picks one, ``scan ...`` stays the
+    first registered (Modbus), so adding a driver's tool changes no existing command."""
+    from click.testing import CliRunner
+
+    from gateway.cli.tools import DriverToolsGroup
+
+    class SeamCli(DriverToolsGroup):
+        drivers = SEAM
+
+    cli, runner = SeamCli("chenxing-gateway"), CliRunner()
+    assert {"scan", "browse", "certs"} <= set(cli.list_commands(click.Context(cli)))
+    counted = runner.invoke(cli, ["scan", "test_counter", "--start", "5"])
+    assert (counted.exit_code, counted.output) == (0, "5 6 7\n")
+    modbus = runner.invoke(cli, ["scan", "--start", "0", "--count", "1"])
+    assert modbus.exit_code == 2 and "give exactly one of --host (Modbus TCP)" in modbus.output
+    assert "--table" in runner.invoke(cli, ["scan", "modbus", "--help"]).output
+    listed = runner.invoke(cli, ["scan", "--help"]).output
+    assert "modbus, test_counter (without a family: modbus)" in " ".join(listed.split())
+    assert "ENDPOINT" in runner.invoke(cli, ["browse", "--help"]).output  # one offer: itself
+
+
 def test_the_registry_refuses_a_protocol_twice_and_a_bad_reference() -> None:
     with pytest.raises(ValueError, match="protocol 'test_counter' is registered twice"):
         SEAM.including(DriverRegistration(config=CounterDeviceConfig, driver="m:C"))
@@ -166,8 +189,6 @@ def test_the_registry_refuses_a_protocol_twice_and_a_bad_reference() -> None:
 
 def test_every_shipped_registration_resolves() -> None:
     """The lazily imported names of every registration exist and are what they claim."""
-    import click
-
     from drivers.base import Driver
     from drivers.registration import load_ref
 

@@ -10,5 +10,6 @@ REGISTRATIONS = (
         config=CounterDeviceConfig,
         driver="tests.drivers.throwaway.driver:CounterDriver",
         metrics="tests.drivers.throwaway.driver:counter_metrics",
+        tools={"scan": "tests.drivers.throwaway.scan_cmd:scan"},
     ),
 )
