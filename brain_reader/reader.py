@@ -22,13 +22,8 @@ from brain_reader.points import PointEncoder
 from brain_reader.sparkplug_messages import SparkplugIngest
 from gateway.backoff import Backoff
 from gateway.config.loader import resolve_secret
-from gateway.influxdb.writer import (
-    InfluxTarget,
-    InfluxWriter,
-    WriteRejected,
-    write_failures_log,
-    write_until_done,
-)
+from gateway.errors import InfluxBatchRefused
+from gateway.influxdb.writer import InfluxTarget, InfluxWriter, write_failures_log, write_until_done
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink
 from gateway.repeated_log import RepeatedKinds, RepeatedLog
@@ -120,7 +115,7 @@ class IngestReader:
         try:
             await write_until_done(self.writer, body, backoff, self._write_failed,
                                    self._write_failures)  # fmt: skip
-        except WriteRejected as exc:
+        except InfluxBatchRefused as exc:
             self.counters.rejected += count
             self._rejections.failure(f"{count} points: {exc}; dropped", str(exc.status))
         else:

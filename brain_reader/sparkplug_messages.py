@@ -14,10 +14,10 @@ from typing import Any
 from brain_reader.counters import IngestCounters
 from brain_reader.points import PointEncoder, tag_type
 from brain_reader.sequences import SeqOutcome, SparkplugSequence
+from gateway.errors import SparkplugDecodeError
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.datatypes import quality_of
 from gateway.northbound.sparkplug.decode import (
-    SparkplugDecodeError,
     SparkplugTopic,
     decode_payload,
     parse_topic,

@@ -24,17 +24,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gateway.errors import ConnectionLost, DeviceUnreachable, DriverError, WriteRejected
+from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused, DriverError
 from gateway.types import Quality, SampleBatch
 
 __all__ = [
     "ConnectionLost",
     "DeviceUnreachable",
+    "DeviceWriteRefused",
     "Driver",
     "DriverError",
     "Emit",
     "PollGroup",
-    "WriteRejected",
 ]
 
 Emit = Callable[[SampleBatch], None]
@@ -96,5 +96,5 @@ class Driver(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not subscribe")
 
     async def write(self, tag_id: int, value: float | bool | str) -> None:
-        """Write a raw value to a tag. Raise :class:`WriteRejected` when the device refuses."""
-        raise WriteRejected(f"{type(self).__name__} does not support writes")
+        """Write a raw value to a tag. Raise :class:`DeviceWriteRefused` when the device refuses."""
+        raise DeviceWriteRefused(f"{type(self).__name__} does not support writes")

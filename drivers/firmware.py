@@ -15,22 +15,12 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.errors import GatewayError
-
 if TYPE_CHECKING:
     from drivers.base import Driver
     from gateway.config.device import DeviceConfig
 
 #: :attr:`FirmwareResult.outcome` when the device came back on its old image
 ROLLED_BACK = "rolled_back"
-
-
-class FirmwareError(GatewayError):
-    """The update could not be done; the device still runs a bootable image."""
-
-
-class FirmwareRefused(FirmwareError):
-    """The image is not sent: not an image for this device, or not the expected hash."""
 
 
 class AllowedImage(Protocol):
@@ -112,7 +102,7 @@ class FirmwareUpdates(Protocol):
         """The device's allow-list for updates from the brain (None: not enabled)."""
 
     def check_image(self, image: bytes, sha256: str | None = None) -> CheckedImage:
-        """The parsed image; raise :class:`FirmwareRefused` when it cannot be sent."""
+        """The parsed image; raise :class:`ImageRefused` when it cannot be sent."""
 
     def unavailable(self, driver: Driver) -> str | None:
         """Why an update cannot start on ``driver`` now (not connected), or None."""
@@ -125,7 +115,7 @@ class FirmwareUpdates(Protocol):
                      progress: Callable[[FirmwareProgress], None] | None = None,
                      timeouts: Any = None) -> FirmwareResult:
         """Update the device behind ``driver`` (connected, in the gateway or a session);
-        raise :class:`FirmwareRefused` before anything is sent, :class:`FirmwareError`
+        raise :class:`ImageRefused` before anything is sent, :class:`FirmwareUpdateError`
         when the device does not cooperate."""
 
     def session(self, device: DeviceConfig) -> AbstractAsyncContextManager[Driver]:

@@ -41,10 +41,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_models.manifest import Manifest
-from edge_models.runtime import LoadedModel, ModelLoadError
+from edge_models.runtime import LoadedModel
 from edge_models.windows import AGGREGATION_CODES, WindowStore, cycle_edges
 from edge_models.worker import InferenceWorker
 from gateway.config.device import DeviceConfig, TagConfig
+from gateway.errors import ModelLoadError
 from gateway.tags import SEPARATOR, TagCatalog
 from gateway.types import DataType, Quality, SampleBatch, now_ns
 

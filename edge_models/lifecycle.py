@@ -28,11 +28,11 @@ from prometheus_client.core import (
 
 from edge_models.engine import INLINE_BUDGET_S, AlarmEvent, ModelEngine, model_device
 from edge_models.manifest import Manifest, load_manifest, model_file
-from edge_models.runtime import LoadedModel, ModelLoadError, load_model
+from edge_models.runtime import LoadedModel, load_model
 from edge_models.worker import InferenceWorker
 from gateway.config.device import DeviceConfig
 from gateway.config.models import ModelsConfig
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ModelLoadError
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch
 

@@ -19,19 +19,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from edge_models.manifest import Manifest, model_file
-from gateway.errors import GatewayError
+from gateway.errors import ModelLoadError, ModelRunError
 
 log = logging.getLogger(__name__)
 
 _FLOAT_TYPES = ("tensor(float)", "tensor(double)")
-
-
-class ModelLoadError(GatewayError):
-    """A model (or its manifest) was refused; the message says why."""
-
-
-class ModelRunError(GatewayError):
-    """An inference failed."""
 
 
 def sha256_of(data: bytes) -> str:

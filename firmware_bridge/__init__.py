@@ -1,8 +1,8 @@
 """The serial link to microcontroller sensor nodes (see README.md and PROTOCOL.md).
 
-Framing and messages (``cobs``, ``crc``, ``frames``, ``messages``) have no gateway
-dependencies; the driver (``driver``, protocol ``mcu_node``), its config and its
-firmware-update capability (``firmware``) are declared in ``registration``. The
+Framing and messages (``cobs``, ``crc``, ``frames``, ``messages``) depend on nothing of
+the gateway but its errors; the driver (``driver``, protocol ``mcu_node``), its config and
+its firmware-update capability (``firmware``) are declared in ``registration``. The
 driver module imports pyserial: it is loaded on first use of :class:`McuNodeDriver`.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from firmware_bridge.config import McuNodeDeviceConfig, McuNodeTagConfig
-from firmware_bridge.frames import BadFrame, Frame, FrameDecoder, FrameError, MessageType
+from firmware_bridge.frames import BadFrame, Frame, FrameDecoder, MessageType
+from gateway.errors import NodeFrameError
 
 if TYPE_CHECKING:
     from firmware_bridge.driver import McuNodeDriver
@@ -20,11 +21,11 @@ __all__ = [
     "BadFrame",
     "Frame",
     "FrameDecoder",
-    "FrameError",
     "McuNodeDeviceConfig",
     "McuNodeDriver",
     "McuNodeTagConfig",
     "MessageType",
+    "NodeFrameError",
 ]
 
 

@@ -8,9 +8,7 @@ block. A code of 0xFF means "254 bytes, no zero follows". Overhead: one byte per
 
 from __future__ import annotations
 
-
-class CobsError(ValueError):
-    """The bytes are not a valid COBS encoding."""
+from gateway.errors import CobsError
 
 
 def encode(data: bytes | bytearray | memoryview) -> bytes:

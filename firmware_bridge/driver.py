@@ -46,7 +46,6 @@ from firmware_bridge.messages import (
     Hello,
     HelloRequest,
     Message,
-    MessageError,
     Nack,
     SetConfig,
     decode_message,
@@ -54,7 +53,7 @@ from firmware_bridge.messages import (
     readings_array,
 )
 from firmware_bridge.node_port import NodePort
-from gateway.errors import ConnectionLost, DeviceUnreachable
+from gateway.errors import ConnectionLost, DeviceUnreachable, MessageError
 from gateway.repeated_log import RepeatedKinds, RepeatedLog
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import IntArray, Quality, SampleBatch

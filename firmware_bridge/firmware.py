@@ -67,11 +67,11 @@ class McuNodeFirmware:
 
 
 def _node_driver(driver: Driver) -> McuNodeDriver:
-    from drivers.firmware import FirmwareError
     from firmware_bridge.driver import McuNodeDriver
+    from gateway.errors import FirmwareUpdateError
 
     if not isinstance(driver, McuNodeDriver):
-        raise FirmwareError(f"{driver.device_name}: not an MCU node")
+        raise FirmwareUpdateError(f"{driver.device_name}: not an MCU node")
     return driver
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from firmware_bridge import cobs
 from firmware_bridge.crc import crc16
+from gateway.errors import CobsError, NodeFrameError
 
 VERSION = 1
 HEADER = struct.Struct("<BBHH")
@@ -72,14 +73,6 @@ class BadFrame(enum.StrEnum):
     SMP_BROKEN = "smp_broken"
 
 
-class FrameError(ValueError):
-    """A frame that cannot be decoded; ``reason`` says why."""
-
-    def __init__(self, reason: BadFrame, detail: str) -> None:
-        super().__init__(f"{reason.value}: {detail}")
-        self.reason = reason
-
-
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded frame: header fields and the raw payload."""
@@ -105,30 +98,30 @@ def encode_frame(type_: MessageType, node_id: int, sequence: int, payload: bytes
 
 
 def unpack_frame(raw: bytes) -> Frame:
-    """Check and split a COBS-decoded frame. Raise :class:`FrameError`."""
+    """Check and split a COBS-decoded frame. Raise :class:`NodeFrameError`."""
     if len(raw) < HEADER_SIZE + CRC_SIZE:
-        raise FrameError(BadFrame.SHORT, f"{len(raw)} bytes, fewer than header and CRC")
+        raise NodeFrameError(BadFrame.SHORT, f"{len(raw)} bytes, fewer than header and CRC")
     body, crc = raw[:-CRC_SIZE], int.from_bytes(raw[-CRC_SIZE:], "little")
     if crc16(body) != crc:
-        raise FrameError(BadFrame.CRC, f"CRC {crc:#06x}, computed {crc16(body):#06x}")
+        raise NodeFrameError(BadFrame.CRC, f"CRC {crc:#06x}, computed {crc16(body):#06x}")
     version, type_, node_id, sequence = HEADER.unpack_from(body)
     if version != VERSION:
-        raise FrameError(BadFrame.VERSION, f"protocol version {version}, expected {VERSION}")
+        raise NodeFrameError(BadFrame.VERSION, f"protocol version {version}, expected {VERSION}")
     try:
         mtype = MessageType(type_)
     except ValueError:
-        raise FrameError(BadFrame.TYPE, f"unknown message type {type_:#04x}") from None
+        raise NodeFrameError(BadFrame.TYPE, f"unknown message type {type_:#04x}") from None
     return Frame(mtype, node_id, sequence, body[HEADER_SIZE:], version)
 
 
 def decode_frame(encoded: bytes) -> Frame:
-    """Decode the COBS bytes of one frame (between delimiters). Raise :class:`FrameError`."""
+    """Decode the COBS bytes of one frame (between delimiters). Raise :class:`NodeFrameError`."""
     if len(encoded) > MAX_ENCODED:
-        raise FrameError(BadFrame.OVERSIZE, f"{len(encoded)} bytes")
+        raise NodeFrameError(BadFrame.OVERSIZE, f"{len(encoded)} bytes")
     try:
         raw = cobs.decode(encoded)
-    except cobs.CobsError as exc:
-        raise FrameError(BadFrame.COBS, str(exc)) from None
+    except CobsError as exc:
+        raise NodeFrameError(BadFrame.COBS, str(exc)) from None
     return unpack_frame(raw)
 
 
@@ -220,7 +213,7 @@ class FrameDecoder:
         buf.clear()
         try:
             frame = decode_frame(encoded)
-        except FrameError as exc:
+        except NodeFrameError as exc:
             self.bad[exc.reason] += 1
             return None
         self.frames += 1

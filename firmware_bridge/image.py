@@ -1,7 +1,7 @@
 """Firmware images as MCUboot lays them out: a 32-byte header with the version, then the body.
 
-The header is MCUboot's ``struct image_header`` (little-endian), parsed with
-``smpclient.mcuboot.ImageHeader``::
+The header is MCUboot's ``struct image_header`` (little-endian), parsed with smpclient's
+``ImageHeader`` (:func:`~firmware_bridge.smp_adapter.read_image_header`)::
 
     offset size field
     0      4    magic            0x96F3B83D
@@ -28,15 +28,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from smpclient.mcuboot import IMAGE_HEADER_STRUCT, IMAGE_MAGIC, ImageHeader, MCUBootImageError
+from firmware_bridge.smp_adapter import IMAGE_HEADER_SIZE, pack_image_header, read_image_header
+from gateway.errors import ImageError
 
-HEADER_SIZE = IMAGE_HEADER_STRUCT.size  # 32
+HEADER_SIZE = IMAGE_HEADER_SIZE  # 32
 #: a simulated image whose body starts with this fails its self-test after boot
 BAD_MARKER = b"CX-SIM-BAD-IMAGE"
-
-
-class ImageError(ValueError):
-    """A file that is not a firmware image this gateway can send."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +55,16 @@ class FirmwareImage:
 
     @classmethod
     def parse(cls, data: bytes) -> FirmwareImage:
-        """Check the MCUboot header; raise :class:`ImageError` naming what is wrong."""
+        """Check the MCUboot header; raise :class:`~gateway.errors.ImageError` naming what
+        is wrong."""
         if len(data) < HEADER_SIZE:
             raise ImageError(f"{len(data)} bytes: too short for an MCUboot header ({HEADER_SIZE})")
-        try:
-            header = ImageHeader.loads(data[:HEADER_SIZE])
-        except MCUBootImageError as exc:
-            raise ImageError(f"not an MCUboot image: {exc}") from None
+        header = read_image_header(data)
         if header.hdr_size < HEADER_SIZE or header.hdr_size + header.img_size > len(data):
             raise ImageError(
                 f"header says {header.hdr_size} + {header.img_size} bytes, the file has {len(data)}"
             )
-        v = header.ver
-        return cls(bytes(data), (v.major, v.minor, v.revision), v.build_num,
-                   hashlib.sha256(data).digest())
+        return cls(bytes(data), header.version, header.build, hashlib.sha256(data).digest())
 
 
 def build_image(version: tuple[int, int, int], size: int, *, bad: bool = False,
@@ -80,9 +73,7 @@ def build_image(version: tuple[int, int, int], size: int, *, bad: bool = False,
     body_size = size - HEADER_SIZE
     if body_size < len(BAD_MARKER):
         raise ValueError(f"an image needs at least {HEADER_SIZE + len(BAD_MARKER)} bytes")
-    major, minor, revision = version
-    header = IMAGE_HEADER_STRUCT.pack(IMAGE_MAGIC, 0, HEADER_SIZE, 0, body_size, 0,
-                                      major, minor, revision, build)
+    header = pack_image_header(version, body_size, build)
     body = bytearray()
     block = hashlib.sha256(f"{version}{seed}".encode()).digest()
     while len(body) < body_size:

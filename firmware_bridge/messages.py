@@ -13,10 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware_bridge.frames import MAX_PAYLOAD, Frame, MessageType, encode_frame
-
-
-class MessageError(ValueError):
-    """A frame whose payload does not match its message type's layout."""
+from gateway.errors import MessageError
 
 
 class ReadingStatus(enum.IntEnum):

@@ -1,7 +1,8 @@
 """Firmware update of an MCU node over MCUmgr SMP, on the port the node driver owns.
 
-:class:`FirmwareUpdater` runs the MCUboot sequence with smpclient over
-:class:`~firmware_bridge.smp_transport.SharedLineTransport`:
+:class:`FirmwareUpdater` runs the MCUboot sequence with smpclient (through
+:class:`~firmware_bridge.smp_adapter.SmpSession`) over
+:class:`~firmware_bridge.smp_adapter.SharedLineTransport`:
 
 1. check the image (MCUboot header, optional expected SHA-256: refused before a byte is sent);
 2. read the image state (an image already running is not sent again);
@@ -15,7 +16,9 @@
 
 Telemetry keeps flowing: SMP lines and telemetry frames share the port and its
 one reader. :func:`update_firmware` is the entry point for the CLI, the brain
-command and HIL scenarios.
+command and HIL scenarios. Failures are :class:`~gateway.errors.FirmwareUpdateError`
+(:class:`~gateway.errors.ImageRefused`, :class:`~gateway.errors.HashMismatch` before a
+byte is sent; :class:`~gateway.errors.NodeRefused` when the node answers no).
 """
 
 from __future__ import annotations
@@ -29,36 +32,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from smpclient import SMPClient
-from smpclient.exceptions import SMPBadSequence, SMPClientException, SMPUploadError
-from smpclient.generics import error, success
-from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrite
-from smpclient.requests.os_management import ResetWrite
-from smpclient.transport import SMPTransportDisconnected
-
-from drivers.firmware import FirmwareError, FirmwareRefused
 from firmware_bridge.driver import McuNodeDriver
-from firmware_bridge.image import FirmwareImage, ImageError
+from firmware_bridge.image import FirmwareImage
 from firmware_bridge.messages import Hello
-from firmware_bridge.smp_transport import SharedLineTransport
-from gateway.errors import ConnectionLost
+from firmware_bridge.smp_adapter import SharedLineTransport, SmpSession
+from gateway.errors import (
+    ConnectionLost,
+    FirmwareUpdateError,
+    HashMismatch,
+    ImageRefused,
+    NodeRefused,
+)
 
 log = logging.getLogger(__name__)
-
-_LINK_ERRORS = (TimeoutError, SMPTransportDisconnected, SMPBadSequence, ConnectionLost)
-
-
-class UpdateError(FirmwareError):
-    """The update could not be done; the node still runs a bootable image."""
-
-
-class ImageRefused(UpdateError, FirmwareRefused):
-    """The image is not sent: not an MCUboot image, or its SHA-256 is not the one expected."""
-
-
-class HashMismatch(ImageRefused):
-    """The image's SHA-256 differs from the expected one (locally, or as the node computed)."""
-
 
 class UpdateOutcome(enum.StrEnum):
     UPDATED = "updated"
@@ -132,9 +118,9 @@ class FirmwareUpdater:
                   expected_sha256: str | bytes | None = None) -> UpdateResult:
         try:
             return await self._run(image, expected_sha256)
-        except (*_LINK_ERRORS, SMPClientException) as exc:  # a step without its own handling
-            raise UpdateError(f"{self.driver.device_name}: {type(exc).__name__}: {exc}; the "
-                              "node keeps a bootable image (MCUboot)") from exc
+        except ConnectionLost as exc:  # the link cut in a step that does not resume
+            raise FirmwareUpdateError(f"{exc}; the node keeps a bootable image (MCUboot)"
+                                      ) from exc
 
     async def _run(self, image: FirmwareImage | bytes,
                    expected_sha256: str | bytes | None) -> UpdateResult:
@@ -142,36 +128,40 @@ class FirmwareUpdater:
         image = check_image(image, expected_sha256)
         drv = self.driver
         if drv.smp_sink is not None:
-            raise UpdateError(f"{drv.device_name}: a firmware update is already running")
+            raise FirmwareUpdateError(f"{drv.device_name}: a firmware update is already running")
         if drv.node is None:
-            raise UpdateError(f"{drv.device_name}: the node has not said HELLO (not connected)")
+            raise FirmwareUpdateError(
+                f"{drv.device_name}: the node has not said HELLO (not connected)")
         others = sorted(set(drv.line_node_ids) - {drv.config.node_id})
         if others:
-            raise UpdateError(f"{drv.device_name}: nodes {others} share {drv.config.port}; SMP "
-                              "frames carry no node id: update on a point-to-point link")
+            raise FirmwareUpdateError(
+                f"{drv.device_name}: nodes {others} share {drv.config.port}; SMP frames carry "
+                "no node id: update on a point-to-point link")
         old = _version(drv.node.firmware)
         remove = drv.add_hello_listener(lambda h, fresh: self._hellos.put_nowait((h, fresh)))
-        client = SMPClient(self.transport, drv.config.port, timeout_s=self.timeouts.request)
+        session = SmpSession(self.transport, drv.device_name, drv.config.port,
+                             self.timeouts.request)
         try:
-            await client.connect()
+            await session.connect()
             self._report(Phase.CHECK, 0, image.size)
-            if await self._active_hash(client) == image.sha256:
+            if await session.active_image_hash() == image.sha256:
                 return self._result(image, UpdateOutcome.ALREADY_RUNNING, old, old, started,
                                     "the node already runs this image")
-            await self._upload(client, image)
-            await self._request(client, ImageStatesWrite(hash=image.sha256, confirm=False),
-                                "mark the image for test")
+            await self._upload(session, image)
+            await session.mark_for_test(image.sha256)
             self._report(Phase.TEST, image.size, image.size, "marked for test")
-            hello = await self._reset_and_wait(client, image.size)
+            hello = await self._reset_and_wait(session, image.size)
             running = _version(hello.firmware)
             if hello.firmware == image.version:
-                response = await client.request(ImageStatesWrite(hash=image.sha256, confirm=True))
-                if success(response):
+                try:
+                    await session.confirm(image.sha256)
+                except NodeRefused as refused:
+                    log.warning("%s: %s refused to confirm (%s): resetting to revert",
+                                drv.device_name, running, refused)
+                else:
                     self._report(Phase.DONE, image.size, image.size, f"running {running}")
                     return self._result(image, UpdateOutcome.UPDATED, old, running, started)
-                log.warning("%s: %s refused to confirm (%s): resetting to revert",
-                            drv.device_name, running, response)
-                hello = await self._reset_and_wait(client, image.size)
+                hello = await self._reset_and_wait(session, image.size)
                 running = _version(hello.firmware)
                 detail = f"{image.version_text} refused to confirm; the node reverted to {running}"
             else:
@@ -182,35 +172,21 @@ class FirmwareUpdater:
             return self._result(image, UpdateOutcome.ROLLED_BACK, old, running, started, detail)
         finally:
             remove()
-            await client.disconnect()
+            await session.disconnect()
 
     # -- steps ----------------------------------------------------------------------------
-    async def _active_hash(self, client: SMPClient) -> bytes | None:
-        response = await self._request(client, ImageStatesRead(), "read the image state")
-        for state in response.images:
-            if state.active:
-                return bytes(state.hash) if state.hash is not None else None
-        return None
-
-    async def _upload(self, client: SMPClient, image: FirmwareImage) -> None:
+    async def _upload(self, session: SmpSession, image: FirmwareImage) -> None:
         t = self.timeouts
         while True:
             try:
-                async for offset in client.upload(image.data, first_timeout_s=t.first_chunk,
-                                                  subsequent_timeout_s=t.request):
+                async for offset in session.upload(image.data, t.first_chunk, t.request):
                     self._report(Phase.UPLOAD, offset, image.size)
                 return
-            except SMPUploadError as exc:
-                if "mismatched SHA256" in str(exc):
-                    raise HashMismatch(
-                        f"{self.driver.device_name}: the node's SHA-256 of the uploaded image "
-                        "differs from the file's; the image was discarded") from None
-                raise UpdateError(f"{self.driver.device_name}: upload refused: {exc}") from None
-            except _LINK_ERRORS as exc:
+            except ConnectionLost as exc:
                 self.resumes += 1
                 if self.resumes > t.max_resumes:
-                    raise UpdateError(f"{self.driver.device_name}: upload failed after "
-                                      f"{t.max_resumes} resumes: {exc}") from None
+                    raise FirmwareUpdateError(f"{self.driver.device_name}: upload failed after "
+                                              f"{t.max_resumes} resumes: {exc}") from None
                 log.warning("%s: upload interrupted (%s); resuming when the node answers",
                             self.driver.device_name, exc or type(exc).__name__)
                 await self._wait_for_link()
@@ -227,17 +203,17 @@ class FirmwareUpdater:
                 return
             except TimeoutError:
                 continue
-        raise UpdateError(f"{self.driver.device_name}: no answer from the node for "
-                          f"{self.timeouts.link:g} s")
+        raise FirmwareUpdateError(f"{self.driver.device_name}: no answer from the node for "
+                                  f"{self.timeouts.link:g} s")
 
-    async def _reset_and_wait(self, client: SMPClient, size: int) -> Hello:
+    async def _reset_and_wait(self, session: SmpSession, size: int) -> Hello:
         _drain(self._hellos)
         self._report(Phase.RESET, size, size, "resetting the node")
         try:
-            await client.request(ResetWrite())
-        except _LINK_ERRORS as exc:  # the node may reset before its answer is out
+            await session.reset()
+        except ConnectionLost as exc:  # the node may reset before its answer is out
             log.info("%s: no answer to reset (%s); waiting for the node", self.driver.device_name,
-                     exc or type(exc).__name__)
+                     exc)
         deadline = time.monotonic() + self.timeouts.reboot
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -248,18 +224,8 @@ class FirmwareUpdater:
                 self._report(Phase.CONFIRM, size, size,
                              f"node back on {_version(hello.firmware)}")
                 return hello
-        raise UpdateError(f"{self.driver.device_name}: the node did not come back within "
-                          f"{self.timeouts.reboot:g} s of the reset")
-
-    async def _request(self, client: SMPClient, request: Any, what: str) -> Any:
-        try:
-            response = await client.request(request)
-        except _LINK_ERRORS as exc:
-            raise UpdateError(f"{self.driver.device_name}: cannot {what}: {exc}") from None
-        if error(response):
-            raise UpdateError(f"{self.driver.device_name}: the node refused to {what}: "
-                              f"{response}")
-        return response
+        raise FirmwareUpdateError(f"{self.driver.device_name}: the node did not come back "
+                                  f"within {self.timeouts.reboot:g} s of the reset")
 
     def _report(self, phase: Phase, done: int, total: int, detail: str = "") -> None:
         if self._progress is not None:
@@ -278,8 +244,9 @@ async def update_firmware(driver: McuNodeDriver, image: FirmwareImage | bytes, *
                           timeouts: UpdateTimeouts | None = None) -> UpdateResult:
     """Update the node behind ``driver`` (connected) to ``image``; see the module docstring.
 
-    Raise :class:`ImageRefused` / :class:`HashMismatch` before anything is written,
-    :class:`UpdateError` when the node does not cooperate. A rollback is a result
+    Raise :class:`~gateway.errors.ImageRefused` / :class:`~gateway.errors.HashMismatch`
+    before anything is written, :class:`~gateway.errors.FirmwareUpdateError` when the node
+    does not cooperate. A rollback is a result
     (``outcome == "rolled_back"``), not an exception.
     """
     return await FirmwareUpdater(driver, timeouts, progress).run(image, expected_sha256)
@@ -287,12 +254,9 @@ async def update_firmware(driver: McuNodeDriver, image: FirmwareImage | bytes, *
 
 def check_image(image: FirmwareImage | bytes,
                 expected: str | bytes | None = None) -> FirmwareImage:
-    """The parsed image; ImageRefused / HashMismatch when it cannot be sent."""
+    """The parsed image; ImageRefused (ImageError) / HashMismatch when it cannot be sent."""
     if not isinstance(image, FirmwareImage):
-        try:
-            image = FirmwareImage.parse(image)
-        except ImageError as exc:
-            raise ImageRefused(str(exc)) from None
+        image = FirmwareImage.parse(image)
     if expected is not None:
         try:
             want = expected if isinstance(expected, bytes) else bytes.fromhex(expected)
@@ -315,10 +279,7 @@ def _drain(queue: asyncio.Queue[Any]) -> None:
 
 __all__ = [
     "FirmwareUpdater",
-    "HashMismatch",
-    "ImageRefused",
     "Phase",
-    "UpdateError",
     "UpdateOutcome",
     "UpdateProgress",
     "UpdateResult",

@@ -1,12 +1,65 @@
-"""The gateway's exception hierarchy, in one place."""
+"""The gateway's exception hierarchy, in one place.
+
+Every exception the project raises on purpose is defined here and derives from
+:class:`GatewayError`, in families that say what went wrong or what was refused::
+
+    GatewayError
+    ├── ConfigError                 a config file is invalid (every problem, with file, line, key)
+    ├── ReloadRefused               a new config cannot be applied to the running gateway
+    ├── DriverError                 southbound: a device or its driver
+    │   ├── DeviceUnreachable       connect failed: refused, timeout, DNS, no such port
+    │   │   └── PortConflict        a serial port claimed with other line settings or protocol
+    │   ├── ConnectionLost          an established connection broke
+    │   │   └── UndecodableAnswer   ... closed by the driver after an answer it cannot decode
+    │   ├── RequestFailed           one request got no usable answer: its tags are BAD
+    │   │   └── RequestRefused      ... the device answered with an error code
+    │   ├── DeviceWriteRefused      the device or its driver refused a write
+    │   └── PlanError               a device's tags cannot be covered by requests
+    ├── ProtocolError               bytes or values that do not follow the protocol
+    │   ├── RegisterDecodeError     Modbus registers that do not have the shape asked for
+    │   ├── ConversionError         an OPC UA value that does not fit the tag (or node)
+    │   ├── InstrumentFrameRejected a serial-line instrument's frame is not valid
+    │   ├── NodeFrameError, CobsError, MessageError   MCU node link (firmware_bridge)
+    │   ├── SparkplugDecodeError    not a Sparkplug B payload
+    │   └── JsonTooDeep             JSON nested past the limit
+    ├── SpoolError                  the disk spool
+    │   ├── SpoolLocked             another process holds the spool
+    │   └── PayloadError            a spooled payload cannot be read back
+    ├── SinkError                   optional sinks
+    │   ├── InfluxWriteFailed       a write worth retrying
+    │   └── InfluxBatchRefused      the server refused the batch; retrying will not help
+    ├── CommandRefused              a command from the brain is not executed
+    │   ├── MalformedCommand        the payload is not a valid command
+    │   ├── WriteRefused            a write fails a check (allow-list, range, rate)
+    │   └── FirmwareCommandRefused  a firmware_update command is refused
+    ├── FirmwareUpdateError         a firmware update did not happen (the node stays bootable)
+    │   ├── ImageRefused            the image is not sent
+    │   │   ├── HashMismatch        ... its SHA-256 is not the one expected
+    │   │   └── ImageError          ... it is not an MCUboot image
+    │   ├── NodeRefused             the node answered an SMP request with an error
+    │   └── FirmwareApiError        the gateway's firmware API refused or failed the update
+    ├── ModelLoadError              a model or its manifest was refused
+    └── ModelRunError               an inference failed
+
+Where callers (or the standard library's conventions) expect a built-in type, an
+exception also derives from it: decode errors stay :class:`ValueError`,
+:class:`PayloadError` stays :class:`OSError`. Third-party libraries' exceptions are
+translated into these at their adapters (``map_<library>_errors``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
+
+
+# -- configuration --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +93,13 @@ class ConfigError(GatewayError):
         super().__init__(header + ":\n" + "\n".join(f"  {p}" for p in problems))
 
 
+class ReloadRefused(GatewayError):
+    """The new config cannot be applied to the running gateway; the message says why."""
+
+
+# -- southbound: devices and drivers -----------------------------------------------------
+
+
 class DriverError(GatewayError):
     """Base of southbound driver errors."""
 
@@ -48,9 +108,223 @@ class DeviceUnreachable(DriverError):
     """The device cannot be reached (refused, timeout, DNS): reconnect with backoff."""
 
 
+class PortConflict(DeviceUnreachable):
+    """A device claims a serial port that the devices already on it cannot share with it
+    (other line settings or protocol)."""
+
+
 class ConnectionLost(DriverError):
     """An established connection to the device broke: reconnect with backoff."""
 
 
-class WriteRejected(DriverError):
-    """A write was refused: tag not writable, value out of range, or the device said no."""
+class UndecodableAnswer(ConnectionLost):
+    """An answer the protocol library could not decode came on a stream connection; the
+    driver closed the connection, its byte stream being out of step (reconnect)."""
+
+
+class RequestFailed(DriverError):
+    """One request got no usable answer (none in time, garbled, not the one asked for):
+    the tags of that request become BAD; the connection stays.
+
+    ``counter`` is the driver's error counter for it (``timeout``, ``garbled``,
+    ``decode``, ``exception_2``...); ``reason`` the readable line (it may be extended).
+    """
+
+    def __init__(self, counter: str, reason: str) -> None:
+        super().__init__(reason)
+        self.counter = counter
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class RequestRefused(RequestFailed):
+    """The device answered the request with an error code (a Modbus exception, a bad
+    OPC UA status); ``code`` is that code."""
+
+    def __init__(self, counter: str, reason: str, code: int) -> None:
+        super().__init__(counter, reason)
+        self.code = code
+
+
+class DeviceWriteRefused(DriverError):
+    """A write did not reach the device's value: the device said no, or its driver refused
+    it (not writable on this device, a value the device's type cannot hold)."""
+
+
+class PlanError(DriverError, ValueError):
+    """A device's tags cannot be covered by requests within the configured limits."""
+
+
+# -- bytes and values that do not follow the protocol -----------------------------------------
+
+
+class ProtocolError(GatewayError):
+    """Bytes or values from a peer (a device, a node, the brain) that do not follow the
+    protocol. Each subclass is also a :class:`ValueError` unless said otherwise."""
+
+
+class RegisterDecodeError(ProtocolError, ValueError):
+    """A Modbus response does not have the shape its request asked for."""
+
+
+class ConversionError(ProtocolError, ValueError):
+    """An OPC UA value that does not fit the tag (or a write that does not fit the node).
+
+    ``counter`` names the error counter it is counted under."""
+
+    def __init__(self, counter: str, message: str) -> None:
+        super().__init__(message)
+        self.counter = counter
+
+
+class InstrumentFrameRejected(ProtocolError):
+    """A serial-line instrument's frame is not valid as a whole; ``reason`` is a short
+    counter name (``decode``, ``no_match``, ``size``...). Not a ValueError."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class NodeFrameError(ProtocolError, ValueError):
+    """An MCU node frame that cannot be decoded; ``reason`` (a
+    :class:`~firmware_bridge.frames.BadFrame`) says why."""
+
+    def __init__(self, reason: Any, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+
+
+class CobsError(ProtocolError, ValueError):
+    """The bytes are not a valid COBS encoding."""
+
+
+class MessageError(ProtocolError, ValueError):
+    """An MCU node frame whose payload does not match its message type's layout."""
+
+
+class SparkplugDecodeError(ProtocolError, ValueError):
+    """The bytes are not a Sparkplug B payload this decoder understands."""
+
+
+class JsonTooDeep(ProtocolError, ValueError):
+    """The JSON is nested more than ``max_depth`` levels deep.
+
+    ``shallow`` is the document with each value that opens past the limit replaced by
+    null (None when even that is not valid JSON), computed on first use."""
+
+    def __init__(self, max_depth: int, shallow: Callable[[], Any]) -> None:
+        super().__init__(f"nested more than {max_depth} levels deep")
+        self.max_depth = max_depth
+        self._shallow = shallow
+
+    @cached_property
+    def shallow(self) -> Any:
+        return self._shallow()
+
+
+# -- northbound: spool and sinks -------------------------------------------------------
+
+
+class SpoolError(GatewayError):
+    """Base of disk spool errors."""
+
+
+class SpoolLocked(SpoolError):
+    """Another process (a running gateway) holds the spool."""
+
+
+class PayloadError(SpoolError, OSError):
+    """A spooled payload could not be read back (missing segment, short read, wrong frame)."""
+
+
+class SinkError(GatewayError):
+    """Base of the optional sinks' errors (InfluxDB)."""
+
+
+class InfluxWriteFailed(SinkError):
+    """A write to InfluxDB worth retrying; ``retry_after`` is the server's hint in seconds."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class InfluxBatchRefused(SinkError):
+    """InfluxDB refused the batch for what it contains; retrying will not help."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+# -- commands from the brain -------------------------------------------------------------
+
+
+class CommandRefused(GatewayError):
+    """A command is not executed; ``reason`` (also ``str(exc)``) is what is answered."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MalformedCommand(CommandRefused):
+    """The payload is not a valid command; ``command_id`` is set when it could be read."""
+
+    def __init__(self, reason: str, command_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.command_id = command_id
+
+
+class WriteRefused(CommandRefused):
+    """A write fails a check (unknown or read-only tag, range, rate); ``reason`` says which."""
+
+
+class FirmwareCommandRefused(CommandRefused):
+    """A ``firmware_update`` command is not executed; ``str(exc)`` is the reason answered."""
+
+
+# -- firmware updates ------------------------------------------------------------------------
+
+
+class FirmwareUpdateError(GatewayError):
+    """The firmware update could not be done; the node still runs a bootable image."""
+
+
+class ImageRefused(FirmwareUpdateError):
+    """The image is not sent: not an MCUboot image, or its SHA-256 is not the one expected."""
+
+
+class HashMismatch(ImageRefused):
+    """The image's SHA-256 differs from the expected one (locally, or as the node computed)."""
+
+
+class ImageError(ImageRefused, ValueError):
+    """A file that is not a firmware image this gateway can send (no MCUboot header)."""
+
+
+class NodeRefused(FirmwareUpdateError):
+    """The node answered an SMP request (upload, image state, reset) with an error."""
+
+
+class FirmwareApiError(FirmwareUpdateError):
+    """The gateway's firmware API refused or failed the update; ``status`` is the HTTP
+    status (200: failed after it started)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- edge models -------------------------------------------------------------------------
+
+
+class ModelLoadError(GatewayError):
+    """A model (or its manifest) was refused; the message says why."""
+
+
+class ModelRunError(GatewayError):
+    """An inference failed."""

@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from drivers.firmware import FirmwareError, FirmwareRefused
+from gateway.errors import FirmwareApiError, FirmwareUpdateError, ImageRefused
 
 if TYPE_CHECKING:
     from drivers.firmware import FirmwareProgress
@@ -82,7 +82,7 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
         return _too_large()
     try:
         checked = await asyncio.to_thread(updates.check_image, image, request.query.get("sha256"))
-    except FirmwareRefused as exc:
+    except ImageRefused as exc:
         return _error(400, str(exc))
     if updates.running(driver):
         return _error(409, f"{device}: a firmware update is already running")
@@ -108,7 +108,7 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
                 getter.cancel()
         try:
             final: dict[str, Any] = {"result": task.result().as_dict()}
-        except FirmwareError as exc:
+        except FirmwareUpdateError as exc:
             final = {"error": str(exc)}
         except Exception as exc:  # a bug: the client still gets an answer, the log the trace
             log.exception("%s: the firmware update crashed", device)
@@ -156,15 +156,6 @@ def _error(status: int, reason: str) -> web.Response:
 
 def _too_large() -> web.Response:
     return _error(413, f"image larger than {MAX_IMAGE_BYTES} bytes")
-
-
-class FirmwareApiError(Exception):
-    """The gateway refused or failed the update; ``status`` is the HTTP status (200: failed
-    after it started)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 async def update_through_gateway(

@@ -5,19 +5,21 @@ gateways' messages read by ingest), decoded with its nesting bounded.
 (sooner when called deep in a stack): a 30,000-level command became an "internal error"
 that was never answered. Here the nesting is measured first, on the brackets left once
 the strings are taken out (byte operations, no Python loop per character), and a
-document nested deeper than the limit is refused with :class:`TooDeep`: a ValueError like
-any other bad JSON, which can still give the document with every value past the limit
-cut off (``shallow``), so that a command's ``id`` and ``type`` are read and the command
-is answered as malformed rather than dropped.
+document nested deeper than the limit is refused with
+:class:`~gateway.errors.JsonTooDeep`: a ValueError like any other bad JSON, which can
+still give the document with every value past the limit cut off (``shallow``), so that
+a command's ``id`` and ``type`` are read and the command is answered as malformed rather
+than dropped.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from functools import cached_property
 from itertools import accumulate
 from typing import Any
+
+from gateway.errors import JsonTooDeep
 
 #: levels of objects and arrays; the deepest contract message (a birth's tag list) has 3
 MAX_DEPTH = 32
@@ -32,34 +34,25 @@ _STEP[ord("[")] = _STEP[ord("{")] = 1
 _STEP[ord("]")] = _STEP[ord("}")] = -1
 
 
-class TooDeep(ValueError):
-    """The JSON is nested more than ``max_depth`` levels deep."""
-
-    def __init__(self, max_depth: int, text: str, options: dict[str, Any]) -> None:
-        super().__init__(f"nested more than {max_depth} levels deep")
-        self.max_depth = max_depth
-        self._text = text
-        self._options = options
-
-    @cached_property
-    def shallow(self) -> Any:
-        """The document with each value that opens past the limit replaced by null; None
-        when even that is not valid JSON."""
-        parts, start = [], 0
-        for begin, end in _too_deep(self._text, self.max_depth):
-            parts += [self._text[start:begin], "null"]
-            start = end
-        parts.append(self._text[start:])
-        try:
-            return json.loads("".join(parts), **self._options)
-        except (ValueError, RecursionError):
-            return None
+def _shallow(text: str, max_depth: int, options: dict[str, Any]) -> Any:
+    """The document with each value that opens past ``max_depth`` replaced by null; None
+    when even that is not valid JSON."""
+    parts, start = [], 0
+    for begin, end in _too_deep(text, max_depth):
+        parts += [text[start:begin], "null"]
+        start = end
+    parts.append(text[start:])
+    try:
+        return json.loads("".join(parts), **options)
+    except (ValueError, RecursionError):
+        return None
 
 
 def loads(payload: bytes | bytearray | str, max_depth: int = MAX_DEPTH, **options: Any) -> Any:
     """``json.loads(payload, **options)``, refusing documents nested deeper than
-    ``max_depth`` with :class:`TooDeep`. Other bad input raises what ``json.loads``
-    raises (a ValueError; UnicodeDecodeError for bytes that are not UTF-8/16/32)."""
+    ``max_depth`` with :class:`~gateway.errors.JsonTooDeep`. Other bad input raises what
+    ``json.loads`` raises (a ValueError; UnicodeDecodeError for bytes that are not
+    UTF-8/16/32)."""
     if isinstance(payload, str):
         text, utf8 = payload, payload.encode("utf-8", "surrogatepass")
     else:
@@ -68,7 +61,7 @@ def loads(payload: bytes | bytearray | str, max_depth: int = MAX_DEPTH, **option
         utf8 = bytes(payload) if encoding.startswith("utf-8") else text.encode(
             "utf-8", "surrogatepass")
     if utf8.count(b"[") + utf8.count(b"{") > max_depth and depth(utf8) > max_depth:
-        raise TooDeep(max_depth, text, options)
+        raise JsonTooDeep(max_depth, lambda: _shallow(text, max_depth, options))
     return json.loads(text, **options)
 
 

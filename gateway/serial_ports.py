@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar, cast
 
-from gateway.errors import DeviceUnreachable
+from gateway.errors import PortConflict
 
 
 class LineSettings(NamedTuple):
@@ -57,10 +57,6 @@ class SharedPort(Protocol):
 
 
 P = TypeVar("P", bound=SharedPort)
-
-
-class PortConflict(DeviceUnreachable):
-    """A device claims a port that the devices already on it cannot share with it."""
 
 
 @dataclass(eq=False)

@@ -21,9 +21,9 @@ from typing import Any
 from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.image import build_image
 from firmware_bridge.standalone import node_session
-from firmware_bridge.update import UpdateError, UpdateProgress, UpdateTimeouts, update_firmware
-from gateway.errors import DeviceUnreachable
-from gateway.http_firmware import FirmwareApiError, update_through_gateway
+from firmware_bridge.update import UpdateProgress, UpdateTimeouts, update_firmware
+from gateway.errors import DeviceUnreachable, FirmwareApiError, FirmwareUpdateError
+from gateway.http_firmware import update_through_gateway
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -72,6 +72,6 @@ async def update_on_port(device: dict[str, Any] | McuNodeDeviceConfig, image: by
         async with node_session(config) as driver:
             result = await update_firmware(driver, image, expected_sha256=sha256,
                                            progress=on_progress, timeouts=timeouts)
-    except (UpdateError, DeviceUnreachable) as exc:
+    except (FirmwareUpdateError, DeviceUnreachable) as exc:
         raise FirmwareUpdateFailed(str(exc)) from None
     return result.as_dict()

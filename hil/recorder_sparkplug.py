@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.errors import SparkplugDecodeError
 from gateway.northbound.sparkplug.datatypes import quality_of
-from gateway.northbound.sparkplug.decode import (
-    SparkplugDecodeError,
-    decode_payload,
-    parse_topic,
-    resolve_datatype,
-)
+from gateway.northbound.sparkplug.decode import decode_payload, parse_topic, resolve_datatype
 
 
 class SparkplugDecoder:

@@ -8,14 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from drivers.modbus.codec import (
-    DecodeError,
-    DecodePlan,
-    Field,
-    decode_value,
-    encode,
-    encode_string,
-)
+from drivers.modbus.codec import DecodePlan, Field, decode_value, encode, encode_string
 from drivers.modbus.config import (
     ModbusDeviceConfig,
     ModbusRtuDeviceConfig,
@@ -23,13 +16,13 @@ from drivers.modbus.config import (
     ModbusTcpDeviceConfig,
     PollGroupConfig,
 )
-from drivers.modbus.planner import PlanError, ReadRequest, TagSpan, plan_requests
+from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
+from gateway.errors import PlanError, RegisterDecodeError
 
 if TYPE_CHECKING:
     from drivers.modbus.driver import ModbusDriver, ModbusRtuDriver, ModbusTcpDriver
 
 __all__ = [
-    "DecodeError",
     "DecodePlan",
     "Field",
     "ModbusDeviceConfig",
@@ -42,6 +35,7 @@ __all__ = [
     "PlanError",
     "PollGroupConfig",
     "ReadRequest",
+    "RegisterDecodeError",
     "TagSpan",
     "decode_value",
     "encode",

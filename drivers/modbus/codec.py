@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.modbus.config import REGISTER_TYPES, ByteOrder
+from gateway.errors import RegisterDecodeError
 from gateway.types import INTEGER_RANGES, DataType
 
 #: registers (words of 16 bits) a value of each type takes; bool is one bit or one register;
@@ -73,10 +74,6 @@ _STRUCT: dict[DataType, str] = {
 BYTE_ORDERS: tuple[ByteOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
 _WORD_SWAP = frozenset({"CDAB", "DCBA"})
 _BYTE_SWAP = frozenset({"BADC", "DCBA"})
-
-
-class DecodeError(ValueError):
-    """A response does not have the shape its request asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,13 +196,14 @@ class DecodePlan:
         """Values of all fields as float64, in field order, written into ``out`` if given.
 
         ``registers`` is the response's register values (or bits, as 0/1); its
-        length must be exactly ``count``, otherwise :class:`DecodeError`. A plan
+        length must be exactly ``count``, otherwise :class:`RegisterDecodeError`. A plan
         with strings or 64-bit integers decodes into an object array (``out`` must be
         one): strings and exact Python ints.
         """
         regs = np.asarray(registers, dtype=np.uint16)
         if regs.shape != (self.count,):
-            raise DecodeError(f"expected {self.count} values in the response, got {regs.size}")
+            raise RegisterDecodeError(
+                f"expected {self.count} values in the response, got {regs.size}")
         if out is None:
             out = np.empty(len(self.fields), dtype=object if self.has_objects else np.float64)
         elif out.shape != (len(self.fields),):

@@ -44,7 +44,7 @@ from pymodbus.pdu import ModbusPDU
 from drivers.base import Driver, PollGroup
 from drivers.modbus.bad_frames import BadFrames, guard_client
 from drivers.modbus.bus import BACKSTOP_SECONDS, Link, SerialBus, record_connect_errors
-from drivers.modbus.codec import DecodeError, DecodePlan, Field, encode, encode_string
+from drivers.modbus.codec import DecodePlan, Field, encode, encode_string
 from drivers.modbus.config import (
     DEFAULT_GROUP,
     ModbusDeviceConfig,
@@ -56,7 +56,12 @@ from drivers.modbus.config import (
 from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
 from drivers.modbus.responses import use_array_responses
 from gateway.backoff import Backoff
-from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
+from gateway.errors import (
+    ConnectionLost,
+    DeviceUnreachable,
+    DeviceWriteRefused,
+    RegisterDecodeError,
+)
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import DataType, Quality, SampleBatch
 
@@ -268,7 +273,7 @@ class ModbusDriver(Driver):
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
                 self._note_failure(read.request, failure)
-            except DecodeError as exc:
+            except RegisterDecodeError as exc:
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
                 self._note_failure(read.request, _RequestFailed("decode", str(exc)))
@@ -369,19 +374,19 @@ class ModbusDriver(Driver):
     async def write(self, tag_id: int, value: float | bool | str) -> None:
         tag = self._tags.get(tag_id)
         if tag is None:
-            raise WriteRejected(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
+            raise DeviceWriteRefused(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
         if tag.table in _READ_ONLY_TABLES:
-            raise WriteRejected(f"{tag.name}: {tag.table} tags are read-only in Modbus")
+            raise DeviceWriteRefused(f"{tag.name}: {tag.table} tags are read-only in Modbus")
         if tag.bit is not None:
-            raise WriteRejected(f"{tag.name}: a bit inside a register is read-only")
+            raise DeviceWriteRefused(f"{tag.name}: a bit inside a register is read-only")
         if isinstance(value, str) and tag.type is not DataType.STRING:
-            raise WriteRejected(f"{tag.name}: expects a number, got the text {value!r}")
+            raise DeviceWriteRefused(f"{tag.name}: expects a number, got the text {value!r}")
         if tag.type is DataType.STRING and not isinstance(value, str):
-            raise WriteRejected(f"{tag.name}: expects a text, got {value!r}")
+            raise DeviceWriteRefused(f"{tag.name}: expects a text, got {value!r}")
         try:
             call = self._write_request(tag, value)
         except ValueError as exc:
-            raise WriteRejected(f"{tag.name}: {exc}") from exc
+            raise DeviceWriteRefused(f"{tag.name}: {exc}") from exc
 
         unit = self.config.unit_of(tag)
         what = f"write {tag.name} ({tag.table} {tag.address})"
@@ -392,12 +397,12 @@ class ModbusDriver(Driver):
             self.units[unit].errors[failure.counter] += 1
             if failure.counter in ("timeout", "garbled"):
                 failure.reason += "; the value may or may not have been written"
-            raise WriteRejected(failure.reason) from None
+            raise DeviceWriteRefused(failure.reason) from None
         if response.isError():
             failure = _exception_failure(what, response.exception_code)
             self.errors[failure.counter] += 1
             self.units[unit].errors[failure.counter] += 1
-            raise WriteRejected(failure.reason)
+            raise DeviceWriteRefused(failure.reason)
         log.info("%s: wrote %r to %s", self.device_name, value, tag.name)
 
     def _write_request(self, tag: ModbusTagConfig, value: float | bool | str) -> Request:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from drivers.modbus.config import Table
+from gateway.errors import PlanError
 
 #: protocol limits: FC3/FC4 read at most 125 registers, FC1/FC2 at most 2000 bits
 MAX_REGISTERS = 125
@@ -27,10 +28,6 @@ MAX_BITS = 2000
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
 #: order of the planned requests, then by address
 TABLE_ORDER: tuple[Table, ...] = ("coil", "discrete", "holding", "input")
-
-
-class PlanError(ValueError):
-    """The tags cannot be covered by requests within the configured limits."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from asyncua import ua
 
 from drivers.opcua.config import OpcUaTagConfig
+from gateway.errors import ConversionError
 from gateway.types import DataType
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -40,16 +41,6 @@ _INT_RANGES: dict[ua.VariantType, tuple[int, int]] = {
     ua.VariantType.UInt64: (0, 2**64 - 1),
 }
 _FLOAT32_MAX = 3.4028234663852886e38
-
-
-class ConversionError(ValueError):
-    """A value that does not fit the tag (or a write that does not fit the node).
-
-    ``counter`` names the error counter it is counted under."""
-
-    def __init__(self, counter: str, message: str) -> None:
-        super().__init__(message)
-        self.counter = counter
 
 
 def qualities(status_codes: list[int]) -> npt.NDArray[np.uint8]:

@@ -41,8 +41,14 @@ from asyncua.common.subscription import Subscription
 from drivers.base import Driver, Emit, PollGroup
 from drivers.opcua import security
 from drivers.opcua.config import DataChangeDeadband, OpcUaDeviceConfig, OpcUaTagConfig
-from drivers.opcua.convert import ConversionError, qualities, sample_value, timestamp_ns, to_variant
-from gateway.errors import ConfigError, ConnectionLost, DeviceUnreachable, WriteRejected
+from drivers.opcua.convert import qualities, sample_value, timestamp_ns, to_variant
+from gateway.errors import (
+    ConfigError,
+    ConnectionLost,
+    ConversionError,
+    DeviceUnreachable,
+    DeviceWriteRefused,
+)
 from gateway.types import DataType, Quality, SampleBatch
 
 #: ints up to this magnitude are exact in float64 (the fast path's float values)
@@ -525,14 +531,15 @@ class OpcUaDriver(Driver):
     async def write(self, tag_id: int, value: float | bool | str) -> None:
         pos = self.tag_position.get(tag_id)
         if pos is None:
-            raise WriteRejected(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
+            raise DeviceWriteRefused(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
         tag = self._tags[pos]
         node = self._node_of_tag[pos]
         client = self._require()
         if node.node_id is None:
-            raise WriteRejected(f"{tag.name}: node {node.address} is not known to the server")
+            raise DeviceWriteRefused(f"{tag.name}: node {node.address} is not known to the server")
         if tag.index is not None:
-            raise WriteRejected(f"{tag.name}: writing one element of an array is not supported")
+            raise DeviceWriteRefused(
+                f"{tag.name}: writing one element of an array is not supported")
         try:
             if node.variant_type is None:
                 opc_node = client.get_node(node.node_id)
@@ -541,7 +548,7 @@ class OpcUaDriver(Driver):
                 variant = to_variant(value, node.variant_type, tag.name)
             except ConversionError as exc:
                 self.errors[exc.counter] += 1
-                raise WriteRejected(str(exc)) from exc
+                raise DeviceWriteRefused(str(exc)) from exc
             wv = ua.WriteValue()
             wv.NodeId = node.node_id
             wv.AttributeId = ua.AttributeIds.Value
@@ -550,18 +557,18 @@ class OpcUaDriver(Driver):
             params.NodesToWrite = [wv]
             async with asyncio.timeout(self.config.timeout):
                 status = (await client.uaclient.write(params))[0]
-        except WriteRejected:
+        except DeviceWriteRefused:
             raise
         except ua.UaStatusCodeError as exc:
             self.errors[status_counter(exc.code)] += 1
-            raise WriteRejected(f"{tag.name}: {_describe(exc)}") from exc
+            raise DeviceWriteRefused(f"{tag.name}: {_describe(exc)}") from exc
         except _TRANSPORT_ERRORS as exc:
             self.errors["connection_lost"] += 1
             reason = f"write to {self.config.endpoint} failed: {_describe(exc)}"
             raise ConnectionLost(reason) from exc
         if not status.is_good():
             self.errors[status_counter(status.value)] += 1
-            raise WriteRejected(f"{tag.name}: the server refused the write: {status.name}")
+            raise DeviceWriteRefused(f"{tag.name}: the server refused the write: {status.name}")
         log.info("%s: wrote %s = %r (%s)", self.device_name, tag.name, variant.Value,
                  node.variant_type.name)
 

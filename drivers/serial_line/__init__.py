@@ -23,7 +23,8 @@ from drivers.serial_line.framing import (
     TerminatorFramer,
     make_framer,
 )
-from drivers.serial_line.parsing import FrameParser, FrameRejected, ParsedFrame
+from drivers.serial_line.parsing import FrameParser, ParsedFrame
+from gateway.errors import InstrumentFrameRejected
 
 if TYPE_CHECKING:
     from drivers.serial_line.driver import SerialLineDriver
@@ -31,9 +32,9 @@ if TYPE_CHECKING:
 __all__ = [
     "FixedLengthFramer",
     "FrameParser",
-    "FrameRejected",
     "Framer",
     "FramingConfig",
+    "InstrumentFrameRejected",
     "ParsedFrame",
     "ParserConfig",
     "SerialLineDeviceConfig",

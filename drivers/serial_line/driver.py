@@ -51,8 +51,8 @@ import serial
 from drivers.base import Driver, Emit, PollGroup
 from drivers.serial_line.config import SerialLineDeviceConfig
 from drivers.serial_line.framing import make_framer
-from drivers.serial_line.parsing import FrameParser, FrameReason, FrameRejected, ParsedFrame
-from gateway.errors import ConnectionLost, DeviceUnreachable
+from drivers.serial_line.parsing import FrameParser, FrameReason, ParsedFrame
+from gateway.errors import ConnectionLost, DeviceUnreachable, InstrumentFrameRejected
 from gateway.serial_io import read_ready
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import Quality, SampleBatch
@@ -66,7 +66,7 @@ _STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE,
              2: serial.STOPBITS_TWO}  # fmt: skip
 
 #: a frame and when it arrived (ns), or why it was rejected
-_Result = tuple[int, ParsedFrame | FrameRejected]
+_Result = tuple[int, ParsedFrame | InstrumentFrameRejected]
 
 
 class SerialLineDriver(Driver):
@@ -103,7 +103,7 @@ class SerialLineDriver(Driver):
         self._rx_since_good = 0  # bytes received since the last valid frame
         self._rx_total = 0
         self._bad_emitted = False
-        self._last_rejection: FrameRejected | None = None
+        self._last_rejection: InstrumentFrameRejected | None = None
         self._connected_before = False
         self._warned = False
 
@@ -251,13 +251,14 @@ class SerialLineDriver(Driver):
         result = await self._request(self.config.response_timeout)
         if result is None and self._rx_total > rx_before:
             # bytes came back but never a whole frame (e.g. a wrong baud rate): a bad answer
-            result = (time.time_ns(), FrameRejected("incomplete", "no whole frame in the answer"))
+            result = (time.time_ns(),
+                      InstrumentFrameRejected("incomplete", "no whole frame in the answer"))
             self._account(result[1], b"")
         if result is None:
             self.errors["timeout"] += 1
             self._check_silence()
             return SampleBatch.empty()  # values keep their age until stale_after
-        if isinstance(result[1], FrameRejected):
+        if isinstance(result[1], InstrumentFrameRejected):
             self._check_silence()
         return self._batch(result)
 
@@ -314,7 +315,7 @@ class SerialLineDriver(Driver):
         for payload in frames:
             try:
                 result: _Result = (now_ns, self._parser.parse(payload))
-            except FrameRejected as rejected:
+            except InstrumentFrameRejected as rejected:
                 self.errors["bytes_discarded"] += len(payload)
                 result = (now_ns, rejected)
             self._on_result(result, payload)
@@ -330,7 +331,7 @@ class SerialLineDriver(Driver):
         elif self.config.mode == "poll":
             self.errors["unsolicited"] += 1
 
-    def _account(self, frame: ParsedFrame | FrameRejected, payload: bytes) -> None:
+    def _account(self, frame: ParsedFrame | InstrumentFrameRejected, payload: bytes) -> None:
         if isinstance(frame, ParsedFrame):
             self.frames_ok += 1
             self._last_good = time.monotonic()
@@ -352,7 +353,7 @@ class SerialLineDriver(Driver):
         """Stream mode: a batch per good frame; BAD once per run of rejected frames."""
         if self._emit is None:
             return
-        if isinstance(result[1], FrameRejected):
+        if isinstance(result[1], InstrumentFrameRejected):
             if self._bad_emitted:
                 return
             self._bad_emitted = True
@@ -363,7 +364,7 @@ class SerialLineDriver(Driver):
     def _batch(self, result: _Result) -> SampleBatch:
         ts_ns, frame = result
         ids = self._tag_id_array
-        if isinstance(frame, FrameRejected):
+        if isinstance(frame, InstrumentFrameRejected):
             return SampleBatch.of(ids, np.full(len(ids), np.nan), ts_ns, Quality.BAD)
         return SampleBatch(ids, frame.values, np.full(len(ids), ts_ns, np.int64), frame.quality)
 
@@ -390,7 +391,7 @@ class SerialLineDriver(Driver):
                 continue
             self.errors[f"frame_{reason}"] += delta - 1  # _on_result counts one
             self.frames_bad += delta - 1
-            self._on_result((now_ns, FrameRejected(reason, detail)), b"")
+            self._on_result((now_ns, InstrumentFrameRejected(reason, detail)), b"")
 
     def _set_lost(self, reason: str, exc: BaseException | None = None) -> None:
         if self._fd >= 0:

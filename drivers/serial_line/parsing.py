@@ -1,7 +1,7 @@
 """Turn one frame's payload into one value per tag: by regular expression or by struct format.
 
 A frame that cannot be decoded, does not match or has the wrong size is rejected
-as a whole (:class:`FrameRejected`, all tags BAD); a field that does not convert to
+as a whole (:class:`InstrumentFrameRejected`, all tags BAD); a field that does not convert to
 its tag's type (a number that is not a number, text missing from the tag's
 ``map``) makes that tag BAD and the others keep their values.
 """
@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from drivers.serial_line.config import SerialLineDeviceConfig, SerialLineTagConfig
+from gateway.errors import InstrumentFrameRejected
 from gateway.types import INTEGER_RANGES, DataType, Quality
 
 #: text accepted for a bool tag without a ``map``
@@ -30,14 +31,6 @@ Value = float | int | str
 
 #: why a frame is rejected; counted as ``frame_<reason>`` (in words: drivers/error_words.py)
 FrameReason = Literal["decode", "no_match", "size", "overflow", "partial", "incomplete"]
-
-
-class FrameRejected(Exception):
-    """The frame as a whole is not valid; ``reason`` is a short counter name."""
-
-    def __init__(self, reason: FrameReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +58,8 @@ class FrameParser:
         self._struct = struct.Struct(config.parser.struct) if config.parser.struct else None
 
     def parse(self, payload: bytes) -> ParsedFrame:
-        """Values and qualities of every tag; raise :class:`FrameRejected` for a bad frame."""
+        """Values and qualities of every tag; raise
+        :class:`~gateway.errors.InstrumentFrameRejected` for a bad frame."""
         raw = self._fields(payload)
         n = len(self.tags)
         values = np.empty(n, dtype=object if self._has_objects else np.float64)
@@ -84,15 +78,16 @@ class FrameParser:
             try:
                 text = payload.decode(self.encoding)
             except UnicodeDecodeError as exc:
-                raise FrameRejected("decode", f"not {self.encoding} text: {exc.reason} at byte "
-                                    f"{exc.start}") from None
+                raise InstrumentFrameRejected(
+                    "decode", f"not {self.encoding} text: {exc.reason} at byte {exc.start}"
+                ) from None
             match = self._regex.fullmatch(text)
             if match is None:
-                raise FrameRejected("no_match", "the frame does not match the regex")
+                raise InstrumentFrameRejected("no_match", "the frame does not match the regex")
             return [match.group(t.field) for t in self.tags]  # type: ignore[arg-type]
         assert self._struct is not None
         if len(payload) != self._struct.size:
-            raise FrameRejected(
+            raise InstrumentFrameRejected(
                 "size", f"{len(payload)} bytes, the struct format takes {self._struct.size}"
             )
         fields = self._struct.unpack(payload)

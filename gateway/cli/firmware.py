@@ -30,12 +30,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from drivers.firmware import FirmwareError, FirmwareRefused
 from drivers.registry import REGISTRY
 from gateway.cli import exit_codes
 from gateway.config.loader import load_config, resolve_secret
 from gateway.config.models import GatewayConfig
-from gateway.errors import ConfigError, DeviceUnreachable
+from gateway.errors import ConfigError, DeviceUnreachable, FirmwareUpdateError, ImageRefused
 
 if TYPE_CHECKING:
     from drivers.firmware import CheckedImage, FirmwareProgress, FirmwareUpdates
@@ -45,8 +44,9 @@ ROLLED_BACK = 6  #: firmware upload: the node returned on its old image
 PROBE_TIMEOUT = 1.0
 
 
-class _Failed(Exception):
-    """The update did not happen; ``code`` is the exit code."""
+class _Failed(click.ClickException):
+    """The update did not happen; ``code`` is the command's exit code (a CLI exit, not one
+    of the gateway's errors: :mod:`gateway.errors`)."""
 
     def __init__(self, message: str, code: int = exit_codes.RUNTIME_FAILURE) -> None:
         super().__init__(message)
@@ -80,7 +80,7 @@ def upload(device: str, config_path: str, sha256: str | None, via: str, image: s
         result = asyncio.run(_upload(config, Path(config_path).resolve().parent, device, data,
                                      sha256, via, console))
     except _Failed as exc:
-        click.echo(f"firmware upload failed: {exc}", err=True)
+        click.echo(f"firmware upload failed: {exc.message}", err=True)
         sys.exit(exc.code)
     outcome = result.get("outcome")
     summary = (f"{device}: {outcome}: running {result.get('running_version')} "
@@ -103,7 +103,7 @@ async def _upload(config: GatewayConfig, config_dir: Path, device: str, data: by
                       exit_codes.CONFIG_INVALID)
     try:
         image = await asyncio.to_thread(updates.check_image, data, sha256)
-    except FirmwareRefused as exc:
+    except ImageRefused as exc:
         raise _Failed(str(exc), exit_codes.CONFIG_INVALID) from None
     url = _api_url(config)
     token = resolve_secret(config.http.token, config_dir) if config.http.token else None
@@ -140,7 +140,8 @@ async def _gateway_answers(url: str, token: str | None) -> bool:
 async def _through_gateway(url: str, token: str | None, device: str, data: bytes,
                            sha256: str | None, advance: Callable[[dict[str, Any]], None],
                            ) -> dict[str, Any]:
-    from gateway.http_firmware import FirmwareApiError, update_through_gateway
+    from gateway.errors import FirmwareApiError
+    from gateway.http_firmware import update_through_gateway
 
     try:
         return await update_through_gateway(url, device, data, token=token, sha256=sha256,
@@ -164,7 +165,7 @@ async def _through_port(updates: FirmwareUpdates, node: DeviceConfig, image: Che
             result = await updates.update(driver, image, progress=on_progress)
     except DeviceUnreachable as exc:
         raise _Failed(f"cannot reach the node: {exc}") from None
-    except FirmwareError as exc:
+    except FirmwareUpdateError as exc:
         raise _Failed(str(exc)) from None
     return result.as_dict()
 

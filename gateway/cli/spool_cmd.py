@@ -21,16 +21,9 @@ import click
 
 from gateway.cli import exit_codes
 from gateway.config.loader import load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SpoolLocked
 from gateway.northbound.payload_log import payload_dir
-from gateway.northbound.spool import (
-    SpoolLockedError,
-    acquire_lock,
-    add_drops,
-    connect,
-    lock_path,
-    read_drops,
-)
+from gateway.northbound.spool import acquire_lock, add_drops, connect, lock_path, read_drops
 
 _CONFIG_OPTION = click.option(
     "-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
@@ -209,7 +202,7 @@ def purge(config_path: str, yes: bool) -> None:
         )
     try:
         lock = acquire_lock(path)
-    except SpoolLockedError as exc:
+    except SpoolLocked as exc:
         click.echo(f"refusing to purge: {exc} (stop the gateway first)", err=True)
         sys.exit(exit_codes.RUNTIME_FAILURE)
     try:

@@ -10,8 +10,9 @@
 
 from gateway.commands.audit import AuditLog
 from gateway.commands.executor import CommandExecutor
-from gateway.commands.parse import Command, MalformedCommand, WriteRequest, parse_command
+from gateway.commands.parse import Command, WriteRequest, parse_command
 from gateway.commands.result import CommandResult, WriteOutcome
+from gateway.errors import MalformedCommand
 
 __all__ = [
     "AuditLog",

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from drivers.base import Driver
 from gateway.commands.audit import AuditLog
 from gateway.commands.firmware import FirmwareCommands
-from gateway.commands.parse import Command, MalformedCommand, parse_command
+from gateway.commands.parse import Command, parse_command
 from gateway.commands.ratelimit import WriteRateLimiter
 from gateway.commands.readback import ReadBackWatcher
 from gateway.commands.result import CommandResult, WriteOutcome
-from gateway.commands.validate import RawValue, WriteRefused, matches, to_raw
+from gateway.commands.validate import RawValue, matches, to_raw
 from gateway.config.models import CommandsConfig
-from gateway.errors import DriverError, WriteRejected
+from gateway.errors import DeviceWriteRefused, DriverError, MalformedCommand, WriteRefused
 from gateway.tags import TagCatalog, TagInfo
 from gateway.types import SampleBatch, now_ns
 
@@ -241,7 +241,7 @@ class CommandExecutor:
         self.counters.writes += 1
         try:
             await driver.write(tag.id, p.raw)
-        except WriteRejected as exc:
+        except DeviceWriteRefused as exc:
             outcome.status, outcome.reason = "failed", f"the device refused the write: {exc}"
             return
         except DriverError as exc:

@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers.firmware import ROLLED_BACK, FirmwareError, FirmwareUpdates
+from drivers.firmware import ROLLED_BACK, FirmwareUpdates
 from gateway import json_input
 from gateway.commands.audit import AuditLog
 from gateway.commands.parse import CONTRACT_VERSION, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES
 from gateway.commands.result import CommandResult
+from gateway.errors import FirmwareCommandRefused as Refused
+from gateway.errors import FirmwareUpdateError, JsonTooDeep
 
 if TYPE_CHECKING:
     from drivers.base import Driver
@@ -51,10 +53,6 @@ _MAX_IMAGE_BYTES = 16 * 1024 * 1024
 RECENT_RESULTS = 256
 
 Finish = Callable[[CommandResult], None]
-
-
-class Refused(Exception):
-    """The command is not executed; ``str(exc)`` is the reason answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +105,7 @@ class FirmwareCommands:
             return False  # too big: refused by the command parser
         try:
             body = json_input.loads(payload)
-        except json_input.TooDeep as exc:  # malformed, but answered as a firmware_update
+        except JsonTooDeep as exc:  # malformed, but answered as a firmware_update
             body = exc.shallow
         except (UnicodeDecodeError, ValueError):
             return False
@@ -172,7 +170,7 @@ class FirmwareCommands:
             raise Refused(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
         try:
             body: Any = json_input.loads(payload)
-        except json_input.TooDeep as exc:
+        except JsonTooDeep as exc:
             raise Refused(f"malformed JSON: {exc}") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise Refused(f"not valid JSON: {exc}") from None
@@ -234,7 +232,7 @@ class FirmwareCommands:
         try:
             result = await updates.update(driver, image, expected_sha256=cmd.sha256,
                                           timeouts=self._timeouts)
-        except FirmwareError as exc:
+        except FirmwareUpdateError as exc:
             self._audit.record("firmware", id=cmd.id, topic=topic, outcome="failed",
                                device=cmd.device, reason=str(exc))
             finish(CommandResult(cmd.id, "failed", str(exc)))
@@ -256,7 +254,7 @@ class FirmwareCommands:
 def _peek_id(payload: bytes) -> str | None:
     try:
         body = json_input.loads(payload)
-    except json_input.TooDeep as exc:
+    except JsonTooDeep as exc:
         body = exc.shallow
     except (UnicodeDecodeError, ValueError):
         return None

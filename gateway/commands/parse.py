@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import json_input
+from gateway.errors import JsonTooDeep, MalformedCommand
 
 CONTRACT_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -53,15 +54,6 @@ class Command:
     writes: tuple[WriteRequest, ...]
 
 
-class MalformedCommand(Exception):
-    """The payload is not a valid command; ``command_id`` is set when it could be read."""
-
-    def __init__(self, reason: str, command_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.command_id = command_id
-
-
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -80,7 +72,7 @@ def parse_command(payload: bytes, gateway_id: str, max_writes: int) -> Command:
         raise MalformedCommand(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
         body = json_input.loads(payload, parse_constant=_no_constant, parse_float=_parse_float)
-    except json_input.TooDeep as exc:  # answered: the id is read from what is not too deep
+    except JsonTooDeep as exc:  # answered: the id is read from what is not too deep
         raise MalformedCommand(f"malformed JSON: {exc}", _read_id(exc.shallow)) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedCommand(f"not valid JSON: {exc}") from None

@@ -14,6 +14,7 @@ import math
 from fractions import Fraction
 
 from gateway.commands.parse import CommandValue, NonFiniteNumber
+from gateway.errors import WriteRefused
 from gateway.tags import TagInfo
 from gateway.types import INTEGER_RANGES, DataType
 
@@ -25,14 +26,6 @@ INTEGER_LIMITS = INTEGER_RANGES
 RawValue = float | int | bool | str
 #: longer integers are quoted shortened in reasons (a JSON int may have any length)
 _QUOTE_DIGITS = 40
-
-
-class WriteRefused(Exception):
-    """A write fails a check; ``reason`` says which."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def to_raw(tag: TagInfo | None, path: str, value: CommandValue) -> RawValue:

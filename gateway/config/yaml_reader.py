@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from gateway.errors import ConfigProblem
+from gateway.errors import ConfigError, ConfigProblem
 
 KeyPath = tuple[str | int, ...]
 
@@ -87,8 +87,8 @@ def read_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedY
     reader = _Reader(file, limits or YamlLimits())
     try:
         data = reader.read(text)
-    except _Refused as exc:
-        return ParsedYaml(None, reader.lines, [*reader.problems, exc.problem])
+    except ConfigError as exc:  # past a limit or a broken alias (_Reader._refuse)
+        return ParsedYaml(None, reader.lines, [*reader.problems, *exc.problems])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -106,14 +106,6 @@ def read_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedY
     if data is _NOTHING:
         return ParsedYaml(None, reader.lines, [ConfigProblem(file, 1, (), "the file is empty")])
     return ParsedYaml(data, reader.lines, reader.problems)
-
-
-class _Refused(Exception):
-    """The file is past a limit or has a broken alias: reading stops there."""
-
-    def __init__(self, problem: ConfigProblem) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
 
 
 _NOTHING: Any = object()
@@ -379,4 +371,5 @@ class _Reader:
         self.problems.append(ConfigProblem(self.file, line, path, message))
 
     def _refuse(self, line: int, path: KeyPath, message: str) -> NoReturn:
-        raise _Refused(ConfigProblem(self.file, line, path, message))
+        """The file is past a limit or has a broken alias: reading stops here."""
+        raise ConfigError([ConfigProblem(self.file, line, path, message)])

@@ -21,11 +21,11 @@ from gateway.backoff import Backoff
 from gateway.config.influxdb import InfluxDbConfig
 from gateway.config.loader import resolve_secret
 from gateway.config.models import GatewayConfig
+from gateway.errors import InfluxBatchRefused
 from gateway.influxdb.line_protocol import BatchEncoder
 from gateway.influxdb.writer import (
     InfluxTarget,
     InfluxWriter,
-    WriteRejected,
     write_failures_log,
     write_until_done,
 )
@@ -140,7 +140,7 @@ class InfluxSink:
         try:
             await write_until_done(self.writer, batch.payload, backoff, self._on_retry,
                                    self._write_failures)  # fmt: skip
-        except WriteRejected as exc:
+        except InfluxBatchRefused as exc:
             self.counters.batches_rejected += 1
             self.counters.points_rejected += batch.samples
             self.last_error = f"batch of {batch.samples} points rejected: {exc}"

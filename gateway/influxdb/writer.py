@@ -1,10 +1,11 @@
 """Writes line protocol to an InfluxDB v2 write API (``POST /api/v2/write``) with
 influxdb-client's asyncio client, and retries with backoff and jitter.
 
-Outcomes of one write: accepted (2xx); :class:`WriteRejected` for a 4xx that no retry can
-fix (400 bad line protocol, 413 too large, 422 unprocessable: the batch is given up and
-counted); :class:`WriteFailed` for everything worth retrying (server unreachable, 5xx,
-429, and 401/403/404: a token or bucket an operator can fix while the data waits).
+Outcomes of one write: accepted (2xx); :class:`~gateway.errors.InfluxBatchRefused` for a
+4xx that no retry can fix (400 bad line protocol, 413 too large, 422 unprocessable: the
+batch is given up and counted); :class:`~gateway.errors.InfluxWriteFailed` for everything
+worth retrying (server unreachable, 5xx, 429, and 401/403/404: a token or bucket an
+operator can fix while the data waits).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.backoff import Backoff
+from gateway.errors import InfluxBatchRefused, InfluxWriteFailed
 from gateway.repeated_log import RepeatedLog
 
 if TYPE_CHECKING:
@@ -25,22 +27,6 @@ log = logging.getLogger(__name__)
 
 #: statuses that retrying cannot fix: the batch itself is wrong
 _REJECTED = {400, 413, 422}
-
-
-class WriteFailed(Exception):
-    """A write worth retrying; ``retry_after`` is the server's hint in seconds, if any."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class WriteRejected(Exception):
-    """The server refused the batch for what it contains; retrying will not help."""
-
-    def __init__(self, reason: str, status: int = 0) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +67,7 @@ class InfluxWriter:
         self._client: InfluxDBClientAsync | None = None
 
     async def write(self, body: bytes) -> None:
-        """One POST; raises :class:`WriteFailed` or :class:`WriteRejected`."""
+        """One POST; raises :class:`InfluxWriteFailed` or :class:`InfluxBatchRefused`."""
         # imported here: the client and aiohttp cost ~0.4 s at gateway start-up otherwise
         import aiohttp
         from influxdb_client.client.exceptions import InfluxDBError
@@ -102,10 +88,10 @@ class InfluxWriter:
             status = int(exc.status or 0)
             reason = _describe_status(status, exc.body)
             if status in _REJECTED:
-                raise WriteRejected(reason, status) from None
-            raise WriteFailed(reason, _retry_after(exc)) from None
+                raise InfluxBatchRefused(reason, status) from None
+            raise InfluxWriteFailed(reason, _retry_after(exc)) from None
         except (aiohttp.ClientError, OSError, TimeoutError, InfluxDBError) as exc:
-            raise WriteFailed(f"cannot reach {t.url}: {exc or type(exc).__name__}") from None
+            raise InfluxWriteFailed(f"cannot reach {t.url}: {exc or type(exc).__name__}") from None
 
     async def close(self) -> None:
         if self._client is not None:
@@ -128,14 +114,14 @@ async def write_until_done(
     failures: RepeatedLog | None = None,
 ) -> None:
     """Write ``body`` until the server accepts it, waiting between attempts with backoff
-    and jitter (at least the server's Retry-After). Raises :class:`WriteRejected`;
+    and jitter (at least the server's Retry-After). Raises :class:`InfluxBatchRefused`;
     cancellation stops the retries. Failures are logged to ``failures`` (by default a
     log of this call's own)."""
     failures = failures or write_failures_log(writer)
     while True:
         try:
             await writer.write(body)
-        except WriteFailed as exc:
+        except InfluxWriteFailed as exc:
             reason = str(exc)
             on_retry(reason)
             delay = backoff.next_delay()

@@ -38,6 +38,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.errors import PayloadError
+
 log = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^(\d{12})\.seg$")
@@ -49,10 +51,6 @@ _TRAILER = struct.Struct("<Q4s")  # message id, magic
 _MAGIC = b"CXSP"
 #: bytes a payload takes in a segment besides its own
 FRAMING = _HEADER.size + _TRAILER.size
-
-
-class PayloadError(OSError):
-    """A payload could not be read back (missing segment, short read, wrong frame)."""
 
 
 def payload_dir(spool_path: Path) -> Path:

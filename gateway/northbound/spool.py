@@ -61,9 +61,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from gateway.errors import PayloadError, SpoolLocked
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import DROP_REASONS, DropCount, Outbox, OutboxStats
-from gateway.northbound.payload_log import PayloadError, PayloadLog, payload_dir
+from gateway.northbound.payload_log import PayloadLog, payload_dir
 from gateway.repeated_log import RepeatedLog
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,6 @@ def insert_rows(db: sqlite3.Connection, rows: list[list[Any]]) -> None:
                    [value for row in chunk for value in row])  # fmt: skip
 
 
-class SpoolLockedError(RuntimeError):
-    """Another process (a running gateway) holds the spool."""
-
-
 def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
@@ -142,7 +139,7 @@ def acquire_lock(path: Path) -> IO[str]:
         fh.seek(0)
         holder = fh.read().strip() or "another process"
         fh.close()
-        raise SpoolLockedError(f"spool {path} is in use by {holder}") from None
+        raise SpoolLocked(f"spool {path} is in use by {holder}") from None
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()}\n")
@@ -840,7 +837,7 @@ def open_spool(path: Path, limits: SpoolLimits, what: str = "spool") -> DiskSpoo
     an engineer needs (another gateway holds it, or SQLite cannot open the file)."""
     try:
         return DiskSpool(path, limits)
-    except SpoolLockedError as exc:
+    except SpoolLocked as exc:
         raise OSError(f"{exc}: is another gateway running with this state?") from None
     except sqlite3.Error as exc:
         raise OSError(f"cannot open the {what} {path}: {exc}") from exc

@@ -18,13 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.models import GatewayConfig
+from gateway.errors import ReloadRefused
 
 #: sections whose change needs a restart, in the order they are reported
 _SECTIONS = ("gateway", "northbound", "http", "commands", "models", "logging")
-
-
-class ReloadRefused(Exception):
-    """The new config cannot be applied to the running gateway; the message says why."""
 
 
 @dataclass(slots=True)

@@ -43,7 +43,6 @@ from firmware_bridge.messages import (
     Heartbeat,
     Hello,
     Message,
-    MessageError,
     Nack,
     NackReason,
     Reading,
@@ -54,6 +53,7 @@ from firmware_bridge.messages import (
     decode_message,
     encode_message,
 )
+from gateway.errors import MessageError
 from hil.devices.lifecycle import SimulatedDevice
 from hil.devices.pty_link import PtyLink
 from hil.devices.smp_server import SmpServer

@@ -34,7 +34,8 @@ from smp import packet as smppacket
 from smp.error import MGMT_ERR
 from smp.exceptions import SMPBadContinueDelimiter, SMPBadCRC, SMPBadStartDelimiter
 
-from firmware_bridge.image import BAD_MARKER, FirmwareImage, ImageError
+from firmware_bridge.image import BAD_MARKER, FirmwareImage
+from gateway.errors import ImageError
 
 log = logging.getLogger(__name__)
 

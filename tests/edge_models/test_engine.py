@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_models.engine import AlarmEvent
-from edge_models.runtime import ModelRunError
+from gateway.errors import ModelRunError
 from gateway.pipeline import Pipeline
 from gateway.types import Quality, SampleBatch
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edge_models.manifest import load_manifest, parse_manifest
-from edge_models.runtime import ModelLoadError, load_model, session_options
+from edge_models.runtime import load_model, session_options
+from gateway.errors import ModelLoadError
 
 from .helpers import IDENTITY, REFERENCE, identity_manifest, sha256, write_model
 

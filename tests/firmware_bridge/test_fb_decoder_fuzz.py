@@ -20,7 +20,6 @@ from firmware_bridge.frames import (
 )
 from firmware_bridge.messages import (
     Heartbeat,
-    MessageError,
     Reading,
     Readings,
     ReadingStatus,
@@ -28,6 +27,7 @@ from firmware_bridge.messages import (
     encode_message,
     readings_array,
 )
+from gateway.errors import MessageError
 
 FUZZ = settings(derandomize=True, max_examples=300, deadline=None)
 

@@ -16,7 +16,6 @@ from firmware_bridge.messages import (
     Hello,
     HelloRequest,
     Message,
-    MessageError,
     Nack,
     NackReason,
     Reading,
@@ -29,6 +28,7 @@ from firmware_bridge.messages import (
     encode_payload,
     readings_array,
 )
+from gateway.errors import MessageError
 
 u8, u16, u32 = st.integers(0, 0xFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)
 text = st.text(max_size=40)

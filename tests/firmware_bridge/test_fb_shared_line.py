@@ -171,14 +171,15 @@ async def test_a_link_to_the_port_is_the_same_port(bus: McuNodeBus, tmp_path: Pa
 
 async def test_firmware_update_is_refused_on_a_shared_line(bus: McuNodeBus) -> None:
     from firmware_bridge.image import build_image
-    from firmware_bridge.update import UpdateError, update_firmware
+    from firmware_bridge.update import update_firmware
+    from gateway.errors import FirmwareUpdateError
 
     ports = SerialPorts()
     drivers = [McuNodeDriver(node_config(bus, n), [2 * n, 2 * n + 1], ports) for n in (3, 5)]
     for driver in drivers:
         await driver.connect()
     try:
-        with pytest.raises(UpdateError, match=r"nodes \[5\] share"):
+        with pytest.raises(FirmwareUpdateError, match=r"nodes \[5\] share"):
             await update_firmware(drivers[0], build_image((9, 0, 0), 4096))
         assert bus.nodes[3].smp.upload_requests == 0
     finally:

@@ -18,7 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_bridge.image import build_image
 from gateway.config.loader import load_config
-from gateway.http_firmware import FirmwareApiError, update_through_gateway
+from gateway.errors import FirmwareApiError
+from gateway.http_firmware import update_through_gateway
 from gateway.types import Quality
 from hil.broker import MqttBroker
 from hil.devices.mcu_node import McuNodeSimulator

@@ -11,7 +11,12 @@ from smpclient import SMPClient
 from smpclient.exceptions import SMPValidationException
 from smpclient.requests.os_management import EchoWrite
 
-from firmware_bridge.smp_transport import SharedLineTransport
+from firmware_bridge.smp_adapter import (
+    DEFAULT_MAX_MESSAGE,
+    FRAME_OVERHEAD,
+    SharedLineTransport,
+    SmpSession,
+)
 
 
 class _Port:
@@ -112,3 +117,22 @@ def test_a_body_of_the_wrong_fields_is_still_smpclients_validation_error() -> No
         assert transport.broken_answers == 0
 
     asyncio.run(main())
+
+
+def test_the_servers_buffer_size_reaches_the_transport_through_smpclients_initialize() -> None:
+    """Pins smpclient: ``SMPClient.connect`` asks for the MCUmgr parameters and hands
+    ``buf_size`` to ``SMPTransport.initialize``, which keeps it in
+    ``_smp_server_transport_buffer_size``; the transport's ``mtu`` is read from there
+    (smp_adapter.py's docstring)."""
+    body = cbor2.dumps({"buf_size": 384, "buf_count": 4})
+    read_rsp = bytes([0x09, 0]) + len(body).to_bytes(2, "big") + bytes([0, 0, 0, 6]) + body
+
+    async def main() -> tuple[int, int]:
+        node = _EchoNode([[read_rsp]])
+        transport = SharedLineTransport(node)
+        node.transport = transport
+        before = transport.mtu
+        await SmpSession(transport, "node-1", "node", 1.0).connect()
+        return before, transport.mtu
+
+    assert asyncio.run(main()) == (DEFAULT_MAX_MESSAGE + FRAME_OVERHEAD, 384)

@@ -18,14 +18,13 @@ from firmware_bridge.driver import McuNodeDriver
 from firmware_bridge.image import FirmwareImage, build_image
 from firmware_bridge.standalone import node_session
 from firmware_bridge.update import (
-    HashMismatch,
-    ImageRefused,
     Phase,
     UpdateOutcome,
     UpdateProgress,
     UpdateTimeouts,
     update_firmware,
 )
+from gateway.errors import HashMismatch, ImageRefused
 from gateway.types import Quality, SampleBatch
 from hil.devices.mcu_node import McuNodeSimulator
 from hil.devices.pty_link import PtyLink

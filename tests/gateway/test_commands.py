@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from drivers.base import Driver
-from gateway.commands import AuditLog, CommandExecutor, CommandResult, MalformedCommand
+from gateway.commands import AuditLog, CommandExecutor, CommandResult
 from gateway.commands.parse import parse_command
 from gateway.commands.ratelimit import WriteRateLimiter
 from gateway.commands.readback import ReadBackWatcher
-from gateway.commands.validate import WriteRefused, matches, to_raw
+from gateway.commands.validate import matches, to_raw
 from gateway.config.loader import load_config_text
-from gateway.errors import WriteRejected
+from gateway.errors import DeviceWriteRefused, MalformedCommand, WriteRefused
 from gateway.tags import TagCatalog
 from gateway.types import Quality, SampleBatch
 
@@ -165,7 +165,7 @@ class FakeDriver(Driver):
 
     async def write(self, tag_id: int, value: float | bool | str) -> None:
         if self.refuse:
-            raise WriteRejected("exception 2 (illegal data address)")
+            raise DeviceWriteRefused("exception 2 (illegal data address)")
         self.writes.append((tag_id, value))
         if self.on_write is not None:
             self.on_write(tag_id, value)

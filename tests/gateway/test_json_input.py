@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import json_input
-from gateway.json_input import MAX_DEPTH, TooDeep
+from gateway.errors import JsonTooDeep
+from gateway.json_input import MAX_DEPTH
 
 
 def test_nesting_up_to_the_limit_decodes_as_json_loads_does() -> None:
@@ -27,7 +28,7 @@ def test_deeper_is_refused_as_bad_json_with_the_shallow_part_readable(levels: in
     payload = b'{"id": "x", "deep": ' + b"[" * levels + b"]" * levels + b', "n": 1}'
     with pytest.raises(ValueError, match=f"nested more than {MAX_DEPTH} levels deep") as info:
         json_input.loads(payload)
-    assert isinstance(info.value, TooDeep)
+    assert isinstance(info.value, JsonTooDeep)
     shallow = info.value.shallow
     assert shallow["id"] == "x" and shallow["n"] == 1
     cut = shallow["deep"]
@@ -38,7 +39,7 @@ def test_deeper_is_refused_as_bad_json_with_the_shallow_part_readable(levels: in
 
 @pytest.mark.parametrize("payload", [b"[" * 100_000, b'{"id": "x", "a": ' + b"{" * 5_000])
 def test_unclosed_deep_json_is_refused_too(payload: bytes) -> None:
-    with pytest.raises(TooDeep) as info:
+    with pytest.raises(JsonTooDeep) as info:
         json_input.loads(payload)
     assert info.value.shallow is None  # still not JSON once cut
 

@@ -11,7 +11,8 @@ import pytest
 
 from gateway.config.loader import load_config_text
 from gateway.config.models import GatewayConfig
-from gateway.runtime.reload import ReloadRefused, plan_reload
+from gateway.errors import ReloadRefused
+from gateway.runtime.reload import plan_reload
 from tests.integration.gateway_harness import meter_device
 
 BASE: dict[str, Any] = {

@@ -23,8 +23,8 @@ from drivers.serial_line.config import SerialLineDeviceConfig
 from drivers.serial_line.driver import SerialLineDriver
 from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.driver import McuNodeDriver
-from gateway.errors import ConfigError, DeviceUnreachable
-from gateway.serial_ports import LineSettings, PortConflict, PortUse, SerialPorts
+from gateway.errors import ConfigError, DeviceUnreachable, PortConflict
+from gateway.serial_ports import LineSettings, PortUse, SerialPorts
 from gateway.types import Quality, SampleBatch
 from hil.broker import MqttBroker
 from hil.devices.mcu_node import McuNodeBus

@@ -8,20 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.commands.parse import MalformedCommand
 from gateway.commands.result import CommandResult, WriteOutcome
 from gateway.config.loader import load_config_text
 from gateway.config.models import GatewayConfig
+from gateway.errors import MalformedCommand, SparkplugDecodeError
 from gateway.northbound.outbox import OutboxStats
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.commands import SparkplugCommandParser
 from gateway.northbound.sparkplug.datatypes import quality_of
-from gateway.northbound.sparkplug.decode import (
-    SparkplugDecodeError,
-    decode_payload,
-    decode_state,
-    parse_topic,
-)
+from gateway.northbound.sparkplug.decode import decode_payload, decode_state, parse_topic
 from gateway.northbound.sparkplug.payloads import (
     LAST_COMMAND_RESULT,
     REBIRTH,

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import SpoolLocked
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import MemoryOutbox, Outbox
 from gateway.northbound.payload_log import FRAMING
-from gateway.northbound.spool import DiskSpool, SpoolLimits, SpoolLockedError
+from gateway.northbound.spool import DiskSpool, SpoolLimits
 
 BIG = SpoolLimits(max_bytes=1 << 30, max_age_s=3600.0)
 
@@ -179,7 +180,7 @@ async def test_backlog_count_follows_drops(tmp_path: Path) -> None:
 
 def test_a_second_spool_on_the_same_file_is_refused(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path / "s.db", BIG)
-    with pytest.raises(SpoolLockedError, match=f"pid {os.getpid()}"):
+    with pytest.raises(SpoolLocked, match=f"pid {os.getpid()}"):
         DiskSpool(tmp_path / "s.db", BIG)
     spool.close()
     DiskSpool(tmp_path / "s.db", BIG).close()  # released on close

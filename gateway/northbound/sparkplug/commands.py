@@ -17,14 +17,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from gateway.commands.parse import Command, CommandValue, MalformedCommand, WriteRequest
+from gateway.commands.parse import Command, CommandValue, WriteRequest
+from gateway.errors import MalformedCommand, SparkplugDecodeError
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
-from gateway.northbound.sparkplug.decode import (
-    SparkplugDecodeError,
-    datatype_name,
-    decode_payload,
-    parse_topic,
-)
+from gateway.northbound.sparkplug.decode import datatype_name, decode_payload, parse_topic
 from gateway.northbound.sparkplug.payloads import REBIRTH, SparkplugPayloads
 
 MAX_PAYLOAD_BYTES = 64 * 1024

@@ -12,6 +12,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from gateway import json_input
+from gateway.errors import SparkplugDecodeError
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 
 NAMESPACE = "spBv1.0"
@@ -19,10 +20,6 @@ MESSAGE_TYPES = frozenset(
     {"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD", "STATE"}
 )
 DEVICE_MESSAGE_TYPES = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})
-
-
-class SparkplugDecodeError(ValueError):
-    """The bytes are not a Sparkplug B payload this decoder understands."""
 
 
 @dataclass(frozen=True, slots=True)

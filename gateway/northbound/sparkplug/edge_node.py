@@ -39,12 +39,12 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from gateway.commands.parse import Command
 from gateway.commands.result import CommandResult
 from gateway.config.models import GatewayConfig
+from gateway.errors import SparkplugDecodeError
 from gateway.northbound.contract import BirthContext, DeviceChange, PublisherControls
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.sparkplug.bdseq import BdSeqStore
 from gateway.northbound.sparkplug.commands import SparkplugCommandParser, command_id, is_rebirth
 from gateway.northbound.sparkplug.decode import (
-    SparkplugDecodeError,
     SparkplugTopic,
     decode_payload,
     decode_state,

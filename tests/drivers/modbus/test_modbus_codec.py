@@ -14,7 +14,6 @@ from modbus_golden import CASE_NAMES, load_case, same_value
 from drivers.modbus.codec import (
     BYTE_ORDERS,
     WORDS,
-    DecodeError,
     DecodePlan,
     Field,
     decode_value,
@@ -23,6 +22,7 @@ from drivers.modbus.codec import (
 )
 from drivers.modbus.config import REGISTER_TYPES, ModbusTagConfig
 from drivers.modbus.planner import TagSpan, plan_requests
+from gateway.errors import RegisterDecodeError
 from gateway.types import DataType
 
 INT_TYPES = {
@@ -225,7 +225,8 @@ def test_bool_fields_are_one_for_any_non_zero_bit() -> None:
 @pytest.mark.parametrize("length", [0, 3, 5])
 def test_plan_rejects_a_response_of_the_wrong_length(length: int) -> None:
     plan = DecodePlan([Field(0, DataType.UINT32)], count=4)
-    with pytest.raises(DecodeError, match=f"expected 4 values in the response, got {length}"):
+    with pytest.raises(RegisterDecodeError,
+                       match=f"expected 4 values in the response, got {length}"):
         plan.decode([0] * length)
 
 

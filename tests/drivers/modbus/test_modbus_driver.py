@@ -17,8 +17,7 @@ from pymodbus.constants import ExcCodes
 from drivers.modbus.codec import encode
 from drivers.modbus.config import ModbusTcpDeviceConfig
 from drivers.modbus.driver import MAX_SILENT_REQUESTS, ModbusTcpDriver
-from drivers.modbus.planner import PlanError
-from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
+from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused, PlanError
 from gateway.types import DataType, Quality, SampleBatch
 
 StartSim = Callable[[dict[str, dict[int, list[int]]]], Any]
@@ -432,7 +431,7 @@ async def test_writes_to_read_only_tables_are_rejected(
     driver = make_driver(device(sim.port, WRITE_TAGS))
     await driver.connect()
     before = sim.requests
-    with pytest.raises(WriteRejected, match="read-only"):
+    with pytest.raises(DeviceWriteRefused, match="read-only"):
         await driver.write(TAG_ID[tag], 1)
     assert sim.requests == before  # nothing was sent
     assert await sim.read("input", 0, 2) == [5, 6]
@@ -444,10 +443,10 @@ async def test_write_answered_with_an_exception_is_rejected(
     sim = await modbus_sim(WRITE_MEMORY)
     driver = make_driver(device(sim.port, WRITE_TAGS))
     await driver.connect()
-    with pytest.raises(WriteRejected, match=r"exception 2 \(illegal data address\)"):
+    with pytest.raises(DeviceWriteRefused, match=r"exception 2 \(illegal data address\)"):
         await driver.write(TAG_ID["in_hole"], 3)
     sim.faults.exception[("holding", 0)] = ExcCodes.DEVICE_FAILURE
-    with pytest.raises(WriteRejected, match=r"exception 4 \(server device failure\)"):
+    with pytest.raises(DeviceWriteRefused, match=r"exception 4 \(server device failure\)"):
         await driver.write(TAG_ID["setpoint"], 3)
     assert driver.errors == {"exception_2": 1, "exception_4": 1}
 
@@ -493,7 +492,7 @@ async def test_write_without_answer_says_it_may_have_been_written(
     sim.faults.delay[("holding", 0)] = 0.5
     driver = make_driver(device(sim.port, WRITE_TAGS, timeout=0.1))
     await driver.connect()
-    with pytest.raises(WriteRejected, match="may or may not have been written"):
+    with pytest.raises(DeviceWriteRefused, match="may or may not have been written"):
         await driver.write(TAG_ID["setpoint"], 3)
     assert driver.errors == {"timeout": 1}
 
@@ -515,14 +514,14 @@ async def test_values_that_cannot_be_written_exactly_are_rejected_before_sending
     driver = make_driver(device(sim.port, WRITE_TAGS))
     await driver.connect()
     before = sim.requests
-    with pytest.raises(WriteRejected, match=message):
+    with pytest.raises(DeviceWriteRefused, match=message):
         await driver.write(TAG_ID[tag], value)
     assert sim.requests == before
 
 
 async def test_write_to_an_unknown_tag_id_is_rejected(make_driver: MakeDriver) -> None:
     driver = make_driver(device(502, WRITE_TAGS))
-    with pytest.raises(WriteRejected, match="tag id 7 is not a tag of device 'meter-1'"):
+    with pytest.raises(DeviceWriteRefused, match="tag id 7 is not a tag of device 'meter-1'"):
         await driver.write(7, 1)
 
 

@@ -261,7 +261,7 @@ def test_the_shipped_maps_are_valid() -> None:
 async def test_writes_replace_the_value_and_stop_its_waveform(
     make_driver: Callable[..., ModbusDriver],
 ) -> None:
-    from gateway.errors import WriteRejected
+    from gateway.errors import DeviceWriteRefused
 
     now = [0.0]
     device_map = ModbusMap.from_dict({"registers": [
@@ -289,6 +289,6 @@ async def test_writes_replace_the_value_and_stop_its_waveform(
         got = await read_all(driver)
         assert got["setpoint"][0] == 42.5 and sim.value_of("setpoint") == 42.5  # ramp stopped
         assert got["relay"][0] == 1 and sim.value_of("relay") is True
-        with pytest.raises(WriteRejected, match="exception 2"):
+        with pytest.raises(DeviceWriteRefused, match="exception 2"):
             await driver.write(driver.tag_ids[1], 8)
         assert (await read_all(driver))["locked"][0] == 7

@@ -285,7 +285,7 @@ WRITE_MEMORY = {"holding": {0: [0] * 4}, "coil": {0: [0] * 8}}
 async def test_string_writes_round_trip_and_too_long_is_rejected(
     modbus_sim: StartSim, make_driver: MakeDriver
 ) -> None:
-    from gateway.errors import WriteRejected
+    from gateway.errors import DeviceWriteRefused
 
     sim = await modbus_sim(WRITE_MEMORY)
     driver = make_driver(device(sim.port, WRITE_TAGS))
@@ -296,9 +296,9 @@ async def test_string_writes_round_trip_and_too_long_is_rejected(
         "label": ("P-7", Quality.GOOD)
     }
     before = sim.requests
-    with pytest.raises(WriteRejected, match="takes 7 bytes; the tag holds 6"):
+    with pytest.raises(DeviceWriteRefused, match="takes 7 bytes; the tag holds 6"):
         await driver.write(100, "TOOLONG")
-    with pytest.raises(WriteRejected, match="expects a text"):
+    with pytest.raises(DeviceWriteRefused, match="expects a text"):
         await driver.write(100, 5)
     assert sim.requests == before
 

@@ -11,9 +11,9 @@ import pytest
 from asyncua import ua
 
 from drivers.opcua.config import OpcUaTagConfig
-from drivers.opcua.convert import ConversionError, qualities, sample_value, timestamp_ns, to_variant
+from drivers.opcua.convert import qualities, sample_value, timestamp_ns, to_variant
 from gateway.config.loader import check_secrets, load_config, load_config_text
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConversionError
 from gateway.types import Quality
 
 BASE = """

@@ -15,7 +15,7 @@ from opcua_helpers import Collector, device, driver
 
 from drivers.base import PollGroup
 from gateway.backoff import Backoff
-from gateway.errors import DeviceUnreachable, WriteRejected
+from gateway.errors import DeviceUnreachable, DeviceWriteRefused
 from gateway.runtime.device_runner import DeviceRunner
 from gateway.types import Quality
 from hil.devices.opcua_plc import TYPE_VALUES, OpcUaPlcSimulator
@@ -202,13 +202,13 @@ async def test_writes_convert_to_the_node_type_and_check_the_status() -> None:
             assert sim.get_value("Types.String") == "mould-B2"
             applied = sim.writes_applied
             for value in (1.5, 70000.0):  # not whole, out of Int16: refused before sending
-                with pytest.raises(WriteRejected, match="Int16"):
+                with pytest.raises(DeviceWriteRefused, match="Int16"):
                     await drv.write(1, value)
             assert sim.writes_applied == applied and drv.errors["write_value"] == 2
-            with pytest.raises(WriteRejected, match="BadUserAccessDenied"):
+            with pytest.raises(DeviceWriteRefused, match="BadUserAccessDenied"):
                 await drv.write(4, 250.0)  # read-only on the PLC
             assert drv.errors["bad_user_access_denied"] == 1
-            with pytest.raises(WriteRejected, match="not a tag"):
+            with pytest.raises(DeviceWriteRefused, match="not a tag"):
                 await drv.write(99, 1.0)
         finally:
             await drv.close()

@@ -13,9 +13,9 @@ import pytest
 
 from drivers.serial_line.config import SerialLineDeviceConfig, unescape_bytes
 from drivers.serial_line.framing import StartEndFramer, TerminatorFramer, make_framer
-from drivers.serial_line.parsing import FrameParser, FrameRejected
+from drivers.serial_line.parsing import FrameParser
 from gateway.config.loader import load_config_text
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, InstrumentFrameRejected
 from gateway.types import Quality
 
 HEAD = """\
@@ -66,10 +66,10 @@ def test_regex_parsing_with_maps_and_types() -> None:
     frame = parser.parse(b"ST,NT,-0012.345 kg")
     assert frame.values.tolist() == [-12.345, 1.0, 1.0, "kg"]
     assert frame.quality.tolist() == [Quality.GOOD] * 4
-    with pytest.raises(FrameRejected) as info:
+    with pytest.raises(InstrumentFrameRejected) as info:
         parser.parse(b"XX,GS,+0012.345 kg")
     assert info.value.reason == "no_match"
-    with pytest.raises(FrameRejected) as info:
+    with pytest.raises(InstrumentFrameRejected) as info:
         parser.parse(b"ST,GS,+0012.3\xe9\xff kg")
     assert info.value.reason == "decode"
 
@@ -105,7 +105,7 @@ def test_struct_parsing_for_a_binary_analyzer() -> None:
     frame = parser.parse(struct.pack("<HfB", 513, 7.25, 1))
     assert frame.values.dtype == np.float64
     assert frame.values.tolist() == [513.0, 7.25, 1.0]
-    with pytest.raises(FrameRejected) as info:
+    with pytest.raises(InstrumentFrameRejected) as info:
         parser.parse(b"\x01\x02\x03")
     assert info.value.reason == "size"
 
