@@ -16,31 +16,24 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from pymodbus.client import AsyncModbusSerialClient, ModbusBaseClient
-
-from drivers.modbus.bad_frames import BadFrames, guard_client
 from drivers.modbus.config import ModbusRtuDeviceConfig
-from drivers.modbus.responses import use_array_responses
-from gateway.errors import DeviceUnreachable
+from drivers.modbus.pymodbus_adapter import BadFrames, ModbusClient, connect, serial_client
 from gateway.serial_ports import LineSettings
 
 log = logging.getLogger(__name__)
-
-#: pymodbus's own request timeout is ours plus this, so that ours always fires first
-BACKSTOP_SECONDS = 1.0
 
 
 @dataclass(eq=False)
 class Link:
     """One driver's use of a connection: the client, a lock, and a future set when it is lost."""
 
-    client: ModbusBaseClient
+    client: ModbusClient
     lost: asyncio.Future[None]
     lock: asyncio.Lock
     bus: SerialBus | None = None
     #: bytes received on the connection so far (serial only): a timeout with bytes is "garbled"
     rx: list[int] = field(default_factory=lambda: [0])
-    #: frames pymodbus could not decode on the connection (bad_frames.py)
+    #: frames pymodbus could not decode on the connection (pymodbus_adapter.BadFrames)
     bad: BadFrames = field(default_factory=BadFrames)
 
 
@@ -55,7 +48,7 @@ class SerialBus:
         self.port = config.port
         self.settings: LineSettings = config.line_settings
         self.lock = asyncio.Lock()
-        self.client: AsyncModbusSerialClient | None = None
+        self.client: ModbusClient | None = None
         self._links: set[Link] = set()
         self._rx = [0]
         self._bad = BadFrames()
@@ -88,52 +81,23 @@ class SerialBus:
 
     async def _open(self, config: ModbusRtuDeviceConfig) -> None:
         self._close_client()
-        baudrate, bytesize, parity, stopbits = self.settings
         self._rx = [0]
         rx = self._rx
 
-        def count_bytes(sending: bool, data: bytes) -> bytes:
-            if not sending:
-                rx[0] += len(data)
-            return data
+        def count_bytes(n: int) -> None:
+            rx[0] += n
 
-        client = AsyncModbusSerialClient(
-            self.port,
-            baudrate=baudrate,
-            bytesize=bytesize,
-            parity=parity,
-            stopbits=int(stopbits),
-            name=f"rtu:{self.port}",
-            timeout=config.timeout + BACKSTOP_SECONDS,
-            retries=0,
-            reconnect_delay=0,
-            trace_packet=count_bytes,
-            trace_connect=self._on_connect_change,
-        )
-        use_array_responses(client)
         # an undecodable frame is dropped; the request then times out with bytes: garbled
-        guard_client(client, self._bad, tcp=False)
-        errors: list[BaseException] = []
-        record_connect_errors(client, errors)
+        client = serial_client(self.port, self.settings, f"rtu:{self.port}", config.timeout,
+                               self._on_connect_change, self._bad, count_bytes)
         self._ready.clear()
-        try:
-            async with asyncio.timeout(config.timeout):
-                ok = await client.connect()
-                if ok:  # the transport is set up a loop step later: wait for it
-                    await self._ready.wait()
-        except TimeoutError:
-            ok = False
-        except BaseException:
-            client.close()
-            raise
-        if not ok or not client.connected:
-            client.close()
-            reason = f"cannot open serial port {self.port}"
-            if errors:
-                reason += f": {errors[-1]}"
-            raise DeviceUnreachable(reason)
+        await connect(client, config.timeout, self._unreachable_reason, ready=self._ready)
         self.client = client
         log.info("serial bus %s open (%s)", self.port, self.settings)
+
+    def _unreachable_reason(self, error: BaseException | None, timed_out: bool) -> str:
+        reason = f"cannot open serial port {self.port}"
+        return f"{reason}: {error}" if error is not None else reason
 
     def _on_connect_change(self, connected: bool) -> None:
         if connected:
@@ -153,25 +117,3 @@ class SerialBus:
                 client.close()
             except Exception:
                 log.exception("serial bus %s: error while closing", self.port)
-
-
-def record_connect_errors(client: object, errors: list[BaseException]) -> None:
-    """Keep the OSError of a failed connect, which pymodbus logs and swallows.
-
-    ``client.connect()`` only returns False; the reason (refused, DNS, no such
-    port) is the first thing an engineer needs. Wrapping pymodbus's connection
-    factory keeps pymodbus's own connect path.
-    """
-    ctx = getattr(client, "ctx", None)
-    create = getattr(ctx, "call_create", None)
-    if create is None:
-        return
-
-    async def create_recording() -> object:
-        try:
-            return await create()
-        except (OSError, ValueError) as exc:
-            errors.append(exc)
-            raise
-
-    ctx.call_create = create_recording  # type: ignore[union-attr]

@@ -8,11 +8,10 @@ connection per device; :class:`ModbusRtuDriver` attaches to the
 devices on that RS-485 line through the runtime's
 :class:`~gateway.serial_ports.SerialPorts`.
 
-The device runner owns the connection's life (reconnects with backoff), so the
-pymodbus clients are created with ``reconnect_delay=0`` and ``retries=0`` and
-never reconnect or retry on their own. The driver enforces the configured
-``timeout`` itself, for the connect and for every request; pymodbus's own
-timeout is only a backstop set a little longer.
+pymodbus is reached through :mod:`drivers.modbus.pymodbus_adapter` only: its clients
+never reconnect or retry on their own (the device runner owns the connection's life,
+with backoff), and the configured ``timeout`` is enforced by the adapter for the connect
+and for every request (pymodbus's own timeout is only a backstop set a little longer).
 
 Errors, see README.md: an exception response, a timeout or a malformed answer
 makes the tags of that one request BAD (NaN) and counts the error; a closed
@@ -27,23 +26,18 @@ import asyncio
 import logging
 import math
 import socket
-import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
-from pymodbus.pdu import ModbusPDU
 
 from drivers.base import Driver, PollGroup
-from drivers.modbus.bad_frames import BadFrames, guard_client
-from drivers.modbus.bus import BACKSTOP_SECONDS, Link, SerialBus, record_connect_errors
+from drivers.modbus.bus import Link, SerialBus
 from drivers.modbus.codec import DecodePlan, Field, encode, encode_string
 from drivers.modbus.config import (
     DEFAULT_GROUP,
@@ -51,16 +45,29 @@ from drivers.modbus.config import (
     ModbusRtuDeviceConfig,
     ModbusTagConfig,
     ModbusTcpDeviceConfig,
-    Table,
 )
 from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
-from drivers.modbus.responses import use_array_responses
+from drivers.modbus.pymodbus_adapter import (
+    Answer,
+    BadFrames,
+    Request,
+    check_write_answer,
+    connect,
+    exchange,
+    read_request,
+    read_values,
+    tcp_client,
+    write_coil_request,
+    write_registers_request,
+)
 from gateway.backoff import Backoff
 from gateway.errors import (
     ConnectionLost,
     DeviceUnreachable,
     DeviceWriteRefused,
     RegisterDecodeError,
+    RequestFailed,
+    UndecodableAnswer,
 )
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import DataType, Quality, SampleBatch
@@ -79,38 +86,7 @@ _RETRYABLE = frozenset({"timeout", "garbled", "decode", "exception_5", "exceptio
 #: failures that say the unit itself is not there
 _UNIT_ABSENT = frozenset({"timeout", "exception_10", "exception_11"})
 
-#: function code and client method reading each table
-_READS: dict[Table, tuple[int, str]] = {
-    "coil": (1, "read_coils"),
-    "discrete": (2, "read_discrete_inputs"),
-    "holding": (3, "read_holding_registers"),
-    "input": (4, "read_input_registers"),
-}
 _READ_ONLY_TABLES = frozenset({"input", "discrete"})
-#: Modbus exception codes as the specification names them
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-
-Request = Callable[[Any], Awaitable[ModbusPDU]]
-
-
-class _RequestFailed(Exception):
-    """One request got no usable answer; its tags become BAD. Never leaves this module."""
-
-    def __init__(self, counter: str, reason: str) -> None:
-        super().__init__(reason)
-        self.counter = counter
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +94,7 @@ class _PlannedRead:
     """A read request with its decoder and the slice of the batch its tags fill."""
 
     request: ReadRequest
-    function_code: int
-    method: str
+    call: Request
     decoder: DecodePlan
     out: slice
     what: str  # "read holding 0..9 (10 registers)", for messages
@@ -269,14 +244,14 @@ class ModbusDriver(Driver):
             try:
                 registers = await self._read_with_retries(read, sent)
                 read.decoder.decode(registers, out=values[read.out])
-            except _RequestFailed as failure:
+            except RequestFailed as failure:
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
                 self._note_failure(read.request, failure)
             except RegisterDecodeError as exc:
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
-                self._note_failure(read.request, _RequestFailed("decode", str(exc)))
+                self._note_failure(read.request, RequestFailed("decode", str(exc)))
             else:
                 self._note_success(read.request)
             ts_ns[read.out] = sent[0]
@@ -292,7 +267,7 @@ class ModbusDriver(Driver):
         for attempt in range(attempts):
             try:
                 return await self._read_registers(read, sent)
-            except _RequestFailed as failure:
+            except RequestFailed as failure:
                 last = attempt == attempts - 1
                 if last or failure.counter not in _RETRYABLE:
                     raise
@@ -307,36 +282,10 @@ class ModbusDriver(Driver):
         self, read: _PlannedRead, sent: list[int] | None = None
     ) -> npt.NDArray[np.uint16]:
         req = read.request
+        answer = await self._call(read.what, read.call, req.unit, sent)
+        return read_values(answer, req.table, req.count, read.what)
 
-        def call(client: Any) -> Awaitable[ModbusPDU]:
-            return getattr(client, read.method)(  # type: ignore[no-any-return]
-                req.address, count=req.count, device_id=req.unit
-            )
-
-        what = read.what
-        response = await self._call(what, call, req.unit, sent)
-        if response.isError():
-            raise _exception_failure(what, response.exception_code)
-        if response.function_code != read.function_code:
-            raise _RequestFailed(
-                "decode", f"{what}: answer has function code {response.function_code}"
-            )
-        if req.is_bits:
-            # bits come packed in whole bytes: the answer carries count rounded up to 8
-            bits = response.bits
-            if len(bits) != -(-req.count // 8) * 8:
-                raise _RequestFailed(
-                    "decode", f"{what}: answer has {len(bits)} bits for {req.count} asked"
-                )
-            return np.asarray(bits[: req.count], dtype=np.uint16)
-        registers = response.registers
-        if len(registers) != req.count:
-            raise _RequestFailed(
-                "decode", f"{what}: answer has {len(registers)} registers for {req.count} asked"
-            )
-        return np.asarray(registers, dtype=np.uint16)
-
-    def _note_failure(self, request: ReadRequest, failure: _RequestFailed) -> None:
+    def _note_failure(self, request: ReadRequest, failure: RequestFailed) -> None:
         self.errors[failure.counter] += 1
         health = self.units[request.unit]
         health.errors[failure.counter] += 1
@@ -391,18 +340,13 @@ class ModbusDriver(Driver):
         unit = self.config.unit_of(tag)
         what = f"write {tag.name} ({tag.table} {tag.address})"
         try:
-            response = await self._call(what, call, unit)
-        except _RequestFailed as failure:
+            check_write_answer(await self._call(what, call, unit), what)
+        except RequestFailed as failure:
             self.errors[failure.counter] += 1
             self.units[unit].errors[failure.counter] += 1
             if failure.counter in ("timeout", "garbled"):
                 failure.reason += "; the value may or may not have been written"
             raise DeviceWriteRefused(failure.reason) from None
-        if response.isError():
-            failure = _exception_failure(what, response.exception_code)
-            self.errors[failure.counter] += 1
-            self.units[unit].errors[failure.counter] += 1
-            raise DeviceWriteRefused(failure.reason)
         log.info("%s: wrote %r to %s", self.device_name, value, tag.name)
 
     def _write_request(self, tag: ModbusTagConfig, value: float | bool | str) -> Request:
@@ -411,145 +355,77 @@ class ModbusDriver(Driver):
         multiple = self.config.write_multiple
         if tag.table == "coil":
             on = encode(value, DataType.BOOL)[0] == 1  # type: ignore[arg-type]
-            if multiple:
-                return lambda client: client.write_coils(address, [on], device_id=unit)
-            return lambda client: client.write_coil(address, on, device_id=unit)
+            return write_coil_request(address, on, unit, multiple)
         if isinstance(value, str):
             registers = encode_string(value, tag.register_count, tag.byte_order)
         else:
             if not math.isfinite(float(value)):
                 raise ValueError(f"{value!r} is not a finite number")
             registers = encode(value, tag.type, tag.byte_order)
-        if len(registers) == 1 and not multiple:
-            return lambda client: client.write_register(address, registers[0], device_id=unit)
-        return lambda client: client.write_registers(address, registers, device_id=unit)
+        return write_registers_request(address, registers, unit, multiple)
 
     # -- one request ------------------------------------------------------------------
 
     async def _call(
         self, what: str, request: Request, unit: int, sent: list[int] | None = None
-    ) -> ModbusPDU:
-        """Run one request against the timeout and the connection dropping, whichever first.
+    ) -> Answer:
+        """Run one request on the link (:func:`~drivers.modbus.pymodbus_adapter.exchange`:
+        the timeout and the connection dropping, whichever first).
 
         ``sent[0]`` gets the time the request left (after waiting for the connection
-        or the bus). Raises :class:`ConnectionLost`, or :class:`_RequestFailed` for
-        a timeout or an answer pymodbus could not match to the request.
+        or the bus). Raises :class:`ConnectionLost` (the client is dropped), or
+        :class:`RequestFailed` for a timeout or an answer that is of no use.
         """
         link = self._link
         if link is None:
             raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
         async with link.lock:
-            client, lost = link.client, link.lost
-            if self._link is not link:
-                raise ConnectionLost(f"{self.device_name}: closed during {what}")
-            if lost.done() or not client.connected:
-                raise await self._lose(f"the connection to {self.address} was closed")
-            received, undecodable = link.rx[0], link.bad.count
+            await self._check_link(link, what)
             if sent is not None:
                 sent[0] = time.time_ns()
-            health = self.units.get(unit)
-            if health is not None:
-                health.requests += 1
-
-            # No task and no asyncio.wait per request (each costs event-loop turns on the
-            # hot path): the request runs in this task, which the deadline cancels at the
-            # timeout or as soon as the connection drops.
-            deadline = _Deadline(self.config.timeout, lost)
+            self.units[unit].requests += 1
             try:
-                try:
-                    # checked in the same step in which pymodbus sends, so that it never
-                    # reconnects on its own (its execute() connects when there is no transport)
-                    if not client.connected:
-                        raise ConnectionException("connection closed")
-                    response = await request(client)
-                finally:
-                    expired = deadline.disarm()
-                    # the deadline cancelled this task but pymodbus caught the CancelledError
-                    # (it does, e.g. in its transport's send): take our cancel request back,
-                    # or the task's cancelling() count stays raised and a later timeout in the
-                    # runner turns into a cancellation that stops the device for good
-                    swallowed = expired and sys.exc_info()[0] is not asyncio.CancelledError
-                    if swallowed and (current := asyncio.current_task()) is not None:
-                        current.uncancel()
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if expired and task is not None and task.uncancel() == 0:
-                    pass  # ours: the timeout, or the connection dropped (below)
-                elif expired or task is None or task.cancelling() or self._link is not link:
-                    raise  # cancelled from outside (or closed): not ours to handle
-                else:  # pymodbus cancelled its own request: the connection is going away
-                    raise await self._lose(
-                        f"{what} was cancelled by the Modbus client"
-                    ) from None
-                if lost.done():
-                    if self._link is not link:  # close() was called meanwhile: not a loss
-                        raise ConnectionLost(f"{self.device_name}: closed during {what}") from None
-                    if link.bad.count != undecodable:  # bad_frames.py closed it
-                        raise await self._undecodable(what, unit, link.bad.last) from None
-                    raise await self._lose(
-                        f"the connection to {self.address} closed during {what}"
-                    ) from None
-                if link.bad.count != undecodable:  # bytes that are no frame (bad_frames.py)
-                    self._answered()
-                    raise _RequestFailed(
-                        "garbled", f"{what}: garbled answer ({link.bad.last})"
-                    ) from None
-                if link.rx[0] != received:  # bytes came, but no frame that checks out
-                    self._answered()
-                    raise _RequestFailed(
-                        "garbled", f"{what}: garbled answer (no valid frame, e.g. a CRC error)"
-                    ) from None
-                await self._timed_out(what, unit)
-            except ConnectionException:
-                raise await self._lose(
-                    f"the connection to {self.address} closed during {what}"
-                ) from None
-            except ModbusException as exc:
-                if not client.connected or (swallowed and lost.done()):
-                    raise await self._lose(
-                        f"the connection to {self.address} closed during {what}"
-                    ) from None
-                if swallowed:  # pymodbus turned our timeout into its own error
-                    await self._timed_out(what, unit)
-                # an answer came but pymodbus refused it (e.g. another unit id than asked)
-                self._answered()
-                raise _RequestFailed("decode", f"{what}: bad answer: {exc}") from exc
-            except Exception:
-                if not client.connected:
-                    raise await self._lose(
-                        f"the connection to {self.address} closed during {what}"
-                    ) from None
+                answer = await exchange(link, request, self.config.timeout, what, self.address)
+            except RequestFailed as failure:
+                if failure.counter == "timeout":
+                    await self._timed_out(failure, unit)
+                self._answered()  # an answer came, of no use
                 raise
+            except ConnectionLost as lost:
+                if self._link is not link:  # close() was called meanwhile: not a loss
+                    raise ConnectionLost(f"{self.device_name}: closed during {what}") from None
+                if isinstance(lost, UndecodableAnswer):  # a garbled answer of this unit
+                    self.errors["garbled"] += 1
+                    self.units[unit].errors["garbled"] += 1
+                raise await self._lose(str(lost)) from None
             self._answered()
-            return response
+            return answer
+
+    async def _check_link(self, link: Link, what: str) -> None:
+        """After waiting for the lock: is ``link`` still ours and open?"""
+        if self._link is not link:
+            raise ConnectionLost(f"{self.device_name}: closed during {what}")
+        if link.lost.done() or not link.client.connected:
+            raise await self._lose(f"the connection to {self.address} was closed")
 
     def _answered(self) -> None:
         self._silent_requests = 0
         self._silent_units.clear()
 
-    async def _timed_out(self, what: str, unit: int) -> NoReturn:
+    async def _timed_out(self, failure: RequestFailed, unit: int) -> NoReturn:
+        """Raise ``failure``, or :class:`ConnectionLost` when too many requests in a row
+        got no answer."""
         self._silent_requests += 1
         self._silent_units.add(unit)
-        reason = f"no answer to {what} within {self.config.timeout:g} s"
         # with several units, one absent unit is backed off, not a dead connection
         enough_units = len(self._units) == 1 or len(self._silent_units) > 1
         if self._silent_requests < MAX_SILENT_REQUESTS or not enough_units:
-            raise _RequestFailed("timeout", reason)
+            raise failure
         self.errors["timeout"] += 1
         self.units[unit].errors["timeout"] += 1
         raise await self._lose(
-            f"{reason}; {self._silent_requests} requests in a row got no answer: "
+            f"{failure.reason}; {self._silent_requests} requests in a row got no answer: "
             "the connection is presumed dead"
-        )
-
-    async def _undecodable(self, what: str, unit: int, reason: str) -> ConnectionLost:
-        """An answer pymodbus could not decode: a garbled answer of ``unit``, and the
-        connection is closed (a TCP stream out of step; bad_frames.py closed it)."""
-        self.errors["garbled"] += 1
-        self.units[unit].errors["garbled"] += 1
-        return await self._lose(
-            f"{what}: garbled answer that cannot be decoded ({reason}); "
-            f"the connection to {self.address} is closed to start afresh"
         )
 
     async def _lose(self, reason: str) -> ConnectionLost:
@@ -603,13 +479,12 @@ class ModbusDriver(Driver):
                 fields.append(Field(member.offset, tag.type, tag.byte_order, tag.bit, length))
                 batch_ids.append(self.tag_ids[member.index])
                 batch_tags.append(tag)
-            function_code, method = _READS[request.table]
             start = len(batch_ids) - len(fields)
+            call = read_request(request.table, request.address, request.count, request.unit)
             reads.append(
                 _PlannedRead(
                     request,
-                    function_code,
-                    method,
+                    call,
                     DecodePlan(fields, request.count),
                     slice(start, len(batch_ids)),
                     f"read {self._describe(request)}",
@@ -644,39 +519,15 @@ class ModbusTcpDriver(ModbusDriver):
 
     async def _open(self) -> Link:
         cfg = self.config
-        loop = asyncio.get_running_loop()
-        lost: asyncio.Future[None] = loop.create_future()
-        client = AsyncModbusTcpClient(
-            cfg.host,
-            port=cfg.port,
-            name=self.device_name,
-            timeout=cfg.timeout + BACKSTOP_SECONDS,
-            retries=0,
-            reconnect_delay=0,
-            trace_connect=_watch_disconnect(lost),
-        )
-        use_array_responses(client)
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         bad = BadFrames()
-        guard_client(client, bad, tcp=True)
-        errors: list[BaseException] = []
-        record_connect_errors(client, errors)
-        timed_out = False
+        client = tcp_client(cfg.host, cfg.port, self.device_name, cfg.timeout,
+                            _watch_disconnect(lost), bad)
         try:
-            async with asyncio.timeout(cfg.timeout):
-                ok = await client.connect()
-        except TimeoutError:
-            ok, timed_out = False, True
-        except (OSError, ValueError) as exc:  # ValueError: e.g. a host name IDNA cannot encode
-            ok = False
-            errors.append(exc)
-        except BaseException:  # cancelled: leave no half-open client behind
-            client.close()
+            await connect(client, cfg.timeout, self._unreachable_reason)
+        except DeviceUnreachable as exc:
+            log.debug("%s: %s", self.device_name, exc)  # the device runner logs it
             raise
-        if not ok:
-            client.close()
-            reason = self._unreachable_reason(errors[-1] if errors else None, timed_out)
-            log.debug("%s: %s", self.device_name, reason)  # the device runner logs it
-            raise DeviceUnreachable(reason)
         return Link(client, lost, self._request_lock, bad=bad)
 
     def _release(self, link: Link) -> None:
@@ -794,38 +645,6 @@ def _clamp_objects(
         else:
             continue
         quality[i] = Quality.UNCERTAIN
-
-
-class _Deadline:
-    """Cancels the running task after ``timeout`` s or when ``lost`` resolves, whichever is
-    first: a lighter ``asyncio.timeout`` (one timer handle) for one request."""
-
-    __slots__ = ("_handle", "_lost", "_task", "fired")
-
-    def __init__(self, timeout: float, lost: asyncio.Future[None]) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self.fired = False
-        self._handle = asyncio.get_running_loop().call_later(timeout, self._fire)
-        self._lost = lost
-        lost.add_done_callback(self._fire)
-
-    def _fire(self, _: object = None) -> None:
-        if not self.fired:
-            self.fired = True
-            self._task.cancel()
-
-    def disarm(self) -> bool:
-        """Stop watching; True when it fired (the task's CancelledError is then ours)."""
-        self._handle.cancel()
-        self._lost.remove_done_callback(self._fire)
-        return self.fired
-
-
-def _exception_failure(what: str, code: int) -> _RequestFailed:
-    name = EXCEPTION_NAMES.get(code, "unknown exception code")
-    return _RequestFailed(f"exception_{code}", f"{what}: device answered exception {code} ({name})")
 
 
 def _watch_disconnect(lost: asyncio.Future[None]) -> Callable[[bool], None]:

@@ -161,63 +161,92 @@ def registers_of(table: str, spans: list[tuple[int, int]]) -> str:
 
 
 class RangeReader:
-    """One connection to the device; reads that fail raise ``click.ClickException``."""
+    """One connection to the device (through drivers/modbus/pymodbus_adapter.py); reads that
+    fail raise ``click.ClickException``. Made on the running event loop."""
 
     def __init__(self, *, host: str | None, port: int, serial: str | None, baudrate: int,
                  parity: str, stopbits: int, bytesize: int, unit: int, table: str,
                  timeout: float) -> None:
-        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+        from drivers.modbus import pymodbus_adapter as modbus
+        from gateway.serial_ports import LineSettings
 
         self.unit, self.table, self.timeout = unit, table, timeout
-        self.client: Any
+        line = self._line = _Line(modbus.BadFrames(),
+                                  asyncio.get_running_loop().create_future())
         if serial:
             self.where = serial
-            self.client = AsyncModbusSerialClient(
-                serial, baudrate=baudrate, parity=parity, stopbits=stopbits,
-                bytesize=bytesize, timeout=timeout, retries=0, reconnect_delay=0)
+            settings = LineSettings(baudrate, bytesize, parity, stopbits)
+            line.client = modbus.serial_client(serial, settings, f"scan:{serial}", timeout,
+                                               line.on_connect_change, line.bad, line.on_bytes)
         else:
             self.where = f"{host}:{port}"
-            self.client = AsyncModbusTcpClient(
-                host or "", port=port, timeout=timeout, retries=0, reconnect_delay=0)
+            line.client = modbus.tcp_client(host or "", port, "scan", timeout,
+                                            line.on_connect_change, line.bad)
+            line.ready.set()  # a TCP client is connected when connect() returns
 
     def registers(self, start: int, count: int) -> str:
         """``input registers 0..19``, ``input register 14``."""
         return registers_of(self.table, [(start, count)])
 
     async def __aenter__(self) -> RangeReader:
-        if not await self.client.connect():
-            raise click.ClickException(f"cannot connect to {self.where}")
+        from drivers.modbus.pymodbus_adapter import connect
+        from gateway.errors import DeviceUnreachable
+
+        try:
+            await connect(self._line.client, self.timeout, self._unreachable,
+                          ready=self._line.ready)
+        except DeviceUnreachable as exc:
+            raise click.ClickException(str(exc)) from None
         return self
 
+    def _unreachable(self, error: BaseException | None, timed_out: bool) -> str:
+        if timed_out:
+            return f"cannot connect to {self.where}: no answer within {self.timeout:g} s"
+        return f"cannot connect to {self.where}" + (f": {error}" if error is not None else "")
+
     async def __aexit__(self, *_exc: object) -> None:
-        self.client.close()
+        self._line.client.close()
 
     async def read(self, start: int, count: int) -> list[int]:
         """``count`` registers from ``start``: :class:`Refused` for an exception answer."""
-        from pymodbus.exceptions import ModbusException
+        from drivers.modbus import pymodbus_adapter as modbus
+        from gateway.errors import DriverError, RequestRefused
 
-        from drivers.modbus.driver import EXCEPTION_NAMES
-
-        what = self.registers(start, count)
-        read = (self.client.read_holding_registers if self.table == "holding"
-                else self.client.read_input_registers)
+        what = f"a read of {self.registers(start, count)}"
+        request = modbus.read_request(self.table, start, count, self.unit)
         try:
-            response = await asyncio.wait_for(
-                read(start, count=count, device_id=self.unit), self.timeout + 0.5)
-        except (TimeoutError, ModbusException) as exc:
+            answer = await modbus.exchange(self._line, request, self.timeout, what, self.where)
+            values = modbus.read_values(answer, self.table, count, what)
+        except RequestRefused as exc:
+            name = modbus.EXCEPTION_NAMES.get(
+                exc.code, "a code the Modbus specification does not define")
+            raise Refused(exc.code, f"unit {self.unit} at {self.where} answered exception "
+                                    f"{exc.code} ({name}) to {what}") from None
+        except DriverError as exc:
             raise click.ClickException(
-                f"no valid answer from unit {self.unit} at {self.where} to a read of {what}: "
-                f"{exc or 'timed out'}") from exc
-        if response.isError():
-            code = response.exception_code
-            name = EXCEPTION_NAMES.get(code, "a code the Modbus specification does not define")
-            raise Refused(code, f"unit {self.unit} at {self.where} answered exception {code} "
-                                f"({name}) to a read of {what}")
-        if len(response.registers) != count:
-            raise click.ClickException(
-                f"unit {self.unit} at {self.where} answered a read of {what} with "
-                f"{len(response.registers)} registers, not {count}")
-        return list(response.registers)
+                f"no valid answer from unit {self.unit} at {self.where} to {what}: "
+                f"{str(exc).removeprefix(f'{what}: ')}") from exc
+        return [int(v) for v in values]
+
+
+class _Line:
+    """The scan's connection as the adapter's ``exchange`` watches it."""
+
+    def __init__(self, bad: Any, lost: asyncio.Future[None]) -> None:
+        self.client: Any = None
+        self.bad = bad
+        self.rx = [0]
+        self.lost = lost
+        self.ready = asyncio.Event()
+
+    def on_connect_change(self, connected: bool) -> None:
+        if connected:
+            self.ready.set()
+        elif not self.lost.done():
+            self.lost.set_result(None)
+
+    def on_bytes(self, n: int) -> None:
+        self.rx[0] += n
 
 
 async def read_runs(reader: RangeReader, start: int, count: int
@@ -275,7 +304,7 @@ async def read_runs(reader: RangeReader, start: int, count: int
 
 def explain(runs: list[Run], table: str) -> str:
     """Which part of the range was refused and why, and the reads that work."""
-    from drivers.modbus.driver import EXCEPTION_NAMES
+    from drivers.modbus.pymodbus_adapter import EXCEPTION_NAMES
 
     readable = [(r.start, r.size) for r in runs if r.code is None]
     refused = [r for r in runs if r.code is not None]

@@ -3,9 +3,9 @@
 The names are found in the drivers' code, not in a list kept by hand: every
 ``<something>.errors[KEY] += n`` in ``drivers/`` and ``firmware_bridge/``, with KEY a
 name, an f-string family (``exception_{code}``, ``frame_{reason}``), the ``counter`` of
-an error class (``_RequestFailed("timeout", ...)``) or an OPC UA status. A counter added
-without words here fails; so does a counter built in a way this test does not know yet
-(teach it, and give the counter words).
+an error class of gateway/errors.py (``RequestFailed("timeout", ...)``) or an OPC UA
+status. A counter added without words here fails; so does a counter built in a way this
+test does not know yet (teach it, and give the counter words).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def constructed_counters(trees: dict[Path, ast.Module], classes: set[str]) -> li
 
 
 def modbus_exception_names() -> list[str]:
-    from drivers.modbus.driver import EXCEPTION_NAMES
+    from drivers.modbus.pymodbus_adapter import EXCEPTION_NAMES
 
     return [f"exception_{code}" for code in [*EXCEPTION_NAMES, 12, 255]]  # also undefined codes
 
@@ -110,7 +110,7 @@ def opcua_status_names() -> list[str]:
 
 #: f-string families: (file, prefix) -> every name they can make
 FAMILIES = {
-    ("drivers/modbus/driver.py", "exception_"): modbus_exception_names,
+    ("drivers/modbus/pymodbus_adapter.py", "exception_"): modbus_exception_names,
     ("drivers/serial_line/driver.py", "frame_"): serial_line_frame_names,
 }
 #: counters fed through ``errors.update(...)``: (file, function) -> every name they can bring
@@ -145,7 +145,7 @@ def test_the_scan_finds_each_drivers_counters() -> None:
     for expected in ("drivers/modbus/driver.py", "drivers/opcua/driver.py",
                      "drivers/serial_line/driver.py", "firmware_bridge/driver.py"):
         assert expected in files
-    assert {"_RequestFailed", "ConversionError"} <= counter_classes(trees)
+    assert {"RequestFailed", "RequestRefused", "ConversionError"} <= counter_classes(trees)
     literal = {s.key.value for s in sites if isinstance(s.key, ast.Constant)}
     assert {"timeout", "connection_lost", "keepalive_missed", "bytes_discarded",
             "node_reboots"} <= literal

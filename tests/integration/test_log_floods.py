@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from drivers.modbus.bad_frames import PYMODBUS_LOGGER, PymodbusLogFilter
 from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.pymodbus_adapter import PYMODBUS_LOGGER, PymodbusLogFilter
 from gateway import repeated_log
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import gateway_config, meter_device, running

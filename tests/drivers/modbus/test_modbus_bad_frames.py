@@ -1,5 +1,5 @@
-"""drivers/modbus/bad_frames.py: pymodbus's log lines about bad frames thinned (pure logic,
-injected clock), and the pymodbus internals it relies on, pinned."""
+"""drivers/modbus/pymodbus_adapter.py, bad frames: pymodbus's log lines about them thinned
+(pure logic, injected clock), and the pymodbus internals the guard relies on, pinned."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import logging
 import pymodbus.logging
 import pytest
 from modbus_sim import RawDevice, mbap_reply
-from pymodbus.client import AsyncModbusTcpClient
 
-from drivers.modbus.bad_frames import (
+from drivers.modbus.pymodbus_adapter import (
     PYMODBUS_LOGGER,
     BadFrames,
     PymodbusLogFilter,
-    guard_client,
     install_log_filter,
+    tcp_client,
 )
 
 
@@ -109,10 +108,8 @@ async def test_the_guard_sees_every_bad_frame_through_pymodbus_callback_data(
     and returns what it used; ``ctx.transport`` can be aborted."""
     fake = RawDevice(answer)  # type: ignore[arg-type]
     await fake.start()
-    client = AsyncModbusTcpClient("127.0.0.1", port=fake.port, timeout=0.3, retries=0,
-                                  reconnect_delay=0)  # fmt: skip
     bad = BadFrames()
-    guard_client(client, bad, tcp=True)
+    client = tcp_client("127.0.0.1", fake.port, "probe", 0.3, lambda _: None, bad)
     try:
         assert await client.connect()
         with pytest.raises(Exception):  # noqa: B017 (pymodbus's own: closed or no answer)

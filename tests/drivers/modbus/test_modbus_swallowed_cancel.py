@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from pymodbus.exceptions import ModbusIOException
 
-from drivers.modbus.driver import ModbusTcpDriver, _RequestFailed
+from drivers.modbus.driver import ModbusTcpDriver
+from gateway.errors import RequestFailed
 
 MEMORY = {"holding": {0: [1, 2]}}
 TAGS = [{"name": "a", "table": "holding", "address": 0, "type": "uint16"}]
@@ -48,7 +49,7 @@ async def test_a_swallowed_deadline_cancel_leaves_the_task_usable(
     task = asyncio.current_task()
     assert task is not None
     if request_fn is swallows_the_cancel:
-        with pytest.raises(_RequestFailed) as failed:
+        with pytest.raises(RequestFailed) as failed:
             await driver._call("read probe", request_fn, 1)
         assert failed.value.counter == "timeout"
     else:

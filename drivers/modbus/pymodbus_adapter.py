@@ -1,0 +1,606 @@
+"""pymodbus behind one module: the only place the project reaches pymodbus.
+
+What the Modbus drivers (and ``chenxing-gateway scan``) get from here, in the project's
+words and errors (:mod:`gateway.errors`):
+
+- clients: :func:`tcp_client` and :func:`serial_client` build pymodbus's asyncio clients
+  that never reconnect or retry on their own (the device runner owns the connection's
+  life), with pymodbus's own timeout a backstop :data:`BACKSTOP_SECONDS` longer than the
+  driver's; :func:`connect` opens one within the driver's timeout or raises
+  :class:`DeviceUnreachable` with the reason pymodbus logged and swallowed;
+- requests: :func:`read_request`, :func:`write_coil_request`,
+  :func:`write_registers_request` build one request; :func:`exchange` runs it against
+  the driver's timeout and the connection dropping, whichever is first;
+  :func:`read_values` and :func:`check_write_answer` read the answer;
+- errors: :func:`map_pymodbus_errors` turns pymodbus's exceptions into the project's
+  (a closed connection is :class:`ConnectionLost`, an answer pymodbus refused is
+  :class:`RequestFailed` ``decode``), and an exception response is
+  :class:`RequestRefused` (``exception_<code>``, :data:`EXCEPTION_NAMES`). What
+  :func:`exchange` raises: :class:`RequestFailed` (``timeout``: no answer in time;
+  ``garbled``: bytes that are no frame, or a frame that fails its check; ``decode``:
+  an answer that is not the one asked for), :class:`RequestRefused`,
+  :class:`ConnectionLost` (:class:`UndecodableAnswer` when a TCP stream was closed after
+  an answer pymodbus could not decode), or :class:`asyncio.CancelledError` when the task
+  was cancelled from outside;
+- bad frames: :class:`BadFrames` counts, per connection or bus, the frames pymodbus could
+  not decode, caught where pymodbus raises them; :class:`PymodbusLogFilter` thins
+  pymodbus's log lines about them (the first of each kind, then counted summaries).
+
+Bad frames. A hostile or broken device can answer every request with bytes pymodbus
+cannot decode. pymodbus then raises out of its protocol's ``data_received``; asyncio logs
+that as "Fatal error: protocol.data_received() call failed" with a traceback (one per
+frame) and closes the connection. The guard catches the error in pymodbus's
+``callback_data`` instead: the frame is recorded for the driver (a ``garbled`` answer of
+its unit), and a TCP connection is closed without the traceback, its stream being out of
+step; on a serial bus the bytes are dropped and the port stays open. Bytes on TCP that
+are no Modbus TCP frame at all (a protocol id other than 0) are dropped and recorded too,
+before pymodbus logs an ERROR with the frames in hex for each of them; the request then
+ends as ``garbled``, not as a timeout. pymodbus also logs a line per bad frame itself
+(``Invalid Modbus protocol id: 39161``, ``Unable to decode frame ...``): the filter lets
+the first line of each kind through (kinds differ in words, not in numbers), then counts,
+and at most once a minute turns the next such line into a summary
+(gateway/repeated_log.py).
+
+Reliance on pymodbus beyond its documented API (pymodbus >= 3.10, pinned below 4), each
+pinned by a test:
+
+- a client's ``ctx`` (its transaction manager, an asyncio protocol): ``callback_data(data,
+  addr)`` is called by ``datagram_received`` with the bytes received and returns the
+  bytes it used, and ``ctx.transport`` can be aborted (the bad-frame guard);
+  tests/drivers/modbus/test_modbus_bad_frames.py;
+- ``ctx.call_create()`` is the coroutine that opens the connection, whose OSError
+  ``connect()`` logs and turns into False (:func:`connect` keeps it for the reason);
+  tests/drivers/modbus/test_pymodbus_adapter.py;
+- FC3/FC4 answers are decoded by ``ReadHoldingRegistersResponse.decode`` /
+  ``ReadInputRegistersResponse.decode`` from the bytes after the function code, and
+  ``client.register`` makes a client decode with a subclass: ours take the registers as
+  one NumPy view of the frame (pymodbus unpacks each register with ``struct`` and formats
+  the whole response for a debug line, about a sixth of the client's CPU per
+  125-register request); tests/drivers/modbus/test_pymodbus_adapter.py;
+- pymodbus writes its log lines to the ``pymodbus.logging`` logger, and says
+  ``Repeating....`` for the same text again; test_modbus_bad_frames.py;
+- pymodbus sometimes catches the CancelledError of a request (e.g. in its transport's
+  ``send``) and raises its own error or returns instead: :func:`exchange` then takes its
+  cancel request back (``Task.uncancel``) and reports the timeout, or a leftover
+  ``cancelling()`` count turns the next ``asyncio.timeout`` of the device runner into a
+  cancellation that stops the device for good; test_modbus_swallowed_cancel.py;
+- a client's ``execute`` connects again when it has no transport: :func:`exchange` checks
+  ``connected`` in the step in which pymodbus sends, so that it never does;
+  test_modbus_driver.py (a lost connection stays lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
+
+from gateway.errors import (
+    ConnectionLost,
+    DeviceUnreachable,
+    GatewayError,
+    RequestFailed,
+    RequestRefused,
+    UndecodableAnswer,
+)
+from gateway.repeated_log import KindCounter
+from gateway.serial_ports import LineSettings
+
+__all__ = [
+    "BACKSTOP_SECONDS",
+    "EXCEPTION_NAMES",
+    "PYMODBUS_LOGGER",
+    "Answer",
+    "BadFrames",
+    "ModbusClient",
+    "PymodbusLogFilter",
+    "Request",
+    "check_write_answer",
+    "connect",
+    "exchange",
+    "install_log_filter",
+    "map_pymodbus_errors",
+    "read_request",
+    "read_values",
+    "serial_client",
+    "tcp_client",
+    "write_coil_request",
+    "write_registers_request",
+]
+
+ModbusClient = ModbusBaseClient
+#: one answer as pymodbus gives it (read it with :func:`read_values` / :func:`check_write_answer`)
+Answer = ModbusPDU
+#: one request: sends on the client it is given and returns the answer
+Request = Callable[[ModbusClient], Awaitable[Answer]]
+Table = Literal["coil", "discrete", "holding", "input"]
+
+#: pymodbus's own request timeout is ours plus this, so that ours always fires first
+BACKSTOP_SECONDS = 1.0
+#: Modbus exception codes as the specification names them
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+#: function code and client method reading each table
+_READS: dict[str, tuple[int, str]] = {
+    "coil": (1, "read_coils"),
+    "discrete": (2, "read_discrete_inputs"),
+    "holding": (3, "read_holding_registers"),
+    "input": (4, "read_input_registers"),
+}
+_BIT_TABLES = frozenset({"coil", "discrete"})
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def refused(what: str, code: int) -> RequestRefused:
+    """The error of an exception response with ``code`` to the request ``what``."""
+    name = EXCEPTION_NAMES.get(code, "unknown exception code")
+    return RequestRefused(f"exception_{code}", f"{what}: device answered exception {code} "
+                                               f"({name})", code)
+
+
+@contextmanager
+def map_pymodbus_errors(client: ModbusClient, what: str, where: str) -> Iterator[None]:
+    """pymodbus's exceptions raised in the block as the project's.
+
+    ``ConnectionException``, and any error while the client is disconnected, is
+    :class:`ConnectionLost`; another ``ModbusException`` means an answer came but
+    pymodbus refused it (e.g. another unit id than asked): :class:`RequestFailed`
+    ``decode``. The project's own errors pass as they are, and so does anything else
+    while the client is connected (a bug, to be seen as it is). ``what`` names the
+    request (``read holding 0..9``), ``where`` the device (``host:port``, the serial port).
+    """
+    try:
+        yield
+    except Exception as exc:
+        failure = _translated(exc, client, what, where)
+        if failure is exc:
+            raise
+        raise failure from failure.__cause__
+
+
+def _translated(exc: Exception, client: ModbusClient, what: str, where: str) -> Exception:
+    """:func:`map_pymodbus_errors` as a function (no context manager on the hot path):
+    the project's error for ``exc``, or ``exc`` itself; the error's ``__cause__`` is what
+    to chain it to."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, ConnectionException) or not client.connected:
+        return ConnectionLost(f"the connection to {where} closed during {what}")
+    if isinstance(exc, ModbusException):
+        failure = RequestFailed("decode", f"{what}: bad answer: {exc}")
+        failure.__cause__ = exc
+        return failure
+    return exc
+
+
+# -- clients -----------------------------------------------------------------------------
+
+
+def tcp_client(host: str, port: int, name: str, timeout: float,
+               on_connect_change: Callable[[bool], None], bad: BadFrames) -> ModbusClient:
+    """A Modbus TCP client that never reconnects nor retries on its own, decoding register
+    answers into NumPy arrays and counting undecodable frames in ``bad``."""
+    client = AsyncModbusTcpClient(host, port=port, name=name, timeout=timeout + BACKSTOP_SECONDS,
+                                  retries=0, reconnect_delay=0, trace_connect=on_connect_change)
+    _use_array_responses(client)
+    _guard_client(client, bad, tcp=True)
+    return client
+
+
+def serial_client(port: str, line: LineSettings, name: str, timeout: float,
+                  on_connect_change: Callable[[bool], None], bad: BadFrames,
+                  on_bytes: Callable[[int], None]) -> ModbusClient:
+    """A Modbus RTU client on ``port`` (``line``: baud rate, byte size, parity, stop bits),
+    like :func:`tcp_client`; ``on_bytes`` is told how many bytes came in, so that a timeout
+    with bytes is a garbled answer. An undecodable frame is dropped, the port stays open."""
+
+    def count_bytes(sending: bool, data: bytes) -> bytes:
+        if not sending:
+            on_bytes(len(data))
+        return data
+
+    baudrate, bytesize, parity, stopbits = line
+    client = AsyncModbusSerialClient(
+        port, baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=int(stopbits),
+        name=name, timeout=timeout + BACKSTOP_SECONDS, retries=0, reconnect_delay=0,
+        trace_packet=count_bytes, trace_connect=on_connect_change,
+    )
+    _use_array_responses(client)
+    _guard_client(client, bad, tcp=False)
+    return client
+
+
+async def connect(client: ModbusClient, timeout: float,
+                  describe: Callable[[BaseException | None, bool], str],
+                  ready: asyncio.Event | None = None) -> None:
+    """Open ``client`` within ``timeout`` s (and wait for ``ready`` when given: a serial
+    transport is set up a loop step after ``connect`` returns). On failure the client is
+    closed and :class:`DeviceUnreachable` raised with ``describe(error, timed_out)``:
+    ``error`` is the OSError (or ValueError: a host name IDNA cannot encode) that pymodbus
+    logged and swallowed, the first thing an engineer needs."""
+    errors: list[BaseException] = []
+    restore = _record_connect_errors(client, errors)
+    timed_out = False
+    try:
+        async with asyncio.timeout(timeout):
+            ok = await client.connect()
+            if ok and ready is not None:
+                await ready.wait()
+    except TimeoutError:
+        ok, timed_out = False, True
+    except (OSError, ValueError) as exc:
+        ok = False
+        errors.append(exc)
+    except BaseException:  # cancelled: leave no half-open client behind
+        client.close()
+        raise
+    finally:
+        restore()
+    if not ok or not client.connected:
+        client.close()
+        raise DeviceUnreachable(describe(errors[-1] if errors else None, timed_out))
+
+
+def _record_connect_errors(client: ModbusClient, errors: list[BaseException]
+                           ) -> Callable[[], None]:
+    """Keep in ``errors`` the errors of ``client``'s connection attempt by wrapping
+    pymodbus's connection factory (``ctx.call_create``), which keeps pymodbus's own
+    connect path; returns the function that puts the factory back."""
+    ctx: Any = getattr(client, "ctx", None)
+    create = getattr(ctx, "call_create", None)
+    if create is None:
+        return lambda: None
+
+    async def create_recording() -> object:
+        try:
+            return await create()
+        except (OSError, ValueError) as exc:
+            errors.append(exc)
+            raise
+
+    def restore() -> None:
+        ctx.call_create = create
+
+    ctx.call_create = create_recording
+    return restore
+
+
+# -- requests and answers ------------------------------------------------------------------
+
+
+def read_request(table: str, address: int, count: int, unit: int) -> Request:
+    """Read ``count`` registers (or bits) of ``table`` from ``address`` of unit ``unit``."""
+    method = _READS[table][1]
+
+    def call(client: ModbusClient) -> Awaitable[Answer]:
+        return getattr(client, method)(address, count=count, device_id=unit)  # type: ignore[no-any-return]
+
+    return call
+
+
+def write_coil_request(address: int, on: bool, unit: int, multiple: bool) -> Request:
+    """FC5 (FC15 when ``multiple``: devices that only take the multiple form)."""
+    if multiple:
+        return lambda client: client.write_coils(address, [on], device_id=unit)
+    return lambda client: client.write_coil(address, on, device_id=unit)
+
+
+def write_registers_request(address: int, registers: Sequence[int], unit: int,
+                            multiple: bool) -> Request:
+    """FC6 for one register (unless ``multiple``), FC16 otherwise."""
+    if len(registers) == 1 and not multiple:
+        return lambda client: client.write_register(address, registers[0], device_id=unit)
+    return lambda client: client.write_registers(address, list(registers), device_id=unit)
+
+
+def read_values(answer: Answer, table: str, count: int, what: str) -> npt.NDArray[np.uint16]:
+    """The ``count`` registers (bits as 0/1) of a read's answer; :class:`RequestRefused`
+    for an exception response, :class:`RequestFailed` ``decode`` for an answer of another
+    function or size."""
+    if answer.isError():
+        raise refused(what, answer.exception_code)
+    if answer.function_code != _READS[table][0]:
+        raise RequestFailed("decode", f"{what}: answer has function code {answer.function_code}")
+    if table in _BIT_TABLES:
+        # bits come packed in whole bytes: the answer carries count rounded up to 8
+        bits = answer.bits
+        if len(bits) != -(-count // 8) * 8:
+            raise RequestFailed("decode", f"{what}: answer has {len(bits)} bits for {count} asked")
+        return np.asarray(bits[:count], dtype=np.uint16)
+    registers = answer.registers
+    if len(registers) != count:
+        raise RequestFailed(
+            "decode", f"{what}: answer has {len(registers)} registers for {count} asked")
+    return np.asarray(registers, dtype=np.uint16)
+
+
+def check_write_answer(answer: Answer, what: str) -> None:
+    """:class:`RequestRefused` when the device answered a write with an exception."""
+    if answer.isError():
+        raise refused(what, answer.exception_code)
+
+
+# -- one request against the timeout and the connection --------------------------------------
+
+
+class Watched(Protocol):
+    """A connection as :func:`exchange` watches it (the driver's ``Link``)."""
+
+    client: ModbusClient
+    #: resolved when the connection drops (or the driver lets go of it)
+    lost: asyncio.Future[None]
+    #: bytes received so far (serial only): a timeout with bytes is a garbled answer
+    rx: list[int]
+    bad: BadFrames
+
+
+async def exchange(link: Watched, request: Request, timeout: float, what: str,
+                   where: str) -> Answer:
+    """Run ``request`` on ``link.client``: the answer, or the project's error for what
+    happened instead (module docstring).
+
+    No task and no ``asyncio.wait`` per request (each costs event-loop turns on the hot
+    path): the request runs in the calling task, which a deadline cancels at ``timeout``
+    or as soon as the connection drops.
+    """
+    client = link.client
+    received, undecodable = link.rx[0], link.bad.count
+    deadline = _Deadline(timeout, link.lost)
+    try:
+        try:
+            if not client.connected:  # in the step in which pymodbus sends (docstring)
+                raise ConnectionException("connection closed")
+            answer = await request(client)
+        except BaseException as exc:
+            deadline.disarm(exc)
+            raise
+        deadline.disarm(None)
+        return answer
+    except asyncio.CancelledError:
+        if not deadline.cancel_was_ours():
+            task = asyncio.current_task()
+            if deadline.fired or task is None or task.cancelling():
+                raise  # cancelled from outside: not ours to handle
+            # pymodbus cancelled its own request: the connection is going away
+            raise ConnectionLost(f"{what} was cancelled by the Modbus client") from None
+    except Exception as exc:  # map_pymodbus_errors, inline
+        failure = _translated(exc, client, what, where)
+        # after our deadline fired, pymodbus's own error says that it caught our cancel
+        if not deadline.fired or not isinstance(failure, RequestFailed):
+            if failure is exc:
+                raise
+            raise failure from failure.__cause__
+    raise _expired(link, received, undecodable, timeout, what, where)
+
+
+def _expired(link: Watched, received: int, undecodable: int, timeout: float, what: str,
+             where: str) -> ConnectionLost | RequestFailed:
+    """What a request that the deadline ended got: a closed connection, a garbled answer,
+    or no answer at all."""
+    garbled = link.bad.count != undecodable  # frames pymodbus could not decode (guard)
+    if link.lost.done():
+        if garbled:  # the guard closed the TCP connection
+            return UndecodableAnswer(
+                f"{what}: garbled answer that cannot be decoded ({link.bad.last}); the "
+                f"connection to {where} is closed to start afresh")
+        return ConnectionLost(f"the connection to {where} closed during {what}")
+    if garbled:
+        return RequestFailed("garbled", f"{what}: garbled answer ({link.bad.last})")
+    if link.rx[0] != received:  # bytes came, but no frame that checks out
+        return RequestFailed("garbled", f"{what}: garbled answer (no valid frame, e.g. a CRC "
+                                        "error)")
+    return RequestFailed("timeout", f"no answer to {what} within {timeout:g} s")
+
+
+class _Deadline:
+    """Cancels the running task after ``timeout`` s or when ``lost`` resolves, whichever is
+    first: a lighter ``asyncio.timeout`` (one timer handle) for one request."""
+
+    __slots__ = ("_handle", "_lost", "_task", "fired")
+
+    def __init__(self, timeout: float, lost: asyncio.Future[None]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.fired = False
+        self._handle = asyncio.get_running_loop().call_later(timeout, self._fire)
+        self._lost = lost
+        lost.add_done_callback(self._fire)
+
+    def _fire(self, _: object = None) -> None:
+        if not self.fired:
+            self.fired = True
+            self._task.cancel()
+
+    def disarm(self, in_flight: BaseException | None) -> None:
+        """Stop watching. When it fired but the request ended otherwise than by our
+        CancelledError (``in_flight``: what it raised, None when it returned), pymodbus
+        swallowed our cancel: take the cancel request back now."""
+        self._handle.cancel()
+        self._lost.remove_done_callback(self._fire)
+        if self.fired and not isinstance(in_flight, asyncio.CancelledError):
+            self._task.uncancel()
+
+    def cancel_was_ours(self) -> bool:
+        """For a CancelledError out of the request: True when it is the deadline's alone
+        (taken back: the task is no longer cancelling)."""
+        return self.fired and self._task.uncancel() == 0
+
+
+# -- register answers as NumPy arrays ------------------------------------------------------
+
+_BIG_ENDIAN_U16 = np.dtype(">u2")
+
+
+def _decode_registers(pdu: ModbusPDU, data: bytes) -> None:
+    byte_count = int(data[0])
+    if byte_count >= len(data) or byte_count % 2:
+        raise ModbusIOException(
+            f"byte_count {byte_count} does not fit a packet of {len(data)} bytes",
+            function_code=pdu.function_code,
+        )
+    # a read-only big-endian view; read_values converts it to native uint16 in one copy
+    pdu.registers = np.frombuffer(data, _BIG_ENDIAN_U16, byte_count // 2, 1)  # type: ignore[assignment]
+
+
+def _describe_answer(pdu: ModbusPDU) -> str:
+    return (f"{type(pdu).__name__}(dev_id={pdu.dev_id}, transaction_id={pdu.transaction_id}, "
+            f"{len(pdu.registers)} registers)")
+
+
+class _HoldingRegistersResponse(ReadHoldingRegistersResponse):
+    """FC3 answer with its registers as a NumPy array (validation as pymodbus's: a byte
+    count that does not fit the frame makes it undecodable, a garbled answer)."""
+
+    def decode(self, data: bytes) -> None:
+        _decode_registers(self, data)
+
+    def __str__(self) -> str:
+        return _describe_answer(self)
+
+
+class _InputRegistersResponse(ReadInputRegistersResponse):
+    """FC4 answer with its registers as a NumPy array."""
+
+    def decode(self, data: bytes) -> None:
+        _decode_registers(self, data)
+
+    def __str__(self) -> str:
+        return _describe_answer(self)
+
+
+def _use_array_responses(client: ModbusClient) -> None:
+    """Make ``client`` decode FC3 and FC4 answers with the classes above (this client only)."""
+    client.register(_HoldingRegistersResponse)
+    client.register(_InputRegistersResponse)
+
+
+# -- bad frames --------------------------------------------------------------------------
+
+#: the logger pymodbus writes its own lines to
+PYMODBUS_LOGGER = "pymodbus.logging"
+#: pymodbus's own line for "the same text again" (its dedup is global and forgets)
+_PYMODBUS_REPEATING = "Repeating...."
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+@dataclass(slots=True)
+class BadFrames:
+    """Frames pymodbus could not decode on one connection or bus: how many, the last why."""
+
+    count: int = 0
+    last: str = ""
+
+    def __call__(self, reason: str) -> None:
+        self.count += 1
+        self.last = reason
+
+
+def _guard_client(client: ModbusClient, bad: BadFrames, tcp: bool) -> None:
+    """Count in ``bad`` the frames pymodbus cannot decode on ``client`` instead of letting
+    it raise; on ``tcp`` also bytes that are no Modbus TCP frame, and an undecodable frame
+    closes the connection (serial: the bytes are dropped). Also installs
+    :class:`PymodbusLogFilter` (once per process)."""
+    install_log_filter()
+    ctx: Any = getattr(client, "ctx", None)
+    original = getattr(ctx, "callback_data", None)
+    if original is None:
+        return
+
+    def callback_data(data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        if tcp and len(data) >= 4 and data[2:4] != b"\x00\x00":
+            protocol = int.from_bytes(data[2:4], "big")
+            bad(f"not a Modbus TCP frame: protocol id {protocol}, {len(data)} bytes")
+            return len(data)  # dropped; the request waits for its answer or times out
+        try:
+            return int(original(data, addr=addr))
+        except (ModbusException, ValueError, IndexError) as exc:
+            bad(str(exc) or type(exc).__name__)
+            transport = getattr(ctx, "transport", None)
+            if tcp and transport is not None:
+                transport.abort()  # what asyncio would do, without its traceback
+            return len(data)
+
+    ctx.callback_data = callback_data
+
+
+class PymodbusLogFilter(logging.Filter):
+    """First line of each kind through, the rest counted, a summary per interval.
+
+    Kinds are the first line with numbers blanked: ``Invalid Modbus protocol id: #``.
+    A summary replaces the line that is due, e.g. ``pymodbus logged this 52 more times in
+    the last 60 s: Invalid Modbus protocol id: 1234``. Lines below WARNING pass as they
+    are (they are off unless pymodbus is set to DEBUG).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._kinds = KindCounter("pymodbus logged this", clock=clock)
+        self._last_kind: str | None = None
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string: let logging report it as usual
+            return True
+        with self._lock:
+            if text == _PYMODBUS_REPEATING:
+                kind = self._last_kind
+                repeated = None if kind is None else self._kinds.last_reason(kind)
+                if kind is None or repeated is None:
+                    return False
+                first = repeated  # the text it repeats
+            else:
+                first = text.split("\n", 1)[0]
+                kind = _NUMBERS.sub("#", first)
+            self._last_kind = kind
+            lines = self._kinds.failure(first, kind, record.levelno)
+        if not lines:
+            return False
+        if lines[-1].summary:
+            record.msg, record.args, record.exc_info = lines[-1].text, None, None
+        elif text == _PYMODBUS_REPEATING:
+            record.msg, record.args = first, None
+        return True
+
+
+def install_log_filter() -> PymodbusLogFilter:
+    """The filter on pymodbus's logger, added the first time (idempotent)."""
+    logger = logging.getLogger(PYMODBUS_LOGGER)
+    for existing in logger.filters:
+        if isinstance(existing, PymodbusLogFilter):
+            return existing
+    added = PymodbusLogFilter()
+    logger.addFilter(added)
+    return added
