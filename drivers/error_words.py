@@ -148,11 +148,9 @@ def _modbus_exception(code: int, count: int) -> str:
 @cache
 def _opcua_statuses() -> Mapping[str, tuple[str, str]]:
     """OPC UA status counters (``bad_node_id_unknown``) -> the status's name and description."""
-    from asyncua.ua.status_codes import code_to_name_doc
+    from drivers.opcua.asyncua_adapter import status_counter, status_names
 
-    from drivers.opcua.driver import status_counter
-
-    out = {status_counter(code): (name, doc) for code, (name, doc) in code_to_name_doc.items()}
+    out = {status_counter(code): (name, doc) for code, (name, doc) in status_names().items()}
     # codes asyncua does not know are counted under their severity alone
     out["bad"] = ("Bad", "a code the OPC UA specification or asyncua does not define")
     out["uncertain"] = ("Uncertain", "a code the OPC UA specification or asyncua does not define")

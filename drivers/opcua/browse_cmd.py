@@ -39,15 +39,16 @@ class BrowsedNode:
 
 
 async def browse_server(client: Any, start: str, depth: int) -> list[BrowsedNode]:
-    """Walk from ``start`` down ``depth`` levels (breadth per level, batched attribute reads)."""
-    from asyncua import ua
+    """Walk from ``start`` down ``depth`` levels (breadth per level, batched attribute reads);
+    ``client`` is a :class:`~drivers.opcua.asyncua_adapter.UaClient`."""
+    from drivers.opcua.asyncua_adapter import ua
 
     out: list[BrowsedNode] = []
     type_names: dict[ua.NodeId, str] = {}
     seen: set[ua.NodeId] = set()
 
     async def walk(node: Any, level: int) -> None:
-        refs = await node.get_children_descriptions()
+        refs = await client.children(node)
         variables = [r for r in refs if r.NodeClass == ua.NodeClass.Variable]
         attrs: dict[ua.NodeId, tuple[ua.NodeId | None, int | None]] = {}
         if variables:
@@ -58,7 +59,7 @@ async def browse_server(client: Any, start: str, depth: int) -> list[BrowsedNode
                     rv.NodeId = _plain(ref.NodeId)
                     rv.AttributeId = attr
                     params.NodesToRead.append(rv)
-            values = await client.uaclient.read(params)
+            values = await client.read(params)
             for i, ref in enumerate(variables):
                 dtype, access = values[2 * i], values[2 * i + 1]
                 attrs[_plain(ref.NodeId)] = (
@@ -79,14 +80,14 @@ async def browse_server(client: Any, start: str, depth: int) -> list[BrowsedNode
                                     _access_text(access))
             out.append(entry)
             if level + 1 < depth and ref.NodeClass in (ua.NodeClass.Object, ua.NodeClass.Variable):
-                await walk(client.get_node(node_id), level + 1)
+                await walk(node_id, level + 1)
 
-    await walk(client.get_node(start), 0)
+    await walk(start, 0)
     return out
 
 
 def _plain(node_id: Any) -> Any:
-    from asyncua import ua
+    from drivers.opcua.asyncua_adapter import ua
 
     return ua.NodeId(node_id.Identifier, node_id.NamespaceIndex, node_id.NodeIdType)
 
@@ -96,7 +97,7 @@ async def _type_name(client: Any, dtype_id: Any, cache: dict[Any, str]) -> str:
         return "?"
     if dtype_id not in cache:
         try:
-            name = await client.get_node(dtype_id).read_browse_name()
+            name = await client.browse_name(dtype_id)
             cache[dtype_id] = name.Name
         except Exception:  # a server without type nodes: show the id
             cache[dtype_id] = dtype_id.to_string()
@@ -165,15 +166,18 @@ def browse(endpoint: str, depth: int, start: str, username: str | None,
 
 
 async def _browse(cfg: Any, start: str, depth: int) -> list[BrowsedNode]:
-    from asyncua import Client
-
     from drivers.opcua import security
+    from drivers.opcua.asyncua_adapter import UaClient
 
-    client = Client(cfg.endpoint, timeout=cfg.timeout)
-    async with asyncio.timeout(cfg.timeout * 2):
-        await security.configure(client, cfg)
-        await client.connect()
+    client = UaClient(cfg.endpoint, cfg.timeout)
+    try:
+        async with asyncio.timeout(cfg.timeout * 2):
+            await security.configure(client.client, cfg)
+            await client.connect()
+    except BaseException:
+        client.drop()
+        raise
     try:
         return await browse_server(client, start, depth)
     finally:
-        await client.disconnect()
+        await client.close()

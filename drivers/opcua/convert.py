@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from asyncua import ua
 
+from drivers.opcua.asyncua_adapter import ua
 from drivers.opcua.config import OpcUaTagConfig
 from gateway.errors import ConversionError
 from gateway.types import DataType

@@ -1,9 +1,9 @@
 """The OPC UA client driver: subscriptions (or polled reads) batched into SampleBatches.
 
-One asyncua :class:`~asyncua.Client` per connection, created with auto-reconnect
-off: the device runner owns reconnects and their backoff, and every reconnect
-builds a fresh client, session and subscription (the old session is closed,
-so sessions do not pile up on the server).
+One asyncua client per connection (:class:`~drivers.opcua.asyncua_adapter.UaClient`,
+the only way to asyncua), with auto-reconnect off: the device runner owns reconnects
+and their backoff, and every reconnect builds a fresh client, session and subscription
+(the old session is resumed or closed, so sessions do not pile up on the server).
 
 Subscription mode: one subscription per device; one monitored item per distinct
 (node, sampling interval, deadband). A publish response (a notification burst)
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import socket
 import tempfile
 import time
 import weakref
@@ -35,19 +34,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from asyncua import Client, ua
-from asyncua.common.subscription import Subscription
 
 from drivers.base import Driver, Emit, PollGroup
-from drivers.opcua import security
+from drivers.opcua import asyncua_adapter, security
+from drivers.opcua.asyncua_adapter import (
+    BatchSubscription,
+    UaClient,
+    status_counter,
+    ua,
+    unreachable_reason,
+)
 from drivers.opcua.config import DataChangeDeadband, OpcUaDeviceConfig, OpcUaTagConfig
 from drivers.opcua.convert import qualities, sample_value, timestamp_ns, to_variant
 from gateway.errors import (
-    ConfigError,
     ConnectionLost,
     ConversionError,
     DeviceUnreachable,
     DeviceWriteRefused,
+    DriverError,
+    RequestRefused,
 )
 from gateway.types import DataType, Quality, SampleBatch
 
@@ -64,7 +69,6 @@ MISSING = frozenset({
 _BAD_CONVERSION = _S.BadTypeMismatch
 #: a publish response must come within this many keep-alive periods
 KEEPALIVE_MARGIN = 3.0
-_TRANSPORT_ERRORS = (ConnectionError, OSError, TimeoutError, ua.UaError)
 
 
 @dataclass(slots=True, eq=False)
@@ -86,35 +90,10 @@ class _Node:
     """the one numeric scalar tag fed from this node (the fast path of _samples), else -1"""
 
 
-class _BatchSubscription(Subscription):
-    """An asyncua subscription handing each publish response whole to a callback."""
-
-    def __init__(self, session: Any, params: ua.CreateSubscriptionParameters,
-                 on_publish: Callable[[list[Any]], None]) -> None:
-        super().__init__(session, params, handler=_NO_HANDLER)  # type: ignore[arg-type]
-        self._on_publish = on_publish
-
-    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
-        self.last_publish_at = time.monotonic()
-        message = publish_result.NotificationMessage
-        if message.NotificationData:
-            self.last_sequence_number = int(message.SequenceNumber)
-            self._on_publish(message.NotificationData)
-
-
-_NO_HANDLER = object()
-
-
 def subscription_parameters(config: OpcUaDeviceConfig) -> ua.CreateSubscriptionParameters:
     """The parameters of the driver's subscription (the benchmark's raw client uses them too)."""
-    params = ua.CreateSubscriptionParameters()
-    params.RequestedPublishingInterval = config.publishing_interval * 1000
-    params.RequestedMaxKeepAliveCount = config.keepalive_count
-    params.RequestedLifetimeCount = config.keepalive_count * 6
-    params.MaxNotificationsPerPublish = 0
-    params.PublishingEnabled = True
-    params.Priority = 0
-    return params
+    return asyncua_adapter.subscription_parameters(config.publishing_interval,
+                                                   config.keepalive_count)
 
 
 class OpcUaDriver(Driver):
@@ -163,9 +142,9 @@ class OpcUaDriver(Driver):
                 )
                 self._group_nodes[name] = _unique(self._node_of_tag[p] for p in positions)
                 self._group_positions[name] = set(positions)
-        self._client: Client | None = None
+        self._client: UaClient | None = None
         self._lost: asyncio.Future[str] | None = None
-        self._subscription: _BatchSubscription | None = None
+        self._subscription: BatchSubscription | None = None
         self._emit: Emit | None = None
         self._logged_conversion: set[tuple[int, str]] = set()
         #: where asyncua keeps the session token between connections (see _session_file)
@@ -195,20 +174,19 @@ class OpcUaDriver(Driver):
     async def connect(self) -> None:
         await self.close()
         cfg = self.config
-        client = Client(cfg.endpoint, timeout=cfg.timeout, watchdog_intervall=cfg.watchdog_interval)
-        client.session_timeout = int(cfg.session_timeout * 1000)
-        client.session_state_path = self._session_file()
         lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-        async def on_lost(exc: Exception) -> None:
+        def on_lost(reason: str) -> None:
             if not lost.done():
-                lost.set_result(f"connection to {cfg.endpoint} lost ({_describe(exc)})")
+                lost.set_result(reason)
 
-        client.connection_lost_callback = on_lost
+        client = UaClient(cfg.endpoint, cfg.timeout, watchdog_interval=cfg.watchdog_interval,
+                          session_timeout=cfg.session_timeout, session_file=self._session_file(),
+                          on_lost=on_lost)
         session = False
         try:
             async with asyncio.timeout(cfg.timeout * 2):
-                await security.configure(client, cfg)
+                await security.configure(client.client, cfg)
                 await client.connect()
             session = True
             self._client, self._lost = client, lost
@@ -218,12 +196,12 @@ class OpcUaDriver(Driver):
         except BaseException as exc:
             self._client, self._lost = None, None
             if session:
-                await _shut(client, cfg.timeout)
+                await client.close()
             else:  # asyncua already unwound the channel and session it could not finish
-                _drop_socket(client)
+                client.drop()
             if isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
                 raise
-            reason = self._unreachable_reason(exc)
+            reason = unreachable_reason(exc, cfg.endpoint, cfg.timeout * 2)
             log.debug("%s: %s", self.device_name, reason)
             raise DeviceUnreachable(reason) from exc
         log.info("%s: connected to %s (%s, %s)", self.device_name, cfg.endpoint,
@@ -247,39 +225,24 @@ class OpcUaDriver(Driver):
         if client is None:
             return
         if broken:  # keep the session token so that the next connect resumes the session
-            client.session_state_path = None
+            client.keep_session_file(False)
             if sub is not None and sub.subscription_id is not None:
                 self._orphans.append(sub.subscription_id)
-                self._orphan_session = client.uaclient.session.authentication_token
-        await _shut(client, self.config.timeout)
+                self._orphan_session = client.session_token
+        await client.close()
 
-    async def _delete_orphans(self, client: Client) -> None:
+    async def _delete_orphans(self, client: UaClient) -> None:
         """Delete the subscriptions a resumed session still carries (best effort)."""
         orphans, self._orphans = self._orphans, []
-        resumed = self._orphan_session == client.uaclient.session.authentication_token
+        resumed = self._orphan_session == client.session_token
         self._orphan_session = None
         if orphans and resumed:
             try:
                 await client.delete_subscriptions(orphans)
-            except _TRANSPORT_ERRORS as exc:
-                log.debug("%s: deleting old subscriptions: %s", self.device_name, _describe(exc))
+            except DriverError as exc:
+                log.debug("%s: deleting old subscriptions: %s", self.device_name, exc)
 
-    def _unreachable_reason(self, exc: BaseException) -> str:
-        endpoint = self.config.endpoint
-        if isinstance(exc, TimeoutError):
-            return f"no answer from {endpoint} within {self.config.timeout * 2:g} s"
-        if isinstance(exc, socket.gaierror):
-            return f"cannot resolve the host of {endpoint} (DNS lookup failed: {exc.strerror})"
-        if isinstance(exc, ConnectionRefusedError):
-            return (f"connection refused by {endpoint}: nothing listens there or a firewall "
-                    "rejects it")
-        if isinstance(exc, OSError):
-            return f"cannot connect to {endpoint}: {exc.strerror or exc}"
-        if isinstance(exc, ConfigError):
-            return f"cannot set up the session: {exc}"
-        return f"{endpoint} refused the session: {_describe(exc)}"
-
-    def _require(self) -> Client:
+    def _require(self) -> UaClient:
         if self._client is None or self._lost is None:
             raise ConnectionLost("not connected")
         if self._lost.done():
@@ -298,16 +261,15 @@ class OpcUaDriver(Driver):
                 paths.append((node, _browse_path(node.address[1:])))
             elif node.address.startswith("nsu="):
                 uri, _, rest = node.address[4:].partition(";")
-                try:
-                    index = await client.get_namespace_index(uri)
-                except ValueError:
+                index = await client.namespace_index(uri)
+                if index is None:
                     self._mark_missing(node, _S.BadNodeIdUnknown, f"namespace {uri} is unknown")
                     continue
                 node.node_id = ua.NodeId.from_string(f"ns={index};{rest}")
             else:
                 node.node_id = ua.NodeId.from_string(node.address)
         if paths:
-            results = await client.uaclient.translate_browsepaths_to_nodeids([p for _, p in paths])
+            results = await client.translate([p for _, p in paths])
             for (node, _), result in zip(paths, results, strict=True):
                 if result.StatusCode.is_good() and result.Targets:
                     target = result.Targets[0].TargetId
@@ -415,12 +377,11 @@ class OpcUaDriver(Driver):
                 params = ua.ReadParameters()
                 params.TimestampsToReturn = ua.TimestampsToReturn.Both
                 params.NodesToRead = [_read_value_id(n.node_id) for n in to_read]
-                results = await client.uaclient.read(params)
+                results = await client.read(params)
                 values = {n.handle: dv for n, dv in zip(to_read, results, strict=True)}
-        except _TRANSPORT_ERRORS as exc:
+        except DriverError as exc:  # asyncua's errors, as map_asyncua_errors says them
             self.errors["connection_lost"] += 1
-            reason = f"read from {self.config.endpoint} failed: {_describe(exc)}"
-            raise ConnectionLost(reason) from exc
+            raise ConnectionLost(f"read from {self.config.endpoint} failed: {exc}") from exc
         for node in to_read:
             dv = values[node.handle]
             code = dv.StatusCode.value if dv.StatusCode is not None else 0
@@ -439,48 +400,47 @@ class OpcUaDriver(Driver):
         client = self._require()
         assert self._lost is not None
         lost = self._lost
-        cfg = self.config
         self._emit = emit
-        params = subscription_parameters(cfg)
         try:
-            sub = _BatchSubscription(client.uaclient.session, params, self._on_notifications)
-            result = await sub.init()
-            self._subscription = sub
-            interval_s = result.RevisedPublishingInterval / 1000
-            keepalive_s = interval_s * result.RevisedMaxKeepAliveCount
-            deadline_s = keepalive_s * KEEPALIVE_MARGIN + cfg.timeout
-            sub.last_publish_at = time.monotonic()
-            await self._monitor(sub, self._nodes)
-            while True:
-                done, _ = await asyncio.wait({lost}, timeout=min(1.0, cfg.unknown_node_retry))
-                if done:
-                    raise ConnectionLost(lost.result())
-                now = time.monotonic()
-                if sub.last_publish_at is not None and now - sub.last_publish_at > deadline_s:
-                    self.errors["keepalive_missed"] += 1
-                    raise ConnectionLost(
-                        f"no publish response nor keep-alive from {cfg.endpoint} for "
-                        f"{now - sub.last_publish_at:.1f} s"
-                    )
-                retry = [n for n in self._nodes if not n.monitored and self._due(n, now)]
-                if retry:
-                    await self._monitor(sub, retry)
-        except ConnectionLost:
+            reason = await self._subscribed(client, lost)
+        except DriverError as exc:  # asyncua's errors, as map_asyncua_errors says them
             self.errors["connection_lost"] += 1
-            raise
-        except _TRANSPORT_ERRORS as exc:
-            self.errors["connection_lost"] += 1
-            reason = lost.result() if lost.done() else _describe(exc)
-            raise ConnectionLost(f"subscription on {cfg.endpoint} failed: {reason}") from exc
+            why = lost.result() if lost.done() else str(exc)
+            raise ConnectionLost(f"subscription on {self.config.endpoint} failed: {why}"
+                                 ) from exc
+        self.errors["connection_lost"] += 1
+        raise ConnectionLost(reason)
 
-    async def _monitor(self, sub: _BatchSubscription, nodes: Sequence[_Node]) -> None:
+    async def _subscribed(self, client: UaClient, lost: asyncio.Future[str]) -> str:
+        """Subscribe, then watch the subscription; returns why it ended (the connection
+        lost, no publish response in time)."""
+        cfg = self.config
+        sub = client.subscription(subscription_parameters(cfg), self._on_notifications)
+        interval_s, keepalive_count = await sub.start()
+        self._subscription = sub
+        deadline_s = interval_s * keepalive_count * KEEPALIVE_MARGIN + cfg.timeout
+        await self._monitor(sub, self._nodes)
+        while True:
+            done, _ = await asyncio.wait({lost}, timeout=min(1.0, cfg.unknown_node_retry))
+            if done:
+                return lost.result()
+            now = time.monotonic()
+            if sub.last_publish_at is not None and now - sub.last_publish_at > deadline_s:
+                self.errors["keepalive_missed"] += 1
+                return (f"no publish response nor keep-alive from {cfg.endpoint} for "
+                        f"{now - sub.last_publish_at:.1f} s")
+            retry = [n for n in self._nodes if not n.monitored and self._due(n, now)]
+            if retry:
+                await self._monitor(sub, retry)
+
+    async def _monitor(self, sub: BatchSubscription, nodes: Sequence[_Node]) -> None:
         """Create monitored items for ``nodes``; failures are marked and reported BAD."""
         unresolved = [n for n in nodes if n.node_id is None]
         if unresolved:
             await self._resolve(unresolved)
         todo = [n for n in nodes if n.node_id is not None]
         requests = [self._item_request(n) for n in todo]
-        results = await sub.create_monitored_items(requests) if requests else []
+        results = await sub.monitor(requests) if requests else []
         failed: list[_Node] = [n for n in nodes if n.node_id is None]
         for node, res in zip(todo, results, strict=True):
             if isinstance(res, ua.StatusCode):
@@ -542,8 +502,7 @@ class OpcUaDriver(Driver):
                 f"{tag.name}: writing one element of an array is not supported")
         try:
             if node.variant_type is None:
-                opc_node = client.get_node(node.node_id)
-                node.variant_type = await opc_node.read_data_type_as_variant_type()
+                node.variant_type = await client.variant_type(node.node_id)
             try:
                 variant = to_variant(value, node.variant_type, tag.name)
             except ConversionError as exc:
@@ -555,17 +514,13 @@ class OpcUaDriver(Driver):
             wv.Value = ua.DataValue(variant)
             params = ua.WriteParameters()
             params.NodesToWrite = [wv]
-            async with asyncio.timeout(self.config.timeout):
-                status = (await client.uaclient.write(params))[0]
-        except DeviceWriteRefused:
-            raise
-        except ua.UaStatusCodeError as exc:
-            self.errors[status_counter(exc.code)] += 1
-            raise DeviceWriteRefused(f"{tag.name}: {_describe(exc)}") from exc
-        except _TRANSPORT_ERRORS as exc:
+            status = (await client.write(params))[0]
+        except RequestRefused as exc:  # a bad status for the service call
+            self.errors[exc.counter] += 1
+            raise DeviceWriteRefused(f"{tag.name}: {exc}") from exc
+        except ConnectionLost as exc:
             self.errors["connection_lost"] += 1
-            reason = f"write to {self.config.endpoint} failed: {_describe(exc)}"
-            raise ConnectionLost(reason) from exc
+            raise ConnectionLost(f"write to {self.config.endpoint} failed: {exc}") from exc
         if not status.is_good():
             self.errors[status_counter(status.value)] += 1
             raise DeviceWriteRefused(f"{tag.name}: the server refused the write: {status.name}")
@@ -598,51 +553,3 @@ def _browse_path(path: str) -> ua.BrowsePath:
     bp.StartingNode = ua.NodeId(ua.ObjectIds.ObjectsFolder)
     bp.RelativePath = ua.RelativePath(Elements=elements)
     return bp
-
-
-def status_counter(code: int) -> str:
-    """Error counter of a status code: ``bad_node_id_unknown`` style, from its name."""
-    name = ua.StatusCode(code).name
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and not name[i - 1].isupper():
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ua.UaStatusCodeError):
-        status = ua.StatusCode(exc.code)
-        return f"{status.name}: {status.doc}" if status.doc else status.name
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-async def _shut(client: Client, timeout: float) -> None:
-    """Close the session (deleting its subscriptions) and the socket; never raises."""
-    try:
-        async with asyncio.timeout(min(timeout, 2.0)):
-            await client.disconnect()
-    except Exception as exc:  # the server may be gone already
-        log.debug("OPC UA disconnect: %s", _describe(exc))
-        _drop_socket(client)
-
-
-def _drop_socket(client: Client) -> None:
-    try:
-        client.disconnect_socket()
-    except Exception:
-        log.debug("OPC UA disconnect_socket failed", exc_info=True)
-
-
-class _QuietTransportErrors(logging.Filter):
-    """asyncua's publish loop logs a lost connection as an ERROR with a traceback; the driver
-    reports the same event itself (ConnectionLost, one warning by the runner)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, ConnectionError | OSError)
-
-
-logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_QuietTransportErrors())

@@ -100,11 +100,9 @@ def mcu_node_frame_names() -> list[str]:
 
 
 def opcua_status_names() -> list[str]:
-    from asyncua.ua.status_codes import code_to_name_doc
+    from drivers.opcua.asyncua_adapter import status_counter, status_names
 
-    from drivers.opcua.driver import status_counter
-
-    codes = [c for c in code_to_name_doc if c >> 30]  # not good: bad and uncertain
+    codes = [c for c in status_names() if c >> 30]  # not good: bad and uncertain
     return [status_counter(c) for c in [*codes, 0x80FF0000, 0x40FF0000]]  # also unknown ones
 
 
