@@ -107,6 +107,11 @@ class DeviceConfig(StrictModel):
     name: Name = Field(description="device name, unique in this gateway")
     protocol: str
     description: str = ""
+    registration_id: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[!-~]+$",
+        description="the device's registration identifier (e.g. an industrial-internet "
+        "identifier code such as 88.100.1/press-07), sent in the birth for the brain's catalog",
+    )  # fmt: skip
     enabled: bool = True
     poll_interval: PositiveDuration = Field(default=1.0, description="how often to read the tags")
     reconnect_min: PositiveDuration = Field(

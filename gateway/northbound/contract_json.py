@@ -67,6 +67,9 @@ class JsonContract:
         self.publishable = self._publishable.select
         self._ident = ident
         self._version = gateway_version
+        #: device -> registration identifier (devices[].registration_id of the birth)
+        self._registration = {d.name: d.registration_id for d in config.devices
+                              if d.registration_id is not None}  # fmt: skip
         self._publisher: PublisherControls | None = None
         #: the edge models in service (name, version, sha256, role) for the birth
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None
@@ -82,6 +85,11 @@ class JsonContract:
 
     def _dumps(self, body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+    def _device_entry(self, name: str, state: str) -> dict[str, str]:
+        registration = self._registration.get(name)
+        entry = {"name": name, "state": state}
+        return entry if registration is None else {**entry, "registration_id": registration}
 
     def birth(
         self,
@@ -100,7 +108,7 @@ class JsonContract:
             "ts": ts_ns // _NS_PER_MS,
             "gateway_version": self._version,
             "description": self._ident.description,
-            "devices": [{"name": name, "state": state} for name, state in devices.items()],
+            "devices": [self._device_entry(name, state) for name, state in devices.items()],
             "tags": [
                 t.catalog_entry() for t in self.catalog.tags if self.publishable_mask[t.id]
             ],

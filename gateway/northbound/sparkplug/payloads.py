@@ -37,6 +37,8 @@ LAST_COMMAND_RESULT = "Node Control/Last Command Result"
 LAST_EVENT = "Node Info/Last Event"
 DEVICES = "Node Info/Devices"
 BDSEQ = "bdSeq"
+#: a DBIRTH metric: the device's registration identifier (devices[].registration_id in JSON)
+REGISTRATION_ID = "Properties/Registration ID"
 _NS_PER_MS = 1_000_000
 
 #: node metrics besides bdSeq, in NBIRTH order: name -> DataType
@@ -101,6 +103,10 @@ class SparkplugPayloads:
         self.node_aliases = {
             name: len(catalog) + 1 + i for i, name in enumerate(NODE_METRICS)
         }
+        #: device -> registration identifier, the DBIRTH metric ``Properties/Registration ID``
+        #: (alias after the node metrics', one per device)
+        self._registration = {d.name: d.registration_id for d in config.devices
+                              if d.registration_id is not None}  # fmt: skip
         #: the edge models in service, for the NBIRTH (set by the gateway)
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None
 
@@ -192,6 +198,11 @@ class SparkplugPayloads:
             )  # fmt: skip
             set_value(metric, datatype, now.value)
             self._birth_properties(metric.properties, tag, now.quality)
+        registration = self._registration.get(device)
+        if registration is not None:
+            alias = len(self.catalog) + 1 + len(NODE_METRICS) + self._device_index[device]
+            payload.metrics.add(name=REGISTRATION_ID, alias=alias, datatype=pb.String,
+                                timestamp=ms, string_value=registration)  # fmt: skip
         return OutboundMessage(self.device_topic("DBIRTH", device), payload.SerializeToString(),
                                "birth", qos=0)  # fmt: skip
 

@@ -13,7 +13,7 @@ from brain_reader.config import IngestInfluxConfig
 from hil.broker import MqttBroker
 from hil.recorder import TelemetryRecorder
 from hil.victoria_metrics import VictoriaMetrics
-from tests.ingest.helpers import (
+from tests.brain_reader.helpers import (
     BASE_MS,
     Publisher,
     ingest_config,

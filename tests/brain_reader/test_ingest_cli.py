@@ -12,7 +12,7 @@ import pytest
 
 from hil.broker import MqttBroker
 from hil.victoria_metrics import VictoriaMetrics
-from tests.ingest.helpers import Publisher, json_data
+from tests.brain_reader.helpers import Publisher, json_data
 
 pytestmark = pytest.mark.broker
 
