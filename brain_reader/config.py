@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gateway.config.broker_url import BrokerUrl
 from gateway.config.influxdb import Precision, check_http_url, check_measurement_template
 from gateway.config.loader import KeyPath, line_of, parse_yaml
 from gateway.config.models import MqttConfig, MqttTlsConfig
-from gateway.config.types import Name, PositiveDuration, SecretRef, StrictModel
+from gateway.config.types import (
+    Name,
+    PositiveDuration,
+    SecretRef,
+    StrictModel,
+    is_loopback,
+)
 from gateway.errors import ConfigError, ConfigProblem
 
 
@@ -54,6 +61,57 @@ class IngestInfluxConfig(StrictModel):
         return check_measurement_template(value)
 
 
+_LEVEL = r"(\+|[^#+/]+)"
+
+
+class AllowList(StrictModel):
+    """Gateways whose data is read; messages of any other are refused and counted."""
+
+    gateways: list[str] = Field(
+        default_factory=list,
+        description="JSON contract gateways as site/line/gateway; + matches any one level",
+    )
+    edge_nodes: list[str] = Field(
+        default_factory=list,
+        description="Sparkplug edge nodes as group/edge_node; + matches any one level",
+    )
+
+    @field_validator("gateways")
+    @classmethod
+    def _gateways(cls, value: list[str]) -> list[str]:
+        return [_pattern(v, 3, "site/line/gateway") for v in value]
+
+    @field_validator("edge_nodes")
+    @classmethod
+    def _edge_nodes(cls, value: list[str]) -> list[str]:
+        return [_pattern(v, 2, "group/edge_node") for v in value]
+
+
+def _pattern(value: str, levels: int, shape: str) -> str:
+    parts = value.split("/")
+    if len(parts) != levels or not all(re.fullmatch(_LEVEL, p) for p in parts):
+        raise ValueError(f"{value!r} is not {shape} (+ for any one level)")
+    return value
+
+
+class IngestHttpConfig(StrictModel):
+    """The catalog's HTTP endpoint (GET /catalog, /catalog/export.json|csv|aas.json)."""
+
+    enabled: bool = False
+    bind: str = Field(default="127.0.0.1", description="loopback by default")
+    port: int = Field(default=8331, ge=0, le=65535, description="0 picks a free port")
+    token: SecretRef | None = Field(
+        default=None, description="bearer token, required when bound beyond loopback"
+    )
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> IngestHttpConfig:
+        if self.enabled and not is_loopback(self.bind) and self.token is None:
+            raise ValueError(f"binding the catalog endpoint to {self.bind} exposes it beyond "
+                             "this machine: set http.token ({env: VAR} or {file: PATH})")
+        return self
+
+
 class IngestConfig(StrictModel):
     brokers: list[BrokerUrl] = Field(
         default_factory=lambda: ["mqtt://127.0.0.1:1883"], min_length=1,
@@ -61,7 +119,7 @@ class IngestConfig(StrictModel):
     )  # fmt: skip
     group: Name = Field(
         default="chenxing-ingest",
-        description="shared-subscription group: readers with the same group split the data",
+        description="readers with the same group share the work (one writer per gateway)",
     )
     client_id: str = Field(default_factory=lambda: f"chenxing-ingest-{uuid.uuid4().hex[:8]}")
     username: str | None = None
@@ -74,11 +132,31 @@ class IngestConfig(StrictModel):
     sparkplug_group: str = Field(
         default="+", pattern=r"^(\+|[^#+/]+)$", description="Sparkplug group id, or + for all"
     )
-    sequence_check: bool = Field(
-        default=True,
-        description="count gaps and duplicates; exact only when this reader receives a "
-        "publisher's whole stream (one reader, or a broker with sticky shared subscriptions)",
+    sequence_check: bool = Field(default=True, description="count gaps and duplicates")
+    primary_host_id: str | None = Field(
+        default=None, pattern=r"^[^#+/]+$",
+        description="act as this Sparkplug primary host: publish spBv1.0/STATE/{id} (the "
+        "gateways' sparkplug.primary_host_id)",
+    )  # fmt: skip
+    allow: AllowList | None = Field(
+        default=None, description="only these gateways (none: every gateway)"
     )
+    state_dir: str = Field(
+        default="ingest-state", description="folder of the catalog (catalog.sqlite)"
+    )
+    catalog: bool = Field(default=True, description="keep the catalog from births")
+    grading: dict[Literal["public", "internal", "restricted"],
+                  Literal["general", "important", "core"]] = Field(
+        default_factory=lambda: {"public": "general", "internal": "general",
+                                 "restricted": "important"},
+        description="tag classification -> national data grade (brain_reader/README.md)",
+    )  # fmt: skip
+    http: IngestHttpConfig = Field(default_factory=IngestHttpConfig)
+    takeover_buffer: int = Field(
+        default=10_000, ge=1,
+        description="messages kept per gateway another reader writes, until it commits "
+        "them (what this reader writes if that one dies)",
+    )  # fmt: skip
     rebirth: bool = Field(
         default=True,
         description="ask a Sparkplug edge node for a rebirth (NCMD) on unknown aliases",
@@ -102,18 +180,16 @@ class IngestConfig(StrictModel):
         )  # fmt: skip
 
     def subscriptions(self) -> tuple[tuple[str, int], ...]:
-        """Data through the shared group (split between readers); births and deaths to
-        every reader (each needs the catalog and the aliases)."""
+        """Every reader of the group hears every message (see cluster.py for why); the
+        group's own control topics come first."""
         subs: list[tuple[str, int]] = []
-        share = f"$share/{self.group}/"
         if "json" in self.formats:
             root = self.topic_root.rstrip("/")
-            subs += [(f"{share}{root}/+/+/+/data", 1), (f"{root}/+/+/+/birth", 1),
-                     (f"{root}/+/+/+/death", 1)]  # fmt: skip
+            subs += [(f"{root}/+/+/+/{kind}", 1) for kind in ("birth", "death", "data")]
         if "sparkplug" in self.formats:
             base = f"spBv1.0/{self.sparkplug_group}"
-            subs += [(f"{share}{base}/NDATA/#", 1), (f"{share}{base}/DDATA/#", 1)]
-            subs += [(f"{base}/{kind}/#", 1) for kind in ("NBIRTH", "DBIRTH", "NDEATH", "DDEATH")]
+            subs += [(f"{base}/{kind}/#", 1)
+                     for kind in ("NBIRTH", "DBIRTH", "NDEATH", "DDEATH", "NDATA", "DDATA")]
         return tuple(subs)
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+#: what is counted per stream (a JSON gateway, a Sparkplug edge node) and handed over
+#: between readers with its commits
+STREAM_COUNTS = ("messages", "gaps", "late", "duplicates")
+
 
 @dataclass(slots=True)
 class IngestCounters:
@@ -29,6 +33,15 @@ class IngestCounters:
     #: Sparkplug metrics with an alias no birth defined
     unknown_aliases: int = 0
     rebirths_requested: int = 0
+    #: Sparkplug metrics flagged is_historical (a gateway's replay), stored with their times
+    historical: int = 0
+    #: messages from gateways not in the allow-list (not read)
+    refused: int = 0
+    #: gateways (streams) this reader took over from a reader that left or died
+    takeovers: int = 0
+    #: messages written again after a takeover: the leaver had decoded them but not
+    #: confirmed them written (the store overwrites identical points)
+    rewritten: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

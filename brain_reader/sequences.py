@@ -16,6 +16,11 @@ import bisect
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, TypeGuard
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class SeqOutcome(Enum):
@@ -77,6 +82,28 @@ class JsonSequence:
             self._ends.insert(i, seq)
         return SeqResult(SeqOutcome.LATE)
 
+    #: holes handed to another reader at most (the most recent; older ones are forgotten)
+    MAX_EXPORTED_HOLES = 1000
+
+    def export(self) -> dict[str, Any]:
+        holes = self.holes()[-self.MAX_EXPORTED_HOLES:]
+        return {"highest": self.highest, "holes": [list(h) for h in holes]}
+
+    def restore(self, state: object) -> None:
+        """``state`` from :meth:`export`, received as JSON: anything malformed is ignored."""
+        if not isinstance(state, dict):
+            return
+        highest = state.get("highest")
+        if not _is_int(highest):
+            return
+        holes = state.get("holes")
+        pairs = [h for h in holes if isinstance(h, list) and len(h) == 2] if isinstance(
+            holes, list) else []  # fmt: skip
+        ranges = sorted((s, e) for s, e in pairs if _is_int(s) and _is_int(e) and s < e <= highest)
+        self.highest = highest
+        self._starts = [s for s, _ in ranges]
+        self._ends = [e for _, e in ranges]
+
     def _forget_old(self) -> None:
         assert self.highest is not None
         floor = self.highest - self.MAX_TRACKED
@@ -94,6 +121,20 @@ class SparkplugSequence:
     def __init__(self) -> None:
         self.last: int | None = None
         self._recent: deque[int] = deque(maxlen=self.RECENT)
+
+    def export(self) -> dict[str, Any]:
+        return {"last": self.last, "recent": list(self._recent)}
+
+    def restore(self, state: object) -> None:
+        if not isinstance(state, dict):
+            return
+        last = state.get("last")
+        recent = state.get("recent")
+        self.last = last if _is_int(last) and 0 <= last < 256 else None
+        self._recent.clear()
+        if isinstance(recent, list):
+            self._recent.extend(n for n in recent[-self.RECENT:]
+                                if _is_int(n) and 0 <= n < 256)  # fmt: skip
 
     def start_session(self, seq: int) -> None:
         """An NBIRTH: a new session starts at its seq (0)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from brain_reader.counters import IngestCounters
+from brain_reader.counters import STREAM_COUNTS, IngestCounters
 from brain_reader.points import PointEncoder, tag_type
 from brain_reader.sequences import SeqOutcome, SparkplugSequence
 from gateway.errors import SparkplugDecodeError
@@ -51,6 +51,28 @@ class EdgeNode:
     aliases: dict[int, MetricDef] = field(default_factory=dict)
     device_aliases: dict[str, dict[int, MetricDef]] = field(default_factory=dict)
     last_rebirth_request: float = float("-inf")
+    #: this node's stream: messages, gaps, duplicates (handed over with its commits)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAM_COUNTS, 0))
+
+    def export(self) -> dict[str, Any]:
+        """What another reader needs to carry on this node's sequence (not its aliases:
+        every reader learns those from the births)."""
+        return {"bdseq": self.bdseq, "born": self.born, "online": self.online,
+                "seq": self.seq.export(), "counts": dict(self.counts)}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """``state`` from :meth:`export` (JSON from the broker: checked, bad parts ignored)."""
+        bdseq = state.get("bdseq")
+        self.bdseq = bdseq if isinstance(bdseq, int) else None
+        self.born = state.get("born") is True
+        self.online = state.get("online") is True
+        self.seq.restore(state.get("seq"))
+        counts = state.get("counts")
+        if isinstance(counts, dict):
+            for name in STREAM_COUNTS:
+                value = counts.get(name)
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    self.counts[name] = value
 
 
 def rebirth_request() -> bytes:
@@ -69,8 +91,11 @@ class SparkplugIngest:
         request_rebirth: Callable[[str, bytes], None] | None,
         rebirth_holdoff: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_birth: Callable[[SparkplugTopic, dict[str, Any]], None] | None = None,
     ) -> None:
-        """``request_rebirth(topic, payload)`` publishes an NCMD (None: never ask)."""
+        """``request_rebirth(topic, payload)`` publishes an NCMD (None: never ask);
+        ``on_birth(topic, payload)`` sees every NBIRTH and DBIRTH (the catalog)."""
+        self.on_birth = on_birth
         self.encoder = encoder
         self.counters = counters
         self.sequence_check = sequence_check
@@ -83,24 +108,60 @@ class SparkplugIngest:
         self._gap_log = RepeatedKinds(log, "Sparkplug sequence gap")  # per edge node
         self._alias_log = RepeatedKinds(log, "metrics with unknown aliases")  # per node
 
-    def handle(self, topic_text: str, data: bytes) -> list[str]:
+    def _decode(self, topic_text: str, data: bytes
+                ) -> tuple[SparkplugTopic, dict[str, Any]] | None:  # fmt: skip
         topic = parse_topic(topic_text)
         if topic is None or topic.is_state:
-            return []
+            return None
         try:
-            payload = decode_payload(data)
+            return topic, decode_payload(data)
         except SparkplugDecodeError as exc:
             self.counters.undecodable += 1
             self._undecodable_log.failure(f"on {topic_text}: {exc}", type(exc).__name__)
+            return None
+
+    def learn(self, topic_text: str, data: bytes) -> None:
+        """A birth of an edge node another reader writes: its aliases (and the catalog),
+        no points, no sequence."""
+        decoded = self._decode(topic_text, data)
+        if decoded is None:
+            return
+        topic, payload = decoded
+        node = self.nodes.setdefault((topic.group_id, topic.edge_node_id), EdgeNode())
+        if topic.message_type == "NBIRTH":
+            self._node_aliases(node, payload)
+        elif topic.message_type == "DBIRTH" and topic.device_id is not None:
+            node.device_aliases[topic.device_id] = self._aliases(payload)
+        if self.on_birth is not None and topic.message_type in ("NBIRTH", "DBIRTH"):
+            self.on_birth(topic, payload)
+
+    def born(self, group: str, edge: str) -> bool:
+        """Whether an NBIRTH of this edge node was seen (its aliases are known)."""
+        node = self.nodes.get((group, edge))
+        return node is not None and node.born
+
+    def handle(self, topic_text: str, data: bytes, check_sequence: bool = True,
+               learn_births: bool = True) -> list[str]:  # fmt: skip
+        """Points of a message; ``check_sequence`` False for a message another reader
+        already counted; ``learn_births`` False when :meth:`learn` saw the birth already."""
+        decoded = self._decode(topic_text, data)
+        if decoded is None:
             return []
+        topic, payload = decoded
         node = self.nodes.setdefault((topic.group_id, topic.edge_node_id), EdgeNode())
         kind = topic.message_type
+        if check_sequence:
+            node.counts["messages"] += 1
+        if kind in ("NBIRTH", "DBIRTH") and learn_births and self.on_birth is not None:
+            self.on_birth(topic, payload)
         if kind == "NBIRTH":
-            return self._nbirth(topic, node, payload)
+            return self._nbirth(topic, node, payload, check_sequence)
         if kind == "NDEATH":
-            self._ndeath(topic, node, payload)
+            if check_sequence:
+                self._ndeath(topic, node, payload)
             return []
-        self._sequence(topic, node, payload.get("seq"))
+        if check_sequence:
+            self._sequence(topic, node, payload.get("seq"))
         if kind == "DBIRTH":
             return self._dbirth(topic, node, payload)
         if kind == "DDEATH":
@@ -112,17 +173,26 @@ class SparkplugIngest:
         return []
 
     # --- births and deaths -------------------------------------------------------------
-    def _nbirth(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any]) -> list[str]:
-        self.counters.births += 1
-        node.born = node.online = True
-        node.aliases = {}
+    @staticmethod
+    def _aliases(payload: dict[str, Any]) -> dict[int, MetricDef]:
+        return {m["alias"]: MetricDef(m["name"], m["datatype"]) for m in payload["metrics"]
+                if m["name"] is not None and m["alias"] is not None}  # fmt: skip
+
+    def _node_aliases(self, node: EdgeNode, payload: dict[str, Any]) -> None:
+        node.born = True
+        node.aliases = self._aliases(payload)
         node.device_aliases = {}
-        for metric in payload["metrics"]:
-            if metric["name"] == "bdSeq":
-                node.bdseq = metric["value"]
-            if metric["name"] is not None and metric["alias"] is not None:
-                node.aliases[metric["alias"]] = MetricDef(metric["name"], metric["datatype"])
-        node.seq.start_session(payload.get("seq") or 0)
+
+    def _nbirth(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any],
+                check_sequence: bool = True) -> list[str]:  # fmt: skip
+        self.counters.births += 1
+        self._node_aliases(node, payload)
+        if check_sequence:
+            node.online = True
+            bdseq = [m["value"] for m in payload["metrics"] if m["name"] == "bdSeq"]
+            if bdseq:
+                node.bdseq = bdseq[0]
+            node.seq.start_session(payload.get("seq") or 0)
         log.info("NBIRTH of %s/%s (bdSeq %s): %d aliases", topic.group_id,
                  topic.edge_node_id, node.bdseq, len(node.aliases))  # fmt: skip
         return self._points(topic, node.aliases, payload, topic.edge_node_id, birth=True)
@@ -130,12 +200,7 @@ class SparkplugIngest:
     def _dbirth(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any]) -> list[str]:
         self.counters.births += 1
         assert topic.device_id is not None
-        aliases = {
-            m["alias"]: MetricDef(m["name"], m["datatype"])
-            for m in payload["metrics"]
-            if m["name"] is not None and m["alias"] is not None
-        }
-        node.device_aliases[topic.device_id] = aliases
+        aliases = node.device_aliases[topic.device_id] = self._aliases(payload)
         return self._points(topic, aliases, payload, topic.device_id, birth=True)
 
     def _ndeath(self, topic: SparkplugTopic, node: EdgeNode, payload: dict[str, Any]) -> None:
@@ -159,8 +224,10 @@ class SparkplugIngest:
         result = node.seq.observe(seq)
         if result.outcome is SeqOutcome.DUPLICATE:
             self.counters.duplicates += 1
+            node.counts["duplicates"] += 1
         elif result.outcome is SeqOutcome.GAP:
             self.counters.gaps += result.skipped
+            node.counts["gaps"] += result.skipped
             node_name = f"{topic.group_id}/{topic.edge_node_id}"
             self._gap_log.failure(f"{node_name}: seq {seq}: {result.skipped} messages missing",
                                   node_name)  # fmt: skip
@@ -196,8 +263,11 @@ class SparkplugIngest:
                         continue
                 else:
                     name, datatype = name or known.name, datatype or known.datatype
-            if name is None or name == "bdSeq" or name.startswith("Node Control/"):
+            if name is None or name == "bdSeq" or name.startswith(("Node Control/",
+                                                                     "Properties/")):
                 continue
+            if metric["is_historical"]:
+                self.counters.historical += 1
             if birth and metric["is_null"]:
                 continue
             value = None if metric["is_null"] else resolve_datatype(metric["value"], datatype)
@@ -214,6 +284,11 @@ class SparkplugIngest:
             if node is not None:
                 self._ask_rebirth(topic, node)
         return lines
+
+    def ask_rebirth(self, group: str, edge: str) -> None:
+        """Data of an edge node whose NBIRTH this reader has not seen (it started later)."""
+        node = self.nodes.setdefault((group, edge), EdgeNode())
+        self._ask_rebirth(SparkplugTopic("spBv1.0", group, "NDATA", edge), node)
 
     def _ask_rebirth(self, topic: SparkplugTopic, node: EdgeNode) -> None:
         now = self.clock()
