@@ -37,8 +37,10 @@ class IngestCounters:
     historical: int = 0
     #: messages from gateways not in the allow-list (not read)
     refused: int = 0
-    #: gateways (streams) this reader took over from a reader that left or died
+    #: gateways (streams) this reader took over from a reader that died (or was cut off)
     takeovers: int = 0
+    #: gateways handed over to this reader by one that released them (left, rebalanced)
+    handovers: int = 0
     #: messages written again after a takeover: the leaver had decoded them but not
     #: confirmed them written (the store overwrites identical points)
     rewritten: int = 0

@@ -93,6 +93,7 @@ class IngestReader:
         self._batch_size = influx.batch_size if influx else 5000
         self.link: MqttLink | None = None
         self._command_ids = 0
+        self._unacked: set[int] = set()
         self._stopping = False
 
     # --- input -------------------------------------------------------------------------
@@ -155,7 +156,9 @@ class IngestReader:
         commit = takeover.commit
         stream = takeover.stream
         if commit is not None:
-            if commit.worker != self.config.client_id:
+            if commit.released:
+                self.counters.handovers += 1
+            elif commit.worker != self.config.client_id:
                 self.counters.takeovers += 1
             self._restore(stream, commit.state)
             if commit.written is not None:
@@ -225,8 +228,22 @@ class IngestReader:
         if self.link is None or not self.link.connected.is_set():
             return
         self._command_ids -= 1
+        if qos:
+            self._unacked.add(self._command_ids)
         self.link.publish(OutboundMessage(topic, payload, "event", qos=qos, retain=retain,
                                           id=self._command_ids))  # fmt: skip
+
+    def _acked(self, message_id: int) -> None:
+        self._unacked.discard(message_id)
+
+    async def _sent(self, timeout: float = 5.0) -> None:
+        """Wait until the broker acknowledged the control messages sent so far (a leaving
+        reader's released commits must reach the others before its member message goes)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._unacked and loop.time() < deadline and self.link is not None and (
+                self.link.connected.is_set()):  # fmt: skip
+            await asyncio.sleep(0.01)
 
     def _link_state(self) -> None:
         assert self.link is not None
@@ -234,6 +251,7 @@ class IngestReader:
             if not self.cluster.joined:
                 self.cluster.announce()
         else:
+            self._unacked.clear()
             if self.cluster.joined and not self._stopping:
                 log.warning("reader %s: connection lost: streams left to the group",
                             self.config.client_id)  # fmt: skip
@@ -324,7 +342,7 @@ class IngestReader:
         control = self.cluster.subscriptions()
         will = OutboundMessage(self.cluster.member_topic, b"", "death", qos=1, retain=True)
         self.link = MqttLink(self.config.mqtt(), self.config.client_id, will, self._password,
-                             lambda message_id: None, on_state=self._link_state,
+                             self._acked, on_state=self._link_state,
                              subscriptions=control + self.config.subscriptions(),
                              on_message=self._on_message)  # fmt: skip
         self.link.start()
@@ -352,7 +370,9 @@ class IngestReader:
             if self.link.connected.is_set():
                 for stream in list(self.cluster.active):
                     self._commit(stream, released=True)
+                await self._sent()
                 self.cluster.leave()
+                await self._sent()
             await self.link.stop()
             if self.writer is not None:
                 await self.writer.close()

@@ -26,7 +26,8 @@ def ingest_config(broker: MqttBroker, vm: VictoriaMetrics | None, **kw: Any) -> 
                   "retry_min": 0.2, "retry_max": 0.5}  # fmt: skip
     return load_ingest_config(None, {"brokers": [broker.url], "influxdb": influx,
                                      "reconnect_min": 0.2, "reconnect_max": 1.0,
-                                     "report_interval": 1.0, **kw})  # fmt: skip
+                                     "report_interval": 1.0, "catalog": False,
+                                     **kw})  # fmt: skip
 
 
 class RunningReader:

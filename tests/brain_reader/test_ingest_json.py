@@ -59,13 +59,11 @@ async def test_gaps_duplicates_and_late_messages_are_counted_and_data_written(
     assert set(labels) >= {"device=press", "gateway=gw-x", "line=l1", "site=plant", "tag=force"}
 
 
-async def test_two_readers_in_one_group_split_a_gateways_stream_and_write_all_of_it(
+async def test_two_readers_in_one_group_write_a_gateways_stream_once(
     tmp_path: Path, mosquitto: MqttBroker, victoria_metrics: VictoriaMetrics, waveform_meter
 ) -> None:
-    config_a = ingest_config(mosquitto, victoria_metrics, client_id="reader-a",
-                             sequence_check=False)  # fmt: skip
-    config_b = ingest_config(mosquitto, victoria_metrics, client_id="reader-b",
-                             sequence_check=False)  # fmt: skip
+    config_a = ingest_config(mosquitto, victoria_metrics, client_id="reader-a")
+    config_b = ingest_config(mosquitto, victoria_metrics, client_id="reader-b")
     gw_config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter",
                                waveform_meter.port)], http={"enabled": False})  # fmt: skip
     with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
@@ -79,8 +77,9 @@ async def test_two_readers_in_one_group_split_a_gateways_stream_and_write_all_of
             assert await until(
                 lambda: a.counters.data_messages + b.counters.data_messages >= total, 10)
             ca, cb = await a.stop(), await b.stop()
-    assert ca.data_messages + cb.data_messages == total
-    assert ca.data_messages > 0 and cb.data_messages > 0, "the group did not split the load"
+    # one gateway, one writer: its owner decodes every message, the other holds them
+    assert sorted([ca.data_messages, cb.data_messages]) == [0, total]
+    assert ca.gaps == cb.gaps == ca.duplicates == cb.duplicates == 0
     assert ca.births == cb.births >= 1  # births go to every reader
     assert ca.written + cb.written == len(sent.samples)
     published = {(s.tag, s.ts_ms) for s in sent.samples}
