@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config.models import MqttConfig
@@ -38,7 +39,10 @@ def state_payload(online: bool, ts: int) -> bytes:
 
 class PrimaryHost:
     def __init__(self, host_id: str, mqtt: MqttConfig, client_id: str,
-                 password: str | None) -> None:  # fmt: skip
+                 password: str | None, ready: Callable[[], bool] = lambda: True) -> None:
+        """``ready()``: the reader's data connection is up and subscribed (STATE may say
+        online only then)."""
+        self._ready = ready
         self.host_id = host_id
         self.topic = f"spBv1.0/STATE/{host_id}"
         self.client_id = client_id
@@ -95,8 +99,10 @@ class PrimaryHost:
             self._bad.failure(str(exc), str(exc).split(":", 1)[0])
             return
         ts = state.get("timestamp")
-        if state["online"] or not isinstance(ts, int) or ts < self.timestamp:
-            return  # another reader online, or an offline a gateway ignores (older)
+        if state["online"] or not isinstance(ts, int) or ts <= self.timestamp:
+            # another reader online, an offline a gateway ignores (older), or this
+            # connection's own will (a broker shutting down sends the wills)
+            return
         if not self.online or self._task is not None:
             return
         # the newest STATE says offline (another reader of this host died): say online
@@ -109,7 +115,8 @@ class PrimaryHost:
     async def _reconnect(self) -> None:
         try:
             await self.stop(announce_offline=False)
-            self.start()
+            if self._ready():
+                self.start()
         finally:
             self._task = None
 

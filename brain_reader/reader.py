@@ -80,7 +80,8 @@ class IngestReader:
         self.host: PrimaryHost | None = None
         if config.primary_host_id is not None:
             self.host = PrimaryHost(config.primary_host_id, config.mqtt(),
-                                    f"{config.client_id}-host", self._password)  # fmt: skip
+                                    f"{config.client_id}-host", self._password,
+                                    lambda: self.cluster.joined)  # fmt: skip
         self._pending: deque[str] = deque()
         self._front = 0  # lines ever taken off the front of _pending (written or dropped)
         self._enqueued = 0  # lines ever put in _pending
@@ -94,6 +95,7 @@ class IngestReader:
         self.link: MqttLink | None = None
         self._command_ids = 0
         self._unacked: set[int] = set()
+        self._all_acked = asyncio.Event()
         self._stopping = False
 
     # --- input -------------------------------------------------------------------------
@@ -235,15 +237,17 @@ class IngestReader:
 
     def _acked(self, message_id: int) -> None:
         self._unacked.discard(message_id)
+        if not self._unacked:
+            self._all_acked.set()
 
     async def _sent(self, timeout: float = 5.0) -> None:
         """Wait until the broker acknowledged the control messages sent so far (a leaving
         reader's released commits must reach the others before its member message goes)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._unacked and loop.time() < deadline and self.link is not None and (
-                self.link.connected.is_set()):  # fmt: skip
-            await asyncio.sleep(0.01)
+        if not self._unacked or self.link is None or not self.link.connected.is_set():
+            return
+        self._all_acked.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_acked.wait(), timeout)
 
     def _link_state(self) -> None:
         assert self.link is not None
@@ -252,6 +256,7 @@ class IngestReader:
                 self.cluster.announce()
         else:
             self._unacked.clear()
+            self._all_acked.set()
             if self.cluster.joined and not self._stopping:
                 log.warning("reader %s: connection lost: streams left to the group",
                             self.config.client_id)  # fmt: skip
