@@ -40,6 +40,8 @@ class JsonIngest:
         # per message, driven by whoever publishes: the first of each kind, then summaries
         self._undecodable_log = RepeatedKinds(log, "undecodable message")  # per error type
         self._gap_log = RepeatedKinds(log, "sequence gap")  # per gateway
+        #: the allow-list goes by topic: a body must name the topic's gateway
+        self._foreign_log = RepeatedKinds(log, "message naming another gateway")
 
     def handle(self, topic: str, payload: bytes, publisher: str | None = None,
                check_sequence: bool = True) -> list[str]:  # fmt: skip
@@ -53,7 +55,10 @@ class JsonIngest:
                 raise ValueError(f"contract version {body.get('v')!r}, expected 1")
             key = (str(body["site"]), str(body["line"]), str(body["gateway"]))
             if publisher is not None and "/".join(key) != publisher:
-                raise ValueError(f"the body names gateway {'/'.join(key)}, the topic {publisher}")
+                self.counters.refused += 1
+                self._foreign_log.failure(f"on {topic}: the body names gateway "
+                                          f"{'/'.join(key)}; refused", publisher)  # fmt: skip
+                return []
             tags = (body.get("tags") or []) if kind == "birth" else []
             if not isinstance(tags, list):
                 raise TypeError(f"birth tags are a {type(tags).__name__}, expected a list")
@@ -164,3 +169,4 @@ class JsonIngest:
     def sum_up_logs(self, force: bool = False) -> None:
         self._undecodable_log.due(force)
         self._gap_log.due(force)
+        self._foreign_log.due(force)

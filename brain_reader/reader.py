@@ -97,6 +97,7 @@ class IngestReader:
         self._unacked: set[int] = set()
         self._all_acked = asyncio.Event()
         self._stopping = False
+        self.catalog_server: Any = None
 
     # --- input -------------------------------------------------------------------------
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -355,7 +356,7 @@ class IngestReader:
                  ", ".join(self.config.brokers))  # fmt: skip
         tasks = [asyncio.create_task(self._reporter(), name="ingest-report"),
                  asyncio.create_task(self._sender(), name="ingest-writer")]  # fmt: skip
-        server = None
+        server = self.catalog_server = None
         if self.config.http.enabled and self.catalog is not None:
             from brain_reader.catalog_http import CatalogServer
 
@@ -363,6 +364,7 @@ class IngestReader:
             server = CatalogServer(self.catalog, self.config.http,
                                    resolve_secret(token, self._base) if token else None)
             await server.start()
+            self.catalog_server = server
         try:
             await stop.wait()
         finally:
