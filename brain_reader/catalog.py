@@ -56,10 +56,10 @@ def _now_ms() -> int:
 
 
 class Catalog:
-    def __init__(self, path: Path, grading: Mapping[str, str] | None = None) -> None:
+    def __init__(self, path: Path, grading: Mapping[Any, str] | None = None) -> None:
         self.path = path
-        self.grading = dict(grading or {"public": "general", "internal": "general",
-                                        "restricted": "important"})  # fmt: skip
+        self.grading: dict[str, str] = {str(k): str(v) for k, v in (grading or {
+            "public": "general", "internal": "general", "restricted": "important"}).items()}
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -69,7 +69,7 @@ def aas_json(tags: list[dict[str, Any]]) -> str:
                       for k in ("unit", "type", "classification", "grade", "description")]
             elements.append(model.SubmodelElementCollection(_id_short(tag["tag"]), values))
         submodel = model.Submodel(f"{base}:tags", elements, id_short="Tags")
-        specific = ()
+        specific: tuple[model.SpecificAssetId, ...] = ()
         if registration:
             specific = (model.SpecificAssetId("registrationId", registration),)
         shell = model.AssetAdministrationShell(

@@ -62,6 +62,11 @@ class IngestInfluxConfig(StrictModel):
 
 
 _LEVEL = r"(\+|[^#+/]+)"
+Classification = Literal["public", "internal", "restricted"]
+Grade = Literal["general", "important", "core"]
+#: the gateway's tag classification -> the national data grade (brain_reader/README.md)
+DEFAULT_GRADING: dict[Classification, Grade] = {
+    "public": "general", "internal": "general", "restricted": "important"}
 
 
 class AllowList(StrictModel):
@@ -126,7 +131,7 @@ class IngestConfig(StrictModel):
     password: SecretRef | None = None
     tls: MqttTlsConfig | None = None
     formats: list[Literal["json", "sparkplug"]] = Field(
-        default_factory=lambda: ["json", "sparkplug"], min_length=1
+        default_factory=lambda: ["json", "sparkplug"], min_length=1  # type: ignore[arg-type]
     )
     topic_root: str = Field(default="chenxing/v1", pattern=r"^[^#+]+$")
     sparkplug_group: str = Field(
@@ -145,10 +150,8 @@ class IngestConfig(StrictModel):
         default="ingest-state", description="folder of the catalog (catalog.sqlite)"
     )
     catalog: bool = Field(default=True, description="keep the catalog from births")
-    grading: dict[Literal["public", "internal", "restricted"],
-                  Literal["general", "important", "core"]] = Field(
-        default_factory=lambda: {"public": "general", "internal": "general",
-                                 "restricted": "important"},
+    grading: dict[Classification, Grade] = Field(
+        default_factory=lambda: dict(DEFAULT_GRADING),
         description="tag classification -> national data grade (brain_reader/README.md)",
     )  # fmt: skip
     http: IngestHttpConfig = Field(default_factory=IngestHttpConfig)
@@ -172,7 +175,7 @@ class IngestConfig(StrictModel):
     )
 
     def mqtt(self) -> MqttConfig:
-        """The MQTT 5 connection (shared subscriptions need MQTT 5)."""
+        """The MQTT 5 connection (as the gateway's, with its TLS)."""
         return MqttConfig(
             urls=list(self.brokers), client_id=self.client_id, protocol="5",
             username=self.username, password=self.password, tls=self.tls,

@@ -7,6 +7,7 @@ addressing fields (``drivers/<protocol>/config.py``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -145,3 +146,8 @@ class DeviceConfig(StrictModel):
     def secret_refs(self) -> list[tuple[tuple[str, ...], SecretRef]]:
         """The secrets this device names, each with its key path inside the device block."""
         return []
+
+
+def registration_ids(devices: Iterable[DeviceConfig]) -> dict[str, str]:
+    """Device name -> registration identifier, of the devices that have one (births)."""
+    return {d.name: d.registration_id for d in devices if d.registration_id is not None}

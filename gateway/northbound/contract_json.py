@@ -22,6 +22,7 @@ from prometheus_client.core import Metric
 
 from gateway.commands.parse import Command, parse_command
 from gateway.commands.result import CommandResult, json_safe
+from gateway.config.device import registration_ids
 from gateway.config.models import GatewayConfig
 from gateway.northbound.contract import BirthContext, DeviceChange, PublisherControls
 from gateway.northbound.message import OutboundMessage
@@ -68,8 +69,7 @@ class JsonContract:
         self._ident = ident
         self._version = gateway_version
         #: device -> registration identifier (devices[].registration_id of the birth)
-        self._registration = {d.name: d.registration_id for d in config.devices
-                              if d.registration_id is not None}  # fmt: skip
+        self._registration = registration_ids(config.devices)
         self._publisher: PublisherControls | None = None
         #: the edge models in service (name, version, sha256, role) for the birth
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gateway.commands.result import CommandResult, json_safe
+from gateway.config.device import registration_ids
 from gateway.config.models import GatewayConfig
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import OutboxStats
@@ -105,8 +106,7 @@ class SparkplugPayloads:
         }
         #: device -> registration identifier, the DBIRTH metric ``Properties/Registration ID``
         #: (alias after the node metrics', one per device)
-        self._registration = {d.name: d.registration_id for d in config.devices
-                              if d.registration_id is not None}  # fmt: skip
+        self._registration = registration_ids(config.devices)
         #: the edge models in service, for the NBIRTH (set by the gateway)
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None
 
