@@ -157,8 +157,8 @@ class GatewayCollector(Collector):
         )
         yield from nb.contract.metrics()  # the contract's own (Sparkplug: births, STATE, ...)
         yield _C("chenxing_messages_taken_back",
-                 "Unacknowledged QoS 1 messages of a dropped connection, replayed after the "
-                 "next births (Sparkplug)", value=c.taken_back)
+                 "Messages of a dropped connection the broker may not have had (QoS 0 not "
+                 "confirmed; QoS 1 unacknowledged, Sparkplug), sent again", value=c.taken_back)
         if gw.commands is not None:
             cc = gw.commands.counters
             commands = CounterMetricFamily(

@@ -18,6 +18,15 @@ takes them back (``on_taken_back``: a Sparkplug message's ``seq`` belongs to the
 session it was sent in). The will is asked for before every CONNECT (a Sparkplug
 NDEATH carries the bdSeq of its connection).
 
+QoS 0 messages have no PUBACK, and writing one to a socket says nothing about a broker
+that died meanwhile: such a message counts as delivered (``on_ack``) only once a
+PINGRESP to a PINGREQ sent after it came back on the same connection (the broker reads a
+connection's packets in order). The link sends that PINGREQ at most every
+``QOS0_CONFIRM_INTERVAL`` while QoS 0 messages wait. Their in-flight slot is freed when
+they are written (``on_sent``), so throughput does not wait for the confirmation; those
+still unconfirmed when the connection ends are handed back (``on_taken_back``) and the
+outbox sends them again.
+
 Failover: with several brokers (``northbound.mqtt.urls``) every connection attempt
 asks :class:`BrokerRotation` where to go. The one paho client moves between them,
 so QoS 1 messages in flight are re-sent to the next broker after its CONNACK.
@@ -52,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: distinct reasons logged per outage at most (each once): a bound, not a limit in practice
 _REASONS_PER_OUTAGE = 16
+#: seconds between two PINGREQs confirming QoS 0 messages (at most 10 extra packets a second)
+QOS0_CONFIRM_INTERVAL = 0.1
 
 Will = OutboundMessage | Callable[[], OutboundMessage | None] | None
 
@@ -68,12 +79,17 @@ class MqttLink:
         subscriptions: tuple[tuple[str, int], ...] = (),
         on_message: Callable[[str, bytes, bool], None] | None = None,
         on_taken_back: Callable[[list[int]], None] | None = None,
+        take_back_qos1: bool = False,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
         """``will``: the message the broker publishes if the connection dies, or a function
         giving it before each CONNECT. ``subscriptions`` (topic, QoS) are made on every
         connect; ``on_message(topic, payload, retained)`` receives their messages.
-        ``on_taken_back(message ids)``: unacknowledged QoS 1 messages are not re-sent by
-        paho after a reconnect but handed back before the connect is reported."""
+        ``on_taken_back(message ids)`` receives the QoS 0 messages whose delivery was not
+        confirmed when their connection ended and, with ``take_back_qos1``, the
+        unacknowledged QoS 1 messages too (not re-sent by paho after the reconnect); both
+        before the next connect is reported. ``on_sent(message id)``: a QoS 0 message was
+        written (its ``on_ack`` follows the confirmation)."""
         self.config = config
         self.rotation = BrokerRotation(config.brokers())
         #: the broker connected to, or being tried
@@ -96,6 +112,12 @@ class MqttLink:
         self._subscriptions = subscriptions
         self._on_message = on_message
         self._on_taken_back = on_taken_back
+        self._take_back_qos1 = take_back_qos1
+        self._on_sent = on_sent
+        #: QoS 0 messages written since the last PINGREQ, and those a PINGREQ in flight covers
+        self._unconfirmed: list[int] = []
+        self._probed: list[int] = []
+        self._probe_timer: asyncio.TimerHandle | None = None
         self._will = will
         self._mid_to_id: dict[int, int] = {}
         #: paho's callbacks -> the link's handlers: (callback, args) not yet run (see _post)
@@ -129,6 +151,8 @@ class MqttLink:
         c.on_socket_close = self._socket_close
         c.on_want_write = self._want_write
         c.on_written = self._written
+        c.on_pingreq = self._pingreq
+        c.on_pingresp = lambda: self._post(self._confirmed)
 
     # --- the socket on the event loop ------------------------------------------------
     def _socket_open(self, sock: Any) -> None:
@@ -208,7 +232,7 @@ class MqttLink:
             will = self._will()
             if will is not None:
                 self._client.will_set(will.topic, will.payload, will.qos, will.retain)
-        if self._on_taken_back is not None:
+        if self._take_back_qos1 and self._on_taken_back is not None:
             self._post(self._taken_back, self._client.take_back_unacked())
 
     def _connack(self, failed: bool, reason: str) -> None:
@@ -259,6 +283,41 @@ class MqttLink:
             log.info("%d unacknowledged messages taken back for replay", len(ids))
             self._on_taken_back(ids)
 
+    # --- QoS 0 delivery ----------------------------------------------------------------------
+    def _pingreq(self) -> None:
+        """A PINGREQ went out (ours or paho's keep-alive): its PINGRESP confirms every QoS 0
+        message written before it."""
+        self._probed += self._unconfirmed
+        self._unconfirmed = []
+
+    def _confirmed(self) -> None:
+        probed, self._probed = self._probed, []
+        for message_id in probed:
+            self._on_ack(message_id)
+        if self._unconfirmed:
+            self._probe_later()
+
+    def _probe_later(self) -> None:
+        if self._probe_timer is None:
+            self._probe_timer = self._loop.call_later(QOS0_CONFIRM_INTERVAL, self._probe)
+
+    def _probe(self) -> None:
+        self._probe_timer = None
+        if self._unconfirmed and self.connected.is_set() and not self._client.ping():
+            self._probe_later()  # a PINGREQ is out: its PINGRESP covers what it covers
+
+    def _hand_back_unconfirmed(self) -> None:
+        """The connection ended: QoS 0 messages not confirmed go back to the owner (or count
+        as delivered when the owner takes nothing back, as without confirmation)."""
+        ids, self._probed, self._unconfirmed = self._probed + self._unconfirmed, [], []
+        if not ids:
+            return
+        if self._on_taken_back is not None:
+            self._on_taken_back(ids)
+        else:
+            for message_id in ids:
+                self._on_ack(message_id)
+
     def _connected(self, failed: bool, reason: str) -> None:
         if failed:
             self._refused = True  # the broker closes the connection next: same failure
@@ -285,6 +344,7 @@ class MqttLink:
         log.error("MQTT %s: %s", self.url, self.last_error)
 
     def _disconnected(self, reason: str) -> None:
+        self._hand_back_unconfirmed()
         refused, self._refused = self._refused, False
         if self._stopping:
             log.info("MQTT disconnected from %s", self.url)
@@ -331,10 +391,15 @@ class MqttLink:
     def publish(self, message: OutboundMessage) -> None:
         """Hand a message to paho; ``on_ack(message.id)`` follows the broker's PUBACK."""
         mid = self._client.publish(message.topic, message.payload, message.qos, message.retain)
-        if message.qos == 0:
-            self._loop.call_soon(self._on_ack, message.id)
-        else:
+        if message.qos:
             self._mid_to_id[mid] = message.id
+            return
+        if self._on_sent is None:  # the owner does not tell written from delivered
+            self._loop.call_soon(self._on_ack, message.id)
+            return
+        self._loop.call_soon(self._on_sent, message.id)
+        self._unconfirmed.append(message.id)
+        self._probe_later()
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Disconnect cleanly (the broker then does not send the will): DISCONNECT is
@@ -351,5 +416,9 @@ class MqttLink:
                 await self._connection
         if self._misc_timer is not None:
             self._misc_timer.cancel()
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
         self._drain_events()  # the disconnect's event
+        self._hand_back_unconfirmed()  # they stay in the outbox for the next run
         self.connected.clear()

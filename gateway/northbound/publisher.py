@@ -105,7 +105,8 @@ class LinkFactory(Protocol):
                  on_ack: Callable[[int], None], on_state: Callable[[], None],
                  subscriptions: tuple[tuple[str, int], ...],
                  on_message: Callable[[str, bytes, bool], None] | None,
-                 on_taken_back: Callable[[list[int]], None] | None) -> Link: ...
+                 on_taken_back: Callable[[list[int]], None] | None,
+                 take_back_qos1: bool, on_sent: Callable[[int], None] | None) -> Link: ...
 
 
 class Publisher:
@@ -141,10 +142,12 @@ class Publisher:
         self._backlog_turn = True  # whose turn it is when both streams wait
         self._replay_timer: asyncio.TimerHandle | None = None
         contract.attach(self)
+        #: QoS 0 messages written, their in-flight slot free, not yet confirmed delivered
+        self._awaiting: dict[int, OutboundMessage] = {}
         self.link = link_factory(
             config.mqtt, client_id, contract.will, password, self._acked, self._link_state,
-            contract.subscriptions(), contract.on_message,
-            self._taken_back if contract.take_back_unacked else None,
+            contract.subscriptions(), contract.on_message, self._taken_back,
+            contract.take_back_unacked, self._sent,
         )  # fmt: skip
 
     # --- the session ------------------------------------------------------------------------
@@ -166,12 +169,15 @@ class Publisher:
         self._wake.set()
 
     def _taken_back(self, ids: list[int]) -> None:
-        """QoS 1 messages of a dead connection: back to the outbox, replayed after the
-        births of the next session."""
+        """Messages of a dead connection the broker may not have (QoS 0 not confirmed, and
+        QoS 1 unacknowledged when the contract takes them back): back to the outbox,
+        replayed in the next session."""
         self.counters.taken_back += len(ids)
         for message_id in ids:
             self._inflight.pop(message_id, None)
+            self._awaiting.pop(message_id, None)
         self.outbox.release(ids)
+        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -230,8 +236,16 @@ class Publisher:
         log.exception("could not encode %d samples; they are dropped", samples)
 
     # --- acknowledgements -----------------------------------------------------------------
-    def _acked(self, message_id: int) -> None:
+    def _sent(self, message_id: int) -> None:
+        """A QoS 0 message was written: its slot is free; it stays in the outbox until its
+        delivery is confirmed (:meth:`_acked`)."""
         message = self._inflight.pop(message_id, None)
+        if message is not None:
+            self._awaiting[message_id] = message
+        self._wake.set()
+
+    def _acked(self, message_id: int) -> None:
+        message = self._inflight.pop(message_id, None) or self._awaiting.pop(message_id, None)
         waiter = self._ack_waiters.get(message_id)
         if waiter is not None:
             waiter.set()
@@ -373,7 +387,7 @@ class Publisher:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             stats = self.outbox.stats()
-            if stats.queued == 0 and not self._inflight:
+            if stats.queued == 0 and not self._inflight and not self._awaiting:
                 return True
             self._wake.set()
             await asyncio.sleep(0.02)

@@ -210,3 +210,49 @@ async def test_a_puback_with_a_reason_code_still_goes_through_paho(
     finally:
         await link.stop(timeout=0.5)
         broker.close()
+
+
+async def test_qos0_messages_count_as_delivered_only_when_a_later_pingresp_came_back(
+    mosquitto: MqttBroker,
+) -> None:
+    """A QoS 0 message written to the socket of a broker that dies before reading it was
+    counted delivered (and left the spool): lost. Now it is delivered only once a PINGRESP
+    to a later PINGREQ came back; a frozen then killed broker gets them handed back."""
+    import os
+    import signal
+
+    acked: list[int] = []
+    sent: list[int] = []
+    taken_back: list[list[int]] = []
+    link = MqttLink(MqttConfig(host=mosquitto.host, port=mosquitto.port), "qos0", None, None,
+                    acked.append, on_taken_back=taken_back.append, on_sent=sent.append)
+    link.start()
+    try:
+        await asyncio.wait_for(link.connected.wait(), 10)
+        for i in range(1, 6):  # a live broker: written, then confirmed by a PINGRESP
+            link.publish(OutboundMessage("t/qos0", b"x", "data", qos=0, id=i))
+        await _until(lambda: sorted(acked) == [1, 2, 3, 4, 5], 10)
+        assert sent == [1, 2, 3, 4, 5] and taken_back == []
+        pid = mosquitto.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # reads nothing from now on; the socket still takes bytes
+        try:
+            for i in range(6, 11):
+                link.publish(OutboundMessage("t/qos0", b"y" * 100, "data", qos=0, id=i))
+            await _until(lambda: sent[-1] == 10, 10)  # written: the old code acked them here
+            assert sorted(acked) == [1, 2, 3, 4, 5]
+        finally:
+            mosquitto.kill()  # SIGKILL reaches a stopped process
+        await _until(lambda: taken_back, 10)
+        assert taken_back == [[6, 7, 8, 9, 10]]
+        assert sorted(acked) == [1, 2, 3, 4, 5]  # never counted as delivered
+    finally:
+        await link.stop(timeout=0.5)
+
+
+async def _until(predicate: Any, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

@@ -70,7 +70,7 @@ class Node:
         links: list[RecordingLink] = []
 
         def factory(cfg, client_id, will, password, on_ack, on_state, subscriptions,  # type: ignore[no-untyped-def]
-                    on_message, on_taken_back):
+                    on_message, on_taken_back, *rest):
             links.append(RecordingLink(on_ack, on_state, on_taken_back))
             return links[-1]
 
