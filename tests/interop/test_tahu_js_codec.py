@@ -28,6 +28,7 @@ from hil.broker import MqttBroker
 from hil.devices.modbus_generic import ModbusGenericSimulator
 from hil.devices.modbus_map import ModbusMap
 from tests.integration.gateway_harness import gateway_config, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -98,7 +99,7 @@ async def record(tmp_path: Path, mosquitto: MqttBroker, **sparkplug: Any
         raw = RawRecorder(mosquitto.port)
         try:
             async with running(config):
-                assert await _until(lambda: raw.of("DDATA"), 15)
+                await until(lambda: raw.of("DDATA"), "a DDATA from the gateway", timeout=15)
         finally:
             raw.close()
     return raw.of("DBIRTH"), raw.of("DDATA")
@@ -136,14 +137,3 @@ async def test_with_data_datatypes_tahu_reads_every_value_exactly(
     born = {m["name"]: m["value"] for b in birth for m in b["metrics"]}
     assert born["marker"] in (None, str(2**64 - 1))
 
-
-async def _until(predicate: Any, timeout: float) -> bool:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
