@@ -12,6 +12,7 @@ from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.driver import McuNodeDriver
 from gateway.serial_ports import SerialPorts
 from gateway.types import SampleBatch
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,14 +38,12 @@ async def test_cli_node_streams_to_a_driver() -> None:
         got: list[SampleBatch] = []
         await driver.connect()
         task = asyncio.create_task(driver.subscribe(got.append))
-        for _ in range(200):
-            if sum(len(b) for b in got) >= 5:
-                break
-            await asyncio.sleep(0.02)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await driver.close()
-        assert sum(len(b) for b in got) >= 5
+        try:
+            await until(lambda: sum(len(b) for b in got) >= 5, "5 samples through the CLI's line")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await driver.close()
         assert driver.node is not None and driver.node.hardware == "cx-sim-node"
     finally:
         proc.terminate()

@@ -7,7 +7,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from gateway.errors import DeviceUnreachable
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.types import Quality, SampleBatch
 from hil.devices.mcu_node import McuNodeSimulator
+from tests.waiting import until
 
 IDS = [10, 11, 12]
 CHANNEL_OF_ID = {10: 0, 11: 1, 12: 2}
@@ -67,11 +68,10 @@ class Collector:
     def good_count(self) -> int:
         return int(np.count_nonzero(self.all.quality == Quality.GOOD)) if self.batches else 0
 
-    async def until(self, check: Callable[[], bool], timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, "timed out"
-            await asyncio.sleep(0.02)
+
+def frame_errors(driver: McuNodeDriver) -> int:
+    """Frames that did not decode, whatever the reason."""
+    return sum(v for k, v in driver.errors.items() if k.startswith("frame_"))
 
 
 def assert_values_were_sent(sim: McuNodeSimulator, batch: SampleBatch) -> None:
@@ -89,10 +89,11 @@ async def test_readings_arrive_with_values_timestamps_and_settings(
 ) -> None:
     driver = McuNodeDriver(node_config(sim), IDS)
     out = Collector()
+    started = time.time_ns()
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(out))
     try:
-        await out.until(lambda: out.good_count() >= 60)
+        await until(lambda: out.good_count() >= 60)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -107,9 +108,10 @@ async def test_readings_arrive_with_values_timestamps_and_settings(
     assert driver.node is not None
     assert {s.name: s.unit for s in driver.node.sensors} == {
         "vibration_rms": "mm/s", "temperature": "degC", "humidity": "%RH"}
-    # timestamps: in the past, recent, 20 ms apart within a batch
+    # timestamps: in the past, not before the node was asked for readings (less the one
+    # frame it may have buffered), 20 ms apart within a batch
     now = time.time_ns()
-    assert (batch.ts_ns <= now).all() and (now - batch.ts_ns < 3e9).all()
+    assert (batch.ts_ns <= now).all() and (batch.ts_ns >= started - 1_000_000_000).all()
     temps = out.batches[-1].ts_ns[out.batches[-1].tag_ids == 11]
     assert np.diff(temps).tolist() == [20_000_000] * 4
     assert not any(k.startswith(("frame_", "sequence")) for k in driver.errors)
@@ -122,26 +124,26 @@ async def test_garbage_resync_and_sequence_gap(sim: McuNodeSimulator) -> None:
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(out))
     try:
-        await out.until(lambda: out.good_count() >= 15)
+        await until(lambda: out.good_count() >= 15)
         sim.skip_sequence(5)
-        await out.until(lambda: driver.errors["sequence_gaps"] >= 1)
-        await asyncio.sleep(0.2)
+        await until(lambda: driver.errors["sequence_gaps"] >= 1)
+        gap = len(out.batches)
+        await until(lambda: len(out.batches) >= gap + 2)  # the frames after the gap are in order
         assert driver.errors["sequence_gaps"] == 1 and driver.errors["frames_missed"] == 5
         after = len(out.batches)
         for i in range(3):  # each burst between two frames: at least one bad frame each
             sim.inject_garbage(64)
-            await out.until(lambda i=i: len(out.batches) >= after + i + 1)
-        await out.until(lambda: len(out.batches) >= after + 5)
-        bad = sum(v for k, v in driver.errors.items() if k.startswith("frame_"))
+            await until(lambda i=i: len(out.batches) >= after + i + 1)
+        await until(lambda: len(out.batches) >= after + 5)
+        bad = frame_errors(driver)
         assert bad >= 3
         clean = SampleBatch.concat(out.batches[after:])
         sim.line.garble_answers = 2  # two frames corrupted on the cable: CRC or COBS errors
-        await asyncio.sleep(0.3)
+        await until(lambda: frame_errors(driver) >= bad + 2, "two more bad frames")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await driver.close()
-    assert sum(v for k, v in driver.errors.items() if k.startswith("frame_")) >= bad + 2
     assert_values_were_sent(sim, clean)  # nothing lost or mangled around the garbage
 
 
@@ -157,19 +159,21 @@ async def test_silence_goes_stale_and_down_then_recovers(sim: McuNodeSimulator) 
     )
     task = asyncio.create_task(runner.run())
     try:
-        await out.until(lambda: out.good_count() >= 15)
+        await until(lambda: out.good_count() >= 15)
         sim.silent = True
-        await out.until(lambda: DeviceState.DOWN in states, timeout=3)
+        await until(lambda: DeviceState.DOWN in states)
         assert runner.stats.last_error is not None and "silent" in runner.stats.last_error
         stale = [b for b in out.batches if (b.quality == Quality.STALE).any()]
         assert stale and set(stale[0].tag_ids.tolist()) == set(IDS)
         assert (stale[0].quality == Quality.STALE).all()
-        await asyncio.sleep(0.5)  # reconnects find no hello: still down, still stale
-        assert runner.stats.state is DeviceState.DOWN
+        failures = runner.stats.connect_failures
+        await until(lambda: runner.stats.connect_failures >= failures + 2,
+                    "two reconnects that find no hello")
+        assert runner.stats.state is DeviceState.DOWN  # still down, still stale
         count = out.good_count()
         sim.silent = False
-        await out.until(lambda: runner.stats.state is DeviceState.UP, timeout=3)
-        await out.until(lambda: out.good_count() >= count + 15)
+        await until(lambda: runner.stats.state is DeviceState.UP)
+        await until(lambda: out.good_count() >= count + 15)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -185,11 +189,11 @@ async def test_reboot_resets_sequence_and_resends_settings(sim: McuNodeSimulator
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(out))
     try:
-        await out.until(lambda: out.good_count() >= 15)
+        await until(lambda: out.good_count() >= 15)
         sim.reboot()
-        await out.until(lambda: sim.configs_applied >= 2)
+        await until(lambda: sim.configs_applied >= 2)
         count = out.good_count()
-        await out.until(lambda: out.good_count() >= count + 30)
+        await until(lambda: out.good_count() >= count + 30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -206,7 +210,7 @@ async def test_refused_settings_are_counted_and_data_flows(sim: McuNodeSimulator
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(out))
     try:
-        await out.until(lambda: driver.errors["config_nack"] == 1 and out.good_count() >= 15)
+        await until(lambda: driver.errors["config_nack"] == 1 and out.good_count() >= 15)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -225,7 +229,7 @@ async def test_unknown_sensor_and_unit_mismatch(sim: McuNodeSimulator) -> None:
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(out))
     try:
-        await out.until(lambda: out.good_count() >= 10)
+        await until(lambda: out.good_count() >= 10)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -255,15 +259,15 @@ async def test_smp_frames_and_unix_time_readings(sim: McuNodeSimulator) -> None:
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(out))
     try:
-        await out.until(lambda: out.good_count() >= 15)
+        await until(lambda: out.good_count() >= 15)
         # MCUmgr SMP frames share the line: set aside, not counted as bad
         sim.send_raw(b"\x06\x09AAoAAAABAAA=\n\x04\x14QUJD\n")
         base_ms = 1_750_000_000_000
         sim.send(Readings(base_ms, (Reading(1, ReadingStatus.OK, 0, 21.5),
                                     Reading(1, ReadingStatus.UNCERTAIN, 250, 22.5)),
                           FLAG_UNIX_MS))
-        await out.until(lambda: any(21.5 in b.values for b in out.batches))
-        await asyncio.sleep(0.15)
+        # the line is one ordered stream: the SMP frames sent first were handled first
+        await until(lambda: any(21.5 in b.values for b in out.batches))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -330,15 +334,16 @@ async def test_a_tick_near_2_64_is_counted_and_the_device_keeps_running(
     runner = running_device(sim, out, states)
     task = asyncio.create_task(runner.run())
     try:
-        await out.until(lambda: out.good_count() >= 15)
+        await until(lambda: out.good_count() >= 15)
         sent_ns = time.time_ns()
         sim.send(Readings(base, (Reading(0, ReadingStatus.OK, 0, -123.25),
                                  Reading(0, ReadingStatus.UNCERTAIN, 65535, -124.5),
                                  Reading(1, ReadingStatus.FAULT, 65535, 1.0))))
-        await out.until(lambda: any(-123.25 in b.values for b in out.batches))
+        await until(lambda: any(-123.25 in b.values for b in out.batches))
         got_ns = time.time_ns()
         after = len(out.batches)
-        await out.until(lambda: len(out.batches) >= after + 4)
+        await until(lambda: len(out.batches) >= after + 4)
+        done_ns = time.time_ns()
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -355,7 +360,7 @@ async def test_a_tick_near_2_64_is_counted_and_the_device_keeps_running(
     later = SampleBatch.concat(out.batches[after:])
     assert (later.quality == Quality.GOOD).all()
     assert_values_were_sent(sim, later)
-    assert (later.ts_ns >= sent_ns - 1_000_000_000).all() and (later.ts_ns <= got_ns + 5e9).all()
+    assert (later.ts_ns >= sent_ns - 1_000_000_000).all() and (later.ts_ns <= done_ns).all()
 
 
 @pytest.mark.parametrize("base_ms", [(2**63 - 1) // 1_000_000 - 100, 2**63, 2**64 - 1])
@@ -371,14 +376,14 @@ async def test_unix_ms_past_int64_ns_is_counted_and_stamped_on_arrival(
     runner = running_device(sim, out, states)
     task = asyncio.create_task(runner.run())
     try:
-        await out.until(lambda: out.good_count() >= 15)
+        await until(lambda: out.good_count() >= 15)
         sent_ns = time.time_ns()
         sim.send(Readings(base_ms, (Reading(2, ReadingStatus.OK, 0, -7.5),
                                     Reading(2, ReadingStatus.OK, 250, -8.5)), FLAG_UNIX_MS))
-        await out.until(lambda: any(-7.5 in b.values for b in out.batches))
+        await until(lambda: any(-7.5 in b.values for b in out.batches))
         got_ns = time.time_ns()
         after = len(out.batches)
-        await out.until(lambda: len(out.batches) >= after + 2)
+        await until(lambda: len(out.batches) >= after + 2)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

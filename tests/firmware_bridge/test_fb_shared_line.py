@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from gateway.errors import DeviceUnreachable
 from gateway.serial_ports import SerialPorts
 from gateway.types import Quality, SampleBatch
 from hil.devices.mcu_node import McuNodeBus, sensor_value
+from tests.waiting import until
 
 
 def node_config(bus: McuNodeBus, node_id: int, **kw: Any) -> McuNodeDeviceConfig:
@@ -45,13 +45,6 @@ class Collector:
 
     def good(self) -> int:
         return sum(int((b.quality == Quality.GOOD).sum()) for b in self.batches)
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

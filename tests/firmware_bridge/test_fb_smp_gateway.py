@@ -28,6 +28,7 @@ from hil.recorder import TelemetryRecorder
 from tests.integration.command_client import CommandClient
 from tests.integration.gateway_harness import running
 from tests.integration.test_contract_schemas import validator
+from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,10 +124,8 @@ async def test_cli_through_the_gateway_and_the_brain_command(
     with CommandClient(mosquitto.host, mosquitto.port) as brain:
         async with running(load_config(config_path)) as gw:
             runner = gw.gateway.runners["spindle-node"]
-            for _ in range(200):
-                if runner.driver is not None and getattr(runner.driver, "node", None):
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: runner.driver is not None and getattr(runner.driver, "node", None),
+                        "the node's HELLO")
             # the CLI hands the image to the gateway that owns the port
             code, out, err = await cli("--device", "spindle-node", "-c", str(config_path),
                                        str(cli_image))
@@ -188,11 +187,7 @@ async def test_cli_through_the_gateway_and_the_brain_command(
             tag = gw.gateway.catalog.get("spindle-node.temperature")
             assert tag is not None
             seen = int(pipeline.latest_ns[tag.id])
-            for _ in range(100):
-                if int(pipeline.latest_ns[tag.id]) > seen:
-                    break
-                await asyncio.sleep(0.05)
-            assert int(pipeline.latest_ns[tag.id]) > seen
+            await until(lambda: int(pipeline.latest_ns[tag.id]) > seen, "a fresh sample")
             assert int(pipeline.latest_quality[tag.id]) == Quality.GOOD
     lines = [e for e in audit(tmp_path / "state" / "audit.log") if e["event"] == "firmware"]
     by_id = {(e["id"], e["outcome"]) for e in lines}

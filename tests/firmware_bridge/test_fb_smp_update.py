@@ -7,8 +7,7 @@ hil/devices/smp_server.py (image and OS groups, MCUboot slots).
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from gateway.types import Quality, SampleBatch
 from hil.devices.mcu_node import McuNodeSimulator
 from hil.devices.pty_link import PtyLink
 from hil.devices.smp_server import SmpServer
+from tests.waiting import until
 
 FAST = UpdateTimeouts(request=0.6, first_chunk=2.0, reboot=5.0, link=10.0)
 
@@ -46,23 +46,19 @@ def node_config(sim: McuNodeSimulator, **kw: Any) -> McuNodeDeviceConfig:
 
 
 class Readings:
-    """Collects what the driver emits, with the arrival time of each batch."""
+    """Collects what the driver emits; a mark is a position in that stream, not a time."""
 
     def __init__(self) -> None:
-        self.batches: list[tuple[float, SampleBatch]] = []
+        self.batches: list[SampleBatch] = []
 
     def __call__(self, batch: SampleBatch) -> None:
-        self.batches.append((time.monotonic(), batch))
+        self.batches.append(batch)
 
-    def good_since(self, t: float) -> int:
-        return sum(int((b.quality == Quality.GOOD).sum()) for at, b in self.batches if at >= t)
+    def mark(self) -> int:
+        return len(self.batches)
 
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
+    def good_since(self, mark: int) -> int:
+        return sum(int((b.quality == Quality.GOOD).sum()) for b in self.batches[mark:])
 
 
 @pytest.fixture
@@ -79,17 +75,17 @@ async def test_update_happy_path_confirms_and_telemetry_flows() -> None:
     async with McuNodeSimulator(node_id=4, seed=1, boot_time=0.1,
                                 line=PtyLink(baudrate=921_600)) as sim, \
             node_session(node_config(sim), readings) as driver:
-        await until(lambda: readings.good_since(0) > 10)
-        marks: dict[Phase, float] = {}
+        await until(lambda: readings.good_since(0) > 10, "telemetry before the update")
+        marks: dict[Phase, int] = {}
 
         def on_progress(p: UpdateProgress) -> None:
             progress.append(p)
-            marks.setdefault(p.phase, time.monotonic())
+            marks.setdefault(p.phase, readings.mark())
 
         result = await update_firmware(driver, image, progress=on_progress, timeouts=FAST)
         # readings that arrived between the first upload answer and the last one
         during = readings.good_since(marks[Phase.UPLOAD]) - readings.good_since(marks[Phase.TEST])
-        after = time.monotonic()
+        after = readings.mark()
         await until(lambda: readings.good_since(after) >= 30)
         assert driver.node is not None and driver.node.firmware == (1, 4, 2)
     assert result.outcome is UpdateOutcome.UPDATED
@@ -161,7 +157,7 @@ async def test_a_bad_image_rolls_back_and_is_reported(sim: McuNodeSimulator) -> 
     readings = Readings()
     async with node_session(node_config(sim), readings) as driver:
         result = await update_firmware(driver, image, timeouts=FAST)
-        after = time.monotonic()
+        after = readings.mark()
         await until(lambda: readings.good_since(after) >= 20)
         assert driver.node is not None and driver.node.firmware == (1, 0, 0)
     assert result.outcome is UpdateOutcome.ROLLED_BACK
