@@ -139,7 +139,7 @@ def test_rate_limit_is_a_sliding_window_per_tag() -> None:
 async def test_readback_waits_for_a_fresh_good_matching_sample() -> None:
     watcher = ReadBackWatcher()
     task = asyncio.create_task(watcher.wait(5, 1000, lambda v: v == 7.0, timeout=5))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn, no wait: the new task runs up to its first await
     watcher.observe(SampleBatch.of([5], [7.0], 999))  # taken before the write ended
     watcher.observe(SampleBatch.of([5], [np.nan], 1001, Quality.BAD))
     watcher.observe(SampleBatch.of([4, 5], [7.0, 6.0], 1002))  # another tag; a stale value

@@ -20,6 +20,7 @@ from gateway.backoff import Backoff
 from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.types import Quality, SampleBatch
+from tests.waiting import until
 
 
 class ScriptedDriver(Driver):
@@ -72,7 +73,13 @@ async def test_crash_is_counted_and_restarted_and_other_devices_keep_polling() -
     good = DeviceRunner("good", lambda: ScriptedDriver(1, []), sink, reconnect=fast(),
                         crash_restart=fast())
     tasks = [asyncio.create_task(bad.run()), asyncio.create_task(good.run())]
-    await asyncio.sleep(0.3)
+
+    def restarted() -> bool:  # the rebuilt driver polls: a good sample after the bad ones
+        marks = [q for _, q in received[0]]
+        return Quality.BAD in marks and marks[-1] == Quality.GOOD and len(received[1]) > 10
+
+    await until(restarted, "the crashed device polling again, the other one all along",
+                seen=lambda: received)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -97,7 +104,8 @@ async def test_unreachable_device_backs_off_then_connects() -> None:
         reconnect=fast(),
     )
     task = asyncio.create_task(runner.run())
-    await asyncio.sleep(0.3)
+    await until(lambda: runner.stats.connects and qualities[-1:] == [Quality.GOOD],
+                "a good sample after the connect", seen=lambda: runner.stats)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert runner.stats.connect_failures == 3 and runner.stats.connects == 1
@@ -114,7 +122,8 @@ async def test_connection_lost_marks_bad_and_reconnects() -> None:
         reconnect=fast(),
     )
     task = asyncio.create_task(runner.run())
-    await asyncio.sleep(0.3)
+    await until(lambda: runner.stats.connects == 2 and qualities[-1:] == [Quality.GOOD],
+                "a good sample after the reconnect", seen=lambda: runner.stats)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert runner.stats.connection_losses == 1 and runner.stats.connects == 2

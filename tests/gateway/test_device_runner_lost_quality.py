@@ -8,6 +8,7 @@ from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.runtime.device_runner import DeviceRunner
 from gateway.types import Quality, SampleBatch
 from tests.gateway.test_device_runner import ScriptedDriver, fast
+from tests.waiting import until
 
 
 class StaleWhenLost(ScriptedDriver):
@@ -35,7 +36,8 @@ async def test_gap_after_a_lost_connection_has_the_drivers_quality_never_bad() -
     driver = StaleWhenLost([1.0, ConnectionLost("reset by peer"), 2.0])
     runner = DeviceRunner("dev", lambda: driver, sink, reconnect=fast(), crash_restart=fast())
     task = asyncio.create_task(runner.run())
-    await asyncio.sleep(0.3)
+    await until(lambda: driver.attempts == 5 and qualities[-1:] == [Quality.GOOD],
+                "a good sample after the second connection", seen=lambda: qualities)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,13 @@ from gateway.types import Quality, SampleBatch
 from hil.broker import MqttBroker
 from hil.recorder import TelemetryRecorder
 from hil.victoria_metrics import VictoriaMetrics
-from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.integration.gateway_harness import (
+    RunningGateway,
+    gateway_config,
+    meter_device,
+    running,
+)
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -97,14 +104,11 @@ def assert_same(sent: dict[str, set[int]], vm: VictoriaMetrics) -> dict[str, set
     return sent
 
 
-async def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return predicate()
+def all_received(rec: TelemetryRecorder, gw: RunningGateway) -> Callable[[], bool]:
+    """Whether the recorder got every sample the broker acknowledged to the gateway."""
+    northbound = gw.gateway.northbound
+    assert northbound is not None
+    return lambda: len(rec.snapshot().samples) >= northbound.counters.samples_published
 
 
 async def test_sink_writes_every_published_sample(
@@ -118,12 +122,12 @@ async def test_sink_writes_every_published_sample(
         async with running(config) as gw:
             sink = gw.gateway.influxdb
             assert sink is not None
-            assert await wait_until(lambda: sink.counters.points_written >= 100, 20)
+            await until(lambda: sink.counters.points_written >= 100, timeout=20)
             metrics = render(gw.gateway).decode()
             written = sink.counters.points_written
             report = await gw.stop()
             assert report.drained
-        await asyncio.sleep(0.5)  # the last MQTT messages reach the recorder
+            await until(all_received(rec, gw), "the last MQTT messages at the recorder")
     assert sink.counters.write_errors == 0 and sink.counters.points_rejected == 0
     assert f"chenxing_influxdb_points_written_total {written}.0" in metrics
     assert "chenxing_influxdb_up 1.0" in metrics
@@ -145,17 +149,17 @@ async def test_sink_outage_spools_and_delivers_everything_after(
         async with running(config) as gw:
             sink = gw.gateway.influxdb
             assert sink is not None
-            assert await wait_until(lambda: sink.counters.points_written >= 50, 20)
+            await until(lambda: sink.counters.points_written >= 50, timeout=20)
             await asyncio.to_thread(victoria_metrics.stop)
-            assert await wait_until(lambda: sink.counters.write_errors >= 2, 20)
-            assert await wait_until(lambda: sink.spool.stats().messages >= 3, 20)
+            await until(lambda: sink.counters.write_errors >= 2, timeout=20)
+            await until(lambda: sink.spool.stats().messages >= 3, timeout=20)
             assert (tmp_path / "state" / "influxdb-spool.db").exists()
-            held = sink.spool.stats().messages
             await asyncio.to_thread(victoria_metrics.start)
-            assert await wait_until(lambda: sink.spool.stats().messages == 0, 30), held
+            await until(lambda: sink.spool.stats().messages == 0, "the spool replayed",
+                        timeout=30, seen=sink.spool.stats)
             report = await gw.stop()
             assert report.drained
-        await asyncio.sleep(0.5)
+            await until(all_received(rec, gw), "the last MQTT messages at the recorder")
     assert sink.counters.points_rejected == 0
     assert_same(published(rec), victoria_metrics)
 
@@ -209,11 +213,11 @@ async def test_a_server_refusing_every_batch_or_down_is_a_few_lines_not_one_per_
         async with running(config) as gw:
             sink = gw.gateway.influxdb
             assert sink is not None
-            assert await wait_until(lambda: sink.counters.batches_rejected >= 10, 20)
+            await until(lambda: sink.counters.batches_rejected >= 10, timeout=20)
             server.status = 503
-            assert await wait_until(lambda: sink.counters.write_errors >= 10, 20)
+            await until(lambda: sink.counters.write_errors >= 10, timeout=20)
             server.status = 204
-            assert await wait_until(lambda: sink.counters.batches_written >= 1, 20)
+            await until(lambda: sink.counters.batches_written >= 1, timeout=20)
             counters = sink.counters
     finally:
         await server.stop()

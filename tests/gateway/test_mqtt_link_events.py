@@ -22,6 +22,7 @@ from gateway.config.models import MqttConfig
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink
 from hil.broker import MqttBroker
+from tests.waiting import until
 
 SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0)
 QUOTA_EXCEEDED = ReasonCode(PacketTypes.PUBACK, identifier=0x97)
@@ -56,7 +57,7 @@ async def test_acks_and_state_changes_reach_the_handlers_in_order_with_few_callb
         conn._paho_publish(client, None, mid, SUCCESS, None)
     conn._paho_publish(client, None, 999, SUCCESS, None)  # unknown mid: ignored
     assert events == []  # not inside paho's call stack
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # exactly one loop turn, no wait: the burst is one call_soon
     assert events == [*range(1001, 1101), "state", *range(1101, 1201)]
     assert link.last_error is not None and link.last_error.startswith("disconnected")
     assert drains == 1  # one per burst, not one per PUBACK
@@ -80,7 +81,7 @@ async def test_the_link_publishes_on_the_event_loop_without_a_network_thread(
         while sent < 500 and sent - len(acked) < 50:
             sent += 1
             link.publish(OutboundMessage("t/no-thread", b"x" * 1000, "data", id=sent))
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # pacing the window; the loop ends on the acks, not a time
     assert sorted(acked) == list(range(1, 501))
     assert not [t for t in threading.enumerate() if t.name.startswith("paho")]
     new = {t.name for t in threading.enumerate()} - before
@@ -104,7 +105,7 @@ async def test_a_failing_callback_does_not_stop_the_events_after_it(
     link._mid_to_id.update({1: 1, 2: 2, 3: 3})
     for mid in (1, 2, 3):
         link._client._paho_publish(link._client._client, None, mid, SUCCESS, None)
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # exactly one loop turn, no wait: the events run in one call_soon
     assert acked == [1, 3]
     assert any("failed" in r.getMessage() for r in caplog.records)
 
@@ -155,21 +156,15 @@ async def test_acks_in_one_receive_and_split_between_receives_are_all_read() -> 
         mids = [int.from_bytes(body[2 + body[1] : 4 + body[1]], "big") for _, body in publishes]
         pubacks = b"".join(bytes([0x40, 2]) + mid.to_bytes(2, "big") for mid in mids)
         broker.sendall(pubacks[:-3])  # 39 PUBACKs and the first byte of the 40th
-        for _ in range(100):
-            if len(acked) == 39:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(acked) >= 39, "39 PUBACKs", seen=lambda: acked)
         assert acked == list(range(1, 40))
         broker.sendall(pubacks[-3:])
-        await asyncio.sleep(0.05)
+        await until(lambda: len(acked) >= 40, "the split PUBACK", seen=lambda: acked)
         assert acked == list(range(1, 41))
         incoming = [b"m%d" % i for i in range(30)]  # QoS 0 PUBLISH packets, one segment
         broker.sendall(b"".join(bytes([0x30, 2 + 7 + len(p), 0, 7]) + b"t/in/ab" + p
                                 for p in incoming))  # fmt: skip
-        for _ in range(100):
-            if len(received) == 30:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(received) >= 30, "30 messages", seen=lambda: received)
         assert received == incoming
         assert not link._client.buffered()
     finally:
@@ -199,10 +194,7 @@ async def test_a_puback_with_a_reason_code_still_goes_through_paho(
         mids = [int.from_bytes(body[2 + body[1] : 4 + body[1]], "big") for _, body in publishes]
         broker.sendall(bytes([0x40, 3]) + mids[0].to_bytes(2, "big") + bytes([0x97])
                        + bytes([0x40, 2]) + mids[1].to_bytes(2, "big"))  # fmt: skip
-        for _ in range(100):
-            if len(acked) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(acked) >= 2, "two PUBACKs", seen=lambda: acked)
         assert acked == [7, 8]
         assert [r.getMessage() for r in caplog.records] == [
             "broker rejected a message: Quota exceeded (message 7)"
@@ -231,7 +223,8 @@ async def test_qos0_messages_count_as_delivered_only_when_a_later_pingresp_came_
         await asyncio.wait_for(link.connected.wait(), 10)
         for i in range(1, 6):  # a live broker: written, then confirmed by a PINGRESP
             link.publish(OutboundMessage("t/qos0", b"x", "data", qos=0, id=i))
-        await _until(lambda: sorted(acked) == [1, 2, 3, 4, 5], 10)
+        await until(lambda: sorted(acked) == [1, 2, 3, 4, 5], "the PINGRESP's confirmation",
+                    seen=lambda: acked)
         assert sent == [1, 2, 3, 4, 5] and taken_back == []
         pid = mosquitto.pid
         assert pid is not None
@@ -239,20 +232,14 @@ async def test_qos0_messages_count_as_delivered_only_when_a_later_pingresp_came_
         try:
             for i in range(6, 11):
                 link.publish(OutboundMessage("t/qos0", b"y" * 100, "data", qos=0, id=i))
-            await _until(lambda: sent[-1] == 10, 10)  # written: the old code acked them here
+            # written: the old code acknowledged them here
+            await until(lambda: sent[-1] == 10, "all written", seen=lambda: sent)
             assert sorted(acked) == [1, 2, 3, 4, 5]
         finally:
             mosquitto.kill()  # SIGKILL reaches a stopped process
-        await _until(lambda: taken_back, 10)
+        await until(lambda: taken_back, "the hand-back after the broker died")
         assert taken_back == [[6, 7, 8, 9, 10]]
         assert sorted(acked) == [1, 2, 3, 4, 5]  # never counted as delivered
     finally:
         await link.stop(timeout=0.5)
 
-
-async def _until(predicate: Any, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

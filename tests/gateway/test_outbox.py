@@ -45,7 +45,7 @@ async def test_wait_pending_wakes_on_put() -> None:
 
     box = MemoryOutbox(max_messages=3)
     waiter = asyncio.create_task(box.wait_pending())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn, no wait: the new task runs up to its first await
     assert not waiter.done()
     box.put(msg(1))
     await asyncio.wait_for(waiter, 1)

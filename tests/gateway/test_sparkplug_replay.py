@@ -30,6 +30,7 @@ from gateway.northbound.sparkplug.payloads import CurrentValue, SparkplugPayload
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch, now_ns
 from tests.gateway.test_sparkplug_contract import make_config
+from tests.waiting import until
 
 
 class RecordingLink:
@@ -89,7 +90,7 @@ class Node:
         self.link.generation += 1
         self.link.connected.set()
         self.link.on_state()
-        await asyncio.sleep(0.01)
+        await self.sent_all()
 
     async def disconnect(self, in_flight: list[int]) -> None:
         """The link drops; the client's unacknowledged messages are taken back."""
@@ -97,13 +98,18 @@ class Node:
         self.link.on_taken_back(in_flight)
         self.link.connected.clear()
         self.link.on_state()
-        await asyncio.sleep(0.01)
+        await self.sent_all()
 
     async def flush_data(self, value: float) -> None:
         """Submit a batch of meter2 and flush it; the sender runs."""
         self.nb.submit(self.meter_batch(value))
         self.nb.flush()
-        await asyncio.sleep(0.01)
+        await self.sent_all()
+
+    async def sent_all(self) -> None:
+        """The sender has made its pass over what it was woken for: it clears the wake-up
+        first and then sends without awaiting anything."""
+        await until(lambda: not self.nb._wake.is_set(), "the sender's pass")
 
     def data_sent(self) -> list[OutboundMessage]:
         return [m for m in self.sent if "/DDATA/" in m.topic]
@@ -198,7 +204,7 @@ async def test_data_of_a_device_that_died_since_goes_historical(
     node.outbox.put_many(node.nb._encode())  # encoded live, not yet sent
     node.edge._born_devices.discard("meter2")  # the device died meanwhile (its DDEATH)
     node.nb.wake()
-    await asyncio.sleep(0.01)
+    await node.sent_all()
     (sent,) = node.data_sent()
     assert all_historical(sent.payload)
     assert len(reencodes) == 1
