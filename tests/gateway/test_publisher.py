@@ -21,6 +21,7 @@ from gateway.northbound.sequence import SequenceStore
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch
 from tests.gateway.helpers import make_config
+from tests.waiting import until
 
 
 class RecordingLink:
@@ -83,13 +84,14 @@ async def test_birth_first_then_data_within_the_inflight_bound(tmp_path: Path) -
     nb.submit(batch([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
     nb.flush()  # 10 samples, 2 per message -> 5 messages
     task = asyncio.create_task(nb.run())
-    await asyncio.sleep(0.05)
+    # the sender fills the window in one pass, without awaiting: after the third, no more
+    await until(lambda: len(link.sent) >= 3, "the window filled")
     kinds = [m.kind for m in link.sent]
     assert kinds[0] == "birth"
     assert kinds[1:] == ["data", "data"]  # birth + 2 data = the 3 allowed in flight
     for m in list(link.sent):
         link.on_ack(m.id)
-    await asyncio.sleep(0.05)
+    await until(lambda: len(link.sent) >= 6, "the other 3 data messages")
     data = [json.loads(m.payload) for m in link.sent if m.kind == "data"]
     assert [d["seq"] for d in data] == [0, 1, 2, 3, 4]
     assert [len(d["samples"]["tag"]) for d in data] == [2, 2, 2, 2, 2]
@@ -115,7 +117,13 @@ async def test_encode_failure_drops_that_message_only_and_keeps_sequence_contigu
 
 
 async def test_replay_interleaves_with_live_data_at_the_replay_rate(tmp_path: Path) -> None:
-    """After a (re)connect the backlog goes out at spool.replay_rate, alternating with live data."""
+    """After a (re)connect the backlog goes out at spool.replay_rate, alternating with live data.
+
+    The replay budget reads the test's clock, so the rate is checked by counting what was
+    sent while a known time passed, however slow the machine: each step makes 1/16 s pass
+    (exact in binary), submits one live message and waits until it is sent; the pass of the
+    sender that sent it also sent every backlog message the budget allowed by then."""
+    from gateway.northbound.publisher import ReplayBudget
     from gateway.northbound.spool import DiskSpool, SpoolLimits
 
     base = make_config([{"name": "x", "address": 0, "type": "int16"}]).northbound
@@ -123,31 +131,43 @@ async def test_replay_interleaves_with_live_data_at_the_replay_rate(tmp_path: Pa
         tmp_path, max_samples_per_message=1,
         spool=base.spool.model_copy(update={"replay_rate": 40.0}),
     )  # fmt: skip
+    now = [0.0]
+    nb._replay = ReplayBudget(40.0, lambda: now[0])  # the clock of the test, not the machine's
     nb.outbox = DiskSpool(tmp_path / "spool.db", SpoolLimits(1 << 20, 3600.0))
     for _ in range(6):
         nb.submit(batch([float(i) for i in range(10)]))
     nb.flush()  # 60 messages waiting before the first connect: the backlog
+
+    def seqs() -> list[int]:
+        return [json.loads(m.payload)["seq"] for m in link.sent if m.kind == "data"]
+
+    def sent_seq(seq: int) -> Callable[[], bool]:
+        return lambda: seq in seqs()
+
     task = asyncio.create_task(nb.run())
-    sent_at: dict[int, float] = {}
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for _ in range(20):  # 1 s of live data, one message every 50 ms, every publish acknowledged
-        nb.submit(batch([1.0]))
-        nb.flush()
-        await asyncio.sleep(0.05)
-        for m in link.sent:
-            if m.id not in sent_at:
-                sent_at[m.id] = loop.time() - start
-                link.on_ack(m.id)
-    elapsed = loop.time() - start
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    seqs = [json.loads(m.payload)["seq"] for m in link.sent if m.kind == "data"]
-    backlog = [s for s in seqs if s < 60]
-    live = [s for s in seqs if s >= 60]
-    assert backlog == sorted(backlog) and live == sorted(live)  # each stream in order
-    assert len(live) >= 19  # live data was never held back by the replay
-    # at most 40/s after an initial burst of 4 tokens: about 44 in 1 s, far from all 60
-    assert 0.7 * 40 * elapsed <= len(backlog) <= 4 + 40 * elapsed + 1 < 60
-    assert live[0] < 60 + 3 and seqs.index(live[0]) < 10  # live started before replay ended
-    nb.outbox.close()
+    acked: set[int] = set()
+    try:
+        await until(lambda: link.sent, "the birth")  # connected: the 60 are the backlog now
+        for step in range(20):  # one live message every 1/16 s of the test's clock
+            now[0] = step / 16
+            nb.submit(batch([1.0]))
+            nb.flush()
+            await until(sent_seq(60 + step), f"live message {60 + step} sent")
+            backlog = [s for s in seqs() if s < 60]
+            # a burst of 4 (rate/10), then 40/s: 2.5 messages per step, never more
+            allowed = min(60, 4 + int(40 * now[0]))
+            assert len(backlog) == allowed, (step, backlog)
+            for m in link.sent:
+                if m.id not in acked:
+                    acked.add(m.id)
+                    link.on_ack(m.id)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        nb.outbox.close()
+    sent = seqs()
+    backlog = [s for s in sent if s < 60]
+    live = [s for s in sent if s >= 60]
+    assert allowed == 51 < 60  # at 19/16 s: far from all of the backlog
+    assert backlog == list(range(allowed)) and live == list(range(60, 80))  # each in order
+    assert sent.index(60) < 5  # live went out with the first burst, not after the backlog
