@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from drivers.modbus import driver as driver_module
 from drivers.modbus.codec import encode, encode_string
 from drivers.modbus.driver import UNIT_FAILURES_BEFORE_BACKOFF, ModbusDriver
 from gateway.types import DataType, Quality, SampleBatch
+from tests.waiting import until
 
 StartSim = Callable[..., Any]
 MakeDriver = Callable[..., ModbusDriver]
@@ -40,6 +40,11 @@ def by_name(driver: ModbusDriver, batch: SampleBatch) -> dict[str, tuple[Any, in
         names[int(t)]: (v, int(q))
         for t, v, q in zip(batch.tag_ids, batch.values, batch.quality, strict=True)
     }
+
+
+def backoff_over(driver: ModbusDriver, unit: int) -> bool:
+    """The unit's backoff has run out: the next read asks it again."""
+    return driver.units[unit].skip_until <= asyncio.get_running_loop().time()
 
 
 async def read_group(driver: ModbusDriver, name: str) -> SampleBatch:
@@ -148,7 +153,7 @@ async def test_a_failing_unit_is_backed_off_without_holding_up_the_others(
     assert driver.units[2].errors["skipped"] == 3  # 1 in the 2nd poll, 2 in this one
 
     del sim.faults.unit_exception[2]
-    await asyncio.sleep(0.45)  # the backoff (0.2..0.4 s with jitter) is over: probed again
+    await until(lambda: backoff_over(driver, 2), "unit 2's backoff over")  # probed again
     got = by_name(driver, await driver.read(group))
     assert got["u2_a"] == (201.0, Quality.GOOD) and got["u2_in"] == (220.0, Quality.GOOD)
     assert driver.units[2].failures == 0
@@ -166,8 +171,7 @@ async def test_a_unit_that_fails_again_after_its_backoff_waits_longer(
     (group,) = driver.poll_groups()
     for _ in range(UNIT_FAILURES_BEFORE_BACKOFF):
         await driver.read(group)
-    first = driver.units[2].skip_until - asyncio.get_running_loop().time()
-    await asyncio.sleep(first + 0.01)
+    await until(lambda: backoff_over(driver, 2), "unit 2's first backoff over")
     await driver.read(group)  # the probe fails: backed off again at once, for longer
     assert driver.errors["unit_backoff"] == 2
     assert driver.units[2].backoff.attempts == 2
@@ -325,9 +329,9 @@ async def test_each_request_of_a_unit_is_stamped_after_the_previous_answer(
     sim.faults.delay[("holding", 0)] = 0.05
     driver = make_driver(device(sim.port, UNIT_TAGS[:2]))
     await driver.connect()
-    started = time.monotonic()
     (group,) = driver.poll_groups()
     batch = await driver.read(group)
     assert (batch.quality == Quality.GOOD).all()
-    assert time.monotonic() - started >= 0.1  # one request after the other, not interleaved
-    assert sim.max_in_flight == 1
+    u1, u2 = (int(batch.ts_ns[batch.tag_ids == tag_id][0]) for tag_id in driver.tag_ids[:2])
+    assert u2 - u1 >= 50_000_000  # unit 2 asked after unit 1's answer, 50 ms late, came
+    assert sim.max_in_flight == 1  # one request after the other, not interleaved
