@@ -132,6 +132,7 @@ class ModbusSim:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             key = (_TABLE_OF_FC.get(function_code, "?"), address)
+            # the simulated device's faults: it answers late (the device's pace, not a wait)
             if self.faults.silence is not None:
                 await asyncio.sleep(self.faults.silence)
             if key in self.faults.delay:

@@ -28,14 +28,14 @@ def device(port: int) -> dict[str, Any]:
 
 async def swallows_the_cancel(_client: Any) -> Any:
     try:
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # a request that outlasts the deadline: cancelled, never waited
     except asyncio.CancelledError:  # what pymodbus does in places: its own error instead
         raise ModbusIOException("request cancelled") from None
 
 
 async def returns_after_the_cancel(client: Any) -> Any:
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # a request that outlasts the deadline: cancelled, never waited
     return await client.read_holding_registers(0, count=1, device_id=1)
 
 
@@ -59,4 +59,4 @@ async def test_a_swallowed_deadline_cancel_leaves_the_task_usable(
     # a timeout after it is a timeout, not a cancellation of the task
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
-            await asyncio.sleep(1)
+            await asyncio.sleep(1)  # outlasts the timeout: cancelled, never waited

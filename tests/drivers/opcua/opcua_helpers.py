@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,11 +57,3 @@ class Collector:
     def value(self, tag_id: int) -> Any:
         s = self.latest(tag_id)
         return None if s is None else s[0]
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            await asyncio.sleep(0.05)
-        return predicate()

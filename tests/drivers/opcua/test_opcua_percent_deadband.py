@@ -13,6 +13,7 @@ from opcua_helpers import Collector, device, driver
 
 from gateway.types import Quality
 from hil.devices.opcua_plc import EU_RANGES, OpcUaPlcSimulator
+from tests.waiting import until
 
 
 async def test_percent_deadband_suppresses_small_changes_and_passes_large_ones() -> None:
@@ -32,14 +33,16 @@ async def test_percent_deadband_suppresses_small_changes_and_passes_large_ones()
         await drv.connect()
         task = asyncio.create_task(drv.subscribe(got))
         try:
-            assert await got.until(lambda: got.value(0) == 50.0 and got.value(1) == 50.0)
-            for value in (52.0, 55.0, 70.0, 71.0, 62.0, 49.0):
+            await until(lambda: got.value(0) == 50.0 and got.value(1) == 50.0)
+            for value in (52.0, 55.0, 70.0, 71.0, 62.0, 49.0, 120.0):
                 await sim.set_value("Machine.Level", value)
-                assert await got.until(lambda v=value: got.value(1) == v), value
-            await asyncio.sleep(0.3)  # a late notification of the filtered item would show
+                await until(lambda: got.value(1) == value, f"level_all at {value}")  # noqa: B023
+            # 120 passes both: a late notification of the filtered item would come before it
+            await until(lambda: got.value(0) == 120.0, "level_5pct at 120")
             # each change is compared with the previous one: > 10 units (5 % of 200) passes
-            assert [v for v, _, _ in got.samples(0)] == [50.0, 70.0, 49.0]
-            assert [v for v, _, _ in got.samples(1)] == [50.0, 52.0, 55.0, 70.0, 71.0, 62.0, 49.0]
+            assert [v for v, _, _ in got.samples(0)] == [50.0, 70.0, 49.0, 120.0]
+            assert [v for v, _, _ in got.samples(1)] == [50.0, 52.0, 55.0, 70.0, 71.0, 62.0, 49.0,
+                                                         120.0]
             assert all(q == Quality.GOOD for _, _, q in got.samples(0))
             # no EURange: the server refuses the percent filter; the tag is BAD and counted
             assert got.quality(2) == Quality.BAD

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.types import Quality, SampleBatch
 from hil.devices.scale import ScaleReading, ScaleSimulator
+from tests.waiting import until
 
 IDS = [20, 21, 22, 23]
 WEIGHT, STABLE, NET, UNIT = IDS
@@ -69,12 +70,6 @@ class Collector:
                 return Quality(int(batch.quality[hit[-1]]))
         return None
 
-    async def until(self, check: Callable[[], bool], timeout: float = 8.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, "timed out"
-            await asyncio.sleep(0.02)
-
 
 def readings_of(collector: Collector) -> list[ScaleReading]:
     """The good frames received, as the readings they stand for."""
@@ -117,10 +112,11 @@ async def poll_sim() -> AsyncIterator[ScaleSimulator]:
 async def test_stream_mode_delivers_every_line_as_sent(stream_sim: ScaleSimulator) -> None:
     driver = SerialLineDriver(scale_config(stream_sim), IDS)
     got = Collector()
+    started = time.time_ns()
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(got))
     try:
-        await got.until(lambda: driver.frames_ok >= 30)
+        await until(lambda: driver.frames_ok >= 30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -130,7 +126,7 @@ async def test_stream_mode_delivers_every_line_as_sent(stream_sim: ScaleSimulato
     assert {r.stable for r in readings} == {True, False}  # parts placed and settling
     assert driver.frames_bad == 0 and not driver.errors
     ts = got.all.ts_ns
-    assert (np.diff(ts) >= 0).all() and abs(ts[-1] - time.time_ns()) < 5e9
+    assert (np.diff(ts) >= 0).all() and started <= ts[0] and ts[-1] <= time.time_ns()
 
 
 async def test_poll_mode_answers_each_request(poll_sim: ScaleSimulator) -> None:
@@ -157,17 +153,17 @@ async def test_garbage_and_partial_lines_resync_with_bad_quality_and_counters(
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(got))
     try:
-        await got.until(lambda: driver.frames_ok >= 5)
+        await until(lambda: driver.frames_ok >= 5)
         stream_sim.inject_garbage(20)  # spoils the next line
-        await got.until(lambda: driver.frames_bad >= 1)
+        await until(lambda: driver.frames_bad >= 1)
         ok = driver.frames_ok
-        await got.until(lambda: driver.frames_ok >= ok + 5)
+        await until(lambda: driver.frames_ok >= ok + 5)
         stream_sim.send_partial_line()  # the next line runs into it
-        await got.until(lambda: driver.frames_bad >= 2)
+        await until(lambda: driver.frames_bad >= 2)
         stream_sim.send_raw(b"\x07" * 200)  # no terminator, longer than max_frame
-        await got.until(lambda: driver.errors["frame_overflow"] >= 1)
+        await until(lambda: driver.errors["frame_overflow"] >= 1)
         ok = driver.frames_ok
-        await got.until(lambda: driver.frames_ok >= ok + 5)
+        await until(lambda: driver.frames_ok >= ok + 5)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -188,15 +184,15 @@ async def test_wrong_baud_rate_is_bad_then_down_with_the_reason(
     runner = fast_runner(driver, got)
     task = asyncio.create_task(runner.run())
     try:
-        await got.until(lambda: driver.frames_ok >= 5)
+        await until(lambda: driver.frames_ok >= 5)
         stream_sim.wrong_baud = 2400  # the scale was set to 9600, we read at 2400
-        await got.until(lambda: runner.stats.state is DeviceState.DOWN)
+        await until(lambda: runner.stats.state is DeviceState.DOWN)
         assert got.last_quality() is Quality.BAD  # garbage is bad, not stale
         assert driver.errors["no_valid_frame"] >= 1
-        await got.until(lambda: "check baud rate" in (runner.stats.last_error or ""))
+        await until(lambda: "check baud rate" in (runner.stats.last_error or ""))
         stream_sim.wrong_baud = None
-        await got.until(lambda: runner.stats.state is DeviceState.UP)
-        await got.until(lambda: got.last_quality() is Quality.GOOD)
+        await until(lambda: runner.stats.state is DeviceState.UP)
+        await until(lambda: got.last_quality() is Quality.GOOD)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -210,13 +206,13 @@ async def test_poll_answers_at_a_wrong_baud_rate_are_bad(poll_sim: ScaleSimulato
     runner = fast_runner(driver, got)
     task = asyncio.create_task(runner.run())
     try:
-        await got.until(lambda: driver.frames_ok >= 5)
+        await until(lambda: driver.frames_ok >= 5)
         poll_sim.wrong_baud = 2400  # answers arrive, but as a few scrambled bytes each
-        await got.until(lambda: got.last_quality() is Quality.BAD)
-        await got.until(lambda: runner.stats.state is DeviceState.DOWN)
+        await until(lambda: got.last_quality() is Quality.BAD)
+        await until(lambda: runner.stats.state is DeviceState.DOWN)
         assert driver.errors["frame_incomplete"] >= 1
         poll_sim.wrong_baud = None
-        await got.until(lambda: got.last_quality() is Quality.GOOD)
+        await until(lambda: got.last_quality() is Quality.GOOD)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -231,17 +227,17 @@ async def test_silent_scale_goes_stale_and_down_then_recovers(
     runner = fast_runner(driver, got)
     task = asyncio.create_task(runner.run())
     try:
-        await got.until(lambda: driver.frames_ok >= 5)
+        await until(lambda: driver.frames_ok >= 5)
         stream_sim.silent = True
-        await got.until(lambda: got.last_quality() is Quality.STALE)
+        await until(lambda: got.last_quality() is Quality.STALE)
         assert runner.stats.state is DeviceState.DOWN
         assert driver.errors["silent"] == 1
         # reconnects hear nothing: still down, still stale, with the reason
-        await got.until(lambda: "nothing received" in (runner.stats.last_error or ""))
+        await until(lambda: "nothing received" in (runner.stats.last_error or ""))
         assert runner.stats.state is DeviceState.DOWN
         assert got.last_quality() is Quality.STALE
         stream_sim.silent = False
-        await got.until(lambda: got.last_quality() is Quality.GOOD)
+        await until(lambda: got.last_quality() is Quality.GOOD)
         assert runner.stats.state is DeviceState.UP
     finally:
         task.cancel()
@@ -255,16 +251,16 @@ async def test_poll_timeouts_then_stale_then_recovery(poll_sim: ScaleSimulator) 
     runner = fast_runner(driver, got)
     task = asyncio.create_task(runner.run())
     try:
-        await got.until(lambda: driver.frames_ok >= 5)
+        await until(lambda: driver.frames_ok >= 5)
         poll_sim.silent = True
-        await got.until(lambda: got.last_quality() is Quality.STALE)
+        await until(lambda: got.last_quality() is Quality.STALE)
         assert driver.errors["timeout"] >= 2 and driver.errors["silent"] == 1
         poll_sim.silent = False
-        await got.until(lambda: got.last_quality() is Quality.GOOD)
+        await until(lambda: got.last_quality() is Quality.GOOD)
         assert runner.stats.state is DeviceState.UP
         poll_sim.inject_garbage(10)  # an unsolicited burst between polls is not an answer
         ok = driver.frames_ok
-        await got.until(lambda: driver.frames_ok >= ok + 5)
+        await until(lambda: driver.frames_ok >= ok + 5)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -277,15 +273,15 @@ async def test_port_vanishes_then_reconnects_with_backoff(stream_sim: ScaleSimul
     runner = fast_runner(driver, got)
     task = asyncio.create_task(runner.run())
     try:
-        await got.until(lambda: driver.frames_ok >= 5)
+        await until(lambda: driver.frames_ok >= 5)
         stream_sim.unplug()
-        await got.until(lambda: runner.stats.state is DeviceState.DOWN)
+        await until(lambda: runner.stats.state is DeviceState.DOWN)
         assert driver.errors["connection_lost"] == 1
-        await got.until(lambda: runner.stats.connect_failures >= 2)  # retried with backoff
+        await until(lambda: runner.stats.connect_failures >= 2)  # retried with backoff
         assert "cannot open serial port" in (runner.stats.last_error or "")
         stream_sim.replug()
         ok = driver.frames_ok
-        await got.until(lambda: driver.frames_ok >= ok + 5)
+        await until(lambda: driver.frames_ok >= ok + 5)
         assert runner.stats.state is DeviceState.UP
     finally:
         task.cancel()
@@ -330,7 +326,7 @@ async def test_struct_frames_between_stx_and_etx(stream_sim: ScaleSimulator) -> 
         stream_sim.silent = False
         stream_sim.send_raw(b"junk\x02\x00\x07\xff\x38\x03\x02\x00\x08\x01\x2c\x03")
         stream_sim.silent = True
-        await got.until(lambda: driver.frames_ok >= 2)
+        await until(lambda: driver.frames_ok >= 2)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

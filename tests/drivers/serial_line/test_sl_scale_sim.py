@@ -14,6 +14,7 @@ import pytest
 from drivers.serial_line.config import SerialLineDeviceConfig
 from drivers.serial_line.driver import SerialLineDriver
 from hil.devices.scale import ScaleReading, scramble_baud, weight_readings
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[3]
 LINE = b"ST,GS,+0012.345 kg\r\n"
@@ -70,12 +71,11 @@ async def test_cli_scale_serves_a_driver(mode: str) -> None:
                     assert len(await driver.read(group)) == 1
             else:
                 task = asyncio.create_task(driver.subscribe(lambda _b: None))
-                for _ in range(200):
-                    if driver.frames_ok >= 5:
-                        break
-                    await asyncio.sleep(0.02)
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                try:
+                    await until(lambda: driver.frames_ok >= 5, "5 frames from the simulator")
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
         finally:
             await driver.close()
         assert driver.frames_ok >= 5 and driver.frames_bad == 0
