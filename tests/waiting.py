@@ -52,7 +52,7 @@ def _failure(
 
 
 async def until(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], T | Awaitable[T | None] | None],
     what: str | None = None,
     *,
     timeout: float = TIMEOUT,
@@ -78,7 +78,7 @@ async def until(
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     what: str | None = None,
     *,
     timeout: float = TIMEOUT,

@@ -133,7 +133,7 @@ async def test_garbage_resync_and_sequence_gap(sim: McuNodeSimulator) -> None:
         after = len(out.batches)
         for i in range(3):  # each burst between two frames: at least one bad frame each
             sim.inject_garbage(64)
-            await until(lambda i=i: len(out.batches) >= after + i + 1)
+            await until(lambda: len(out.batches) >= after + i + 1)  # noqa: B023 (awaited here)
         await until(lambda: len(out.batches) >= after + 5)
         bad = frame_errors(driver)
         assert bad >= 3
