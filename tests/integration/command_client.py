@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -10,6 +9,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.waiting import until
 
 BASE = "chenxing/v1/plant/line-1/gw-test"
 
@@ -60,11 +61,7 @@ class CommandClient:
 
     async def answer(self, command_id: str, count: int = 1, timeout: float = 15) -> dict[str, Any]:
         """The ``count``-th answer to ``command_id``, waiting for it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            found = self.answers(command_id)
-            if len(found) >= count:
-                return found[count - 1]
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no answer #{count} to command {command_id!r} in {timeout} s")
+        found = await until(lambda: len(self.answers(command_id)) >= count,
+                            f"answer #{count} to command {command_id!r}", timeout=timeout)
+        assert found
+        return self.answers(command_id)[count - 1]

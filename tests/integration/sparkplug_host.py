@@ -3,7 +3,6 @@ publishes STATE, NCMD and DCMD."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -21,6 +20,7 @@ from gateway.northbound.sparkplug.decode import (
     parse_topic,
     resolve_datatype,
 )
+from tests.waiting import until
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +97,8 @@ class SparkplugHost:
 
     async def until(self, predicate: Callable[[list[SpMessage]], bool],
                     timeout: float = 15.0) -> bool:  # fmt: skip
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if predicate(self.snapshot()):
-                return True
-            await asyncio.sleep(0.05)
-        return predicate(self.snapshot())
+        """True once ``predicate(messages)`` holds; fails after ``timeout`` s otherwise."""
+        return bool(await until(lambda: predicate(self.snapshot()), timeout=timeout))
 
     def samples(self, messages: list[SpMessage] | None = None) -> list[dict[str, Any]]:
         """DDATA metrics resolved to device.name through the preceding DBIRTH's aliases."""

@@ -80,7 +80,6 @@ async def test_refused_device_illegal_address_and_dead_broker_fail(
 
 
 async def test_opcua_unknown_node_fails_and_good_nodes_report_values(tmp_path: Path) -> None:
-    import time
 
     from gateway.cli.check_cmd import run_checks
     from gateway.config.loader import load_config
@@ -98,12 +97,11 @@ async def test_opcua_unknown_node_fails_and_good_nodes_report_values(tmp_path: P
         }
         ok_device = {**device, "name": "press-ok", "tags": device["tags"][:1]}
         config = load_config(_write(tmp_path, [device, ok_device], free_port()))
-        started = time.monotonic()
         devices, broker = await run_checks(config, tmp_path, timeout=3.0)
-        assert time.monotonic() - started < 10
     by_name = {d.name: d for d in devices}
     bad, good = by_name["press"], by_name["press-ok"]
     assert not bad.ok, bad.reason
+    # the answer's status, not "no values within 3 s": the missing node did not hold it up
     assert bad.reason.endswith(
         "not good: nope; 1 answer came with OPC UA status BadNodeIdUnknown (the node id refers "
         "to a node that does not exist in the server address space)"), bad.reason

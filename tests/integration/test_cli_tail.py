@@ -13,6 +13,7 @@ import pytest
 from gateway.types import Quality
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -45,11 +46,7 @@ async def test_tail_once_prints_matching_tags_with_quality_and_age(
     async with running(config) as gw:
         pipeline, catalog = gw.gateway.pipeline, gw.gateway.catalog
         voltage = catalog.id_of("meter.voltage")
-        for _ in range(200):
-            if pipeline.latest_quality[voltage] == Quality.GOOD:
-                break
-            await asyncio.sleep(0.05)
-        assert pipeline.latest_quality[voltage] == Quality.GOOD
+        await until(lambda: pipeline.latest_quality[voltage] == Quality.GOOD, "a good voltage")
         url = f"http://127.0.0.1:{gw.gateway.http_port}"
         rc, out, err = await _tail("-c", str(config_file), "--url", url, "--once",
                                    "--tag", "meter.v*", "--tag", "*.current")

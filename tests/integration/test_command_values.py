@@ -21,6 +21,7 @@ from hil.recorder import TelemetryRecorder
 from tests.integration.command_client import CommandClient
 from tests.integration.gateway_harness import gateway_config, running
 from tests.integration.sparkplug_host import SparkplugHost
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -171,7 +172,7 @@ async def test_retained_commands_never_run_and_clearing_one_is_no_command(
                 assert (await brain.answer("live"))["status"] == "accepted"
                 commands = gw.gateway.commands
                 assert commands is not None
-                assert await _until(lambda: commands.counters.empty_ignored == 1, 5)
+                await until(lambda: commands.counters.empty_ignored == 1, timeout=5)
                 port = gw.gateway.http_port
                 metrics = await asyncio.to_thread(_http_text, port or 0, "/metrics")
                 assert 'chenxing_commands_total{outcome="ignored_empty"} 1.0' in metrics
@@ -210,13 +211,3 @@ async def test_a_retained_dcmd_published_while_connected_is_never_executed(
 def _http_text(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
         return resp.read().decode()  # type: ignore[no-any-return]
-
-
-async def _until(predicate: Any, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())

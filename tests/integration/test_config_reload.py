@@ -17,6 +17,7 @@ import pytest
 
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import meter_device
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -66,13 +67,14 @@ class _Process:
         return out
 
 
-async def _until(fetch, check, timeout: float = 20) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while True:
-            m = await fetch()
-            if check(m):
-                return m
-            await asyncio.sleep(0.1)
+async def _metrics_when(fetch, check, timeout: float = 20) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The metrics ``fetch()`` gives once ``check`` holds for them."""
+
+    async def matching() -> dict[str, float] | None:
+        m = await fetch()
+        return m if check(m) else None
+
+    return await until(matching, timeout=timeout, interval=0.1)
 
 
 def _c(name: str, **labels: str) -> str:
@@ -105,18 +107,18 @@ async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
             def fetch():  # type: ignore[no-untyped-def]
                 return gw.metrics(session, url)
 
-            await _until(fetch, lambda m: m.get(steady) == 1 and m.get(moved) == 1
+            await _metrics_when(fetch, lambda m: m.get(steady) == 1 and m.get(moved) == 1
                          and m.get(steady_polls, 0) >= 3)
 
             # 1. a changed device restarts; the unchanged one keeps its first connection
             body["devices"][1]["poll_interval"] = "200ms"
             config.write_text(json.dumps(body))
             proc.send_signal(signal.SIGHUP)
-            m = await _until(fetch, lambda m: m.get(reloads("applied")) == 1
+            m = await _metrics_when(fetch, lambda m: m.get(reloads("applied")) == 1
                              and m.get(moved) == 2)
             polls_then = m[steady_polls]
             await gw.wait_line(r"config reload: device moved changed; restarting it")
-            m = await _until(fetch, lambda m: m[steady_polls] >= polls_then + 3)
+            m = await _metrics_when(fetch, lambda m: m[steady_polls] >= polls_then + 3)
             assert m[steady] == 1 and m[moved] == 2
             async with session.get(url + "/healthz") as response:
                 health = await response.json()
@@ -125,7 +127,7 @@ async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
             # 2. an invalid file is refused with its reason; the gateway keeps running
             config.write_text(json.dumps(body).replace('"float32"', '"float99"', 1))
             proc.send_signal(signal.SIGHUP)
-            await _until(fetch, lambda m: m.get(reloads("invalid")) == 1)
+            await _metrics_when(fetch, lambda m: m.get(reloads("invalid")) == 1)
             await gw.wait_line(r"config reload: new config is invalid, keeping the old: .*error")
 
             # 3. a new tag changes the catalog: refused, restart required
@@ -134,7 +136,7 @@ async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
                 {"name": "extra", "table": "input", "address": 0, "type": "uint16"})
             config.write_text(json.dumps(changed))
             proc.send_signal(signal.SIGHUP)
-            await _until(fetch, lambda m: m.get(reloads("refused")) == 1)
+            await _metrics_when(fetch, lambda m: m.get(reloads("refused")) == 1)
             await gw.wait_line(r"tag set changed \(tags changed on steady\): restart required")
 
             # 4. northbound changes need a restart too
@@ -142,7 +144,7 @@ async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
             changed["northbound"]["publish_interval"] = "100ms"
             config.write_text(json.dumps(changed))
             proc.send_signal(signal.SIGHUP)
-            m = await _until(fetch, lambda m: m.get(reloads("refused")) == 2)
+            m = await _metrics_when(fetch, lambda m: m.get(reloads("refused")) == 2)
             await gw.wait_line(r"northbound changed: restart required")
             assert m[steady] == 1 and m[moved] == 2 and proc.returncode is None
 

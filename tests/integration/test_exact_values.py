@@ -10,7 +10,6 @@ of 2**53+1 as 2**53, all with good quality.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +30,7 @@ from hil.process.injection_moulding import InjectionMouldingModel
 from hil.recorder import TelemetryRecorder
 from tests.integration.command_client import CommandClient
 from tests.integration.gateway_harness import gateway_config, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -155,7 +155,7 @@ async def test_64_bit_integers_arrive_exactly_in_both_contracts_and_in_influxdb(
         with TelemetryRecorder(mosquitto.host, mosquitto.port, topic_root=root) as rec:
             async with running(config):
                 assert await rec.until(lambda s: expected.keys() <= s.latest.keys(), timeout=20)
-                assert await _until(lambda: expected.keys() <= influx_fields(bodies).keys(), 10)
+                await until(lambda: expected.keys() <= influx_fields(bodies).keys(), timeout=10)
         latest = rec.snapshot().latest
         got = {tag: latest[tag].value for tag in expected}
         assert got == expected
@@ -217,13 +217,3 @@ async def test_a_command_writes_a_uint64_exactly_and_refuses_one_beyond_it(
                         reason = result["results"][0]["reason"]
                         assert str(value) in reason, reason  # quoted as sent
         assert meter.value_of("setpoint") == ALL_ONES
-
-
-async def _until(predicate: Any, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())

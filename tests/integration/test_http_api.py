@@ -7,11 +7,13 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -39,15 +41,14 @@ async def test_token_is_required_when_configured_and_tags_show_latest_values(
         for token in (None, "wrong"):
             status, body = await asyncio.to_thread(get, port, "/healthz", token)
             assert status == 401 and b"bearer token" in body
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
+
+        async def good_tags() -> dict[str, Any] | None:
             status, body = await asyncio.to_thread(get, port, "/api/tags", "let-me-in")
+            assert status == 200, body
             tags = {t["tag"]: t for t in json.loads(body)["tags"]}
-            if tags["meter.voltage"]["quality"] == "good":
-                break
-            assert asyncio.get_running_loop().time() < deadline, tags
-            await asyncio.sleep(0.1)
-        assert status == 200
+            return tags if tags["meter.voltage"]["quality"] == "good" else None
+
+        tags = await until(good_tags, "a good voltage in /api/tags", interval=0.1)
         voltage = tags["meter.voltage"]
         assert voltage["unit"] == "V" and 219 < voltage["value"] < 241 and voltage["ts_ns"] > 0
         assert tags["meter.relay_closed"]["value"] == 1.0

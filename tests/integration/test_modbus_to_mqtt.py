@@ -15,6 +15,7 @@ from hil.broker import MqttBroker
 from hil.process.energy_meter import waveform_reading
 from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -120,7 +121,9 @@ async def test_dropped_connection_gives_bad_quality_and_reconnects(
             assert await rec.until(lambda s: s.latest["meter.voltage"].quality == "bad", timeout=10)
             runner = gw.gateway.runners["meter"]
             assert runner.stats.state.value == "down" and runner.stats.last_error
-            await asyncio.sleep(1.0)  # a few failed reconnects with backoff
+            failed = runner.stats.connect_failures
+            await until(lambda: runner.stats.connect_failures >= failed + 2,
+                        "a few failed reconnects with backoff")
             await waveform_meter.start()  # back on the same port
             assert await rec.until(
                 lambda s: s.latest["meter.voltage"].quality == "good", timeout=15
@@ -177,11 +180,12 @@ async def test_broker_restart_loses_nothing_and_sends_a_new_birth(
             async with running(config) as gw:
                 assert await rec.until(lambda s: len(s.data_messages) >= 5, timeout=10)
                 await asyncio.to_thread(broker.stop)
-                await asyncio.sleep(1.5)  # polling goes on into the outbox
                 nb = gw.gateway.northbound
-                assert nb is not None and not nb.link.connected.is_set()
+                assert nb is not None
+                await until(lambda: not nb.link.connected.is_set(), "the broker gone")
                 held = nb.outbox.stats().queued
-                assert held > 0
+                await until(lambda: nb.outbox.stats().queued >= held + 3,
+                            "polling goes on into the outbox")
                 births_before = len(rec.snapshot().births)
                 await asyncio.to_thread(broker.start)
                 assert await rec.until(lambda s: len(s.births) > births_before, timeout=15)

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import METER_TAGS, gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -39,17 +40,19 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def scrape_until(port: int, until: Callable[[Samples], bool], timeout: float = 20) -> Samples:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        samples = await asyncio.to_thread(scrape, port)
-        if until(samples):
-            return samples
-        if loop.time() > deadline:
-            shown = {k: v for k, v in samples.items() if "modbus_unit" in k[0]}
-            pytest.fail(f"metrics never matched; last Modbus unit series: {shown}")
-        await asyncio.sleep(0.2)
+async def scrape_until(port: int, check: Callable[[Samples], bool], timeout: float = 20) -> Samples:
+    """The scraped metrics once ``check`` holds for them."""
+    last: list[Samples] = [{}]
+
+    async def matching() -> Samples | None:
+        last[0] = await asyncio.to_thread(scrape, port)
+        return last[0] if check(last[0]) else None
+
+    def shown() -> Samples:  # the last Modbus unit series
+        return {k: v for k, v in last[0].items() if "modbus_unit" in k[0]}
+
+    return await until(matching, "the metrics to match", timeout=timeout, interval=0.2,
+                       seen=shown)
 
 
 async def test_unit_counters_show_exceptions_retries_timeouts_and_backoff(

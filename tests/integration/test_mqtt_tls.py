@@ -12,6 +12,7 @@ import pytest
 
 from hil.broker import BrokerTls, MqttBroker
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -29,16 +30,6 @@ async def health(port: int) -> dict[str, Any]:
     return await asyncio.to_thread(_health, port)
 
 
-async def until(predicate: Any, timeout: float = 15.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(await predicate())
-
-
 async def test_mutual_tls_publishes_and_verifies(
     tmp_path: Path, tls_broker: MqttBroker, pki: dict[str, Any], waveform_meter: Any
 ) -> None:
@@ -50,11 +41,8 @@ async def test_mutual_tls_publishes_and_verifies(
     async with running(config) as gw:
         nb = gw.gateway.northbound
         assert nb is not None
-        # births and data acknowledged by the broker over mutual TLS
-        async def published() -> bool:
-            return nb.counters.samples_published > 0
-
-        assert await until(published)
+        await until(lambda: nb.counters.samples_published > 0,
+                    "births and data acknowledged by the broker over mutual TLS", timeout=15)
         body = await health(gw.gateway.http_port or 0)
         assert body["broker"]["connected"] is True
         assert body["broker"]["url"].startswith("mqtts://")
@@ -89,7 +77,7 @@ async def test_tls_failures_are_reported_in_healthz(
         async def reported() -> bool:
             return expected in ((await health(port))["broker"]["last_error"] or "")
 
-        assert await until(reported)
+        await until(reported, f"healthz says {expected!r}", timeout=15)
         body = await health(port)
         assert body["broker"]["connected"] is False
         assert gw.gateway.northbound is not None

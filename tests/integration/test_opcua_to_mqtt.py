@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from hil.devices.opcua_plc import OpcUaPlcSimulator
 from hil.process.injection_moulding import InjectionMouldingModel
 from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import gateway_config, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -68,7 +68,9 @@ async def test_plc_values_reach_the_broker_and_a_restart_is_marked_stale(
                 assert await rec.until(
                     lambda s: s.latest["press-7.melt_temp"].quality == "stale", timeout=10
                 )
-                await asyncio.sleep(0.5)
+                failed = runner.stats.connect_failures
+                await until(lambda: runner.stats.connect_failures > failed,
+                            "a reconnect refused while the PLC is away")
                 await sim.start()
                 assert await rec.until(
                     lambda s: s.latest["press-7.melt_temp"].quality == "good", timeout=15

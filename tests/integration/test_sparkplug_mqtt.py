@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
+from gateway.northbound.sparkplug.edge_node import SparkplugEdgeNode
 from hil.broker import MqttBroker
 from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import METER_TAGS, gateway_config, meter_device, running
 from tests.integration.sparkplug_host import SparkplugHost, SpMessage, seqs_contiguous
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -74,7 +76,8 @@ async def test_births_data_by_alias_rebirth_and_clean_death(
             assert await host.until(lambda ms: len([m for m in ms if m.type == "DBIRTH"]) >= 2)
             assert host.of("NBIRTH")[1].metric("bdSeq")["value"] == 0  # same connection
             assert gw.gateway.northbound.contract.counters.rebirths_requested == 1  # type: ignore[union-attr]
-            await asyncio.sleep(0.3)
+            # data after the rebirth: its seq carries on from the new births
+            assert await host.until(lambda ms: ms[-1].type == "DDATA")
             await gw.stop()
         assert await host.until(lambda ms: len([m for m in ms if m.type == "NDEATH"]) >= 1)
         msgs = host.snapshot()
@@ -100,25 +103,34 @@ async def test_primary_host_offline_holds_data_then_births_and_replays_historica
     with SparkplugHost(mosquitto.port) as host:
         async with running(config) as gw:
             nb = gw.gateway.northbound
-            assert nb is not None
-            assert await host.until(lambda ms: nb.counters.buffered_samples > 0 or (
-                nb.outbox.stats().queued > 0), timeout=10)
-            await asyncio.sleep(0.5)
+            assert isinstance(nb, SparkplugEdgeNode)
+            spb = nb.contract.counters
+            # connected, with data to send: a birth now would already be counted
+            await until(lambda: nb.link.connected.is_set() and nb.outbox.stats().queued > 0,
+                        "connected to the broker with data held")
+            assert nb.counters.births == 0 and nb.counters.messages_published == 0
             assert host.snapshot() == []  # 3.0: no birth before the primary host is online
             host.publish_state("scada", True)
             assert await host.until(lambda ms: len(historical(ms)) >= 1)
             first = host.snapshot()
             assert [m.type for m in first[:2]] == ["NBIRTH", "DBIRTH"]
 
+            states = spb.state_messages
             host.publish_state("scada", False)
-            await asyncio.sleep(0.3)  # what was in flight when the host left
-            held_from = len(host.snapshot())
-            await asyncio.sleep(1.0)
-            assert len(host.snapshot()) == held_from  # nothing published while offline
-            assert nb.outbox.stats().queued > 0  # held in the spool
+            await until(lambda: spb.state_messages > states and not nb.in_session(),
+                        "the gateway saw the host leave")
+            # what was in flight when the host left reaches it; then the gateway is quiet
+            await until(lambda: nb.outbox.stats().inflight == 0
+                        and len(host.snapshot()) == nb.counters.messages_published,
+                        "the host has every message the gateway published")
+            held_from, published = len(host.snapshot()), nb.counters.messages_published
+            queued = nb.outbox.stats().queued
+            await until(lambda: nb.outbox.stats().queued >= queued + 3, "more data held")
+            assert nb.counters.messages_published == published  # nothing published offline
             # a STATE older than the last one is ignored
             host.publish_state("scada", True, ts_ms=1)
-            await asyncio.sleep(0.3)
+            await until(lambda: spb.state_messages > states + 1, "the old STATE at the gateway")
+            assert not nb.in_session() and nb.counters.messages_published == published
             assert len(host.snapshot()) == held_from
 
             host.publish_state("scada", True)
@@ -168,7 +180,15 @@ async def test_device_death_and_birth(
             assert await host.until(lambda ms: any(
                 x["alias"] == devices_alias and json.loads(x["value"]) == {"meter": "down"}
                 for m in host.of("NDATA") for x in m.body["metrics"]))
-            await asyncio.sleep(1.0)
+            nb = gw.gateway.northbound
+            assert isinstance(nb, SparkplugEdgeNode)
+            withheld = nb.contract.counters.dead_device_withheld
+            # the dead device's samples keep coming and are withheld; the host has all
+            # that was published meanwhile
+            await until(lambda: nb.contract.counters.dead_device_withheld > withheld
+                        and nb.outbox.stats().queued + nb.outbox.stats().inflight == 0
+                        and len(host.snapshot()) == nb.counters.messages_published,
+                        "more samples of the dead device withheld, the rest at the host")
             after = host.snapshot()[died_at:]
             # no live data for a dead device (its bad-quality placeholders are the DDEATH)
             assert not [m for m in after if m.type == "DDATA" and not historical([m])]
@@ -376,8 +396,14 @@ async def test_qos_1_data_unacknowledged_by_a_frozen_broker_is_replayed_not_retr
             assert nb is not None
             assert await host.until(lambda ms: len(host.of("DDATA")) >= 3)
             assert mosquitto.pid is not None
+            # acknowledged or in flight: grows with each send only, however the acks come
+            def handed_over() -> int:
+                return nb.counters.messages_published + nb.outbox.stats().inflight
+
             os.kill(mosquitto.pid, signal.SIGSTOP)
-            await asyncio.sleep(1.0)  # DDATA sent, never acknowledged
+            frozen_at = handed_over()
+            # a DDATA sent after the freeze, never to be acknowledged
+            await until(lambda: handed_over() > frozen_at, "a DDATA sent to the frozen broker")
             await asyncio.to_thread(mosquitto.kill)
             await asyncio.to_thread(mosquitto.start)
             assert await host.until(lambda ms: host.subscriptions >= 2)

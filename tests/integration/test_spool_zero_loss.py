@@ -21,6 +21,7 @@ import pytest
 from hil.broker import MqttBroker
 from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -86,10 +87,10 @@ async def outage(broker: MqttBroker, rec: TelemetryRecorder, up_s: float = 1.0) 
     ``up_s`` more (a short ``up_s`` makes the next outage strike in the middle of the replay)."""
     births = len(rec.snapshot().births)
     await asyncio.to_thread(broker.stop)
-    await asyncio.sleep(OUTAGE_S)
+    await asyncio.sleep(OUTAGE_S)  # the scenario: how long the broker is away; no assertion
     await asyncio.to_thread(broker.start)
     assert await rec.until(lambda s: len(s.births) > births, timeout=15)
-    await asyncio.sleep(up_s)
+    await asyncio.sleep(up_s)  # the scenario: how long until the next outage; no assertion
 
 
 async def test_outages_and_sigkills_lose_no_sequence_number(tmp_path: Path, waveform_meter) -> None:
@@ -109,14 +110,20 @@ async def test_outages_and_sigkills_lose_no_sequence_number(tmp_path: Path, wave
 
             # 2: broker down, gateway SIGKILLed with a backlog in its spool, restarted
             await asyncio.to_thread(broker.stop)
-            await asyncio.sleep(OUTAGE_S / 2)
+            top = max(m["seq"] for m in rec.snapshot().data_messages)  # delivered before
+
+            async def spooled() -> bool:  # sent after the broker went: held in the spool
+                return ((await spool_stats(config))["seq_last"] or -1) >= top + 5
+
+            await until(spooled, "5 messages held in the spool of the running gateway",
+                        timeout=20, interval=0.1)
             assert await gw.stop(signal.SIGKILL) == -signal.SIGKILL
             held = await spool_stats(config)
             assert held["messages"] > 0 and held["held_by"] is None
             spool_tail.append(held["seq_last"])
             first_seq.append(next_seq(config))
             gw = await GatewayProcess(config, 2).start()
-            await asyncio.sleep(OUTAGE_S / 2)
+            await asyncio.sleep(OUTAGE_S / 2)  # the scenario: restarted while the broker is away
             births = len(rec.snapshot().births)
             await asyncio.to_thread(broker.start)
             assert await rec.until(lambda s: len(s.births) > births, timeout=15)
@@ -125,7 +132,8 @@ async def test_outages_and_sigkills_lose_no_sequence_number(tmp_path: Path, wave
             await outage(broker, rec)  # 4
 
             # SIGKILL while connected and streaming: messages in flight may come twice
-            await asyncio.sleep(0.5)
+            streamed = len(rec.snapshot().data_messages)
+            assert await rec.until(lambda s: len(s.data_messages) >= streamed + 5, timeout=15)
             assert await gw.stop(signal.SIGKILL) == -signal.SIGKILL
             spool_tail.append((await spool_stats(config))["seq_last"])
             first_seq.append(next_seq(config))
@@ -139,7 +147,8 @@ async def test_outages_and_sigkills_lose_no_sequence_number(tmp_path: Path, wave
             assert await rec.until(
                 lambda s: any(d["reason"] == "shutdown" for d in s.deaths), timeout=10
             )
-            await asyncio.sleep(0.5)
+            # the death follows the drained data; the checks below need no more than
+            # what has arrived (no hole below the highest seq, the spooled tails)
         finally:
             if gw is not None and gw.proc is not None and gw.proc.returncode is None:
                 gw.proc.kill()
@@ -201,12 +210,13 @@ async def test_full_spool_drops_the_oldest_and_reports_it_in_metrics_and_birth(
                 assert port is not None
                 await asyncio.to_thread(broker.stop)
                 dropped = 'chenxing_spool_dropped_messages_total{reason="full"}'
-                for _ in range(100):
-                    await asyncio.sleep(0.1)
+
+                async def dropping() -> dict[str, float] | None:
                     metrics = await asyncio.to_thread(scrape, port)
-                    if metrics[dropped] >= 5:
-                        break
-                assert metrics[dropped] >= 5
+                    return metrics if metrics[dropped] >= 5 else None
+
+                metrics = await until(dropping, "5 messages dropped from the full spool",
+                                      interval=0.1)
                 assert metrics["chenxing_spool_bytes"] <= 4096
                 assert metrics['chenxing_spool_dropped_samples_total{reason="full"}'] > 0
                 births = len(rec.snapshot().births)

@@ -20,6 +20,7 @@ from hil.broker import MqttBroker
 from hil.netutil import free_port
 from tests.edge_models.helpers import identity_manifest, write_model
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -38,19 +39,19 @@ def request(port: int, path: str, token: str | None = None, method: str = "GET",
         return err.code, dict(err.headers), err.read()
 
 
-async def poll_status(port: int, until: Any, token: str | None = None,
+async def poll_status(port: int, check: Any, token: str | None = None,
                       timeout: float = 15.0) -> dict[str, Any]:
-    """GET /api/status until ``until(body)`` holds; fail with the last body otherwise."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    """GET /api/status until ``check(body)`` holds; fail with the last body otherwise."""
+    last: list[dict[str, Any]] = [{}]
+
+    async def matching() -> dict[str, Any] | None:
         status, _, raw = await asyncio.to_thread(request, port, "/api/status", token)
         assert status == 200, raw
-        body = json.loads(raw)
-        if until(body):
-            return body
-        assert loop.time() < deadline, json.dumps(body, indent=1)[:4000]
-        await asyncio.sleep(0.2)
+        last[0] = json.loads(raw)
+        return last[0] if check(last[0]) else None
+
+    return await until(matching, "the status to match", timeout=timeout, interval=0.2,
+                       seen=lambda: json.dumps(last[0], indent=1)[:4000])
 
 
 def kpi_manifest() -> dict[str, Any]:
