@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+import urllib.parse
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from gateway.ingest.config import IngestConfig, load_ingest_config
+from gateway.ingest.counters import IngestCounters
+from gateway.ingest.reader import IngestReader
 from paho.mqtt.enums import CallbackAPIVersion
 
 from brain_reader.config import IngestConfig, load_ingest_config
 from brain_reader.counters import IngestCounters
 from brain_reader.reader import IngestReader
+from gateway.northbound.message import OutboundMessage
 from hil.broker import MqttBroker
 from hil.victoria_metrics import VictoriaMetrics
+from tests.waiting import until
 
 
 def ingest_config(broker: MqttBroker, vm: VictoriaMetrics | None, **kw: Any) -> IngestConfig:
@@ -53,8 +60,9 @@ async def running_reader(config: IngestConfig,
     reader = IngestReader(config)
     task = asyncio.create_task(reader.run(stop, drain_timeout))
     handle = RunningReader(reader, task, stop)
-    assert await until(lambda: reader.link is not None and reader.link.connected.is_set(), 10)
-    await asyncio.sleep(0.3)  # the subscriptions, made on connect, are in place
+    await until(lambda: reader.link is not None and reader.link.connected.is_set(),
+                "the reader connected")
+    await subscriptions_in_place(reader)
     try:
         yield handle
     finally:
@@ -62,14 +70,28 @@ async def running_reader(config: IngestConfig,
             await handle.stop()
 
 
-async def until(predicate: Callable[[], bool], timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
+async def subscriptions_in_place(reader: IngestReader) -> None:
+    """The broker holds the reader's subscriptions: the link sends them on connect, and a
+    probe the reader's link publishes after them reaches another client only once the
+    broker has read them (one connection's packets are handled in order)."""
+    link = reader.link
+    assert link is not None
+    url = urllib.parse.urlsplit(link.url)
+    topic = f"test/probe/{time.time_ns()}"  # none of the reader's subscriptions
+    subscribed, seen = threading.Event(), threading.Event()
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}")
+    probe.on_subscribe = lambda *_: subscribed.set()
+    probe.on_message = lambda *_: seen.set()
+    probe.connect(url.hostname or "127.0.0.1", url.port or 1883)
+    probe.loop_start()
+    try:
+        probe.subscribe(topic, qos=1)
+        await until(subscribed.is_set, "the probe's own subscription")
+        link.publish(OutboundMessage(topic, b"probe", "event", qos=0, id=-(2**40)))
+        await until(seen.is_set, "the probe published after the reader's subscriptions")
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
 
 
 class Publisher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from hil.broker import MqttBroker
 from hil.victoria_metrics import VictoriaMetrics
 from tests.brain_reader.helpers import Publisher, json_data
+from tests.ingest.helpers import Publisher, json_data
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -45,7 +48,7 @@ async def test_reads_from_a_yaml_file_writes_and_prints_its_counters_on_sigterm(
 ) -> None:
     config = tmp_path / "ingest.yaml"
     config.write_text(
-        f"brokers: [{mosquitto.url}]\ngroup: brain\n"
+        f"brokers: [{mosquitto.url}]\ngroup: brain\nreport_interval: 100ms\n"
         f"influxdb: {{url: '{victoria_metrics.url}', bucket: brain, flush_interval: 200ms,"
         " token: {env: CX_TEST_TOKEN}}\n"
     )
@@ -53,24 +56,46 @@ async def test_reads_from_a_yaml_file_writes_and_prints_its_counters_on_sigterm(
         *CLI, "-c", str(config), "--json", env={"CX_TEST_TOKEN": "t", "PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert proc.stderr is not None
+    assert proc.stderr is not None and proc.stdout is not None
+    log: list[str] = []
+
+    async def read_log() -> None:
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            log.append(line.decode(errors="replace"))
+
+    def logged(pattern: str) -> bool:
+        return any(re.search(pattern, line) for line in log)
+
+    reading = asyncio.create_task(read_log())
     pub = Publisher(mosquitto)
     try:
-        log = b""
-        while b"MQTT connected" not in log:
-            line = await asyncio.wait_for(proc.stderr.readline(), 15)
-            assert line, log.decode()
-            log += line
-        await asyncio.sleep(0.5)
+        await until(lambda: logged("MQTT connected"), "the reader connected",
+                    seen=lambda: "".join(log))
+
+        def probed() -> bool:  # a birth in its subscriptions is read: they are all in place
+            if logged("birth of gateway plant/l1/gw-probe"):
+                return True
+            pub.publish("chenxing/v1/plant/l1/gw-probe/birth", json.dumps(
+                {"v": 1, "type": "birth", "site": "plant", "line": "l1", "gateway": "gw-probe",
+                 "tags": []}).encode())  # fmt: skip
+            return False
+
+        await until(probed, "the reader's subscriptions in place", interval=0.2)
         for seq in range(3):
             pub.publish(*json_data(seq, samples=4))
-        await asyncio.sleep(1.0)
+        # its periodic report: the three messages read and their points written
+        await until(lambda: logged(r"data_messages=3 .*points=12 written=12 "),
+                    "3 messages read, 12 points written", seen=lambda: log[-3:])
         proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        out = await asyncio.wait_for(proc.stdout.read(), 20)
+        await asyncio.wait_for(proc.wait(), 20)
+        await reading
     finally:
         pub.close()
         if proc.returncode is None:
             proc.kill()
+        reading.cancel()
     assert proc.returncode == 0
     counters = json.loads(out)
     assert counters["data_messages"] == 3 and counters["points"] == 12

@@ -19,9 +19,9 @@ from tests.brain_reader.helpers import (
     ingest_config,
     json_data,
     running_reader,
-    until,
 )
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -40,14 +40,14 @@ async def test_gaps_duplicates_and_late_messages_are_counted_and_data_written(
         async with running_reader(config) as reader:
             for seq in (0, 1, 2, 4, 4, 5, 8):  # 3, 6 and 7 skipped; 4 repeated
                 pub.publish(*json_data(seq))
-            assert await until(lambda: reader.counters.data_messages == 7, 10)
+            await until(lambda: reader.counters.data_messages == 7, timeout=10)
             c = reader.counters
             assert (c.gaps, c.duplicates, c.late) == (3, 1, 0)
             pub.publish(*json_data(3))  # late (a replayed backlog message), not a duplicate
-            assert await until(lambda: reader.counters.late == 1, 10)
+            await until(lambda: reader.counters.late == 1, timeout=10)
             assert reader.counters.gaps == 2 and reader.counters.duplicates == 1
             pub.publish("chenxing/v1/plant/l1/gw-x/data", b"{not json")
-            assert await until(lambda: reader.counters.undecodable == 1, 10)
+            await until(lambda: reader.counters.undecodable == 1, timeout=10)
             counters = await reader.stop()
     finally:
         pub.close()
@@ -69,13 +69,16 @@ async def test_two_readers_in_one_group_write_a_gateways_stream_once(
     with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
         async with running_reader(config_a) as a, running_reader(config_b) as b:
             async with running(gw_config) as gw:
-                assert await until(lambda: len(rec.snapshot().data_messages) >= 30, 30)
+                await until(lambda: len(rec.snapshot().data_messages) >= 30, timeout=30)
                 assert (await gw.stop()).drained
-            await asyncio.sleep(0.5)
+                nb = gw.gateway.northbound
+                assert nb is not None
+            await until(lambda: len(rec.snapshot().samples) >= nb.counters.samples_published,
+                        "the last messages at the recorder")
             sent = rec.snapshot()
             total = len(sent.data_messages)
-            assert await until(
-                lambda: a.counters.data_messages + b.counters.data_messages >= total, 10)
+            await until(
+                lambda: a.counters.data_messages + b.counters.data_messages >= total, timeout=10)
             ca, cb = await a.stop(), await b.stop()
     # one gateway, one writer: its owner decodes every message, the other holds them
     assert sorted([ca.data_messages, cb.data_messages]) == [0, total]
@@ -107,8 +110,8 @@ async def test_store_unreachable_points_wait_in_memory_up_to_the_limit_then_olde
         async with running_reader(config, drain_timeout=1.0) as reader:
             for seq in range(3):
                 pub.publish(*json_data(seq, samples=4))
-            assert await until(lambda: reader.counters.data_messages == 3, 10)
-            assert await until(lambda: reader.counters.write_errors >= 2, 10)
+            await until(lambda: reader.counters.data_messages == 3, timeout=10)
+            await until(lambda: reader.counters.write_errors >= 2, timeout=10)
             counters = await asyncio.wait_for(reader.stop(), 30)
     finally:
         pub.close()

@@ -3,7 +3,6 @@ data seen before any birth, seq gaps and duplicates; real Mosquitto and victoria
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from pathlib import Path
 
@@ -16,7 +15,9 @@ from gateway.northbound.sparkplug.decode import decode_payload
 from hil.broker import MqttBroker
 from hil.victoria_metrics import VictoriaMetrics
 from tests.brain_reader.helpers import BASE_MS, Publisher, ingest_config, running_reader, until
+from tests.ingest.helpers import BASE_MS, Publisher, ingest_config, running_reader
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -69,7 +70,7 @@ async def test_aliases_resolve_after_births_and_unknown_ones_ask_for_a_rebirth(
         async with running_reader(config) as reader:
             # the reader started after the births: data by alias alone cannot be resolved
             pub.publish(topic("DDATA"), payload(7, t, [{"alias": 1, "double_value": 9.9}]))
-            assert await until(lambda: len(commands.payloads) == 1, 10)
+            await until(lambda: len(commands.payloads) == 1, timeout=10)
             assert reader.counters.unknown_aliases == 1
             rebirth = decode_payload(commands.payloads[0])["metrics"]
             assert [(m["name"], m["value"]) for m in rebirth] == [("Node Control/Rebirth", True)]
@@ -91,7 +92,7 @@ async def test_aliases_resolve_after_births_and_unknown_ones_ask_for_a_rebirth(
             pub.publish(topic("DDATA"), payload(4, t + 4, [  # sent twice
                 {"alias": 1, "double_value": 3.5, "timestamp": t + 4}]))
             pub.publish(topic("DDATA"), payload(5, t + 5, [{"alias": 9, "int_value": 1}]))
-            assert await until(lambda: reader.counters.data_messages == 5, 10)
+            await until(lambda: reader.counters.data_messages == 5, timeout=10)
             counters = await reader.stop()
     finally:
         pub.close()
@@ -131,9 +132,14 @@ async def test_a_sparkplug_gateway_through_ingest_matches_its_own_influxdb_sink(
     config = ingest_config(mosquitto, victoria_metrics, formats=["sparkplug"])
     async with running_reader(config) as reader:
         async with running(gw_config) as gw:
-            assert await until(lambda: reader.counters.data_messages >= 20, 30)
+            await until(lambda: reader.counters.data_messages >= 20, timeout=30)
             assert (await gw.stop()).drained
-        await asyncio.sleep(0.5)
+            nb = gw.gateway.northbound
+            assert nb is not None
+        # births, data and the death: every message the broker acknowledged to the gateway
+        await until(lambda: reader.counters.received >= nb.counters.messages_published,
+                    "every message the gateway published at the reader",
+                    seen=lambda: (reader.counters.received, nb.counters.messages_published))
         counters = await reader.stop()
     assert counters.unknown_aliases == 0 and counters.gaps == 0 and counters.duplicates == 0
     assert counters.births >= 2  # NBIRTH and the meter's DBIRTH
