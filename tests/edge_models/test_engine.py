@@ -12,6 +12,7 @@ from edge_models.engine import AlarmEvent
 from gateway.errors import ModelRunError
 from gateway.pipeline import Pipeline
 from gateway.types import Quality, SampleBatch
+from tests.waiting import until
 
 from .helpers import NS, Sink, catalog_for, feed_cycles, identity_manifest, service, write_model
 
@@ -252,20 +253,13 @@ async def test_service_run_loads_ticks_and_watches(tmp_path: Path) -> None:
     svc.watch_interval = 0.05
     task = asyncio.create_task(svc.run())
     try:
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if len(sink.samples("models.kpi/value")) >= 2:
-                break
-        assert len(sink.samples("models.kpi/value")) >= 2
+        await until(lambda: len(sink.samples("models.kpi/value")) >= 2, "two outputs")
         manifest = identity_manifest(version="2", inputs=[
             {"tag": "plc.Temp", "aggregation": "count", "window": "10s"}],
             cycle=None, trigger={"on": "interval", "every": "50ms", "settle": 0})
         write_model(tmp_path, "kpi", manifest)
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if svc.describe()[0]["version"] == "2":
-                break
-        assert svc.describe()[0]["version"] == "2"  # picked up by the folder watch
+        await until(lambda: svc.describe()[0]["version"] == "2",
+                    "version 2 picked up by the folder watch")
     finally:
         task.cancel()
         with __import__("contextlib").suppress(asyncio.CancelledError):

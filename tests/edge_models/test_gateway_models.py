@@ -26,6 +26,7 @@ from gateway.config.models import ModelsConfig
 from hil.broker import MqttBroker
 from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
 
 from .helpers import identity_manifest, write_model
 
@@ -105,10 +106,8 @@ async def test_model_outputs_alarms_birth_reload_and_metrics(
                           if s.tag == "meter.active_power" and s.quality == "good"]
                 assert all(s.quality == "good" for s in outputs)
                 assert min(powers) - 0.01 <= outputs[-1].value <= max(powers) + 0.01
-                for _ in range(100):  # the waveform meter draws ~2 kW: the alarm is raised
-                    if listener.events:
-                        break
-                    await asyncio.sleep(0.05)
+                # the waveform meter draws ~2 kW: the alarm is raised
+                await until(lambda: listener.events, "the alarm event")
                 assert listener.events[0]["event"] == "alarm"
                 assert listener.events[0]["tag"] == "models.kpi/running"
                 assert listener.events[0]["state"] == "raised"

@@ -48,11 +48,11 @@ async def tick_watching_the_loop(svc: Any, now: int) -> tuple[int, int, float]:
 
     async def heartbeat() -> None:
         while not stop.is_set():
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # the beat: counts loop turns, nothing waits on it
             during[1] += during[0]
 
     beat = asyncio.create_task(heartbeat())
-    await asyncio.sleep(0.005)
+    await asyncio.sleep(0.005)  # the heartbeat in its stride before the tick; no assertion
     during[0] = True
     start = time.perf_counter()
     emitted = await svc.engine.tick(svc.executor, now=now)

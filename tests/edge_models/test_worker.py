@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from edge_models.worker import InferenceWorker
+from tests.waiting import until
 
 
 async def test_every_result_is_delivered_in_order() -> None:
@@ -62,7 +63,7 @@ async def test_shutdown_cancels_what_has_not_started() -> None:
     worker.shutdown(wait=False, cancel_futures=True)
     gate.set()
     assert await first is True
-    await asyncio.sleep(0.01)  # the cancellation is delivered through the loop
-    assert queued.cancelled() and pending.cancelled()
+    assert pending.cancelled()
+    await until(queued.cancelled, "the cancellation, delivered through the loop")
     with pytest.raises(RuntimeError, match="shut down"):
         worker.call(lambda: None)
