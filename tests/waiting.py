@@ -19,7 +19,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -51,14 +51,36 @@ def _failure(
     return ConditionTimeout(message)
 
 
+@overload
 async def until(
-    predicate: Callable[[], T | Awaitable[T | None] | None],
+    predicate: Callable[[], Awaitable[T | None]],
     what: str | None = None,
     *,
     timeout: float = TIMEOUT,
     interval: float = INTERVAL,
     seen: Callable[[], Any] | None = None,
-) -> T:
+) -> T: ...
+
+
+@overload
+async def until(
+    predicate: Callable[[], T | None],
+    what: str | None = None,
+    *,
+    timeout: float = TIMEOUT,
+    interval: float = INTERVAL,
+    seen: Callable[[], Any] | None = None,
+) -> T: ...
+
+
+async def until(
+    predicate: Callable[[], Any],
+    what: str | None = None,
+    *,
+    timeout: float = TIMEOUT,
+    interval: float = INTERVAL,
+    seen: Callable[[], Any] | None = None,
+) -> Any:
     """The first truthy value of ``predicate()``, checked every ``interval`` s.
 
     Raises :class:`ConditionTimeout` (an ``AssertionError``) naming ``what`` (or the
@@ -71,7 +93,7 @@ async def until(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if loop.time() >= deadline:
             raise _failure(predicate, what, timeout, seen)
         await asyncio.sleep(interval)  # polling: the condition decides, not this interval
