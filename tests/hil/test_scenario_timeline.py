@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from click.testing import CliRunner
 
 from gateway.errors import ConfigError
 from hil.cli import main
-from hil.process.energy_meter import EnergyMeterModel, MachineState
+from hil.process.energy_meter import EnergyMeterModel, MachineState, MeterParams
 from hil.process.injection_moulding import InjectionMouldingModel
 from hil.recorder import ReceivedSample
 from hil.scenario import Recording, load_scenario
@@ -30,6 +32,8 @@ from hil.scenario.timeline import (
     StepChange,
     TimelinePlayer,
 )
+
+M = TypeVar("M")
 
 BASE = """\
 name: t
@@ -49,46 +53,72 @@ def _player(models: dict[str, object], end: float = 10.0) -> TimelinePlayer:
     return TimelinePlayer(models, lambda: loop.time() - start, end, seed=4)
 
 
+def recorded(model_cls: type[M], log: list[Any]) -> type[M]:
+    """``model_cls`` keeping every parameter set it is given in ``log``, in order."""
+
+    class Recorded(model_cls):  # type: ignore[valid-type, misc]
+        @property
+        def params(self) -> Any:
+            return self._params
+
+        @params.setter
+        def params(self, value: Any) -> None:
+            self._params = value
+            log.append(value)
+
+    return Recorded
+
+
+def counting_clock(log: list[Any], step: float) -> Callable[[], float]:
+    """Scenario time that passes ``step`` s with each parameter set applied: the timeline
+    makes the same steps however slowly the loop turns."""
+    return lambda: len(log) * step
+
+
 async def test_step_ramp_and_drift_move_the_model_parameter() -> None:
-    plc = InjectionMouldingModel(seed=1)
-    meter = EnergyMeterModel(seed=1)
-    player = _player({"press": plc, "meter": meter}, end=0.6)
-    ramp = Ramp(kind="ramp", at=0, device="press", param="melt_setpoint_c", to=200, over=0.4)
-    seen: list[float] = []
-
-    async def watch() -> None:
-        for _ in range(6):
-            seen.append(plc.params.melt_setpoint_c)
-            await asyncio.sleep(0.08)
-
-    await asyncio.gather(player.play(ramp), watch())
+    log: list[Any] = []
+    plc = recorded(InjectionMouldingModel, log)(seed=1)
+    meter = recorded(EnergyMeterModel, log)(seed=1)
+    del log[:]  # the models' own initial parameters
+    player = TimelinePlayer({"press": plc, "meter": meter}, counting_clock(log, 1 / 8), 1.0)
+    ramp = Ramp(kind="ramp", at=0, device="press", param="melt_setpoint_c", to=200, over=0.5)
+    await player.play(ramp)
+    # at t = 0, 1/8, 2/8, 3/8 s of its 0.5 s, then its end: in between, not a jump
+    assert [p.melt_setpoint_c for p in log] == [230.0, 222.5, 215.0, 207.5, 200.0]
     assert plc.params.melt_setpoint_c == 200.0
-    assert any(200 < v < 230 for v in seen), seen  # in between, not a jump
-    assert seen == sorted(seen, reverse=True)
     drift = Drift(kind="drift", at=0, device="meter", param="idle_power_kw", per_minute=60)
-    await player.play(drift)  # until the end (0.6 s): about +0.6 kW... minus the ramp time
-    assert 3.05 < meter.params.idle_power_kw < 3.7
+    await player.play(drift)  # +1 kW/s from t = 0, applied at 5/8, 6/8, 7/8 s, until the end
+    assert [p.idle_power_kw for p in log[5:]] == [3.625, 3.75, 3.875]
     await player.play(StepChange(kind="step", at=0, device="meter", param="idle_power_kw",
                                  value=9.0))  # fmt: skip
     assert meter.params.idle_power_kw == 9.0
 
 
+async def noise_draws(seed: int, index: int, draws: int = 30) -> tuple[list[float], float]:
+    """The voltages a noise entry sets, one per draw, and the one it leaves."""
+    log: list[MeterParams] = []
+    meter = recorded(EnergyMeterModel, log)(seed=1)
+    del log[:]  # the model's own initial parameters
+    player = TimelinePlayer({"meter": meter}, counting_clock(log, 1 / 100), draws / 100,
+                            seed=seed)  # fmt: skip
+    noise = Noise(kind="noise", at=0, device="meter", param="nominal_voltage_v", sd=5,
+                  every=0.001)  # fmt: skip
+    await player.play(noise, index=index)
+    voltages = [p.nominal_voltage_v for p in log]
+    return voltages[:-1], voltages[-1]
+
+
 async def test_noise_is_seeded_around_the_base_and_ends_on_it() -> None:
-    runs = []
-    for _ in range(2):
-        meter = EnergyMeterModel(seed=1)
-        player = _player({"meter": meter}, end=0.3)
-        values: list[float] = []
-        noise = Noise(kind="noise", at=0, device="meter", param="nominal_voltage_v", sd=5,
-                      every=0.01)  # fmt: skip
-        task = asyncio.create_task(player.play(noise, index=2))
-        while not task.done():
-            values.append(meter.params.nominal_voltage_v)
-            await asyncio.sleep(0.005)
-        runs.append(sorted(set(values)))
-        assert meter.params.nominal_voltage_v == 230.0  # back on the base
-    assert len(runs[0]) > 5 and max(abs(v - 230) for v in runs[0]) > 1
-    assert runs[0][:3] == runs[1][:3] or set(runs[0]) & set(runs[1])  # same seed, same draws
+    first, left = await noise_draws(seed=4, index=2)
+    assert len(first) == 30 and left == 230.0  # back on the base
+    assert len(set(first)) == 30 and max(abs(v - 230) for v in first) > 1  # noise around it
+    assert abs(sum(first) / 30 - 230) < 5  # centred on the base (sd 5)
+    again, _ = await noise_draws(seed=4, index=2)
+    assert again == first  # same seed, same draws, every one of them
+    other_seed, _ = await noise_draws(seed=5, index=2)
+    other_entry, _ = await noise_draws(seed=4, index=3)
+    # another seed or another entry: other draws, none shared
+    assert not set(other_seed) & set(first) and not set(other_entry) & set(first)
 
 
 async def test_machine_states_hold_the_meter_and_stop_the_press() -> None:
