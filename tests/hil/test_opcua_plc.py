@@ -15,6 +15,7 @@ from asyncua import Client, ua
 
 from hil.devices.opcua_plc import OpcUaPlcSimulator
 from hil.process.injection_moulding import CyclePhase, InjectionMouldingModel
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
@@ -71,9 +72,12 @@ async def test_simulator_serves_writes_restarts_on_its_port_and_scales() -> None
         async with Client(sim.endpoint) as client:
             melt = client.get_node(sim.node_id("Machine.MeltTemp"))
             first = await melt.read_data_value()
-            await asyncio.sleep(0.3)
-            second = await melt.read_data_value()
-            assert second.SourceTimestamp > first.SourceTimestamp
+
+            async def newer() -> bool:  # the simulator keeps updating its values
+                second = await melt.read_data_value()
+                return bool(second.SourceTimestamp > first.SourceTimestamp)
+
+            await until(newer, "a MeltTemp newer than the first read")
             await client.get_node(sim.node_id("Machine.MeltTempSetpoint")).write_value(245.0)
             assert model.melt_setpoint == 245.0
             scale = client.get_node(sim.node_id("Scale.V00049"))
