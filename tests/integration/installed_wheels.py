@@ -1,0 +1,85 @@
+"""Wheels rebuilt from the distributions installed in this Python.
+
+The offline-install test needs every wheel chenxing-edge depends on without a package
+index or pip's cache: they are installed here already (the test runs in the project's
+venv), so each one is packed back into a wheel from its installed files and RECORD, into
+a folder pip reads with ``--find-links``. What a wheel installs outside site-packages
+(console scripts, headers, data files) is left out: pip writes console scripts again
+from the entry points, and chenxing-edge uses none of the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata as metadata
+import re
+import zipfile
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+#: files of an installed .dist-info that belong to the installation, not the wheel
+_INSTALL_ONLY = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+
+
+def requirement_closure(root: str) -> dict[str, metadata.Distribution]:
+    """The installed distributions ``root`` needs (with the extras its requirements ask
+    for, none of its own), by canonical name, not ``root`` itself. A missing one raises
+    :class:`PackageNotFoundError`."""
+    found: dict[str, metadata.Distribution] = {}
+    done: set[tuple[str, str]] = set()  # (distribution, extra) whose requirements are in
+    todo: list[tuple[str, str]] = [(root, "")]
+    while todo:
+        name, extra = todo.pop()
+        key = (canonicalize_name(name), extra)
+        if key in done:
+            continue
+        done.add(key)
+        dist = found.setdefault(key[0], metadata.distribution(key[0]))
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if (req.marker is None and extra == "") or (
+                req.marker is not None and req.marker.evaluate({"extra": extra})
+            ):
+                todo += [(req.name, wanted) for wanted in ("", *req.extras)]
+    del found[canonicalize_name(root)]
+    return found
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return "sha256=" + digest.decode()
+
+
+def repack(dist: metadata.Distribution, out: Path) -> Path:
+    """``dist`` as a wheel in ``out``, tagged as it was installed."""
+    name, version = dist.metadata["Name"], dist.version
+    wheel_info = dist.read_text("WHEEL")
+    tags = [line.split(":", 1)[1].strip() for line in (wheel_info or "").splitlines()
+            if line.startswith("Tag:")]  # fmt: skip
+    if not tags or dist.files is None:
+        raise ValueError(f"{name} {version} was not installed from a wheel: cannot repack it")
+    # the file name carries every tag it was installed under (py2.py3-none-any, ...)
+    fields = [sorted({tag.split("-")[i] for tag in tags}) for i in range(3)]
+    tag = "-".join(".".join(f) for f in fields)
+    path = out / f"{re.sub(r'[-_.]+', '_', name)}-{version}-{tag}.whl"
+    record: list[str] = []
+    dist_info = ""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as whl:
+        for file in dist.files:
+            parts = file.parts
+            if parts[0] == ".." or "__pycache__" in parts:
+                continue  # outside site-packages, or bytecode of this interpreter
+            if parts[0].endswith(".dist-info"):
+                dist_info = parts[0]
+                if parts[-1] in _INSTALL_ONLY:
+                    continue
+            data = Path(str(dist.locate_file(file))).read_bytes()
+            arcname = "/".join(parts)
+            whl.writestr(arcname, data)
+            record.append(f"{arcname},{_record_hash(data)},{len(data)}")
+        record.append(f"{dist_info}/RECORD,,")
+        whl.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
+    return path
