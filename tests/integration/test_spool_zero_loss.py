@@ -139,6 +139,12 @@ async def test_outages_and_sigkills_lose_no_sequence_number(tmp_path: Path, wave
             first_seq.append(next_seq(config))
             gw = await GatewayProcess(config, 3).start()
             assert await rec.until(lambda s: len({b["session"] for b in s.births}) >= 3, 20)
+            third = max(b["session"] for b in rec.snapshot().births)
+            # run 3 streams before its outage and its SIGTERM (a slow start on a loaded box
+            # would leave it without data, and the checks below without a third run)
+            assert await rec.until(
+                lambda s: sum(m["session"] == third for m in s.data_messages) >= 5, timeout=20
+            )
 
             await outage(broker, rec)  # 5
             assert await gw.stop(signal.SIGTERM) == 0
