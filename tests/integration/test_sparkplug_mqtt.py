@@ -103,7 +103,7 @@ async def test_primary_host_offline_holds_data_then_births_and_replays_historica
     with SparkplugHost(mosquitto.port) as host:
         async with running(config) as gw:
             nb = gw.gateway.northbound
-            assert isinstance(nb, SparkplugEdgeNode)
+            assert nb is not None and isinstance(nb.contract, SparkplugEdgeNode)
             spb = nb.contract.counters
             # connected, with data to send: a birth now would already be counted
             await until(lambda: nb.link.connected.is_set() and nb.outbox.stats().queued > 0,
@@ -181,7 +181,7 @@ async def test_device_death_and_birth(
                 x["alias"] == devices_alias and json.loads(x["value"]) == {"meter": "down"}
                 for m in host.of("NDATA") for x in m.body["metrics"]))
             nb = gw.gateway.northbound
-            assert isinstance(nb, SparkplugEdgeNode)
+            assert nb is not None and isinstance(nb.contract, SparkplugEdgeNode)
             withheld = nb.contract.counters.dead_device_withheld
             # the dead device's samples keep coming and are withheld; the host has all
             # that was published meanwhile
