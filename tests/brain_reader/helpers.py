@@ -12,9 +12,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from gateway.ingest.config import IngestConfig, load_ingest_config
-from gateway.ingest.counters import IngestCounters
-from gateway.ingest.reader import IngestReader
 from paho.mqtt.enums import CallbackAPIVersion
 
 from brain_reader.config import IngestConfig, load_ingest_config

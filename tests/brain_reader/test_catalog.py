@@ -94,7 +94,7 @@ async def test_births_make_a_catalog_with_history_and_a_public_export(
             # a new birth: force's unit changed, old removed, temp added
             pub.publish(*json_birth([tag("force", unit="N"), tag("temp", unit="degC"),
                                      tag("recipe", classification="restricted")]))
-            assert await until(lambda: reader.counters.births == 4, 10)
+            assert await until(lambda: reader.counters.births == 4, timeout=10)
             server = reader.reader.catalog_server
             assert isinstance(server, CatalogServer) and server.port
             base = f"http://127.0.0.1:{server.port}"
@@ -164,8 +164,8 @@ async def test_gateways_outside_the_allow_list_are_refused_counted_and_logged_on
             # a body claiming an allowed gateway on another gateway's topic is refused too
             topic, payload = json_data(9, "gw-ok")
             pub.publish(topic.replace("gw-ok", "gw-other"), payload)
-            assert await until(lambda: reader.counters.refused == 7, 10)
-            assert await until(lambda: reader.counters.data_messages == 3, 10)
+            assert await until(lambda: reader.counters.refused == 7, timeout=10)
+            assert await until(lambda: reader.counters.data_messages == 3, timeout=10)
             counters = await reader.stop()
     finally:
         pub.close()

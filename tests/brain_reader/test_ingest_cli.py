@@ -14,7 +14,6 @@ import pytest
 from hil.broker import MqttBroker
 from hil.victoria_metrics import VictoriaMetrics
 from tests.brain_reader.helpers import Publisher, json_data
-from tests.ingest.helpers import Publisher, json_data
 from tests.waiting import until
 
 pytestmark = pytest.mark.broker

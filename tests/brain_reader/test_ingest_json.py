@@ -165,7 +165,7 @@ async def test_junk_and_gaps_from_a_publisher_are_counted_and_logged_once_per_ki
                 pub.publish(f"chenxing/v1/plant/l1/gw-{i}/data", b'{"v": 1}')
             for seq in range(0, 40, 2):  # every other message of gw-x missing: 19 gaps
                 pub.publish(*json_data(seq))
-            assert await until(lambda: reader.counters.data_messages == 20, 10)
+            assert await until(lambda: reader.counters.data_messages == 20, timeout=10)
             counters = await reader.stop()
     finally:
         pub.close()

@@ -14,8 +14,7 @@ from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.decode import decode_payload
 from hil.broker import MqttBroker
 from hil.victoria_metrics import VictoriaMetrics
-from tests.brain_reader.helpers import BASE_MS, Publisher, ingest_config, running_reader, until
-from tests.ingest.helpers import BASE_MS, Publisher, ingest_config, running_reader
+from tests.brain_reader.helpers import BASE_MS, Publisher, ingest_config, running_reader
 from tests.integration.gateway_harness import gateway_config, meter_device, running
 from tests.waiting import until
 

@@ -46,10 +46,10 @@ async def test_the_reader_and_its_primary_host_connect_with_mutual_tls(
     pub = TlsPublisher(tls_broker, pki)
     try:
         async with running_reader(config) as reader:
-            assert await until(lambda: any(s["online"] for s in pub.states), 10)
+            assert await until(lambda: any(s["online"] for s in pub.states), timeout=10)
             for seq in range(3):
                 pub.client.publish(*json_data(seq), qos=1).wait_for_publish(5)
-            assert await until(lambda: reader.counters.data_messages == 3, 10)
+            assert await until(lambda: reader.counters.data_messages == 3, timeout=10)
             counters = await reader.stop()
     finally:
         pub.close()
@@ -63,7 +63,7 @@ async def test_without_a_client_certificate_it_does_not_get_in(
     url = f"mqtts://127.0.0.1:{tls_broker.port}"
     config = ingest_config(tls_broker, None, brokers=[url], tls={"ca": str(pki["ca"].pem.cert)})
     async with _no_connect(config) as link:
-        assert await until(lambda: link.failed_attempts >= 2, 15), link.last_error
+        assert await until(lambda: link.failed_attempts >= 2, timeout=15), link.last_error
         assert not link.connected.is_set()
 
 
@@ -83,7 +83,7 @@ class _no_connect:
         import asyncio
 
         self.task = asyncio.create_task(self.reader.run(self.stop, 1.0))
-        assert await until(lambda: self.reader.link is not None, 5)
+        assert await until(lambda: self.reader.link is not None, timeout=5)
         return self.reader.link
 
     async def __aexit__(self, *exc: object) -> None:

@@ -99,7 +99,7 @@ async def test_broker_outage_at_qos_0_loses_nothing_with_a_primary_host(
     watcher = StateWatcher(mosquitto)
     gateway = GatewayProcess(gw_config)
     try:
-        assert await until(lambda: any(s["online"] for s in watcher.states), 20)
+        assert await until(lambda: any(s["online"] for s in watcher.states), timeout=20)
         await gateway.start()
         assert await until(lambda: len(by_writer(victoria_metrics)[1].get("voltage", ())) >= 10,
                            30)  # fmt: skip
@@ -115,7 +115,7 @@ async def test_broker_outage_at_qos_0_loses_nothing_with_a_primary_host(
                 {t for t in ts if t < newest - 1500} <= got.get(tag, set())
                 for tag, ts in sink.items())  # fmt: skip
 
-        if not await until(caught_up, 40):
+        if not await until(caught_up, timeout=40):
             sink, got = by_writer(victoria_metrics)
             lost = {tag: sorted(ts - got.get(tag, set())) for tag, ts in sink.items()}
             pytest.fail(f"not caught up: {outage_ms=} {lost}")

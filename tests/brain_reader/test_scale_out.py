@@ -91,7 +91,7 @@ async def test_a_reader_killed_mid_stream_loses_nothing_and_gaps_are_counted_onc
     pub = Publisher(mosquitto)
     sent: list[tuple[str, int]] = []  # (gateway, sample timestamp)
     try:
-        assert await until(lambda: watcher.members == set(WORKERS), 20), watcher.members
+        assert await until(lambda: watcher.members == set(WORKERS), timeout=20), watcher.members
         for seq in range(120):
             for gateway in GATEWAYS:
                 if gateway == "gw-0" and seq in (50, 51):  # 2 never sent: 2 gaps
@@ -106,7 +106,7 @@ async def test_a_reader_killed_mid_stream_loses_nothing_and_gaps_are_counted_onc
             await asyncio.sleep(0.01)
         expected = {s: 120 - 2 * (s.endswith("gw-0")) + (s.endswith("gw-1")) for s in streams}
         assert await until(lambda: {s: c["messages"] for s, c in watcher.counts().items()}
-                           == expected, 30), watcher.counts()
+                           == expected, timeout=30), watcher.counts()
     finally:
         pub.close()
         watcher.close()

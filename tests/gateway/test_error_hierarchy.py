@@ -1,5 +1,6 @@
 """One error hierarchy: every exception class the project defines is in gateway/errors.py and
-derives from GatewayError (the CLI's click exceptions excepted: they are exits, not errors)."""
+derives from GatewayError (click exceptions excepted: they are a command's exits, not errors,
+and live with their command: gateway/cli/ or a driver's CLI tool)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from gateway import errors
 from gateway.errors import GatewayError
 
-PACKAGES = ("gateway", "drivers", "firmware_bridge", "edge_models")
+PACKAGES = ("gateway", "drivers", "firmware_bridge", "edge_models", "brain_reader")
 
 
 def _exception_classes() -> dict[str, type[BaseException]]:
@@ -43,7 +44,9 @@ def test_the_walk_finds_the_hierarchy() -> None:
 def test_every_exception_is_a_gateway_error_defined_in_gateway_errors(where: str) -> None:
     cls = CLASSES[where]
     if issubclass(cls, click.ClickException):
-        assert cls.__module__.startswith("gateway.cli."), "click exceptions are the CLI's own"
+        command = cls.__module__.startswith(("gateway.cli.", "brain_reader.cli")) or (
+            cls.__module__.endswith("_cmd"))  # a driver's CLI tool (drivers/<name>/*_cmd.py)
+        assert command, f"{where}: click exceptions belong to a command module"
         return
     assert issubclass(cls, GatewayError), f"{where} does not derive from GatewayError"
     assert cls.__module__ == "gateway.errors", f"{where} is defined outside gateway/errors.py"
