@@ -14,10 +14,10 @@ from modbus_golden import CASE_NAMES, load_case, same_value
 from modbus_sim import ModbusSim, RawDevice, mbap_reply
 from pymodbus.constants import ExcCodes
 
-from drivers.modbus.bus import BACKSTOP_SECONDS
 from drivers.modbus.codec import encode
 from drivers.modbus.config import ModbusTcpDeviceConfig
 from drivers.modbus.driver import MAX_SILENT_REQUESTS, ModbusTcpDriver
+from drivers.modbus.pymodbus_adapter import BACKSTOP_SECONDS
 from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused, PlanError
 from gateway.types import DataType, Quality, SampleBatch
 from tests.waiting import until
