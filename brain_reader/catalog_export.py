@@ -56,7 +56,7 @@ def aas_json(tags: list[dict[str, Any]]) -> str:
     from basyx.aas import model
     from basyx.aas.adapter.json import write_aas_json_file
 
-    store: model.DictIdentifiableStore = model.DictIdentifiableStore()
+    store: model.DictIdentifiableStore[model.Identifiable] = model.DictIdentifiableStore()
     devices: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for tag in tags:
         devices.setdefault((tag["gateway"], tag["device"]), []).append(tag)

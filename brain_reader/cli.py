@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.errors import ConfigError
 from gateway.logsetup import setup_logging
 
@@ -69,7 +69,7 @@ def _secret(env: str | None, file: str | None, option: str) -> dict[str, str] | 
 @click.option("--json", "as_json", is_flag=True, help="print the final counters as JSON")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO")
-def ingest(ctx: click.Context, config_path: str | None, brokers: tuple[str, ...],
+def ingest(ctx: click.Context, /, config_path: str | None, brokers: tuple[str, ...],
            formats: tuple[str, ...], password_env: str | None, password_file: str | None,
            token_env: str | None, token_file: str | None, duration: float | None,
            as_json: bool, log_level: str,

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config.models import MqttConfig
+from gateway.errors import SparkplugDecodeError
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink
-from gateway.northbound.sparkplug.decode import SparkplugDecodeError, decode_state
+from gateway.northbound.sparkplug.decode import decode_state
 from gateway.repeated_log import RepeatedKinds
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from brain_reader.primary_host import PrimaryHost
 from brain_reader.sparkplug_messages import EdgeNode, SparkplugIngest
 from brain_reader.streams import Allowed, Origin, origin
 from gateway.backoff import Backoff
-from gateway.config.loader import resolve_secret
+from gateway.config.secrets import resolve_secret
 from gateway.errors import InfluxBatchRefused
 from gateway.influxdb.writer import InfluxTarget, InfluxWriter, write_failures_log, write_until_done
 from gateway.northbound.message import OutboundMessage
@@ -182,9 +182,9 @@ class IngestReader:
         contract, _, publisher = stream.partition("/")
         parts = tuple(publisher.split("/"))
         if contract == "json" and len(parts) == 3:
-            self.json.restore(parts, state)  # type: ignore[arg-type]
+            self.json.restore(parts, state)
         elif contract == "spb" and len(parts) == 2:
-            node = self.sparkplug.nodes.setdefault(parts, EdgeNode())  # type: ignore[arg-type]
+            node = self.sparkplug.nodes.setdefault(parts, EdgeNode())
             node.restore(state)
 
     def _export(self, stream: str) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused, DriverError
 from gateway.types import Quality, SampleBatch
@@ -55,7 +54,7 @@ class Driver(ABC):
     #: quality the runner gives the device's tags from a :class:`ConnectionLost` until the
     #: device is connected again (``BAD`` by default; a driver whose values stay meaningful
     #: as "last known", e.g. OPC UA, says ``STALE``). Never-connected devices are ``BAD``.
-    quality_while_lost: ClassVar[Quality] = Quality.BAD
+    quality_while_lost: Quality = Quality.BAD
 
     def __init__(
         self, device_name: str, tag_ids: Sequence[int], tag_count: int | None = None

@@ -407,7 +407,8 @@ class ModelEngine:
         """Take the inferences due at ``now``: cycle ends past their settle time, interval
         triggers whose time came (missed intervals are not caught up)."""
         now = self.clock() if now is None else now
-        ready, waiting = [], []
+        ready: list[_Due] = []
+        waiting: list[_Due] = []
         for d in self._pending:
             slot = self.slots.get(d.slot)
             if slot is None:

@@ -68,7 +68,7 @@ class _Binding:
         self._io.bind_cpu_input(input_name, self.x)
         self.outputs: list[np.ndarray] = []
         for name, shape in shapes.items():
-            arr = np.empty((n, *shape[1:]), types[name])
+            arr: np.ndarray = np.empty((n, *shape[1:]), types[name])
             self._io.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
             self.outputs.append(arr)
 

@@ -25,6 +25,7 @@ window gives NaN for all but ``count`` (0) and ``last``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -244,7 +245,7 @@ def _bounded_integral(inner: np.ndarray, values: np.ndarray, ts: np.ndarray, goo
     has_prev, has_next = before.any(axis=1), after.any(axis=1)
 
     def stretch(t_out: np.ndarray, v_out: np.ndarray, t_in: np.ndarray, v_in: np.ndarray,
-                bound: np.ndarray, use: np.ndarray) -> np.ndarray:
+                bound: np.ndarray, use: Any) -> np.ndarray:
         span = (t_in - t_out).astype(np.float64)
         span = np.where(use & (span != 0), span, 1.0)
         v_bound = v_out + (v_in - v_out) * (bound - t_out).astype(np.float64) / span
@@ -271,4 +272,5 @@ def cycle_edges(
             hit = (before == 0) & (values != 0)
         else:
             hit = (before != 0) & (values == 0)
-    return hit & np.isfinite(before) & np.isfinite(values)
+    crossed: npt.NDArray[np.bool_] = hit & np.isfinite(before) & np.isfinite(values)
+    return crossed

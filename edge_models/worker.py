@@ -28,7 +28,7 @@ _Job = tuple[Callable[[], Any], "asyncio.Future[Any] | Future[Any]",
              "asyncio.AbstractEventLoop | None"]
 
 
-def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+def _resolve(fut: asyncio.Future[Any] | Future[Any], ok: bool, value: Any) -> None:
     if fut.cancelled():
         return
     if ok:

@@ -30,6 +30,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -132,7 +133,7 @@ class McuNodeDriver(Driver):
         self.node = None
         try:
             self._send(HelloRequest())
-            hello = asyncio.ensure_future(self._hello_seen.wait())
+            hello: asyncio.Future[Any] = asyncio.ensure_future(self._hello_seen.wait())
             try:
                 done, _ = await asyncio.wait({hello, self._lost}, timeout=cfg.hello_timeout,
                                              return_when=asyncio.FIRST_COMPLETED)

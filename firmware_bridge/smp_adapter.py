@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -93,7 +93,7 @@ _RESERVED_KEYS = frozenset({"header", "smp_data"})
 class SmpPort(Protocol):
     """The part of the node driver the transport uses."""
 
-    smp_sink: object
+    smp_sink: Callable[[bytes], None] | None
 
     def write_raw(self, data: bytes) -> None: ...
 

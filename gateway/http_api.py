@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway import __version__
-from gateway.config.loader import resolve_secret
+from gateway.config.secrets import resolve_secret
 from gateway.http_firmware import add_firmware_route
 from gateway.http_guard import ProtocolErrorLog, RequestGuard
 from gateway.metrics import CONTENT_TYPE, render
@@ -50,8 +50,8 @@ class HttpApi:
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.bind, cfg.port)
         await site.start()
-        server = site._server  # the bound port, when port 0 asked for a free one
-        port = server.sockets[0].getsockname()[1] if server and server.sockets else cfg.port
+        addresses = self._runner.addresses  # the bound port, when port 0 asked for a free one
+        port = addresses[0][1] if addresses else cfg.port
         log.info("local API on http://%s:%d (status page /, /healthz, /metrics)", cfg.bind, port)
         return int(port)
 
@@ -90,7 +90,7 @@ class HttpApi:
                 "oldest_age_s": round(st.oldest_age_s, 3),
             }
         healthy = bool(broker["connected"]) and all(d["state"] == "up" for d in devices.values())
-        body = {
+        body: dict[str, object] = {
             "status": "ok" if healthy else "degraded",
             "gateway": gw.config.gateway.id,
             "version": __version__,
@@ -99,8 +99,9 @@ class HttpApi:
             "devices": devices,
             "outbox": outbox,
         }
-        if getattr(gw, "models", None) is not None:
-            body["models"] = gw.models.health()  # per manifest: loaded, version, last error
+        models = getattr(gw, "models", None)
+        if models is not None:
+            body["models"] = models.health()  # per manifest: loaded, version, last error
         return healthy, body
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -91,13 +91,15 @@ class GatewayCollector(Collector):
              "Samples with a non-finite value, published as bad", p.samples_invalid),
         )
 
-        if getattr(gw, "models", None) is not None:
-            yield from gw.models.metrics()  # per-model inferences, errors, latency, loads
+        models = getattr(gw, "models", None)
+        if models is not None:
+            yield from models.metrics()  # per-model inferences, errors, latency, loads
 
-        if getattr(gw, "influxdb", None) is not None:
+        influxdb = getattr(gw, "influxdb", None)
+        if influxdb is not None:
             from gateway.influxdb.metrics import sink_metrics
 
-            yield from sink_metrics(gw.influxdb)
+            yield from sink_metrics(influxdb)
 
         nb = gw.northbound
         if nb is None:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.modbus.codec import BYTE_ORDERS, DecodePlan, Field
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.types import DataType
 
 #: the 16-bit views (one register) and the wider ones (several registers, per byte order)

@@ -282,12 +282,12 @@ def subscription_parameters(publishing_interval: float, keepalive_count: int
     return params
 
 
-class BatchSubscription(Subscription):
+class BatchSubscription(Subscription):  # type: ignore[misc]  # asyncua is untyped here
     """An asyncua subscription handing each publish response whole to a callback."""
 
     def __init__(self, session: Any, params: ua.CreateSubscriptionParameters,
                  on_publish: Callable[[list[Any]], None]) -> None:
-        super().__init__(session, params, handler=_NO_HANDLER)  # type: ignore[arg-type]
+        super().__init__(session, params, handler=_NO_HANDLER)
         self._on_publish = on_publish
 
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:

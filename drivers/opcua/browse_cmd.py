@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 
 log = logging.getLogger(__name__)
 

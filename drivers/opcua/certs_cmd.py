@@ -22,7 +22,7 @@ from drivers.opcua.certificates import (
     sha1_thumbprint,
 )
 from drivers.opcua.security import DEFAULT_APPLICATION_URI, fingerprint
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.errors import ConfigError
 
 CERT_NAME = "client-cert.der"
@@ -43,7 +43,8 @@ class CertificatePlan:
 def plan_from_config(config_path: str, device_name: str) -> CertificatePlan:
     """The certificate of OPC UA device ``device_name`` as its security config names it."""
     from drivers.opcua.config import OpcUaDeviceConfig
-    from gateway.config.loader import load_config, resolve_secret
+    from gateway.config.loader import load_config
+    from gateway.config.secrets import resolve_secret
 
     config = load_config(config_path)
     devices = {d.name: d for d in config.devices}

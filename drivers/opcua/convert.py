@@ -46,7 +46,8 @@ _FLOAT32_MAX = 3.4028234663852886e38
 def qualities(status_codes: list[int]) -> npt.NDArray[np.uint8]:
     """OPC UA status codes -> Quality values: Good 0, Uncertain 1, Bad 2 (the enum's values)."""
     severity = np.asarray(status_codes, dtype=np.uint32) >> 30
-    return np.minimum(severity, 2).astype(np.uint8)
+    qualities: npt.NDArray[np.uint8] = np.minimum(severity, 2).astype(np.uint8)
+    return qualities
 
 
 def timestamp_ns(value: dt.datetime | None, default_ns: int) -> int:
@@ -74,7 +75,8 @@ def _scalar(value: Any, tag: OpcUaTagConfig) -> float | int | str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return (value - _EPOCH) / dt.timedelta(seconds=1)
+        seconds: float = (value - _EPOCH) / dt.timedelta(seconds=1)
+        return seconds
     raise ConversionError(
         "type_mismatch", f"{tag.name}: a {type(value).__name__} value does not fit type "
         f"{tag.type.value}"

@@ -308,7 +308,7 @@ class OpcUaDriver(Driver):
                 # fast path (a subscription's usual item): one numeric tag, a number, not bad
                 status, variant = dv.StatusCode, dv.Value
                 code = status.value if status is not None else 0
-                raw = variant.Value if variant is not None else None
+                raw: Any = variant.Value if variant is not None else None
                 kind = type(raw)
                 # (an int beyond 2**53 takes the slow path: float64 would round it)
                 if code >> 30 < 2 and (kind is float or (kind is int and -_EXACT <= raw <= _EXACT)):

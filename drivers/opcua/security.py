@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from drivers.opcua.config import OpcUaDeviceConfig, OpcUaSecurity
-from gateway.config.loader import resolve_secret
+from gateway.config.secrets import resolve_secret
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class ServerTrust:
         store = TrustStore([self.trust_dir], [])
         try:
             await store.load_trust()
-            return store.is_trusted(cert)
+            return bool(store.is_trusted(cert))
         except Exception:
             log.debug("%s: CA check failed", self.device, exc_info=True)
             return False

@@ -49,7 +49,7 @@ def unescape_bytes(text: str) -> bytes:
             f"{text!r} has characters beyond one byte; write them as \\xNN escapes"
         ) from exc
     try:
-        return codecs.escape_decode(raw)[0]  # type: ignore[attr-defined,no-any-return]
+        return codecs.escape_decode(raw)[0]
     except ValueError as exc:
         raise ValueError(f"invalid escape in {text!r}: {exc}") from exc
 
@@ -218,7 +218,7 @@ class SerialLineTagConfig(TagConfig):
                     )
                 limits = INTEGER_RANGES.get(self.type)
                 if not is_text and not isinstance(value, bool) and limits is not None and not (
-                    float(value).is_integer() and limits[0] <= value <= limits[1]
+                    float(value).is_integer() and limits[0] <= float(value) <= limits[1]
                 ):
                     raise ValueError(
                         f"map value for {raw!r} is {value!r}: not a {self.type.value} "
@@ -250,7 +250,7 @@ class SerialLineDeviceConfig(DeviceConfig):
     baudrate: int = Field(default=9600, ge=50, le=4_000_000)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Parity = Field(default="N", description="N, E, O, M (mark) or S (space)")
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: Literal[1, 1.5, 2] = 1  # type: ignore[valid-type]  # pydantic checks it; mypy knows no float literals
     rtscts: bool = Field(default=False, description="hardware flow control")
     xonxoff: bool = Field(default=False, description="software flow control")
     mode: Literal["stream", "poll"] = Field(

@@ -44,6 +44,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import serial
@@ -281,9 +282,11 @@ class SerialLineDriver(Driver):
     async def _next_frame(self, timeout: float) -> _Result | None:
         assert self._lost is not None
         lost = self._lost
-        answer = self._answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[_Result] = asyncio.get_running_loop().create_future()
+        self._answer = answer
         try:
-            await asyncio.wait({answer, lost}, timeout=timeout,
+            either: set[asyncio.Future[Any]] = {answer, lost}
+            await asyncio.wait(either, timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._answer = None

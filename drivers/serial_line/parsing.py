@@ -84,7 +84,7 @@ class FrameParser:
             match = self._regex.fullmatch(text)
             if match is None:
                 raise InstrumentFrameRejected("no_match", "the frame does not match the regex")
-            return [match.group(t.field) for t in self.tags]  # type: ignore[arg-type]
+            return [match.group(t.field) for t in self.tags]
         assert self._struct is not None
         if len(payload) != self._struct.size:
             raise InstrumentFrameRejected(

@@ -24,10 +24,11 @@ from drivers.base import Driver
 from drivers.error_words import describe_errors
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.config.device import DeviceConfig
-from gateway.config.loader import load_config, resolve_secret
+from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig, MqttConfig, MqttTlsConfig
+from gateway.config.secrets import resolve_secret
 from gateway.errors import ConfigError, DriverError
 from gateway.logsetup import setup_logging
 from gateway.serial_ports import SerialPorts
@@ -227,7 +228,9 @@ def check_broker(config: MqttConfig, gateway_id: str, config_dir: Path | None,
         with contextlib.suppress(Exception):
             client.disconnect()
         with contextlib.suppress(Exception):
-            client.socket() and client.socket().close()  # type: ignore[func-returns-value]
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
 
 
 async def run_checks(config: GatewayConfig, config_dir: Path | None, timeout: float,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 
 
 def starter_text() -> str:

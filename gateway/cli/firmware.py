@@ -31,9 +31,10 @@ from rich.progress import (
 )
 
 from drivers.registry import REGISTRY
-from gateway.cli import exit_codes
-from gateway.config.loader import load_config, resolve_secret
+from gateway import exit_codes
+from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
+from gateway.config.secrets import resolve_secret
 from gateway.errors import ConfigError, DeviceUnreachable, FirmwareUpdateError, ImageRefused
 
 if TYPE_CHECKING:

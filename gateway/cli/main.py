@@ -12,8 +12,7 @@ from typing import Literal
 
 import click
 
-from gateway import __version__
-from gateway.cli import exit_codes
+from gateway import __version__, exit_codes
 from gateway.cli.check_cmd import check
 from gateway.cli.config_init_cmd import config_init
 from gateway.cli.firmware import firmware

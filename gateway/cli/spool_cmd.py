@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError, SpoolLocked
 from gateway.northbound.payload_log import payload_dir

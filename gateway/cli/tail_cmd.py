@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from gateway.cli import exit_codes
-from gateway.config.loader import load_config, resolve_secret
+from gateway import exit_codes
+from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
+from gateway.config.secrets import resolve_secret
 from gateway.errors import ConfigError
 
 _WILDCARD_BINDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}

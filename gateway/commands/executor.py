@@ -228,8 +228,8 @@ class CommandExecutor:
                 await self._write(p)
                 failed = p.outcome.status != "accepted"
             self._audit_write(command.id, topic, p, p.raw)
-        status = "failed" if failed else "accepted"
-        return CommandResult(command.id, status, None, [p.outcome for p in planned])
+        return CommandResult(command.id, "failed" if failed else "accepted", None,
+                             [p.outcome for p in planned])
 
     async def _write(self, p: _Planned) -> None:
         tag, outcome = p.tag, p.outcome

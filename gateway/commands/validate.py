@@ -58,7 +58,7 @@ def to_raw(tag: TagInfo | None, path: str, value: CommandValue) -> RawValue:
     limits = INTEGER_LIMITS.get(source)
     if limits is not None:
         nearest = round(raw)
-        if abs(raw - nearest) > _INTEGRAL_TOLERANCE * max(1, abs(raw)):
+        if abs(raw - nearest) > _INTEGRAL_TOLERANCE * max(Fraction(1), abs(raw)):
             raise WriteRefused(
                 f"{path} is an integer tag ({source.value}): {quote(value)} is not a multiple "
                 f"of its scale {cfg.scale}"

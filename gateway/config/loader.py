@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,10 +20,11 @@ from pydantic import BaseModel, ValidationError
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
 from gateway.config.models import GatewayConfig, NorthboundConfig, gateway_config_model
+from gateway.config.secrets import resolve_secret
 from gateway.config.types import SecretRef
 from gateway.config.yaml_reader import KeyPath, LineMap, ParsedYaml, YamlLimits, read_yaml
-from gateway.errors import ConfigError, ConfigProblem
-from gateway.serial_ports import PortConflict, SerialPorts
+from gateway.errors import ConfigError, ConfigProblem, PortConflict
+from gateway.serial_ports import SerialPorts
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -63,7 +64,7 @@ def _line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
     return lines.get(path, 0)
 
 
-def _humanise(err: dict[str, Any]) -> str:
+def _humanise(err: Mapping[str, Any]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         return "unknown key"
@@ -136,19 +137,19 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
             tag_name = tag.get("name") if isinstance(tag, dict) else None
             if not isinstance(tag_name, str):
                 continue
-            path = ("devices", d, "tags", t, "name")
+            tag_path: KeyPath = ("devices", d, "tags", t, "name")
             if tag_name in seen_tags:
                 problems.append(
                     ConfigProblem(
                         file,
-                        _line_of(lines, path),
-                        path,
+                        _line_of(lines, tag_path),
+                        tag_path,
                         f"duplicate tag name {tag_name!r} in device "
                         f"{name!r} (first on line {seen_tags[tag_name]})",
                     )
                 )
             else:
-                seen_tags[tag_name] = _line_of(lines, path)
+                seen_tags[tag_name] = _line_of(lines, tag_path)
     problems.extend(_port_conflicts(data["devices"], file, lines, drivers))
     return problems
 
@@ -306,29 +307,6 @@ def load_config(path: str | os.PathLike[str],
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(file), 0, (), f"not UTF-8 text: {exc}")]) from exc
     return load_config_text(text, str(file), file.resolve().parent, drivers)
-
-
-def resolve_secret(ref: SecretRef, base_dir: Path | None = None) -> str:
-    """Read a secret from its environment variable or file; raise ConfigError when absent."""
-    if ref.env is not None:
-        value = os.environ.get(ref.env)
-        if value is None:
-            raise ConfigError(
-                [
-                    ConfigProblem(
-                        "<environment>", 0, (), f"environment variable {ref.env} is not set"
-                    )
-                ]
-            )
-        return value
-    assert ref.file is not None
-    path = ref.file if ref.file.is_absolute() or base_dir is None else base_dir / ref.file
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            [ConfigProblem(str(path), 0, (), f"cannot read secret file: {exc.strerror}")]
-        ) from exc
 
 
 def check_secrets(config: GatewayConfig, config_file: Path | None = None,

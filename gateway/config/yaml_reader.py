@@ -164,7 +164,7 @@ class _Reader:
         try:
             documents: list[yaml.Mark] = []
             while True:
-                event = loader.get_event()
+                event = loader.get_event()  # type: ignore[no-untyped-call]  # PyYAML's stub
                 kind = type(event)
                 if kind is yaml.ScalarEvent:
                     self._scalar(event)
@@ -188,7 +188,7 @@ class _Reader:
 
     # --- events ------------------------------------------------------------------------
     def _scalar(self, event: yaml.ScalarEvent) -> None:
-        line = event.start_mark.line + 1
+        line = _line(event.start_mark)
         top = self._stack[-1] if self._stack else None
         if event.anchor is not None:
             self._define(event.anchor, line)
@@ -206,7 +206,7 @@ class _Reader:
             self._anchors[event.anchor] = _Anchor(None, event, None, 1, 0)
 
     def _open(self, event: yaml.CollectionStartEvent, is_map: bool) -> None:
-        line = event.start_mark.line + 1
+        line = _line(event.start_mark)
         top = self._stack[-1] if self._stack else None
         depth = len(self._stack) + 1
         value: Any = {} if is_map else []
@@ -241,10 +241,10 @@ class _Reader:
                 top.expect_key, top.skip = False, True
 
     def _alias(self, event: yaml.AliasEvent) -> None:
-        line = event.start_mark.line + 1
+        line = _line(event.start_mark)
         name = event.anchor
         top = self._stack[-1] if self._stack else None
-        anchor = self._anchors.get(name)
+        anchor = self._anchors.get(name) if name is not None else None
         where = top.path if top is not None else ()
         if anchor is None:
             if name in self._open_anchors:
@@ -324,7 +324,8 @@ class _Reader:
         tag = event.tag
         if tag is None or tag == "!":
             assert self._loader is not None
-            tag = self._loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+            tag = self._loader.resolve(  # type: ignore[no-untyped-call]  # PyYAML's stub
+                yaml.ScalarNode, event.value, event.implicit)
         if tag == _STR_TAG:
             return event.value
         constructor = _CONSTRUCTORS.get(tag)
@@ -332,7 +333,8 @@ class _Reader:
             if not quiet:
                 self._problem(line, path, f"unknown tag {tag!r}")
             return None
-        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        marks: Any = (event.start_mark, event.end_mark)  # libyaml's marks: PyYAML's at run time
+        node = yaml.ScalarNode(tag, event.value, marks[0], marks[1], event.style)
         try:
             value = constructor(self._loader, node)
             if isinstance(value, types.GeneratorType):  # a mapping or list tag: it raises
@@ -373,3 +375,8 @@ class _Reader:
     def _refuse(self, line: int, path: KeyPath, message: str) -> NoReturn:
         """The file is past a limit or has a broken alias: reading stops here."""
         raise ConfigError([ConfigProblem(self.file, line, path, message)])
+
+
+def _line(mark: Any) -> int:
+    """The 1-based line of a parser mark (0 when the parser gave none)."""
+    return int(mark.line) + 1 if mark is not None else 0

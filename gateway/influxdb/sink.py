@@ -19,8 +19,8 @@ from pathlib import Path
 
 from gateway.backoff import Backoff
 from gateway.config.influxdb import InfluxDbConfig
-from gateway.config.loader import resolve_secret
 from gateway.config.models import GatewayConfig
+from gateway.config.secrets import resolve_secret
 from gateway.errors import InfluxBatchRefused
 from gateway.influxdb.line_protocol import BatchEncoder
 from gateway.influxdb.writer import (

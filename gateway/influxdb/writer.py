@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.backoff import Backoff
 from gateway.errors import InfluxBatchRefused, InfluxWriteFailed
@@ -22,6 +22,7 @@ from gateway.repeated_log import RepeatedLog
 
 if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+    from influxdb_client.domain.write_precision import WritePrecision
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class InfluxWriter:
             )  # fmt: skip
         try:
             await self._client.write_api().write(
-                bucket=t.bucket, org=t.org or "-", record=body, write_precision=t.precision
+                bucket=t.bucket, org=t.org or "-", record=body,
+                # the library hints its class of str constants; it sends the str
+                write_precision=cast("WritePrecision", t.precision),
             )
         except ApiException as exc:
             status = int(exc.status or 0)
@@ -96,7 +99,7 @@ class InfluxWriter:
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.close()
+            await client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
 
 
 def write_failures_log(writer: InfluxWriter) -> RepeatedLog:

@@ -271,7 +271,8 @@ class JsonContract:
             cells[is_int] = values[is_int].astype(np.int64).tolist()
         if nan.any():
             cells[nan] = None
-        return cells.tolist()
+        listed: list[Any] = cells.tolist()
+        return listed
 
 
 def spool_summary(stats: OutboxStats) -> dict[str, Any]:

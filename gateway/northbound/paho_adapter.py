@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, LogLevel, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -54,7 +54,7 @@ __all__ = ["PahoConnection", "describe_connect_error", "tls_context"]
 _CONNECTION_LOST = "Unspecified error"
 #: what a PUBACK without reason code and properties means (MQTT 3.1.1, and MQTT 5 success)
 _PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0)
-_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]  # paho's own
 #: bytes taken from the socket per receive (paho asks for 1, 1 and 2 bytes per PUBACK)
 _RECEIVE_BYTES = 65536
 
@@ -128,9 +128,9 @@ class _Client(mqtt.Client):
     def open_socket(self, target: BrokerAddress) -> Any:
         """A connected (and TLS-wrapped) socket to ``target``; raises what connect raises."""
         self._host, self._port, self._ssl = target.host, target.port, target.tls
-        return super()._create_socket()  # type: ignore[misc]  # paho internal, pinned
+        return super()._create_socket()  # paho internal, pinned
 
-    def reconnect_with(self, sock: Any) -> mqtt.MQTTErrorCode:
+    def reconnect_with(self, sock: Any) -> MQTTErrorCode:
         self._ready_socket = sock
         try:
             return self.reconnect()
@@ -145,13 +145,13 @@ class _Client(mqtt.Client):
     def _sock_recv(self, bufsize: int) -> bytes:
         data, pos = self._received, self._received_pos
         if pos >= len(data):
-            data = super()._sock_recv(_RECEIVE_BYTES)  # type: ignore[misc]  # pinned
+            data = super()._sock_recv(_RECEIVE_BYTES)  # pinned
             if not data:  # the connection's end: paho closes it
-                return data  # type: ignore[no-any-return]
+                return data
             self._received, pos = data, 0
         end = pos + bufsize
         self._received_pos = end
-        return data[pos:end]  # type: ignore[no-any-return]
+        return data[pos:end]
 
     def buffered(self) -> bool:
         """Received bytes paho has not read yet (the socket no longer signals them)."""
@@ -160,54 +160,54 @@ class _Client(mqtt.Client):
     def drop_buffer(self) -> None:
         self._received, self._received_pos = b"", 0
 
-    def _handle_pubackcomp(self, cmd: Any) -> mqtt.MQTTErrorCode:
-        packet = self._in_packet["packet"]  # type: ignore[attr-defined]  # pinned
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]  # pinned
         if cmd != "PUBACK" or len(packet) != 2:
-            return super()._handle_pubackcomp(cmd)  # type: ignore[misc, no-any-return]
+            return super()._handle_pubackcomp(cmd)
         mid = packet[0] << 8 | packet[1]
-        with self._out_message_mutex:  # type: ignore[attr-defined]  # pinned
-            if mid in self._out_messages:  # type: ignore[attr-defined]  # pinned
-                return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PROPERTIES)  # type: ignore[attr-defined, no-any-return]  # pinned
-        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        with self._out_message_mutex:  # pinned
+            if mid in self._out_messages:  # pinned
+                return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PROPERTIES)  # pinned
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def _easy_log(self, level: int, fmt: str, *args: Any) -> None:
+    def _easy_log(self, level: LogLevel, fmt: str, *args: Any) -> None:
         """Only errors reach the logger (see the module docstring)."""
         if level == mqtt.MQTT_LOG_ERR:
-            super()._easy_log(level, fmt, *args)  # type: ignore[misc, arg-type]  # pinned
+            super()._easy_log(level, fmt, *args)  # pinned
 
     def close_socket(self) -> None:
         """Close the connection now, without DISCONNECT (paho calls ``on_socket_close``)."""
-        self._sock_close()  # type: ignore[attr-defined]  # pinned
+        self._sock_close()  # pinned
 
     on_pingreq: Callable[[], None] | None = None
     on_pingresp: Callable[[], None] | None = None
 
-    def _send_pingreq(self) -> mqtt.MQTTErrorCode:
-        rc = super()._send_pingreq()  # type: ignore[misc]  # pinned
-        if rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self.on_pingreq is not None:
+    def _send_pingreq(self) -> MQTTErrorCode:
+        rc = super()._send_pingreq()  # pinned
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.on_pingreq is not None:
             self.on_pingreq()
-        return rc  # type: ignore[no-any-return]
+        return rc
 
-    def _handle_pingresp(self) -> mqtt.MQTTErrorCode:
-        rc = super()._handle_pingresp()  # type: ignore[misc]  # pinned
-        if rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self.on_pingresp is not None:
+    def _handle_pingresp(self) -> MQTTErrorCode:
+        rc = super()._handle_pingresp()  # pinned
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.on_pingresp is not None:
             self.on_pingresp()
-        return rc  # type: ignore[no-any-return]
+        return rc
 
     def ping(self) -> bool:
         """Send a PINGREQ unless one is outstanding (paho's keep-alive or ours); True when
         one was sent."""
-        if self._ping_t:  # type: ignore[attr-defined]  # pinned: 0 while none is outstanding
+        if self._ping_t:  # pinned: 0 while none is outstanding
             return False
-        return self._send_pingreq() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return bool(self._send_pingreq() == MQTTErrorCode.MQTT_ERR_SUCCESS)
 
     def take_back_unacked(self) -> list[int]:
         """The mids of unacknowledged messages, removed so that paho does not re-send them
         after the next CONNACK."""
-        with self._out_message_mutex:  # type: ignore[attr-defined]  # pinned
-            mids = list(self._out_messages)  # type: ignore[attr-defined]  # pinned
-            self._out_messages.clear()  # type: ignore[attr-defined]  # pinned
-            self._inflight_messages = 0  # type: ignore[attr-defined]  # pinned
+        with self._out_message_mutex:  # pinned
+            mids = list(self._out_messages)  # pinned
+            self._out_messages.clear()  # pinned
+            self._inflight_messages = 0  # pinned
         return mids
 
 

@@ -236,6 +236,11 @@ class DiskSpool(Outbox):
 
     #: at most this often (seconds) the age limit is applied by :meth:`maintain`
     AGE_CHECK_INTERVAL = 1.0
+
+    # set by _open
+    _db: sqlite3.Connection
+    _count: int
+    _bytes: int
     #: payload bytes of live messages also kept in memory after their commit, so the
     #: sender takes them without reading them back (see :meth:`take_live`)
     LIVE_CACHE_BYTES = 32 * 2**20
@@ -737,10 +742,10 @@ class DiskSpool(Outbox):
         if self._live_cache_complete:
             if not self._live_cache:
                 return None  # every live message is handed out (or was dropped)
-            _, message = self._live_cache.popitem(last=False)
-            self._live_cache_bytes -= message.size
-            self._live_cursor = message.id
-            return self._hand_out(message)
+            _, cached = self._live_cache.popitem(last=False)
+            self._live_cache_bytes -= cached.size
+            self._live_cursor = cached.id
+            return self._hand_out(cached)
         message = self._next_after(self._live_cursor, None)
         if message is not None:
             self._live_cursor = message.id
@@ -811,7 +816,7 @@ class DiskSpool(Outbox):
 
     # --- state ----------------------------------------------------------------------------
     def stats_queued(self) -> int:
-        return self._count - len(self._inflight) - len(self._acked)
+        return int(self._count) - len(self._inflight) - len(self._acked)
 
     def stats(self) -> OutboxStats:
         self._settle()

@@ -21,8 +21,9 @@ from gateway import __version__
 from gateway.backoff import Backoff
 from gateway.commands import AuditLog, CommandExecutor, CommandResult
 from gateway.commands.firmware import firmware_commands
-from gateway.config.loader import resolve_secret
 from gateway.config.models import GatewayConfig
+from gateway.config.secrets import resolve_secret
+from gateway.errors import ReloadRefused
 from gateway.influxdb.sink import InfluxSink, build_sink
 from gateway.northbound.contract import Contract
 from gateway.northbound.contract_json import JsonContract
@@ -33,7 +34,7 @@ from gateway.northbound.spool import SpoolLimits, open_spool
 from gateway.pipeline import Pipeline
 from gateway.recent_errors import RecentErrors
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
-from gateway.runtime.reload import ReloadCounters, ReloadRefused, plan_reload
+from gateway.runtime.reload import ReloadCounters, plan_reload
 from gateway.serial_ports import SerialPorts
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.cli.config_init_cmd import starter_text
 from gateway.cli.main import REPO_CONFIG_DIR, main
 from gateway.config.loader import load_config, load_config_text

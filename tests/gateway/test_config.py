@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.loader import check_secrets, load_config, load_config_text, resolve_secret
+from gateway.config.loader import check_secrets, load_config, load_config_text
 from gateway.config.schema import schema_text
+from gateway.config.secrets import resolve_secret
 from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.cli.main import main
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError

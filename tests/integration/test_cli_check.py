@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from hil.broker import MqttBroker
 from hil.netutil import free_port
 from tests.integration.gateway_harness import meter_device

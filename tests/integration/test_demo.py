@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.cli.main import REPO_CONFIG_DIR
 from hil.netutil import free_port
 

@@ -122,7 +122,7 @@ def metric_to_dict(metric: pb.Payload.Metric) -> dict[str, Any]:
     }
 
 
-_SIGNED_BITS = {pb.Int8: 8, pb.Int16: 16, pb.Int32: 32, pb.Int64: 64}
+_SIGNED_BITS: dict[int, int] = {pb.Int8: 8, pb.Int16: 16, pb.Int32: 32, pb.Int64: 64}
 #: the wire field a signed type travels in: int_value (uint32) or long_value (uint64)
 _FIELD_BITS = {8: 32, 16: 32, 32: 32, 64: 64}
 

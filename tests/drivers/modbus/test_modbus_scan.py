@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from drivers.modbus.codec import encode
 from drivers.modbus.scan_cmd import _fmt, decode_all
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.cli.main import main
 from gateway.types import DataType
 from hil.devices.modbus_meter import ModbusMeterSimulator
