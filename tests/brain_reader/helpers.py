@@ -79,6 +79,11 @@ async def subscriptions_in_place(reader: IngestReader) -> None:
     probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}")
     probe.on_subscribe = lambda *_: subscribed.set()
     probe.on_message = lambda *_: seen.set()
+    tls = reader.config.tls
+    if url.scheme == "mqtts" and tls is not None:  # the reader's own credentials
+        probe.tls_set(str(tls.ca) if tls.ca else None,
+                      str(tls.certificate) if tls.certificate else None,
+                      str(tls.key) if tls.key else None)  # fmt: skip
     probe.connect(url.hostname or "127.0.0.1", url.port or 1883)
     probe.loop_start()
     try:

@@ -406,15 +406,15 @@ async def test_a_node_repeating_errors_and_reboots_is_logged_once_each_and_count
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(out))
     try:
-        await out.until(lambda: out.good_count() >= 5)
+        await until(lambda: out.good_count() >= 5)
         for _ in range(30):
             sim.send(Error(0x0102, 1, "sensor not responding"))
         for _ in range(5):
             sim.send(Error(0x0201, 0xFF, "flash write failed"))
-        await out.until(lambda: driver.errors["node_error"] == 35)
+        await until(lambda: driver.errors["node_error"] == 35)
         for n in range(1, 4):
             sim.reboot()
-            await out.until(lambda n=n: driver.errors["node_reboots"] == n)  # type: ignore[misc]
+            await until(lambda n=n: driver.errors["node_reboots"] == n)  # type: ignore[misc]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
