@@ -23,6 +23,9 @@ from gateway.config.types import (
 from gateway.config.yaml_reader import KeyPath
 from gateway.errors import ConfigError, ConfigProblem
 
+#: the telemetry contracts a reader understands
+Format = Literal["json", "sparkplug"]
+FORMATS: tuple[Format, ...] = ("json", "sparkplug")
 
 class IngestInfluxConfig(StrictModel):
     url: str = Field(description="InfluxDB v2 write API base URL, e.g. http://influxdb:8086")
@@ -131,9 +134,7 @@ class IngestConfig(StrictModel):
     username: str | None = None
     password: SecretRef | None = None
     tls: MqttTlsConfig | None = None
-    formats: list[Literal["json", "sparkplug"]] = Field(
-        default_factory=lambda: ["json", "sparkplug"], min_length=1  # type: ignore[arg-type]
-    )
+    formats: list[Format] = Field(default_factory=lambda: list(FORMATS), min_length=1)
     topic_root: str = Field(default="chenxing/v1", pattern=r"^[^#+]+$")
     sparkplug_group: str = Field(
         default="+", pattern=r"^(\+|[^#+/]+)$", description="Sparkplug group id, or + for all"

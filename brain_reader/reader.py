@@ -190,10 +190,12 @@ class IngestReader:
     def _export(self, stream: str) -> dict[str, Any]:
         contract, _, publisher = stream.partition("/")
         parts = tuple(publisher.split("/"))
-        if contract == "json":
-            return self.json.export(parts)  # type: ignore[arg-type]
-        node = self.sparkplug.nodes.get(parts)  # type: ignore[arg-type]
-        return node.export() if node is not None else {}
+        if contract == "json" and len(parts) == 3:
+            return self.json.export(parts)
+        if contract == "spb" and len(parts) == 2:
+            node = self.sparkplug.nodes.get(parts)
+            return node.export() if node is not None else {}
+        return {}
 
     def _release(self, stream: str) -> None:
         if not self._marks_per_stream.get(stream):

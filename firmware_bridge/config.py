@@ -76,7 +76,7 @@ class McuNodeDeviceConfig(DeviceConfig):
     firmware: NodeFirmwareConfig | None = Field(
         default=None, description="allow-list of images the brain may install (omitted: none)"
     )
-    tags: list[McuNodeTagConfig] = Field(min_length=1)  # type: ignore[assignment]
+    tags: list[McuNodeTagConfig] = Field(min_length=1)  # type: ignore[assignment]  # a driver narrows its tags (pydantic validates)
 
     @model_validator(mode="after")
     def _check(self) -> McuNodeDeviceConfig:

@@ -195,7 +195,11 @@ async def update_through_gateway(
                 if progress is not None:
                     progress(event["progress"])
             elif "result" in event:
-                return event["result"]  # type: ignore[no-any-return]
+                result = event["result"]
+                if not isinstance(result, dict):
+                    raise FirmwareApiError(
+                        f"the gateway sent a result that is no object: {line[:80]!r}", 200)
+                return result
             elif "error" in event:
                 raise FirmwareApiError(str(event["error"]), 200)
     raise FirmwareApiError("the gateway closed the connection before the update ended", 200)

@@ -225,7 +225,7 @@ class Pipeline:
         if not always.any():
             return self._process_with_repeats(batch)
         burst = batch.select(always)
-        burst = burst.select(np.argsort(burst.ts_ns, kind="stable"))  # type: ignore[arg-type]
+        burst = burst.select(np.argsort(burst.ts_ns, kind="stable"))
         ids = burst.tag_ids
         last = np.zeros(len(ids), dtype=bool)
         last[len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]] = True

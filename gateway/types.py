@@ -11,6 +11,7 @@ import enum
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -98,6 +99,8 @@ _FLOAT_EXACT = 2**53
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+#: which samples of a batch: a mask, row numbers or a slice
+Rows = npt.NDArray[np.bool_] | npt.NDArray[np.integer[Any]] | slice
 
 
 @dataclass(slots=True)
@@ -179,9 +182,10 @@ class SampleBatch:
             np.concatenate([b.quality for b in batches]),
         )
 
-    def select(self, mask: npt.NDArray[np.bool_]) -> SampleBatch:
+    def select(self, rows: Rows) -> SampleBatch:
+        """The samples at ``rows``: a mask, row numbers or a slice."""
         return SampleBatch(
-            self.tag_ids[mask], self.values[mask], self.ts_ns[mask], self.quality[mask]
+            self.tag_ids[rows], self.values[rows], self.ts_ns[rows], self.quality[rows]
         )
 
 

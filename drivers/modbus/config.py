@@ -166,7 +166,7 @@ class ModbusDeviceConfig(DeviceConfig):
         le=124,
         description="unused registers (or bits) a request may span to join two tags",
     )
-    tags: list[ModbusTagConfig] = Field(min_length=1)  # type: ignore[assignment]
+    tags: list[ModbusTagConfig] = Field(min_length=1)  # type: ignore[assignment]  # a driver narrows its tags (pydantic validates)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -177,8 +177,9 @@ class ModbusDeviceConfig(DeviceConfig):
                 g.get("name") if isinstance(g, dict) else getattr(g, "name", None)
                 for g in data.get("poll_groups", [])
             ]
-            if all(isinstance(n, str) for n in given):
-                names = frozenset({DEFAULT_GROUP, *given})  # type: ignore[arg-type]
+            named = [n for n in given if isinstance(n, str)]
+            if len(named) == len(given):
+                names = frozenset({DEFAULT_GROUP, *named})
         with _groups_in_scope(names):
             return handler(data)
 

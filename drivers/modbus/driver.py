@@ -354,7 +354,7 @@ class ModbusDriver(Driver):
         unit, address = self.config.unit_of(tag), tag.address
         multiple = self.config.write_multiple
         if tag.table == "coil":
-            on = encode(value, DataType.BOOL)[0] == 1  # type: ignore[arg-type]
+            on = encode(value, DataType.BOOL)[0] == 1  # type: ignore[arg-type]  # a coil's value is checked as a number
             return write_coil_request(address, on, unit, multiple)
         if isinstance(value, str):
             registers = encode_string(value, tag.register_count, tag.byte_order)

@@ -301,7 +301,8 @@ def read_request(table: str, address: int, count: int, unit: int) -> Request:
     method = _READS[table][1]
 
     def call(client: ModbusClient) -> Awaitable[Answer]:
-        return getattr(client, method)(address, count=count, device_id=unit)  # type: ignore[no-any-return]
+        read: Callable[..., Awaitable[Answer]] = getattr(client, method)
+        return read(address, count=count, device_id=unit)
 
     return call
 
@@ -468,6 +469,7 @@ def _decode_registers(pdu: ModbusPDU, data: bytes) -> None:
             function_code=pdu.function_code,
         )
     # a read-only big-endian view; read_values converts it to native uint16 in one copy
+    # pymodbus hints list[int]; every reader of it indexes or iterates, which an array does
     pdu.registers = np.frombuffer(data, _BIG_ENDIAN_U16, byte_count // 2, 1)  # type: ignore[assignment]
 
 

@@ -173,7 +173,7 @@ class OpcUaDeviceConfig(DeviceConfig):
     security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
     username: str | None = Field(default=None, description="user name identity (else anonymous)")
     password: SecretRef | None = Field(default=None, description="{env: VAR} or {file: PATH}")
-    tags: list[OpcUaTagConfig] = Field(min_length=1)  # type: ignore[assignment]
+    tags: list[OpcUaTagConfig] = Field(min_length=1)  # type: ignore[assignment]  # a driver narrows its tags (pydantic validates)
 
     @model_validator(mode="after")
     def _identity(self) -> OpcUaDeviceConfig:

@@ -272,7 +272,7 @@ class SerialLineDeviceConfig(DeviceConfig):
     encoding: str = Field(default="ascii", description="text encoding for regex parsing")
     framing: FramingConfig
     parser: ParserConfig
-    tags: list[SerialLineTagConfig] = Field(min_length=1)  # type: ignore[assignment]
+    tags: list[SerialLineTagConfig] = Field(min_length=1)  # type: ignore[assignment]  # a driver narrows its tags (pydantic validates)
 
     @field_validator("encoding")
     @classmethod

@@ -91,7 +91,7 @@ class FrameParser:
                 "size", f"{len(payload)} bytes, the struct format takes {self._struct.size}"
             )
         fields = self._struct.unpack(payload)
-        return [fields[t.field] for t in self.tags]  # type: ignore[index]
+        return [fields[t.field] for t in self.tags]  # type: ignore[index]  # struct: int fields only (config)
 
 
 def _converter(tag: SerialLineTagConfig, encoding: str) -> Callable[[Raw], Value | None]:

@@ -43,7 +43,7 @@ class TagReading:
     """One value read by the check (published units: scale and offset applied)."""
 
     path: str
-    value: float | str | None
+    value: float | int | str | None  # int: a 64-bit integer tag, exact
     unit: str
     quality: str
 
@@ -69,13 +69,18 @@ class BrokerCheck:
     reason: str
 
 
-def _scaled(catalog: TagCatalog, tag_id: int, raw: object) -> float | str | None:
+def _scaled(catalog: TagCatalog, tag_id: int, raw: object) -> float | int | str | None:
     cfg = catalog[tag_id].config
     if isinstance(raw, str):
         return raw
     if raw is None:
         return None
-    value = float(raw)  # type: ignore[arg-type]
+    wide = catalog.wide.get(tag_id)
+    if wide is not None and isinstance(raw, int | np.integer) and not isinstance(raw, bool):
+        return int(raw) * wide.scale + wide.offset  # exact, as the pipeline publishes it
+    if not isinstance(raw, int | float | np.integer | np.floating):
+        return str(raw)
+    value = float(raw)
     if math.isnan(value):
         return None
     return value * cfg.scale + cfg.offset
@@ -109,8 +114,10 @@ async def _read_once(driver: Driver, timeout: float) -> list[SampleBatch]:
         for t in (task, waiter):
             t.cancel()
         await asyncio.wait([task, waiter])
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+    if task.done() and not task.cancelled():
+        failure = task.exception()
+        if failure is not None:
+            raise failure
     return got
 
 
@@ -250,7 +257,7 @@ def _counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _format_value(value: float | str | None) -> str:
+def _format_value(value: float | int | str | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, float | np.floating):

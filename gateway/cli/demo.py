@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from rich.console import Group
+from rich.console import Group, JustifyMethod
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -115,14 +115,15 @@ def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
     latest = _device_tags(snap.latest, set(gateway.runners))
     now_ms = time.time_ns() // 1_000_000
     table = Table(expand=False, title=None)
-    for col, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("tag", "left"),
         ("value", "right"),
         ("unit", "left"),
         ("quality", "left"),
         ("age", "right"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    )
+    for col, justify in columns:
+        table.add_column(col, justify=justify)
     for tag in sorted(latest):
         s = latest[tag]
         info = gateway.catalog.get(tag)
@@ -163,8 +164,10 @@ async def run_demo(
     meters = [
         d for d in config.devices if isinstance(d, ModbusTcpDeviceConfig) and is_loopback(d.host)
     ]
-    kind = {"auto": "auto", "mosquitto": "mosquitto", "embedded": "amqtt"}[broker_choice]
-    broker = MqttBroker(kind=kind)  # type: ignore[arg-type]
+    kinds: dict[str, Literal["auto", "mosquitto", "amqtt"]] = {
+        "auto": "auto", "mosquitto": "mosquitto", "embedded": "amqtt"}  # fmt: skip
+    kind = kinds[broker_choice]
+    broker = MqttBroker(kind=kind)
     broker.start()
     sims: list[ModbusMeterSimulator] = []
     stop = asyncio.Event()

@@ -20,6 +20,7 @@ from gateway.cli.spool_cmd import register as register_spool
 from gateway.cli.tail_cmd import tail
 from gateway.cli.tools import DriverToolsGroup
 from gateway.config.loader import load_config
+from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.logsetup import setup_logging
 
@@ -64,7 +65,8 @@ def run(config_path: str, log_level: str | None) -> None:
     sys.exit(asyncio.run(_run(config, path.parent, path)))
 
 
-async def _run(config, config_dir: Path, config_path: Path | None = None) -> int:  # type: ignore[no-untyped-def]
+async def _run(config: GatewayConfig, config_dir: Path,
+               config_path: Path | None = None) -> int:  # fmt: skip
     from gateway.runtime.gateway import Gateway
 
     stop = asyncio.Event()

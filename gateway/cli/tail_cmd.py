@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.live import Live
 from rich.table import Table
 
@@ -81,9 +81,11 @@ def render_table(tags: list[dict[str, Any]], now_ns: int | None = None) -> Table
     """One rich table: tag, value, unit, quality, age."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     table = Table(title=f"{len(tags)} tags", expand=False)
-    for column, justify in (("tag", "left"), ("value", "right"), ("unit", "left"),
-                            ("quality", "left"), ("age", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("tag", "left"), ("value", "right"), ("unit", "left"), ("quality", "left"),
+        ("age", "right"))  # fmt: skip
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
     for t in tags:
         quality = str(t.get("quality", ""))
         table.add_row(

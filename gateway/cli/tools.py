@@ -11,6 +11,8 @@ scan --host ...`` stays the Modbus scan when another driver adds a ``scan``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from drivers.registration import DriverRegistry, load_ref
@@ -49,8 +51,8 @@ def tool_command(name: str, offers: list[tuple[str, str]]) -> click.Command:
 class _ToolGroup(click.Group):
     """One tool of several drivers: ``TOOL FAMILY ARGS``, or ``TOOL ARGS`` for the default."""
 
-    def __init__(self, name: str, default: str, **kwargs: object) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, name: str, default: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
         self.default = default
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:

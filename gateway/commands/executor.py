@@ -58,7 +58,7 @@ class _Incoming:
 
 @dataclass(slots=True)
 class _Planned:
-    tag: TagInfo
+    tag: TagInfo | None  # None: an unknown tag, whose write was refused
     raw: RawValue
     outcome: WriteOutcome
 
@@ -210,7 +210,7 @@ class CommandExecutor:
             except WriteRefused as exc:
                 outcome.reason = exc.reason
                 refused = True
-                planned.append(_Planned(tag, 0.0, outcome))  # type: ignore[arg-type]
+                planned.append(_Planned(tag, 0.0, outcome))
                 continue
             planned.append(_Planned(tag, raw, outcome))
         if refused:
@@ -233,6 +233,7 @@ class CommandExecutor:
 
     async def _write(self, p: _Planned) -> None:
         tag, outcome = p.tag, p.outcome
+        assert tag is not None  # only a command with every write planned is executed
         driver = self._driver_of(tag.device)
         if driver is None:
             outcome.status, outcome.reason = "failed", f"device {tag.device} is not connected"

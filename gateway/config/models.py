@@ -322,6 +322,7 @@ def gateway_config_model(drivers: DriverRegistry) -> type[GatewayConfig]:
     itself for the gateway's own :data:`~drivers.registry.REGISTRY`."""
     if drivers is REGISTRY:
         return GatewayConfig
+    # a union made at run time from the registrations: mypy cannot name it as a type
     devices = (list[drivers.device_section], Field(min_length=1))  # type: ignore[name-defined]
     model: type[GatewayConfig] = create_model(
         "GatewayConfig", __base__=GatewayConfig, __doc__=GatewayConfig.__doc__,

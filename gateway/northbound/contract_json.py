@@ -226,7 +226,7 @@ class JsonContract:
     def split(self, batch: SampleBatch, max_samples: int) -> list[SampleBatch]:
         if len(batch) <= max_samples:
             return [batch]
-        return [batch.select(slice(start, start + max_samples))  # type: ignore[arg-type]
+        return [batch.select(slice(start, start + max_samples))
                 for start in range(0, len(batch), max_samples)]  # fmt: skip
 
     def encode(self, part: SampleBatch, ts_ns: int, live: bool) -> OutboundMessage:

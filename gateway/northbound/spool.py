@@ -640,7 +640,7 @@ class DiskSpool(Outbox):
         self._drop_oldest("age", lambda put_ns, freed: put_ns >= cutoff)
 
     # --- reading ------------------------------------------------------------------------
-    def _row_to_message(self, row: tuple) -> OutboundMessage | None:  # type: ignore[type-arg]
+    def _row_to_message(self, row: tuple[Any, ...]) -> OutboundMessage | None:
         """The message of an index row; None (dropped and counted) when its payload cannot
         be read back."""
         msg_id, topic, payload, kind, qos, retain, samples, oldest_ns, seq, seg, off, n = row

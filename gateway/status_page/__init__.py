@@ -8,6 +8,7 @@ cannot change anything on the gateway.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +58,9 @@ def add_status_page(app: web.Application, gateway: Gateway) -> None:
     app.router.add_get("/api/status", api_status, name="api-status")
 
 
-def _asset_handler(body: bytes, content_type: str):  # type: ignore[no-untyped-def]
+def _asset_handler(
+    body: bytes, content_type: str
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=body, headers={"Content-Type": content_type,
                                                 "Cache-Control": "no-cache", **SECURITY_HEADERS})

@@ -148,4 +148,4 @@ def _value(metric: dict[str, Any], raw: pb.Payload.Metric, tag_datatype: int | N
             f"metric {label}: datatype {name} is not writable here"
             if not expected else f"metric {label}: datatype {name} travels in {expected}, "
             f"not {field}", cid)  # fmt: skip
-    return wire  # type: ignore[no-any-return]
+    return wire  # type: ignore[no-any-return]  # protobuf: the field named above holds one

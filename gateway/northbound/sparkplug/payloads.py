@@ -245,7 +245,7 @@ class SparkplugPayloads:
         for index in np.unique(devices):
             rows = np.flatnonzero(devices == index)
             for start in range(0, len(rows), max_samples):
-                parts.append(batch.select(rows[start : start + max_samples]))  # type: ignore[arg-type]
+                parts.append(batch.select(rows[start : start + max_samples]))
         return parts
 
     def device_data(self, batch: SampleBatch, ts_ns: int, historical: bool = False
