@@ -67,6 +67,13 @@ COUNTER_WORDS: Mapping[str, Words] = MappingProxyType({
     "bytes_discarded": _counted("byte", "bytes", "discarded (not part of a valid frame)"),
     "unsolicited": _counted("frame", "frames", "came unasked between polls"),
     "bad_value": _counted("field", "fields", "did not convert to its tag's value"),
+    # DL/T 645 meters
+    "unknown_di": _counted("read", "reads", "answered by the meter: it does not have that data "
+                                           "identifier"),
+    "meter_error": _counted("request", "requests", "answered with an exception frame by the "
+                                                   "meter"),
+    "other_meter": _counted("answer", "answers", "came from another meter address than the one "
+                                                 "asked"),
     # MCU sensor node
     "other_node": _counted("frame", "frames", "came from a node id no device is configured for"),
     "node_reboots": Words("the node rebooted once", "the node rebooted {n} times"),

@@ -18,6 +18,7 @@ DRIVER_PACKAGES = (
     "drivers.opcua",
     "firmware_bridge",
     "drivers.serial_line",
+    "drivers.dlt645",
 )
 
 REGISTRY = DriverRegistry.from_packages(DRIVER_PACKAGES)

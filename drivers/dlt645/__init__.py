@@ -1,0 +1,73 @@
+"""DL/T 645-2007 and -1997 electricity meters: config, data identifier tables, frame and
+value codec, request planner and the driver (see README.md).
+
+The driver module imports pyserial; it is loaded on first use of :class:`Dlt645SerialDriver`
+or :class:`Dlt645TcpDriver` so that reading configs does not pay for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from drivers.dlt645.codec import (
+    BROADCAST,
+    CodecError,
+    Format,
+    Frame,
+    FrameReader,
+    decode_frame,
+    decode_value,
+    encode_frame,
+    encode_number,
+    read_address_request,
+    read_request,
+    write_request,
+)
+from drivers.dlt645.config import (
+    Dlt645DeviceConfig,
+    Dlt645SerialDeviceConfig,
+    Dlt645TagConfig,
+    Dlt645TcpDeviceConfig,
+)
+from drivers.dlt645.planner import PlanError, ReadRequest, TagSpec, plan_requests
+from drivers.dlt645.table import DataIdentifier, Table, table
+
+if TYPE_CHECKING:
+    from drivers.dlt645.driver import Dlt645Driver, Dlt645SerialDriver, Dlt645TcpDriver
+
+__all__ = [
+    "BROADCAST",
+    "CodecError",
+    "DataIdentifier",
+    "Dlt645DeviceConfig",
+    "Dlt645Driver",
+    "Dlt645SerialDeviceConfig",
+    "Dlt645SerialDriver",
+    "Dlt645TagConfig",
+    "Dlt645TcpDeviceConfig",
+    "Dlt645TcpDriver",
+    "Format",
+    "Frame",
+    "FrameReader",
+    "PlanError",
+    "ReadRequest",
+    "Table",
+    "TagSpec",
+    "decode_frame",
+    "decode_value",
+    "encode_frame",
+    "encode_number",
+    "plan_requests",
+    "read_address_request",
+    "read_request",
+    "table",
+    "write_request",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Dlt645Driver", "Dlt645SerialDriver", "Dlt645TcpDriver"):
+        from drivers.dlt645 import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
