@@ -44,6 +44,7 @@ from drivers.dlt645.codec import (
     decode_integer,
     decode_value,
     describe_error,
+    di_bytes,
     encode_number,
     parse_read_answer,
     read_address_request,
@@ -202,7 +203,7 @@ class Dlt645Driver(Driver):
             frame = exchange.frame
             if frame is not None and frame.is_reply and not frame.is_error:
                 return frame.address
-            reasons.append(self._no_answer(exchange, "the meter address (broadcast)")[1]
+            reasons.append(self._no_answer(exchange, "the meter address (broadcast)").reason
                            if frame is None else f"exception answer to the address read "
                            f"({describe_error(frame.data[0] if frame.data else 0, self.version)})")
         raise DeviceUnreachable(f"{self.where}: {reasons[-1]}; a lone meter on the line answers "
@@ -276,19 +277,20 @@ class Dlt645Driver(Driver):
         self.requests += 1
         frame_bytes = read_request(request.meter, request.di, self.version, self.config.preamble)
         try:
-            exchange = await line.exchange(frame_bytes, request.meter, self.config.timeout)
+            exchange = await line.exchange(frame_bytes, request.meter, self.config.timeout,
+                                           di_bytes(request.di, self.version))
         except ConnectionLost:
             self.errors["connection_lost"] += 1
             raise
         self._last_sent = exchange.sent_ns
         self._count_line(exchange)
         if exchange.frame is None:
-            counter, reason = self._no_answer(exchange, what)
-            if counter == "timeout":
-                await self._timed_out(request.meter, reason)
+            failure = self._no_answer(exchange, what)
+            if failure.counter == "timeout":
+                await self._timed_out(request.meter, failure.reason)
             else:
                 self._answered()
-            raise _ReadFailed(counter, reason)
+            raise failure
         self._answered()
         try:
             answer = parse_read_answer(exchange.frame, request.di, self.version)
@@ -308,16 +310,17 @@ class Dlt645Driver(Driver):
                               f"the tags need {request.need}")
         return exchange.sent_ns, answer.data
 
-    def _no_answer(self, exchange: Exchange, what: str) -> tuple[str, str]:
+    def _no_answer(self, exchange: Exchange, what: str) -> _ReadFailed:
+        """Why ``exchange`` brought no answer: garbled bytes, or nothing (a timeout)."""
         if exchange.rejected:
-            return "garbled", f"{what}: garbled answer ({exchange.rejection})"
-        if exchange.received and exchange.discarded:
-            return "garbled", (f"{what}: garbled answer ({exchange.received} bytes, no frame; "
-                               "check baud rate and parity)")
+            return _ReadFailed("garbled", f"{what}: garbled answer ({exchange.rejection})")
+        if exchange.discarded or exchange.pending:
+            return _ReadFailed("garbled", f"{what}: garbled answer ({exchange.received} bytes, "
+                               "no whole frame; check baud rate and parity)")
         if exchange.foreign:
-            return "timeout", (f"{what}: no answer within {self.config.timeout:g} s (only "
-                               "answers of other meters: two meters with one address?)")
-        return "timeout", f"{what}: no answer within {self.config.timeout:g} s"
+            return _ReadFailed("timeout", f"{what}: no answer within {self.config.timeout:g} s "
+                               "(only answers of other meters: two meters with one address?)")
+        return _ReadFailed("timeout", f"{what}: no answer within {self.config.timeout:g} s")
 
     def _count_line(self, exchange: Exchange) -> None:
         if exchange.discarded:
@@ -393,9 +396,9 @@ class Dlt645Driver(Driver):
         self._count_line(exchange)
         frame = exchange.frame
         if frame is None:
-            counter, reason = self._no_answer(exchange, what)
-            self.errors[counter] += 1
-            raise WriteRejected(f"{reason}; the value may or may not have been written")
+            failure = self._no_answer(exchange, what)
+            self.errors[failure.counter] += 1
+            raise WriteRejected(f"{failure.reason}; the value may or may not have been written")
         self._check_write_answer(frame, what)
         log.info("%s: wrote %r to %s", self.device_name, value, tag.name)
 

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import socket
+import termios
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,9 @@ from gateway.serial_ports import LineSettings
 
 log = logging.getLogger(__name__)
 
-SERIAL_ERRORS = (serial.SerialException, OSError, ValueError)
+#: what opening or using a port raises (termios.error: settings the tty refuses, e.g. parity
+#: on a pseudo-terminal)
+SERIAL_ERRORS = (serial.SerialException, OSError, ValueError, termios.error)
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 _STOPBITS = {1: serial.STOPBITS_ONE, 2: serial.STOPBITS_TWO}
 
@@ -52,6 +55,10 @@ class Exchange:
     discarded: int = 0
     #: answers from other meters than the one asked
     foreign: int = 0
+    #: answers of the meter asked to an earlier request (another data identifier)
+    stale: int = 0
+    #: bytes of a frame begun but not finished when the wait ended
+    pending: int = 0
     #: why the last candidate frame was dropped
     rejection: str = ""
 
@@ -63,8 +70,9 @@ class Line:
         self.where = where
         self.lock = asyncio.Lock()
         self._reader = FrameReader()
-        self._waiting: tuple[asyncio.Future[Frame], str | None] | None = None
+        self._waiting: tuple[asyncio.Future[Frame], str | None, bytes] | None = None
         self._foreign = 0
+        self._stale = 0
         self._received = 0
         #: resolved with the reason when the line broke (a new one at each open)
         self.lost: asyncio.Future[str] | None = None
@@ -73,19 +81,23 @@ class Line:
     def is_open(self) -> bool:
         return self.lost is not None and not self.lost.done()
 
-    async def exchange(self, request: bytes, expect: str | None, timeout: float) -> Exchange:
+    async def exchange(self, request: bytes, expect: str | None, timeout: float,
+                       prefix: bytes = b"") -> Exchange:
         """Send ``request`` and wait ``timeout`` s for an answer from meter ``expect``
-        (None: from any meter, for the broadcast address). Raise :class:`ConnectionLost`
-        when the line broke."""
+        (None: from any meter, for the broadcast address) whose data starts with
+        ``prefix`` (the data identifier asked for; an exception answer has none): a late
+        answer to an earlier request is not taken for this one's. Raise
+        :class:`ConnectionLost` when the line broke."""
         async with self.lock:
             lost = self.lost
             if lost is None or lost.done():
                 raise ConnectionLost(f"{self.where}: {lost.result() if lost else 'not open'}")
             reader = self._reader
             reader.reset()  # a half frame from before is not the answer
-            before = (self._received, reader.rejected, reader.discarded, self._foreign)
+            before = (self._received, reader.rejected, reader.discarded, self._foreign,
+                      self._stale)
             answer: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-            self._waiting = (answer, expect)
+            self._waiting = (answer, expect, prefix)
             sent = time.time_ns()
             try:
                 self._write(request)
@@ -98,7 +110,8 @@ class Line:
             frame = answer.result() if answer.done() else None
             return Exchange(frame, sent, self._received - before[0],
                             reader.rejected - before[1], reader.discarded - before[2],
-                            self._foreign - before[3], reader.last_rejection)
+                            self._foreign - before[3], self._stale - before[4],
+                            sum(1 for b in reader.buffer if b != 0xFE), reader.last_rejection)
 
     def _on_bytes(self, data: bytes) -> None:
         self._received += len(data)
@@ -106,11 +119,13 @@ class Line:
             waiting = self._waiting
             if not frame.is_reply or waiting is None or waiting[0].done():
                 continue  # an echo of the request, or an answer nobody waits for any more
-            answer, expect = waiting
+            answer, expect, prefix = waiting
             if expect is not None and frame.address != expect:
                 self._foreign += 1
-                continue
-            answer.set_result(frame)
+            elif not frame.is_error and not frame.data.startswith(prefix):
+                self._stale += 1
+            else:
+                answer.set_result(frame)
 
     def _set_lost(self, reason: str) -> None:
         if self.lost is not None and not self.lost.done():
