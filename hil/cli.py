@@ -270,6 +270,49 @@ def mcu_bus(nodes: str, seed: int) -> None:
     _serve_until_signal(bus, lambda: f"mcu-bus nodes {nodes} on {bus.serial_path}", "mcu-bus")
 
 
+@sim.command("dlt645")
+@click.option("--meters", default="000000000001", show_default=True,
+              help="Comma-separated 12-digit addresses of the meters on the line.")
+@click.option("--tcp", is_flag=True,
+              help="A serial device server on TCP (--host, --port) instead of a pty line.")
+@_host_option
+@_port_option(8899)
+@click.option("--version", "version", type=click.Choice(["2007", "1997"]), default="2007",
+              show_default=True, help="DL/T 645 version the meters speak.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
+@click.option("--mode", type=click.Choice(["process", "waveform"]), default="process",
+              show_default=True, help="Seeded process model or exact test waveforms.")
+@_time_scale_option
+@click.option("--baudrate", type=click.IntRange(300, 115200), default=None,
+              help="Pace the pty like a line at this speed (default: as fast as it goes).")
+def dlt645(meters: str, tcp: bool, host: str, port: int, version: str, seed: int, mode: str,
+           time_scale: float, baudrate: int | None) -> None:
+    """DL/T 645 electricity meters on one RS-485 pty, or behind a serial device server on TCP
+    (hil/devices/dlt645_meter.py)."""
+    from hil.devices.dlt645_meter import Dlt645Line, SimMeter
+
+    t0 = time.time()
+    try:
+        sims = []
+        for i, address in enumerate(a.strip() for a in meters.split(",")):
+            model: MeterModel = (
+                WaveformMeter(WaveformParams(t0=t0, time_scale=time_scale))
+                if mode == "waveform"
+                else EnergyMeterModel(seed=seed + i, t0=t0, time_scale=time_scale))
+            sims.append(SimMeter(address, model, 2007 if version == "2007" else 1997))
+        line = Dlt645Line(sims, transport="tcp" if tcp else "serial", host=host, port=port,
+                          seed=seed, baudrate=baudrate)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--meters") from None
+
+    def banner() -> str:
+        where = f"{line.host}:{line.port} (serial device server)" if tcp \
+            else f"{line.serial_path} (RS-485 pty)"
+        return f"dlt645 meters {meters} (DL/T 645-{version}, {mode}) on {where}"
+
+    _serve_until_signal(line, banner, "dlt645")
+
+
 @sim.command("scale")
 @click.option("--mode", type=click.Choice(["stream", "poll"]), default="stream",
               show_default=True, help="stream: print lines at --rate; poll: answer --command.")

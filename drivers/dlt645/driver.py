@@ -170,7 +170,7 @@ class Dlt645Driver(Driver):
         tried: list[str] = []
         for request in self._first_per_meter():
             try:
-                await self._request(request)
+                await self._read_with_retries(request)
                 return
             except _ReadFailed as failure:
                 if failure.counter not in _RETRYABLE:

@@ -28,6 +28,7 @@ _MODEL_TAGS = {
 
 __all__ = [
     "GatewayProcess",
+    "dlt645_device_config",
     "install_models",
     "mcu_node_device_config",
     "meter_device_config",
@@ -60,6 +61,36 @@ def meter_device_config(
         "timeout": timeout,
         "tags": tags,
     }
+
+
+def dlt645_device_config(
+    name: str, where: str | int, address: str, version: int, poll_interval: str, timeout: str
+) -> dict[str, Any]:
+    """A DL/T 645 device entry for a simulated meter: on the pty ``where`` (its line is
+    8N1: a pseudo-terminal carries no parity), or behind the serial device server on
+    loopback port ``where``. Its tag names are the Modbus meter's, so that the reference
+    energy model's manifest maps onto it as it is."""
+    from hil.devices.dlt645_meter import MACHINE_STATE_DI, MACHINE_STATE_FORMAT
+
+    tags: list[dict[str, Any]] = [
+        {"name": "voltage", "di": "voltage.a"},
+        {"name": "current", "di": "current.a"},
+        {"name": "active_power", "di": "power.active.total"},
+        {"name": "power_factor", "di": "power_factor.total"},
+        {"name": "energy_import", "di": "energy.import.total"},
+        {"name": "machine_state", "di": MACHINE_STATE_DI[version],
+         "format": MACHINE_STATE_FORMAT, "type": "uint16"},
+    ]
+    if version == 2007:
+        tags += [{"name": "frequency", "di": "frequency"},
+                 {"name": "temperature", "di": "temperature"}]
+    entry: dict[str, Any] = {
+        "name": name, "meter_address": address, "version": version,
+        "poll_interval": poll_interval, "timeout": timeout, "tags": tags,
+    }
+    if isinstance(where, int):
+        return entry | {"protocol": "dlt645_tcp", "host": "127.0.0.1", "port": where}
+    return entry | {"protocol": "dlt645", "port": where, "parity": "N"}
 
 
 def plc_device_config(
@@ -261,7 +292,8 @@ def install_models(folder: Path, scenario: Scenario) -> bool:
     if not scenario.models:
         return False
     plc = next((d.name for d in scenario.devices if d.kind == "opcua_plc"), None)
-    meter = next((d.name for d in scenario.devices if d.kind == "modbus_meter"), None)
+    meter = next((d.name for d in scenario.devices
+                  if d.kind in ("modbus_meter", "dlt645_meter")), None)
     target = folder / "models"
     target.mkdir(parents=True, exist_ok=True)
     for name in scenario.models:
@@ -269,7 +301,8 @@ def install_models(folder: Path, scenario: Scenario) -> bool:
         if "imm1." in text and plc is None:
             raise ValueError(f"the {name} reference model needs an opcua_plc device")
         if "imm-meter." in text and meter is None:
-            raise ValueError(f"the {name} reference model needs a modbus_meter device")
+            raise ValueError(f"the {name} reference model needs a modbus_meter or dlt645_meter "
+                             "device")
         for ref, tag in _MODEL_TAGS.items():
             text = text.replace(f"imm1.{ref}", f"{plc}.{tag}")
         text = text.replace("imm-meter.", f"{meter}.")

@@ -60,8 +60,28 @@ class ScaleDevice(_Strict):
     stale_after: str = Field(default="1s", description="no valid line this long: device down")
 
 
+class Dlt645MeterDevice(_Strict):
+    """A DL/T 645 energy meter fed by the energy-meter model: on an RS-485 pty (meters
+    sharing one line name its first device in ``line``), or behind a simulated serial
+    device server (``transport: tcp``). Tags: voltage, current, active_power (kW),
+    power_factor, energy_import (kWh), machine_state (a vendor identifier), and with
+    2007 frequency and temperature."""
+
+    kind: Literal["dlt645_meter"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    transport: Literal["serial", "tcp"] = "serial"
+    address: str | None = Field(default=None, pattern=r"^[0-9]{12}$",
+                                description="default: 0000000000NN, NN its place in devices")
+    version: Literal[2007, 1997] = 2007
+    line: str | None = Field(default=None, description="an earlier dlt645_meter device whose "
+                             "line (pty or serial device server) this meter shares")
+    poll_interval: str = "500ms"
+    timeout: str = "300ms"
+
+
 Device = Annotated[
-    MeterDevice | PlcDevice | McuNodeDevice | ScaleDevice, Field(discriminator="kind")
+    MeterDevice | PlcDevice | McuNodeDevice | ScaleDevice | Dlt645MeterDevice,
+    Field(discriminator="kind"),
 ]
 
 
@@ -102,6 +122,36 @@ class ModbusDelay(_Fault):
     action: Literal["modbus_delay"]
     device: str
     delay: Seconds
+    duration: Seconds = 2.0
+
+
+class MeterError(_Fault):
+    """A DL/T 645 meter answers every read with an exception frame carrying ``error``
+    (its error byte: 1 other error, 2 no data requested, 4 password wrong)."""
+
+    action: Literal["meter_error"]
+    device: str
+    error: int = Field(default=1, ge=1, le=255)
+    duration: Seconds = 2.0
+
+
+class AnswerDelay(_Fault):
+    """A DL/T 645 meter answers ``delay`` seconds late (past the timeout: answers are lost)."""
+
+    action: Literal["answer_delay"]
+    device: str
+    delay: Seconds
+    duration: Seconds = 2.0
+
+
+class BadAnswers(_Fault):
+    """A DL/T 645 meter spoils one answer every ``every`` s: a wrong ``checksum``, ``half``
+    a frame, or a data byte short (``length``)."""
+
+    action: Literal["bad_answers"]
+    device: str
+    kind: Literal["checksum", "half", "length"] = "checksum"
+    every: float = Field(default=0.5, gt=0)
     duration: Seconds = 2.0
 
 
@@ -210,7 +260,10 @@ Fault = Annotated[
     | PartialLine
     | WrongBaud
     | FirmwareUpdate
-    | Command,
+    | Command
+    | MeterError
+    | AnswerDelay
+    | BadAnswers,
     Field(discriminator="action"),
 ]
 
@@ -375,8 +428,11 @@ _JSON_ONLY = ("no_sequence_gaps", "device_death_rebirth", "command_round_trip")
 _FAULT_KINDS = {
     "plc_": ("opcua_plc",),
     "modbus_": ("modbus_meter",),
-    "serial_garbage": ("mcu_node", "scale"),
-    "device_silence": ("mcu_node", "scale"),
+    "serial_garbage": ("mcu_node", "scale", "dlt645_meter"),
+    "device_silence": ("mcu_node", "scale", "dlt645_meter"),
+    "meter_error": ("dlt645_meter",),
+    "answer_delay": ("dlt645_meter",),
+    "bad_answers": ("dlt645_meter",),
     "partial_line": ("scale",),
     "wrong_baud": ("scale",),
     "firmware_update": ("mcu_node",),
@@ -439,9 +495,23 @@ def _checks(
             if name not in kinds:
                 problem(("faults", i, "device"), f"no device named {name!r} in this scenario")
             elif wanted and kinds[name] not in wanted:
-                problem(("faults", i, "device"), f"{name!r} is not a {' or '.join(wanted)}")
+                kinds_text = " or ".join([", ".join(wanted[:-1]), wanted[-1]] if len(wanted) > 1
+                                         else wanted)
+                problem(("faults", i, "device"), f"{name!r} is not a {kinds_text}")
         if after_end(fault):
             problem(("faults", i, "at"), "after the scenario ends")
+    for i, dev in _entries(data, "devices"):
+        shared = dev.get("line")
+        if dev.get("kind") == "dlt645_meter" and shared is not None:
+            earlier = [d for _, d in _entries(data, "devices")[:i]]
+            owner = next((d for d in earlier if d.get("name") == shared), None)
+            if owner is None or owner.get("kind") != "dlt645_meter" or owner.get("line"):
+                problem(("devices", i, "line"), f"{shared!r} is not an earlier dlt645_meter "
+                        "device with a line of its own")
+            elif owner.get("transport", "serial") != dev.get("transport", "serial") \
+                    or owner.get("version", 2007) != dev.get("version", 2007):
+                problem(("devices", i, "line"), f"meters sharing {shared!r}'s line need its "
+                        "transport and version")
     for i, entry in _entries(data, "timeline"):
         name = _name(entry.get("device"))
         if name not in kinds:
@@ -476,11 +546,13 @@ def _checks(
         if commands:
             problem(("northbound", "format"), "command actions need northbound format json")
     models = data.get("models") if isinstance(data.get("models"), list) else []
-    needs = {"quality": "opcua_plc", "energy": "modbus_meter", "energy_per_part": "opcua_plc"}
+    needs = {"quality": ("opcua_plc",), "energy": ("modbus_meter", "dlt645_meter"),
+             "energy_per_part": ("opcua_plc",)}
     for i, model in enumerate(models):
-        kind = needs.get(str(model))
-        if kind and kind not in kinds.values():
-            problem(("models", i), f"the {model} model needs a {kind} device")
+        wanted_kinds = needs.get(str(model), ())
+        if wanted_kinds and not set(wanted_kinds) & set(kinds.values()):
+            problem(("models", i), f"the {model} model needs a {' or '.join(wanted_kinds)} "
+                    "device")
     if "energy_per_part" in models and "modbus_meter" not in kinds.values():
         problem(("models",), "the energy_per_part model needs a modbus_meter device")
     return problems

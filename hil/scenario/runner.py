@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.broker import MqttBroker
+from hil.devices.dlt645_meter import Dlt645Line, SimMeter, meter_address
 from hil.devices.mcu_node import McuNodeSimulator
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.devices.opcua_plc import OpcUaPlcSimulator
@@ -29,6 +30,7 @@ from hil.scenario.expectations import ExpectationResult, Recording, evaluate
 from hil.scenario.firmware import FirmwareRecord, run_firmware_update
 from hil.scenario.gateway_process import (
     GatewayProcess,
+    dlt645_device_config,
     install_models,
     mcu_node_device_config,
     meter_device_config,
@@ -37,16 +39,20 @@ from hil.scenario.gateway_process import (
     write_gateway_config,
 )
 from hil.scenario.model import (
+    AnswerDelay,
+    BadAnswers,
     BrokerOutage,
     Command,
     DeviceDisconnect,
     DeviceRestart,
     DeviceSilence,
+    Dlt645MeterDevice,
     Fault,
     FirmwareUpdate,
     GatewayKill,
     McuNodeDevice,
     MeterDevice,
+    MeterError,
     ModbusDelay,
     ModbusException,
     NetworkCut,
@@ -112,6 +118,9 @@ class _Line:
         self.plcs: dict[str, OpcUaPlcSimulator] = {}
         self.nodes: dict[str, McuNodeSimulator] = {}
         self.scales: dict[str, ScaleSimulator] = {}
+        #: DL/T 645 meters by device name, and the line each is on
+        self.dlt645: dict[str, SimMeter] = {}
+        self.dlt645_lines: dict[str, Dlt645Line] = {}
         self.brain: BrainClient | None = None
         self.commands: list[CommandRecord] = []
         self.firmware: list[FirmwareRecord] = []
@@ -127,6 +136,7 @@ class _Line:
     def models(self) -> dict[str, Any]:
         """Process models by device name (what the timeline moves)."""
         found: dict[str, Any] = {name: m.model for name, m in self.meters.items()}
+        found |= {name: m.model for name, m in self.dlt645.items()}
         return found | {name: plc.model for name, plc in self.plcs.items()}
 
     def device_value(self, tag: str) -> float | bool | None:
@@ -179,6 +189,30 @@ async def _apply(fault: Fault, line: _Line) -> float:
             line.meters[fault.device].response_delay = fault.delay
             await asyncio.sleep(fault.duration)
             line.meters[fault.device].response_delay = 0.0
+        case DeviceSilence() if fault.device in line.dlt645:
+            meter = line.dlt645[fault.device]
+            meter.silent = True
+            await asyncio.sleep(fault.duration)
+            meter.silent = False
+        case SerialGarbage() if fault.device in line.dlt645:
+            wire = line.dlt645_lines[fault.device]
+            await _repeat(lambda: wire.inject_garbage(fault.bytes), fault.every, fault.duration)
+        case MeterError():
+            line.dlt645[fault.device].error_byte = fault.error
+            await asyncio.sleep(fault.duration)
+            line.dlt645[fault.device].error_byte = None
+        case AnswerDelay():
+            line.dlt645[fault.device].delay = fault.delay
+            await asyncio.sleep(fault.duration)
+            line.dlt645[fault.device].delay = 0.0
+        case BadAnswers():
+            spoiled = line.dlt645[fault.device]
+
+            def spoil() -> None:
+                spoiled.bad_answers[fault.kind] += 1
+
+            await _repeat(spoil, fault.every, fault.duration)
+            spoiled.bad_answers[fault.kind] = 0
         case DeviceRestart() | DeviceDisconnect() if fault.device in line.scales:
             scale = line.scales[fault.device]
             scale.unplug()  # a scale restart is a power cycle: the port goes, then comes back
@@ -272,6 +306,10 @@ async def _start_devices(
     writable = any(isinstance(f, Command) for f in scenario.faults)
     for i, dev in enumerate(scenario.devices):
         seed = scenario.seed + i
+        if isinstance(dev, Dlt645MeterDevice):
+            if dev.line is None:
+                configs += await _start_dlt645_line(scenario, dev, stack, line, now)
+            continue
         if isinstance(dev, ScaleDevice):
             scale = await stack.enter_async_context(
                 ScaleSimulator(dev.mode, rate=dev.rate, seed=seed)
@@ -310,6 +348,29 @@ async def _start_devices(
             configs.append(
                 plc_device_config(dev.name, plc.endpoint, dev.publishing_interval, writable)
             )
+    return configs
+
+
+async def _start_dlt645_line(scenario: Scenario, first: Dlt645MeterDevice,
+                             stack: AsyncExitStack, line: _Line, now: float
+                             ) -> list[dict[str, Any]]:
+    """Start ``first``'s line with every meter on it (those naming it in ``line``)."""
+    members = [(i, d) for i, d in enumerate(scenario.devices) if isinstance(d, Dlt645MeterDevice)
+               and (d is first or d.line == first.name)]
+    meters = []
+    for i, dev in members:
+        model = EnergyMeterModel(seed=scenario.seed + i, t0=now, time_scale=scenario.time_scale)
+        meter = SimMeter(dev.address or meter_address(i), model, dev.version)
+        line.dlt645[dev.name] = meter
+        meters.append(meter)
+    wire = await stack.enter_async_context(
+        Dlt645Line(meters, transport=first.transport, seed=scenario.seed))
+    configs = []
+    for (_, dev), meter in zip(members, meters, strict=True):
+        line.dlt645_lines[dev.name] = wire
+        where: str | int = wire.port if first.transport == "tcp" else wire.serial_path
+        configs.append(dlt645_device_config(dev.name, where, meter.address, dev.version,
+                                            dev.poll_interval, dev.timeout))
     return configs
 
 

@@ -109,6 +109,7 @@ def _float_fields(cls: type) -> tuple[str, ...]:
 
 _PARAMS: dict[str, tuple[str, ...]] = {
     "modbus_meter": _float_fields(MeterParams),
+    "dlt645_meter": _float_fields(MeterParams),
     "opcua_plc": _float_fields(MouldingParams),
 }
 

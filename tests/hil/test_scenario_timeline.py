@@ -169,7 +169,7 @@ def test_timeline_and_new_keys_errors_name_file_line_and_key(tmp_path: Path) -> 
     assert found[(13, "timeline[2].device")] == "'node' has no process model to change"
     assert (14, "timeline[3].state") in found
     assert found[(15, "timeline[4].at")] == "after the scenario ends"
-    assert found[(17, "faults[0].device")] == "'meter' is not a mcu_node or scale"
+    assert found[(17, "faults[0].device")] == "'meter' is not a mcu_node, scale or dlt645_meter"
     assert found[(18, "faults[1].tag")] == "no device named 'pump' in this scenario"
     assert found[(9, "expect[1].command")] == "no command action named 'c2'"
     assert all(p.file == str(path) for p in info.value.problems)
