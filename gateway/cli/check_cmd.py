@@ -165,7 +165,11 @@ async def check_device(device: DeviceConfig, catalog: TagCatalog, timeout: float
                 *describe_errors(errors),
             ])
             return DeviceCheck(name, protocol, False, reason, readings, errors)
-        return DeviceCheck(name, protocol, True, "connected and read", readings, errors)
+        # what the device said it is (a meter's address, a CPU's type), where a driver reads it
+        identity = getattr(driver, "identity", None)
+        done = f"connected and read ({identity})" if isinstance(identity, str) and identity \
+            else "connected and read"
+        return DeviceCheck(name, protocol, True, done, readings, errors)
     except Exception as exc:  # a driver bug: report it, never crash the check
         log.debug("device %s: check failed", name, exc_info=True)
         return DeviceCheck(name, protocol, False, f"internal error: {exc!r}")
