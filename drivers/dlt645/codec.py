@@ -123,14 +123,18 @@ def di_text(raw: bytes) -> str:
 
 # -- frames ------------------------------------------------------------------------------
 
+_PLUS_33 = bytes((b + 0x33) & 0xFF for b in range(256))
+_MINUS_33 = bytes((b - 0x33) & 0xFF for b in range(256))
+
+
 def offset(data: bytes) -> bytes:
     """Add 0x33 to every data byte (the sender's side)."""
-    return bytes((b + 0x33) & 0xFF for b in data)
+    return bytes(data).translate(_PLUS_33)
 
 
 def unoffset(data: bytes) -> bytes:
     """Subtract 0x33 from every data byte (the receiver's side)."""
-    return bytes((b - 0x33) & 0xFF for b in data)
+    return bytes(data).translate(_MINUS_33)
 
 
 def checksum(body: bytes | bytearray) -> int:
@@ -207,7 +211,7 @@ def write_request(address: str, di: str, version: Version, value: bytes, passwor
     return encode_frame(address, WRITE[version], data, preamble)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadAnswer:
     """What a read came back with: the value bytes, or the meter's error byte."""
 

@@ -112,6 +112,8 @@ class Dlt645Driver(Driver):
         self._silent = 0
         self._silent_meters: set[str] = set()
         self._last_sent = 0
+        #: each request's frame and the identifier its answer repeats, built once
+        self._frames: dict[ReadRequest, tuple[bytes, bytes]] = {}
         self._failing: dict[tuple[str, str], str] = {}
         #: requests sent (reads with their retries, address reads, writes)
         self.requests = 0
@@ -275,10 +277,10 @@ class Dlt645Driver(Driver):
             raise ConnectionLost(f"{self.device_name}: not connected")
         what = request.describe()
         self.requests += 1
-        frame_bytes = read_request(request.meter, request.di, self.version, self.config.preamble)
+        frame_bytes, prefix = self._frames[request]
         try:
             exchange = await line.exchange(frame_bytes, request.meter, self.config.timeout,
-                                           di_bytes(request.di, self.version))
+                                           prefix)
         except ConnectionLost:
             self.errors["connection_lost"] += 1
             raise
@@ -443,6 +445,8 @@ class Dlt645Driver(Driver):
                         for t in tags)
         has_objects = any(t.type.is_object for t in tags)
         log.debug("%s: %d tags in %d requests", cfg.name, len(tags), len(requests))
+        self._frames = {r: (read_request(r.meter, r.di, self.version, cfg.preamble),
+                            di_bytes(r.di, self.version)) for r in requests}
         return _Plan(tuple(requests), np.array([self.tag_ids[i] for i in order], np.int32),
                      has_objects, integer)
 

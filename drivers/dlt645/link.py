@@ -22,7 +22,6 @@ import socket
 import termios
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import serial
 
@@ -40,7 +39,7 @@ _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_
 _STOPBITS = {1: serial.STOPBITS_ONE, 2: serial.STOPBITS_TWO}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every request, a frozen __init__ costs
 class Exchange:
     """What one request got: the answer (None: none in time) and what the line carried."""
 
@@ -63,6 +62,11 @@ class Exchange:
     rejection: str = ""
 
 
+def _settle(answer: asyncio.Future[Frame | None], frame: Frame | None) -> None:
+    if not answer.done():
+        answer.set_result(frame)
+
+
 class Line:
     """A half-duplex line to one or more meters: :meth:`exchange` a request for its answer."""
 
@@ -70,7 +74,7 @@ class Line:
         self.where = where
         self.lock = asyncio.Lock()
         self._reader = FrameReader()
-        self._waiting: tuple[asyncio.Future[Frame], str | None, bytes] | None = None
+        self._waiting: tuple[asyncio.Future[Frame | None], str | None, bytes] | None = None
         self._foreign = 0
         self._stale = 0
         self._received = 0
@@ -96,18 +100,21 @@ class Line:
             reader.reset()  # a half frame from before is not the answer
             before = (self._received, reader.rejected, reader.discarded, self._foreign,
                       self._stale)
-            answer: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            answer: asyncio.Future[Frame | None] = loop.create_future()
             self._waiting = (answer, expect, prefix)
+            # one timer for the wait (asyncio.wait costs twice the whole exchange on a fast
+            # line); a lost line ends the wait through _set_lost
+            timer = loop.call_later(timeout, _settle, answer, None)
             sent = time.time_ns()
             try:
                 self._write(request)
-                waits: set[asyncio.Future[Any]] = {answer, lost}
-                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                frame = await answer
             finally:
+                timer.cancel()
                 self._waiting = None
-            if not answer.done() and lost.done():
+            if frame is None and lost.done():
                 raise ConnectionLost(f"{self.where}: {lost.result()}")
-            frame = answer.result() if answer.done() else None
             return Exchange(frame, sent, self._received - before[0],
                             reader.rejected - before[1], reader.discarded - before[2],
                             self._foreign - before[3], self._stale - before[4],
@@ -130,6 +137,8 @@ class Line:
     def _set_lost(self, reason: str) -> None:
         if self.lost is not None and not self.lost.done():
             self.lost.set_result(reason)
+        if self._waiting is not None:
+            _settle(self._waiting[0], None)
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
