@@ -305,6 +305,7 @@ class Dlt645Line(SimulatedDevice):
         self._fd = -1
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self._reader = FrameReader()
         #: requests decoded, and bytes from the gateway that were no frame
         self.requests = 0
@@ -340,6 +341,8 @@ class Dlt645Line(SimulatedDevice):
         if self._server is not None:
             self._server.close()
             self.drop_connections()
+            if self._handlers:  # each ends on its aborted connection; none left to cancel
+                await asyncio.wait(set(self._handlers), timeout=2.0)
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
@@ -373,6 +376,10 @@ class Dlt645Line(SimulatedDevice):
         self._on_bytes(data, None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         self._clients.add(writer)
         frames = FrameReader()
         try:
