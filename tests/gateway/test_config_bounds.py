@@ -220,7 +220,8 @@ class _RawKeyLoader(yaml.SafeLoader):
 
 
 _RawKeyLoader.add_constructor("tag:yaml.org,2002:map", _RawKeyLoader.construct_mapping)
-SHIPPED_YAML = sorted(p for pattern in ("config/*.yaml", "hil/**/*.yaml", "edge_models/**/*.yaml")
+SHIPPED_YAML = sorted(p for pattern in ("config/*.yaml", "hil/**/*.yaml", "edge_models/**/*.yaml",
+                                        "drivers/**/*.yaml")
                       for p in REPO.glob(pattern))
 
 
