@@ -90,6 +90,8 @@ class _Plan:
     has_objects: bool
     #: per batch position: decode as an exact int (integer-typed tag)
     integer: tuple[bool, ...]
+    #: per request: its frame and the identifier bytes its answer repeats, built once
+    frames: tuple[tuple[bytes, bytes], ...]
 
 
 class Dlt645Driver(Driver):
@@ -112,8 +114,6 @@ class Dlt645Driver(Driver):
         self._silent = 0
         self._silent_meters: set[str] = set()
         self._last_sent = 0
-        #: each request's frame and the identifier its answer repeats, built once
-        self._frames: dict[ReadRequest, tuple[bytes, bytes]] = {}
         self._failing: dict[tuple[str, str], str] = {}
         #: requests sent (reads with their retries, address reads, writes)
         self.requests = 0
@@ -170,9 +170,11 @@ class Dlt645Driver(Driver):
             return
         assert self._plan is not None
         tried: list[str] = []
+        assert self._plan is not None
+        frames = dict(zip(self._plan.requests, self._plan.frames, strict=True))
         for request in self._first_per_meter():
             try:
-                await self._read_with_retries(request)
+                await self._read_with_retries(request, frames[request])
                 return
             except _ReadFailed as failure:
                 if failure.counter not in _RETRYABLE:
@@ -234,11 +236,11 @@ class Dlt645Driver(Driver):
         quality = np.full(n, Quality.GOOD, dtype=np.uint8)
         bad_value = None if plan.has_objects else np.nan
         pos = 0
-        for request in plan.requests:
+        for request, frame in zip(plan.requests, plan.frames, strict=True):
             span = slice(pos, pos + len(request.members))
             pos = span.stop
             try:
-                sent, data = await self._read_with_retries(request)
+                sent, data = await self._read_with_retries(request, frame)
                 for i, member in enumerate(request.members, span.start):
                     ident = member.identifier
                     raw = data[ident.offset:ident.end]
@@ -258,11 +260,12 @@ class Dlt645Driver(Driver):
             ts_ns[span] = sent
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
 
-    async def _read_with_retries(self, request: ReadRequest) -> tuple[int, bytes]:
+    async def _read_with_retries(self, request: ReadRequest,
+                                 frame: tuple[bytes, bytes]) -> tuple[int, bytes]:
         attempts = self.config.retries + 1
         for attempt in range(attempts):
             try:
-                return await self._request(request)
+                return await self._request(request, frame)
             except _ReadFailed as failure:
                 if attempt == attempts - 1 or failure.counter not in _RETRYABLE:
                     raise
@@ -270,14 +273,16 @@ class Dlt645Driver(Driver):
                 log.debug("%s: %s; retrying", self.device_name, failure.reason)
         raise AssertionError("unreachable")
 
-    async def _request(self, request: ReadRequest) -> tuple[int, bytes]:
-        """One read of ``request``: (when it left, the value bytes)."""
+    async def _request(self, request: ReadRequest,
+                       frame: tuple[bytes, bytes]) -> tuple[int, bytes]:
+        """One read of ``request`` (``frame``: its bytes and the identifier's): (when it
+        left, the value bytes)."""
         line = self._line
         if line is None:
             raise ConnectionLost(f"{self.device_name}: not connected")
         what = request.describe()
         self.requests += 1
-        frame_bytes, prefix = self._frames[request]
+        frame_bytes, prefix = frame
         try:
             exchange = await line.exchange(frame_bytes, request.meter, self.config.timeout,
                                            prefix)
@@ -361,6 +366,8 @@ class Dlt645Driver(Driver):
         self._failing[key] = failure.counter
 
     def _note_success(self, request: ReadRequest) -> None:
+        if not self._failing:
+            return
         key = (request.meter, request.di)
         if self._failing.pop(key, None) is not None:
             log.info("%s: %s answers again", self.device_name, request.describe())
@@ -445,10 +452,10 @@ class Dlt645Driver(Driver):
                         for t in tags)
         has_objects = any(t.type.is_object for t in tags)
         log.debug("%s: %d tags in %d requests", cfg.name, len(tags), len(requests))
-        self._frames = {r: (read_request(r.meter, r.di, self.version, cfg.preamble),
-                            di_bytes(r.di, self.version)) for r in requests}
+        frames = tuple((read_request(r.meter, r.di, self.version, cfg.preamble),
+                        di_bytes(r.di, self.version)) for r in requests)
         return _Plan(tuple(requests), np.array([self.tag_ids[i] for i in order], np.int32),
-                     has_objects, integer)
+                     has_objects, integer, frames)
 
 
 class Dlt645SerialDriver(Dlt645Driver):

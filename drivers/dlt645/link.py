@@ -97,7 +97,8 @@ class Line:
             if lost is None or lost.done():
                 raise ConnectionLost(f"{self.where}: {lost.result() if lost else 'not open'}")
             reader = self._reader
-            reader.reset()  # a half frame from before is not the answer
+            if reader.buffer:
+                reader.reset()  # a half frame from before is not the answer
             before = (self._received, reader.rejected, reader.discarded, self._foreign,
                       self._stale)
             loop = asyncio.get_running_loop()
@@ -118,7 +119,8 @@ class Line:
             return Exchange(frame, sent, self._received - before[0],
                             reader.rejected - before[1], reader.discarded - before[2],
                             self._foreign - before[3], self._stale - before[4],
-                            sum(1 for b in reader.buffer if b != 0xFE), reader.last_rejection)
+                            0 if frame is not None else sum(1 for b in reader.buffer if b != 0xFE),
+                            reader.last_rejection)
 
     def _on_bytes(self, data: bytes) -> None:
         self._received += len(data)

@@ -35,16 +35,10 @@ class ReadRequest:
     meter: str
     di: str
     members: tuple[TagRead, ...]
-
-    @property
-    def need(self) -> int:
-        """Data bytes the answer must carry for every member."""
-        return max(m.identifier.end for m in self.members)
-
-    @property
-    def record(self) -> int | None:
-        """The identifier's data length when the table knows it (the answer must match)."""
-        return self.members[0].identifier.record
+    #: data bytes the answer must carry for every member
+    need: int = 0
+    #: the identifier's data length when the table knows it (the answer must match)
+    record: int | None = None
 
     def describe(self) -> str:
         names = ", ".join(m.name for m in self.members)
@@ -72,4 +66,6 @@ def plan_requests(tags: Sequence[TagSpec], version: Version) -> list[ReadRequest
                             f"data, past the {limit} bytes an answer can carry")
         groups.setdefault((tag.meter, ident.di), []).append(
             TagRead(tag.index, tag.name, ident))
-    return [ReadRequest(meter, di, tuple(members)) for (meter, di), members in groups.items()]
+    return [ReadRequest(meter, di, tuple(members), max(m.identifier.end for m in members),
+                        members[0].identifier.record)
+            for (meter, di), members in groups.items()]
