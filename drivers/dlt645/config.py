@@ -188,6 +188,10 @@ class Dlt645DeviceConfig(DeviceConfig):
     retries: int = Field(default=1, ge=0, le=5,
                          description="times a request is sent again after a timeout or a "
                          "garbled answer before its tags go BAD")
+    block_reads: bool = Field(
+        default=False, description="read the phases (or tariffs) of a quantity that two or "
+        "more tags need with one block request (DI1 = FF); a meter that refuses a block is "
+        "read one identifier at a time again")
     password: SecretRef | None = Field(
         default=None, description="for writes: {env: VAR} or {file: PATH} holding 8 digits, "
         "the level and the password (e.g. 02123456: level 02, password 123456)")

@@ -60,6 +60,7 @@ from drivers.dlt645.config import (
 )
 from drivers.dlt645.link import Exchange, Line, SerialLine, TcpLine
 from drivers.dlt645.planner import ReadRequest, TagSpec, plan_requests
+from drivers.dlt645.table import table
 from gateway.errors import ConfigError, ConnectionLost, DeviceUnreachable, WriteRejected
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import DataType, Quality, SampleBatch
@@ -114,6 +115,8 @@ class Dlt645Driver(Driver):
         self._silent = 0
         self._silent_meters: set[str] = set()
         self._last_sent = 0
+        #: (meter, block identifier) the meter refused: read one identifier at a time
+        self._single_blocks: set[tuple[str, str]] = set()
         self._failing: dict[tuple[str, str], str] = {}
         #: requests sent (reads with their retries, address reads, writes)
         self.requests = 0
@@ -236,21 +239,24 @@ class Dlt645Driver(Driver):
         quality = np.full(n, Quality.GOOD, dtype=np.uint8)
         bad_value = None if plan.has_objects else np.nan
         pos = 0
+        refused: list[ReadRequest] = []
         for request, frame in zip(plan.requests, plan.frames, strict=True):
             span = slice(pos, pos + len(request.members))
             pos = span.stop
             try:
                 sent, data = await self._read_with_retries(request, frame)
                 for i, member in enumerate(request.members, span.start):
-                    ident = member.identifier
-                    raw = data[ident.offset:ident.end]
-                    values[i] = decode_integer(raw, ident.format) if plan.integer[i] \
-                        else decode_value(raw, ident.format)
+                    fmt = member.identifier.format
+                    raw = data[member.at:member.at + fmt.size]
+                    values[i] = decode_integer(raw, fmt) if plan.integer[i] \
+                        else decode_value(raw, fmt)
             except _ReadFailed as failure:
                 sent = self._last_sent
                 values[span] = bad_value
                 quality[span] = Quality.BAD
                 self._note_failure(request, failure)
+                if request.block and failure.counter == "unknown_di":
+                    refused.append(request)
             except CodecError as exc:
                 values[span] = bad_value
                 quality[span] = Quality.BAD
@@ -258,7 +264,18 @@ class Dlt645Driver(Driver):
             else:
                 self._note_success(request)
             ts_ns[span] = sent
+        if refused:
+            self._read_singly(refused)
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
+
+    def _read_singly(self, refused: list[ReadRequest]) -> None:
+        """The meter has no such block: read its identifiers one by one from the next poll."""
+        for request in refused:
+            self._single_blocks.add((request.meter, request.di))
+            log.warning("%s: meter %s does not answer block %s; its identifiers are read one "
+                        "at a time", self.device_name, request.meter, request.di)
+        if self.meter_address is not None:
+            self._plan = self._make_plan(self.meter_address)
 
     async def _read_with_retries(self, request: ReadRequest,
                                  frame: tuple[bytes, bytes]) -> tuple[int, bytes]:
@@ -445,7 +462,8 @@ class Dlt645Driver(Driver):
         cfg = self.config
         specs = [TagSpec(i, tag.name, tag.meter_address or address, tag.identifier)
                  for i, tag in enumerate(cfg.tags)]
-        requests = plan_requests(specs, self.version)
+        blocks = table(self.version).blocks if cfg.block_reads else None
+        requests = plan_requests(specs, self.version, blocks, self._single_blocks)
         order = [m.index for r in requests for m in r.members]
         tags = [cfg.tags[i] for i in order]
         integer = tuple(t.type not in (DataType.FLOAT32, DataType.FLOAT64, DataType.STRING)

@@ -12,7 +12,7 @@ is reported with its file, line and key.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -91,6 +91,10 @@ class Table:
     version: Version
     by_name: dict[str, DataIdentifier]
     by_di: dict[str, tuple[DataIdentifier, ...]]
+    #: identifier -> (the block it can be read in, where its data starts in the block's):
+    #: 2007 ``0201FF00`` holds phases A, B, C of ``02010100``..``02010300``; 1997 ``B61F``
+    #: holds ``B611``..``B613``
+    blocks: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def lookup(self, key: str) -> DataIdentifier | None:
         """The entry named ``key``, or the first value of data identifier ``key``."""
@@ -125,4 +129,44 @@ def table(version: Version) -> Table:
             entry.unit, entry.writable, entry.range, entry.description, records[entry.di])
         by_name[entry.name] = item
         by_di[entry.di].append(item)
-    return Table(version, by_name, {di: tuple(v) for di, v in by_di.items()})
+    return Table(version, by_name, {di: tuple(v) for di, v in by_di.items()},
+                 _blocks(version, records))
+
+
+def _blocks(version: Version, records: dict[str, int]) -> dict[str, tuple[str, int]]:
+    """Which identifiers read together as a block, and where each one's data starts.
+
+    DL/T 645 reads a block by setting one byte of the identifier to FF (2007: DI1 for
+    phases and tariffs, ``0201FF00``; DI0 for a list, ``028000FF``) or the last digit to
+    F (1997: ``B61F``); the answer is the members' data one after the other from the
+    first. Only energy, demand and instantaneous values (2007 DI3 00-02, 1997 9xxx, Axxx,
+    Bxxx), where the standard defines blocks; a member is in a block only when every
+    identifier before it in the block is in the table (its offset is then known).
+    """
+    found: dict[str, tuple[str, int]] = {}
+    if version == 2007:
+        shapes = [(lambda d: d[:4] + "FF" + d[6:], lambda d: int(d[4:6], 16)),
+                  (lambda d: d[:6] + "FF", lambda d: int(d[6:], 16))]
+        eligible = [d for d in records if d[:2] in ("00", "01", "02")]
+    else:
+        shapes = [(lambda d: d[:3] + "F", lambda d: int(d[3], 16))]
+        eligible = [d for d in records if d[0] in "9AB"]
+    for block_of, place in shapes:
+        groups: dict[str, list[str]] = defaultdict(list)
+        for di in eligible:
+            if di not in found:
+                groups[block_of(di)].append(di)
+        for block, members in groups.items():
+            members.sort(key=place)
+            run = [members[0]]
+            for di in members[1:]:
+                if place(di) != place(run[-1]) + 1:
+                    break
+                run.append(di)
+            if len(run) < 2:
+                continue
+            at = 0
+            for di in run:
+                found[di] = (block, at)
+                at += records[di]
+    return found

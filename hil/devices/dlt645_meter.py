@@ -158,6 +158,12 @@ class SimMeter:
         self.version: Version = version
         self.password = password
         self.table = table(version)
+        #: answers block reads (DI1 = FF); a meter that does not answers "no data"
+        self.block_reads = True
+        members: dict[str, list[tuple[int, str]]] = {}
+        for di, (block, at) in self.table.blocks.items():
+            members.setdefault(block, []).append((at, di))
+        self._block_members = {b: [di for _, di in sorted(m)] for b, m in members.items()}
         self.params: dict[str, float] = {"demand_period": 15.0, "slip_time": 1.0}
         #: (kW, when as YYMMDDhhmm or MMDDhhmm) the largest power seen
         self.max_demand: tuple[float, str] = (0.0, "0001010000" if version == 2007 else "01010000")
@@ -181,7 +187,14 @@ class SimMeter:
         return reading
 
     def value_bytes(self, di: str) -> bytes | None:
-        """The data of identifier ``di`` now (None: the meter does not have it)."""
+        """The data of identifier ``di`` now (None: the meter does not have it); a block
+        identifier (``0201FF00``) gives its members' data one after the other."""
+        members = self._block_members.get(di)
+        if members is not None:
+            if not self.block_reads:
+                return None
+            parts = [self.value_bytes(member) for member in members]
+            return None if any(p is None for p in parts) else b"".join(parts)  # type: ignore[misc]
         if di == MACHINE_STATE_DI[self.version]:
             state = int(self.reading().machine_state)
             return encode_number(state, Format.parse(MACHINE_STATE_FORMAT))

@@ -248,3 +248,32 @@ async def test_tcp_server_gone_is_unreachable_with_the_reason() -> None:
     drv = driver(cfg)
     with pytest.raises(DeviceUnreachable, match="connection refused"):
         await drv.connect()
+
+
+async def test_block_reads_read_the_same_values_in_fewer_requests() -> None:
+    tags = [{"name": "volts_a", "di": "voltage.a"}, {"name": "volts_b", "di": "voltage.b"},
+            {"name": "volts_c", "di": "voltage.c"}, {"name": "kw", "di": "power.active.total"},
+            {"name": "kw_a", "di": "power.active.a"}, {"name": "kwh", "di": "energy.import.total"}]
+    meter = fixed_meter(A1)
+    async with Dlt645Line([meter]) as line:
+        plain = driver(device(line, A1, tags, name="plain"))
+        blocks = driver(device(line, A1, tags, name="blocks", block_reads=True))
+        await plain.connect()
+        before = plain.requests
+        one = values_of(plain, await read(plain))
+        assert plain.requests - before == 6
+        await plain.close()
+        await blocks.connect()
+        before = blocks.requests
+        other = values_of(blocks, await read(blocks))
+        assert blocks.requests - before == 3  # voltages, powers, energy
+        assert one == other == {"volts_a": 230.4, "volts_b": 230.9, "volts_c": 229.9,
+                                "kw": 12.3456, "kw_a": 4.1152, "kwh": 1234.56}
+        # a meter without block reads: the tags are BAD once, then read one at a time
+        meter.block_reads = False
+        batch = await read(blocks)
+        assert quality_of(blocks, batch)["volts_a"] == Quality.BAD
+        assert blocks.errors["unknown_di"] == 2
+        assert values_of(blocks, await read(blocks)) == one
+        assert [r.di for r in blocks.planned][:3] == ["02010100", "02010200", "02010300"]
+        await blocks.close()
