@@ -194,7 +194,8 @@ class SimMeter:
             if not self.block_reads:
                 return None
             parts = [self.value_bytes(member) for member in members]
-            return None if any(p is None for p in parts) else b"".join(parts)  # type: ignore[misc]
+            found = [p for p in parts if p is not None]
+            return b"".join(found) if len(found) == len(parts) else None
         if di == MACHINE_STATE_DI[self.version]:
             state = int(self.reading().machine_state)
             return encode_number(state, Format.parse(MACHINE_STATE_FORMAT))
