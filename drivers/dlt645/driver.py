@@ -24,7 +24,6 @@ frame), ``bytes_discarded``, ``other_meter`` (answers of another address),
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,7 +110,6 @@ class Dlt645Driver(Driver):
             else config.meter_address
         self._plan: _Plan | None = None
         self._line: Line | None = None
-        self._lost: asyncio.Future[str] | None = None
         self._silent = 0
         self._silent_meters: set[str] = set()
         self._last_sent = 0
@@ -152,10 +150,13 @@ class Dlt645Driver(Driver):
     async def connect(self) -> None:
         await self.close()
         line = await self._open()
-        self._line, self._lost = line, line.lost
+        self._line = line
         self._answered()
         try:
             await self._first_answer(line)
+        except ConnectionLost as exc:  # the line broke before a meter answered
+            await self.close()
+            raise DeviceUnreachable(str(exc)) from None
         except BaseException:
             await self.close()
             raise
@@ -173,7 +174,6 @@ class Dlt645Driver(Driver):
             return
         assert self._plan is not None
         tried: list[str] = []
-        assert self._plan is not None
         frames = dict(zip(self._plan.requests, self._plan.frames, strict=True))
         for request in self._first_per_meter():
             try:

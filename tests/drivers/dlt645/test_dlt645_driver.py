@@ -3,6 +3,7 @@ simulated serial device server (hil/devices/dlt645_meter.py), with their faults.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from drivers.dlt645.driver import MAX_SILENT_REQUESTS
+from drivers.dlt645.config import Dlt645TcpDeviceConfig
+from drivers.dlt645.driver import MAX_SILENT_REQUESTS, Dlt645TcpDriver
 from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
 from gateway.serial_ports import SerialPorts
 from gateway.types import Quality
@@ -277,3 +279,19 @@ async def test_block_reads_read_the_same_values_in_fewer_requests() -> None:
         assert values_of(blocks, await read(blocks)) == one
         assert [r.di for r in blocks.planned][:3] == ["02010100", "02010200", "02010300"]
         await blocks.close()
+
+
+async def test_a_server_that_hangs_up_at_once_is_unreachable_not_lost() -> None:
+    """A serial device server whose line is taken by another client accepts and closes."""
+    async def hang_up(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = Dlt645TcpDeviceConfig.model_validate(
+        {"name": "m", "protocol": "dlt645_tcp", "host": "127.0.0.1", "port": port,
+         "meter_address": A1, "tags": TAGS[:1], "timeout": 1.0})
+    drv = Dlt645TcpDriver(config, [0])
+    with pytest.raises(DeviceUnreachable, match="closed the connection|connection broken"):
+        await drv.connect()
+    server.close()
