@@ -11,7 +11,6 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gateway.config.broker_url import BrokerUrl
 from gateway.config.influxdb import Precision, check_http_url, check_measurement_template
-from gateway.config.loader import line_of, parse_yaml
 from gateway.config.models import MqttConfig, MqttTlsConfig
 from gateway.config.types import (
     Name,
@@ -20,6 +19,7 @@ from gateway.config.types import (
     StrictModel,
     is_loopback,
 )
+from gateway.config.yaml_model import line_of, parse_yaml
 from gateway.config.yaml_reader import KeyPath
 from gateway.errors import ConfigError, ConfigProblem
 

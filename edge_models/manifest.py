@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from gateway.config.loader import line_of, validate_yaml_text
 from gateway.config.types import Duration, Name, PositiveDuration, StrictModel, parse_duration
+from gateway.config.yaml_model import line_of, validate_yaml_text
 from gateway.config.yaml_reader import KeyPath
 from gateway.errors import ConfigError, ConfigProblem
 

@@ -19,6 +19,7 @@ Every exception the project raises on purpose is defined here and derives from
     │   ├── RegisterDecodeError     Modbus registers that do not have the shape asked for
     │   ├── ConversionError         an OPC UA value that does not fit the tag (or node)
     │   ├── InstrumentFrameRejected a serial-line instrument's frame is not valid
+    │   ├── Dlt645FrameError        a DL/T 645 frame or value the standard does not allow
     │   ├── NodeFrameError, CobsError, MessageError   MCU node link (firmware_bridge)
     │   ├── SparkplugDecodeError    not a Sparkplug B payload
     │   └── JsonTooDeep             JSON nested past the limit
@@ -195,6 +196,11 @@ class NodeFrameError(ProtocolError, ValueError):
     def __init__(self, reason: Any, detail: str) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
+
+
+class Dlt645FrameError(ProtocolError, ValueError):
+    """Bytes or values that DL/T 645 does not allow (a wrong length, not BCD, a bad
+    address or checksum)."""
 
 
 class CobsError(ProtocolError, ValueError):

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.dlt645.codec import (
     BROADCAST,
-    CodecError,
     Format,
     Frame,
     FrameReader,
@@ -29,18 +28,19 @@ from drivers.dlt645.config import (
     Dlt645TagConfig,
     Dlt645TcpDeviceConfig,
 )
-from drivers.dlt645.planner import PlanError, ReadRequest, TagSpec, plan_requests
+from drivers.dlt645.planner import ReadRequest, TagSpec, plan_requests
 from drivers.dlt645.table import DataIdentifier, Table, table
+from gateway.errors import Dlt645FrameError, PlanError
 
 if TYPE_CHECKING:
     from drivers.dlt645.driver import Dlt645Driver, Dlt645SerialDriver, Dlt645TcpDriver
 
 __all__ = [
     "BROADCAST",
-    "CodecError",
     "DataIdentifier",
     "Dlt645DeviceConfig",
     "Dlt645Driver",
+    "Dlt645FrameError",
     "Dlt645SerialDeviceConfig",
     "Dlt645SerialDriver",
     "Dlt645TagConfig",

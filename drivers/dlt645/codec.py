@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
 
+from gateway.errors import Dlt645FrameError
+
 Version = Literal[2007, 1997]
 
 START = 0x68
@@ -81,10 +83,6 @@ ERROR_BITS_1997 = {
 NO_DATA_BIT = 1
 
 
-class CodecError(ValueError):
-    """Bytes that are not what DL/T 645 allows (a wrong length, not BCD, a bad address)."""
-
-
 # -- addresses and data identifiers ------------------------------------------------------
 
 _ADDRESS = re.compile(r"^[0-9A]{12}$")
@@ -94,14 +92,14 @@ def address_bytes(address: str) -> bytes:
     """``"000012345678"`` -> ``78 56 34 12 00 00`` (low byte first); ``A`` digits are the
     wildcard (``AAAAAAAAAAAA`` is the broadcast address)."""
     if not _ADDRESS.match(address):
-        raise CodecError(f"meter address {address!r} is not 12 decimal digits")
+        raise Dlt645FrameError(f"meter address {address!r} is not 12 decimal digits")
     return bytes.fromhex(address)[::-1]
 
 
 def address_text(raw: bytes) -> str:
     """The 6 address bytes of a frame as the 12 digits printed on the meter."""
     if len(raw) != 6:
-        raise CodecError(f"a meter address has 6 bytes, not {len(raw)}")
+        raise Dlt645FrameError(f"a meter address has 6 bytes, not {len(raw)}")
     return raw[::-1].hex().upper()
 
 
@@ -111,7 +109,7 @@ _DI = {2007: re.compile(r"^[0-9A-F]{8}$"), 1997: re.compile(r"^[0-9A-F]{4}$")}
 def di_bytes(di: str, version: Version) -> bytes:
     """``"00010000"`` (DI3 DI2 DI1 DI0, as the standard prints it) -> DI0 first on the wire."""
     if not _DI[version].match(di):
-        raise CodecError(f"data identifier {di!r} is not {DI_BYTES[version] * 2} hex digits "
+        raise Dlt645FrameError(f"data identifier {di!r} is not {DI_BYTES[version] * 2} hex digits "
                          f"(DL/T 645-{version})")
     return bytes.fromhex(di)[::-1]
 
@@ -170,22 +168,22 @@ class Frame:
 def encode_frame(address: str, control: int, data: bytes = b"", preamble: int = 0) -> bytes:
     """The bytes of a frame, with ``preamble`` wake-up bytes (FE) before it."""
     if len(data) > MAX_DATA:
-        raise CodecError(f"{len(data)} bytes of data do not fit a frame (at most {MAX_DATA})")
+        raise Dlt645FrameError(f"{len(data)} bytes of data do not fit a frame (at most {MAX_DATA})")
     if not 0 <= control <= 0xFF:
-        raise CodecError(f"control code {control} is not a byte")
+        raise Dlt645FrameError(f"control code {control} is not a byte")
     body = bytes([START, *address_bytes(address), START, control, len(data)]) + offset(data)
     return bytes([PREAMBLE_BYTE]) * preamble + body + bytes([checksum(body), END])
 
 
 def decode_frame(raw: bytes) -> Frame:
     """One whole frame (preamble allowed before it, nothing after); raise
-    :class:`CodecError` saying what is wrong."""
+    :class:`Dlt645FrameError` saying what is wrong."""
     reader = FrameReader()
     frames = list(reader.feed(raw))
     if reader.rejected:
-        raise CodecError(reader.last_rejection)
+        raise Dlt645FrameError(reader.last_rejection)
     if len(frames) != 1 or reader.pending:
-        raise CodecError("not exactly one whole frame" if frames else "no whole frame")
+        raise Dlt645FrameError("not exactly one whole frame" if frames else "no whole frame")
     return frames[0]
 
 
@@ -205,7 +203,7 @@ def write_request(address: str, di: str, version: Version, value: bytes, passwor
     """A write of one data identifier: DI, password (level and 3 bytes), operator code
     (2007 only) and the value's bytes."""
     if len(password) != 4:
-        raise CodecError("a password is 4 bytes: its level PA and P0 P1 P2")
+        raise Dlt645FrameError("a password is 4 bytes: its level PA and P0 P1 P2")
     extra = operator if version == 2007 else b""
     data = di_bytes(di, version) + password + extra + value
     return encode_frame(address, WRITE[version], data, preamble)
@@ -222,22 +220,22 @@ class ReadAnswer:
 
 
 def parse_read_answer(frame: Frame, di: str, version: Version) -> ReadAnswer:
-    """The answer to a read of ``di``; raise :class:`CodecError` when the frame is not
+    """The answer to a read of ``di``; raise :class:`Dlt645FrameError` when the frame is not
     one (another function, another data identifier, too short)."""
     if not frame.is_reply or frame.function != READ[version]:
-        raise CodecError(f"answer has control code {frame.control:02X}, not an answer to a "
+        raise Dlt645FrameError(f"answer has control code {frame.control:02X}, not an answer to a "
                          f"read ({READ[version] | REPLY:02X})")
     if frame.is_error:
         if len(frame.data) != 1:
-            raise CodecError(f"exception answer with {len(frame.data)} data bytes, not 1")
+            raise Dlt645FrameError(f"exception answer with {len(frame.data)} data bytes, not 1")
         return ReadAnswer(di, error=frame.data[0])
     size = DI_BYTES[version]
     if len(frame.data) < size:
-        raise CodecError(f"answer has {len(frame.data)} data bytes, fewer than its "
+        raise Dlt645FrameError(f"answer has {len(frame.data)} data bytes, fewer than its "
                          f"data identifier's {size}")
     got = di_text(frame.data[:size])
     if got != di:
-        raise CodecError(f"answer is for data identifier {got}, not {di}")
+        raise Dlt645FrameError(f"answer is for data identifier {got}, not {di}")
     return ReadAnswer(di, frame.data[size:], more=bool(frame.control & MORE))
 
 
@@ -377,7 +375,7 @@ class Format:
     @property
     def largest(self) -> int:
         """The largest magnitude, in units of the last digit (signed: one bit less)."""
-        top = 10 ** self.digits - 1
+        top: int = 10 ** self.digits - 1  # int ** int is Any to mypy (a negative power)
         if self.signed and self.digits % 2 == 0:  # the sign bit takes the top digit's 8
             return int(f"7{'9' * (self.digits - 1)}")
         return top
@@ -389,17 +387,17 @@ class Format:
 def _digits(raw: bytes, fmt: Format) -> tuple[str, bool]:
     """The BCD digits of ``raw`` (low byte first) and the sign bit; raise when not BCD."""
     if len(raw) != fmt.size:
-        raise CodecError(f"{len(raw)} bytes for format {fmt.text} ({fmt.size} bytes)")
+        raise Dlt645FrameError(f"{len(raw)} bytes for format {fmt.text} ({fmt.size} bytes)")
     high = raw[-1]
     negative = bool(fmt.signed and high & 0x80)
     if negative:
         raw = raw[:-1] + bytes([high & 0x7F])
     text = raw[::-1].hex()
     if not text.isdigit():
-        raise CodecError(f"{raw[::-1].hex().upper()} is not BCD (format {fmt.text})")
+        raise Dlt645FrameError(f"{raw[::-1].hex().upper()} is not BCD (format {fmt.text})")
     if len(text) > fmt.digits:
         if text[0] != "0":
-            raise CodecError(f"{text} has more digits than format {fmt.text}")
+            raise Dlt645FrameError(f"{text} has more digits than format {fmt.text}")
         text = text[1:]
     return text, negative
 
@@ -444,21 +442,21 @@ def encode_number(value: float | int, fmt: Format) -> bytes:
     """``value`` in ``fmt``: rounded to the format's decimals (half away from zero),
     refused when it does not fit or is negative for an unsigned format."""
     if not fmt.is_number:
-        raise CodecError(f"format {fmt.text} is text, not a number")
+        raise Dlt645FrameError(f"format {fmt.text} is text, not a number")
     if isinstance(value, float) and value != value:
-        raise CodecError("NaN has no BCD form")
+        raise Dlt645FrameError("NaN has no BCD form")
     from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
     try:
         scaled = (Decimal(repr(value)) if isinstance(value, float) else Decimal(value)) \
             .scaleb(fmt.decimals).quantize(Decimal(1), rounding=ROUND_HALF_UP)
     except InvalidOperation as exc:
-        raise CodecError(f"{value!r} is not a number in format {fmt.text}") from exc
+        raise Dlt645FrameError(f"{value!r} is not a number in format {fmt.text}") from exc
     units = int(scaled)
     if units < 0 and not fmt.signed:
-        raise CodecError(f"{value!r} is negative; format {fmt.text} is unsigned")
+        raise Dlt645FrameError(f"{value!r} is negative; format {fmt.text} is unsigned")
     if abs(units) > fmt.largest:
-        raise CodecError(f"{value!r} does not fit format {fmt}")
+        raise Dlt645FrameError(f"{value!r} does not fit format {fmt}")
     raw = bytearray(bytes.fromhex(f"{abs(units):0{fmt.size * 2}d}")[::-1])
     if units < 0:
         raw[-1] |= 0x80
@@ -471,5 +469,6 @@ def encode_text(value: str, fmt: Format) -> bytes:
     if fmt.text.startswith("YY") and len(digits) == fmt.digits + 2 and digits.startswith("20"):
         digits = digits[2:]  # 2024-05-17 -> 240517
     if len(digits) != fmt.digits:
-        raise CodecError(f"{value!r} does not have the {fmt.digits} digits of format {fmt.text}")
+        raise Dlt645FrameError(
+            f"{value!r} does not have the {fmt.digits} digits of format {fmt.text}")
     return bytes.fromhex(digits.zfill(fmt.size * 2))[::-1]

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from drivers.dlt645.codec import CodecError, Format, Version, address_bytes, di_bytes
+from drivers.dlt645.codec import Format, Version, address_bytes, di_bytes
 from drivers.dlt645.table import DataIdentifier, table
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.config.types import PositiveDuration, SecretRef
+from gateway.errors import Dlt645FrameError
 from gateway.serial_ports import LineSettings
 from gateway.types import INTEGER_RANGES, DataType
 
@@ -42,7 +43,7 @@ def _check_address(value: str) -> str:
         return value
     try:
         address_bytes(value)
-    except CodecError:
+    except Dlt645FrameError:
         raise ValueError(f"meter address {value!r} is not 12 decimal digits (as printed on the "
                          "meter's name plate, e.g. '000012345678'), nor 'auto'") from None
     if "A" in value:
@@ -134,7 +135,7 @@ class Dlt645TagConfig(TagConfig):
     def _custom(self, version: Version) -> DataIdentifier:
         try:
             di_bytes(self.di.upper(), version)
-        except CodecError:
+        except Dlt645FrameError:
             close = difflib.get_close_matches(self.di, table(version).names(), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ValueError(
@@ -197,7 +198,7 @@ class Dlt645DeviceConfig(DeviceConfig):
         "the level and the password (e.g. 02123456: level 02, password 123456)")
     operator: str = Field(default="00000000", pattern=r"^[0-9]{8}$",
                           description="for writes (2007): the operator code, 8 digits")
-    tags: list[Dlt645TagConfig] = Field(min_length=1)  # type: ignore[assignment]
+    tags: list[Dlt645TagConfig] = Field(min_length=1)  # type: ignore[assignment]  # a driver narrows its tags (pydantic validates)
 
     @field_validator("meter_address")
     @classmethod

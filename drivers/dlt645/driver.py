@@ -37,7 +37,6 @@ from drivers.dlt645.codec import (
     NO_DATA_BIT,
     REPLY,
     WRITE,
-    CodecError,
     Frame,
     Version,
     decode_integer,
@@ -60,7 +59,14 @@ from drivers.dlt645.config import (
 from drivers.dlt645.link import Exchange, Line, SerialLine, TcpLine
 from drivers.dlt645.planner import ReadRequest, TagSpec, plan_requests
 from drivers.dlt645.table import table
-from gateway.errors import ConfigError, ConnectionLost, DeviceUnreachable, WriteRejected
+from gateway.errors import (
+    ConfigError,
+    ConnectionLost,
+    DeviceUnreachable,
+    DeviceWriteRefused,
+    Dlt645FrameError,
+    RequestFailed,
+)
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import DataType, Quality, SampleBatch
 
@@ -72,15 +78,6 @@ MAX_SILENT_REQUESTS = 3
 _ADDRESS_DI_1997 = "C032"
 #: failures worth sending the request again
 _RETRYABLE = frozenset({"timeout", "garbled"})
-
-
-class _ReadFailed(Exception):
-    """One request got no usable answer; its tags become BAD. Never leaves this module."""
-
-    def __init__(self, counter: str, reason: str) -> None:
-        super().__init__(reason)
-        self.counter = counter
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +176,7 @@ class Dlt645Driver(Driver):
             try:
                 await self._read_with_retries(request, frames[request])
                 return
-            except _ReadFailed as failure:
+            except RequestFailed as failure:
                 if failure.counter not in _RETRYABLE:
                     return  # an exception frame: the meter is there
                 tried.append(failure.reason)
@@ -250,17 +247,17 @@ class Dlt645Driver(Driver):
                     raw = data[member.at:member.at + fmt.size]
                     values[i] = decode_integer(raw, fmt) if plan.integer[i] \
                         else decode_value(raw, fmt)
-            except _ReadFailed as failure:
+            except RequestFailed as failure:
                 sent = self._last_sent
                 values[span] = bad_value
                 quality[span] = Quality.BAD
                 self._note_failure(request, failure)
                 if request.block and failure.counter == "unknown_di":
                     refused.append(request)
-            except CodecError as exc:
+            except Dlt645FrameError as exc:
                 values[span] = bad_value
                 quality[span] = Quality.BAD
-                self._note_failure(request, _ReadFailed("decode", f"{request.describe()}: {exc}"))
+                self._note_failure(request, RequestFailed("decode", f"{request.describe()}: {exc}"))
             else:
                 self._note_success(request)
             ts_ns[span] = sent
@@ -283,7 +280,7 @@ class Dlt645Driver(Driver):
         for attempt in range(attempts):
             try:
                 return await self._request(request, frame)
-            except _ReadFailed as failure:
+            except RequestFailed as failure:
                 if attempt == attempts - 1 or failure.counter not in _RETRYABLE:
                     raise
                 self.errors[failure.counter] += 1
@@ -318,33 +315,33 @@ class Dlt645Driver(Driver):
         self._answered()
         try:
             answer = parse_read_answer(exchange.frame, request.di, self.version)
-        except CodecError as exc:
-            raise _ReadFailed("decode", f"{what}: {exc}") from None
+        except Dlt645FrameError as exc:
+            raise RequestFailed("decode", f"{what}: {exc}") from None
         if answer.error is not None:
             words = describe_error(answer.error, self.version)
             if answer.error >> NO_DATA_BIT & 1:
-                raise _ReadFailed("unknown_di", f"{what}: the meter does not have it ({words})")
-            raise _ReadFailed("meter_error", f"{what}: exception answer ({words})")
+                raise RequestFailed("unknown_di", f"{what}: the meter does not have it ({words})")
+            raise RequestFailed("meter_error", f"{what}: exception answer ({words})")
         record = request.record
         if record is not None and len(answer.data) != record:
-            raise _ReadFailed("decode", f"{what}: answer has {len(answer.data)} data bytes, "
+            raise RequestFailed("decode", f"{what}: answer has {len(answer.data)} data bytes, "
                               f"the identifier has {record}")
         if len(answer.data) < request.need:
-            raise _ReadFailed("decode", f"{what}: answer has {len(answer.data)} data bytes, "
+            raise RequestFailed("decode", f"{what}: answer has {len(answer.data)} data bytes, "
                               f"the tags need {request.need}")
         return exchange.sent_ns, answer.data
 
-    def _no_answer(self, exchange: Exchange, what: str) -> _ReadFailed:
+    def _no_answer(self, exchange: Exchange, what: str) -> RequestFailed:
         """Why ``exchange`` brought no answer: garbled bytes, or nothing (a timeout)."""
         if exchange.rejected:
-            return _ReadFailed("garbled", f"{what}: garbled answer ({exchange.rejection})")
+            return RequestFailed("garbled", f"{what}: garbled answer ({exchange.rejection})")
         if exchange.discarded or exchange.pending:
-            return _ReadFailed("garbled", f"{what}: garbled answer ({exchange.received} bytes, "
+            return RequestFailed("garbled", f"{what}: garbled answer ({exchange.received} bytes, "
                                "no whole frame; check baud rate and parity)")
         if exchange.foreign:
-            return _ReadFailed("timeout", f"{what}: no answer within {self.config.timeout:g} s "
+            return RequestFailed("timeout", f"{what}: no answer within {self.config.timeout:g} s "
                                "(only answers of other meters: two meters with one address?)")
-        return _ReadFailed("timeout", f"{what}: no answer within {self.config.timeout:g} s")
+        return RequestFailed("timeout", f"{what}: no answer within {self.config.timeout:g} s")
 
     def _count_line(self, exchange: Exchange) -> None:
         if exchange.discarded:
@@ -373,7 +370,7 @@ class Dlt645Driver(Driver):
         raise ConnectionLost(f"{self.device_name}: {reason}; {silent} requests in a row got no "
                              "answer: the meter is presumed gone")
 
-    def _note_failure(self, request: ReadRequest, failure: _ReadFailed) -> None:
+    def _note_failure(self, request: ReadRequest, failure: RequestFailed) -> None:
         self.errors[failure.counter] += 1
         key = (request.meter, request.di)
         if self._failing.get(key) != failure.counter:
@@ -393,18 +390,19 @@ class Dlt645Driver(Driver):
     async def write(self, tag_id: int, value: float | bool | str) -> None:
         tag = self._tags.get(tag_id)
         if tag is None:
-            raise WriteRejected(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
+            raise DeviceWriteRefused(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
         ident = tag.identifier
         if not tag.writable:
-            raise WriteRejected(f"{tag.name}: not writable")
+            raise DeviceWriteRefused(f"{tag.name}: not writable")
         if isinstance(value, str):
-            raise WriteRejected(f"{tag.name}: expects a number, got the text {value!r}")
+            raise DeviceWriteRefused(f"{tag.name}: expects a number, got the text {value!r}")
         if ident.offset or (ident.record is not None and ident.record != ident.end):
-            raise WriteRejected(f"{tag.name}: a value inside a longer record cannot be written")
+            raise DeviceWriteRefused(
+                f"{tag.name}: a value inside a longer record cannot be written")
         try:
             data = encode_number(value, ident.format)
-        except CodecError as exc:
-            raise WriteRejected(f"{tag.name}: {exc}") from None
+        except Dlt645FrameError as exc:
+            raise DeviceWriteRefused(f"{tag.name}: {exc}") from None
         password, operator = self._credentials()
         line = self._line
         meter = self.config.meter_of(tag) if tag.meter_address else self.meter_address
@@ -424,7 +422,8 @@ class Dlt645Driver(Driver):
         if frame is None:
             failure = self._no_answer(exchange, what)
             self.errors[failure.counter] += 1
-            raise WriteRejected(f"{failure.reason}; the value may or may not have been written")
+            raise DeviceWriteRefused(
+                f"{failure.reason}; the value may or may not have been written")
         self._check_write_answer(frame, what)
         log.info("%s: wrote %r to %s", self.device_name, value, tag.name)
 
@@ -432,27 +431,27 @@ class Dlt645Driver(Driver):
         expected = WRITE[self.version]
         if frame.function != expected:
             self.errors["decode"] += 1
-            raise WriteRejected(f"{what}: answer has control code {frame.control:02X}, not "
+            raise DeviceWriteRefused(f"{what}: answer has control code {frame.control:02X}, not "
                                 f"{expected | REPLY:02X}")
         if frame.is_error:
             self.errors["meter_error"] += 1
             error = frame.data[0] if frame.data else 0
             words = describe_error(error, self.version)
-            raise WriteRejected(f"{what}: the meter refused ({words})")
+            raise DeviceWriteRefused(f"{what}: the meter refused ({words})")
 
     def _credentials(self) -> tuple[bytes, bytes]:
         """(PA P0 P1 P2, C0 C1 C2 C3) of the config's password and operator code."""
-        from gateway.config.loader import resolve_secret
+        from gateway.config.secrets import resolve_secret
 
         ref = self.config.password
         if ref is None:
-            raise WriteRejected("writes need the meter's password (device key 'password')")
+            raise DeviceWriteRefused("writes need the meter's password (device key 'password')")
         try:
             secret = resolve_secret(ref).strip()
         except ConfigError as exc:
-            raise WriteRejected(f"the meter's password: {exc.problems[0].message}") from None
+            raise DeviceWriteRefused(f"the meter's password: {exc.problems[0].message}") from None
         if len(secret) != 8 or not secret.isdigit():
-            raise WriteRejected(f"the meter's password ({ref.describe()}) is not 8 digits "
+            raise DeviceWriteRefused(f"the meter's password ({ref.describe()}) is not 8 digits "
                                 "(level and password, e.g. 02123456)")
         password = bytes([int(secret[:2], 16)]) + bytes.fromhex(secret[2:])[::-1]
         return password, bytes.fromhex(self.config.operator)[::-1]

@@ -16,10 +16,7 @@ from dataclasses import dataclass
 
 from drivers.dlt645.codec import DI_BYTES, MAX_DATA, Version
 from drivers.dlt645.table import DataIdentifier
-
-
-class PlanError(ValueError):
-    """Tags that no request can read (a value past the largest frame)."""
+from gateway.errors import PlanError
 
 
 @dataclass(frozen=True, slots=True)

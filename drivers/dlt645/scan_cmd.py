@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from gateway.cli import exit_codes
+from gateway import exit_codes
 
 
 def _device(address: str, version: int, names: list[str], options: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@ is reported with its file, line and key.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -111,7 +112,7 @@ class Table:
 @cache
 def table(version: Version) -> Table:
     """The shipped table of ``version`` (read once; a broken file raises ConfigError)."""
-    from gateway.config.loader import validate_yaml_text
+    from gateway.config.yaml_model import validate_yaml_text
 
     path = TABLES / _FILES[version]
     parsed = validate_yaml_text(_TableFile, path.read_text(encoding="utf-8"), str(path))
@@ -144,6 +145,7 @@ def _blocks(version: Version, records: dict[str, int]) -> dict[str, tuple[str, i
     identifier before it in the block is in the table (its offset is then known).
     """
     found: dict[str, tuple[str, int]] = {}
+    shapes: list[tuple[Callable[[str], str], Callable[[str], int]]]
     if version == 2007:
         shapes = [(lambda d: d[:4] + "FF" + d[6:], lambda d: int(d[4:6], 16)),
                   (lambda d: d[:6] + "FF", lambda d: int(d[6:], 16))]

@@ -11,76 +11,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
 from gateway.config.models import GatewayConfig, NorthboundConfig, gateway_config_model
 from gateway.config.secrets import resolve_secret
 from gateway.config.types import SecretRef
-from gateway.config.yaml_reader import KeyPath, LineMap, ParsedYaml, YamlLimits, read_yaml
+from gateway.config.yaml_model import (
+    line_of,
+    parse_yaml,
+    validate_yaml_text,
+)
+from gateway.config.yaml_reader import KeyPath
 from gateway.errors import ConfigError, ConfigProblem, PortConflict
 from gateway.serial_ports import SerialPorts
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def parse_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedYaml:
-    """Parse YAML text into plain data plus a line map, within ``limits`` (depth, nodes,
-    alias repeats: :mod:`gateway.config.yaml_reader`); every problem has file, line, key."""
-    return read_yaml(text, file, limits)
-
-
-def _resolve_loc(data: Any, loc: Iterable[str | int]) -> KeyPath:
-    """Map a pydantic location to a path in the data, dropping the union tags it inserts."""
-    path: list[str | int] = []
-    current = data
-    for part in loc:
-        in_dict = isinstance(current, dict) and part in current
-        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
-        if in_dict or in_list:
-            current = current[part]
-        elif (
-            isinstance(current, dict)
-            and isinstance(part, str)
-            and (part == current.get("protocol") or "[" in part)
-        ):
-            continue  # a discriminator tag or validator name, not a key of the file
-        else:
-            current = None  # a missing key: reported at its parent's line
-        path.append(part)
-    return tuple(path)
-
-
-def _line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
-    if isinstance(lines, LineMap):  # knows the paths under aliases
-        return lines.line_of(path)
-    while path not in lines and path:
-        path = path[:-1]
-    return lines.get(path, 0)
-
-
-def _humanise(err: Mapping[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    msg = str(err["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    if (
-        "input" in err
-        and "secret" not in msg
-        and kind not in ("union_tag_invalid", "model_type")
-        and not isinstance(err["input"], dict | list)
-    ):
-        msg += f" (got {err['input']!r})"
-    return msg
 
 
 def _commands_need_mqtt5(data: dict[str, Any], file: str,
@@ -94,7 +43,7 @@ def _commands_need_mqtt5(data: dict[str, Any], file: str,
         return []
     path = ("northbound", "mqtt", "protocol")
     return [ConfigProblem(
-        file, _line_of(lines, path), path,
+        file, line_of(lines, path), path,
         "commands need MQTT 5: under 3.1.1 a broker forwards a retained command to the "
         "connected gateway as if it were live, and retained commands must never be executed; "
         "remove protocol (5 is the default with commands) or set protocol: '5'",
@@ -121,13 +70,13 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
                 problems.append(
                     ConfigProblem(
                         file,
-                        _line_of(lines, path),
+                        line_of(lines, path),
                         path,
                         f"duplicate device name {name!r} (first on line {seen_devices[name]})",
                     )
                 )
             else:
-                seen_devices[name] = _line_of(lines, path)
+                seen_devices[name] = line_of(lines, path)
         tags = device.get("tags")
         if not isinstance(tags, list):
             continue
@@ -142,14 +91,14 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
                 problems.append(
                     ConfigProblem(
                         file,
-                        _line_of(lines, tag_path),
+                        line_of(lines, tag_path),
                         tag_path,
                         f"duplicate tag name {tag_name!r} in device "
                         f"{name!r} (first on line {seen_tags[tag_name]})",
                     )
                 )
             else:
-                seen_tags[tag_name] = _line_of(lines, tag_path)
+                seen_tags[tag_name] = line_of(lines, tag_path)
     problems.extend(_port_conflicts(data["devices"], file, lines, drivers))
     return problems
 
@@ -165,7 +114,7 @@ def _writes_refused(device: dict[str, Any], d: int, file: str, lines: dict[KeyPa
         if isinstance(tag, dict) and tag.get("writable") is True:
             path = ("devices", d, "tags", t, "writable")
             problems.append(ConfigProblem(
-                file, _line_of(lines, path), path,
+                file, line_of(lines, path), path,
                 f"{protocol} devices cannot be written: writable must be false"))
     return problems
 
@@ -201,46 +150,8 @@ def _port_conflicts(devices: list[Any], file: str, lines: dict[KeyPath, int],
             ports.claim(*claim, _NoPort)
         except PortConflict as exc:
             path = ("devices", d, "port")
-            problems.append(ConfigProblem(file, _line_of(lines, path), path, str(exc)))
+            problems.append(ConfigProblem(file, line_of(lines, path), path, str(exc)))
     return problems
-
-
-def validate_yaml_text(
-    model: type[_M],
-    text: str,
-    file: str,
-    extra_checks: Callable[[Any, str, dict[KeyPath, int]], list[ConfigProblem]] | None = None,
-) -> _M:
-    """Validate YAML text into ``model``; raise :class:`ConfigError` listing every problem,
-    each with file, line and key path (the machinery of the gateway config, for other files
-    such as model manifests). ``extra_checks(data, file, lines)`` adds cross-field problems."""
-    located = parse_yaml(text, file)
-    problems = list(located.problems)
-    data, lines = located.data, located.lines
-    result: _M | None = None
-    if data is not None:
-        if not isinstance(data, dict):
-            problems.append(ConfigProblem(file, 1, (), "the top level must be a mapping of keys"))
-        else:
-            try:
-                result = model.model_validate(data)
-            except ValidationError as exc:
-                for err in exc.errors():
-                    path = _resolve_loc(data, err["loc"])
-                    problems.append(
-                        ConfigProblem(file, _line_of(lines, path), path, _humanise(err))
-                    )
-            if extra_checks is not None:
-                problems.extend(extra_checks(data, file, lines))
-    if problems or result is None:
-        problems.sort(key=lambda p: (p.line, p.path_text))
-        raise ConfigError(problems)
-    return result
-
-
-def line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
-    """The line of ``path`` in a parsed file, or of its nearest ancestor."""
-    return _line_of(lines, path)
 
 
 def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
@@ -335,7 +246,7 @@ def check_secrets(config: GatewayConfig, config_file: Path | None = None,
         try:
             resolve_secret(ref, base_dir)
         except ConfigError as exc:
-            problems.extend(ConfigProblem(file, _line_of(lines, path), path, p.message)
+            problems.extend(ConfigProblem(file, line_of(lines, path), path, p.message)
                             for p in exc.problems)
     if problems:
         raise ConfigError(problems)

@@ -33,8 +33,8 @@ from drivers.dlt645.codec import (
     BROADCAST,
     ERROR,
     REPLY,
-    CodecError,
     Control,
+    Dlt645FrameError,
     Format,
     Frame,
     FrameReader,
@@ -260,7 +260,7 @@ class SimMeter:
             return self._error(frame.function, ERR_OTHER)
         try:
             value = decode_number(frame.data[head:], entry.format)
-        except CodecError:
+        except Dlt645FrameError:
             return self._error(frame.function, ERR_OTHER)
         if entry.range is not None and not entry.range[0] <= value <= entry.range[1]:
             return self._error(frame.function, ERR_OTHER)

@@ -3,7 +3,7 @@
 A map lists the device's values (table, address, type, byte order, initial value,
 optional waveform) and its faults per address range. See ``hil/maps/`` for an
 example and ``hil/README.md`` for the reference. Errors name file, line and key
-(the gateway config's machinery, :func:`gateway.config.loader.validate_yaml_text`).
+(the gateway config's machinery, :func:`gateway.config.yaml_model.validate_yaml_text`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pydantic import Field, model_validator
 
 from drivers.modbus.codec import encode, encode_string
 from drivers.modbus.config import REGISTER_TYPES, ByteOrder, Table
-from gateway.config.loader import line_of, validate_yaml_text
 from gateway.config.types import Duration, PositiveDuration, StrictModel
+from gateway.config.yaml_model import line_of, validate_yaml_text
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.types import INTEGER_RANGES, DataType
 

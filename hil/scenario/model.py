@@ -7,7 +7,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.config.loader import validate_yaml_text
+from gateway.config.yaml_model import validate_yaml_text
 from gateway.errors import ConfigError, ConfigProblem
 from hil.scenario.timeline import TIMELINE_KINDS, TimelineEntry, parameter_names
 
@@ -459,7 +459,7 @@ def _checks(
     of this scenario, of a kind that has what they act on; nothing happens after the end.
     Runs on the raw data, also when pydantic found problems: values of a wrong type are
     skipped here (pydantic reports them), never a crash."""
-    from gateway.config.loader import line_of
+    from gateway.config.yaml_model import line_of
 
     problems: list[ConfigProblem] = []
     if not isinstance(data, dict):

@@ -17,7 +17,8 @@ import yaml
 
 from brain_reader.config import load_ingest_config
 from edge_models.manifest import load_manifest
-from gateway.config.loader import load_config, load_config_text, parse_yaml
+from gateway.config.loader import load_config, load_config_text
+from gateway.config.yaml_model import parse_yaml
 from gateway.config.yaml_reader import MAX_ALIAS_NODES, MAX_DEPTH, MAX_NODES, YamlLimits
 from gateway.errors import ConfigError
 from hil.devices.modbus_map import load_map

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from drivers.dlt645.codec import (
     BROADCAST,
-    CodecError,
+    Dlt645FrameError,
     Format,
     Frame,
     FrameReader,
@@ -70,7 +70,7 @@ def test_addresses() -> None:
     assert address_text(bytes.fromhex("785634120000")) == "000012345678"
     assert address_bytes(BROADCAST) == b"\xAA" * 6
     for bad in ("12345", "00001234567X", "0000123456789"):
-        with pytest.raises(CodecError, match="12 decimal digits"):
+        with pytest.raises(Dlt645FrameError, match="12 decimal digits"):
             address_bytes(bad)
 
 
@@ -132,7 +132,7 @@ def test_reader_rejects_bad_checksums_and_end_bytes() -> None:
     assert list(reader.feed(bad_sum + bad_end + good)) == [decode_frame(good)]
     assert reader.rejected == 2
     assert "end byte 17" in reader.last_rejection
-    with pytest.raises(CodecError, match="checksum"):
+    with pytest.raises(Dlt645FrameError, match="checksum"):
         decode_frame(bad_sum)
 
 
@@ -173,17 +173,17 @@ def test_numbers(fmt: str, signed: bool, raw: str, value: float) -> None:
 
 def test_numbers_refused() -> None:
     energy = Format.parse("XXXXXX.XX")
-    with pytest.raises(CodecError, match="not BCD"):
+    with pytest.raises(Dlt645FrameError, match="not BCD"):
         decode_number(bytes.fromhex("7A563412"), energy)
-    with pytest.raises(CodecError, match="4 bytes"):
+    with pytest.raises(Dlt645FrameError, match="4 bytes"):
         decode_number(bytes.fromhex("785634"), energy)
-    with pytest.raises(CodecError, match="more digits"):
+    with pytest.raises(Dlt645FrameError, match="more digits"):
         decode_number(bytes.fromhex("3012"), Format.parse("XXX"))
-    with pytest.raises(CodecError, match="negative"):
+    with pytest.raises(Dlt645FrameError, match="negative"):
         encode_number(-1, energy)
-    with pytest.raises(CodecError, match="does not fit"):
+    with pytest.raises(Dlt645FrameError, match="does not fit"):
         encode_number(80.0, Format.parse("XX.XXXX", signed=True))
-    with pytest.raises(CodecError, match="NaN"):
+    with pytest.raises(Dlt645FrameError, match="NaN"):
         encode_number(math.nan, energy)
     with pytest.raises(ValueError, match="unknown format"):
         Format.parse("XX-XX")
@@ -221,7 +221,7 @@ def test_number_round_trip(fmt: str, signed: bool, data: st.DataObject) -> None:
     ["XXXXXX.XX", "XX.XXXX", "XXX", "YYMMDDhhmm", "hhmmss", "NNNNNNNNNNNN"]), st.booleans())
 def test_any_bytes_decode_or_raise_codec_error(raw: bytes, fmt: str, signed: bool) -> None:
     form = Format.parse(fmt, signed and fmt[0] == "X")
-    with contextlib.suppress(CodecError):
+    with contextlib.suppress(Dlt645FrameError):
         decode_value(raw, form)
 
 
@@ -231,11 +231,11 @@ def test_read_answers() -> None:
     assert parse_read_answer(ok, di, 2007).data == bytes.fromhex("78563412")
     error = Frame("000000000001", 0xD1, b"\x02")
     assert parse_read_answer(error, di, 2007).error == 2
-    with pytest.raises(CodecError, match="for data identifier 00020000"):
+    with pytest.raises(Dlt645FrameError, match="for data identifier 00020000"):
         parse_read_answer(Frame("000000000001", 0x91, bytes([0, 0, 2, 0])), di, 2007)
-    with pytest.raises(CodecError, match="not an answer to a read"):
+    with pytest.raises(Dlt645FrameError, match="not an answer to a read"):
         parse_read_answer(Frame("000000000001", 0x93, b""), di, 2007)
-    with pytest.raises(CodecError, match="fewer than"):
+    with pytest.raises(Dlt645FrameError, match="fewer than"):
         parse_read_answer(Frame("000000000001", 0x81, b"\x10"), "9010", 1997)
     assert describe_error(0x06, 2007) == ("error byte 06: no data requested (the meter does not "
                                           "have this data identifier); password wrong or not "
@@ -247,6 +247,6 @@ def test_read_answer_of_any_frame_is_an_answer_or_codec_error(address: str, data
                                                                version: int) -> None:
     assume(version in (2007, 1997))
     for control in (0x91, 0xB1, 0xD1, 0x81, 0xC1, 0x93):
-        with contextlib.suppress(CodecError):
+        with contextlib.suppress(Dlt645FrameError):
             parse_read_answer(Frame(address, control, data), "00010000" if version == 2007
                               else "9010", version)  # type: ignore[arg-type]

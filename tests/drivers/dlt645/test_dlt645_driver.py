@@ -13,7 +13,7 @@ import pytest
 
 from drivers.dlt645.config import Dlt645TcpDeviceConfig
 from drivers.dlt645.driver import MAX_SILENT_REQUESTS, Dlt645TcpDriver
-from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
+from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused
 from gateway.serial_ports import SerialPorts
 from gateway.types import Quality
 from hil.devices.dlt645_meter import Dlt645Line
@@ -218,14 +218,14 @@ async def test_writes_a_parameter_with_the_password(monkeypatch: pytest.MonkeyPa
         await drv.write(0, 30)
         assert meter.params["demand_period"] == 30
         assert values_of(drv, await read(drv)) == {"period": 30}
-        with pytest.raises(WriteRejected, match="does not fit format XX"):
+        with pytest.raises(DeviceWriteRefused, match="does not fit format XX"):
             await drv.write(0, 150)
         monkeypatch.setenv("METER_PW", "02123456")
-        with pytest.raises(WriteRejected, match=r"the meter refused .*password wrong"):
+        with pytest.raises(DeviceWriteRefused, match=r"the meter refused .*password wrong"):
             await drv.write(0, 20)
         assert meter.params["demand_period"] == 30 and drv.errors["meter_error"] == 1
         monkeypatch.delenv("METER_PW")
-        with pytest.raises(WriteRejected, match="METER_PW is not set"):
+        with pytest.raises(DeviceWriteRefused, match="METER_PW is not set"):
             await drv.write(0, 20)
         await drv.close()
 
@@ -292,6 +292,6 @@ async def test_a_server_that_hangs_up_at_once_is_unreachable_not_lost() -> None:
         {"name": "m", "protocol": "dlt645_tcp", "host": "127.0.0.1", "port": port,
          "meter_address": A1, "tags": TAGS[:1], "timeout": 1.0})
     drv = Dlt645TcpDriver(config, [0])
-    with pytest.raises(DeviceUnreachable, match="closed the connection|connection broken"):
+    with pytest.raises(DeviceUnreachable, match=r"closed the connection|connection broken"):
         await drv.connect()
     server.close()

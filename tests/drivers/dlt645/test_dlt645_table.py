@@ -8,7 +8,7 @@ import pytest
 from dlt645.model.data.define import DIMap
 
 from drivers.dlt645.table import TABLES, _TableFile, table
-from gateway.config.loader import validate_yaml_text
+from gateway.config.yaml_model import validate_yaml_text
 from gateway.errors import ConfigError
 
 #: their format names for ours where both say the same thing in other letters

@@ -483,7 +483,7 @@ async def test_close_ends_a_request_in_flight_at_once(
     writing = asyncio.create_task(driver.write(TAG_ID["setpoint"], 9))
     await until(lambda: sim.in_flight, "the write at the device")
     await driver.close()
-    # ended by the close, not the 3 s timeout (a WriteRejected "may or may not have been
+    # ended by the close, not the 3 s timeout (a DeviceWriteRefused "may or may not have been
     # written")
     with pytest.raises(ConnectionLost, match="closed during write setpoint"):
         await writing

@@ -1,0 +1,107 @@
+"""YAML files validated into pydantic models, every problem with its file, line and key.
+
+The machinery of the gateway config, for every YAML file the project reads (model
+manifests, HIL scenarios, register maps, a driver's shipped tables): its own module,
+below the config loader, so that a driver can read its files without importing the
+loader and, through it, every driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.config.yaml_reader import KeyPath, LineMap, ParsedYaml, YamlLimits, read_yaml
+from gateway.errors import ConfigError, ConfigProblem
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def parse_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedYaml:
+    """Parse YAML text into plain data plus a line map, within ``limits`` (depth, nodes,
+    alias repeats: :mod:`gateway.config.yaml_reader`); every problem has file, line, key."""
+    return read_yaml(text, file, limits)
+
+
+def _resolve_loc(data: Any, loc: Iterable[str | int]) -> KeyPath:
+    """Map a pydantic location to a path in the data, dropping the union tags it inserts."""
+    path: list[str | int] = []
+    current = data
+    for part in loc:
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_dict or in_list:
+            current = current[part]
+        elif (
+            isinstance(current, dict)
+            and isinstance(part, str)
+            and (part == current.get("protocol") or "[" in part)
+        ):
+            continue  # a discriminator tag or validator name, not a key of the file
+        else:
+            current = None  # a missing key: reported at its parent's line
+        path.append(part)
+    return tuple(path)
+
+
+def line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
+    """The line of ``path`` in a parsed file, or of its nearest ancestor."""
+    if isinstance(lines, LineMap):  # knows the paths under aliases
+        return lines.line_of(path)
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path, 0)
+
+
+def _humanise(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if (
+        "input" in err
+        and "secret" not in msg
+        and kind not in ("union_tag_invalid", "model_type")
+        and not isinstance(err["input"], dict | list)
+    ):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def validate_yaml_text(
+    model: type[_M],
+    text: str,
+    file: str,
+    extra_checks: Callable[[Any, str, dict[KeyPath, int]], list[ConfigProblem]] | None = None,
+) -> _M:
+    """Validate YAML text into ``model``; raise :class:`ConfigError` listing every problem,
+    each with file, line and key path (the machinery of the gateway config, for other files
+    such as model manifests). ``extra_checks(data, file, lines)`` adds cross-field problems."""
+    located = parse_yaml(text, file)
+    problems = list(located.problems)
+    data, lines = located.data, located.lines
+    result: _M | None = None
+    if data is not None:
+        if not isinstance(data, dict):
+            problems.append(ConfigProblem(file, 1, (), "the top level must be a mapping of keys"))
+        else:
+            try:
+                result = model.model_validate(data)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    path = _resolve_loc(data, err["loc"])
+                    problems.append(
+                        ConfigProblem(file, line_of(lines, path), path, _humanise(err))
+                    )
+            if extra_checks is not None:
+                problems.extend(extra_checks(data, file, lines))
+    if problems or result is None:
+        problems.sort(key=lambda p: (p.line, p.path_text))
+        raise ConfigError(problems)
+    return result
