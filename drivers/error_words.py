@@ -56,6 +56,22 @@ COUNTER_WORDS: Mapping[str, Words] = MappingProxyType({
                                                        "'index'"),
     "index_out_of_range": _counted("array", "arrays", "too short for the tag's 'index'"),
     "write_value": _counted("write", "writes", "refused: the value does not fit the node's type"),
+    # Siemens S7
+    "put_get_off": _counted("request", "requests", "refused: PUT/GET access is off in the "
+                            "PLC (S7-1200/1500: enable it under Protection & Security)"),
+    "pdu_refused": _counted("request", "requests", "refused by the PLC as a whole (an S7 "
+                            "error class and code)"),
+    "address_out_of_range": _counted("read", "reads", "answered 'address out of range' (the "
+                                     "DB is shorter, or has optimized block access)"),
+    "object_missing": _counted("read", "reads", "answered 'object does not exist' (no such "
+                               "DB)"),
+    "access_denied": _counted("read", "reads", "answered 'access not allowed' (protection "
+                              "level)"),
+    "hardware_fault": _counted("read", "reads", "answered 'hardware fault'"),
+    "type_unsupported": _counted("read", "reads", "answered 'data type not supported'"),
+    "type_inconsistent": _counted("read", "reads", "answered 'data type inconsistent'"),
+    "item_error": _counted("read", "reads", "answered a return code the gateway has no words "
+                           "for"),
     # serial line
     "reconnects": Words("reconnected once", "reconnected {n} times"),
     "no_valid_frame": Words("bytes came but no valid frame within stale_after, once",

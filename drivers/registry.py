@@ -19,6 +19,7 @@ DRIVER_PACKAGES = (
     "firmware_bridge",
     "drivers.serial_line",
     "drivers.dlt645",
+    "drivers.s7",
 )
 
 REGISTRY = DriverRegistry.from_packages(DRIVER_PACKAGES)

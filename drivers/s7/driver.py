@@ -1,0 +1,494 @@
+"""The S7 driver: planned multi-variable reads over python-snap7's ISO-on-TCP connection.
+
+The only module that imports python-snap7 (pinned 3.3; ``tests/drivers/s7/
+test_s7_snap7_pins.py`` pins what is relied on). From snap7 the driver takes the
+connection: TCP, the COTP connection request with the TSAPs (connection type, rack,
+slot), the PDU size negotiation, the raw exchange of one S7 PDU
+(``AsyncClient.iso_exchange_buffer``, one request at a time under the client's lock)
+and the SZL identification (``get_order_code``, ``get_cpu_info``). The read-var and
+write-var PDUs are the gateway's own (drivers/s7/frames.py): snap7 3.3's
+``AsyncClient.read_multi_vars`` sends one request per variable, and its optimiser (sync
+``Client`` only) reads bytes alone and fails a whole request when one item fails.
+
+Errors (README.md): an item answered with a return code (a DB that does not exist, an
+address out of range or an optimized DB, access denied), a request the PLC refuses as
+a whole (PUT/GET off on an S7-1200/1500), an answer whose S7 data does not fit its
+request, a value that does not decode (a STRING header longer than its maximum): the
+tags concerned are BAD and the error counted. Answers come in order on one connection,
+so a request without an answer in time, or bytes that are no ISO-on-TCP frame, leave the
+connection out of step: it is closed (:class:`ConnectionLost`) and the device runner
+opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from snap7 import AsyncClient
+from snap7.error import S7ConnectionError, S7Error, S7TimeoutError
+from snap7.type import Parameter
+
+from drivers.base import Driver, PollGroup
+from drivers.s7.address import Area
+from drivers.s7.codec import DecodePlan, Field, encode
+from drivers.s7.config import DEFAULT_GROUP, S7DeviceConfig, S7TagConfig
+from drivers.s7.frames import (
+    FrameError,
+    ItemFailed,
+    PduRefused,
+    ReadItem,
+    max_write_payload,
+    parse_read_response,
+    parse_write_response,
+    read_request,
+    write_request,
+)
+from drivers.s7.planner import ReadRequest, TagSpan, plan_reads
+from gateway.errors import ConnectionLost, DeviceUnreachable, DriverError, WriteRejected
+from gateway.types import DataType, Quality, SampleBatch
+
+log = logging.getLogger(__name__)
+# snap7 logs every connect and disconnect at INFO; the driver says what matters itself
+logging.getLogger("snap7").setLevel(logging.WARNING)
+
+#: seconds snap7's own receive waits beyond the configured timeout (a backstop)
+BACKSTOP_SECONDS = 1.0
+PUT_GET_OFF = 0x8104
+
+
+class _RequestFailed(Exception):
+    """A whole request got no usable answer; its tags become BAD. Never leaves this module."""
+
+    def __init__(self, counter: str, reason: str) -> None:
+        super().__init__(reason)
+        self.counter = counter
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _PollPlan:
+    requests: tuple[ReadRequest, ...]
+    block_offsets: tuple[int, ...]  # where each block starts in the poll buffer
+    block_of_field: npt.NDArray[np.intp]
+    decoder: DecodePlan
+    tag_ids: npt.NDArray[np.int32]  # batch order: field order
+    block_names: tuple[str, ...]
+
+
+class S7Driver(Driver):
+    """One S7 PLC (S7-200 SMART, 300, 400, 1200, 1500 with PUT/GET) on ISO-on-TCP."""
+
+    def __init__(self, config: S7DeviceConfig, tag_ids: Sequence[int]) -> None:
+        super().__init__(config.name, tag_ids, len(config.tags))
+        self.config = config
+        self._tags: dict[int, S7TagConfig] = dict(zip(self.tag_ids, config.tags, strict=True))
+        self._groups = self._make_groups()
+        self._client: AsyncClient | None = None
+        self._ref = 0
+        #: the PDU size the PLC granted on the last connection (None before one)
+        self.pdu_size: int | None = None
+        #: what the PLC said it is (SZL), shown by ``check``; None when it does not say
+        self.identity: str | None = None
+        self._plans: dict[tuple[tuple[int, ...], int], _PollPlan] = {}
+        self._failing: dict[str, str] = {}
+        # a plan for the smallest PDU shows planning errors at construction
+        for group in self._groups:
+            self._plan_for(group.tag_ids, 240)
+
+    # -- description ------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    @property
+    def connected(self) -> bool:
+        client = self._client
+        return client is not None and client.get_connected()
+
+    def requests(self, pdu_size: int | None = None) -> tuple[ReadRequest, ...]:
+        """The read requests of one poll of every tag at ``pdu_size`` (default: the
+        negotiated one, or 240)."""
+        size = pdu_size or self.pdu_size or 240
+        return tuple(r for g in self._groups for r in self._plan_for(g.tag_ids, size).requests)
+
+    # -- connection -------------------------------------------------------------------
+    async def connect(self) -> None:
+        await self.close()
+        cfg = self.config
+        local, remote = cfg.tsaps
+        client = AsyncClient()
+        client.set_connection_params(cfg.host, local, remote)
+        client.set_connection_type(remote >> 8)
+        client.set_param(Parameter.PDURequest, cfg.pdu_size)
+        try:
+            async with asyncio.timeout(cfg.timeout):
+                await client.connect(cfg.host, (remote >> 5) & 7, remote & 31, cfg.port)
+        except BaseException as exc:
+            await _quietly_disconnect(client)
+            if isinstance(exc, TimeoutError | S7Error | OSError):
+                reason = self._unreachable_reason(exc)
+                log.debug("%s: %s", self.device_name, reason)
+                raise DeviceUnreachable(reason) from None
+            raise
+        if client.connection is not None:  # snap7's receive timeout: a backstop to ours
+            client.connection.timeout = cfg.timeout + BACKSTOP_SECONDS
+        self._client = client
+        self.pdu_size = client.get_pdu_length()
+        self.identity = await self._identify(client)
+        log.info("%s: connected to %s, PDU %d bytes%s", self.device_name,
+                 cfg.describe_connection(), self.pdu_size,
+                 f" ({self.identity})" if self.identity else "")
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await _quietly_disconnect(client)
+
+    def _unreachable_reason(self, exc: BaseException) -> str:
+        cfg = self.config
+        remote = cfg.tsaps[1]
+        text = str(exc)
+        if isinstance(exc, TimeoutError | S7TimeoutError):
+            return f"no answer from {cfg.address} within {cfg.timeout:g} s (connect timed out)"
+        if "Expected COTP CC, got 0x80" in text or "Connection closed by peer" in text:
+            kind = {1: "PG", 2: "OP", 3: "S7 basic"}.get(remote >> 8, f"type {remote >> 8}")
+            return (f"the PLC at {cfg.address} refused the ISO connection to TSAP "
+                    f"{remote >> 8:02X}.{remote & 0xFF:02X} ({kind}, rack {(remote >> 5) & 7} "
+                    f"slot {remote & 31}): the rack or slot is wrong for this CPU (S7-300: "
+                    f"slot 2; S7-1200/1500, S7-200 SMART: slot 1), or all its {kind} "
+                    "connections are in use")
+        if "refused" in text.lower():
+            return (f"connection refused by {cfg.address}: nothing listens on port {cfg.port} "
+                    "or a firewall rejects it")
+        if "Name or service not known" in text or "nodename nor servname" in text:
+            return f"cannot resolve host name {cfg.host!r}"
+        return f"cannot connect to {cfg.address}: {text}"
+
+    async def _identify(self, client: AsyncClient) -> str | None:
+        """CPU module and order number from the SZL (0x001C, 0x0011), where the PLC tells."""
+        parts: list[str] = []
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                info = await client.get_cpu_info()
+                module = (info.ModuleTypeName or info.ModuleName or b"").decode("ascii", "replace")
+                if module.strip():
+                    parts.append(module.strip())
+                order = await client.get_order_code()
+                number = order.OrderCode.decode("ascii", "replace").strip()
+                if number:
+                    parts.append(number)
+                    if order.V1 or order.V2 or order.V3:
+                        parts.append(f"firmware V{order.V1}.{order.V2}.{order.V3}")
+        except TimeoutError:
+            await self.close()
+            raise DeviceUnreachable(f"{self.config.address}: no answer to the identification "
+                                    f"(SZL) request within {self.config.timeout:g} s") from None
+        except (S7ConnectionError, OSError) as exc:
+            await self.close()
+            raise DeviceUnreachable(f"{self.config.address}: the connection closed during "
+                                    f"identification (SZL): {exc}") from None
+        except (S7Error, RuntimeError, ValueError) as exc:  # the PLC does not tell: fine
+            log.debug("%s: no identification from the SZL: %s", self.device_name, exc)
+        return ", ".join(parts) or None
+
+    async def _exchange(self, pdu: bytes, what: str) -> bytes:
+        """Send one PDU and return the answer; a lost or out-of-step connection raises
+        :class:`ConnectionLost`."""
+        client = self._client
+        if client is None:
+            raise ConnectionLost(f"{self.device_name}: not connected")
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                answer = await client.iso_exchange_buffer(bytearray(pdu))
+        except TimeoutError:
+            self.errors["timeout"] += 1
+            raise await self._lose(f"no answer to {what} within {self.config.timeout:g} s; the "
+                                   "connection is closed (a late answer would be taken for the "
+                                   "next one's)") from None
+        except (S7Error, OSError) as exc:
+            text = str(exc)
+            if "Invalid" in text or "Expected COTP" in text:
+                self.errors["garbled"] += 1
+                raise await self._lose(f"{what}: bytes that are no ISO-on-TCP frame came "
+                                       f"({text}); the connection is closed to start afresh"
+                                       ) from None
+            raise await self._lose(f"the connection to {self.address} closed during {what} "
+                                   f"({text})") from None
+        return bytes(answer)
+
+    async def _lose(self, reason: str) -> ConnectionLost:
+        self.errors["connection_lost"] += 1
+        log.debug("%s: %s", self.device_name, reason)
+        await self.close()
+        return ConnectionLost(f"{self.device_name}: {reason}")
+
+    def _next_ref(self) -> int:
+        self._ref = self._ref % 0xFFFF + 1
+        return self._ref
+
+    # -- poll groups ------------------------------------------------------------------
+    def _make_groups(self) -> tuple[PollGroup, ...]:
+        """One group per configured poll group; string tags in one of their own
+        (``<group>/strings``) so that numeric batches stay float64."""
+        cfg = self.config
+        members: dict[tuple[str, bool], list[int]] = {}
+        for tag_id, tag in self._tags.items():
+            members.setdefault((tag.poll_group, tag.type is DataType.STRING), []).append(tag_id)
+        groups = []
+        for name in [DEFAULT_GROUP, *(g.name for g in cfg.poll_groups)]:
+            for strings in (False, True):
+                ids = members.get((name, strings))
+                if ids:
+                    label = f"{name}/strings" if strings else name
+                    groups.append(PollGroup(label, cfg.interval_of(name), tuple(ids)))
+        return tuple(groups)
+
+    def poll_groups(self) -> Sequence[PollGroup]:
+        return self._groups
+
+    def _plan_for(self, tag_ids: tuple[int, ...], pdu_size: int) -> _PollPlan:
+        key = (tag_ids, pdu_size)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._build_plan(tag_ids, pdu_size)
+        return plan
+
+    def _build_plan(self, tag_ids: tuple[int, ...], pdu_size: int) -> _PollPlan:
+        cfg = self.config
+        spans = []
+        for tag_id in dict.fromkeys(tag_ids):
+            tag = self._tags[tag_id]
+            a = tag.s7
+            spans.append(TagSpan(self.tag_position[tag_id], a.area, a.db, a.start, a.units,
+                                 tag.name))
+        plan = plan_reads(spans, pdu_size=pdu_size, max_items=cfg.max_items,
+                          max_gap=cfg.max_gap)
+        offsets = []
+        fields: list[Field] = []
+        field_blocks: list[int] = []
+        ids: list[int] = []
+        size = 0
+        names = []
+        for number, block in enumerate(plan.blocks):
+            offsets.append(size)
+            first = ReadItem(block.area, block.db, block.start, block.units)
+            names.append(first.describe())
+            for index, offset in block.members:
+                tag = cfg.tags[index]
+                fields.append(Field(size + offset, tag.s7, tag.encoding))
+                field_blocks.append(number)
+                ids.append(self.tag_ids[index])
+            size += block.byte_length
+        log.debug("%s: %d tags in %d requests at PDU %d: %s", cfg.name, len(ids),
+                  len(plan.requests), pdu_size, "; ".join(r.describe() for r in plan.requests))
+        return _PollPlan(plan.requests, tuple(offsets), np.array(field_blocks, dtype=np.intp),
+                         DecodePlan(fields, size), np.array(ids, dtype=np.int32), tuple(names))
+
+    # -- reading ----------------------------------------------------------------------
+    async def read(self, group: PollGroup) -> SampleBatch:
+        if self._client is None or self.pdu_size is None:
+            raise ConnectionLost(f"{self.device_name}: not connected")
+        plan = self._plan_for(group.tag_ids, self.pdu_size)
+        buffer = np.zeros(plan.decoder.size, dtype=np.uint8)
+        blocks = len(plan.block_offsets)
+        block_ok = np.ones(blocks, dtype=bool)
+        block_ts = np.zeros(blocks, dtype=np.int64)
+        for request in plan.requests:
+            sent = time.time_ns()
+            try:
+                results = await self._read_request(request)
+            except _RequestFailed as failure:
+                self.errors[failure.counter] += 1
+                self._note(request.describe(), failure.counter, failure.reason)
+                for chunk in request.chunks:
+                    block_ok[chunk.block] = False
+                    block_ts[chunk.block] = block_ts[chunk.block] or sent
+                continue
+            for chunk, result in zip(request.chunks, results, strict=True):
+                block_ts[chunk.block] = block_ts[chunk.block] or sent
+                where = chunk.item.describe()
+                if isinstance(result, ItemFailed):
+                    block_ok[chunk.block] = False
+                    failure = _item_failure(result.code, self._item_reason(chunk.item, result))
+                    self.errors[failure.counter] += 1
+                    self._note(where, failure.counter, failure.reason)
+                    continue
+                start = plan.block_offsets[chunk.block] + chunk.offset
+                buffer[start:start + len(result)] = np.frombuffer(result, dtype=np.uint8)
+                self._note(where, None, "")
+        n = len(plan.tag_ids)
+        values = np.empty(n, dtype=object if plan.decoder.has_objects else np.float64)
+        undecodable = plan.decoder.decode(buffer, values)
+        good = block_ok[plan.block_of_field]
+        quality = np.where(good, Quality.GOOD, Quality.BAD).astype(np.uint8)
+        for pos, reason in undecodable.items():
+            if good[pos]:
+                self.errors["bad_value"] += 1
+                tag = self._tags[int(plan.tag_ids[pos])]
+                self._note(f"tag {tag.name}", "bad_value",
+                           f"tag {tag.name} ({tag.address}): {reason}")
+            quality[pos] = Quality.BAD
+        if not good.all():
+            values[~good] = None if values.dtype == object else np.nan
+        return SampleBatch(plan.tag_ids.copy(), values, block_ts[plan.block_of_field], quality)
+
+    async def _read_request(self, request: ReadRequest) -> list[bytes | ItemFailed]:
+        items = request.items
+        ref = self._next_ref()
+        what = f"read of {request.describe()}"
+        answer = await self._exchange(read_request(ref, items), what)
+        try:
+            return parse_read_response(answer, ref, items)
+        except PduRefused as exc:
+            raise _refused(exc, what) from None
+        except FrameError as exc:
+            raise _RequestFailed("garbled", f"{what}: unusable answer: {exc}") from None
+
+    def _item_reason(self, item: ReadItem, failed: ItemFailed) -> str:
+        reason = f"read of {item.describe()}: the PLC answered '{failed.reason}' " \
+                 f"(return code 0x{failed.code:02X})"
+        if failed.code == 0x05 and item.area is Area.DB:
+            reason += (f"; DB{item.db} is shorter than that, or it has optimized block access "
+                       "(S7-1200/1500: untick 'Optimized block access' in the DB's properties "
+                       "and download it; only absolute addresses are readable over S7comm)")
+        elif failed.code == 0x0A and item.area is Area.DB:
+            reason += f"; DB{item.db} does not exist in the PLC"
+        elif failed.code == 0x03:
+            reason += "; the CPU's protection level forbids it (full access, or PUT/GET)"
+        return reason
+
+    def _note(self, where: str, counter: str | None, reason: str) -> None:
+        """Log a failure when it starts or changes, and its end; repeats go to DEBUG."""
+        before = self._failing.get(where)
+        if counter is None:
+            if before is not None:
+                del self._failing[where]
+                log.info("%s: %s reads again", self.device_name, where)
+            return
+        if before != counter:
+            log.warning("%s: %s; its tags are BAD", self.device_name, reason)
+        else:
+            log.debug("%s: %s", self.device_name, reason)
+        self._failing[where] = counter
+
+    async def read_range(self, item: ReadItem) -> bytes:
+        """The bytes of one range as the PLC answers them (``scan``); a refusal raises
+        :class:`~gateway.errors.DriverError` with the reason in words."""
+        ref = self._next_ref()
+        what = f"read of {item.describe()}"
+        answer = await self._exchange(read_request(ref, [item]), what)
+        try:
+            (result,) = parse_read_response(answer, ref, [item])
+        except PduRefused as exc:
+            raise DriverError(_refused(exc, what).reason) from None
+        except FrameError as exc:
+            raise DriverError(f"{what}: unusable answer: {exc}") from None
+        if isinstance(result, ItemFailed):
+            raise DriverError(self._item_reason(item, result))
+        return result
+
+    # -- writing ----------------------------------------------------------------------
+    async def write(self, tag_id: int, value: float | bool | str) -> None:
+        tag = self._tags.get(tag_id)
+        if tag is None:
+            raise WriteRejected(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
+        address = tag.s7
+        try:
+            data = encode(value, address, tag.encoding)
+        except ValueError as exc:
+            raise WriteRejected(f"{tag.name}: {exc}") from None
+        if self._client is None or self.pdu_size is None:
+            raise ConnectionLost(f"{self.device_name}: not connected")
+        start = address.start
+        if address.type.name == "STRING":
+            await self._check_capacity(tag, 1, len(data) - 1)
+            start += 1  # current length and characters; the maximum length byte is the PLC's
+        elif address.type.name == "WSTRING":
+            await self._check_capacity(tag, 2, (len(data) - 2) // 2)
+            start += 2
+        if address.type.name == "BOOL":
+            await self._write_item(tag, ReadItem(address.area, address.db, start, 1,
+                                                 address.bit), data)
+        else:
+            step = max_write_payload(self.pdu_size)
+            for first in range(0, len(data), step):  # a long string in several requests
+                part = data[first:first + step]
+                item = ReadItem(address.area, address.db, start + first, len(part))
+                await self._write_item(tag, item, part)
+        log.info("%s: wrote %r to %s (%s)", self.device_name, value, tag.name, tag.address)
+
+    async def _check_capacity(self, tag: S7TagConfig, width: int, wanted: int) -> None:
+        """A string write must not run past the PLC's own maximum length (which the config
+        may declare larger): read it first."""
+        a = tag.s7
+        item = ReadItem(a.area, a.db, a.start, width)
+        ref = self._next_ref()
+        what = f"read of the maximum length of {tag.name} ({a.text()})"
+        answer = await self._exchange(read_request(ref, [item]), what)
+        try:
+            (result,) = parse_read_response(answer, ref, [item])
+        except (PduRefused, FrameError) as exc:
+            raise WriteRejected(f"{tag.name}: {what} failed: {exc}") from None
+        if isinstance(result, ItemFailed):
+            raise WriteRejected(f"{tag.name}: {self._item_reason(item, result)}")
+        maximum = int.from_bytes(result, "big")
+        if wanted > maximum:
+            raise WriteRejected(f"{tag.name}: the text takes {wanted} characters but the PLC's "
+                                f"{a.type.name} holds {maximum}")
+
+    async def _write_item(self, tag: S7TagConfig, item: ReadItem, data: bytes) -> None:
+        ref = self._next_ref()
+        what = f"write of {tag.name} ({item.describe()})"
+        answer = await self._exchange(write_request(ref, item, data), what)
+        try:
+            (code,) = parse_write_response(answer, ref)
+        except PduRefused as exc:
+            raise WriteRejected(f"{tag.name}: {_refused(exc, what).reason}") from None
+        except FrameError as exc:
+            self.errors["garbled"] += 1
+            raise WriteRejected(f"{tag.name}: unusable answer to the write: {exc}") from None
+        if code != 0xFF:
+            raise WriteRejected(f"{tag.name}: {self._item_reason(item, ItemFailed(code))}"
+                                .replace("read of", "write of"))
+
+
+def _item_failure(code: int, reason: str) -> _RequestFailed:
+    """An item's return code as its counter."""
+    match code:
+        case 0x01:
+            return _RequestFailed("hardware_fault", reason)
+        case 0x03:
+            return _RequestFailed("access_denied", reason)
+        case 0x05:
+            return _RequestFailed("address_out_of_range", reason)
+        case 0x06:
+            return _RequestFailed("type_unsupported", reason)
+        case 0x07:
+            return _RequestFailed("type_inconsistent", reason)
+        case 0x0A:
+            return _RequestFailed("object_missing", reason)
+        case _:
+            return _RequestFailed("item_error", reason)
+
+
+def _refused(exc: PduRefused, what: str) -> _RequestFailed:
+    if exc.code == PUT_GET_OFF:
+        return _RequestFailed("put_get_off", (
+            f"{what}: the PLC refuses S7 reads and writes (error 0x8104): on an S7-1200/1500 "
+            "enable 'Permit access with PUT/GET communication from remote partner' (CPU "
+            "properties > Protection & Security > Connection mechanisms) and download the "
+            "hardware configuration"))
+    return _RequestFailed("pdu_refused", f"{what}: {exc}")
+
+
+async def _quietly_disconnect(client: AsyncClient) -> None:
+    try:
+        await client.disconnect()
+    except Exception:  # close must not raise (Driver contract)
+        log.debug("S7: error while disconnecting", exc_info=True)

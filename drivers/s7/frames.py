@@ -1,0 +1,250 @@
+"""S7comm read-var and write-var PDUs, built and checked byte by byte (pure, no I/O).
+
+python-snap7 carries these PDUs over ISO-on-TCP (TPKT, COTP) and negotiates the PDU
+size; the gateway builds the PDUs itself because snap7 3.3's ``AsyncClient`` reads
+several variables with one request per variable, and its multi-variable reader (sync
+``Client`` only) reads bytes alone and fails a whole request when one item fails. Here
+one request carries every item the planner put in it, bits are written as bits, timers
+and counters are read as such, and each item of an answer has its own return code, so
+one missing DB makes only its own tags BAD.
+
+A job (request) has a 10-byte header, an acknowledgement with data a 12-byte one (with
+the error class and code); then the parameter (function, item count, items) and the
+data. See :data:`REQUEST_OVERHEAD` and friends for the sizes the planner budgets.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from drivers.s7.address import Area
+
+__all__ = [
+    "FrameError",
+    "ItemFailed",
+    "PduRefused",
+    "ReadItem",
+    "parse_read_response",
+    "parse_write_response",
+    "read_request",
+    "write_request",
+]
+
+PROTOCOL_ID = 0x32
+JOB, ACK, ACK_DATA, USERDATA = 0x01, 0x02, 0x03, 0x07
+READ_VAR, WRITE_VAR = 0x04, 0x05
+#: transport sizes of an address (what the count counts)
+TS_BIT, TS_BYTE, TS_COUNTER, TS_TIMER = 0x01, 0x02, 0x1C, 0x1D
+#: transport sizes of data items: the length is in bits for these, in bytes otherwise
+_LENGTH_IN_BITS = frozenset({0x03, 0x04, 0x05})
+DATA_BIT, DATA_BYTE, DATA_OCTETS = 0x03, 0x04, 0x09
+SUCCESS = 0xFF
+
+#: request header + function + item count; then 12 bytes per item
+REQUEST_OVERHEAD = 10 + 2
+ITEM_SPEC = 12
+#: answer header (with error class and code) + function + item count
+REPLY_OVERHEAD = 12 + 2
+#: return code, transport size, length before each item's data (then a fill byte after an
+#: odd length unless it is the last item)
+ITEM_HEADER = 4
+
+#: item return codes as the S7 documentation names them
+RETURN_CODES = {
+    0x01: "hardware fault",
+    0x03: "access to the object not allowed",
+    0x05: "address out of range",
+    0x06: "data type not supported",
+    0x07: "data type inconsistent",
+    0x0A: "object does not exist",
+}
+#: header error class/code of a refused job
+HEADER_ERRORS = {
+    0x8104: "the service is not available on the module: on an S7-1200/1500, 'Permit access "
+            "with PUT/GET communication from remote partner' is off",
+    0x8500: "wrong frames (the PLC could not read the request)",
+    0x8304: "the PLC has no resources for more jobs",
+    0x8702: "the service is not supported by the module",
+    0x8703: "access to the object refused",
+    0xD602: "access refused by the PLC's protection level (password)",
+}
+
+
+class FrameError(ValueError):
+    """An answer that is not the S7 PDU it should be (garbled, cut short, another reference)."""
+
+
+class PduRefused(Exception):
+    """The PLC answered the whole job with an error class and code in its header."""
+
+    def __init__(self, error_class: int, error_code: int) -> None:
+        self.code = error_class << 8 | error_code
+        meaning = HEADER_ERRORS.get(self.code, "an error the gateway has no words for")
+        super().__init__(f"the PLC refused the request with error 0x{self.code:04X} ({meaning})")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailed:
+    """One item of an answer came back with a return code other than success."""
+
+    code: int
+
+    @property
+    def reason(self) -> str:
+        return RETURN_CODES.get(self.code, "an unknown return code")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadItem:
+    """One item of a read or write: ``count`` bytes from byte ``start`` of an area (or
+    ``count`` timers or counters from number ``start``); ``bit`` for a single-bit write."""
+
+    area: Area
+    db: int
+    start: int
+    count: int
+    bit: int | None = None
+
+    @property
+    def transport(self) -> int:
+        if self.bit is not None:
+            return TS_BIT
+        return {Area.T: TS_TIMER, Area.C: TS_COUNTER}.get(self.area, TS_BYTE)
+
+    @property
+    def byte_length(self) -> int:
+        """Bytes of data the item carries."""
+        return self.count * 2 if self.area.per_element else self.count
+
+    def spec(self) -> bytes:
+        address = self.start if self.area.per_element else self.start * 8 + (self.bit or 0)
+        db = self.db if self.area is Area.DB else 0
+        return struct.pack(">BBBBHHB", 0x12, 0x0A, 0x10, self.transport, self.count, db,
+                           int(self.area)) + address.to_bytes(3, "big")
+
+    def describe(self) -> str:
+        if self.area.per_element:
+            last = self.start + self.count - 1
+            return f"{self.area.name}{self.start}" + (f"..{last}" if self.count > 1 else "")
+        where = f"DB{self.db}" if self.area is Area.DB else self.area.name
+        if self.bit is not None:
+            return f"{where} bit {self.start}.{self.bit}"
+        plural = "s" if self.count != 1 else ""
+        last = self.start + self.count - 1
+        return f"{where} bytes {self.start}..{last} ({self.count} byte{plural})"
+
+
+def _header(pdu_ref: int, param: bytes, data: bytes) -> bytes:
+    return struct.pack(">BBHHHH", PROTOCOL_ID, JOB, 0, pdu_ref & 0xFFFF, len(param), len(data))
+
+
+def read_request(pdu_ref: int, items: Sequence[ReadItem]) -> bytes:
+    """A read-var job for ``items`` (1..255 of them)."""
+    if not 1 <= len(items) <= 255:
+        raise ValueError(f"a read request carries 1 to 255 items, not {len(items)}")
+    param = bytes([READ_VAR, len(items)]) + b"".join(item.spec() for item in items)
+    return _header(pdu_ref, param, b"") + param
+
+
+def write_request(pdu_ref: int, item: ReadItem, data: bytes) -> bytes:
+    """A write-var job of one item: ``data`` is its bytes (a bit: one byte, 0 or 1)."""
+    if item.bit is not None:
+        if len(data) != 1 or item.count != 1:
+            raise ValueError("a bit write carries one item of one byte")
+        transport, length = DATA_BIT, 1
+    elif item.area.per_element:
+        transport, length = DATA_OCTETS, len(data)
+    else:
+        transport, length = DATA_BYTE, len(data) * 8
+    if len(data) != item.byte_length:
+        raise ValueError(f"{item.describe()}: {len(data)} bytes given")
+    param = bytes([WRITE_VAR, 1]) + item.spec()
+    body = struct.pack(">BBH", 0, transport, length) + data
+    return _header(pdu_ref, param, body) + param + body
+
+
+def _answer(pdu: bytes, pdu_ref: int, function: int) -> tuple[int, bytes, bytes]:
+    """Item count, parameter and data of an answer to job ``pdu_ref``; checks the header."""
+    if len(pdu) < 12:
+        raise FrameError(f"answer of {len(pdu)} bytes is shorter than an S7 header")
+    proto, kind, _, ref, param_len, data_len, err_class, err_code = struct.unpack(
+        ">BBHHHHBB", pdu[:12])
+    if proto != PROTOCOL_ID:
+        raise FrameError(f"answer does not start with the S7 protocol id 0x32 (0x{proto:02X})")
+    if kind not in (ACK, ACK_DATA):
+        raise FrameError(f"answer has PDU type {kind}, not an acknowledgement")
+    if ref != pdu_ref & 0xFFFF:
+        raise FrameError(f"answer to request {ref}, expected {pdu_ref & 0xFFFF}")
+    if err_class or err_code:
+        raise PduRefused(err_class, err_code)
+    if 12 + param_len + data_len != len(pdu):
+        raise FrameError(f"answer of {len(pdu)} bytes announces {12 + param_len + data_len}")
+    param = pdu[12:12 + param_len]
+    if len(param) < 2 or param[0] != function:
+        raise FrameError(f"answer's parameter is not function 0x{function:02X}")
+    return param[1], param, pdu[12 + param_len:]
+
+
+def parse_read_response(
+    pdu: bytes, pdu_ref: int, items: Sequence[ReadItem]
+) -> list[bytes | ItemFailed]:
+    """Each item's data, or :class:`ItemFailed` with its return code.
+
+    Raises :class:`PduRefused` for a job refused as a whole, :class:`FrameError` for an
+    answer that does not fit the request (wrong reference, count, lengths)."""
+    count, _, data = _answer(pdu, pdu_ref, READ_VAR)
+    if count != len(items):
+        raise FrameError(f"answer carries {count} items for {len(items)} asked")
+    out: list[bytes | ItemFailed] = []
+    pos = 0
+    for i, item in enumerate(items):
+        if pos + ITEM_HEADER > len(data):
+            if pos + 1 <= len(data) and data[pos] != SUCCESS:  # an error item cut to its code
+                out.append(ItemFailed(data[pos]))
+                pos += 1
+                continue
+            raise FrameError(f"answer ends before item {i + 1} of {len(items)}")
+        code, transport, length = struct.unpack(">BBH", data[pos:pos + ITEM_HEADER])
+        pos += ITEM_HEADER
+        size = (length + 7) // 8 if transport in _LENGTH_IN_BITS else length
+        if code != SUCCESS:
+            out.append(ItemFailed(code))
+            pos += size + (size % 2 if i < len(items) - 1 else 0)
+            continue
+        if size != item.byte_length:
+            raise FrameError(f"item {i + 1} ({item.describe()}) came with {size} bytes")
+        if pos + size > len(data):
+            raise FrameError(f"item {i + 1} ({item.describe()}) is cut short")
+        out.append(bytes(data[pos:pos + size]))
+        pos += size
+        if size % 2 and i < len(items) - 1:
+            pos += 1  # fill byte
+    if pos != len(data):
+        raise FrameError(f"answer has {len(data) - pos} bytes after its last item")
+    return out
+
+
+def parse_write_response(pdu: bytes, pdu_ref: int, count: int = 1) -> list[int]:
+    """The return code of each written item (0xFF: written)."""
+    n, _, data = _answer(pdu, pdu_ref, WRITE_VAR)
+    if n != count or len(data) != count:
+        raise FrameError(f"write answer carries {n} items ({len(data)} codes) for {count}")
+    return list(data)
+
+
+def read_cost(byte_length: int) -> tuple[int, int]:
+    """What one read item of ``byte_length`` bytes costs: (request bytes, answer bytes),
+    the answer counted with its fill byte (an odd item that is not last has one)."""
+    return ITEM_SPEC, ITEM_HEADER + byte_length + byte_length % 2
+
+
+def max_write_payload(pdu_size: int) -> int:
+    """The most data bytes one write item can carry in a PDU of ``pdu_size``."""
+    return pdu_size - REQUEST_OVERHEAD - ITEM_SPEC - ITEM_HEADER
+
+
+def max_read_payload(pdu_size: int) -> int:
+    """The most data bytes one read item can bring back in a PDU of ``pdu_size``."""
+    return pdu_size - REPLY_OVERHEAD - ITEM_HEADER
