@@ -102,7 +102,7 @@ _RE = re.compile(
     r"""^%?(?:
         DB(?P<db>\d+)\.DB(?P<dbsize>[XBWD]?)(?P<dboff>\d+)
       | (?P<area>[MFIEQAVTCZ])(?P<size>[XBWD]?)(?P<off>\d+)
-    )(?:\.(?P<bit>\d+))?(?::(?P<type>[A-Z_]+)(?:[\[(](?P<len>\d+)[\])])?)?$""",
+    )(?:\.(?P<bit>\d+))?(?::(?P<type>[A-Z_][A-Z0-9_]*)(?:[\[(](?P<len>\d+)[\])])?)?$""",
     re.VERBOSE,
 )
 
@@ -137,7 +137,9 @@ class S7Address:
         """The canonical address (``DB1.DBD4:REAL``, ``MW10:INT``, ``I0.1``, ``T5``)."""
         where = f"DB{self.db}.DB" if self.area is Area.DB else self.area.name
         if self.area.per_element:
-            return f"{where}{self.start}"
+            default = "S5TIME" if self.area is Area.T else "COUNTER"
+            kind = "" if self.type.name == default else f":{self.type.name}"
+            return f"{where}{self.start}{kind}"
         letter = {1: "B", 2: "W", 4: "D"}.get(self.type.size, "")
         if self.type.name == "BOOL":
             return f"{where}{'X' if self.area is Area.DB else ''}{self.start}.{self.bit}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ class S7Driver(Driver):
         self.identity: str | None = None
         self._plans: dict[tuple[tuple[int, ...], int], _PollPlan] = {}
         self._failing: dict[str, str] = {}
+        self._fresh: dict[str, list[str]] = {}
+        self._recovered: list[str] = []
         # a plan for the smallest PDU shows planning errors at construction
         for group in self._groups:
             self._plan_for(group.tag_ids, 240)
@@ -163,11 +166,14 @@ class S7Driver(Driver):
                     f"slot {remote & 31}): the rack or slot is wrong for this CPU (S7-300: "
                     f"slot 2; S7-1200/1500, S7-200 SMART: slot 1), or all its {kind} "
                     "connections are in use")
-        if "refused" in text.lower():
+        cause = _root(exc)
+        if isinstance(cause, ConnectionRefusedError):
             return (f"connection refused by {cfg.address}: nothing listens on port {cfg.port} "
                     "or a firewall rejects it")
-        if "Name or service not known" in text or "nodename nor servname" in text:
-            return f"cannot resolve host name {cfg.host!r}"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve host name {cfg.host!r} (DNS lookup failed: {cause.strerror})"
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"cannot connect to {cfg.address}: {cause.strerror}"
         return f"cannot connect to {cfg.address}: {text}"
 
     async def _identify(self, client: AsyncClient) -> str | None:
@@ -315,9 +321,10 @@ class S7Driver(Driver):
                 where = chunk.item.describe()
                 if isinstance(result, ItemFailed):
                     block_ok[chunk.block] = False
-                    failure = _item_failure(result.code, self._item_reason(chunk.item, result))
-                    self.errors[failure.counter] += 1
-                    self._note(where, failure.counter, failure.reason)
+                    item_failure = _item_failure(result.code,
+                                                 self._item_reason(chunk.item, result))
+                    self.errors[item_failure.counter] += 1
+                    self._note(where, item_failure.counter, item_failure.reason)
                     continue
                 start = plan.block_offsets[chunk.block] + chunk.offset
                 buffer[start:start + len(result)] = np.frombuffer(result, dtype=np.uint8)
@@ -336,6 +343,7 @@ class S7Driver(Driver):
             quality[pos] = Quality.BAD
         if not good.all():
             values[~good] = None if values.dtype == object else np.nan
+        self._log_notes()
         return SampleBatch(plan.tag_ids.copy(), values, block_ts[plan.block_of_field], quality)
 
     async def _read_request(self, request: ReadRequest) -> list[bytes | ItemFailed]:
@@ -364,18 +372,29 @@ class S7Driver(Driver):
         return reason
 
     def _note(self, where: str, counter: str | None, reason: str) -> None:
-        """Log a failure when it starts or changes, and its end; repeats go to DEBUG."""
+        """Note a failure (or the end of one) of ``where``; :meth:`_log_notes` says the new
+        ones once per poll, one line per kind; repeats go to DEBUG."""
         before = self._failing.get(where)
         if counter is None:
             if before is not None:
                 del self._failing[where]
-                log.info("%s: %s reads again", self.device_name, where)
+                self._recovered.append(where)
             return
         if before != counter:
-            log.warning("%s: %s; its tags are BAD", self.device_name, reason)
+            self._fresh.setdefault(counter, []).append(reason)
         else:
             log.debug("%s: %s", self.device_name, reason)
         self._failing[where] = counter
+
+    def _log_notes(self) -> None:
+        for reasons in self._fresh.values():
+            more = f" (and {len(reasons) - 1} more of this kind)" if len(reasons) > 1 else ""
+            log.warning("%s: %s; its tags are BAD%s", self.device_name, reasons[0], more)
+        if self._recovered:
+            log.info("%s: %s read%s again", self.device_name, ", ".join(self._recovered),
+                     "s" if len(self._recovered) == 1 else "")
+        self._fresh.clear()
+        self._recovered.clear()
 
     async def read_range(self, item: ReadItem) -> bytes:
         """The bytes of one range as the PLC answers them (``scan``); a refusal raises
@@ -456,6 +475,14 @@ class S7Driver(Driver):
         if code != 0xFF:
             raise WriteRejected(f"{tag.name}: {self._item_reason(item, ItemFailed(code))}"
                                 .replace("read of", "write of"))
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The error snap7 wrapped (it raises its own from inside ``except``)."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    return seen
 
 
 def _item_failure(code: int, reason: str) -> _RequestFailed:

@@ -159,17 +159,15 @@ async def check_device(device: DeviceConfig, catalog: TagCatalog, timeout: float
             if q != Quality.GOOD:
                 bad.append(tag.name)
         errors = {k: v for k, v in driver.errors.items() if v}
+        identity = [f"device: {driver.identity}"] if driver.identity else []
         if bad:
             reason = "; ".join([
                 f"connected, but {_counted(len(bad), 'tag')} not good: {', '.join(bad)}",
-                *describe_errors(errors),
+                *describe_errors(errors), *identity,
             ])
             return DeviceCheck(name, protocol, False, reason, readings, errors)
-        # what the device said it is (a meter's address, a CPU's type), where a driver reads it
-        identity = getattr(driver, "identity", None)
-        done = f"connected and read ({identity})" if isinstance(identity, str) and identity \
-            else "connected and read"
-        return DeviceCheck(name, protocol, True, done, readings, errors)
+        reason = "; ".join(["connected and read", *identity])
+        return DeviceCheck(name, protocol, True, reason, readings, errors)
     except Exception as exc:  # a driver bug: report it, never crash the check
         log.debug("device %s: check failed", name, exc_info=True)
         return DeviceCheck(name, protocol, False, f"internal error: {exc!r}")
