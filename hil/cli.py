@@ -226,6 +226,41 @@ def opcua_plc(
     )
 
 
+@sim.command("s7")
+@_host_option
+@_port_option(102)
+@click.option("--cpu", type=click.Choice(["s7-1200", "s7-1500", "s7-300", "s7-200smart"]),
+              default="s7-1200", show_default=True,
+              help="CPU family: PDU size, slot, order number, connection limits.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
+@_time_scale_option
+@click.option("--put-get-off", is_flag=True,
+              help="Refuse reads and writes as an S7-1200/1500 with PUT/GET access off.")
+@click.option("--optimized-db", "optimized", type=int, multiple=True,
+              help="A DB with optimized block access (reads answer 'address out of range').")
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds before every answer (a slow PLC).")
+def s7(host: str, port: int, cpu: str, seed: int, time_scale: float, put_get_off: bool,
+       optimized: tuple[int, ...], delay: float) -> None:
+    """Injection-moulding machine on a Siemens S7 PLC, S7comm over ISO-on-TCP (memory
+    layout: hil/README.md)."""
+    from hil.devices.s7_plc import S7PlcSimulator
+    from hil.process.injection_moulding import InjectionMouldingModel
+
+    simulator = S7PlcSimulator(InjectionMouldingModel(seed=seed, time_scale=time_scale),
+                               host=host, port=port, cpu=cpu)
+    simulator.put_get = not put_get_off
+    simulator.optimized_dbs.update(optimized)
+    simulator.response_delay = delay
+    profile = simulator.profile
+    _serve_until_signal(
+        simulator,
+        lambda: f"s7 {cpu} listening on {simulator.address} (rack 0 slot {profile.slot}, PDU "
+        f"{simulator.pdu_size}, seed {seed}{', PUT/GET off' if put_get_off else ''})",
+        "s7",
+    )
+
+
 @sim.command("mcu-node")
 @click.option("--node-id", type=click.IntRange(0, 0xFFFE), default=1, show_default=True,
               help="The node's id.")

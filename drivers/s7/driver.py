@@ -316,6 +316,7 @@ class S7Driver(Driver):
                     block_ok[chunk.block] = False
                     block_ts[chunk.block] = block_ts[chunk.block] or sent
                 continue
+            self._note(request.describe(), None, "")  # the request as a whole is answered
             for chunk, result in zip(request.chunks, results, strict=True):
                 block_ts[chunk.block] = block_ts[chunk.block] or sent
                 where = chunk.item.describe()

@@ -107,8 +107,8 @@ class S7PlcSimulator(SimulatedDevice):
     """An S7 PLC on ISO-on-TCP.
 
     Args:
-        model: the process model behind DB1, M, I, Q, T and C (default: seeded, seed 0);
-            ``None`` with ``memory`` serves the images alone.
+        model: the process model behind DB1, M, I, Q, T and C (default: seeded, seed 0).
+        use_model: False serves the memory images alone (golden cases).
         cpu: a key of :data:`CPU_PROFILES` (PDU size, slot, order number, limits).
         pdu_size: the most the CPU grants (default the profile's).
         memory: byte images of areas or DBs by name (``"DB5"``, ``"M"``, ``"I"``, ``"Q"``,
@@ -134,7 +134,9 @@ class S7PlcSimulator(SimulatedDevice):
             raise ValueError(f"unknown CPU {cpu!r}; one of {', '.join(CPU_PROFILES)}")
         self.profile = CPU_PROFILES[cpu]
         self.cpu = cpu
-        self.model = (model or InjectionMouldingModel(seed=0)) if use_model else None
+        self.model = model or InjectionMouldingModel(seed=0)
+        #: the model feeds DB1, M, I, Q, T, C and takes the setpoints of DB2 (else: images)
+        self.use_model = use_model
         self.host = host
         self.port = port or free_port(host)
         self.pdu_size = pdu_size or self.profile.pdu_size
@@ -146,7 +148,7 @@ class S7PlcSimulator(SimulatedDevice):
         }
         self.dbs: dict[int, bytearray] = {1: bytearray(66), 2: bytearray(8),
                                            3: bytearray(type_values_db())}
-        if self.model is not None:
+        if use_model:
             struct.pack_into(">ff", self.dbs[2], 0, self.model.melt_setpoint, self.model.hold_time)
         for name, image in (memory or {}).items():
             key = name.upper()
@@ -242,7 +244,7 @@ class S7PlcSimulator(SimulatedDevice):
         return bytes(memory[start:start + count])
 
     def _refresh(self) -> None:
-        if self.model is None:
+        if not self.use_model:
             return
         r = self.model.state_at(self.clock())
         db1 = self.dbs[1]
@@ -270,7 +272,7 @@ class S7PlcSimulator(SimulatedDevice):
                          | _bcd(tenths % 100))
 
     def _apply_setpoints(self) -> None:
-        if self.model is None:
+        if not self.use_model:
             return
         melt, hold = struct.unpack_from(">ff", self.dbs[2], 0)
         if 100.0 <= melt <= 350.0:
@@ -372,7 +374,7 @@ class S7PlcSimulator(SimulatedDevice):
             self.requests["userdata"] += 1
             return self._userdata(ref, param, data), pdu
         if kind != _JOB or not param:
-            return _header(_ACK_DATA, ref, b"", b"", 0x8500), pdu
+            return _header(_ACK, ref, b"", b"", 0x8500), pdu
         function = param[0]
         if function == _SETUP:
             self.requests["setup"] += 1
@@ -381,20 +383,20 @@ class S7PlcSimulator(SimulatedDevice):
             answer = param[:6] + struct.pack(">H", pdu)
             return _header(_ACK_DATA, ref, answer, b""), pdu
         if len(s7) > pdu:
-            return _header(_ACK_DATA, ref, b"", b"", 0x8500), pdu
+            return _header(_ACK, ref, b"", b"", 0x8500), pdu
         if function in (_READ, _WRITE):
             self.requests["read" if function == _READ else "write"] += 1
             if not self.put_get:
-                return _header(_ACK_DATA, ref, b"", b"", 0x8104), pdu
+                return _header(_ACK, ref, b"", b"", 0x8104), pdu
             count = param[1]
             specs = [param[2 + 12 * i:14 + 12 * i] for i in range(count)]
             if count > self.profile.max_items or any(len(sp) != 12 for sp in specs):
-                return _header(_ACK_DATA, ref, b"", b"", 0x8500), pdu
+                return _header(_ACK, ref, b"", b"", 0x8500), pdu
             if function == _READ:
                 return self._read(ref, specs, pdu), pdu
             self._refresh()
             return self._write(ref, specs, data), pdu
-        return _header(_ACK_DATA, ref, b"", b"", 0x8104), pdu
+        return _header(_ACK, ref, b"", b"", 0x8104), pdu
 
     def _locate(self, spec: bytes) -> tuple[str, bytearray | None, int, int, int, int]:
         """(name, memory, byte start, bytes, bit or -1, error code or 0) of an item spec."""
@@ -457,7 +459,7 @@ class S7PlcSimulator(SimulatedDevice):
             parts.append(item)
         data = b"".join(parts)
         if 14 + len(data) > pdu:
-            return _header(_ACK_DATA, ref, b"", b"", 0x8500)
+            return _header(_ACK, ref, b"", b"", 0x8500)
         return _header(_ACK_DATA, ref, bytes([_READ, len(specs)]), data)
 
     def _write(self, ref: int, specs: list[bytes], data: bytes) -> bytes:
@@ -525,6 +527,8 @@ def _tpkt(payload: bytes) -> bytes:
 
 
 def _header(kind: int, ref: int, param: bytes, data: bytes, error: int = 0) -> bytes:
+    """An S7 header and its sections; a refused job is an ACK (type 2) with the error class
+    and code and nothing else: 19 bytes with TPKT and COTP, as an S7-1200 sends for 0x8104."""
     if kind == _USERDATA:
         return struct.pack(">BBHHHH", 0x32, kind, 0, ref, len(param), len(data)) + param + data
     return struct.pack(">BBHHHHH", 0x32, kind, 0, ref, len(param), len(data), error) + param + data

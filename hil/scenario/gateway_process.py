@@ -132,6 +132,45 @@ def plc_device_config(
     }
 
 
+def s7_device_config(
+    name: str, port: int, slot: int, poll_interval: str, timeout: str, writable: bool = False
+) -> dict[str, Any]:
+    """An S7 device entry for the simulated moulding machine (memory: hil/README.md);
+    ``writable`` lets the brain write ``hold_time`` (0.1..30 s) and ``melt_setpoint``."""
+    hold: dict[str, Any] = {"name": "hold_time", "address": "DB2.DBD4:REAL", "unit": "s"}
+    extra: list[dict[str, Any]] = []
+    if writable:
+        hold |= {"writable": True, "range": [0.1, 30]}
+        extra.append({"name": "melt_setpoint", "address": "DB2.DBD0:REAL", "unit": "degC",
+                      "writable": True, "range": [100, 350]})
+    return {
+        "name": name,
+        "protocol": "s7",
+        "host": "127.0.0.1",
+        "port": port,
+        "slot": slot,
+        "poll_interval": poll_interval,
+        "timeout": timeout,
+        "tags": [
+            {"name": "melt_temp", "address": "DB1.DBD0:REAL", "unit": "degC"},
+            {"name": "mould_temp", "address": "DB1.DBD4:REAL", "unit": "degC"},
+            {"name": "pressure", "address": "DB1.DBD8:REAL", "unit": "bar"},
+            {"name": "cycle_time", "address": "DB1.DBD12:REAL", "unit": "s"},
+            {"name": "parts", "address": "DB1.DBD16:DINT"},
+            {"name": "phase", "address": "DB1.DBW20:INT"},
+            {"name": "running", "address": "DB1.DBX22.0"},
+            {"name": "state", "address": "DB1.DB24:STRING[16]"},
+            {"name": "cycle_start", "address": "DB1.DB42:DT"},
+            {"name": "door_closed", "address": "I0.0"},
+            {"name": "cycle_timer", "address": "T5", "unit": "s"},
+            {"name": "part_counter", "address": "C3"},
+            {"name": "serial_big", "address": "DB3.DB34:ULINT"},
+            hold,
+            *extra,
+        ],
+    }
+
+
 def mcu_node_device_config(name: str, port: str, node_id: int, stale_after: str) -> dict[str, Any]:
     """An ``mcu_node`` device entry for the simulated sensor node on ``port`` (its pty)."""
     return {

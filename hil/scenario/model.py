@@ -40,6 +40,16 @@ class PlcDevice(_Strict):
     publishing_interval: str = "100ms"
 
 
+class S7PlcDevice(_Strict):
+    """The injection-moulding machine on a Siemens S7 PLC (S7comm over ISO-on-TCP, polled)."""
+
+    kind: Literal["s7_plc"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    cpu: Literal["s7-1200", "s7-1500", "s7-300", "s7-200smart"] = "s7-1200"
+    poll_interval: str = "100ms"
+    timeout: str = "500ms"
+
+
 class McuNodeDevice(_Strict):
     """An MCU sensor node (vibration, temperature, humidity) on a pty serial link."""
 
@@ -81,6 +91,7 @@ class Dlt645MeterDevice(_Strict):
 
 Device = Annotated[
     MeterDevice | PlcDevice | McuNodeDevice | ScaleDevice | Dlt645MeterDevice,
+    MeterDevice | PlcDevice | S7PlcDevice | McuNodeDevice | ScaleDevice,
     Field(discriminator="kind"),
 ]
 
@@ -239,6 +250,15 @@ class PlcSetpoint(_Fault):
     hold_time: float | None = Field(default=None, ge=0.1, le=30)
 
 
+class S7PutGetOff(_Fault):
+    """S7: PUT/GET access switched off for ``duration`` s: the PLC refuses reads and writes
+    (error 0x8104), as an S7-1200/1500 whose protection settings were changed."""
+
+    action: Literal["s7_put_get_off"]
+    device: str
+    duration: Seconds = 2.0
+
+
 class GatewayKill(_Fault):
     action: Literal["gateway_kill"]
     downtime: Seconds = 1.0
@@ -254,6 +274,7 @@ Fault = Annotated[
     | DeviceRestart
     | DeviceDisconnect
     | PlcSetpoint
+    | S7PutGetOff
     | GatewayKill
     | SerialGarbage
     | DeviceSilence
@@ -426,7 +447,8 @@ class Scenario(_Strict):
 _JSON_ONLY = ("no_sequence_gaps", "device_death_rebirth", "command_round_trip")
 
 _FAULT_KINDS = {
-    "plc_": ("opcua_plc",),
+    "plc_": ("opcua_plc", "s7_plc"),
+    "s7_": ("s7_plc",),
     "modbus_": ("modbus_meter",),
     "serial_garbage": ("mcu_node", "scale", "dlt645_meter"),
     "device_silence": ("mcu_node", "scale", "dlt645_meter"),

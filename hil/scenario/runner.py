@@ -20,6 +20,7 @@ from hil.devices.dlt645_meter import Dlt645Line, SimMeter, meter_address
 from hil.devices.mcu_node import McuNodeSimulator
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.devices.opcua_plc import OpcUaPlcSimulator
+from hil.devices.s7_plc import S7PlcSimulator
 from hil.devices.scale import ScaleSimulator
 from hil.netutil import free_port
 from hil.process.energy_meter import EnergyMeterModel, WaveformMeter, WaveformParams
@@ -35,6 +36,7 @@ from hil.scenario.gateway_process import (
     mcu_node_device_config,
     meter_device_config,
     plc_device_config,
+    s7_device_config,
     scale_device_config,
     write_gateway_config,
 )
@@ -60,6 +62,8 @@ from hil.scenario.model import (
     NetworkLoss,
     PartialLine,
     PlcSetpoint,
+    S7PlcDevice,
+    S7PutGetOff,
     ScaleDevice,
     Scenario,
     SerialGarbage,
@@ -115,7 +119,8 @@ class _Line:
         self.proxy = proxy
         self.gateway = gateway
         self.meters: dict[str, ModbusMeterSimulator] = {}
-        self.plcs: dict[str, OpcUaPlcSimulator] = {}
+        #: the moulding machines, on OPC UA or S7 (both have model, restart, drop_connections)
+        self.plcs: dict[str, OpcUaPlcSimulator | S7PlcSimulator] = {}
         self.nodes: dict[str, McuNodeSimulator] = {}
         self.scales: dict[str, ScaleSimulator] = {}
         #: DL/T 645 meters by device name, and the line each is on
@@ -259,6 +264,12 @@ async def _apply(fault: Fault, line: _Line) -> float:
                 model.set_melt_setpoint(fault.melt_setpoint)
             if fault.hold_time is not None:
                 model.set_hold_time(fault.hold_time)
+        case S7PutGetOff():
+            s7 = line.plcs[fault.device]
+            assert isinstance(s7, S7PlcSimulator)
+            s7.put_get = False
+            await asyncio.sleep(fault.duration)
+            s7.put_get = True
         case GatewayKill():
             await line.gateway.stop(signal.SIGKILL)
             await asyncio.sleep(fault.downtime)
@@ -339,6 +350,12 @@ async def _start_devices(
                     dev.name, meter.port, dev.poll_interval, dev.timeout, writable
                 )
             )
+        elif isinstance(dev, S7PlcDevice):
+            s7_model = InjectionMouldingModel(seed=seed, t0=now, time_scale=scenario.time_scale)
+            s7 = await stack.enter_async_context(S7PlcSimulator(s7_model, port=0, cpu=dev.cpu))
+            line.plcs[dev.name] = s7
+            configs.append(s7_device_config(dev.name, s7.port, s7.profile.slot,
+                                            dev.poll_interval, dev.timeout, writable))
         else:
             plc_model = InjectionMouldingModel(seed=seed, t0=now, time_scale=scenario.time_scale)
             plc = await stack.enter_async_context(

@@ -111,6 +111,7 @@ _PARAMS: dict[str, tuple[str, ...]] = {
     "modbus_meter": _float_fields(MeterParams),
     "dlt645_meter": _float_fields(MeterParams),
     "opcua_plc": _float_fields(MouldingParams),
+    "s7_plc": _float_fields(MouldingParams),
 }
 
 

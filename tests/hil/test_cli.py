@@ -182,3 +182,27 @@ def test_generic_modbus_faults_of_the_boiler_map_fire_for_a_client() -> None:
             client.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_s7_plc_serves_until_sigint() -> None:
+    """``sim s7`` as an S7-300 with PUT/GET off: pyS7 (an independent client) connects on
+    slot 2, and its read is refused as a real CPU would; SIGINT ends it cleanly."""
+    from pyS7 import ConnectionType, S7Client
+
+    with hil_cli("sim", "s7", "--port", "0", "--cpu", "s7-300", "--put-get-off") as (proc, line):
+        match = re.search(r"s7 s7-300 listening on 127\.0\.0\.1:(\d+) \(rack 0 slot 2, PDU 240",
+                          line)
+        assert match and "PUT/GET off" in line, line
+        port = int(match.group(1))
+        client = S7Client("127.0.0.1", 0, 2, connection_type=ConnectionType.S7Basic, port=port,
+                          timeout=2.0)
+        client.connect()
+        try:
+            # pyS7 does not read the error class; the 19-byte frame is the real CPU's
+            with pytest.raises(Exception, match=r"response too short \(got 19 bytes"):
+                client.read(["DB1,R0"])
+        finally:
+            client.disconnect()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert not port_is_open("127.0.0.1", port)

@@ -136,8 +136,12 @@ async def test_put_get_off_makes_the_tags_bad_and_says_how_to_switch_it_on(
     with pytest.raises(WriteRejected, match="PUT/GET"):
         await driver.write(4, 200.0)
     plc.put_get = True
-    got = await read_all(driver)
+    with caplog.at_level(logging.INFO, logger="drivers.s7.driver"):
+        got = await read_all(driver)
     assert all(q == Quality.GOOD for _, q, _ in got.values())
+    recovered = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
+    assert len(recovered) == 2  # each request that failed as a whole says it reads again
+    assert recovered[0].endswith("DB1 bytes 16..19 (4 bytes), DB2 bytes 0..3 (4 bytes) reads again")
     await driver.close()
 
 
