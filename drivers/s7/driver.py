@@ -129,9 +129,11 @@ class S7Driver(Driver):
         client.set_connection_params(cfg.host, local, remote)
         client.set_connection_type(remote >> 8)
         client.set_param(Parameter.PDURequest, cfg.pdu_size)
+        cancels = _cancels()
         try:
             async with asyncio.timeout(cfg.timeout):
                 await client.connect(cfg.host, (remote >> 5) & 7, remote & 31, cfg.port)
+            _honour_cancel(cancels)
         except BaseException as exc:
             await _quietly_disconnect(client)
             if isinstance(exc, TimeoutError | S7Error | OSError):
@@ -179,6 +181,7 @@ class S7Driver(Driver):
     async def _identify(self, client: AsyncClient) -> str | None:
         """CPU module and order number from the SZL (0x001C, 0x0011), where the PLC tells."""
         parts: list[str] = []
+        cancels = _cancels()
         try:
             async with asyncio.timeout(self.config.timeout):
                 info = await client.get_cpu_info()
@@ -191,6 +194,7 @@ class S7Driver(Driver):
                     parts.append(number)
                     if order.V1 or order.V2 or order.V3:
                         parts.append(f"firmware V{order.V1}.{order.V2}.{order.V3}")
+            _honour_cancel(cancels)
         except TimeoutError:
             await self.close()
             raise DeviceUnreachable(f"{self.config.address}: no answer to the identification "
@@ -209,9 +213,11 @@ class S7Driver(Driver):
         client = self._client
         if client is None:
             raise ConnectionLost(f"{self.device_name}: not connected")
+        cancels = _cancels()
         try:
             async with asyncio.timeout(self.config.timeout):
                 answer = await client.iso_exchange_buffer(bytearray(pdu))
+            _honour_cancel(cancels)
         except TimeoutError:
             self.errors["timeout"] += 1
             raise await self._lose(f"no answer to {what} within {self.config.timeout:g} s; the "
@@ -476,6 +482,20 @@ class S7Driver(Driver):
         if code != 0xFF:
             raise WriteRejected(f"{tag.name}: {self._item_reason(item, ItemFailed(code))}"
                                 .replace("read of", "write of"))
+
+
+def _cancels() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def _honour_cancel(before: int) -> None:
+    """Raise the cancellation snap7 swallowed: on Python 3.11 its ``asyncio.wait_for``
+    returns a result that came with the cancel and drops the cancel, and the polling task
+    would go on (the gateway then waits 5 s for the device at shutdown)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 def _root(exc: BaseException) -> BaseException:

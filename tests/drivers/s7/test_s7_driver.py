@@ -320,3 +320,27 @@ async def test_refused_writes_say_why_and_change_nothing(plc: S7PlcSimulator) ->
     with pytest.raises(WriteRejected, match="cannot be written in latin-1"):
         await driver.write(3, "注")
     await driver.close()
+
+
+async def test_cancelled_polls_stop_at_once(plc: S7PlcSimulator) -> None:
+    """Two poll groups hammer the PLC and are cancelled, as at the gateway's shutdown. On
+    Python 3.11 snap7's wait_for swallows a cancel that meets an answer; the poll loop then
+    ran on, and the gateway waited 5 s for the device and left its task behind."""
+    driver = driver_of(device(plc.port, MACHINE))
+    await driver.connect()
+
+    async def poll(group: Any) -> None:
+        while True:
+            await driver.read(group)
+
+    for _ in range(5):
+        tasks = [asyncio.create_task(poll(g)) for g in driver.poll_groups()]
+        while plc.requests["read"] < 20:
+            await asyncio.sleep(0.01)
+        plc.requests["read"] = 0
+        for task in tasks:
+            task.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=1.0)
+        assert not pending
+        assert all(t.cancelled() for t in tasks)
+    await driver.close()
