@@ -329,15 +329,20 @@ async def test_cancelled_polls_stop_at_once(plc: S7PlcSimulator) -> None:
     driver = driver_of(device(plc.port, MACHINE))
     await driver.connect()
 
+    busy = asyncio.Event()
+
     async def poll(group: Any) -> None:
+        reads = 0
         while True:
             await driver.read(group)
+            reads += 1
+            if reads == 10:
+                busy.set()
 
     for _ in range(5):
+        busy.clear()
         tasks = [asyncio.create_task(poll(g)) for g in driver.poll_groups()]
-        while plc.requests["read"] < 20:
-            await asyncio.sleep(0.01)
-        plc.requests["read"] = 0
+        await busy.wait()
         for task in tasks:
             task.cancel()
         _, pending = await asyncio.wait(tasks, timeout=1.0)
