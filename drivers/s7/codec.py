@@ -2,9 +2,10 @@
 (BCD), S5TIME, decoded a poll at a time (pure, NumPy where it pays).
 
 The driver copies every answer of a poll into one byte buffer; a :class:`DecodePlan`,
-built once per poll group and PDU size, knows each tag's offset in that buffer. Numbers
-of one type are decoded with one gather and one big-endian ``view``; bits with one shift;
-strings, DATE_AND_TIME and S5TIME one by one (they have headers and BCD to check).
+built once per poll group and PDU size, knows each tag's offset in that buffer. All the
+numbers of a poll are unpacked by one precompiled big-endian ``struct`` (pad bytes between
+them; overlapping tags in a second one), bits with one NumPy shift; strings,
+DATE_AND_TIME and S5TIME one by one (they have headers and BCD to check).
 
 How each S7 type is published (gateway/types.py's DataType):
 
@@ -78,17 +79,19 @@ class Field:
 
 
 @dataclass(frozen=True, slots=True)
-class _Numbers:
+class _Layer:
+    """Numbers whose bytes do not overlap, unpacked by one precompiled ``struct`` (pad bytes
+    between them): one C call for all the numbers of a poll."""
+
+    unpack: struct.Struct
     positions: npt.NDArray[np.intp]
-    index: npt.NDArray[np.intp]  # (fields, bytes)
-    dtype: np.dtype
-    exact: bool
+    exact: bool  # 64-bit integers (a layer of their own): kept as Python ints
 
 
 class DecodePlan:
     """Decoding of every field of one poll buffer of ``size`` bytes."""
 
-    __slots__ = ("_bits", "_numbers", "_one_by_one", "fields", "has_objects", "size")
+    __slots__ = ("_bits", "_layers", "_one_by_one", "fields", "has_objects", "size")
 
     def __init__(self, fields: Sequence[Field], size: int) -> None:
         self.fields = tuple(fields)
@@ -98,7 +101,7 @@ class DecodePlan:
                 raise ValueError(f"{f.address.text()} at offset {f.offset} runs past the "
                                  f"{size} bytes of the buffer")
         self.has_objects = any(f.address.type.published.is_object for f in self.fields)
-        keyed: dict[str, list[int]] = {}
+        numbers: list[int] = []
         bits: list[int] = []
         self._one_by_one: list[int] = []
         for pos, f in enumerate(self.fields):
@@ -106,21 +109,44 @@ class DecodePlan:
             if name == "BOOL":
                 bits.append(pos)
             elif name in _BIG_ENDIAN:
-                keyed.setdefault(name, []).append(pos)
+                numbers.append(pos)
             else:
                 self._one_by_one.append(pos)
-        self._numbers = tuple(self._group(name, p) for name, p in keyed.items())
+        wide = [p for p in numbers if self.fields[p].address.type.name in _EXACT]
+        narrow = [p for p in numbers if self.fields[p].address.type.name not in _EXACT]
+        self._layers = self._make_layers(narrow, False) + self._make_layers(wide, True)
         self._bits = None
         if bits:
             self._bits = (np.array(bits, dtype=np.intp),
                           np.array([self.fields[p].offset for p in bits], dtype=np.intp),
                           np.array([self.fields[p].address.bit for p in bits], dtype=np.uint8))
 
-    def _group(self, name: str, positions: list[int]) -> _Numbers:
-        dtype = np.dtype(_BIG_ENDIAN[name])
-        offsets = np.array([self.fields[p].offset for p in positions], dtype=np.intp)
-        index = offsets[:, None] + np.arange(dtype.itemsize, dtype=np.intp)[None, :]
-        return _Numbers(np.array(positions, dtype=np.intp), index, dtype, name in _EXACT)
+    def _make_layers(self, numbers: list[int], exact: bool) -> tuple[_Layer, ...]:
+        """Numbers by offset into layers of non-overlapping fields (one layer unless tags
+        overlap: two views of the same bytes)."""
+        layers: list[list[int]] = []
+        ends: list[int] = []
+        for pos in sorted(numbers, key=lambda p: self.fields[p].offset):
+            f = self.fields[pos]
+            for i, end in enumerate(ends):
+                if f.offset >= end:
+                    layers[i].append(pos)
+                    ends[i] = f.offset + f.address.size
+                    break
+            else:
+                layers.append([pos])
+                ends.append(f.offset + f.address.size)
+        out = []
+        for members in layers:
+            fmt, at = ">", 0
+            for pos in members:
+                f = self.fields[pos]
+                if f.offset > at:
+                    fmt += f"{f.offset - at}x"
+                fmt += _STRUCT[f.address.type.name][1:]
+                at = f.offset + f.address.size
+            out.append(_Layer(struct.Struct(fmt), np.array(members, dtype=np.intp), exact))
+        return tuple(out)
 
     def __len__(self) -> int:
         return len(self.fields)
@@ -135,14 +161,14 @@ class DecodePlan:
         if out.shape != (len(self.fields),):
             raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
         objects = out.dtype == object
-        with np.errstate(invalid="ignore"):
-            for group in self._numbers:
-                raw = np.ascontiguousarray(data[group.index]).view(group.dtype)[:, 0]
-                if group.exact:  # Python ints, exact over the whole 64 bits
-                    out[group.positions] = raw.tolist()
-                else:
-                    numbers = raw.astype(np.float64)
-                    out[group.positions] = numbers.tolist() if objects else numbers
+        for layer in self._layers:
+            values = layer.unpack.unpack_from(data)  # type: ignore[arg-type]  # a buffer
+            if layer.exact:  # Python ints, exact over the whole 64 bits (an object array)
+                ints = np.empty(len(values), dtype=object)
+                ints[:] = values
+                out[layer.positions] = ints
+            else:  # floats (into an object array too: Python floats, never ints)
+                out[layer.positions] = np.array(values, dtype=np.float64)
         if self._bits is not None:
             positions, offsets, shifts = self._bits
             bits = ((data[offsets] >> shifts) & 1).astype(np.float64)

@@ -45,8 +45,11 @@ from drivers.s7.frames import (
     PduRefused,
     ReadItem,
     max_write_payload,
+    parse_read_items,
     parse_read_response,
     parse_write_response,
+    read_job,
+    read_param,
     read_request,
     write_request,
 )
@@ -73,8 +76,23 @@ class _RequestFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class _Job:
+    """A planned read request with what every poll needs of it, computed once."""
+
+    request: ReadRequest
+    items: tuple[ReadItem, ...]
+    param: bytes  # the read-var parameter; each poll adds a header with its reference
+    description: str  # "DB1 bytes 0..17 (18 bytes), T1..2"
+    what: str  # "read of ...", for messages
+    wheres: tuple[str, ...]  # each item described
+    starts: tuple[int, ...]  # where each item's bytes go in the poll buffer
+    sizes: tuple[int, ...]  # each item's bytes
+
+
+@dataclass(frozen=True, slots=True)
 class _PollPlan:
     requests: tuple[ReadRequest, ...]
+    jobs: tuple[_Job, ...]
     block_offsets: tuple[int, ...]  # where each block starts in the poll buffer
     block_of_field: npt.NDArray[np.intp]
     decoder: DecodePlan
@@ -299,67 +317,78 @@ class S7Driver(Driver):
             size += block.byte_length
         log.debug("%s: %d tags in %d requests at PDU %d: %s", cfg.name, len(ids),
                   len(plan.requests), pdu_size, "; ".join(r.describe() for r in plan.requests))
-        return _PollPlan(plan.requests, tuple(offsets), np.array(field_blocks, dtype=np.intp),
-                         DecodePlan(fields, size), np.array(ids, dtype=np.int32), tuple(names))
+        jobs = tuple(
+            _Job(r, r.items, read_param(r.items), r.describe(), f"read of {r.describe()}",
+                 tuple(c.item.describe() for c in r.chunks),
+                 tuple(offsets[c.block] + c.offset for c in r.chunks),
+                 tuple(c.item.byte_length for c in r.chunks))
+            for r in plan.requests)
+        return _PollPlan(plan.requests, jobs, tuple(offsets),
+                         np.array(field_blocks, dtype=np.intp), DecodePlan(fields, size),
+                         np.array(ids, dtype=np.int32), tuple(names))
 
     # -- reading ----------------------------------------------------------------------
     async def read(self, group: PollGroup) -> SampleBatch:
         if self._client is None or self.pdu_size is None:
             raise ConnectionLost(f"{self.device_name}: not connected")
         plan = self._plan_for(group.tag_ids, self.pdu_size)
-        buffer = np.zeros(plan.decoder.size, dtype=np.uint8)
+        buffer = bytearray(plan.decoder.size)
         blocks = len(plan.block_offsets)
-        block_ok = np.ones(blocks, dtype=bool)
-        block_ts = np.zeros(blocks, dtype=np.int64)
-        for request in plan.requests:
+        failed: set[int] = set()  # blocks with a chunk that did not come
+        block_ts = [0] * blocks
+        for job in plan.jobs:
+            request = job.request
             sent = time.time_ns()
             try:
-                results = await self._read_request(request)
+                results = await self._read_request(job)
             except _RequestFailed as failure:
                 self.errors[failure.counter] += 1
-                self._note(request.describe(), failure.counter, failure.reason)
+                self._note(job.description, failure.counter, failure.reason)
                 for chunk in request.chunks:
-                    block_ok[chunk.block] = False
+                    failed.add(chunk.block)
                     block_ts[chunk.block] = block_ts[chunk.block] or sent
                 continue
-            self._note(request.describe(), None, "")  # the request as a whole is answered
-            for chunk, result in zip(request.chunks, results, strict=True):
+            if self._failing:
+                self._note(job.description, None, "")  # the request as a whole is answered
+            for chunk, result, where, start in zip(request.chunks, results, job.wheres,
+                                                   job.starts, strict=True):
                 block_ts[chunk.block] = block_ts[chunk.block] or sent
-                where = chunk.item.describe()
                 if isinstance(result, ItemFailed):
-                    block_ok[chunk.block] = False
+                    failed.add(chunk.block)
                     item_failure = _item_failure(result.code,
                                                  self._item_reason(chunk.item, result))
                     self.errors[item_failure.counter] += 1
                     self._note(where, item_failure.counter, item_failure.reason)
                     continue
-                start = plan.block_offsets[chunk.block] + chunk.offset
-                buffer[start:start + len(result)] = np.frombuffer(result, dtype=np.uint8)
-                self._note(where, None, "")
+                buffer[start:start + len(result)] = result
+                if self._failing:
+                    self._note(where, None, "")
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.decoder.has_objects else np.float64)
-        undecodable = plan.decoder.decode(buffer, values)
-        good = block_ok[plan.block_of_field]
-        quality = np.where(good, Quality.GOOD, Quality.BAD).astype(np.uint8)
+        undecodable = plan.decoder.decode(np.frombuffer(buffer, dtype=np.uint8), values)
+        ts_ns = np.array(block_ts, dtype=np.int64)[plan.block_of_field]
+        quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
+        if failed:
+            bad = np.isin(plan.block_of_field, list(failed))
+            quality[bad] = Quality.BAD
+            values[bad] = None if values.dtype == object else np.nan
         for pos, reason in undecodable.items():
-            if good[pos]:
+            if quality[pos] == Quality.GOOD:
                 self.errors["bad_value"] += 1
                 tag = self._tags[int(plan.tag_ids[pos])]
                 self._note(f"tag {tag.name}", "bad_value",
                            f"tag {tag.name} ({tag.address}): {reason}")
             quality[pos] = Quality.BAD
-        if not good.all():
-            values[~good] = None if values.dtype == object else np.nan
-        self._log_notes()
-        return SampleBatch(plan.tag_ids.copy(), values, block_ts[plan.block_of_field], quality)
+        if self._fresh or self._recovered:
+            self._log_notes()
+        return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
 
-    async def _read_request(self, request: ReadRequest) -> list[bytes | ItemFailed]:
-        items = request.items
+    async def _read_request(self, job: _Job) -> list[bytes | ItemFailed]:
         ref = self._next_ref()
-        what = f"read of {request.describe()}"
-        answer = await self._exchange(read_request(ref, items), what)
+        what = job.what
+        answer = await self._exchange(read_job(ref, job.param), what)
         try:
-            return parse_read_response(answer, ref, items)
+            return parse_read_items(answer, ref, job.sizes, job.items)
         except PduRefused as exc:
             raise _refused(exc, what) from None
         except FrameError as exc:

@@ -142,9 +142,18 @@ def _header(pdu_ref: int, param: bytes, data: bytes) -> bytes:
 
 def read_request(pdu_ref: int, items: Sequence[ReadItem]) -> bytes:
     """A read-var job for ``items`` (1..255 of them)."""
+    return read_job(pdu_ref, read_param(items))
+
+
+def read_param(items: Sequence[ReadItem]) -> bytes:
+    """The parameter of a read-var job for ``items``: built once per plan, sent every poll."""
     if not 1 <= len(items) <= 255:
         raise ValueError(f"a read request carries 1 to 255 items, not {len(items)}")
-    param = bytes([READ_VAR, len(items)]) + b"".join(item.spec() for item in items)
+    return bytes([READ_VAR, len(items)]) + b"".join(item.spec() for item in items)
+
+
+def read_job(pdu_ref: int, param: bytes) -> bytes:
+    """A read-var job of reference ``pdu_ref`` with a parameter from :func:`read_param`."""
     return _header(pdu_ref, param, b"") + param
 
 
@@ -194,35 +203,45 @@ def parse_read_response(
 
     Raises :class:`PduRefused` for a job refused as a whole, :class:`FrameError` for an
     answer that does not fit the request (wrong reference, count, lengths)."""
+    return parse_read_items(pdu, pdu_ref, [item.byte_length for item in items], items)
+
+
+def parse_read_items(
+    pdu: bytes, pdu_ref: int, sizes: Sequence[int], items: Sequence[ReadItem]
+) -> list[bytes | ItemFailed]:
+    """:func:`parse_read_response` with each item's byte length computed once (the driver
+    keeps them with its plan)."""
     count, _, data = _answer(pdu, pdu_ref, READ_VAR)
-    if count != len(items):
-        raise FrameError(f"answer carries {count} items for {len(items)} asked")
+    n = len(sizes)
+    if count != n:
+        raise FrameError(f"answer carries {count} items for {n} asked")
     out: list[bytes | ItemFailed] = []
     pos = 0
-    for i, item in enumerate(items):
-        if pos + ITEM_HEADER > len(data):
-            if pos + 1 <= len(data) and data[pos] != SUCCESS:  # an error item cut to its code
+    end = len(data)
+    last = n - 1
+    for i, want in enumerate(sizes):
+        if pos + ITEM_HEADER > end:
+            if pos < end and data[pos] != SUCCESS:  # an error item cut to its code
                 out.append(ItemFailed(data[pos]))
                 pos += 1
                 continue
-            raise FrameError(f"answer ends before item {i + 1} of {len(items)}")
-        code, transport, length = struct.unpack(">BBH", data[pos:pos + ITEM_HEADER])
+            raise FrameError(f"answer ends before item {i + 1} of {n}")
+        code, transport = data[pos], data[pos + 1]
+        length = data[pos + 2] << 8 | data[pos + 3]
         pos += ITEM_HEADER
-        size = (length + 7) // 8 if transport in _LENGTH_IN_BITS else length
+        size = (length + 7) >> 3 if transport in _LENGTH_IN_BITS else length
         if code != SUCCESS:
             out.append(ItemFailed(code))
-            pos += size + (size % 2 if i < len(items) - 1 else 0)
+            pos += size + (size & 1 if i < last else 0)
             continue
-        if size != item.byte_length:
-            raise FrameError(f"item {i + 1} ({item.describe()}) came with {size} bytes")
-        if pos + size > len(data):
-            raise FrameError(f"item {i + 1} ({item.describe()}) is cut short")
-        out.append(bytes(data[pos:pos + size]))
-        pos += size
-        if size % 2 and i < len(items) - 1:
-            pos += 1  # fill byte
-    if pos != len(data):
-        raise FrameError(f"answer has {len(data) - pos} bytes after its last item")
+        if size != want:
+            raise FrameError(f"item {i + 1} ({items[i].describe()}) came with {size} bytes")
+        if pos + size > end:
+            raise FrameError(f"item {i + 1} ({items[i].describe()}) is cut short")
+        out.append(data[pos:pos + size])
+        pos += size + (size & 1 if i < last else 0)
+    if pos != end:
+        raise FrameError(f"answer has {end - pos} bytes after its last item")
     return out
 
 

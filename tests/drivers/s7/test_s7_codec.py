@@ -250,3 +250,20 @@ def test_a_poll_buffer_of_random_bytes_decodes_field_by_field(
             continue
         one = decode_value(raw[f.offset:f.offset + f.address.size], f.address, "gbk")
         assert same_or_nan(out[pos], one)
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(STRUCT)), st.integers(0, 12)), min_size=1,
+                max_size=10), st.binary(min_size=20, max_size=20))
+def test_overlapping_numbers_decode_as_one_by_one(
+    fields_at: list[tuple[str, int]], raw: bytes
+) -> None:
+    """Two tags may view the same bytes (a WORD and its INT, a DWORD and a REAL inside);
+    the plan unpacks them in layers and agrees with struct on each."""
+    fields = [Field(offset, parse_address(f"DB1.DB{offset}:{name}")) for name, offset in fields_at]
+    plan = DecodePlan(fields, len(raw))
+    out = np.empty(len(fields), dtype=object)
+    assert plan.decode(raw, out) == {}
+    for pos, (name, offset) in enumerate(fields_at):
+        fmt = STRUCT[name]
+        (reference,) = struct.unpack_from(fmt, raw, offset)
+        assert same_or_nan(out[pos], reference if fmt[-1] in "qQ" else float(reference))
