@@ -43,18 +43,24 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 GOAL_RATIO = 0.9
 
-#: the simulator's addresses (hil/README.md), cycled to make up --tags tags
+#: distinct addresses of the simulator's memory (hil/README.md): DB1 the machine, DB2 its
+#: setpoints, DB3 a value of every type, M, I, Q, timers and counters
 ADDRESSES = [
     "DB1.DBD0:REAL", "DB1.DBD4:REAL", "DB1.DBD8:REAL", "DB1.DBD12:REAL", "DB1.DBD16:DINT",
     "DB1.DBW20:INT", "DB1.DBX22.0", "DB1.DBD50:REAL", "DB1.DBD54:REAL", "DB1.DBD58:REAL",
-    "DB1.DBD62:REAL", "DB2.DBD0:REAL", "DB2.DBD4:REAL", "DB3.DBW2", "DB3.DBW4:INT",
-    "DB3.DBD6", "DB3.DBD10:DINT", "DB3.DBD14:REAL", "DB3.DB18:LREAL", "DB3.DB26:LINT",
-    "DB3.DB34:ULINT", "DB3.DBB78:SINT", "DB3.DBW80:UINT", "DB3.DBD82:UDINT", "MW10:INT",
-    "MD12:REAL", "M0.0", "I0.0", "I0.1", "Q0.0", "Q0.1", "T5", "C3",
+    "DB1.DBD62:REAL", "DB2.DBD0:REAL", "DB2.DBD4:REAL", "DB3.DBX0.0", "DB3.DBX0.1",
+    "DB3.DBB1", "DB3.DBW2", "DB3.DBW4:INT", "DB3.DBD6", "DB3.DBD10:DINT", "DB3.DBD14:REAL",
+    "DB3.DB18:LREAL", "DB3.DB26:LINT", "DB3.DB34:ULINT", "DB3.DBB78:SINT", "DB3.DBB79:USINT",
+    "DB3.DBW80:UINT", "DB3.DBD82:UDINT", "DB3.DB86:LWORD", "M0.0", "MW10:INT", "MD12:REAL",
+    *(f"MD{16 + 4 * i}:REAL" for i in range(12)), "I0.0", "I0.1", "IW2", "Q0.0", "Q0.1",
+    "QW2", "QD4:DINT", "T5", "T6", "C3", "C4", "DB3.DBW96", "DB3.DBW98",
+    "DB3.DBD100:REAL", "DB3.DBD104:REAL", "DB3.DBD108:REAL",
 ]
 
 
 def device_config(port: int, tags: int) -> S7DeviceConfig:
+    if not 1 <= tags <= len(ADDRESSES):
+        raise SystemExit(f"--tags: 1 to {len(ADDRESSES)} (the simulator's distinct addresses)")
     return S7DeviceConfig.model_validate({
         "name": "bench", "protocol": "s7", "host": "127.0.0.1", "port": port, "timeout": 2.0,
         "tags": [{"name": f"t{i}", "address": ADDRESSES[i % len(ADDRESSES)]}

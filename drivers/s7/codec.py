@@ -63,6 +63,9 @@ _STRUCT = {k: v.replace("u1", "B").replace("i1", "b").replace("u2", "H").replace
            .replace("i8", "q").replace("f8", "d") for k, v in _BIG_ENDIAN.items()}
 _EXACT = frozenset({"LWORD", "ULINT", "LINT"})
 _S5_BASES = (0.01, 0.1, 1.0, 10.0)
+#: every valid S5TIME word (time base in bits 12-13, three BCD digits) -> seconds
+_S5_SECONDS = {base << 12 | (d // 100) << 8 | (d // 10 % 10) << 4 | d % 10: d * _S5_BASES[base]
+               for base in range(4) for d in range(1000)}
 
 
 class DecodeError(ValueError):
@@ -116,10 +119,10 @@ class DecodePlan:
         narrow = [p for p in numbers if self.fields[p].address.type.name not in _EXACT]
         self._layers = self._make_layers(narrow, False) + self._make_layers(wide, True)
         self._bits = None
-        if bits:
+        if bits:  # (positions, [(byte offset, bit)]): a few Python shifts beat NumPy's calls
             self._bits = (np.array(bits, dtype=np.intp),
-                          np.array([self.fields[p].offset for p in bits], dtype=np.intp),
-                          np.array([self.fields[p].address.bit for p in bits], dtype=np.uint8))
+                          tuple((self.fields[p].offset, self.fields[p].address.bit or 0)
+                                for p in bits))
 
     def _make_layers(self, numbers: list[int], exact: bool) -> tuple[_Layer, ...]:
         """Numbers by offset into layers of non-overlapping fields (one layer unless tags
@@ -151,18 +154,18 @@ class DecodePlan:
     def __len__(self) -> int:
         return len(self.fields)
 
-    def decode(self, buffer: npt.NDArray[np.uint8] | bytes, out: np.ndarray) -> dict[int, str]:
+    def decode(self, buffer: npt.NDArray[np.uint8] | bytes | bytearray,
+               out: np.ndarray) -> dict[int, str]:
         """Values of all fields into ``out`` (float64, or object when :attr:`has_objects`),
         in field order; returns {field position: reason} for the fields that did not
         decode (their ``out`` entry is NaN or None)."""
-        data = np.frombuffer(buffer, dtype=np.uint8) if isinstance(buffer, bytes) else buffer
-        if data.shape != (self.size,):
-            raise ValueError(f"buffer of {data.size} bytes for a plan of {self.size}")
+        data = buffer if isinstance(buffer, bytes | bytearray) else bytes(buffer)
+        if len(data) != self.size:
+            raise ValueError(f"buffer of {len(data)} bytes for a plan of {self.size}")
         if out.shape != (len(self.fields),):
             raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
-        objects = out.dtype == object
         for layer in self._layers:
-            values = layer.unpack.unpack_from(data)  # type: ignore[arg-type]  # a buffer
+            values = layer.unpack.unpack_from(data)
             if layer.exact:  # Python ints, exact over the whole 64 bits (an object array)
                 ints = np.empty(len(values), dtype=object)
                 ints[:] = values
@@ -170,15 +173,14 @@ class DecodePlan:
             else:  # floats (into an object array too: Python floats, never ints)
                 out[layer.positions] = np.array(values, dtype=np.float64)
         if self._bits is not None:
-            positions, offsets, shifts = self._bits
-            bits = ((data[offsets] >> shifts) & 1).astype(np.float64)
-            out[positions] = bits.tolist() if objects else bits
+            positions, pairs = self._bits
+            out[positions] = [float((data[o] >> b) & 1) for o, b in pairs]
         bad: dict[int, str] = {}
         for pos in self._one_by_one:
             f = self.fields[pos]
-            raw_bytes = data[f.offset:f.offset + f.address.size].tobytes()
             try:
-                out[pos] = decode_value(raw_bytes, f.address, f.encoding)
+                out[pos] = decode_value(bytes(data[f.offset:f.offset + f.address.size]),
+                                        f.address, f.encoding)
             except DecodeError as exc:
                 out[pos] = None if out.dtype == object else math.nan
                 bad[pos] = str(exc)
@@ -216,9 +218,11 @@ def decode_value(data: bytes, address: S7Address, encoding: str = "latin-1") -> 
     if name == "DATE_AND_TIME":
         return decode_date_and_time(data)
     if name == "S5TIME":
-        word = int.from_bytes(data, "big")
-        digits = _bcd_digits(word & 0x0FFF, 3, "S5TIME")
-        return digits * _S5_BASES[(word >> 12) & 0x3]
+        word = (data[0] << 8 | data[1]) & 0x3FFF  # bits 14-15 carry nothing
+        seconds = _S5_SECONDS.get(word)
+        if seconds is None:
+            _bcd_digits(word & 0x0FFF, 3, "S5TIME")  # says which nibble is no digit
+        return seconds  # type: ignore[return-value]
     raise DecodeError(f"the S7 codec cannot decode a {name}")  # pragma: no cover
 
 

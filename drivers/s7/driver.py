@@ -231,17 +231,27 @@ class S7Driver(Driver):
         client = self._client
         if client is None:
             raise ConnectionLost(f"{self.device_name}: not connected")
-        cancels = _cancels()
+        task = asyncio.current_task()
+        assert task is not None
+        cancels = task.cancelling()
+        expired = False
+
+        def expire() -> None:  # lighter than asyncio.timeout: one timer handle per request
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        deadline = asyncio.get_running_loop().call_later(self.config.timeout, expire)
         try:
-            async with asyncio.timeout(self.config.timeout):
-                answer = await client.iso_exchange_buffer(bytearray(pdu))
-            _honour_cancel(cancels)
-        except TimeoutError:
-            self.errors["timeout"] += 1
-            raise await self._lose(f"no answer to {what} within {self.config.timeout:g} s; the "
-                                   "connection is closed (a late answer would be taken for the "
-                                   "next one's)") from None
+            answer = await client.iso_exchange_buffer(bytearray(pdu))
+        except asyncio.CancelledError:
+            deadline.cancel()
+            if not (expired and task.uncancel() <= cancels):
+                raise  # cancelled from outside
         except (S7Error, OSError) as exc:
+            deadline.cancel()
+            if expired:
+                task.uncancel()
             text = str(exc)
             if "Invalid" in text or "Expected COTP" in text:
                 self.errors["garbled"] += 1
@@ -250,7 +260,16 @@ class S7Driver(Driver):
                                        ) from None
             raise await self._lose(f"the connection to {self.address} closed during {what} "
                                    f"({text})") from None
-        return bytes(answer)
+        else:
+            deadline.cancel()
+            if expired:  # the answer came with the deadline and snap7 kept it: take it
+                task.uncancel()
+            _honour_cancel(cancels)
+            return bytes(answer)
+        self.errors["timeout"] += 1
+        raise await self._lose(f"no answer to {what} within {self.config.timeout:g} s; the "
+                               "connection is closed (a late answer would be taken for the "
+                               "next one's)")
 
     async def _lose(self, reason: str) -> ConnectionLost:
         self.errors["connection_lost"] += 1
@@ -365,7 +384,7 @@ class S7Driver(Driver):
                     self._note(where, None, "")
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.decoder.has_objects else np.float64)
-        undecodable = plan.decoder.decode(np.frombuffer(buffer, dtype=np.uint8), values)
+        undecodable = plan.decoder.decode(buffer, values)
         ts_ns = np.array(block_ts, dtype=np.int64)[plan.block_of_field]
         quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
         if failed:
