@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from typing import Any, Literal
 
@@ -23,6 +26,20 @@ DEFAULT_GROUP = "default"
 _TSAP_RE = re.compile(r"^(?:0x)?([0-9a-f]{1,2})\.?([0-9a-f]{2})$", re.IGNORECASE)
 _READ_ONLY_AREAS = {Area.I: "inputs (I) are written by the process image, not by a client",
                     Area.T: "timers are read-only", Area.C: "counters are read-only"}
+
+
+#: poll group names of the device being validated, so that a tag naming an unknown group
+#: is reported at the tag's own line
+_GROUPS_IN_SCOPE: ContextVar[frozenset[str] | None] = ContextVar("s7_groups", default=None)
+
+
+@contextmanager
+def _groups_in_scope(names: frozenset[str] | None) -> Iterator[None]:
+    token = _GROUPS_IN_SCOPE.set(names)
+    try:
+        yield
+    finally:
+        _GROUPS_IN_SCOPE.reset(token)
 
 
 def parse_tsap(value: Any) -> int:
@@ -76,6 +93,15 @@ class S7TagConfig(TagConfig):
     @classmethod
     def _valid_address(cls, value: str) -> str:
         return parse_address(value).text()
+
+    @field_validator("poll_group")
+    @classmethod
+    def _known_group(cls, value: str) -> str:
+        groups = _GROUPS_IN_SCOPE.get()
+        if groups is not None and value not in groups:
+            known = ", ".join(sorted(groups))
+            raise ValueError(f"unknown poll group {value!r} (the device has: {known})")
+        return value
 
     @field_validator("encoding")
     @classmethod
@@ -140,6 +166,18 @@ class S7DeviceConfig(DeviceConfig):
         default_factory=list,
         description="extra poll groups [{name, interval}]; poll_interval is the 'default' group")
     tags: list[S7TagConfig] = Field(min_length=1)  # type: ignore[assignment]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _scope_groups(cls, data: Any, handler: Any) -> Any:
+        names: frozenset[str] | None = None
+        if isinstance(data, dict) and isinstance(data.get("poll_groups", []), list):
+            given = [g.get("name") if isinstance(g, dict) else getattr(g, "name", None)
+                     for g in data.get("poll_groups", [])]
+            if all(isinstance(n, str) for n in given):
+                names = frozenset({DEFAULT_GROUP, *given})  # type: ignore[arg-type]
+        with _groups_in_scope(names):
+            return handler(data)
 
     @field_validator("local_tsap", "remote_tsap", mode="before")
     @classmethod
