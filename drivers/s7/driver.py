@@ -221,8 +221,8 @@ class S7Driver(Driver):
             await self.close()
             raise DeviceUnreachable(f"{self.config.address}: the connection closed during "
                                     f"identification (SZL): {exc}") from None
-        except (S7Error, RuntimeError, ValueError) as exc:  # the PLC does not tell: fine
-            log.debug("%s: no identification from the SZL: %s", self.device_name, exc)
+        except Exception as exc:  # the PLC does not tell, or tells in a form snap7 cannot parse
+            log.debug("%s: no identification from the SZL: %r", self.device_name, exc)
         return ", ".join(parts) or None
 
     async def _exchange(self, pdu: bytes, what: str) -> bytes:

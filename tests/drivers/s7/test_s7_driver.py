@@ -349,3 +349,20 @@ async def test_cancelled_polls_stop_at_once(plc: S7PlcSimulator) -> None:
         assert not pending
         assert all(t.cancelled() for t in tasks)
     await driver.close()
+
+
+async def test_a_plc_that_does_not_identify_itself_is_read_all_the_same(
+    plc: S7PlcSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SZL is optional: a CPU that refuses it, or answers what snap7 cannot parse,
+    connects without an identity."""
+    monkeypatch.setattr(plc, "_szl", lambda szl_id: None)  # 'object does not exist'
+    driver = driver_of(device(plc.port, MACHINE))
+    await driver.connect()
+    assert driver.identity is None
+    assert all(q == Quality.GOOD for _, q, _ in (await read_all(driver)).values())
+    await driver.close()
+    monkeypatch.setattr(plc, "_szl", lambda szl_id: b"\x00\x1c")  # cut short
+    await driver.connect()
+    assert driver.identity is None
+    await driver.close()
