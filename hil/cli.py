@@ -228,7 +228,7 @@ def opcua_plc(
 
 @sim.command("s7")
 @_host_option
-@_port_option(102)
+@_port_option(1102)
 @click.option("--cpu", type=click.Choice(["s7-1200", "s7-1500", "s7-300", "s7-200smart"]),
               default="s7-1200", show_default=True,
               help="CPU family: PDU size, slot, order number, connection limits.")
