@@ -56,3 +56,34 @@ async def test_the_connection_pieces_the_driver_uses() -> None:
         assert info.ModuleTypeName == b"CPU 1516-3 PN/DP"
         await client.disconnect()
     assert "timeout" not in inspect.signature(AsyncClient.connect).parameters
+
+
+async def test_the_sync_optimiser_fails_every_variable_when_one_fails() -> None:
+    """snap7 3.3's multi-variable optimiser (sync Client) packs variables into few requests,
+    but one missing DB makes the whole call raise: no value for the others. The driver
+    reads each item's return code instead (only the missing DB's tags go BAD)."""
+    import asyncio
+
+    import pytest
+    from snap7 import Client
+    from snap7.error import S7Error
+
+    async with S7PlcSimulator(port=0) as sim:
+        def read(items: list[dict[str, object]]) -> object:
+            client = Client()
+            client.set_connection_type(2)
+            client.connect("127.0.0.1", 0, 1, sim.port)
+            try:
+                return client.read_multi_vars(items)
+            finally:
+                client.disconnect()
+
+        good = [{"area": Area.DB, "db_number": 1, "start": 0, "size": 4},
+                {"area": Area.DB, "db_number": 3, "start": 2, "size": 2}]
+        before = sim.requests["read"]
+        code, data = await asyncio.to_thread(read, good)  # type: ignore[misc]
+        assert code == 0 and bytes(data[1]) == b"\xd4\x31"  # DB3.DBW2 = 54321
+        assert sim.requests["read"] - before == 1  # packed into one request
+        with pytest.raises(S7Error, match="Object does not exist"):
+            await asyncio.to_thread(read, [*good, {"area": Area.DB, "db_number": 9,
+                                                   "start": 0, "size": 2}])
