@@ -72,6 +72,9 @@ COUNTER_WORDS: Mapping[str, Words] = MappingProxyType({
     "type_inconsistent": _counted("read", "reads", "answered 'data type inconsistent'"),
     "item_error": _counted("read", "reads", "answered a return code the gateway has no words "
                            "for"),
+    # Omron FINS
+    "plc_error_flag": _counted("answer", "answers", "said the PLC has an error of its own "
+                               "(a FINS end code flag: battery, I/O, ...); the values were read"),
     # serial line
     "reconnects": Words("reconnected once", "reconnected {n} times"),
     "no_valid_frame": Words("bytes came but no valid frame within stale_after, once",
@@ -128,6 +131,7 @@ FRAME_REASONS: Mapping[str, str] = MappingProxyType({
 
 _EXCEPTION = "exception_"
 _FRAME = "frame_"
+_END_CODE = "end_code_"
 
 
 def describe(name: str, count: int) -> str:
@@ -137,6 +141,8 @@ def describe(name: str, count: int) -> str:
         return words.say(count)
     if name.startswith(_EXCEPTION) and name.removeprefix(_EXCEPTION).isdigit():
         return _modbus_exception(int(name.removeprefix(_EXCEPTION)), count)
+    if name.startswith(_END_CODE) and _is_hex(name.removeprefix(_END_CODE)):
+        return _fins_end_code(int(name.removeprefix(_END_CODE), 16), count)
     if name.startswith(_FRAME) and name.removeprefix(_FRAME) in FRAME_REASONS:
         reason = FRAME_REASONS[name.removeprefix(_FRAME)]
         return _counted("frame", "frames", f"rejected: {reason}").say(count)
@@ -166,6 +172,17 @@ def _modbus_exception(code: int, count: int) -> str:
     name = EXCEPTION_NAMES.get(code, "a code the Modbus specification does not define")
     return _counted("request", "requests",
                     f"answered Modbus exception {code} ({name})").say(count)
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 4 and all(c in "0123456789abcdef" for c in text)
+
+
+def _fins_end_code(code: int, count: int) -> str:
+    from drivers.fins.frames import EndCode
+
+    return _counted("request", "requests",
+                    f"answered FINS {EndCode(code).describe()}").say(count)
 
 
 @cache

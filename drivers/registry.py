@@ -20,6 +20,7 @@ DRIVER_PACKAGES = (
     "drivers.serial_line",
     "drivers.dlt645",
     "drivers.s7",
+    "drivers.fins",
 )
 
 REGISTRY = DriverRegistry.from_packages(DRIVER_PACKAGES)

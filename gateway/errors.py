@@ -20,6 +20,7 @@ Every exception the project raises on purpose is defined here and derives from
     │   ├── ConversionError         an OPC UA value that does not fit the tag (or node)
     │   ├── InstrumentFrameRejected a serial-line instrument's frame is not valid
     │   ├── Dlt645FrameError        a DL/T 645 frame or value the standard does not allow
+    │   ├── FinsFrameError          an Omron FINS or FINS/TCP frame that is not valid
     │   ├── NodeFrameError, CobsError, MessageError   MCU node link (firmware_bridge)
     │   ├── SparkplugDecodeError    not a Sparkplug B payload
     │   └── JsonTooDeep             JSON nested past the limit
@@ -187,6 +188,16 @@ class InstrumentFrameRejected(ProtocolError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+class FinsFrameError(ProtocolError, ValueError):
+    """An Omron FINS (or FINS/TCP) frame that does not follow the protocol: too short, a
+    command where a response is due, data of the wrong length; ``counter`` names the error
+    counter it is counted under (``garbled``, ``decode``)."""
+
+    def __init__(self, counter: str, message: str) -> None:
+        super().__init__(message)
+        self.counter = counter
 
 
 class NodeFrameError(ProtocolError, ValueError):

@@ -106,8 +106,15 @@ def opcua_status_names() -> list[str]:
     return [status_counter(c) for c in [*codes, 0x80FF0000, 0x40FF0000]]  # also unknown ones
 
 
+def fins_end_code_names() -> list[str]:
+    from drivers.fins.frames import END_CODES
+
+    return [f"end_code_{code:04x}" for code in [*END_CODES, 0x1120, 0x7737] if code]
+
+
 #: f-string families: (file, prefix) -> every name they can make
 FAMILIES = {
+    ("drivers/fins/driver.py", "end_code_"): fins_end_code_names,
     ("drivers/modbus/pymodbus_adapter.py", "exception_"): modbus_exception_names,
     ("drivers/serial_line/driver.py", "frame_"): serial_line_frame_names,
 }
@@ -197,6 +204,10 @@ def test_no_words_for_counters_that_no_driver_keeps() -> None:
     ("bad_node_id_unknown", 1, "1 answer came with OPC UA status BadNodeIdUnknown (the node "
                                "id refers to a node that does not exist in the server address "
                                "space)"),
+    ("end_code_1103", 2, "2 requests answered FINS end code 11 03 (address range error: the "
+                         "address is beyond this CPU's memory)"),
+    ("end_code_1120", 1, "1 request answered FINS end code 11 20 (parameter error (sub code not "
+                         "defined))"),
     ("no_such_counter", 5, "no_such_counter: 5"),
 ])
 def test_words(name: str, count: int, words: str) -> None:

@@ -1,0 +1,396 @@
+"""The Omron FINS driver: planned reads decoded in batches, bit and word writes, end codes
+as qualities.
+
+One :class:`FinsDriver` per PLC, over FINS/UDP or FINS/TCP (:mod:`drivers.fins.link`).
+Errors (README.md): an end code, a timeout or an answer of the wrong shape makes the tags
+of that one read BAD and counts the error (``end_code_1103``, ``timeout``, ``garbled``,
+``decode``); a broken transport raises :class:`ConnectionLost`, and so do
+:data:`MAX_SILENT_REQUESTS` timeouts in a row (a PLC that went away over UDP, or a
+half-open TCP connection, stays silent otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.base import Driver, PollGroup
+from drivers.fins.address import Area
+from drivers.fins.codec import DecodePlan, Field, bits_of, encode_bit, encode_words, words_of
+from drivers.fins.config import DEFAULT_GROUP, FinsDeviceConfig, FinsTagConfig
+from drivers.fins.frames import (
+    CONTROLLER_DATA_READ,
+    MEMORY_AREA_READ,
+    MEMORY_AREA_WRITE,
+    MULTIPLE_MEMORY_AREA_READ,
+    EndCode,
+    Frame,
+    memory_area_read,
+    memory_area_write,
+    multiple_memory_area_read,
+    parse_controller_data,
+    parse_multiple_read,
+)
+from drivers.fins.link import FinsLink, LinkSettings, TcpLink, UdpLink
+from drivers.fins.planner import ReadRequest, TagSpan, plan_requests
+from gateway.errors import (
+    ConnectionLost,
+    DeviceWriteRefused,
+    FinsFrameError,
+    RequestFailed,
+    RequestRefused,
+)
+from gateway.types import DataType, Quality, SampleBatch
+
+__all__ = ["MAX_SILENT_REQUESTS", "FinsDriver"]
+
+log = logging.getLogger(__name__)
+
+#: timeouts in a row after which the PLC is presumed gone (reconnect with backoff)
+MAX_SILENT_REQUESTS = 3
+#: failures worth sending the same read again
+_RETRYABLE = frozenset({"timeout", "garbled", "decode"})
+
+
+@dataclass(frozen=True, slots=True)
+class _PlannedRead:
+    """A read with its command, decoder and the slice of the batch its tags fill."""
+
+    request: ReadRequest
+    code: int
+    text: bytes
+    decoder: DecodePlan
+    out: slice
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class _PollPlan:
+    reads: tuple[_PlannedRead, ...]
+    tag_ids: npt.NDArray[np.int32]
+    has_objects: bool
+
+
+class FinsDriver(Driver):
+    """One Omron PLC (CS/CJ/CP/NJ/NX) over FINS/UDP or FINS/TCP."""
+
+    def __init__(self, config: FinsDeviceConfig, tag_ids: Sequence[int]) -> None:
+        super().__init__(config.name, tag_ids, len(config.tags))
+        self.config = config
+        self._tags: dict[int, FinsTagConfig] = dict(zip(self.tag_ids, config.tags, strict=True))
+        self._groups = self._make_groups()
+        self._plans: dict[tuple[int, ...], _PollPlan] = {}
+        for group in self._groups:
+            self._plan_for(group.tag_ids)  # plan errors show at construction
+        self._link: FinsLink | None = None
+        self._silent = 0
+        self._failing: dict[ReadRequest, str] = {}
+        self._identity: str | None = None
+
+    # -- description ------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    @property
+    def requests(self) -> tuple[ReadRequest, ...]:
+        """The reads of one poll of all tags, as planned."""
+        return tuple(r.request for r in self._plan_for(self.tag_ids).reads)
+
+    @property
+    def route(self) -> str:
+        """The FINS addresses in use (after connect), for messages."""
+        link = self._link
+        if link is None or link.route is None:
+            return "not connected"
+        return link.route.describe()
+
+    # -- connection -------------------------------------------------------------------
+
+    def _settings(self) -> LinkSettings:
+        c = self.config
+        return LinkSettings(c.host, c.port, c.timeout, c.default_node, c.source_node,
+                            c.network, c.unit, c.source_network, c.source_unit,
+                            c.gateway_count, c.local_port)
+
+    async def connect(self) -> None:
+        await self.close()
+        settings = self._settings()
+        link: FinsLink = TcpLink(settings) if self.config.transport == "tcp" else UdpLink(settings)
+        try:
+            await link.open()
+        except BaseException:
+            link.close()
+            raise
+        self._link = link
+        self._silent = 0
+        if isinstance(link, UdpLink) and link.probe is not None:
+            self._identity = self._identity_of(link.probe)
+        log.info("%s: connected to %s (FINS/%s, %s)%s", self.device_name, self.address,
+                 self.config.transport.upper(), self.route,
+                 f": {self._identity}" if self._identity else "")
+
+    async def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            try:
+                link.close()
+            except Exception:  # close must not raise (Driver contract)
+                log.exception("%s: error while closing the FINS link", self.device_name)
+
+    async def identity(self) -> str | None:
+        """The CPU's model and version (CONTROLLER DATA READ, 05 01)."""
+        if self._identity is None:
+            frame = await self._call("controller data read", CONTROLLER_DATA_READ, b"")
+            self._identity = self._identity_of(frame)
+        return self._identity
+
+    def _identity_of(self, frame: Frame) -> str:
+        end = EndCode(frame.end_code or 0)
+        if not end.ok:
+            return f"unknown (controller data read answered {end.describe()})"
+        try:
+            return parse_controller_data(frame.text).describe()
+        except FinsFrameError as exc:
+            return f"unknown ({exc})"
+
+    # -- poll groups ------------------------------------------------------------------
+
+    def _make_groups(self) -> tuple[PollGroup, ...]:
+        """One group per configured poll group with tags; string tags in a group of their
+        own (``<group>/strings``) so that numeric batches stay float64."""
+        cfg = self.config
+        members: dict[tuple[str, bool], list[int]] = {}
+        for tag_id, tag in self._tags.items():
+            members.setdefault((tag.poll_group, tag.type is DataType.STRING), []).append(tag_id)
+        groups = []
+        for name in [DEFAULT_GROUP, *(g.name for g in cfg.poll_groups)]:
+            for strings in (False, True):
+                ids = members.get((name, strings))
+                if ids:
+                    label = f"{name}/strings" if strings else name
+                    groups.append(PollGroup(label, cfg.interval_of(name), tuple(ids)))
+        return tuple(groups)
+
+    def poll_groups(self) -> Sequence[PollGroup]:
+        return self._groups
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def read(self, group: PollGroup) -> SampleBatch:
+        plan = self._plan_for(group.tag_ids)
+        n = len(plan.tag_ids)
+        values = np.empty(n, dtype=object if plan.has_objects else np.float64)
+        ts_ns = np.empty(n, dtype=np.int64)
+        quality = np.full(n, Quality.GOOD, dtype=np.uint8)
+        bad_value = None if plan.has_objects else np.nan
+        for read in plan.reads:
+            sent = [time.time_ns()]
+            try:
+                raw = await self._read_with_retries(read, sent)
+                read.decoder.decode(raw, out=values[read.out])
+            except RequestFailed as failure:
+                values[read.out] = bad_value
+                quality[read.out] = Quality.BAD
+                self._note_failure(read, failure)
+            else:
+                if self._failing.pop(read.request, None) is not None:
+                    log.info("%s: %s answers again", self.device_name, read.what)
+            ts_ns[read.out] = sent[0]
+        return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
+
+    async def _read_with_retries(self, read: _PlannedRead,
+                                 sent: list[int]) -> npt.NDArray[np.uint16]:
+        attempts = self.config.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._read_once(read, sent)
+            except RequestFailed as failure:
+                if attempt == attempts - 1 or failure.counter not in _RETRYABLE:
+                    raise
+                self.errors[failure.counter] += 1
+                log.debug("%s: %s; retrying", self.device_name, failure.reason)
+        raise AssertionError("unreachable")
+
+    async def _read_once(self, read: _PlannedRead, sent: list[int]) -> npt.NDArray[np.uint16]:
+        frame = await self._call(read.what, read.code, read.text, sent)
+        self._check_end_code(frame, read.what)
+        request = read.request
+        try:
+            if request.is_multiple:
+                codes = [code for code, _, _ in request.items]
+                return np.array(parse_multiple_read(frame.text, codes), dtype=np.uint16)
+            if request.bits:
+                return bits_of(frame.text, request.count)
+            return words_of(frame.text, request.count)
+        except FinsFrameError as exc:  # the frame was whole: its contents do not fit
+            raise RequestFailed("decode", f"{read.what}: {exc}") from None
+
+    def _check_end_code(self, frame: Frame, what: str) -> None:
+        """Raise :class:`RequestRefused` for an end code that is not a success; count the
+        PLC's own error flags of a success."""
+        end = EndCode(frame.end_code or 0)
+        if end.ok:
+            if end.cpu_fatal or end.cpu_non_fatal:
+                self.errors["plc_error_flag"] += 1
+            return
+        raise RequestRefused(f"end_code_{end.code:04x}", f"{what}: the PLC answered "
+                             f"{end.describe()}", end.code)
+
+    def _note_failure(self, read: _PlannedRead, failure: RequestFailed) -> None:
+        self.errors[failure.counter] += 1
+        if self._failing.get(read.request) != failure.counter:
+            log.warning("%s: %s; its tags are BAD", self.device_name, failure.reason)
+        else:
+            log.debug("%s: %s", self.device_name, failure.reason)
+        self._failing[read.request] = failure.counter
+
+    async def read_words(self, area: Area, start: int, count: int) -> npt.NDArray[np.uint16]:
+        """``count`` words of ``area`` from ``start`` (in reads of at most
+        ``max_request_words``): for ``scan``. Raises :class:`RequestFailed` with the reason."""
+        out = []
+        step = self.config.max_request_words
+        for first in range(start, start + count, step):
+            n = min(step, start + count - first)
+            what = f"read {area.name}{first}..{area.name}{first + n - 1}"
+            frame = await self._call(what, MEMORY_AREA_READ,
+                                     memory_area_read(area.word_code, first, 0, n))
+            self._check_end_code(frame, what)
+            try:
+                out.append(words_of(frame.text, n))
+            except FinsFrameError as exc:
+                raise RequestFailed("decode", f"{what}: {exc}") from None
+        return np.concatenate(out)
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def write(self, tag_id: int, value: float | bool | str) -> None:
+        tag = self._tags.get(tag_id)
+        if tag is None:
+            raise DeviceWriteRefused(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
+        where = tag.fins
+        if where.word < where.area.read_only_below:
+            raise DeviceWriteRefused(f"{tag.name}: {where} is read-only")
+        try:
+            if tag.type is DataType.BOOL:
+                if isinstance(value, str):
+                    raise ValueError(f"expects true or false, got the text {value!r}")
+                data, count = encode_bit(value), 1
+            else:
+                data = encode_words(value, tag.type, tag.order, tag.length)
+                count = len(data) // 2
+        except ValueError as exc:
+            raise DeviceWriteRefused(f"{tag.name}: {exc}") from None
+        text = memory_area_write(where.code, where.word, where.bit or 0, count, data)
+        what = f"write {tag.name} ({where})"
+        try:
+            frame = await self._call(what, MEMORY_AREA_WRITE, text)
+            self._check_end_code(frame, what)
+        except RequestFailed as failure:
+            self.errors[failure.counter] += 1
+            reason = failure.reason
+            if failure.counter in ("timeout", "garbled"):
+                reason += "; the value may or may not have been written"
+            raise DeviceWriteRefused(reason) from None
+        log.info("%s: wrote %r to %s", self.device_name, value, tag.name)
+
+    # -- one command ------------------------------------------------------------------
+
+    async def _call(self, what: str, code: int, text: bytes,
+                    sent: list[int] | None = None) -> Frame:
+        """One command on the link. :class:`ConnectionLost` drops the link (and so do
+        :data:`MAX_SILENT_REQUESTS` timeouts in a row); :class:`RequestFailed` otherwise."""
+        link = self._link
+        if link is None or not link.is_open:
+            raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
+
+        def left() -> None:
+            if sent is not None:
+                sent[0] = time.time_ns()
+
+        try:
+            frame = await link.exchange(code, text, self.config.timeout, what, left)
+        except RequestFailed as failure:
+            if failure.counter == "timeout":
+                self._silent += 1
+                if self._silent >= MAX_SILENT_REQUESTS:
+                    self.errors["timeout"] += 1
+                    raise await self._lose(f"{failure.reason}; {self._silent} requests in a row "
+                                           "got no answer: the PLC is presumed gone") from None
+            else:
+                self._silent = 0
+            raise
+        except ConnectionLost as lost:
+            if self._link is not link:  # closed meanwhile: not a loss
+                raise ConnectionLost(f"{self.device_name}: closed during {what}") from None
+            raise await self._lose(str(lost)) from None
+        self._silent = 0
+        return frame
+
+    async def _lose(self, reason: str) -> ConnectionLost:
+        self.errors["connection_lost"] += 1
+        log.debug("%s: %s", self.device_name, reason)
+        await self.close()
+        return ConnectionLost(f"{self.device_name}: {reason}")
+
+    # -- planning ---------------------------------------------------------------------
+
+    def _plan_for(self, tag_ids: tuple[int, ...]) -> _PollPlan:
+        plan = self._plans.get(tag_ids)
+        if plan is None:
+            plan = self._plans[tag_ids] = self._build_plan(tag_ids)
+        return plan
+
+    def _build_plan(self, tag_ids: Sequence[int]) -> _PollPlan:
+        unknown = [t for t in tag_ids if t not in self._tags]
+        if unknown:
+            raise ValueError(f"tag ids {unknown} are not tags of device {self.device_name!r}")
+        cfg = self.config
+        spans = []
+        for tag_id in dict.fromkeys(tag_ids):
+            index = self.tag_position[tag_id]
+            tag = cfg.tags[index]
+            where = tag.fins
+            spans.append(TagSpan(index, where.area, where.word, tag.words, where.bit, tag.name))
+        requests = plan_requests(
+            spans, max_words=cfg.max_request_words, max_gap=cfg.max_gap,
+            multiple_items=cfg.max_multiple_items if cfg.multiple_read else 0)
+        reads: list[_PlannedRead] = []
+        batch_ids: list[int] = []
+        batch_tags: list[FinsTagConfig] = []
+        for request in requests:
+            fields = []
+            for member in request.members:
+                tag = cfg.tags[member.index]
+                if tag.type is DataType.BOOL:
+                    field = Field(member.offset, DataType.BOOL, "ABCD", member.bit)
+                else:
+                    length = tag.words if tag.type is DataType.STRING else None
+                    field = Field(member.offset, tag.type, tag.order, None, length)
+                fields.append(field)
+                batch_ids.append(self.tag_ids[member.index])
+                batch_tags.append(tag)
+            start = len(batch_ids) - len(fields)
+            if request.is_multiple:
+                code, text = MULTIPLE_MEMORY_AREA_READ, multiple_memory_area_read(request.items)
+            else:
+                assert request.area is not None
+                area = request.area
+                if request.bits:
+                    text = memory_area_read(area.bit_code, request.start // 16,
+                                            request.start % 16, request.count)
+                else:
+                    text = memory_area_read(area.word_code, request.start, 0, request.count)
+                code = MEMORY_AREA_READ
+            reads.append(_PlannedRead(request, code, text, DecodePlan(fields, request.size),
+                                      slice(start, len(batch_ids)), f"read {request.describe()}"))
+        log.debug("%s: %d tags in %d reads: %s", cfg.name, len(batch_ids), len(reads),
+                  ", ".join(r.request.describe() for r in reads))
+        has_objects = any(t.type.is_object for t in batch_tags)
+        return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects)

@@ -1,0 +1,399 @@
+"""The FINS transports: FINS/UDP datagrams and FINS/TCP with its node-address handshake.
+
+A link sends one command at a time and hands back the response frame that answers it
+(same service id and command code). What a link raises:
+
+- :class:`DeviceUnreachable` from :meth:`FinsLink.open`: no route, refused, no answer,
+  the PLC refusing the handshake (all node addresses in use...);
+- :class:`ConnectionLost` from :meth:`FinsLink.exchange` when the transport broke: the
+  TCP connection closed, bytes that are no FINS/TCP message (the stream is out of step),
+  an answer stopping half-way, an ICMP "port unreachable" for a datagram;
+- :class:`RequestFailed` for one command: no answer in time (``timeout``), an answer that
+  is no FINS frame (``garbled``); the link stays.
+
+A late answer to an earlier command (its service id is not the one waited for) is
+dropped and counted in :attr:`FinsLink.stale`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from drivers.fins.frames import (
+    TCP_ERRORS,
+    TCP_FRAME,
+    TCP_FRAME_ERROR,
+    TCP_HEADER_SIZE,
+    TCP_NODE_ADDRESS_RESPONSE,
+    Frame,
+    Route,
+    command_frame,
+    node_address_request,
+    parse_frame,
+    parse_node_address_response,
+    parse_tcp_header,
+    tcp_message,
+)
+from gateway.errors import (
+    ConnectionLost,
+    DeviceUnreachable,
+    FinsFrameError,
+    RequestFailed,
+)
+
+__all__ = ["FinsLink", "LinkSettings", "TcpLink", "UdpLink", "local_node_for"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """What a link needs of the device's config."""
+
+    host: str
+    port: int
+    timeout: float
+    node: int | None  # the PLC's node; None: UDP from the host's address, TCP the handshake's
+    source_node: int | None  # the gateway's; None: UDP from its own address, TCP assigned
+    network: int = 0
+    unit: int = 0
+    source_network: int = 0
+    source_unit: int = 0
+    gateway_count: int = 2
+    local_port: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def route(self, dest_node: int, src_node: int) -> Route:
+        return Route(dest_node, src_node, self.network, self.unit, self.source_network,
+                     self.source_unit, self.gateway_count)
+
+
+def local_node_for(local_ip: str) -> int:
+    """The gateway's default FINS node over UDP: the last number of its own IPv4 address
+    towards the PLC (Omron's automatic address conversion maps node n to host n)."""
+    try:
+        last = int(local_ip.rsplit(".", 1)[-1])
+    except ValueError:
+        return 254
+    return last if 1 <= last <= 254 else 254
+
+
+class FinsLink(ABC):
+    """One transport to one PLC; commands go one at a time."""
+
+    def __init__(self, settings: LinkSettings) -> None:
+        self.settings = settings
+        self.route: Route | None = None
+        #: late answers to earlier commands, dropped
+        self.stale = 0
+        self._sid = 0
+        self._lock = asyncio.Lock()
+        self._pending: tuple[int, int, asyncio.Future[Frame]] | None = None
+        self._lost: asyncio.Future[str] | None = None
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect (and, over TCP, shake hands); set :attr:`route`."""
+
+    @abstractmethod
+    def _send(self, frame: bytes) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the transport; safe to call twice."""
+
+    @property
+    def is_open(self) -> bool:
+        return self.route is not None and self._lost is not None and not self._lost.done()
+
+    def _next_sid(self) -> int:
+        self._sid = self._sid % 255 + 1  # 1..255: 0 is what a zeroed buffer would echo
+        return self._sid
+
+    def _lose(self, reason: str) -> None:
+        """The transport broke: the waiting command (if any) raises :class:`ConnectionLost`."""
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending[2].done():
+            pending[2].set_exception(ConnectionLost(reason))
+
+    def _deliver(self, data: bytes) -> None:
+        """A FINS frame arrived: the answer waited for, a late one, or garbage."""
+        pending = self._pending
+        try:
+            frame = parse_frame(data)
+        except FinsFrameError as exc:
+            if pending is not None and not pending[2].done():
+                pending[2].set_exception(
+                    RequestFailed("garbled", f"a garbled answer from {self.settings.address}: "
+                                  f"{exc}"))
+            return
+        if pending is None or not frame.is_response:
+            self.stale += 1
+            return
+        sid, code, future = pending
+        if frame.sid == sid and frame.code == code:
+            if not future.done():
+                future.set_result(frame)
+        else:
+            self.stale += 1
+            log.debug("%s: dropped a late answer (SID %d, waiting for %d)",
+                      self.settings.address, frame.sid, sid)
+
+    async def exchange(self, code: int, text: bytes, timeout: float,
+                       what: str, sent: Callable[[], None] | None = None) -> Frame:
+        """Send command ``code`` with ``text``, return its response frame. ``sent`` is
+        called when the command leaves (after waiting for the previous one)."""
+        async with self._lock:
+            if self.route is None or self._lost is None or self._lost.done():
+                reason = self._lost.result() if self._lost is not None and self._lost.done() \
+                    else "not connected"
+                raise ConnectionLost(f"{self.settings.address}: {reason}")
+            sid = self._next_sid()
+            future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+            self._pending = (sid, code, future)
+            try:
+                if sent is not None:
+                    sent()
+                self._send(command_frame(self.route, sid, code, text))
+                try:
+                    async with asyncio.timeout(timeout):
+                        return await future
+                except TimeoutError:
+                    self._on_timeout(what, timeout)
+                    raise RequestFailed(
+                        "timeout", f"{what}: no answer from {self.settings.address} within "
+                        f"{timeout:g} s") from None
+            finally:
+                self._pending = None
+
+    @abstractmethod
+    def _on_timeout(self, what: str, timeout: float) -> None:
+        """A command got no answer in time (TCP: was it cut half-way?)."""
+
+
+class UdpLink(FinsLink):
+    """FINS/UDP: one datagram per frame. The PLC's node is configured (or the last number of
+    its IPv4 address); the gateway's own node is configured or the last number of the
+    gateway's own address towards the PLC.
+
+    :meth:`open` sends CONTROLLER DATA READ (05 01) and waits for any answer: a PLC that
+    does not answer is unreachable; the answer is kept in :attr:`probe`."""
+
+    def __init__(self, settings: LinkSettings) -> None:
+        super().__init__(settings)
+        self._transport: asyncio.DatagramTransport | None = None
+        self.probe: Frame | None = None
+
+    async def open(self) -> None:
+        from drivers.fins.frames import CONTROLLER_DATA_READ
+
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        link = self
+
+        class _Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+                link._deliver(data)
+
+            def error_received(self, exc: Exception) -> None:
+                if isinstance(exc, ConnectionRefusedError):
+                    link._lose(f"nothing listens on UDP port {s.port} of {s.host} (ICMP port "
+                               "unreachable): the PLC is off or restarting")
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                link._lose("the UDP socket was closed")
+
+        try:
+            transport, _ = await asyncio.wait_for(loop.create_datagram_endpoint(
+                _Protocol, local_addr=("0.0.0.0", s.local_port), remote_addr=(s.host, s.port),
+                family=socket.AF_INET), s.timeout)
+        except TimeoutError:
+            raise DeviceUnreachable(f"cannot resolve {s.host!r} within {s.timeout:g} s") from None
+        except socket.gaierror as exc:
+            raise DeviceUnreachable(
+                f"cannot resolve host name {s.host!r} (DNS lookup failed: {exc.strerror})"
+            ) from None
+        except OSError as exc:
+            where = f" from local UDP port {s.local_port}" if s.local_port else ""
+            raise DeviceUnreachable(f"cannot reach {s.address}{where}: "
+                                    f"{exc.strerror or exc}") from None
+        self._transport = transport
+        local_ip = transport.get_extra_info("sockname")[0]
+        dest = s.node if s.node is not None else local_node_for(s.host)
+        src = s.source_node if s.source_node is not None else local_node_for(local_ip)
+        self.route = s.route(dest, src)
+        try:
+            self.probe = await self.exchange(CONTROLLER_DATA_READ, b"", s.timeout,
+                                             "controller data read")
+        except RequestFailed as failure:
+            self.close()
+            if failure.counter == "timeout":
+                raise DeviceUnreachable(
+                    f"no FINS answer from {s.address} within {s.timeout:g} s (UDP; to node "
+                    f"{dest} from node {src}: check the PLC's IP address, its node number and "
+                    "that it answers this gateway's node)") from None
+            raise DeviceUnreachable(f"{s.address}: {failure.reason}") from None
+        except ConnectionLost as lost:
+            self.close()
+            raise DeviceUnreachable(str(lost).removeprefix(f"{s.address}: ")) from None
+
+    def _send(self, frame: bytes) -> None:
+        assert self._transport is not None
+        self._transport.sendto(frame)
+
+    def _on_timeout(self, what: str, timeout: float) -> None:
+        """Nothing to do: a late answer is dropped by its service id."""
+
+    def close(self) -> None:
+        transport, self._transport = self._transport, None
+        self._lose("closed")
+        if transport is not None:
+            transport.close()
+
+
+class TcpLink(FinsLink):
+    """FINS/TCP: a connection, the node-address handshake, then frames in FINS/TCP
+    messages. The PLC assigns the gateway's node (or accepts the one asked for) and says
+    its own; a configured ``node`` overrides the latter (a PLC on another network)."""
+
+    def __init__(self, settings: LinkSettings) -> None:
+        super().__init__(settings)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._buffer = bytearray()
+        #: the (client, PLC) nodes of the handshake
+        self.nodes: tuple[int, int] | None = None
+
+    async def open(self) -> None:
+        s = self.settings
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(s.host, s.port),
+                                                    s.timeout)
+        except TimeoutError:
+            raise DeviceUnreachable(f"no answer from {s.address} within {s.timeout:g} s "
+                                    "(connect timed out)") from None
+        except socket.gaierror as exc:
+            raise DeviceUnreachable(
+                f"cannot resolve host name {s.host!r} (DNS lookup failed: {exc.strerror})"
+            ) from None
+        except ConnectionRefusedError:
+            raise DeviceUnreachable(f"connection refused by {s.address}: nothing listens on TCP "
+                                    f"port {s.port} (FINS/TCP off?) or a firewall rejects it"
+                                    ) from None
+        except OSError as exc:
+            raise DeviceUnreachable(f"cannot connect to {s.address}: {exc.strerror or exc}"
+                                    ) from None
+        self._writer = writer
+        try:
+            client, server = await asyncio.wait_for(self._handshake(reader, writer), s.timeout)
+        except TimeoutError:
+            self.close()
+            raise DeviceUnreachable(f"{s.address} accepted the connection but did not answer "
+                                    f"the FINS/TCP node address request within {s.timeout:g} s"
+                                    ) from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.close()
+            raise DeviceUnreachable(f"{s.address} closed the connection during the FINS/TCP "
+                                    f"handshake ({exc})") from None
+        except DeviceUnreachable:
+            self.close()
+            raise
+        self.nodes = (client, server)
+        self.route = s.route(s.node if s.node is not None else server, client)
+        self._lost = asyncio.get_running_loop().create_future()
+        self._reader_task = asyncio.create_task(self._read_loop(reader),
+                                                name=f"fins-tcp-{s.address}")
+
+    async def _handshake(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> tuple[int, int]:
+        s = self.settings
+        writer.write(node_address_request(s.source_node or 0))
+        await writer.drain()
+        try:
+            header = parse_tcp_header(await reader.readexactly(TCP_HEADER_SIZE))
+            payload = await reader.readexactly(header.payload_size)
+        except FinsFrameError as exc:
+            raise DeviceUnreachable(f"{s.address} is no FINS/TCP server: {exc}") from None
+        if header.error:
+            raise DeviceUnreachable(f"{s.address} refused the FINS/TCP node address request: "
+                                    f"{header.describe_error()}")
+        if header.command != TCP_NODE_ADDRESS_RESPONSE:
+            raise DeviceUnreachable(f"{s.address} answered the node address request with "
+                                    f"FINS/TCP command {header.command}, not 1")
+        try:
+            client, server = parse_node_address_response(payload)
+        except FinsFrameError as exc:
+            raise DeviceUnreachable(f"{s.address}: {exc}") from None
+        if s.source_node and client != s.source_node:
+            raise DeviceUnreachable(f"{s.address} gave node {client}, not the {s.source_node} "
+                                    "asked for (source_node)")
+        return client, server
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        s = self.settings
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    self._lose(f"{s.address} closed the connection")
+                    return
+                self._buffer += chunk
+                while len(self._buffer) >= TCP_HEADER_SIZE:
+                    header = parse_tcp_header(bytes(self._buffer[:TCP_HEADER_SIZE]))
+                    end = TCP_HEADER_SIZE + header.payload_size
+                    if len(self._buffer) < end:
+                        break
+                    payload = bytes(self._buffer[TCP_HEADER_SIZE:end])
+                    del self._buffer[:end]
+                    self._message(header.command, header.error, payload)
+        except FinsFrameError as exc:
+            self._lose(f"bytes that are no FINS/TCP message came from {s.address} ({exc}): "
+                       "the stream is out of step")
+        except OSError as exc:
+            self._lose(f"the connection to {s.address} broke: {exc.strerror or exc}")
+
+    def _message(self, command: int, error: int, payload: bytes) -> None:
+        if command == TCP_FRAME:
+            self._deliver(payload)
+        elif command == TCP_FRAME_ERROR or error:
+            words = TCP_ERRORS.get(error, f"error code 0x{error:08X}")
+            pending = self._pending
+            if pending is not None and not pending[2].done():
+                pending[2].set_exception(RequestFailed(
+                    "garbled", f"{self.settings.address} refused the frame: {words}"))
+        else:
+            self.stale += 1
+
+    def _on_timeout(self, what: str, timeout: float) -> None:
+        if self._buffer:
+            got = len(self._buffer)
+            self._lose(f"{what}: the answer from {self.settings.address} stopped after {got} "
+                       f"bytes for {timeout:g} s (half a frame): the stream is out of step")
+            raise ConnectionLost(f"{self.settings.address}: {what}: half an answer ({got} "
+                                 "bytes); reconnecting")
+
+    def _send(self, frame: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(tcp_message(TCP_FRAME, frame))
+
+    def close(self) -> None:
+        self._lose("closed")
+        task, self._reader_task = self._reader_task, None
+        if task is not None:
+            task.cancel()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()

@@ -1,0 +1,140 @@
+"""``chenxing-gateway scan fins``: read a word range of an Omron PLC once and show it under
+every type.
+
+For finding where a value lives when nobody wrote the memory map down: read D0..D39 and
+look for the 230 degC you expect; its row says at which word and as which type and word
+order (Omron keeps 32-bit values low word first: ``CDAB``). The connection is the
+driver's (same transport, node numbers and handshake), so a scan that works is a device
+block that works; ``--tcp`` scans over FINS/TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from typing import Any
+
+import click
+import numpy as np
+import numpy.typing as npt
+
+from drivers.fins.address import Area, parse_address
+from drivers.fins.config import FinsDeviceConfig
+from drivers.modbus.codec import decode_value
+from gateway.cli import exit_codes
+from gateway.errors import DriverError
+from gateway.types import DataType
+
+#: the views of each word: (column, type, byte order)
+VIEWS: tuple[tuple[str, DataType, str], ...] = (
+    ("int16", DataType.INT16, "ABCD"),
+    ("uint16", DataType.UINT16, "ABCD"),
+    ("int32", DataType.INT32, "CDAB"),
+    ("uint32", DataType.UINT32, "CDAB"),
+    ("float32", DataType.FLOAT32, "CDAB"),
+    ("float32 ABCD", DataType.FLOAT32, "ABCD"),
+    ("float64", DataType.FLOAT64, "CDAB"),
+)
+
+
+def decode_all(words: npt.NDArray[np.uint16]) -> list[dict[str, str]]:
+    """Per word: each view's value as text ('' where it would run past the end)."""
+    rows = []
+    values = [int(w) for w in words]
+    for offset in range(len(values)):
+        row = {}
+        for name, type_, order in VIEWS:
+            size = {DataType.INT16: 1, DataType.UINT16: 1, DataType.FLOAT64: 4}.get(type_, 2)
+            if offset + size > len(values):
+                row[name] = ""
+                continue
+            value = decode_value(values[offset:offset + size], type_, order)  # type: ignore[arg-type]
+            if isinstance(value, float) and type_ in (DataType.FLOAT32, DataType.FLOAT64):
+                row[name] = f"{value:.6g}" if math.isfinite(value) else str(value)
+            else:
+                row[name] = str(int(value))
+        pair = values[offset].to_bytes(2, "big")
+        row["text"] = repr(pair.decode("latin-1")) if all(32 <= b < 127 for b in pair) else ""
+        rows.append(row)
+    return rows
+
+
+def render(area: Area, start: int, words: npt.NDArray[np.uint16], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(words)} words from {area.name}{start}, each word under each "
+                  "type (32/64-bit: low word first, CDAB, unless said)")
+    table.add_column("address", justify="right")
+    table.add_column("hex")
+    for name, _, _ in VIEWS:
+        table.add_column(name, justify="right")
+    table.add_column("text")
+    for i, row in enumerate(decode_all(words)):
+        table.add_row(f"{area.name}{start + i}", f"{int(words[i]):04X}",
+                      *(row[n] for n, _, _ in VIEWS), row["text"])
+    console.print(table)
+
+
+async def read_range(device: FinsDeviceConfig, area: Area, start: int,
+                     count: int) -> tuple[npt.NDArray[np.uint16], str]:
+    from drivers.fins.driver import FinsDriver
+
+    driver = FinsDriver(device, [1])
+    try:
+        await driver.connect()
+        words = await driver.read_words(area, start, count)
+        try:
+            identity = await driver.identity() or ""
+        except DriverError as exc:
+            identity = f"unknown ({exc})"
+        return words, f"{identity} ({driver.route})"
+    finally:
+        await driver.close()
+
+
+@click.command("scan")
+@click.option("--host", required=True, help="the PLC's IP address or host name")
+@click.option("--port", type=click.IntRange(1, 65535), default=9600, show_default=True)
+@click.option("--tcp", is_flag=True, help="FINS/TCP (with the node-address handshake); "
+              "default FINS/UDP")
+@click.option("--node", type=click.IntRange(1, 254), default=None,
+              help="the PLC's FINS node (UDP default: the last number of its IP address)")
+@click.option("--source-node", type=click.IntRange(1, 254), default=None,
+              help="the gateway's FINS node (UDP default: the last number of its own IP "
+              "address; TCP: assigned by the PLC)")
+@click.option("--start", "address", required=True,
+              help="first word: D0, CIO100, W0, H0, A500, E0_0")
+@click.option("--count", type=click.IntRange(1, 2000), required=True, help="words, 1..2000")
+@click.option("--timeout", type=float, default=2.0, show_default=True, help="seconds")
+def scan(host: str, port: int, tcp: bool, node: int | None, source_node: int | None,
+         address: str, count: int, timeout: float) -> None:
+    """Read COUNT words from START and show each word as every type."""
+    from rich.console import Console
+
+    try:
+        where = parse_address(address)
+    except ValueError as exc:
+        raise click.UsageError(f"--start: {exc}") from None
+    if where.is_bit:
+        raise click.UsageError(f"--start: give a word ({where.area.name}{where.word}), not a "
+                               "bit")
+    if where.word + count > where.area.words:
+        raise click.UsageError(f"--count: {count} words from {where} run past the end of the "
+                               f"area ({where.area.name}{where.area.words - 1})")
+    try:
+        device = FinsDeviceConfig.model_validate({
+            "name": "scan", "protocol": "fins", "host": host, "port": port,
+            "transport": "tcp" if tcp else "udp", "node": node, "source_node": source_node,
+            "timeout": timeout, "tags": [{"name": "probe", "address": str(where),
+                                          "type": "uint16"}]})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        words, identity = asyncio.run(read_range(device, where.area, where.word, count))
+    except DriverError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exit_codes.RUNTIME_FAILURE)
+    console = Console()
+    console.print(f"{device.describe_connection()}: {identity}")
+    render(where.area, where.word, words, console)
