@@ -123,7 +123,7 @@ def test_fins_tcp_handshake_and_frames() -> None:
         parse_tcp_header(b"HTTP/1.1 200 OK\r\n"[:16])
     with pytest.raises(FinsFrameError, match="length of 7"):
         parse_tcp_header(b"FINS" + (7).to_bytes(4, "big") + bytes(8))
-    with pytest.raises(FinsFrameError, match="not both within 1..254"):
+    with pytest.raises(FinsFrameError, match=r"not both within 1\.\.254"):
         parse_node_address_response(bytes(8))
 
 

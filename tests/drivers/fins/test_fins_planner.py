@@ -83,9 +83,9 @@ def test_multiple_reads_hold_at_most_the_item_limit() -> None:
 
 
 def test_limits_outside_the_protocol_are_refused() -> None:
-    with pytest.raises(PlanError, match="max_request_words must be 1..999"):
+    with pytest.raises(PlanError, match=r"max_request_words must be 1\.\.999"):
         plan_requests([], max_words=1000)
-    with pytest.raises(PlanError, match="max_multiple_items must be 1..167"):
+    with pytest.raises(PlanError, match=r"max_multiple_items must be 1\.\.167"):
         plan_requests([], multiple_items=168)
 
 
