@@ -240,14 +240,17 @@ class FinsPlcSimulator(SimulatedDevice):
     def answer(self, command: Frame) -> bytes:
         """The response frame to one command frame (no faults applied)."""
         self.commands[command.code] += 1
+        flags = 0
         try:
             if self.end_code is not None and command.code != CONTROLLER_DATA_READ:
-                raise _Refused(self.end_code)
+                if self.end_code & 0x7F3F:
+                    raise _Refused(self.end_code)
+                flags = self.end_code  # a success with the PLC's error flags
             self.refresh()
             text = self._execute(command.code, command.text)
         except _Refused as refused:
             return response_frame(command, refused.end_code)
-        return response_frame(command, 0, text)
+        return response_frame(command, flags, text)
 
     def _execute(self, code: int, text: bytes) -> bytes:
         if code == MEMORY_AREA_READ:
@@ -274,12 +277,13 @@ class FinsPlcSimulator(SimulatedDevice):
         area, is_bit = self._area(text[0])
         word, bit, count = int.from_bytes(text[1:3], "big"), text[3], int.from_bytes(text[4:6],
                                                                                        "big")
-        if bit > 15 or (bit and not is_bit) or word >= area.words:
+        words = len(self.memory[area.name])  # this CPU's size of the area
+        if bit > 15 or (bit and not is_bit) or word >= words:
             raise _Refused(0x1103)
         if count == 0:
             raise _Refused(0x1103)
         end = word * 16 + bit + count if is_bit else word + count
-        if end > (area.words * 16 if is_bit else area.words):
+        if end > (words * 16 if is_bit else words):
             raise _Refused(0x1104)
         if count > 999:
             raise _Refused(0x110B)
@@ -326,7 +330,7 @@ class FinsPlcSimulator(SimulatedDevice):
         for pos in range(0, len(text), 4):
             area, is_bit = self._area(text[pos])
             word, bit = int.from_bytes(text[pos + 1:pos + 3], "big"), text[pos + 3]
-            if word >= area.words or bit > 15 or (bit and not is_bit):
+            if word >= len(self.memory[area.name]) or bit > 15 or (bit and not is_bit):
                 raise _Refused(0x1103)
             value = int(self.memory[area.name][word])
             out.append(text[pos])
