@@ -97,6 +97,12 @@ class Driver(ABC):
         :class:`ConnectionLost`) or the task is cancelled."""
         raise NotImplementedError(f"{type(self).__name__} does not subscribe")
 
+    async def identity(self) -> str | None:
+        """What the connected device says it is (model, order number, address), for
+        ``chenxing-gateway check``; ``None`` when the protocol cannot tell. Never raises
+        for an answer the device refuses: say so in the text."""
+        return None
+
     async def write(self, tag_id: int, value: float | bool | str) -> None:
         """Write a raw value to a tag. Raise :class:`DeviceWriteRefused` when the device refuses."""
         raise DeviceWriteRefused(f"{type(self).__name__} does not support writes")

@@ -58,6 +58,8 @@ class DeviceCheck:
     reason: str
     readings: list[TagReading] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    #: what the device says it is, where its protocol tells (Driver.identity)
+    identity: str | None = None
 
 
 @dataclass(slots=True)
@@ -121,6 +123,17 @@ async def _read_once(driver: Driver, timeout: float) -> list[SampleBatch]:
     return got
 
 
+async def _identity(driver: Driver, timeout: float) -> str | None:
+    """The device's identity, or why it could not be read (never raises for the device)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await driver.identity()
+    except TimeoutError:
+        return f"unknown (no answer within {timeout:g} s)"
+    except DriverError as exc:
+        return f"unknown ({exc})"
+
+
 async def check_device(device: DeviceConfig, catalog: TagCatalog, timeout: float,
                        ports: SerialPorts, drivers: DriverRegistry = REGISTRY) -> DeviceCheck:
     """Connect once, read once, close. Never raises. ``ports``: shared by the devices
@@ -138,6 +151,7 @@ async def check_device(device: DeviceConfig, catalog: TagCatalog, timeout: float
             return DeviceCheck(name, protocol, False, f"connect timed out after {timeout:g} s")
         except DriverError as exc:
             return DeviceCheck(name, protocol, False, str(exc))
+        identity = await _identity(driver, timeout)
         try:
             batches = await _read_once(driver, timeout)
         except TimeoutError:
@@ -168,6 +182,8 @@ async def check_device(device: DeviceConfig, catalog: TagCatalog, timeout: float
             return DeviceCheck(name, protocol, False, reason, readings, errors)
         reason = "; ".join(["connected and read", *identity])
         return DeviceCheck(name, protocol, True, reason, readings, errors)
+            return DeviceCheck(name, protocol, False, reason, readings, errors, identity)
+        return DeviceCheck(name, protocol, True, "connected and read", readings, errors, identity)
     except Exception as exc:  # a driver bug: report it, never crash the check
         log.debug("device %s: check failed", name, exc_info=True)
         return DeviceCheck(name, protocol, False, f"internal error: {exc!r}")
@@ -272,6 +288,8 @@ def report(devices: list[DeviceCheck], broker: BrokerCheck, skipped: tuple[str, 
     lines = [f"device {name}: skipped (enabled: false)" for name in skipped]
     for d in devices:
         lines.append(f"device {d.name} ({d.protocol}): {'OK' if d.ok else 'FAILED'}: {d.reason}")
+        if d.identity is not None:
+            lines.append(f"    identity: {d.identity}")
         for r in d.readings:
             unit = f" {r.unit}" if r.unit else ""
             lines.append(f"    {r.path} = {_format_value(r.value)}{unit} ({r.quality})")
