@@ -261,6 +261,36 @@ def s7(host: str, port: int, cpu: str, seed: int, time_scale: float, put_get_off
     )
 
 
+@sim.command("fins")
+@_host_option
+@_port_option(9600)
+@click.option("--node", type=click.IntRange(1, 254), default=1, show_default=True,
+              help="The PLC's FINS node.")
+@click.option("--transport", "transports", multiple=True, type=click.Choice(["tcp", "udp"]),
+              default=("tcp", "udp"), show_default=True, help="Repeatable; both by default.")
+@click.option("--model", "model_name", default="CJ2M-CPU33", show_default=True,
+              help="The CPU model CONTROLLER DATA READ answers.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
+@_time_scale_option
+def fins(host: str, port: int, node: int, transports: tuple[str, ...], model_name: str,
+         seed: int, time_scale: float) -> None:
+    """Injection-moulding machine on an Omron PLC, FINS over TCP (node-address handshake)
+    and UDP (memory map: hil/devices/fins_plc.py)."""
+    from hil.devices.fins_plc import FinsPlcSimulator
+    from hil.process.injection_moulding import InjectionMouldingModel
+
+    simulator = FinsPlcSimulator(
+        InjectionMouldingModel(seed=seed, time_scale=time_scale), host=host, port=port,
+        node=node, tcp="tcp" in transports, udp="udp" in transports, model_name=model_name,
+    )
+    _serve_until_signal(
+        simulator,
+        lambda: f"fins listening on {simulator.address} ({'+'.join(transports)}, node {node}, "
+        f"{model_name}, seed {seed})",
+        "fins",
+    )
+
+
 @sim.command("mcu-node")
 @click.option("--node-id", type=click.IntRange(0, 0xFFFE), default=1, show_default=True,
               help="The node's id.")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from hil.devices.fins_plc import PLC_TAGS as _FINS_TAGS
 from hil.devices.modbus_meter import meter_tag_configs
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ _MODEL_TAGS = {
 __all__ = [
     "GatewayProcess",
     "dlt645_device_config",
+    "fins_device_config",
     "install_models",
     "mcu_node_device_config",
     "meter_device_config",
@@ -91,6 +93,26 @@ def dlt645_device_config(
     if isinstance(where, int):
         return entry | {"protocol": "dlt645_tcp", "host": "127.0.0.1", "port": where}
     return entry | {"protocol": "dlt645", "port": where, "parity": "N"}
+
+
+def fins_device_config(name: str, port: int, transport: str, poll_interval: str,
+                       timeout: str, writable: bool = False) -> dict[str, Any]:
+    """A ``fins`` device entry for the simulated Omron PLC (hil/devices/fins_plc.py);
+    ``writable`` lets the brain write ``hold_time`` (0.1..30 s) and ``melt_setpoint``
+    (100..350 degC)."""
+    ranges = {"hold_time": [0.1, 30], "melt_setpoint": [100, 350]}
+    tags = [{**t, "writable": True, "range": ranges[str(t["name"])]}
+            if writable and t["name"] in ranges else dict(t) for t in _FINS_TAGS]
+    return {
+        "name": name,
+        "protocol": "fins",
+        "host": "127.0.0.1",
+        "port": port,
+        "transport": transport,
+        "poll_interval": poll_interval,
+        "timeout": timeout,
+        "tags": tags,
+    }
 
 
 def plc_device_config(

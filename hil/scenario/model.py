@@ -89,9 +89,19 @@ class Dlt645MeterDevice(_Strict):
     timeout: str = "300ms"
 
 
+class FinsPlcDevice(_Strict):
+    """The injection-moulding PLC as an Omron CJ2 on FINS (polled, over UDP or TCP)."""
+
+    kind: Literal["fins_plc"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    transport: Literal["udp", "tcp"] = "tcp"
+    poll_interval: str = "100ms"
+    timeout: str = "300ms"
+
+
 Device = Annotated[
-    MeterDevice | PlcDevice | McuNodeDevice | ScaleDevice | Dlt645MeterDevice,
-    MeterDevice | PlcDevice | S7PlcDevice | McuNodeDevice | ScaleDevice,
+    MeterDevice | PlcDevice | S7PlcDevice | McuNodeDevice | ScaleDevice | Dlt645MeterDevice
+    | FinsPlcDevice,
     Field(discriminator="kind"),
 ]
 
@@ -166,6 +176,34 @@ class BadAnswers(_Fault):
     duration: Seconds = 2.0
 
 
+class FinsEndCode(_Fault):
+    """The Omron PLC answers every memory command with end code ``code`` (e.g. 0x1103)."""
+
+    action: Literal["fins_end_code"]
+    device: str
+    code: int = Field(default=0x1103, ge=1, le=0xFFFF)
+    duration: Seconds = 2.0
+
+
+class FinsDelay(_Fault):
+    """The Omron PLC answers every command ``delay`` seconds late."""
+
+    action: Literal["fins_delay"]
+    device: str
+    delay: Seconds
+    duration: Seconds = 2.0
+
+
+class FinsBadAnswers(_Fault):
+    """The Omron PLC answers with random bytes (``garbage``) or half a frame (``half``)
+    for ``duration`` seconds."""
+
+    action: Literal["fins_bad_answers"]
+    device: str
+    answer: Literal["garbage", "half"] = "garbage"
+    duration: Seconds = 2.0
+
+
 class DeviceRestart(_Fault):
     action: Literal["device_restart"]
     device: str
@@ -194,7 +232,8 @@ class SerialGarbage(_Fault):
 
 
 class DeviceSilence(_Fault):
-    """The MCU node or scale hangs: it sends and answers nothing for ``duration`` seconds."""
+    """The MCU node, scale, DL/T 645 meter or Omron PLC hangs: it sends and answers nothing
+    for ``duration`` seconds."""
 
     action: Literal["device_silence"]
     device: str
@@ -284,7 +323,10 @@ Fault = Annotated[
     | Command
     | MeterError
     | AnswerDelay
-    | BadAnswers,
+    | BadAnswers
+    | FinsEndCode
+    | FinsDelay
+    | FinsBadAnswers,
     Field(discriminator="action"),
 ]
 
@@ -447,11 +489,12 @@ class Scenario(_Strict):
 _JSON_ONLY = ("no_sequence_gaps", "device_death_rebirth", "command_round_trip")
 
 _FAULT_KINDS = {
-    "plc_": ("opcua_plc", "s7_plc"),
+    "plc_": ("opcua_plc", "s7_plc", "fins_plc"),
     "s7_": ("s7_plc",),
     "modbus_": ("modbus_meter",),
+    "fins_": ("fins_plc",),
     "serial_garbage": ("mcu_node", "scale", "dlt645_meter"),
-    "device_silence": ("mcu_node", "scale", "dlt645_meter"),
+    "device_silence": ("mcu_node", "scale", "dlt645_meter", "fins_plc"),
     "meter_error": ("dlt645_meter",),
     "answer_delay": ("dlt645_meter",),
     "bad_answers": ("dlt645_meter",),

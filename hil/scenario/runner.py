@@ -17,6 +17,7 @@ from typing import Any
 
 from hil.broker import MqttBroker
 from hil.devices.dlt645_meter import Dlt645Line, SimMeter, meter_address
+from hil.devices.fins_plc import FinsPlcSimulator
 from hil.devices.mcu_node import McuNodeSimulator
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.devices.opcua_plc import OpcUaPlcSimulator
@@ -32,6 +33,7 @@ from hil.scenario.firmware import FirmwareRecord, run_firmware_update
 from hil.scenario.gateway_process import (
     GatewayProcess,
     dlt645_device_config,
+    fins_device_config,
     install_models,
     mcu_node_device_config,
     meter_device_config,
@@ -50,6 +52,10 @@ from hil.scenario.model import (
     DeviceSilence,
     Dlt645MeterDevice,
     Fault,
+    FinsBadAnswers,
+    FinsDelay,
+    FinsEndCode,
+    FinsPlcDevice,
     FirmwareUpdate,
     GatewayKill,
     McuNodeDevice,
@@ -121,6 +127,7 @@ class _Line:
         self.meters: dict[str, ModbusMeterSimulator] = {}
         #: the moulding machines, on OPC UA or S7 (both have model, restart, drop_connections)
         self.plcs: dict[str, OpcUaPlcSimulator | S7PlcSimulator] = {}
+        self.fins_plcs: dict[str, FinsPlcSimulator] = {}
         self.nodes: dict[str, McuNodeSimulator] = {}
         self.scales: dict[str, ScaleSimulator] = {}
         #: DL/T 645 meters by device name, and the line each is on
@@ -142,6 +149,7 @@ class _Line:
         """Process models by device name (what the timeline moves)."""
         found: dict[str, Any] = {name: m.model for name, m in self.meters.items()}
         found |= {name: m.model for name, m in self.dlt645.items()}
+        found |= {name: plc.model for name, plc in self.fins_plcs.items()}
         return found | {name: plc.model for name, plc in self.plcs.items()}
 
     def device_value(self, tag: str) -> float | bool | None:
@@ -152,8 +160,9 @@ class _Line:
                 return self.meters[device].get_value(name)  # type: ignore[no-any-return]
             except (KeyError, ValueError):
                 return None
-        if device in self.plcs:
-            model = self.plcs[device].model
+        if device in self.plcs or device in self.fins_plcs:
+            model = (self.plcs[device] if device in self.plcs else self.fins_plcs[device]).model
+            assert model is not None
             return {"hold_time": model.hold_time, "melt_setpoint": model.melt_setpoint}.get(name)
         return None
 
@@ -224,20 +233,40 @@ async def _apply(fault: Fault, line: _Line) -> float:
             down = fault.downtime if isinstance(fault, DeviceRestart) else fault.duration
             await asyncio.sleep(2.0 if down is None else down)
             scale.replug()
+        case FinsEndCode():
+            line.fins_plcs[fault.device].end_code = fault.code
+            await asyncio.sleep(fault.duration)
+            line.fins_plcs[fault.device].end_code = None
+        case FinsDelay():
+            line.fins_plcs[fault.device].response_delay = fault.delay
+            await asyncio.sleep(fault.duration)
+            line.fins_plcs[fault.device].response_delay = 0.0
+        case FinsBadAnswers():
+            fins = line.fins_plcs[fault.device]
+            bad = "garbage" if fault.answer == "garbage" else "half_frames"
+            setattr(fins, bad, True)
+            await asyncio.sleep(fault.duration)
+            setattr(fins, bad, False)
+        case DeviceSilence() if fault.device in line.fins_plcs:
+            line.fins_plcs[fault.device].silent = True
+            await asyncio.sleep(fault.duration)
+            line.fins_plcs[fault.device].silent = False
         case DeviceRestart() if fault.device in line.nodes:
             line.nodes[fault.device].silent = True
             await asyncio.sleep(fault.downtime)
             line.nodes[fault.device].silent = False
             line.nodes[fault.device].reboot()
         case DeviceRestart():
-            sim: Any = line.meters.get(fault.device) or line.plcs[fault.device]
+            sim: Any = (line.meters.get(fault.device) or line.fins_plcs.get(fault.device)
+                        or line.plcs[fault.device])
             await sim.restart(downtime_s=fault.downtime)
         case DeviceDisconnect() if fault.device in line.nodes:
             line.nodes[fault.device].line.cut = True
             await asyncio.sleep(2.0 if fault.duration is None else fault.duration)
             line.nodes[fault.device].line.cut = False
         case DeviceDisconnect():
-            device: Any = line.meters.get(fault.device) or line.plcs[fault.device]
+            device: Any = (line.meters.get(fault.device) or line.fins_plcs.get(fault.device)
+                           or line.plcs[fault.device])
             device.drop_connections()
         case SerialGarbage():
             target: Any = line.nodes.get(fault.device) or line.scales[fault.device]
@@ -259,7 +288,9 @@ async def _apply(fault: Fault, line: _Line) -> float:
         case Command():
             await _command(fault, line)
         case PlcSetpoint():
-            model = line.plcs[fault.device].model
+            model = (line.fins_plcs[fault.device].model if fault.device in line.fins_plcs
+                     else line.plcs[fault.device].model)
+            assert model is not None
             if fault.melt_setpoint is not None:
                 model.set_melt_setpoint(fault.melt_setpoint)
             if fault.hold_time is not None:
@@ -329,6 +360,14 @@ async def _start_devices(
             configs.append(scale_device_config(
                 dev.name, scale.serial_path, dev.mode, dev.poll_interval, dev.stale_after
             ))
+        elif isinstance(dev, FinsPlcDevice):
+            fins_model = InjectionMouldingModel(seed=seed, t0=now,
+                                                time_scale=scenario.time_scale)
+            fins_plc = await stack.enter_async_context(FinsPlcSimulator(
+                fins_model, tcp=dev.transport == "tcp", udp=dev.transport == "udp"))
+            line.fins_plcs[dev.name] = fins_plc
+            configs.append(fins_device_config(dev.name, fins_plc.port, dev.transport,
+                                              dev.poll_interval, dev.timeout, writable))
         elif isinstance(dev, McuNodeDevice):
             node = await stack.enter_async_context(McuNodeSimulator(dev.node_id, seed=seed))
             line.nodes[dev.name] = node

@@ -112,6 +112,7 @@ _PARAMS: dict[str, tuple[str, ...]] = {
     "dlt645_meter": _float_fields(MeterParams),
     "opcua_plc": _float_fields(MouldingParams),
     "s7_plc": _float_fields(MouldingParams),
+    "fins_plc": _float_fields(MouldingParams),
 }
 
 
