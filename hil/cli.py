@@ -271,9 +271,11 @@ def s7(host: str, port: int, cpu: str, seed: int, time_scale: float, put_get_off
 @click.option("--model", "model_name", default="CJ2M-CPU33", show_default=True,
               help="The CPU model CONTROLLER DATA READ answers.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds each answer waits, as a CPU answering within its cycle.")
 @_time_scale_option
 def fins(host: str, port: int, node: int, transports: tuple[str, ...], model_name: str,
-         seed: int, time_scale: float) -> None:
+         seed: int, delay: float, time_scale: float) -> None:
     """Injection-moulding machine on an Omron PLC, FINS over TCP (node-address handshake)
     and UDP (memory map: hil/devices/fins_plc.py)."""
     from hil.devices.fins_plc import FinsPlcSimulator
@@ -283,6 +285,7 @@ def fins(host: str, port: int, node: int, transports: tuple[str, ...], model_nam
         InjectionMouldingModel(seed=seed, time_scale=time_scale), host=host, port=port,
         node=node, tcp="tcp" in transports, udp="udp" in transports, model_name=model_name,
     )
+    simulator.response_delay = delay
     _serve_until_signal(
         simulator,
         lambda: f"fins listening on {simulator.address} ({'+'.join(transports)}, node {node}, "

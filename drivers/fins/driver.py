@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,11 +30,11 @@ from drivers.fins.frames import (
     MULTIPLE_MEMORY_AREA_READ,
     EndCode,
     Frame,
+    MultipleReadLayout,
     memory_area_read,
     memory_area_write,
     multiple_memory_area_read,
     parse_controller_data,
-    parse_multiple_read,
 )
 from drivers.fins.link import FinsLink, LinkSettings, TcpLink, UdpLink
 from drivers.fins.planner import ReadRequest, TagSpan, plan_requests
@@ -67,6 +67,7 @@ class _PlannedRead:
     decoder: DecodePlan
     out: slice
     what: str
+    layout: MultipleReadLayout | None = None  # where a multiple read's values lie
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,33 +185,46 @@ class FinsDriver(Driver):
     # -- reading ----------------------------------------------------------------------
 
     async def read(self, group: PollGroup) -> SampleBatch:
+        """Read the group's planned reads one after another. The values of each answer are
+        decoded while the next read is on its way (one command at a time still), so the
+        decoding costs no time of its own but the last read's."""
         plan = self._plan_for(group.tag_ids)
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.has_objects else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
-        quality = np.full(n, Quality.GOOD, dtype=np.uint8)
+        quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
         bad_value = None if plan.has_objects else np.nan
+        answered: list[tuple[_PlannedRead, npt.NDArray[np.uint16]]] = []
+
+        def decode_answered() -> None:
+            while answered:
+                read, raw = answered.pop()
+                read.decoder.decode(raw, out=values[read.out])
+
         for read in plan.reads:
             sent = [time.time_ns()]
             try:
-                raw = await self._read_with_retries(read, sent)
-                read.decoder.decode(raw, out=values[read.out])
+                raw = await self._read_with_retries(read, sent, decode_answered)
             except RequestFailed as failure:
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
                 self._note_failure(read, failure)
             else:
+                answered.append((read, raw))
                 if self._failing.pop(read.request, None) is not None:
                     log.info("%s: %s answers again", self.device_name, read.what)
             ts_ns[read.out] = sent[0]
+            decode_answered()  # when the read failed before it was sent
+        decode_answered()
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
 
-    async def _read_with_retries(self, read: _PlannedRead,
-                                 sent: list[int]) -> npt.NDArray[np.uint16]:
+    async def _read_with_retries(self, read: _PlannedRead, sent: list[int],
+                                 meanwhile: Callable[[], None] | None = None
+                                 ) -> npt.NDArray[np.uint16]:
         attempts = self.config.retries + 1
         for attempt in range(attempts):
             try:
-                return await self._read_once(read, sent)
+                return await self._read_once(read, sent, meanwhile)
             except RequestFailed as failure:
                 if attempt == attempts - 1 or failure.counter not in _RETRYABLE:
                     raise
@@ -218,14 +232,16 @@ class FinsDriver(Driver):
                 log.debug("%s: %s; retrying", self.device_name, failure.reason)
         raise AssertionError("unreachable")
 
-    async def _read_once(self, read: _PlannedRead, sent: list[int]) -> npt.NDArray[np.uint16]:
-        frame = await self._call(read.what, read.code, read.text, sent)
+    async def _read_once(self, read: _PlannedRead, sent: list[int],
+                         meanwhile: Callable[[], None] | None = None
+                         ) -> npt.NDArray[np.uint16]:
+        """The words (or bits) of one read, checked: end code, length, shape."""
+        frame = await self._call(read.what, read.code, read.text, sent, meanwhile)
         self._check_end_code(frame, read.what)
         request = read.request
         try:
-            if request.is_multiple:
-                codes = [code for code, _, _ in request.items]
-                return np.array(parse_multiple_read(frame.text, codes), dtype=np.uint16)
+            if read.layout is not None:
+                return read.layout.values(frame.text)
             if request.bits:
                 return bits_of(frame.text, request.count)
             return words_of(frame.text, request.count)
@@ -235,7 +251,9 @@ class FinsDriver(Driver):
     def _check_end_code(self, frame: Frame, what: str) -> None:
         """Raise :class:`RequestRefused` for an end code that is not a success; count the
         PLC's own error flags of a success."""
-        end = EndCode(frame.end_code or 0)
+        if not frame.end_code:
+            return
+        end = EndCode(frame.end_code)
         if end.ok:
             if end.cpu_fatal or end.cpu_non_fatal:
                 self.errors["plc_error_flag"] += 1
@@ -302,20 +320,15 @@ class FinsDriver(Driver):
 
     # -- one command ------------------------------------------------------------------
 
-    async def _call(self, what: str, code: int, text: bytes,
-                    sent: list[int] | None = None) -> Frame:
+    async def _call(self, what: str, code: int, text: bytes, sent: list[int] | None = None,
+                    meanwhile: Callable[[], None] | None = None) -> Frame:
         """One command on the link. :class:`ConnectionLost` drops the link (and so do
         :data:`MAX_SILENT_REQUESTS` timeouts in a row); :class:`RequestFailed` otherwise."""
         link = self._link
         if link is None or not link.is_open:
             raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
-
-        def left() -> None:
-            if sent is not None:
-                sent[0] = time.time_ns()
-
         try:
-            frame = await link.exchange(code, text, self.config.timeout, what, left)
+            frame = await link.exchange(code, text, self.config.timeout, what, sent, meanwhile)
         except RequestFailed as failure:
             if failure.counter == "timeout":
                 self._silent += 1
@@ -377,8 +390,10 @@ class FinsDriver(Driver):
                 batch_ids.append(self.tag_ids[member.index])
                 batch_tags.append(tag)
             start = len(batch_ids) - len(fields)
+            layout = None
             if request.is_multiple:
                 code, text = MULTIPLE_MEMORY_AREA_READ, multiple_memory_area_read(request.items)
+                layout = MultipleReadLayout([c for c, _, _ in request.items])
             else:
                 assert request.area is not None
                 area = request.area
@@ -389,7 +404,8 @@ class FinsDriver(Driver):
                     text = memory_area_read(area.word_code, request.start, 0, request.count)
                 code = MEMORY_AREA_READ
             reads.append(_PlannedRead(request, code, text, DecodePlan(fields, request.size),
-                                      slice(start, len(batch_ids)), f"read {request.describe()}"))
+                                      slice(start, len(batch_ids)), f"read {request.describe()}",
+                                      layout))
         log.debug("%s: %d tags in %d reads: %s", cfg.name, len(batch_ids), len(reads),
                   ", ".join(r.request.describe() for r in reads))
         has_objects = any(t.type.is_object for t in batch_tags)

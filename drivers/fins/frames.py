@@ -26,6 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from drivers.fins.address import AREA_BY_CODE
 from gateway.errors import FinsFrameError
 
@@ -39,6 +42,7 @@ __all__ = [
     "ControllerData",
     "EndCode",
     "Frame",
+    "MultipleReadLayout",
     "Route",
     "TcpMessage",
     "command_frame",
@@ -358,30 +362,74 @@ def controller_data_read() -> bytes:
 # -- response texts --------------------------------------------------------------------------
 
 
+class MultipleReadLayout:
+    """Where each item's area code and value lie in the answer to one MULTIPLE MEMORY AREA
+    READ (01 04): each item is its area code and 2 bytes (a word) or 1 byte (a bit, 0 or
+    1). Built once per planned read; :meth:`values` then checks and decodes an answer with
+    a few NumPy operations whatever the number of items."""
+
+    __slots__ = ("_code_at", "_codes", "_high", "_low", "codes", "size")
+
+    def __init__(self, codes: Sequence[int]) -> None:
+        self.codes = tuple(codes)
+        code_at, high, low = [], [], []
+        pos = 0
+        for code in self.codes:
+            is_bit = AREA_BY_CODE.get(code, (None, False))[1]
+            code_at.append(pos)
+            if is_bit:
+                high.append(-1)  # no high byte: index of a zero appended to the answer
+                low.append(pos + 1)
+                pos += 2
+            else:
+                high.append(pos + 1)
+                low.append(pos + 2)
+                pos += 3
+        #: bytes of a whole answer
+        self.size = pos
+        self._codes = np.array(self.codes, dtype=np.uint8)
+        self._code_at = np.array(code_at, dtype=np.intp)
+        self._high = np.array(high, dtype=np.intp)
+        self._low = np.array(low, dtype=np.intp)
+
+    def values(self, text: bytes) -> npt.NDArray[np.uint16]:
+        """One value per item (words, bits as 0/1); :class:`FinsFrameError` (``decode``) when
+        the text does not have that shape."""
+        if len(text) != self.size:
+            self._explain(text)
+        data = np.frombuffer(text + b"\0", dtype=np.uint8)  # the zero: a bit's high byte
+        if not np.array_equal(data[self._code_at], self._codes):
+            self._explain(text)
+        words = data[self._high].astype(np.uint16)
+        words <<= 8
+        words |= data[self._low]
+        return words
+
+    def _explain(self, text: bytes) -> None:
+        """Raise the reason an answer does not fit, item by item."""
+        pos = 0
+        for i, code in enumerate(self.codes):
+            size = 2 if AREA_BY_CODE.get(code, (None, False))[1] else 3
+            if pos + size > len(text):
+                raise FinsFrameError("decode", f"the answer to a multiple read ends after {i} "
+                                     f"of its {len(self.codes)} items")
+            if text[pos] != code:
+                raise FinsFrameError("decode", f"item {i + 1} of a multiple read came with area "
+                                     f"code 0x{text[pos]:02X}, 0x{code:02X} was asked")
+            pos += size
+        raise FinsFrameError("decode", f"the answer to a multiple read of {len(self.codes)} "
+                             f"items has {len(text) - pos} bytes too many")
+
+
 def parse_multiple_read(text: bytes, codes: Sequence[int]) -> list[int]:
-    """The values of a MULTIPLE MEMORY AREA READ response, one per item asked: each item is
-    its area code and 2 bytes (a word) or 1 byte (a bit, 0 or 1).
-    :class:`FinsFrameError` (``decode``) when the text does not have that shape."""
-    values: list[int] = []
-    pos = 0
-    for code in codes:
-        is_bit = AREA_BY_CODE.get(code, (None, False))[1]
-        size = 2 if is_bit else 3
-        if pos + size > len(text):
-            raise FinsFrameError("decode", f"the answer to a multiple read ends after "
-                                 f"{len(values)} of its {len(codes)} items")
-        if text[pos] != code:
-            raise FinsFrameError("decode", f"item {len(values) + 1} of a multiple read came "
-                                 f"with area code 0x{text[pos]:02X}, 0x{code:02X} was asked")
-        if is_bit:
-            values.append(text[pos + 1] & 0x01)
-        else:
-            values.append(int.from_bytes(text[pos + 1:pos + 3], "big"))
-        pos += size
-    if pos != len(text):
-        raise FinsFrameError("decode", f"the answer to a multiple read of {len(codes)} items "
-                             f"has {len(text) - pos} bytes too many")
-    return values
+    """The values of a MULTIPLE MEMORY AREA READ response, one per item asked (see
+    :class:`MultipleReadLayout`)."""
+    if not codes:
+        if text:
+            raise FinsFrameError("decode", f"the answer to a multiple read of 0 items has "
+                                 f"{len(text)} bytes too many")
+        return []
+    return [int(v) for v in MultipleReadLayout(codes).values(text)]
 
 
 @dataclass(frozen=True, slots=True)

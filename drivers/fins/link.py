@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,12 @@ class LinkSettings:
                      self.source_unit, self.gateway_count)
 
 
+def _expire(future: asyncio.Future[Frame | None]) -> None:
+    """The command's timer ran out: its future gets None instead of a frame."""
+    if not future.done():
+        future.set_result(None)
+
+
 def local_node_for(local_ip: str) -> int:
     """The gateway's default FINS node over UDP: the last number of its own IPv4 address
     towards the PLC (Omron's automatic address conversion maps node n to host n)."""
@@ -97,7 +104,7 @@ class FinsLink(ABC):
         self.stale = 0
         self._sid = 0
         self._lock = asyncio.Lock()
-        self._pending: tuple[int, int, asyncio.Future[Frame]] | None = None
+        self._pending: tuple[int, int, asyncio.Future[Frame | None]] | None = None
         self._lost: asyncio.Future[str] | None = None
 
     @abstractmethod
@@ -150,31 +157,39 @@ class FinsLink(ABC):
             log.debug("%s: dropped a late answer (SID %d, waiting for %d)",
                       self.settings.address, frame.sid, sid)
 
-    async def exchange(self, code: int, text: bytes, timeout: float,
-                       what: str, sent: Callable[[], None] | None = None) -> Frame:
-        """Send command ``code`` with ``text``, return its response frame. ``sent`` is
-        called when the command leaves (after waiting for the previous one)."""
+    async def exchange(self, code: int, text: bytes, timeout: float, what: str,
+                       sent: list[int] | None = None,
+                       meanwhile: Callable[[], None] | None = None) -> Frame:
+        """Send command ``code`` with ``text``, return its response frame. ``sent[0]`` gets
+        the time the command left (after waiting for the previous one), in ns;
+        ``meanwhile()`` runs once the command is on its way (work done while the PLC
+        answers; it must not raise)."""
         async with self._lock:
             if self.route is None or self._lost is None or self._lost.done():
                 reason = self._lost.result() if self._lost is not None and self._lost.done() \
                     else "not connected"
                 raise ConnectionLost(f"{self.settings.address}: {reason}")
             sid = self._next_sid()
-            future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Frame | None] = loop.create_future()
             self._pending = (sid, code, future)
+            # a timer on the future, cheaper than asyncio.timeout() on every command
+            timer = loop.call_later(timeout, _expire, future)
             try:
                 if sent is not None:
-                    sent()
+                    sent[0] = time.time_ns()
                 self._send(command_frame(self.route, sid, code, text))
-                try:
-                    async with asyncio.timeout(timeout):
-                        return await future
-                except TimeoutError:
+                if meanwhile is not None:
+                    meanwhile()
+                frame = await future
+                if frame is None:
                     self._on_timeout(what, timeout)
                     raise RequestFailed(
                         "timeout", f"{what}: no answer from {self.settings.address} within "
-                        f"{timeout:g} s") from None
+                        f"{timeout:g} s")
+                return frame
             finally:
+                timer.cancel()
                 self._pending = None
 
     @abstractmethod
