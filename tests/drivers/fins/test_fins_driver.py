@@ -140,11 +140,21 @@ async def test_reads_are_planned_into_few_requests(
     # 999 words would split a float: 998; 202 words are too many for a multiple read
     assert [r.describe() for r in driver.requests] == [
         "D0..D997 (998 words)", "D998..D1199 (202 words)", "multiple read of 2 items"]
+    plc.set_words("D0", floats_low_first(*(float(i) for i in range(600))))
+    plc.set_words("CIO5", [0x0002])
     await driver.connect()
     plc.commands.clear()
     got = await read_all(driver)
     assert all(q == Quality.GOOD for _, q in got.values())
     assert sum(plc.commands.values()) == 3
+    # each answer is decoded while the next read is out: every value lands at its tag
+    assert [got[f"d{i}"][0] for i in range(600)] == [float(i) for i in range(600)]
+    assert (got["b1"][0], got["b2"][0]) == (1.0, 0.0)
+    plc.memory["D"] = plc.memory["D"][:1100]  # the second read now runs past this CPU's DM
+    got = await read_all(driver)
+    assert [got[f"d{i}"][1] for i in (0, 498, 499, 599)] == [0, 0, 2, 2]
+    assert got["d498"][0] == 498.0 and math.isnan(got["d599"][0]) and got["b1"][0] == 1.0
+    assert driver.errors == {"end_code_1104": 1}
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
