@@ -7,7 +7,7 @@ import re
 import signal
 from pathlib import Path
 
-import fins.udp
+import fins.udp  # type: ignore[import-untyped]
 import pytest
 
 from gateway.errors import ConfigError

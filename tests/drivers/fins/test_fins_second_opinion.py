@@ -12,10 +12,13 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-import fins
-import fins.tcp
-import fins.udp
+import fins.tcp  # type: ignore[import-untyped]
+import fins.udp  # type: ignore[import-untyped]
 import pytest
+from fins.fins_common import (  # type: ignore[import-untyped]
+    FinsConnection,
+    FinsPLCMemoryAreas,
+)
 
 from drivers.fins.address import parse_address
 from drivers.fins.driver import FinsDriver
@@ -33,7 +36,7 @@ from hil.devices.fins_plc import FinsPlcSimulator
 MakeDriver = Callable[..., FinsDriver]
 
 
-class _Captured(fins.FinsConnection):  # type: ignore[misc]
+class _Captured(FinsConnection):  # type: ignore[misc]
     """``fins``'s frame builder, without a transport: a command returns its own frame."""
 
     def execute_fins_command_frame(self, fins_command_frame: bytes) -> bytes:
@@ -45,7 +48,7 @@ def test_our_frames_are_the_fins_packages() -> None:
     theirs.dest_net_add, theirs.dest_node_add, theirs.dest_unit_add = 1, 10, 0
     theirs.srce_net_add, theirs.srce_node_add, theirs.srce_unit_add = 0, 25, 0
     route = Route(dest_node=10, src_node=25, dest_network=1, gateway_count=7)
-    areas = fins.FinsPLCMemoryAreas()
+    areas = FinsPLCMemoryAreas()
     assert command_frame(route, 0x60, MEMORY_AREA_READ, memory_area_read(0x82, 100, 0, 10)) \
         == theirs.memory_area_read(areas.DATA_MEMORY_WORD, b"\x00\x64\x00", 10)
     assert command_frame(route, 0x60, MEMORY_AREA_READ, memory_area_read(0x30, 100, 5, 1)) \
@@ -67,7 +70,7 @@ async def test_the_fins_packages_clients_read_and_write_the_simulated_plc(
     plc.set_words("W5", [0x1234])
 
     def client_side() -> tuple[float, int, int, bool]:
-        client: fins.FinsConnection
+        client: FinsConnection
         if transport == "udp":
             client = fins.udp.UDPFinsConnection()
             client.connect("127.0.0.1", port=plc.port, bind_port=0)
@@ -80,7 +83,7 @@ async def test_the_fins_packages_clients_read_and_write_the_simulated_plc(
             word = client.read("w", 5, "ui")
             client.write(-2.5, "d", 200, "r")
             client.write(4321, "h", 3, "ui")
-            bit_reply = client.memory_area_write(fins.FinsPLCMemoryAreas().CIO_BIT,
+            bit_reply = client.memory_area_write(FinsPLCMemoryAreas().CIO_BIT,
                                                  b"\x00\x0a\x03", b"\x01", 1)
             return value, word, client.srce_node_add, bit_reply[12:14] == b"\x00\x00"
         finally:
