@@ -55,9 +55,6 @@ class Driver(ABC):
     #: device is connected again (``BAD`` by default; a driver whose values stay meaningful
     #: as "last known", e.g. OPC UA, says ``STALE``). Never-connected devices are ``BAD``.
     quality_while_lost: Quality = Quality.BAD
-    #: what the device said it is (model, order number, firmware), read at connect where the
-    #: protocol allows it (S7: the SZL); ``check`` shows it. None when it did not say.
-    identity: str | None = None
 
     def __init__(
         self, device_name: str, tag_ids: Sequence[int], tag_count: int | None = None

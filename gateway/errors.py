@@ -13,12 +13,14 @@ Every exception the project raises on purpose is defined here and derives from
     │   │   └── UndecodableAnswer   ... closed by the driver after an answer it cannot decode
     │   ├── RequestFailed           one request got no usable answer: its tags are BAD
     │   │   └── RequestRefused      ... the device answered with an error code
+    │   │       └── S7JobRefused    ... an S7 PLC refused a whole job (PUT/GET off ...)
     │   ├── DeviceWriteRefused      the device or its driver refused a write
     │   └── PlanError               a device's tags cannot be covered by requests
     ├── ProtocolError               bytes or values that do not follow the protocol
     │   ├── RegisterDecodeError     Modbus registers that do not have the shape asked for
     │   ├── ConversionError         an OPC UA value that does not fit the tag (or node)
     │   ├── InstrumentFrameRejected a serial-line instrument's frame is not valid
+    │   ├── S7FrameError, S7DecodeError   an S7 answer or value that is not valid
     │   ├── Dlt645FrameError        a DL/T 645 frame or value the standard does not allow
     │   ├── FinsFrameError          an Omron FINS or FINS/TCP frame that is not valid
     │   ├── NodeFrameError, CobsError, MessageError   MCU node link (firmware_bridge)
@@ -150,6 +152,14 @@ class RequestRefused(RequestFailed):
         self.code = code
 
 
+class S7JobRefused(RequestRefused):
+    """An S7 PLC answered a whole job with an error class and code in its header
+    (``code``: class << 8 | code; 0x8104: PUT/GET access off)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__("pdu_refused", reason, code)
+
+
 class DeviceWriteRefused(DriverError):
     """A write did not reach the device's value: the device said no, or its driver refused
     it (not writable on this device, a value the device's type cannot hold)."""
@@ -207,6 +217,15 @@ class NodeFrameError(ProtocolError, ValueError):
     def __init__(self, reason: Any, detail: str) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
+
+
+class S7FrameError(ProtocolError, ValueError):
+    """An S7 answer that is not the PDU it should be (garbled, cut short, another
+    reference)."""
+
+
+class S7DecodeError(ProtocolError, ValueError):
+    """Bytes that are not a valid value of their S7 type."""
 
 
 class Dlt645FrameError(ProtocolError, ValueError):

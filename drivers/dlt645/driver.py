@@ -119,8 +119,7 @@ class Dlt645Driver(Driver):
             self._plan = self._make_plan(self.meter_address)
 
     # -- description ------------------------------------------------------------------
-    @property
-    def identity(self) -> str | None:
+    async def identity(self) -> str | None:
         """What ``check`` reports of the device: the meter address (read for ``auto``)."""
         if self.meter_address is None:
             return None

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from drivers.fins.config import ByteOrder
 from drivers.modbus.codec import DecodePlan, Field, decode_value, encode, encode_string
 from gateway.errors import FinsFrameError
 from gateway.types import DataType
@@ -62,17 +63,17 @@ def encode_bit(value: float | bool) -> bytes:
     raise ValueError(f"{value!r} is not a boolean (true/false or 0/1)")
 
 
-def encode_words(value: float | int | str, type_: DataType, byte_order: str,
+def encode_words(value: float | int | str, type_: DataType, byte_order: ByteOrder,
                  length: int | None = None) -> bytes:
     """The bytes of a word write of ``value`` (checked, never wrapped or rounded)."""
     if type_ is DataType.STRING:
         if not isinstance(value, str):
             raise ValueError(f"expects a text, got {value!r}")
-        words = encode_string(value, length or 1, byte_order)  # type: ignore[arg-type]
+        words = encode_string(value, length or 1, byte_order)
     else:
         if isinstance(value, str):
             raise ValueError(f"expects a number, got the text {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{value!r} is not a finite number")
-        words = encode(value, type_, byte_order)  # type: ignore[arg-type]
+        words = encode(value, type_, byte_order)
     return b"".join(w.to_bytes(2, "big") for w in words)

@@ -175,7 +175,7 @@ class FinsDeviceConfig(DeviceConfig):
     poll_groups: list[FinsPollGroup] = Field(
         default_factory=list,
         description="extra poll groups [{name, interval}]; poll_interval is the 'default' group")
-    tags: list[FinsTagConfig] = Field(min_length=1)  # type: ignore[assignment]
+    tags: list[FinsTagConfig] = Field(min_length=1)  # type: ignore[assignment]  # a driver narrows its tags
 
     @model_validator(mode="after")
     def _check_device(self) -> FinsDeviceConfig:

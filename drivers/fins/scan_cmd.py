@@ -20,14 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.fins.address import Area, parse_address
-from drivers.fins.config import FinsDeviceConfig
+from drivers.fins.config import ByteOrder, FinsDeviceConfig
 from drivers.modbus.codec import decode_value
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.errors import DriverError
 from gateway.types import DataType
 
 #: the views of each word: (column, type, byte order)
-VIEWS: tuple[tuple[str, DataType, str], ...] = (
+VIEWS: tuple[tuple[str, DataType, ByteOrder], ...] = (
     ("int16", DataType.INT16, "ABCD"),
     ("uint16", DataType.UINT16, "ABCD"),
     ("int32", DataType.INT32, "CDAB"),
@@ -49,7 +49,7 @@ def decode_all(words: npt.NDArray[np.uint16]) -> list[dict[str, str]]:
             if offset + size > len(values):
                 row[name] = ""
                 continue
-            value = decode_value(values[offset:offset + size], type_, order)  # type: ignore[arg-type]
+            value = decode_value(values[offset:offset + size], type_, order)
             if isinstance(value, float) and type_ in (DataType.FLOAT32, DataType.FLOAT64):
                 row[name] = f"{value:.6g}" if math.isfinite(value) else str(value)
             else:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from drivers.s7.address import S7_TYPES, Area, S7Address, S7Type, parse_address
-from drivers.s7.codec import DecodeError, DecodePlan, Field, decode_value, encode
+from drivers.s7.codec import DecodePlan, Field, decode_value, encode
 from drivers.s7.config import S7DeviceConfig, S7PollGroup, S7TagConfig
-from drivers.s7.planner import PlanError, ReadPlan, ReadRequest, TagSpan, plan_reads
+from drivers.s7.planner import ReadPlan, ReadRequest, TagSpan, plan_reads
+from gateway.errors import PlanError, S7DecodeError
 
 if TYPE_CHECKING:
     from drivers.s7.driver import S7Driver
@@ -19,13 +20,13 @@ if TYPE_CHECKING:
 __all__ = [
     "S7_TYPES",
     "Area",
-    "DecodeError",
     "DecodePlan",
     "Field",
     "PlanError",
     "ReadPlan",
     "ReadRequest",
     "S7Address",
+    "S7DecodeError",
     "S7DeviceConfig",
     "S7Driver",
     "S7PollGroup",

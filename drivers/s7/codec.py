@@ -41,9 +41,9 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.s7.address import S7Address
+from gateway.errors import S7DecodeError
 
 __all__ = [
-    "DecodeError",
     "DecodePlan",
     "Field",
     "decode_date_and_time",
@@ -66,10 +66,6 @@ _S5_BASES = (0.01, 0.1, 1.0, 10.0)
 #: every valid S5TIME word (time base in bits 12-13, three BCD digits) -> seconds
 _S5_SECONDS = {base << 12 | (d // 100) << 8 | (d // 10 % 10) << 4 | d % 10: d * _S5_BASES[base]
                for base in range(4) for d in range(1000)}
-
-
-class DecodeError(ValueError):
-    """Bytes that are not a valid value of their S7 type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +177,7 @@ class DecodePlan:
             try:
                 out[pos] = decode_value(bytes(data[f.offset:f.offset + f.address.size]),
                                         f.address, f.encoding)
-            except DecodeError as exc:
+            except S7DecodeError as exc:
                 out[pos] = None if out.dtype == object else math.nan
                 bad[pos] = str(exc)
         return bad
@@ -191,7 +187,7 @@ def decode_value(data: bytes, address: S7Address, encoding: str = "latin-1") -> 
     """One value from its bytes (the plan does numbers in bulk; this does every type)."""
     name = address.type.name
     if len(data) != address.size:
-        raise DecodeError(f"{len(data)} bytes for a {name} of {address.size}")
+        raise S7DecodeError(f"{len(data)} bytes for a {name} of {address.size}")
     if name == "BOOL":
         return float((data[0] >> (address.bit or 0)) & 1)
     if name in _STRUCT:
@@ -201,7 +197,7 @@ def decode_value(data: bytes, address: S7Address, encoding: str = "latin-1") -> 
         maximum, current = data[0], data[1]
         limit = min(maximum, address.length)
         if current > limit:
-            raise DecodeError(f"STRING says {current} characters but holds at most {limit} "
+            raise S7DecodeError(f"STRING says {current} characters but holds at most {limit} "
                               f"(maximum length byte {maximum}, tag declared "
                               f"STRING[{address.length}])")
         return _text(data[2:2 + current], encoding, "STRING")
@@ -209,7 +205,7 @@ def decode_value(data: bytes, address: S7Address, encoding: str = "latin-1") -> 
         maximum, current = struct.unpack(">HH", data[:4])
         limit = min(maximum, address.length)
         if current > limit:
-            raise DecodeError(f"WSTRING says {current} characters but holds at most {limit} "
+            raise S7DecodeError(f"WSTRING says {current} characters but holds at most {limit} "
                               f"(maximum length {maximum}, tag declared "
                               f"WSTRING[{address.length}])")
         return _text(data[4:4 + 2 * current], "utf-16-be", "WSTRING")
@@ -222,15 +218,16 @@ def decode_value(data: bytes, address: S7Address, encoding: str = "latin-1") -> 
         seconds = _S5_SECONDS.get(word)
         if seconds is None:
             _bcd_digits(word & 0x0FFF, 3, "S5TIME")  # says which nibble is no digit
-        return seconds  # type: ignore[return-value]
-    raise DecodeError(f"the S7 codec cannot decode a {name}")  # pragma: no cover
+        assert seconds is not None  # every word of three BCD digits is in the table
+        return seconds
+    raise S7DecodeError(f"the S7 codec cannot decode a {name}")  # pragma: no cover
 
 
 def _text(data: bytes, encoding: str, what: str) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"{what} bytes are not valid {encoding}: {exc.reason} at byte "
+        raise S7DecodeError(f"{what} bytes are not valid {encoding}: {exc.reason} at byte "
                           f"{exc.start}") from None
 
 
@@ -239,7 +236,7 @@ def _bcd_digits(value: int, digits: int, what: str) -> int:
     for shift in range(4 * (digits - 1), -1, -4):
         nibble = (value >> shift) & 0xF
         if nibble > 9:
-            raise DecodeError(f"{what} has the nibble 0x{nibble:X}, not a BCD digit")
+            raise S7DecodeError(f"{what} has the nibble 0x{nibble:X}, not a BCD digit")
         out = out * 10 + nibble
     return out
 
@@ -248,7 +245,7 @@ def decode_date_and_time(data: bytes) -> str:
     """DATE_AND_TIME (8 bytes BCD: year, month, day, hour, minute, second, milliseconds in
     three digits, weekday) as ISO 8601 text with milliseconds; years 90-99 are 1990s."""
     if len(data) != 8:
-        raise DecodeError(f"DATE_AND_TIME takes 8 bytes, not {len(data)}")
+        raise S7DecodeError(f"DATE_AND_TIME takes 8 bytes, not {len(data)}")
     year, month, day, hour, minute, second = (
         _bcd_digits(b, 2, "DATE_AND_TIME") for b in data[:6])
     millis = _bcd_digits((data[6] << 4) | (data[7] >> 4), 3, "DATE_AND_TIME")
@@ -256,7 +253,7 @@ def decode_date_and_time(data: bytes) -> str:
     try:
         moment = dt.datetime(year, month, day, hour, minute, second, millis * 1000)
     except ValueError as exc:
-        raise DecodeError(f"DATE_AND_TIME is not a date: {exc}") from None
+        raise S7DecodeError(f"DATE_AND_TIME is not a date: {exc}") from None
     return moment.isoformat(timespec="milliseconds")
 
 

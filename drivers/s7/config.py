@@ -68,6 +68,7 @@ class S7TagConfig(TagConfig):
     address: str = Field(
         description="S7 address: DB1.DBD4:REAL, DB1.DBX0.1, DB2.DB0:STRING[20], MW10:INT, "
         "I0.1, QB0, VW100:INT (S7-200 SMART), T5, C3 (drivers/s7/README.md)")
+    # None until the address's S7 type fills it in (a validator): mypy sees the base's type
     type: DataType | None = Field(  # type: ignore[assignment]
         default=None,
         description="published type; follows from the address's S7 type (REAL: float32, INT: "
@@ -165,7 +166,7 @@ class S7DeviceConfig(DeviceConfig):
     poll_groups: list[S7PollGroup] = Field(
         default_factory=list,
         description="extra poll groups [{name, interval}]; poll_interval is the 'default' group")
-    tags: list[S7TagConfig] = Field(min_length=1)  # type: ignore[assignment]
+    tags: list[S7TagConfig] = Field(min_length=1)  # type: ignore[assignment]  # a driver narrows its tags
 
     @model_validator(mode="wrap")
     @classmethod
@@ -174,8 +175,9 @@ class S7DeviceConfig(DeviceConfig):
         if isinstance(data, dict) and isinstance(data.get("poll_groups", []), list):
             given = [g.get("name") if isinstance(g, dict) else getattr(g, "name", None)
                      for g in data.get("poll_groups", [])]
-            if all(isinstance(n, str) for n in given):
-                names = frozenset({DEFAULT_GROUP, *given})  # type: ignore[arg-type]
+            named = [n for n in given if isinstance(n, str)]
+            if len(named) == len(given):
+                names = frozenset({DEFAULT_GROUP, *named})
         with _groups_in_scope(names):
             return handler(data)
 

@@ -40,9 +40,7 @@ from drivers.s7.address import Area
 from drivers.s7.codec import DecodePlan, Field, encode
 from drivers.s7.config import DEFAULT_GROUP, S7DeviceConfig, S7TagConfig
 from drivers.s7.frames import (
-    FrameError,
     ItemFailed,
-    PduRefused,
     ReadItem,
     max_write_payload,
     parse_read_items,
@@ -54,7 +52,15 @@ from drivers.s7.frames import (
     write_request,
 )
 from drivers.s7.planner import ReadRequest, TagSpan, plan_reads
-from gateway.errors import ConnectionLost, DeviceUnreachable, DriverError, WriteRejected
+from gateway.errors import (
+    ConnectionLost,
+    DeviceUnreachable,
+    DeviceWriteRefused,
+    DriverError,
+    RequestFailed,
+    S7FrameError,
+    S7JobRefused,
+)
 from gateway.types import DataType, Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -64,15 +70,6 @@ logging.getLogger("snap7").setLevel(logging.WARNING)
 #: seconds snap7's own receive waits beyond the configured timeout (a backstop)
 BACKSTOP_SECONDS = 1.0
 PUT_GET_OFF = 0x8104
-
-
-class _RequestFailed(Exception):
-    """A whole request got no usable answer; its tags become BAD. Never leaves this module."""
-
-    def __init__(self, counter: str, reason: str) -> None:
-        super().__init__(reason)
-        self.counter = counter
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +110,7 @@ class S7Driver(Driver):
         #: the PDU size the PLC granted on the last connection (None before one)
         self.pdu_size: int | None = None
         #: what the PLC said it is (SZL), shown by ``check``; None when it does not say
-        self.identity: str | None = None
+        self._identity: str | None = None
         self._plans: dict[tuple[tuple[int, ...], int], _PollPlan] = {}
         self._failing: dict[str, str] = {}
         self._fresh: dict[str, list[str]] = {}
@@ -163,10 +160,15 @@ class S7Driver(Driver):
             client.connection.timeout = cfg.timeout + BACKSTOP_SECONDS
         self._client = client
         self.pdu_size = client.get_pdu_length()
-        self.identity = await self._identify(client)
+        self._identity = await self._identify(client)
         log.info("%s: connected to %s, PDU %d bytes%s", self.device_name,
                  cfg.describe_connection(), self.pdu_size,
-                 f" ({self.identity})" if self.identity else "")
+                 f" ({self._identity})" if self._identity else "")
+
+    async def identity(self) -> str | None:
+        """The CPU's model, order number and firmware from the SZL, read at connect (also
+        with PUT/GET off); None when the CPU did not say."""
+        return self._identity
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -360,7 +362,7 @@ class S7Driver(Driver):
             sent = time.time_ns()
             try:
                 results = await self._read_request(job)
-            except _RequestFailed as failure:
+            except RequestFailed as failure:
                 self.errors[failure.counter] += 1
                 self._note(job.description, failure.counter, failure.reason)
                 for chunk in request.chunks:
@@ -408,10 +410,10 @@ class S7Driver(Driver):
         answer = await self._exchange(read_job(ref, job.param), what)
         try:
             return parse_read_items(answer, ref, job.sizes, job.items)
-        except PduRefused as exc:
+        except S7JobRefused as exc:
             raise _refused(exc, what) from None
-        except FrameError as exc:
-            raise _RequestFailed("garbled", f"{what}: unusable answer: {exc}") from None
+        except S7FrameError as exc:
+            raise RequestFailed("garbled", f"{what}: unusable answer: {exc}") from None
 
     def _item_reason(self, item: ReadItem, failed: ItemFailed) -> str:
         reason = f"read of {item.describe()}: the PLC answered '{failed.reason}' " \
@@ -459,9 +461,9 @@ class S7Driver(Driver):
         answer = await self._exchange(read_request(ref, [item]), what)
         try:
             (result,) = parse_read_response(answer, ref, [item])
-        except PduRefused as exc:
+        except S7JobRefused as exc:
             raise DriverError(_refused(exc, what).reason) from None
-        except FrameError as exc:
+        except S7FrameError as exc:
             raise DriverError(f"{what}: unusable answer: {exc}") from None
         if isinstance(result, ItemFailed):
             raise DriverError(self._item_reason(item, result))
@@ -471,12 +473,12 @@ class S7Driver(Driver):
     async def write(self, tag_id: int, value: float | bool | str) -> None:
         tag = self._tags.get(tag_id)
         if tag is None:
-            raise WriteRejected(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
+            raise DeviceWriteRefused(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
         address = tag.s7
         try:
             data = encode(value, address, tag.encoding)
         except ValueError as exc:
-            raise WriteRejected(f"{tag.name}: {exc}") from None
+            raise DeviceWriteRefused(f"{tag.name}: {exc}") from None
         if self._client is None or self.pdu_size is None:
             raise ConnectionLost(f"{self.device_name}: not connected")
         start = address.start
@@ -507,14 +509,15 @@ class S7Driver(Driver):
         answer = await self._exchange(read_request(ref, [item]), what)
         try:
             (result,) = parse_read_response(answer, ref, [item])
-        except (PduRefused, FrameError) as exc:
-            raise WriteRejected(f"{tag.name}: {what} failed: {exc}") from None
+        except (S7JobRefused, S7FrameError) as exc:
+            raise DeviceWriteRefused(f"{tag.name}: {what} failed: {exc}") from None
         if isinstance(result, ItemFailed):
-            raise WriteRejected(f"{tag.name}: {self._item_reason(item, result)}")
+            raise DeviceWriteRefused(f"{tag.name}: {self._item_reason(item, result)}")
         maximum = int.from_bytes(result, "big")
         if wanted > maximum:
-            raise WriteRejected(f"{tag.name}: the text takes {wanted} characters but the PLC's "
-                                f"{a.type.name} holds {maximum}")
+            raise DeviceWriteRefused(
+                f"{tag.name}: the text takes {wanted} characters but the PLC's "
+                f"{a.type.name} holds {maximum}")
 
     async def _write_item(self, tag: S7TagConfig, item: ReadItem, data: bytes) -> None:
         ref = self._next_ref()
@@ -522,13 +525,13 @@ class S7Driver(Driver):
         answer = await self._exchange(write_request(ref, item, data), what)
         try:
             (code,) = parse_write_response(answer, ref)
-        except PduRefused as exc:
-            raise WriteRejected(f"{tag.name}: {_refused(exc, what).reason}") from None
-        except FrameError as exc:
+        except S7JobRefused as exc:
+            raise DeviceWriteRefused(f"{tag.name}: {_refused(exc, what).reason}") from None
+        except S7FrameError as exc:
             self.errors["garbled"] += 1
-            raise WriteRejected(f"{tag.name}: unusable answer to the write: {exc}") from None
+            raise DeviceWriteRefused(f"{tag.name}: unusable answer to the write: {exc}") from None
         if code != 0xFF:
-            raise WriteRejected(f"{tag.name}: {self._item_reason(item, ItemFailed(code))}"
+            raise DeviceWriteRefused(f"{tag.name}: {self._item_reason(item, ItemFailed(code))}"
                                 .replace("read of", "write of"))
 
 
@@ -549,38 +552,40 @@ def _honour_cancel(before: int) -> None:
 def _root(exc: BaseException) -> BaseException:
     """The error snap7 wrapped (it raises its own from inside ``except``)."""
     seen = exc
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
-    return seen
+    while True:
+        inner = seen.__cause__ or seen.__context__
+        if inner is None:
+            return seen
+        seen = inner
 
 
-def _item_failure(code: int, reason: str) -> _RequestFailed:
+def _item_failure(code: int, reason: str) -> RequestFailed:
     """An item's return code as its counter."""
     match code:
         case 0x01:
-            return _RequestFailed("hardware_fault", reason)
+            return RequestFailed("hardware_fault", reason)
         case 0x03:
-            return _RequestFailed("access_denied", reason)
+            return RequestFailed("access_denied", reason)
         case 0x05:
-            return _RequestFailed("address_out_of_range", reason)
+            return RequestFailed("address_out_of_range", reason)
         case 0x06:
-            return _RequestFailed("type_unsupported", reason)
+            return RequestFailed("type_unsupported", reason)
         case 0x07:
-            return _RequestFailed("type_inconsistent", reason)
+            return RequestFailed("type_inconsistent", reason)
         case 0x0A:
-            return _RequestFailed("object_missing", reason)
+            return RequestFailed("object_missing", reason)
         case _:
-            return _RequestFailed("item_error", reason)
+            return RequestFailed("item_error", reason)
 
 
-def _refused(exc: PduRefused, what: str) -> _RequestFailed:
+def _refused(exc: S7JobRefused, what: str) -> RequestFailed:
     if exc.code == PUT_GET_OFF:
-        return _RequestFailed("put_get_off", (
+        return RequestFailed("put_get_off", (
             f"{what}: the PLC refuses S7 reads and writes (error 0x8104): on an S7-1200/1500 "
             "enable 'Permit access with PUT/GET communication from remote partner' (CPU "
             "properties > Protection & Security > Connection mechanisms) and download the "
             "hardware configuration"))
-    return _RequestFailed("pdu_refused", f"{what}: {exc}")
+    return RequestFailed("pdu_refused", f"{what}: {exc}")
 
 
 async def _quietly_disconnect(client: AsyncClient) -> None:

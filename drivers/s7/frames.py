@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from drivers.s7.address import Area
+from gateway.errors import S7FrameError, S7JobRefused
 
 __all__ = [
-    "FrameError",
     "ItemFailed",
-    "PduRefused",
     "ReadItem",
+    "job_refused",
     "parse_read_response",
     "parse_write_response",
     "read_request",
@@ -72,17 +72,11 @@ HEADER_ERRORS = {
 }
 
 
-class FrameError(ValueError):
-    """An answer that is not the S7 PDU it should be (garbled, cut short, another reference)."""
-
-
-class PduRefused(Exception):
-    """The PLC answered the whole job with an error class and code in its header."""
-
-    def __init__(self, error_class: int, error_code: int) -> None:
-        self.code = error_class << 8 | error_code
-        meaning = HEADER_ERRORS.get(self.code, "an error the gateway has no words for")
-        super().__init__(f"the PLC refused the request with error 0x{self.code:04X} ({meaning})")
+def job_refused(error_class: int, error_code: int) -> S7JobRefused:
+    """The error for a job the PLC refused as a whole, in words."""
+    code = error_class << 8 | error_code
+    meaning = HEADER_ERRORS.get(code, "an error the gateway has no words for")
+    return S7JobRefused(code, f"the PLC refused the request with error 0x{code:04X} ({meaning})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,22 +171,22 @@ def write_request(pdu_ref: int, item: ReadItem, data: bytes) -> bytes:
 def _answer(pdu: bytes, pdu_ref: int, function: int) -> tuple[int, bytes, bytes]:
     """Item count, parameter and data of an answer to job ``pdu_ref``; checks the header."""
     if len(pdu) < 12:
-        raise FrameError(f"answer of {len(pdu)} bytes is shorter than an S7 header")
+        raise S7FrameError(f"answer of {len(pdu)} bytes is shorter than an S7 header")
     proto, kind, _, ref, param_len, data_len, err_class, err_code = struct.unpack(
         ">BBHHHHBB", pdu[:12])
     if proto != PROTOCOL_ID:
-        raise FrameError(f"answer does not start with the S7 protocol id 0x32 (0x{proto:02X})")
+        raise S7FrameError(f"answer does not start with the S7 protocol id 0x32 (0x{proto:02X})")
     if kind not in (ACK, ACK_DATA):
-        raise FrameError(f"answer has PDU type {kind}, not an acknowledgement")
+        raise S7FrameError(f"answer has PDU type {kind}, not an acknowledgement")
     if ref != pdu_ref & 0xFFFF:
-        raise FrameError(f"answer to request {ref}, expected {pdu_ref & 0xFFFF}")
+        raise S7FrameError(f"answer to request {ref}, expected {pdu_ref & 0xFFFF}")
     if err_class or err_code:
-        raise PduRefused(err_class, err_code)
+        raise job_refused(err_class, err_code)
     if 12 + param_len + data_len != len(pdu):
-        raise FrameError(f"answer of {len(pdu)} bytes announces {12 + param_len + data_len}")
+        raise S7FrameError(f"answer of {len(pdu)} bytes announces {12 + param_len + data_len}")
     param = pdu[12:12 + param_len]
     if len(param) < 2 or param[0] != function:
-        raise FrameError(f"answer's parameter is not function 0x{function:02X}")
+        raise S7FrameError(f"answer's parameter is not function 0x{function:02X}")
     return param[1], param, pdu[12 + param_len:]
 
 
@@ -201,7 +195,7 @@ def parse_read_response(
 ) -> list[bytes | ItemFailed]:
     """Each item's data, or :class:`ItemFailed` with its return code.
 
-    Raises :class:`PduRefused` for a job refused as a whole, :class:`FrameError` for an
+    Raises :class:`S7JobRefused` for a job refused as a whole, :class:`S7FrameError` for an
     answer that does not fit the request (wrong reference, count, lengths)."""
     return parse_read_items(pdu, pdu_ref, [item.byte_length for item in items], items)
 
@@ -214,7 +208,7 @@ def parse_read_items(
     count, _, data = _answer(pdu, pdu_ref, READ_VAR)
     n = len(sizes)
     if count != n:
-        raise FrameError(f"answer carries {count} items for {n} asked")
+        raise S7FrameError(f"answer carries {count} items for {n} asked")
     out: list[bytes | ItemFailed] = []
     pos = 0
     end = len(data)
@@ -225,7 +219,7 @@ def parse_read_items(
                 out.append(ItemFailed(data[pos]))
                 pos += 1
                 continue
-            raise FrameError(f"answer ends before item {i + 1} of {n}")
+            raise S7FrameError(f"answer ends before item {i + 1} of {n}")
         code, transport = data[pos], data[pos + 1]
         length = data[pos + 2] << 8 | data[pos + 3]
         pos += ITEM_HEADER
@@ -235,13 +229,13 @@ def parse_read_items(
             pos += size + (size & 1 if i < last else 0)
             continue
         if size != want:
-            raise FrameError(f"item {i + 1} ({items[i].describe()}) came with {size} bytes")
+            raise S7FrameError(f"item {i + 1} ({items[i].describe()}) came with {size} bytes")
         if pos + size > end:
-            raise FrameError(f"item {i + 1} ({items[i].describe()}) is cut short")
+            raise S7FrameError(f"item {i + 1} ({items[i].describe()}) is cut short")
         out.append(data[pos:pos + size])
         pos += size + (size & 1 if i < last else 0)
     if pos != end:
-        raise FrameError(f"answer has {end - pos} bytes after its last item")
+        raise S7FrameError(f"answer has {end - pos} bytes after its last item")
     return out
 
 
@@ -249,7 +243,7 @@ def parse_write_response(pdu: bytes, pdu_ref: int, count: int = 1) -> list[int]:
     """The return code of each written item (0xFF: written)."""
     n, _, data = _answer(pdu, pdu_ref, WRITE_VAR)
     if n != count or len(data) != count:
-        raise FrameError(f"write answer carries {n} items ({len(data)} codes) for {count}")
+        raise S7FrameError(f"write answer carries {n} items ({len(data)} codes) for {count}")
     return list(data)
 
 

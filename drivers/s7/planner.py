@@ -38,8 +38,9 @@ from drivers.s7.frames import (
     max_read_payload,
     read_cost,
 )
+from gateway.errors import PlanError
 
-__all__ = ["Block", "Chunk", "PlanError", "ReadPlan", "ReadRequest", "TagSpan", "plan_reads"]
+__all__ = ["Block", "Chunk", "ReadPlan", "ReadRequest", "TagSpan", "plan_reads"]
 
 #: the smallest PDU an S7 partner negotiates in practice (and that leaves room for an item)
 MIN_PDU = 64
@@ -49,10 +50,6 @@ MAX_ITEMS = 255
 EXACT_ITEMS = 14
 #: search steps before the exact packing settles for the best found
 _SEARCH_BUDGET = 50_000
-
-
-class PlanError(ValueError):
-    """The tags cannot be read within the given limits."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from drivers.s7.address import S7_TYPES, Area, S7Address, parse_address
 from drivers.s7.codec import decode_value
 from drivers.s7.config import CONNECTION_TYPES, S7DeviceConfig
 from drivers.s7.frames import ReadItem, max_read_payload
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.errors import DriverError
 
 #: the views of each offset (name, S7 type, bytes)
@@ -83,7 +83,7 @@ async def read_range(device: S7DeviceConfig, item: ReadItem) -> tuple[bytes, str
         for first in range(0, item.count, step):
             part = ReadItem(item.area, item.db, item.start + first, min(step, item.count - first))
             data += await driver.read_range(part)
-        return data, driver.identity or ""
+        return data, await driver.identity() or ""
     finally:
         await driver.close()
 

@@ -173,15 +173,11 @@ async def check_device(device: DeviceConfig, catalog: TagCatalog, timeout: float
             if q != Quality.GOOD:
                 bad.append(tag.name)
         errors = {k: v for k, v in driver.errors.items() if v}
-        identity = [f"device: {driver.identity}"] if driver.identity else []
         if bad:
             reason = "; ".join([
                 f"connected, but {_counted(len(bad), 'tag')} not good: {', '.join(bad)}",
-                *describe_errors(errors), *identity,
+                *describe_errors(errors),
             ])
-            return DeviceCheck(name, protocol, False, reason, readings, errors)
-        reason = "; ".join(["connected and read", *identity])
-        return DeviceCheck(name, protocol, True, reason, readings, errors)
             return DeviceCheck(name, protocol, False, reason, readings, errors, identity)
         return DeviceCheck(name, protocol, True, "connected and read", readings, errors, identity)
     except Exception as exc:  # a driver bug: report it, never crash the check

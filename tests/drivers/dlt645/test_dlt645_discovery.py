@@ -20,8 +20,8 @@ async def test_check_reports_the_address_of_a_lone_meter() -> None:
         config = device(line, "auto", [{"name": "volts", "di": "voltage.a"}], name="meter")
         result = await check_device(config, TagCatalog([config]), 2.0, SerialPorts())
     assert result.ok, result.reason
-    assert result.reason == ("connected and read (meter address 000012345678 "
-                             "(DL/T 645-2007))")
+    assert result.reason == "connected and read"
+    assert result.identity == "meter address 000012345678 (DL/T 645-2007)"
     assert [(r.path, r.value, r.unit) for r in result.readings] == [("meter.volts", 230.4, "V")]
 
 

@@ -129,7 +129,7 @@ async def test_auto_reads_the_address_of_a_lone_meter() -> None:
         drv = driver(device(line, "auto", TAGS[:1]))
         await drv.connect()
         assert drv.meter_address == "000012345678"
-        assert drv.identity == "meter address 000012345678 (DL/T 645-2007)"
+        assert await drv.identity() == "meter address 000012345678 (DL/T 645-2007)"
         assert values_of(drv, await read(drv)) == {"volts_a": 230.4}
         await drv.close()
     async with Dlt645Line([fixed_meter(A1), fixed_meter(A2)]) as line:  # two answer: collision

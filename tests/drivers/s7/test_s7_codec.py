@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from drivers.s7.address import parse_address
 from drivers.s7.codec import (
-    DecodeError,
     DecodePlan,
     Field,
+    S7DecodeError,
     decode_date_and_time,
     decode_value,
     encode,
@@ -208,7 +208,7 @@ def test_s5time_against_its_documented_layout(raw: bytes) -> None:
     digits = [(word >> s) & 0xF for s in (8, 4, 0)]
     address = parse_address("T1")
     if max(digits) > 9:
-        with pytest.raises(DecodeError, match="not a BCD digit"):
+        with pytest.raises(S7DecodeError, match="not a BCD digit"):
             decode_value(raw, address)
         return
     base = (0.01, 0.1, 1.0, 10.0)[(word >> 12) & 3]
@@ -222,12 +222,12 @@ ADDRESSES = ["DB1.DB0:STRING[6]", "DB1.DB0:WSTRING[3]", "DB1.DB0:DT", "T0", "DB1
 @given(st.sampled_from(ADDRESSES), st.binary(min_size=0, max_size=12),
        st.sampled_from(["latin-1", "gbk", "utf-8"]))
 def test_any_bytes_decode_or_say_why(address_text: str, raw: bytes, encoding: str) -> None:
-    """Garbage from a PLC is a DecodeError with a reason, never another exception."""
+    """Garbage from a PLC is a S7DecodeError with a reason, never another exception."""
     address = parse_address(address_text)
     assume(len(raw) == address.size or raw == b"")
     try:
         decode_value(raw, address, encoding)
-    except DecodeError as exc:
+    except S7DecodeError as exc:
         assert str(exc)
 
 

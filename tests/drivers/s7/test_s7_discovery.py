@@ -24,15 +24,14 @@ async def test_check_names_the_cpu_and_says_why_its_tags_are_bad(tmp_path: Path)
         config = gateway_config(tmp_path, 1, [device])  # no broker: only the device matters
         (ok,), _ = await run_checks(config, tmp_path, timeout=3.0)
         assert ok.ok, ok.reason
-        assert ok.reason == ("connected and read; device: CPU 1516-3 PN/DP, "
-                             "6ES7 516-3AN02-0AB0, firmware V2.9.4")
+        assert ok.reason == "connected and read"
+        assert ok.identity == "CPU 1516-3 PN/DP, 6ES7 516-3AN02-0AB0, firmware V2.9.4"
         plc.put_get = False
         (refused,), _ = await run_checks(config, tmp_path, timeout=3.0)
         assert not refused.ok
         assert "2 tags not good: melt, mode" in refused.reason
         assert "1 request refused: PUT/GET access is off in the PLC" in refused.reason
-        assert refused.reason.endswith("device: CPU 1516-3 PN/DP, 6ES7 516-3AN02-0AB0, "
-                                       "firmware V2.9.4")
+        assert refused.identity == "CPU 1516-3 PN/DP, 6ES7 516-3AN02-0AB0, firmware V2.9.4"
 
 
 async def test_scan_shows_a_db_under_every_type() -> None:

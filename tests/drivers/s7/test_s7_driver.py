@@ -16,7 +16,7 @@ import pytest
 
 from drivers.s7.config import S7DeviceConfig
 from drivers.s7.driver import S7Driver
-from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
+from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused
 from gateway.types import Quality, SampleBatch
 from hil.devices.s7_plc import S7PlcSimulator
 from tests.drivers.s7.s7_golden import VALUE_CASES, load_plan_case, load_value_case, same_value
@@ -113,7 +113,7 @@ async def test_values_come_from_the_process_model_with_read_times(
     assert got["state"][0] in ("CLOSING", "INJECTING", "HOLDING", "COOLING", "OPENING",
                                "EJECTING")
     assert all(before <= ts <= after for _, _, ts in got.values())
-    assert driver.identity == "CPU 1214C DC/DC/DC, 6ES7 214-1AG40-0XB0, firmware V4.5.2"
+    assert (await driver.identity()) == "CPU 1214C DC/DC/DC, 6ES7 214-1AG40-0XB0, firmware V4.5.2"
     del t0
     await driver.close()
 
@@ -124,7 +124,7 @@ async def test_put_get_off_makes_the_tags_bad_and_says_how_to_switch_it_on(
     plc.put_get = False
     driver = driver_of(device(plc.port, MACHINE))
     await driver.connect()  # connecting and the SZL identification still work
-    assert driver.identity is not None
+    assert (await driver.identity()) is not None
     with caplog.at_level(logging.WARNING, logger="drivers.s7.driver"):
         got = await read_all(driver)
         await read_all(driver)
@@ -133,7 +133,7 @@ async def test_put_get_off_makes_the_tags_bad_and_says_how_to_switch_it_on(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2  # once per poll group's request, not per poll
     assert "enable 'Permit access with PUT/GET communication from remote partner'" in warnings[0]
-    with pytest.raises(WriteRejected, match="PUT/GET"):
+    with pytest.raises(DeviceWriteRefused, match="PUT/GET"):
         await driver.write(4, 200.0)
     plc.put_get = True
     with caplog.at_level(logging.INFO, logger="drivers.s7.driver"):
@@ -306,18 +306,19 @@ async def test_refused_writes_say_why_and_change_nothing(plc: S7PlcSimulator) ->
                               poll_groups=[{"name": "never", "interval": "1h"}]))
     await driver.connect()
     before = plc.read_bytes("DB", 42, 12, db=3)
-    with pytest.raises(WriteRejected, match="takes 11 characters but the PLC's STRING holds 10"):
+    with pytest.raises(DeviceWriteRefused,
+                       match="takes 11 characters but the PLC's STRING holds 10"):
         await driver.write(9, "x" * 11)
-    with pytest.raises(WriteRejected, match="takes 11 bytes in latin-1; the tag holds 10"):
+    with pytest.raises(DeviceWriteRefused, match="takes 11 bytes in latin-1; the tag holds 10"):
         await driver.write(3, "x" * 11)
     assert plc.read_bytes("DB", 42, 12, db=3) == before
-    with pytest.raises(WriteRejected, match="outside the INT range"):
+    with pytest.raises(DeviceWriteRefused, match="outside the INT range"):
         await driver.write(7, 40000)
-    with pytest.raises(WriteRejected, match="is not an integer"):
+    with pytest.raises(DeviceWriteRefused, match="is not an integer"):
         await driver.write(7, 1.5)
-    with pytest.raises(WriteRejected, match="DB9 does not exist"):
+    with pytest.raises(DeviceWriteRefused, match="DB9 does not exist"):
         await driver.write(8, 3)
-    with pytest.raises(WriteRejected, match="cannot be written in latin-1"):
+    with pytest.raises(DeviceWriteRefused, match="cannot be written in latin-1"):
         await driver.write(3, "注")
     await driver.close()
 
@@ -359,10 +360,10 @@ async def test_a_plc_that_does_not_identify_itself_is_read_all_the_same(
     monkeypatch.setattr(plc, "_szl", lambda szl_id: None)  # 'object does not exist'
     driver = driver_of(device(plc.port, MACHINE))
     await driver.connect()
-    assert driver.identity is None
+    assert (await driver.identity()) is None
     assert all(q == Quality.GOOD for _, q, _ in (await read_all(driver)).values())
     await driver.close()
     monkeypatch.setattr(plc, "_szl", lambda szl_id: b"\x00\x1c")  # cut short
     await driver.connect()
-    assert driver.identity is None
+    assert (await driver.identity()) is None
     await driver.close()

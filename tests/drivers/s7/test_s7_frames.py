@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from drivers.s7.address import Area
 from drivers.s7.frames import (
-    FrameError,
     ItemFailed,
-    PduRefused,
     ReadItem,
+    S7FrameError,
+    S7JobRefused,
     parse_read_response,
     parse_write_response,
     read_request,
@@ -65,18 +65,18 @@ def test_an_answer_with_a_fill_byte_and_a_failed_item() -> None:
 def test_a_refused_job_and_answers_that_do_not_fit() -> None:
     item = [ReadItem(Area.DB, 1, 0, 2)]
     refused = struct.pack(">BBHHHHH", 0x32, 3, 0, 5, 0, 0, 0x8104)
-    with pytest.raises(PduRefused, match="PUT/GET") as info:
+    with pytest.raises(S7JobRefused, match="PUT/GET") as info:
         parse_read_response(refused, 5, item)
     assert info.value.code == 0x8104
     good = _answer(5, bytes.fromhex("ff 04 0010 1234"), 1)
     assert parse_read_response(good, 5, item) == [b"\x12\x34"]
-    with pytest.raises(FrameError, match="answer to request 5, expected 6"):
+    with pytest.raises(S7FrameError, match="answer to request 5, expected 6"):
         parse_read_response(good, 6, item)
-    with pytest.raises(FrameError, match="came with 1 bytes"):
+    with pytest.raises(S7FrameError, match="came with 1 bytes"):
         parse_read_response(_answer(5, bytes.fromhex("ff 04 0008 12"), 1), 5, item)
-    with pytest.raises(FrameError, match="carries 2 items for 1"):
+    with pytest.raises(S7FrameError, match="carries 2 items for 1"):
         parse_read_response(_answer(5, bytes.fromhex("ff 04 0010 1234"), 2), 5, item)
-    with pytest.raises(FrameError, match="announces"):
+    with pytest.raises(S7FrameError, match="announces"):
         parse_read_response(good[:-1], 5, item)
 
 
@@ -84,7 +84,7 @@ def test_write_answers() -> None:
     answer = struct.pack(">BBHHHHH", 0x32, 3, 0, 4, 2, 1, 0) + b"\x05\x01" + b"\xff"
     assert parse_write_response(answer, 4) == [0xFF]
     refused = struct.pack(">BBHHHHH", 0x32, 3, 0, 4, 0, 0, 0x8104)
-    with pytest.raises(PduRefused):
+    with pytest.raises(S7JobRefused):
         parse_write_response(refused, 4)
 
 
@@ -93,7 +93,7 @@ def test_any_answer_is_values_or_a_reason(raw: bytes, count: int) -> None:
     items = [ReadItem(Area.DB, 1, 2 * i, 2) for i in range(count)]
     try:
         results = parse_read_response(raw, 1, items)
-    except (FrameError, PduRefused) as exc:
+    except (S7FrameError, S7JobRefused) as exc:
         assert str(exc)
         return
     assert len(results) == count
