@@ -83,7 +83,9 @@ class Pipeline:
         only passed here when every sample is published anyway (no deadband)."""
         ids = batch.tag_ids
         cat = self.catalog
-        values = batch.values * cat.scale[ids] + cat.offset[ids]
+        values = batch.values * cat.scale[ids]
+        offset = cat.offset[ids]
+        np.add(values, offset, out=values, where=offset != 0.0)  # -0.0 + 0.0 would be +0.0
         quality = batch.quality.copy()
         invalid = ~np.isfinite(values) & (quality == Quality.GOOD)
         if invalid.any():

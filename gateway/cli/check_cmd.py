@@ -85,7 +85,8 @@ def _scaled(catalog: TagCatalog, tag_id: int, raw: object) -> float | int | str 
     value = float(raw)
     if math.isnan(value):
         return None
-    return value * cfg.scale + cfg.offset
+    scaled = value * cfg.scale
+    return scaled + cfg.offset if cfg.offset else scaled  # -0.0 + 0.0 would be +0.0
 
 
 async def _read_once(driver: Driver, timeout: float) -> list[SampleBatch]:

@@ -30,6 +30,15 @@ def test_scale_and_offset_apply_per_tag() -> None:
     assert out.ts_ns.tolist() == [5 * S] * 3
 
 
+def test_a_negative_zero_keeps_its_sign_unless_an_offset_moves_it() -> None:
+    """-0.0 + 0.0 is +0.0 in IEEE 754: an offset of 0 must not be added at all."""
+    p = pipeline(tag("a", 0, type="float32"), tag("b", 2, type="float32", scale=2),
+                 tag("c", 4, type="float32", offset=1.5))
+    out = p.process(SampleBatch.of([0, 1, 2], [-0.0, -0.0, -0.0], 5 * S))
+    assert np.signbit(out.values).tolist() == [True, True, False]
+    assert out.values.tolist() == [0.0, 0.0, 1.5]
+
+
 def test_without_deadband_every_sample_is_published() -> None:
     p = pipeline(tag("a", 0))
     for t in range(3):
