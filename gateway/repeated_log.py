@@ -18,15 +18,18 @@ The counters and metrics of each failure stay exact; only the log is thinned.
 writes what it decides to a logger. :class:`KindCounter` and :class:`RepeatedKinds` count
 several kinds apart (junk that fails one way, then another, per exception type or per
 peer). None is thread-safe: each is used by one task or thread (or under its owner's
-lock).
+lock). :class:`LibraryLogFilter` applies the rule to a third-party library's own log lines.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 #: seconds between two summaries of the same repeating failure
 SUMMARY_INTERVAL = 60.0
@@ -227,3 +230,89 @@ def _write(logger: logging.Logger, lines: list[LogLine]) -> bool:
     for line in lines:
         logger.log(line.level, "%s", line.text)
     return bool(lines)
+
+
+#: numbers in a library's line (counts, ids, addresses): blanked to find its kind
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+_F = TypeVar("_F", bound="LibraryLogFilter")
+
+
+class LibraryLogFilter(logging.Filter):
+    """A third-party library's warnings and errors, thinned by the rule above.
+
+    One subclass per library names it (:attr:`library`) and what to drop (:attr:`quiet`);
+    put on each of the library's loggers (a filter on a logger sees only the records logged
+    to that very logger). The kind of a line is its first line with numbers blanked
+    (``Invalid Modbus protocol id: #``); the first line of a kind passes, the rest are
+    counted and a summary replaces the line that is due, e.g. ``pymodbus logged this 52
+    more times in the last 60 s: …``. An exception logged with a line is folded into it as
+    its type and text: the library's traceback is no news to an engineer, and one peer
+    sending junk would print one per connection. Records whose exception is one of
+    ``quiet`` are dropped: the driver reports that event itself (a lost connection).
+
+    Below WARNING, and while the library's top logger (``library``: ``asyncua``,
+    ``pymodbus``) is set to DEBUG itself, records pass untouched: someone debugging the
+    library wants every line and its traceback.
+    Thread-safe (libraries log from their own threads too).
+    """
+
+    #: the library's top logger name, which also names it in summaries (a subclass sets it)
+    library: ClassVar[str]
+    #: exceptions whose records are dropped
+    quiet: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._kinds = KindCounter(f"{self.library} logged this", clock=clock)
+        self._library = logging.getLogger(self.library)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or self._library.level == logging.DEBUG:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and isinstance(exc, self.quiet):
+            return False
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string: let logging report it as usual
+            return True
+        with self._lock:
+            seen = self.kind_of(text)
+            if seen is None:
+                return False
+            reason, kind = seen
+            lines = self._kinds.failure(reason, kind, record.levelno)
+        if not lines:
+            return False
+        if lines[-1].summary:
+            text = lines[-1].text
+        elif exc is not None:
+            described = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            text = f"{text} ({described})"
+        record.msg, record.args, record.exc_info, record.exc_text = text, None, None, None
+        record.stack_info = None
+        return True
+
+    def kind_of(self, text: str) -> tuple[str, str] | None:
+        """The reason (for a summary) and the kind of a line; None drops it. Called under
+        the filter's lock."""
+        first = text.split("\n", 1)[0]
+        return first, _NUMBERS.sub("#", first)
+
+    def last_reason(self, kind: str) -> str | None:
+        return self._kinds.last_reason(kind)
+
+
+def install_library_filter(logger_names: Sequence[str], make: type[_F]) -> _F:
+    """One filter of class ``make`` on each of a library's loggers, made the first time
+    (idempotent: the one already on the first logger is returned and put where missing)."""
+    loggers = [logging.getLogger(name) for name in logger_names]
+    found = [f for f in loggers[0].filters if isinstance(f, make)]
+    installed = found[0] if found else make()
+    for logger in loggers:
+        if installed not in logger.filters:
+            logger.addFilter(installed)
+    return installed

@@ -72,9 +72,6 @@ pinned by a test:
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -99,7 +96,7 @@ from gateway.errors import (
     RequestRefused,
     UndecodableAnswer,
 )
-from gateway.repeated_log import KindCounter
+from gateway.repeated_log import LibraryLogFilter, install_library_filter
 from gateway.serial_ports import LineSettings
 
 __all__ = [
@@ -511,7 +508,6 @@ def _use_array_responses(client: ModbusClient) -> None:
 PYMODBUS_LOGGER = "pymodbus.logging"
 #: pymodbus's own line for "the same text again" (its dedup is global and forgets)
 _PYMODBUS_REPEATING = "Repeating...."
-_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
 
 
 @dataclass(slots=True)
@@ -554,55 +550,28 @@ def _guard_client(client: ModbusClient, bad: BadFrames, tcp: bool) -> None:
     ctx.callback_data = callback_data
 
 
-class PymodbusLogFilter(logging.Filter):
-    """First line of each kind through, the rest counted, a summary per interval.
-
-    Kinds are the first line with numbers blanked: ``Invalid Modbus protocol id: #``.
-    A summary replaces the line that is due, e.g. ``pymodbus logged this 52 more times in
-    the last 60 s: Invalid Modbus protocol id: 1234``. Lines below WARNING pass as they
-    are (they are off unless pymodbus is set to DEBUG).
+class PymodbusLogFilter(LibraryLogFilter):
+    """pymodbus's lines thinned (:class:`~gateway.repeated_log.LibraryLogFilter`), and its
+    own ``Repeating....`` taken as the line it repeats: a summary later says e.g.
+    ``pymodbus logged this 52 more times in the last 60 s: Invalid Modbus protocol id: 1234``.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self._kinds = KindCounter("pymodbus logged this", clock=clock)
-        self._last_kind: str | None = None
-        self._lock = threading.Lock()
+    library = "pymodbus"
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        try:
-            text = record.getMessage()
-        except Exception:  # a bad format string: let logging report it as usual
-            return True
-        with self._lock:
-            if text == _PYMODBUS_REPEATING:
-                kind = self._last_kind
-                repeated = None if kind is None else self._kinds.last_reason(kind)
-                if kind is None or repeated is None:
-                    return False
-                first = repeated  # the text it repeats
-            else:
-                first = text.split("\n", 1)[0]
-                kind = _NUMBERS.sub("#", first)
-            self._last_kind = kind
-            lines = self._kinds.failure(first, kind, record.levelno)
-        if not lines:
-            return False
-        if lines[-1].summary:
-            record.msg, record.args, record.exc_info = lines[-1].text, None, None
-        elif text == _PYMODBUS_REPEATING:
-            record.msg, record.args = first, None
-        return True
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
+        self._last_kind: str | None = None
+
+    def kind_of(self, text: str) -> tuple[str, str] | None:
+        if text != _PYMODBUS_REPEATING:
+            seen = super().kind_of(text)
+            self._last_kind = None if seen is None else seen[1]
+            return seen
+        kind = self._last_kind
+        repeated = None if kind is None else self.last_reason(kind)
+        return None if kind is None or repeated is None else (repeated, kind)
 
 
 def install_log_filter() -> PymodbusLogFilter:
     """The filter on pymodbus's logger, added the first time (idempotent)."""
-    logger = logging.getLogger(PYMODBUS_LOGGER)
-    for existing in logger.filters:
-        if isinstance(existing, PymodbusLogFilter):
-            return existing
-    added = PymodbusLogFilter()
-    logger.addFilter(added)
-    return added
+    return install_library_filter([PYMODBUS_LOGGER], PymodbusLogFilter)

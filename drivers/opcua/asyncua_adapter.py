@@ -16,10 +16,9 @@ errors (:mod:`gateway.errors`):
   ``counter`` from :func:`status_counter`); a broken connection (``ConnectionError``,
   ``OSError``, ``TimeoutError``, another ``UaError``) is :class:`ConnectionLost`.
   :func:`unreachable_reason` words a failed connect (:class:`DeviceUnreachable`);
-- :func:`install_log_filter`: asyncua's publish loop logs a lost connection as an ERROR
-  with a traceback; the driver reports the same event itself (ConnectionLost, one
-  warning by the device runner). Installed when a :class:`UaClient` is made, not at
-  import.
+- :func:`install_log_filter`: asyncua's client lines thinned (the first of each kind as
+  one line, the rest counted; a lost connection dropped, as the driver reports it
+  itself). Installed when a :class:`UaClient` is made, not at import.
 
 The secure channel is set up by security.py (policy, identity, the server certificate's
 trust) and application certificates are made by certificates.py with asyncua's crypto
@@ -35,8 +34,9 @@ Reliance on asyncua beyond its documented API (asyncua 1.1 to 2.x), each pinned 
   handler call per item, and keeps ``last_publish_at`` / ``last_sequence_number`` as
   asyncua's own does; a handler given (a sentinel never called) keeps asyncua's
   iterator queue off. tests/drivers/opcua/test_asyncua_adapter.py;
-- the ``asyncua.client.ua_session.UaSession`` logger is the one the publish loop logs
-  to; tests/drivers/opcua/test_asyncua_adapter.py;
+- the loggers asyncua's client writes to (:data:`ASYNCUA_CLIENT_LOGGERS`: the session's
+  publish loop, the socket protocol, the secure channel); tests/drivers/opcua/
+  test_asyncua_adapter.py and tests/integration/test_log_floods.py (a hostile server);
 - ``Client.session_state_path`` and ``uaclient.session.authentication_token``: asyncua
   resumes the session whose token it finds in that file (ActivateSession on a new
   channel, OPC UA Part 4 6.7), and the token tells whether the session resumed is the one
@@ -70,8 +70,11 @@ from gateway.errors import (
     GatewayError,
     RequestRefused,
 )
+from gateway.repeated_log import LibraryLogFilter, install_library_filter
 
 __all__ = [
+    "ASYNCUA_CLIENT_LOGGERS",
+    "AsyncuaLogFilter",
     "BatchSubscription",
     "UaClient",
     "describe",
@@ -90,6 +93,17 @@ log = logging.getLogger(__name__)
 _TRANSPORT_ERRORS = (ConnectionError, OSError, TimeoutError, ua.UaError)
 #: the logger of asyncua's session (its publish loop)
 UA_SESSION_LOGGER = "asyncua.client.ua_session.UaSession"
+#: every logger asyncua's client side writes to (a filter on a logger sees only the records
+#: logged to that very logger, not its children's)
+ASYNCUA_CLIENT_LOGGERS = (
+    UA_SESSION_LOGGER,
+    "asyncua.client.ua_session",
+    "asyncua.client.ua_client.UASocketProtocol",
+    "asyncua.client.ua_client.UaClient",
+    "asyncua.client.client",
+    "asyncua.common.subscription",
+    "asyncua.uaprotocol",  # the secure channel (asyncua/common/connection.py)
+)
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -318,20 +332,18 @@ _NO_HANDLER = object()
 # -- asyncua's log -------------------------------------------------------------------------
 
 
-class QuietTransportErrors(logging.Filter):
-    """Drops asyncua's log records of a broken connection (the driver reports it)."""
+class AsyncuaLogFilter(LibraryLogFilter):
+    """asyncua's client lines thinned (:class:`~gateway.repeated_log.LibraryLogFilter`): a
+    server sending junk made asyncua log an ERROR with its traceback per connection
+    (``Exception raised while parsing message from server``) and a WARNING per error
+    message; now the first of each kind is one line and the rest are counted. A broken
+    connection is dropped: the driver reports it (ConnectionLost, one warning by the
+    device runner)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, ConnectionError | OSError)
+    library = "asyncua"
+    quiet = (ConnectionError, OSError)
 
 
-def install_log_filter() -> QuietTransportErrors:
-    """The filter on asyncua's session logger, added the first time (idempotent)."""
-    logger = logging.getLogger(UA_SESSION_LOGGER)
-    for existing in logger.filters:
-        if isinstance(existing, QuietTransportErrors):
-            return existing
-    added = QuietTransportErrors()
-    logger.addFilter(added)
-    return added
+def install_log_filter() -> AsyncuaLogFilter:
+    """The filter on each of asyncua's client loggers, added the first time (idempotent)."""
+    return install_library_filter(ASYNCUA_CLIENT_LOGGERS, AsyncuaLogFilter)

@@ -7,7 +7,14 @@ import logging
 
 import pytest
 
-from gateway.repeated_log import LogLine, RepeatCounter, RepeatedKinds, RepeatedLog
+from gateway.repeated_log import (
+    LibraryLogFilter,
+    LogLine,
+    RepeatCounter,
+    RepeatedKinds,
+    RepeatedLog,
+    install_library_filter,
+)
 
 ERROR, INFO = logging.ERROR, logging.INFO
 
@@ -177,3 +184,72 @@ def test_kinds_taking_turns_are_counted_apart_and_memory_is_bounded(clock: Clock
     kinds.failure("on t/y: Expecting value", "JSONDecodeError")  # forgotten: in full again
     assert records[4:] == ["undecodable message: on t/x: bad",
                            "undecodable message: on t/y: Expecting value"]
+
+
+class _SomeLibFilter(LibraryLogFilter):
+    library = "somelib"
+    quiet = (ConnectionError,)
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _library_logger(name: str, clock: Clock) -> tuple[logging.Logger, _Kept]:
+    logger = logging.Logger(name, logging.DEBUG)  # not in logging's registry
+    kept = _Kept()
+    logger.addHandler(kept)
+    logger.addFilter(_SomeLibFilter(clock))
+    return logger, kept
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def test_a_library_line_with_an_exception_is_one_line_and_a_lost_connection_is_dropped(
+    clock: Clock,
+) -> None:
+    logger, kept = _library_logger("somelib.client", clock)
+    for n in (8, 9):
+        try:
+            _raise(ValueError(f"unpack requires a buffer of {n} bytes"))
+        except ValueError:
+            logger.exception("Exception raised while parsing message %d", n)
+    try:
+        _raise(ConnectionResetError("reset by peer"))
+    except ConnectionError:
+        logger.error("publish failed", exc_info=True)
+    ((record,),) = [kept.records]
+    assert record.getMessage() == ("Exception raised while parsing message 8 "
+                                   "(ValueError: unpack requires a buffer of 8 bytes)")
+    assert record.exc_info is None and record.exc_text is None
+
+
+def test_a_library_set_to_debug_gets_its_lines_whole(clock: Clock) -> None:
+    logger, kept = _library_logger("somelib.client", clock)
+    library = logging.getLogger("somelib")
+    library.setLevel(logging.DEBUG)
+    try:
+        for _ in range(2):
+            try:
+                _raise(ValueError("bad"))
+            except ValueError:
+                logger.exception("parse failed")
+    finally:
+        library.setLevel(logging.NOTSET)
+    assert [r.exc_info is not None for r in kept.records] == [True, True]
+
+
+def test_one_library_filter_goes_on_every_logger_named_once() -> None:
+    names = ["somelib.test_install.a", "somelib.test_install.b"]
+    first = install_library_filter(names, _SomeLibFilter)
+    again = install_library_filter(names, _SomeLibFilter)
+    assert again is first
+    assert [logging.getLogger(n).filters.count(first) for n in names] == [1, 1]
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import resource
 import signal
@@ -21,8 +22,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.modbus.driver import ModbusDriver
-from drivers.modbus.pymodbus_adapter import PYMODBUS_LOGGER, PymodbusLogFilter
+from drivers.modbus.pymodbus_adapter import PYMODBUS_LOGGER
+from drivers.opcua.asyncua_adapter import ASYNCUA_CLIENT_LOGGERS
 from gateway import repeated_log
+from gateway.repeated_log import LibraryLogFilter
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import gateway_config, meter_device, running
 
@@ -217,13 +220,15 @@ class HostileModbusServer:
 
 @pytest.fixture
 def short_summaries(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
-    """Summaries every SUMMARY_S, and a fresh filter on pymodbus's logger for this test."""
+    """Summaries every HOSTILE_SUMMARY_S, and fresh filters on the libraries' loggers for
+    this test (a filter remembers the kinds it saw)."""
     monkeypatch.setattr(repeated_log, "SUMMARY_INTERVAL", HOSTILE_SUMMARY_S)
-    pymodbus_log = logging.getLogger(PYMODBUS_LOGGER)
+    loggers = [logging.getLogger(name) for name in (PYMODBUS_LOGGER, *ASYNCUA_CLIENT_LOGGERS)]
 
     def drop_filters() -> None:
-        for f in [f for f in pymodbus_log.filters if isinstance(f, PymodbusLogFilter)]:
-            pymodbus_log.removeFilter(f)
+        for logger in loggers:
+            for f in [f for f in logger.filters if isinstance(f, LibraryLogFilter)]:
+                logger.removeFilter(f)
 
     drop_filters()
     yield HOSTILE_SUMMARY_S
@@ -295,3 +300,85 @@ async def until(predicate: Any, timeout: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+class HostileOpcUaServer:
+    """An "OPC UA server" on loopback that answers each client's Hello with junk, in turn:
+    random bytes, an Acknowledge declaring 256 MB, half an Acknowledge, and an Error
+    message too short for its own header (asyncua logged the last with a traceback per
+    connection). Each connection is closed after its answer."""
+
+    ANSWERS = (
+        lambda: os.urandom(64),
+        lambda: b"ACKF" + (0x0FFFFFFF).to_bytes(4, "little") + os.urandom(24),
+        lambda: b"ACKF" + (28).to_bytes(4, "little") + bytes(4),
+        lambda: b"ERRF" + (16).to_bytes(4, "little") + os.urandom(8),
+    )
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read(1024)  # the Hello
+            writer.write(self.ANSWERS[self.sent % len(self.ANSWERS)]())
+            self.sent += 1
+            await writer.drain()
+            await reader.read(1024)  # until the client gives up on us
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_hostile_opcua_server_gives_a_few_lines_without_tracebacks(
+    tmp_path: Path, mosquitto: MqttBroker, short_summaries: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    hostile = HostileOpcUaServer()
+    await hostile.start()
+    device = {"name": "plc", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{hostile.port}",
+              "timeout": "500ms", "reconnect_min": 0.05, "reconnect_max": 0.2,
+              "tags": [{"name": "temperature", "node": "ns=2;s=T", "type": "float32"}]}
+    loop = asyncio.get_running_loop()
+    try:
+        async with running(gateway_config(tmp_path, mosquitto.port, [device])):
+            started = loop.time()
+
+            async def twenty_answered() -> bool:
+                return hostile.sent >= 20  # five of each kind of junk
+
+            assert await until(twenty_answered, timeout=120), hostile.sent
+            elapsed = loop.time() - started
+    finally:
+        await hostile.stop()
+
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in records if r.exc_info or r.stack_info or r.name == "asyncio"]
+    by_logger: dict[str, list[str]] = {}
+    for r in records:
+        by_logger.setdefault(r.name, []).append(r.getMessage())
+    # the runner: the first failed connect, then summaries
+    failures = by_logger.pop("gateway.runtime.device_runner")
+    assert "cannot connect" in failures[0]
+    assert len(failures) <= 1 + elapsed / short_summaries
+    # asyncua: each kind of its own complaint once (numbers differ, kinds do not), then
+    # summaries; never a line per connection
+    asyncua_lines = [line for name in ASYNCUA_CLIENT_LOGGERS for line in by_logger.pop(name, [])]
+    kinds = {re.sub(r"0x[0-9a-fA-F]+|\d+", "#", line) for line in asyncua_lines
+             if "logged this" not in line}
+    assert len(asyncua_lines) <= len(kinds) * (1 + elapsed / short_summaries)
+    assert len(kinds) <= 4, kinds
+    assert by_logger == {}, by_logger
+    assert len(records) < hostile.sent / 2

@@ -14,7 +14,7 @@ import pytest
 
 from drivers.opcua.asyncua_adapter import (
     UA_SESSION_LOGGER,
-    QuietTransportErrors,
+    AsyncuaLogFilter,
     UaClient,
     map_asyncua_errors,
     subscription_parameters,
@@ -73,7 +73,7 @@ def test_the_log_filter_is_on_the_session_logger_once_a_client_is_made() -> None
     logger = logging.getLogger(UA_SESSION_LOGGER)
     assert client.client.uaclient.session.logger is logger
     UaClient("opc.tcp://127.0.0.1:4840", 1.0)
-    assert [type(f) for f in logger.filters].count(QuietTransportErrors) == 1
+    assert [type(f) for f in logger.filters].count(AsyncuaLogFilter) == 1
     record = logging.LogRecord(UA_SESSION_LOGGER, logging.ERROR, __file__, 1, "publish", (),
                                (ConnectionError, ConnectionError("reset"), None))
     assert not logger.filter(record)
