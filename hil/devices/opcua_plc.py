@@ -302,13 +302,17 @@ class OpcUaPlcSimulator:
         return len(clients)
 
     async def add_variable(
-        self, name: str, value: float, eu_range: tuple[float, float] | None = None,
+        self, name: str, value: float | ua.Variant, eu_range: tuple[float, float] | None = None,
         vtype: ua.VariantType = ua.VariantType.Double, writable: bool = False,
+        status: int | None = None,
     ) -> None:
         """Create a variable ``name`` now (a node that appears after the client started), a
         Double unless ``vtype`` says otherwise (an int64 or uint64 keeps its exact int), with an
-        EURange property when ``eu_range`` (low, high) is given."""
-        self._extra[name] = ua.Variant(_typed(value, vtype), vtype)
+        EURange property when ``eu_range`` (low, high) is given. A ``ua.Variant`` is served
+        as it is (strings, arrays, dates, localized text: the golden cases); ``status``
+        serves it with that OPC UA status code."""
+        self._extra[name] = (value if isinstance(value, ua.Variant)
+                             else ua.Variant(_typed(value, vtype), vtype))
         if writable:
             self._extra_writable.add(name)
         if eu_range is not None:
@@ -317,6 +321,10 @@ class OpcUaPlcSimulator:
             folder = self._server.get_node(ua.NodeId("Machine", self._ns))
             await self._add(folder, name, self._extra[name], writable=writable,
                             eu_range=eu_range)
+            if status is not None:
+                await self._server.write_attribute_value(
+                    self._nodes[name], ua.DataValue(self._extra[name],
+                                                    StatusCode=ua.StatusCode(status)))
 
     async def set_value(self, name: str, value: float) -> None:
         """Set a variable added with :meth:`add_variable` from the device side."""
