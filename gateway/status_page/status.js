@@ -18,6 +18,7 @@
   // --- formatting -------------------------------------------------------------------------
   function fmtValue(v) {
     if (v === null || v === undefined) return "—";
+    if (typeof v === "bigint") return v.toString();  // a 64-bit integer, exact
     if (typeof v !== "number") return String(v);
     if (Number.isInteger(v)) return String(v);
     const a = Math.abs(v);
@@ -83,7 +84,10 @@
   }
   function sortValue(t, key, nowNs) {
     if (key === "age") return tagAge(t, nowNs);
-    if (key === "value") return typeof t.value === "number" ? t.value : NaN;
+    if (key === "value") {
+      if (typeof t.value === "bigint") return Number(t.value);  // order only
+      return typeof t.value === "number" ? t.value : NaN;
+    }
     return String(t[key] ?? "");
   }
   function compare(a, b) {
@@ -197,6 +201,17 @@
   // --- polling ----------------------------------------------------------------------------------
   class Unauthorized extends Error {}
 
+  // A tag's value beyond 2^53 (a uint64 counter, all-ones "not available") is a JSON integer
+  // that a JS number would round: keep it exact as a BigInt, read from the source text
+  // (JSON.parse source access). Only "value" keys: times stay numbers for arithmetic.
+  function exactValues(key, value, context) {
+    if (key === "value" && typeof value === "number" && !Number.isSafeInteger(value)
+        && context && /^-?\d+$/.test(context.source)) {
+      return BigInt(context.source);
+    }
+    return value;
+  }
+
   async function getJson(path) {
     const headers = { Accept: "application/json" };
     const token = sessionStorage.getItem(TOKEN_KEY);
@@ -207,7 +222,7 @@
       const resp = await fetch(path, { headers, cache: "no-store", signal: ctrl.signal });
       if (resp.status === 401) throw new Unauthorized();
       if (!resp.ok) throw new Error(`${path}: HTTP ${resp.status}`);
-      return await resp.json();
+      return JSON.parse(await resp.text(), exactValues);
     } finally {
       clearTimeout(timer);
     }

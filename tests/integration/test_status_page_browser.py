@@ -23,10 +23,12 @@ import pytest
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig, HttpConfig, ModelsConfig
 from hil.broker import MqttBroker
+from hil.devices.modbus_generic import ModbusGenericSimulator
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.process.energy_meter import EnergyMeterModel, MeterParams
 from tests.edge_models.helpers import identity_manifest, write_model
-from tests.integration.gateway_harness import RunningGateway, running
+from tests.integration.gateway_harness import RunningGateway, gateway_config, running
+from tests.integration.test_exact_values import WIDE_REGISTERS, modbus_tags, wide_map
 
 pytestmark = pytest.mark.broker
 
@@ -258,3 +260,25 @@ async def test_off_loopback_the_page_asks_for_the_token_and_shows_nothing_withou
         await page.wait_for_selector('#devices tr[data-device="imm-meter"]')
         assert await page.is_hidden("#token-form")
         assert 200 in statuses["api/status"] and 200 in statuses["api/tags"]
+
+
+async def test_64_bit_values_are_shown_exactly(
+    tmp_path: Path, mosquitto: MqttBroker, browser_page: Any
+) -> None:
+    """A uint64 all-ones ("not available") and an int64 of 2^53+1 come through the API as
+    JSON integers; a JS number would show 18446744073709552000 and 9007199254740992."""
+    page = browser_page
+    async with ModbusGenericSimulator(wide_map()) as meter:
+        device = {"name": "meter", "protocol": "modbus_tcp", "host": "127.0.0.1",
+                  "port": meter.port, "poll_interval": "100ms", "tags": modbus_tags()}
+        async with running(gateway_config(tmp_path, mosquitto.port, [device])) as gw:
+            await page.goto(f"http://127.0.0.1:{gw.gateway.http_port}/")
+            for tag in ("meter.u_max_abcd", "meter.i_2_53_plus_1", "meter.i_min"):
+                await page.wait_for_selector(f'#tags tr[data-tag="{tag}"] .quality:text("good")')
+            shown = await tag_cells(page)
+            # and sorting by value still works with them in the table
+            await page.click('#tags th[data-sort="value"]')
+            order = await visible_tags(page)
+    expected = {f"meter.{name}": str(value) for name, _, _, value in WIDE_REGISTERS}
+    assert {tag: shown[tag]["value"] for tag in expected} == expected
+    assert order.index("meter.i_min") < order.index("meter.flow") < order.index("meter.u_max_abcd")
