@@ -146,6 +146,7 @@ expect:
 
 @pytest.mark.broker
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_wrong_firmware_expectation_fails_with_the_reason(tmp_path: Path) -> None:
     path = tmp_path / "fw.yaml"
     path.write_text(WRONG)
@@ -181,6 +182,7 @@ expect:
 
 @pytest.mark.broker
 @pytest.mark.slow
+@pytest.mark.serial
 async def test_a_polled_scale_is_power_cycled_and_recovers(tmp_path: Path) -> None:
     path = tmp_path / "scale.yaml"
     path.write_text(POLLED_SCALE)

@@ -12,7 +12,7 @@ import pytest
 
 from hil.scenario import load_scenario, run_scenario, scenario_files, write_html, write_junit
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.serial]
 
 CI_SCENARIOS = [p for p in scenario_files() if load_scenario(p).ci]
 

@@ -23,7 +23,7 @@ from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import gateway_config, meter_device, running
 from tests.waiting import until
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.serial]
 
 OUTAGE_S = 2.0
 
