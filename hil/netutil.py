@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 import time
 
-__all__ = ["free_port", "port_is_free", "port_is_open", "wait_for_port"]
+__all__ = ["PORT_RANGE_ENV", "free_port", "port_is_free", "port_is_open", "wait_for_port"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that was free a moment ago.
+#: "lo-hi": the ports free_port hands out (test runs with several workers set it per worker)
+PORT_RANGE_ENV = "CHENXING_TEST_PORTS"
 
-    The kernel picks the port (bind to port 0); the socket is closed again so
-    the caller can bind it. Another process may take it in between: callers
-    that can bind port 0 themselves should prefer that.
+
+def free_port(host: str = "127.0.0.1", *, udp: bool = False) -> int:
+    """Return a TCP port on ``host`` (and UDP too with ``udp``) that was free a moment ago.
+
+    The kernel picks the port (bind to port 0); the socket is closed again so the caller
+    can bind it. Another process may take it in between: callers that can bind port 0
+    themselves should prefer that. When ``CHENXING_TEST_PORTS`` is ``lo-hi``, the port is
+    taken from that range instead: a test run with several workers gives each a range of
+    its own below the kernel's ephemeral ports, so the kernel cannot hand a port one
+    worker was given to another process in between (tests/conftest.py).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    span = os.environ.get(PORT_RANGE_ENV, "")
+    if span:
+        lo, _, hi = span.partition("-")
+        candidates = random.sample(range(int(lo), int(hi) + 1), int(hi) - int(lo) + 1)
+    else:
+        candidates = [0] * 100
+    for candidate in candidates:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        if udp:
+            with socket.socket(family, socket.SOCK_DGRAM) as dgram:
+                try:
+                    dgram.bind((host, port))
+                except OSError:
+                    continue
+        return port
+    raise OSError(f"no free port on {host}" + (f" in {span}" if span else ""))
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from hil.broker import MqttBroker, find_mosquitto
+from hil.netutil import PORT_RANGE_ENV
 from hil.victoria_metrics import VictoriaMetrics, find_victoria_metrics
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With pytest-xdist, each worker (gw0, gw1, …) takes the ports of simulators and
+    brokers from a range of its own below the kernel's ephemeral ports (32768 up), and so do
+    the processes it starts: a port one worker picked is never handed to another."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        lo = 20000 + 1000 * (int(worker[2:]) % 12)
+        os.environ[PORT_RANGE_ENV] = f"{lo}-{lo + 999}"
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, overload
 T = TypeVar("T")
 
 #: seconds; a bound for failures only: a condition that holds takes what it takes
-TIMEOUT = 10.0
+TIMEOUT = 30.0
 INTERVAL = 0.02
 
 

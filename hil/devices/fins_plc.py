@@ -76,6 +76,7 @@ from drivers.fins.frames import (
 )
 from gateway.errors import FinsFrameError
 from hil.devices.lifecycle import SimulatedDevice
+from hil.netutil import free_port
 from hil.process.injection_moulding import CyclePhase, InjectionMouldingModel
 
 __all__ = ["PLC_TAGS", "FinsPlcSimulator"]
@@ -459,7 +460,7 @@ class FinsPlcSimulator(SimulatedDevice):
             return
         loop = asyncio.get_running_loop()
         for _ in range(20):
-            port = self.port or _free_port_pair(self.host)
+            port = self.port or free_port(self.host, udp=True)
             try:
                 if self.serve_tcp:
                     self._tcp_server = await asyncio.start_server(
@@ -524,17 +525,3 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.on_datagram(data, addr)
-
-
-def _free_port_pair(host: str) -> int:
-    """A port free for both TCP and UDP a moment ago."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind((host, port))
-            except OSError:
-                continue
-        return port

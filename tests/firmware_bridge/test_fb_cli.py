@@ -27,7 +27,7 @@ async def test_cli_node_streams_to_a_driver() -> None:
     )
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         assert line.startswith("mcu-node 9 on /dev/pts/"), line
         port = line.split()[3]
         config = McuNodeDeviceConfig.model_validate({
@@ -59,7 +59,7 @@ async def test_cli_bus_serves_several_nodes_on_one_pty() -> None:
     )
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         assert line.startswith("mcu-bus nodes 4,8 on /dev/pts/"), line
         port = line.split()[-1]
         ports = SerialPorts()

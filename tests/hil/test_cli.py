@@ -44,7 +44,7 @@ def hil_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()))  # type: ignore[union-attr]
     reader.start()
-    reader.join(timeout=15)
+    reader.join(timeout=60)
     try:
         assert lines and lines[0], (
             f"no address line; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
@@ -54,10 +54,10 @@ def hil_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
         if proc.poll() is None:
             proc.terminate()  # graceful, so a broker child is stopped too
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
 
 
 def test_help_lists_the_commands() -> None:
@@ -92,7 +92,7 @@ def test_modbus_meter_serves_until_sigint() -> None:
         finally:
             client.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
         assert not port_is_open("127.0.0.1", port)
 
 
@@ -114,7 +114,7 @@ def test_modbus_meter_on_rtu_prints_its_serial_device() -> None:
         finally:
             client.close()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
 
 
 def test_modbus_meter_port_in_use_is_a_clean_error() -> None:
@@ -130,7 +130,7 @@ def test_modbus_meter_port_in_use_is_a_clean_error() -> None:
         assert other.returncode == 1
         assert "Error: cannot listen" in other.stderr
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_broker_serves_until_sigterm(kind: str) -> None:
         assert client.connect("127.0.0.1", port) == mqtt.MQTT_ERR_SUCCESS
         client.disconnect()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0
         assert not mqtt_ping("127.0.0.1", port, timeout=0.5)
 
 
@@ -181,7 +181,7 @@ def test_generic_modbus_faults_of_the_boiler_map_fire_for_a_client() -> None:
         finally:
             client.close()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
 
 
 def test_s7_plc_serves_until_sigint() -> None:
@@ -204,5 +204,5 @@ def test_s7_plc_serves_until_sigint() -> None:
         finally:
             client.disconnect()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
         assert not port_is_open("127.0.0.1", port)

@@ -32,7 +32,7 @@ def test_sim_fins_serves_the_machine_until_sigint() -> None:
             client.fins_socket.close()
         assert 200 < melt < 240 and setpoint == 230.0
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
         assert not port_is_open("127.0.0.1", port)
 
 

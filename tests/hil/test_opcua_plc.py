@@ -102,7 +102,7 @@ def test_cli_sim_opcua_plc_prints_its_endpoint_and_serves() -> None:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()))  # type: ignore[union-attr]
     reader.start()
-    reader.join(timeout=20)
+    reader.join(timeout=60)
     try:
         assert lines, "no endpoint line"
         match = re.match(r"opcua-plc listening on (opc\.tcp://127\.0\.0\.1:\d+) \(seed 3, None\)",
@@ -116,4 +116,4 @@ def test_cli_sim_opcua_plc_prints_its_endpoint_and_serves() -> None:
         assert asyncio.run(read_state()).isupper()
     finally:
         proc.terminate()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0

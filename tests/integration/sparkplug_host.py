@@ -96,7 +96,7 @@ class SparkplugHost:
                 if m.type == kind and (device is None or m.topic.device_id == device)]  # fmt: skip
 
     async def until(self, predicate: Callable[[list[SpMessage]], bool],
-                    timeout: float = 15.0) -> bool:  # fmt: skip
+                    timeout: float = 30.0) -> bool:  # fmt: skip
         """True once ``predicate(messages)`` holds; fails after ``timeout`` s otherwise."""
         return bool(await until(lambda: predicate(self.snapshot()), timeout=timeout))
 

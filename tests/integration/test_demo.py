@@ -14,6 +14,9 @@ from gateway import exit_codes
 from gateway.cli.main import REPO_CONFIG_DIR
 from hil.netutil import free_port
 
+#: each runs the demo for a fixed time and needs every device to report within it
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.parametrize("contract", ["sparkplug", "json"])
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])

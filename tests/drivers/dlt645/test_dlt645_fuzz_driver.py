@@ -50,9 +50,11 @@ async def _poll_with(script: list[bytes]) -> tuple[object, dict[str, int]]:
     config = Dlt645TcpDeviceConfig.model_validate(
         {"name": "m", "protocol": "dlt645_tcp", "host": "127.0.0.1", "port": port,
          "meter_address": ADDRESS, "timeout": 0.05, "retries": 0, "tags": TAGS})
-    driver = Dlt645TcpDriver(config, [0, 1, 2])
-    # connected without the first-answer probe: the script is for the poll
+    # connected without the first-answer probe (the script is for the poll), and with a
+    # connect deadline a loaded machine meets; then answers are waited for 0.05 s
+    driver = Dlt645TcpDriver(config.model_copy(update={"timeout": 10.0}), [0, 1, 2])
     driver._line = await driver._open()
+    driver.config = config
     try:
         batch: object = await driver.read(driver.poll_groups()[0])
     except ConnectionLost:

@@ -51,7 +51,7 @@ async def test_cli_scale_serves_a_driver(mode: str) -> None:
     )
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         assert line.startswith("scale on /"), line
         port = line.split()[2]
         body: dict[str, object] = {
