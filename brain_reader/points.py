@@ -10,23 +10,21 @@ from typing import Any
 from gateway.influxdb.line_protocol import PRECISION_NS, field_kind, point, series_prefix
 from gateway.types import DataType
 
-#: Sparkplug DataType names of the 64-bit integers -> the tag types that choose their field
-_SPARKPLUG_WIDE = {"Int64": DataType.INT64, "UInt64": DataType.UINT64}
+#: a JSON birth's ``type`` (the gateway's type names) or a Sparkplug DataType name -> the tag
+#: type that chooses the field; one dict lookup per metric (an Enum lookup that misses raises
+#: and catches a ValueError: for Sparkplug's Float and Double that was most of the decode)
+_TAG_TYPES: dict[str, DataType] = {
+    **{t.value: t for t in DataType},
+    "Int64": DataType.INT64,
+    "UInt64": DataType.UINT64,
+    "String": DataType.STRING,
+}
 
 
 def tag_type(name: str | None) -> DataType | None:
     """A tag type from a JSON birth's ``type`` or a Sparkplug DataType name (None when it
-    says nothing that matters to the field: floats, bools and unknown names)."""
-    if name is None:
-        return None
-    if name in _SPARKPLUG_WIDE:
-        return _SPARKPLUG_WIDE[name]
-    if name == "String":
-        return DataType.STRING
-    try:
-        return DataType(name)
-    except ValueError:
-        return None
+    says nothing that matters to the field: Sparkplug's floats and bools, unknown names)."""
+    return None if name is None else _TAG_TYPES.get(name)
 
 
 class PointEncoder:
