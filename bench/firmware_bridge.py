@@ -30,13 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
 import logging
 import os
-import platform
 import select
-import subprocess
 import sys
 import time
 import tty
@@ -45,6 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import Run, load_note, self_cpu, spawn
 from firmware_bridge.config import McuNodeDeviceConfig
 from firmware_bridge.driver import McuNodeDriver
 from firmware_bridge.frames import FrameDecoder, MessageType
@@ -63,7 +60,6 @@ from gateway.types import SampleBatch
 
 log = logging.getLogger("bench.firmware_bridge")
 
-BENCH_DIR = Path(__file__).resolve().parent
 NODE_ID = 1
 SENSORS = (Sensor(0, "vibration_rms", "mm/s"), Sensor(1, "temperature", "degC"),
            Sensor(2, "humidity", "%RH"))
@@ -145,16 +141,17 @@ def bench_end_to_end(
     """Start the producer on a fresh pty, measure the gateway side on the other end."""
     master, slave = os.openpty()
     tty.setraw(slave)
-    child = subprocess.Popen(
+    child = spawn(
+        "producer",
         [sys.executable, __file__, "--producer-fd", str(master), "--rounds", str(rounds),
          *(["--rate", str(rate)] if rate else [])],
+        None,
         pass_fds=(master,),
-    )
+    )  # fmt: skip
     try:
         return asyncio.run(_measure(os.ttyname(slave), seconds, rate, rounds, pipeline))
     finally:
-        child.kill()
-        child.wait()
+        child.stop(timeout=5)
         os.close(master)
         os.close(slave)
 
@@ -180,10 +177,10 @@ async def _measure(
     await driver.connect()
     task = asyncio.create_task(driver.subscribe(sink))
     await asyncio.sleep(1.0)  # warm-up
-    start_count, t0, cpu0 = count[0], time.perf_counter(), time.process_time()
+    start_count, t0, cpu0 = count[0], time.perf_counter(), self_cpu()
     await asyncio.sleep(seconds)
     n, elapsed = count[0] - start_count, time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
+    cpu = self_cpu() - cpu0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await driver.close()
@@ -267,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         except (KeyboardInterrupt, OSError):
             return 0
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    run = Run("firmware_bridge", packages=("smpclient",))
+    print(f"firmware_bridge: {load_note(run.load_at_start)} at the start")
     decode = bench_decode(min(args.seconds, 2.0))
     print(f"{'readings/frame':>14} {'bytes':>6} {'parsed':>7} {'frames/s':>10} "
           f"{'readings/s':>11} {'MB/s':>6}")
@@ -290,18 +289,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['update_total_s']} s with test/reset/confirm, "
               f"{r['smp_wire_bytes_per_image_byte']} wire bytes per image byte, "
               f"{r['readings_during_update']} readings meanwhile ({r['outcome']})")
-    out: Path = args.out or BENCH_DIR / "results" / (
-        f"firmware_bridge-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "firmware_bridge",
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count()},
+    out = run.write({
         "parameters": {"seconds": args.seconds, "rate": args.rate, "rounds": args.rounds,
                        "baud": args.baud},
         "results": {"decode": decode, "end_to_end": e2e, "firmware_upload": uploads},
-    }, indent=2) + "\n")
+    }, args.out)  # fmt: skip
     print(f"wrote {out}")
     return 0
 

@@ -5,7 +5,8 @@ Run from the repository root with the virtualenv active::
 
     python -m bench.ingest [--seconds 2]
 
-Prints one line per figure (single core, this process; the store runs alongside).
+Prints one line per figure (single core, this process; the store runs alongside) and
+writes them to ``bench/results/ingest-<timestamp>.json``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
+from bench.harness import Run
 from brain_reader.counters import IngestCounters
 from brain_reader.json_messages import JsonIngest
 from brain_reader.points import PointEncoder
@@ -85,29 +88,42 @@ async def write_rate(vm: VictoriaMetrics, seconds: float, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, help="JSON result file")
     args = parser.parse_args()
     s = args.seconds
+    run = Run("ingest")
+    figures: dict[str, float] = {}
 
     cat = catalog()
     encoder = BatchEncoder(cat, "{device}", {"gateway": "gw", "site": "s", "line": "l"}, "ms")
     batch = SampleBatch.of(np.arange(N_TAGS), np.linspace(0, 1, N_TAGS), time.time_ns())
-    print(f"sink encode       {rate(lambda: len(encoder.encode(batch)), s):12,.0f} samples/s")
+    figures["sink_encode_samples_per_s"] = rate(lambda: len(encoder.encode(batch)), s)
+    print(f"sink encode       {figures['sink_encode_samples_per_s']:12,.0f} samples/s")
 
     counters = IngestCounters()
     reader = JsonIngest(PointEncoder("{device}", "ms"), counters, sequence_check=True)
     seq = iter(range(10**9))
-    print(f"ingest json       {rate(lambda: len(reader.handle('t', json_message(next(seq), 500))), s):12,.0f} points/s")  # noqa: E501
+    figures["ingest_json_points_per_s"] = rate(
+        lambda: len(reader.handle("t", json_message(next(seq), 500))), s)
+    print(f"ingest json       {figures['ingest_json_points_per_s']:12,.0f} points/s")
 
     sp = SparkplugIngest(PointEncoder("{device}", "ms"), counters, True, None)
     nbirth = pb.Payload(timestamp=1, seq=0).SerializeToString()
     sp.handle("spBv1.0/g/NBIRTH/e", nbirth)
     birth, data = sparkplug_messages(500)
     sp.handle("spBv1.0/g/DBIRTH/e/d", birth)
-    print(f"ingest sparkplug  {rate(lambda: len(sp.handle('spBv1.0/g/DDATA/e/d', data)), s):12,.0f} points/s")  # noqa: E501
+    figures["ingest_sparkplug_points_per_s"] = rate(
+        lambda: len(sp.handle("spBv1.0/g/DDATA/e/d", data)), s)
+    print(f"ingest sparkplug  {figures['ingest_sparkplug_points_per_s']:12,.0f} points/s")
 
     with VictoriaMetrics() as vm:
-        points = asyncio.run(write_rate(vm, s, 5000))
-    print(f"v2 write (VM)     {points:12,.0f} points/s (batches of 5000, one writer)")
+        figures["v2_write_points_per_s"] = asyncio.run(write_rate(vm, s, 5000))
+    print(f"v2 write (VM)     {figures['v2_write_points_per_s']:12,.0f} points/s "
+          "(batches of 5000, one writer)")
+    body = {"parameters": {"seconds": s, "tags": N_TAGS, "samples_per_message": 500,
+                           "write_batch": 5000},
+            "figures": {k: round(v, 1) for k, v in figures.items()}}  # fmt: skip
+    print(f"wrote {run.write(body, args.out)}")
 
 
 if __name__ == "__main__":

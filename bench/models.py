@@ -18,14 +18,13 @@
   three models due.
 
 Each figure is measured ``--rounds`` times; the table shows the median of the rounds.
-Writes ``bench/results/models-<time>.json``.
+Writes ``bench/results/models-<timestamp>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.harness import Run
 from edge_models.engine import model_device
 from edge_models.lifecycle import ModelService, scan_manifests
 from edge_models.manifest import load_manifest
@@ -268,7 +268,9 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=100)
     parser.add_argument("--tags", type=int, default=10_000)
     parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--out", type=Path, help="JSON result file")
     args = parser.parse_args()
+    run = Run("models", packages=("onnxruntime",))
     logging.basicConfig(level=logging.ERROR)
     rounds: list[dict[str, float]] = []
     for r in range(args.rounds):
@@ -290,13 +292,10 @@ def main() -> None:
             verdicts[key] = verdict
         print(f"{key:46s} {median[key]:14.3f} {min(values):12.3f} {max(values):12.3f}  "
               f"{goal} {verdict}".rstrip())
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    out: dict[str, Any] = {"args": vars(args), "median": median, "goals": verdicts,
+    out: dict[str, Any] = {"parameters": vars(args), "median": median, "goals": verdicts,
                            "rounds": rounds}
-    path = results / f"models-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"\nwrote {path.relative_to(ROOT)}")
+    path = run.write(out, args.out)
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

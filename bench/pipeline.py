@@ -2,9 +2,11 @@
 
 N tags (default 10,000) on simulated Modbus TCP devices, each in its own
 process, are polled by a real gateway process (``python -m gateway.cli.main run``)
-that publishes every sample (no deadband) as JSON to a real Mosquitto; a lean
-subscriber in this process counts what arrives. After a warm-up it measures for
-a fixed window and prints:
+that publishes every sample (no deadband) to a real Mosquitto with the gateway's
+northbound defaults (Sparkplug B, disk spool on, publish interval and message size
+as the gateway's config defaults them; ``--format json`` for the JSON contract at
+QoS 1); a lean subscriber in this process counts what arrives. After a warm-up it
+measures for a fixed window and prints:
 
 - tag-samples/s received by the subscriber;
 - the gateway process's CPU seconds per 1,000 samples and the cores it used;
@@ -18,7 +20,7 @@ It writes the figures as JSON to ``bench/results/pipeline-<timestamp>.json``.
 
 Run from the repository root with the virtualenv active::
 
-    python bench/pipeline.py [--tags 10000] [--devices 4] [--rate 50000|max] [--seconds 20]
+    python -m bench.pipeline [--tags 10000] [--devices 4] [--rate 50000|max] [--seconds 20]
 
 ``--rate`` is the offered load: every device polls all its tags every
 ``tags / rate`` seconds. ``--rate max`` polls back to back to find the ceiling.
@@ -33,37 +35,54 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import re
-import select
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+if __package__ in (None, ""):  # run as a script: python bench/pipeline.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
+from google.protobuf.message import DecodeError
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hil.broker import MqttBroker
+from bench.harness import (
+    HOST,
+    BenchBroker,
+    Child,
+    CpuProbe,
+    ProcTimes,
+    Run,
+    filesystem_of,
+    load_note,
+    percentiles,
+    proc_status_kib,
+    sigterm_as_interrupt,
+    spawn,
+    start_modbus_bank,
+    stop_modbus_bank,
+    wait_modbus_bank,
+)
+from bench.modbus_bank_server import bank_layout
+from gateway.config.loader import load_config
+from gateway.config.models import NorthboundConfig
+from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 
 try:  # a faster JSON parser for the subscriber, only if it happens to be installed
-    import orjson
+    import orjson  # type: ignore[import-not-found]
 
     _loads: Callable[[bytes], Any] = orjson.loads
     JSON_PARSER = "orjson"
@@ -71,16 +90,13 @@ except ImportError:
     _loads = json.loads
     JSON_PARSER = "json"
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-sys.path.insert(0, str(BENCH_DIR))
-from modbus_bank_server import bank_layout  # noqa: E402  (sibling script module)
-
 log = logging.getLogger("bench.pipeline")
 
-HOST = "127.0.0.1"
 TOPIC_ROOT = "bench/v1"
+SITE = "bench"
 GATEWAY_ID = "bench-gw"
+#: the gateway's default payload contract (``northbound.format``)
+DEFAULT_FORMAT: str = NorthboundConfig().format
 #: the gateway is deemed to meet the issue's target at this rate on at most one core
 TARGET_SAMPLES_PER_S = 20_000
 GOAL_SAMPLES_PER_S = 50_000
@@ -88,224 +104,9 @@ GOAL_SAMPLES_PER_S = 50_000
 DELIVERED_SHARE = 0.97
 #: a process running or waiting for a CPU at least this share of the time is CPU-bound
 SATURATED_CORES = 0.90
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-# --------------------------------------------------------------------------------------
-# /proc helpers
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProcTimes:
-    """CPU accounting of one process (all its threads), in seconds."""
-
-    user: float = 0.0
-    system: float = 0.0
-    #: CPU time of the main thread alone (the gateway's asyncio event loop)
-    main_thread: float = 0.0
-    #: time its threads were runnable but waited for a CPU (from /proc/PID/task/*/schedstat)
-    run_queue_wait: float = 0.0
-    #: the same for the main thread alone
-    main_thread_wait: float = 0.0
-
-    @property
-    def cpu(self) -> float:
-        return self.user + self.system
-
-    def __sub__(self, other: ProcTimes) -> ProcTimes:
-        return ProcTimes(
-            self.user - other.user,
-            self.system - other.system,
-            self.main_thread - other.main_thread,
-            self.run_queue_wait - other.run_queue_wait,
-            self.main_thread_wait - other.main_thread_wait,
-        )
-
-
-def _stat_times(path: str) -> tuple[float, float]:
-    with open(path, encoding="ascii") as fh:
-        stat = fh.read()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15
-    return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
-
-
-def proc_times(pid: int) -> ProcTimes:
-    """CPU times of a process from /proc (utime and stime include every thread)."""
-    user, system = _stat_times(f"/proc/{pid}/stat")
-    main_user, main_system = _stat_times(f"/proc/{pid}/task/{pid}/stat")
-    wait_ns = main_wait_ns = 0
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            path = f"/proc/{pid}/task/{tid}/schedstat"
-            with contextlib.suppress(OSError, ValueError, IndexError), open(path) as fh:
-                ns = int(fh.read().split()[1])
-                wait_ns += ns
-                if tid == str(pid):
-                    main_wait_ns = ns
-    return ProcTimes(user, system, main_user + main_system, wait_ns / 1e9, main_wait_ns / 1e9)
-
-
-def proc_status_kib(pid: int, key: str) -> int | None:
-    """A ``kB`` field of /proc/PID/status, e.g. ``VmHWM`` (peak RSS) or ``VmRSS``."""
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as fh:
-        parts = [int(x) for x in fh.readline().split()[1:]]
-    idle = parts[3] + parts[4]  # idle + iowait
-    total = sum(parts[:8])  # guest time is already in user
-    return (total - idle) / _CLOCK_TICKS, total / _CLOCK_TICKS
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-        "paho_mqtt": _version("paho-mqtt"),
-        "pymodbus": _version("pymodbus"),
-        "subscriber_json": JSON_PARSER,
-    }
-
-
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the child is killed when this bench process dies, even by SIGKILL.
-
-    SIGKILL rather than SIGTERM: a gateway told to stop in the very moment its devices
-    vanish can hang in its shutdown (see bench/README.md), and nobody would be left to
-    kill it.
-    """
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-# --------------------------------------------------------------------------------------
-# child processes
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Child:
-    """A child process we started, with what is needed to stop and report on it."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    port: int = 0
-    final_stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
-
-    def stop(self, timeout: float) -> int | None:
-        """SIGTERM, wait ``timeout`` s, then SIGKILL. Returns the exit code."""
-        proc = self.popen
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "%s (pid %d) did not stop in %.0f s: killing it", self.name, proc.pid, timeout
-                )
-                proc.kill()
-                proc.wait(timeout=5)
-        return proc.returncode
-
-
-def _spawn(cmd: list[str], log_path: Path, *, stdout_pipe: bool) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log_file:
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout_pipe else log_file,
-            stderr=log_file,
-            cwd=REPO_ROOT,
-            start_new_session=True,  # Ctrl-C reaches this process only; it stops the children
-            preexec_fn=_die_with_parent,
-        )
-
-
-def start_simulator(name: str, tags: int, workdir: Path) -> Child:
-    """Start one simulated device (``modbus_bank_server.py``); :func:`wait_ready` follows."""
-    log_path = workdir / f"{name}.log"
-    script = BENCH_DIR / "modbus_bank_server.py"
-    popen = _spawn(
-        [sys.executable, str(script), "--tags", str(tags), "--host", HOST],
-        log_path,
-        stdout_pipe=True,
-    )
-    return Child(name, popen, log_path)
-
-
-def wait_ready(child: Child, deadline: float) -> None:
-    """Read the simulator's ``READY <port>`` line."""
-    assert child.popen.stdout is not None
-    fd = child.popen.stdout.fileno()
-    buffer = b""
-    while b"\n" not in buffer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not child.alive():
-            raise RuntimeError(f"simulator {child.name} did not start:\n{child.log_tail()}")
-        readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
-        if readable:
-            chunk = os.read(fd, 256)
-            if not chunk:
-                raise RuntimeError(f"simulator {child.name} exited:\n{child.log_tail()}")
-            buffer += chunk
-    line = buffer.split(b"\n", 1)[0].decode()
-    match = re.fullmatch(r"READY (\d+)", line.strip())
-    if not match:
-        raise RuntimeError(f"simulator {child.name} said {line!r}, expected 'READY <port>'")
-    child.port = int(match.group(1))
-
-
-def stop_simulator(child: Child) -> None:
-    """Stop a simulated device and keep the request counts it printed on its way out."""
-    child.stop(timeout=5.0)
-    if child.popen.stdout is not None:
-        rest = child.popen.stdout.read().decode(errors="replace")
-        child.popen.stdout.close()
-        for line in rest.splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    child.final_stats = json.loads(line)
+#: Sparkplug ``Quality`` property codes that are not good (see ``datatypes.quality_of``)
+_SPARKPLUG_GOOD_MIN = 192
+_SPARKPLUG_STALE = 500
 
 
 # --------------------------------------------------------------------------------------
@@ -323,11 +124,12 @@ def gateway_config(
     workdir: Path,
     broker_port: int,
     sims: list[tuple[str, int, int]],
-    poll_interval: float,
-    publish_interval: float,
-    max_samples: int,
+    params: Params,
 ) -> dict[str, Any]:
-    """The gateway's config as a dict; ``sims`` is (device name, port, tags) per device."""
+    """The gateway's config as a dict; ``sims`` is (device name, port, tags) per device.
+
+    Northbound settings the bench was not told to change are left out, so the gateway's
+    own defaults apply (what :func:`effective_northbound` reads back)."""
     devices = []
     for name, port, tags in sims:
         devices.append(
@@ -337,7 +139,7 @@ def gateway_config(
                 "host": HOST,
                 "port": port,
                 "unit_id": 1,
-                "poll_interval": round(poll_interval, 6),
+                "poll_interval": round(params.poll_interval, 6),
                 "timeout": 2.0,
                 "tags": [
                     # no deadband: every sample read is published
@@ -346,24 +148,47 @@ def gateway_config(
                 ],
             }
         )
+    northbound: dict[str, Any] = {
+        "format": params.format,
+        "mqtt": {"host": HOST, "port": broker_port},
+    }
+    if params.format == "json":
+        northbound["topic_root"] = TOPIC_ROOT
+    if params.publish_interval is not None:
+        northbound["publish_interval"] = params.publish_interval
+    if params.max_samples_per_message is not None:
+        northbound["max_samples_per_message"] = params.max_samples_per_message
+    if not params.spool:
+        northbound["spool"] = {"enabled": False}
     return {
         "gateway": {
             "id": GATEWAY_ID,
-            "site": "bench",
+            "site": SITE,
             "line": "line-1",
             "description": "bench/pipeline.py",
             "state_dir": str(workdir / "state"),
         },
         "devices": devices,
-        "northbound": {
-            "format": "json",
-            "topic_root": TOPIC_ROOT,
-            "publish_interval": publish_interval,
-            "max_samples_per_message": max_samples,
-            "mqtt": {"host": HOST, "port": broker_port, "qos": 1},
-        },
+        "northbound": northbound,
         "http": {"enabled": True, "bind": HOST, "port": 0},
         "logging": {"level": "INFO"},
+    }
+
+
+def effective_northbound(config_path: Path) -> dict[str, Any]:
+    """The northbound settings the gateway runs with, read back through its own loader."""
+    config = load_config(config_path)
+    nb = config.northbound
+    state_dir = config.gateway.state_dir
+    spool_path = nb.spool.resolved_path(state_dir) if nb.spool.enabled else None
+    return {
+        "format": nb.format,
+        "data_qos": nb.mqtt.qos if nb.format == "json" else nb.sparkplug.data_qos,
+        "publish_interval_s": nb.publish_interval,
+        "max_samples_per_message": nb.max_samples_per_message,
+        "spool": nb.spool.enabled,
+        "spool_filesystem": filesystem_of(spool_path.parent) if spool_path else None,
+        "max_inflight": nb.outbox.max_inflight,
     }
 
 
@@ -417,16 +242,56 @@ class WindowFigures:
     missing_messages: int = 0
     out_of_order: int = 0
     latencies_ms: list[np.ndarray] = field(default_factory=list)
-    #: per message: receipt - the message's ``ts`` (the gateway's flush time)
+    #: per message: receipt - the message's timestamp (the gateway's flush time)
     flush_to_receipt_ms: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DataMessage:
+    """The figures of one decoded data message."""
+
+    samples: int
+    ts_ms: np.ndarray
+    non_good: int
+    flushed_ms: int
+
+
+def decode_json_data(payload: bytes) -> tuple[int, DataMessage]:
+    """(seq, figures) of a JSON v1 data message (columnar ``samples`` arrays)."""
+    body = _loads(payload)
+    samples = body["samples"]
+    ts = samples["ts"]
+    quality = samples["q"]
+    data = DataMessage(len(ts), np.asarray(ts, dtype=np.float64),
+                       len(ts) - quality.count("good"), int(body["ts"]))  # fmt: skip
+    return int(body["seq"]), data
+
+
+def sparkplug_non_good(payload: bytes, metrics: Any) -> int:
+    """Metrics whose ``Quality`` property is not good (the gateway adds one only then)."""
+    if b"Quality" not in payload:
+        return 0
+    bad = 0
+    for metric in metrics:
+        if not metric.HasField("properties"):
+            continue
+        keys = list(metric.properties.keys)
+        if "Quality" in keys:
+            code = metric.properties.values[keys.index("Quality")].int_value
+            bad += code < _SPARKPLUG_GOOD_MIN or code == _SPARKPLUG_STALE
+    return bad
 
 
 class Subscriber:
     """A lean MQTT subscriber of the gateway's data: counts samples and latencies.
 
-    It parses each JSON data message's columnar arrays and keeps, per message,
-    one NumPy array of latencies; no per-sample Python objects. The receipt time
-    of a message is used for all its samples.
+    It decodes each data message (JSON: the columnar arrays; Sparkplug B: the DDATA
+    metrics' timestamps, with protobuf) and keeps, per message, one NumPy array of
+    latencies. The receipt time of a message is used for all its samples.
+
+    Sequence numbers: JSON's ``seq`` counts data messages (a gap is a jump, a lower one
+    is out of order); Sparkplug's ``seq`` (0-255) counts every message of the edge node
+    but NDEATH, restarting at the NBIRTH (a gap is any seq that is not the previous + 1).
 
     The measurement window is aligned on messages, so that a window does not
     count part of a poll's worth of samples: it starts at the receipt of the
@@ -435,8 +300,9 @@ class Subscriber:
     (not counted).
     """
 
-    def __init__(self, host: str, port: int, topic_root: str) -> None:
-        self.topic = f"{topic_root}/#"
+    def __init__(self, host: str, port: int, fmt: str) -> None:
+        self.format = fmt
+        self.topic = f"{TOPIC_ROOT}/#" if fmt == "json" else f"spBv1.0/{SITE}/#"
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._first_data = threading.Event()
@@ -447,6 +313,7 @@ class Subscriber:
         self._ended = 0.0
         self._last_seq: int | None = None
         self.births = 0
+        self.device_births = 0
         self.deaths = 0
         self.data_messages = 0
         self.undecodable = 0
@@ -457,7 +324,7 @@ class Subscriber:
         )
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
+        self._client.on_message = self._on_json if fmt == "json" else self._on_sparkplug
 
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: Any, properties: object
@@ -470,7 +337,7 @@ class Subscriber:
     def _on_subscribe(self, *args: object) -> None:
         self._subscribed.set()
 
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_json(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         received_ms = time.time_ns() / 1e6
         received = time.monotonic()
         topic = msg.topic
@@ -482,43 +349,95 @@ class Subscriber:
             return
         if not topic.endswith("/data"):
             return
+        payload = bytes(msg.payload)
         try:
-            body = _loads(msg.payload)
-            samples = body["samples"]
-            ts = samples["ts"]
-            quality = samples["q"]
-            seq = int(body["seq"])
-            flushed_ms = int(body["ts"])
+            seq, data = decode_json_data(payload)
         except (ValueError, KeyError, TypeError):
             self.undecodable += 1
             return
-        n = len(ts)
-        self.data_messages += 1
-        self.samples_total += n
-        self._first_data.set()
+        self._record(seq, len(payload), data, received, received_ms)
+
+    def _on_sparkplug(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        received_ms = time.time_ns() / 1e6
+        received = time.monotonic()
+        parts = msg.topic.split("/")  # spBv1.0/{group}/{type}/{edge node}[/{device}]
+        if len(parts) < 4:
+            return
+        kind = parts[2]
+        if kind == "NDEATH":
+            self.deaths += 1
+            return
+        payload = bytes(msg.payload)
+        try:
+            decoded = pb.Payload.FromString(payload)
+        except DecodeError:
+            self.undecodable += 1
+            return
+        seq = decoded.seq if decoded.HasField("seq") else None
+        if kind == "NBIRTH":
+            self.births += 1
+            with self._lock:
+                self._last_seq = seq
+            return
+        if kind != "DDATA":  # DBIRTH, DDEATH, NDATA: in the seq count, not data samples
+            self.device_births += kind == "DBIRTH"
+            self._record(seq, len(payload), None, received, received_ms)
+            return
+        metrics = decoded.metrics
+        data = DataMessage(
+            len(metrics),
+            np.fromiter((m.timestamp for m in metrics), dtype=np.float64, count=len(metrics)),
+            sparkplug_non_good(payload, metrics),
+            decoded.timestamp,
+        )
+        self._record(seq, len(payload), data, received, received_ms)
+
+    def _seq_step(self, last: int | None, seq: int | None) -> tuple[int, int]:
+        """(missing messages, out of order) between the previous ``seq`` and this one."""
+        if last is None:
+            return 0, 0
+        if self.format == "json":
+            if seq is None:
+                return 0, 0
+            if seq > last + 1:
+                return seq - last - 1, 0
+            return 0, int(seq <= last)
+        if seq is None:
+            return 1, 0
+        return (seq - last - 1) % 256, 0
+
+    def _record(self, seq: int | None, size: int, data: DataMessage | None, received: float,
+                received_ms: float) -> None:  # fmt: skip
+        """Count one message in the window (``data`` None: not a data message, only its seq)."""
+        if data is not None:
+            self.data_messages += 1
+            self.samples_total += data.samples
+            self._first_data.set()
         with self._lock:
             last, self._last_seq = self._last_seq, seq
-            if self._state == "armed":
-                self._state, self._started = "recording", received
-            elif self._state == "closing":
-                self._state, self._ended = "idle", received
-                self._window_done.set()
+            if data is not None:
+                if self._state == "armed":
+                    self._state, self._started = "recording", received
+                elif self._state == "closing":
+                    self._state, self._ended = "idle", received
+                    self._window_done.set()
             if self._state != "recording":
                 return
             w = self._window
+            missing, out_of_order = self._seq_step(last, seq)
+            if missing:
+                w.seq_gaps += 1
+                w.missing_messages += missing
+            w.out_of_order += out_of_order
+            if data is None:
+                return
             w.messages += 1
-            w.samples += n
-            w.payload_bytes += len(msg.payload)
-            w.non_good += n - quality.count("good")
-            if last is not None:
-                if seq > last + 1:
-                    w.seq_gaps += 1
-                    w.missing_messages += seq - last - 1
-                elif seq <= last:
-                    w.out_of_order += 1
+            w.samples += data.samples
+            w.payload_bytes += size
+            w.non_good += data.non_good
             # ts is in whole ms (floored): receipt - ts over-states the latency by < 1 ms
-            w.latencies_ms.append(received_ms - np.asarray(ts, dtype=np.float64))
-            w.flush_to_receipt_ms.append(received_ms - flushed_ms)
+            w.latencies_ms.append(received_ms - data.ts_ms)
+            w.flush_to_receipt_ms.append(received_ms - data.flushed_ms)
 
     def start(self, timeout: float = 10.0) -> None:
         self._client.connect_async(self._host, self._port, keepalive=30)
@@ -572,8 +491,14 @@ class Params:
     rate: float | None
     seconds: float
     warmup: float
-    publish_interval: float
-    max_samples_per_message: int
+    #: the payload contract, ``northbound.format``
+    format: str = DEFAULT_FORMAT
+    #: None: the gateway's default
+    publish_interval: float | None = None
+    #: None: the gateway's default
+    max_samples_per_message: int | None = None
+    #: the disk spool (the gateway's default) or the memory outbox
+    spool: bool = True
 
     @property
     def poll_interval(self) -> float:
@@ -597,38 +522,6 @@ def requests_per_poll(tags: int) -> int:
 
 
 @dataclass(slots=True)
-class CpuProbe:
-    """CPU times of a set of processes and busy cores of the machine between two points."""
-
-    pids: dict[str, int]
-    _start: dict[str, ProcTimes] = field(default_factory=dict)
-    _machine: tuple[float, float] = (0.0, 0.0)
-    _wall: float = 0.0
-
-    def _snapshot(self) -> dict[str, ProcTimes]:
-        out = {}
-        for name, pid in self.pids.items():
-            with contextlib.suppress(OSError):
-                out[name] = proc_times(pid)
-        return out
-
-    def begin(self) -> None:
-        self._start = self._snapshot()
-        self._machine = machine_busy_seconds()
-        self._wall = time.monotonic()
-
-    def end(self) -> tuple[float, dict[str, ProcTimes], float]:
-        """(wall seconds, CPU times per process over the interval, busy cores of the machine)."""
-        now = self._snapshot()
-        busy, total = machine_busy_seconds()
-        wall = time.monotonic() - self._wall
-        d_busy, d_total = busy - self._machine[0], total - self._machine[1]
-        machine_cores = (os.cpu_count() or 1) * d_busy / d_total if d_total > 0 else 0.0
-        times = {k: now[k] - self._start[k] for k in now if k in self._start}
-        return wall, times, machine_cores
-
-
-@dataclass(slots=True)
 class Measurement:
     """Raw figures of one run, before they are turned into the result document."""
 
@@ -640,25 +533,14 @@ class Measurement:
     rss_kib: int | None
     metrics_before: dict[str, float]
     metrics_after: dict[str, float]
+    #: the northbound settings the gateway ran with (:func:`effective_northbound`)
+    northbound: dict[str, Any]
     gateway_exit: int | None = None
     sim_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     births: int = 0
+    device_births: int = 0
     deaths: int = 0
     undecodable: int = 0
-
-
-def percentiles(latencies: list[np.ndarray]) -> dict[str, float | None]:
-    if not latencies:
-        return {"p50": None, "p99": None, "max": None, "min": None, "mean": None}
-    all_ms = np.concatenate(latencies)
-    p50, p99 = np.percentile(all_ms, [50, 99])
-    return {
-        "p50": round(float(p50), 1),
-        "p99": round(float(p99), 1),
-        "max": round(float(all_ms.max()), 1),
-        "min": round(float(all_ms.min()), 1),
-        "mean": round(float(all_ms.mean()), 1),
-    }
 
 
 def _delta(after: dict[str, float], before: dict[str, float], key: str) -> float | None:
@@ -714,20 +596,6 @@ def judge_limit(
     return "unclear: no process is CPU-bound; see poll overruns and latency", bound
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so that the cleanup always runs."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _check_alive(gateway: Child) -> None:
     if not gateway.alive():
         raise RuntimeError(
@@ -743,10 +611,14 @@ def _sleep_watching(seconds: float, gateway: Child) -> None:
         time.sleep(min(left, 0.2))
 
 
-def run_benchmark(params: Params, keep_workdir: bool = False) -> Measurement:
+def run_benchmark(
+    params: Params, keep_workdir: bool = False, workdir_parent: Path | None = None
+) -> Measurement:
     """Start broker, simulators, gateway and subscriber; measure; stop them all."""
-    broker = MqttBroker(host=HOST, kind="mosquitto")  # FileNotFoundError without Mosquitto
-    workdir = Path(tempfile.mkdtemp(prefix="chenxing-bench-"))
+    broker = BenchBroker()  # FileNotFoundError without Mosquitto
+    if workdir_parent is not None:
+        workdir_parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="chenxing-bench-", dir=workdir_parent))
     sims: list[Child] = []
     gateway: Child | None = None
     subscriber: Subscriber | None = None
@@ -756,29 +628,29 @@ def run_benchmark(params: Params, keep_workdir: bool = False) -> Measurement:
         log.info("mosquitto on %s (pid %d)", broker.url, broker.pid)
 
         per_device = split_tags(params.tags, params.devices)
-        sims = [start_simulator(f"bank-{i}", n, workdir) for i, n in enumerate(per_device)]
+        sims = [start_modbus_bank(f"bank-{i}", n, workdir) for i, n in enumerate(per_device)]
         deadline = time.monotonic() + 30.0
         for sim in sims:
-            wait_ready(sim, deadline)
+            wait_modbus_bank(sim, deadline)
         log.info("%d simulators on ports %s", len(sims), ", ".join(str(s.port) for s in sims))
 
         config = gateway_config(
             workdir,
             broker.port,
             [(s.name, s.port, n) for s, n in zip(sims, per_device, strict=True)],
-            params.poll_interval,
-            params.publish_interval,
-            params.max_samples_per_message,
+            params,
         )
         config_path = workdir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        northbound = effective_northbound(config_path)
         cmd = [sys.executable, "-m", "gateway.cli.main", "run", "-c", str(config_path)]
         gateway_log = workdir / "gateway.log"
-        gateway = Child("gateway", _spawn(cmd, gateway_log, stdout_pipe=False), gateway_log)
-        log.info("gateway pid %d, poll interval %.3f s", gateway.pid, params.poll_interval)
+        gateway = spawn("gateway", cmd, gateway_log)
+        log.info("gateway pid %d, poll interval %.3f s, northbound %s", gateway.pid,
+                 params.poll_interval, northbound)  # fmt: skip
 
         # the subscriber's network thread starts only now: no fork() with a thread running
-        subscriber = Subscriber(HOST, broker.port, TOPIC_ROOT)
+        subscriber = Subscriber(HOST, broker.port, params.format)
         subscriber.start()
         first_data_deadline = time.monotonic() + 60.0
         while not subscriber.wait_first_data(timeout=0.2):
@@ -811,6 +683,7 @@ def run_benchmark(params: Params, keep_workdir: bool = False) -> Measurement:
             proc_status_kib(gateway.pid, "VmRSS"),
             metrics_before,
             metrics_after,
+            northbound,
         )
 
         log.info("stopping the gateway (SIGTERM)")
@@ -819,13 +692,14 @@ def run_benchmark(params: Params, keep_workdir: bool = False) -> Measurement:
             log.error("gateway exited with %s:\n%s", m.gateway_exit, gateway.log_tail())
         time.sleep(0.2)  # the death message
         subscriber.stop()
-        m.births, m.deaths, m.undecodable = (
+        m.births, m.device_births, m.deaths, m.undecodable = (
             subscriber.births,
+            subscriber.device_births,
             subscriber.deaths,
             subscriber.undecodable,
         )
         for sim in sims:
-            stop_simulator(sim)
+            stop_modbus_bank(sim)
             m.sim_stats[sim.name] = sim.final_stats
         return m
     finally:
@@ -837,8 +711,7 @@ def run_benchmark(params: Params, keep_workdir: bool = False) -> Measurement:
         for sim in sims:
             if sim.alive():
                 sim.stop(timeout=5.0)
-            if sim.popen.stdout is not None:
-                sim.popen.stdout.close()
+            sim.close()
         broker.close()
         if keep_workdir:
             print(f"kept the work directory {workdir}", file=sys.stderr)
@@ -846,8 +719,8 @@ def run_benchmark(params: Params, keep_workdir: bool = False) -> Measurement:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def build_result(params: Params, started_at: dt.datetime, m: Measurement) -> dict[str, Any]:
-    """The JSON result document of one run."""
+def build_result(params: Params, m: Measurement) -> dict[str, Any]:
+    """The figures of one run: the body of its JSON result (:meth:`Run.document`)."""
     w = m.window
     rate = w.samples / w.seconds if w.seconds > 0 else 0.0
     wall = m.cpu_wall_s or 1.0
@@ -885,11 +758,10 @@ def build_result(params: Params, started_at: dt.datetime, m: Measurement) -> dic
         return False if offered_enough else None
 
     return {
-        "benchmark": "pipeline",
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "machine": machine_info(),
         "parameters": {
             **asdict(params),
+            "northbound": m.northbound,
+            "subscriber_json_parser": JSON_PARSER,
             "rate": params.rate if params.rate is not None else "max",
             "poll_interval_s": round(params.poll_interval, 6),
             "tags_per_device": split_tags(params.tags, params.devices),
@@ -944,7 +816,12 @@ def build_result(params: Params, started_at: dt.datetime, m: Measurement) -> dic
                 "cpu_us_per_request": _per_request(sum(sim_cores), request_rate),
                 "requests_whole_run": sum(int(s.get("requests", 0)) for s in m.sim_stats.values()),
             },
-            "subscriber": {"births": m.births, "deaths": m.deaths, "undecodable": m.undecodable},
+            "subscriber": {
+                "births": m.births,
+                "device_births": m.device_births,
+                "deaths": m.deaths,
+                "undecodable": m.undecodable,
+            },
             "limited_by": verdict,
             "cpu_bound": cpu_bound,
             "delivered_offered_rate": delivered,
@@ -983,10 +860,16 @@ def print_summary(result: dict[str, Any], out_path: Path | None) -> None:
     offered = "as fast as it goes" if p["rate"] == "max" else f"{p['rate']:,.0f} samples/s"
     per_1000 = g["cpu_s_per_1000_samples"]
     system = g["system_cpu_s"] / g["cpu_s"] if g["cpu_s"] else 0.0
+    nb = p["northbound"]
     lines = [
         f"pipeline benchmark: {p['tags']:,} tags on {p['devices']} simulated Modbus devices, "
         f"offered {offered} (poll every {p['poll_interval_s']:g} s), {r['window_s']:.1f} s window",
-        f"machine: {mach['nproc']} CPUs, {mach['cpu_model']}, Python {mach['python']}",
+        f"northbound: {nb['format']}, data QoS {nb['data_qos']}, "
+        + (f"disk spool ({nb['spool_filesystem']})" if nb["spool"] else "memory outbox")
+        + f", publish interval {nb['publish_interval_s']:g} s, "
+        f"<= {nb['max_samples_per_message']:,} samples per message",
+        f"machine: {mach['nproc']} CPUs, {mach['cpu_model']}, Python {mach['python']}; "
+        f"{load_note(mach['load_average_start'])} at the start",
         "",
         f"  tag-samples/s        {r['tag_samples_per_s']:>10,.0f}   "
         f"({r['samples']:,} samples in {r['messages']} messages, "
@@ -1043,8 +926,9 @@ def _rate(text: str) -> float | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = NorthboundConfig()
     parser = argparse.ArgumentParser(
-        prog="python bench/pipeline.py",
+        prog="python -m bench.pipeline",
         description="Modbus decode -> pipeline -> MQTT -> subscriber throughput, "
         "with a real Mosquitto and simulated devices in their own processes.",
     )
@@ -1069,16 +953,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--warmup", type=float, default=3.0, help="s of running before the window (default 3)"
     )
     parser.add_argument(
+        "--format",
+        choices=("sparkplug", "json"),
+        default=DEFAULT_FORMAT,
+        help=f"northbound.format (default the gateway's: {DEFAULT_FORMAT}); JSON publishes "
+        "at mqtt.qos (default 1), Sparkplug data at sparkplug.data_qos (default 0)",
+    )
+    parser.add_argument(
         "--publish-interval",
         type=float,
-        default=0.1,
-        help="northbound publish_interval in s (default 0.1)",
+        default=None,
+        help=f"northbound.publish_interval in s (default the gateway's: "
+        f"{defaults.publish_interval:g})",
     )
     parser.add_argument(
         "--max-samples",
         type=int,
-        default=5000,
-        help="northbound max_samples_per_message (default 5000)",
+        default=None,
+        help=f"northbound.max_samples_per_message (default the gateway's: "
+        f"{defaults.max_samples_per_message})",
+    )
+    parser.add_argument(
+        "--no-spool",
+        action="store_true",
+        help="the memory outbox instead of the disk spool (the gateway's default)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where the work directory (config, logs, the gateway's state and spool) goes; "
+        "default the system's temporary directory (it should be a disk, not tmpfs)",
     )
     parser.add_argument(
         "--out",
@@ -1095,9 +1000,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.devices <= args.tags:
         parser.error("need 1 <= --devices <= --tags")
-    if args.seconds <= 0 or args.warmup < 0 or args.publish_interval <= 0:
-        parser.error("--seconds and --publish-interval must be positive, --warmup not negative")
-    if not 1 <= args.max_samples <= 100_000:
+    if args.seconds <= 0 or args.warmup < 0:
+        parser.error("--seconds must be positive, --warmup not negative")
+    if args.publish_interval is not None and args.publish_interval <= 0:
+        parser.error("--publish-interval must be positive")
+    if args.max_samples is not None and not 1 <= args.max_samples <= 100_000:
         parser.error("--max-samples must be 1..100000")
     try:
         for n in split_tags(args.tags, args.devices):
@@ -1119,25 +1026,23 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         seconds=args.seconds,
         warmup=args.warmup,
+        format=args.format,
         publish_interval=args.publish_interval,
         max_samples_per_message=args.max_samples,
+        spool=not args.no_spool,
     )
-    started_at = dt.datetime.now(dt.UTC)
+    run = Run("pipeline", packages=("pymodbus",))
     try:
-        with _sigterm_as_interrupt():
-            measurement = run_benchmark(params, keep_workdir=args.keep_workdir)
+        with sigterm_as_interrupt():
+            measurement = run_benchmark(params, args.keep_workdir, args.dir)
     except KeyboardInterrupt:
         print("interrupted; every child process was stopped", file=sys.stderr)
         return 130
     except (RuntimeError, OSError) as exc:  # TimeoutError is an OSError
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    result = build_result(params, started_at, measurement)
-    out: Path = args.out or BENCH_DIR / "results" / (
-        f"pipeline-{started_at.astimezone():%Y%m%d-%H%M%S}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result = run.document(build_result(params, measurement))
+    out = run.save(result, args.out)
     print_summary(result, out)
     return 0 if measurement.gateway_exit == 0 else 1
 

@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
-import os
-import platform
 import struct
 import sys
 import time
@@ -32,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import Run, self_cpu
 from drivers.serial_line.config import SerialLineDeviceConfig
 from drivers.serial_line.driver import SerialLineDriver
 from drivers.serial_line.framing import make_framer
@@ -92,9 +89,9 @@ async def end_to_end(seconds: float, rate: float) -> dict[str, float]:
 
         task = asyncio.create_task(driver.subscribe(emit))
         await asyncio.sleep(0.5)
-        ok0, cpu0, t0 = driver.frames_ok, time.process_time(), time.perf_counter()
+        ok0, cpu0, t0 = driver.frames_ok, self_cpu(), time.perf_counter()
         await asyncio.sleep(seconds)
-        ok, cpu, wall = driver.frames_ok - ok0, time.process_time() - cpu0, time.perf_counter() - t0
+        ok, cpu, wall = driver.frames_ok - ok0, self_cpu() - cpu0, time.perf_counter() - t0
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await driver.close()
@@ -113,6 +110,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="scale lines/s offered")
     parser.add_argument("--out", type=Path, help="JSON result file")
     args = parser.parse_args()
+    run = Run("serial_line")
 
     n = 100_000
     readings = weight_readings(3)
@@ -126,13 +124,8 @@ def main() -> None:
     }
     for name, figures in results.items():
         print(f"{name:28s} " + "  ".join(f"{k}={v}" for k, v in figures.items()))
-    out = args.out or (Path(__file__).parent / "results" /
-                       f"serial_line-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "bench": "serial_line", "python": platform.python_version(),
-        "machine": platform.machine(), "cpus": os.cpu_count(), **results,
-    }, indent=2))
+    out = run.write({"parameters": {"seconds": args.seconds, "rate": args.rate}, **results},
+                    args.out)  # fmt: skip
     print(f"written to {out}")
 
 

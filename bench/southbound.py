@@ -31,14 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
-import json
 import logging
-import os
-import select
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -49,33 +45,30 @@ from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 from pymodbus.client import AsyncModbusTcpClient
 
+from bench.harness import (
+    HOST,
+    Child,
+    Run,
+    abba_order,
+    load_note,
+    ratio_figures,
+    self_cpu,
+    sigterm_as_interrupt,
+    spawn,
+    start_modbus_bank,
+    stop_modbus_bank,
+    wait_modbus_bank,
+)
+from bench.modbus_bank_server import bank_layout
 from drivers.modbus.config import ModbusTcpDeviceConfig
 from drivers.modbus.driver import ModbusTcpDriver
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.driver import OpcUaDriver, subscription_parameters
 from gateway.types import Quality, SampleBatch
 
-# the sibling scripts, imported after the project's packages: bench/firmware_bridge.py
-# would otherwise shadow the firmware_bridge package once bench/ is on sys.path
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-sys.path.insert(0, str(BENCH_DIR))
-from modbus_bank_server import bank_layout  # noqa: E402
-from pipeline import (  # noqa: E402
-    HOST,
-    Child,
-    _die_with_parent,
-    _version,
-    machine_info,
-    start_simulator,
-    stop_simulator,
-    wait_ready,
-)
-
 log = logging.getLogger("bench.southbound")
 
 GOAL_RATIO = 0.9
-RESULTS_DIR = BENCH_DIR / "results"
 
 
 @dataclass(slots=True)
@@ -97,11 +90,6 @@ class Measurement:
     @property
     def cpu_ms_per_1000(self) -> float:
         return self.cpu_seconds / self.values * 1e6 if self.values else float("nan")
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 # --------------------------------------------------------------------------------------
@@ -135,14 +123,14 @@ async def modbus_ours(config: ModbusTcpDeviceConfig, seconds: float) -> Measurem
         requests_per_poll = len(driver.requests)
         await driver.read(group)  # warm: plans built, connection up
         values = polls = bad = 0
-        cpu0, t0 = _cpu(), time.perf_counter()
+        cpu0, t0 = self_cpu(), time.perf_counter()
         end = t0 + seconds
         while time.perf_counter() < end:
             batch = await driver.read(group)
             values += len(batch.tag_ids)
             bad += int((batch.quality != Quality.GOOD).sum())
             polls += 1
-        elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        elapsed, cpu = time.perf_counter() - t0, self_cpu() - cpu0
     finally:
         await driver.close()
     return Measurement("ours", values, elapsed, cpu, polls * requests_per_poll, bad)
@@ -159,7 +147,7 @@ async def modbus_raw(config: ModbusTcpDeviceConfig, seconds: float) -> Measureme
         raise RuntimeError(f"raw pymodbus client cannot connect to port {config.port}")
     try:
         values = requests = 0
-        cpu0, t0 = _cpu(), time.perf_counter()
+        cpu0, t0 = self_cpu(), time.perf_counter()
         end = t0 + seconds
         while time.perf_counter() < end:
             for address, count, unit, tags in plan:
@@ -168,7 +156,7 @@ async def modbus_raw(config: ModbusTcpDeviceConfig, seconds: float) -> Measureme
                     raise RuntimeError(f"raw read {address}+{count}: exception {rr}")
                 values += tags
                 requests += 1
-        elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        elapsed, cpu = time.perf_counter() - t0, self_cpu() - cpu0
     finally:
         client.close()
     return Measurement("raw", values, elapsed, cpu, requests)
@@ -181,30 +169,16 @@ async def modbus_raw(config: ModbusTcpDeviceConfig, seconds: float) -> Measureme
 
 def start_plc(workdir: Path, variables: int, rate: float) -> tuple[Child, str]:
     """The simulated PLC with ``variables`` scale variables, in a process of its own."""
-    log_path = workdir / "opcua-plc.log"
     hil = Path(sys.executable).with_name("chenxing-hil")
     cmd = [str(hil), "--log-level", "WARNING", "sim", "opcua-plc", "--host", HOST, "--port", "0",
            "--scale", str(variables), "--scale-rate", f"{rate:g}"]
-    with open(log_path, "ab") as log_file:
-        popen = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, cwd=REPO_ROOT,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
-    child = Child("opcua-plc", popen, log_path)
-    assert popen.stdout is not None
-    deadline = time.monotonic() + 120  # building 5,000 nodes takes a while on a busy machine
-    buffer = b""
-    while b"\n" not in buffer:
-        if time.monotonic() > deadline or not child.alive():
-            child.stop(5)
-            raise RuntimeError(f"the OPC UA simulator did not start:\n{child.log_tail()}")
-        readable, _, _ = select.select([popen.stdout.fileno()], [], [], 0.5)
-        if readable:
-            chunk = os.read(popen.stdout.fileno(), 512)
-            if not chunk:
-                raise RuntimeError(f"the OPC UA simulator exited:\n{child.log_tail()}")
-            buffer += chunk
-    line = buffer.split(b"\n", 1)[0].decode()
+    child = spawn("opcua-plc", cmd, workdir / "opcua-plc.log", stdout_pipe=True)
+    try:
+        # its first line names the endpoint; building 5,000 nodes takes a while on a busy machine
+        line = child.read_line(timeout=120)
+    except RuntimeError as exc:
+        child.stop(5)
+        raise RuntimeError(f"the OPC UA simulator did not start: {exc}") from None
     endpoint = next((w for w in line.split() if w.startswith("opc.tcp://")), None)
     if endpoint is None:
         child.stop(5)
@@ -247,9 +221,9 @@ async def _window(counter: _Counter, warmup: float, seconds: float) -> tuple[int
             raise RuntimeError("no notification within 120 s")
         await asyncio.sleep(0.05)
     await asyncio.sleep(warmup)
-    start, cpu0, t0 = counter.values, _cpu(), time.perf_counter()
+    start, cpu0, t0 = counter.values, self_cpu(), time.perf_counter()
     await asyncio.sleep(seconds)
-    return counter.values - start, time.perf_counter() - t0, _cpu() - cpu0
+    return counter.values - start, time.perf_counter() - t0, self_cpu() - cpu0
 
 
 async def opcua_ours(config: OpcUaDeviceConfig, warmup: float, seconds: float) -> Measurement:
@@ -328,17 +302,12 @@ async def opcua_raw(config: OpcUaDeviceConfig, warmup: float, seconds: float,
 # --------------------------------------------------------------------------------------
 
 
-def _order(sides: list[str], round_no: int) -> list[str]:
-    """ABBA-style interleaving: odd rounds run the sides in reverse order."""
-    return sides if round_no % 2 == 0 else list(reversed(sides))
-
-
 async def _rounds(
     sides: dict[str, Callable[[], Awaitable[Measurement]]], rounds: int
 ) -> list[Measurement]:
     out: list[Measurement] = []
     for r in range(rounds):
-        for side in _order(list(sides), r):
+        for side in abba_order(list(sides), r):
             m = await sides[side]()
             m.round = r
             log.info("round %d %s: %.0f values/s, %.2f ms CPU / 1,000", r + 1, side, m.rate,
@@ -361,25 +330,17 @@ def summarise(measurements: list[Measurement]) -> dict[str, Any]:
         }
         for side, ms in by_side.items()
     }
-    ours = sides["ours"]["rate_median"]
-    ratios = {
-        f"ours/{side}": ours / s["rate_median"] if s["rate_median"] else float("nan")
-        for side, s in sides.items()
+    ours = {m.round: m.rate for m in by_side["ours"]}
+    figures = {
+        f"ours/{side}": ratio_figures(ours, {m.round: m.rate for m in ms})
+        for side, ms in by_side.items()
         if side != "ours"
     }
+    nan = float("nan")
+    ratios = {name: f["ratio_of_medians"] or nan for name, f in figures.items()}
     # each round's ours/raw: the two ran back to back, so a load that drifts over the run
     # (other jobs on a shared machine) cancels out better than in the ratio of medians
-    paired: dict[str, float] = {}
-    for side in sides:
-        if side == "ours":
-            continue
-        per_round = []
-        for r in sorted({m.round for m in measurements}):
-            mine = [m.rate for m in by_side["ours"] if m.round == r]
-            theirs = [m.rate for m in by_side[side] if m.round == r]
-            if mine and theirs and theirs[0] > 0:
-                per_round.append(mine[0] / theirs[0])
-        paired[f"ours/{side}"] = statistics.median(per_round) if per_round else float("nan")
+    paired = {name: f["median_of_round_ratios"] or nan for name, f in figures.items()}
     # what one fully busy core could carry: the client-side cost, whatever limited the rate
     capacity = {side: 1e6 / s["cpu_ms_per_1000_median"] for side, s in sides.items()}
     cpu_ratios = {
@@ -406,9 +367,9 @@ def _print(title: str, unit: str, summary: dict[str, Any]) -> None:
 
 
 async def run_modbus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    sim = start_simulator("modbus-bank", args.modbus_tags, workdir)
+    sim = start_modbus_bank("modbus-bank", args.modbus_tags, workdir)
     try:
-        wait_ready(sim, time.monotonic() + 30)
+        wait_modbus_bank(sim, time.monotonic() + 30)
         config = modbus_config(sim.port, args.modbus_tags)
         measurements = await _rounds(
             {
@@ -418,7 +379,7 @@ async def run_modbus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             args.rounds,
         )
     finally:
-        stop_simulator(sim)
+        stop_modbus_bank(sim)
     summary = summarise(measurements)
     summary["setup"] = {
         "tags": args.modbus_tags,
@@ -479,12 +440,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    import tempfile
-
     result: dict[str, Any] = {
-        "benchmark": "southbound",
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info() | {"asyncua": _version("asyncua")},
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "goal_ratio": GOAL_RATIO,
     }
@@ -502,16 +458,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("asyncua", "pymodbus"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    run = Run("southbound", packages=("pymodbus", "asyncua"))
+    print(f"southbound: {load_note(run.load_at_start)} at the start")
     try:
-        result = asyncio.run(_main(args))
+        with sigterm_as_interrupt():
+            result = asyncio.run(_main(args))
     except KeyboardInterrupt:
         return 130
     except RuntimeError as exc:
         print(f"southbound benchmark failed: {exc}", file=sys.stderr)
         return 1
-    out = args.out or RESULTS_DIR / f"southbound-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    out = run.write(result, args.out)
     print(f"\nwritten {out}")
     return 0
 

@@ -8,15 +8,13 @@ payload as historical. Run from the repository root::
 
     python -m bench.sparkplug_encode [--seconds 3] [--tags 2000]
 
-Figures are printed and written to ``bench/results/sparkplug-encode-<timestamp>.json``.
+Figures are printed and written to ``bench/results/sparkplug_encode-<timestamp>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,14 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.harness import Run
 from gateway.config.loader import load_config_text
 from gateway.northbound.contract_json import JsonContract
 from gateway.northbound.sparkplug.payloads import SparkplugPayloads
 from gateway.northbound.sparkplug.wire import as_historical, with_seq
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_catalog(tags: int) -> tuple[Any, TagCatalog]:
@@ -62,7 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--tags", type=int, default=2000)
+    parser.add_argument("--out", type=Path, help="JSON result file")
     args = parser.parse_args()
+    run = Run("sparkplug_encode")
     config, catalog = make_catalog(args.tags)
     n = len(catalog)
     rng = np.random.default_rng(1)
@@ -110,13 +109,9 @@ def main() -> None:
         "json": round(sum(len(js.data(batch.select(slice(s, s + max_samples)), 0, 0, 0).payload)  # type: ignore[arg-type]
                           for s in range(0, n, max_samples)) / n, 1),
     }  # fmt: skip
-    report = {"bench": "sparkplug_encode", "tags": n, "seconds": args.seconds,
-              "python": platform.python_version(), "machine": platform.machine(),
-              "figures": figures}  # fmt: skip
+    report = {"parameters": {"tags": n, "seconds": args.seconds}, "figures": figures}
     print(json.dumps(report, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"sparkplug-encode-{stamp}.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {run.write(report, args.out)}")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,8 @@ written as JSON to ``bench/results/spool-<timestamp>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,12 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import Run, filesystem_of
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.spool import DiskSpool, SpoolLimits
 
 log = logging.getLogger("bench.spool")
-
-BENCH_DIR = Path(__file__).resolve().parent
 
 #: (name, messages per transaction, payload bytes): a message of 2,000 JSON samples is ~110 kB
 SCENARIOS = [
@@ -141,24 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     args.dir.mkdir(parents=True, exist_ok=True)
+    run = Run("spool")
     workdir = Path(tempfile.mkdtemp(prefix="spool-", dir=args.dir))
     try:
         results = bench(workdir, args.seconds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_table(results)
-    out = args.out or BENCH_DIR / "results" / (
-        f"spool-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "spool",
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "dir": str(args.dir.resolve())},
-        "parameters": {"seconds": args.seconds},
+    out = run.write({
+        "parameters": {"seconds": args.seconds, "dir": str(args.dir.resolve()),
+                       "dir_filesystem": filesystem_of(args.dir)},
         "results": [asdict(r) for r in results],
-    }, indent=2))  # fmt: skip
+    }, args.out)  # fmt: skip
     print(f"wrote {out}")
     return 0
 
