@@ -810,6 +810,8 @@ def build_result(params: Params, m: Measurement) -> dict[str, Any]:
             "cores": {k: round(v, 3) for k, v in cores.items()},
             "cpu_wait_share": {k: round(v, 3) for k, v in waiting.items()},
             "machine_busy_cores": round(m.machine_cores, 3),
+            #: what the rest of the (shared) machine used meanwhile: busy cores - this run's
+            "other_processes_cores": round(max(0.0, m.machine_cores - sum(cores.values())), 3),
             "simulators": {
                 "cores_total": round(sum(sim_cores), 3),
                 "cores_max": round(max(sim_cores), 3),
@@ -882,8 +884,8 @@ def print_summary(result: dict[str, Any], out_path: Path | None) -> None:
         f"{_fmt(lat['max'], '.0f')} ms   (sample ts -> subscriber receipt: an upper bound of "
         "simulator -> subscriber)",
         f"    of which after the flush  {_fmt(fl['p50'], '.0f'):>4} / {_fmt(fl['p99'], '.0f')} / "
-        f"{_fmt(fl['max'], '.0f')} ms   (message ts -> receipt: encode, MQTT, broker, parse; "
-        "the rest is polling and waiting for the publish interval)",
+        f"{_fmt(fl['max'], '.0f')} ms   (message ts -> receipt: encode, spool commit, MQTT, "
+        "broker, decode; the rest is polling and waiting for the publish interval)",
         f"  non-good samples     {r['non_good_samples']:>10,}",
         f"  seq gaps             {seq['gaps']:>10,}   (missing messages "
         f"{seq['missing_messages']}, out of order {seq['out_of_order']})",
@@ -897,7 +899,8 @@ def print_summary(result: dict[str, Any], out_path: Path | None) -> None:
         ),
         "  cores used           "
         + ", ".join(f"{name} {c:.2f}" for name, c in r["cores"].items())
-        + f"; whole machine {r['machine_busy_cores']:.2f} of {mach['nproc']}",
+        + f"; whole machine {r['machine_busy_cores']:.2f} of {mach['nproc']} "
+        f"(other processes {r['other_processes_cores']:.2f})",
         f"  gateway event loop   {g['event_loop_thread_cores']:>10.2f} cores (its main thread)",
         f"  CPU per request      {_fmt(g['cpu_us_per_request'], '.0f'):>10} us gateway, "
         f"{_fmt(r['simulators']['cpu_us_per_request'], '.0f')} us simulator (pymodbus server)",
