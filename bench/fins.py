@@ -11,8 +11,10 @@ machine falls on both:
   as a NumPy array (no end code, service id or length checks, no values per tag, no
   qualities): the ceiling.
 
-Values/s = tags x polls / seconds. The ratio is ours / raw, the median of each round's
-pair, judged against the goal (>= 0.9). Writes JSON to ``bench/results/fins-<time>.json``.
+Values/s = tags x polls / seconds. The ratios are ours / raw, of the medians and the
+median of each round's pair (judged against the goal, >= 0.9), and per client CPU
+second (bench/harness.py: ``summarise_pairs``). Writes JSON to
+``bench/results/fins-<timestamp>.json``.
 
     python -m bench.fins [--tags 2000] [--seconds 3] [--rounds 3] [--transport udp tcp]
                          [--plc-delay 0.002]
@@ -22,19 +24,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
-import os
-import re
-import statistics
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.harness import (
+    Measurement,
+    bench_arguments,
+    paired_rounds,
+    poll_driver,
+    print_pairs,
+    run_async_bench,
+    self_cpu,
+    start_hil_sim,
+    summarise_pairs,
+)
 from drivers.fins.config import FinsDeviceConfig
 from drivers.fins.driver import FinsDriver
 from drivers.fins.frames import (
@@ -51,7 +59,6 @@ from drivers.fins.frames import (
 from drivers.fins.planner import ReadRequest
 
 GOAL_RATIO = 0.9
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def device(port: int, transport: str, tags: int) -> FinsDeviceConfig:
@@ -84,22 +91,13 @@ def frame_texts(requests: tuple[ReadRequest, ...]) -> list[tuple[int, bytes]]:
     return out
 
 
-async def ours(config: FinsDeviceConfig, seconds: float) -> tuple[float, float]:
-    """(values/s, CPU µs a poll) of the driver polling back to back."""
+async def ours(config: FinsDeviceConfig, seconds: float) -> Measurement:
+    """The driver polling back to back."""
     driver = FinsDriver(config, list(range(len(config.tags))))
     await driver.connect()
-    try:
-        groups = driver.poll_groups()
-        polls, began, cpu = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - began < seconds:
-            for group in groups:
-                await driver.read(group)
-            polls += 1
-        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
-        assert not driver.errors, driver.errors
-        return polls * len(config.tags) / elapsed, cpu / polls * 1e6
-    finally:
-        await driver.close()
+    measured = await poll_driver(driver, seconds, len(driver.requests))
+    assert not driver.errors, driver.errors
+    return measured
 
 
 def _words(answer: bytes, code: int) -> np.ndarray:
@@ -119,9 +117,8 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 async def raw(config: FinsDeviceConfig, seconds: float,
-              texts: list[tuple[int, bytes]]) -> tuple[float, float]:
-    """(values/s, CPU µs a poll) of the same reads as bare frames: send, wait for the
-    answer, take its words."""
+              texts: list[tuple[int, bytes]]) -> Measurement:
+    """The same reads as bare frames: send, wait for the answer, take its words."""
     loop = asyncio.get_running_loop()
     polls, sid = 0, 0
     if config.transport == "udp":
@@ -129,7 +126,7 @@ async def raw(config: FinsDeviceConfig, seconds: float,
             _Udp, remote_addr=(config.host, config.port))
         route = Route(dest_node=1, src_node=1)
         try:
-            began, cpu = time.perf_counter(), time.process_time()
+            began, cpu0 = time.perf_counter(), self_cpu()
             while time.perf_counter() - began < seconds:
                 for code, text in texts:
                     sid = sid % 255 + 1
@@ -137,7 +134,7 @@ async def raw(config: FinsDeviceConfig, seconds: float,
                     transport.sendto(command_frame(route, sid, code, text))
                     _words(await proto.waiter, code)
                 polls += 1
-            elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+            elapsed, cpu = time.perf_counter() - began, self_cpu() - cpu0
         finally:
             transport.close()
     else:
@@ -147,7 +144,7 @@ async def raw(config: FinsDeviceConfig, seconds: float,
         client, server = int.from_bytes(answer[16:20], "big"), int.from_bytes(answer[20:24], "big")
         route = Route(dest_node=server, src_node=client)
         try:
-            began, cpu = time.perf_counter(), time.process_time()
+            began, cpu0 = time.perf_counter(), self_cpu()
             while time.perf_counter() - began < seconds:
                 for code, text in texts:
                     sid = sid % 255 + 1
@@ -156,61 +153,38 @@ async def raw(config: FinsDeviceConfig, seconds: float,
                     _words(await reader.readexactly(int.from_bytes(header[4:8], "big") - 8),
                            code)
                 polls += 1
-            elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+            elapsed, cpu = time.perf_counter() - began, self_cpu() - cpu0
         finally:
             writer.close()
-    return polls * len(config.tags) / elapsed, cpu / polls * 1e6
+    return Measurement("raw", polls * len(config.tags), elapsed, cpu, polls * len(texts))
 
 
-def start_simulator(delay: float = 0.0) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "--log-level", "warning", "sim",
-                             "fins", "--port", "0", "--delay", str(delay)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"the simulator did not start: {line!r}")
-    return proc, int(match.group(1))
-
-
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    proc, port = start_simulator(args.plc_delay)
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    plc, match = start_hil_sim("fins-plc", ["fins", "--port", "0", "--delay", str(args.plc_delay)],
+                               workdir, r"listening on 127\.0\.0\.1:(\d+)")  # fmt: skip
     results: dict[str, Any] = {}
     try:
         for transport in args.transport:
-            config = device(port, transport, args.tags)
+            config = device(int(match.group(1)), transport, args.tags)
             texts = frame_texts(FinsDriver(config, list(range(len(config.tags)))).requests)
-            rounds = []
-            for i in range(args.rounds):
-                order = ("ours", "raw") if i % 2 == 0 else ("raw", "ours")
-                figures = {}
-                for who in order:
-                    rate, cpu = (await ours(config, args.seconds) if who == "ours"
-                                 else await raw(config, args.seconds, texts))
-                    figures[who], figures[f"{who}_cpu_us_per_poll"] = rate, cpu
-                rounds.append(figures)
-                pair = figures["ours"] / figures["raw"]
-                print(f"{transport} round {i + 1}: ours {figures['ours']:,.0f} values/s "
-                      f"({figures['ours_cpu_us_per_poll']:.0f} us CPU a poll), raw "
-                      f"{figures['raw']:,.0f} values/s ({figures['raw_cpu_us_per_poll']:.0f} "
-                      f"us), ratio {pair:.3f}")
-            ratio = statistics.median(r["ours"] / r["raw"] for r in rounds)
-            results[transport] = {
-                "requests_per_poll": len(texts), "rounds": rounds, "ratio": ratio,
-                "ours_median": statistics.median(r["ours"] for r in rounds),
-                "raw_median": statistics.median(r["raw"] for r in rounds),
-                "meets_goal": ratio >= GOAL_RATIO}
-            print(f"{transport}: {args.tags} tags in {len(texts)} requests a poll; median ratio "
-                  f"{ratio:.3f} (goal >= {GOAL_RATIO})")
+            measurements = await paired_rounds(
+                {"ours": partial(ours, config, args.seconds),
+                 "raw": partial(raw, config, args.seconds, texts)},
+                args.rounds)  # fmt: skip
+            summary = summarise_pairs(measurements)
+            summary["setup"] = {"transport": transport, "tags": args.tags,
+                                "requests_per_poll": len(texts), "plc_delay_s": args.plc_delay}
+            results[transport] = summary
+            print_pairs(f"FINS/{transport.upper()}: {args.tags:,} tags in {len(texts)} requests a "
+                        f"poll, PLC answer delay {args.plc_delay:g} s", "values/s", summary,
+                        GOAL_RATIO)  # fmt: skip
     finally:
-        proc.terminate()
-        proc.wait(10)
+        plc.stop(10.0)
+        plc.close()
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tags", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -218,17 +192,13 @@ def main() -> None:
     parser.add_argument("--transport", nargs="+", choices=["udp", "tcp"], default=["udp", "tcp"])
     parser.add_argument("--plc-delay", type=float, default=0.0,
                         help="seconds the simulated PLC takes to answer (0: as fast as it can)")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    print(f"load average before: {' '.join(load)} ({os.cpu_count()} CPUs)")
-    results = asyncio.run(run(args))
-    out = args.out or RESULTS_DIR / f"fins-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "out"},
-                               "loadavg_before": load, "results": results}, indent=1))
-    print(f"wrote {out}")
+    args = bench_arguments(parser).parse_args(argv)
+
+    async def body(workdir: Path) -> dict[str, Any]:
+        return {"goal_ratio": GOAL_RATIO, "results": await run(args, workdir)}
+
+    return run_async_bench("fins", args, body, packages=("fins",))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

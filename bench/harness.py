@@ -9,6 +9,7 @@
   in a session of its own, killed by the kernel if the bench dies even by SIGKILL
   (``PR_SET_PDEATHSIG``), its stderr in a log file; :class:`Child` reads its
   ``READY``-style lines with a deadline, and stops it (SIGTERM, then SIGKILL).
+  :func:`start_hil_sim` starts a simulator of ``hil/`` that way and reads its banner.
   :class:`BenchBroker` is Mosquitto (``hil.broker.MqttBroker``) without per-client
   queue limits, so a lagging subscriber loses nothing to the broker.
 - **/proc sampling**: a process's CPU time (all threads, its main thread, time spent
@@ -17,13 +18,21 @@
 - **Medians and ratios**: :func:`abba_order` interleaves the sides of a comparison
   round by round; :func:`ratio_figures` gives ours ÷ raw as the ratio of the medians
   and as the median of each round's ratio (the pair ran back to back, so load that
-  drifts over a run cancels better); :func:`percentiles`.
+  drifts over a run cancels better); :func:`percentiles`. The driver benches
+  (southbound, S7, FINS, DL/T 645) time each side as a :class:`Measurement`
+  (:func:`poll_driver` for a driver polling back to back), run them with
+  :func:`paired_rounds` and report with :func:`summarise_pairs` and :func:`print_pairs`.
+- **A bench's main**: :func:`bench_arguments` adds ``--out`` and ``-v``;
+  :func:`run_async_bench` runs the measurement coroutine with the logging, the load at
+  the start, a work directory, SIGTERM as Ctrl-C, the result file and the exit code.
 
 Linux only (``/proc``).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import ctypes
 import datetime as dt
@@ -37,9 +46,10 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
@@ -47,6 +57,8 @@ from typing import Any
 
 import numpy as np
 
+from drivers.base import Driver
+from gateway.types import Quality
 from hil.broker import MqttBroker, find_mosquitto
 
 log = logging.getLogger("bench.harness")
@@ -362,6 +374,23 @@ def wait_modbus_bank(child: Child, deadline: float) -> None:
     child.port = int(match.group(1))
 
 
+def start_hil_sim(
+    name: str, args: Sequence[str], workdir: Path, banner: str, timeout: float = 60.0
+) -> tuple[Child, re.Match[str]]:
+    """A simulator of ``hil/`` (``chenxing-hil sim ARGS``) in a process of its own
+    (:func:`spawn`, its log in ``workdir``), once a line of its stdout matches ``banner``
+    (``re.search``): the match, e.g. the port it listens on. Stop it with ``Child.stop``."""
+    cmd = [sys.executable, "-m", "hil.cli", "--log-level", "WARNING", "sim", *args]
+    child = spawn(name, cmd, workdir / f"{name}.log", stdout_pipe=True)
+    try:
+        match = child.wait_line(banner, timeout)
+    except RuntimeError as exc:
+        child.stop(5.0)
+        child.close()
+        raise RuntimeError(f"simulator {name} did not start: {exc}") from None
+    return child, match
+
+
 def stop_modbus_bank(child: Child) -> None:
     """Stop a simulated device and keep the request counts it printed on its way out."""
     child.stop(timeout=5.0)
@@ -564,3 +593,169 @@ def percentiles(samples: Sequence[np.ndarray]) -> dict[str, float | None]:
         "min": round(float(values.min()), 1),
         "mean": round(float(values.mean()), 1),
     }
+
+
+# --------------------------------------------------------------------------------------
+# paired comparisons: a driver against a bare client on the same simulated device
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Measurement:
+    """One timed window of one side of a comparison (``ours``, ``raw``, ...)."""
+
+    side: str
+    #: what was counted: values read, notifications, requests (the bench says which)
+    values: int
+    seconds: float
+    #: this process's CPU (the client side), user + system
+    cpu_seconds: float
+    requests: int = 0
+    #: samples whose quality is not good (ours only)
+    bad: int = 0
+    round: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.values / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_1000(self) -> float:
+        return self.cpu_seconds / self.values * 1e6 if self.values else float("nan")
+
+
+async def poll_driver(driver: Driver, seconds: float, requests_per_poll: int) -> Measurement:
+    """``ours``: a connected driver polling all its groups back to back for ``seconds``
+    (values: the samples read; requests: the polls times ``requests_per_poll``). Closes it."""
+    try:
+        groups = driver.poll_groups()
+        values = polls = bad = 0
+        cpu0, began = self_cpu(), time.perf_counter()
+        end = began + seconds
+        while time.perf_counter() < end:
+            for group in groups:
+                batch = await driver.read(group)
+                values += len(batch.tag_ids)
+                bad += int((batch.quality != Quality.GOOD).sum())
+            polls += 1
+        elapsed, cpu = time.perf_counter() - began, self_cpu() - cpu0
+    finally:
+        await driver.close()
+    return Measurement("ours", values, elapsed, cpu, polls * requests_per_poll, bad)
+
+
+async def paired_rounds(
+    sides: Mapping[str, Callable[[], Awaitable[Measurement]]], rounds: int
+) -> list[Measurement]:
+    """Run every side ``rounds`` times in ABBA order (:func:`abba_order`)."""
+    out: list[Measurement] = []
+    for r in range(rounds):
+        for side in abba_order(list(sides), r):
+            m = await sides[side]()
+            m.round = r
+            log.info("round %d %s: %.0f/s, %.2f ms CPU / 1,000", r + 1, side, m.rate,
+                     m.cpu_ms_per_1000)  # fmt: skip
+            out.append(m)
+    return out
+
+
+def summarise_pairs(measurements: Sequence[Measurement]) -> dict[str, Any]:
+    """Per side: the median rate, the rounds' rates, the median client CPU per 1,000 values;
+    per other side: ``ours`` ÷ it as :func:`ratio_figures` (``ratios``: of the medians;
+    ``paired_ratios``: the median of each round's ratio, the one to judge by) and as values
+    per client CPU second (``cpu_ratios``: what a saturated client core would carry)."""
+    by_side: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        by_side.setdefault(m.side, []).append(m)
+    sides = {
+        side: {
+            "rate_median": statistics.median(m.rate for m in ms),
+            "rates": [round(m.rate, 1) for m in ms],
+            "cpu_ms_per_1000_median": statistics.median(m.cpu_ms_per_1000 for m in ms),
+            "requests_per_s_median": statistics.median(m.requests / m.seconds for m in ms),
+            "non_good": sum(m.bad for m in ms),
+        }
+        for side, ms in by_side.items()
+    }
+    ours = {m.round: m.rate for m in by_side["ours"]}
+    figures = {
+        f"ours/{side}": ratio_figures(ours, {m.round: m.rate for m in ms})
+        for side, ms in by_side.items()
+        if side != "ours"
+    }
+    nan = float("nan")
+    capacity = {side: 1e6 / s["cpu_ms_per_1000_median"] for side, s in sides.items()}
+    return {
+        "sides": sides,
+        "ratios": {name: f["ratio_of_medians"] or nan for name, f in figures.items()},
+        "paired_ratios": {name: f["median_of_round_ratios"] or nan for name, f in figures.items()},
+        "values_per_cpu_second": capacity,
+        "cpu_ratios": {
+            f"ours/{side}": capacity["ours"] / c for side, c in capacity.items() if side != "ours"
+        },
+        "measurements": [asdict(m) | {"rate": m.rate} for m in measurements],
+    }
+
+
+def print_pairs(title: str, unit: str, summary: Mapping[str, Any], goal: float) -> None:
+    """The table of :func:`summarise_pairs`: rates, CPU, ratios against ``goal``."""
+    print(f"\n{title}")
+    print(f"  {'side':<12} {unit + ' (median)':>22} {'CPU ms/1,000':>14}  rounds")
+    for side, s in summary["sides"].items():
+        rates = ", ".join(f"{r:,.0f}" for r in s["rates"])
+        print(f"  {side:<12} {s['rate_median']:>22,.0f} {s['cpu_ms_per_1000_median']:>14.2f}"
+              f"  [{rates}]")  # fmt: skip
+    for name, ratio in summary["ratios"].items():
+        paired = summary["paired_ratios"][name]
+        verdict = "met" if paired >= goal else "NOT met"
+        print(f"  ratio {name}: {ratio:.3f} of medians, {paired:.3f} median of rounds "
+              f"(goal >= {goal}: {verdict}); per client CPU second: "
+              f"{summary['cpu_ratios'][name]:.3f}")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# a bench's main
+# --------------------------------------------------------------------------------------
+
+
+def bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every bench run through :func:`run_async_bench` takes."""
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON result (default bench/results/<bench>-<timestamp>.json)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return parser
+
+
+def parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's options as the result's ``parameters``."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def run_async_bench(
+    name: str,
+    args: argparse.Namespace,
+    body: Callable[[Path], Coroutine[Any, Any, Mapping[str, Any]]],
+    packages: tuple[str, ...] = (),
+    quiet: Sequence[str] = (),
+) -> int:
+    """Run ``body(workdir)`` (a temporary directory) on an event loop and write its figures
+    with ``parameters`` and the machine's facts (:class:`Run`). Logging at INFO with
+    ``-v`` (the loggers named in ``quiet`` at ERROR); the load average is printed first.
+    Returns the exit code: 0; 1 when the run failed (a RuntimeError, its text printed);
+    130 when interrupted (Ctrl-C or SIGTERM, the children stopped either way)."""
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    for noisy in quiet:
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    bench = Run(name, packages=packages)
+    print(f"{name}: {load_note(bench.load_at_start)} at the start")
+    try:
+        with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            figures = asyncio.run(body(Path(tmp)))
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        print(f"{name} benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nwritten {bench.write({'parameters': parameters(args), **figures}, args.out)}")
+    return 0

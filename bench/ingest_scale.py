@@ -10,7 +10,9 @@ A publisher (this process) sends ``gateways x messages`` JSON data messages of
 points written divided by the time from the first publish to the moment every
 gateway's commit says its last message was written (the readers commit after each
 successful write). Also printed: each process's CPU seconds (``/proc``), the machine's
-load average before the run. Writes a JSON result to ``bench/results/``.
+load average at the start. The readers run through bench/harness.py (``spawn``: killed
+with the bench), on its ``BenchBroker`` (no per-client queue limit). Writes a JSON
+result to ``bench/results/ingest_scale-<timestamp>.json``.
 """
 
 from __future__ import annotations
@@ -18,27 +20,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.harness import (
+    BenchBroker,
+    Child,
+    Run,
+    load_note,
+    proc_times,
+    self_cpu,
+    sigterm_as_interrupt,
+    spawn,
+)
 from hil.broker import MqttBroker
 from hil.victoria_metrics import VictoriaMetrics
 
-RESULTS = Path(__file__).resolve().parent / "results"
-TICK = os.sysconf("SC_CLK_TCK")
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds of a process so far (0 when it is not running)."""
+    return proc_times(pid).cpu if pid else 0.0
 
 
 def message(gateway: str, seq: int, samples: int, base_ms: int) -> tuple[str, bytes]:
@@ -76,7 +84,7 @@ class Commits:
         self.client.loop_stop()
 
 
-def wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def wait(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -87,17 +95,17 @@ def wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 
 def run(workers: int, gateways: int, messages: int, samples: int) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    with MqttBroker(kind="mosquitto") as broker, VictoriaMetrics() as vm:
+    with BenchBroker() as broker, VictoriaMetrics() as vm:
         config = work / "ingest.yaml"
         config.write_text(
             f"brokers: [{broker.url}]\ngroup: bench\nformats: [json]\ncatalog: false\n"
             f"influxdb: {{url: '{vm.url}', bucket: b, flush_interval: 200ms, batch_size: 20000}}\n"
         )
         commits = Commits(broker)
-        procs = [subprocess.Popen(
+        procs: list[Child] = [spawn(
+            f"reader-{i}",
             [sys.executable, "-m", "brain_reader.cli", "-c", str(config), "--client-id",
-             f"w{i}", "--log-level", "WARNING", "--json"], cwd=work,
-            stdout=subprocess.PIPE, stderr=(work / f"w{i}.log").open("wb"))
+             f"w{i}", "--log-level", "WARNING", "--json"], work / f"w{i}.log", stdout_pipe=True)
             for i in range(workers)]  # fmt: skip
         try:
             if not wait(lambda: len(commits.members) == workers, 30):
@@ -110,10 +118,10 @@ def run(workers: int, gateways: int, messages: int, samples: int) -> dict[str, o
             payloads = [message(f"gw-{g}", seq, samples, base)
                         for seq in range(messages) for g in range(gateways)]  # fmt: skip
             cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
-            broker_cpu0 = cpu_seconds(broker.pid or 0)
-            vm_pid = vm._proc.pid if vm._proc is not None else 0
+            broker_cpu0 = cpu_seconds(broker.pid)
+            vm_pid = vm.pid
             vm_cpu0 = cpu_seconds(vm_pid)
-            own0 = time.process_time()
+            own0 = self_cpu()
             start = time.monotonic()
             infos = [pub.publish(topic, body, 1) for topic, body in payloads]
             for info in infos:
@@ -128,16 +136,18 @@ def run(workers: int, gateways: int, messages: int, samples: int) -> dict[str, o
                 raise RuntimeError(f"not all written: {commits.messages}")
             elapsed = time.monotonic() - start
             cpu = {p.pid: cpu_seconds(p.pid) - cpu0[p.pid] for p in procs}
-            broker_cpu = cpu_seconds(broker.pid or 0) - broker_cpu0
+            broker_cpu = cpu_seconds(broker.pid) - broker_cpu0
             vm_cpu = cpu_seconds(vm_pid) - vm_cpu0
-            publisher_cpu = time.process_time() - own0
+            publisher_cpu = self_cpu() - own0
             pub.disconnect()
             pub.loop_stop()
         finally:
             commits.close()
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            outs = [p.communicate(timeout=60)[0] for p in procs]
+            outs = []
+            for p in procs:  # each writes its counters as JSON on its way out
+                p.stop(timeout=60)
+                outs.append(p.rest_of_output())
+                p.close()
     points = gateways * messages * samples
     counters = [json.loads(o) for o in outs if o.strip()]
     return {"workers": workers, "points": points, "seconds": round(elapsed, 3),
@@ -147,32 +157,38 @@ def run(workers: int, gateways: int, messages: int, samples: int) -> dict[str, o
             "written": [c["written"] for c in counters]}  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--gateways", type=int, default=12)
-    parser.add_argument("--messages", type=int, default=60, help="per gateway (keep "
-                        "gateways x messages under Mosquitto's 1000 queued per reader)")
+    parser.add_argument("--messages", type=int, default=60, help="per gateway")
     parser.add_argument("--samples", type=int, default=500, help="per message")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"machine: {os.cpu_count()} CPUs, load average before {' '.join(load)}")
+    args = parser.parse_args(argv)
+    bench = Run("ingest_scale", packages=("aiohttp",))
+    print(f"ingest_scale: {os.cpu_count()} CPUs, {load_note(bench.load_at_start)} at the start")
     results = []
-    for n in args.workers:
-        result = run(n, args.gateways, args.messages, args.samples)
-        results.append(result)
-        print(f"{n} reader(s): {result['points_per_s']:>10,} points/s  ({result['points']:,} "
-              f"points in {result['seconds']} s; reader CPU s {result['reader_cpu_s']}, "
-              f"broker {result['broker_cpu_s']}, VictoriaMetrics {result['store_cpu_s']}, "
-              f"publisher {result['publisher_cpu_s']})")  # fmt: skip
-    out = args.out or RESULTS / f"ingest-scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"load_before": load, "cpus": os.cpu_count(),
-                               "gateways": args.gateways, "messages": args.messages,
-                               "samples": args.samples, "results": results}, indent=1))
-    print(f"wrote {out}")
+    try:
+        with sigterm_as_interrupt():
+            for n in args.workers:
+                result = run(n, args.gateways, args.messages, args.samples)
+                results.append(result)
+                print(f"{n} reader(s): {result['points_per_s']:>10,} points/s  "
+                      f"({result['points']:,} points in {result['seconds']} s; reader CPU s "
+                      f"{result['reader_cpu_s']}, broker {result['broker_cpu_s']}, "
+                      f"VictoriaMetrics {result['store_cpu_s']}, publisher "
+                      f"{result['publisher_cpu_s']})")  # fmt: skip
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        print(f"ingest_scale benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    document = {"parameters": {k: str(v) if isinstance(v, Path) else v
+                               for k, v in vars(args).items()},
+                "results": results}  # fmt: skip
+    print(f"written {bench.write(document, args.out)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

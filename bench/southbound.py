@@ -32,12 +32,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +45,17 @@ from pymodbus.client import AsyncModbusTcpClient
 from bench.harness import (
     HOST,
     Child,
-    Run,
-    abba_order,
-    load_note,
-    ratio_figures,
+    Measurement,
+    bench_arguments,
+    paired_rounds,
+    poll_driver,
+    print_pairs,
+    run_async_bench,
     self_cpu,
-    sigterm_as_interrupt,
-    spawn,
+    start_hil_sim,
     start_modbus_bank,
     stop_modbus_bank,
+    summarise_pairs,
     wait_modbus_bank,
 )
 from bench.modbus_bank_server import bank_layout
@@ -69,27 +68,6 @@ from gateway.types import Quality, SampleBatch
 log = logging.getLogger("bench.southbound")
 
 GOAL_RATIO = 0.9
-
-
-@dataclass(slots=True)
-class Measurement:
-    """One timed window of one client."""
-
-    side: str  # ours, raw, raw-handler
-    values: int
-    seconds: float
-    cpu_seconds: float  # this process (the client side), user + system
-    requests: int = 0  # Modbus only
-    bad: int = 0  # samples whose quality is not good (ours only)
-    round: int = 0
-
-    @property
-    def rate(self) -> float:
-        return self.values / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def cpu_ms_per_1000(self) -> float:
-        return self.cpu_seconds / self.values * 1e6 if self.values else float("nan")
 
 
 # --------------------------------------------------------------------------------------
@@ -118,22 +96,8 @@ def modbus_config(port: int, tags: int) -> ModbusTcpDeviceConfig:
 async def modbus_ours(config: ModbusTcpDeviceConfig, seconds: float) -> Measurement:
     driver = ModbusTcpDriver(config, list(range(len(config.tags))))
     await driver.connect()
-    try:
-        group = driver.poll_groups()[0]
-        requests_per_poll = len(driver.requests)
-        await driver.read(group)  # warm: plans built, connection up
-        values = polls = bad = 0
-        cpu0, t0 = self_cpu(), time.perf_counter()
-        end = t0 + seconds
-        while time.perf_counter() < end:
-            batch = await driver.read(group)
-            values += len(batch.tag_ids)
-            bad += int((batch.quality != Quality.GOOD).sum())
-            polls += 1
-        elapsed, cpu = time.perf_counter() - t0, self_cpu() - cpu0
-    finally:
-        await driver.close()
-    return Measurement("ours", values, elapsed, cpu, polls * requests_per_poll, bad)
+    await driver.read(driver.poll_groups()[0])  # warm: plans built, connection up
+    return await poll_driver(driver, seconds, len(driver.requests))
 
 
 async def modbus_raw(config: ModbusTcpDeviceConfig, seconds: float) -> Measurement:
@@ -169,21 +133,13 @@ async def modbus_raw(config: ModbusTcpDeviceConfig, seconds: float) -> Measureme
 
 def start_plc(workdir: Path, variables: int, rate: float) -> tuple[Child, str]:
     """The simulated PLC with ``variables`` scale variables, in a process of its own."""
-    hil = Path(sys.executable).with_name("chenxing-hil")
-    cmd = [str(hil), "--log-level", "WARNING", "sim", "opcua-plc", "--host", HOST, "--port", "0",
-           "--scale", str(variables), "--scale-rate", f"{rate:g}"]
-    child = spawn("opcua-plc", cmd, workdir / "opcua-plc.log", stdout_pipe=True)
-    try:
-        # its first line names the endpoint; building 5,000 nodes takes a while on a busy machine
-        line = child.read_line(timeout=120)
-    except RuntimeError as exc:
-        child.stop(5)
-        raise RuntimeError(f"the OPC UA simulator did not start: {exc}") from None
-    endpoint = next((w for w in line.split() if w.startswith("opc.tcp://")), None)
-    if endpoint is None:
-        child.stop(5)
-        raise RuntimeError(f"the OPC UA simulator said {line!r}")
-    return child, endpoint
+    # its first line names the endpoint; building 5,000 nodes takes a while on a busy machine
+    child, match = start_hil_sim(
+        "opcua-plc",
+        ["opcua-plc", "--host", HOST, "--port", "0", "--scale", str(variables), "--scale-rate",
+         f"{rate:g}"],
+        workdir, r"(opc\.tcp://\S+)", timeout=120)  # fmt: skip
+    return child, match.group(1)
 
 
 def opcua_config(endpoint: str, variables: int, interval: float) -> OpcUaDeviceConfig:
@@ -302,76 +258,12 @@ async def opcua_raw(config: OpcUaDeviceConfig, warmup: float, seconds: float,
 # --------------------------------------------------------------------------------------
 
 
-async def _rounds(
-    sides: dict[str, Callable[[], Awaitable[Measurement]]], rounds: int
-) -> list[Measurement]:
-    out: list[Measurement] = []
-    for r in range(rounds):
-        for side in abba_order(list(sides), r):
-            m = await sides[side]()
-            m.round = r
-            log.info("round %d %s: %.0f values/s, %.2f ms CPU / 1,000", r + 1, side, m.rate,
-                     m.cpu_ms_per_1000)
-            out.append(m)
-    return out
-
-
-def summarise(measurements: list[Measurement]) -> dict[str, Any]:
-    by_side: dict[str, list[Measurement]] = {}
-    for m in measurements:
-        by_side.setdefault(m.side, []).append(m)
-    sides = {
-        side: {
-            "rate_median": statistics.median(m.rate for m in ms),
-            "rates": [round(m.rate, 1) for m in ms],
-            "cpu_ms_per_1000_median": statistics.median(m.cpu_ms_per_1000 for m in ms),
-            "requests_per_s_median": statistics.median(m.requests / m.seconds for m in ms),
-            "non_good": sum(m.bad for m in ms),
-        }
-        for side, ms in by_side.items()
-    }
-    ours = {m.round: m.rate for m in by_side["ours"]}
-    figures = {
-        f"ours/{side}": ratio_figures(ours, {m.round: m.rate for m in ms})
-        for side, ms in by_side.items()
-        if side != "ours"
-    }
-    nan = float("nan")
-    ratios = {name: f["ratio_of_medians"] or nan for name, f in figures.items()}
-    # each round's ours/raw: the two ran back to back, so a load that drifts over the run
-    # (other jobs on a shared machine) cancels out better than in the ratio of medians
-    paired = {name: f["median_of_round_ratios"] or nan for name, f in figures.items()}
-    # what one fully busy core could carry: the client-side cost, whatever limited the rate
-    capacity = {side: 1e6 / s["cpu_ms_per_1000_median"] for side, s in sides.items()}
-    cpu_ratios = {
-        f"ours/{side}": capacity["ours"] / c for side, c in capacity.items() if side != "ours"
-    }
-    return {"sides": sides, "ratios": ratios, "paired_ratios": paired,
-            "values_per_cpu_second": capacity,
-            "cpu_ratios": cpu_ratios,
-            "measurements": [asdict(m) | {"rate": m.rate} for m in measurements]}
-
-
-def _print(title: str, unit: str, summary: dict[str, Any]) -> None:
-    print(f"\n{title}")
-    print(f"  {'side':<12} {unit + ' (median)':>20} {'CPU ms/1,000':>14}  rounds")
-    for side, s in summary["sides"].items():
-        rates = ", ".join(f"{r:,.0f}" for r in s["rates"])
-        print(f"  {side:<12} {s['rate_median']:>20,.0f} {s['cpu_ms_per_1000_median']:>14.2f}"
-              f"  [{rates}]")
-    for name, ratio in summary["ratios"].items():
-        verdict = "met" if summary["paired_ratios"][name] >= GOAL_RATIO else "NOT met"
-        print(f"  ratio {name}: {ratio:.3f} of medians, {summary['paired_ratios'][name]:.3f} "
-              f"median of rounds (goal >= {GOAL_RATIO}: {verdict}); per client CPU second: "
-              f"{summary['cpu_ratios'][name]:.3f}")
-
-
 async def run_modbus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     sim = start_modbus_bank("modbus-bank", args.modbus_tags, workdir)
     try:
         wait_modbus_bank(sim, time.monotonic() + 30)
         config = modbus_config(sim.port, args.modbus_tags)
-        measurements = await _rounds(
+        measurements = await paired_rounds(
             {
                 "ours": lambda: modbus_ours(config, args.seconds),
                 "raw": lambda: modbus_raw(config, args.seconds),
@@ -380,14 +272,15 @@ async def run_modbus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
     finally:
         stop_modbus_bank(sim)
-    summary = summarise(measurements)
+    summary = summarise_pairs(measurements)
     summary["setup"] = {
         "tags": args.modbus_tags,
         "requests_per_poll": len(ModbusTcpDriver(config, list(range(len(config.tags)))).requests),
         "server": "bench/modbus_bank_server.py (pymodbus SimDevice), own process",
         "simulator_served": sim.final_stats,
     }
-    _print(f"Modbus TCP: {args.modbus_tags:,} tags, polled back to back", "values/s", summary)
+    print_pairs(f"Modbus TCP: {args.modbus_tags:,} tags, polled back to back", "values/s",
+                summary, GOAL_RATIO)
     return summary
 
 
@@ -402,10 +295,10 @@ async def run_opcua(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         }
         if args.handler_api:
             sides["raw-handler"] = lambda: opcua_raw(config, warm, secs, handler_api=True)
-        measurements = await _rounds(sides, args.rounds)
+        measurements = await paired_rounds(sides, args.rounds)
     finally:
         plc.stop(10)
-    summary = summarise(measurements)
+    summary = summarise_pairs(measurements)
     summary["setup"] = {
         "variables": args.opcua_variables,
         "server_rate_hz": args.opcua_rate,
@@ -414,9 +307,9 @@ async def run_opcua(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "queue_size": 1,
         "server": "chenxing-hil sim opcua-plc --scale (asyncua server), own process",
     }
-    _print(f"OPC UA: {args.opcua_variables:,} variables at {args.opcua_rate:g} Hz "
+    print_pairs(f"OPC UA: {args.opcua_variables:,} variables at {args.opcua_rate:g} Hz "
            f"(offered {args.opcua_variables * args.opcua_rate:,.0f} changes/s)",
-           "notifications/s", summary)
+           "notifications/s", summary, GOAL_RATIO)
     return summary
 
 
@@ -431,46 +324,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--opcua-rate", type=float, default=10.0, help="server updates/s (Hz)")
     p.add_argument("--handler-api", action="store_true",
                    help="OPC UA: also measure asyncua's handler API (slow: a task per change)")
-    p.add_argument("--out", type=Path, help="JSON result (default bench/results/...)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
+    args = bench_arguments(p).parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
         p.error("--rounds must be >= 1 and --seconds > 0")
     return args
 
 
-async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "goal_ratio": GOAL_RATIO,
-    }
-    with tempfile.TemporaryDirectory(prefix="chenxing-bench-sb-") as tmp:
-        if args.only in (None, "modbus"):
-            result["modbus"] = await run_modbus(args, Path(tmp))
-        if args.only in (None, "opcua"):
-            result["opcua"] = await run_opcua(args, Path(tmp))
+async def _main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"goal_ratio": GOAL_RATIO}
+    if args.only in (None, "modbus"):
+        result["modbus"] = await run_modbus(args, workdir)
+    if args.only in (None, "opcua"):
+        result["opcua"] = await run_opcua(args, workdir)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("asyncua", "pymodbus"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    run = Run("southbound", packages=("pymodbus", "asyncua"))
-    print(f"southbound: {load_note(run.load_at_start)} at the start")
-    try:
-        with sigterm_as_interrupt():
-            result = asyncio.run(_main(args))
-    except KeyboardInterrupt:
-        return 130
-    except RuntimeError as exc:
-        print(f"southbound benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    out = run.write(result, args.out)
-    print(f"\nwritten {out}")
-    return 0
+    return run_async_bench("southbound", args, lambda workdir: _main(args, workdir),
+                           packages=("pymodbus", "asyncua"), quiet=("asyncua", "pymodbus"))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,12 @@ class VictoriaMetrics:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running store (a bench reads its CPU time from /proc)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def start(self) -> VictoriaMetrics:
         self._log = (self.workdir / "vm.log").open("ab")
         self._proc = subprocess.Popen(
