@@ -106,7 +106,9 @@ def bench_decode(seconds: float) -> list[dict[str, Any]]:
 
 # -- 2. end to end over a pty ------------------------------------------------------------
 def produce(fd: int, rate: float | None, rounds: int) -> None:
-    """Child process: answer HELLO_REQUEST, then write READINGS frames until killed."""
+    """Child process: say READY (its imports done), answer HELLO_REQUEST, then write
+    READINGS frames until killed."""
+    print("READY", flush=True)
     decoder = FrameDecoder(smp=False)
     seq = 0
     started = False
@@ -146,12 +148,17 @@ def bench_end_to_end(
         [sys.executable, __file__, "--producer-fd", str(master), "--rounds", str(rounds),
          *(["--rate", str(rate)] if rate else [])],
         None,
+        stdout_pipe=True,
         pass_fds=(master,),
     )  # fmt: skip
     try:
+        # the driver asks for the node's HELLO once and waits 2 s: on a loaded machine the
+        # producer's start (Python, NumPy) takes longer than that
+        child.wait_line(r"^READY$", timeout=120)
         return asyncio.run(_measure(os.ttyname(slave), seconds, rate, rounds, pipeline))
     finally:
         child.stop(timeout=5)
+        child.close()
         os.close(master)
         os.close(slave)
 

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Driver
+from gateway.errors import GatewayError
 from gateway.types import Quality
 from hil.broker import MqttBroker, find_mosquitto
 
@@ -741,8 +742,10 @@ def run_async_bench(
     """Run ``body(workdir)`` (a temporary directory) on an event loop and write its figures
     with ``parameters`` and the machine's facts (:class:`Run`). Logging at INFO with
     ``-v`` (the loggers named in ``quiet`` at ERROR); the load average is printed first.
-    Returns the exit code: 0; 1 when the run failed (a RuntimeError, its text printed);
-    130 when interrupted (Ctrl-C or SIGTERM, the children stopped either way)."""
+    Returns the exit code: 0; 1 when the run failed (a RuntimeError or an error of the
+    project's hierarchy, its text printed, nothing written) or when the figures it
+    returned list parts that ``failed`` (written with the rest); 130 when interrupted
+    (Ctrl-C or SIGTERM, the children stopped either way)."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     for noisy in quiet:
@@ -754,8 +757,11 @@ def run_async_bench(
             figures = asyncio.run(body(Path(tmp)))
     except KeyboardInterrupt:
         return 130
-    except RuntimeError as exc:
+    except (RuntimeError, GatewayError) as exc:
         print(f"{name} benchmark failed: {exc}", file=sys.stderr)
         return 1
     print(f"\nwritten {bench.write({'parameters': parameters(args), **figures}, args.out)}")
+    if figures.get("failed"):
+        print(f"{name}: failed: {'; '.join(figures['failed'])}", file=sys.stderr)
+        return 1
     return 0
