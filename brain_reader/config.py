@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from gateway.config.broker_url import BrokerUrl
 from gateway.config.influxdb import Precision, check_http_url, check_measurement_template
 from gateway.config.models import MqttConfig, MqttTlsConfig
+from gateway.config.plain_errors import plain_errors
 from gateway.config.types import (
     Name,
     PositiveDuration,
@@ -226,16 +227,10 @@ def load_ingest_config(path: Path | None, overrides: dict[str, Any]) -> IngestCo
         return IngestConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
+        for loc, message in plain_errors(IngestConfig, data, exc.errors()):
             from_cli = loc[:1] and (loc[0] in given or (loc[0] == "influxdb" and loc[1:2]
                                                         and loc[1] in influx))  # fmt: skip
             where = "<command line>" if from_cli or path is None else file
-            message = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown key"
-            elif err["type"] == "missing":
-                message = "required key is missing"
             problems.append(ConfigProblem(where, 0 if where != file else line_of(lines, loc),
                                           loc, message))  # fmt: skip
         raise ConfigError(problems) from None

@@ -74,6 +74,12 @@ class ConfigProblem:
     line: int
     path: tuple[str | int, ...]
     message: str
+    #: 1-based column of the spot (0: the whole line or key); with ``source``, the line's
+    #: text, the problem is shown with a caret under the column (YAML syntax errors)
+    column: int = 0
+    source: str = ""
+    #: what to do about it, in plain words
+    hint: str = ""
 
     @property
     def path_text(self) -> str:
@@ -84,7 +90,22 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path_text}: {self.message}"
+        if self.column:
+            where += f":{self.column}"
+        head = f"{where}: {self.message}" if self.column and not self.path else (
+            f"{where}: {self.path_text}: {self.message}")
+        return head + "".join(f"\n    {line}" for line in self.detail_lines())
+
+    def detail_lines(self) -> list[str]:
+        """The source line with a caret under the column, and the hint (may be empty)."""
+        lines = []
+        if self.source and self.line and self.column:
+            number = str(self.line)
+            lines += [f"{number} | {self.source}",
+                      f"{' ' * len(number)} | {' ' * (self.column - 1)}^"]
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return lines
 
 
 class ConfigError(GatewayError):

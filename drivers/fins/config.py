@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from drivers.fins.address import Address, parse_address
 from gateway.config.device import DeviceConfig, TagConfig
+from gateway.config.spelling import unknown
 from gateway.config.types import Name, PositiveDuration, StrictModel
 from gateway.types import DataType
 
@@ -186,9 +187,8 @@ class FinsDeviceConfig(DeviceConfig):
             seen.add(group.name)
         for tag in self.tags:
             if tag.poll_group not in seen:
-                known = ", ".join(sorted(seen))
-                raise ValueError(f"tag {tag.name!r}: unknown poll group {tag.poll_group!r} "
-                                 f"(the device has: {known})")
+                refused = unknown("poll group", tag.poll_group, sorted(seen), "the device has:")
+                raise ValueError(f"tag {tag.name!r}: {refused}")
             if tag.words > self.max_request_words:
                 raise ValueError(f"tag {tag.name!r} spans {tag.words} words, more than "
                                  f"max_request_words ({self.max_request_words})")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.device import DeviceConfig, TagConfig
+from gateway.config.spelling import unknown
 from gateway.config.types import Name, PositiveDuration, StrictModel
 from gateway.serial_ports import LineSettings
 from gateway.types import DataType
@@ -81,8 +82,7 @@ class ModbusTagConfig(TagConfig):
     def _known_group(cls, value: str) -> str:
         groups = _GROUPS_IN_SCOPE.get()
         if groups is not None and value not in groups:
-            known = ", ".join(sorted(groups))
-            raise ValueError(f"unknown poll group {value!r} (the device has: {known})")
+            raise ValueError(unknown("poll group", value, sorted(groups), "the device has:"))
         return value
 
     @model_validator(mode="after")
@@ -192,7 +192,8 @@ class ModbusDeviceConfig(DeviceConfig):
             seen.add(group.name)
         for tag in self.tags:
             if tag.poll_group not in seen:  # tags given as objects skip the tag-level check
-                raise ValueError(f"tag {tag.name!r}: unknown poll group {tag.poll_group!r}")
+                refused = unknown("poll group", tag.poll_group, sorted(seen), "the device has:")
+                raise ValueError(f"tag {tag.name!r}: {refused}")
             too_long = tag.register_count > self.max_request_registers
             if tag.table in ("holding", "input") and too_long:
                 raise ValueError(

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 
+from gateway.config.spelling import closest
 from gateway.types import DataType
 
 __all__ = ["S7_TYPES", "Area", "S7Address", "S7Type", "parse_address"]
@@ -190,8 +191,11 @@ def parse_address(text: str) -> S7Address:
             raise ValueError(f"{text!r}: timer and counter numbers run to 65535")
         return S7Address(area, 0, offset, S7_TYPES[type_name])
     if type_name and type_name not in S7_TYPES:
-        names = ", ".join(n for n in S7_TYPES if n not in ("S5TIME", "COUNTER"))
-        raise ValueError(f"{text!r}: unknown type {g['type']!r}; S7 types are {names}")
+        names = [n for n in S7_TYPES if n not in ("S5TIME", "COUNTER")]
+        close = closest(g["type"], [*names, *_ALIASES])
+        hint = f"did you mean {_ALIASES.get(close, close)!r}? " if close else ""
+        raise ValueError(f"{text!r}: unknown type {g['type']!r}; {hint}S7 types are "
+                         f"{', '.join(names)}")
     if type_name in ("S5TIME", "COUNTER"):
         raise ValueError(f"{text!r}: {type_name} is the type of timers (T) and counters (C)")
     if bit is not None:

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from drivers.s7.address import Area, S7Address, parse_address
 from gateway.config.device import DeviceConfig, TagConfig
+from gateway.config.spelling import closest_encoding, unknown
 from gateway.config.types import Name, PositiveDuration, StrictModel
 from gateway.types import DataType
 
@@ -100,8 +101,7 @@ class S7TagConfig(TagConfig):
     def _known_group(cls, value: str) -> str:
         groups = _GROUPS_IN_SCOPE.get()
         if groups is not None and value not in groups:
-            known = ", ".join(sorted(groups))
-            raise ValueError(f"unknown poll group {value!r} (the device has: {known})")
+            raise ValueError(unknown("poll group", value, sorted(groups), "the device has:"))
         return value
 
     @field_validator("encoding")
@@ -110,8 +110,10 @@ class S7TagConfig(TagConfig):
         try:
             codecs.lookup(value)
         except LookupError:
+            close = closest_encoding(value)
+            hint = f"; did you mean {close!r}?" if close else ""
             raise ValueError(
-                f"unknown text encoding {value!r} (e.g. latin-1, gbk, utf-8)") from None
+                f"unknown text encoding {value!r}{hint} (e.g. latin-1, gbk, utf-8)") from None
         return value
 
     @model_validator(mode="after")
@@ -195,9 +197,8 @@ class S7DeviceConfig(DeviceConfig):
             seen.add(group.name)
         for tag in self.tags:
             if tag.poll_group not in seen:
-                known = ", ".join(sorted(seen))
-                raise ValueError(f"tag {tag.name!r}: unknown poll group {tag.poll_group!r} "
-                                 f"(the device has: {known})")
+                refused = unknown("poll group", tag.poll_group, sorted(seen), "the device has:")
+                raise ValueError(f"tag {tag.name!r}: {refused}")
         return self
 
     @property

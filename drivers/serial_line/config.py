@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.device import DeviceConfig, TagConfig
+from gateway.config.spelling import closest_encoding
 from gateway.config.types import PositiveDuration, StrictModel
 from gateway.serial_ports import LineSettings
 from gateway.types import INTEGER_RANGES, DataType
@@ -280,7 +281,10 @@ class SerialLineDeviceConfig(DeviceConfig):
         try:
             codecs.lookup(value)
         except LookupError as exc:
-            raise ValueError(f"unknown encoding {value!r} (e.g. ascii, latin-1, utf-8)") from exc
+            close = closest_encoding(value)
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise ValueError(
+                f"unknown encoding {value!r}{hint} (e.g. ascii, latin-1, utf-8)") from exc
         return value
 
     @field_validator("poll_command")

@@ -8,11 +8,12 @@ loader and, through it, every driver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.config.plain_errors import plain_errors
 from gateway.config.yaml_reader import KeyPath, LineMap, ParsedYaml, YamlLimits, read_yaml
 from gateway.errors import ConfigError, ConfigProblem
 
@@ -25,27 +26,6 @@ def parse_yaml(text: str, file: str, limits: YamlLimits | None = None) -> Parsed
     return read_yaml(text, file, limits)
 
 
-def _resolve_loc(data: Any, loc: Iterable[str | int]) -> KeyPath:
-    """Map a pydantic location to a path in the data, dropping the union tags it inserts."""
-    path: list[str | int] = []
-    current = data
-    for part in loc:
-        in_dict = isinstance(current, dict) and part in current
-        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
-        if in_dict or in_list:
-            current = current[part]
-        elif (
-            isinstance(current, dict)
-            and isinstance(part, str)
-            and (part == current.get("protocol") or "[" in part)
-        ):
-            continue  # a discriminator tag or validator name, not a key of the file
-        else:
-            current = None  # a missing key: reported at its parent's line
-        path.append(part)
-    return tuple(path)
-
-
 def line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
     """The line of ``path`` in a parsed file, or of its nearest ancestor."""
     if isinstance(lines, LineMap):  # knows the paths under aliases
@@ -53,25 +33,6 @@ def line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
     while path not in lines and path:
         path = path[:-1]
     return lines.get(path, 0)
-
-
-def _humanise(err: Mapping[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    msg = str(err["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    if (
-        "input" in err
-        and "secret" not in msg
-        and kind not in ("union_tag_invalid", "model_type")
-        and not isinstance(err["input"], dict | list)
-    ):
-        msg += f" (got {err['input']!r})"
-    return msg
 
 
 def validate_yaml_text(
@@ -93,12 +54,9 @@ def validate_yaml_text(
         else:
             try:
                 result = model.model_validate(data)
-            except ValidationError as exc:
-                for err in exc.errors():
-                    path = _resolve_loc(data, err["loc"])
-                    problems.append(
-                        ConfigProblem(file, line_of(lines, path), path, _humanise(err))
-                    )
+            except ValidationError as exc:  # in plain words (gateway/config/plain_errors.py)
+                for path, message in plain_errors(model, data, exc.errors()):
+                    problems.append(ConfigProblem(file, line_of(lines, path), path, message))
             if extra_checks is not None:
                 problems.extend(extra_checks(data, file, lines))
     if problems or result is None:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from gateway.config.yaml_syntax import character_problem, syntax_problem
 from gateway.errors import ConfigError, ConfigProblem
 
 KeyPath = tuple[str | int, ...]
@@ -89,17 +90,10 @@ def read_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedY
         data = reader.read(text)
     except ConfigError as exc:  # past a limit or a broken alias (_Reader._refuse)
         return ParsedYaml(None, reader.lines, [*reader.problems, *exc.problems])
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
-        message = " ".join(p for p in (exc.context, exc.problem) if p)
-        problem = ConfigProblem(file, line, (), f"YAML syntax error: {message}")
-        return ParsedYaml(None, reader.lines, [problem])
+    except yaml.MarkedYAMLError as exc:  # in plain words, with column, caret and hint
+        return ParsedYaml(None, reader.lines, [syntax_problem(file, text, exc)])
     except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
-        line = text.count("\n", 0, exc.position) + 1
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or " ")
-        problem = ConfigProblem(
-            file, line, (), f"YAML error: character #x{char:04x} is not allowed ({exc.reason})")
+        problem = character_problem(file, text, exc.position, exc.character, exc.reason)
         return ParsedYaml(None, reader.lines, [problem])
     except yaml.YAMLError as exc:
         return ParsedYaml(None, reader.lines, [ConfigProblem(file, 0, (), f"YAML error: {exc}")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -649,7 +650,7 @@ def _strip_tags(exc: ConfigError) -> ConfigError:
             if not (x in _TAGS and 0 < i < len(path) - 1 and isinstance(path[i - 1], int))
         )
 
-    fixed = [ConfigProblem(p.file, p.line, strip(p.path), p.message) for p in exc.problems]
+    fixed = [dataclasses.replace(p, path=strip(p.path)) for p in exc.problems]
     return ConfigError(fixed)
 
 

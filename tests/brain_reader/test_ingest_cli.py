@@ -39,7 +39,8 @@ async def test_bad_options_and_files_say_what_is_wrong(tmp_path: Path) -> None:
     config = tmp_path / "ingest.yaml"
     config.write_text("brokers: [mqtt://127.0.0.1:1]\ngroup: ok\nsequense_check: false\n")
     code, _, err = await run_cli("-c", str(config))
-    assert code == 1 and f"{config}:3: sequense_check: unknown key" in err
+    assert code == 1 and (f"{config}:3: sequense_check: unknown key 'sequense_check'; "
+                          "did you mean 'sequence_check'?") in err
 
 
 async def test_reads_from_a_yaml_file_writes_and_prints_its_counters_on_sigterm(

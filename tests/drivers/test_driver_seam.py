@@ -71,13 +71,12 @@ def test_config_validation_takes_the_registered_driver() -> None:
     assert (counter.start, [t.step for t in counter.tags]) == (7, [3, 10])
     # the union is the registry's: without the registration the protocol is unknown
     (line, path, message), = problems(counter_config(), REGISTRY)
-    assert (line, path) == (7, "devices[1]")
-    assert "'test_counter'" in message and "does not match any of the expected tags" in message
+    assert (line, path) == (8, "devices[1].protocol")
+    assert message.startswith("unknown protocol 'test_counter' (one of modbus_tcp, ")
     # its own keys' errors at their file, line and key
     assert problems(counter_config(start=-1, step="x"), SEAM) == [
-        (9, "devices[1].start", "Input should be greater than or equal to 0 (got -1)"),
-        (12, "devices[1].tags[0].step",
-         "Input should be a valid integer, unable to parse string as an integer (got 'x')"),
+        (9, "devices[1].start", "must be greater than or equal to 0 (got -1)"),
+        (12, "devices[1].tags[0].step", "expected a whole number (got 'x')"),
     ]
     # the registration declares no writes: a writable tag is refused, at its key
     assert problems(counter_config(writable=True), SEAM) == [

@@ -51,14 +51,14 @@ def test_good_config_loads_with_defaults() -> None:
 
 def test_unknown_key_names_line_and_path() -> None:
     text = GOOD.replace("    host: 127.0.0.1\n", "    host: 127.0.0.1\n    hots: 1\n")
-    assert problems(text) == [(9, "devices[0].hots", "unknown key")]
+    assert problems(text) == [(9, "devices[0].hots", "unknown key 'hots'; did you mean 'host'?")]
 
 
 def test_wrong_type_names_line_and_value() -> None:
     text = GOOD.replace("address: 0", "address: zero")
     [(line, path, message)] = problems(text)
     assert (line, path) == (12, "devices[0].tags[0].address")
-    assert "valid integer" in message and "'zero'" in message
+    assert message == "expected a whole number (got 'zero')"
 
 
 def test_missing_device_field_reported_at_the_device() -> None:
@@ -83,9 +83,13 @@ def test_duplicate_yaml_key_is_an_error() -> None:
 
 def test_broken_yaml_gives_syntax_error_with_line() -> None:
     text = GOOD.replace("        unit: V\n", "        unit: [V\n")
-    [(line, path, message)] = problems(text)
-    assert path == "(top level)" and message.startswith("YAML syntax error")
-    assert line >= 15
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "cfg.yaml")
+    [problem] = info.value.problems
+    assert (problem.line, problem.column, problem.path) == (14, 15, ())  # where the '[' opened
+    assert problem.message.startswith("YAML syntax error: the '[' list opened here")
+    assert str(problem).splitlines()[1:3] == ["    14 |         unit: [V",
+                                              "       |               ^"]
 
 
 def test_control_character_gives_its_line() -> None:
@@ -112,7 +116,8 @@ def test_all_errors_are_reported_together_sorted_by_line() -> None:
 def test_unknown_protocol_is_named() -> None:
     text = GOOD.replace("protocol: modbus_tcp", "protocol: profibus")
     [(line, path, message)] = problems(text)
-    assert (line, path) == (6, "devices[0]") and "'profibus'" in message
+    assert (line, path) == (7, "devices[0].protocol")
+    assert message.startswith("unknown protocol 'profibus' (one of modbus_tcp, modbus_rtu, ")
 
 
 def test_inline_secret_refused_without_echoing_it() -> None:

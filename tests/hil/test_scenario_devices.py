@@ -51,7 +51,7 @@ def test_validation_names_file_line_and_key(tmp_path: Path) -> None:
         load_scenario(path)
     found = {(p.line, p.path_text, p.message) for p in info.value.problems}
     assert all(p.file == str(path) for p in info.value.problems)
-    assert (6, "devices[1].rate", "Input should be greater than 0 (got 0)") in found
+    assert (6, "devices[1].rate", "must be greater than 0 (got 0)") in found
     assert any(line == 9 and key == "faults[0].version" and "(got '1.x')" in msg
                for line, key, msg in found)
     assert (10, "faults[1].device", "'meter' is not a mcu_node") in found

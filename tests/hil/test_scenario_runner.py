@@ -46,8 +46,8 @@ def test_validation_errors_name_file_line_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_scenario(path)
     found = {(p.line, p.path_text, p.message) for p in info.value.problems}
-    assert (4, "speed", "unknown key") in found
-    assert (8, "faults[0].duraton", "unknown key") in found
+    assert (4, "speed", "unknown key 'speed'; did you mean 'seed'?") in found
+    assert (8, "faults[0].duraton", "unknown key 'duraton'; did you mean 'duration'?") in found
     assert (9, "faults[1].device", "no device named 'nope' in this scenario") in found
     assert all(p.file == str(path) for p in info.value.problems)
     result = CliRunner().invoke(main, ["validate", str(path)])

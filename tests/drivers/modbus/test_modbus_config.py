@@ -59,7 +59,8 @@ def test_unknown_poll_group_is_reported_at_the_tags_line() -> None:
     [(line, path, message)] = problems(text)
     assert line == 11
     assert path == "devices[0].tags[1].poll_group"
-    assert "unknown poll group 'slowww' (the device has: default, fast, slow)" in message
+    assert message == ("unknown poll group 'slowww'; did you mean 'slow'? "
+                       "(the device has: default, fast, slow)")
 
 
 @pytest.mark.parametrize(
