@@ -1,18 +1,37 @@
 """Prometheus exposition of the gateway's live counters.
 
-The runtime keeps plain counters in its own objects; this collector reads them
-at scrape time, so there is one source of truth and no global registry.
+The runtime keeps plain counters (and histograms, gateway/histogram.py) in its own
+objects; this collector reads them at scrape time, so there is one source of truth and
+no global registry. Each scrape also has the standard process metrics (``process_*``:
+memory, CPU, file descriptors), Python's (``python_info``, ``python_gc_*``),
+``chenxing_build_info`` and the free space where the state directory lives.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+import gateway
+from gateway.histogram import Histogram
 from gateway.northbound.outbox import OutboxStats
 
 if TYPE_CHECKING:
@@ -59,16 +78,30 @@ class GatewayCollector(Collector):
         up = GaugeMetricFamily(
             "chenxing_device_up", "1 when the device is connected", labels=["device"]
         )
+        last_success = GaugeMetricFamily(
+            "chenxing_device_last_success_timestamp_seconds",
+            "Unix time when the device last delivered a usable (good or uncertain) value; "
+            "0 when it never did", labels=["device"])
+        poll_seconds = HistogramMetricFamily(
+            "chenxing_device_poll_duration_seconds",
+            "Seconds one poll of a poll group took (the requests and their answers)",
+            labels=["device", "group"])
         for name, runner in gw.runners.items():
+            device = runner.stats
             for key, family in families.items():
-                family.add_metric([name], getattr(runner.stats, key))
-            up.add_metric([name], 1.0 if runner.stats.state.value == "up" else 0.0)
+                family.add_metric([name], getattr(device, key))
+            up.add_metric([name], 1.0 if device.state.value == "up" else 0.0)
+            last_success.add_metric([name], device.last_success_ns / 1e9)
+            for group, histogram in sorted(device.poll_seconds.items()):
+                _add_histogram(poll_seconds, [name, group], histogram)
             if runner.driver is not None:
                 for kind, count in sorted(runner.driver.errors.items()):
                     errors.add_metric([name, kind], count)
         yield from families.values()
         yield errors
         yield up
+        yield last_success
+        yield poll_seconds
         configs = {d.name: d for d in gw.config.devices}
         yield from gw.drivers.metrics(  # each driver's own families (its registration's)
             (configs[n], r.driver) for n, r in gw.runners.items() if n in configs)
@@ -141,13 +174,17 @@ class GatewayCollector(Collector):
              1.0 if nb.link.connected.is_set() else 0.0),
             (_C, "chenxing_mqtt_disconnects", "Broker connections lost", nb.link.disconnects),
         )
-        broker = GaugeMetricFamily(
+        yield InfoMetricFamily(
             "chenxing_mqtt_broker",
-            "1 for the broker connected to or being tried (northbound.mqtt.urls failover)",
-            labels=["url"],
+            "The broker connected to or being tried (northbound.mqtt.urls failover)",
+            value={"url": nb.link.url},
         )
-        broker.add_metric([nb.link.url], 1.0)
-        yield broker
+        age = HistogramMetricFamily(
+            "chenxing_publish_value_age_seconds",
+            "Age of the oldest value of each data message when it is handed to the broker "
+            "(read to publish: pipeline, publish interval, spool)")
+        _add_histogram(age, [], c.value_age)
+        yield age
         yield from _scalars(
             (_C, "chenxing_mqtt_broker_switches",
              "Moves to the next broker after the current one was lost (failover)",
@@ -213,7 +250,47 @@ def _spool_metrics(stats: OutboxStats) -> Iterator[Metric]:
     yield samples
 
 
+def _add_histogram(family: HistogramMetricFamily, labels: list[str],
+                   histogram: Histogram) -> None:
+    family.add_metric(labels, histogram.cumulative(), histogram.total)
+
+
+def build_info() -> InfoMetricFamily:
+    """``chenxing_build_info``: the version and what it runs on, as labels of a 1."""
+    return InfoMetricFamily("chenxing_build", "The gateway's version and platform", value={
+        "version": gateway.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+    })
+
+
+class _BoxCollector(Collector):
+    """What the gateway knows of the box: its build, the free space of the state directory
+    (the spool and sequence numbers live there)."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gateway = gw
+
+    def collect(self) -> Iterator[Metric]:
+        yield build_info()
+        try:
+            fs = os.statvfs(self.gateway.config.gateway.state_dir)
+        except OSError:
+            return  # not there yet: nothing to say
+        yield from _scalars(
+            (_G, "chenxing_state_dir_free_bytes",
+             "Bytes free to the gateway on the file system of the state directory",
+             fs.f_bavail * fs.f_frsize),
+            (_G, "chenxing_state_dir_size_bytes",
+             "Size of the file system of the state directory", fs.f_blocks * fs.f_frsize),
+        )
+
+
 def render(gateway: Gateway) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(gateway))
+    registry.register(_BoxCollector(gateway))
+    for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(standard)  # process_*, python_info, python_gc_*
     return generate_latest(registry)

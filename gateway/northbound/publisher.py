@@ -21,11 +21,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.commands.result import CommandResult
 from gateway.config.models import MqttConfig, NorthboundConfig
+from gateway.histogram import AGE_BUCKETS, Histogram
 from gateway.northbound.contract import BirthContext, Contract
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.mqtt_link import MqttLink, Will
@@ -50,6 +51,9 @@ class NorthboundCounters:
     answers_unsent: int = 0
     #: unacknowledged QoS 1 messages of a dropped connection, replayed in the next session
     taken_back: int = 0
+    #: seconds from the read of the oldest value of a data message to its handing to the
+    #: broker (live and replayed): the pipeline, the publish interval and the spool
+    value_age: Histogram = field(default_factory=lambda: Histogram(AGE_BUCKETS))
 
 
 class ReplayBudget:
@@ -342,6 +346,8 @@ class Publisher:
         message = self.contract.on_send(message, replay)
         if message.id == 0:  # births, deaths and answers do not pass through the outbox
             message.id = next(self._control_ids)
+        elif message.kind == "data" and message.oldest_ns:
+            self.counters.value_age.observe(max(0, now_ns() - message.oldest_ns) / 1e9)
         self._inflight[message.id] = message
         self.link.publish(message)
 

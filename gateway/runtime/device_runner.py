@@ -26,6 +26,7 @@ import numpy as np
 from drivers.base import Driver, PollGroup
 from gateway.backoff import Backoff
 from gateway.errors import ConnectionLost, DriverError
+from gateway.histogram import POLL_BUCKETS, Histogram
 from gateway.repeated_log import RepeatedLog
 from gateway.types import Quality, SampleBatch, now_ns
 
@@ -54,6 +55,10 @@ class DeviceStats:
     connect_failures: int = 0
     connection_losses: int = 0
     crashes: int = 0
+    #: wall-clock ns when a batch last brought a usable (good or uncertain) value; 0: never
+    last_success_ns: int = 0
+    #: seconds each poll took (the driver's read), per poll group
+    poll_seconds: dict[str, Histogram] = field(default_factory=dict)
 
 
 class DeviceRunner:
@@ -214,7 +219,10 @@ class DeviceRunner:
     def _emit(self, batch: SampleBatch) -> None:
         self.stats.samples_read += len(batch)
         self.stats.bad_samples += int(np.count_nonzero(batch.quality != Quality.GOOD))
-        if self._proving and np.any(batch.quality <= Quality.UNCERTAIN):  # it works
+        usable = bool(np.any(batch.quality <= Quality.UNCERTAIN))
+        if usable:
+            self.stats.last_success_ns = now_ns()
+        if self._proving and usable:  # it works
             self._proving = False
             self._reconnect.reset()
             self._losses.recovery(f"device {self.name}: connected and reading values again")
@@ -224,9 +232,12 @@ class DeviceRunner:
         """Poll at a fixed rate; a poll longer than the interval skips the missed ticks."""
         loop = asyncio.get_running_loop()
         interval = group.interval
+        took = self.stats.poll_seconds.setdefault(group.name, Histogram(POLL_BUCKETS))
         next_tick = loop.time()
         while True:
+            started = loop.time()
             batch = await driver.read(group)
+            took.observe(loop.time() - started)
             self.stats.polls += 1
             self._emit(batch)
             next_tick += interval

@@ -89,7 +89,7 @@ async def test_first_broker_stops_data_continues_through_the_second_without_loss
         try:
             async with running(config) as gw:
                 assert await rec_first.until(lambda s: len(s.data_messages) >= 5, timeout=20)
-                assert f'chenxing_mqtt_broker{{url="mqtt://127.0.0.1:{first.port}"}} 1.0' in (
+                assert f'chenxing_mqtt_broker_info{{url="mqtt://127.0.0.1:{first.port}"}} 1.0' in (
                     metrics(gw.gateway)
                 )
                 await asyncio.to_thread(first.stop)
@@ -97,7 +97,8 @@ async def test_first_broker_stops_data_continues_through_the_second_without_loss
                     lambda s: len(s.births) >= 1 and len(s.data_messages) >= 10, timeout=30
                 )
                 text = metrics(gw.gateway)
-                assert f'chenxing_mqtt_broker{{url="mqtt://127.0.0.1:{second.port}"}} 1.0' in text
+                second_url = f"mqtt://127.0.0.1:{second.port}"
+                assert f'chenxing_mqtt_broker_info{{url="{second_url}"}} 1.0' in text
                 assert "chenxing_mqtt_broker_switches_total 1.0" in text
                 report = await gw.stop()
                 assert report.drained
