@@ -19,6 +19,7 @@ from gateway.cli.firmware import firmware
 from gateway.cli.spool_cmd import register as register_spool
 from gateway.cli.tail_cmd import tail
 from gateway.cli.tools import DriverToolsGroup
+from gateway.cli.watch_cmd import watch
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError
@@ -192,6 +193,7 @@ def demo(
 register_spool(main)
 main.add_command(check)
 main.add_command(tail)
+main.add_command(watch)
 main.add_command(firmware)
 config_group.add_command(config_init)
 
