@@ -2,7 +2,9 @@
 
 For finding a device's mapping: read, say, input registers 0..19 and look for
 the 230 V you expect; its row says at which address and under which byte order
-(and type) it lives. TCP with ``--host``, RTU with ``--serial``.
+(and type) it lives. TCP with ``--host``, RTU with ``--serial``. Once the type and order
+are known, ``--yaml --type float32 --byte-order CDAB`` prints the range as tag entries to
+paste into the device block, the value read as each one's comment.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.modbus.codec import BYTE_ORDERS, DecodePlan, Field
+from drivers.modbus.config import ByteOrder
 from gateway import exit_codes
 from gateway.types import DataType
 
@@ -121,6 +124,34 @@ def render(result: ScanResult, console: Any) -> None:
         if i < n - 2:
             wide.add_section()
     console.print(wide)
+
+
+_TABLE_PREFIX = {"holding": "hr", "input": "ir"}
+
+
+def tags_yaml(runs: list[Run], table: str, type_: DataType, order: ByteOrder,
+              where: str) -> str:  # fmt: skip
+    """The readable runs as tag entries of ``type_`` and ``order``, one per value (a value
+    of several registers takes as many addresses), the value read as a comment."""
+    from gateway.config.tag_yaml import TagEntry, render_tags
+
+    entries = []
+    words = Field(0, type_, order).words
+    for run in runs:
+        if run.code is not None:
+            continue
+        result = decode_all(run.start, run.registers)
+        for offset in range(0, len(run.registers) - words + 1, words):
+            keys: dict[str, Any] = {"name": f"{_TABLE_PREFIX[table]}_{run.start + offset}",
+                                    "table": table, "address": run.start + offset,
+                                    "type": type_.value}  # fmt: skip
+            if words > 1 and order != "ABCD":
+                keys["byte_order"] = order
+            value = _fmt(result.values[(type_, order)][offset], type_)
+            entries.append(TagEntry(keys, f"read {value}"))
+    order_text = f" --byte-order {order}" if words > 1 else ""
+    return render_tags(entries, f"chenxing-gateway scan at {where}, {table} registers as "
+                                f"{type_.value}{order_text}")
 
 
 #: exception codes that say "not these addresses": the readable part is worth finding
@@ -344,6 +375,13 @@ async def scan_range(reader_options: dict[str, Any], start: int, count: int
 @click.option("--start", type=click.IntRange(0, 65535), required=True, help="0-based address")
 @click.option("--count", type=click.IntRange(1, 125), required=True, help="registers, 1..125")
 @click.option("--timeout", type=float, default=1.0, show_default=True, help="seconds")
+@click.option("--yaml", "as_yaml", is_flag=True,
+              help="print the range as tag entries of --type and --byte-order to paste into "
+                   "the device's tags")
+@click.option("--type", "type_name", type=click.Choice([t.value for t in (*NARROW, *WIDE)]),
+              default="uint16", show_default=True, help="with --yaml: the tags' type")
+@click.option("--byte-order", type=click.Choice(list(BYTE_ORDERS)), default="ABCD",
+              show_default=True, help="with --yaml: the order of a value's registers")
 def scan(
     host: str | None,
     port: int,
@@ -357,6 +395,9 @@ def scan(
     start: int,
     count: int,
     timeout: float,
+    as_yaml: bool,
+    type_name: str,
+    byte_order: str,
 ) -> None:
     """Read a register range once and print it decoded under every type and byte order."""
     from rich.console import Console
@@ -375,8 +416,12 @@ def scan(
         sys.exit(exit_codes.RUNTIME_FAILURE)
     console = Console(width=None if sys.stdout.isatty() else 160)
     where = serial or f"{host}:{port}"
+    if as_yaml:
+        order = next(o for o in BYTE_ORDERS if o == byte_order)
+        click.echo(tags_yaml(runs, table, DataType(type_name), order,
+                             f"{where} unit {unit}"), nl=False)
     for run in runs:  # what was readable, also when part of the range was refused
-        if run.code is None:
+        if run.code is None and not as_yaml:
             console.print(f"{where} unit {unit}, {registers_of(table, [(run.start, run.size)])}")
             render(decode_all(run.start, run.registers), console)
     if refused is not None:

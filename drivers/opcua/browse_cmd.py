@@ -2,9 +2,11 @@
 
 Prints one line per node, indented by depth: node id (ready to paste as a tag's
 ``node``), browse name (``ns:Name``, for a ``browse_path``), node class, and for
-variables the data type and the access level (``r``, ``rw``). It connects the
-way the driver does (same security and identity code), so a browse that works
-means the device block will connect too.
+variables the data type and the access level (``r``, ``rw``). With ``--yaml`` it prints
+the variables as tag entries to paste into a device block instead (name, node, type).
+The server's own nodes (namespace 0: ``0:Server`` and below) are left out unless
+``--all`` asks for them. It connects the way the driver does (same security and
+identity code), so a browse that works means the device block will connect too.
 """
 
 from __future__ import annotations
@@ -18,8 +20,20 @@ from typing import Any
 import click
 
 from gateway import exit_codes
+from gateway.config.tag_yaml import TagEntry, render_tags
+from gateway.types import DataType
 
 log = logging.getLogger(__name__)
+
+
+#: OPC UA data types -> the tag type that reads them (others are not offered as tags)
+TAG_TYPES = {
+    "Boolean": DataType.BOOL, "SByte": DataType.INT16, "Byte": DataType.UINT16,
+    "Int16": DataType.INT16, "UInt16": DataType.UINT16, "Int32": DataType.INT32,
+    "UInt32": DataType.UINT32, "Int64": DataType.INT64, "UInt64": DataType.UINT64,
+    "Float": DataType.FLOAT32, "Double": DataType.FLOAT64, "String": DataType.STRING,
+    "LocalizedText": DataType.STRING, "DateTime": DataType.STRING,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +44,29 @@ class BrowsedNode:
     node_class: str
     data_type: str = ""
     access: str = ""
+    #: the browse names (without namespace) of the nodes above it, from the start node
+    parents: tuple[str, ...] = ()
+    #: a property of a variable (EURange, EngineeringUnits), not a value of the machine
+    is_property: bool = False
+    #: the variable holds an array (ValueRank 0 or more)
+    is_array: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.browse_name.split(":", 1)[-1]
+
+    def tag(self) -> TagEntry | None:
+        """A tag entry reading this variable (None: not a variable, or a type no tag
+        type reads)."""
+        kind = TAG_TYPES.get(self.data_type)
+        if self.node_class != "Variable" or kind is None or self.is_property:
+            return None
+        note = f"{self.data_type}, {self.access}"
+        if self.is_array:  # whole as JSON text; or add index: N with the element's type
+            kind, note = DataType.STRING, f"array of {self.data_type} as JSON, {self.access}; " \
+                f"one element: index: N, type: {TAG_TYPES[self.data_type].value}"
+        return TagEntry({"name": self.name, "node": self.node_id, "type": kind.value}, note,
+                        self.parents)
 
     def line(self) -> str:
         text = f"{'  ' * self.depth}{self.node_id}  {self.browse_name}  {self.node_class}"
@@ -38,52 +75,80 @@ class BrowsedNode:
         return text
 
 
-async def browse_server(client: Any, start: str, depth: int) -> list[BrowsedNode]:
+@dataclass(slots=True)
+class Browsed:
+    """What a browse found, and how many server nodes (namespace 0) it left out."""
+
+    nodes: list[BrowsedNode]
+    hidden: int = 0
+
+
+async def browse_server(client: Any, start: str, depth: int,
+                        server_nodes: bool = False) -> Browsed:  # fmt: skip
     """Walk from ``start`` down ``depth`` levels (breadth per level, batched attribute reads);
-    ``client`` is a :class:`~drivers.opcua.asyncua_adapter.UaClient`."""
+    ``client`` is a :class:`~drivers.opcua.asyncua_adapter.UaClient`. The server's own
+    nodes (namespace 0) below the start are skipped unless ``server_nodes``."""
     from drivers.opcua.asyncua_adapter import ua
 
-    out: list[BrowsedNode] = []
+    found = Browsed([])
+    out = found.nodes
     type_names: dict[ua.NodeId, str] = {}
     seen: set[ua.NodeId] = set()
 
-    async def walk(node: Any, level: int) -> None:
+    async def walk(node: Any, level: int, parents: tuple[str, ...], in_variable: bool) -> None:
         refs = await client.children(node)
+        if not server_nodes:
+            found.hidden += sum(1 for r in refs if r.NodeId.NamespaceIndex == 0)
+            refs = [r for r in refs if r.NodeId.NamespaceIndex != 0]
         variables = [r for r in refs if r.NodeClass == ua.NodeClass.Variable]
-        attrs: dict[ua.NodeId, tuple[ua.NodeId | None, int | None]] = {}
+        attrs: dict[ua.NodeId, tuple[Any, Any, Any]] = {}
         if variables:
             params = ua.ReadParameters()
+            wanted = (ua.AttributeIds.DataType, ua.AttributeIds.AccessLevel,
+                      ua.AttributeIds.ValueRank)
             for ref in variables:
-                for attr in (ua.AttributeIds.DataType, ua.AttributeIds.AccessLevel):
+                for attr in wanted:
                     rv = ua.ReadValueId()
                     rv.NodeId = _plain(ref.NodeId)
                     rv.AttributeId = attr
                     params.NodesToRead.append(rv)
             values = await client.read(params)
             for i, ref in enumerate(variables):
-                dtype, access = values[2 * i], values[2 * i + 1]
-                attrs[_plain(ref.NodeId)] = (
-                    dtype.Value.Value if dtype.StatusCode.is_good() and dtype.Value else None,
-                    access.Value.Value if access.StatusCode.is_good() and access.Value else None,
-                )
+                read = values[len(wanted) * i:len(wanted) * (i + 1)]
+                dtype, access, rank = (v.Value.Value if v.StatusCode.is_good() and v.Value
+                                       else None for v in read)
+                attrs[_plain(ref.NodeId)] = (dtype, access, rank)
         for ref in refs:
             node_id = _plain(ref.NodeId)
             if node_id in seen:
                 continue
             seen.add(node_id)
             entry = BrowsedNode(level, node_id.to_string(), ref.BrowseName.to_string(),
-                                ref.NodeClass.name)
+                                ref.NodeClass.name, parents=parents, is_property=in_variable)
             if node_id in attrs:
-                dtype_id, access = attrs[node_id]
+                dtype_id, access, rank = attrs[node_id]
                 entry = BrowsedNode(level, entry.node_id, entry.browse_name, entry.node_class,
                                     await _type_name(client, dtype_id, type_names),
-                                    _access_text(access))
+                                    _access_text(access), parents, in_variable,
+                                    isinstance(rank, int) and rank >= 0)
             out.append(entry)
             if level + 1 < depth and ref.NodeClass in (ua.NodeClass.Object, ua.NodeClass.Variable):
-                await walk(node_id, level + 1)
+                await walk(node_id, level + 1, (*parents, entry.name),
+                           ref.NodeClass == ua.NodeClass.Variable)
 
-    await walk(start, 0)
-    return out
+    await walk(start, 0, (), False)
+    return found
+
+
+def tags_yaml(endpoint: str, start: str, nodes: list[BrowsedNode]) -> str:
+    """The variables as tag entries (render_tags), the ones no tag type reads named."""
+    entries = [entry for node in nodes if (entry := node.tag()) is not None]
+    text = render_tags(entries, f"chenxing-gateway browse {endpoint} --start {start} --yaml")
+    skipped = [n for n in nodes if n.node_class == "Variable" and not n.is_property
+               and n.tag() is None]
+    for node in skipped:
+        text += f"# left out: {node.node_id} ({node.data_type}: no tag type reads it)\n"
+    return text
 
 
 def _plain(node_id: Any) -> Any:
@@ -130,14 +195,19 @@ def _access_text(level: int | None) -> str:
 @click.option("--trust-any-server", is_flag=True, help="Commissioning: accept any server cert.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="Seconds to wait for each answer.")
+@click.option("--yaml", "as_yaml", is_flag=True,
+              help="Print the variables as tag entries to paste into the device's tags.")
+@click.option("--all", "server_nodes", is_flag=True,
+              help="Also the server's own nodes (namespace 0, e.g. 0:Server).")
 def browse(endpoint: str, depth: int, start: str, username: str | None,
            password_env: str | None, policy: str, mode: str | None, certificate: str | None,
            private_key: str | None, trust_dir: str | None, trust_any_server: bool,
-           timeout: float) -> None:
+           timeout: float, as_yaml: bool, server_nodes: bool) -> None:
     """Browse an OPC UA server: node id, browse name, class, data type, access level."""
     from pydantic import ValidationError
 
     from drivers.opcua.config import OpcUaDeviceConfig
+    from gateway.config.plain_errors import plain_errors
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     body: dict[str, Any] = {
@@ -155,17 +225,25 @@ def browse(endpoint: str, depth: int, start: str, username: str | None,
     try:
         cfg = OpcUaDeviceConfig.model_validate(body)
     except ValidationError as exc:
-        raise click.UsageError("; ".join(e["msg"] for e in exc.errors())) from exc
+        words = plain_errors(OpcUaDeviceConfig, body, exc.errors())
+        raise click.UsageError("; ".join(
+            f"{'.'.join(map(str, path))}: {message}" for path, message in words)) from None
     try:
-        nodes = asyncio.run(_browse(cfg, start, depth))
+        found = asyncio.run(_browse(cfg, start, depth, server_nodes))
     except Exception as exc:
         click.echo(f"browse failed: {exc}", err=True)
         sys.exit(exit_codes.RUNTIME_FAILURE)
-    for node in nodes:
-        click.echo(node.line())
+    if as_yaml:
+        click.echo(tags_yaml(endpoint, start, found.nodes), nl=False)
+    else:
+        for node in found.nodes:
+            click.echo(node.line())
+    if found.hidden:
+        click.echo(f"({found.hidden} nodes of the server itself, namespace 0, left out; "
+                   "--all shows them)", err=True)
 
 
-async def _browse(cfg: Any, start: str, depth: int) -> list[BrowsedNode]:
+async def _browse(cfg: Any, start: str, depth: int, server_nodes: bool) -> Browsed:
     from drivers.opcua import security
     from drivers.opcua.asyncua_adapter import UaClient
 
@@ -178,6 +256,6 @@ async def _browse(cfg: Any, start: str, depth: int) -> list[BrowsedNode]:
         client.drop()
         raise
     try:
-        return await browse_server(client, start, depth)
+        return await browse_server(client, start, depth, server_nodes)
     finally:
         await client.close()

@@ -23,6 +23,7 @@ from gateway import exit_codes
 from gateway.cli.main import main
 from gateway.types import DataType
 from hil.devices.modbus_meter import ModbusMeterSimulator
+from tests.drivers.pasted_tags import paste
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -234,3 +235,32 @@ def test_scan_needs_exactly_one_transport() -> None:
     result = CliRunner().invoke(main, ["scan", "--start", "0", "--count", "2"])
     assert result.exit_code == 2
     assert "exactly one of --host" in result.output
+
+
+def test_scan_yaml_prints_tags_to_paste_into_the_device() -> None:
+    with meter_in_thread() as sim:
+        result = CliRunner().invoke(main, [
+            "scan", "--host", sim.host, "--port", str(sim.port), "--table", "input",
+            "--start", "0", "--count", "6", "--yaml", "--type", "float32"])
+    assert result.exit_code == 0, result.output
+    printed = result.output
+    assert printed.startswith("# chenxing-gateway scan at 127.0.0.1:") and "│" not in printed
+    first = printed.splitlines()[2]
+    assert first.startswith("- {name: ir_0, table: input, address: 0, type: float32}  # read ")
+    assert 220 < float(first.rsplit(" ", 1)[1]) < 240  # the voltage
+    config = paste({"protocol": "modbus_tcp", "host": sim.host, "port": sim.port}, printed)
+    tags = config.devices[0].tags
+    assert [(t.name, t.address) for t in tags] == [("ir_0", 0), ("ir_2", 2), ("ir_4", 4)]
+
+
+def test_scan_yaml_names_the_byte_order_of_wide_values() -> None:
+    with meter_in_thread() as sim:
+        result = CliRunner().invoke(main, [
+            "scan", "--host", sim.host, "--port", str(sim.port), "--table", "holding",
+            "--start", "100", "--count", "4", "--yaml", "--type", "uint32",
+            "--byte-order", "CDAB"])
+    # 103 is not there: the readable part (100..102) is one uint32, and the refusal is said
+    assert result.exit_code == exit_codes.RUNTIME_FAILURE
+    assert "holding registers 100..102 are readable" in result.stderr
+    config = paste({"protocol": "modbus_tcp", "host": sim.host}, result.stdout)
+    assert [(t.address, t.byte_order) for t in config.devices[0].tags] == [(100, "CDAB")]
