@@ -69,6 +69,18 @@ async def scan_meter(address: str, version: int, only: str,
         await driver.close()
 
 
+def tags_yaml(meter: str, version: str, rows: list[tuple[str, str, str, str]]) -> str:
+    """The identifiers that answered as tag entries (render_tags), value and unit as the
+    comment; the meter's address is said in the heading (the device's meter_address)."""
+    from gateway.config.tag_yaml import TagEntry, render_tags
+
+    entries = [TagEntry({"name": name.replace(".", "_"), "di": name},
+                        f"read {value} {unit}".rstrip())
+               for name, _di, value, unit in rows if value != "-"]
+    return render_tags(entries, f"chenxing-gateway scan dlt645: meter_address "
+                                f"'{meter}', version {version}; the identifiers that answered")
+
+
 def _show(value: object) -> str:
     if isinstance(value, float) and math.isfinite(value):
         return f"{value:g}"
@@ -95,8 +107,11 @@ def _why(counter: str) -> str:
 @click.option("--only", default="", help="only identifiers whose name starts with this, "
               "e.g. energy or voltage")
 @click.option("--timeout", type=float, default=1.5, show_default=True, help="seconds per answer")
+@click.option("--yaml", "as_yaml", is_flag=True,
+              help="print the identifiers that answered as tag entries to paste into the "
+                   "device's tags")
 def scan(serial: str | None, host: str | None, tcp_port: int, baudrate: int, parity: str,
-         version: str, address: str, only: str, timeout: float) -> None:
+         version: str, address: str, only: str, timeout: float, as_yaml: bool) -> None:
     """Read a DL/T 645 meter's address and every identifier of the shipped table once."""
     from rich.console import Console
     from rich.table import Table
@@ -115,6 +130,9 @@ def scan(serial: str | None, host: str | None, tcp_port: int, baudrate: int, par
         sys.exit(exit_codes.CHECK_FAILED)
     except ValueError as exc:  # a config the scan could not build (a bad address)
         raise click.BadParameter(str(exc).splitlines()[-1].strip()) from None
+    if as_yaml:
+        click.echo(tags_yaml(meter, version, rows), nl=False)
+        return
     console = Console(width=None if sys.stdout.isatty() else 140)
     console.print(f"meter address {meter} (DL/T 645-{version})")
     out = Table(show_lines=False)

@@ -19,7 +19,7 @@ import click
 import numpy as np
 import numpy.typing as npt
 
-from drivers.fins.address import Area, parse_address
+from drivers.fins.address import Address, Area, parse_address
 from drivers.fins.config import ByteOrder, FinsDeviceConfig
 from drivers.modbus.codec import decode_value
 from gateway import exit_codes
@@ -58,6 +58,35 @@ def decode_all(words: npt.NDArray[np.uint16]) -> list[dict[str, str]]:
         row["text"] = repr(pair.decode("latin-1")) if all(32 <= b < 127 for b in pair) else ""
         rows.append(row)
     return rows
+
+
+#: words a value of each type takes
+_WORDS = {DataType.INT16: 1, DataType.UINT16: 1, DataType.INT32: 2, DataType.UINT32: 2,
+          DataType.FLOAT32: 2, DataType.FLOAT64: 4}
+
+
+def tags_yaml(area: Area, start: int, words: npt.NDArray[np.uint16], type_: DataType,
+              order: ByteOrder, where: str) -> str:  # fmt: skip
+    """The words read as tag entries of one type and word order, one per value from the
+    first word, the value read as a comment (render_tags)."""
+    from gateway.config.tag_yaml import TagEntry, render_tags
+
+    size = _WORDS[type_]
+    values = [int(w) for w in words]
+    entries = []
+    for offset in range(0, len(values) - size + 1, size):
+        address = Address(area, start + offset)
+        value = decode_value(values[offset:offset + size], type_, order)
+        shown = f"{value:.6g}" if isinstance(value, float) else str(int(value))
+        keys: dict[str, Any] = {"name": f"{area.name.lower()}{address.word}",
+                                "address": str(address), "type": type_.value}  # fmt: skip
+        if size > 1 and order != "CDAB":
+            keys["byte_order"] = order
+        entries.append(TagEntry(keys, f"read {shown}"))
+    order_text = f", {order}" if size > 1 else ""
+    return render_tags(entries, f"chenxing-gateway scan fins at {where}, {area.name}{start}.."
+                                f"{area.name}{start + len(values) - 1} as {type_.value}"
+                                f"{order_text}")
 
 
 def render(area: Area, start: int, words: npt.NDArray[np.uint16], console: Any) -> None:
@@ -107,8 +136,16 @@ async def read_range(device: FinsDeviceConfig, area: Area, start: int,
               help="first word: D0, CIO100, W0, H0, A500, E0_0")
 @click.option("--count", type=click.IntRange(1, 2000), required=True, help="words, 1..2000")
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="seconds")
+@click.option("--yaml", "as_yaml", is_flag=True,
+              help="print the words as tag entries of --type to paste into the device's tags")
+@click.option("--type", "type_name", type=click.Choice([t.value for t in _WORDS]),
+              default="uint16", show_default=True, help="with --yaml: the tags' type")
+@click.option("--byte-order", type=click.Choice(["CDAB", "ABCD", "BADC", "DCBA"]),
+              default="CDAB", show_default=True,
+              help="with --yaml: word order of 32/64-bit values (Omron: CDAB)")
 def scan(host: str, port: int, tcp: bool, node: int | None, source_node: int | None,
-         address: str, count: int, timeout: float) -> None:
+         address: str, count: int, timeout: float, as_yaml: bool, type_name: str,
+         byte_order: ByteOrder) -> None:
     """Read COUNT words from START and show each word as every type."""
     from rich.console import Console
 
@@ -135,6 +172,10 @@ def scan(host: str, port: int, tcp: bool, node: int | None, source_node: int | N
     except DriverError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exit_codes.RUNTIME_FAILURE)
+    if as_yaml:
+        click.echo(tags_yaml(where.area, where.word, words, DataType(type_name), byte_order,
+                             f"{host}:{port}"), nl=False)
+        return
     console = Console()
     console.print(f"{device.describe_connection()}: {identity}")
     render(where.area, where.word, words, console)

@@ -58,6 +58,25 @@ def _string_at(data: bytes, offset: int) -> str:
     return repr(text) if text.isprintable() else ""
 
 
+def tags_yaml(address: S7Address, data: bytes, type_name: str, where: str) -> str:
+    """The bytes read as tag entries of one S7 type, one per value from the first byte,
+    the value read as a comment (render_tags)."""
+    from gateway.config.tag_yaml import TagEntry, render_tags
+
+    kind = S7_TYPES[type_name]
+    rows = decode_all(data)
+    label = f"db{address.db}" if address.area is Area.DB else address.area.name.lower()
+    entries = []
+    for offset in range(0, len(data) - kind.size + 1, kind.size):
+        at = S7Address(address.area, address.db, address.start + offset, kind)
+        entries.append(TagEntry({"name": f"{label}_{at.start}", "address": at.text()},
+                                f"read {rows[offset][type_name]}"))
+    area = f"DB{address.db}" if address.area is Area.DB else address.area.name
+    return render_tags(entries, f"chenxing-gateway scan s7 at {where}, {area} bytes "
+                                f"{address.start}..{address.start + len(data) - 1} as "
+                                f"{type_name}")
+
+
 def render(start: int, data: bytes, console: Any) -> None:
     from rich.table import Table
 
@@ -100,8 +119,12 @@ async def read_range(device: S7DeviceConfig, item: ReadItem) -> tuple[bytes, str
 @click.option("--start", type=click.IntRange(0, 65535), required=True, help="first byte")
 @click.option("--count", type=click.IntRange(1, 1024), required=True, help="bytes, 1..1024")
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="seconds")
+@click.option("--yaml", "as_yaml", is_flag=True,
+              help="print the bytes as tag entries of --type to paste into the device's tags")
+@click.option("--type", "type_name", type=click.Choice(VIEWS), default="WORD",
+              show_default=True, help="with --yaml: the tags' S7 type")
 def scan(host: str, port: int, rack: int, slot: int, connection_type: str, area: str,
-         start: int, count: int, timeout: float) -> None:
+         start: int, count: int, timeout: float, as_yaml: bool, type_name: str) -> None:
     """Read COUNT bytes of AREA from START and show each offset as every S7 type."""
     from rich.console import Console
 
@@ -123,6 +146,9 @@ def scan(host: str, port: int, rack: int, slot: int, connection_type: str, area:
     except DriverError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exit_codes.RUNTIME_FAILURE)
+    if as_yaml:
+        click.echo(tags_yaml(address, data, type_name, f"{host}:{port}"), nl=False)
+        return
     console = Console()
     if identity:
         console.print(f"{device.describe_connection()}: {identity}")

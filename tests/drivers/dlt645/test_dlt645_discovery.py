@@ -13,6 +13,7 @@ from gateway.serial_ports import SerialPorts
 from gateway.tags import TagCatalog
 from hil.devices.dlt645_meter import Dlt645Line
 from tests.drivers.dlt645.dlt645_sim import device, fixed_meter
+from tests.drivers.pasted_tags import paste
 
 
 async def test_check_reports_the_address_of_a_lone_meter() -> None:
@@ -50,3 +51,18 @@ async def test_scan_without_a_meter_says_why() -> None:
         CliRunner().invoke, scan, ["--host", "127.0.0.1", "--tcp-port", str(port)])
     assert result.exit_code == 5
     assert "scan failed:" in result.output and "connection refused" in result.output
+
+
+async def test_scan_yaml_prints_the_identifiers_that_answered_as_tags() -> None:
+    async with Dlt645Line([fixed_meter("000012345678")], transport="tcp") as line:
+        args = ["--host", "127.0.0.1", "--tcp-port", str(line.port), "--only", "voltage",
+                "--timeout", "0.5", "--yaml"]
+        result = await asyncio.to_thread(CliRunner().invoke, scan, args)
+        port = line.port
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "meter_address '000012345678'" in lines[0]
+    assert "- {name: voltage_a, di: voltage.a}  # read 230.4 V" in lines
+    config = paste({"protocol": "dlt645_tcp", "host": "127.0.0.1", "port": port,
+                    "meter_address": "000012345678"}, result.output)
+    assert [t.name for t in config.devices[0].tags] == ["voltage_a", "voltage_b", "voltage_c"]

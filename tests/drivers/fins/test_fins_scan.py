@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from drivers.fins.scan_cmd import scan
 from hil.devices.fins_plc import FinsPlcSimulator
+from tests.drivers.pasted_tags import paste
 
 
 @pytest.fixture
@@ -60,3 +61,19 @@ def test_scan_refuses_what_it_cannot_read(plc_in_thread: FinsPlcSimulator) -> No
                                    "--start", "D0", "--count", "2"])
     assert refused.exit_code == 3
     assert "end code 11 03 (address range error" in refused.output
+
+
+def test_scan_yaml_prints_tags_to_paste_into_the_device(
+        plc_in_thread: FinsPlcSimulator) -> None:
+    high, low = struct.unpack(">HH", struct.pack(">f", 230.5))
+    plc_in_thread.set_words("D100", [low, high, low, high])
+    result = CliRunner().invoke(scan, ["--host", "127.0.0.1", "--port", str(plc_in_thread.port),
+                                       "--start", "D100", "--count", "4", "--yaml",
+                                       "--type", "float32"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "- {name: d100, address: D100, type: float32}  # read 230.5" in lines
+    config = paste({"protocol": "fins", "host": "127.0.0.1", "port": plc_in_thread.port},
+                   result.output)
+    assert [(t.name, t.address) for t in config.devices[0].tags] == [
+        ("d100", "D100"), ("d102", "D102")]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway.cli.check_cmd import run_checks
 from hil.devices.s7_plc import S7PlcSimulator
+from tests.drivers.pasted_tags import paste
 from tests.integration.gateway_harness import gateway_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -57,3 +58,21 @@ async def test_scan_shows_a_db_under_every_type() -> None:
         _, err = await asyncio.wait_for(bad.communicate(), timeout=60)
         assert bad.returncode == 3
         assert "DB9 does not exist in the PLC" in err.decode()
+
+
+async def test_scan_yaml_prints_tags_to_paste_into_the_device() -> None:
+    async with S7PlcSimulator(port=0) as plc:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli.main", "scan", "s7", "--host", "127.0.0.1",
+            "--port", str(plc.port), "--area", "DB3", "--start", "14", "--count", "8",
+            "--yaml", "--type", "REAL",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    printed = out.decode()
+    assert "- {name: db3_14, address: 'DB3.DBD14:REAL'}  # read 1.5" in printed.splitlines()
+    config = paste({"protocol": "s7", "host": "127.0.0.1", "port": plc.port}, printed)
+    tags = config.devices[0].tags
+    assert [(t.name, t.address, t.type.value) for t in tags] == [
+        ("db3_14", "DB3.DBD14:REAL", "float32"), ("db3_18", "DB3.DBD18:REAL", "float32")]
