@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def run(scenarios: tuple[str, ...], report_dir: Path | None, duration: str | Non
             raise click.BadParameter("must be > 0", param_hint="--duration")
     from rich.console import Console
 
-    console = Console()
+    console = Console(highlight=False, soft_wrap=True)
     loaded = []
     for name in scenarios:
         path = _resolve(name)
@@ -106,27 +107,59 @@ def run(scenarios: tuple[str, ...], report_dir: Path | None, duration: str | Non
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
     out = report_dir or Path(tempfile.mkdtemp(prefix="chenxing-hil-report-"))
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = click.get_current_context().find_root().params.get("log_level") or "info"
+    log_file = log_to_file(out / "hil.log", getattr(logging, str(chosen).upper()))
     results: list[ScenarioResult] = []
+    width = max(len(sc.name) for _, sc in loaded)
     for path, sc in loaded:
-        console.rule(f"[bold]{sc.name}[/] ({sc.duration:g} s, time scale {sc.time_scale:g})")
-        with console.status(f"{sc.name}: starting") as status:
+        logging.getLogger("hil.cli").info("scenario %s (%g s, time scale %g) from %s",
+                                          sc.name, sc.duration, sc.time_scale, path)
+        # one line per scenario: a status that updates in place on a terminal, then the
+        # verdict; every progress message and log record goes to hil.log
+        with console.status(f"{sc.name}: starting", spinner="dots") as status:
 
             def progress(msg: str, _name: str = sc.name) -> None:
-                console.log(f"{_name}: {msg}")
+                logging.getLogger("hil.progress").info("%s: %s", _name, msg)
                 status.update(f"{_name}: {msg}")
 
             res = asyncio.run(run_scenario(sc, str(path), out / sc.name, progress))
         results.append(res)
+        console.print(verdict_line(res, width))
         if res.error:
-            console.print(f"[red]run error:[/] {res.error}")
+            console.print(f"  [red]run error:[/] {res.error.splitlines()[0]}")
         for r in res.results:
             mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
             console.print(f"  {mark} {r.name}: {r.detail}")
-        verdict = "[green]PASS[/]" if res.passed else "[red]FAIL[/]"
-        console.print(f"{sc.name}: {verdict} in {res.wall_s:.1f} s")
     junit = write_junit(results, out / "junit.xml")
     html = write_html(results, out / "report.html")
-    console.print(f"report: {html}\njunit:  {junit}")
     passed = sum(r.passed for r in results)
-    console.print(f"{passed}/{len(results)} scenarios passed")
+    console.print(f"{passed}/{len(results)} scenarios passed; report {html}, junit {junit}, "
+                  f"log {log_file}")
     raise SystemExit(0 if passed == len(results) else 1)
+
+
+def verdict_line(res: ScenarioResult, width: int) -> str:
+    """``normal-shift   PASS  5/5 expectations  61.2 s`` (rich markup)."""
+    verdict = "[green]PASS[/]" if res.passed else "[red]FAIL[/]"
+    held = sum(r.passed for r in res.results)
+    return (f"{res.scenario.name:<{width}}  {verdict}  {held}/{len(res.results)} expectations"
+            f"  {res.wall_s:.1f} s")
+
+
+def log_to_file(path: Path, level: int = logging.INFO) -> Path:
+    """Send every log record to ``path`` instead of the console, where the verdicts are
+    (asyncua's thousands of INFO lines per PLC restart only at --log-level debug)."""
+    root = logging.getLogger()
+    if level > logging.DEBUG:
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler):
+            root.removeHandler(handler)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return path

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import html
+import itertools
+import json
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hil.scenario.model import TagValue
+
 if TYPE_CHECKING:
     from hil.scenario.runner import ScenarioResult
 
 __all__ = ["write_html", "write_junit"]
 
-_W, _H, _PAD = 720, 180, 40
+_W, _H = 720, 200
 
 
 def write_junit(results: Sequence[ScenarioResult], path: Path) -> Path:
@@ -56,59 +60,190 @@ def _plot_tags(res: ScenarioResult) -> list[str]:
     return tags
 
 
-def _svg(res: ScenarioResult, tag: str) -> str:
+#: a pause this many times the usual interval between samples breaks the line
+_GAP_FACTOR = 3.0
+#: and never less than this many seconds
+_MIN_GAP_S = 1.0
+
+
+def units_of(res: ScenarioResult) -> dict[str, str]:
+    """``device.tag`` -> unit, from the gateway config the run wrote (and JSON births)."""
+    units: dict[str, str] = {}
+    config = Path(res.workdir) / "gateway.yaml" if res.workdir else None
+    if config is not None and config.is_file():
+        try:
+            body = json.loads(config.read_text())
+        except ValueError:
+            body = {}
+        for device in body.get("devices", []):
+            for tag in device.get("tags", []):
+                if isinstance(tag, dict) and tag.get("unit"):
+                    units[f"{device.get('name')}.{tag.get('name')}"] = str(tag["unit"])
+    if res.recording is not None:
+        for birth in res.recording.births:
+            for tag in birth.get("tags") or []:
+                if isinstance(tag, dict) and tag.get("unit") and isinstance(tag.get("tag"), str):
+                    units[tag["tag"]] = str(tag["unit"])
+    return units
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten."""
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, count)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    value = first
+    while value <= hi + step * 1e-9:
+        ticks.append(0.0 if abs(value) < step * 1e-9 else value)  # no "-0"
+        value += step
+    return ticks
+
+
+def _tick_text(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def segments(points: Sequence[tuple[float, object, str]]) -> list[list[tuple[float, float]]]:
+    """The good numeric points as runs to draw as lines: a sample that is not good, or a
+    pause much longer than the usual interval (an outage), ends a run."""
+    ordered = sorted(points, key=lambda p: p[0])
+    times = [t for t, _, _ in ordered]
+    steps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
+    usual = steps[len(steps) // 2] if steps else 0.0
+    gap = max(_MIN_GAP_S, _GAP_FACTOR * usual)
+    runs: list[list[tuple[float, float]]] = []
+    current: list[tuple[float, float]] = []
+    last_t: float | None = None
+    for t, value, quality in ordered:
+        number = float(value) if quality == "good" and isinstance(value, int | float) \
+            else math.nan  # bools are ints: 0 and 1
+        usable = math.isfinite(number)
+        if not usable or (last_t is not None and t - last_t > gap):
+            if current:
+                runs.append(current)
+            current = []
+        if usable:
+            current.append((t, number))
+        last_t = t
+    if current:
+        runs.append(current)
+    return runs
+
+
+def bad_periods(points: Sequence[tuple[float, object, str]]) -> list[tuple[float, float, str]]:
+    """(from, to, quality) of the stretches of samples that were not good: from the first
+    such sample to the next good one (or the last sample)."""
+    ordered = sorted(points, key=lambda p: p[0])
+    out: list[tuple[float, float, str]] = []
+    start: tuple[float, str] | None = None
+    for t, _, quality in ordered:
+        if quality != "good" and start is None:
+            start = (t, quality)
+        elif quality == "good" and start is not None:
+            out.append((start[0], t, start[1]))
+            start = None
+    if start is not None:
+        out.append((start[0], ordered[-1][0], start[1]))
+    return out
+
+
+def _bands(res: ScenarioResult, tag: str) -> list[tuple[float, float, float, float, str]]:
+    """(t from, t to, low, high, label) of each tag_value expectation on ``tag``."""
+    out = []
+    for exp in res.scenario.expect:
+        if not isinstance(exp, TagValue) or exp.tag != tag:
+            continue
+        value, tolerance = float(exp.value), float(exp.tolerance)
+        between = exp.between or (0.0, res.scenario.duration)
+        out.append((between[0], between[1], value - tolerance, value + tolerance,
+                    f"{value:g} ± {tolerance:g}"))
+    return out
+
+
+def _svg(res: ScenarioResult, tag: str, unit: str = "") -> str:
     rec = res.recording
     assert rec is not None
     pts = [(rec.rel(s.ts_ms), s.value, s.quality) for s in rec.samples if s.tag == tag]
-    num = [
-        (t, float(v))
-        for t, v, q in pts
-        if q == "good" and isinstance(v, int | float) and math.isfinite(float(v))
-    ]
-    bad = [t for t, _, q in pts if q != "good"]
-    t_end = max([res.scenario.duration] + [t for t, _ in num])
-    t_lo = min([0.0] + [t for t, _ in num])
-    lo = min((v for _, v in num), default=0.0)
-    hi = max((v for _, v in num), default=1.0)
+    runs = segments(pts)
+    num = [p for run in runs for p in run]
+    bands = _bands(res, tag)
+    bad = bad_periods(pts)
+    t_end = max([res.scenario.duration] + [t for t, _, _ in pts])
+    t_lo = min([0.0] + [t for t, _, _ in pts])
+    values = [v for _, v in num] + [b[2] for b in bands] + [b[3] for b in bands]
+    lo, hi = min(values, default=0.0), max(values, default=1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 1, hi + 1
+    margin = (hi - lo) * 0.05
+    lo, hi = lo - margin, hi + margin
+    left, right, top, bottom = 64, _W - 12, 12, _H - 34
 
     def x(t: float) -> float:
-        return _PAD + (t - t_lo) / max(t_end - t_lo, 1e-9) * (_W - 2 * _PAD)
+        return left + (t - t_lo) / max(t_end - t_lo, 1e-9) * (right - left)
 
     def y(v: float) -> float:
-        return _H - 20 - (v - lo) / (hi - lo) * (_H - 40)
+        return bottom - (v - lo) / (hi - lo) * (bottom - top)
 
+    label = f"{tag} ({unit})" if unit else tag
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
-        f'role="img" aria-label="{html.escape(tag)}">',
+        f'role="img" aria-label="{html.escape(label)}">',
         f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="#fff" stroke="#ccc"/>',
     ]
+    for value in nice_ticks(lo, hi):  # value grid and ticks
+        parts.append(f'<line x1="{left}" x2="{right}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+                     'stroke="#eee"/>'
+                     f'<text x="{left - 4}" y="{y(value) + 3:.1f}" font-size="10" '
+                     f'text-anchor="end">{_tick_text(value)}</text>')
+    for second in nice_ticks(t_lo, t_end, 8):
+        parts.append(f'<line x1="{x(second):.1f}" x2="{x(second):.1f}" y1="{bottom}" '
+                     f'y2="{bottom + 4}" stroke="#888"/>'
+                     f'<text x="{x(second):.1f}" y="{bottom + 14}" font-size="10" '
+                     f'text-anchor="middle">{_tick_text(second)}</text>')
     for fw in res.faults:
         parts.append(
-            f'<rect x="{x(fw.start):.1f}" y="10" width="{max(1.0, x(fw.end) - x(fw.start)):.1f}" '
-            f'height="{_H - 30}" fill="#f5a623" fill-opacity="0.25">'
+            f'<rect x="{x(fw.start):.1f}" y="{top}" '
+            f'width="{max(1.0, x(fw.end) - x(fw.start)):.1f}" '
+            f'height="{bottom - top}" fill="#f5a623" fill-opacity="0.25">'
             f"<title>{html.escape(fw.label)}</title></rect>"
-        )
-        parts.append(
-            f'<text x="{x(fw.start) + 2:.1f}" y="22" font-size="10" fill="#a0600a">'
+            f'<text x="{x(fw.start) + 2:.1f}" y="{top + 10}" font-size="10" fill="#a0600a">'
             f"{html.escape(fw.label)}</text>"
         )
-    if num:
-        path = " ".join(
-            f"{'M' if i == 0 else 'L'}{x(t):.1f},{y(v):.1f}" for i, (t, v) in enumerate(sorted(num))
-        )
-        parts.append(f'<path d="{path}" fill="none" stroke="#1f6fb2" stroke-width="1.2"/>')
-    for t in bad:
+    for start, end, quality in bad:
         parts.append(
-            f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{_H - 20}" y2="{_H - 14}" '
-            'stroke="#c0392b"/>'
+            f'<rect x="{x(start):.1f}" y="{top}" width="{max(1.0, x(end) - x(start)):.1f}" '
+            f'height="{bottom - top}" fill="#c0392b" fill-opacity="0.12">'
+            f"<title>{html.escape(quality)} from {start:.1f} s to {end:.1f} s</title></rect>"
         )
+    for start, end, low, high, text in bands:
+        parts.append(
+            f'<rect x="{x(start):.1f}" y="{y(high):.1f}" '
+            f'width="{max(1.0, x(end) - x(start)):.1f}" '
+            f'height="{max(1.0, y(low) - y(high)):.1f}" fill="#2e9d4f" fill-opacity="0.15" '
+            f'stroke="#2e9d4f" stroke-dasharray="4 2"><title>expected {html.escape(text)}'
+            f"</title></rect>"
+            f'<text x="{x(end) - 2:.1f}" y="{y(high) - 2:.1f}" font-size="10" fill="#2e7d32" '
+            f'text-anchor="end">{html.escape(text)}</text>'
+        )
+    for run in runs:
+        if len(run) == 1:
+            t, v = run[0]
+            parts.append(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="1.5" fill="#1f6fb2"/>')
+            continue
+        path = " ".join(f"{'M' if i == 0 else 'L'}{x(t):.1f},{y(v):.1f}"
+                        for i, (t, v) in enumerate(run))
+        parts.append(f'<path d="{path}" fill="none" stroke="#1f6fb2" stroke-width="1.2"/>')
     parts.append(
-        f'<text x="4" y="{y(hi) + 4:.1f}" font-size="10">{hi:.4g}</text>'
-        f'<text x="4" y="{y(lo):.1f}" font-size="10">{lo:.4g}</text>'
-        f'<text x="{_PAD}" y="{_H - 2}" font-size="10">{t_lo:.0f} s</text>'
-        f'<text x="{_W - _PAD - 20}" y="{_H - 2}" font-size="10">{t_end:.0f} s</text>'
+        f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#888"/>'
+        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{bottom}" stroke="#888"/>'
+        f'<text x="{(left + right) / 2:.1f}" y="{_H - 4}" font-size="10" text-anchor="middle">'
+        "time after the first birth (s)</text>"
+        f'<text transform="translate(12,{(top + bottom) / 2:.1f}) rotate(-90)" font-size="10" '
+        f'text-anchor="middle">{html.escape(unit or "value")}</text>'
         "</svg>"
     )
     return "".join(parts)
@@ -171,12 +306,16 @@ def write_html(results: Sequence[ScenarioResult], path: Path) -> Path:
             out.append("</table>")
         if res.recording is not None:
             out.append(
-                "<h3>signals</h3><p class='legend'>blue: good values; red ticks: "
-                "samples that were not good; orange: fault windows. Time in seconds "
-                "after the gateway's first birth (sample timestamps).</p>"
+                "<h3>signals</h3><p class='legend'>blue: good values (the line breaks where "
+                "values stopped or were not good); red: samples that were not good; orange: "
+                "fault windows; green: the band an expectation allows. Time in seconds after "
+                "the gateway's first birth (sample timestamps).</p>"
             )
+            units = units_of(res)
             for tag in _plot_tags(res):
-                out.append(f"<h4>{html.escape(tag)}</h4>{_svg(res, tag)}")
+                unit = units.get(tag, "")
+                title = f"{tag} ({unit})" if unit else tag
+                out.append(f"<h4>{html.escape(title)}</h4>{_svg(res, tag, unit)}")
     out.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out), encoding="utf-8")

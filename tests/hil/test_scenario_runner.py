@@ -162,8 +162,15 @@ def test_a_wrong_expectation_fails_the_run_and_the_report_says_why(tmp_path: Pat
     out = tmp_path / "report"
     result = CliRunner().invoke(main, ["run", str(path), "--report", str(out)])
     assert result.exit_code == 1, result.output
-    assert "PASS no sequence gaps" in result.output
-    assert "FAIL meter.voltage = 300 ± 1" in result.output
+    # the console: one line for the scenario, its verdicts, the summary; the log in a file
+    lines = result.output.splitlines()
+    assert len(lines) == 4, result.output
+    assert lines[0].startswith("tiny  FAIL  1/2 expectations  ")
+    assert lines[1].startswith("  PASS no sequence gaps")
+    assert lines[2].startswith("  FAIL meter.voltage = 300 ± 1")
+    assert lines[3].startswith("0/1 scenarios passed; report ") and "hil.log" in lines[3]
+    log = (out / "hil.log").read_text()
+    assert "tiny: first birth received: timeline starts" in log
     html = (out / "report.html").read_text()
     assert "FAIL" in html and "meter.voltage = 300 ± 1" in html
     assert "off by" in html and "&gt; tolerance 1" in html
