@@ -1,10 +1,12 @@
 """``chenxing-gateway demo``: simulated line -> gateway -> real MQTT broker -> subscriber.
 
-Starts one simulated Modbus energy meter per loopback Modbus device of the
-config, an MQTT broker (Mosquitto when installed, else an embedded broker), the
-gateway in this process and a recording subscriber whose view is a live table.
-The subscriber reads the config's contract: Sparkplug B (the default; tag paths
-through the birth aliases) or JSON.
+Starts the simulated moulding line of the config (gateway/cli/demo_line.py: energy
+meters, the injection-moulding PLC over OPC UA, an MCU sensor node on a pty, the
+reference edge models and a scripted drift), an MQTT broker (Mosquitto when installed,
+else an embedded broker), the gateway in this process and a recording subscriber whose
+view is a live table with the latest decoded messages and the model alarms. The
+subscriber reads the config's contract: Sparkplug B (the default; tag paths through the
+birth aliases) or JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +25,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from drivers.modbus.config import ModbusTcpDeviceConfig
+from gateway.cli.demo_line import model_names, start_line
+from gateway.cli.demo_view import alarms_raised, alarms_text, messages_text, models_reported
 from gateway.config.models import GatewayConfig
-from gateway.config.types import is_loopback
 from gateway.runtime.gateway import Gateway
 from hil.broker import MqttBroker
-from hil.devices.modbus_meter import ModbusMeterSimulator
-from hil.process.energy_meter import EnergyMeterModel, MeterParams
 from hil.recorder import ReceivedSample, TelemetryRecorder
 
 SPARKPLUG_ROOT = "spBv1.0"
@@ -46,10 +47,17 @@ class DemoSummary:
     errors: int
     devices_configured: list[str]
     devices_reported: list[str] = field(default_factory=list)
+    models_configured: list[str] = field(default_factory=list)
+    models_reported: list[str] = field(default_factory=list)
+    status_page: str = ""
+    #: model alarms seen raised (``energy/energy_anomaly``)
+    alarms: list[str] = field(default_factory=list)
 
     @property
     def all_devices_reported(self) -> bool:
-        return set(self.devices_configured) <= set(self.devices_reported)
+        """Every configured device and every edge model sent telemetry."""
+        return (set(self.devices_configured) <= set(self.devices_reported)
+                and set(self.models_configured) <= set(self.models_reported))
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -63,18 +71,25 @@ class DemoSummary:
             "errors": self.errors,
             "devices_configured": self.devices_configured,
             "devices_reported": self.devices_reported,
+            "models_configured": self.models_configured,
+            "models_reported": self.models_reported,
+            "status_page": self.status_page,
+            "alarms": self.alarms,
             "ok": self.all_devices_reported,
         }
 
     def line(self) -> str:
         verdict = "OK" if self.all_devices_reported else "INCOMPLETE"
         missing = sorted(set(self.devices_configured) - set(self.devices_reported))
+        missing += sorted(f"model {m}" for m in set(self.models_configured)
+                          - set(self.models_reported))
         tail = f" missing={','.join(missing)}" if missing else ""
         return (
             f"demo {verdict}: {self.seconds:.1f}s via {self.broker} ({self.format}): "
             f"messages={self.messages} "
             f"samples={self.samples} tags={self.tags} errors={self.errors} "
-            f"devices={len(self.devices_reported)}/{len(self.devices_configured)}{tail}"
+            f"devices={len(self.devices_reported)}/{len(self.devices_configured)} "
+            f"models={len(self.models_reported)}/{len(self.models_configured)}{tail}"
         )
 
 
@@ -112,7 +127,8 @@ def _device_tags(snap_latest: dict[str, ReceivedSample], devices: set[str]
 
 def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
     snap = recorder.snapshot()
-    latest = _device_tags(snap.latest, set(gateway.runners))
+    shown = {*gateway.runners, gateway.config.models.device}  # devices and model outputs
+    latest = _device_tags(snap.latest, shown)
     now_ms = time.time_ns() // 1_000_000
     table = Table(expand=False, title=None)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
@@ -144,12 +160,13 @@ def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
         )
     states = ", ".join(f"{n}={r.stats.state.value}" for n, r in gateway.runners.items())
     if gateway.http_port:
-        header += f"; status page http://127.0.0.1:{gateway.http_port}/"
+        header += f"\nstatus page http://127.0.0.1:{gateway.http_port}/"
     status = Text(
         f"{header}\nmessages={len(snap.data_messages)} samples={len(snap.samples)} "
         f"births={len(snap.births)} devices: {states}\nCtrl-C to stop"
     )
-    return Group(status, table)
+    return Group(status, table, Text(messages_text(snap.data_messages)),
+                 alarms_text(latest, gateway.config.models.device))
 
 
 async def run_demo(
@@ -161,35 +178,20 @@ async def run_demo(
     contract: Literal["json", "sparkplug"] | None = None,
 ) -> DemoSummary:
     """Run the demo line; ``contract`` overrides the config's ``northbound.format``."""
-    meters = [
-        d for d in config.devices if isinstance(d, ModbusTcpDeviceConfig) and is_loopback(d.host)
-    ]
     kinds: dict[str, Literal["auto", "mosquitto", "amqtt"]] = {
         "auto": "auto", "mosquitto": "mosquitto", "embedded": "amqtt"}  # fmt: skip
     kind = kinds[broker_choice]
     broker = MqttBroker(kind=kind)
     broker.start()
-    sims: list[ModbusMeterSimulator] = []
+    simulators = contextlib.AsyncExitStack()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     try:
-        ports: dict[str, int] = {}
-        for i, device in enumerate(meters):
-            # a machine with history, its shift compressed tenfold so states change on screen
-            params = MeterParams(
-                initial_energy_kwh=18_250.0 + 7_300.0 * i,
-                idle_power_kw=3.0 + 2.0 * i,
-                running_power_kw=25.0 + 15.0 * i,
-            )
-            model = EnergyMeterModel(seed=i + 1, params=params, time_scale=10.0)
-            sim = ModbusMeterSimulator(model, host=device.host, port=0)
-            await sim.start()
-            sims.append(sim)
-            ports[device.name] = sim.port
-        wired = _wire(config, broker, ports, contract)
+        line = await start_line(config, config_dir, simulators)
+        wired = _wire(line.wire(config), broker, {}, contract)
         recorder = _recorder(wired, broker)
         await asyncio.to_thread(recorder.start)
         gateway = Gateway(wired, config_dir)
@@ -197,7 +199,9 @@ async def run_demo(
         if duration is not None:
             loop.call_later(duration, stop.set)
         header = (f"chenxing-edge demo ({wired.northbound.format}): broker {broker.kind} "
-                  f"at {broker.url}")
+                  f"at {broker.url}" + (f"\n{line.script}" if line.script else ""))
+        if not live:
+            await _say_status_page(gateway, stop)
         if live:
             with Live(
                 _table(recorder, gateway, header), refresh_per_second=4, transient=False
@@ -211,6 +215,7 @@ async def run_demo(
         recorder.stop()
         snap = recorder.snapshot()
         configured = [d.name for d in config.devices if d.enabled]
+        models = model_names(wired, config_dir)
         latest = _device_tags(snap.latest, set(configured))
         samples = sum(s.tag.split(".", 1)[0] in configured for s in snap.samples)
         devices_reported = sorted(
@@ -229,9 +234,24 @@ async def run_demo(
             errors=errors,
             devices_configured=configured,
             devices_reported=devices_reported,
+            models_configured=models,
+            models_reported=models_reported(snap.latest, wired.models.device),
+            alarms=alarms_raised(snap.samples, wired.models.device),
+            status_page=(f"http://127.0.0.1:{gateway.http_port}/" if gateway.http_port
+                         else ""),
         )
     finally:
-        for sim in sims:
-            with contextlib.suppress(Exception):
-                await sim.stop()
+        with contextlib.suppress(Exception):
+            await simulators.aclose()
         broker.close()
+
+
+async def _say_status_page(gateway: Gateway, stop: asyncio.Event) -> None:
+    """Without the live table: the status page's address on stderr once it listens."""
+    started = asyncio.ensure_future(gateway.started.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([started, stopped], return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (started, stopped):
+        waiter.cancel()
+    if gateway.http_port:
+        print(f"status page: http://127.0.0.1:{gateway.http_port}/", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The main job: `chenxing-gateway demo` from simulated meters to a subscriber."""
+"""The main job: `chenxing-gateway demo`, the whole simulated line (moulding PLC over OPC UA,
+meters, an MCU node on a pty, the reference edge models) to a subscriber."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hil.netutil import free_port
 
 #: each runs the demo for a fixed time and needs every device to report within it
 pytestmark = pytest.mark.serial
+LINE = ["compressor-meter", "env-node", "imm-meter", "imm1"]
 
 
 @pytest.mark.parametrize("contract", ["sparkplug", "json"])
@@ -24,28 +26,35 @@ def test_demo_runs_and_every_device_reports(broker: str, contract: str) -> None:
     """Sparkplug B is demo.yaml's contract (no option); ``--format json`` switches."""
     option = ["--format", "json"] if contract == "json" else []
     run = subprocess.run(
-        [sys.executable, "-m", "gateway.cli.main", "demo", "--duration", "4", "--plain",
+        [sys.executable, "-m", "gateway.cli.main", "demo", "--duration", "12", "--plain",
          "--broker", broker, *option],
-        capture_output=True, text=True, timeout=90,
+        capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True
     assert summary["broker"] == ("amqtt" if broker == "embedded" else "mosquitto")
     assert summary["format"] == contract and summary["births"] >= 1
-    assert sorted(summary["devices_reported"]) == ["compressor-meter", "imm-meter"]
-    assert summary["tags"] == 20 and summary["errors"] == 0
+    assert sorted(summary["devices_reported"]) == LINE
+    assert summary["models_reported"] == ["energy", "energy_per_part", "quality"]
+    assert summary["tags"] == 30 and summary["errors"] == 0
     assert summary["messages"] >= 5 and summary["samples"] >= 60
+    assert summary["status_page"].startswith("http://127.0.0.1:")
+    assert f"status page: {summary['status_page']}" in run.stderr
 
 
 def test_demo_live_table_shows_values() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "gateway.cli.main", "demo", "--duration", "3"],
-        capture_output=True, text=True, timeout=90, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin",
-                                                        "TERM": "dumb"},
+        [sys.executable, "-m", "gateway.cli.main", "demo", "--duration", "12"],
+        capture_output=True, text=True, timeout=120, env={"COLUMNS": "120",
+                                                         "PATH": "/usr/bin:/bin", "TERM": "dumb"},
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "imm-meter.energy_import" in run.stdout and "kWh" in run.stdout
+    assert "imm1.MeltTemp" in run.stdout and "degC" in run.stdout
+    assert "env-node.vibration" in run.stdout and "models.quality/defect_probability" in run.stdout
+    assert "last messages, decoded:" in run.stdout and "DDATA imm1 seq " in run.stdout
+    assert "alarms: " in run.stdout and "status page http://127.0.0.1:" in run.stdout
     assert "demo (sparkplug)" in run.stdout  # the header names the contract
     assert "Node Info/" not in run.stdout  # node metrics are not tags
     assert run.stdout.strip().splitlines()[-1].startswith("demo OK:")
@@ -71,4 +80,17 @@ def test_demo_exits_4_when_a_device_never_reports(tmp_path: Path) -> None:
     assert run.returncode == exit_codes.DEMO_INCOMPLETE, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["ok"] is False and summary["format"] == "sparkplug"
-    assert sorted(summary["devices_reported"]) == ["compressor-meter", "imm-meter"]
+    assert "ghost-plc" not in summary["devices_reported"]  # no simulator stands in for it
+
+
+@pytest.mark.slow
+def test_demo_raises_the_energy_alarm_when_the_scripted_drift_comes() -> None:
+    """At 10 s the moulding machine's drive draws +50 % (gateway/cli/demo_line.py); the
+    energy model's alarm needs its score high for 30 s: it comes within the minute."""
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "demo", "--duration", "80", "--plain"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "energy/energy_anomaly" in summary["alarms"], summary
