@@ -30,9 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.modbus.config import ModbusTcpDeviceConfig
-from drivers.opcua.config import OpcUaDeviceConfig
-from firmware_bridge.config import McuNodeDeviceConfig
+from gateway.config.device import DeviceConfig
 from gateway.config.models import GatewayConfig
 from gateway.config.types import is_loopback
 from hil.devices.mcu_node import McuNodeSimulator
@@ -106,8 +104,9 @@ async def start_line(config: GatewayConfig, config_dir: Path, stack: AsyncExitSt
     """Start a simulator for each device of ``config`` that one stands in for (see the
     module docstring); they stop when ``stack`` closes."""
     line = DemoLine()
+    # devices by their protocol's name: gateway/ reaches drivers only through registrations
     meters = [d for d in config.devices
-              if isinstance(d, ModbusTcpDeviceConfig) and is_loopback(d.host)]
+              if d.protocol == "modbus_tcp" and is_loopback(getattr(d, "host", ""))]
     for i, device in enumerate(meters):
         moulding = device.name == MOULDING_METER
         params = MeterParams(initial_energy_kwh=18_250.0 + 7_300.0 * i,
@@ -118,7 +117,7 @@ async def start_line(config: GatewayConfig, config_dir: Path, stack: AsyncExitSt
         if moulding:
             model.force_state(MachineState.RUNNING)
         meter = await stack.enter_async_context(
-            ModbusMeterSimulator(model, host=device.host, port=0))
+            ModbusMeterSimulator(model, host=str(getattr(device, "host", "")), port=0))
         line.meters[device.name] = meter
         line.rewired[device.name] = {"port": meter.port}
     for i, plc_device in enumerate(_simulated_plcs(config.devices)):
@@ -128,8 +127,8 @@ async def start_line(config: GatewayConfig, config_dir: Path, stack: AsyncExitSt
         line.plcs[plc_device.name] = plc
         line.rewired[plc_device.name] = {"endpoint": plc.endpoint}
     for node_device in _simulated_nodes(config.devices):
-        node = await stack.enter_async_context(
-            McuNodeSimulator(node_device.node_id, seed=20 + node_device.node_id))
+        node_id = int(getattr(node_device, "node_id", 1))
+        node = await stack.enter_async_context(McuNodeSimulator(node_id, seed=20 + node_id))
         line.nodes[node_device.name] = node
         line.rewired[node_device.name] = {"port": node.serial_path}
     if config.models.enabled and not model_names(config, config_dir):  # e.g. installed
@@ -145,19 +144,21 @@ async def start_line(config: GatewayConfig, config_dir: Path, stack: AsyncExitSt
     return line
 
 
-def _simulated_nodes(devices: Iterable[Any]) -> list[McuNodeDeviceConfig]:
+def _simulated_nodes(devices: Iterable[DeviceConfig]) -> list[DeviceConfig]:
     """MCU node devices on a serial port this machine does not have."""
     return [d for d in devices
-            if isinstance(d, McuNodeDeviceConfig) and not Path(d.port).exists()]
+            if d.protocol == "mcu_node" and not Path(str(getattr(d, "port", ""))).exists()]
 
 
-def _simulated_plcs(devices: Iterable[Any]) -> list[OpcUaDeviceConfig]:
+def _simulated_plcs(devices: Iterable[DeviceConfig]) -> list[DeviceConfig]:
+    """Loopback OPC UA devices whose every tag reads a node of the simulated machine."""
     out = []
     for device in devices:
-        if not isinstance(device, OpcUaDeviceConfig):
+        if device.protocol != "opcua":
             continue
-        host = device.endpoint.removeprefix("opc.tcp://").split("/")[0].rsplit(":", 1)[0]
-        nodes = [t.node or "" for t in device.tags]
+        endpoint = str(getattr(device, "endpoint", ""))
+        host = endpoint.removeprefix("opc.tcp://").split("/")[0].rsplit(":", 1)[0]
+        nodes = [str(getattr(t, "node", None) or "") for t in device.tags]
         if is_loopback(host.strip("[]")) and nodes and all(
                 n.startswith(MACHINE_NODES) for n in nodes):
             out.append(device)
