@@ -17,6 +17,7 @@ from hil.netutil import free_port
 
 #: each runs the demo for a fixed time and needs every device to report within it
 pytestmark = pytest.mark.serial
+
 LINE = ["compressor-meter", "env-node", "imm-meter", "imm1"]
 
 
