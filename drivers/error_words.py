@@ -93,6 +93,14 @@ COUNTER_WORDS: Mapping[str, Words] = MappingProxyType({
                                                    "meter"),
     "other_meter": _counted("answer", "answers", "came from another meter address than the one "
                                                  "asked"),
+    # MC protocol (MELSEC)
+    "short_answer": _counted("answer", "answers", "came cut off (part of a frame, then nothing "
+                                                  "in time)"),
+    "resync": Words("the connection was reopened once after an answer went missing or came "
+                    "garbled", "the connection was reopened {n} times after an answer went "
+                    "missing or came garbled"),
+    "late_answer": _counted("answer", "answers", "came after their request had timed out "
+                                                 "(dropped)"),
     # MCU sensor node
     "other_node": _counted("frame", "frames", "came from a node id no device is configured for"),
     "node_reboots": Words("the node rebooted once", "the node rebooted {n} times"),
@@ -131,7 +139,8 @@ FRAME_REASONS: Mapping[str, str] = MappingProxyType({
 
 _EXCEPTION = "exception_"
 _FRAME = "frame_"
-_END_CODE = "end_code_"
+_END_CODE = "end_code_"  # FINS
+_MC_END_CODE = "mc_end_code_"
 
 
 def describe(name: str, count: int) -> str:
@@ -143,6 +152,10 @@ def describe(name: str, count: int) -> str:
         return _modbus_exception(int(name.removeprefix(_EXCEPTION)), count)
     if name.startswith(_END_CODE) and _is_hex(name.removeprefix(_END_CODE)):
         return _fins_end_code(int(name.removeprefix(_END_CODE), 16), count)
+    if name.startswith(_MC_END_CODE):
+        said = _mc_end_code(name, count)
+        if said is not None:
+            return said
     if name.startswith(_FRAME) and name.removeprefix(_FRAME) in FRAME_REASONS:
         reason = FRAME_REASONS[name.removeprefix(_FRAME)]
         return _counted("frame", "frames", f"rejected: {reason}").say(count)
@@ -183,6 +196,16 @@ def _fins_end_code(code: int, count: int) -> str:
 
     return _counted("request", "requests",
                     f"answered FINS {EndCode(code).describe()}").say(count)
+
+
+def _mc_end_code(name: str, count: int) -> str | None:
+    from drivers.mc.end_codes import code_of, describe_end_code
+
+    code = code_of(name)
+    if code is None:
+        return None
+    return _counted("request", "requests",
+                    f"answered MC protocol end code {describe_end_code(code)}").say(count)
 
 
 @cache

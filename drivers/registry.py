@@ -21,6 +21,7 @@ DRIVER_PACKAGES = (
     "drivers.dlt645",
     "drivers.s7",
     "drivers.fins",
+    "drivers.mc",
 )
 
 REGISTRY = DriverRegistry.from_packages(DRIVER_PACKAGES)

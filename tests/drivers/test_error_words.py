@@ -87,6 +87,12 @@ def modbus_exception_names() -> list[str]:
     return [f"exception_{code}" for code in [*EXCEPTION_NAMES, 12, 255]]  # also undefined codes
 
 
+def mc_end_code_names() -> list[str]:
+    from drivers.mc.end_codes import END_CODE_NAMES, counter_of
+
+    return [counter_of(code) for code in [*END_CODE_NAMES, 0x4FFF, 0xC0FF]]  # also unnamed ones
+
+
 def serial_line_frame_names() -> list[str]:
     from drivers.serial_line.parsing import FrameReason
 
@@ -118,6 +124,10 @@ FAMILIES = {
     ("drivers/modbus/pymodbus_adapter.py", "exception_"): modbus_exception_names,
     ("drivers/serial_line/driver.py", "frame_"): serial_line_frame_names,
 }
+#: counter-making functions: (file, function name) -> every name they can make
+MAKERS = {
+    ("drivers/mc/driver.py", "counter_of"): mc_end_code_names,
+}
 #: counters fed through ``errors.update(...)``: (file, function) -> every name they can bring
 UPDATES = {
     ("firmware_bridge/driver.py", "on_line_errors"): mcu_node_frame_names,
@@ -138,6 +148,9 @@ def names_of(site: Site, classes: set[str], trees: dict[Path, ast.Module]) -> li
     if isinstance(key, ast.Call) and isinstance(key.func, ast.Name) \
             and key.func.id == "status_counter":
         return opcua_status_names()
+    if isinstance(key, ast.Call) and isinstance(key.func, ast.Name) \
+            and (where, key.func.id) in MAKERS:
+        return MAKERS[(where, key.func.id)]()
     pytest.fail(f"{site}: a counter name this test cannot follow: teach the test, and give "
                 "every name it makes words in drivers/error_words.py")
 
@@ -201,6 +214,10 @@ def test_no_words_for_counters_that_no_driver_keeps() -> None:
     ("timeout", 2, "2 requests got no answer in time (timeout)"),
     ("connection_lost", 1, "the connection was lost once"),
     ("frame_crc", 4, "4 frames rejected: CRC error"),
+    ("mc_end_code_c056", 2, "2 requests answered MC protocol end code C056H (the device range "
+                            "is exceeded (address past the device's last number))"),
+    ("mc_end_code_4031", 1, "1 request answered MC protocol end code 4031H (CPU: the device "
+                            "number is out of the CPU's range)"),
     ("bad_node_id_unknown", 1, "1 answer came with OPC UA status BadNodeIdUnknown (the node "
                                "id refers to a node that does not exist in the server address "
                                "space)"),
