@@ -294,6 +294,34 @@ def fins(host: str, port: int, node: int, transports: tuple[str, ...], model_nam
     )
 
 
+@sim.command("mc")
+@_host_option
+@_port_option(5002)
+@click.option("--series", type=click.Choice(["q", "iq-r", "iq-f"]), default="iq-f",
+              show_default=True, help="CPU series: its model name, limits, X/Y base.")
+@click.option("--transport", "transports", multiple=True, type=click.Choice(["tcp", "udp"]),
+              default=("tcp", "udp"), show_default=True, help="Repeatable; both by default.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
+@_time_scale_option
+def mc(host: str, port: int, series: str, transports: tuple[str, ...], seed: int,
+       time_scale: float) -> None:
+    """Injection-moulding machine on a MELSEC CPU, MC protocol (SLMP) 3E/4E binary frames
+    (device map: hil/README.md)."""
+    from hil.devices.mc_plc import MODELS, McPlcSimulator
+    from hil.process.injection_moulding import InjectionMouldingModel
+
+    simulator = McPlcSimulator(
+        InjectionMouldingModel(seed=seed, time_scale=time_scale), series=series,  # type: ignore[arg-type]
+        host=host, port=port, transports=transports,
+    )
+    _serve_until_signal(
+        simulator,
+        lambda: f"mc listening on {simulator.address} ({'+'.join(transports)}, {series}: "
+        f"{MODELS[series][0]}, seed {seed})",
+        "mc",
+    )
+
+
 @sim.command("mcu-node")
 @click.option("--node-id", type=click.IntRange(0, 0xFFFE), default=1, show_default=True,
               help="The node's id.")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from hil.devices.fins_plc import PLC_TAGS as _FINS_TAGS
+from hil.devices.mc_plc import mc_tag_configs
 from hil.devices.modbus_meter import meter_tag_configs
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = [
     "dlt645_device_config",
     "fins_device_config",
     "install_models",
+    "mc_device_config",
     "mcu_node_device_config",
     "meter_device_config",
     "plc_device_config",
@@ -190,6 +192,35 @@ def s7_device_config(
             hold,
             *extra,
         ],
+    }
+
+
+#: the MELSEC PLC's tags in scenarios: the machine's values, its texts, inputs and outputs
+_MC_TAGS = ("melt_temp", "mould_temp", "pressure", "cycle_time", "parts", "phase", "state",
+            "zone1_temp", "producing", "mould_closed", "cycle_start", "inject_valve",
+            "temp_alarm", "always_on")
+
+
+def mc_device_config(name: str, port: int, series: str, transport: str, frame: str,
+                     poll_interval: str, timeout: str, writable: bool = False) -> dict[str, Any]:
+    """An ``mc`` device entry for the simulated MELSEC CPU; ``writable`` lets the brain
+    write ``hold_time`` (0.1..30 s) and ``melt_setpoint`` (100..350 degC)."""
+    tags = mc_tag_configs(series, *_MC_TAGS)  # type: ignore[arg-type]
+    setpoints = mc_tag_configs(series, "hold_time", "melt_setpoint")  # type: ignore[arg-type]
+    if writable:
+        ranges = {"hold_time": [0.1, 30], "melt_setpoint": [100, 350]}
+        setpoints = [{**t, "writable": True, "range": ranges[str(t["name"])]} for t in setpoints]
+    return {
+        "name": name,
+        "protocol": "mc",
+        "host": "127.0.0.1",
+        "port": port,
+        "transport": transport,
+        "frame": frame,
+        "plc_series": series,
+        "poll_interval": poll_interval,
+        "timeout": timeout,
+        "tags": [*tags, *setpoints],
     }
 
 

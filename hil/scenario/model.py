@@ -100,9 +100,21 @@ class FinsPlcDevice(_Strict):
     timeout: str = "300ms"
 
 
+class McPlcDevice(_Strict):
+    """The injection-moulding PLC as a MELSEC CPU on the MC protocol (SLMP, polled)."""
+
+    kind: Literal["mc_plc"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    series: Literal["q", "iq-r", "iq-f"] = "iq-f"
+    transport: Literal["tcp", "udp"] = "tcp"
+    frame: Literal["3e", "4e"] = "3e"
+    poll_interval: str = "100ms"
+    timeout: str = "300ms"
+
+
 Device = Annotated[
     MeterDevice | PlcDevice | S7PlcDevice | McuNodeDevice | ScaleDevice | Dlt645MeterDevice
-    | FinsPlcDevice,
+    | FinsPlcDevice | McPlcDevice,
     Field(discriminator="kind"),
 ]
 
@@ -166,6 +178,24 @@ class AnswerDelay(_Fault):
     duration: Seconds = 2.0
 
 
+class McEndCode(_Fault):
+    """The MELSEC CPU answers every request with end code ``code`` (e.g. 0xC056)."""
+
+    action: Literal["mc_end_code"]
+    device: str
+    code: int = Field(default=0xC056, ge=1, le=0xFFFF)
+    duration: Seconds = 2.0
+
+
+class McDelay(_Fault):
+    """The MELSEC CPU answers every request ``delay`` seconds late."""
+
+    action: Literal["mc_delay"]
+    device: str
+    delay: Seconds
+    duration: Seconds = 2.0
+
+
 class BadAnswers(_Fault):
     """A DL/T 645 meter spoils one answer every ``every`` s: a wrong ``checksum``, ``half``
     a frame, or a data byte short (``length``)."""
@@ -205,6 +235,16 @@ class FinsBadAnswers(_Fault):
     duration: Seconds = 2.0
 
 
+class McBadAnswers(_Fault):
+    """The MELSEC CPU answers with random bytes (``garbage``) or half a frame (``half``),
+    every answer for ``duration`` seconds."""
+
+    action: Literal["mc_bad_answers"]
+    device: str
+    answer: Literal["garbage", "half"] = "garbage"
+    duration: Seconds = 2.0
+
+
 class DeviceRestart(_Fault):
     action: Literal["device_restart"]
     device: str
@@ -233,8 +273,8 @@ class SerialGarbage(_Fault):
 
 
 class DeviceSilence(_Fault):
-    """The MCU node, scale, DL/T 645 meter or Omron PLC hangs: it sends and answers nothing
-    for ``duration`` seconds."""
+    """The MCU node, scale, DL/T 645 meter, Omron PLC or MELSEC CPU hangs: it sends and
+    answers nothing for ``duration`` seconds."""
 
     action: Literal["device_silence"]
     device: str
@@ -327,7 +367,10 @@ Fault = Annotated[
     | BadAnswers
     | FinsEndCode
     | FinsDelay
-    | FinsBadAnswers,
+    | FinsBadAnswers
+    | McEndCode
+    | McDelay
+    | McBadAnswers,
     Field(discriminator="action"),
 ]
 
@@ -490,12 +533,13 @@ class Scenario(_Strict):
 _JSON_ONLY = ("no_sequence_gaps", "device_death_rebirth", "command_round_trip")
 
 _FAULT_KINDS = {
-    "plc_": ("opcua_plc", "s7_plc", "fins_plc"),
+    "plc_": ("opcua_plc", "s7_plc", "fins_plc", "mc_plc"),
     "s7_": ("s7_plc",),
     "modbus_": ("modbus_meter",),
     "fins_": ("fins_plc",),
+    "mc_": ("mc_plc",),
     "serial_garbage": ("mcu_node", "scale", "dlt645_meter"),
-    "device_silence": ("mcu_node", "scale", "dlt645_meter", "fins_plc"),
+    "device_silence": ("mcu_node", "scale", "dlt645_meter", "fins_plc", "mc_plc"),
     "meter_error": ("dlt645_meter",),
     "answer_delay": ("dlt645_meter",),
     "bad_answers": ("dlt645_meter",),

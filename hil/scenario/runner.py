@@ -18,6 +18,7 @@ from typing import Any
 from hil.broker import MqttBroker
 from hil.devices.dlt645_meter import Dlt645Line, SimMeter, meter_address
 from hil.devices.fins_plc import FinsPlcSimulator
+from hil.devices.mc_plc import McPlcSimulator
 from hil.devices.mcu_node import McuNodeSimulator
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.devices.opcua_plc import OpcUaPlcSimulator
@@ -35,6 +36,7 @@ from hil.scenario.gateway_process import (
     dlt645_device_config,
     fins_device_config,
     install_models,
+    mc_device_config,
     mcu_node_device_config,
     meter_device_config,
     plc_device_config,
@@ -58,6 +60,10 @@ from hil.scenario.model import (
     FinsPlcDevice,
     FirmwareUpdate,
     GatewayKill,
+    McBadAnswers,
+    McDelay,
+    McEndCode,
+    McPlcDevice,
     McuNodeDevice,
     MeterDevice,
     MeterError,
@@ -128,6 +134,7 @@ class _Line:
         #: the moulding machines, on OPC UA or S7 (both have model, restart, drop_connections)
         self.plcs: dict[str, OpcUaPlcSimulator | S7PlcSimulator] = {}
         self.fins_plcs: dict[str, FinsPlcSimulator] = {}
+        self.mc_plcs: dict[str, McPlcSimulator] = {}
         self.nodes: dict[str, McuNodeSimulator] = {}
         self.scales: dict[str, ScaleSimulator] = {}
         #: DL/T 645 meters by device name, and the line each is on
@@ -150,6 +157,7 @@ class _Line:
         found: dict[str, Any] = {name: m.model for name, m in self.meters.items()}
         found |= {name: m.model for name, m in self.dlt645.items()}
         found |= {name: plc.model for name, plc in self.fins_plcs.items()}
+        found |= {name: plc.model for name, plc in self.mc_plcs.items()}
         return found | {name: plc.model for name, plc in self.plcs.items()}
 
     def device_value(self, tag: str) -> float | bool | None:
@@ -160,6 +168,10 @@ class _Line:
                 return self.meters[device].get_value(name)  # type: ignore[no-any-return]
             except (KeyError, ValueError):
                 return None
+        if device in self.mc_plcs:
+            value = self.mc_plcs[device].get_value(name) if name in (
+                "hold_time", "melt_setpoint") else None
+            return None if isinstance(value, str) else value
         if device in self.plcs or device in self.fins_plcs:
             model = (self.plcs[device] if device in self.plcs else self.fins_plcs[device]).model
             assert model is not None
@@ -251,6 +263,24 @@ async def _apply(fault: Fault, line: _Line) -> float:
             line.fins_plcs[fault.device].silent = True
             await asyncio.sleep(fault.duration)
             line.fins_plcs[fault.device].silent = False
+        case McEndCode():
+            line.mc_plcs[fault.device].end_code = fault.code
+            await asyncio.sleep(fault.duration)
+            line.mc_plcs[fault.device].end_code = None
+        case McDelay():
+            line.mc_plcs[fault.device].response_delay = fault.delay
+            await asyncio.sleep(fault.duration)
+            line.mc_plcs[fault.device].response_delay = 0.0
+        case McBadAnswers():
+            plc = line.mc_plcs[fault.device]
+            bad = "garbage_answers" if fault.answer == "garbage" else "half_answers"
+            setattr(plc, bad, 1_000_000)  # every answer while it lasts
+            await asyncio.sleep(fault.duration)
+            setattr(plc, bad, 0)
+        case DeviceSilence() if fault.device in line.mc_plcs:
+            line.mc_plcs[fault.device].silent = True
+            await asyncio.sleep(fault.duration)
+            line.mc_plcs[fault.device].silent = False
         case DeviceRestart() if fault.device in line.nodes:
             line.nodes[fault.device].silent = True
             await asyncio.sleep(fault.downtime)
@@ -258,6 +288,7 @@ async def _apply(fault: Fault, line: _Line) -> float:
             line.nodes[fault.device].reboot()
         case DeviceRestart():
             sim: Any = (line.meters.get(fault.device) or line.fins_plcs.get(fault.device)
+                        or line.mc_plcs.get(fault.device)
                         or line.plcs[fault.device])
             await sim.restart(downtime_s=fault.downtime)
         case DeviceDisconnect() if fault.device in line.nodes:
@@ -266,6 +297,7 @@ async def _apply(fault: Fault, line: _Line) -> float:
             line.nodes[fault.device].line.cut = False
         case DeviceDisconnect():
             device: Any = (line.meters.get(fault.device) or line.fins_plcs.get(fault.device)
+                           or line.mc_plcs.get(fault.device)
                            or line.plcs[fault.device])
             device.drop_connections()
         case SerialGarbage():
@@ -289,6 +321,7 @@ async def _apply(fault: Fault, line: _Line) -> float:
             await _command(fault, line)
         case PlcSetpoint():
             model = (line.fins_plcs[fault.device].model if fault.device in line.fins_plcs
+                     else line.mc_plcs[fault.device].model if fault.device in line.mc_plcs
                      else line.plcs[fault.device].model)
             assert model is not None
             if fault.melt_setpoint is not None:
@@ -368,6 +401,16 @@ async def _start_devices(
             line.fins_plcs[dev.name] = fins_plc
             configs.append(fins_device_config(dev.name, fins_plc.port, dev.transport,
                                               dev.poll_interval, dev.timeout, writable))
+        elif isinstance(dev, McPlcDevice):
+            mc_model = InjectionMouldingModel(seed=seed, t0=now, time_scale=scenario.time_scale)
+            mc_plc = await stack.enter_async_context(
+                McPlcSimulator(mc_model, series=dev.series, transports=(dev.transport,))
+            )
+            line.mc_plcs[dev.name] = mc_plc
+            configs.append(mc_device_config(
+                dev.name, mc_plc.port, dev.series, dev.transport, dev.frame, dev.poll_interval,
+                dev.timeout, writable,
+            ))
         elif isinstance(dev, McuNodeDevice):
             node = await stack.enter_async_context(McuNodeSimulator(dev.node_id, seed=seed))
             line.nodes[dev.name] = node

@@ -113,6 +113,7 @@ _PARAMS: dict[str, tuple[str, ...]] = {
     "opcua_plc": _float_fields(MouldingParams),
     "s7_plc": _float_fields(MouldingParams),
     "fins_plc": _float_fields(MouldingParams),
+    "mc_plc": _float_fields(MouldingParams),
 }
 
 

@@ -117,6 +117,32 @@ def test_modbus_meter_on_rtu_prints_its_serial_device() -> None:
         assert proc.wait(timeout=60) == 0
 
 
+def test_mc_plc_serves_until_sigterm() -> None:
+    """``chenxing-hil sim mc``: a MELSEC CPU on TCP and UDP; a raw 3E batch read of D110
+    (the cycle phase) over each."""
+    import socket
+    import struct
+
+    with hil_cli("sim", "mc", "--port", "0", "--series", "q") as (proc, line):
+        match = re.search(r"mc listening on 127\.0\.0\.1:(\d+) \(tcp\+udp, q: Q03UDVCPU", line)
+        assert match, line
+        port = int(match.group(1))
+        request = bytes.fromhex("5000 00 ff ff03 00 0c00 0400 0104 0000 6e0000 a8 0100")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as tcp:
+            tcp.sendall(request)
+            answer = tcp.recv(64)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(5)
+            udp.sendto(request, ("127.0.0.1", port))
+            datagram = udp.recv(64)
+        for frame in (answer, datagram):
+            assert frame[:2] == b"\xd0\x00" and struct.unpack_from("<HH", frame, 7) == (4, 0)
+            assert 1 <= struct.unpack_from("<H", frame, 11)[0] <= 6
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not port_is_open("127.0.0.1", port)
+
+
 def test_modbus_meter_port_in_use_is_a_clean_error() -> None:
     with hil_cli("sim", "modbus-meter", "--port", "0") as (proc, line):
         port = line.rsplit(":", 1)[1].split()[0]

@@ -195,3 +195,44 @@ async def test_a_polled_scale_is_power_cycled_and_recovers(tmp_path: Path) -> No
     assert all(isinstance(s.value, float) and 0 <= s.value <= 31 for s in weights
                if s.quality == "good")  # parts of 0.5..25 kg, +20 % while settling
     assert {s.value for s in stable if s.quality == "good"} <= {True, False}
+
+
+MC_BAD = """\
+name: mc
+duration: 5
+devices:
+  - {kind: mc_plc, name: fx5, series: iq-f}
+  - {kind: modbus_meter, name: meter}
+faults:
+  - {at: 1, action: mc_end_code, device: meter}
+  - {at: 1, action: mc_bad_answers, device: fx5, answer: noise}
+  - {at: 1, action: device_silence, device: meter}
+  - {at: 1, action: plc_setpoint, device: fx5, hold_time: 4}
+timeline:
+  - {at: 1, kind: step, device: fx5, param: melt_setpoint_c, value: 240}
+expect:
+  - {type: no_sequence_gaps}
+"""
+
+
+def test_mc_plc_faults_name_an_mc_plc(tmp_path: Path) -> None:
+    path = tmp_path / "mc.yaml"
+    path.write_text(MC_BAD)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    found = {(p.line, p.path_text, p.message) for p in info.value.problems}
+    assert (7, "faults[0].device", "'meter' is not a mc_plc") in found
+    assert any(line == 8 and key == "faults[1].answer" for line, key, _ in found)
+    assert (9, "faults[2].device", "'meter' is not a mcu_node or scale or mc_plc") in found
+    assert len(found) == 3  # a setpoint and a timeline step on the MC PLC are fine
+
+
+def test_mc_device_config_reads_its_series_addresses() -> None:
+    from hil.scenario.gateway_process import mc_device_config
+
+    entry = mc_device_config("fx5", 5002, "iq-f", "udp", "4e", "100ms", "300ms", writable=True)
+    addresses = {t["name"]: t["address"] for t in entry["tags"]}
+    assert addresses["cycle_start"] == "X20" and addresses["melt_temp"] == "D100"
+    writable = {t["name"] for t in entry["tags"] if t.get("writable")}
+    assert writable == {"hold_time", "melt_setpoint"}
+    assert (entry["transport"], entry["frame"], entry["plc_series"]) == ("udp", "4e", "iq-f")
