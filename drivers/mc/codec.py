@@ -48,7 +48,7 @@ def words_of(data: bytes) -> npt.NDArray[np.uint16]:
     :class:`DecodeError`."""
     if len(data) % 2:
         raise DecodeError(f"{len(data)} bytes of data are no whole words")
-    return np.frombuffer(data, dtype="<u2").astype(np.uint16)
+    return np.frombuffer(data, dtype="<u2")  # read-only; the decoder gathers from it
 
 
 def field_of(tag: McTagConfig, where: Address, offset: int) -> Field:

@@ -32,7 +32,15 @@ from drivers.mc.devices import DEVICES, Address
 from drivers.mc.end_codes import counter_of, describe_end_code
 from drivers.mc.frames import DeviceRef, FrameError
 from drivers.mc.planner import BatchRead, RandomRead, ReadRequest, TagSpan, plan_reads
-from drivers.mc.transport import Closed, Garbled, Link, TcpLink, UdpLink, Unreachable
+from drivers.mc.transport import (
+    Closed,
+    Garbled,
+    Link,
+    NoAnswer,
+    TcpLink,
+    UdpLink,
+    Unreachable,
+)
 from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
 from gateway.types import DataType, Quality, SampleBatch
 
@@ -83,6 +91,8 @@ class McDriver(Driver):
         self._series = config.plc_series
         self._long = config.plc_series == "iq-r"  # 4-byte device numbers, subcommands 0002/3
         self._route = config.route
+        self._route_bytes = self._route.pack()
+        self._answer_head = b"\xd0\x00" + self._route_bytes  # a 3E answer's first 7 bytes
         self._timer = config.timer_units
         self._tags: dict[int, McTagConfig] = dict(zip(self.tag_ids, config.tags, strict=True))
         self._where: dict[int, Address] = {
@@ -307,17 +317,15 @@ class McDriver(Driver):
             if sent is not None:
                 sent[0] = time.time_ns()
             try:
-                async with asyncio.timeout(self.config.timeout):
-                    raw = await link.exchange(frame, serial)
-            except TimeoutError:
-                cut = link.partial
+                raw = await link.exchange(frame, serial, self.config.timeout)
+            except NoAnswer as exc:
                 link.resync()
                 self._count_late(link)
                 self._silent += 1
-                if cut:
+                if exc.partial:
                     failure = _RequestFailed(
-                        "short_answer", f"{what}: the answer was cut off ({cut} bytes, then "
-                        f"nothing within {self.config.timeout:g} s)")
+                        "short_answer", f"{what}: the answer was cut off ({exc.partial} bytes, "
+                        f"then nothing within {self.config.timeout:g} s)")
                 else:
                     failure = _RequestFailed(
                         "timeout", f"no answer to {what} within {self.config.timeout:g} s")
@@ -334,6 +342,11 @@ class McDriver(Driver):
                 raise self._lose(f"{what}: {exc.reason}") from None
             self._silent = 0
             self._count_late(link)
+        size = 9 if serial is None else 13
+        expected = self._answer_head if serial is None else (
+            b"\xd4\x00" + serial.to_bytes(2, "little") + b"\x00\x00" + self._route_bytes)
+        if raw.startswith(expected) and raw[size:size + 2] == b"\x00\x00":
+            return raw[size + 2:]  # the usual answer: from the route asked, end code 0
         try:
             response = frames.parse_response(raw, self.config.frame, self._route, serial)
         except FrameError as exc:

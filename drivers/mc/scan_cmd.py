@@ -22,7 +22,7 @@ from drivers.mc.config import MAX_BATCH_WORDS, HalfOrder
 from drivers.mc.devices import SERIES, Address, AddressError, PlcSeries, parse_address
 from drivers.mc.end_codes import describe_end_code
 from drivers.mc.frames import DeviceRef, FrameError, FrameKind, Route
-from drivers.mc.transport import LinkError, TcpLink, UdpLink
+from drivers.mc.transport import LinkError, NoAnswer, TcpLink, UdpLink
 from drivers.modbus.codec import DecodePlan, Field
 from gateway.cli import exit_codes
 from gateway.types import DataType
@@ -49,12 +49,11 @@ class Session:
 
     async def ask(self, what: str, frame: bytes) -> bytes:
         """The answer's data to ``frame``; :class:`ScanError` for anything else."""
+        serial = 1 if self.kind == "4e" else None
         try:
-            async with asyncio.timeout(self.timeout):
-                raw = await self.link.exchange(frame, 1 if self.kind == "4e" else None)
-            response = frames.parse_response(raw, self.kind, self.route,
-                                             1 if self.kind == "4e" else None)
-        except TimeoutError:
+            raw = await self.link.exchange(frame, serial, self.timeout)
+            response = frames.parse_response(raw, self.kind, self.route, serial)
+        except NoAnswer:
             raise ScanError(f"no answer to {what} within {self.timeout:g} s") from None
         except LinkError as exc:
             raise ScanError(f"{what}: {exc.reason}") from None

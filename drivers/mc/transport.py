@@ -1,10 +1,11 @@
 """The wire under the MC driver: one request frame out, its answer frame back, TCP or UDP.
 
-This is the driver's own small client (no protocol library): asyncio streams for
-TCP, a datagram endpoint for UDP. It knows frames only as far as it must to cut
-them out of a stream (the header's length field, frames.py); the driver checks
-their contents. The caller bounds each exchange with its timeout and tells the
-link to :meth:`Link.resync` when an answer went missing or came garbled:
+This is the driver's own small client (no protocol library): an asyncio protocol for
+TCP, a datagram endpoint for UDP. It knows frames only as far as it must to cut them
+out of a stream (the header's length field, frames.py); the driver checks their
+contents. Each exchange has a deadline the link keeps itself (one timer, no task
+cancellation), and the link is told to :meth:`Link.resync` when an answer went
+missing or came garbled:
 
 - TCP: a 3E answer has no serial number, so an answer arriving after its request
   timed out would be taken for the answer to the next one. The stream is out of
@@ -13,8 +14,9 @@ link to :meth:`Link.resync` when an answer went missing or came garbled:
   socket is replaced (a late answer then finds no one listening); with 4E, answers
   to other serial numbers are recognised and dropped.
 
-Errors: :class:`Unreachable` (no connection), :class:`Closed` (the connection broke
-or the device refused the datagram), :class:`Garbled` (bytes that are no answer frame).
+Errors: :class:`Unreachable` (no connection), :class:`NoAnswer` (the deadline passed;
+``partial`` bytes of an answer had come), :class:`Closed` (the connection broke or the
+device refused the datagram), :class:`Garbled` (bytes that are no answer frame).
 """
 
 from __future__ import annotations
@@ -25,12 +27,24 @@ import socket
 from abc import ABC, abstractmethod
 from collections import deque
 
-from drivers.mc.frames import FrameError, FrameKind, answer_length, answer_serial, header_size
+from drivers.mc.frames import (
+    MAX_ANSWER_DATA,
+    FrameError,
+    FrameKind,
+    answer_length,
+    answer_serial,
+    header_size,
+)
 
-__all__ = ["Closed", "Garbled", "Link", "LinkError", "TcpLink", "UdpLink", "Unreachable"]
+__all__ = ["Closed", "Garbled", "Link", "LinkError", "NoAnswer", "TcpLink", "UdpLink",
+           "Unreachable"]
 
-#: answers queued on a UDP socket before more are dropped (a flooding peer costs no memory)
+#: answers queued on a UDP socket before the oldest are dropped (a flooding peer costs no
+#: memory)
 _UDP_QUEUE = 16
+#: bytes kept from a TCP stream waiting to be read: more than any answer (a flooding peer
+#: costs no memory; the driver resyncs on the garbage)
+_TCP_BUFFER = 2 * (13 + MAX_ANSWER_DATA)
 
 
 class LinkError(Exception):
@@ -42,7 +56,7 @@ class LinkError(Exception):
 
 
 class Unreachable(LinkError):
-    """The device cannot be reached (refused, DNS, connect timeout)."""
+    """The device cannot be reached (refused, DNS)."""
 
 
 class Closed(LinkError):
@@ -53,13 +67,45 @@ class Garbled(LinkError):
     """Bytes came that are not an answer frame."""
 
 
+class NoAnswer(LinkError):
+    """No whole answer before the deadline; ``partial`` bytes of one had come."""
+
+    def __init__(self, reason: str, partial: int) -> None:
+        super().__init__(reason)
+        self.partial = partial
+
+
+class _Inbox:
+    """What a protocol received, with one waiter woken by data, an error or the deadline."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.expired = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def expire(self) -> None:
+        self.expired = True
+        self.wake()
+
+    async def wait(self) -> None:
+        """Until :meth:`wake` (data, an error, the deadline)."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
 class Link(ABC):
     """One connection to an SLMP port. One exchange at a time (the driver holds a lock)."""
 
     def __init__(self, host: str, port: int, kind: FrameKind) -> None:
         self.host, self.port, self.kind = host, port, kind
-        #: bytes of the current answer received so far (an answer cut off shows as > 0)
-        self.partial = 0
+        self._header = header_size(kind)
         #: answers dropped because they belonged to an earlier request (4E serial numbers)
         self.late_answers = 0
 
@@ -80,12 +126,16 @@ class Link(ABC):
         """Close; safe to call twice, never raises."""
 
     @abstractmethod
-    async def exchange(self, request: bytes, serial: int | None) -> bytes:
-        """Send ``request`` and return the whole answer frame (4E: the one with ``serial``)."""
+    async def exchange(self, request: bytes, serial: int | None, timeout: float) -> bytes:
+        """Send ``request`` and return the whole answer frame (4E: the one with ``serial``)
+        within ``timeout`` seconds, else :class:`NoAnswer`."""
 
     def resync(self) -> None:
         """An answer went missing or came garbled: drop what could be out of step."""
         self.close()
+
+    def _no_answer(self, timeout: float, partial: int) -> NoAnswer:
+        return NoAnswer(f"no answer within {timeout:g} s", partial)
 
 
 def _unreachable(where: str, exc: BaseException) -> Unreachable:
@@ -101,106 +151,125 @@ def _unreachable(where: str, exc: BaseException) -> Unreachable:
     return Unreachable(f"cannot connect to {where}: {exc}")
 
 
+class _Stream(asyncio.Protocol):
+    """A TCP connection's received bytes, bounded."""
+
+    def __init__(self) -> None:
+        self.inbox = _Inbox()
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _TCP_BUFFER:
+            del self.buffer[:-_TCP_BUFFER]
+        self.inbox.wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.inbox.error = exc
+        self.inbox.wake()
+
+
 class TcpLink(Link):
     """SLMP over TCP: answers cut out of the byte stream by their length field."""
 
     def __init__(self, host: str, port: int, kind: FrameKind) -> None:
         super().__init__(host, port, kind)
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._stream: _Stream | None = None
 
     @property
     def is_open(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        stream = self._stream
+        return stream is not None and not stream.closed
 
     async def open(self) -> None:
         self.close()
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            transport, stream = await loop.create_connection(_Stream, self.host, self.port)
         except (OSError, ValueError, UnicodeError) as exc:  # ValueError/UnicodeError: bad names
             raise _unreachable(self.where, exc) from None
-        sock = writer.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader, self._writer = reader, writer
+        self._stream = stream
 
     def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
+        stream, self._stream = self._stream, None
+        if stream is not None and stream.transport is not None:
             with contextlib.suppress(Exception):
-                writer.close()
+                stream.transport.close()
 
-    async def exchange(self, request: bytes, serial: int | None) -> bytes:
-        reader, writer = self._reader, self._writer
-        if reader is None or writer is None or writer.is_closing():
+    async def exchange(self, request: bytes, serial: int | None, timeout: float) -> bytes:
+        stream = self._stream
+        if stream is None or stream.closed or stream.transport is None:
             raise Closed(f"the connection to {self.where} is closed")
-        self.partial = 0
+        inbox, buffer = stream.inbox, stream.buffer
+        buffer.clear()  # nothing may be pending between exchanges: it belongs to no request
+        inbox.expired = False
+        stream.transport.write(request)
+        deadline = asyncio.get_running_loop().call_later(timeout, inbox.expire)
         try:
-            writer.write(request)
-            await writer.drain()
             while True:
-                header = await self._read(reader, header_size(self.kind))
-                try:
-                    length = answer_length(header, self.kind)
-                except FrameError as exc:
-                    raise Garbled(exc.reason) from None
-                frame = header + await self._read(reader, length)
-                if serial is not None and answer_serial(frame) != serial:
-                    self.late_answers += 1  # an answer to a request that timed out: skip it
-                    self.partial = 0
-                    continue
-                return frame
-        except (ConnectionError, OSError) as exc:
-            self.close()
-            raise Closed(f"the connection to {self.where} broke: "
-                         f"{exc.strerror or exc}") from None  # type: ignore[union-attr]
+                frame = self._cut(buffer, serial)
+                if frame is not None:
+                    return frame
+                if stream.closed:
+                    self.close()
+                    error = inbox.error
+                    cut = f" after {len(buffer)} bytes of an answer" if buffer else ""
+                    if isinstance(error, OSError):
+                        raise Closed(f"the connection to {self.where} broke{cut}: "
+                                     f"{error.strerror or error}")
+                    raise Closed(f"the connection to {self.where} was closed by the "
+                                 f"device{cut}")
+                if inbox.expired:
+                    raise self._no_answer(timeout, len(buffer))
+                await inbox.wait()
+        finally:
+            deadline.cancel()
 
-    async def _read(self, reader: asyncio.StreamReader, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
-            chunk = await reader.read(n - len(data))
-            if not chunk:
-                self.close()
-                cut = f" after {self.partial} bytes of an answer" if self.partial else ""
-                raise Closed(f"the connection to {self.where} was closed by the device{cut}")
-            data += chunk
-            self.partial += len(chunk)
-        return bytes(data)
+    def _cut(self, buffer: bytearray, serial: int | None) -> bytes | None:
+        """The answer at the start of ``buffer``, taken out of it; None while incomplete."""
+        size = self._header
+        while len(buffer) >= size:
+            try:
+                length = answer_length(bytes(buffer[:size]), self.kind)
+            except FrameError as exc:
+                raise Garbled(exc.reason) from None
+            if len(buffer) < size + length:
+                return None
+            frame = bytes(buffer[:size + length])
+            del buffer[:size + length]
+            if serial is None or answer_serial(frame) == serial:
+                return frame
+            self.late_answers += 1  # an answer to a request that timed out: skip it
+        return None
 
 
 class _Datagrams(asyncio.DatagramProtocol):
-    """Received datagrams (the newest few: a flooding peer costs no memory) and the last
-    socket error, with one waiter woken by either."""
+    """Received datagrams (the newest few) and the last socket error."""
 
     def __init__(self) -> None:
+        self.inbox = _Inbox()
         self.received: deque[bytes] = deque(maxlen=_UDP_QUEUE)
-        self.error: OSError | None = None
-        self._waiter: asyncio.Future[None] | None = None
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.received.append(data)
-        self._wake()
+        self.inbox.wake()
 
     def error_received(self, exc: Exception) -> None:
-        self.error = exc if isinstance(exc, OSError) else OSError(str(exc))
-        self._wake()
+        self.inbox.error = exc
+        self.inbox.wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.error_received(exc or OSError("socket closed"))
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Until a datagram or an error is there."""
-        while not self.received and self.error is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
 
 
 class UdpLink(Link):
@@ -237,42 +306,52 @@ class UdpLink(Link):
             self.close()  # a late 3E answer must find no one: the next exchange opens anew
         # 4E: answers to other serial numbers are dropped as they come
 
-    async def exchange(self, request: bytes, serial: int | None) -> bytes:
+    async def exchange(self, request: bytes, serial: int | None, timeout: float) -> bytes:
         if not self.is_open:
             await self.open()
         transport, protocol = self._transport, self._protocol
         assert transport is not None and protocol is not None
-        while protocol.received:  # answers to requests given up on: not ours
-            protocol.received.popleft()
+        inbox, received = protocol.inbox, protocol.received
+        while received:  # answers to requests given up on: not ours
+            received.popleft()
             self.late_answers += 1
-        self.partial = 0
-        protocol.error = None
+        inbox.error, inbox.expired = None, False
         transport.sendto(request)
-        while True:
-            data = await self._next(protocol)
-            self.partial = len(data)
-            size = header_size(self.kind)
-            try:
-                if len(data) < size:
-                    raise FrameError("garbled", f"a datagram of {len(data)} bytes, shorter "
-                                     "than an answer header")
-                length = answer_length(data[:size], self.kind)
-            except FrameError as exc:
-                raise Garbled(exc.reason) from None
-            if len(data) != size + length:
-                raise Garbled(f"a datagram of {len(data)} bytes announcing {size + length}")
-            if serial is not None and answer_serial(data) != serial:
-                self.late_answers += 1
-                continue
-            return data
+        deadline = asyncio.get_running_loop().call_later(timeout, inbox.expire)
+        try:
+            while True:
+                while received:
+                    data = received.popleft()
+                    if self._checked(data, serial):
+                        return data
+                if inbox.error is not None:
+                    raise self._refused(inbox.error)
+                if inbox.expired:
+                    raise self._no_answer(timeout, 0)
+                await inbox.wait()
+        finally:
+            deadline.cancel()
 
-    async def _next(self, protocol: _Datagrams) -> bytes:
-        await protocol.wait()
-        if protocol.received:
-            return protocol.received.popleft()
-        error, protocol.error = protocol.error, None
+    def _checked(self, data: bytes, serial: int | None) -> bool:
+        """True for the answer to ``serial``; False for a late one; :class:`Garbled` else."""
+        size = self._header
+        try:
+            if len(data) < size:
+                raise FrameError("garbled", f"a datagram of {len(data)} bytes, shorter than "
+                                 "an answer header")
+            length = answer_length(data[:size], self.kind)
+        except FrameError as exc:
+            raise Garbled(exc.reason) from None
+        if len(data) != size + length:
+            raise Garbled(f"a datagram of {len(data)} bytes announcing {size + length}")
+        if serial is not None and answer_serial(data) != serial:
+            self.late_answers += 1
+            return False
+        return True
+
+    def _refused(self, error: BaseException) -> Closed:
         self.close()
         if isinstance(error, ConnectionRefusedError):
-            raise Closed(f"{self.where}/udp refused the request (port unreachable: is the "
-                         "device's SLMP UDP port open?)")
-        raise Closed(f"{self.where}/udp: {getattr(error, 'strerror', None) or error}")
+            return Closed(f"{self.where}/udp refused the request (port unreachable: is the "
+                          "device's SLMP UDP port open?)")
+        return Closed(f"{self.where}/udp: {getattr(error, 'strerror', None) or error}")
