@@ -51,6 +51,9 @@ MAX_SILENT_REQUESTS = 3
 #: failures worth sending the same read again
 _RETRYABLE = frozenset({"timeout", "short_answer", "garbled", "decode"})
 DEFAULT_GROUP = "default"
+#: the end code of a command the device does not have (C059H): for a random read, the
+#: driver falls back to batch reads
+_UNSUPPORTED = counter_of(0xC059)
 
 
 class _RequestFailed(Exception):
@@ -99,6 +102,8 @@ class McDriver(Driver):
             tag_id: tag.location(self._series) for tag_id, tag in self._tags.items()}
         self._group = PollGroup(DEFAULT_GROUP, config.poll_interval, self.tag_ids)
         self._plans: dict[tuple[int, ...], _PollPlan] = {}
+        #: random reads planned; off when the config says so or the device refused them
+        self._random_reads = config.random_reads
         self._plan_for(self.tag_ids)  # plan errors show at construction
         self._link: Link | None = None
         self._lock = asyncio.Lock()
@@ -249,6 +254,14 @@ class McDriver(Driver):
 
     def _note_failure(self, request: ReadRequest, failure: _RequestFailed) -> None:
         self.errors[failure.counter] += 1
+        if isinstance(request, RandomRead) and failure.counter == _UNSUPPORTED:
+            # a CPU or module without the random read command: batch reads from the next poll
+            self._random_reads = False
+            self._plans.clear()
+            self._failing.clear()
+            log.warning("%s: %s; reading with batch reads only from now on (random_reads: "
+                        "false skips the try)", self.device_name, failure.reason)
+            return
         if self._failing.get(request) != failure.counter:
             log.warning("%s: %s; its tags are BAD", self.device_name, failure.reason)
         else:
@@ -409,7 +422,7 @@ class McDriver(Driver):
                                  tag.words, tag.name))
         requests = plan_reads(spans, max_batch_words=cfg.max_batch_words,
                               max_random_points=cfg.random_points,
-                              random_reads=cfg.random_reads, max_gap=cfg.max_gap)
+                              random_reads=self._random_reads, max_gap=cfg.max_gap)
         reads: list[_PlannedRead] = []
         batch_ids: list[int] = []
         has_objects = False

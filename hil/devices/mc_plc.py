@@ -302,6 +302,8 @@ class McPlcSimulator(SimulatedDevice):
         """The next N answers stop half way (TCP: the rest never comes; UDP: a short datagram)."""
         self.silent = False
         """Requests are received and never answered."""
+        self.refused_commands: set[int] = set()
+        """Commands answered C059H (not supported), as a CPU or module without them."""
         self.request_count = 0
         """Requests that were whole frames (answered or not)."""
         self.commands: list[tuple[int, int]] = []
@@ -545,6 +547,8 @@ class McPlcSimulator(SimulatedDevice):
         self.commands.append((request.command, request.subcommand))
         if self.end_code is not None:
             return self.answer(request, self.end_code)
+        if request.command in self.refused_commands:
+            return self.answer(request, 0xC059)
         try:
             data = self._execute(request)
         except _EndCode as exc:

@@ -291,3 +291,22 @@ async def test_values_are_exact_and_batches_float64_without_strings(
     values = by_name(wide, await read_all(wide))
     assert values["u"][0] == 2**64 - 1 and type(values["u"][0]) is int
     assert values["s"][0] == "AB"
+
+
+async def test_a_device_without_random_reads_is_read_with_batch_reads(
+        mc_plc: StartPlc, make_driver: MakeDriver) -> None:
+    """A CPU or Ethernet module that answers the random read with C059H (not supported):
+    one poll BAD, then batch reads, without a config change."""
+    sim = await mc_plc(process=False)
+    sim.load({"D": {0: 1, 500: 2}})
+    sim.refused_commands = {0x0403}
+    driver = make_driver(device(sim.port, [*D0, {"name": "d500", "type": "int16",
+                                                 "address": "D500"}]))
+    await driver.connect()
+    assert [r.describe() for r in driver.requests] == ["random read D 0, D 500 (2 points)"]
+    assert {q for _, q in by_name(driver, await read_all(driver)).values()} == {Quality.BAD}
+    assert driver.errors["end_code_c059"] == 1
+    assert by_name(driver, await read_all(driver)) == {"d0": (1, Quality.GOOD),
+                                                       "d500": (2, Quality.GOOD)}
+    assert [r.describe() for r in driver.requests] == ["batch read D 0 (1 word)",
+                                                       "batch read D 500 (1 word)"]
