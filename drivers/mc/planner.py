@@ -33,6 +33,8 @@ import numpy.typing as npt
 
 from drivers.mc.devices import DEVICES, WORD_BITS
 
+#: segments a random read's description names (messages, logs); the rest are counted
+DESCRIBED_SEGMENTS = 12
 #: order of the planned requests by device, then by position
 DEVICE_ORDER = {name: i for i, name in enumerate(DEVICES)}
 
@@ -147,8 +149,12 @@ class RandomRead:
         return tuple(word_points), tuple(dword_points), gather
 
     def describe(self) -> str:
-        parts = ", ".join(s.describe() for s in self.segments)
-        return f"random read {parts} ({self.points} points)"
+        """``random read D 0, D 500..501, M bits 96..111 (4 points)``; past
+        :data:`DESCRIBED_SEGMENTS` segments the rest is counted, so log lines stay short."""
+        shown = [s.describe() for s in self.segments[:DESCRIBED_SEGMENTS]]
+        rest = len(self.segments) - len(shown)
+        more = f" and {rest} more" if rest > 0 else ""
+        return f"random read {', '.join(shown)}{more} ({self.points} points)"
 
 
 ReadRequest = BatchRead | RandomRead

@@ -118,3 +118,9 @@ def test_every_tag_is_read_whole_within_the_limits(
             span = spans[member.index]
             mine = words[member.offset:member.offset + span.words]
             assert mine == [memory[(span.device, span.start + i)] for i in range(span.words)]
+
+
+def test_a_long_random_read_is_described_briefly() -> None:
+    (read,) = plan_reads([TagSpan(i, "D", 10 * i, 1) for i in range(30)])
+    assert read.describe() == ("random read D 0, D 10, D 20, D 30, D 40, D 50, D 60, D 70, "
+                               "D 80, D 90, D 100, D 110 and 18 more (30 points)")
