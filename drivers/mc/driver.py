@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from drivers.base import Driver, PollGroup
 from drivers.mc import frames
-from drivers.mc.codec import DecodeError, DecodePlan, field_of, tag_words, words_of
+from drivers.mc.codec import AnswerDecoder, DecodeError, field_of, tag_words, words_of
 from drivers.mc.config import McDeviceConfig, McTagConfig
 from drivers.mc.devices import DEVICES, Address
 from drivers.mc.end_codes import counter_of, describe_end_code
@@ -73,7 +73,7 @@ class _PlannedRead:
     frame: bytes  # the whole request (4E: its serial number is set per exchange)
     answer_bytes: int  # data bytes a good answer carries
     gather: npt.NDArray[np.intp] | None  # random reads: answer words -> segment order
-    decoder: DecodePlan
+    decoder: AnswerDecoder
     out: slice
     what: str
 
@@ -437,7 +437,7 @@ class McDriver(Driver):
             start = len(batch_ids) - len(fields)
             frame, answer, gather = self._frame_of(request)
             reads.append(_PlannedRead(request, frame, answer, gather,
-                                      DecodePlan(fields, request.words),
+                                      AnswerDecoder(fields, request.words),
                                       slice(start, len(batch_ids)), request.describe()))
         log.debug("%s: %d tags in %d requests: %s", cfg.name, len(batch_ids), len(reads),
                   "; ".join(r.what for r in reads))
