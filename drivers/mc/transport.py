@@ -240,13 +240,17 @@ class TcpLink(Link):
         size = self._header
         while len(buffer) >= size:
             try:
-                length = answer_length(bytes(buffer[:size]), self.kind)
+                end = size + answer_length(bytes(buffer[:size]), self.kind)
             except FrameError as exc:
                 raise Garbled(exc.reason) from None
-            if len(buffer) < size + length:
+            if len(buffer) < end:
                 return None
-            frame = bytes(buffer[:size + length])
-            del buffer[:size + length]
+            if len(buffer) == end:  # the usual case: the answer and nothing else, one copy
+                frame = bytes(buffer)
+                buffer.clear()
+            else:
+                frame = bytes(buffer[:end])
+                del buffer[:end]
             if serial is None or answer_serial(frame) == serial:
                 return frame
             self.late_answers += 1  # an answer to a request that timed out: skip it
