@@ -110,8 +110,9 @@ class McDriver(Driver):
         self._serial = 0
         self._silent = 0
         self._late_seen = 0
-        #: requests currently failing, with their error counter, to log transitions only
-        self._failing: dict[ReadRequest, str] = {}
+        #: reads currently failing (by description: a request's hash walks all its members),
+        #: with their error counter, to log transitions only
+        self._failing: dict[str, str] = {}
         #: what the CPU said it is (Read CPU model), once asked
         self.cpu_model: str | None = None
 
@@ -217,13 +218,13 @@ class McDriver(Driver):
             except _RequestFailed as failure:
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
-                self._note_failure(read.request, failure)
+                self._note_failure(read, failure)
             except DecodeError as exc:  # the length was checked: a codec bug, still no crash
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
-                self._note_failure(read.request, _RequestFailed("decode", f"{read.what}: {exc}"))
+                self._note_failure(read, _RequestFailed("decode", f"{read.what}: {exc}"))
             else:
-                if self._failing.pop(read.request, None) is not None:
+                if self._failing and self._failing.pop(read.what, None) is not None:
                     log.info("%s: %s answers again", self.device_name, read.what)
             ts_ns[read.out] = sent[0]
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
@@ -252,9 +253,9 @@ class McDriver(Driver):
                 log.debug("%s: %s; retrying", self.device_name, failure.reason)
         raise AssertionError("unreachable")
 
-    def _note_failure(self, request: ReadRequest, failure: _RequestFailed) -> None:
+    def _note_failure(self, read: _PlannedRead, failure: _RequestFailed) -> None:
         self.errors[failure.counter] += 1
-        if isinstance(request, RandomRead) and failure.counter == _UNSUPPORTED:
+        if isinstance(read.request, RandomRead) and failure.counter == _UNSUPPORTED:
             # a CPU or module without the random read command: batch reads from the next poll
             self._random_reads = False
             self._plans.clear()
@@ -262,11 +263,11 @@ class McDriver(Driver):
             log.warning("%s: %s; reading with batch reads only from now on (random_reads: "
                         "false skips the try)", self.device_name, failure.reason)
             return
-        if self._failing.get(request) != failure.counter:
+        if self._failing.get(read.what) != failure.counter:
             log.warning("%s: %s; its tags are BAD", self.device_name, failure.reason)
         else:
             log.debug("%s: %s", self.device_name, failure.reason)
-        self._failing[request] = failure.counter
+        self._failing[read.what] = failure.counter
 
     # -- writing ----------------------------------------------------------------------
 
@@ -354,7 +355,8 @@ class McDriver(Driver):
             except Closed as exc:
                 raise self._lose(f"{what}: {exc.reason}") from None
             self._silent = 0
-            self._count_late(link)
+            if link.late_answers != self._late_seen:
+                self._count_late(link)
         size = 9 if serial is None else 13
         expected = self._answer_head if serial is None else (
             b"\xd4\x00" + serial.to_bytes(2, "little") + b"\x00\x00" + self._route_bytes)

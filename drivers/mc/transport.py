@@ -3,8 +3,8 @@
 This is the driver's own small client (no protocol library): an asyncio protocol for
 TCP, a datagram endpoint for UDP. It knows frames only as far as it must to cut them
 out of a stream (the header's length field, frames.py); the driver checks their
-contents. Each exchange has a deadline the link keeps itself (one timer, no task
-cancellation), and the link is told to :meth:`Link.resync` when an answer went
+contents. Each exchange has a deadline the link keeps itself (one watchdog timer per
+link, no task cancellation), and the link is told to :meth:`Link.resync` when an answer went
 missing or came garbled:
 
 - TCP: a 3E answer has no serial number, so an answer arriving after its request
@@ -108,6 +108,9 @@ class Link(ABC):
         self._header = header_size(kind)
         #: answers dropped because they belonged to an earlier request (4E serial numbers)
         self.late_answers = 0
+        self._waiting: _Inbox | None = None  # the exchange waiting for its answer
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def where(self) -> str:
@@ -136,6 +139,38 @@ class Link(ABC):
 
     def _no_answer(self, timeout: float, partial: int) -> NoAnswer:
         return NoAnswer(f"no answer within {timeout:g} s", partial)
+
+    def _arm(self, inbox: _Inbox, timeout: float) -> None:
+        """Expire ``inbox`` ``timeout`` s from now. One watchdog timer per link, moved on to
+        the current deadline when it fires, rather than a timer per request: thousands of
+        requests a second would otherwise each push and cancel a heap entry."""
+        loop = asyncio.get_running_loop()
+        self._waiting, self._deadline = inbox, loop.time() + timeout
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog.when() > self._deadline:
+            watchdog.cancel()  # a shorter timeout than the one it waits for
+            watchdog = None
+        if watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
+
+    def _disarm(self) -> None:
+        self._waiting = None
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        inbox = self._waiting
+        if inbox is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            inbox.expire()
+        else:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
+
+    def _stop_watching(self) -> None:
+        watchdog, self._watchdog, self._waiting = self._watchdog, None, None
+        if watchdog is not None:
+            watchdog.cancel()
 
 
 def _unreachable(where: str, exc: BaseException) -> Unreachable:
@@ -201,6 +236,7 @@ class TcpLink(Link):
         self._stream = stream
 
     def close(self) -> None:
+        self._stop_watching()
         stream, self._stream = self._stream, None
         if stream is not None and stream.transport is not None:
             with contextlib.suppress(Exception):
@@ -214,7 +250,7 @@ class TcpLink(Link):
         buffer.clear()  # nothing may be pending between exchanges: it belongs to no request
         inbox.expired = False
         stream.transport.write(request)
-        deadline = asyncio.get_running_loop().call_later(timeout, inbox.expire)
+        self._arm(inbox, timeout)
         try:
             while True:
                 frame = self._cut(buffer, serial)
@@ -233,7 +269,7 @@ class TcpLink(Link):
                     raise self._no_answer(timeout, len(buffer))
                 await inbox.wait()
         finally:
-            deadline.cancel()
+            self._disarm()
 
     def _cut(self, buffer: bytearray, serial: int | None) -> bytes | None:
         """The answer at the start of ``buffer``, taken out of it; None while incomplete."""
@@ -300,6 +336,7 @@ class UdpLink(Link):
         self._transport, self._protocol = transport, protocol
 
     def close(self) -> None:
+        self._stop_watching()
         transport, self._transport, self._protocol = self._transport, None, None
         if transport is not None:
             with contextlib.suppress(Exception):
@@ -321,7 +358,7 @@ class UdpLink(Link):
             self.late_answers += 1
         inbox.error, inbox.expired = None, False
         transport.sendto(request)
-        deadline = asyncio.get_running_loop().call_later(timeout, inbox.expire)
+        self._arm(inbox, timeout)
         try:
             while True:
                 while received:
@@ -334,7 +371,7 @@ class UdpLink(Link):
                     raise self._no_answer(timeout, 0)
                 await inbox.wait()
         finally:
-            deadline.cancel()
+            self._disarm()
 
     def _checked(self, data: bytes, serial: int | None) -> bool:
         """True for the answer to ``serial``; False for a late one; :class:`Garbled` else."""
