@@ -310,3 +310,24 @@ async def test_a_device_without_random_reads_is_read_with_batch_reads(
                                                        "d500": (2, Quality.GOOD)}
     assert [r.describe() for r in driver.requests] == ["batch read D 0 (1 word)",
                                                        "batch read D 500 (1 word)"]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_the_links_deadline_follows_each_exchanges_timeout(transport: str,
+                                                                 mc_plc: StartPlc) -> None:
+    """One watchdog per link: a later exchange with a shorter timeout still ends at its own
+    deadline, not at the longer one the watchdog was set for."""
+    from drivers.mc import frames
+    from drivers.mc.transport import NoAnswer, TcpLink, UdpLink
+
+    sim = await mc_plc(process=False)
+    link = (TcpLink if transport == "tcp" else UdpLink)("127.0.0.1", sim.port, "3e")
+    await link.open()
+    try:
+        request = frames.batch_read(frames.Route(), 4, frames.DeviceRef(0xA8, 0), 1)
+        assert (await link.exchange(request, None, 30.0))[:2] == b"\xd0\x00"
+        sim.silent = True
+        with pytest.raises(NoAnswer, match=r"no answer within 0\.05 s"):
+            await asyncio.wait_for(link.exchange(request, None, 0.05), 10.0)
+    finally:
+        link.close()
