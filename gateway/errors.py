@@ -23,6 +23,7 @@ Every exception the project raises on purpose is defined here and derives from
     │   ├── S7FrameError, S7DecodeError   an S7 answer or value that is not valid
     │   ├── Dlt645FrameError        a DL/T 645 frame or value the standard does not allow
     │   ├── FinsFrameError          an Omron FINS or FINS/TCP frame that is not valid
+    │   ├── McFrameError            bytes that are not the MC protocol (SLMP) answer asked for
     │   ├── NodeFrameError, CobsError, MessageError   MCU node link (firmware_bridge)
     │   ├── SparkplugDecodeError    not a Sparkplug B payload
     │   └── JsonTooDeep             JSON nested past the limit
@@ -199,7 +200,8 @@ class ProtocolError(GatewayError):
 
 
 class RegisterDecodeError(ProtocolError, ValueError):
-    """A Modbus response does not have the shape its request asked for."""
+    """A Modbus response (or another protocol's words decoded with the register codec, as
+    the MC protocol's) does not have the shape its request asked for."""
 
 
 class ConversionError(ProtocolError, ValueError):
@@ -229,6 +231,17 @@ class FinsFrameError(ProtocolError, ValueError):
     def __init__(self, counter: str, message: str) -> None:
         super().__init__(message)
         self.counter = counter
+
+
+class McFrameError(ProtocolError, ValueError):
+    """Bytes that are not the MC protocol (SLMP) answer to the request sent; ``counter`` is
+    ``garbled`` (not an answer frame at all: the stream is out of step) or ``decode`` (an
+    answer, but not to this request); ``reason`` is the readable line."""
+
+    def __init__(self, counter: str, reason: str) -> None:
+        super().__init__(reason)
+        self.counter = counter
+        self.reason = reason
 
 
 class NodeFrameError(ProtocolError, ValueError):

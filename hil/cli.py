@@ -311,7 +311,7 @@ def mc(host: str, port: int, series: str, transports: tuple[str, ...], seed: int
     from hil.process.injection_moulding import InjectionMouldingModel
 
     simulator = McPlcSimulator(
-        InjectionMouldingModel(seed=seed, time_scale=time_scale), series=series,  # type: ignore[arg-type]
+        InjectionMouldingModel(seed=seed, time_scale=time_scale), series=series,  # type: ignore[arg-type]  # click.Choice
         host=host, port=port, transports=transports,
     )
     _serve_until_signal(

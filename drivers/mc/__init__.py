@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from drivers.mc.config import McDeviceConfig, McTagConfig
-from drivers.mc.devices import DEVICES, Address, AddressError, DeviceKind, parse_address
+from drivers.mc.devices import DEVICES, Address, DeviceKind, parse_address
 from drivers.mc.end_codes import END_CODE_NAMES, describe_end_code
-from drivers.mc.planner import BatchRead, PlanError, RandomRead, TagSpan, plan_reads
+from drivers.mc.planner import BatchRead, RandomRead, TagSpan, plan_reads
 
 if TYPE_CHECKING:
     from drivers.mc.driver import McDriver
@@ -21,13 +21,11 @@ __all__ = [
     "DEVICES",
     "END_CODE_NAMES",
     "Address",
-    "AddressError",
     "BatchRead",
     "DeviceKind",
     "McDeviceConfig",
     "McDriver",
     "McTagConfig",
-    "PlanError",
     "RandomRead",
     "TagSpan",
     "describe_end_code",

@@ -38,27 +38,28 @@ import numpy.typing as npt
 
 from drivers.mc.config import HalfOrder, McTagConfig
 from drivers.mc.devices import WORD_BITS, Address
-from drivers.modbus.codec import DecodeError, DecodePlan, Field, encode, encode_string
+from drivers.modbus.codec import DecodePlan, Field, encode, encode_string
+from drivers.modbus.config import ByteOrder
+from gateway.errors import RegisterDecodeError
 from gateway.types import DataType
 
 __all__ = [
     "AnswerDecoder",
-    "DecodeError",
     "DecodePlan",
     "field_of",
     "tag_words",
     "words_of",
 ]
 
-NUMBER_ORDER: dict[HalfOrder, str] = {"low_first": "CDAB", "high_first": "ABCD"}
-STRING_ORDER: dict[HalfOrder, str] = {"low_first": "BADC", "high_first": "ABCD"}
+NUMBER_ORDER: dict[HalfOrder, ByteOrder] = {"low_first": "CDAB", "high_first": "ABCD"}
+STRING_ORDER: dict[HalfOrder, ByteOrder] = {"low_first": "BADC", "high_first": "ABCD"}
 
 
 def words_of(data: bytes) -> npt.NDArray[np.uint16]:
     """The 16-bit words of an answer's data (little endian on the wire); an odd length is
-    :class:`DecodeError`."""
+    :class:`RegisterDecodeError`."""
     if len(data) % 2:
-        raise DecodeError(f"{len(data)} bytes of data are no whole words")
+        raise RegisterDecodeError(f"{len(data)} bytes of data are no whole words")
     return np.frombuffer(data, dtype="<u2")  # read-only; the decoder gathers from it
 
 
@@ -68,9 +69,9 @@ def field_of(tag: McTagConfig, where: Address, offset: int) -> Field:
         bit = where.number % WORD_BITS if where.device.bit else where.bit
         return Field(offset, DataType.BOOL, "ABCD", bit=bit)
     if tag.type is DataType.STRING:
-        return Field(offset, DataType.STRING, STRING_ORDER[tag.byte_order],  # type: ignore[arg-type]
+        return Field(offset, DataType.STRING, STRING_ORDER[tag.byte_order],
                      length=tag.length)
-    return Field(offset, tag.type, NUMBER_ORDER[tag.word_order])  # type: ignore[arg-type]
+    return Field(offset, tag.type, NUMBER_ORDER[tag.word_order])
 
 
 def tag_words(tag: McTagConfig, value: float | int | bool | str) -> list[int]:
@@ -79,10 +80,10 @@ def tag_words(tag: McTagConfig, value: float | int | bool | str) -> list[int]:
     if tag.type is DataType.STRING:
         if not isinstance(value, str):
             raise ValueError(f"expects a text, got {value!r}")
-        return encode_string(value, tag.words, STRING_ORDER[tag.byte_order])  # type: ignore[arg-type]
+        return encode_string(value, tag.words, STRING_ORDER[tag.byte_order])
     if isinstance(value, str):
         raise ValueError(f"expects a number, got the text {value!r}")
-    return encode(value, tag.type, NUMBER_ORDER[tag.word_order])  # type: ignore[arg-type]
+    return encode(value, tag.type, NUMBER_ORDER[tag.word_order])
 
 
 #: the little-endian NumPy type of each number type the fast path takes (64-bit integers
@@ -146,7 +147,8 @@ class AnswerDecoder:
         """The values into ``out`` (one per field, in field order). ``words``: the answer's
         words, little endian and contiguous (:func:`words_of`, or a gather of it)."""
         if words.shape != (self.count,):
-            raise DecodeError(f"expected {self.count} values in the response, got {words.size}")
+            raise RegisterDecodeError(f"expected {self.count} values in the response, got "
+                                      f"{words.size}")
         if self._runs:
             buffer = np.ascontiguousarray(words, dtype="<u2")
             # a signalling-NaN pattern from a device is data, not a floating-point error

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from drivers.mc.devices import WORD_BITS, Address, AddressError, PlcSeries, parse_address
+from drivers.mc.devices import WORD_BITS, Address, PlcSeries, parse_address
 from drivers.mc.frames import FrameKind, Route
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.config.types import PositiveDuration
@@ -75,7 +75,7 @@ class McTagConfig(TagConfig):
     def _readable_address(cls, value: str) -> str:
         series = _SERIES_IN_SCOPE.get()
         if series is not None:
-            parse_address(value, series)  # AddressError is a ValueError: reported at the key
+            parse_address(value, series)  # a ValueError: reported at the key
         return value
 
     @model_validator(mode="after")
@@ -199,7 +199,7 @@ class McDeviceConfig(DeviceConfig):
     )
     max_gap: int = Field(default=0, ge=0, le=MAX_BATCH_WORDS - 1,
                          description="unused words a batch read may span to join two tags")
-    tags: list[McTagConfig] = Field(min_length=1)  # type: ignore[assignment]
+    tags: list[McTagConfig] = Field(min_length=1)  # type: ignore[assignment]  # a driver narrows its tags
 
     @model_validator(mode="wrap")
     @classmethod
@@ -213,7 +213,7 @@ class McDeviceConfig(DeviceConfig):
         for tag in self.tags:
             try:
                 tag.check_against(self.plc_series)
-            except (AddressError, ValueError) as exc:
+            except ValueError as exc:
                 raise ValueError(f"tag {tag.name!r}: {exc}") from None
             if tag.words > self.max_batch_words:
                 raise ValueError(f"tag {tag.name!r} spans {tag.words} words, more than "

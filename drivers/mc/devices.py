@@ -85,10 +85,6 @@ _ADDRESS = re.compile(
 _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789ABCDEF"}
 
 
-class AddressError(ValueError):
-    """An address that names no device, or a number the device's base cannot read."""
-
-
 @dataclass(frozen=True, slots=True)
 class Address:
     """A parsed address: device, its number as on the wire, and a bit of a word device."""
@@ -103,16 +99,17 @@ class Address:
 
 
 def parse_address(text: str, series: PlcSeries) -> Address:
-    """``D100``, ``x1f``, ``D100.A``: the device and its wire number; :class:`AddressError`
-    with a readable reason for anything else."""
+    """``D100``, ``x1f``, ``D100.A``: the device and its wire number; :class:`ValueError`
+    with a readable reason for anything else (a name that is no device, a digit the
+    device's base does not have)."""
     cleaned = text.strip().upper()
     match = _ADDRESS.match(cleaned)
     if match is None:
         head = re.match(r"^[A-Z]+", cleaned)
         if head is None or not any(head.group(0).startswith(n) for n in DEVICES):
             known = ", ".join(sorted(DEVICES))
-            raise AddressError(f"{text!r} names no device this driver reads ({known})")
-        raise AddressError(f"{text!r} is not an address: a device name, its number and "
+            raise ValueError(f"{text!r} names no device this driver reads ({known})")
+        raise ValueError(f"{text!r} is not an address: a device name, its number and "
                            "optionally .bit (0-F) of a word device, e.g. D100, X1F, D100.A")
     device = DEVICES[match.group("device")]
     digits = match.group("number")
@@ -121,10 +118,10 @@ def parse_address(text: str, series: PlcSeries) -> Address:
     if bad:
         kind = {8: "octal", 10: "decimal", 16: "hexadecimal"}[base]
         why = f" on {series}" if device.base == 0 else ""
-        raise AddressError(f"{text!r}: {device.name} numbers are {kind}{why} "
+        raise ValueError(f"{text!r}: {device.name} numbers are {kind}{why} "
                            f"(digits {_DIGITS[base][0]}-{_DIGITS[base][-1]})")
     number = int(digits, base)
     bit_text = match.group("bit")
     if bit_text is not None and device.bit:
-        raise AddressError(f"{text!r}: .bit is for word devices; {device.name} is a bit device")
+        raise ValueError(f"{text!r}: .bit is for word devices; {device.name} is a bit device")
     return Address(device, number, None if bit_text is None else int(bit_text, 16))

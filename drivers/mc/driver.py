@@ -26,22 +26,22 @@ import numpy.typing as npt
 
 from drivers.base import Driver, PollGroup
 from drivers.mc import frames
-from drivers.mc.codec import AnswerDecoder, DecodeError, field_of, tag_words, words_of
+from drivers.mc.codec import AnswerDecoder, field_of, tag_words, words_of
 from drivers.mc.config import McDeviceConfig, McTagConfig
 from drivers.mc.devices import DEVICES, Address
 from drivers.mc.end_codes import counter_of, describe_end_code
-from drivers.mc.frames import DeviceRef, FrameError
+from drivers.mc.frames import DeviceRef
 from drivers.mc.planner import BatchRead, RandomRead, ReadRequest, TagSpan, plan_reads
-from drivers.mc.transport import (
-    Closed,
-    Garbled,
-    Link,
-    NoAnswer,
-    TcpLink,
-    UdpLink,
-    Unreachable,
+from drivers.mc.transport import Link, TcpLink, UdpLink
+from gateway.errors import (
+    ConnectionLost,
+    DeviceUnreachable,
+    DeviceWriteRefused,
+    McFrameError,
+    RegisterDecodeError,
+    RequestFailed,
+    RequestRefused,
 )
-from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
 from gateway.types import DataType, Quality, SampleBatch
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,6 @@ DEFAULT_GROUP = "default"
 #: the end code of a command the device does not have (C059H): for a random read, the
 #: driver falls back to batch reads
 _UNSUPPORTED = counter_of(0xC059)
-
-
-class _RequestFailed(Exception):
-    """One request got no usable answer; its tags become BAD. Never leaves this module."""
-
-    def __init__(self, counter: str, reason: str) -> None:
-        super().__init__(reason)
-        self.counter = counter
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +141,7 @@ class McDriver(Driver):
             link.close()
             raise DeviceUnreachable(f"no answer from {self.address} within "
                                     f"{self.config.timeout:g} s (connect timed out)") from None
-        except Unreachable as exc:
-            raise DeviceUnreachable(exc.reason) from None
-        except BaseException:
+        except BaseException:  # DeviceUnreachable with its reason, or cancelled
             link.close()
             raise
         self._link = link
@@ -161,7 +150,7 @@ class McDriver(Driver):
         if self.config.transport == "udp":
             try:
                 await self._ask_model()
-            except _RequestFailed as failure:
+            except RequestFailed as failure:
                 if not failure.counter.startswith("mc_end_code_"):
                     await self.close()
                     raise DeviceUnreachable(f"{self.address}: {failure.reason}") from None
@@ -181,7 +170,7 @@ class McDriver(Driver):
         if self.cpu_model is None:
             try:
                 await self._ask_model()
-            except _RequestFailed as failure:
+            except RequestFailed as failure:
                 return f"unknown ({failure.reason})"
         return self.cpu_model
 
@@ -190,7 +179,7 @@ class McDriver(Driver):
         frame = frames.read_type_name(self._route, self._timer, serial)
         data = await self._request("read CPU model", frame, serial)
         if len(data) < 16:
-            raise _RequestFailed("decode", f"read CPU model: {len(data)} bytes of answer, "
+            raise RequestFailed("decode", f"read CPU model: {len(data)} bytes of answer, "
                                  "expected 18")
         name = data[:16].split(b"\0", 1)[0].decode("ascii", errors="replace").strip()
         code = f" (model code {int.from_bytes(data[16:18], 'little'):04X}H)" if len(
@@ -215,14 +204,14 @@ class McDriver(Driver):
             try:
                 data = await self._read_with_retries(read, sent)
                 read.decoder.decode(self._words(read, data), out=values[read.out])
-            except _RequestFailed as failure:
+            except RequestFailed as failure:
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
                 self._note_failure(read, failure)
-            except DecodeError as exc:  # the length was checked: a codec bug, still no crash
+            except RegisterDecodeError as exc:  # the length was checked: a codec bug, no crash
                 values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
-                self._note_failure(read, _RequestFailed("decode", f"{read.what}: {exc}"))
+                self._note_failure(read, RequestFailed("decode", f"{read.what}: {exc}"))
             else:
                 if self._failing and self._failing.pop(read.what, None) is not None:
                     log.info("%s: %s answers again", self.device_name, read.what)
@@ -243,17 +232,17 @@ class McDriver(Driver):
             try:
                 data = await self._request(read.what, frame, serial, sent)
                 if len(data) != read.answer_bytes:
-                    raise _RequestFailed("decode", f"{read.what}: answer has {len(data)} bytes "
+                    raise RequestFailed("decode", f"{read.what}: answer has {len(data)} bytes "
                                          f"of data, expected {read.answer_bytes}")
                 return data
-            except _RequestFailed as failure:
+            except RequestFailed as failure:
                 if attempt == attempts - 1 or failure.counter not in _RETRYABLE:
                     raise
                 self.errors[failure.counter] += 1
                 log.debug("%s: %s; retrying", self.device_name, failure.reason)
         raise AssertionError("unreachable")
 
-    def _note_failure(self, read: _PlannedRead, failure: _RequestFailed) -> None:
+    def _note_failure(self, read: _PlannedRead, failure: RequestFailed) -> None:
         self.errors[failure.counter] += 1
         if isinstance(read.request, RandomRead) and failure.counter == _UNSUPPORTED:
             # a CPU or module without the random read command: batch reads from the next poll
@@ -274,12 +263,12 @@ class McDriver(Driver):
     async def write(self, tag_id: int, value: float | bool | str) -> None:
         tag = self._tags.get(tag_id)
         if tag is None:
-            raise WriteRejected(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
+            raise DeviceWriteRefused(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
         where = self._where[tag_id]
         if where.device.read_only:
-            raise WriteRejected(f"{tag.name}: {where.device.read_only}")
+            raise DeviceWriteRefused(f"{tag.name}: {where.device.read_only}")
         if where.bit is not None:
-            raise WriteRejected(f"{tag.name}: a bit of a word device is read-only")
+            raise DeviceWriteRefused(f"{tag.name}: a bit of a word device is read-only")
         ref = DeviceRef(where.device.code, where.number)
         serial = self._next_serial()
         try:
@@ -295,15 +284,15 @@ class McDriver(Driver):
                 frame = frames.batch_write(self._route, self._timer, ref, words,
                                            long=self._long, serial=serial)
         except ValueError as exc:
-            raise WriteRejected(f"{tag.name}: {exc}") from None
+            raise DeviceWriteRefused(f"{tag.name}: {exc}") from None
         what = f"write {tag.name} ({tag.address})"
         try:
             await self._request(what, frame, serial)
-        except _RequestFailed as failure:
+        except RequestFailed as failure:
             self.errors[failure.counter] += 1
             if failure.counter in ("timeout", "short_answer", "garbled"):
                 failure.reason += "; the value may or may not have been written"
-            raise WriteRejected(failure.reason) from None
+            raise DeviceWriteRefused(failure.reason) from None
         log.info("%s: wrote %r to %s", self.device_name, value, tag.name)
 
     # -- one request ------------------------------------------------------------------
@@ -318,7 +307,7 @@ class McDriver(Driver):
                        sent: list[int] | None = None) -> bytes:
         """Send one request and return its answer's data (end code 0).
 
-        ``sent[0]`` gets the time the request left. Raises :class:`_RequestFailed` for a
+        ``sent[0]`` gets the time the request left. Raises :class:`RequestFailed` for a
         timeout, an answer cut off, garbled or not matching, or an end code, and
         :class:`ConnectionLost` when the connection is gone.
         """
@@ -332,28 +321,24 @@ class McDriver(Driver):
                 sent[0] = time.time_ns()
             try:
                 raw = await link.exchange(frame, serial, self.config.timeout)
-            except NoAnswer as exc:
+            except RequestFailed as failure:  # timeout or short_answer, said with ``what``
                 link.resync()
                 self._count_late(link)
                 self._silent += 1
-                if exc.partial:
-                    failure = _RequestFailed(
-                        "short_answer", f"{what}: the answer was cut off ({exc.partial} bytes, "
-                        f"then nothing within {self.config.timeout:g} s)")
-                else:
-                    failure = _RequestFailed(
-                        "timeout", f"no answer to {what} within {self.config.timeout:g} s")
+                failure.reason = (f"no answer to {what} within {self.config.timeout:g} s"
+                                  if failure.counter == "timeout"
+                                  else f"{what}: {failure.reason}")
                 if self._silent >= MAX_SILENT_REQUESTS:
                     self.errors[failure.counter] += 1
                     raise self._lose(f"{failure.reason}; {self._silent} requests in a row got "
                                      "no answer: the connection is presumed dead") from None
                 raise failure from None
-            except Garbled as exc:
+            except McFrameError as exc:  # bytes that are no answer frame: out of step
                 link.resync()
                 self._silent = 0
-                raise _RequestFailed("garbled", f"{what}: garbled answer ({exc.reason})") from None
-            except Closed as exc:
-                raise self._lose(f"{what}: {exc.reason}") from None
+                raise RequestFailed("garbled", f"{what}: garbled answer ({exc.reason})") from None
+            except ConnectionLost as exc:
+                raise self._lose(f"{what}: {exc}") from None
             self._silent = 0
             if link.late_answers != self._late_seen:
                 self._count_late(link)
@@ -364,15 +349,15 @@ class McDriver(Driver):
             return raw[size + 2:]  # the usual answer: from the route asked, end code 0
         try:
             response = frames.parse_response(raw, self.config.frame, self._route, serial)
-        except FrameError as exc:
-            if exc.kind == "garbled":
+        except McFrameError as exc:
+            if exc.counter == "garbled":
                 link.resync()
-                raise _RequestFailed("garbled", f"{what}: {exc.reason}") from None
-            raise _RequestFailed("decode", f"{what}: {exc.reason}") from None
+                raise RequestFailed("garbled", f"{what}: {exc.reason}") from None
+            raise RequestFailed("decode", f"{what}: {exc.reason}") from None
         if response.end_code:
-            raise _RequestFailed(counter_of(response.end_code),
+            raise RequestRefused(counter_of(response.end_code),
                                  f"{what}: the device answered end code "
-                                 f"{describe_end_code(response.end_code)}")
+                                 f"{describe_end_code(response.end_code)}", response.end_code)
         return response.data
 
     async def _reopen(self, link: Link, what: str) -> None:
@@ -381,9 +366,9 @@ class McDriver(Driver):
         try:
             async with asyncio.timeout(self.config.timeout):
                 await link.open()
-        except (TimeoutError, Unreachable) as exc:
+        except (TimeoutError, DeviceUnreachable) as exc:
             link.close()
-            reason = exc.reason if isinstance(exc, Unreachable) else "reconnect timed out"
+            reason = str(exc) if isinstance(exc, DeviceUnreachable) else "reconnect timed out"
             raise self._lose(f"cannot reopen the connection for {what}: {reason}") from None
         self.errors["resync"] += 1
         log.debug("%s: reopened the connection to %s", self.device_name, self.address)

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
 
+from gateway.errors import McFrameError
+
 __all__ = [
     "MAX_ANSWER_DATA",
     "Command",
     "DeviceRef",
-    "FrameError",
     "FrameKind",
     "Response",
     "Route",
@@ -66,16 +67,6 @@ class Command(IntEnum):
     BATCH_READ = 0x0401
     RANDOM_READ = 0x0403
     BATCH_WRITE = 0x1401
-
-
-class FrameError(ValueError):
-    """Bytes that are not the answer to the request sent: ``kind`` is ``garbled`` (not an
-    answer frame at all) or ``decode`` (an answer, but not to this request)."""
-
-    def __init__(self, kind: Literal["garbled", "decode"], reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,14 +197,14 @@ def pack_bits(values: Sequence[int]) -> bytes:
 
 def unpack_bits(data: bytes, count: int) -> list[int]:
     """``count`` bits of a bit-unit answer (:func:`pack_bits` reversed); a nibble other than
-    0 or 1 is :class:`FrameError`."""
+    0 or 1 is :class:`McFrameError`."""
     if len(data) != (count + 1) // 2:
-        raise FrameError("decode", f"{len(data)} bytes of bits for {count} points")
+        raise McFrameError("decode", f"{len(data)} bytes of bits for {count} points")
     out = []
     for i in range(count):
         nibble = (data[i // 2] >> 4) if i % 2 == 0 else (data[i // 2] & 0x0F)
         if nibble > 1:
-            raise FrameError("decode", f"bit {i} is {nibble:X}H, neither 0 nor 1")
+            raise McFrameError("decode", f"bit {i} is {nibble:X}H, neither 0 nor 1")
         out.append(nibble)
     return out
 
@@ -228,16 +219,16 @@ def header_size(kind: FrameKind) -> int:
 
 def answer_length(header: bytes, kind: FrameKind) -> int:
     """Bytes that follow ``header`` (its first :func:`header_size` bytes): the data length.
-    :class:`FrameError` (``garbled``) when the header is not an answer's."""
+    :class:`McFrameError` (``garbled``) when the header is not an answer's."""
     if header[:2] != _ANSWER[kind]:
-        raise FrameError("garbled", f"not an answer: starts {header[:2].hex(' ').upper()}, "
+        raise McFrameError("garbled", f"not an answer: starts {header[:2].hex(' ').upper()}, "
                          f"not {_ANSWER[kind].hex(' ').upper()} ({kind.upper()} frame)")
     if kind == "4e" and header[4:6] != b"\x00\x00":
-        raise FrameError("garbled", f"4E answer with {header[4:6].hex(' ').upper()} where "
+        raise McFrameError("garbled", f"4E answer with {header[4:6].hex(' ').upper()} where "
                          "00 00 belongs")
     length = int.from_bytes(header[-2:], "little")
     if not 2 <= length <= MAX_ANSWER_DATA:
-        raise FrameError("garbled", f"an answer announcing {length} bytes of data")
+        raise McFrameError("garbled", f"an answer announcing {length} bytes of data")
     return length
 
 
@@ -261,20 +252,20 @@ class Response:
 def parse_response(frame: bytes, kind: FrameKind, route: Route,
                    serial: int | None = None) -> Response:
     """Check a whole answer frame against the request it answers (its route and, 4E, serial).
-    :class:`FrameError` for anything that is not that answer."""
+    :class:`McFrameError` for anything that is not that answer."""
     size = _HEADER[kind]
     if len(frame) < size:
-        raise FrameError("garbled", f"{len(frame)} bytes, shorter than an answer header")
+        raise McFrameError("garbled", f"{len(frame)} bytes, shorter than an answer header")
     length = answer_length(frame[:size], kind)
     if len(frame) != size + length:
-        raise FrameError("garbled", f"an answer of {len(frame)} bytes announcing "
+        raise McFrameError("garbled", f"an answer of {len(frame)} bytes announcing "
                          f"{size + length}")
     got_serial = answer_serial(frame) if kind == "4e" else None
     if serial is not None and got_serial != serial:
-        raise FrameError("decode", f"answer to request {got_serial}, not to {serial}")
+        raise McFrameError("decode", f"answer to request {got_serial}, not to {serial}")
     got_route = Route.unpack(frame[size - 7:size - 2])
     if got_route != route:
-        raise FrameError("decode", f"answer from {got_route.describe()}, asked "
+        raise McFrameError("decode", f"answer from {got_route.describe()}, asked "
                          f"{route.describe()}")
     end_code = int.from_bytes(frame[size:size + 2], "little")
     data = frame[size + 2:]

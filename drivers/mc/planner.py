@@ -32,15 +32,12 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.mc.devices import DEVICES, WORD_BITS
+from gateway.errors import PlanError
 
 #: segments a random read's description names (messages, logs); the rest are counted
 DESCRIBED_SEGMENTS = 12
 #: order of the planned requests by device, then by position
 DEVICE_ORDER = {name: i for i, name in enumerate(DEVICES)}
-
-
-class PlanError(ValueError):
-    """The tags cannot be covered within the configured limits."""
 
 
 @dataclass(frozen=True, slots=True)

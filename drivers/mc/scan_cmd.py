@@ -19,12 +19,13 @@ import numpy as np
 from drivers.mc import frames
 from drivers.mc.codec import NUMBER_ORDER
 from drivers.mc.config import MAX_BATCH_WORDS, HalfOrder
-from drivers.mc.devices import SERIES, Address, AddressError, PlcSeries, parse_address
+from drivers.mc.devices import SERIES, Address, PlcSeries, parse_address
 from drivers.mc.end_codes import describe_end_code
-from drivers.mc.frames import DeviceRef, FrameError, FrameKind, Route
-from drivers.mc.transport import LinkError, NoAnswer, TcpLink, UdpLink
+from drivers.mc.frames import DeviceRef, FrameKind, Route
+from drivers.mc.transport import TcpLink, UdpLink
 from drivers.modbus.codec import DecodePlan, Field
-from gateway.cli import exit_codes
+from gateway import exit_codes
+from gateway.errors import DriverError, McFrameError, RequestFailed
 from gateway.types import DataType
 
 #: the wider views of each register, under each word order
@@ -53,12 +54,12 @@ class Session:
         try:
             raw = await self.link.exchange(frame, serial, self.timeout)
             response = frames.parse_response(raw, self.kind, self.route, serial)
-        except NoAnswer:
-            raise ScanError(f"no answer to {what} within {self.timeout:g} s") from None
-        except LinkError as exc:
+        except RequestFailed as exc:
+            if exc.counter == "timeout":
+                raise ScanError(f"no answer to {what} within {self.timeout:g} s") from None
             raise ScanError(f"{what}: {exc.reason}") from None
-        except FrameError as exc:
-            raise ScanError(f"{what}: {exc.reason}") from None
+        except (DriverError, McFrameError) as exc:  # the connection broke, garbled bytes
+            raise ScanError(f"{what}: {exc}") from None
         if response.end_code:
             raise ScanError(f"{what}: the CPU answered end code "
                             f"{describe_end_code(response.end_code)}")
@@ -77,7 +78,7 @@ def decode_words(words: np.ndarray) -> dict[tuple[DataType, str], np.ndarray]:
             values = np.full(n, np.nan, dtype=object if type_.is_wide_integer else np.float64)
             if fits:
                 byte_order = NUMBER_ORDER[order]
-                plan = DecodePlan([Field(a, type_, byte_order)  # type: ignore[arg-type]
+                plan = DecodePlan([Field(a, type_, byte_order)
                                    for a in range(fits)], n)
                 values[:fits] = plan.decode(words)
             out[(type_, order)] = values
@@ -160,8 +161,8 @@ async def scan_range(options: dict[str, Any], start: Address, count: int
     except TimeoutError:
         raise ScanError(f"cannot connect to {link.where} within {options['timeout']:g} s"
                         ) from None
-    except LinkError as exc:
-        raise ScanError(exc.reason) from None
+    except DriverError as exc:  # DeviceUnreachable
+        raise ScanError(str(exc)) from None
     try:
         model: str | None = None
         try:
@@ -172,7 +173,10 @@ async def scan_range(options: dict[str, Any], start: Address, count: int
             if "no answer" in exc.message:
                 link.resync()
                 if not link.is_open:
-                    await link.open()
+                    try:
+                        await link.open()
+                    except DriverError as reopen:
+                        raise ScanError(str(reopen)) from None
         ref = DeviceRef(start.device.code, start.number)
         what = f"a read of {count} from {start.text(options['series'])}"
         if start.device.bit:
@@ -180,7 +184,7 @@ async def scan_range(options: dict[str, Any], start: Address, count: int
                                                              long=long, serial=serial))
             try:
                 return model, frames.unpack_bits(data, count)
-            except FrameError as exc:
+            except McFrameError as exc:
                 raise ScanError(f"{what}: {exc.reason}") from None
         data = await session.ask(what, frames.batch_read(route, timer, ref, count, long=long,
                                                          serial=serial))
@@ -214,10 +218,10 @@ def scan(host: str, port: int, udp: bool, frame: str, series: str, network: int,
     """Read a MELSEC device range once; print words under every type and word order, or bits."""
     from rich.console import Console
 
-    plc_series: PlcSeries = series  # type: ignore[assignment]
+    plc_series: PlcSeries = series  # type: ignore[assignment]  # click.Choice(SERIES) checked it
     try:
         start = parse_address(start_text, plc_series)
-    except AddressError as exc:
+    except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--start") from None
     if start.bit is not None:
         raise click.BadParameter("give a device without .bit: the scan shows every bit",

@@ -14,9 +14,10 @@ missing or came garbled:
   socket is replaced (a late answer then finds no one listening); with 4E, answers
   to other serial numbers are recognised and dropped.
 
-Errors: :class:`Unreachable` (no connection), :class:`NoAnswer` (the deadline passed;
-``partial`` bytes of an answer had come), :class:`Closed` (the connection broke or the
-device refused the datagram), :class:`Garbled` (bytes that are no answer frame).
+Errors, all of gateway/errors.py: :class:`DeviceUnreachable` (no connection),
+:class:`RequestFailed` (the deadline passed: counted ``timeout``, or ``short_answer`` when
+part of an answer had come), :class:`ConnectionLost` (the connection broke or the device
+refused the datagram), :class:`McFrameError` ``garbled`` (bytes that are no answer frame).
 """
 
 from __future__ import annotations
@@ -27,17 +28,10 @@ import socket
 from abc import ABC, abstractmethod
 from collections import deque
 
-from drivers.mc.frames import (
-    MAX_ANSWER_DATA,
-    FrameError,
-    FrameKind,
-    answer_length,
-    answer_serial,
-    header_size,
-)
+from drivers.mc.frames import MAX_ANSWER_DATA, FrameKind, answer_length, answer_serial, header_size
+from gateway.errors import ConnectionLost, DeviceUnreachable, McFrameError, RequestFailed
 
-__all__ = ["Closed", "Garbled", "Link", "LinkError", "NoAnswer", "TcpLink", "UdpLink",
-           "Unreachable"]
+__all__ = ["Link", "TcpLink", "UdpLink"]
 
 #: answers queued on a UDP socket before the oldest are dropped (a flooding peer costs no
 #: memory)
@@ -45,34 +39,6 @@ _UDP_QUEUE = 16
 #: bytes kept from a TCP stream waiting to be read: more than any answer (a flooding peer
 #: costs no memory; the driver resyncs on the garbage)
 _TCP_BUFFER = 2 * (13 + MAX_ANSWER_DATA)
-
-
-class LinkError(Exception):
-    """Base of the link's errors; ``reason`` is readable."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Unreachable(LinkError):
-    """The device cannot be reached (refused, DNS)."""
-
-
-class Closed(LinkError):
-    """The connection broke during an exchange (closed by the device, reset, refused)."""
-
-
-class Garbled(LinkError):
-    """Bytes came that are not an answer frame."""
-
-
-class NoAnswer(LinkError):
-    """No whole answer before the deadline; ``partial`` bytes of one had come."""
-
-    def __init__(self, reason: str, partial: int) -> None:
-        super().__init__(reason)
-        self.partial = partial
 
 
 class _Inbox:
@@ -122,7 +88,8 @@ class Link(ABC):
 
     @abstractmethod
     async def open(self) -> None:
-        """Connect; :class:`Unreachable` with a readable reason. The caller bounds the time."""
+        """Connect; :class:`DeviceUnreachable` with a readable reason. The caller bounds the
+        time."""
 
     @abstractmethod
     def close(self) -> None:
@@ -131,14 +98,18 @@ class Link(ABC):
     @abstractmethod
     async def exchange(self, request: bytes, serial: int | None, timeout: float) -> bytes:
         """Send ``request`` and return the whole answer frame (4E: the one with ``serial``)
-        within ``timeout`` seconds, else :class:`NoAnswer`."""
+        within ``timeout`` seconds, else :class:`RequestFailed` (``timeout``, or
+        ``short_answer`` when part of one had come)."""
 
     def resync(self) -> None:
         """An answer went missing or came garbled: drop what could be out of step."""
         self.close()
 
-    def _no_answer(self, timeout: float, partial: int) -> NoAnswer:
-        return NoAnswer(f"no answer within {timeout:g} s", partial)
+    def _no_answer(self, timeout: float, partial: int) -> RequestFailed:
+        if partial:
+            return RequestFailed("short_answer", f"the answer was cut off ({partial} bytes, "
+                                 f"then nothing within {timeout:g} s)")
+        return RequestFailed("timeout", f"no answer within {timeout:g} s")
 
     def _arm(self, inbox: _Inbox, timeout: float) -> None:
         """Expire ``inbox`` ``timeout`` s from now. One watchdog timer per link, moved on to
@@ -173,17 +144,17 @@ class Link(ABC):
             watchdog.cancel()
 
 
-def _unreachable(where: str, exc: BaseException) -> Unreachable:
+def _unreachable(where: str, exc: BaseException) -> DeviceUnreachable:
     if isinstance(exc, socket.gaierror):
-        return Unreachable(f"cannot resolve the host name of {where} (DNS lookup failed: "
+        return DeviceUnreachable(f"cannot resolve the host name of {where} (DNS lookup failed: "
                            f"{exc.strerror})")
     if isinstance(exc, ConnectionRefusedError):
-        return Unreachable(f"connection refused by {where}: nothing listens on the port (is "
+        return DeviceUnreachable(f"connection refused by {where}: nothing listens on the port (is "
                            "the SLMP port opened in the CPU's Ethernet settings?) or a "
                            "firewall rejects it")
     if isinstance(exc, OSError):
-        return Unreachable(f"cannot connect to {where}: {exc.strerror or exc}")
-    return Unreachable(f"cannot connect to {where}: {exc}")
+        return DeviceUnreachable(f"cannot connect to {where}: {exc.strerror or exc}")
+    return DeviceUnreachable(f"cannot connect to {where}: {exc}")
 
 
 class _Stream(asyncio.Protocol):
@@ -196,6 +167,7 @@ class _Stream(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # create_connection hands a stream protocol an asyncio.Transport
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
@@ -244,8 +216,8 @@ class TcpLink(Link):
 
     async def exchange(self, request: bytes, serial: int | None, timeout: float) -> bytes:
         stream = self._stream
-        if stream is None or stream.closed or stream.transport is None:
-            raise Closed(f"the connection to {self.where} is closed")
+        if not self.is_open or stream is None or stream.transport is None:
+            raise ConnectionLost(f"the connection to {self.where} is closed")
         inbox, buffer = stream.inbox, stream.buffer
         buffer.clear()  # nothing may be pending between exchanges: it belongs to no request
         inbox.expired = False
@@ -261,10 +233,10 @@ class TcpLink(Link):
                     error = inbox.error
                     cut = f" after {len(buffer)} bytes of an answer" if buffer else ""
                     if isinstance(error, OSError):
-                        raise Closed(f"the connection to {self.where} broke{cut}: "
-                                     f"{error.strerror or error}")
-                    raise Closed(f"the connection to {self.where} was closed by the "
-                                 f"device{cut}")
+                        raise ConnectionLost(f"the connection to {self.where} broke{cut}: "
+                                             f"{error.strerror or error}")
+                    raise ConnectionLost(f"the connection to {self.where} was closed by the "
+                                         f"device{cut}")
                 if inbox.expired:
                     raise self._no_answer(timeout, len(buffer))
                 await inbox.wait()
@@ -275,10 +247,7 @@ class TcpLink(Link):
         """The answer at the start of ``buffer``, taken out of it; None while incomplete."""
         size = self._header
         while len(buffer) >= size:
-            try:
-                end = size + answer_length(bytes(buffer[:size]), self.kind)
-            except FrameError as exc:
-                raise Garbled(exc.reason) from None
+            end = size + answer_length(bytes(buffer[:size]), self.kind)  # or McFrameError
             if len(buffer) < end:
                 return None
             if len(buffer) == end:  # the usual case: the answer and nothing else, one copy
@@ -314,7 +283,7 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 class UdpLink(Link):
     """SLMP over UDP: one datagram each way. A connected socket: the kernel drops datagrams
-    from anyone else, and an ICMP "port unreachable" shows as :class:`Closed`."""
+    from anyone else, and an ICMP "port unreachable" shows as :class:`ConnectionLost`."""
 
     def __init__(self, host: str, port: int, kind: FrameKind) -> None:
         super().__init__(host, port, kind)
@@ -374,25 +343,24 @@ class UdpLink(Link):
             self._disarm()
 
     def _checked(self, data: bytes, serial: int | None) -> bool:
-        """True for the answer to ``serial``; False for a late one; :class:`Garbled` else."""
+        """True for the answer to ``serial``; False for a late one; :class:`McFrameError`
+        (``garbled``) else."""
         size = self._header
-        try:
-            if len(data) < size:
-                raise FrameError("garbled", f"a datagram of {len(data)} bytes, shorter than "
-                                 "an answer header")
-            length = answer_length(data[:size], self.kind)
-        except FrameError as exc:
-            raise Garbled(exc.reason) from None
+        if len(data) < size:
+            raise McFrameError("garbled", f"a datagram of {len(data)} bytes, shorter than an "
+                               "answer header")
+        length = answer_length(data[:size], self.kind)
         if len(data) != size + length:
-            raise Garbled(f"a datagram of {len(data)} bytes announcing {size + length}")
+            raise McFrameError("garbled", f"a datagram of {len(data)} bytes announcing "
+                               f"{size + length}")
         if serial is not None and answer_serial(data) != serial:
             self.late_answers += 1
             return False
         return True
 
-    def _refused(self, error: BaseException) -> Closed:
+    def _refused(self, error: BaseException) -> ConnectionLost:
         self.close()
         if isinstance(error, ConnectionRefusedError):
-            return Closed(f"{self.where}/udp refused the request (port unreachable: is the "
-                          "device's SLMP UDP port open?)")
-        return Closed(f"{self.where}/udp: {getattr(error, 'strerror', None) or error}")
+            return ConnectionLost(f"{self.where}/udp refused the request (port unreachable: "
+                                  "is the device's SLMP UDP port open?)")
+        return ConnectionLost(f"{self.where}/udp: {getattr(error, 'strerror', None) or error}")

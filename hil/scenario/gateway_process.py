@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from hil.devices.fins_plc import PLC_TAGS as _FINS_TAGS
-from hil.devices.mc_plc import mc_tag_configs
+from hil.devices.mc_plc import Series, mc_tag_configs
 from hil.devices.modbus_meter import meter_tag_configs
 
 if TYPE_CHECKING:
@@ -201,12 +201,12 @@ _MC_TAGS = ("melt_temp", "mould_temp", "pressure", "cycle_time", "parts", "phase
             "temp_alarm", "always_on")
 
 
-def mc_device_config(name: str, port: int, series: str, transport: str, frame: str,
+def mc_device_config(name: str, port: int, series: Series, transport: str, frame: str,
                      poll_interval: str, timeout: str, writable: bool = False) -> dict[str, Any]:
     """An ``mc`` device entry for the simulated MELSEC CPU; ``writable`` lets the brain
     write ``hold_time`` (0.1..30 s) and ``melt_setpoint`` (100..350 degC)."""
-    tags = mc_tag_configs(series, *_MC_TAGS)  # type: ignore[arg-type]
-    setpoints = mc_tag_configs(series, "hold_time", "melt_setpoint")  # type: ignore[arg-type]
+    tags = mc_tag_configs(series, *_MC_TAGS)
+    setpoints = mc_tag_configs(series, "hold_time", "melt_setpoint")
     if writable:
         ranges = {"hold_time": [0.1, 30], "melt_setpoint": [100, 350]}
         setpoints = [{**t, "writable": True, "range": ranges[str(t["name"])]} for t in setpoints]

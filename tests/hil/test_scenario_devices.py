@@ -223,7 +223,8 @@ def test_mc_plc_faults_name_an_mc_plc(tmp_path: Path) -> None:
     found = {(p.line, p.path_text, p.message) for p in info.value.problems}
     assert (7, "faults[0].device", "'meter' is not a mc_plc") in found
     assert any(line == 8 and key == "faults[1].answer" for line, key, _ in found)
-    assert (9, "faults[2].device", "'meter' is not a mcu_node or scale or mc_plc") in found
+    assert (9, "faults[2].device",
+            "'meter' is not a mcu_node, scale, dlt645_meter, fins_plc or mc_plc") in found
     assert len(found) == 3  # a setpoint and a timeline step on the MC PLC are fine
 
 

@@ -19,7 +19,8 @@ from drivers.mc.codec import AnswerDecoder, DecodePlan, field_of, tag_words, wor
 from drivers.mc.config import McDeviceConfig, McTagConfig
 from drivers.mc.devices import DEVICES
 from drivers.mc.planner import BatchRead, RandomRead, ReadRequest, Segment, TagSpan, plan_reads
-from drivers.modbus.codec import DecodeError, Field
+from drivers.modbus.codec import Field
+from gateway.errors import RegisterDecodeError
 from gateway.types import DataType
 
 
@@ -124,7 +125,7 @@ def test_writes_are_never_rounded_or_wrapped() -> None:
 
 
 def test_an_odd_answer_length_is_a_decode_error() -> None:
-    with pytest.raises(DecodeError, match="no whole words"):
+    with pytest.raises(RegisterDecodeError, match="no whole words"):
         words_of(b"\x01\x02\x03")
 
 
@@ -136,7 +137,8 @@ _TYPES = [DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, Data
        types=st.lists(st.sampled_from(_TYPES), min_size=1, max_size=6),
        order=st.sampled_from(["low_first", "high_first"]))
 def test_any_answer_decodes_or_is_refused(data: bytes, types: list[DataType], order: str) -> None:
-    """Fuzz: whatever bytes come, decoding gives values or DecodeError, never another error."""
+    """Fuzz: whatever bytes come, decoding gives values or RegisterDecodeError, never
+    another error."""
     tags, offset, fields = [], 0, []
     for i, type_ in enumerate(types):
         extra = {"word_order": order} if type_ not in (DataType.BOOL, DataType.INT16,
@@ -149,7 +151,7 @@ def test_any_answer_decodes_or_is_refused(data: bytes, types: list[DataType], or
     try:
         words = words_of(data)
         values = DecodePlan(fields, offset).decode(words)
-    except DecodeError:
+    except RegisterDecodeError:
         return
     assert len(values) == len(types)
     assert len(data) == 2 * offset

@@ -13,7 +13,7 @@ import pytest
 from mc_golden import CASE_NAMES, load_case, same_value
 
 from drivers.mc.driver import MAX_SILENT_REQUESTS, McDriver
-from gateway.errors import ConnectionLost, DeviceUnreachable, WriteRejected
+from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused, RequestFailed
 from gateway.types import Quality, SampleBatch
 from hil.devices.mc_plc import McPlcSimulator, mc_tag_configs
 
@@ -157,7 +157,7 @@ async def test_writes_refused_before_they_leave(mc_plc: StartPlc,
         (101, 1, "a bit of a word device is read-only"),
         (102, 1, "X are inputs"), (103, 2, "not a boolean"), (999, 1, "not a tag"),
     ]:
-        with pytest.raises(WriteRejected, match=reason):
+        with pytest.raises(DeviceWriteRefused, match=reason):
             await driver.write(tag_id, value)
     assert len(sim.commands) == sent
 
@@ -173,7 +173,7 @@ async def test_an_end_code_makes_the_tags_bad_and_is_counted(mc_plc: StartPlc,
     values = by_name(driver, await read_all(driver))
     assert values["d0"][1] == Quality.BAD and math.isnan(values["d0"][0])
     assert driver.errors["mc_end_code_c056"] == 1
-    with pytest.raises(WriteRejected, match=r"end code C056H \(the device range is exceeded"):
+    with pytest.raises(DeviceWriteRefused, match=r"end code C056H \(the device range is exceeded"):
         await driver.write(101, True)
     assert driver.errors["mc_end_code_c056"] == 2
     sim.end_code = None
@@ -305,7 +305,7 @@ async def test_a_device_without_random_reads_is_read_with_batch_reads(
     await driver.connect()
     assert [r.describe() for r in driver.requests] == ["random read D 0, D 500 (2 points)"]
     assert {q for _, q in by_name(driver, await read_all(driver)).values()} == {Quality.BAD}
-    assert driver.errors["end_code_c059"] == 1
+    assert driver.errors["mc_end_code_c059"] == 1
     assert by_name(driver, await read_all(driver)) == {"d0": (1, Quality.GOOD),
                                                        "d500": (2, Quality.GOOD)}
     assert [r.describe() for r in driver.requests] == ["batch read D 0 (1 word)",
@@ -318,7 +318,7 @@ async def test_the_links_deadline_follows_each_exchanges_timeout(transport: str,
     """One watchdog per link: a later exchange with a shorter timeout still ends at its own
     deadline, not at the longer one the watchdog was set for."""
     from drivers.mc import frames
-    from drivers.mc.transport import NoAnswer, TcpLink, UdpLink
+    from drivers.mc.transport import TcpLink, UdpLink
 
     sim = await mc_plc(process=False)
     link = (TcpLink if transport == "tcp" else UdpLink)("127.0.0.1", sim.port, "3e")
@@ -327,7 +327,7 @@ async def test_the_links_deadline_follows_each_exchanges_timeout(transport: str,
         request = frames.batch_read(frames.Route(), 4, frames.DeviceRef(0xA8, 0), 1)
         assert (await link.exchange(request, None, 30.0))[:2] == b"\xd0\x00"
         sim.silent = True
-        with pytest.raises(NoAnswer, match=r"no answer within 0\.05 s"):
+        with pytest.raises(RequestFailed, match=r"no answer within 0\.05 s"):
             await asyncio.wait_for(link.exchange(request, None, 0.05), 10.0)
     finally:
         link.close()

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from slmp.constants import PLCSeries
 
 from drivers.mc import frames
-from drivers.mc.frames import DeviceRef, FrameError, Route
+from drivers.mc.frames import DeviceRef, Route
+from gateway.errors import McFrameError
 
 D = 0xA8
 
@@ -119,29 +120,29 @@ def test_an_error_answer_names_the_failed_command() -> None:
     (b"\xd0\x00\x00\xff\xff\x03\x00\x00\xf0\x00\x00", "garbled", "announcing 61440 bytes"),
 ])
 def test_answers_that_are_not_the_answer(frame: bytes, kind: str, reason: str) -> None:
-    with pytest.raises(FrameError, match=reason) as info:
+    with pytest.raises(McFrameError, match=reason) as info:
         frames.parse_response(frame, "3e", Route())
-    assert info.value.kind == kind
+    assert info.value.counter == kind
 
 
 def test_a_4e_answer_to_another_request_is_refused() -> None:
     frame = b"\xd4\x00\x07\x00\x00\x00" + Route().pack() + b"\x02\x00\x00\x00"
     assert frames.parse_response(frame, "4e", Route(), 7).serial == 7
-    with pytest.raises(FrameError, match="answer to request 7, not to 8"):
+    with pytest.raises(McFrameError, match="answer to request 7, not to 8"):
         frames.parse_response(frame, "4e", Route(), 8)
 
 
 @given(st.binary(max_size=64), st.sampled_from(["3e", "4e"]), st.none() | st.integers(0, 9))
 def test_any_bytes_are_an_answer_or_a_frame_error(data: bytes, kind: str,
                                                   serial: int | None) -> None:
-    """Fuzz: no input makes the answer checks fail with anything but FrameError."""
+    """Fuzz: no input makes the answer checks fail with anything but McFrameError."""
     try:
         frames.parse_response(data, kind, Route(), serial)  # type: ignore[arg-type]
-    except FrameError as exc:
-        assert exc.kind in ("garbled", "decode") and exc.reason
+    except McFrameError as exc:
+        assert exc.counter in ("garbled", "decode") and exc.reason
     size = frames.header_size(kind)  # type: ignore[arg-type]
     if len(data) >= size:
-        with contextlib.suppress(FrameError):
+        with contextlib.suppress(McFrameError):
             frames.answer_length(data[:size], kind)  # type: ignore[arg-type]
 
 
@@ -149,6 +150,6 @@ def test_any_bytes_are_an_answer_or_a_frame_error(data: bytes, kind: str,
 def test_any_bit_answer_unpacks_or_is_refused(data: bytes, count: int) -> None:
     try:
         bits = frames.unpack_bits(data, count)
-    except FrameError:
+    except McFrameError:
         return
     assert len(bits) == count and set(bits) <= {0, 1}

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.mc.planner import BatchRead, PlanError, RandomRead, TagSpan, plan_reads
+from drivers.mc.planner import BatchRead, RandomRead, TagSpan, plan_reads
+from gateway.errors import PlanError
 
 
 def describe(spans: list[TagSpan], **limits: object) -> list[str]:

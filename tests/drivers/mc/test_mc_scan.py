@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from drivers.mc.scan_cmd import decode_words
-from gateway.cli import exit_codes
+from gateway import exit_codes
 from gateway.cli.main import main
 from gateway.types import DataType
 from hil.devices.mc_plc import McPlcSimulator
