@@ -27,6 +27,7 @@ import contextlib
 import socket
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 
 from drivers.mc.frames import MAX_ANSWER_DATA, FrameKind, answer_length, answer_serial, header_size
 from gateway.errors import ConnectionLost, DeviceUnreachable, McFrameError, RequestFailed
@@ -96,10 +97,12 @@ class Link(ABC):
         """Close; safe to call twice, never raises."""
 
     @abstractmethod
-    async def exchange(self, request: bytes, serial: int | None, timeout: float) -> bytes:
+    async def exchange(self, request: bytes, serial: int | None, timeout: float,
+                       meanwhile: Callable[[], None] | None = None) -> bytes:
         """Send ``request`` and return the whole answer frame (4E: the one with ``serial``)
         within ``timeout`` seconds, else :class:`RequestFailed` (``timeout``, or
-        ``short_answer`` when part of one had come)."""
+        ``short_answer`` when part of one had come). ``meanwhile`` runs once the request
+        is on its way (the driver decodes the previous answer then)."""
 
     def resync(self) -> None:
         """An answer went missing or came garbled: drop what could be out of step."""
@@ -214,7 +217,8 @@ class TcpLink(Link):
             with contextlib.suppress(Exception):
                 stream.transport.close()
 
-    async def exchange(self, request: bytes, serial: int | None, timeout: float) -> bytes:
+    async def exchange(self, request: bytes, serial: int | None, timeout: float,
+                       meanwhile: Callable[[], None] | None = None) -> bytes:
         stream = self._stream
         if not self.is_open or stream is None or stream.transport is None:
             raise ConnectionLost(f"the connection to {self.where} is closed")
@@ -223,6 +227,8 @@ class TcpLink(Link):
         inbox.expired = False
         stream.transport.write(request)
         self._arm(inbox, timeout)
+        if meanwhile is not None:
+            meanwhile()
         try:
             while True:
                 frame = self._cut(buffer, serial)
@@ -316,7 +322,8 @@ class UdpLink(Link):
             self.close()  # a late 3E answer must find no one: the next exchange opens anew
         # 4E: answers to other serial numbers are dropped as they come
 
-    async def exchange(self, request: bytes, serial: int | None, timeout: float) -> bytes:
+    async def exchange(self, request: bytes, serial: int | None, timeout: float,
+                       meanwhile: Callable[[], None] | None = None) -> bytes:
         if not self.is_open:
             await self.open()
         transport, protocol = self._transport, self._protocol
@@ -328,6 +335,8 @@ class UdpLink(Link):
         inbox.error, inbox.expired = None, False
         transport.sendto(request)
         self._arm(inbox, timeout)
+        if meanwhile is not None:
+            meanwhile()
         try:
             while True:
                 while received:

@@ -331,3 +331,26 @@ async def test_the_links_deadline_follows_each_exchanges_timeout(transport: str,
             await asyncio.wait_for(link.exchange(request, None, 0.05), 10.0)
     finally:
         link.close()
+
+
+@pytest.mark.parametrize(("transport", "frame"), LINKS)
+async def test_a_read_refused_in_the_middle_of_a_poll_leaves_the_others_good(
+        transport: str, frame: str, mc_plc: StartPlc, make_driver: MakeDriver) -> None:
+    """Answers are decoded while the next request is on its way: every value still lands at
+    its own tag, and the one read the CPU refuses (SD past its 4096 points) is BAD alone."""
+    sim = await mc_plc(process=False)
+    sim.load({"D": {0: 11}, "W": {0x10: 22}, "R": {7: 33}})
+    tags = [{"name": "d0", "type": "int16", "address": "D0"},
+            {"name": "sd", "type": "int16", "address": "SD5000"},
+            {"name": "w10", "type": "int16", "address": "W10"},
+            {"name": "r7", "type": "int16", "address": "R7"}]
+    driver = make_driver(device(sim.port, tags, random_reads=False, transport=transport,
+                                frame=frame))
+    await driver.connect()
+    assert len(driver.requests) == 4
+    for _ in range(2):
+        values = by_name(driver, await read_all(driver))
+        assert {name: values[name] for name in ("d0", "w10", "r7")} == {
+            "d0": (11, Quality.GOOD), "w10": (22, Quality.GOOD), "r7": (33, Quality.GOOD)}
+        assert values["sd"][1] == Quality.BAD and math.isnan(values["sd"][0])
+    assert dict(driver.errors) == {"mc_end_code_c056": 2}
