@@ -15,7 +15,7 @@ The ratio ours / raw is judged against the goal (>= 0.9), as the median of each 
 pair. Writes JSON to ``bench/results/mc-<timestamp>.json``. See bench/README.md.
 
     python -m bench.mc [--seconds 5] [--rounds 5] [--tags 2000] [--scattered 200]
-                       [--transport tcp|udp] [--frame 3e|4e]
+                       [--transport tcp|udp] [--frame 3e|4e] [--plc-delay 0.002]
 """
 
 from __future__ import annotations
@@ -172,12 +172,13 @@ async def raw(config: McDeviceConfig, seconds: float) -> Measurement:
     return Measurement("raw", values, elapsed, cpu, requests)
 
 
-def start_plc(workdir: Path, transport: str) -> tuple[Child, int]:
-    """``chenxing-hil sim mc`` in a process of its own; its port."""
+def start_plc(workdir: Path, transport: str, delay: float) -> tuple[Child, int]:
+    """``chenxing-hil sim mc`` in a process of its own, answering ``delay`` s late; its
+    port."""
     log_path = workdir / "mc-plc.log"
     hil = Path(sys.executable).with_name("chenxing-hil")
     cmd = [str(hil), "--log-level", "warning", "sim", "mc", "--host", HOST, "--port", "0",
-           "--series", "q", "--transport", transport]
+           "--series", "q", "--transport", transport, "--delay", str(delay)]
     with open(log_path, "ab") as log_file:
         popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=log_file, cwd=REPO_ROOT, start_new_session=True,
@@ -220,7 +221,7 @@ def summarize(ms: list[Measurement], args: argparse.Namespace,
     cpu = {side: statistics.median(m.cpu_ms_per_1000 for m in v) for side, v in by.items()}
     return {
         "tags": args.tags + args.scattered, "requests_per_poll": requests_per_poll,
-        "transport": args.transport, "frame": args.frame,
+        "transport": args.transport, "frame": args.frame, "plc_delay": args.plc_delay,
         "ours_values_per_s": med["ours"], "raw_values_per_s": med["raw"],
         "ratio_of_medians": med["ours"] / med["raw"],
         "median_of_rounds": statistics.median(pairs),
@@ -237,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scattered", type=int, default=200, help="scattered tags")
     parser.add_argument("--transport", choices=["tcp", "udp"], default="tcp")
     parser.add_argument("--frame", choices=["3e", "4e"], default="3e")
+    parser.add_argument("--plc-delay", type=float, default=0.0,
+                        help="seconds the simulated CPU waits before each answer (a real CPU "
+                        "answers at the end of its scan, a few ms)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("-v", action="store_true")
     args = parser.parse_args(argv)
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     loadavg = Path("/proc/loadavg").read_text().split()[:3]
     with tempfile.TemporaryDirectory(prefix="bench-mc-") as tmp:
-        child, port = start_plc(Path(tmp), args.transport)
+        child, port = start_plc(Path(tmp), args.transport, args.plc_delay)
         try:
             ms = asyncio.run(run(args, port))
         finally:
@@ -262,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"MC protocol, {summary['tags']} tags in {per_poll} requests per poll "
-          f"({args.transport}, {args.frame.upper()}), load {' '.join(loadavg)}:")
+          f"({args.transport}, {args.frame.upper()}, CPU answers after {args.plc_delay:g} s), "
+          f"load {' '.join(loadavg)}:")
     print(f"  ours {summary['ours_values_per_s']:,.0f} values/s, raw "
           f"{summary['raw_values_per_s']:,.0f} values/s")
     print(f"  ratio of medians {summary['ratio_of_medians']:.2f}, median of rounds "

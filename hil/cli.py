@@ -302,9 +302,11 @@ def fins(host: str, port: int, node: int, transports: tuple[str, ...], model_nam
 @click.option("--transport", "transports", multiple=True, type=click.Choice(["tcp", "udp"]),
               default=("tcp", "udp"), show_default=True, help="Repeatable; both by default.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds each answer waits, as a CPU answering at the end of its scan.")
 @_time_scale_option
 def mc(host: str, port: int, series: str, transports: tuple[str, ...], seed: int,
-       time_scale: float) -> None:
+       delay: float, time_scale: float) -> None:
     """Injection-moulding machine on a MELSEC CPU, MC protocol (SLMP) 3E/4E binary frames
     (device map: hil/README.md)."""
     from hil.devices.mc_plc import MODELS, McPlcSimulator
@@ -314,6 +316,7 @@ def mc(host: str, port: int, series: str, transports: tuple[str, ...], seed: int
         InjectionMouldingModel(seed=seed, time_scale=time_scale), series=series,  # type: ignore[arg-type]  # click.Choice
         host=host, port=port, transports=transports,
     )
+    simulator.response_delay = delay
     _serve_until_signal(
         simulator,
         lambda: f"mc listening on {simulator.address} ({'+'.join(transports)}, {series}: "
