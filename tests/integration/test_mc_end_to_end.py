@@ -1,6 +1,7 @@
 """A MELSEC CPU on the MC protocol (SLMP) end to end: the simulated CPU (hil/devices/mc_plc.py)
 over a real socket, the gateway, a real Mosquitto, both contracts; reads exact, a write from
-the brain reaching the CPU and its machine (JSON cmd, Sparkplug DCMD)."""
+the brain reaching the CPU and its machine (JSON cmd, Sparkplug DCMD) through the command
+path: allow-list, range, read-back."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ READ = ("melt_temp", "parts", "phase", "state", "recipe", "recipe_no", "cycle_st
 
 def mc_device(sim: McPlcSimulator, transport: str, frame: str) -> dict[str, Any]:
     series = sim.series
-    setpoints = [{**t, "writable": True, "range": [0.1, 30] if t["name"] == "hold_time"
-                  else [100, 350]} for t in mc_tag_configs(series, "hold_time", "melt_setpoint")]
+    setpoints = [{**t, "writable": True, "verify_write": True,
+                  "range": [0.1, 30] if t["name"] == "hold_time" else [100, 350]}
+                 for t in mc_tag_configs(series, "hold_time", "melt_setpoint")]
     return {"name": "press", "protocol": "mc", "host": "127.0.0.1", "port": sim.port,
             "transport": transport, "frame": frame, "plc_series": series,
             "poll_interval": "100ms", "timeout": "500ms",
@@ -63,8 +65,15 @@ async def test_json_contract_reads_exactly_and_a_cmd_writes_the_hold_time(
                 assert await rec.until(lambda s: want.keys() <= s.latest.keys()
                                        and "press.melt_temp" in s.latest, timeout=20)
                 brain.send("hold", [{"tag": "press.hold_time", "value": 4.5}])
-                answer = await brain.answer("hold")
+                answer = await brain.answer("hold")  # accepted after the read-back showed it
                 assert answer["status"] == "accepted", answer
+                brain.send("too-long", [{"tag": "press.hold_time", "value": 99}])
+                refused = await brain.answer("too-long")
+                assert refused["status"] == "rejected", refused
+                assert "99" in refused["results"][0]["reason"]
+                brain.send("read-only", [{"tag": "press.melt_temp", "value": 200}])
+                refused = await brain.answer("read-only")
+                assert refused["status"] == "rejected", refused
                 assert await rec.until(lambda s: s.latest["press.hold_time"].value == 4.5,
                                        timeout=10)
         latest = rec.snapshot().latest
