@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 import slmp.core as slmp_core  # plc-comm-slmp, the test extra's second opinion
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from slmp.constants import PLCSeries
 
@@ -49,6 +49,7 @@ def _spec(code: int, number: int, long: bool) -> bytes:
     return slmp_core.encode_device_spec(ref, series=series)
 
 
+@settings(deadline=None)  # timing is no verdict on a shared machine
 @given(route=routes, timer=st.integers(0, 0xFFFF), code=codes,
        number=st.integers(0, 0xFFFFFF), points=st.integers(1, 960), long=st.booleans(),
        bits=st.booleans(), serial=st.none() | st.integers(0, 0xFFFF))
@@ -66,6 +67,7 @@ def test_batch_read_matches_plc_comm_slmp(route: Route, timer: int, code: int, n
     assert ours == theirs
 
 
+@settings(deadline=None)  # timing is no verdict on a shared machine
 @given(route=routes, words=st.lists(st.tuples(codes, st.integers(0, 0xFFFF)), max_size=20),
        dwords=st.lists(st.tuples(codes, st.integers(0, 0xFFFF)), max_size=20),
        long=st.booleans())
@@ -83,6 +85,7 @@ def test_random_read_matches_plc_comm_slmp(route: Route, words: list[tuple[int, 
     assert ours == theirs
 
 
+@settings(deadline=None)  # timing is no verdict on a shared machine
 @given(values=st.lists(st.integers(0, 1), min_size=1, max_size=40))
 def test_bit_packing_matches_plc_comm_slmp(values: list[int]) -> None:
     packed = frames.pack_bits(values)
@@ -91,6 +94,7 @@ def test_bit_packing_matches_plc_comm_slmp(values: list[int]) -> None:
     assert [int(b) for b in slmp_core.unpack_bit_values(packed, len(values))] == values
 
 
+@settings(deadline=None)  # timing is no verdict on a shared machine
 @given(route=routes, end_code=st.integers(0, 0xFFFF), data=st.binary(max_size=40))
 def test_answers_decode_as_plc_comm_slmp_decodes_them(route: Route, end_code: int,
                                                       data: bytes) -> None:
@@ -132,6 +136,7 @@ def test_a_4e_answer_to_another_request_is_refused() -> None:
         frames.parse_response(frame, "4e", Route(), 8)
 
 
+@settings(deadline=None)  # timing is no verdict on a shared machine
 @given(st.binary(max_size=64), st.sampled_from(["3e", "4e"]), st.none() | st.integers(0, 9))
 def test_any_bytes_are_an_answer_or_a_frame_error(data: bytes, kind: str,
                                                   serial: int | None) -> None:
@@ -146,6 +151,7 @@ def test_any_bytes_are_an_answer_or_a_frame_error(data: bytes, kind: str,
             frames.answer_length(data[:size], kind)  # type: ignore[arg-type]
 
 
+@settings(deadline=None)  # timing is no verdict on a shared machine
 @given(st.binary(max_size=20), st.integers(0, 40))
 def test_any_bit_answer_unpacks_or_is_refused(data: bytes, count: int) -> None:
     try:

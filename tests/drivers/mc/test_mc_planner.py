@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.mc.planner import BatchRead, RandomRead, TagSpan, plan_reads
@@ -87,6 +87,7 @@ spans_strategy = st.lists(
     min_size=1, max_size=40)
 
 
+@settings(deadline=None)  # timing is no verdict on a shared machine
 @given(spans_strategy, st.integers(1, 960), st.integers(1, 192), st.booleans(),
        st.integers(0, 20))
 def test_every_tag_is_read_whole_within_the_limits(
