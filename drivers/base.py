@@ -94,6 +94,12 @@ class Driver(ABC):
         :class:`ConnectionLost`) or the task is cancelled."""
         raise NotImplementedError(f"{type(self).__name__} does not subscribe")
 
+    def awaited_peer(self) -> str | None:
+        """What :meth:`connect` waits for when the device calls the gateway rather than the
+        other way round (a 4G DTU dialling in), e.g. ``the ascii 'DTU-7' DTU to dial in to
+        port 9000 and register``; None for a device the gateway calls. ``check`` says so."""
+        return None
+
     async def identity(self) -> str | None:
         """What the connected device says it is (model, order number, address), for
         ``chenxing-gateway check``; ``None`` when the protocol cannot tell. Never raises

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from drivers.base import Driver
     from drivers.firmware import FirmwareUpdates
+    from gateway.listen_ports import ListenPorts
     from gateway.serial_ports import SerialPorts
     from gateway.tags import TagCatalog
 
@@ -60,7 +61,9 @@ class DriverRegistration:
 
     ``config``: the device config model; its ``protocol: Literal[...]`` field names the
     protocol (the union's discriminator). ``driver``: ``"module:Callable"`` called as
-    ``(device, tag_ids)``, or ``(device, tag_ids, ports)`` when ``serial`` is set.
+    ``(device, tag_ids)``, or ``(device, tag_ids, ports)`` when ``serial`` is set, or
+    ``(device, tag_ids, listen_ports)`` when ``listens`` (its devices dial in to the
+    gateway: the runtime's :class:`~gateway.listen_ports.ListenPorts`).
     ``metrics``: ``"module:function"`` called at each scrape with this driver's
     ``{device name: driver or None}`` (registrations naming one function share one call),
     yielding Prometheus families. ``firmware``: ``"module:object"`` implementing
@@ -72,6 +75,7 @@ class DriverRegistration:
     config: type[DeviceConfig]
     driver: str
     serial: SerialUse | None = None
+    listens: bool = False
     writes: bool = False
     metrics: str | None = None
     firmware: str | None = None
@@ -91,6 +95,9 @@ class DriverRegistration:
             if missing:
                 raise TypeError(f"{self.config.__name__} uses a serial port but has no "
                                 f"{' or '.join(missing)}")
+        if self.serial is not None and self.listens:
+            raise ValueError(f"{self.config.__name__}: a driver uses a serial port or listens, "
+                             "not both")
         self.protocols  # noqa: B018 (checks the protocol field)
 
     @property
@@ -206,14 +213,18 @@ class DriverRegistry:
 
     # -- runtime ----------------------------------------------------------------------
     def create_driver(self, device: DeviceConfig, catalog: TagCatalog,
-                      ports: SerialPorts) -> Driver:
+                      ports: SerialPorts, listen_ports: ListenPorts | None = None) -> Driver:
         """The driver of ``device``; its tags are looked up in ``catalog``. ``ports``: the
-        runtime's serial ports, handed to the drivers that use one."""
+        runtime's serial ports, handed to the drivers that use one; ``listen_ports``: its
+        listening ports, handed to the drivers whose devices dial in (None: each such
+        driver listens on its own)."""
         reg = self.of(device)
         factory = load_ref(reg.driver)
         tag_ids = catalog.ids_of_device(device.name)
         if reg.serial is not None:
             return cast("Driver", factory(device, tag_ids, ports))
+        if reg.listens:
+            return cast("Driver", factory(device, tag_ids, listen_ports))
         return cast("Driver", factory(device, tag_ids))
 
     def metrics(self, devices: Iterable[tuple[DeviceConfig, Driver | None]]) -> Iterator[Metric]:

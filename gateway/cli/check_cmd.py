@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig, MqttConfig, MqttTlsConfig
 from gateway.config.secrets import resolve_secret
 from gateway.errors import ConfigError, DriverError
+from gateway.listen_ports import ListenPorts
 from gateway.logsetup import setup_logging
 from gateway.serial_ports import SerialPorts
 from gateway.tags import TagCatalog
@@ -136,19 +138,30 @@ async def _identity(driver: Driver, timeout: float) -> str | None:
 
 
 async def check_device(device: DeviceConfig, catalog: TagCatalog, timeout: float,
-                       ports: SerialPorts, drivers: DriverRegistry = REGISTRY) -> DeviceCheck:
-    """Connect once, read once, close. Never raises. ``ports``: shared by the devices
-    checked at once, as in the gateway (devices on one serial line share its port)."""
+                       ports: SerialPorts, drivers: DriverRegistry = REGISTRY,
+                       listen_ports: ListenPorts | None = None,
+                       say: Callable[[str], None] | None = None) -> DeviceCheck:
+    """Connect once, read once, close. Never raises. ``ports``, ``listen_ports``: shared by
+    the devices checked at once, as in the gateway (devices on one serial line share its
+    port, DTUs dial in to one listening port). ``say``: told at once when the connect waits
+    for the device to call in (a DTU), which may take a while."""
     name, protocol = device.name, device.protocol
     try:
-        driver = drivers.create_driver(device, catalog, ports)
+        driver = drivers.create_driver(device, catalog, ports, listen_ports)
     except Exception as exc:  # a config the driver cannot use
         return DeviceCheck(name, protocol, False, f"cannot create the driver: {exc}")
     try:
+        awaited = driver.awaited_peer()
+        if awaited is not None and say is not None:
+            say(f"device {name}: waiting up to {timeout:g} s for {awaited} "
+                "(--timeout to wait longer)")
         try:
             async with asyncio.timeout(timeout):
                 await driver.connect()
         except TimeoutError:
+            if awaited is not None:
+                return DeviceCheck(name, protocol, False, f"waited {timeout:g} s for "
+                                   f"{awaited}; it did not (--timeout to wait longer)")
             return DeviceCheck(name, protocol, False, f"connect timed out after {timeout:g} s")
         except DriverError as exc:
             return DeviceCheck(name, protocol, False, str(exc))
@@ -256,15 +269,22 @@ def check_broker(config: MqttConfig, gateway_id: str, config_dir: Path | None,
 
 
 async def run_checks(config: GatewayConfig, config_dir: Path | None, timeout: float,
-                     drivers: DriverRegistry = REGISTRY) -> tuple[list[DeviceCheck], BrokerCheck]:
+                     drivers: DriverRegistry = REGISTRY,
+                     say: Callable[[str], None] | None = None,
+                     ) -> tuple[list[DeviceCheck], BrokerCheck]:
     """Every enabled device concurrently, the broker alongside in a worker thread."""
     devices = [d for d in config.devices if d.enabled]
     catalog = TagCatalog(devices)
     broker = asyncio.create_task(asyncio.to_thread(
         check_broker, config.northbound.mqtt, config.gateway.id, config_dir, timeout))
     ports = SerialPorts()
-    results = await asyncio.gather(*(check_device(d, catalog, timeout, ports, drivers)
-                                     for d in devices))
+    listen_ports = ListenPorts()
+    try:
+        results = await asyncio.gather(*(
+            check_device(d, catalog, timeout, ports, drivers, listen_ports, say)
+            for d in devices))
+    finally:
+        listen_ports.close()
     return list(results), await broker
 
 
@@ -311,7 +331,8 @@ def check(config_path: str, timeout: float) -> None:
     setup_logging("ERROR", config.logging.format)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its reasons are in the report
     config_dir = Path(config_path).resolve().parent
-    devices, broker = asyncio.run(run_checks(config, config_dir, timeout))
+    devices, broker = asyncio.run(run_checks(config, config_dir, timeout,
+                                             say=lambda text: click.echo(text, err=True)))
     skipped = tuple(d.name for d in config.devices if not d.enabled)
     click.echo(report(devices, broker, skipped))
     if not broker.ok or not all(d.ok for d in devices):

@@ -25,6 +25,7 @@ from gateway.config.models import GatewayConfig
 from gateway.config.secrets import resolve_secret
 from gateway.errors import ReloadRefused
 from gateway.influxdb.sink import InfluxSink, build_sink
+from gateway.listen_ports import ListenPorts
 from gateway.northbound.contract import Contract
 from gateway.northbound.contract_json import JsonContract
 from gateway.northbound.outbox import MemoryOutbox, Outbox
@@ -79,6 +80,8 @@ class Gateway:
         self.runners: dict[str, DeviceRunner] = {}
         #: the serial ports of the devices: one opened port per RS-485 line, shared
         self.serial_ports = SerialPorts()
+        #: the TCP ports devices dial in to (4G DTUs): one listener per port, shared
+        self.listen_ports = ListenPorts()
         self.northbound: Publisher | None = None
         #: the optional InfluxDB sink (``northbound.influxdb``), fed like the northbound
         self.influxdb: InfluxSink | None = None
@@ -182,7 +185,7 @@ class Gateway:
         runner = DeviceRunner(
             device.name,
             functools.partial(self.drivers.create_driver, device, self.catalog,
-                              self.serial_ports),
+                              self.serial_ports, self.listen_ports),
             self._on_batch,
             self._on_device_state,
             reconnect=Backoff(initial=device.reconnect_min, maximum=device.reconnect_max),
@@ -286,6 +289,7 @@ class Gateway:
         try:
             return await self._run(stop)
         finally:
+            self.listen_ports.close()  # the devices are stopped: no port lingers
             root.removeHandler(self.recent_errors)
 
     async def _run(self, stop: asyncio.Event) -> ShutdownReport:
