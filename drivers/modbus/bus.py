@@ -1,4 +1,4 @@
-"""Serial buses shared by the Modbus RTU devices on one port.
+"""Serial buses shared by the Modbus RTU (or ASCII) devices on one port.
 
 An RS-485 line carries one request at a time, and a serial port can be opened
 only once. So every device whose ``port`` is the same shares one
@@ -16,8 +16,15 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from drivers.modbus.config import ModbusRtuDeviceConfig
-from drivers.modbus.pymodbus_adapter import BadFrames, ModbusClient, connect, serial_client
+from drivers.modbus.config import ModbusSerialDeviceConfig
+from drivers.modbus.pymodbus_adapter import (
+    BadFrames,
+    ModbusClient,
+    PymodbusClient,
+    SerialFraming,
+    connect,
+    serial_client,
+)
 from gateway.serial_ports import LineSettings
 
 log = logging.getLogger(__name__)
@@ -44,11 +51,13 @@ class SerialBus:
     checks that the others agree on the line settings) and closed after the last release.
     """
 
-    def __init__(self, config: ModbusRtuDeviceConfig) -> None:
+    def __init__(self, config: ModbusSerialDeviceConfig) -> None:
         self.port = config.port
+        #: RTU or ASCII: the line carries one (the port registry refuses mixing protocols)
+        self.framing: SerialFraming = "ascii" if config.protocol == "modbus_ascii" else "rtu"
         self.settings: LineSettings = config.line_settings
         self.lock = asyncio.Lock()
-        self.client: ModbusClient | None = None
+        self.client: PymodbusClient | None = None
         self._links: set[Link] = set()
         self._rx = [0]
         self._bad = BadFrames()
@@ -58,7 +67,7 @@ class SerialBus:
     def connected(self) -> bool:
         return self.client is not None and self.client.connected
 
-    async def attach(self, config: ModbusRtuDeviceConfig) -> Link:
+    async def attach(self, config: ModbusSerialDeviceConfig) -> Link:
         """Open the port if needed and return a link for one device."""
         async with self.lock:
             if not self.connected:
@@ -79,7 +88,7 @@ class SerialBus:
         """Close the port (the registry calls this after the last device released it)."""
         self._close_client()
 
-    async def _open(self, config: ModbusRtuDeviceConfig) -> None:
+    async def _open(self, config: ModbusSerialDeviceConfig) -> None:
         self._close_client()
         self._rx = [0]
         rx = self._rx
@@ -88,8 +97,9 @@ class SerialBus:
             rx[0] += n
 
         # an undecodable frame is dropped; the request then times out with bytes: garbled
-        client = serial_client(self.port, self.settings, f"rtu:{self.port}", config.timeout,
-                               self._on_connect_change, self._bad, count_bytes)
+        client = serial_client(self.port, self.settings, f"{self.framing}:{self.port}",
+                               config.timeout, self._on_connect_change, self._bad, count_bytes,
+                               self.framing)
         self._ready.clear()
         await connect(client, config.timeout, self._unreachable_reason, ready=self._ready)
         self.client = client

@@ -1,7 +1,16 @@
-"""Configuration of a Modbus device (TCP or RTU) and its tags (see README.md in this folder)."""
+"""Configuration of a Modbus device and its tags (see README.md in this folder).
+
+One device model per transport, each its own ``protocol`` (the config union's
+discriminator): ``modbus_tcp``, ``modbus_udp``, ``modbus_rtu`` and ``modbus_ascii``
+(serial lines), ``modbus_rtu_over_tcp`` (a serial device server) and ``modbus_dtu``
+(4G DTUs that dial in to the gateway). They share every key of
+:class:`ModbusDeviceConfig` (unit id, timeout, retries, poll groups, request limits, tags);
+the transport's keys are its own, so a misplaced key is an error at its line.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -139,7 +148,7 @@ class ModbusTagConfig(TagConfig):
 
 
 class ModbusDeviceConfig(DeviceConfig):
-    """Keys shared by Modbus TCP and Modbus RTU devices."""
+    """Keys shared by the Modbus devices of every transport."""
 
     unit_id: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id")
     timeout: PositiveDuration = Field(default=1.0, description="time to wait for one answer")
@@ -222,8 +231,21 @@ class ModbusTcpDeviceConfig(ModbusDeviceConfig):
         return f"{self.host}:{self.port}"
 
 
-class ModbusRtuDeviceConfig(ModbusDeviceConfig):
-    protocol: Literal["modbus_rtu"]
+class ModbusUdpDeviceConfig(ModbusDeviceConfig):
+    """Modbus TCP frames (MBAP header) in UDP datagrams."""
+
+    protocol: Literal["modbus_udp"]
+    host: str = Field(description="IP address or host name of the device")
+    port: int = Field(default=502, ge=1, le=65535)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ModbusSerialDeviceConfig(ModbusDeviceConfig):
+    """Keys of a device on a serial line (RTU or ASCII framing)."""
+
     port: str = Field(description="serial device, e.g. /dev/ttyUSB0; devices on one bus share it")
     baudrate: int = Field(default=9600, ge=300, le=4_000_000)
     parity: Parity = Field(default="N", description="N (none), E (even) or O (odd)")
@@ -248,3 +270,150 @@ class ModbusRtuDeviceConfig(ModbusDeviceConfig):
 
     def describe_line(self) -> str:
         return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+
+
+class ModbusRtuDeviceConfig(ModbusSerialDeviceConfig):
+    """Modbus RTU on a serial line (binary frames with a CRC)."""
+
+    protocol: Literal["modbus_rtu"]
+
+
+class ModbusAsciiDeviceConfig(ModbusSerialDeviceConfig):
+    """Modbus ASCII on a serial line (``:`` hex text with an LRC, CR LF); 7E1 by default,
+    as the specification has it."""
+
+    protocol: Literal["modbus_ascii"]
+    bytesize: Literal[7, 8] = 7
+    parity: Parity = Field(default="E", description="N (none), E (even) or O (odd)")
+
+
+#: longest registration or heartbeat packet, in bytes
+MAX_PACKET_BYTES = 256
+
+
+class PacketConfig(StrictModel):
+    """A packet a DTU or serial device server puts into the stream besides Modbus: its
+    registration packet or its heartbeat. Exactly one of ``hex``, ``ascii``, ``pattern``."""
+
+    hex: str | None = Field(
+        default=None, description="the packet's bytes in hex, spaces allowed: 'FE 01 A0'")
+    ascii: str | None = Field(
+        default=None, description="the packet as ASCII text, e.g. 'DTU-0017' (YAML escapes "
+        "such as \\r\\n in double quotes are its bytes)")
+    pattern: str | None = Field(
+        default=None, description="a Python regular expression over the packet's bytes, "
+        "e.g. 'IMEI:86\\d{13}' (\\xNN for bytes that are no ASCII)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PacketConfig:
+        given = [k for k in ("hex", "ascii", "pattern") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a packet is exactly one of hex, ascii or pattern")
+        if self.hex is not None:
+            digits = "".join(self.hex.split())
+            if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", digits):
+                raise ValueError(f"hex {self.hex!r}: pairs of hex digits (spaces allowed)")
+            if len(digits) // 2 > MAX_PACKET_BYTES:
+                raise ValueError(f"a packet is at most {MAX_PACKET_BYTES} bytes")
+        if self.ascii is not None:
+            if not self.ascii or not self.ascii.isascii():
+                raise ValueError("ascii: a non-empty ASCII text (use hex for other bytes)")
+            if len(self.ascii) > MAX_PACKET_BYTES:
+                raise ValueError(f"a packet is at most {MAX_PACKET_BYTES} bytes")
+        if self.pattern is not None:
+            self.compiled_pattern()
+        return self
+
+    def literal(self) -> bytes | None:
+        """The packet's bytes when given as hex or ascii (None for a pattern)."""
+        if self.hex is not None:
+            return bytes.fromhex("".join(self.hex.split()))
+        if self.ascii is not None:
+            return self.ascii.encode("ascii")
+        return None
+
+    def compiled_pattern(self) -> re.Pattern[bytes]:
+        """The pattern as a bytes regular expression; ValueError when it is none."""
+        assert self.pattern is not None
+        if not self.pattern.isascii():
+            raise ValueError("pattern: ASCII only; write other bytes as \\xNN")
+        try:
+            compiled = re.compile(self.pattern.encode("ascii"), re.DOTALL)
+        except re.error as exc:
+            raise ValueError(f"pattern {self.pattern!r} is no regular expression: {exc}") from None
+        if compiled.match(b"") is not None:
+            raise ValueError(f"pattern {self.pattern!r} matches nothing at all (empty bytes); "
+                             "it must need at least one byte")
+        return compiled
+
+    def describe(self) -> str:
+        if self.hex is not None:
+            return f"hex {' '.join(f'{b:02X}' for b in self.literal() or b'')}"
+        if self.ascii is not None:
+            return f"ascii {self.ascii!r}"
+        return f"pattern {self.pattern!r}"
+
+
+class ModbusRtuOverTcpDeviceConfig(ModbusDeviceConfig):
+    """Modbus RTU frames (CRC, no MBAP header) on a TCP connection to a serial device
+    server (a transparent RS-485 to Ethernet converter) that the gateway dials."""
+
+    protocol: Literal["modbus_rtu_over_tcp"]
+    host: str = Field(description="IP address or host name of the serial device server")
+    port: int = Field(ge=1, le=65535, description="the device server's TCP port for the line")
+    heartbeat_packet: PacketConfig | None = Field(
+        default=None,
+        description="a keep-alive packet the device server sends on its own; dropped from "
+        "the stream wherever it arrives")
+    retries: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="times a request is sent again after a timeout, a garbled or short answer "
+        "or exception 5/6 (busy) before its tags go BAD",
+    )
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ModbusDtuDeviceConfig(ModbusDeviceConfig):
+    """The Modbus RTU devices behind one 4G DTU, which dials in to the gateway.
+
+    The gateway listens on ``listen_port``; the DTU connects, sends its registration
+    packet, then forwards the gateway's RTU requests to its RS-485 port and the answers
+    back, with a heartbeat now and then. Several DTUs may dial in to one port: each is
+    told apart by its registration packet and is one device.
+    """
+
+    protocol: Literal["modbus_dtu"]
+    listen_port: int = Field(ge=1, le=65535, description="TCP port the gateway listens on "
+                             "for DTUs (the DTU's 'server port'); DTU devices may share it")
+    listen_host: str = Field(default="0.0.0.0", description="address to listen on; all "
+                             "DTU devices of one port give the same")
+    registration_packet: PacketConfig = Field(
+        description="what this DTU sends first on each connection, which tells it apart "
+        "from the other DTUs; also dropped wherever it arrives later")
+    heartbeat_packet: PacketConfig | None = Field(
+        default=None, description="the DTU's heartbeat; dropped wherever it arrives, "
+        "also in the middle of an answer")
+    register_timeout: PositiveDuration = Field(
+        default=10.0, description="a connection that has sent no registration packet this "
+        "long after it opened is closed")
+    dial_in_timeout: PositiveDuration = Field(
+        default=15.0, description="how long a connect waits for the DTU to dial in and "
+        "register before the device is reported down (it keeps waiting in the background)")
+    timeout: PositiveDuration = Field(
+        default=3.0, description="time to wait for one answer (4G round trips are slow)")
+    retries: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="times a request is sent again after a timeout, a garbled or short answer "
+        "or exception 5/6 (busy) before its tags go BAD",
+    )
+
+    @property
+    def address(self) -> str:
+        return f"DTU {self.registration_packet.describe()} on {self.listen_host}:{self.listen_port}"

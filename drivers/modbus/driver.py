@@ -1,12 +1,20 @@
-"""The Modbus drivers (TCP and RTU): planned reads decoded in batches, writes, errors as qualities.
+"""The Modbus drivers: planned reads decoded in batches, writes, errors as qualities.
 
 :class:`ModbusDriver` holds everything but the transport: poll groups, request
 plans per (unit id, table), decoding, clamping, retries, per-unit backoff,
-writes and the request/timeout race. :class:`ModbusTcpDriver` opens a TCP
-connection per device; :class:`ModbusRtuDriver` attaches to the
-:class:`~drivers.modbus.bus.SerialBus` of its port, shared with the other
-devices on that RS-485 line through the runtime's
-:class:`~gateway.serial_ports.SerialPorts`.
+writes and the request/timeout race. The transports:
+
+- :class:`ModbusTcpDriver` opens a TCP connection per device, :class:`ModbusUdpDriver`
+  a UDP socket;
+- :class:`ModbusRtuDriver` and :class:`ModbusAsciiDriver` attach to the
+  :class:`~drivers.modbus.bus.SerialBus` of their port, shared with the other
+  devices on that RS-485 line through the runtime's
+  :class:`~gateway.serial_ports.SerialPorts`;
+- :class:`ModbusRtuOverTcpDriver` dials a serial device server and
+  :class:`ModbusDtuDriver` takes the connection its DTU dialled in on
+  (:mod:`drivers.modbus.dtu`, kept in the runtime's
+  :class:`~gateway.listen_ports.ListenPorts`); both carry RTU frames on a
+  :class:`~drivers.modbus.rtu_stream.RtuStream`.
 
 pymodbus is reached through :mod:`drivers.modbus.pymodbus_adapter` only: its clients
 never reconnect or retry on their own (the device runner owns the connection's life,
@@ -41,25 +49,35 @@ from drivers.modbus.bus import Link, SerialBus
 from drivers.modbus.codec import DecodePlan, Field, encode, encode_string
 from drivers.modbus.config import (
     DEFAULT_GROUP,
+    ModbusAsciiDeviceConfig,
     ModbusDeviceConfig,
+    ModbusDtuDeviceConfig,
     ModbusRtuDeviceConfig,
+    ModbusRtuOverTcpDeviceConfig,
+    ModbusSerialDeviceConfig,
     ModbusTagConfig,
     ModbusTcpDeviceConfig,
+    ModbusUdpDeviceConfig,
 )
+from drivers.modbus.dtu import DtuListener, DtuSlot, packets_of
 from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
 from drivers.modbus.pymodbus_adapter import (
     Answer,
     BadFrames,
+    PymodbusClient,
     Request,
     check_write_answer,
     connect,
     exchange,
     read_request,
     read_values,
+    stream_client,
     tcp_client,
+    udp_client,
     write_coil_request,
     write_registers_request,
 )
+from drivers.modbus.rtu_stream import RtuStream
 from gateway.backoff import Backoff
 from gateway.errors import (
     ConnectionLost,
@@ -69,6 +87,7 @@ from gateway.errors import (
     RequestFailed,
     UndecodableAnswer,
 )
+from gateway.listen_ports import ListenLease, ListenPorts, ListenUse
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import DataType, Quality, SampleBatch
 
@@ -517,12 +536,16 @@ class ModbusTcpDriver(ModbusDriver):
     def address(self) -> str:
         return self.config.address
 
+    def _client(self, lost: asyncio.Future[None], bad: BadFrames) -> PymodbusClient:
+        cfg = self.config
+        return tcp_client(cfg.host, cfg.port, self.device_name, cfg.timeout,
+                          _watch_disconnect(lost), bad)
+
     async def _open(self) -> Link:
         cfg = self.config
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         bad = BadFrames()
-        client = tcp_client(cfg.host, cfg.port, self.device_name, cfg.timeout,
-                            _watch_disconnect(lost), bad)
+        client = self._client(lost, bad)
         try:
             await connect(client, cfg.timeout, self._unreachable_reason)
         except DeviceUnreachable as exc:
@@ -534,33 +557,56 @@ class ModbusTcpDriver(ModbusDriver):
         link.client.close()
 
     def _unreachable_reason(self, error: BaseException | None, timed_out: bool) -> str:
+        return unreachable_reason(self.config.host, self.config.port, self.config.timeout,
+                                  error, timed_out)
+
+
+def unreachable_reason(host: str, port: int, timeout: float, error: BaseException | None,
+                   timed_out: bool) -> str:
+    """Why a TCP connection to ``host:port`` could not be opened, in words."""
+    address = f"{host}:{port}"
+    if timed_out or isinstance(error, TimeoutError):
+        return f"no answer from {address} within {timeout:g} s (connect timed out)"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve host name {host!r} (DNS lookup failed: {error.strerror})"
+    if isinstance(error, ConnectionRefusedError):
+        return (
+            f"connection refused by {address}: nothing listens on port {port} "
+            "or a firewall rejects it"
+        )
+    if isinstance(error, OSError):
+        return f"cannot connect to {address}: {error.strerror or error}"
+    if error is not None:
+        return f"cannot connect to {address}: {error}"
+    return f"cannot connect to {address}"
+
+
+class ModbusUdpDriver(ModbusTcpDriver):
+    """A Modbus device answering Modbus TCP frames in UDP datagrams. There is no
+    connection to lose: a device that stopped answering shows as timeouts, and after
+    :data:`MAX_SILENT_REQUESTS` of them as a lost connection (a fresh socket)."""
+
+    config: ModbusUdpDeviceConfig  # type: ignore[assignment]  # the UDP device has the TCP device's host and port
+
+    def __init__(self, config: ModbusUdpDeviceConfig, tag_ids: Sequence[int]) -> None:
+        super().__init__(config, tag_ids)  # type: ignore[arg-type]  # same keys as TCP
+
+    def _client(self, lost: asyncio.Future[None], bad: BadFrames) -> PymodbusClient:
         cfg = self.config
-        if timed_out or isinstance(error, TimeoutError):
-            return f"no answer from {self.address} within {cfg.timeout:g} s (connect timed out)"
-        if isinstance(error, socket.gaierror):
-            return f"cannot resolve host name {cfg.host!r} (DNS lookup failed: {error.strerror})"
-        if isinstance(error, ConnectionRefusedError):
-            return (
-                f"connection refused by {self.address}: nothing listens on port {cfg.port} "
-                "or a firewall rejects it"
-            )
-        if isinstance(error, OSError):
-            return f"cannot connect to {self.address}: {error.strerror or error}"
-        if error is not None:
-            return f"cannot connect to {self.address}: {error}"
-        return f"cannot connect to {self.address}"
+        return udp_client(cfg.host, cfg.port, self.device_name, cfg.timeout,
+                          _watch_disconnect(lost), bad)
 
 
-class ModbusRtuDriver(ModbusDriver):
-    """A Modbus RTU device on a serial line; devices on the same ``port`` share one bus.
+class ModbusSerialDriver(ModbusDriver):
+    """A Modbus device on a serial line; devices on the same ``port`` share one bus.
 
     ``ports``: the runtime's serial ports, where the bus of each port is kept; a driver
     built without them has ports of its own (it shares its port with no other driver).
     """
 
-    config: ModbusRtuDeviceConfig
+    config: ModbusSerialDeviceConfig
 
-    def __init__(self, config: ModbusRtuDeviceConfig, tag_ids: Sequence[int],
+    def __init__(self, config: ModbusSerialDeviceConfig, tag_ids: Sequence[int],
                  ports: SerialPorts | None = None) -> None:
         super().__init__(config, tag_ids)
         self._ports = ports if ports is not None else SerialPorts()
@@ -586,6 +632,132 @@ class ModbusRtuDriver(ModbusDriver):
         lease, self._lease = self._lease, None
         if link.bus is not None:
             link.bus.detach(link)
+        if lease is not None:
+            lease.release()
+
+
+class ModbusRtuDriver(ModbusSerialDriver):
+    """A Modbus RTU device on a serial line."""
+
+    config: ModbusRtuDeviceConfig
+
+    def __init__(self, config: ModbusRtuDeviceConfig, tag_ids: Sequence[int],
+                 ports: SerialPorts | None = None) -> None:
+        super().__init__(config, tag_ids, ports)
+
+
+class ModbusAsciiDriver(ModbusSerialDriver):
+    """A Modbus ASCII device on a serial line (pymodbus's ASCII framer on the bus)."""
+
+    config: ModbusAsciiDeviceConfig
+
+    def __init__(self, config: ModbusAsciiDeviceConfig, tag_ids: Sequence[int],
+                 ports: SerialPorts | None = None) -> None:
+        super().__init__(config, tag_ids, ports)
+
+
+class ModbusRtuOverTcpDriver(ModbusDriver):
+    """Modbus RTU devices behind a serial device server: the gateway dials the server and
+    sends RTU frames through the connection (:class:`RtuStream`), one at a time."""
+
+    config: ModbusRtuOverTcpDeviceConfig
+
+    def __init__(self, config: ModbusRtuOverTcpDeviceConfig, tag_ids: Sequence[int]) -> None:
+        super().__init__(config, tag_ids)
+        self._request_lock = asyncio.Lock()
+
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    async def _open(self) -> Link:
+        cfg = self.config
+        bad = BadFrames()
+        rx = [0]
+        loop = asyncio.get_running_loop()
+        packets = packets_of(cfg.heartbeat_packet)
+        try:
+            async with asyncio.timeout(cfg.timeout):
+                _, stream = await loop.create_connection(
+                    lambda: RtuStream(packets, bad, rx), cfg.host, cfg.port)
+        except (OSError, TimeoutError, UnicodeError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            reason = unreachable_reason(cfg.host, cfg.port, cfg.timeout,
+                                        None if timed_out else exc, timed_out)
+            raise DeviceUnreachable(reason) from None
+        stream.peer = cfg.address
+        return Link(stream_client(stream), stream.lost, self._request_lock, rx=rx, bad=bad)
+
+    def _release(self, link: Link) -> None:
+        link.client.close()
+
+
+class ModbusDtuDriver(ModbusDriver):
+    """The Modbus RTU devices behind one 4G DTU that dials in to the gateway.
+
+    ``listeners``: the runtime's listening ports, where the port the DTUs dial in to is
+    kept (shared by the DTU devices that name it); a driver built without them has a
+    port of its own. ``connect`` waits up to ``dial_in_timeout`` for the DTU to
+    register (:class:`~drivers.modbus.dtu.DtuSlot`); the runner reconnects with backoff
+    and finds the DTU's connection when it came meanwhile.
+    """
+
+    config: ModbusDtuDeviceConfig
+
+    def __init__(self, config: ModbusDtuDeviceConfig, tag_ids: Sequence[int],
+                 listeners: ListenPorts | None = None) -> None:
+        super().__init__(config, tag_ids)
+        self._listeners = listeners if listeners is not None else ListenPorts()
+        self._lease: ListenLease[DtuListener] | None = None
+        self._slot: DtuSlot | None = None
+        self._request_lock = asyncio.Lock()
+
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    @property
+    def slot(self) -> DtuSlot | None:
+        """The device's place on the listener (its DTU's connection), once connected."""
+        return self._slot
+
+    def awaited_peer(self) -> str:
+        cfg = self.config
+        return (f"the {cfg.registration_packet.describe()} DTU to dial in to port "
+                f"{cfg.listen_port} and register")
+
+    async def identity(self) -> str | None:
+        slot = self._slot
+        stream = slot.stream if slot is not None else None
+        if slot is None or stream is None:
+            return None
+        return (f"{slot.describe()} on {self.config.listen_host}:{self.config.listen_port}, "
+                f"connected from {stream.peer} (registered {slot.registrations} times)")
+
+    async def _open(self) -> Link:
+        cfg = self.config
+        use = ListenUse(cfg.name, cfg.protocol, cfg.listen_host)
+        lease: ListenLease[DtuListener] = self._listeners.claim(
+            cfg.listen_port, use, lambda: DtuListener(cfg.listen_host, cfg.listen_port))
+        try:
+            listener = lease.listener
+            slot = listener.enrol(cfg)
+            await listener.start()
+            stream = await slot.wait(cfg.dial_in_timeout, f"{listener.where}")
+        except BaseException:
+            lease.release()
+            raise
+        self._lease, self._slot = lease, slot
+        bad = BadFrames()
+        stream.rx, stream.on_bad = [0], bad
+        return Link(stream_client(stream), stream.lost, self._request_lock, rx=stream.rx,
+                    bad=bad)
+
+    def _release(self, link: Link) -> None:
+        link.client.close()  # a DTU silent on an open connection must dial in afresh
+        lease, self._lease = self._lease, None
+        if self._slot is not None and lease is not None:
+            lease.listener.leave(self._slot)
         if lease is not None:
             lease.release()
 

@@ -76,18 +76,26 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
+from pymodbus.client import (
+    AsyncModbusSerialClient,
+    AsyncModbusTcpClient,
+    AsyncModbusUdpClient,
+    ModbusBaseClient,
+)
+from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu import ModbusPDU
+from pymodbus.framer import FramerType
+from pymodbus.pdu import DecodePDU, ModbusPDU
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
     ReadInputRegistersResponse,
 )
 
+from drivers.modbus.rtu_framing import Expect, rtu_frame
 from gateway.errors import (
     ConnectionLost,
     DeviceUnreachable,
@@ -106,8 +114,11 @@ __all__ = [
     "Answer",
     "BadFrames",
     "ModbusClient",
+    "PymodbusClient",
     "PymodbusLogFilter",
     "Request",
+    "RtuTransport",
+    "StreamClient",
     "check_write_answer",
     "connect",
     "exchange",
@@ -116,17 +127,25 @@ __all__ = [
     "read_request",
     "read_values",
     "serial_client",
+    "stream_client",
     "tcp_client",
+    "udp_client",
     "write_coil_request",
     "write_registers_request",
 ]
 
-ModbusClient = ModbusBaseClient
+#: a pymodbus client of its own transport (TCP, UDP, serial)
+PymodbusClient = ModbusBaseClient
+#: what a request runs on: a pymodbus client, or a :class:`StreamClient`
+ModbusClient: TypeAlias = "ModbusBaseClient | StreamClient"
 #: one answer as pymodbus gives it (read it with :func:`read_values` / :func:`check_write_answer`)
 Answer = ModbusPDU
 #: one request: sends on the client it is given and returns the answer
 Request = Callable[[ModbusClient], Awaitable[Answer]]
 Table = Literal["coil", "discrete", "holding", "input"]
+#: framing of a serial line
+SerialFraming = Literal["rtu", "ascii"]
+_SERIAL_FRAMERS = {"rtu": FramerType.RTU, "ascii": FramerType.ASCII}
 
 #: pymodbus's own request timeout is ours plus this, so that ours always fires first
 BACKSTOP_SECONDS = 1.0
@@ -202,22 +221,35 @@ def _translated(exc: Exception, client: ModbusClient, what: str, where: str) -> 
 
 
 def tcp_client(host: str, port: int, name: str, timeout: float,
-               on_connect_change: Callable[[bool], None], bad: BadFrames) -> ModbusClient:
+               on_connect_change: Callable[[bool], None], bad: BadFrames) -> ModbusBaseClient:
     """A Modbus TCP client that never reconnects nor retries on its own, decoding register
     answers into NumPy arrays and counting undecodable frames in ``bad``."""
     client = AsyncModbusTcpClient(host, port=port, name=name, timeout=timeout + BACKSTOP_SECONDS,
                                   retries=0, reconnect_delay=0, trace_connect=on_connect_change)
     _use_array_responses(client)
-    _guard_client(client, bad, tcp=True)
+    _guard_client(client, bad, mbap=True, abort=True)
+    return client
+
+
+def udp_client(host: str, port: int, name: str, timeout: float,
+               on_connect_change: Callable[[bool], None], bad: BadFrames) -> ModbusBaseClient:
+    """A Modbus UDP client (MBAP frames in datagrams), like :func:`tcp_client`; a datagram
+    that is no frame is dropped (nothing to get out of step: each datagram stands alone)."""
+    client = AsyncModbusUdpClient(host, port=port, name=name, timeout=timeout + BACKSTOP_SECONDS,
+                                  retries=0, reconnect_delay=0, trace_connect=on_connect_change)
+    _use_array_responses(client)
+    _guard_client(client, bad, mbap=True, abort=False)
     return client
 
 
 def serial_client(port: str, line: LineSettings, name: str, timeout: float,
                   on_connect_change: Callable[[bool], None], bad: BadFrames,
-                  on_bytes: Callable[[int], None]) -> ModbusClient:
-    """A Modbus RTU client on ``port`` (``line``: baud rate, byte size, parity, stop bits),
-    like :func:`tcp_client`; ``on_bytes`` is told how many bytes came in, so that a timeout
-    with bytes is a garbled answer. An undecodable frame is dropped, the port stays open."""
+                  on_bytes: Callable[[int], None], framing: SerialFraming = "rtu"
+                  ) -> ModbusBaseClient:
+    """A Modbus RTU (or ``framing="ascii"``: ASCII) client on ``port`` (``line``: baud rate,
+    byte size, parity, stop bits), like :func:`tcp_client`; ``on_bytes`` is told how many
+    bytes came in, so that a timeout with bytes is a garbled answer. An undecodable frame is
+    dropped, the port stays open."""
 
     def count_bytes(sending: bool, data: bytes) -> bytes:
         if not sending:
@@ -226,16 +258,16 @@ def serial_client(port: str, line: LineSettings, name: str, timeout: float,
 
     baudrate, bytesize, parity, stopbits = line
     client = AsyncModbusSerialClient(
-        port, baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=int(stopbits),
-        name=name, timeout=timeout + BACKSTOP_SECONDS, retries=0, reconnect_delay=0,
-        trace_packet=count_bytes, trace_connect=on_connect_change,
+        port, framer=_SERIAL_FRAMERS[framing], baudrate=baudrate, bytesize=bytesize,
+        parity=parity, stopbits=int(stopbits), name=name, timeout=timeout + BACKSTOP_SECONDS,
+        retries=0, reconnect_delay=0, trace_packet=count_bytes, trace_connect=on_connect_change,
     )
     _use_array_responses(client)
-    _guard_client(client, bad, tcp=False)
+    _guard_client(client, bad, mbap=False, abort=False)
     return client
 
 
-async def connect(client: ModbusClient, timeout: float,
+async def connect(client: ModbusBaseClient, timeout: float,
                   describe: Callable[[BaseException | None, bool], str],
                   ready: asyncio.Event | None = None) -> None:
     """Open ``client`` within ``timeout`` s (and wait for ``ready`` when given: a serial
@@ -288,6 +320,78 @@ def _record_connect_errors(client: ModbusClient, errors: list[BaseException]
 
     ctx.call_create = create_recording
     return restore
+
+
+# -- Modbus RTU over a stream of the project's own -----------------------------------------
+
+
+class RtuTransport(Protocol):
+    """A connection carrying RTU frames (:class:`drivers.modbus.rtu_stream.RtuStream`)."""
+
+    @property
+    def open(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    async def transact(self, request: bytes, expect: Expect) -> bytes: ...
+
+
+class StreamClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
+    """pymodbus's requests and answers (its PDUs, encoded and decoded by pymodbus) as
+    Modbus RTU frames over an :class:`RtuTransport`: a serial device server's or a DTU's
+    TCP connection, whose framing (CRC, the DTU's packets in the stream, garbage) is the
+    project's own (:mod:`drivers.modbus.rtu_framing`). pymodbus's RTU framer on a TCP
+    client drops the whole buffer at a CRC error and knows no DTU packets; its clients
+    cannot use a connection the gateway accepted. The read and write methods are
+    pymodbus's (``ModbusClientMixin``): they build the request and call :meth:`execute`."""
+
+    def __init__(self, transport: RtuTransport) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # pymodbus's mixin has an untyped __init__
+        self._transport = transport
+        self._decoder = DecodePDU(is_server=False)
+
+    @property
+    def connected(self) -> bool:
+        return self._transport.open
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def register(self, custom_response_class: type[ModbusPDU]) -> None:
+        self._decoder.register(custom_response_class)
+
+    def execute(self, no_response_expected: bool, request: ModbusPDU) -> Awaitable[ModbusPDU]:
+        return self._exchange(request)
+
+    async def _exchange(self, request: ModbusPDU) -> ModbusPDU:
+        function = request.function_code
+        frame = rtu_frame(request.dev_id, bytes((function,)) + request.encode())
+        expect = Expect(request.dev_id, function, _byte_count(request))
+        answer = await self._transport.transact(frame, expect)
+        pdu = self._decoder.decode(answer[1:-2])
+        if pdu is None:
+            raise ModbusIOException(f"cannot decode the answer {answer.hex(' ')}",
+                                    function_code=function)
+        pdu.dev_id = answer[0]
+        return pdu
+
+
+def _byte_count(request: ModbusPDU) -> int | None:
+    """Data bytes of the answer to a read (the request says how many registers or bits)."""
+    if request.function_code in (1, 2):
+        return -(-request.count // 8)
+    if request.function_code in (3, 4):
+        return 2 * request.count
+    return None
+
+
+def stream_client(transport: RtuTransport) -> StreamClient:
+    """A :class:`StreamClient` on ``transport``, decoding register answers into NumPy
+    arrays like the other clients."""
+    client = StreamClient(transport)
+    _use_array_responses(client)
+    install_log_filter()
+    return client
 
 
 # -- requests and answers ------------------------------------------------------------------
@@ -522,11 +626,11 @@ class BadFrames:
         self.last = reason
 
 
-def _guard_client(client: ModbusClient, bad: BadFrames, tcp: bool) -> None:
+def _guard_client(client: ModbusClient, bad: BadFrames, mbap: bool, abort: bool) -> None:
     """Count in ``bad`` the frames pymodbus cannot decode on ``client`` instead of letting
-    it raise; on ``tcp`` also bytes that are no Modbus TCP frame, and an undecodable frame
-    closes the connection (serial: the bytes are dropped). Also installs
-    :class:`PymodbusLogFilter` (once per process)."""
+    it raise; with ``mbap`` (TCP, UDP) also bytes that are no Modbus TCP frame; with
+    ``abort`` (a TCP stream) an undecodable frame closes the connection (serial, UDP: the
+    bytes are dropped). Also installs :class:`PymodbusLogFilter` (once per process)."""
     install_log_filter()
     ctx: Any = getattr(client, "ctx", None)
     original = getattr(ctx, "callback_data", None)
@@ -534,7 +638,7 @@ def _guard_client(client: ModbusClient, bad: BadFrames, tcp: bool) -> None:
         return
 
     def callback_data(data: bytes, addr: tuple[Any, ...] | None = None) -> int:
-        if tcp and len(data) >= 4 and data[2:4] != b"\x00\x00":
+        if mbap and len(data) >= 4 and data[2:4] != b"\x00\x00":
             protocol = int.from_bytes(data[2:4], "big")
             bad(f"not a Modbus TCP frame: protocol id {protocol}, {len(data)} bytes")
             return len(data)  # dropped; the request waits for its answer or times out
@@ -543,7 +647,7 @@ def _guard_client(client: ModbusClient, bad: BadFrames, tcp: bool) -> None:
         except (ModbusException, ValueError, IndexError) as exc:
             bad(str(exc) or type(exc).__name__)
             transport = getattr(ctx, "transport", None)
-            if tcp and transport is not None:
+            if abort and transport is not None:
                 transport.abort()  # what asyncio would do, without its traceback
             return len(data)
 
