@@ -72,6 +72,7 @@ pinned by a test:
 from __future__ import annotations
 
 import asyncio
+import termios
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -288,6 +289,9 @@ async def connect(client: ModbusBaseClient, timeout: float,
     except (OSError, ValueError) as exc:
         ok = False
         errors.append(exc)
+    except termios.error as exc:  # pyserial: a port that refuses the line settings
+        ok = False
+        errors.append(_line_settings_refused(exc))
     except BaseException:  # cancelled: leave no half-open client behind
         client.close()
         raise
@@ -296,6 +300,13 @@ async def connect(client: ModbusBaseClient, timeout: float,
     if not ok or not client.connected:
         client.close()
         raise DeviceUnreachable(describe(errors[-1] if errors else None, timed_out))
+
+
+def _line_settings_refused(exc: termios.error) -> OSError:
+    """pyserial's ``termios.error`` (no OSError) for settings the port cannot take."""
+    code, text = (exc.args + (0, ""))[:2] if exc.args else (0, "")
+    return OSError(code, f"{text or 'refused'} (the port refuses these line settings; a "
+                         "pseudo-terminal takes 8N1 only)")
 
 
 def _record_connect_errors(client: ModbusClient, errors: list[BaseException]
@@ -313,6 +324,9 @@ def _record_connect_errors(client: ModbusClient, errors: list[BaseException]
             return await create()
         except (OSError, ValueError) as exc:
             errors.append(exc)
+            raise
+        except termios.error as exc:
+            errors.append(_line_settings_refused(exc))
             raise
 
     def restore() -> None:

@@ -1,10 +1,11 @@
-"""Simulated Modbus energy meter (TCP, or RTU over a pty pair) backed by a process model.
+"""Simulated Modbus energy meter on every transport, backed by a process model.
 
-A real pymodbus TCP server, or with ``rtu=True`` a pymodbus RTU serial server
-on one end of a :class:`~hil.devices.pty_link.PtyLink` (the gateway opens
-:attr:`ModbusMeterSimulator.serial_path`). Input registers are computed from the meter's
-process model when a request arrives, so a client reading at time ``t`` sees the
-model's value at ``t``. The register map is :data:`REGISTER_MAP` (documented in
+A real pymodbus server: on TCP, on UDP, on TCP with RTU frames (a meter behind a
+serial device server), or with ``rtu=True`` (``transport="rtu"``, or ``"ascii"``) a
+pymodbus serial server on one end of a :class:`~hil.devices.pty_link.PtyLink` (the
+gateway opens :attr:`ModbusMeterSimulator.serial_path`). Input registers are computed
+from the meter's process model when a request arrives, so a client reading at time ``t``
+sees the model's value at ``t``. The register map is :data:`REGISTER_MAP` (documented in
 ``hil/README.md``). Fault hooks let tests and HIL scenarios make the meter
 answer with a Modbus exception, answer late, drop its TCP connections, or
 restart on the same port.
@@ -26,10 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Literal
 
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer, ModbusUdpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from hil.devices.lifecycle import SimulatedDevice
@@ -39,6 +42,7 @@ from hil.process.energy_meter import EnergyMeterModel, MeterModel, MeterReading
 __all__ = [
     "REGISTERS_BY_NAME",
     "REGISTER_MAP",
+    "TRANSPORTS",
     "DataKind",
     "ModbusMeterSimulator",
     "RegisterSpec",
@@ -163,6 +167,11 @@ _FC_TABLE: Mapping[int, Table] = MappingProxyType(
 )  # fmt: skip
 
 _WRITE_FCS = frozenset({5, 6, 15, 16, 22, 23})
+
+Transport = Literal["tcp", "udp", "rtu", "ascii", "rtu_over_tcp"]
+#: the transports a simulated meter speaks; ``rtu`` and ``ascii`` on a pty line
+TRANSPORTS: tuple[Transport, ...] = ("tcp", "udp", "rtu", "ascii", "rtu_over_tcp")
+_SERIAL_TRANSPORTS = frozenset({"rtu", "ascii"})
 _UINT32_MAX = 0xFFFFFFFF
 
 
@@ -265,8 +274,11 @@ class ModbusMeterSimulator(SimulatedDevice):
         rtu: serve Modbus RTU on a pty pair instead of TCP; the gateway opens
             :attr:`serial_path`. Requests to other unit ids get no answer, as on
             a real RS-485 line.
-        baudrate: line speed of the RTU server (a pty ignores it; the gateway's must match
-            only by convention).
+        transport: ``tcp`` (default), ``udp``, ``rtu`` (as ``rtu=True``), ``ascii`` (a
+            pty line, Modbus ASCII) or ``rtu_over_tcp`` (RTU frames on TCP: the meter
+            behind a serial device server; other unit ids get no answer, as on its line).
+        baudrate: line speed of the serial server (a pty ignores it; the gateway's must
+            match only by convention).
 
     Usage::
 
@@ -284,17 +296,22 @@ class ModbusMeterSimulator(SimulatedDevice):
         clock: Callable[[], float] = time.time,
         rtu: bool = False,
         baudrate: int = 19200,
+        transport: Transport | None = None,
     ) -> None:
         if not 1 <= device_id <= 247:
             raise ValueError("device_id must be 1..247")
+        if transport is not None and transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.model: MeterModel = model if model is not None else EnergyMeterModel(seed=0)
         self.host = host
         self.device_id = device_id
         self._requested_port = port
         self._port: int | None = port or None
         self._clock = clock
-        self._server: ModbusTcpServer | ModbusSerialServer | None = None
-        self.rtu = rtu
+        self._server: ModbusTcpServer | ModbusSerialServer | ModbusUdpServer | None = None
+        self.transport: Transport = transport or ("rtu" if rtu else "tcp")
+        #: True when the meter is on a serial line (RTU or ASCII on a pty)
+        self.rtu = self.transport in _SERIAL_TRANSPORTS
         self.baudrate = baudrate
         self.line: PtyLink | None = None
         """The virtual serial line (RTU only), for line faults: garble_answers, cut, ..."""
@@ -341,6 +358,10 @@ class ModbusMeterSimulator(SimulatedDevice):
         if self.rtu:
             await self._start_rtu()
             return
+        if self.transport == "udp":
+            await self._start_udp()
+            return
+        rtu_frames = self.transport == "rtu_over_tcp"
         devices = [
             SimDevice(id=self.device_id, simdata=self._simdata(), action=self._action),
             # id 0 is pymodbus's catch-all for unit ids not configured
@@ -351,7 +372,9 @@ class ModbusMeterSimulator(SimulatedDevice):
             ),
         ]
         server = ModbusTcpServer(
-            devices, address=(self.host, self._port or 0), trace_packet=self._outgoing_tcp,
+            devices, address=(self.host, self._port or 0),
+            framer=FramerType.RTU if rtu_frames else FramerType.SOCKET,
+            trace_packet=self._silent_for_other_units if rtu_frames else self._outgoing_tcp,
             trace_pdu=self._request_pdu,
         )
         try:
@@ -364,7 +387,29 @@ class ModbusMeterSimulator(SimulatedDevice):
             raise OSError(f"no listening socket on {self.host}:{self._port or 0}")
         self._port = int(sockets[0].getsockname()[1])
         self._server = server
-        log.info("Modbus meter listening on %s:%d (unit %d)", self.host, self._port, self.device_id)
+        log.info("Modbus meter listening on %s:%d (%s, unit %d)", self.host, self._port,
+                 self.transport, self.device_id)
+
+    async def _start_udp(self) -> None:
+        devices = [
+            SimDevice(id=self.device_id, simdata=self._simdata(), action=self._action),
+            SimDevice(id=0, simdata=[SimData(0, count=65536, datatype=DataType.REGISTERS)],
+                      action=self._unknown_unit),
+        ]
+        server = ModbusUdpServer(devices, address=(self.host, self._port or 0),
+                                 trace_packet=self._outgoing_tcp, trace_pdu=self._request_pdu)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on udp {self.host}:{self._port or 0}") from exc
+        transport = server.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        if not sockname:
+            await server.shutdown()
+            raise OSError(f"no UDP socket on {self.host}:{self._port or 0}")
+        self._port = int(sockname[1])
+        self._server = server
+        log.info("Modbus meter on udp %s:%d (unit %d)", self.host, self._port, self.device_id)
 
     async def _start_rtu(self) -> None:
         if self.line is None:  # kept across restarts: the gateway keeps its port open
@@ -382,6 +427,7 @@ class ModbusMeterSimulator(SimulatedDevice):
         server = ModbusSerialServer(
             devices,
             port=self.line.device_path,
+            framer=FramerType.ASCII if self.transport == "ascii" else FramerType.RTU,
             baudrate=self.baudrate,
             reconnect_delay=0,
             trace_packet=self._silent_for_other_units,
@@ -389,7 +435,8 @@ class ModbusMeterSimulator(SimulatedDevice):
         )
         await server.serve_forever(background=True)
         self._server = server
-        log.info("Modbus meter on RTU %s (unit %d)", self.line.gateway_path, self.device_id)
+        log.info("Modbus meter on %s %s (unit %d)", self.transport.upper(),
+                 self.line.gateway_path, self.device_id)
 
     def _request_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         """Requests in, answers out (pymodbus ``trace_pdu``); a hook for subclasses."""
@@ -400,8 +447,18 @@ class ModbusMeterSimulator(SimulatedDevice):
         return data
 
     def _silent_for_other_units(self, sending: bool, data: bytes) -> bytes:
-        """RTU: no answer for other unit ids, as on an RS-485 line without that device."""
-        return b"" if sending and data and data[0] != self.device_id else data
+        """RTU, ASCII: no answer for other unit ids, as on an RS-485 line without that
+        device (an ASCII frame is ``:`` and the unit in two hex digits)."""
+        if not sending or not data:
+            return data
+        if self.transport == "ascii":
+            try:
+                unit = int(data[1:3], 16)
+            except ValueError:
+                return data
+        else:
+            unit = data[0]
+        return b"" if unit != self.device_id else data
 
     def inject_garbage(self, count: int = 16) -> bytes:
         """RTU: write ``count`` random bytes to the gateway's end of the line now."""
@@ -484,7 +541,7 @@ class ModbusMeterSimulator(SimulatedDevice):
 
         The listener stays open, so clients can reconnect.
         """
-        if self._server is None or isinstance(self._server, ModbusSerialServer):
+        if self._server is None or isinstance(self._server, ModbusSerialServer | ModbusUdpServer):
             return 0
         dropped = 0
         for conn in list(self._server.active_connections.values()):
@@ -498,7 +555,7 @@ class ModbusMeterSimulator(SimulatedDevice):
     @property
     def connection_count(self) -> int:
         """Client connections open now."""
-        if self._server is None or isinstance(self._server, ModbusSerialServer):
+        if self._server is None or isinstance(self._server, ModbusSerialServer | ModbusUdpServer):
             return 0
         return len(self._server.active_connections)
 
