@@ -304,7 +304,7 @@ async def connect(client: ModbusBaseClient, timeout: float,
 
 def _line_settings_refused(exc: termios.error) -> OSError:
     """pyserial's ``termios.error`` (no OSError) for settings the port cannot take."""
-    code, text = (exc.args + (0, ""))[:2] if exc.args else (0, "")
+    code, text = (*exc.args, 0, "")[:2]
     return OSError(code, f"{text or 'refused'} (the port refuses these line settings; a "
                          "pseudo-terminal takes 8N1 only)")
 

@@ -24,6 +24,13 @@ packet) is skipped as garbage, one at a time, so an answer after garbage is
 still found. Answers to reads are recognised by their byte count too (the
 request says how many registers come), so garbage that starts with the unit
 and function does not make the reader wait for a length it made up.
+
+A literal packet (hex, ascii) is recognised wherever it arrives, also cut over
+two segments. A packet given as a pattern is recognised where it arrives whole in
+one segment (a regular expression cannot say that a few bytes are the start of a
+match); cut over two segments inside an answer, it makes that answer garbled (a
+retry gets the next). Heartbeats are fixed bytes on the DTUs met so far; patterns
+are for registration packets, which a DTU sends in one piece.
 """
 
 from __future__ import annotations
@@ -111,13 +118,14 @@ class Packets:
     """The packets besides Modbus in one stream: literal bytes and patterns (bytes
     regular expressions). Empty: the stream carries Modbus alone."""
 
-    __slots__ = ("literals", "patterns")
+    __slots__ = ("_longest", "literals", "patterns")
 
     def __init__(self, literals: Sequence[bytes] = (),
                  patterns: Sequence[re.Pattern[bytes]] = ()) -> None:
         # longest first: of two packets where one starts the other, the longer one is meant
         self.literals = tuple(sorted({lit for lit in literals if lit}, key=len, reverse=True))
         self.patterns = tuple(patterns)
+        self._longest = len(self.literals[0]) if self.literals else 0
 
     def __bool__(self) -> bool:
         return bool(self.literals or self.patterns)
@@ -136,6 +144,13 @@ class Packets:
     def arriving(self, data: bytes | bytearray) -> bool:
         """``data`` is the start of a literal packet whose rest has not come yet."""
         return any(len(data) < len(lit) and lit.startswith(data) for lit in self.literals)
+
+    def tail(self, data: bytes | bytearray) -> int:
+        """Bytes at the end of ``data`` that may be the start of a literal packet."""
+        for i in range(max(0, len(data) - self._longest + 1), len(data)):
+            if self.arriving(data[i:]):
+                return len(data) - i
+        return 0
 
     def strip(self, data: bytes | bytearray, start: int) -> tuple[bytes, list[int]]:
         """``data`` with the whole packets from ``start`` on taken out, and for each byte
@@ -215,8 +230,9 @@ def find_answer(data: bytes | bytearray, expect: Expect, packets: Packets) -> Fo
                 return Found("answer", used, kept[:m], used - m)
             if cleaned == "wait":
                 return _WAIT
-        if packets.arriving(data):
-            return _WAIT
+        tail = packets.tail(kept)
+        if tail and _try(kept[:len(kept) - tail], expect)[0] == "wait":
+            return _WAIT  # a packet is arriving after the answer's first bytes
     return Found("garbage", 1, bad_crc=raw == "bad")
 
 

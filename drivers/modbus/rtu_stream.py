@@ -168,7 +168,7 @@ class RtuStream(asyncio.Protocol):
         if not self.packets:
             return len(self.buffer)
         kept, _ = self.packets.strip(self.buffer, 0)
-        return 0 if self.packets.arriving(kept) else len(kept)
+        return len(kept) - self.packets.tail(kept)
 
     def _drop_stale(self) -> None:
         """Before a request: drop what came since the last answer (a late answer, garbage,
