@@ -123,7 +123,14 @@ def sim() -> None:
     help="Modbus RTU on a pty pair instead of TCP; prints the serial device for the gateway.",
 )
 @click.option(
-    "--baudrate", type=int, default=19200, show_default=True, help="RTU line speed (with --rtu)."
+    "--transport",
+    type=click.Choice(["tcp", "udp", "rtu", "ascii", "rtu_over_tcp"]),
+    default=None,
+    help="tcp (default), udp, rtu or ascii (on a pty pair), rtu_over_tcp (RTU frames on "
+    "TCP: a meter behind a serial device server). --rtu is --transport rtu.",
+)
+@click.option(
+    "--baudrate", type=int, default=19200, show_default=True, help="Serial line speed (rtu, ascii)."
 )
 @click.option(
     "--mode",
@@ -146,12 +153,14 @@ def modbus_meter(
     device_id: int,
     seed: int,
     rtu: bool,
+    transport: str | None,
     baudrate: int,
     mode: str,
     time_scale: float,
     period: float,
 ) -> None:
-    """Energy meter on Modbus TCP or RTU (register map: hil/README.md)."""
+    """Energy meter on Modbus TCP, UDP, RTU, ASCII or RTU over TCP (register map:
+    hil/README.md)."""
     t0 = time.time()
     model: MeterModel
     if mode == "waveform":
@@ -159,7 +168,8 @@ def modbus_meter(
     else:
         model = EnergyMeterModel(seed=seed, t0=t0, time_scale=time_scale)
     simulator = ModbusMeterSimulator(
-        model, host=host, port=port, device_id=device_id, rtu=rtu, baudrate=baudrate
+        model, host=host, port=port, device_id=device_id, rtu=rtu, baudrate=baudrate,
+        transport=cast(Any, transport),
     )
     _serve_until_signal(
         simulator, lambda: _meter_banner(simulator, mode, seed), "modbus-meter"
@@ -170,10 +180,70 @@ def _meter_banner(simulator: ModbusMeterSimulator, mode: str, seed: int) -> str:
     detail = f"seed {seed}" if mode == "process" else "waveform"
     if simulator.rtu:
         return (
-            f"modbus-meter on RTU {simulator.serial_path} ({simulator.baudrate} baud 8N1, "
-            f"unit {simulator.device_id}, {detail})"
+            f"modbus-meter on {simulator.transport.upper()} {simulator.serial_path} "
+            f"({simulator.baudrate} baud 8N1, unit {simulator.device_id}, {detail})"
         )
-    return f"modbus-meter listening on {simulator.address} (unit {simulator.device_id}, {detail})"
+    over = "" if simulator.transport == "tcp" else f"{simulator.transport}, "
+    return (f"modbus-meter listening on {simulator.address} ({over}unit {simulator.device_id}, "
+            f"{detail})")
+
+
+def _packet(text: str | None, hex_text: str | None, what: str) -> bytes | None:
+    if text is not None and hex_text is not None:
+        raise click.BadParameter(f"give the {what} as text or as hex, not both")
+    if hex_text is not None:
+        try:
+            return bytes.fromhex(hex_text.replace(" ", ""))
+        except ValueError:
+            raise click.BadParameter(f"{what}: pairs of hex digits") from None
+    return text.encode() if text is not None else None
+
+
+@sim.command("dtu")
+@click.option("--gateway", "gateway", default="127.0.0.1:9000", show_default=True,
+              metavar="HOST:PORT", help="Where the DTU dials: the gateway's listen port.")
+@click.option("--registration", "registration", default="DTU-0001", show_default=True,
+              help="Registration packet as text.")
+@click.option("--registration-hex", default=None, help="Registration packet in hex instead.")
+@click.option("--no-registration", is_flag=True, help="Send no registration packet.")
+@click.option("--heartbeat", "heartbeat", default="HB", show_default=True,
+              help="Heartbeat packet as text.")
+@click.option("--heartbeat-hex", default=None, help="Heartbeat packet in hex instead.")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.01), default=30.0,
+              show_default=True, help="Seconds between heartbeats.")
+@click.option("--unit", "device_id", type=click.IntRange(1, 247), default=1,
+              show_default=True, help="Modbus unit id of the meter on the DTU's line.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
+@click.option("--mode", type=click.Choice(["process", "waveform"]), default="process",
+              show_default=True, help="Seeded process model or exact test waveforms.")
+@_time_scale_option
+def dtu(gateway: str, registration: str, registration_hex: str | None, no_registration: bool,
+        heartbeat: str, heartbeat_hex: str | None, heartbeat_interval: float, device_id: int,
+        seed: int, mode: str, time_scale: float) -> None:
+    """A 4G DTU that dials the gateway, registers, sends heartbeats and passes Modbus RTU
+    to the energy meter on its RS-485 port (hil/devices/modbus_dtu.py)."""
+    from hil.devices.modbus_dtu import DtuSimulator
+
+    host, _, port_text = gateway.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise click.BadParameter("HOST:PORT, e.g. 192.168.1.10:9000", param_hint="--gateway")
+    packet = None if no_registration else _packet(
+        None if registration_hex else registration, registration_hex, "registration")
+    beat = _packet(None if heartbeat_hex else heartbeat, heartbeat_hex, "heartbeat")
+    t0 = time.time()
+    model: MeterModel = (WaveformMeter(WaveformParams(t0=t0, time_scale=time_scale))
+                         if mode == "waveform"
+                         else EnergyMeterModel(seed=seed, t0=t0, time_scale=time_scale))
+    meter = ModbusMeterSimulator(model, device_id=device_id, transport="rtu_over_tcp")
+    simulator = DtuSimulator(host, int(port_text), meter=meter, registration=packet,
+                             heartbeat=beat, heartbeat_interval=heartbeat_interval, seed=seed,
+                             own_meter=True)
+    _serve_until_signal(
+        simulator,
+        lambda: f"dtu dialling {gateway} (registration {packet!r}, heartbeat {beat!r} every "
+        f"{heartbeat_interval:g} s; unit {device_id} behind it, {mode})",
+        "dtu",
+    )
 
 
 @sim.command("opcua-plc")

@@ -48,8 +48,8 @@ _SEGMENT_GAP = 0.005
 
 
 class DtuSimulator(SimulatedDevice):
-    """A 4G DTU dialling the gateway, with ``meter`` (started and stopped with it when
-    ``own_meter``) on its serial port.
+    """A 4G DTU dialling the gateway, with ``meter`` on its serial port (started and
+    stopped with the DTU when ``own_meter``: by default when the DTU made it).
 
     Args:
         gateway_host, gateway_port: where the DTU dials (the gateway's listen port).
@@ -65,10 +65,10 @@ class DtuSimulator(SimulatedDevice):
                  meter: ModbusMeterSimulator | None = None,
                  registration: bytes | None = b"DTU-0001", heartbeat: bytes | None = b"HB",
                  heartbeat_interval: float = 30.0, redial_delay: float = 0.2,
-                 seed: int = 0) -> None:
+                 seed: int = 0, own_meter: bool | None = None) -> None:
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
-        self.own_meter = meter is None
+        self.own_meter = meter is None if own_meter is None else own_meter
         self.meter = meter or ModbusMeterSimulator(transport="rtu_over_tcp")
         if self.meter.transport != "rtu_over_tcp":
             raise ValueError("the meter behind a DTU speaks RTU frames over TCP "

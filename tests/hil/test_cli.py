@@ -143,6 +143,57 @@ def test_mc_plc_serves_until_sigterm() -> None:
         assert not port_is_open("127.0.0.1", port)
 
 
+def test_modbus_meter_on_udp_answers_a_udp_client() -> None:
+    from pymodbus.client import ModbusUdpClient
+
+    with hil_cli("sim", "modbus-meter", "--port", "0", "--transport", "udp",
+                 "--mode", "waveform") as (proc, line):
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+) \(udp, unit 1", line)
+        assert match, line
+        client = ModbusUdpClient("127.0.0.1", port=int(match.group(1)), timeout=2)
+        assert client.connect()
+        try:
+            rr = client.read_input_registers(0, count=2, device_id=1)
+            assert not rr.isError()
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_dtu_dials_the_gateway_registers_and_answers_as_an_rtu_slave() -> None:
+    """``sim dtu``: a listener stands for the gateway; the DTU dials it, sends its
+    registration packet, then answers an RTU read of the meter behind it."""
+    import socket
+
+    from drivers.modbus.rtu_framing import crc16, rtu_frame
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(15)
+        port = listener.getsockname()[1]
+        with hil_cli("sim", "dtu", "--gateway", f"127.0.0.1:{port}", "--registration",
+                     "DTU-7788", "--heartbeat-hex", "FE FE", "--mode", "waveform") as (proc, line):
+            assert f"dtu dialling 127.0.0.1:{port}" in line, line
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(10)
+                got = b""
+                while len(got) < 8:
+                    got += conn.recv(64)
+                assert got.startswith(b"DTU-7788")
+                conn.sendall(rtu_frame(1, bytes.fromhex("0400000002")))  # input 0..1
+                answer = b""
+                while len(answer) < 9:
+                    answer += conn.recv(64)
+                answer = answer.replace(b"\xfe\xfe", b"")[:9]
+                assert answer[:3] == bytes.fromhex("010404")
+                assert crc16(answer[:-2]) == int.from_bytes(answer[-2:], "little")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+
+
 def test_modbus_meter_port_in_use_is_a_clean_error() -> None:
     with hil_cli("sim", "modbus-meter", "--port", "0") as (proc, line):
         port = line.rsplit(":", 1)[1].split()[0]
