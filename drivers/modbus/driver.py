@@ -425,7 +425,11 @@ class ModbusDriver(Driver):
         if self._link is not link:
             raise ConnectionLost(f"{self.device_name}: closed during {what}")
         if link.lost.done() or not link.client.connected:
-            raise await self._lose(f"the connection to {self.address} was closed")
+            raise await self._lose(self._why_closed())
+
+    def _why_closed(self) -> str:
+        """Why the connection is gone, for the lost-connection message."""
+        return f"the connection to {self.address} was closed"
 
     def _answered(self) -> None:
         self._silent_requests = 0
@@ -710,11 +714,18 @@ class ModbusDtuDriver(ModbusDriver):
         self._listeners = listeners if listeners is not None else ListenPorts()
         self._lease: ListenLease[DtuListener] | None = None
         self._slot: DtuSlot | None = None
+        self._stream: RtuStream | None = None
         self._request_lock = asyncio.Lock()
 
     @property
     def address(self) -> str:
         return self.config.address
+
+    def _why_closed(self) -> str:
+        stream = self._stream
+        if stream is not None and stream.closed_because:
+            return stream.closed_because
+        return super()._why_closed()
 
     @property
     def slot(self) -> DtuSlot | None:
@@ -747,7 +758,7 @@ class ModbusDtuDriver(ModbusDriver):
         except BaseException:
             lease.release()
             raise
-        self._lease, self._slot = lease, slot
+        self._lease, self._slot, self._stream = lease, slot, stream
         bad = BadFrames()
         stream.rx, stream.on_bad = [0], bad
         return Link(stream_client(stream), stream.lost, self._request_lock, rx=stream.rx,

@@ -112,7 +112,8 @@ class DtuSlot:
             assert old is not None
             log.info("%s: %s registered again from %s: the new connection replaces the one "
                      "from %s", self.device, self.describe(), stream.peer, old.peer)
-            old.close()
+            old.close(f"{self.describe()} dialled in again from {stream.peer}: its new "
+                      f"connection replaces the one from {old.peer}")
         else:
             log.info("%s: %s registered from %s", self.device, self.describe(), stream.peer)
         return replaced

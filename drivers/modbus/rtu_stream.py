@@ -61,6 +61,8 @@ class RtuStream(asyncio.Protocol):
         self.lost: asyncio.Future[None] = loop.create_future()
         self._waiter: asyncio.Future[None] | None = None
         self._busy = False
+        #: why the gateway closed the connection, when it did (for the lost-connection message)
+        self.closed_because = ""
 
     # -- asyncio protocol -------------------------------------------------------------
 
@@ -101,8 +103,11 @@ class RtuStream(asyncio.Protocol):
         return not self.lost.done() and self.transport is not None \
             and not self.transport.is_closing()
 
-    def close(self) -> None:
-        """Close the connection (a request waiting for its answer ends at once)."""
+    def close(self, because: str = "") -> None:
+        """Close the connection (a request waiting for its answer ends at once);
+        ``because`` says why, for the driver's message."""
+        if because and not self.closed_because:
+            self.closed_because = because
         if self.transport is not None:
             self.transport.abort()
         if not self.lost.done():
@@ -112,14 +117,17 @@ class RtuStream(asyncio.Protocol):
     async def more(self) -> None:
         """Wait until more bytes came; :class:`ConnectionLost` when the connection closed."""
         if self.lost.done():
-            raise ConnectionLost(f"the connection from {self.peer} closed")
+            raise self._lost_error()
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
             await waiter
         finally:
             self._waiter = None
         if self.lost.done():
-            raise ConnectionLost(f"the connection from {self.peer} closed")
+            raise self._lost_error()
+
+    def _lost_error(self) -> ConnectionLost:
+        return ConnectionLost(self.closed_because or f"the connection with {self.peer} closed")
 
     def take(self, n: int) -> bytes:
         """The first ``n`` bytes of the buffer, removed from it."""
@@ -131,7 +139,7 @@ class RtuStream(asyncio.Protocol):
         """Send ``request`` and return its answer frame (unit to CRC). Raises
         :class:`ConnectionLost`; a timeout is the caller's (cancel the task)."""
         if not self.open:
-            raise ConnectionLost(f"the connection to {self.peer} is closed")
+            raise self._lost_error()
         assert self.transport is not None
         self._drop_stale()
         self._busy = True
@@ -158,7 +166,11 @@ class RtuStream(asyncio.Protocol):
                     await self.more()
         except asyncio.CancelledError:
             # the deadline: what is here is part of an answer (or garbage), not silence
-            self.rx[0] += self._answer_bytes()
+            partial = self._answer_bytes()
+            if partial:
+                self.rx[0] += partial
+                self.on_bad(f"{partial} bytes of an answer of unit {expect.unit} and then "
+                            "nothing (half an answer)")
             raise
         finally:
             self._busy = False

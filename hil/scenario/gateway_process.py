@@ -48,23 +48,26 @@ _METER_TAGS: list[dict[str, Any]] = meter_tag_configs(
 
 
 def meter_device_config(
-    name: str, port: int, poll_interval: str, timeout: str, writable: bool = False
+    name: str, port: int | str, poll_interval: str, timeout: str, writable: bool = False,
+    transport: str = "tcp", dtu: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A Modbus TCP device entry for the simulated meter; ``writable`` adds the holding
-    register ``power_limit`` (kW) as a tag the brain may write (0..100)."""
+    """A Modbus device entry for the simulated meter; ``writable`` adds the holding
+    register ``power_limit`` (kW) as a tag the brain may write (0..100). ``transport``:
+    ``tcp``, ``udp``, ``rtu_over_tcp`` (``port`` its TCP port), ``ascii`` (``port`` the
+    pty; 8N1, all a pty takes) or ``dtu`` (``port`` the gateway's listen port, ``dtu`` the
+    registration and heartbeat packets)."""
     tags = list(_METER_TAGS)
     if writable:
         (limit,) = meter_tag_configs("power_limit")
         tags.append({**limit, "writable": True, "range": [0, 100]})
-    return {
-        "name": name,
-        "protocol": "modbus_tcp",
-        "host": "127.0.0.1",
-        "port": port,
-        "poll_interval": poll_interval,
-        "timeout": timeout,
-        "tags": tags,
-    }
+    entry: dict[str, Any] = {"name": name, "protocol": f"modbus_{transport}"}
+    if transport == "ascii":
+        entry |= {"port": port, "baudrate": 19200, "bytesize": 8, "parity": "N"}
+    elif transport == "dtu":
+        entry |= {"listen_host": "127.0.0.1", "listen_port": port, **(dtu or {})}
+    else:
+        entry |= {"host": "127.0.0.1", "port": port}
+    return {**entry, "poll_interval": poll_interval, "timeout": timeout, "tags": tags}
 
 
 def dlt645_device_config(

@@ -23,10 +23,13 @@ Seconds = Annotated[float, Field(ge=0)]
 
 
 class MeterDevice(_Strict):
-    """The energy meter on Modbus TCP."""
+    """The energy meter on Modbus: over TCP, UDP, ASCII on a pty, RTU through a serial
+    device server (``rtu_over_tcp``), or RTU behind a 4G DTU that dials the gateway
+    (``dtu``: registration packet ``DTU-<name>``, heartbeat FE FE every second)."""
 
     kind: Literal["modbus_meter"]
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    transport: Literal["tcp", "udp", "ascii", "rtu_over_tcp", "dtu"] = "tcp"
     mode: Literal["process", "waveform"] = "process"
     period_s: float = Field(default=60.0, gt=0, description="waveform period (model seconds)")
     poll_interval: str = "100ms"
@@ -339,6 +342,26 @@ class S7PutGetOff(_Fault):
     duration: Seconds = 2.0
 
 
+class DtuRedial(_Fault):
+    """The meter's DTU dials the gateway again (its 4G link dropped): the old connection is
+    left open and dead, or closed (``close_old``)."""
+
+    action: Literal["dtu_redial"]
+    device: str
+    close_old: bool = False
+
+
+class DtuBadAnswers(_Fault):
+    """The meter's DTU spoils one answer every ``every`` s: its ``heartbeat`` inside the
+    answer, ``garbage`` before it, or ``half`` of it only."""
+
+    action: Literal["dtu_bad_answers"]
+    device: str
+    answer: Literal["heartbeat", "garbage", "half"] = "heartbeat"
+    every: float = Field(default=0.3, gt=0)
+    duration: Seconds = 2.0
+
+
 class GatewayKill(_Fault):
     action: Literal["gateway_kill"]
     downtime: Seconds = 1.0
@@ -370,7 +393,9 @@ Fault = Annotated[
     | FinsBadAnswers
     | McEndCode
     | McDelay
-    | McBadAnswers,
+    | McBadAnswers
+    | DtuRedial
+    | DtuBadAnswers,
     Field(discriminator="action"),
 ]
 
@@ -536,6 +561,7 @@ _FAULT_KINDS = {
     "plc_": ("opcua_plc", "s7_plc", "fins_plc", "mc_plc"),
     "s7_": ("s7_plc",),
     "modbus_": ("modbus_meter",),
+    "dtu_": ("modbus_meter",),
     "fins_": ("fins_plc",),
     "mc_": ("mc_plc",),
     "serial_garbage": ("mcu_node", "scale", "dlt645_meter"),
@@ -585,6 +611,7 @@ def _checks(
     devices = [d for _, d in _entries(data, "devices") if _name(d.get("name"))]
     kinds = {d["name"]: d.get("kind") for d in devices}
     modes = {d["name"]: d.get("mode", "process") for d in devices}
+    transports = {d["name"]: d.get("transport") for d in devices}
     duration = data.get("duration")
     commands: set[str] = set()
     updates: set[str] = set()
@@ -608,6 +635,9 @@ def _checks(
                 kinds_text = " or ".join([", ".join(wanted[:-1]), wanted[-1]] if len(wanted) > 1
                                          else wanted)
                 problem(("faults", i, "device"), f"{name!r} is not a {kinds_text}")
+            elif action.startswith("dtu_") and transports.get(name) != "dtu":
+                problem(("faults", i, "device"), f"{name!r} is not behind a DTU "
+                        "(transport: dtu)")
         if after_end(fault):
             problem(("faults", i, "at"), "after the scenario ends")
     for i, dev in _entries(data, "devices"):

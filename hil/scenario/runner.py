@@ -20,6 +20,7 @@ from hil.devices.dlt645_meter import Dlt645Line, SimMeter, meter_address
 from hil.devices.fins_plc import FinsPlcSimulator
 from hil.devices.mc_plc import McPlcSimulator
 from hil.devices.mcu_node import McuNodeSimulator
+from hil.devices.modbus_dtu import DtuSimulator
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.devices.opcua_plc import OpcUaPlcSimulator
 from hil.devices.s7_plc import S7PlcSimulator
@@ -53,6 +54,8 @@ from hil.scenario.model import (
     DeviceRestart,
     DeviceSilence,
     Dlt645MeterDevice,
+    DtuBadAnswers,
+    DtuRedial,
     Fault,
     FinsBadAnswers,
     FinsDelay,
@@ -131,6 +134,8 @@ class _Line:
         self.proxy = proxy
         self.gateway = gateway
         self.meters: dict[str, ModbusMeterSimulator] = {}
+        #: the DTUs of the meters behind one (transport: dtu), by device name
+        self.dtus: dict[str, DtuSimulator] = {}
         #: the moulding machines, on OPC UA or S7 (both have model, restart, drop_connections)
         self.plcs: dict[str, OpcUaPlcSimulator | S7PlcSimulator] = {}
         self.fins_plcs: dict[str, FinsPlcSimulator] = {}
@@ -239,6 +244,20 @@ async def _apply(fault: Fault, line: _Line) -> float:
 
             await _repeat(spoil, fault.every, fault.duration)
             spoiled.bad_answers[fault.kind] = 0
+        case DtuRedial():
+            line.dtus[fault.device].redial(leave_old_open=not fault.close_old)
+        case DtuBadAnswers():
+            dtu = line.dtus[fault.device]
+            spoil = {"heartbeat": "heartbeat_inside_answers", "garbage": "garbage_before_answers",
+                     "half": "half_answers"}[fault.answer]
+
+            def spoil_one() -> None:
+                setattr(dtu, spoil, getattr(dtu, spoil) + 1)
+
+            await _repeat(spoil_one, fault.every, fault.duration)
+            setattr(dtu, spoil, 0)
+        case DeviceDisconnect() if fault.device in line.dtus:
+            line.dtus[fault.device].hang_up()
         case DeviceRestart() | DeviceDisconnect() if fault.device in line.scales:
             scale = line.scales[fault.device]
             scale.unplug()  # a scale restart is a power cycle: the port goes, then comes back
@@ -425,13 +444,7 @@ async def _start_devices(
                 if dev.mode == "waveform"
                 else EnergyMeterModel(seed=seed, t0=now, time_scale=scenario.time_scale)
             )
-            meter = await stack.enter_async_context(ModbusMeterSimulator(model, port=0))
-            line.meters[dev.name] = meter
-            configs.append(
-                meter_device_config(
-                    dev.name, meter.port, dev.poll_interval, dev.timeout, writable
-                )
-            )
+            configs.append(await _start_meter(dev, model, stack, line, writable))
         elif isinstance(dev, S7PlcDevice):
             s7_model = InjectionMouldingModel(seed=seed, t0=now, time_scale=scenario.time_scale)
             s7 = await stack.enter_async_context(S7PlcSimulator(s7_model, port=0, cpu=dev.cpu))
@@ -448,6 +461,28 @@ async def _start_devices(
                 plc_device_config(dev.name, plc.endpoint, dev.publishing_interval, writable)
             )
     return configs
+
+
+async def _start_meter(dev: MeterDevice, model: Any, stack: AsyncExitStack, line: _Line,
+                       writable: bool) -> dict[str, Any]:
+    """The meter on its transport (behind a DTU dialling the gateway for ``dtu``)."""
+    transport = "rtu_over_tcp" if dev.transport == "dtu" else dev.transport
+    meter = await stack.enter_async_context(
+        ModbusMeterSimulator(model, port=0, transport=transport))
+    line.meters[dev.name] = meter
+    where: int | str = meter.serial_path if transport == "ascii" else meter.port
+    packets = None
+    if dev.transport == "dtu":
+        where = free_port()
+        registration = f"DTU-{dev.name}"
+        dtu = await stack.enter_async_context(DtuSimulator(
+            "127.0.0.1", where, meter=meter, registration=registration.encode(),
+            heartbeat=b"\xfe\xfe", heartbeat_interval=1.0))
+        line.dtus[dev.name] = dtu
+        packets = {"registration_packet": {"ascii": registration},
+                   "heartbeat_packet": {"hex": "FE FE"}}
+    return meter_device_config(dev.name, where, dev.poll_interval, dev.timeout, writable,
+                               transport=dev.transport, dtu=packets)
 
 
 async def _start_dlt645_line(scenario: Scenario, first: Dlt645MeterDevice,
