@@ -342,8 +342,8 @@ class PacketConfig(StrictModel):
         except re.error as exc:
             raise ValueError(f"pattern {self.pattern!r} is no regular expression: {exc}") from None
         if compiled.match(b"") is not None:
-            raise ValueError(f"pattern {self.pattern!r} matches nothing at all (empty bytes); "
-                             "it must need at least one byte")
+            raise ValueError(f"pattern {self.pattern!r} matches no bytes at all, so it would "
+                             "match anywhere: it must need at least one byte")
         return compiled
 
     def describe(self) -> str:

@@ -108,3 +108,42 @@ async def test_opcua_unknown_node_fails_and_good_nodes_report_values(tmp_path: P
     assert good.ok, good.reason
     assert good.readings[0].quality == "good" and isinstance(good.readings[0].value, float)
     assert not broker.ok
+
+
+def _dtu_device(port: int) -> dict[str, Any]:
+    from hil.devices.modbus_meter import meter_tag_configs
+
+    return {"name": "dtu", "protocol": "modbus_dtu", "listen_host": "127.0.0.1",
+            "listen_port": port, "registration_packet": {"ascii": "DTU-7"},
+            "heartbeat_packet": {"hex": "FE"}, "tags": meter_tag_configs("voltage")}
+
+
+async def test_check_waits_for_a_dtu_to_dial_in_and_says_so(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    from hil.devices.modbus_dtu import DtuSimulator
+
+    port = free_port()
+    config = _write(tmp_path, [_dtu_device(port)], mosquitto.port)
+    async with DtuSimulator("127.0.0.1", port, registration=b"DTU-7", heartbeat=b"\xfe",
+                            heartbeat_interval=0.1, redial_delay=0.05):
+        result = await _run_check(config)
+    assert result.returncode == exit_codes.OK, result.stdout + result.stderr
+    assert (f"device dtu: waiting up to 3 s for the ascii 'DTU-7' DTU to dial in to port "
+            f"{port} and register") in result.stderr
+    assert "device dtu (modbus_dtu): OK" in result.stdout
+    assert f"identity: DTU ascii 'DTU-7' on 127.0.0.1:{port}, connected from 127.0.0.1:" \
+        in result.stdout
+    assert "dtu.voltage = " in result.stdout and "V (good)" in result.stdout
+
+
+async def test_check_of_a_dtu_that_does_not_dial_in_says_what_it_waited_for(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    port = free_port()
+    config = _write(tmp_path, [_dtu_device(port)], mosquitto.port)
+    result = await _run_check(config)
+    assert result.returncode == exit_codes.CHECK_FAILED, result.stdout + result.stderr
+    assert (f"device dtu (modbus_dtu): FAILED: waited 3 s for the ascii 'DTU-7' DTU to dial "
+            f"in to port {port} and register; it did not (--timeout to wait longer)"
+            ) in result.stdout
