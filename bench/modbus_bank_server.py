@@ -3,9 +3,10 @@
 Run one per simulated device, each in its own process, so that the gateway's
 CPU time is measured apart from the simulator's::
 
-    python bench/modbus_bank_server.py --tags 2500 [--port 0] [--unit 1]
+    python bench/modbus_bank_server.py --tags 2500 [--port 0] [--unit 1] [--framer rtu]
 
-The device answers on 127.0.0.1 with unit id ``--unit``. Its input registers
+The device answers on 127.0.0.1 with unit id ``--unit``, in Modbus TCP frames, or with
+``--framer rtu`` in RTU frames over TCP (a line behind a serial device server). Its input registers
 (FC4) hold ``--tags`` tags laid out by :func:`bank_layout`: a repeating mix of
 float32 (2 registers) and int16/uint16 (1 register) values, packed with no gaps
 from address 0. Every read answers fresh values: the registers of the request
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -111,13 +113,14 @@ class RegisterBank:
         return None
 
 
-async def serve(host: str, port: int, tags: int, unit: int) -> dict[str, int]:
+async def serve(host: str, port: int, tags: int, unit: int,
+                framer: str = "socket") -> dict[str, int]:
     bank = RegisterBank(tags)
     empty = [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)]
     empty_bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
     inputs = [SimData(0, count=bank.count, values=0, datatype=DataType.REGISTERS)]
     device = SimDevice(id=unit, simdata=(empty_bits, empty_bits, empty, inputs), action=bank.action)
-    server = ModbusTcpServer([device], address=(host, port))
+    server = ModbusTcpServer([device], address=(host, port), framer=FramerType(framer))
     await server.serve_forever(background=True)
     sockets = getattr(server.transport, "sockets", None) or []
     if not sockets:
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
     parser.add_argument("--tags", type=int, required=True, help="tags in the bank")
     parser.add_argument("--unit", type=int, default=1, help="Modbus unit id")
+    parser.add_argument("--framer", choices=["socket", "rtu"], default="socket",
+                        help="socket: Modbus TCP; rtu: RTU frames over TCP")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
     if args.tags < 1:
         parser.error("--tags must be at least 1")
-    stats = asyncio.run(serve(args.host, args.port, args.tags, args.unit))
+    stats = asyncio.run(serve(args.host, args.port, args.tags, args.unit, args.framer))
     print(json.dumps(stats), flush=True)
     return 0
 

@@ -213,13 +213,15 @@ def _packet(text: str | None, hex_text: str | None, what: str) -> bytes | None:
               show_default=True, help="Seconds between heartbeats.")
 @click.option("--unit", "device_id", type=click.IntRange(1, 247), default=1,
               show_default=True, help="Modbus unit id of the meter on the DTU's line.")
+@click.option("--line", "line", default=None, metavar="HOST:PORT",
+              help="Relay to this RTU-over-TCP server instead of the simulated meter.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Process model seed.")
 @click.option("--mode", type=click.Choice(["process", "waveform"]), default="process",
               show_default=True, help="Seeded process model or exact test waveforms.")
 @_time_scale_option
 def dtu(gateway: str, registration: str, registration_hex: str | None, no_registration: bool,
         heartbeat: str, heartbeat_hex: str | None, heartbeat_interval: float, device_id: int,
-        seed: int, mode: str, time_scale: float) -> None:
+        line: str | None, seed: int, mode: str, time_scale: float) -> None:
     """A 4G DTU that dials the gateway, registers, sends heartbeats and passes Modbus RTU
     to the energy meter on its RS-485 port (hil/devices/modbus_dtu.py)."""
     from hil.devices.modbus_dtu import DtuSimulator
@@ -227,6 +229,12 @@ def dtu(gateway: str, registration: str, registration_hex: str | None, no_regist
     host, _, port_text = gateway.rpartition(":")
     if not host or not port_text.isdigit():
         raise click.BadParameter("HOST:PORT, e.g. 192.168.1.10:9000", param_hint="--gateway")
+    relay_to: tuple[str, int] | None = None
+    if line is not None:
+        line_host, _, line_port = line.rpartition(":")
+        if not line_host or not line_port.isdigit():
+            raise click.BadParameter("HOST:PORT", param_hint="--line")
+        relay_to = (line_host, int(line_port))
     packet = None if no_registration else _packet(
         None if registration_hex else registration, registration_hex, "registration")
     beat = _packet(None if heartbeat_hex else heartbeat, heartbeat_hex, "heartbeat")
@@ -237,11 +245,12 @@ def dtu(gateway: str, registration: str, registration_hex: str | None, no_regist
     meter = ModbusMeterSimulator(model, device_id=device_id, transport="rtu_over_tcp")
     simulator = DtuSimulator(host, int(port_text), meter=meter, registration=packet,
                              heartbeat=beat, heartbeat_interval=heartbeat_interval, seed=seed,
-                             own_meter=True)
+                             own_meter=True, line=relay_to)
     _serve_until_signal(
         simulator,
         lambda: f"dtu dialling {gateway} (registration {packet!r}, heartbeat {beat!r} every "
-        f"{heartbeat_interval:g} s; unit {device_id} behind it, {mode})",
+        f"{heartbeat_interval:g} s; "
+        + (f"relaying to {line})" if line else f"unit {device_id} behind it, {mode})"),
         "dtu",
     )
 

@@ -59,13 +59,16 @@ class DtuSimulator(SimulatedDevice):
         heartbeat_interval: seconds between heartbeats.
         redial_delay: seconds before dialling again after a connection failed or closed.
         seed: for the garbage bytes.
+        line: host and port of another RTU-over-TCP server to relay to instead of the
+            meter's (a bank of registers, for benchmarks).
     """
 
     def __init__(self, gateway_host: str, gateway_port: int, *,
                  meter: ModbusMeterSimulator | None = None,
                  registration: bytes | None = b"DTU-0001", heartbeat: bytes | None = b"HB",
                  heartbeat_interval: float = 30.0, redial_delay: float = 0.2,
-                 seed: int = 0, own_meter: bool | None = None) -> None:
+                 seed: int = 0, own_meter: bool | None = None,
+                 line: tuple[str, int] | None = None) -> None:
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
         self.own_meter = meter is None if own_meter is None else own_meter
@@ -73,6 +76,8 @@ class DtuSimulator(SimulatedDevice):
         if self.meter.transport != "rtu_over_tcp":
             raise ValueError("the meter behind a DTU speaks RTU frames over TCP "
                              "(transport='rtu_over_tcp')")
+        #: where the serial side's bytes go: the meter, or ``line``
+        self.line = line
         self.registration = registration
         self.heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
@@ -236,8 +241,9 @@ class _SerialSide:
         if self._writer is None or self._writer.is_closing():
             self.close()
             meter = self._dtu.meter
+            host, port = self._dtu.line or (meter.host, meter.port)
             try:
-                reader, self._writer = await asyncio.open_connection(meter.host, meter.port)
+                reader, self._writer = await asyncio.open_connection(host, port)
             except OSError:
                 return  # the meter is away: silence on the line
             self._pump = asyncio.create_task(self._answers(reader, gateway))
