@@ -3,11 +3,15 @@
 What the Modbus drivers (and ``chenxing-gateway scan``) get from here, in the project's
 words and errors (:mod:`gateway.errors`):
 
-- clients: :func:`tcp_client` and :func:`serial_client` build pymodbus's asyncio clients
-  that never reconnect or retry on their own (the device runner owns the connection's
-  life), with pymodbus's own timeout a backstop :data:`BACKSTOP_SECONDS` longer than the
-  driver's; :func:`connect` opens one within the driver's timeout or raises
-  :class:`DeviceUnreachable` with the reason pymodbus logged and swallowed;
+- clients: :func:`tcp_client`, :func:`udp_client` and :func:`serial_client` (RTU or
+  ASCII framing) build pymodbus's asyncio clients that never reconnect or retry on their
+  own (the device runner owns the connection's life), with pymodbus's own timeout a
+  backstop :data:`BACKSTOP_SECONDS` longer than the driver's; :func:`connect` opens one
+  within the driver's timeout or raises :class:`DeviceUnreachable` with the reason
+  pymodbus logged and swallowed (also pyserial's ``termios.error`` for line settings a
+  port refuses); :func:`stream_client` runs pymodbus's requests and answers as RTU frames
+  over a connection of the project's own (:class:`StreamClient`: a serial device
+  server's, or one a 4G DTU dialled in on);
 - requests: :func:`read_request`, :func:`write_coil_request`,
   :func:`write_registers_request` build one request; :func:`exchange` runs it against
   the driver's timeout and the connection dropping, whichever is first;
@@ -66,7 +70,14 @@ pinned by a test:
   cancellation that stops the device for good; test_modbus_swallowed_cancel.py;
 - a client's ``execute`` connects again when it has no transport: :func:`exchange` checks
   ``connected`` in the step in which pymodbus sends, so that it never does;
-  test_modbus_driver.py (a lost connection stays lost).
+  test_modbus_driver.py (a lost connection stays lost);
+- :class:`StreamClient`: ``ModbusClientMixin``'s read and write methods build the request
+  PDU and call ``execute(no_response_expected, pdu)``; a PDU's ``encode()`` is its data
+  after the function code; ``DecodePDU(is_server=False).decode`` takes the bytes from the
+  function code on and uses a class given to ``register`` (None for what it cannot
+  decode); test_pymodbus_adapter.py;
+- the UDP client and the serial client with ``FramerType.ASCII`` have the ``ctx``
+  and ``callback_data`` of the TCP client (the guard); test_pymodbus_adapter.py.
 """
 
 from __future__ import annotations

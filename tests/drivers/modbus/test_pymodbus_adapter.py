@@ -176,3 +176,73 @@ def test_map_pymodbus_errors_translates_into_the_projects_errors(
         assert isinstance(out, RequestFailed) and out.counter == expected.counter
     if expected is REFUSED:
         assert out is REFUSED
+
+
+# -- the stream client: pymodbus's requests and answers over the project's RTU stream ------
+
+
+class _Recorder:
+    """An RtuTransport that answers each request with a canned frame and keeps the requests."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.requests: list[tuple[bytes, Any]] = []
+        self.open = True
+
+    def close(self) -> None:
+        self.open = False
+
+    async def transact(self, request: bytes, expect: Any) -> bytes:
+        self.requests.append((request, expect))
+        return self.answers.pop(0)
+
+
+async def test_stream_client_runs_pymodbus_requests_through_execute() -> None:
+    """Pins pymodbus: ``ModbusClientMixin``'s read and write methods build the request PDU
+    and hand it to ``execute(no_response_expected, pdu)``; ``DecodePDU(is_server=False)``
+    decodes an answer's PDU with a class given to ``register``; the frames are RTU."""
+    from drivers.modbus.pymodbus_adapter import stream_client
+    from drivers.modbus.rtu_framing import Expect, rtu_frame
+
+    transport = _Recorder([rtu_frame(1, bytes.fromhex("0404000A0014")),
+                           rtu_frame(1, bytes.fromhex("0600640002")),
+                           rtu_frame(1, bytes.fromhex("8402"))])
+    client = stream_client(transport)
+    assert client.connected
+    answer = await client.read_input_registers(3, count=2, device_id=1)
+    assert isinstance(answer.registers, np.ndarray)  # the array class was registered
+    assert read_values(answer, "input", 2, "read").tolist() == [10, 20]
+    request, expect = transport.requests[0]
+    assert request == rtu_frame(1, bytes.fromhex("0400030002"))
+    assert expect == Expect(1, 4, 4)
+    await client.write_register(100, 2, device_id=1)
+    assert transport.requests[1][0] == rtu_frame(1, bytes.fromhex("0600640002"))
+    refused = await client.read_input_registers(0, count=1, device_id=1)
+    with pytest.raises(RequestRefused, match="exception 2"):
+        read_values(refused, "input", 1, "read")
+    client.close()
+    assert not client.connected
+
+
+async def test_stream_client_refuses_an_answer_pymodbus_cannot_decode() -> None:
+    from drivers.modbus.pymodbus_adapter import stream_client
+    from drivers.modbus.rtu_framing import rtu_frame
+
+    client = stream_client(_Recorder([rtu_frame(1, bytes.fromhex("0403000A00"))]))  # odd count
+    with pytest.raises(ModbusIOException, match="cannot decode the answer"):
+        await client.read_input_registers(0, count=1, device_id=1)
+
+
+async def test_udp_and_ascii_clients_have_the_guarded_callback() -> None:
+    """Pins pymodbus: the UDP and the serial ASCII clients have ``ctx.callback_data`` (the
+    bad-frame guard wraps it) and take the ASCII framer."""
+    from drivers.modbus.pymodbus_adapter import serial_client, udp_client
+    from gateway.serial_ports import LineSettings
+
+    udp = udp_client("127.0.0.1", 5020, "probe", 1.0, lambda _: None, BadFrames())
+    assert udp.ctx.callback_data.__name__ == "callback_data"
+    assert udp.ctx.callback_data.__qualname__.startswith("_guard_client")
+    ascii_client = serial_client("/dev/null", LineSettings(9600), "probe", 1.0,
+                                 lambda _: None, BadFrames(), lambda _: None, "ascii")
+    assert type(ascii_client.ctx.framer).__name__ == "FramerAscii"
+    assert ascii_client.ctx.callback_data.__qualname__.startswith("_guard_client")
