@@ -732,6 +732,11 @@ class ModbusDtuDriver(ModbusDriver):
         """The device's place on the listener (its DTU's connection), once connected."""
         return self._slot
 
+    @property
+    def listener(self) -> DtuListener | None:
+        """The listening port the DTU dials in to, while the driver holds it."""
+        return self._lease.listener if self._lease is not None else None
+
     def awaited_peer(self) -> str:
         cfg = self.config
         return (f"the {cfg.registration_packet.describe()} DTU to dial in to port "

@@ -1,4 +1,5 @@
-"""Prometheus metrics of each Modbus unit (device, unit id), read from the drivers at scrape time.
+"""Prometheus metrics of each Modbus unit (device, unit id), and of the ports 4G DTUs dial
+in to, read from the drivers at scrape time.
 
 A TCP gateway to an RS-485 line, or a line with several meters, has one
 connection and several unit ids; the device-level error counters do not say
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from drivers.base import Driver
-from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.driver import ModbusDriver, ModbusDtuDriver
 
 #: UnitHealth error kinds that mean "an answer came, but not a usable frame"
 BAD_FRAME_KINDS = ("garbled", "decode")
@@ -95,3 +96,42 @@ def modbus_unit_metrics(drivers: Mapping[str, Driver | None]) -> Iterator[Metric
             failures.add_metric(labels, health.failures)
     yield from (requests, retries, exceptions, timeouts, bad_frames, skipped, backoffs,
                 backed_off, backoff_left, failures)
+    yield from _dtu_metrics(drivers)
+
+
+def _dtu_metrics(drivers: Mapping[str, Driver | None]) -> Iterator[Metric]:
+    """What happened on the ports DTUs dial in to, and on each DTU's connection."""
+    connections = CounterMetricFamily(
+        "chenxing_modbus_dtu_connections",
+        "Connections to a DTU listening port by outcome: accepted, registered (replaced: "
+        "a DTU's new connection replaced its old one), refused (unknown registration "
+        "packet), unregistered (no registration packet in time)",
+        labels=["port", "outcome"],
+    )
+    registrations = CounterMetricFamily(
+        "chenxing_modbus_dtu_registrations", "Times the device's DTU registered",
+        labels=["device"])
+    packets = CounterMetricFamily(
+        "chenxing_modbus_dtu_packets_dropped",
+        "Heartbeat and registration packets dropped from the DTU's current connection",
+        labels=["device"])
+    garbage = CounterMetricFamily(
+        "chenxing_modbus_dtu_garbage_bytes",
+        "Bytes skipped as garbage on the DTU's current connection", labels=["device"])
+    seen: set[int] = set()
+    for device, driver in drivers.items():
+        if not isinstance(driver, ModbusDtuDriver):
+            continue
+        listener = driver.listener
+        if listener is not None and id(listener) not in seen:
+            seen.add(id(listener))
+            counts = listener.counts
+            for outcome in ("accepted", "registered", "replaced", "refused", "unregistered"):
+                connections.add_metric([str(listener.port), outcome], getattr(counts, outcome))
+        slot = driver.slot
+        if slot is not None:
+            registrations.add_metric([device], slot.registrations)
+            if slot.stream is not None:
+                packets.add_metric([device], slot.stream.packets_dropped)
+                garbage.add_metric([device], slot.stream.garbage)
+    yield from (connections, registrations, packets, garbage)

@@ -260,3 +260,24 @@ async def test_a_port_in_use_is_a_readable_error(
     finally:
         blocker.close()
         await blocker.wait_closed()
+
+
+async def test_the_dtu_port_and_connection_show_in_the_metrics(
+        make_driver: Callable[[dict[str, Any]], ModbusDtuDriver]) -> None:
+    from drivers.modbus.metrics import modbus_unit_metrics
+
+    port = free_port()
+    async with DtuSimulator("127.0.0.1", port, meter=meter(), heartbeat_interval=0.02) as dtu, \
+            dtu.meter:
+        driver = make_driver(dtu_device("m", port, {"ascii": "DTU-0001"}))
+        await driver.connect()
+        dtu.heartbeat_inside_answers = 2
+        for _ in range(3):
+            await read_all(driver)
+        families = {f.name: f for f in modbus_unit_metrics({"m": driver})}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in families.values() for s in f.samples}
+    assert samples[("chenxing_modbus_dtu_connections_total",
+                    (("outcome", "registered"), ("port", str(port))))] == 1
+    assert samples[("chenxing_modbus_dtu_registrations_total", (("device", "m"),))] == 1
+    assert samples[("chenxing_modbus_dtu_packets_dropped_total", (("device", "m"),))] >= 2
