@@ -58,6 +58,13 @@ def _groups_in_scope(names: frozenset[str] | None) -> Iterator[None]:
         _GROUPS_IN_SCOPE.reset(token)
 
 
+def retries_field(default: int) -> Any:
+    """The ``retries`` key, whose default differs by transport (a serial line garbles)."""
+    return Field(default=default, ge=0, le=5, description="times a request is sent again "
+                 "after a timeout, a garbled or short answer or exception 5/6 (busy) before "
+                 "its tags go BAD")
+
+
 class PollGroupConfig(StrictModel):
     """Tags read together at their own interval."""
 
@@ -152,13 +159,7 @@ class ModbusDeviceConfig(DeviceConfig):
 
     unit_id: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id")
     timeout: PositiveDuration = Field(default=1.0, description="time to wait for one answer")
-    retries: int = Field(
-        default=0,
-        ge=0,
-        le=5,
-        description="times a request is sent again after a timeout, a garbled or short answer "
-        "or exception 5/6 (busy) before its tags go BAD",
-    )
+    retries: int = retries_field(0)
     poll_groups: list[PollGroupConfig] = Field(
         default_factory=list,
         description="extra poll groups [{name, interval}]; poll_interval is the 'default' group",
@@ -251,13 +252,7 @@ class ModbusSerialDeviceConfig(ModbusDeviceConfig):
     parity: Parity = Field(default="N", description="N (none), E (even) or O (odd)")
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
-    retries: int = Field(
-        default=1,
-        ge=0,
-        le=5,
-        description="times a request is sent again after a timeout, a garbled or short answer "
-        "or exception 5/6 (busy) before its tags go BAD",
-    )
+    retries: int = retries_field(1)
 
     @property
     def address(self) -> str:
@@ -365,13 +360,7 @@ class ModbusRtuOverTcpDeviceConfig(ModbusDeviceConfig):
         default=None,
         description="a keep-alive packet the device server sends on its own; dropped from "
         "the stream wherever it arrives")
-    retries: int = Field(
-        default=1,
-        ge=0,
-        le=5,
-        description="times a request is sent again after a timeout, a garbled or short answer "
-        "or exception 5/6 (busy) before its tags go BAD",
-    )
+    retries: int = retries_field(1)
 
     @property
     def address(self) -> str:
@@ -406,13 +395,7 @@ class ModbusDtuDeviceConfig(ModbusDeviceConfig):
         "register before the device is reported down (it keeps waiting in the background)")
     timeout: PositiveDuration = Field(
         default=3.0, description="time to wait for one answer (4G round trips are slow)")
-    retries: int = Field(
-        default=1,
-        ge=0,
-        le=5,
-        description="times a request is sent again after a timeout, a garbled or short answer "
-        "or exception 5/6 (busy) before its tags go BAD",
-    )
+    retries: int = retries_field(1)
 
     @property
     def address(self) -> str:

@@ -1,8 +1,10 @@
 """Modbus over every transport the gateway speaks (listed in :mod:`drivers.registry`):
 TCP, UDP, RTU and ASCII on serial lines, RTU through a serial device server, and RTU
-through 4G DTUs that dial in. One protocol name per transport (config.py says why)."""
+through 4G DTUs that dial in. One protocol name per transport (README.md says why)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from drivers.modbus.config import (
     ModbusAsciiDeviceConfig,
@@ -13,57 +15,25 @@ from drivers.modbus.config import (
     ModbusUdpDeviceConfig,
 )
 from drivers.registration import DriverRegistration
+from gateway.config.device import DeviceConfig
 
-_METRICS = "drivers.modbus.metrics:modbus_unit_metrics"
-_TOOLS = {"scan": "drivers.modbus.scan_cmd:scan"}
-_DRIVER = "drivers.modbus.driver:"
+
+def _modbus(config: type[DeviceConfig], driver: str, **kw: Any) -> DriverRegistration:
+    """A Modbus transport: writes, the per-unit metrics, the family ``modbus``."""
+    return DriverRegistration(config=config, driver=f"drivers.modbus.driver:{driver}",
+                              writes=True, metrics="drivers.modbus.metrics:modbus_unit_metrics",
+                              family="modbus", **kw)
+
+
+_SCAN = {"scan": "drivers.modbus.scan_cmd:scan"}
 
 REGISTRATIONS = (
-    DriverRegistration(
-        config=ModbusTcpDeviceConfig,
-        driver=_DRIVER + "ModbusTcpDriver",
-        writes=True,
-        metrics=_METRICS,
-        tools=_TOOLS,
-        family="modbus",
-    ),
-    DriverRegistration(
-        config=ModbusRtuDeviceConfig,
-        driver=_DRIVER + "ModbusRtuDriver",
-        serial="shared",  # the units of one RS-485 bus share its port
-        writes=True,
-        metrics=_METRICS,
-        tools=_TOOLS,
-        family="modbus",
-    ),
-    DriverRegistration(
-        config=ModbusAsciiDeviceConfig,
-        driver=_DRIVER + "ModbusAsciiDriver",
-        serial="shared",  # an ASCII line is shared by ASCII devices only
-        writes=True,
-        metrics=_METRICS,
-        family="modbus",
-    ),
-    DriverRegistration(
-        config=ModbusUdpDeviceConfig,
-        driver=_DRIVER + "ModbusUdpDriver",
-        writes=True,
-        metrics=_METRICS,
-        family="modbus",
-    ),
-    DriverRegistration(
-        config=ModbusRtuOverTcpDeviceConfig,
-        driver=_DRIVER + "ModbusRtuOverTcpDriver",
-        writes=True,
-        metrics=_METRICS,
-        family="modbus",
-    ),
-    DriverRegistration(
-        config=ModbusDtuDeviceConfig,
-        driver=_DRIVER + "ModbusDtuDriver",
-        listens=True,  # DTUs dial in to a port the DTU devices share
-        writes=True,
-        metrics=_METRICS,
-        family="modbus",
-    ),
+    _modbus(ModbusTcpDeviceConfig, "ModbusTcpDriver", tools=_SCAN),
+    # the units of one RS-485 bus share its port (and an ASCII line carries ASCII only)
+    _modbus(ModbusRtuDeviceConfig, "ModbusRtuDriver", serial="shared", tools=_SCAN),
+    _modbus(ModbusAsciiDeviceConfig, "ModbusAsciiDriver", serial="shared"),
+    _modbus(ModbusUdpDeviceConfig, "ModbusUdpDriver"),
+    _modbus(ModbusRtuOverTcpDeviceConfig, "ModbusRtuOverTcpDriver"),
+    # DTUs dial in to a port the DTU devices share
+    _modbus(ModbusDtuDeviceConfig, "ModbusDtuDriver", listens=True),
 )

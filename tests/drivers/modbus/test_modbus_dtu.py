@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from modbus_polling import lost, read_all
 
 from drivers.modbus.driver import ModbusDtuDriver
 from drivers.registry import REGISTRY
-from gateway.errors import ConnectionLost, DeviceUnreachable
+from gateway.errors import DeviceUnreachable
 from gateway.listen_ports import ListenPorts
 from gateway.serial_ports import SerialPorts
 from gateway.types import Quality
@@ -73,23 +74,6 @@ def meter() -> ModbusMeterSimulator:
                                 transport="rtu_over_tcp")
 
 
-async def read_all(driver: ModbusDtuDriver) -> dict[int, tuple[float, int]]:
-    out: dict[int, tuple[float, int]] = {}
-    for group in driver.poll_groups():
-        batch = await driver.read(group)
-        for tag_id, value, quality in zip(batch.tag_ids, batch.values, batch.quality,
-                                          strict=True):
-            out[int(tag_id)] = (float(value), int(quality))
-    return out
-
-
-async def lost(driver: ModbusDtuDriver) -> bool:
-    """One poll; True when it found the connection gone."""
-    try:
-        await read_all(driver)
-    except ConnectionLost:
-        return True
-    return False
 
 
 def volts() -> float:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from modbus_polling import lost, read_all
 
 from drivers.base import Driver
 from drivers.modbus.driver import ModbusDriver
@@ -64,15 +65,6 @@ def meter(transport: Transport, **kw: Any) -> ModbusMeterSimulator:
                                 transport=transport, **kw)
 
 
-async def read_all(driver: ModbusDriver) -> dict[int, tuple[float, int]]:
-    out: dict[int, tuple[float, int]] = {}
-    for group in driver.poll_groups():
-        batch = await driver.read(group)
-        for tag_id, value, quality in zip(batch.tag_ids, batch.values, batch.quality,
-                                          strict=True):
-            out[int(tag_id)] = (float(value), int(quality))
-    return out
-
 
 TRANSPORTS: list[Transport] = ["udp", "ascii", "rtu_over_tcp"]
 
@@ -119,13 +111,6 @@ async def test_an_exception_and_silence_are_bad_quality_and_counted(
         sim.response_delay = 0.0
         await until(lambda: _good(driver), "good values again after the faults")
 
-
-async def _lost(driver: ModbusDriver) -> bool:
-    try:
-        await read_all(driver)
-    except ConnectionLost:
-        return True
-    return False
 
 
 async def _good(driver: ModbusDriver) -> bool:
@@ -230,7 +215,7 @@ async def test_rtu_over_tcp_device_server_restart_is_a_lost_connection(
         await driver.connect()
         assert await _good(driver)
         sim.drop_connections()
-        await until(lambda: _lost(driver), "the driver lost the dropped connection")
+        await until(lambda: lost(driver), "the driver lost the dropped connection")
         assert driver.errors["connection_lost"] == 1
         await driver.connect()
         assert await _good(driver)
