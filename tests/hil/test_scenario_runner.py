@@ -55,6 +55,18 @@ def test_validation_errors_name_file_line_and_key(tmp_path: Path) -> None:
     assert f"{path}:8" in result.output and "faults[0].duraton" in result.output
 
 
+def test_dtu_faults_need_a_meter_behind_a_dtu(tmp_path: Path) -> None:
+    bad = GOOD.replace("expect:", "faults:\n  - {at: 1, action: dtu_redial, device: meter}\n"
+                       "expect:")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(write(tmp_path, bad))
+    (problem,) = info.value.problems
+    assert (problem.line, problem.path_text) == (7, "faults[0].device")
+    assert problem.message == "'meter' is not behind a DTU (transport: dtu)"
+    good = bad.replace("period_s: 10}", "period_s: 10, transport: dtu}")
+    assert load_scenario(write(tmp_path, good)).devices[0].transport == "dtu"  # type: ignore[union-attr]  # the meter device
+
+
 @pytest.mark.parametrize(
     ("old", "new", "where"),
     [
