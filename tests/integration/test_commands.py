@@ -141,8 +141,8 @@ async def test_writes_are_checked_executed_answered_and_audited(
         assert isinstance(line["ts"], int)
     ok = by_id["c-ok"]
     assert [x["event"] for x in ok] == ["write", "cmd"]
-    assert ok[0] | {"ts": 0} == {
-        "ts": 0, "event": "write", "id": "c-ok", "topic": ok[0]["topic"],
+    assert ok[0] | {"ts": 0, "seq": 0} == {
+        "ts": 0, "seq": 0, "event": "write", "id": "c-ok", "topic": ok[0]["topic"],
         "tag": "meter.ct_ratio", "value": 250, "raw": 250.0, "outcome": "accepted",
         "reason": None, "verified": None,
     }
