@@ -43,6 +43,12 @@ Every exception the project raises on purpose is defined here and derives from
     │   │   └── ImageError          ... it is not an MCUboot image
     │   ├── NodeRefused             the node answered an SMP request with an error
     │   └── FirmwareApiError        the gateway's firmware API refused or failed the update
+    ├── AccessError                 the local API's users, sessions and requests
+    │   ├── UserStoreError          the user store cannot be read or written
+    │   ├── UserRefused             a user change is refused (exists, bad name, last admin)
+    │   │   └── UnknownUser         ... there is no such user
+    │   ├── PasswordRejected        a password fails the policy (length, character classes)
+    │   └── ApiRefused              an HTTP request is answered 4xx (status, code, message)
     ├── ModelLoadError              a model or its manifest was refused
     └── ModelRunError               an inference failed
 
@@ -387,6 +393,42 @@ class FirmwareApiError(FirmwareUpdateError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+# -- the local API: users, sessions, requests -------------------------------------------------
+
+
+class AccessError(GatewayError):
+    """Users, sessions and requests of the local HTTP API."""
+
+
+class UserStoreError(AccessError):
+    """The user store (``{state_dir}/users.json``) cannot be read or written."""
+
+
+class UserRefused(AccessError):
+    """A user change is refused: an existing user, a bad name or role, the last admin."""
+
+
+class UnknownUser(UserRefused):
+    """A change names a user the store does not have."""
+
+
+class PasswordRejected(AccessError):
+    """A new password fails the policy (``http.auth``: length, character classes)."""
+
+
+class ApiRefused(AccessError):
+    """An HTTP request answered with a 4xx: ``status``, a short ``code`` and the message,
+    sent as the API's one error body ``{"error": message, "code": code, "status": status}``."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
 
 
 # -- edge models -------------------------------------------------------------------------
