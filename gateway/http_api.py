@@ -1,23 +1,37 @@
-"""Local HTTP API: ``/healthz`` (JSON), ``/metrics`` (Prometheus), ``/api/tags`` (latest values),
-and the status page (``/``, ``/api/status``: :mod:`gateway.status_page`). GET only.
+"""Local HTTP API: the status page (``/``, ``/api/status``: :mod:`gateway.status_page`),
+``/healthz`` (JSON), ``/metrics`` (Prometheus), ``/api/tags`` (latest values), tag writes
+(:mod:`gateway.http_writes`), firmware updates (:mod:`gateway.http_firmware`), logins and
+users (:mod:`gateway.http_users`) and the audit trail (:mod:`gateway.http_audit`).
 
-Bound to 127.0.0.1 by default. When bound elsewhere a bearer token is required
-(the config refuses a non-loopback bind without one); only the page's static shell is
-served without it. Without a token, requests must name a loopback host (DNS rebinding).
-Host names and the token are checked by :mod:`gateway.http_guard`.
+Who may call what is :data:`ROUTE_ROLES` (deny by default), enforced by
+:mod:`gateway.http_access`: viewers read, operators also write tags and update firmware,
+admins also manage users and read the audit trail. Bound to 127.0.0.1 by default, where
+a caller on this machine may act without a login (``http.auth.anonymous_loopback``);
+elsewhere nothing works without a login (or the shared machine token). HTTPS with
+``http.tls``. docs/security.md has the whole picture.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway import __version__
+from gateway.access import LoginLimiter, PasswordPolicy, Role, Sessions, UserStore
 from gateway.config.secrets import resolve_secret
+from gateway.config.types import is_loopback
+from gateway.http_access import PUBLIC, AccessGuard, AccessPolicy
+from gateway.http_audit import ROUTE_ROLES as AUDIT_ROLES
+from gateway.http_audit import add_audit_route
 from gateway.http_firmware import add_firmware_route
-from gateway.http_guard import ProtocolErrorLog, RequestGuard
+from gateway.http_guard import ProtocolErrorLog
+from gateway.http_users import ROUTE_ROLES as USER_ROLES
+from gateway.http_users import UserRoutes
+from gateway.http_writes import ROUTE_ROLES as WRITE_ROLES
+from gateway.http_writes import add_writes_route
 from gateway.metrics import CONTENT_TYPE, render
 from gateway.status_page import PUBLIC_ROUTES, add_status_page
 from gateway.types import QUALITY_NAMES, now_ns
@@ -27,32 +41,63 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: every route's least role (None: public). A route missing here is refused to everyone.
+ROUTE_ROLES: dict[str, Role | None] = {
+    **dict.fromkeys(PUBLIC_ROUTES, PUBLIC),  # the status page's shell: no data in it
+    "healthz": Role.VIEWER,
+    "metrics": Role.VIEWER,
+    "api-tags": Role.VIEWER,
+    "api-status": Role.VIEWER,
+    "firmware-upload": Role.OPERATOR,
+    **WRITE_ROLES,
+    **USER_ROLES,
+    **AUDIT_ROLES,
+}
+
 
 class HttpApi:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         cfg = gateway.config.http
-        self._token: str | None = None
-        if cfg.token is not None:
-            self._token = resolve_secret(cfg.token, gateway.config_dir)
-        guard = RequestGuard(self._token, PUBLIC_ROUTES)
-        app = web.Application(middlewares=[guard.middleware])
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/api/tags", self.tags)
+        token = None if cfg.token is None else resolve_secret(cfg.token, gateway.config_dir)
+        auth = cfg.auth
+        self.users = UserStore(cfg.resolved_users_file(gateway.config.gateway.state_dir))
+        self.sessions = Sessions(auth.session_ttl)
+        self.login_limiter = LoginLimiter(auth.max_failed_logins, auth.failed_login_window)
+        policy = AccessPolicy(
+            loopback_bind=is_loopback(cfg.bind), token=token,
+            token_role=Role.named(cfg.token_role),
+            anonymous_loopback=None if auth.anonymous_loopback == "none"
+            else Role.named(auth.anonymous_loopback))
+        self.guard = AccessGuard(policy, ROUTE_ROLES, self.sessions, self.users,
+                                 gateway.audit.record)
+        app = web.Application(middlewares=[self.guard.middleware])
+        app.router.add_get("/healthz", self.healthz, name="healthz")
+        app.router.add_get("/metrics", self.metrics, name="metrics")
+        app.router.add_get("/api/tags", self.tags, name="api-tags")
         add_status_page(app, gateway)  # GET / (the shell) and /api/status
         add_firmware_route(app, gateway)  # POST /api/firmware/{device} (gateway/http_firmware.py)
+        add_writes_route(app, gateway)  # POST /api/writes
+        UserRoutes(self.users, self.sessions, self.login_limiter,
+                   PasswordPolicy(auth.min_password_length), gateway.audit.record).add_to(app)
+        add_audit_route(app, gateway.config.audit_path(), gateway.config.audit.files)
+        self._ssl = _server_tls(gateway) if cfg.tls is not None else None
         self._runner = web.AppRunner(
             app, access_log=None, logger=ProtocolErrorLog(logging.getLogger("aiohttp.server")))
 
     async def start(self) -> int:
         cfg = self.gateway.config.http
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.bind, cfg.port)
+        site = web.TCPSite(self._runner, cfg.bind, cfg.port, ssl_context=self._ssl)
         await site.start()
         addresses = self._runner.addresses  # the bound port, when port 0 asked for a free one
         port = addresses[0][1] if addresses else cfg.port
-        log.info("local API on http://%s:%d (status page /, /healthz, /metrics)", cfg.bind, port)
+        scheme = "https" if self._ssl is not None else "http"
+        log.info("local API on %s://%s:%d (status page /, /healthz, /metrics)", scheme, cfg.bind,
+                 port)
+        if self._ssl is None and not is_loopback(cfg.bind):
+            log.warning("the local API is bound to %s without http.tls: passwords and session "
+                        "tokens cross the network in clear text", cfg.bind)
         return int(port)
 
     async def stop(self) -> None:
@@ -128,3 +173,17 @@ class HttpApi:
                 }
             )
         return web.json_response({"now_ns": now_ns(), "tags": out})
+
+
+def _server_tls(gateway: Gateway) -> ssl.SSLContext:
+    """The server side of ``http.tls``: TLS 1.2 or newer, the gateway's certificate."""
+    tls = gateway.config.http.tls
+    assert tls is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(tls.certificate), str(tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise OSError(f"http.tls: cannot load the certificate {tls.certificate} and key "
+                      f"{tls.key}: {exc}") from exc
+    return context

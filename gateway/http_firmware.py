@@ -25,8 +25,10 @@ this like every route.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.errors import FirmwareApiError, FirmwareUpdateError, ImageRefused
+from gateway.http_access import PRINCIPAL_KEY
 
 if TYPE_CHECKING:
     from drivers.firmware import FirmwareProgress
@@ -52,40 +55,54 @@ def add_firmware_route(app: web.Application, gateway: Gateway) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         return await firmware_upload(gateway, request)
 
-    app.router.add_post("/api/firmware/{device}", handler)
+    app.router.add_post("/api/firmware/{device}", handler, name="firmware-upload")
 
 
 async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamResponse:
-    if request.content_length is not None and request.content_length > MAX_IMAGE_BYTES:
-        return _too_large()  # before a byte of the body is read
+    """The route. Refusals, the start and the outcome are audited (``firmware`` lines with
+    the user who asked; the outcome when the update ends, even if the client left)."""
     device = request.match_info["device"]
+    principal = request.get(PRINCIPAL_KEY)
+    who = principal.audit_fields() if principal is not None else {}
+    update_id = f"http-{secrets.token_hex(6)}"  # the brain's lines carry its command id
+
+    def audit(**fields: Any) -> None:
+        gateway.audit.record("firmware", id=update_id, topic="http", device=device[:64], **who,
+                             **fields)
+
+    def refuse(status: int, reason: str) -> web.Response:
+        audit(outcome="rejected", reason=reason)
+        return _error(status, reason)
+
+    if request.content_length is not None and request.content_length > MAX_IMAGE_BYTES:
+        return refuse(413, _TOO_LARGE)  # before a byte of the body is read
     runner = gateway.runners.get(device)
     config = next((d for d in gateway.config.devices if d.name == device), None)
     if runner is None or config is None:
-        return _error(404, f"no device {device!r}")
+        return refuse(404, f"no device {device!r}")
     # the capability (the device's registration names it) may import its libraries the
     # first time, as check_image below does (smpclient and its pydantic models: ~0.3 s of
     # CPU): in a thread, so the gateway's loop keeps polling the other devices meanwhile
     updates = await asyncio.to_thread(gateway.drivers.firmware_of, config)
     if updates is None:
         takers = ", ".join(gateway.drivers.firmware_protocols()) or "none"
-        return _error(400, f"{device} takes no firmware updates (protocol {config.protocol}; "
+        return refuse(400, f"{device} takes no firmware updates (protocol {config.protocol}; "
                       f"protocols that do: {takers})")
     driver = runner.driver
     if driver is None:
-        return _error(409, f"{device} is not up")
+        return refuse(409, f"{device} is not up")
     reason = updates.unavailable(driver)
     if reason is not None:
-        return _error(409, reason)
+        return refuse(409, reason)
     image = await receive_image(request, gateway.config.gateway.state_dir)
     if image is None:
-        return _too_large()
+        return refuse(413, _TOO_LARGE)
     try:
         checked = await asyncio.to_thread(updates.check_image, image, request.query.get("sha256"))
     except ImageRefused as exc:
-        return _error(400, str(exc))
+        return refuse(400, str(exc))
     if updates.running(driver):
-        return _error(409, f"{device}: a firmware update is already running")
+        return refuse(409, f"{device}: a firmware update is already running")
 
     response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
     await response.prepare(request)
@@ -98,6 +115,20 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
     log.info("%s: firmware update to %s requested over the local API", device,
              checked.version_text)
     task = asyncio.create_task(updates.update(driver, checked, progress=on_progress))
+    digest = await asyncio.to_thread(lambda: hashlib.sha256(image).hexdigest())
+    audit(outcome="started", version=checked.version_text, sha256=digest, size=checked.size)
+
+    def audit_outcome(done: asyncio.Task[Any]) -> None:
+        if done.cancelled():
+            audit(outcome="failed", reason="cancelled (the gateway stopped)")
+        elif (exc := done.exception()) is not None:
+            audit(outcome="failed", reason=str(exc) or type(exc).__name__)
+        else:
+            result = done.result().as_dict()  # the same fields as the brain's updates
+            result.pop("device", None)
+            audit(**{"outcome": str(result.pop("outcome", "?")), **result})
+
+    task.add_done_callback(audit_outcome)
     try:
         while not task.done() or not events.empty():
             getter = asyncio.ensure_future(events.get())
@@ -154,8 +185,7 @@ def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
 
 
-def _too_large() -> web.Response:
-    return _error(413, f"image larger than {MAX_IMAGE_BYTES} bytes")
+_TOO_LARGE = f"image larger than {MAX_IMAGE_BYTES} bytes"
 
 
 async def update_through_gateway(

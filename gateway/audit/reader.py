@@ -10,8 +10,10 @@ way. A line that is not JSON (cut by a kill) is skipped and counted as ``damaged
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,28 @@ from gateway.audit.log import DEFAULT_FILES, rotated_paths
 
 #: the largest page the API and the CLI hand out at once
 MAX_PAGE = 1000
+_AGO = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_when(text: str, now_ms: int) -> int:
+    """A time as ms since the epoch, from ms since the epoch (``1718000000000``), ISO 8601
+    (``2025-06-10T08:00``, UTC unless it says otherwise) or an age (``90s``, ``15m``,
+    ``2h``, ``7d``: that long before ``now_ms``). ValueError otherwise."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    ago = _AGO.fullmatch(text)
+    if ago:
+        return now_ms - int(float(ago.group(1)) * _UNIT_MS[ago.group(2)])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a time: {text[:40]!r} (ms since the epoch, ISO 8601 like "
+                         "2025-06-10T08:00Z, or an age like 15m, 2h, 7d)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,8 @@ class CommandExecutor:
         self._rates = WriteRateLimiter(clock)
         self._recent: OrderedDict[str, CommandResult] = OrderedDict()
         self._queue: asyncio.Queue[_Incoming] = asyncio.Queue(QUEUE_SIZE)
+        #: the brain's commands and the local API's writes run one at a time
+        self._one_at_a_time = asyncio.Lock()
         self._closing = False
         self._parse = parse or (
             lambda topic, payload: parse_command(payload, gateway_id, config.max_writes_per_command)
@@ -187,10 +189,41 @@ class CommandExecutor:
             self._answer(CommandResult(earlier.id, earlier.status, earlier.reason,
                                        earlier.results, duplicate=True))
             return
-        result = await self._execute(command, incoming.topic)
+        async with self._one_at_a_time:
+            result = await self._execute(command, incoming.topic)
         self._finish(incoming, command, result)
 
-    async def _execute(self, command: Command, topic: str) -> CommandResult:
+    async def execute_local(self, payload: bytes, source: str, user: str | None
+                            ) -> CommandResult:
+        """Writes from the local API (``POST /api/writes``): the same checks, order and
+        audit as the brain's commands, one at a time with them; answered to the caller,
+        not on MQTT. ``source``: what the audit lines name as their topic (``http:session``,
+        ``http:token``, ``http:loopback``); ``user``: who asked (None: the shared token or
+        an anonymous caller on this machine)."""
+        self.counters.received += 1
+        try:
+            command = parse_command(payload, self._gateway_id, self.config.max_writes_per_command)
+        except MalformedCommand as exc:
+            result = CommandResult(exc.command_id, "rejected", exc.reason)
+            self._count(result)
+            self._audit.record("cmd", id=result.id, topic=source, user=user, outcome="rejected",
+                               reason=exc.reason)
+            return result
+        if self._closing:
+            result = CommandResult(command.id, "rejected", "the gateway is shutting down")
+        else:
+            async with self._one_at_a_time:
+                result = await self._execute(command, source, user)
+        self._count(result)
+        self._audit.record("cmd", id=result.id, topic=source, user=user, outcome=result.status,
+                           reason=result.reason, writes=len(command.writes))
+        log.log(logging.INFO if result.status == "accepted" else logging.WARNING,
+                "writes %r from %s (%s): %s%s", result.id, source, user or "no user",
+                result.status, f" ({result.reason})" if result.reason else "")
+        return result
+
+    async def _execute(self, command: Command, topic: str,
+                       user: str | None = None) -> CommandResult:
         planned: list[_Planned] = []
         refused = False
         counts: dict[int, int] = {}
@@ -217,7 +250,7 @@ class CommandExecutor:
             for p in planned:
                 if p.outcome.reason is None:
                     p.outcome.reason = "not executed: another write in this command was rejected"
-                self._audit_write(command.id, topic, p, None)
+                self._audit_write(command.id, topic, p, None, user)
             return CommandResult(command.id, "rejected", "a write was rejected; nothing written",
                                  [p.outcome for p in planned])
         failed = False
@@ -227,7 +260,7 @@ class CommandExecutor:
             else:
                 await self._write(p)
                 failed = p.outcome.status != "accepted"
-            self._audit_write(command.id, topic, p, p.raw)
+            self._audit_write(command.id, topic, p, p.raw, user)
         return CommandResult(command.id, "failed" if failed else "accepted", None,
                              [p.outcome for p in planned])
 
@@ -272,6 +305,14 @@ class CommandExecutor:
                     f"written, but no read-back within {self.config.verify_timeout:g} s"
                 )
 
+    def _count(self, result: CommandResult) -> None:
+        if result.status == "accepted":
+            self.counters.accepted += 1
+        elif result.status == "rejected":
+            self.counters.rejected += 1
+        else:
+            self.counters.failed += 1
+
     def _peek_id(self, incoming: _Incoming) -> str | None:
         """The command id, if one can be read, for answers to commands never parsed."""
         try:
@@ -283,23 +324,20 @@ class CommandExecutor:
 
     # --- audit and answer ----------------------------------------------------------------
     def _audit_write(
-        self, command_id: str, topic: str, p: _Planned, raw: RawValue | None
+        self, command_id: str, topic: str, p: _Planned, raw: RawValue | None,
+        user: str | None = None,
     ) -> None:
         o = p.outcome
+        who = {} if user is None else {"user": user}
         self._audit.record("write", id=command_id, topic=topic, tag=o.tag, value=o.value,
                            raw=raw if o.status != "rejected" else None, outcome=o.status,
-                           reason=o.reason, verified=o.verified)
+                           reason=o.reason, verified=o.verified, **who)
 
     def _finish(
         self, incoming: _Incoming, command: Command | None, result: CommandResult
     ) -> None:
         """Count, audit, remember, log and answer a command's result."""
-        if result.status == "accepted":
-            self.counters.accepted += 1
-        elif result.status == "rejected":
-            self.counters.rejected += 1
-        else:
-            self.counters.failed += 1
+        self._count(result)
         self._audit.record(
             "cmd", id=result.id, topic=incoming.topic, outcome=result.status,
             reason=result.reason, writes=len(command.writes) if command else None,

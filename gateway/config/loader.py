@@ -19,7 +19,12 @@ from pydantic import ValidationError
 
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
-from gateway.config.models import GatewayConfig, NorthboundConfig, gateway_config_model
+from gateway.config.models import (
+    GatewayConfig,
+    HttpConfig,
+    NorthboundConfig,
+    gateway_config_model,
+)
 from gateway.config.secrets import resolve_secret
 from gateway.config.types import SecretRef
 from gateway.config.yaml_model import (
@@ -173,8 +178,24 @@ def _resolve_relative_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
                     else rel(config.commands.audit_log)
                 }
             ),
+            "audit": config.audit.model_copy(
+                update={"path": None if config.audit.path is None else rel(config.audit.path)}),
+            "http": _resolve_http_paths(config, rel),
         }
     )
+
+
+def _resolve_http_paths(config: GatewayConfig, rel: Callable[[Path], Path]) -> HttpConfig:
+    """The local API's certificate, key and user store, relative to the config file's folder."""
+    http = config.http
+    auth = http.auth
+    if auth.users_file is not None:
+        http = http.model_copy(update={"auth": auth.model_copy(
+            update={"users_file": rel(auth.users_file)})})
+    if http.tls is not None:
+        http = http.model_copy(update={"tls": http.tls.model_copy(
+            update={"certificate": rel(http.tls.certificate), "key": rel(http.tls.key)})})
+    return http
 
 
 def _resolve_northbound_paths(

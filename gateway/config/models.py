@@ -24,7 +24,6 @@ from gateway.config.types import (
     PositiveDuration,
     SecretRef,
     StrictModel,
-    is_loopback,
 )
 
 if TYPE_CHECKING:
@@ -222,8 +221,8 @@ class CommandsConfig(StrictModel):
     )
     audit_log: Path | None = Field(
         default=None,
-        description="append-only JSON-lines audit of every command and write; default "
-        "{state_dir}/audit.log; relative to the config file",
+        description="older name of audit.path (the audit log of every security event); "
+        "default {state_dir}/audit.log; relative to the config file",
     )
     verify_timeout: PositiveDuration = Field(
         default=5.0,
@@ -265,24 +264,76 @@ class ModelsConfig(StrictModel):
     )
 
 
+class HttpTlsConfig(StrictModel):
+    """HTTPS for the local API with the gateway's certificate (PEM files)."""
+
+    certificate: Path = Field(
+        description="PEM certificate (chain) the API presents, e.g. the gateway's own, with the "
+        "box's name or address in its subjectAltName; relative to the config file",
+    )
+    key: Path = Field(description="PEM private key of the certificate; relative to the "
+                      "config file (keep it 0600)")
+
+
+class HttpAuthConfig(StrictModel):
+    """Users, sessions and logins of the local API (docs/security.md)."""
+
+    users_file: Path | None = Field(
+        default=None, description="the user store written by `chenxing-gateway users`; default "
+        "{state_dir}/users.json; relative to the config file",
+    )
+    anonymous_loopback: Literal["none", "viewer", "operator"] = Field(
+        default="operator",
+        description="the role of a request without credentials when the API is bound to "
+        "loopback, has no http.token and the request names a loopback host (someone on this "
+        "machine); none: everyone logs in. Admin actions always need an admin's login",
+    )
+    session_ttl: PositiveDuration = Field(
+        default=8 * 3600.0, description="a login's session ends this long after the login")
+    max_failed_logins: int = Field(
+        default=5, ge=1, le=1000,
+        description="failed logins of one user name (or 4x as many from one client address) "
+        "within failed_login_window; past it logins are refused with 429 until the oldest "
+        "failure leaves the window")
+    failed_login_window: PositiveDuration = Field(default=300.0)
+    min_password_length: int = Field(default=12, ge=8, le=256)
+
+
 class HttpConfig(StrictModel):
-    """Local HTTP API: /healthz and /metrics."""
+    """Local HTTP API: status page, /healthz, /metrics, tags, writes, firmware, users, audit."""
 
     enabled: bool = True
     bind: str = Field(default="127.0.0.1", description="address to listen on; loopback by default")
     port: int = Field(default=8321, ge=0, le=65535, description="0 picks a free port")
     token: SecretRef | None = Field(
-        default=None, description="bearer token required when bound to a non-loopback address"
+        default=None, description="shared bearer token: a machine-to-machine credential "
+        "(scrapers, the firmware CLI, a local SCADA) with the role token_role; people log in "
+        "as users (docs/security.md)",
     )
+    token_role: Literal["viewer", "operator"] = Field(
+        default="operator", description="what the shared token may do (never admin: admin "
+        "actions are done by a named user)")
+    tls: HttpTlsConfig | None = Field(
+        default=None, description="serve HTTPS instead of HTTP (recommended off loopback: "
+        "passwords and session tokens cross the network)")
+    auth: HttpAuthConfig = Field(default_factory=HttpAuthConfig)
 
-    @model_validator(mode="after")
-    def _token_off_loopback(self) -> HttpConfig:
-        if self.enabled and not is_loopback(self.bind) and self.token is None:
-            raise ValueError(
-                f"binding the local API to {self.bind} exposes it beyond this machine: "
-                "set http.token ({env: VAR} or {file: PATH})"
-            )
-        return self
+    def resolved_users_file(self, state_dir: Path) -> Path:
+        return self.auth.users_file if self.auth.users_file is not None \
+            else state_dir / "users.json"
+
+
+class AuditConfig(StrictModel):
+    """The append-only audit log of security events: commands and writes, firmware updates,
+    logins, user changes, config changes, rollbacks and deployments (docs/security.md)."""
+
+    path: Path | None = Field(
+        default=None, description="JSON-lines file; default commands.audit_log when set, else "
+        "{state_dir}/audit.log; relative to the config file")
+    max_bytes: ByteSize = Field(
+        default=16 * 1024 * 1024, description="rotate past this size (audit.log.1, .2, ...)")
+    files: int = Field(default=5, ge=1, le=1000,
+                       description="files kept, the current one included; the oldest is dropped")
 
 
 class LoggingConfig(StrictModel):
@@ -299,7 +350,23 @@ class GatewayConfig(StrictModel):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def audit_path(self) -> Path:
+        """The audit log: ``audit.path``, else the older ``commands.audit_log``, else
+        ``{state_dir}/audit.log``."""
+        if self.audit.path is not None:
+            return self.audit.path
+        return self.commands.resolved_audit_log(self.gateway.state_dir)
+
+    @model_validator(mode="after")
+    def _one_audit_log(self) -> GatewayConfig:
+        if self.audit.path is not None and self.commands.audit_log is not None \
+                and self.audit.path != self.commands.audit_log:
+            raise ValueError("audit.path and commands.audit_log name two audit logs: keep "
+                             "audit.path (commands.audit_log is its older name)")
+        return self
 
     @model_validator(mode="after")
     def _mqtt_protocol(self) -> GatewayConfig:

@@ -18,8 +18,9 @@ from drivers.base import Driver
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
 from gateway import __version__
+from gateway.audit import AuditLog
 from gateway.backoff import Backoff
-from gateway.commands import AuditLog, CommandExecutor, CommandResult
+from gateway.commands import CommandExecutor, CommandResult
 from gateway.commands.firmware import firmware_commands
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import resolve_secret
@@ -77,6 +78,8 @@ class Gateway:
             [d for d in config.devices if d.enabled] + _model_devices(config)
         )
         self.pipeline = Pipeline(self.catalog)
+        #: the append-only audit log every part writes to (the file appears with its first line)
+        self.audit = AuditLog(config.audit_path(), config.audit.max_bytes, config.audit.files)
         self.runners: dict[str, DeviceRunner] = {}
         #: the serial ports of the devices: one opened port per RS-485 line, shared
         self.serial_ports = SerialPorts()
@@ -232,8 +235,7 @@ class Gateway:
         return JsonContract(self.config, self.catalog, __version__, sequence, on_command)
 
     def _audit(self, event: str, **fields: object) -> None:
-        if self.commands is not None:
-            self.commands.audit(event, **fields)
+        self.audit.record(event, **fields)
 
     def _build_northbound(self, contract: Contract) -> Publisher:
         nb = self.config.northbound
@@ -250,7 +252,7 @@ class Gateway:
         cfg = self.config.commands
         if not cfg.enabled:
             return None
-        audit = AuditLog(cfg.resolved_audit_log(self.config.gateway.state_dir))
+        audit = self.audit
         executor = CommandExecutor(cfg, self.catalog, self.config.gateway.id,
                                    self._connected_driver, audit, self._answer_command,
                                    parse=contract.parse_command)  # fmt: skip
@@ -375,10 +377,11 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await influx_task
             await self.influxdb.close()
-        if self.commands is not None:
-            self.commands.close()
         if http is not None:
             await http.stop()
+        if self.commands is not None:
+            self.commands.close()
+        self.audit.close()
         log.info("gateway stopped (drained=%s, death published=%s)", drained, death)
         return ShutdownReport(drained, death)
 
