@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from drivers.firmware import CheckedImage, FirmwareProgress, FirmwareUpdates
     from gateway.config.device import DeviceConfig
 
-ROLLED_BACK = 6  #: firmware upload: the node returned on its old image
+ROLLED_BACK = exit_codes.ROLLED_BACK
 PROBE_TIMEOUT = 1.0
 
 
