@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway.access import LoginLimiter, PasswordPolicy, Role, Sessions, UserStore
 from gateway.access.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
-from gateway.access.users import USER_NAME, User
+from gateway.access.users import USER_NAME, User, check_user_name
 from gateway.errors import (
     ApiRefused,
     PasswordRejected,
@@ -141,6 +141,10 @@ class UserRoutes:
         who = principal_of(request)
         body = await read_json_object(request)
         name = string_field(body, "user", 64)
+        try:
+            check_user_name(name)
+        except UserRefused as exc:
+            raise ApiRefused(400, "bad_field", str(exc)) from None
         role = _role(body)
         password = string_field(body, "password", 4096)
         self._check_password(name, password)
