@@ -238,9 +238,9 @@
     state.stopped = true;
     $("content").hidden = true;
     $("token-form").hidden = false;
-    setText("status", "token required", "badge unreachable");
-    showBanner(wrong ? "The token was refused; enter it again." : "");
-    $("token-input").focus();
+    setText("status", "login required", "badge unreachable");
+    showBanner(wrong ? "The token was refused or the session ended; log in again." : "");
+    $("login-user").focus();
   }
 
   async function poll() {
@@ -269,10 +269,33 @@
     setTimeout(poll, delay);
   }
 
+  // a user's login: the session token it answers, or null with the reason in the banner
+  async function login(user, password) {
+    try {
+      const resp = await fetch("api/login", {
+        method: "POST", cache: "no-store",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ user, password }),
+      });
+      const body = await resp.json().catch(() => ({}));
+      if (resp.ok && typeof body.token === "string") return body.token;
+      showBanner(`Login refused: ${body.error || "HTTP " + resp.status}`);
+    } catch (err) {
+      showBanner(`Cannot reach the gateway: ${err.message || err}`);
+    }
+    return null;
+  }
+
   function setupToken() {
-    $("token-form").addEventListener("submit", (ev) => {
+    $("token-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const token = $("token-input").value.trim();
+      const user = $("login-user").value.trim();
+      let token = $("token-input").value.trim();
+      if (user) {
+        token = await login(user, $("login-password").value);
+        $("login-password").value = "";
+        if (!token) return;
+      }
       if (!token) return;
       sessionStorage.setItem(TOKEN_KEY, token);
       $("token-input").value = "";

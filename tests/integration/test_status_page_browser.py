@@ -219,6 +219,36 @@ async def test_page_shows_the_demo_line_updates_filters_and_sorts(
         assert requested and all(url.startswith(base) for url in requested), requested
 
 
+async def test_a_user_logs_in_on_the_page_and_a_wrong_password_is_refused(
+    tmp_path: Path, mosquitto: MqttBroker, browser_page: Any
+) -> None:
+    from gateway.access import Role, UserStore, hash_password
+
+    page = browser_page
+    UserStore(tmp_path / "state" / "users.json").add("vic", Role.VIEWER,
+                                                     hash_password("glass window 3x"))
+    async with demo_line(tmp_path, mosquitto, {"auth": {"anonymous_loopback": "none"}}) as gw:
+        base = f"http://127.0.0.1:{gw.gateway.http_port}/"
+        await page.goto(base)
+        await page.wait_for_selector("#token-form", state="visible")
+        await page.fill("#login-user", "vic")
+        await page.fill("#login-password", "glass window 3X")
+        await page.click("#token-form button")
+        await page.wait_for_function(
+            "() => document.querySelector('#banner').textContent.includes('Login refused')")
+        assert await page.is_hidden("#content")
+        await page.fill("#login-password", "glass window 3x")
+        await page.click("#token-form button")
+        await page.wait_for_selector('#devices tr[data-device="imm-meter"]')
+        stored = await page.evaluate("Object.values(sessionStorage)")
+        assert len(stored) == 1 and stored[0].startswith("chxs_")
+        assert await page.input_value("#login-password") == ""
+    logins = [json.loads(line) for line in (tmp_path / "state" / "audit.log").read_text()
+              .splitlines()]
+    assert [(e["user"], e["outcome"]) for e in logins if e["event"] == "login"] == [
+        ("vic", "failed"), ("vic", "ok")]
+
+
 async def test_off_loopback_the_page_asks_for_the_token_and_shows_nothing_without_it(
     tmp_path: Path, mosquitto: MqttBroker, browser_page: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
