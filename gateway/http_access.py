@@ -37,7 +37,7 @@ from gateway.access import Role, Session, Sessions, UserStore
 from gateway.access.sessions import TOKEN_PREFIX
 from gateway.config.types import is_loopback
 from gateway.errors import ApiRefused, UserStoreError
-from gateway.http_guard import bearer_token, parse_host, target_authority
+from gateway.http_guard import bearer_token, request_hosts
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +148,8 @@ class AccessGuard:
         return await handler(request)
 
     def _hosts_loopback(self, request: web.Request) -> bool:
-        names = request.headers.getall("Host", [])
         try:
-            authority = target_authority(request.raw_path)
-            if authority is not None:
-                names.append(authority)
-            hosts = [parse_host(name) for name in names]
+            hosts = request_hosts(request)
         except ValueError as exc:
             raise ApiRefused(400, "bad_host", f"malformed request host: {exc}") from None
         return all(is_loopback(h.host) for h in hosts)

@@ -88,6 +88,16 @@ def bearer_token(values: list[str]) -> bytes | None:
     return token.encode("utf-8", "surrogateescape")  # aiohttp keeps undecodable bytes so
 
 
+def request_hosts(request: web.Request) -> list[HostPort]:
+    """The hosts a request names: its ``Host`` header(s) and an absolute-form target's
+    authority; ValueError when one is malformed."""
+    names = request.headers.getall("Host", [])
+    authority = target_authority(request.raw_path)
+    if authority is not None:
+        names.append(authority)
+    return [parse_host(name) for name in names]
+
+
 class RequestGuard:
     """The local API's middleware: host names, then the token (``token`` None: loopback
     names only, no token). Routes in ``public`` need no token (the status page's shell)."""
@@ -98,12 +108,8 @@ class RequestGuard:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        names = request.headers.getall("Host", [])
         try:
-            authority = target_authority(request.raw_path)
-            if authority is not None:
-                names.append(authority)
-            hosts = [parse_host(name) for name in names]
+            hosts = request_hosts(request)
         except ValueError as exc:
             return _refuse(400, f"malformed request host: {exc}")
         if self._digest is None:

@@ -16,8 +16,7 @@ import click
 from gateway import exit_codes
 from gateway.audit import AuditQuery, read_audit
 from gateway.audit.reader import MAX_PAGE, parse_when
-from gateway.config.loader import load_config
-from gateway.errors import ConfigError
+from gateway.cli.users_cmd import config_or_exit
 from gateway.types import now_ns
 
 #: shown first in a line's summary, in this order; the rest follow by name
@@ -46,11 +45,7 @@ def audit() -> None:
 def audit_show(config_path: str, since: str | None, until: str | None, kinds: tuple[str, ...],
                user: str | None, limit: int, as_json: bool) -> None:
     """Show the newest audit lines that match, newest first."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(exit_codes.CONFIG_INVALID)
+    config = config_or_exit(config_path)
     now_ms = now_ns() // 1_000_000
     try:
         since_ms = None if since is None else parse_when(since, now_ms)

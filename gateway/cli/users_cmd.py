@@ -25,6 +25,7 @@ from gateway.access.roles import ROLE_NAMES
 from gateway.access.users import User
 from gateway.audit import AuditLog
 from gateway.config.loader import load_config
+from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError, PasswordRejected, UserRefused, UserStoreError
 
 _CONFIG_OPTION = click.option(
@@ -43,12 +44,17 @@ class _Context:
     policy: PasswordPolicy
 
 
-def _context(config_path: str) -> _Context:
+def config_or_exit(config_path: str) -> GatewayConfig:
+    """The config, or its errors printed and exit code 1."""
     try:
-        config = load_config(config_path)
+        return load_config(config_path)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)
+
+
+def _context(config_path: str) -> _Context:
+    config = config_or_exit(config_path)
     store = UserStore(config.http.resolved_users_file(config.gateway.state_dir))
     audit = AuditLog(config.audit_path(), config.audit.max_bytes, config.audit.files)
     return _Context(store, audit, PasswordPolicy(config.http.auth.min_password_length))
