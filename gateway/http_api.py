@@ -78,8 +78,10 @@ class HttpApi:
         add_status_page(app, gateway)  # GET / (the shell) and /api/status
         add_firmware_route(app, gateway)  # POST /api/firmware/{device} (gateway/http_firmware.py)
         add_writes_route(app, gateway)  # POST /api/writes
-        UserRoutes(self.users, self.sessions, self.login_limiter,
-                   PasswordPolicy(auth.min_password_length), gateway.audit.record).add_to(app)
+        self.user_routes = UserRoutes(self.users, self.sessions, self.login_limiter,
+                                      PasswordPolicy(auth.min_password_length),
+                                      gateway.audit.record)
+        self.user_routes.add_to(app)
         add_audit_route(app, gateway.config.audit_path(), gateway.config.audit.files)
         self._ssl = _server_tls(gateway) if cfg.tls is not None else None
         self._runner = web.AppRunner(
@@ -102,6 +104,12 @@ class HttpApi:
 
     async def stop(self) -> None:
         await self._runner.cleanup()
+
+    def access_counts(self) -> dict[str, int]:
+        """Requests refused, by reason (``/metrics``: ``chenxing_http_refused_total``)."""
+        return {"unauthenticated": self.guard.unauthenticated, "forbidden": self.guard.denied,
+                "login_failed": self.user_routes.failed_logins,
+                "login_locked": self.login_limiter.refused}
 
     def health(self) -> tuple[bool, dict[str, object]]:
         gw = self.gateway

@@ -66,6 +66,8 @@ class UserRoutes:
         self.policy = policy
         self._audit = audit
         self._checks = asyncio.Semaphore(PARALLEL_CHECKS)
+        #: logins refused for a wrong name or password
+        self.failed_logins = 0
 
     def add_to(self, app: web.Application) -> None:
         r = app.router
@@ -100,6 +102,7 @@ class UserRoutes:
             ok = await asyncio.to_thread(verify_password,
                                          user.password_hash if user else DUMMY_HASH, password)
         if user is None or not ok:
+            self.failed_logins += 1
             self.limiter.failed(name, address)
             self._audit("login", user=shown, addr=address, outcome="failed",
                         reason="unknown user" if user is None else "wrong password")
@@ -179,13 +182,17 @@ class UserRoutes:
                 self._audit("denied", **who.audit_fields(), role=who.role.label,
                             method=request.method, path=request.path[:200], needed="admin")
                 raise ApiRefused(403, "forbidden", "only an admin sets another user's password")
-        else:
+        else:  # the current password is guessed no faster than at the login
             current = string_field(body, "current_password", 4096)
+            if self.limiter.retry_after(name, who.address) is not None:
+                raise ApiRefused(429, "too_many_failures", "too many failed password checks: "
+                                 "try again later")
             user = self._user(name)
             async with self._checks:
                 ok = user is not None and await asyncio.to_thread(
                     verify_password, user.password_hash, current)
             if not ok:
+                self.limiter.failed(name, who.address)
                 self._audit("user", **who.audit_fields(), action="passwd", target=name,
                             outcome="refused", reason="wrong current password")
                 raise ApiRefused(403, "wrong_password", "the current password is wrong")

@@ -198,6 +198,19 @@ class GatewayCollector(Collector):
         yield _C("chenxing_messages_taken_back",
                  "Messages of a dropped connection the broker may not have had (QoS 0 not "
                  "confirmed; QoS 1 unacknowledged, Sparkplug), sent again", value=c.taken_back)
+        yield from _scalars(
+            (_C, "chenxing_audit_lines", "Lines written to the audit log", gw.audit.lines),
+            (_C, "chenxing_audit_write_errors",
+             "Audit lines that could not be written (a full disk; see the log)", gw.audit.errors),
+        )
+        if gw.http_api is not None:
+            refused = CounterMetricFamily(
+                "chenxing_http_refused", "Local API requests refused: unauthenticated (wrong or "
+                "no credentials), forbidden (role too low), login_failed, login_locked",
+                labels=["reason"])
+            for reason, count in gw.http_api.access_counts().items():
+                refused.add_metric([reason], count)
+            yield refused
         if gw.commands is not None:
             cc = gw.commands.counters
             commands = CounterMetricFamily(

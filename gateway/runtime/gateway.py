@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from edge_models.engine import AlarmEvent
     from edge_models.lifecycle import ModelService
     from gateway.config.device import DeviceConfig
+    from gateway.http_api import HttpApi
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Gateway:
         #: writes from the brain (``commands.enabled``)
         self.commands: CommandExecutor | None = None
         self.http_port: int | None = None
+        #: the local API while it runs (its access counters feed /metrics)
+        self.http_api: HttpApi | None = None
         #: set once devices, northbound and the local API are running
         self.started = asyncio.Event()
         self.config_dir = config_dir
@@ -303,6 +306,7 @@ class Gateway:
         self.commands = self._build_commands(contract)
         self.northbound = self._build_northbound(contract)
         http = HttpApi(self) if self.config.http.enabled else None
+        self.http_api = http
         if http is not None:
             self.http_port = await http.start()
         for device in self.config.devices:

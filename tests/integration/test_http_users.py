@@ -134,6 +134,11 @@ async def test_every_route_is_answered_or_refused_by_role_and_refusals_are_audit
                 assert got == status, (method, path, who, got, answer)
                 if got in (401, 403):
                     assert answer["code"] and answer["error"], answer
+        # refusals are counted for monitoring too (wrong credentials, roles, logins)
+        status, metrics = await api.call("GET", "/metrics", tokens["vic"])
+        assert 'chenxing_http_refused_total{reason="forbidden"} 12.0' in metrics
+        assert 'chenxing_http_refused_total{reason="login_failed"} 0.0' in metrics
+        assert "chenxing_audit_write_errors_total 0.0" in metrics
         # the write reached the meter, through the brain's checks
         assert waveform_meter.get_value("power_limit") == pytest.approx(42.0)
         status, me = await api.call("GET", "/api/me", tokens["otto"])
