@@ -159,9 +159,27 @@ def test_writable_tag_needs_range_and_register_type_must_fit() -> None:
     assert "must be bool" in message
 
 
-def test_non_loopback_http_needs_token() -> None:
-    [(_, path, message)] = problems(GOOD + "http:\n  bind: 0.0.0.0\n")
-    assert path == "http" and "token" in message
+def test_http_access_settings() -> None:
+    """Off loopback users log in (docs/security.md): no token is needed any more; the token
+    is never admin; TLS needs both files; one audit log."""
+    config = load_config_text(GOOD + "http:\n  bind: 0.0.0.0\n")
+    assert config.http.token is None and config.http.auth.anonymous_loopback == "operator"
+    [(_, path, message)] = problems(GOOD + "http:\n  token_role: admin\n")
+    assert path == "http.token_role" and "'viewer' or 'operator'" in message
+    [(_, path, message)] = problems(GOOD + "http:\n  tls: {certificate: a.pem}\n")
+    assert path == "http.tls.key" and "required" in message.lower()
+    [(_, path, message)] = problems(GOOD + "http:\n  auth: {min_password_length: 4}\n")
+    assert path == "http.auth.min_password_length"
+    [(_, path, message)] = problems(
+        GOOD + "audit: {path: a.log}\ncommands: {audit_log: b.log}\n")
+    assert "two audit logs" in message
+    base = Path("/etc/chenxing")
+    config = load_config_text(GOOD + "http:\n  tls: {certificate: c.pem, key: c.key}\n"
+                              "  auth: {users_file: u.json}\naudit: {path: a.log}\n",
+                              base_dir=base)
+    assert config.http.tls is not None and config.http.tls.certificate == base / "c.pem"
+    assert config.http.auth.users_file == base / "u.json"
+    assert config.audit_path() == base / "a.log"
 
 
 def test_durations_accept_units() -> None:
