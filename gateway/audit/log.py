@@ -27,6 +27,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,8 @@ class AuditLog:
         self.files = files
         self._clock_ms = clock_ms
         self._lock_fd = -1  # the files are made when the first line is written
+        #: the path is not a regular file (``/dev/full`` in a test, a pipe): never read back
+        self._special: bool | None = None
         self._closed = False
         self._fd = -1
         self._inode: tuple[int, int] | None = None
@@ -100,6 +103,11 @@ class AuditLog:
     def _locked(self) -> Any:
         if self._closed:
             raise ValueError("the audit log is closed")
+        if self._special is None:
+            self._special = _is_special(self.path)
+        if self._special:  # a device or a pipe: written as it is, no lock, no rotation
+            yield
+            return
         if self._lock_fd < 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"),
@@ -125,7 +133,7 @@ class AuditLog:
         self._known_size += len(data)
         self.lines += 1
         self._failures.recovery(f"audit log {self.path} written again")
-        if self._known_size >= self.max_bytes:
+        if self._known_size >= self.max_bytes and not self._special:
             self._rotate()
         return seq
 
@@ -138,6 +146,8 @@ class AuditLog:
         st = os.fstat(self._fd)
         self._inode = (st.st_dev, st.st_ino)
         self._known_size = st.st_size
+        if self._special:
+            return
         self._seq = self._last_seq()
         self._end_torn_line(st.st_size)
 
@@ -151,7 +161,7 @@ class AuditLog:
         if moved or self._fd < 0:
             self._open()
             return
-        if st.st_size != self._known_size:
+        if st.st_size != self._known_size and not self._special:
             self._known_size = st.st_size
             self._seq = self._last_seq()
             self._end_torn_line(st.st_size)
@@ -190,8 +200,19 @@ class AuditLog:
                  self.max_bytes, self.files)
 
 
+def _is_special(path: Path) -> bool:
+    """True when ``path`` exists and is not a regular file (a device, a pipe)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def _tail_seq(path: Path) -> int | None:
-    """The ``seq`` of the last complete line of ``path`` that has one, None if none does."""
+    """The ``seq`` of the last complete line of ``path`` that has one, None if none does
+    (a device or a pipe is never read: /dev/full would answer zeros forever)."""
+    if _is_special(path):
+        return None
     try:
         with path.open("rb") as f:
             size = f.seek(0, os.SEEK_END)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,6 +108,8 @@ def _newest_first(path: Path, files: int, page: AuditPage) -> Iterator[dict[str,
     legacy = 0
     for file in rotated_paths(path, files):
         try:
+            if not stat.S_ISREG(file.stat().st_mode):
+                continue  # a device or a pipe (/dev/full in a test): nothing to read back
             data = file.read_bytes()
         except FileNotFoundError:
             continue

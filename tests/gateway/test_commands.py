@@ -289,7 +289,7 @@ def test_an_audit_log_on_a_full_disk_counts_every_lost_line_and_logs_one_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """/dev/full fails every write with ENOSPC, as a full disk does."""
-    caplog.set_level(logging.INFO, "gateway.commands.audit")
+    caplog.set_level(logging.INFO, "gateway.audit.log")
     audit = AuditLog(Path("/dev/full"))
     try:
         for n in range(30):
