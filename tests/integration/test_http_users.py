@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway import exit_codes
 from gateway.access import Role, UserStore, hash_password
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import METER_TAGS, gateway_config, meter_device, running
@@ -462,7 +463,7 @@ async def test_cli_users_and_audit_show_beside_a_running_gateway(
         token = await api.login("ann")  # the running gateway sees the new user at once
         refused = await run_cli("users", "add", "bob", "--role", "viewer", "--password-stdin",
                                 stdin="short\n")
-        assert refused.returncode == 7 and "at least 12 characters" in refused.stderr
+        assert refused.returncode == exit_codes.REFUSED and "at least 12 characters" in refused.stderr
         listed = await run_cli("users", "list", "--json")
         assert [json.loads(line)["user"] for line in listed.stdout.splitlines()] == ["ann"]
         assert "hash" not in listed.stdout and "argon2" not in listed.stdout
@@ -484,4 +485,4 @@ async def test_cli_users_and_audit_show_beside_a_running_gateway(
     assert "login" in human.stdout and "outcome=failed" in human.stdout
     users_file.chmod(0o644)  # unsafe: refused, not used
     unsafe = cli("users", "list")
-    assert unsafe.returncode == 7 and "chmod 600" in unsafe.stderr
+    assert unsafe.returncode == exit_codes.REFUSED and "chmod 600" in unsafe.stderr
