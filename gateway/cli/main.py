@@ -20,8 +20,8 @@ from gateway.cli.firmware import firmware
 from gateway.cli.spool_cmd import register as register_spool
 from gateway.cli.tail_cmd import tail
 from gateway.cli.tools import DriverToolsGroup
-from gateway.cli.watch_cmd import watch
 from gateway.cli.users_cmd import users
+from gateway.cli.watch_cmd import watch
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError
