@@ -8,4 +8,4 @@ DEMO_INCOMPLETE = 4  #: demo: telemetry from some configured device never arrive
 CHECK_FAILED = 5  #: check: some device or the broker could not be reached or read
 ROLLED_BACK = 6  #: firmware upload: the node returned on its old image
 NOTHING_RECEIVED = 7  #: watch --once: no matching value arrived before the timeout
-REFUSED = 8  #: users, audit, config: a change refused (name, password, last admin, version), a store unreadable
+REFUSED = 8  #: users, audit, config: a change refused (name, password, version), store unreadable

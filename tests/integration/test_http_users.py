@@ -463,7 +463,8 @@ async def test_cli_users_and_audit_show_beside_a_running_gateway(
         token = await api.login("ann")  # the running gateway sees the new user at once
         refused = await run_cli("users", "add", "bob", "--role", "viewer", "--password-stdin",
                                 stdin="short\n")
-        assert refused.returncode == exit_codes.REFUSED and "at least 12 characters" in refused.stderr
+        assert refused.returncode == exit_codes.REFUSED
+        assert "at least 12 characters" in refused.stderr
         listed = await run_cli("users", "list", "--json")
         assert [json.loads(line)["user"] for line in listed.stdout.splitlines()] == ["ann"]
         assert "hash" not in listed.stdout and "argon2" not in listed.stdout
