@@ -9,3 +9,5 @@ CHECK_FAILED = 5  #: check: some device or the broker could not be reached or re
 ROLLED_BACK = 6  #: firmware upload: the node returned on its old image
 NOTHING_RECEIVED = 7  #: watch --once: no matching value arrived before the timeout
 REFUSED = 8  #: users, audit, config: a change refused (name, password, version), store unreadable
+#: config init, certs: the output file exists and --force was not given; nothing was written
+FILE_EXISTS = 9

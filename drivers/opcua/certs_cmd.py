@@ -127,10 +127,11 @@ def certs(
                                out_dir / CERT_NAME, out_dir / KEY_NAME)
     existing = [p for p in (plan.certificate, plan.private_key) if p.exists()]
     if existing and not force:
-        raise click.ClickException(
-            f"{', '.join(map(str, existing))} already exist(s); not overwritten (use --force; "
-            "the server must then trust the new certificate)"
-        )
+        verb = "exists" if len(existing) == 1 else "exist"
+        click.echo(f"Error: {' and '.join(map(str, existing))} {verb}; nothing written"
+                   " (add --force to replace them; the server must then trust "
+                   "the new certificate)", err=True)
+        raise SystemExit(exit_codes.FILE_EXISTS)
     host_names = list(hosts) or default_host_names()
     try:
         make_app_certificate(

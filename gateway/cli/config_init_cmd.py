@@ -23,8 +23,9 @@ def config_init(output: str, force: bool) -> None:
     """Write a commented starter config; refuses to overwrite without --force."""
     path = Path(output)
     if path.exists() and not force:
-        click.echo(f"{output} exists; not overwriting it (use --force)", err=True)
-        raise SystemExit(exit_codes.USAGE)
+        click.echo(f"Error: {output} exists; nothing written (add --force to replace it)",
+                   err=True)
+        raise SystemExit(exit_codes.FILE_EXISTS)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(starter_text(), encoding="utf-8")
     click.echo(f"wrote {output}; edit it, then: chenxing-gateway validate -c {output}")

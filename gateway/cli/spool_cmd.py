@@ -145,7 +145,10 @@ def stats(config_path: str, as_json: bool) -> None:
     click.echo(f"spool      {figures['path']} ({'in use by ' + held if held else 'not in use'})")
     click.echo(f"messages   {figures['messages']} ({figures['samples']} samples)")
     click.echo(f"bytes      {figures['bytes']} (file {figures['file_bytes']})")
-    click.echo(f"oldest     {figures['oldest_age_s']:.1f} s ago")
+    if figures["messages"]:
+        click.echo(f"oldest     {figures['oldest_age_s']:.1f} s ago")
+    else:
+        click.echo("oldest     - (no message waits)")
     if figures["seq_first"] is not None:
         click.echo(f"seq        {figures['seq_first']} .. {figures['seq_last']}")
     for reason, count in figures["dropped"].items():

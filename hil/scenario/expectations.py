@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.plural import plural
 from hil.recorder import ReceivedSample
 from hil.scenario.commands import CommandRecord
 from hil.scenario.firmware import FirmwareRecord
@@ -245,10 +246,11 @@ def _no_gaps(exp: NoSequenceGaps, rec: Recording, name: str) -> ExpectationResul
         if head is not None and lo > head:
             problems.append(f"session {session}: seq {head}..{lo - 1} never arrived")
     if exp.sessions is not None and len(by_session) != exp.sessions:
-        problems.append(f"{len(by_session)} gateway runs, expected {exp.sessions}")
+        problems.append(f"{plural(len(by_session), 'gateway run')}, expected {exp.sessions}")
     if problems:
         return ExpectationResult(name, False, "; ".join(problems))
-    return ExpectationResult(name, True, f"{total} data messages in {len(by_session)} runs")
+    return ExpectationResult(
+        name, True, f"{plural(total, 'data message')} in {plural(len(by_session), 'run')}")
 
 
 def _death_rebirth(exp: DeviceDeathRebirth, rec: Recording, name: str) -> ExpectationResult:

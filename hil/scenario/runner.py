@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.plural import plural
 from hil.broker import MqttBroker
 from hil.devices.dlt645_meter import Dlt645Line, SimMeter, meter_address
 from hil.devices.fins_plc import FinsPlcSimulator
@@ -547,7 +548,7 @@ async def run_scenario(
             stack.push_async_callback(proxy.stop)
             line = _Line(broker, proxy, GatewayProcess(folder / "gateway.yaml"))
             devices = await _start_devices(scenario, stack, line)
-            say(f"{len(devices)} simulated devices up")
+            say(f"{plural(len(devices), 'simulated device')} up")
             http_port: int | None = None
             if any(isinstance(f, FirmwareUpdate) for f in scenario.faults):
                 http_port = free_port()

@@ -29,8 +29,10 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     out = tmp_path / "gateway.yaml"
     out.write_text("mine\n")
     result = CliRunner().invoke(main, ["config", "init", "-o", str(out)])
-    assert result.exit_code == exit_codes.USAGE
-    assert "--force" in result.output and out.read_text() == "mine\n"
+    # its own exit code (not usage, not an invalid config): a provisioning script can tell
+    assert result.exit_code == exit_codes.FILE_EXISTS == 9
+    assert "exists; nothing written (add --force" in result.output
+    assert out.read_text() == "mine\n"
     result = CliRunner().invoke(main, ["config", "init", "-o", str(out), "--force"])
     assert result.exit_code == 0 and load_config(out).gateway.id == "edge-gw-01"
 

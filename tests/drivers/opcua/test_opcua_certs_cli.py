@@ -23,6 +23,7 @@ from opcua_helpers import Collector, driver
 from drivers.opcua.certificates import make_app_certificate, sha1_thumbprint
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.security import certificate_uri
+from gateway import exit_codes
 from gateway.cli.main import main
 from gateway.config.loader import load_config
 from gateway.errors import DeviceUnreachable
@@ -130,7 +131,8 @@ async def test_certs_from_config_connect_with_sign_and_encrypt(
         # never overwritten by accident; --force makes a new pair
         before = cert_path.read_bytes()
         again = runner.invoke(main, args)
-        assert again.exit_code == 1 and "--force" in again.output
+        assert again.exit_code == exit_codes.FILE_EXISTS and "--force" in again.output
+        assert "nothing written" in again.output
         assert cert_path.read_bytes() == before
         forced = runner.invoke(main, [*args, "--force"])
         assert forced.exit_code == 0, forced.output
