@@ -26,6 +26,7 @@ from drivers.error_words import describe_errors
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
 from gateway import exit_codes
+from gateway.cli.config_option import config_option
 from gateway.config.device import DeviceConfig
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig, MqttConfig, MqttTlsConfig
@@ -317,8 +318,7 @@ def report(devices: list[DeviceCheck], broker: BrokerCheck, skipped: tuple[str, 
 
 
 @click.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="gateway YAML file")
+@config_option()
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="seconds for each step (connect, read, CONNACK)")
 def check(config_path: str, timeout: float) -> None:

@@ -102,14 +102,17 @@ def _wire(config: GatewayConfig, broker: MqttBroker, ports: dict[str, int],
         for d in config.devices
     ]
     mqtt = config.northbound.mqtt.model_copy(update={"host": broker.host, "port": broker.port})
-    # the demo's broker lives for one run, so does its spool (and demos may run side by side)
+    # the demo's broker lives for one run, so do its spool and state (demos may run side by
+    # side, and an installed demo config sits in a folder the user cannot write)
     spool = config.northbound.spool.model_copy(update={"path": broker.workdir / "spool.db"})
+    identity = config.gateway.model_copy(update={"state_dir": broker.workdir})
     update: dict[str, object] = {"mqtt": mqtt, "spool": spool}
     if contract is not None:
         update["format"] = contract
     northbound = config.northbound.model_copy(update=update)
     http = config.http.model_copy(update={"port": 0})
-    return config.model_copy(update={"devices": devices, "northbound": northbound, "http": http})
+    return config.model_copy(update={"gateway": identity, "devices": devices,
+                                     "northbound": northbound, "http": http})
 
 
 def _recorder(config: GatewayConfig, broker: MqttBroker) -> TelemetryRecorder:
@@ -125,7 +128,15 @@ def _device_tags(snap_latest: dict[str, ReceivedSample], devices: set[str]
     return {t: s for t, s in snap_latest.items() if t.split(".", 1)[0] in devices}
 
 
-def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
+def _footer(duration: float | None) -> str:
+    """The live view's last line: how the demo ends."""
+    if duration is None:
+        return "Ctrl-C to stop"
+    return f"ends by itself after {duration:g} s (Ctrl-C ends it sooner)"
+
+
+def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str,
+           footer: str = "Ctrl-C to stop") -> Group:
     snap = recorder.snapshot()
     shown = {*gateway.runners, gateway.config.models.device}  # devices and model outputs
     latest = _device_tags(snap.latest, shown)
@@ -163,7 +174,7 @@ def _table(recorder: TelemetryRecorder, gateway: Gateway, header: str) -> Group:
         header += f"\nstatus page http://127.0.0.1:{gateway.http_port}/"
     status = Text(
         f"{header}\nmessages={len(snap.data_messages)} samples={len(snap.samples)} "
-        f"births={len(snap.births)} devices: {states}\nCtrl-C to stop"
+        f"births={len(snap.births)} devices: {states}\n{footer}"
     )
     return Group(status, table, Text(messages_text(snap.data_messages)),
                  alarms_text(latest, gateway.config.models.device))
@@ -203,13 +214,14 @@ async def run_demo(
         if not live:
             await _say_status_page(gateway, stop)
         if live:
+            footer = _footer(duration)
             with Live(
-                _table(recorder, gateway, header), refresh_per_second=4, transient=False
+                _table(recorder, gateway, header, footer), refresh_per_second=4, transient=False
             ) as view:
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.5)
-                    view.update(_table(recorder, gateway, header))
+                    view.update(_table(recorder, gateway, header, footer))
         await gw_task
         await asyncio.sleep(0.2)  # let the last acknowledged messages reach the subscriber
         recorder.stop()

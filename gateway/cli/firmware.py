@@ -32,6 +32,7 @@ from rich.progress import (
 
 from drivers.registry import REGISTRY
 from gateway import exit_codes
+from gateway.cli.config_option import config_option
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import resolve_secret
@@ -61,8 +62,7 @@ def firmware() -> None:
 
 @firmware.command("upload")
 @click.option("--device", required=True, help="the mcu_node device to update")
-@click.option("-c", "--config", "config_path", required=True,
-              type=click.Path(dir_okay=False, exists=True), help="gateway YAML file")
+@config_option()
 @click.option("--sha256", default=None, help="refuse the image unless its SHA-256 is this (hex)")
 @click.option("--via", type=click.Choice(["auto", "gateway", "port"]), default="auto",
               show_default=True,

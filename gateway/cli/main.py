@@ -16,6 +16,8 @@ from gateway import __version__, exit_codes
 from gateway.cli.audit_cmd import audit
 from gateway.cli.check_cmd import check
 from gateway.cli.config_init_cmd import config_init
+from gateway.cli.config_option import config_option
+from gateway.cli.config_sample_cmd import config_sample
 from gateway.cli.firmware import firmware
 from gateway.cli.spool_cmd import register as register_spool
 from gateway.cli.tail_cmd import tail
@@ -26,10 +28,13 @@ from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.logsetup import setup_logging
+from gateway.plural import plural
+from gateway.shipped import shipped_root
 
 log = logging.getLogger("gateway")
 
-REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+#: the shipped configs: the repository's config/ in a checkout, the package's copy installed
+REPO_CONFIG_DIR = shipped_root() / "config"
 
 
 @click.group(cls=DriverToolsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,14 +44,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="gateway YAML file",
-)
+@config_option()
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
@@ -92,7 +90,7 @@ async def _run(config: GatewayConfig, config_dir: Path,
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@config_option()
 @click.option(
     "--secrets",
     is_flag=True,
@@ -110,7 +108,8 @@ def validate(config_path: str, secrets: bool) -> None:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)
     tags = sum(len(d.tags) for d in config.devices)
-    click.echo(f"{config_path}: valid ({len(config.devices)} devices, {tags} tags)")
+    click.echo(f"{config_path}: valid ({plural(len(config.devices), 'device')}, "
+               f"{plural(tags, 'tag')})")
 
 
 @main.group("config")
@@ -200,6 +199,7 @@ main.add_command(firmware)
 main.add_command(users)
 main.add_command(audit)
 config_group.add_command(config_init)
+config_group.add_command(config_sample)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,13 @@ from typing import Any
 import click
 
 from gateway import exit_codes
+from gateway.cli.config_option import config_option
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError, SpoolLocked
 from gateway.northbound.payload_log import payload_dir
 from gateway.northbound.spool import acquire_lock, add_drops, connect, lock_path, read_drops
 
-_CONFIG_OPTION = click.option(
-    "-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-    help="gateway YAML file (the spool is northbound.spool.path)",
-)  # fmt: skip
+_CONFIG_OPTION = config_option("gateway YAML file (the spool is northbound.spool.path)")
 
 
 def _spool_path(config_path: str) -> Path:

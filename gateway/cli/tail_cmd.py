@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway import exit_codes
+from gateway.cli.config_option import config_option
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import resolve_secret
@@ -97,8 +98,7 @@ def render_table(tags: list[dict[str, Any]], now_ns: int | None = None) -> Table
 
 
 @click.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="the running gateway's YAML file (http.bind, http.port, http.token)")
+@config_option("the running gateway's YAML file (http.bind, http.port, http.token)")
 @click.option("--tag", "patterns", multiple=True, metavar="PATTERN",
               help="glob on tag paths, e.g. 'meter-1.*' (repeatable)")
 @click.option("--once", is_flag=True, help="print one table and exit")
