@@ -10,9 +10,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from gateway.cli.config_init_cmd import starter_text
 from gateway.cli.demo import _footer
 from gateway.cli.main import main
-from gateway.cli.config_init_cmd import starter_text
 from gateway.config.loader import load_config_text
 from gateway.northbound.spool import DiskSpool, SpoolLimits
 from gateway.plural import plural

@@ -234,4 +234,4 @@ def test_validate_cli_exit_codes(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert run.returncode == 0, run.stderr
-    assert "valid (1 devices, 1 tags)" in run.stdout
+    assert "valid (1 device, 1 tag)" in run.stdout

@@ -89,4 +89,4 @@ def test_wheelhouse_installs_offline_and_the_starter_config_validates(tmp_path: 
     subprocess.run([str(gw), "config", "init", "-o", str(config)], check=True, timeout=60)
     out = subprocess.run([str(gw), "validate", "-c", str(config)], check=True, timeout=60,
                          capture_output=True, text=True).stdout
-    assert "valid (1 devices, 2 tags)" in out
+    assert "valid (1 device, 2 tags)" in out
