@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -29,7 +29,11 @@ from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.logsetup import setup_logging
 from gateway.plural import plural
+from gateway.runtime.systemd_notify import SystemdNotifier
 from gateway.shipped import shipped_root
+
+if TYPE_CHECKING:
+    from gateway.runtime.gateway import Gateway
 
 log = logging.getLogger("gateway")
 
@@ -61,7 +65,8 @@ def run(config_path: str, log_level: str | None) -> None:
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)
-    setup_logging(log_level or config.logging.level, config.logging.format)
+    setup_logging(log_level or config.logging.level, config.logging.format,
+                  config.logging.libraries)
     path = Path(config_path).resolve()
     sys.exit(asyncio.run(_run(config, path.parent, path)))
 
@@ -74,8 +79,13 @@ async def _run(config: GatewayConfig, config_dir: Path,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = SystemdNotifier.from_environment()  # Type=notify: READY, WATCHDOG, STOPPING
+    supervisor: asyncio.Task[None] | None = None
     try:
         gateway = Gateway(config, config_dir, config_path)  # SIGHUP re-reads config_path
+        if notifier is not None:
+            supervisor = asyncio.create_task(notifier.supervise(
+                gateway.started, stop, lambda: running_status(gateway)), name="systemd")
         await gateway.run(stop)
     except ConfigError as exc:
         log.error("%s", exc)
@@ -86,7 +96,18 @@ async def _run(config: GatewayConfig, config_dir: Path,
     except Exception:
         log.exception("fatal error")
         return exit_codes.RUNTIME_FAILURE
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()
+        if notifier is not None:
+            notifier.close()
     return exit_codes.OK
+
+
+def running_status(gateway: Gateway) -> str:
+    """systemd's STATUS= line of a running gateway (``systemctl status`` shows it)."""
+    return (f"running: {plural(len(gateway.runners), 'device')}, "
+            f"{plural(len(gateway.catalog), 'tag')}; local API port {gateway.http_port}")
 
 
 @main.command()
@@ -182,7 +203,8 @@ def demo(
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)
-    setup_logging("WARNING" if not plain else config.logging.level, config.logging.format)
+    setup_logging("WARNING" if not plain else config.logging.level, config.logging.format,
+                  config.logging.libraries)
     summary = asyncio.run(
         run_demo(config, path.resolve().parent, duration, broker, live=not plain, contract=contract)
     )

@@ -339,6 +339,9 @@ class AuditConfig(StrictModel):
 class LoggingConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+    #: the level of every other library's loggers (asyncua, pymodbus, aiohttp, ...): their
+    #: INFO records are protocol chatter, not the gateway's story
+    libraries: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
 
 class GatewayConfig(StrictModel):
