@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from gateway import exit_codes
-from gateway.cli.config_init_cmd import starter_text
+from gateway.cli.config_init_cmd import packaged_text, starter_text
 from gateway.cli.main import REPO_CONFIG_DIR, main
 from gateway.config.loader import load_config, load_config_text
+from gateway.errors import ConfigError
 
 
 def test_init_writes_a_valid_commented_config(tmp_path: Path) -> None:
@@ -58,3 +60,20 @@ def test_a_config_without_a_format_is_sparkplug() -> None:
     text = ("gateway: {id: gw, site: s, line: l}\ndevices:\n  - {name: m, protocol: modbus_tcp, "
             "host: 127.0.0.1, tags: [{name: v, address: 0, type: uint16}]}\n")
     assert load_config_text(text).northbound.format == "sparkplug"
+
+
+def test_the_packaged_config_waits_for_a_device(tmp_path: Path) -> None:
+    """The Debian package's /etc/chenxing/gateway.yaml: invalid only for want of a device (so
+    the package does not start the service), valid once the commented device is taken in."""
+    text = packaged_text()
+    with pytest.raises(ConfigError) as refused:
+        load_config_text(text, "gateway.yaml", tmp_path)
+    assert [p.path for p in refused.value.problems] == [("devices",)]
+    assert "state_dir: /var/lib/chenxing " in text and "-c THIS_FILE" not in text
+    head, rest = text.split("devices: []", 1)
+    devices, tail = rest.split("\nnorthbound:", 1)
+    devices = re.sub(r"(?m)^  # ", "  ", devices)  # the lines, not their comments
+    uncommented = f"{head}devices:{devices}\nnorthbound:{tail}"
+    config = load_config_text(uncommented, "gateway.yaml", tmp_path)
+    assert config.gateway.state_dir == Path("/var/lib/chenxing")
+    assert [d.name for d in config.devices] == ["meter-1", "press-1"]
