@@ -13,12 +13,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata as metadata
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[2]
 
 #: files of an installed .dist-info that belong to the installation, not the wheel
 _INSTALL_ONLY = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
@@ -83,3 +90,57 @@ def repack(dist: metadata.Distribution, out: Path) -> Path:
         record.append(f"{dist_info}/RECORD,,")
         whl.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
     return path
+
+
+def build_backend(into: Path) -> str | None:
+    """Wheels of the build backend into ``into``: repacked when this venv holds the versions
+    pyproject.toml asks for, downloaded otherwise. The reason when that cannot be done."""
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    missing = []
+    for req in map(Requirement, requires):
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            missing.append(str(req))
+            continue
+        if req.specifier.contains(dist.version, prereleases=True):
+            repack(dist, into)
+        else:
+            missing.append(str(req))
+    if not missing:
+        return None
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+         "--retries", "1", "--timeout", "15", "-d", str(into), *missing],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if done.returncode == 0:
+        return None
+    return (f"the build backend ({', '.join(missing)}) is not installed here and no package "
+            f"index provided it: {done.stderr.strip()[-800:]}")  # fmt: skip
+
+
+def machine_wheels(into: Path) -> str | None:
+    """Every wheel chenxing-edge needs, pip and the build backend, into ``into``, a folder
+    that stands in for the package index. The reason when the build backend is missing."""
+    into.mkdir(parents=True, exist_ok=True)
+    reason = build_backend(into)
+    if reason is not None:
+        return reason
+    for dist in [*requirement_closure("chenxing-edge").values(), metadata.distribution("pip")]:
+        repack(dist, into)
+    return None
+
+
+def source_copy(into: Path) -> Path:
+    """The checkout without what a build leaves behind (pip's in-tree build writes build/)."""
+    shutil.copytree(REPO, into, ignore=shutil.ignore_patterns(
+        ".venv", "build", "dist", "*.egg-info", "__pycache__", "var", ".git", "wheelhouse",
+        "reports", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache"))
+    return into
+
+
+def no_index(machine: Path) -> dict[str, str]:
+    """The environment of a pip that sees ``machine``'s wheels and no index."""
+    return {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(machine), "PIP_EXTRA_INDEX_URL": ""}  # fmt: skip

@@ -1,4 +1,7 @@
-"""scripts/build-wheelhouse.sh + scripts/install-offline.sh: a venv installed with --no-index.
+"""scripts/build-wheelhouse.sh + scripts/install-offline.sh: versioned venvs installed with
+--no-index, a link to the one in service from the first install on, an upgrade that switches
+the link and keeps the previous release; the installed wheel carries the shipped files, so
+``config sample`` and ``demo`` work away from the repository.
 
 No package index and no pip cache: every wheel comes from this machine. The dependencies
 are the distributions installed in this venv, packed back into wheels
@@ -14,79 +17,109 @@ with pip's reason (marker ``needs_index``), never failed.
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 
-from tests.integration.installed_wheels import repack, requirement_closure
-
-REPO = Path(__file__).resolve().parents[2]
+from gateway import __version__
+from tests.integration.installed_wheels import machine_wheels, no_index, source_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_index]
 
-
-def build_backend(into: Path) -> str | None:
-    """Wheels of the build backend into ``into``: repacked when this venv holds the versions
-    pyproject.toml asks for, downloaded otherwise. The reason when that cannot be done."""
-    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
-    missing = []
-    for req in map(Requirement, requires):
-        try:
-            dist = metadata.distribution(req.name)
-        except metadata.PackageNotFoundError:
-            missing.append(str(req))
-            continue
-        if req.specifier.contains(dist.version, prereleases=True):
-            repack(dist, into)
-        else:
-            missing.append(str(req))
-    if not missing:
-        return None
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         "--retries", "1", "--timeout", "15", "-d", str(into), *missing],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    if done.returncode == 0:
-        return None
-    return (f"the build backend ({', '.join(missing)}) is not installed here and no package "
-            f"index provided it: {done.stderr.strip()[-800:]}")  # fmt: skip
+#: the environment of install-offline.sh: nothing but the wheelhouse
+OFFLINE = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "",
+           "PIP_EXTRA_INDEX_URL": ""}  # fmt: skip
 
 
-def test_wheelhouse_installs_offline_and_the_starter_config_validates(tmp_path: Path) -> None:
+def install(wheels: Path, prefix: Path) -> str:
+    done = subprocess.run([str(wheels / "install-offline.sh"), str(wheels), str(prefix),
+                           sys.executable], capture_output=True, text=True, timeout=900,
+                          env=OFFLINE)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_wheelhouse_installs_offline_upgrades_and_runs_away_from_the_repository(
+    tmp_path: Path,
+) -> None:
     machine = tmp_path / "machine-wheels"  # stands in for the package index
-    machine.mkdir()
-    reason = build_backend(machine)
+    reason = machine_wheels(machine)
     if reason is not None:
         print(reason)
         pytest.skip(reason)
-    for dist in [*requirement_closure("chenxing-edge").values(), metadata.distribution("pip")]:
-        repack(dist, machine)
-    src = tmp_path / "src"  # a copy: pip's in-tree build leaves build/ behind
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-        ".venv", "build", "*.egg-info", "__pycache__", "var", ".git", "wheelhouse", "reports"))
-    wheels, venv = tmp_path / "wheelhouse", tmp_path / "venv"
-    no_index = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1",
-                "PIP_FIND_LINKS": str(machine), "PIP_EXTRA_INDEX_URL": ""}  # fmt: skip
+    src = source_copy(tmp_path / "src")
+    wheels, prefix = tmp_path / "wheelhouse", tmp_path / "opt"
     subprocess.run([str(src / "scripts/build-wheelhouse.sh"), sys.executable, str(wheels)],
-                   check=True, timeout=600, cwd=src, env=no_index)
+                   check=True, timeout=900, cwd=src, env=no_index(machine))
     assert (wheels / "chenxing-gateway.service").is_file()  # docs/install.md copies it from there
     built = [w.name for w in wheels.glob("chenxing_edge-*.whl")]
-    assert len(built) == 1, built  # the project's own wheel, built from the source
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "",
-           "PIP_EXTRA_INDEX_URL": ""}  # nothing but the wheelhouse
-    subprocess.run([str(wheels / "install-offline.sh"), str(wheels), str(venv), sys.executable],
-                   check=True, timeout=600, env=env)
-    gw = venv / "bin" / "chenxing-gateway"
+    assert built == [f"chenxing_edge-{__version__}-py3-none-any.whl"]  # built from the source
+
+    # the first install: its own venv, and the link from the start
+    out = install(wheels, prefix)
+    assert f"{prefix}/venv -> venv-{__version__}" in out
+    assert os.readlink(prefix / "venv") == f"venv-{__version__}"
+    gw = prefix / "venv" / "bin" / "chenxing-gateway"
+    away = tmp_path / "elsewhere"  # nothing of the repository in reach
+    away.mkdir()
     config = tmp_path / "etc" / "gateway.yaml"
-    subprocess.run([str(gw), "config", "init", "-o", str(config)], check=True, timeout=60)
+    subprocess.run([str(gw), "config", "init", "-o", str(config)], check=True, timeout=60,
+                   cwd=away)
     out = subprocess.run([str(gw), "validate", "-c", str(config)], check=True, timeout=60,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, cwd=away).stdout
     assert "valid (1 device, 2 tags)" in out
+    # the wheel carries the example config, the schema, the docs, LICENSE and CHANGELOG
+    sample = subprocess.run([str(gw), "config", "sample"], check=True, timeout=60,
+                            capture_output=True, text=True, cwd=away).stdout
+    assert sample == (src / "config" / "example.yaml").read_text()
+    shipped = next(prefix.glob("venv/lib/python3.*/site-packages/gateway/shipped_files"))
+    for name in ("config/gateway.schema.json", "config/demo.yaml", "docs/install.md",
+                 "README.md", "LICENSE", "CHANGELOG.md"):
+        assert (shipped / name).is_file(), name
+    # the demo runs from the installed wheel (its own broker: Mosquitto, or the embedded one)
+    demo = subprocess.run([str(gw), "demo", "--duration", "6", "--plain"], timeout=300,
+                          capture_output=True, text=True, cwd=away)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+
+    # an upgrade: the next release beside it, the link switched, the previous one kept
+    nxt = f"{__version__}.post1"
+    init = src / "gateway" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{__version__}"', f'"{nxt}"'))
+    wheels2 = tmp_path / "wheelhouse-next"
+    shutil.copytree(wheels, wheels2, ignore=shutil.ignore_patterns("chenxing_edge-*"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(src),
+                    "-w", str(wheels2)], check=True, timeout=600, cwd=src, env=no_index(machine))
+    out = install(wheels2, prefix)
+    assert os.readlink(prefix / "venv") == f"venv-{nxt}"
+    assert f"previous release stays in {prefix}/venv-{__version__}" in out
+    version = subprocess.run([str(gw), "--version"], check=True, capture_output=True,
+                             text=True, timeout=60).stdout
+    assert version.split()[-1] == nxt
+    assert (prefix / f"venv-{__version__}" / "bin" / "chenxing-gateway").is_file()
+    assert sorted(p.name for p in prefix.iterdir()) == ["venv", f"venv-{__version__}",
+                                                        f"venv-{nxt}"]
+
+
+def test_an_install_before_versioned_venvs_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    """A real folder at PREFIX/venv (the layout before versioned venvs): nothing is installed,
+    the message says how to move it aside."""
+    wheels, prefix = tmp_path / "wheelhouse", tmp_path / "opt"
+    wheels.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / "install-offline.sh", wheels)
+    (wheels / f"chenxing_edge-{__version__}-py3-none-any.whl").touch()
+    (prefix / "venv" / "bin").mkdir(parents=True)
+    done = subprocess.run([str(wheels / "install-offline.sh"), str(wheels), str(prefix),
+                           sys.executable], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert re.search(rf"mv {prefix}/venv {prefix}/venv-OLD\n", done.stderr), done.stderr
+    assert sorted(p.name for p in prefix.iterdir()) == ["venv"]
+    # and a venv given where the folder of venvs belongs (the older docs' usage)
+    done = subprocess.run([str(wheels / "install-offline.sh"), str(wheels),
+                           str(prefix / f"venv-{__version__}"), sys.executable],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "give the folder that holds the venvs" in done.stderr
