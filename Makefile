@@ -1,5 +1,5 @@
 # The two commands (see README): `make demo` and `make test`.
-.PHONY: demo test bench lint schema proto
+.PHONY: demo test bench lint schema proto deb
 
 demo:
 	./scripts/bootstrap.sh
@@ -7,6 +7,11 @@ demo:
 
 test:
 	./scripts/test.sh
+
+# the Debian package: dist/chenxing-edge_VERSION_ARCH.deb (docs/packaging.md); the wheels come
+# from the package index, or from WHEELHOUSE=DIR (scripts/build-wheelhouse.sh)
+deb:
+	./scripts/build-deb.sh $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
 
 bench:
 	./scripts/bootstrap.sh

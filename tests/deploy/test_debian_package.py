@@ -268,11 +268,17 @@ async def test_install_configure_upgrade_remove_purge(
     builder: tuple[Path, Path], first: Built, machine_for_the_package: None,
     mosquitto: MqttBroker, waveform_meter: object,
 ) -> None:
-    second = await asyncio.to_thread(build, builder, f"{__version__}{TEST_MARK}.2")
+    """The simulated meter answers on this event loop; the package's life runs in a thread."""
     meter_port = waveform_meter.port  # type: ignore[attr-defined]  # the fixture's simulator
+    await asyncio.to_thread(package_life, builder, first, meter_port, mosquitto)
+
+
+def package_life(builder: tuple[Path, Path], first: Built, meter_port: int,
+                 mosquitto: MqttBroker) -> None:
+    second = build(builder, f"{__version__}{TEST_MARK}.2")
 
     # install: user, state folder, conffile for the service's group, unit enabled, not started
-    done = await asyncio.to_thread(dpkg, "-i", str(first.deb))
+    done = dpkg("-i", str(first.deb))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "enabled but not started: /etc/chenxing/gateway.yaml does not validate yet" \
         in done.stdout, done.stdout
@@ -288,16 +294,16 @@ async def test_install_configure_upgrade_remove_purge(
 
     # configured by the engineer: validate, check and the demo run as the service user
     edited = configure(meter_port, mosquitto)
-    valid = await asyncio.to_thread(as_service_user, "chenxing-gateway", "validate")
+    valid = as_service_user("chenxing-gateway", "validate")
     assert valid.returncode == 0, valid.stderr
     assert valid.stdout == f"{CONFIG}: valid (1 device, 1 tag)\n"
-    check = await asyncio.to_thread(as_service_user, "chenxing-gateway", "check")
+    check = as_service_user("chenxing-gateway", "check")
     assert check.returncode == 0, check.stdout + check.stderr
-    demo = await asyncio.to_thread(as_service_user, "chenxing-gateway", "demo", "--duration",
+    demo = as_service_user("chenxing-gateway", "demo", "--duration",
                                    "6", "--plain", timeout=300)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     spool_one_message()
-    stats = await asyncio.to_thread(as_service_user, "chenxing-gateway", "spool", "stats")
+    stats = as_service_user("chenxing-gateway", "spool", "stats")
     assert "messages   1 " in stats.stdout, stats.stdout + stats.stderr
     if systemd_runs():  # the hardened unit runs the gateway: READY reached, serial ports allowed
         subprocess.run(["systemctl", "start", "chenxing-gateway"], check=True, timeout=120)
@@ -305,7 +311,7 @@ async def test_install_configure_upgrade_remove_purge(
         pid_before = unit_state("MainPID")
 
     # upgrade: the config and the spool stay, the venv is switched, the old one removed
-    done = await asyncio.to_thread(dpkg, "-i", str(second.deb))
+    done = dpkg("-i", str(second.deb))
     assert done.returncode == 0, done.stdout + done.stderr
     if systemd_runs():
         assert "chenxing-gateway.service restarted" in done.stdout, done.stdout
@@ -316,11 +322,11 @@ async def test_install_configure_upgrade_remove_purge(
     assert sorted(os.listdir("/opt/chenxing")) == ["venv", f"venv-{second.version}"]
     assert CONFIG.read_text() == edited
     assert stat.S_IMODE(CONFIG.stat().st_mode) == 0o640
-    stats = await asyncio.to_thread(as_service_user, "chenxing-gateway", "spool", "stats")
+    stats = as_service_user("chenxing-gateway", "spool", "stats")
     assert "messages   1 " in stats.stdout, stats.stdout + stats.stderr
 
     # remove: the programs go; the config, the spool and the user stay
-    done = await asyncio.to_thread(dpkg, "--remove", PACKAGE)
+    done = dpkg("--remove", PACKAGE)
     assert done.returncode == 0, done.stdout + done.stderr
     if systemd_runs():
         assert unit_state("ActiveState") in ("inactive", "")
@@ -331,7 +337,7 @@ async def test_install_configure_upgrade_remove_purge(
     assert _user_exists()
 
     # purge: the config and the state go too, and the unit's enablement
-    done = await asyncio.to_thread(dpkg, "--purge", PACKAGE)
+    done = dpkg("--purge", PACKAGE)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not CONFIG.parent.exists() and not STATE.exists()
     assert not ENABLED.is_symlink()
