@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Set up everything the demo and the tests need, idempotently:
-#  - Debian packages mosquitto and socat (apt-get, when missing and running as root); with
-#    --test also what only the tests use: victoria-metrics (an InfluxDB v2 write endpoint for
-#    the ingest tests) and chromium + chromium-driver (the status page's browser test)
-#  - a virtual environment in .venv with the project installed (editable) and its test extra,
-#    pinned by constraints.txt so every machine gets the same versions
+# Set up what the demo needs (no flag: `make demo`) or the tests need (--test: `make test`),
+# idempotently:
+#  - Debian packages (apt-get, when missing and running as root): mosquitto for the demo;
+#    with --test also what only the tests use: socat (pty pairs), victoria-metrics (an InfluxDB
+#    v2 write endpoint for the ingest tests), chromium + chromium-driver (the status page's
+#    browser test), Node.js and npm
+#  - a virtual environment in .venv with the project installed (editable), pinned by
+#    constraints.txt so every machine gets the same versions: its runtime dependencies, and
+#    with --test its test extra (pytest, linters, second-opinion libraries)
 #  - with --test, the npm packages of tests/interop/node (exact versions from its
 #    package-lock.json): independent implementations the tests compare the gateway's bytes with.
+# pip's own output goes to .venv/bootstrap.log (shown when it fails); the last line says done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +19,8 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 # --- system packages ------------------------------------------------------------------
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
-command -v socat >/dev/null 2>&1 || missing+=(socat)
 if [ "${1:-}" = "--test" ]; then
+  command -v socat >/dev/null 2>&1 || missing+=(socat)
   command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] ||
     missing+=(victoria-metrics)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -48,17 +52,27 @@ for candidate in python3.13 python3.12 python3.11 python3; do
 done
 [ -n "$PY" ] || { log "Python 3.11 or newer is required"; exit 1; }
 
+# the stamp: the hash of what was installed from, and "runtime" or "test" (which includes it)
 stamp=.venv/.chenxing-installed
-want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+hash="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+extras="runtime" spec="."
+if [ "${1:-}" = "--test" ]; then extras="test" spec=".[test]"; fi
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $PY"
   "$PY" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  log "installing chenxing-edge and its test dependencies into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip </dev/null
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]" </dev/null
-  echo "$want" > "$stamp"
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [ "$have" != "$hash $extras" ] && [ "$have" != "$hash test" ]; then
+  log "installing chenxing-edge and its $extras dependencies into .venv (pinned: constraints.txt)"
+  pip_log=.venv/bootstrap.log
+  if ! { .venv/bin/python -m pip install --upgrade pip &&
+         .venv/bin/python -m pip install -c constraints.txt -e "$spec"; } \
+       </dev/null >"$pip_log" 2>&1; then
+    tail -n 40 "$pip_log" >&2
+    log "pip failed (the whole output: $pip_log)"
+    exit 1
+  fi
+  echo "$hash $extras" > "$stamp"
 fi
 
 # --- independent peers from npm (tests only) ------------------------------------------
@@ -76,3 +90,4 @@ if [ "${1:-}" = "--test" ]; then
     fi
   fi
 fi
+log "done: .venv holds chenxing-edge $(.venv/bin/python -c 'import gateway; print(gateway.__version__)') with its $(cut -d' ' -f2 "$stamp") dependencies"

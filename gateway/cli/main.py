@@ -104,6 +104,15 @@ async def _run(config: GatewayConfig, config_dir: Path,
     return exit_codes.OK
 
 
+def next_step(invoked_as: str) -> str:
+    """The demo's last line: what to run next, with the command as the user typed it (a
+    checkout's ``.venv/bin/chenxing-gateway``, or the one on PATH)."""
+    command = invoked_as if "/" in invoked_as and not invoked_as.startswith("/") else \
+        "chenxing-gateway"
+    return (f"next: {command} config init -o gateway.yaml  # a config for your own devices; "
+            f"then validate, check and run it (README: Configuration)")
+
+
 def running_status(gateway: Gateway) -> str:
     """systemd's STATUS= line of a running gateway (``systemctl status`` shows it)."""
     return (f"running: {plural(len(gateway.runners), 'device')}, "
@@ -209,6 +218,8 @@ def demo(
         run_demo(config, path.resolve().parent, duration, broker, live=not plain, contract=contract)
     )
     click.echo(json.dumps(summary.as_dict()) if plain else "\n" + summary.line())
+    if not plain:
+        click.echo(next_step(sys.argv[0]))
     if duration is not None and not summary.all_devices_reported:
         sys.exit(exit_codes.DEMO_INCOMPLETE)
 
