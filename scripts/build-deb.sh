@@ -79,8 +79,7 @@ install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/etc/chenxing" \
 for tool in chenxing-gateway chenxing-hil; do
   ln -s "/opt/chenxing/venv/bin/$tool" "$STAGE/usr/bin/$tool"
 done
-sed 's|^Documentation=file:.*|Documentation=file:/usr/share/doc/chenxing-edge/install.md|' \
-  deploy/chenxing-gateway.service > "$STAGE/lib/systemd/system/chenxing-gateway.service"
+cp deploy/chenxing-gateway.service "$STAGE/lib/systemd/system/"
 "$VENV/bin/python" -c 'from gateway.cli.config_init_cmd import packaged_text; print(packaged_text(), end="")' \
   > "$STAGE/etc/chenxing/gateway.yaml"
 doc="$STAGE/usr/share/doc/chenxing-edge"
