@@ -36,7 +36,7 @@ from gateway.cli.config_init_cmd import packaged_text
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.spool import DiskSpool, SpoolLimits
 from hil.broker import MqttBroker
-from tests.integration.installed_wheels import machine_wheels, no_index, source_copy
+from tests.integration.installed_wheels import no_index, offline_build_inputs
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_index]
@@ -60,12 +60,7 @@ class Built:
 def builder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(a source copy, a wheelhouse built from it with this machine's wheels)."""
     work = tmp_path_factory.mktemp("deb")
-    machine = work / "machine-wheels"
-    reason = machine_wheels(machine)
-    if reason is not None:
-        print(reason)
-        pytest.skip(reason)
-    src = source_copy(work / "src")
+    machine, src = offline_build_inputs(work)
     wheels = work / "wheelhouse"
     subprocess.run([str(src / "scripts/build-wheelhouse.sh"), "python3", str(wheels)],
                    check=True, timeout=900, cwd=src, env=no_index(machine),

@@ -22,6 +22,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -144,3 +145,14 @@ def no_index(machine: Path) -> dict[str, str]:
     """The environment of a pip that sees ``machine``'s wheels and no index."""
     return {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1",
             "PIP_FIND_LINKS": str(machine), "PIP_EXTRA_INDEX_URL": ""}  # fmt: skip
+
+
+def offline_build_inputs(work: Path) -> tuple[Path, Path]:
+    """(the machine's wheels, a source copy) under ``work`` for a build without an index;
+    the test is skipped with pip's reason when the build backend cannot be had."""
+    machine = work / "machine-wheels"  # stands in for the package index
+    reason = machine_wheels(machine)
+    if reason is not None:
+        print(reason)
+        pytest.skip(reason)
+    return machine, source_copy(work / "src")

@@ -13,18 +13,13 @@ import pytest
 
 from gateway import __version__
 from gateway.cli.main import next_step
-from tests.integration.installed_wheels import machine_wheels, no_index, source_copy
+from tests.integration.installed_wheels import no_index, offline_build_inputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_index]
 
 
 def test_bootstrap_for_the_demo_installs_the_runtime_only_and_says_done(tmp_path: Path) -> None:
-    machine = tmp_path / "machine-wheels"
-    reason = machine_wheels(machine)
-    if reason is not None:
-        print(reason)
-        pytest.skip(reason)
-    src = source_copy(tmp_path / "src")
+    machine, src = offline_build_inputs(tmp_path)
     done = subprocess.run([str(src / "scripts/bootstrap.sh")], capture_output=True, text=True,
                           timeout=900, cwd=src, env=no_index(machine))  # fmt: skip
     assert done.returncode == 0, done.stderr

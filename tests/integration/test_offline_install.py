@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from gateway import __version__
-from tests.integration.installed_wheels import machine_wheels, no_index, source_copy
+from tests.integration.installed_wheels import no_index, offline_build_inputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_index]
 
@@ -47,12 +47,7 @@ def install(wheels: Path, prefix: Path) -> str:
 def test_wheelhouse_installs_offline_upgrades_and_runs_away_from_the_repository(
     tmp_path: Path,
 ) -> None:
-    machine = tmp_path / "machine-wheels"  # stands in for the package index
-    reason = machine_wheels(machine)
-    if reason is not None:
-        print(reason)
-        pytest.skip(reason)
-    src = source_copy(tmp_path / "src")
+    machine, src = offline_build_inputs(tmp_path)
     wheels, prefix = tmp_path / "wheelhouse", tmp_path / "opt"
     subprocess.run([str(src / "scripts/build-wheelhouse.sh"), sys.executable, str(wheels)],
                    check=True, timeout=900, cwd=src, env=no_index(machine))
