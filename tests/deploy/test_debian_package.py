@@ -92,7 +92,7 @@ def first(builder: tuple[Path, Path]) -> Built:
 
 
 def test_the_package_holds_a_relocated_venv_the_unit_the_config_and_the_docs(
-    first: Built, tmp_path: Path
+    builder: tuple[Path, Path], first: Built, tmp_path: Path
 ) -> None:
     venv = f"/opt/chenxing/venv-{first.version}"
     info = subprocess.run(["dpkg-deb", "-f", str(first.deb)], capture_output=True, text=True,
@@ -116,8 +116,8 @@ def test_the_package_holds_a_relocated_venv_the_unit_the_config_and_the_docs(
     assert not (root / venv.lstrip("/") / "bin" / "pip").exists()  # dpkg owns the whole venv
     gateway_script = root / venv.lstrip("/") / "bin" / "chenxing-gateway"
     assert gateway_script.read_text().splitlines()[0] == f"#!{venv}/bin/python"
-    staged = subprocess.run(["grep", "-rlF", "build/deb/root", str(root)], capture_output=True,
-                            text=True)  # fmt: skip
+    stage = str(builder[0] / "build" / "deb" / "root")  # where build-deb.sh staged the tree
+    staged = subprocess.run(["grep", "-rlF", stage, str(root)], capture_output=True, text=True)
     assert staged.stdout == "", f"files naming the staging root: {staged.stdout}"
     # bytecode compiled for the final paths: a traceback names /opt/chenxing/...
     pyc = next((root / venv.lstrip("/")).glob("lib/python3.*/site-packages/gateway/"
