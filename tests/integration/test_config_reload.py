@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import re
 import signal
@@ -14,7 +15,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
+from gateway.config.device import TagConfig
+from gateway.config.loader import load_config
+from gateway.config.models import GatewayConfig
+from gateway.runtime.device_runner import DeviceRunner
+from gateway.runtime.gateway import Gateway
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import meter_device
 from tests.waiting import until
@@ -156,3 +163,48 @@ async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
             await proc.wait()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(gw.reader, 5)
+
+
+def _alive(kind: type) -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, kind))
+
+
+async def test_ten_reloads_leave_nothing_behind(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter
+) -> None:
+    """The SIGHUP path, ten times over, each reload restarting a device: afterwards one
+    config, one runner per device and no YAML parse objects are alive, as before."""
+    body = _body(mosquitto.port, waveform_meter.port)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps(body))
+    gateway = Gateway(load_config(config), tmp_path, config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop))
+
+    async def reload_once(i: int) -> None:
+        body["devices"][1]["poll_interval"] = f"{100 + 10 * (i % 2)}ms"
+        config.write_text(json.dumps(body))
+        applied = gateway.reloads.outcomes["applied"]
+        await gateway.reload()  # what SIGHUP runs
+        assert gateway.reloads.outcomes["applied"] == applied + 1, gateway.reloads.last_error
+        await until(lambda: gateway.device_states() == {"steady": "up", "moved": "up"},
+                    timeout=20, what="both devices up again")
+
+    def census() -> dict[str, int]:
+        gc.collect()
+        return {"configs": _alive(GatewayConfig), "tags": _alive(TagConfig),
+                "runners": _alive(DeviceRunner), "yaml": _alive(yaml.Event) + _alive(yaml.Node)}
+
+    try:
+        await until(lambda: gateway.device_states() == {"steady": "up", "moved": "up"},
+                    timeout=20, what="both devices up")
+        await reload_once(1)  # first use of every code path
+        before = census()
+        for i in range(10):
+            await reload_once(i)
+        after = census()
+        assert after == before
+        assert before["yaml"] == 0 and before["runners"] == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
