@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 import gateway
 from gateway.histogram import Histogram
 from gateway.northbound.outbox import OutboxStats
+from gateway.pauses import Pauses
 
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
@@ -114,6 +115,10 @@ class GatewayCollector(Collector):
             for outcome in ("applied", "unchanged", "refused", "invalid"):
                 reloads.add_metric([outcome], reload_counters.outcomes[outcome])
             yield reloads
+
+        pauses = getattr(gw, "pauses", None)
+        if pauses is not None:
+            yield from _pause_metrics(pauses)
 
         p = gw.pipeline.counters
         yield from _scalars(
@@ -234,6 +239,31 @@ def _scalars(
     """Unlabelled metrics, one per ``(family, name, help, value)`` row, in order."""
     for family, name, doc, value in rows:
         yield family(name, doc, value=value)
+
+
+def _pause_metrics(pauses: Pauses) -> Iterator[Metric]:
+    """Garbage-collector pauses by generation and event-loop stalls (gateway/pauses.py)."""
+    gc_pauses = HistogramMetricFamily(
+        "chenxing_gc_pause_seconds",
+        "Pauses of the cyclic garbage collector (the whole process waits), by generation",
+        labels=["generation"],
+    )
+    for generation, durations in enumerate(pauses.gc):
+        gc_pauses.add_metric([str(generation)], durations.cumulative(), durations.total_s)
+    yield gc_pauses
+    stalls = HistogramMetricFamily(
+        "chenxing_event_loop_stall_seconds",
+        "How late the event loop woke a task asking to wake every 0.1 s (every poll waits "
+        "as long)",
+    )
+    stalls.add_metric([], pauses.stalls.cumulative(), pauses.stalls.total_s)
+    yield stalls
+    yield from _scalars(
+        (_G, "chenxing_gc_pause_longest_seconds", "Longest garbage-collector pause so far",
+         max(d.longest_s for d in pauses.gc)),
+        (_G, "chenxing_event_loop_stall_longest_seconds", "Longest event-loop stall so far",
+         pauses.stalls.longest_s),
+    )
 
 
 def _spool_metrics(stats: OutboxStats) -> Iterator[Metric]:

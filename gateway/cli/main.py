@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -86,7 +87,11 @@ async def _run(config: GatewayConfig, config_dir: Path,
         if notifier is not None:
             supervisor = asyncio.create_task(notifier.supervise(
                 gateway.started, stop, lambda: running_status(gateway)), name="systemd")
-        await gateway.run(stop)
+        frozen = asyncio.create_task(_freeze_when_started(gateway))
+        try:
+            await gateway.run(stop)
+        finally:
+            frozen.cancel()
     except ConfigError as exc:
         log.error("%s", exc)
         return exit_codes.CONFIG_INVALID
@@ -117,6 +122,17 @@ def running_status(gateway: Gateway) -> str:
     """systemd's STATUS= line of a running gateway (``systemctl status`` shows it)."""
     return (f"running: {plural(len(gateway.runners), 'device')}, "
             f"{plural(len(gateway.catalog), 'tag')}; local API port {gateway.http_port}")
+
+
+async def _freeze_when_started(gateway: Gateway) -> None:
+    """Once running, move what start-up built (the config, the catalog, the drivers' plans:
+    long-lived, hundreds of thousands of objects at 100,000 tags) out of the garbage
+    collector's sight: a full collection then scans only what came later, and takes
+    milliseconds instead of a stop-the-world pause of every poll (issue 21)."""
+    await gateway.started.wait()
+    gc.collect()
+    gc.freeze()
+    log.debug("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
 
 
 @main.command()

@@ -33,6 +33,7 @@ from gateway.northbound.outbox import MemoryOutbox, Outbox
 from gateway.northbound.publisher import Publisher
 from gateway.northbound.sequence import SequenceStore
 from gateway.northbound.spool import SpoolLimits, open_spool
+from gateway.pauses import Pauses
 from gateway.pipeline import Pipeline
 from gateway.recent_errors import RecentErrors
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
@@ -103,6 +104,8 @@ class Gateway:
         #: and recent alarm events, both bounded
         self.recent_errors = RecentErrors(capacity=100)
         self.recent_alarms: deque[AlarmEvent] = deque(maxlen=50)
+        #: garbage-collector pauses and event-loop stalls while running (/metrics)
+        self.pauses = Pauses()
 
     # --- wiring ---------------------------------------------------------------------------
     def _on_batch(self, batch: SampleBatch) -> None:
@@ -291,11 +294,13 @@ class Gateway:
         """Run until ``stop`` is set; then stop polling, flush, publish the death."""
         root = logging.getLogger()
         root.addHandler(self.recent_errors)
+        self.pauses.start()
         try:
             return await self._run(stop)
         finally:
             self.listen_ports.close()  # the devices are stopped: no port lingers
             root.removeHandler(self.recent_errors)
+            await self.pauses.stop()
 
     async def _run(self, stop: asyncio.Event) -> ShutdownReport:
         from gateway.http_api import HttpApi
