@@ -1,0 +1,175 @@
+"""Footprint: what importing costs, and where memory and start-up time go per structure.
+
+No network, no simulator: a config of D Modbus TCP devices of T float32 tags is read and
+the gateway's start-up structures are built from it one by one, each measured with
+``tracemalloc`` (bytes still held once built, and the peak while building) and timed::
+
+    python -m bench.footprint --devices 100 --tags 100      # 10,000 tags
+    python -m bench.footprint --devices 100 --tags 1000     # 100,000 tags
+    python -m bench.footprint --imports                     # import costs only
+
+Import costs: each set of modules imported by a fresh interpreter, its RSS afterwards
+(``VmRSS``) and the time it took, next to a bare interpreter's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.harness import Run, load_note
+
+#: module sets a gateway may import, by what they are for
+IMPORT_SETS: dict[str, str] = {
+    "bare interpreter": "",
+    "numpy": "numpy",
+    "pydantic": "pydantic",
+    "config loader (all driver configs)": "gateway.config.loader",
+    "CLI entry point": "gateway.cli.main",
+    "runtime (gateway.runtime.gateway)": "gateway.runtime.gateway",
+    "Modbus driver (pymodbus)": "drivers.modbus.driver",
+    "MQTT (paho)": "paho.mqtt.client",
+    "local API (aiohttp, prometheus_client)": "aiohttp, prometheus_client",
+    "OPC UA driver (asyncua)": "drivers.opcua.driver",
+    "edge models (onnxruntime)": "onnxruntime",
+}
+
+_RSS = ("import sys\nfor l in open('/proc/self/status'):\n"
+        "    if l.startswith('VmRSS'): print(int(l.split()[1]))\n")  # fmt: skip
+
+
+def import_costs() -> dict[str, dict[str, float]]:
+    out = {}
+    for name, modules in IMPORT_SETS.items():
+        code = (f"import time; t = time.perf_counter(); import {modules}; "
+                "print(time.perf_counter() - t)\n" if modules else "print(0.0)\n") + _RSS
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if done.returncode:
+            out[name] = {"error": done.stderr.strip().splitlines()[-1]}  # type: ignore[dict-item]
+            continue
+        seconds, kib = done.stdout.split()
+        out[name] = {"rss_mib": round(int(kib) / 1024, 1), "seconds": round(float(seconds), 3)}
+    return out
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Every device's tags written out, as a plant's file has them (no ``&id001`` anchors)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def config_text(devices: int, tags: int) -> str:
+    rows = [{"name": f"t{i:05d}", "table": "input", "address": 2 * i, "type": "float32"}
+            for i in range(tags)]  # fmt: skip
+    body = {
+        "gateway": {"id": "gw", "site": "plant", "line": "line-1"},
+        "devices": [{"name": f"d{d:04d}", "protocol": "modbus_tcp", "host": "127.0.0.1",
+                     "port": 1502 + d, "tags": rows} for d in range(devices)],
+        "northbound": {"format": "json"},
+    }
+    return yaml.dump(body, Dumper=_NoAliases, sort_keys=False)
+
+
+def measure(step: str, build: Callable[[], Any], steps: dict[str, Any], tags: int) -> Any:
+    gc.collect()
+    tracemalloc.reset_peak()
+    held_before, _ = tracemalloc.get_traced_memory()
+    started = time.perf_counter()
+    value = build()
+    seconds = time.perf_counter() - started
+    gc.collect()
+    held, peak = tracemalloc.get_traced_memory()
+    steps[step] = {
+        "seconds": round(seconds, 3),
+        "held_mib": round((held - held_before) / 2**20, 2),
+        "held_bytes_per_tag": round((held - held_before) / tags, 1),
+        "peak_mib": round((peak - held_before) / 2**20, 2),
+    }
+    return value
+
+
+def structures(devices: int, tags: int) -> dict[str, Any]:
+    """Build what ``run`` builds before polling, step by step, under tracemalloc."""
+    from drivers.registry import REGISTRY
+    from gateway import __version__
+    from gateway.config.loader import load_config
+    from gateway.config.yaml_model import parse_yaml
+    from gateway.northbound.contract_json import JsonContract
+    from gateway.pipeline import Pipeline
+    from gateway.runtime.device_runner import DeviceRunner
+    from gateway.serial_ports import SerialPorts
+    from gateway.tags import TagCatalog
+
+    n = devices * tags
+    workdir = Path(tempfile.mkdtemp(prefix="chenxing-footprint-"))
+    path = workdir / "gateway.yaml"
+    path.write_text(config_text(devices, tags), encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    steps: dict[str, Any] = {}
+    tracemalloc.start()
+    try:
+        parsed = measure("parse YAML (data + line map)", lambda: parse_yaml(text, str(path)),
+                         steps, n)  # fmt: skip
+        del parsed
+        config = measure("load_config (parse + validate)", lambda: load_config(path), steps, n)
+        catalog = measure("tag catalog", lambda: TagCatalog(config.devices), steps, n)
+        pipeline = measure("pipeline state", lambda: Pipeline(catalog), steps, n)
+        ports = SerialPorts()
+        drivers = measure("drivers and request plans", lambda: [
+            REGISTRY.create_driver(d, catalog, ports) for d in config.devices], steps, n)
+        runners = measure("device runners", lambda: [
+            DeviceRunner(d.name, lambda: drivers[0], lambda b: None) for d in config.devices],
+            steps, n)  # fmt: skip
+        contract = JsonContract(config, catalog, __version__)
+        states = {d.name: "up" for d in config.devices}
+        birth = measure("JSON birth message", lambda: contract.birth(1, 0, 0, states), steps, n)
+        steps["JSON birth message"]["bytes"] = len(birth.payload)
+        total, peak = tracemalloc.get_traced_memory()
+        del runners, pipeline
+    finally:
+        tracemalloc.stop()
+    return {"tags": n, "devices": devices, "config_bytes": len(text.encode()),
+            "steps": steps, "held_mib": round(total / 2**20, 1),
+            "peak_mib": round(peak / 2**20, 1)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--tags", type=int, default=100, help="float32 tags per device")
+    parser.add_argument("--imports", action="store_true", help="import costs only")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    bench = Run("footprint", packages=("pydantic", "pymodbus", "pyyaml"))
+    result: dict[str, Any] = {"imports": import_costs()}
+    if not args.imports:
+        result["structures"] = structures(args.devices, args.tags)
+    path = bench.write(result, args.out)
+    print(load_note(bench.load_at_start))
+    for name, cost in result["imports"].items():
+        rss, seconds = cost.get("rss_mib", "-"), cost.get("seconds", "-")
+        print(f"import {name:42s} {rss:>7} MiB {seconds:>7} s")
+    if "structures" in result:
+        s = result["structures"]
+        print(f"{s['tags']:,} tags on {s['devices']} devices ({s['config_bytes']:,} bytes of YAML)")
+        for step, f in s["steps"].items():
+            print(f"  {step:34s} {f['seconds']:7.2f} s  held {f['held_mib']:7.2f} MiB "
+                  f"({f['held_bytes_per_tag']:7.1f} B/tag)  peak {f['peak_mib']:7.2f} MiB"
+                  + (f"  {f['bytes']:,} bytes" if "bytes" in f else ""))
+    print(f"result: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
