@@ -25,9 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.harness import Run, load_note
+from bench.scale import Params, gateway_config
 
 #: module sets a gateway may import, by what they are for
 IMPORT_SETS: dict[str, str] = {
@@ -62,45 +61,35 @@ def import_costs() -> dict[str, dict[str, float]]:
     return out
 
 
-class _NoAliases(yaml.SafeDumper):
-    """Every device's tags written out, as a plant's file has them (no ``&id001`` anchors)."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def config_text(devices: int, tags: int) -> str:
-    rows = [{"name": f"t{i:05d}", "table": "input", "address": 2 * i, "type": "float32"}
-            for i in range(tags)]  # fmt: skip
-    body = {
-        "gateway": {"id": "gw", "site": "plant", "line": "line-1"},
-        "devices": [{"name": f"d{d:04d}", "protocol": "modbus_tcp", "host": "127.0.0.1",
-                     "port": 1502 + d, "tags": rows} for d in range(devices)],
-        "northbound": {"format": "json"},
-    }
-    return yaml.dump(body, Dumper=_NoAliases, sort_keys=False)
+def config_text(devices: int, tags: int, workdir: Path) -> str:
+    """The config bench/scale.py runs (Modbus TCP devices of float32 tags), ports made up."""
+    ports = [1502 + d for d in range(devices)]
+    return gateway_config(workdir, 1883, ports, Params(devices=devices, tags=tags))
 
 
 def measure(step: str, build: Callable[[], Any], steps: dict[str, Any], tags: int) -> Any:
+    """Build one structure; time it (first pass) or take its memory (under tracemalloc)."""
     gc.collect()
+    if not tracemalloc.is_tracing():
+        started = time.perf_counter()
+        value = build()
+        steps[step] = {"seconds": round(time.perf_counter() - started, 3)}
+        return value
     tracemalloc.reset_peak()
     held_before, _ = tracemalloc.get_traced_memory()
-    started = time.perf_counter()
     value = build()
-    seconds = time.perf_counter() - started
     gc.collect()
     held, peak = tracemalloc.get_traced_memory()
-    steps[step] = {
-        "seconds": round(seconds, 3),
+    steps[step].update({
         "held_mib": round((held - held_before) / 2**20, 2),
         "held_bytes_per_tag": round((held - held_before) / tags, 1),
         "peak_mib": round((peak - held_before) / 2**20, 2),
-    }
+    })
     return value
 
 
-def structures(devices: int, tags: int) -> dict[str, Any]:
-    """Build what ``run`` builds before polling, step by step, under tracemalloc."""
+def build_all(path: Path, steps: dict[str, Any], n: int) -> None:
+    """What ``run`` builds before polling, step by step."""
     from drivers.registry import REGISTRY
     from gateway import __version__
     from gateway.config.loader import load_config
@@ -111,35 +100,42 @@ def structures(devices: int, tags: int) -> dict[str, Any]:
     from gateway.serial_ports import SerialPorts
     from gateway.tags import TagCatalog
 
+    text = path.read_text(encoding="utf-8")
+    parsed = measure("parse YAML", lambda: parse_yaml(text, str(path)), steps, n)
+    del parsed
+    config = measure("load_config (parse + validate)", lambda: load_config(path), steps, n)
+    catalog = measure("tag catalog", lambda: TagCatalog(config.devices), steps, n)
+    pipeline = measure("pipeline state", lambda: Pipeline(catalog), steps, n)
+    ports = SerialPorts()
+    drivers = measure("drivers and request plans", lambda: [
+        REGISTRY.create_driver(d, catalog, ports) for d in config.devices], steps, n)
+    runners = measure("device runners", lambda: [
+        DeviceRunner(d.name, lambda: drivers[0], lambda b: None) for d in config.devices],
+        steps, n)  # fmt: skip
+    contract = JsonContract(config, catalog, __version__)
+    states = {d.name: "up" for d in config.devices}
+    birth = measure("JSON birth message", lambda: contract.birth(1, 0, 0, states), steps, n)
+    steps["JSON birth message"]["bytes"] = len(birth.payload)
+    del runners, pipeline
+
+
+def structures(devices: int, tags: int) -> dict[str, Any]:
+    """Build the start-up structures twice: timed, then under tracemalloc (which slows
+    allocation several times over, so its times would mislead)."""
     n = devices * tags
     workdir = Path(tempfile.mkdtemp(prefix="chenxing-footprint-"))
     path = workdir / "gateway.yaml"
-    path.write_text(config_text(devices, tags), encoding="utf-8")
-    text = path.read_text(encoding="utf-8")
+    path.write_text(config_text(devices, tags, workdir), encoding="utf-8")
     steps: dict[str, Any] = {}
+    build_all(path, steps, n)
+    gc.collect()
     tracemalloc.start()
     try:
-        parsed = measure("parse YAML (data + line map)", lambda: parse_yaml(text, str(path)),
-                         steps, n)  # fmt: skip
-        del parsed
-        config = measure("load_config (parse + validate)", lambda: load_config(path), steps, n)
-        catalog = measure("tag catalog", lambda: TagCatalog(config.devices), steps, n)
-        pipeline = measure("pipeline state", lambda: Pipeline(catalog), steps, n)
-        ports = SerialPorts()
-        drivers = measure("drivers and request plans", lambda: [
-            REGISTRY.create_driver(d, catalog, ports) for d in config.devices], steps, n)
-        runners = measure("device runners", lambda: [
-            DeviceRunner(d.name, lambda: drivers[0], lambda b: None) for d in config.devices],
-            steps, n)  # fmt: skip
-        contract = JsonContract(config, catalog, __version__)
-        states = {d.name: "up" for d in config.devices}
-        birth = measure("JSON birth message", lambda: contract.birth(1, 0, 0, states), steps, n)
-        steps["JSON birth message"]["bytes"] = len(birth.payload)
+        build_all(path, steps, n)
         total, peak = tracemalloc.get_traced_memory()
-        del runners, pipeline
     finally:
         tracemalloc.stop()
-    return {"tags": n, "devices": devices, "config_bytes": len(text.encode()),
+    return {"tags": n, "devices": devices, "config_bytes": path.stat().st_size,
             "steps": steps, "held_mib": round(total / 2**20, 1),
             "peak_mib": round(peak / 2**20, 1)}  # fmt: skip
 

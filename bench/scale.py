@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.harness import (
@@ -61,12 +60,6 @@ from bench.modbus_fleet_server import decode
 
 log = logging.getLogger("bench.scale")
 
-
-class _NoAliases(yaml.SafeDumper):
-    """Every device's tags written out, as a plant's file has them (no ``&id001`` anchors)."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
 
 TOPIC_ROOT = "bench/v1"
 SITE = "bench"
@@ -97,26 +90,35 @@ class Params:
 # --------------------------------------------------------------------------------------
 
 
-def gateway_config(workdir: Path, broker_port: int, ports: list[int],
-                   params: Params) -> dict[str, Any]:  # fmt: skip
-    """One ``modbus_tcp`` device per simulated device, T float32 input-register tags each."""
-    tags = [{"name": f"t{i:05d}", "table": "input", "address": 2 * i, "type": "float32"}
-            for i in range(params.tags)]  # fmt: skip
-    devices = [{"name": f"d{d:04d}", "protocol": "modbus_tcp", "host": HOST, "port": port,
-                "poll_interval": params.poll, "timeout": 2.0, "tags": tags}
-               for d, port in enumerate(ports)]  # fmt: skip
-    northbound: dict[str, Any] = {"format": "json", "topic_root": TOPIC_ROOT,
-                                  "mqtt": {"host": HOST, "port": broker_port}}  # fmt: skip
+def gateway_config(workdir: Path, broker_port: int, ports: list[int], params: Params) -> str:
+    """One ``modbus_tcp`` device per simulated device, T float32 input-register tags each,
+    every tag written out in block style as a plant's file has them (written as text:
+    PyYAML's emitter takes minutes for 200,000 tags)."""
+    lines = [
+        "gateway:",
+        f"  id: {GATEWAY_ID}",
+        f"  site: {SITE}",
+        "  line: line-1",
+        "  description: bench/scale.py",
+        f"  state_dir: {workdir / 'state'}",
+        "northbound:",
+        "  format: json",
+        f"  topic_root: {TOPIC_ROOT}",
+        "  mqtt:",
+        f"    host: {HOST}",
+        f"    port: {broker_port}",
+    ]
     if params.publish_interval is not None:
-        northbound["publish_interval"] = params.publish_interval
-    return {
-        "gateway": {"id": GATEWAY_ID, "site": SITE, "line": "line-1",
-                    "description": "bench/scale.py", "state_dir": str(workdir / "state")},
-        "devices": devices,
-        "northbound": northbound,
-        "http": {"enabled": params.http, "bind": HOST, "port": 0},
-        "logging": {"level": "INFO"},
-    }
+        lines.append(f"  publish_interval: {params.publish_interval}")
+    lines += ["http:", f"  enabled: {str(params.http).lower()}", f"  bind: {HOST}", "  port: 0",
+              "logging:", "  level: INFO", "devices:"]  # fmt: skip
+    tags = "".join(f"      - name: t{i:05d}\n        table: input\n        address: {2 * i}\n"
+                   "        type: float32\n" for i in range(params.tags))  # fmt: skip
+    head = "\n".join(lines) + "\n"
+    return head + "".join(
+        f"  - name: d{d:04d}\n    protocol: modbus_tcp\n    host: {HOST}\n    port: {port}\n"
+        f"    poll_interval: {params.poll}\n    timeout: 2.0\n    tags:\n{tags}"
+        for d, port in enumerate(ports))
 
 
 # --------------------------------------------------------------------------------------
@@ -304,9 +306,8 @@ def run(params: Params, keep: bool) -> dict[str, Any]:
         sims, ports = start_simulators(params, workdir)
         log.info("%d devices on %d simulator processes", len(ports), len(sims))
         config_path = workdir / "gateway.yaml"
-        config = gateway_config(workdir, broker.port, ports, params)
-        text = yaml.dump(config, Dumper=_NoAliases, sort_keys=False)
-        config_path.write_text(text, encoding="utf-8")
+        config_path.write_text(gateway_config(workdir, broker.port, ports, params),
+                               encoding="utf-8")
         out["config_bytes"] = config_path.stat().st_size
         out["validate_s"], out["validate_output"] = time_validate(config_path)
         log.info("validate: %.2f s (%s)", out["validate_s"], out["validate_output"])

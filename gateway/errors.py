@@ -125,6 +125,11 @@ class ConfigError(GatewayError):
         super().__init__(header + ":\n" + "\n".join(f"  {p}" for p in problems))
 
 
+class UnlocatedProblem(GatewayError):
+    """A YAML file read without noting lines met a problem, whose message needs them: the
+    reader reads it again, noting them (never leaves gateway/config/yaml_reader.py)."""
+
+
 class ReloadRefused(GatewayError):
     """The new config cannot be applied to the running gateway; the message says why."""
 

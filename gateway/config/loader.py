@@ -64,7 +64,8 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
         problems.extend(_commands_need_mqtt5(data, file, lines))
     if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
         return problems
-    seen_devices: dict[str, int] = {}
+    # where a name was first seen, as its key path: a line is looked up only for a problem
+    seen_devices: dict[str, KeyPath] = {}
     for d, device in enumerate(data["devices"]):
         if not isinstance(device, dict):
             continue
@@ -72,16 +73,17 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
         if isinstance(name, str):
             path = ("devices", d, "name")
             if name in seen_devices:
+                first = line_of(lines, seen_devices[name])
                 problems.append(
                     ConfigProblem(
                         file,
                         line_of(lines, path),
                         path,
-                        f"duplicate device name {name!r} (first on line {seen_devices[name]})",
+                        f"duplicate device name {name!r} (first on line {first})",
                     )
                 )
             else:
-                seen_devices[name] = line_of(lines, path)
+                seen_devices[name] = path
         tags = device.get("tags")
         if not isinstance(tags, list):
             continue
@@ -91,19 +93,20 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
             tag_name = tag.get("name") if isinstance(tag, dict) else None
             if not isinstance(tag_name, str):
                 continue
-            tag_path: KeyPath = ("devices", d, "tags", t, "name")
             if tag_name in seen_tags:
+                tag_path: KeyPath = ("devices", d, "tags", t, "name")
+                first = line_of(lines, ("devices", d, "tags", seen_tags[tag_name], "name"))
                 problems.append(
                     ConfigProblem(
                         file,
                         line_of(lines, tag_path),
                         tag_path,
                         f"duplicate tag name {tag_name!r} in device "
-                        f"{name!r} (first on line {seen_tags[tag_name]})",
+                        f"{name!r} (first on line {first})",
                     )
                 )
             else:
-                seen_tags[tag_name] = line_of(lines, tag_path)
+                seen_tags[tag_name] = t
     problems.extend(_port_conflicts(data["devices"], file, lines, drivers))
     return problems
 

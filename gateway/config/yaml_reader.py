@@ -13,14 +13,18 @@ maps, the ingest config) comes through here. No state outlives a call.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import functools
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import yaml
 
 from gateway.config.yaml_syntax import character_problem, syntax_problem
-from gateway.errors import ConfigError, ConfigProblem
+from gateway.errors import ConfigError, ConfigProblem, UnlocatedProblem
 
 KeyPath = tuple[str | int, ...]
 
@@ -33,6 +37,8 @@ MAX_NODES = 10_000_000
 MAX_ALIAS_NODES = 1_000_000
 
 _STR_TAG = "tag:yaml.org,2002:str"
+#: constructed scalars that may be shared between the places of a file that spell them alike
+_IMMUTABLE = (str, int, float, bool, type(None), datetime.date)
 #: libyaml's parser when PyYAML was built with it: same events and marks, much faster
 _FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _CONSTRUCTORS = yaml.SafeLoader.yaml_constructors
@@ -49,17 +55,26 @@ class YamlLimits:
 
 class LineMap(dict[KeyPath, int]):
     """The 1-based line of each key path: of the key for a mapping's values, of the item in
-    lists. A path under an alias has no entry: it is found under the alias's anchor."""
+    lists. A path under an alias has no entry: it is found under the alias's anchor.
 
-    __slots__ = ("aliases",)
+    A file read without a problem gets an empty map that reads the file again, with
+    lines, the first time :meth:`line_of` is asked (``fill``): a line is wanted only for
+    a problem, and a map of every path of 100,000 tags takes ~100 MB and a third of the
+    reading time."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_fill", "aliases")
+
+    def __init__(self, fill: Callable[[LineMap], None] | None = None) -> None:
         super().__init__()
         #: path of an alias's value -> path of its anchor's value
         self.aliases: dict[KeyPath, KeyPath] = {}
+        self._fill = fill
 
     def line_of(self, path: KeyPath) -> int:
         """The line of ``path``, or of its nearest ancestor with a line; 0 if none."""
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
         while path not in self:
             for end in range(len(path) - 1, -1, -1):
                 prefix = path[:end]
@@ -85,9 +100,16 @@ def read_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedY
     """Parse one YAML document into plain data (dicts, lists, scalars) plus a line map.
     Syntax errors, duplicate keys, merges and files past ``limits`` become problems with
     file, line and key path; past a limit or at a syntax error ``data`` is None."""
-    reader = _Reader(file, limits or YamlLimits())
+    limits = limits or YamlLimits()
+    reader = _Reader(file, limits, lines=None)
     try:
-        data = reader.read(text)
+        try:
+            data = reader.read(text)
+        except UnlocatedProblem:  # a problem: read again, noting the line of every path
+            reader = _Reader(file, limits, LineMap())
+            data = reader.read(text)
+        else:
+            reader.lines = LineMap(functools.partial(_fill_lines, text, file, limits))
     except ConfigError as exc:  # past a limit or a broken alias (_Reader._refuse)
         return ParsedYaml(None, reader.lines, [*reader.problems, *exc.problems])
     except yaml.MarkedYAMLError as exc:  # in plain words, with column, caret and hint
@@ -103,6 +125,13 @@ def read_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedY
 
 
 _NOTHING: Any = object()
+
+
+def _fill_lines(text: str, file: str, limits: YamlLimits, lines: LineMap) -> None:
+    """Read ``text`` again into ``lines`` (a :class:`LineMap` made without them)."""
+    reader = _Reader(file, limits, lines)
+    with contextlib.suppress(ConfigError, yaml.YAMLError):
+        reader.read(text)
 
 
 @dataclass(slots=True)
@@ -140,10 +169,16 @@ class _Open:
 class _Reader:
     """One call of :func:`read_yaml`: the data so far, its lines, counts and anchors."""
 
-    def __init__(self, file: str, limits: YamlLimits) -> None:
+    def __init__(self, file: str, limits: YamlLimits, lines: LineMap | None) -> None:
+        """``lines``: the map to note every path's line in; None reads without lines, and
+        raises :class:`UnlocatedProblem` at the first problem."""
         self.file = file
         self.limits = limits
-        self.lines = LineMap()
+        self.lines = lines if lines is not None else LineMap()
+        self._noting = lines is not None
+        #: plain scalars already constructed, by their text: most repeat (types, tables,
+        #: numbers, the same tag names on every device), and the repeats share one object
+        self._plain: dict[str, Any] = {}
         self.problems: list[ConfigProblem] = []
         self.nodes = 0
         self.alias_nodes = 0
@@ -266,7 +301,7 @@ class _Reader:
             value = self._construct(anchor.scalar, path, line, quiet)
         else:
             value = anchor.value
-            if not quiet and anchor.path is not None:
+            if self._noting and not quiet and anchor.path is not None:
                 self.lines.aliases[path] = anchor.path
         self._attach(top, path, value, kept)
 
@@ -281,16 +316,18 @@ class _Reader:
         elif key in top.value:
             top.skip = True
             if not top.quiet:
-                self._problem(line, child, f"duplicate key (first on line {self.lines[child]})")
+                first = self.lines.get(child, 0) if self._noting else 0
+                self._problem(line, child, f"duplicate key (first on line {first})")
         else:
             top.key = key
-            if not top.quiet:
+            if self._noting and not top.quiet:
                 self.lines[child] = line
 
     def _slot(self, top: _Open | None, line: int) -> tuple[KeyPath, bool, bool]:
         """Where the next value goes: its path, whether it is kept, whether it is quiet."""
         if top is None:
-            self.lines[()] = line
+            if self._noting:
+                self.lines[()] = line
             return (), True, False
         if top.is_map:
             kept = not top.skip
@@ -298,7 +335,7 @@ class _Reader:
             top.expect_key, top.skip = True, False
             return path, kept, top.quiet or not kept
         path = (*top.path, len(top.value))
-        if not top.quiet:
+        if self._noting and not top.quiet:
             self.lines[path] = line
         return path, True, top.quiet
 
@@ -316,11 +353,18 @@ class _Reader:
                    quiet: bool) -> Any:
         """A scalar's value, resolved and constructed as ``yaml.safe_load`` does."""
         tag = event.tag
+        plain = tag is None and event.implicit[0]
+        if plain:
+            known = self._plain.get(event.value, _NOTHING)
+            if known is not _NOTHING:
+                return known
         if tag is None or tag == "!":
             assert self._loader is not None
             tag = self._loader.resolve(  # type: ignore[no-untyped-call]  # PyYAML's stub
                 yaml.ScalarNode, event.value, event.implicit)
         if tag == _STR_TAG:
+            if plain:
+                self._plain[event.value] = event.value
             return event.value
         constructor = _CONSTRUCTORS.get(tag)
         if constructor is None or tag is None:
@@ -342,6 +386,8 @@ class _Reader:
                 short = tag.replace("tag:yaml.org,2002:", "!!")
                 self._problem(line, path, f"cannot read {event.value!r} as {short}: {reason}")
             return None
+        if plain and isinstance(value, _IMMUTABLE):
+            self._plain[event.value] = value
         return value
 
     # --- bounds and problems -----------------------------------------------------------
@@ -364,6 +410,8 @@ class _Reader:
                                      "as every node it repeats)")
 
     def _problem(self, line: int, path: KeyPath, message: str) -> None:
+        if not self._noting:
+            raise UnlocatedProblem
         self.problems.append(ConfigProblem(self.file, line, path, message))
 
     def _refuse(self, line: int, path: KeyPath, message: str) -> NoReturn:

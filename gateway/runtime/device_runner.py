@@ -73,8 +73,16 @@ class DeviceRunner:
         on_state_change: Callable[[str, DeviceState], None] = lambda _n, _s: None,
         reconnect: Backoff | None = None,
         crash_restart: Backoff | None = None,
+        start_after: float = 0.0,
+        connect_slots: asyncio.Semaphore | None = None,
     ) -> None:
+        """``start_after``: seconds to wait before the first connect (the gateway staggers
+        its devices, so that their polls do not all fall on the same instant);
+        ``connect_slots``: shared by the devices of a gateway, bounds the connects in
+        progress at once (a connect storm of thousands of devices times them out)."""
         self.name = name
+        self._start_after = start_after
+        self._connect_slots = connect_slots
         self.stats = DeviceStats()
         self.driver: Driver | None = None
         self._driver_factory = driver_factory
@@ -110,6 +118,8 @@ class DeviceRunner:
     async def run(self) -> None:
         """Run until cancelled. Unexpected exceptions are logged, counted and restarted."""
         try:
+            if self._start_after > 0:
+                await asyncio.sleep(self._start_after)
             while True:
                 started = asyncio.get_running_loop().time()
                 try:
@@ -156,7 +166,11 @@ class DeviceRunner:
         away_quality = Quality.BAD  # until a connection is lost: then the driver's choice
         while True:
             try:
-                await driver.connect()
+                if self._connect_slots is None:
+                    await driver.connect()
+                else:
+                    async with self._connect_slots:
+                        await driver.connect()
             except DriverError as exc:
                 self.stats.connect_failures += 1
                 delay = self._reconnect.next_delay()

@@ -62,6 +62,12 @@ class Gateway:
 
     #: seconds the device tasks get to stop on shutdown before they are left behind
     DEVICE_STOP_TIMEOUT = 5.0
+    #: device connects in progress at once; the others wait their turn (2,000 devices
+    #: connecting at once to a loaded host timed out by the hundred)
+    CONNECT_SLOTS = 32
+    #: devices start this far apart (seconds), spread over at most one poll interval, so
+    #: that thousands of devices do not poll on the same instant
+    START_STAGGER = 0.002
 
     def __init__(self, config: GatewayConfig, config_dir: Path | None = None,
                  config_path: Path | None = None, drivers: DriverRegistry = REGISTRY) -> None:
@@ -74,6 +80,7 @@ class Gateway:
         #: outcomes of config reloads (SIGHUP): applied, unchanged, refused, invalid
         self.reloads = ReloadCounters()
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._connect_slots = asyncio.Semaphore(self.CONNECT_SLOTS)
         self._reload_lock = asyncio.Lock()
         self.started_monotonic = time.monotonic()
         self.catalog = TagCatalog(
@@ -189,7 +196,8 @@ class Gateway:
         self.reloads.last_error = reason
         return outcome
 
-    def _start_device(self, device: DeviceConfig, previous: DeviceRunner | None = None) -> None:
+    def _start_device(self, device: DeviceConfig, previous: DeviceRunner | None = None,
+                      start_after: float = 0.0) -> None:
         """Build the device's runner and start its task; counters carry over from ``previous``."""
         runner = DeviceRunner(
             device.name,
@@ -198,6 +206,8 @@ class Gateway:
             self._on_batch,
             self._on_device_state,
             reconnect=Backoff(initial=device.reconnect_min, maximum=device.reconnect_max),
+            start_after=start_after,
+            connect_slots=self._connect_slots,
         )
         if previous is not None:
             runner.stats = previous.stats  # counters never go backwards
@@ -314,9 +324,10 @@ class Gateway:
         self.http_api = http
         if http is not None:
             self.http_port = await http.start()
-        for device in self.config.devices:
-            if device.enabled:
-                self._start_device(device)
+        enabled = [d for d in self.config.devices if d.enabled]
+        for i, device in enumerate(enabled):
+            self._start_device(device, start_after=_stagger(i, len(enabled), device,
+                                                            self.START_STAGGER))
         nb_task = asyncio.create_task(self.northbound.run(), name="northbound")
         influx_task = (
             asyncio.create_task(self.influxdb.run(), name="influxdb")
@@ -397,6 +408,13 @@ class Gateway:
     @property
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_monotonic
+
+
+def _stagger(i: int, count: int, device: DeviceConfig, step: float) -> float:
+    """The start delay of the ``i``-th of ``count`` devices: ``step`` apart, all within
+    one poll interval of the device (a few devices start at once in effect)."""
+    spread = min(device.poll_interval, step * count)
+    return spread * i / count
 
 
 def _model_devices(config: GatewayConfig) -> list[DeviceConfig]:

@@ -19,7 +19,7 @@ import yaml
 from brain_reader.config import load_ingest_config
 from edge_models.manifest import load_manifest
 from gateway.config.loader import load_config, load_config_text
-from gateway.config.yaml_model import parse_yaml
+from gateway.config.yaml_model import line_of, parse_yaml
 from gateway.config.yaml_reader import MAX_ALIAS_NODES, MAX_DEPTH, MAX_NODES, YamlLimits
 from gateway.errors import ConfigError
 from hil.devices.modbus_map import load_map
@@ -256,3 +256,22 @@ def test_shipped_yaml_reads_as_pyyaml_reads_it(path: Path) -> None:
     parsed = parse_yaml(text, str(path))
     assert parsed.problems == []
     assert parsed.data == yaml.load(text, _RawKeyLoader)  # a SafeLoader
+
+
+def test_lines_of_a_valid_file_are_read_only_when_asked() -> None:
+    """A valid file is read once without a line map (a problem-free load needs none); the
+    first question about a line reads it again, and the answers are the same."""
+    text = HEAD + "devices:\n" + _device(3)
+    parsed = parse_yaml(text, "cfg.yaml")
+    assert parsed.problems == [] and len(parsed.lines) == 0
+    assert line_of(parsed.lines, ("devices", 0, "tags", 2, "address")) == 12
+    assert len(parsed.lines) > 0
+    # a problem: read once more with lines from the start, the message has them
+    [problem] = parse_yaml(text + "gateway: {}\n", "cfg.yaml").problems
+    assert problem.message == "duplicate key (first on line 1)"
+
+
+def test_repeated_plain_scalars_are_one_object() -> None:
+    data = parse_yaml(HEAD + "devices:\n" + _device(3), "cfg.yaml").data
+    tags = data["devices"][0]["tags"]
+    assert tags[0]["table"] is tags[2]["table"] and tags[0]["unit"] is tags[1]["unit"]
