@@ -14,17 +14,10 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from gateway import __version__, exit_codes
-from gateway.cli.audit_cmd import audit
-from gateway.cli.check_cmd import check
 from gateway.cli.config_init_cmd import config_init
 from gateway.cli.config_option import config_option
 from gateway.cli.config_sample_cmd import config_sample
-from gateway.cli.firmware import firmware
-from gateway.cli.spool_cmd import register as register_spool
-from gateway.cli.tail_cmd import tail
 from gateway.cli.tools import DriverToolsGroup
-from gateway.cli.users_cmd import users
-from gateway.cli.watch_cmd import watch
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError
@@ -240,13 +233,6 @@ def demo(
         sys.exit(exit_codes.DEMO_INCOMPLETE)
 
 
-register_spool(main)
-main.add_command(check)
-main.add_command(tail)
-main.add_command(watch)
-main.add_command(firmware)
-main.add_command(users)
-main.add_command(audit)
 config_group.add_command(config_init)
 config_group.add_command(config_sample)
 

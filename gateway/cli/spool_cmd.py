@@ -117,11 +117,6 @@ def spool_stats(path: Path) -> dict[str, Any]:
     return result
 
 
-def register(main: click.Group) -> None:
-    """Add the ``spool`` command group to the ``chenxing-gateway`` CLI."""
-    main.add_command(spool_group)
-
-
 @click.group("spool")
 def spool_group() -> None:
     """Inspect or empty the disk spool (store-and-forward of outbound messages)."""

@@ -20,17 +20,31 @@ from drivers.registry import REGISTRY
 
 
 class DriverToolsGroup(click.Group):
-    """A click group that also offers the tools of the registered drivers."""
+    """A click group that also offers the tools of the registered drivers, and commands
+    imported only when run (:attr:`lazy`)."""
 
     drivers: DriverRegistry = REGISTRY
+    #: commands by name, ``"module:command"``, imported when used: ``run`` need not pay
+    #: for what ``firmware`` or ``tail`` import (aiohttp, rich: ~20 MB and a second)
+    lazy: dict[str, str] = {
+        "check": "gateway.cli.check_cmd:check",
+        "firmware": "gateway.cli.firmware:firmware",
+        "spool": "gateway.cli.spool_cmd:spool_group",
+        "tail": "gateway.cli.tail_cmd:tail",
+        "watch": "gateway.cli.watch_cmd:watch",
+        "users": "gateway.cli.users_cmd:users",
+        "audit": "gateway.cli.audit_cmd:audit",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.drivers.tools()})
+        return sorted({*super().list_commands(ctx), *self.lazy, *self.drivers.tools()})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
+        if cmd_name in self.lazy:
+            return _load(self.lazy[cmd_name])
         offers = self.drivers.tools().get(cmd_name)
         return tool_command(cmd_name, offers) if offers else None
 
@@ -64,5 +78,5 @@ class _ToolGroup(click.Group):
 def _load(ref: str) -> click.Command:
     command = load_ref(ref)
     if not isinstance(command, click.Command):
-        raise TypeError(f"driver tool {ref} is not a click command")
+        raise TypeError(f"command {ref} is not a click command")
     return command

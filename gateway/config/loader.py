@@ -248,13 +248,10 @@ def check_secrets(config: GatewayConfig, config_file: Path | None = None,
                   base_dir: Path | None = None) -> None:
     """Resolve every secret the config names; raise one ConfigError listing the missing ones,
     each at the line of its key in ``config_file`` when given."""
-    lines: dict[KeyPath, int] = {}
     file = "<config>"
     if config_file is not None:
         file = str(config_file)
         base_dir = base_dir or config_file.resolve().parent
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            lines = parse_yaml(config_file.read_text(encoding="utf-8"), file).lines
     refs: list[tuple[KeyPath, SecretRef | None]] = [
         (("northbound", "mqtt", "password"), config.northbound.mqtt.password),
         (("http", "token"), config.http.token),
@@ -263,14 +260,19 @@ def check_secrets(config: GatewayConfig, config_file: Path | None = None,
     ]
     for d, device in enumerate(config.devices):
         refs.extend((("devices", d, *key), ref) for key, ref in device.secret_refs())
-    problems: list[ConfigProblem] = []
+    missing: list[tuple[KeyPath, str]] = []
     for path, ref in refs:
         if ref is None:
             continue
         try:
             resolve_secret(ref, base_dir)
         except ConfigError as exc:
-            problems.extend(ConfigProblem(file, line_of(lines, path), path, p.message)
-                            for p in exc.problems)
-    if problems:
-        raise ConfigError(problems)
+            missing.extend((path, p.message) for p in exc.problems)
+    if not missing:
+        return
+    lines: dict[KeyPath, int] = {}  # read for the lines of the problems only
+    if config_file is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            lines = parse_yaml(config_file.read_text(encoding="utf-8"), file).lines
+    raise ConfigError([ConfigProblem(file, line_of(lines, path), path, message)
+                       for path, message in missing])
