@@ -206,7 +206,7 @@ class Subscriber:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         received_ms = time.time_ns() / 1e6
-        kind = msg.topic.rsplit("/", 1)[-1]
+        kind = msg.topic[len(TOPIC_ROOT) + 1:].split("/")[3]  # site/line/gateway/kind[/device]
         if kind != "data":
             with self._lock:
                 self.got.births[kind] += 1
@@ -461,8 +461,11 @@ def summary(result: dict[str, Any]) -> str:
         f"skipped polls {m['overruns']:.0f}; gc pauses > 50 ms {m['gc_pauses_over_50ms']:.0f}"
         f" (longest {1000 * m['gc_longest_s_since_start']:.0f} ms), loop stalls > 50 ms "
         f"{m['stalls_over_50ms']:.0f} (longest {1000 * m['stall_longest_s_since_start']:.0f} ms)",
-        "cores: " + ", ".join(f"{k} {v:.2f}" for k, v in result["cores"].items())
-        + f"; machine {result['machine_busy_cores']}",
+        "cores: " + ", ".join(f"{k} {v:.2f}" for k, v in result["cores"].items()
+                              if not k.startswith("sim-"))
+        + f", simulators {sum(v for k, v in result['cores'].items() if k.startswith('sim-')):.2f}"
+        + f"; machine {result['machine_busy_cores']} busy; the gateway's event loop waited "
+        f"for a CPU {100 * result['gateway_waited_for_cpu']:.0f} % of the window",
         f"SIGTERM to death {result['sigterm_to_death_s']} s, to exit "
         f"{result['sigterm_to_exit_s']:.2f} s (exit {result['gateway_exit']}, drained "
         f"{result['drained']}, death published {result['death_published']})",

@@ -1,6 +1,6 @@
 """A subscriber that records everything a gateway publishes, for tests, HIL and the demo.
 
-It decodes the JSON contract (births, data, deaths) and keeps every sample with
+It decodes the JSON contract (births, data, device states, deaths) and keeps every sample with
 the time it was received, so a test can check values, qualities, timestamps,
 sequence numbers and latency.
 """
@@ -41,6 +41,10 @@ class _State:
     undecodable: int = 0
     retained_seen: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: device messages (a device up or down within a session)
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    #: each device's state: the last birth's, updated by the device messages after it
+    device_states: dict[str, str] = field(default_factory=dict)
 
 
 class TelemetryRecorder:
@@ -105,6 +109,10 @@ class TelemetryRecorder:
                 st.retained_seen += 1
             if kind == "birth":
                 st.births.append(body)
+                st.device_states = {d["name"]: d["state"] for d in body.get("devices", [])}
+            elif kind == "device":
+                st.devices.append(body)
+                st.device_states[body["device"]["name"]] = body["device"]["state"]
             elif kind == "death":
                 st.deaths.append(body)
             elif kind == "event":
@@ -156,6 +164,8 @@ class TelemetryRecorder:
                 st.undecodable,
                 st.retained_seen,
                 list(st.events),
+                list(st.devices),
+                dict(st.device_states),
             )
 
     def samples_of(self, tag: str) -> list[ReceivedSample]:

@@ -1,14 +1,16 @@
 """The JSON payload contract, version 1 (see docs/contract-json.md).
 
-Topics: ``{topic_root}/{site}/{line}/{gateway}/{birth|data|death}``; commands
-arrive on ``.../cmd`` and are answered on ``.../cmd-result``.
+Topics: ``{topic_root}/{site}/{line}/{gateway}/{birth|data|death}``, a device's state
+on ``.../device/{name}``; commands arrive on ``.../cmd`` and are answered on
+``.../cmd-result``.
 Data messages are column-oriented so a batch encodes with array ``tolist()``
 calls instead of one Python dict per sample.
 
 Its session rules (:class:`~gateway.northbound.contract.Contract`): a session is a
 broker connection; it starts with the retained birth; each data message takes the next
 number of a sequence that rises across restarts (:class:`SequenceStore`), given when it
-is encoded (a message keeps it through the spool); the will is the death, retained.
+is encoded (a message keeps it through the spool); a device going up or down sends its
+own retained message, not the birth again; the will is the death, retained.
 """
 
 from __future__ import annotations
@@ -120,6 +122,21 @@ class JsonContract:
             body["models"] = self.models_info()
         return OutboundMessage(
             self.topic("birth"), self._dumps(body), "birth", self.qos, retain=True
+        )
+
+    def device_message(self, session: int, ts_ns: int, name: str, state: str) -> OutboundMessage:
+        """One device's new state, on its own retained topic ``.../device/{name}``: a device
+        going up or down changes nothing else the birth says, so only this goes out (the
+        birth of 200,000 tags is ~34 MB; 2,000 devices coming up sent it 2,000 times)."""
+        body = {
+            **self._header,
+            "type": "device",
+            "session": session,
+            "ts": ts_ns // _NS_PER_MS,
+            "device": self._device_entry(name, state),
+        }
+        return OutboundMessage(
+            f"{self.topic('device')}/{name}", self._dumps(body), "device", self.qos, retain=True
         )
 
     def death_message(self, session: int, ts_ns: int, reason: str) -> OutboundMessage:
@@ -242,7 +259,12 @@ class JsonContract:
         return [self.cmd_result(result, ts_ns)]
 
     def device_state_changed(self, device: str, state: str, in_session: bool) -> DeviceChange:
-        return DeviceChange(rebirth=state in ("up", "down"))  # the birth lists the states
+        """Up or down within a session: the device's message, after its last samples; out
+        of one, nothing (the next birth lists every device's state)."""
+        if state not in ("up", "down") or not in_session:
+            return DeviceChange()
+        message = self.device_message(self._run_id(), now_ns(), device, state)
+        return DeviceChange([message], flush_first=state == "down")
 
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         if self._on_command is not None:

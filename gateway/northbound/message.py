@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-MessageKind = Literal["birth", "data", "death", "cmd-result", "event"]
+MessageKind = Literal["birth", "data", "death", "device", "cmd-result", "event"]
 
 
 @dataclass(slots=True)

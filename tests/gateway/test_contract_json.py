@@ -48,6 +48,32 @@ def test_topics_follow_site_line_gateway() -> None:
     assert c.birth(1, 0, 0, {}).topic == "chenxing/v1/s/l/gw/birth"
 
 
+class _InSession:
+    session = 42
+
+    def in_session(self) -> bool:
+        return True
+
+
+def test_a_device_change_sends_only_that_device() -> None:
+    """Up or down within a session: the device's retained message, no new birth (goal 5
+    of issue 21: 2,000 devices coming up re-sent a 34 MB catalog 2,000 times)."""
+    c = contract()
+    c.attach(_InSession())  # type: ignore[arg-type]  # the session number is all it asks
+    change = c.device_state_changed("dev", "down", in_session=True)
+    assert not change.rebirth and change.flush_first
+    [msg] = change.messages
+    body = json.loads(msg.payload)
+    assert msg.topic == "chenxing/v1/s/l/gw/device/dev" and msg.retain and msg.qos == 1
+    assert body["type"] == "device" and body["session"] == 42
+    assert body["device"] == {"name": "dev", "state": "down"}
+    up = c.device_state_changed("dev", "up", in_session=True)
+    assert not up.flush_first and json.loads(up.messages[0].payload)["device"]["state"] == "up"
+    # out of a session, or starting and stopping: the next birth says it
+    assert c.device_state_changed("dev", "up", in_session=False).messages == []
+    assert c.device_state_changed("dev", "stopped", in_session=True).messages == []
+
+
 def test_birth_carries_the_catalog_and_is_retained() -> None:
     msg = contract().birth(
         session=42, next_seq=7, ts_ns=1_700_000_000_123_000_000, devices={"dev": "up"}

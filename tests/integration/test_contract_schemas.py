@@ -18,7 +18,7 @@ from tests.integration.gateway_harness import METER_TAGS, gateway_config, meter_
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "docs" / "schemas"
-KINDS = ("birth", "data", "death", "cmd", "cmd-result", "event", "firmware_update")
+KINDS = ("birth", "data", "device", "death", "cmd", "cmd-result", "event", "firmware_update")
 
 
 def validator(kind: str) -> jsonschema.Draft202012Validator:
@@ -82,6 +82,8 @@ async def test_real_messages_follow_the_schemas_and_restricted_tags_stay_home(
         for message in messages:
             check.validate(message)
     assert {r["status"] for r in brain.results} == {"accepted", "rejected"}
+    for message in snap.devices:  # the meter came up within the session, or before it
+        validator("device").validate(message)
 
     # restricted: not in the catalog, no sample left the gateway, but it was read
     assert all(t["tag"] != "meter.temperature" for t in snap.births[-1]["tags"])

@@ -26,6 +26,8 @@ batcher, outbox or disk spool, in-flight window, backlog replay at a bounded rat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -65,6 +67,8 @@ log = logging.getLogger(__name__)
 
 #: device states (gateway.runtime.device_runner.DeviceState values) without a DBIRTH
 DEAD_STATES = frozenset({"down", "stopped"})
+#: seconds device state changes gather before one ``Node Info/Devices`` NDATA lists them
+DEVICES_SETTLE_S = 0.2
 #: bound of the parsed-topic cache (the contract's topics: node ones and one set per device)
 _TOPIC_CACHE = 4096
 
@@ -127,6 +131,8 @@ class SparkplugEdgeNode:
                                          logging.ERROR)  # fmt: skip
         self._born_devices: set[str] = set()
         self._dead_devices: set[str] = set()
+        #: a ``Node Info/Devices`` NDATA is due (device states changed)
+        self._devices_timer: asyncio.TimerHandle | None = None
         self._dead_tags = np.zeros(len(payloads.catalog), dtype=bool)
         self._last_command_result: str | None = None
         #: :func:`parse_topic`, cached: every message sent needs its type and device
@@ -272,23 +278,39 @@ class SparkplugEdgeNode:
 
     def device_state_changed(self, device: str, state: str, in_session: bool) -> DeviceChange:
         """DDEATH when a born device goes down (after its last samples), DBIRTH when it
-        returns, and the NDATA of ``Node Info/Devices``."""
+        returns (that device's metrics only), and soon after the NDATA of ``Node
+        Info/Devices``: one for the changes of :data:`DEVICES_SETTLE_S`, since it lists
+        every device (2,000 devices coming up would otherwise send 2,000 lists of 2,000)."""
         dead = state in DEAD_STATES
         if not dead and state != "up":
             return DeviceChange()  # starting: nothing to say yet
         self._set_dead(device, dead)
         if not in_session:
             return DeviceChange()  # the next births describe it
-        states = json.dumps(self._device_states(), separators=(",", ":"))
-        messages = [self.payloads.node_data(DEVICES, states, now_ns())]
+        self._devices_changed()
         if dead and device in self._born_devices:
             self._born_devices.discard(device)
             self.counters.ddeaths += 1
-            return DeviceChange([*messages, self.payloads.ddeath(device, now_ns())],
-                                flush_first=True)  # fmt: skip
+            return DeviceChange([self.payloads.ddeath(device, now_ns())], flush_first=True)
         if not dead and device not in self._born_devices:
-            messages.append(self._dbirth(device, now_ns()))
-        return DeviceChange(messages)
+            return DeviceChange([self._dbirth(device, now_ns())])
+        return DeviceChange()
+
+    def _devices_changed(self) -> None:
+        """Send ``Node Info/Devices`` once the states settled for :data:`DEVICES_SETTLE_S`."""
+        if self._devices_timer is not None:
+            return
+        with contextlib.suppress(RuntimeError):  # no loop: the next births list the states
+            self._devices_timer = asyncio.get_running_loop().call_later(
+                DEVICES_SETTLE_S, self._send_devices)
+
+    def _send_devices(self) -> None:
+        self._devices_timer = None
+        publisher = self._publisher
+        if publisher is None or not publisher.in_session():
+            return  # the next births list the states
+        states = json.dumps(self._device_states(), separators=(",", ":"))
+        publisher.send_control(self.payloads.node_data(DEVICES, states, now_ns()))
 
     # --- commands and STATE --------------------------------------------------------------------
     def parse_command(self, topic: str, payload: bytes) -> Command:
