@@ -204,7 +204,7 @@ async def test_ten_reloads_leave_nothing_behind(
             await reload_once(i)
         after = census()
         assert after == before
-        assert before["yaml"] == 0 and before["runners"] == 2
+        assert before["yaml"] == 0  # (other tests of this process may hold runners of theirs)
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
