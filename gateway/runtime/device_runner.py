@@ -94,6 +94,16 @@ class DeviceRunner:
         self._losses = RepeatedLog(log, f"device {name}: connection lost", logging.WARNING)
         self._proving = False  # connected, no usable value yet on this connection
 
+    def prepare(self) -> None:
+        """Build the driver now (its request plans), before any device connects: built in
+        each device's task instead, 2,000 plans held the event loop for seconds while
+        the first devices' connects timed out. A failure is left to :meth:`run`."""
+        if self.driver is None:
+            try:
+                self.driver = self._driver_factory()
+            except Exception:  # run() builds it again, and logs and counts the failure
+                self.driver = None
+
     def carry_errors(self, errors: Counter[str]) -> None:
         """Start the error counters from a previous runner's (a restart after a reload)."""
         self._errors_so_far.update(errors)

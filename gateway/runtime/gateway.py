@@ -60,8 +60,12 @@ class ShutdownReport:
 class Gateway:
     """Everything one configured gateway runs. Build it, then ``await run(stop)``."""
 
-    #: seconds the device tasks get to stop on shutdown before they are left behind
+    #: seconds a device task gets to stop (reload, commands) before it is left behind
     DEVICE_STOP_TIMEOUT = 5.0
+    #: seconds from SIGTERM to the death sent: the devices stop (at most
+    #: :attr:`SHUTDOWN_DEVICES_S`), the outbox drains, the death gets the last second
+    SHUTDOWN_BUDGET = 5.0
+    SHUTDOWN_DEVICES_S = 2.0
     #: device connects in progress at once; the others wait their turn (2,000 devices
     #: connecting at once to a loaded host timed out by the hundred)
     CONNECT_SLOTS = 32
@@ -213,6 +217,8 @@ class Gateway:
             runner.stats = previous.stats  # counters never go backwards
             if previous.driver is not None:
                 runner.carry_errors(previous.driver.errors)
+        else:
+            runner.prepare()
         self.runners[device.name] = runner
         self._device_tasks[device.name] = asyncio.create_task(
             runner.run(), name=f"device:{device.name}")
@@ -370,22 +376,26 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await models_task
             self.models.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.SHUTDOWN_BUDGET
         for task in tasks:
             task.cancel()
         stuck: set[asyncio.Task[None]] = set()
         if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=self.DEVICE_STOP_TIMEOUT)
-        for task in stuck:
-            log.error("device task %s did not stop within %.0fs; leaving it behind",
-                      task.get_name(), self.DEVICE_STOP_TIMEOUT)
-        drained = await self.northbound.drain(timeout=5.0)
+            _, stuck = await asyncio.wait(tasks, timeout=self.SHUTDOWN_DEVICES_S)
+        if stuck:
+            log.error("%d device tasks did not stop within %.0f s; leaving them behind: %s",
+                      len(stuck), self.SHUTDOWN_DEVICES_S,
+                      ", ".join(sorted(t.get_name() for t in stuck)[:20]))  # fmt: skip
+        drained = await self.northbound.drain(timeout=max(1.0, deadline - loop.time() - 1.0))
         if not drained:
             stats = self.northbound.outbox.stats()
             log.warning(
                 "shutdown: %d messages not acknowledged by the broker",
                 stats.queued + stats.inflight,
             )
-        death = await self.northbound.publish_death("shutdown", timeout=2.0)
+        death = await self.northbound.publish_death(
+            "shutdown", timeout=max(0.5, deadline - loop.time()))
         nb_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await nb_task

@@ -11,6 +11,7 @@ import logging
 import random
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -194,3 +195,25 @@ async def test_a_device_breaking_every_connection_is_reconnected_ever_more_slowl
     assert len(lines) == 3 and lines[2][0] == "INFO"
     assert re.fullmatch(r"device dev: connected and reading values again "
                         r"\(after 6 failures in \d+ s\)", lines[2][1])
+
+
+def test_prepare_builds_the_driver_before_the_task_runs() -> None:
+    """The gateway builds every driver (its request plans) before any device connects; a
+    factory that fails leaves it to run(), which logs, counts and retries."""
+    built: list[int] = []
+
+    def factory() -> Any:
+        built.append(1)
+        return object()
+
+    runner = DeviceRunner("dev", factory, lambda _b: None)
+    runner.prepare()
+    runner.prepare()  # once
+    assert built == [1] and runner.driver is not None
+
+    def broken() -> Any:
+        raise ValueError("no plan")
+
+    failing = DeviceRunner("bad", broken, lambda _b: None)
+    failing.prepare()
+    assert failing.driver is None
