@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import signal
 import time
@@ -86,6 +87,9 @@ class Gateway:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._connect_slots = asyncio.Semaphore(self.CONNECT_SLOTS)
         self._reload_lock = asyncio.Lock()
+        #: SHA-256 of the config file as last read by a reload (a SIGHUP with the file as
+        #: it was then is answered without reading it again)
+        self._applied_digest: bytes | None = None
         self.started_monotonic = time.monotonic()
         self.catalog = TagCatalog(
             [d for d in config.devices if d.enabled] + _model_devices(config)
@@ -173,6 +177,11 @@ class Gateway:
         from gateway.errors import ConfigError
 
         assert self.config_path is not None
+        digest = _digest(self.config_path)
+        if digest is not None and digest == self._applied_digest:
+            log.info("config reload: the file is as last read")
+            self.reloads.outcomes["unchanged"] += 1
+            return "unchanged"
         try:
             new = load_config(self.config_path, self.drivers)
             check_secrets(new, self.config_path)
@@ -181,12 +190,13 @@ class Gateway:
             return self._reload_failed("invalid", f"new config is invalid, keeping the old: {exc}")
         except ReloadRefused as exc:
             return self._reload_failed("refused", f"new config refused, keeping the old: {exc}")
-        self.config = new
+        self.config = _keep_running_devices(self.config, new)
+        self._applied_digest = digest
         if not plan.restart:
             log.info("config reload: no device changed")
             self.reloads.outcomes["unchanged"] += 1
             return "unchanged"
-        devices = {d.name: d for d in new.devices}
+        devices = {d.name: d for d in self.config.devices}
         for name in plan.restart:
             log.info("config reload: device %s changed; restarting it", name)
             await self._restart_device(devices[name])
@@ -418,6 +428,28 @@ class Gateway:
     @property
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_monotonic
+
+
+def _digest(path: Path) -> bytes | None:
+    with contextlib.suppress(OSError):
+        return hashlib.sha256(path.read_bytes()).digest()
+    return None
+
+
+def _keep_running_devices(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
+    """``new`` holding the running config's objects wherever they are equal: a device that
+    did not change, and the tags of one that did (the catalog holds them; a reload that
+    left them equal would otherwise keep two copies of every tag, ~0.8 KB each)."""
+    running = {d.name: d for d in old.devices}
+    devices = []
+    for device in new.devices:
+        was = running.get(device.name)
+        if was is not None and device == was:
+            device = was
+        elif was is not None and device.tags == was.tags:
+            device = device.model_copy(update={"tags": was.tags})
+        devices.append(device)
+    return new.model_copy(update={"devices": devices})
 
 
 def _stagger(i: int, count: int, device: DeviceConfig, step: float) -> float:
