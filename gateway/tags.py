@@ -87,10 +87,11 @@ class TagCatalog:
             ids = self._by_device.setdefault(device.name, [])
             for tag in device.tags:
                 info = TagInfo(len(self.tags), device.name, tag.name, tag)
-                if info.path in self._by_path:
-                    raise ValueError(f"duplicate tag {info.path}")
+                path = info.path
+                if path in self._by_path:
+                    raise ValueError(f"duplicate tag {path}")
                 self.tags.append(info)
-                self._by_path[info.path] = info.id
+                self._by_path[path] = info.id
                 ids.append(info.id)
         n = len(self.tags)
         cfgs = [t.config for t in self.tags]
@@ -125,9 +126,8 @@ class TagCatalog:
         self.wide: dict[int, WideScaling] = {
             t.id: WideScaling.of(t.config) for t in self.tags if t.type.is_wide_integer
         }
-        self.paths = (
-            np.array([t.path for t in self.tags], dtype=object) if n else np.empty(0, object)
-        )
+        #: each tag's path, the very strings keying the path lookup (one copy of each)
+        self.paths = np.array(list(self._by_path), dtype=object) if n else np.empty(0, object)
 
     def __len__(self) -> int:
         return len(self.tags)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
+from gateway.config.device import DeviceConfig
 from gateway.config.models import (
     GatewayConfig,
     HttpConfig,
@@ -226,7 +227,21 @@ def load_config_text(
     ``drivers``: the registered drivers whose device configs the file may hold."""
     checks = functools.partial(_semantic_checks, drivers=drivers)
     config = validate_yaml_text(gateway_config_model(drivers), text, file, checks)
+    _share_fields_sets(config.devices)
     return _resolve_relative_paths(config, base_dir or Path.cwd())
+
+
+def _share_fields_sets(devices: list[DeviceConfig]) -> None:
+    """Give the tags that were written with the same keys one set of those keys (pydantic's
+    ``__pydantic_fields_set__``, 216 bytes a tag, a quarter of its memory at 100,000
+    tags). Safe because config models are frozen: pydantic changes that set only on
+    assignment, and copies it in ``model_copy``."""
+    shared: dict[frozenset[str], set[str]] = {}
+    for device in devices:
+        for tag in device.tags:
+            keys = frozenset(tag.__pydantic_fields_set__)
+            object.__setattr__(tag, "__pydantic_fields_set__",
+                               shared.setdefault(keys, set(keys)))
 
 
 def load_config(path: str | os.PathLike[str],
