@@ -15,6 +15,8 @@ from gateway.config.device import DeviceConfig, TagConfig
 from gateway.types import INTEGER_RANGES, Classification, DataType
 
 SEPARATOR = "."
+_NOT_INTEGER = frozenset({DataType.BOOL, DataType.FLOAT32, DataType.FLOAT64, DataType.STRING})
+_WIDE = frozenset({DataType.INT64, DataType.UINT64})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,21 +113,15 @@ class TagCatalog:
         self.is_string: npt.NDArray[np.bool_] = np.array(
             [c.type is DataType.STRING for c in cfgs], dtype=bool
         )
+        published = [c.published_type for c in cfgs]  # a property: computed once per tag
         self.is_integer: npt.NDArray[np.bool_] = np.array(
-            [
-                t.type not in (DataType.BOOL, DataType.FLOAT32, DataType.FLOAT64, DataType.STRING)
-                for t in self.tags
-            ],
-            dtype=bool,
-        )
+            [p not in _NOT_INTEGER for p in published], dtype=bool)
         #: int64/uint64 tags (as published): their values travel as Python ints, exactly
         self.is_wide: npt.NDArray[np.bool_] = np.array(
-            [t.type.is_wide_integer for t in self.tags], dtype=bool
-        )
+            [p in _WIDE for p in published], dtype=bool)
         #: per wide tag id: whole-number scale, offset and the published type's limits
         self.wide: dict[int, WideScaling] = {
-            t.id: WideScaling.of(t.config) for t in self.tags if t.type.is_wide_integer
-        }
+            int(i): WideScaling.of(cfgs[i]) for i in np.flatnonzero(self.is_wide)}
         #: each tag's path, the very strings keying the path lookup (one copy of each)
         self.paths = np.array(list(self._by_path), dtype=object) if n else np.empty(0, object)
 
