@@ -26,6 +26,10 @@ class Quality(enum.IntEnum):
     STALE = 3
 
 
+#: the qualities as NumPy scalars, for the hot path: an array compared with an IntEnum
+#: member takes ~19 µs (the member is converted each time), with one of these ~3 µs
+GOOD_CODE, UNCERTAIN_CODE, BAD_CODE, STALE_CODE = (np.uint8(q) for q in Quality)
+
 QUALITY_NAMES: tuple[str, ...] = tuple(q.name.lower() for q in Quality)
 #: object array for vectorised code -> name lookups (``QUALITY_NAME_ARRAY[q]``)
 QUALITY_NAME_ARRAY = np.array(QUALITY_NAMES, dtype=object)
