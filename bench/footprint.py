@@ -47,14 +47,14 @@ _RSS = ("import sys\nfor l in open('/proc/self/status'):\n"
         "    if l.startswith('VmRSS'): print(int(l.split()[1]))\n")  # fmt: skip
 
 
-def import_costs() -> dict[str, dict[str, float]]:
-    out = {}
+def import_costs() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     for name, modules in IMPORT_SETS.items():
         code = (f"import time; t = time.perf_counter(); import {modules}; "
                 "print(time.perf_counter() - t)\n" if modules else "print(0.0)\n") + _RSS
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if done.returncode:
-            out[name] = {"error": done.stderr.strip().splitlines()[-1]}  # type: ignore[dict-item]
+            out[name] = {"error": done.stderr.strip().splitlines()[-1]}
             continue
         seconds, kib = done.stdout.split()
         out[name] = {"rss_mib": round(int(kib) / 1024, 1), "seconds": round(float(seconds), 3)}
