@@ -51,8 +51,9 @@ def main() -> None:
 )
 def run(config_path: str, log_level: str | None) -> None:
     """Run the gateway until SIGTERM or SIGINT."""
-    from gateway.config.loader import check_secrets
+    from gateway.config.loader import check_secrets, config_digest
 
+    digest = config_digest(config_path)  # before reading: a later edit differs from it
     try:
         config = load_config(config_path)
         check_secrets(config, Path(config_path))
@@ -62,11 +63,11 @@ def run(config_path: str, log_level: str | None) -> None:
     setup_logging(log_level or config.logging.level, config.logging.format,
                   config.logging.libraries)
     path = Path(config_path).resolve()
-    sys.exit(asyncio.run(_run(config, path.parent, path)))
+    sys.exit(asyncio.run(_run(config, path.parent, path, digest)))
 
 
 async def _run(config: GatewayConfig, config_dir: Path,
-               config_path: Path | None = None) -> int:  # fmt: skip
+               config_path: Path | None = None, digest: bytes | None = None) -> int:  # fmt: skip
     from gateway.runtime.gateway import Gateway
 
     stop = asyncio.Event()
@@ -76,7 +77,8 @@ async def _run(config: GatewayConfig, config_dir: Path,
     notifier = SystemdNotifier.from_environment()  # Type=notify: READY, WATCHDOG, STOPPING
     supervisor: asyncio.Task[None] | None = None
     try:
-        gateway = Gateway(config, config_dir, config_path)  # SIGHUP re-reads config_path
+        # SIGHUP re-reads config_path, unless it is as it was (digest)
+        gateway = Gateway(config, config_dir, config_path, config_digest=digest)
         if notifier is not None:
             supervisor = asyncio.create_task(notifier.supervise(
                 gateway.started, stop, lambda: running_status(gateway)), name="systemd")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -257,6 +258,14 @@ def load_config(path: str | os.PathLike[str],
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(file), 0, (), f"not UTF-8 text: {exc}")]) from exc
     return load_config_text(text, str(file), file.resolve().parent, drivers)
+
+
+def config_digest(path: str | os.PathLike[str]) -> bytes | None:
+    """SHA-256 of a config file's bytes (None when it cannot be read): a reload of a file
+    that did not change need not read it again."""
+    with contextlib.suppress(OSError):
+        return hashlib.sha256(Path(path).read_bytes()).digest()
+    return None
 
 
 def check_secrets(config: GatewayConfig, config_file: Path | None = None,

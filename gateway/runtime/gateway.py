@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import signal
 import time
@@ -75,9 +74,12 @@ class Gateway:
     START_STAGGER = 0.002
 
     def __init__(self, config: GatewayConfig, config_dir: Path | None = None,
-                 config_path: Path | None = None, drivers: DriverRegistry = REGISTRY) -> None:
+                 config_path: Path | None = None, drivers: DriverRegistry = REGISTRY,
+                 config_digest: bytes | None = None) -> None:
         """``config_path``: the file re-read on SIGHUP (no config reload without it).
-        ``drivers``: the registered drivers (the config was validated against them)."""
+        ``drivers``: the registered drivers (the config was validated against them).
+        ``config_digest``: the SHA-256 of the file ``config`` was read from, taken before
+        reading it (:func:`gateway.config.loader.config_digest`), if known."""
         self.config = config
         #: the drivers, their metrics and capabilities (drivers/registry.py)
         self.drivers = drivers
@@ -89,7 +91,7 @@ class Gateway:
         self._reload_lock = asyncio.Lock()
         #: SHA-256 of the config file as last read by a reload (a SIGHUP with the file as
         #: it was then is answered without reading it again)
-        self._applied_digest: bytes | None = None
+        self._applied_digest = config_digest
         self.started_monotonic = time.monotonic()
         self.catalog = TagCatalog(
             [d for d in config.devices if d.enabled] + _model_devices(config)
@@ -173,11 +175,11 @@ class Gateway:
         Returns the outcome (``applied``, ``unchanged``, ``refused``, ``invalid``); a
         refused or invalid config is logged with its reason and the old one keeps running.
         """
-        from gateway.config.loader import check_secrets, load_config
+        from gateway.config.loader import check_secrets, config_digest, load_config
         from gateway.errors import ConfigError
 
         assert self.config_path is not None
-        digest = _digest(self.config_path)
+        digest = config_digest(self.config_path)
         if digest is not None and digest == self._applied_digest:
             log.info("config reload: the file is as last read")
             self.reloads.outcomes["unchanged"] += 1
@@ -428,12 +430,6 @@ class Gateway:
     @property
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_monotonic
-
-
-def _digest(path: Path) -> bytes | None:
-    with contextlib.suppress(OSError):
-        return hashlib.sha256(path.read_bytes()).digest()
-    return None
 
 
 def _keep_running_devices(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
