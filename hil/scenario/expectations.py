@@ -43,6 +43,8 @@ class Recording:
     commands: list[CommandRecord] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     firmware: list[FirmwareRecord] = field(default_factory=list)
+    #: JSON device messages (a device up or down within a session)
+    devices: list[dict[str, Any]] = field(default_factory=list)
 
     def rel(self, ts_ms: float) -> float:
         """Seconds after ``t0``."""
@@ -253,27 +255,35 @@ def _no_gaps(exp: NoSequenceGaps, rec: Recording, name: str) -> ExpectationResul
         name, True, f"{plural(total, 'data message')} in {plural(len(by_session), 'run')}")
 
 
+def _states_reported(rec: Recording, device: str) -> list[tuple[int, str]]:
+    """``(ts ms, state)`` of ``device`` as births and device messages reported it, in time
+    order (a birth lists every device; a device message says one device's change)."""
+    reports = [(b["ts"], d["state"]) for b in rec.births for d in b.get("devices", [])
+               if d.get("name") == device]  # fmt: skip
+    reports += [(m["ts"], m["device"]["state"]) for m in rec.devices
+                if m.get("device", {}).get("name") == device]  # fmt: skip
+    return sorted(reports, key=lambda r: r[0])
+
+
 def _death_rebirth(exp: DeviceDeathRebirth, rec: Recording, name: str) -> ExpectationResult:
     down_at: float | None = None
     was_up = False  # a device is reported down before its first connect: not a death
-    for b in rec.births:  # births before the window still tell whether the device was up
-        state = {d["name"]: d["state"] for d in b.get("devices", [])}.get(exp.device)
-        if state is None:
-            continue
-        if not _in_window(rec, b["ts"], exp.between):
-            if down_at is None and rec.rel(b["ts"]) < (exp.between or (0, 0))[0]:
+    for ts, state in _states_reported(rec, exp.device):  # reports before the window
+        if not _in_window(rec, ts, exp.between):  # still tell whether the device was up
+            if down_at is None and rec.rel(ts) < (exp.between or (0, 0))[0]:
                 was_up = state == "up"
             continue
         if state == "up" and down_at is None:
             was_up = True
         elif state != "up" and was_up and down_at is None:
-            down_at = rec.rel(b["ts"])
+            down_at = rec.rel(ts)
         elif state == "up" and down_at is not None:
             return ExpectationResult(
-                name, True, f"down at t={down_at:.2f} s, up again at t={rec.rel(b['ts']):.2f} s"
+                name, True, f"down at t={down_at:.2f} s, up again at t={rec.rel(ts):.2f} s"
             )
     if down_at is None:
-        return ExpectationResult(name, False, f"no birth reported {exp.device} down")
+        return ExpectationResult(name, False, f"no birth or device message reported "
+                                              f"{exp.device} down")
     return ExpectationResult(name, False, f"{exp.device} down at t={down_at:.2f} s, never up again")
 
 

@@ -618,6 +618,7 @@ async def run_scenario(
             result.commands,
             snap.events,
             result.firmware,
+            snap.devices,
         )
         if result.error is None:
             result.results = [evaluate(exp, result.recording) for exp in scenario.expect]
