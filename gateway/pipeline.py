@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.tags import TagCatalog
+from gateway.tags import CatalogChange, TagCatalog
 from gateway.types import BAD_CODE, GOOD_CODE, Quality, SampleBatch, as_float, exact_integer
 
 _NEVER = np.uint8(255)
@@ -44,6 +44,35 @@ class Pipeline:
         self._objects: dict[int, object] = {}
         #: last value published of 64-bit integer tags (None: bad)
         self._wide_sent: dict[int, int | None] = {}
+        self._any_wide = bool(catalog.is_wide.any())
+
+    def revise(self, catalog: TagCatalog, change: CatalogChange) -> None:
+        """Follow a live config change: per-tag state grows to the new ids, and the state
+        of tags added, redefined or retired starts afresh (their next sample is published
+        whatever the deadband). Other tags keep their state: no extra samples, no gap."""
+        grow = len(catalog) - len(self.catalog)
+        if grow > 0:
+            self._sent_value = np.concatenate([self._sent_value, np.full(grow, np.nan)])
+            self._sent_quality = np.concatenate(
+                [self._sent_quality, np.full(grow, _NEVER, np.uint8)])
+            self._sent_ns = np.concatenate([self._sent_ns, np.zeros(grow, np.int64)])
+            self.latest_value = np.concatenate([self.latest_value, np.full(grow, np.nan)])
+            self.latest_quality = np.concatenate(
+                [self.latest_quality, np.full(grow, _NEVER, np.uint8)])
+            self.latest_ns = np.concatenate([self.latest_ns, np.zeros(grow, np.int64)])
+        reset = list(change.reset)
+        if reset:
+            self._sent_value[reset] = np.nan
+            self._sent_quality[reset] = _NEVER
+            self._sent_ns[reset] = 0
+            self.latest_value[reset] = np.nan
+            self.latest_quality[reset] = _NEVER
+            self.latest_ns[reset] = 0
+            for tag_id in reset:
+                self._objects.pop(tag_id, None)
+                self._wide_sent.pop(tag_id, None)
+        self.catalog = catalog
+        self._always = catalog.deadband == -np.inf
         self._any_wide = bool(catalog.is_wide.any())
 
     def process(self, batch: SampleBatch) -> SampleBatch:

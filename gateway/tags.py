@@ -63,6 +63,23 @@ class TagInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogChange:
+    """Tag ids touched by a config change (see :meth:`TagCatalog.changed_since`)."""
+
+    added: tuple[int, ...]
+    redefined: tuple[int, ...]
+    retired: tuple[int, ...]
+
+    @property
+    def reset(self) -> tuple[int, ...]:
+        """Ids whose per-tag state starts afresh."""
+        return self.added + self.redefined + self.retired
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.redefined or self.retired)
+
+
+@dataclass(frozen=True, slots=True)
 class WideScaling:
     """Exact scaling of a 64-bit integer tag: ``raw * scale + offset`` in Python ints,
     and the values the published type can hold."""
@@ -79,24 +96,52 @@ class WideScaling:
 
 
 class TagCatalog:
-    """All tags of a gateway, with per-tag parameters as arrays for vector code."""
+    """All tags of a gateway, with per-tag parameters as arrays for vector code.
 
-    def __init__(self, devices: list[DeviceConfig]) -> None:
+    Ids are dense at start-up. A live config change builds the next catalog with
+    ``previous``: a tag that was there keeps its id (a tag removed and added again gets
+    its old id back), a new tag takes the next free id, and a removed tag's id is
+    retired, not reused by another tag. So the drivers of unchanged devices, samples in
+    flight and the per-tag state of the pipeline stay valid across the change. Per-id
+    arrays (``scale``, ``paths``, ...) and :meth:`__getitem__` cover every id ever given
+    (``len(catalog)``); :attr:`tags` holds the tags in service, in config order.
+    """
+
+    def __init__(self, devices: list[DeviceConfig], previous: TagCatalog | None = None) -> None:
+        #: by id: every tag given an id, retired ones with their last definition
+        self.slots: list[TagInfo] = list(previous.slots) if previous is not None else []
+        #: path -> id of every tag ever given one
+        self._ids: dict[str, int] = dict(previous._ids) if previous is not None else {}
+        #: the tags in service, in config order
         self.tags: list[TagInfo] = []
         self._by_path: dict[str, int] = {}
         self._by_device: dict[str, list[int]] = {}
         for device in devices:
             ids = self._by_device.setdefault(device.name, [])
             for tag in device.tags:
-                info = TagInfo(len(self.tags), device.name, tag.name, tag)
-                path = info.path
+                path = f"{device.name}{SEPARATOR}{tag.name}"
                 if path in self._by_path:
                     raise ValueError(f"duplicate tag {path}")
+                tag_id = self._ids.setdefault(path, len(self.slots))
+                info = TagInfo(tag_id, device.name, tag.name, tag)
+                if tag_id == len(self.slots):
+                    self.slots.append(info)
+                else:
+                    self.slots[tag_id] = info
                 self.tags.append(info)
-                self._by_path[path] = info.id
-                ids.append(info.id)
-        n = len(self.tags)
-        cfgs = [t.config for t in self.tags]
+                self._by_path[path] = tag_id
+                ids.append(tag_id)
+        n = len(self.slots)
+        #: per id: the tag is in service (False: retired by a config change)
+        self.live: npt.NDArray[np.bool_] = np.zeros(n, dtype=bool)
+        self.live[list(self._by_path.values())] = True
+        #: every device that ever had a tag id (in service first), and per id its index
+        self.device_index: dict[str, int] = {name: i for i, name in enumerate(self._by_device)}
+        for t in self.slots:
+            self.device_index.setdefault(t.device, len(self.device_index))
+        self.device_of: npt.NDArray[np.int32] = np.array(
+            [self.device_index[t.device] for t in self.slots], dtype=np.int32)
+        cfgs = [t.config for t in self.slots]
         self.scale: npt.NDArray[np.float64] = np.array([c.scale for c in cfgs], np.float64)
         self.offset: npt.NDArray[np.float64] = np.array([c.offset for c in cfgs], np.float64)
         #: -inf means "publish every sample"
@@ -122,21 +167,39 @@ class TagCatalog:
         #: per wide tag id: whole-number scale, offset and the published type's limits
         self.wide: dict[int, WideScaling] = {
             int(i): WideScaling.of(cfgs[i]) for i in np.flatnonzero(self.is_wide)}
-        #: each tag's path, the very strings keying the path lookup (one copy of each)
-        self.paths = np.array(list(self._by_path), dtype=object) if n else np.empty(0, object)
+        #: each id's path, the very strings keying the path lookup (one copy of each)
+        paths: list[str] = [""] * n
+        for path, tag_id in self._ids.items():
+            paths[tag_id] = path
+        self.paths = np.array(paths, dtype=object) if n else np.empty(0, object)
+
+    def changed_since(self, previous: TagCatalog) -> CatalogChange:
+        """What a config change did to the tags: ids new in service (added, or back after a
+        removal), ids whose definition changed, ids retired."""
+        before = len(previous.slots)
+        added, redefined = [], []
+        for info in self.tags:
+            if info.id >= before or not previous.live[info.id]:
+                added.append(info.id)
+            elif previous.slots[info.id].config != info.config:
+                redefined.append(info.id)
+        retired = [t for t in range(before) if previous.live[t] and not self.live[t]]
+        return CatalogChange(tuple(added), tuple(redefined), tuple(retired))
 
     def __len__(self) -> int:
-        return len(self.tags)
+        """The size of the id space (per-id arrays); ``len(catalog.tags)`` counts the tags
+        in service."""
+        return len(self.slots)
 
     def __getitem__(self, tag_id: int) -> TagInfo:
-        return self.tags[tag_id]
+        return self.slots[tag_id]
 
     def id_of(self, path: str) -> int:
         return self._by_path[path]
 
     def get(self, path: str) -> TagInfo | None:
         tag_id = self._by_path.get(path)
-        return None if tag_id is None else self.tags[tag_id]
+        return None if tag_id is None else self.slots[tag_id]
 
     def ids_of_device(self, device: str) -> list[int]:
         return list(self._by_device.get(device, []))

@@ -133,6 +133,15 @@ class CommandExecutor:
         """Audit a command handled elsewhere (a Sparkplug rebirth request)."""
         self._audit.record(event, **fields)
 
+    def revise(self, catalog: TagCatalog, firmware: FirmwareCommands | None) -> None:
+        """A live config change: writes are checked against the new catalog (a tag keeps its
+        id, so its write rate carries over); firmware targets follow the devices."""
+        self.catalog = catalog
+        if self.firmware is None:
+            self.firmware = firmware
+        else:  # the same handler: an update running now stays known to it
+            self.firmware.retarget(firmware)
+
     def observe(self, batch: SampleBatch) -> None:
         """Every raw batch from the devices, for read-back verification."""
         self.readback.observe(batch)

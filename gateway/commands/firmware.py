@@ -143,6 +143,13 @@ class FirmwareCommands:
         self._running[command.device] = task
         task.add_done_callback(lambda _t: self._running.pop(command.device, None))
 
+    def retarget(self, other: FirmwareCommands | None) -> None:
+        """A live config change: the devices (and their allow-lists) of ``other`` from now on
+        (None: no device takes updates any more); updates running go on."""
+        self._devices = other._devices if other is not None else {}
+        if other is not None:
+            self._device_kinds = other._device_kinds
+
     async def close(self) -> None:
         """Cancel running updates (the node keeps a bootable image: MCUboot)."""
         tasks = list(self._running.values())

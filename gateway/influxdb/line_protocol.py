@@ -126,13 +126,21 @@ class BatchEncoder:
         """``identity``: gateway, site and line, used as tags and in the measurement name;
         ``unsigned``: the target accepts ``…u`` fields (uint64 tags)."""
         self.divisor = PRECISION_NS[precision]
-        self.kinds = [field_kind(t.type, unsigned) for t in catalog.tags]
+        self._measurement = measurement
+        self._identity = dict(identity)
+        self._unsigned = unsigned
+        self.revise(catalog)
+
+    def revise(self, catalog: TagCatalog) -> None:
+        """Series of every tag id (at start, and after a live config change)."""
+        measurement, identity, unsigned = self._measurement, self._identity, self._unsigned
+        self.kinds = [field_kind(t.type, unsigned) for t in catalog.slots]
         self.prefixes = [
             series_prefix(
                 measurement.format(device=t.device, **identity),
                 {**identity, "device": t.device, "tag": t.name},
             )
-            for t in catalog.tags
+            for t in catalog.slots
         ]
 
     def encode(self, batch: SampleBatch) -> list[str]:

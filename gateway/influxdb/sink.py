@@ -79,6 +79,11 @@ class InfluxSink:
         self._rejections = RepeatedKinds(log, "InfluxDB rejected a batch", logging.ERROR)
 
     # --- input from the pipeline -----------------------------------------------------------
+    def revise(self, catalog: TagCatalog, publish_restricted: bool) -> None:
+        """A live config change: the series and the tags that may leave follow the catalog."""
+        self.encoder.revise(catalog)
+        self._publishable = PublishableTags(catalog, publish_restricted)
+
     def submit(self, batch: SampleBatch) -> None:
         visible = self._publishable.select(batch)
         if visible is not batch:

@@ -22,8 +22,10 @@ from prometheus_client.core import Metric
 
 from gateway.commands.parse import Command
 from gateway.commands.result import CommandResult
+from gateway.config.models import GatewayConfig
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.outbox import OutboxStats
+from gateway.tags import TagCatalog
 from gateway.types import SampleBatch
 
 __all__ = ["BirthContext", "Contract", "DeviceChange", "PublisherControls"]
@@ -83,6 +85,13 @@ class Contract(Protocol):
     take_back_unacked: bool
     #: the edge models in service, for the births (set by the runtime)
     models_info: Callable[[], list[dict[str, Any]]] | None
+    #: the version of the config running (gateway/config/store.py), for the births (set by
+    #: the runtime)
+    config_version: Callable[[], int | None] | None
+
+    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> None:
+        """A live config change: the catalog and devices the births describe from now on
+        (the runtime asks for a rebirth after it)."""
 
     def attach(self, publisher: PublisherControls) -> None:
         """Called once by the publisher the contract is plugged into."""

@@ -61,28 +61,34 @@ class JsonContract:
         root = config.northbound.topic_root.rstrip("/")
         self.base_topic = f"{root}/{ident.site}/{ident.line}/{ident.id}"
         self.qos = config.northbound.mqtt.qos
-        self.catalog = catalog
         self.commands_enabled = config.commands.enabled
         self.max_writes = config.commands.max_writes_per_command
         self.sequence = sequence
         self._on_command = on_command
-        self._publishable = PublishableTags(catalog, config.northbound.publish_restricted)
-        #: per tag id: may it leave the gateway (restricted tags only when configured)
-        self.publishable_mask = self._publishable.mask
-        self.publishable = self._publishable.select
         self._ident = ident
         self._version = gateway_version
-        #: device -> registration identifier (devices[].registration_id of the birth)
-        self._registration = registration_ids(config.devices)
+        self.revise(config, catalog)
         self._publisher: PublisherControls | None = None
         #: the edge models in service (name, version, sha256, role) for the birth
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None
+        #: the version of the config running, for the birth
+        self.config_version: Callable[[], int | None] | None = None
         self._header = {
             "v": CONTRACT_VERSION,
             "gateway": ident.id,
             "site": ident.site,
             "line": ident.line,
         }
+
+    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> None:
+        """Follow the catalog and the devices of a config (at start, after a live change)."""
+        self.catalog = catalog
+        self._publishable = PublishableTags(catalog, config.northbound.publish_restricted)
+        #: per tag id: may it leave the gateway (restricted tags only when configured)
+        self.publishable_mask = self._publishable.mask
+        self.publishable = self._publishable.select
+        #: device -> registration identifier (devices[].registration_id of the birth)
+        self._registration = registration_ids(config.devices)
 
     def topic(self, kind: str) -> str:
         return f"{self.base_topic}/{kind}"
@@ -119,6 +125,8 @@ class JsonContract:
             body["spool"] = spool_summary(spool)
         if self.models_info is not None:
             body["models"] = self.models_info()
+        if self.config_version is not None:
+            body["config_version"] = self.config_version()
         head = self._dumps(body)
         payload = b"".join((head[:-1], b',"tags":', self._catalog_json(), b"}"))
         return OutboundMessage(self.topic("birth"), payload, "birth", self.qos, retain=True)

@@ -54,6 +54,9 @@ class NorthboundCounters:
     #: seconds from the read of the oldest value of a data message to its handing to the
     #: broker (live and replayed): the pipeline, the publish interval and the spool
     value_age: Histogram = field(default_factory=lambda: Histogram(AGE_BUCKETS))
+    #: the last round of births (counted by ``births``) whose every message the broker
+    #: confirmed (a live config change is watched until the births after it are)
+    births_confirmed: int = 0
 
 
 class ReplayBudget:
@@ -140,6 +143,8 @@ class Publisher:
         #: the session the births were sent for (None: none yet on this connection)
         self._session_key: Hashable | None = None
         self._rebirth_requested = False
+        #: ids of the last round of births not yet confirmed by the broker
+        self._births_unconfirmed: set[int] = set()
         self._control_ids = itertools.count(-1, -1)  # ids of births and deaths
         self._ack_waiters: dict[int, asyncio.Event] = {}
         self._replay = ReplayBudget(config.spool.replay_rate, time.monotonic)
@@ -187,6 +192,15 @@ class Publisher:
         self._wake.set()
 
     # --- input from the pipeline --------------------------------------------------------
+    def revise(self, catalog: TagCatalog) -> None:
+        """A live config change: which tags may leave follows the catalog; buffered samples
+        of retired tags are dropped (their device was stopped before the change)."""
+        self._publishable = PublishableTags(catalog, self.config.publish_restricted)
+        if self._buffer:
+            kept = [b.select(catalog.live[b.tag_ids]) for b in self._buffer]
+            self._buffer = [b for b in kept if len(b)]
+            self.counters.buffered_samples = sum(len(b) for b in self._buffer)
+
     def submit(self, batch: SampleBatch) -> None:
         visible = self._publishable.select(batch)
         if visible is not batch:
@@ -257,6 +271,10 @@ class Publisher:
         if message is not None:
             self.counters.messages_published += 1
             self.counters.samples_published += message.samples
+        if message_id in self._births_unconfirmed:
+            self._births_unconfirmed.discard(message_id)
+            if not self._births_unconfirmed:
+                self.counters.births_confirmed = self.counters.births
         self._wake.set()
 
     # --- tasks ------------------------------------------------------------------------------
@@ -304,9 +322,10 @@ class Publisher:
     def _send_births(self) -> None:
         context = BirthContext(now_ns(), self.session, self._device_states(),
                                self.outbox.stats())  # fmt: skip
-        for message in self.contract.births(context):
-            self._send(message)
         self.counters.births += 1
+        self._births_unconfirmed = set()
+        for message in self.contract.births(context):
+            self._births_unconfirmed.add(self._send(message))
 
     def _fill_window(self) -> None:
         max_inflight = self.config.outbox.max_inflight
@@ -342,7 +361,8 @@ class Publisher:
         self._replay_timer = None
         self._wake.set()
 
-    def _send(self, message: OutboundMessage, replay: bool = False) -> None:
+    def _send(self, message: OutboundMessage, replay: bool = False) -> int:
+        """Publish ``message``; return its id (births, deaths and answers get one here)."""
         message = self.contract.on_send(message, replay)
         if message.id == 0:  # births, deaths and answers do not pass through the outbox
             message.id = next(self._control_ids)
@@ -350,6 +370,7 @@ class Publisher:
             self.counters.value_age.observe(max(0, now_ns() - message.oldest_ns) / 1e9)
         self._inflight[message.id] = message
         self.link.publish(message)
+        return message.id
 
     def send_control(self, message: OutboundMessage) -> None:
         """Publish a message outside the outbox (a command answer, an event) within a

@@ -19,7 +19,7 @@ class PublishableTags:
         #: per tag id: may it leave the gateway
         self.mask = np.array(
             [publish_restricted or t.classification is not Classification.RESTRICTED
-             for t in catalog.tags],
+             for t in catalog.slots],
             dtype=bool,
         )  # fmt: skip
         self._all = bool(self.mask.all())

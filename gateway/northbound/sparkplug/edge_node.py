@@ -61,6 +61,7 @@ from gateway.northbound.sparkplug.payloads import (
 )
 from gateway.northbound.sparkplug.wire import as_historical, is_historical, with_seq
 from gateway.repeated_log import RepeatedKinds
+from gateway.tags import TagCatalog
 from gateway.types import SampleBatch, now_ns
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,25 @@ class SparkplugEdgeNode:
     @models_info.setter
     def models_info(self, value: Callable[[], list[dict[str, Any]]] | None) -> None:
         self.payloads.models_info = value
+
+    @property
+    def config_version(self) -> Callable[[], int | None] | None:
+        return self.payloads.config_version
+
+    @config_version.setter
+    def config_version(self, value: Callable[[], int | None] | None) -> None:
+        self.payloads.config_version = value
+
+    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> None:
+        """A live config change: payloads and aliases follow the new catalog; devices gone
+        are forgotten (their DDEATH went out when their runner stopped)."""
+        self.payloads.revise(config, catalog)
+        self.catalog = catalog
+        gone = self._dead_devices - set(catalog.devices())
+        self._dead_devices -= gone
+        self._dead_tags = np.zeros(len(catalog), dtype=bool)
+        for device in self._dead_devices:
+            self._dead_tags[catalog.ids_of_device(device)] = True
 
     # --- the connection and the session --------------------------------------------------------
     def attach(self, publisher: PublisherControls) -> None:

@@ -37,6 +37,8 @@ REBIRTH = "Node Control/Rebirth"
 LAST_COMMAND_RESULT = "Node Control/Last Command Result"
 LAST_EVENT = "Node Info/Last Event"
 DEVICES = "Node Info/Devices"
+#: the version of the config running (gateway/config/store.py), in the NBIRTH
+CONFIG_VERSION = "Node Info/Config Version"
 BDSEQ = "bdSeq"
 #: a DBIRTH metric: the device's registration identifier (devices[].registration_id in JSON)
 REGISTRATION_ID = "Properties/Registration ID"
@@ -61,6 +63,7 @@ NODE_METRICS: dict[str, int] = {
     "Node Info/Spool Oldest Age": pb.Double,
     "Node Info/Spool Dropped Messages": pb.UInt64,
     "Node Info/Spool Dropped Samples": pb.UInt64,
+    CONFIG_VERSION: pb.UInt64,
 }
 
 
@@ -87,28 +90,34 @@ class SparkplugPayloads:
         self.data_qos = spb.data_qos
         #: data metrics carry their datatype (sparkplug.data_datatypes)
         self.data_datatypes = spb.data_datatypes
-        self.catalog = catalog
         self.commands_enabled = config.commands.enabled
-        self._publishable = PublishableTags(catalog, nb.publish_restricted)
+        self._ident = ident
+        self._version = gateway_version
+        self.revise(config, catalog)
+        #: the edge models in service, for the NBIRTH (set by the gateway)
+        self.models_info: Callable[[], list[dict[str, Any]]] | None = None
+        #: the version of the config running, for the NBIRTH (set by the gateway)
+        self.config_version: Callable[[], int | None] | None = None
+
+    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> None:
+        """Follow the catalog and the devices of a config (at start and after a live
+        change); the aliases of node metrics move past the tags', so a rebirth follows."""
+        self.catalog = catalog
+        self._publishable = PublishableTags(catalog, config.northbound.publish_restricted)
         #: per tag id: may it leave the gateway (restricted tags only when configured)
         self.publishable_mask = self._publishable.mask
         self.publishable = self._publishable.select
-        self._ident = ident
-        self._version = gateway_version
-        self.datatypes = np.array([SPARKPLUG_TYPE[t.type] for t in catalog.tags], dtype=np.int32)
-        #: tag id -> device name, as an array for grouping batches by device
-        self._device_index = {name: i for i, name in enumerate(catalog.devices())}
-        self._device_of = np.array(
-            [self._device_index[t.device] for t in catalog.tags], dtype=np.int32
-        )
+        self.datatypes = np.array([SPARKPLUG_TYPE[t.type] for t in catalog.slots],
+                                  dtype=np.int32)
+        #: tag id -> device index, for grouping batches by device
+        self._device_index = catalog.device_index
+        self._device_of = catalog.device_of
         self.node_aliases = {
             name: len(catalog) + 1 + i for i, name in enumerate(NODE_METRICS)
         }
         #: device -> registration identifier, the DBIRTH metric ``Properties/Registration ID``
         #: (alias after the node metrics', one per device)
         self._registration = registration_ids(config.devices)
-        #: the edge models in service, for the NBIRTH (set by the gateway)
-        self.models_info: Callable[[], list[dict[str, Any]]] | None = None
 
     # --- topics -----------------------------------------------------------------------------
     def node_topic(self, message_type: str) -> str:
@@ -161,6 +170,8 @@ class SparkplugPayloads:
             "Node Info/Models": json.dumps(self.models_info() if self.models_info else [],
                                            separators=(",", ":")),
         }
+        if self.config_version is not None:
+            values[CONFIG_VERSION] = self.config_version()
         if spool is not None:
             values.update({
                 "Node Info/Spool Messages": spool.messages,
