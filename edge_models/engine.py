@@ -46,7 +46,7 @@ from edge_models.windows import AGGREGATION_CODES, WindowStore, cycle_edges
 from edge_models.worker import InferenceWorker
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.errors import ModelLoadError
-from gateway.tags import SEPARATOR, TagCatalog
+from gateway.tags import SEPARATOR, CatalogChange, TagCatalog
 from gateway.types import DataType, Quality, SampleBatch, now_ns
 
 log = logging.getLogger(__name__)
@@ -253,6 +253,25 @@ class ModelEngine:
         # cycle tags: tag id -> last value; (tag id, edge) -> last edge time
         self._cycle_prev: dict[int, float] = {}
         self._cycle_last: dict[tuple[int, str], int] = {}
+
+    # --- a live config change -------------------------------------------------------------------
+    def revise(self, catalog: TagCatalog, change: CatalogChange) -> None:
+        """Follow a new tag catalog (ids of tags that stay do not move): the windows grow to
+        the new ids, those of redefined or removed tags start empty."""
+        self.catalog = catalog
+        self.windows.grow(len(catalog))
+        self.windows.forget(change.redefined + change.retired)
+
+    def tags_read(self) -> dict[str, list[str]]:
+        """Per model in service: the tag paths it reads (inputs and cycle tag)."""
+        read: dict[str, list[str]] = {}
+        for slot in self.slots.values():
+            for installed in slot.roles.values():
+                m = installed.model.manifest
+                paths = [i.tag for i in m.inputs] + ([m.cycle.tag] if m.cycle else [])
+                read.setdefault(m.name, [])
+                read[m.name] += [p for p in paths if p not in read[m.name]]
+        return read
 
     # --- installing models ------------------------------------------------------------------
     def install(self, model: LoadedModel) -> LoadedModel | None:

@@ -177,6 +177,14 @@ class ModelService:
             changed.append(st)
         return changed, swapped
 
+    async def retry_refused(self) -> list[ModelStatus]:
+        """Load again the models refused so far (a live config change may have added the tags
+        they read); those in service are left as they are."""
+        for st in self.status.values():
+            if not st.loaded:
+                st.signature = None
+        return await self.reload()
+
     @staticmethod
     def _load(path: Path) -> LoadedModel:
         return load_model(load_manifest(path), path)

@@ -64,6 +64,22 @@ class WindowStore:
         self.good = np.concatenate([self.good, np.zeros((k, cap), bool)])
         self._head = np.concatenate([self._head, np.zeros(k, np.int64)])
 
+    def grow(self, catalog_size: int) -> None:
+        """The tag catalog grew (a live config change): room for the new ids."""
+        more = catalog_size - len(self._slot_of)
+        if more > 0:
+            self._slot_of = np.concatenate([self._slot_of, np.full(more, -1, np.int64)])
+
+    def forget(self, tag_ids: Iterable[int]) -> None:
+        """Empty the windows of these tags (redefined or removed by a config change: their
+        samples so far may not mean what the next ones mean)."""
+        rows = [int(self._slot_of[t]) for t in tag_ids
+                if t < len(self._slot_of) and self._slot_of[t] >= 0]
+        if rows:
+            self.values[rows] = np.nan
+            self.ts_ns[rows] = _NO_TS
+            self.good[rows] = False
+
     def slot(self, tag_id: int) -> int:
         """Row of a watched tag (-1 when not watched)."""
         return int(self._slot_of[tag_id])

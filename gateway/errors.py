@@ -6,6 +6,9 @@ Every exception the project raises on purpose is defined here and derives from
     GatewayError
     ├── ConfigError                 a config file is invalid (every problem, with file, line, key)
     ├── ReloadRefused               a new config cannot be applied to the running gateway
+    ├── ConfigStoreError            the versioned config store (state_dir/config)
+    │   ├── ConfigVersionUnknown    ... has no such version (never applied, or pruned)
+    │   └── ConfigStoreLocked       ... is held by a running gateway (a rollback asks it)
     ├── DriverError                 southbound: a device or its driver
     │   ├── DeviceUnreachable       connect failed: refused, timeout, DNS, no such port
     │   │   └── PortConflict        a serial port claimed with other line settings or protocol
@@ -132,6 +135,22 @@ class UnlocatedProblem(GatewayError):
 
 class ReloadRefused(GatewayError):
     """The new config cannot be applied to the running gateway; the message says why."""
+
+
+class ConfigStoreError(GatewayError):
+    """The versioned config store in the state folder cannot be read or written."""
+
+
+class ConfigVersionUnknown(ConfigStoreError):
+    """The config store has no such version (never applied, or pruned since)."""
+
+
+class ConfigStoreLocked(ConfigStoreError):
+    """A running gateway holds the config store; ``pid`` is its process id."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 # -- southbound: devices and drivers -----------------------------------------------------

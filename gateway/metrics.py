@@ -112,9 +112,22 @@ class GatewayCollector(Collector):
             reloads = CounterMetricFamily(
                 "chenxing_config_reloads", "Config reloads (SIGHUP) by outcome", labels=["outcome"]
             )
-            for outcome in ("applied", "unchanged", "refused", "invalid"):
+            for outcome in ("applied", "unchanged", "refused", "invalid", "connect_failed",
+                            "rolled_back"):
                 reloads.add_metric([outcome], reload_counters.outcomes[outcome])
             yield reloads
+        live = getattr(gw, "live", None)
+        if live is not None:
+            changes = CounterMetricFamily(
+                "chenxing_config_changes", "Live config changes by source (file, api, brain, "
+                "cli) and outcome (applied, rolled_back, refused...)", labels=["source", "outcome"])
+            for (source, outcome), count in sorted(live.counters.outcomes.items()):
+                changes.add_metric([source, outcome], count)
+            yield changes
+            if live.version is not None:
+                yield GaugeMetricFamily("chenxing_config_version",
+                                        "The config version running ({state_dir}/config)",
+                                        value=live.version)
 
         pauses = getattr(gw, "pauses", None)
         if pauses is not None:

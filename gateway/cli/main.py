@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from gateway import __version__, exit_codes
+from gateway.cli.config_cmd import register as register_config
 from gateway.cli.config_init_cmd import config_init
 from gateway.cli.config_option import config_option
 from gateway.cli.config_sample_cmd import config_sample
@@ -155,7 +156,8 @@ def validate(config_path: str, secrets: bool) -> None:
 
 @main.group("config")
 def config_group() -> None:
-    """Config helpers."""
+    """Config helpers: schema, init, and the versions a gateway applied (history, show,
+    diff, rollback)."""
 
 
 @config_group.command("schema")
@@ -237,6 +239,7 @@ def demo(
 
 config_group.add_command(config_init)
 config_group.add_command(config_sample)
+register_config(config_group)
 
 
 if __name__ == "__main__":

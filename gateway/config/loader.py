@@ -269,13 +269,35 @@ def config_digest(path: str | os.PathLike[str]) -> bytes | None:
 
 
 def check_secrets(config: GatewayConfig, config_file: Path | None = None,
-                  base_dir: Path | None = None) -> None:
+                  base_dir: Path | None = None, text: str | None = None,
+                  file: str | None = None) -> None:
     """Resolve every secret the config names; raise one ConfigError listing the missing ones,
-    each at the line of its key in ``config_file`` when given."""
-    file = "<config>"
+    each at the line of its key in ``config_file`` when given (or in ``text``, the config's
+    text, reported as ``file``)."""
+    file = file or "<config>"
     if config_file is not None:
         file = str(config_file)
         base_dir = base_dir or config_file.resolve().parent
+    missing: list[tuple[KeyPath, ConfigProblem]] = []
+    for path, ref in _secret_refs(config):
+        try:
+            resolve_secret(ref, base_dir)
+        except ConfigError as exc:
+            missing.extend((path, p) for p in exc.problems)
+    if not missing:
+        return
+    lines: dict[KeyPath, int] = {}  # read only now: a large file takes a while to parse
+    if config_file is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = config_file.read_text(encoding="utf-8")
+    if text is not None:
+        lines = parse_yaml(text, file).lines
+    raise ConfigError([ConfigProblem(file, line_of(lines, path), path, p.message)
+                       for path, p in missing])
+
+
+def _secret_refs(config: GatewayConfig) -> list[tuple[KeyPath, SecretRef]]:
+    """Every secret the config names, at its key path."""
     refs: list[tuple[KeyPath, SecretRef | None]] = [
         (("northbound", "mqtt", "password"), config.northbound.mqtt.password),
         (("http", "token"), config.http.token),
@@ -284,19 +306,4 @@ def check_secrets(config: GatewayConfig, config_file: Path | None = None,
     ]
     for d, device in enumerate(config.devices):
         refs.extend((("devices", d, *key), ref) for key, ref in device.secret_refs())
-    missing: list[tuple[KeyPath, str]] = []
-    for path, ref in refs:
-        if ref is None:
-            continue
-        try:
-            resolve_secret(ref, base_dir)
-        except ConfigError as exc:
-            missing.extend((path, p.message) for p in exc.problems)
-    if not missing:
-        return
-    lines: dict[KeyPath, int] = {}  # read for the lines of the problems only
-    if config_file is not None:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            lines = parse_yaml(config_file.read_text(encoding="utf-8"), file).lines
-    raise ConfigError([ConfigProblem(file, line_of(lines, path), path, message)
-                       for path, message in missing])
+    return [(path, ref) for path, ref in refs if ref is not None]

@@ -336,6 +336,32 @@ class AuditConfig(StrictModel):
                        description="files kept, the current one included; the oldest is dropped")
 
 
+class ManagementConfig(StrictModel):
+    """Live config changes (docs/live-changes.md): each one is validated, its changed devices
+    connect-tested, applied, then watched; a change whose devices do not come up in time,
+    or that loses the broker session, is rolled back by itself. Applied live itself."""
+
+    watch: PositiveDuration = Field(
+        default=10.0, le=600,
+        description="after a change: how long the devices it added or changed get to come up "
+        "(connected and a good or uncertain value read) and the births after it to be "
+        "confirmed by the broker; past it, the previous version comes back",
+    )
+    connect_test: bool = Field(
+        default=True,
+        description="before a change: connect once to each device it adds or whose connection "
+        "settings it changes, and refuse the change when one cannot connect; off for devices "
+        "that take a single connection (the watch still applies)",
+    )
+    connect_timeout: PositiveDuration = Field(
+        default=5.0, le=120, description="how long a connect test may take per device",
+    )
+    keep_versions: int = Field(
+        default=200, ge=2, le=100_000,
+        description="applied versions kept in {state_dir}/config (the oldest go first)",
+    )
+
+
 class LoggingConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -354,6 +380,7 @@ class GatewayConfig(StrictModel):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    management: ManagementConfig = Field(default_factory=ManagementConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def audit_path(self) -> Path:

@@ -89,9 +89,10 @@ class Contract(Protocol):
     #: the runtime)
     config_version: Callable[[], int | None] | None
 
-    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> None:
-        """A live config change: the catalog and devices the births describe from now on
-        (the runtime asks for a rebirth after it)."""
+    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> bool:
+        """A live config change: the catalog and devices the births describe from now on.
+        True: every birth must go again (the runtime asks for a rebirth); False: the births
+        of the devices that restart say enough."""
 
     def attach(self, publisher: PublisherControls) -> None:
         """Called once by the publisher the contract is plugged into."""

@@ -80,8 +80,9 @@ class JsonContract:
             "line": ident.line,
         }
 
-    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> None:
-        """Follow the catalog and the devices of a config (at start, after a live change)."""
+    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> bool:
+        """Follow the catalog and the devices of a config (at start, after a live change);
+        the one birth lists them all, so it goes again after a change."""
         self.catalog = catalog
         self._publishable = PublishableTags(catalog, config.northbound.publish_restricted)
         #: per tag id: may it leave the gateway (restricted tags only when configured)
@@ -89,6 +90,7 @@ class JsonContract:
         self.publishable = self._publishable.select
         #: device -> registration identifier (devices[].registration_id of the birth)
         self._registration = registration_ids(config.devices)
+        return True
 
     def topic(self, kind: str) -> str:
         return f"{self.base_topic}/{kind}"

@@ -93,6 +93,9 @@ class DeviceRunner:
         self._errors_so_far: Counter[str] = Counter()
         self._losses = RepeatedLog(log, f"device {name}: connection lost", logging.WARNING)
         self._proving = False  # connected, no usable value yet on this connection
+        #: connected and a usable value (good or uncertain) came on this connection: what a
+        #: live config change waits for (gateway/runtime/config_apply.py)
+        self.delivering = False
 
     def prepare(self) -> None:
         """Build the driver now (its request plans), before any device connects: built in
@@ -110,6 +113,8 @@ class DeviceRunner:
 
     # --- state ------------------------------------------------------------------------
     def _set_state(self, state: DeviceState, error: str | None = None) -> None:
+        if state is not DeviceState.UP:
+            self.delivering = False
         if error is not None:
             self.stats.last_error = error
         if state is not self.stats.state:
@@ -248,6 +253,7 @@ class DeviceRunner:
             self.stats.last_success_ns = now_ns()
         if self._proving and usable:  # it works
             self._proving = False
+            self.delivering = True
             self._reconnect.reset()
             self._losses.recovery(f"device {self.name}: connected and reading values again")
         self._sink(batch)

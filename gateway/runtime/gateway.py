@@ -21,10 +21,11 @@ from gateway import __version__
 from gateway.audit import AuditLog
 from gateway.backoff import Backoff
 from gateway.commands import CommandExecutor, CommandResult
-from gateway.commands.firmware import firmware_commands
+from gateway.commands.firmware import FirmwareCommands, firmware_commands
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import resolve_secret
-from gateway.errors import ReloadRefused
+from gateway.config.store import ConfigStore
+from gateway.errors import DriverError
 from gateway.influxdb.sink import InfluxSink, build_sink
 from gateway.listen_ports import ListenPorts
 from gateway.northbound.contract import Contract
@@ -36,8 +37,9 @@ from gateway.northbound.spool import SpoolLimits, open_spool
 from gateway.pauses import Pauses
 from gateway.pipeline import Pipeline
 from gateway.recent_errors import RecentErrors
+from gateway.runtime.config_apply import ConfigApplier
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
-from gateway.runtime.reload import ReloadCounters, plan_reload
+from gateway.runtime.reload import ReloadCounters, ReloadPlan
 from gateway.serial_ports import SerialPorts
 from gateway.tags import TagCatalog
 from gateway.types import SampleBatch
@@ -75,16 +77,19 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, config_dir: Path | None = None,
                  config_path: Path | None = None, drivers: DriverRegistry = REGISTRY,
-                 config_digest: bytes | None = None) -> None:
-        """``config_path``: the file re-read on SIGHUP (no config reload without it).
-        ``drivers``: the registered drivers (the config was validated against them).
-        ``config_digest``: the SHA-256 of the file ``config`` was read from, taken before
-        reading it (:func:`gateway.config.loader.config_digest`), if known."""
+                 config_digest: bytes | None = None, config_text: str | None = None) -> None:
+        """``config_path``: the file re-read on SIGHUP and rewritten by live changes made
+        another way (none without it). ``drivers``: the registered drivers (the config was
+        validated against them). ``config_digest``: the SHA-256 of the file ``config`` was
+        read from, taken before reading it (:func:`gateway.config.loader.config_digest`), if
+        known. ``config_text``: the text ``config`` was read from (default: the file's),
+        kept as the first version in the config store."""
         self.config = config
         #: the drivers, their metrics and capabilities (drivers/registry.py)
         self.drivers = drivers
         self.config_path = config_path
-        #: outcomes of config reloads (SIGHUP): applied, unchanged, refused, invalid
+        #: outcomes of config reloads (SIGHUP): applied, unchanged, refused, invalid,
+        #: connect_failed, rolled_back
         self.reloads = ReloadCounters()
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._connect_slots = asyncio.Semaphore(self.CONNECT_SLOTS)
@@ -93,9 +98,9 @@ class Gateway:
         #: it was then is answered without reading it again)
         self._applied_digest = config_digest
         self.started_monotonic = time.monotonic()
-        self.catalog = TagCatalog(
-            [d for d in config.devices if d.enabled] + _model_devices(config)
-        )
+        #: the synthetic device of the model outputs, declared at start-up
+        self._model_devices = _model_devices(config)
+        self.catalog = TagCatalog([d for d in config.devices if d.enabled] + self._model_devices)
         self.pipeline = Pipeline(self.catalog)
         #: the append-only audit log every part writes to (the file appears with its first line)
         self.audit = AuditLog(config.audit_path(), config.audit.max_bytes, config.audit.files)
@@ -123,6 +128,14 @@ class Gateway:
         self.recent_alarms: deque[AlarmEvent] = deque(maxlen=50)
         #: garbage-collector pauses and event-loop stalls while running (/metrics)
         self.pauses = Pauses()
+        self._config_text = config_text
+        #: a live change that added tags: models refused so far are tried again
+        self._retry_models: asyncio.Task[object] | None = None
+        #: live config changes: the versioned store, staged apply and rollback
+        self.live = ConfigApplier(
+            self, ConfigStore(config.gateway.state_dir / "config",
+                              config.management.keep_versions),
+            config_path, config_dir or (config_path.parent if config_path else Path.cwd()))
 
     # --- wiring ---------------------------------------------------------------------------
     def _on_batch(self, batch: SampleBatch) -> None:
@@ -170,13 +183,14 @@ class Gateway:
         await self.reload_models()
 
     async def reload_config(self) -> str:
-        """Re-read :attr:`config_path` and apply what can be applied live.
+        """Apply :attr:`config_path` as it is now, through the staged apply of every live
+        change (:mod:`gateway.runtime.config_apply`).
 
-        Returns the outcome (``applied``, ``unchanged``, ``refused``, ``invalid``); a
-        refused or invalid config is logged with its reason and the old one keeps running.
+        Returns the outcome (``applied``, ``unchanged``, ``refused``, ``invalid``,
+        ``connect_failed``, ``rolled_back``); a refused or invalid config is logged with its
+        reason and the old one keeps running.
         """
-        from gateway.config.loader import check_secrets, config_digest, load_config
-        from gateway.errors import ConfigError
+        from gateway.config.loader import config_digest
 
         assert self.config_path is not None
         digest = config_digest(self.config_path)
@@ -184,41 +198,96 @@ class Gateway:
             log.info("config reload: the file is as last read")
             self.reloads.outcomes["unchanged"] += 1
             return "unchanged"
-        try:
-            new = load_config(self.config_path, self.drivers)
-            check_secrets(new, self.config_path)
-            plan = plan_reload(self.config, new)
-        except ConfigError as exc:
-            return self._reload_failed("invalid", f"new config is invalid, keeping the old: {exc}")
-        except ReloadRefused as exc:
-            return self._reload_failed("refused", f"new config refused, keeping the old: {exc}")
-        self.config = _keep_running_devices(self.config, new)
-        self._applied_digest = digest
-        if not plan.restart:
-            log.info("config reload: no device changed")
-            self.reloads.outcomes["unchanged"] += 1
-            return "unchanged"
-        devices = {d.name: d for d in self.config.devices}
-        for name in plan.restart:
-            log.info("config reload: device %s changed; restarting it", name)
-            await self._restart_device(devices[name])
-        self.reloads.outcomes["applied"] += 1
-        self.reloads.last_error = None
-        return "applied"
-
-    def _reload_failed(self, outcome: str, reason: str) -> str:
-        log.error("config reload: %s", reason)
+        result = await self.live.apply_file()
+        if result.ok:
+            self._applied_digest = digest
+        outcome = "refused" if result.outcome == "conflict" else result.outcome
         self.reloads.outcomes[outcome] += 1
-        self.reloads.last_error = reason
+        self.reloads.last_error = None if result.ok else result.describe()
         return outcome
+
+    # --- live config changes ----------------------------------------------------------------
+    def next_catalog(self, new: GatewayConfig) -> TagCatalog:
+        """The tag catalog of ``new`` after the one running (tags that stay keep their id)."""
+        return TagCatalog([d for d in new.devices if d.enabled] + self._model_devices,
+                          self.catalog)
+
+    async def switch_config(self, new: GatewayConfig, plan: ReloadPlan,
+                            catalog: TagCatalog | None = None) -> bool:
+        """Run ``new`` from now on: the devices ``plan`` stops stop, every stage follows the
+        new tag catalog (``catalog``, from :meth:`next_catalog`; tags that stay keep their
+        ids and state), the devices it starts start; the others keep polling and publishing
+        throughout. Returns whether every birth goes again (the contract asked for it)."""
+        for name in plan.stop:
+            await self._stop_device(name)
+        if self.northbound is not None:
+            self.northbound.flush()  # what stopped devices left, under the catalog it was read
+        if catalog is None:
+            catalog = self.next_catalog(new)
+        change = catalog.changed_since(self.catalog)
+        self.pipeline.revise(catalog, change)
+        rebirth = plan.reordered
+        if self.northbound is not None:
+            self.northbound.revise(catalog)
+            rebirth = self.northbound.contract.revise(new, catalog) or rebirth
+        if self.influxdb is not None:
+            self.influxdb.revise(catalog, new.northbound.publish_restricted)
+        if self.commands is not None:
+            self.commands.revise(catalog, self._firmware(new, self.audit))
+        if self.models is not None:
+            self.models.engine.revise(catalog, change)
+        self.catalog, self.config = catalog, new
+        for name in plan.removed:
+            self.runners.pop(name, None)
+        devices = {d.name: d for d in new.devices}
+        for name in plan.restart:
+            log.info("config change: device %s %s", name,
+                     "added" if name in plan.added else "changed; restarting it")
+            self._start_device(devices[name], self.runners.get(name))
+        if rebirth and self.northbound is not None:
+            self.northbound.rebirth()
+        if self.models is not None and change.added:
+            self._retry_models = asyncio.create_task(self.models.retry_refused(),
+                                                     name="models-retry")
+        return rebirth
+
+    async def connect_test(self, device: DeviceConfig, catalog: TagCatalog,
+                           timeout: float) -> str | None:
+        """Connect once to ``device`` (not running yet with this config; its tags in
+        ``catalog``) and close; None when it connected, else why not."""
+        claim = self.drivers.port_use(device)
+        if claim is not None and self.serial_ports.users(claim[0]):
+            return None  # its port is in use here: the watch after the change tells
+        try:
+            driver = self.drivers.create_driver(device, catalog, self.serial_ports,
+                                                self.listen_ports)
+        except (DriverError, ValueError) as exc:
+            return str(exc)
+        try:
+            async with asyncio.timeout(timeout):
+                await driver.connect()
+        except TimeoutError:
+            return f"no connection within {timeout:g}s"
+        except DriverError as exc:
+            return str(exc)
+        except Exception as exc:  # a driver bug must not stop the change's report
+            log.exception("device %s: connect test failed", device.name)
+            return f"internal error: {exc!r}"
+        finally:
+            with contextlib.suppress(Exception):
+                await driver.close()
+        return None
+
+    def _firmware(self, config: GatewayConfig, audit: AuditLog) -> FirmwareCommands | None:
+        return firmware_commands(self.drivers, config.devices, self.config_dir,
+                                 config.gateway.id, self._connected_driver, audit)
 
     def _start_device(self, device: DeviceConfig, previous: DeviceRunner | None = None,
                       start_after: float = 0.0) -> None:
         """Build the device's runner and start its task; counters carry over from ``previous``."""
         runner = DeviceRunner(
             device.name,
-            functools.partial(self.drivers.create_driver, device, self.catalog,
-                              self.serial_ports, self.listen_ports),
+            functools.partial(self._create_driver, device),
             self._on_batch,
             self._on_device_state,
             reconnect=Backoff(initial=device.reconnect_min, maximum=device.reconnect_max),
@@ -235,14 +304,20 @@ class Gateway:
         self._device_tasks[device.name] = asyncio.create_task(
             runner.run(), name=f"device:{device.name}")
 
-    async def _restart_device(self, device: DeviceConfig) -> None:
-        task = self._device_tasks.pop(device.name)
+    def _create_driver(self, device: DeviceConfig) -> Driver:
+        """The driver of ``device`` with its tags' ids in the catalog of the moment."""
+        return self.drivers.create_driver(device, self.catalog, self.serial_ports,
+                                          self.listen_ports)
+
+    async def _stop_device(self, name: str) -> None:
+        task = self._device_tasks.pop(name, None)
+        if task is None:
+            return
         task.cancel()
         _, stuck = await asyncio.wait([task], timeout=self.DEVICE_STOP_TIMEOUT)
         if stuck:
             log.error("device task %s did not stop within %.0fs; leaving it behind",
                       task.get_name(), self.DEVICE_STOP_TIMEOUT)
-        self._start_device(device, self.runners[device.name])
 
     async def reload_models(self) -> None:
         """Reload the models folder now (SIGHUP; also for a reload command)."""
@@ -290,9 +365,7 @@ class Gateway:
         executor = CommandExecutor(cfg, self.catalog, self.config.gateway.id,
                                    self._connected_driver, audit, self._answer_command,
                                    parse=contract.parse_command)  # fmt: skip
-        executor.firmware = firmware_commands(self.drivers, self.config.devices,
-                                              self.config_dir, self.config.gateway.id,
-                                              self._connected_driver, audit)
+        executor.firmware = self._firmware(self.config, audit)
         return executor
 
     def _connected_driver(self, device: str) -> Driver | None:
@@ -327,6 +400,7 @@ class Gateway:
             return await self._run(stop)
         finally:
             self.listen_ports.close()  # the devices are stopped: no port lingers
+            self.live.stop()
             root.removeHandler(self.recent_errors)
             await self.pauses.stop()
 
@@ -335,7 +409,9 @@ class Gateway:
 
         # first: a missing token or a locked spool fails before anything else is opened
         self.influxdb = build_sink(self.config, self.catalog, self.config_dir)
+        self.live.start(self._startup_text())  # the config store (raises if another holds it)
         contract = self._build_contract()
+        contract.config_version = lambda: self.live.version
         self.commands = self._build_commands(contract)
         self.northbound = self._build_northbound(contract)
         http = HttpApi(self) if self.config.http.enabled else None
@@ -426,6 +502,16 @@ class Gateway:
         self.audit.close()
         log.info("gateway stopped (drained=%s, death published=%s)", drained, death)
         return ShutdownReport(drained, death)
+
+    def _startup_text(self) -> str:
+        """The text the gateway starts with: as given, else the config file's, else (a
+        gateway built from a config object alone) the config as JSON."""
+        if self._config_text is not None:
+            return self._config_text
+        if self.config_path is not None:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                return self.config_path.read_text(encoding="utf-8")
+        return self.config.model_dump_json(indent=1, exclude_defaults=True) + "\n"
 
     @property
     def uptime_s(self) -> float:

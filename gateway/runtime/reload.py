@@ -1,27 +1,27 @@
-"""Config reload on SIGHUP: what a new config file changes, and whether it can be applied live.
+"""What a new config changes in a running gateway, and whether it can be applied live.
 
-Applied without a restart: changes to the connection settings of enabled devices
-(host, port, timeouts, poll intervals, security...) with their tags unchanged;
-those devices restart, all others keep running untouched.
+Applied live (``gateway/runtime/live.py``): every change under ``devices`` (devices
+added, removed, enabled, disabled, reordered, their connection settings and their tags
+added, removed or redefined) and ``management``. Only the devices whose block changed
+restart; the others keep polling and publishing untouched. The tag catalog keeps the id
+of every tag that stays (``gateway/tags.py``), so samples in flight stay valid.
 
-Refused ("restart required"), the old config keeps running:
-- any change to the tag catalog: tags added, removed or redefined, devices added,
-  removed, enabled or disabled (the catalog, the pipeline's per-tag state and the
-  birth are built once at start-up);
-- any change outside ``devices`` (identity, northbound, http, commands, models, logging).
+Refused ("restart required"), the old config keeps running: a change to ``gateway``
+(identity, state folder), ``northbound``, ``http``, ``commands``, ``models`` or
+``logging``: what those build (the broker session, the spool, the local API, the
+model service) lives as long as the process.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.config.models import GatewayConfig
 from gateway.errors import ReloadRefused
 
 #: sections whose change needs a restart, in the order they are reported
-_SECTIONS = ("gateway", "northbound", "http", "commands", "models", "logging")
+RESTART_SECTIONS = ("gateway", "northbound", "http", "commands", "models", "logging")
 
 
 @dataclass(slots=True)
@@ -34,31 +34,64 @@ class ReloadCounters:
 
 @dataclass(frozen=True, slots=True)
 class ReloadPlan:
-    """Devices to restart with their new config (by name); everything else stays."""
+    """Device names (enabled devices only) by what the new config does to them."""
 
-    restart: tuple[str, ...]
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    #: in both, with another block: restarted with the new one
+    changed: tuple[str, ...] = ()
+    #: of :attr:`changed`, those whose settings besides their tags changed (connection,
+    #: poll interval...): what a connect test is worth trying on
+    reconnected: tuple[str, ...] = ()
+    #: the device order changed (the births list them in the new order; nothing restarts)
+    reordered: bool = False
+    #: ``management`` changed (applied live: it is read when used)
+    management: bool = False
 
+    @property
+    def restart(self) -> tuple[str, ...]:
+        """Devices whose runner is (re)started by the change: added and changed."""
+        return self.added + self.changed
 
-def _tags_of(config: GatewayConfig) -> dict[str, list[dict[str, Any]]]:
-    return {
-        d.name: [t.model_dump(mode="json") for t in d.tags] for d in config.devices if d.enabled
-    }
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Devices whose runner is stopped first: removed and changed."""
+        return self.removed + self.changed
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed or self.reordered
+                    or self.management)
+
+    def summary(self) -> str:
+        """In words, for the log and the audit: ``devices added: c; changed: a``."""
+        parts = [f"{what}: {', '.join(names)}" for what, names in (
+            ("devices added", self.added), ("removed", self.removed),
+            ("changed", self.changed)) if names]  # fmt: skip
+        if self.reordered:
+            parts.append("devices reordered")
+        if self.management:
+            parts.append("management changed")
+        return "; ".join(parts) or "no change"
 
 
 def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
     """Compare two validated configs; raise :class:`ReloadRefused` when a restart is needed."""
-    changed = [s for s in _SECTIONS if getattr(old, s) != getattr(new, s)]
+    changed = [s for s in RESTART_SECTIONS if getattr(old, s) != getattr(new, s)]
     if changed:
         raise ReloadRefused(f"{', '.join(changed)} changed: restart required")
-    old_tags, new_tags = _tags_of(old), _tags_of(new)
-    if list(old_tags.items()) != list(new_tags.items()):  # order matters: it gives tag ids
-        added = sorted(set(new_tags) - set(old_tags))
-        removed = sorted(set(old_tags) - set(new_tags))
-        redefined = sorted(n for n in set(old_tags) & set(new_tags) if old_tags[n] != new_tags[n])
-        parts = [f"{what} {', '.join(names)}" for what, names in (
-            ("devices added:", added), ("devices removed:", removed),
-            ("tags changed on", redefined)) if names] or ["devices reordered"]
-        raise ReloadRefused(f"tag set changed ({'; '.join(parts)}): restart required")
-    old_devices = {d.name: d for d in old.devices if d.enabled}
-    restart = tuple(d.name for d in new.devices if d.enabled and d != old_devices[d.name])
-    return ReloadPlan(restart)
+    before = {d.name: d for d in old.devices if d.enabled}
+    after = {d.name: d for d in new.devices if d.enabled}
+    both = [name for name in after if name in before]
+    redefined = tuple(name for name in both if after[name] != before[name])
+    reconnected = tuple(
+        name for name in redefined
+        if after[name].model_copy(update={"tags": []}) != before[name].model_copy(
+            update={"tags": []}))  # fmt: skip
+    return ReloadPlan(
+        added=tuple(name for name in after if name not in before),
+        removed=tuple(name for name in before if name not in after),
+        changed=redefined,
+        reconnected=reconnected,
+        reordered=[n for n in before if n in after] != both,
+        management=old.management != new.management,
+    )

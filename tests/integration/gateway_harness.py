@@ -30,7 +30,20 @@ def gateway_config(
     drivers: DriverRegistry = REGISTRY,
     **northbound: Any,
 ) -> GatewayConfig:
-    body = {
+    body = gateway_body(tmp, broker_port, devices, http, commands, **northbound)
+    return load_config_text(json.dumps(body), "test-config.yaml", tmp, drivers)
+
+
+def gateway_body(
+    tmp: Path,
+    broker_port: int,
+    devices: list[dict[str, Any]],
+    http: dict[str, Any] | None = None,
+    commands: dict[str, Any] | None = None,
+    **northbound: Any,
+) -> dict[str, Any]:
+    """The config of :func:`gateway_config` as data (a test edits it for a live change)."""
+    body: dict[str, Any] = {
         "gateway": {
             "id": "gw-test",
             "site": "plant",
@@ -53,7 +66,7 @@ def gateway_config(
     }
     if commands is not None:
         body["commands"] = commands
-    return load_config_text(json.dumps(body), "test-config.yaml", tmp, drivers)
+    return body
 
 
 def meter_device(name: str, port: int, **kw: Any) -> dict[str, Any]:
@@ -81,10 +94,13 @@ class RunningGateway:
 
 
 @asynccontextmanager
-async def running(config: GatewayConfig,
-                  drivers: DriverRegistry = REGISTRY) -> AsyncIterator[RunningGateway]:
+async def running(config: GatewayConfig, drivers: DriverRegistry = REGISTRY,
+                  config_path: Path | None = None) -> AsyncIterator[RunningGateway]:
+    """Run ``config`` until the block ends; with ``config_path`` (the file ``config`` was
+    read from) live changes keep that file and the config store in step."""
     stop = asyncio.Event()
-    gateway = Gateway(config, drivers=drivers)
+    gateway = Gateway(config, config_path.parent if config_path else None, config_path,
+                      drivers=drivers)
     task = asyncio.create_task(gateway.run(stop))
     handle = RunningGateway(gateway, task, stop)
     started = asyncio.create_task(gateway.started.wait())

@@ -1,5 +1,7 @@
-"""SIGHUP re-reads the config of a running ``chenxing-gateway run``: changed devices restart,
-unchanged ones keep polling on their first connection, bad or unsafe edits are refused."""
+"""SIGHUP applies the config file of a running ``chenxing-gateway run`` like any live change:
+changed devices restart, unchanged ones keep polling on their first connection, a new tag is
+applied live, bad or unsafe edits are refused; ``config history`` lists the versions and
+``config rollback`` brings one back through the running gateway."""
 
 from __future__ import annotations
 
@@ -84,6 +86,14 @@ async def _metrics_when(fetch, check, timeout: float = 20) -> dict[str, float]: 
     return await until(matching, timeout=timeout, interval=0.1)
 
 
+async def _cli(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (args, out, err)
+    return out.decode()
+
+
 def _c(name: str, **labels: str) -> str:
     inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
     return f"{name}{{{inner}}}"
@@ -124,7 +134,7 @@ async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
             m = await _metrics_when(fetch, lambda m: m.get(reloads("applied")) == 1
                              and m.get(moved) == 2)
             polls_then = m[steady_polls]
-            await gw.wait_line(r"config reload: device moved changed; restarting it")
+            await gw.wait_line(r"config change: device moved changed; restarting it")
             m = await _metrics_when(fetch, lambda m: m[steady_polls] >= polls_then + 3)
             assert m[steady] == 1 and m[moved] == 2
             async with session.get(url + "/healthz") as response:
@@ -135,25 +145,46 @@ async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
             config.write_text(json.dumps(body).replace('"float32"', '"float99"', 1))
             proc.send_signal(signal.SIGHUP)
             await _metrics_when(fetch, lambda m: m.get(reloads("invalid")) == 1)
-            await gw.wait_line(r"config reload: new config is invalid, keeping the old: .*error")
+            await gw.wait_line(r"config change from file \(file\): refused \(invalid\), "
+                               r"version 2 keeps running: 1 configuration error")
+            await gw.wait_line(r"gateway\.yaml:1: devices\[0\]\.tags\[0\]\.type: Input")
 
-            # 3. a new tag changes the catalog: refused, restart required
+            # 3. a new tag is applied live: only its device restarts
             changed = json.loads(json.dumps(body))
-            changed["devices"][0]["tags"].append(
+            changed["devices"][1]["tags"].append(
                 {"name": "extra", "table": "input", "address": 0, "type": "uint16"})
             config.write_text(json.dumps(changed))
             proc.send_signal(signal.SIGHUP)
-            await _metrics_when(fetch, lambda m: m.get(reloads("refused")) == 1)
-            await gw.wait_line(r"tag set changed \(tags changed on steady\): restart required")
+            m = await _metrics_when(fetch, lambda m: m.get(reloads("applied")) == 2
+                                    and m.get(moved) == 3)
+            assert m[steady] == 1
+            await gw.wait_line(r"applied as version 3 \[changed: moved\]")
 
-            # 4. northbound changes need a restart too
-            changed = json.loads(json.dumps(body))
-            changed["northbound"]["publish_interval"] = "100ms"
-            config.write_text(json.dumps(changed))
+            # 4. northbound changes need a restart
+            broken = json.loads(json.dumps(changed))
+            broken["northbound"]["publish_interval"] = "100ms"
+            config.write_text(json.dumps(broken))
             proc.send_signal(signal.SIGHUP)
-            m = await _metrics_when(fetch, lambda m: m.get(reloads("refused")) == 2)
+            m = await _metrics_when(fetch, lambda m: m.get(reloads("refused")) == 1)
             await gw.wait_line(r"northbound changed: restart required")
-            assert m[steady] == 1 and m[moved] == 2 and proc.returncode is None
+            assert m[steady] == 1 and m[moved] == 3 and proc.returncode is None
+
+            # 5. the versions: 1 at start, 2 and 3 by SIGHUP; rollback to 2 through the gateway
+            cli = [sys.executable, "-m", "gateway.cli.main", "config"]
+            out = await _cli(*cli, "history", "-c", str(config))
+            assert [line.split()[0] for line in out.splitlines()] == ["v1", "v2", "v3"]
+            assert "file [file]" in out and "changed: moved" in out
+            out = await _cli(*cli, "rollback", "-c", str(config), "2", "--author", "ops")
+            assert json.loads(out)["outcome"] == "applied" and json.loads(out)["version"] == 4
+            m = await _metrics_when(fetch, lambda m: m.get(moved) == 4)
+            assert m[steady] == 1
+            out = await _cli(*cli, "history", "-c", str(config), "-n", "1", "--json")
+            last = json.loads(out)
+            assert (last["version"], last["author"], last["source"]) == (4, "ops", "cli")
+            assert await _cli(*cli, "show", "-c", str(config), "4") == \
+                await _cli(*cli, "show", "-c", str(config), "2") == config.read_text()
+            diff = await _cli(*cli, "diff", "-c", str(config), "3", "4")
+            assert diff.startswith("--- v3\n+++ v4\n") and "extra" in diff
 
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0, "".join(gw.lines)

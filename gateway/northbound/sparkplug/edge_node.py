@@ -156,16 +156,19 @@ class SparkplugEdgeNode:
     def config_version(self, value: Callable[[], int | None] | None) -> None:
         self.payloads.config_version = value
 
-    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> None:
+    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> bool:
         """A live config change: payloads and aliases follow the new catalog; devices gone
-        are forgotten (their DDEATH went out when their runner stopped)."""
-        self.payloads.revise(config, catalog)
+        are forgotten (their DDEATH went out when their runner stopped). The NBIRTH goes
+        again when new tag ids moved the node metrics' aliases; a device whose tags changed
+        restarts, and its DDEATH and DBIRTH describe it."""
+        rebirth = self.payloads.revise(config, catalog)
         self.catalog = catalog
         gone = self._dead_devices - set(catalog.devices())
         self._dead_devices -= gone
         self._dead_tags = np.zeros(len(catalog), dtype=bool)
         for device in self._dead_devices:
             self._dead_tags[catalog.ids_of_device(device)] = True
+        return rebirth
 
     # --- the connection and the session --------------------------------------------------------
     def attach(self, publisher: PublisherControls) -> None:

@@ -99,9 +99,12 @@ class SparkplugPayloads:
         #: the version of the config running, for the NBIRTH (set by the gateway)
         self.config_version: Callable[[], int | None] | None = None
 
-    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> None:
+    def revise(self, config: GatewayConfig, catalog: TagCatalog) -> bool:
         """Follow the catalog and the devices of a config (at start and after a live
-        change); the aliases of node metrics move past the tags', so a rebirth follows."""
+        change). True when aliases moved (the node metrics' follow the tags', the devices'
+        registration identifiers the node metrics'): then the NBIRTH must go again."""
+        before = [getattr(self, k, None) for k in ("node_aliases", "_registration",
+                                                    "_device_index")]
         self.catalog = catalog
         self._publishable = PublishableTags(catalog, config.northbound.publish_restricted)
         #: per tag id: may it leave the gateway (restricted tags only when configured)
@@ -118,6 +121,7 @@ class SparkplugPayloads:
         #: device -> registration identifier, the DBIRTH metric ``Properties/Registration ID``
         #: (alias after the node metrics', one per device)
         self._registration = registration_ids(config.devices)
+        return before != [self.node_aliases, self._registration, self._device_index]
 
     # --- topics -----------------------------------------------------------------------------
     def node_topic(self, message_type: str) -> str:
