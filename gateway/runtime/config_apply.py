@@ -152,6 +152,11 @@ class ConfigApplier:
         self._lock = asyncio.Lock()
 
     @property
+    def lock(self) -> asyncio.Lock:
+        """Held while a change is in progress (shutdown waits for it)."""
+        return self._lock
+
+    @property
     def text(self) -> str:
         """The text of the version running."""
         return self._text
@@ -297,6 +302,10 @@ class ConfigApplier:
         births = await self.gateway.switch_config(new, plan, catalog)
         # 5. watch
         devices, failure = await self._watch(watch, births, new.management.watch)
+        if failure is None and self.gateway.stopping.is_set():
+            return ApplyResult("applied", record.version, running, summary,
+                               "the gateway stopped before the watch ended", devices=devices,
+                               seconds=time.monotonic() - started)
         if failure is None:
             await asyncio.to_thread(self.store.mark, record.version, "applied")
             return ApplyResult("applied", record.version, running, summary, devices=devices,
@@ -380,6 +389,8 @@ class ConfigApplier:
             return runner is not None and runner.delivering
 
         while True:
+            if gw.stopping.is_set():  # shutting down: what runs now is what stops
+                return self._states(names), None
             waiting = [n for n in names if not delivering(n)]
             if in_session and link.disconnects != disconnects:
                 why = link.last_error or "disconnected"

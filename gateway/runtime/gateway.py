@@ -97,6 +97,8 @@ class Gateway:
         #: SHA-256 of the config file as last read by a reload (a SIGHUP with the file as
         #: it was then is answered without reading it again)
         self._applied_digest = config_digest
+        #: set when shutdown begins: a live change being watched stops watching
+        self.stopping = asyncio.Event()
         self.started_monotonic = time.monotonic()
         #: the synthetic device of the model outputs, declared at start-up
         self._model_devices = _model_devices(config)
@@ -218,8 +220,10 @@ class Gateway:
         new tag catalog (``catalog``, from :meth:`next_catalog`; tags that stay keep their
         ids and state), the devices it starts start; the others keep polling and publishing
         throughout. Returns whether every birth goes again (the contract asked for it)."""
-        for name in plan.stop:
-            await self._stop_device(name)
+        if not (plan.added or plan.removed or plan.changed or plan.reordered):
+            self.config = new  # management only: read when used
+            return False
+        await asyncio.gather(*(self._stop_device(name) for name in plan.stop))
         if self.northbound is not None:
             self.northbound.flush()  # what stopped devices left, under the catalog it was read
         if catalog is None:
@@ -450,6 +454,7 @@ class Gateway:
         if nb_task.done() and not stop.is_set():
             nb_task.result()  # the northbound died: re-raise its error
         log.info("stopping: polling ends, flushing telemetry")
+        self.stopping.set()
         if cmd_task is not None and self.commands is not None:  # no new writes once stopping
             if not await self.commands.shutdown(timeout=self.DEVICE_STOP_TIMEOUT):
                 log.warning("shutdown: commands still running; cancelled (see the audit log)")
@@ -457,7 +462,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await cmd_task
         _on_sighup(None)
-        async with self._reload_lock:  # a reload in progress finishes first
+        async with self._reload_lock, self.live.lock:  # a change in progress finishes first
             tasks = list(self._device_tasks.values())
         if models_task is not None and self.models is not None:
             models_task.cancel()

@@ -220,3 +220,85 @@ async def test_a_bad_config_is_refused_with_file_line_and_key_and_nothing_change
         assert result.outcome == "refused" and "not applied" in (result.reason or "")
         assert await gw.reload_config() == "applied" and gw.live.version == 2
         assert gw.live.store.get(2).summary == "no device changed (text only)"
+
+
+class _SmallPacketBroker(MqttBroker):
+    """Mosquitto that disconnects a client sending a packet over ``max_packet_size``."""
+
+    def __init__(self, max_packet_size: int) -> None:
+        super().__init__(kind="mosquitto")
+        self.max_packet_size = max_packet_size
+
+    def _mosquitto_config(self) -> str:
+        return super()._mosquitto_config() + f"max_packet_size {self.max_packet_size}\n"
+
+
+async def test_a_change_that_loses_the_broker_session_is_rolled_back(
+    tmp_path: Path, waveform_meter
+) -> None:
+    broker = _SmallPacketBroker(8000)
+    broker.start()
+    try:
+        port = waveform_meter.port
+        body = gateway_body(tmp_path, broker.port, [meter_device("steady", port)])
+        path = tmp_path / "gateway.yaml"
+        _write(path, body)
+        with TelemetryRecorder(broker.host, broker.port) as rec:
+            async with running(load_config(path), config_path=path) as run:
+                gw = run.gateway
+                await rec.until(lambda s: len(s.births) >= 1, timeout=15)
+                wordy = _copy(body)
+                tags = [{**t, "description": "x" * 1500} for t in METER_TAGS]
+                wordy["devices"].append(meter_device("wordy", port, tags=tags))
+                result = await gw.live.apply(_text(wordy), "tester", 1)
+                assert result.outcome == "rolled_back", result.describe()
+                assert "the broker session was lost after the change" in (result.reason or "")
+                assert set(gw.runners) == {"steady"} and gw.live.version == 3
+                # the session comes back with the old (small) birth, data flows again
+                await until(lambda: gw.northbound is not None and gw.northbound.in_session(),
+                            timeout=15)
+                await rec.until(lambda s: s.births[-1]["config_version"] == 3, timeout=15)
+                count = len(rec.samples_of("steady.voltage"))
+                await rec.until(lambda s: len([x for x in s.samples
+                                               if x.tag == "steady.voltage"]) > count + 2)
+    finally:
+        broker.close()
+
+
+async def test_sparkplug_a_tag_added_rebirths_while_the_other_device_publishes_every_poll(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter
+) -> None:
+    from tests.integration.sparkplug_host import SparkplugHost, seqs_contiguous
+
+    port = waveform_meter.port
+    body = gateway_body(tmp_path, mosquitto.port, [meter_device("a", port),
+                                                    meter_device("b", port)], format="sparkplug")
+    path = tmp_path / "gateway.yaml"
+    _write(path, body)
+    with SparkplugHost(mosquitto.port) as host:
+        async with running(load_config(path), config_path=path) as run:
+            gw = run.gateway
+            await host.until(lambda ms: len([m for m in ms if m.type == "DDATA"]) >= 5)
+            body["devices"][1]["tags"] = [*METER_TAGS, *meter_tag_configs("frequency")]
+            result = await gw.live.apply(_text(body), "tester", 1)
+            assert result.outcome == "applied", result.describe()
+            await host.until(lambda ms: any(s["tag"] == "b.frequency"
+                                            for s in host.samples(ms)))
+            polls = gw.runners["a"].stats.polls
+            await until(lambda: gw.runners["a"].stats.polls >= polls + 3)
+            await run.stop()
+    messages = host.snapshot()
+    nbirths = [m for m in messages if m.type == "NBIRTH"]
+    assert len(nbirths) == 2  # the start, and the rebirth after the change
+    assert nbirths[0].metric("Node Info/Config Version")["value"] == 1
+    assert nbirths[1].metric("Node Info/Config Version")["value"] == 2
+    b_births = [m for m in messages if m.type == "DBIRTH" and m.topic.device_id == "b"]
+    assert "frequency" in {x["name"] for x in b_births[-1].body["metrics"]}
+    assert "frequency" not in {x["name"] for x in b_births[0].body["metrics"]}
+    assert seqs_contiguous([m for m in messages if m.type != "STATE"])
+    runner = gw.runners["a"]
+    assert runner.stats.connects == 1
+    a_volts = [s for s in host.samples(messages) if s["tag"] == "a.voltage"]
+    stamps = [s["timestamp"] for s in a_volts]
+    assert len(stamps) == runner.stats.polls, "a poll of the unchanged device was not published"
+    assert max(b - a for a, b in itertools.pairwise(stamps)) < POLL_MS * (2 + runner.stats.overruns)
