@@ -186,6 +186,7 @@ class DeviceRunner:
                 else:
                     async with self._connect_slots:
                         await driver.connect()
+                _honour_cancel()
             except DriverError as exc:
                 self.stats.connect_failures += 1
                 delay = self._reconnect.next_delay()
@@ -267,6 +268,7 @@ class DeviceRunner:
         while True:
             started = loop.time()
             batch = await driver.read(group)
+            _honour_cancel()
             took.observe(loop.time() - started)
             self.stats.polls += 1
             self._emit(batch)
@@ -277,3 +279,14 @@ class DeviceRunner:
                 self.stats.overruns += missed
                 next_tick += missed * interval
             await asyncio.sleep(next_tick - now)
+
+
+def _honour_cancel() -> None:
+    """Raise the cancellation a driver's library swallowed: on Python 3.11
+    ``asyncio.wait_for`` returns its awaitable's result when it finishes at the moment the
+    task is cancelled (pymodbus connects through it), and a task whose cancel was swallowed
+    is not cancelled again: it would poll on for ever after its device was stopped or
+    changed (a live config change, shutdown)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -7,6 +7,7 @@ behaviour against a real Modbus server is in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -217,3 +218,28 @@ def test_prepare_builds_the_driver_before_the_task_runs() -> None:
     failing = DeviceRunner("bad", broken, lambda _b: None)
     failing.prepare()
     assert failing.driver is None
+
+
+class SwallowingDriver(ScriptedDriver):
+    """Its connect swallows a cancellation, as Python 3.11's ``asyncio.wait_for`` does when
+    the awaited connect finishes at the moment of the cancel (pymodbus connects so)."""
+
+    def __init__(self) -> None:
+        super().__init__(0, [])
+        self.connecting = asyncio.Event()
+
+    async def connect(self) -> None:
+        self.connecting.set()
+        with contextlib.suppress(asyncio.CancelledError):  # returns as if it connected
+            await asyncio.sleep(10)
+
+
+async def test_a_cancel_swallowed_by_a_driver_still_stops_the_runner() -> None:
+    driver = SwallowingDriver()
+    runner = DeviceRunner("dev", lambda: driver, lambda _b: None, reconnect=fast())
+    task = asyncio.create_task(runner.run())
+    await driver.connecting.wait()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done, "the runner went on polling after its cancel"
+    assert runner.stats.state is DeviceState.STOPPED and runner.stats.polls == 0
