@@ -7,6 +7,7 @@ arrays indexed by them; the birth message publishes the catalog.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -95,6 +96,9 @@ class WideScaling:
         return cls(int(config.scale), int(config.offset), low, high)
 
 
+_NOT_INTEGER = frozenset({DataType.BOOL, DataType.FLOAT32, DataType.FLOAT64, DataType.STRING})
+
+
 class TagCatalog:
     """All tags of a gateway, with per-tag parameters as arrays for vector code.
 
@@ -116,7 +120,15 @@ class TagCatalog:
         self.tags: list[TagInfo] = []
         self._by_path: dict[str, int] = {}
         self._by_device: dict[str, list[int]] = {}
+        #: device name -> its config, to know an unchanged device the next time
+        self._devices: dict[str, DeviceConfig] = {}
+        before = previous._devices if previous is not None else {}
+        dirty: list[int] = []  # ids whose definition is new: their array entries are set
         for device in devices:
+            self._devices[device.name] = device
+            if previous is not None and before.get(device.name) is device:
+                self._keep_device(device.name, previous)  # the same object: same tags
+                continue
             ids = self._by_device.setdefault(device.name, [])
             for tag in device.tags:
                 path = f"{device.name}{SEPARATOR}{tag.name}"
@@ -126,7 +138,10 @@ class TagCatalog:
                 info = TagInfo(tag_id, device.name, tag.name, tag)
                 if tag_id == len(self.slots):
                     self.slots.append(info)
+                    dirty.append(tag_id)
                 else:
+                    if self.slots[tag_id].config is not tag:
+                        dirty.append(tag_id)
                     self.slots[tag_id] = info
                 self.tags.append(info)
                 self._by_path[path] = tag_id
@@ -139,39 +154,71 @@ class TagCatalog:
         self.device_index: dict[str, int] = {name: i for i, name in enumerate(self._by_device)}
         for t in self.slots:
             self.device_index.setdefault(t.device, len(self.device_index))
-        self.device_of: npt.NDArray[np.int32] = np.array(
-            [self.device_index[t.device] for t in self.slots], dtype=np.int32)
-        cfgs = [t.config for t in self.slots]
-        self.scale: npt.NDArray[np.float64] = np.array([c.scale for c in cfgs], np.float64)
-        self.offset: npt.NDArray[np.float64] = np.array([c.offset for c in cfgs], np.float64)
+        self._arrays(previous, dirty)
+
+    def _keep_device(self, name: str, previous: TagCatalog) -> None:
+        """A device whose config did not change: its tags as they were."""
+        ids = previous._by_device.get(name, [])
+        self._by_device[name] = list(ids)
+        for tag_id in ids:
+            info = previous.slots[tag_id]
+            self.tags.append(info)
+            self._by_path[info.path] = tag_id
+
+    def _arrays(self, previous: TagCatalog | None, dirty: list[int]) -> None:
+        """The per-id arrays: those of ``previous`` (grown to the new ids), with the entries
+        of ``dirty`` ids set from their definitions (all of them at start-up)."""
+        n = len(self.slots)
+        grow = n - (len(previous) if previous is not None else 0)
+
+        def start(name: str, fill: object, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+            if previous is None:
+                return np.full(n, fill, dtype=dtype)
+            old: npt.NDArray[Any] = getattr(previous, name)
+            return np.concatenate([old, np.full(grow, fill, dtype=dtype)]) if grow else old.copy()
+
+        old_names = list(previous.device_index) if previous is not None else []
+        remap = np.array([self.device_index.get(d, -1) for d in old_names], dtype=np.int32)
+        #: per id: the index of its device in :attr:`device_index`
+        self.device_of: npt.NDArray[np.int32] = np.concatenate(
+            [remap[previous.device_of] if previous is not None and len(previous.device_of)
+             else np.empty(0, np.int32), np.zeros(grow, np.int32)]).astype(np.int32)
+        self.scale: npt.NDArray[np.float64] = start("scale", 1.0, np.float64)
+        self.offset: npt.NDArray[np.float64] = start("offset", 0.0, np.float64)
         #: -inf means "publish every sample"
-        self.deadband: npt.NDArray[np.float64] = np.array(
-            [-np.inf if c.deadband is None else c.deadband for c in cfgs], np.float64
-        )
+        self.deadband: npt.NDArray[np.float64] = start("deadband", -np.inf, np.float64)
         #: 0 means "no heartbeat"
-        self.heartbeat_ns: npt.NDArray[np.int64] = np.array(
-            [0 if c.heartbeat is None else int(c.heartbeat * 1e9) for c in cfgs], np.int64
-        )
-        self.is_bool: npt.NDArray[np.bool_] = np.array(
-            [c.type is DataType.BOOL for c in cfgs], dtype=bool
-        )
-        self.is_string: npt.NDArray[np.bool_] = np.array(
-            [c.type is DataType.STRING for c in cfgs], dtype=bool
-        )
-        published = [c.published_type for c in cfgs]  # a property: computed once per tag
-        self.is_integer: npt.NDArray[np.bool_] = np.array(
-            [p not in _NOT_INTEGER for p in published], dtype=bool)
+        self.heartbeat_ns: npt.NDArray[np.int64] = start("heartbeat_ns", 0, np.int64)
+        self.is_bool: npt.NDArray[np.bool_] = start("is_bool", False, np.bool_)
+        self.is_string: npt.NDArray[np.bool_] = start("is_string", False, np.bool_)
+        self.is_integer: npt.NDArray[np.bool_] = start("is_integer", False, np.bool_)
         #: int64/uint64 tags (as published): their values travel as Python ints, exactly
-        self.is_wide: npt.NDArray[np.bool_] = np.array(
-            [p in _WIDE for p in published], dtype=bool)
+        self.is_wide: npt.NDArray[np.bool_] = start("is_wide", False, np.bool_)
         #: per wide tag id: whole-number scale, offset and the published type's limits
-        self.wide: dict[int, WideScaling] = {
-            int(i): WideScaling.of(cfgs[i]) for i in np.flatnonzero(self.is_wide)}
-        #: each id's path, the very strings keying the path lookup (one copy of each)
-        paths: list[str] = [""] * n
-        for path, tag_id in self._ids.items():
-            paths[tag_id] = path
-        self.paths = np.array(paths, dtype=object) if n else np.empty(0, object)
+        self.wide: dict[int, WideScaling] = dict(previous.wide) if previous is not None else {}
+        self.paths: npt.NDArray[np.object_] = start("paths", None, object)
+        if not dirty:
+            return
+        infos = [self.slots[i] for i in dirty]
+        cfgs = [t.config for t in infos]
+        types = [t.type for t in infos]
+        self.device_of[dirty] = [self.device_index[t.device] for t in infos]
+        self.scale[dirty] = [c.scale for c in cfgs]
+        self.offset[dirty] = [c.offset for c in cfgs]
+        self.deadband[dirty] = [-np.inf if c.deadband is None else c.deadband for c in cfgs]
+        self.heartbeat_ns[dirty] = [0 if c.heartbeat is None else int(c.heartbeat * 1e9)
+                                    for c in cfgs]
+        self.is_bool[dirty] = [c.type is DataType.BOOL for c in cfgs]
+        self.is_string[dirty] = [c.type is DataType.STRING for c in cfgs]
+        self.is_integer[dirty] = [t not in _NOT_INTEGER for t in types]
+        wide = [t.is_wide_integer for t in types]
+        self.is_wide[dirty] = wide
+        for info, is_wide in zip(infos, wide, strict=True):
+            if is_wide:
+                self.wide[info.id] = WideScaling.of(info.config)
+            else:
+                self.wide.pop(info.id, None)
+        self.paths[dirty] = [t.path for t in infos]
 
     def changed_since(self, previous: TagCatalog) -> CatalogChange:
         """What a config change did to the tags: ids new in service (added, or back after a

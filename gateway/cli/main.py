@@ -19,7 +19,7 @@ from gateway.cli.config_init_cmd import config_init
 from gateway.cli.config_option import config_option
 from gateway.cli.config_sample_cmd import config_sample
 from gateway.cli.tools import DriverToolsGroup
-from gateway.config.loader import load_config
+from gateway.config.loader import ConfigDocument, load_config
 from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.logsetup import setup_logging
@@ -52,23 +52,24 @@ def main() -> None:
 )
 def run(config_path: str, log_level: str | None) -> None:
     """Run the gateway until SIGTERM or SIGINT."""
-    from gateway.config.loader import check_secrets, config_digest
+    from gateway.config.loader import check_secrets, config_digest, load_config_file
 
     digest = config_digest(config_path)  # before reading: a later edit differs from it
     try:
-        config = load_config(config_path)
-        check_secrets(config, Path(config_path))
+        document = load_config_file(config_path)
+        check_secrets(document.config, Path(config_path))
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.CONFIG_INVALID)
+    config = document.config
     setup_logging(log_level or config.logging.level, config.logging.format,
                   config.logging.libraries)
     path = Path(config_path).resolve()
-    sys.exit(asyncio.run(_run(config, path.parent, path, digest)))
+    sys.exit(asyncio.run(_run(config, path.parent, path, document, digest)))
 
 
-async def _run(config: GatewayConfig, config_dir: Path,
-               config_path: Path | None = None, digest: bytes | None = None) -> int:  # fmt: skip
+async def _run(config: GatewayConfig, config_dir: Path, config_path: Path | None = None,
+               document: ConfigDocument | None = None, digest: bytes | None = None) -> int:
     from gateway.runtime.gateway import Gateway
 
     stop = asyncio.Event()
@@ -78,8 +79,10 @@ async def _run(config: GatewayConfig, config_dir: Path,
     notifier = SystemdNotifier.from_environment()  # Type=notify: READY, WATCHDOG, STOPPING
     supervisor: asyncio.Task[None] | None = None
     try:
-        # SIGHUP re-reads config_path, unless it is as it was (digest)
-        gateway = Gateway(config, config_dir, config_path, config_digest=digest)
+        # SIGHUP applies config_path again (unless it is as it was: digest); live changes
+        # keep it and the store in step
+        gateway = Gateway(config, config_dir, config_path, config_digest=digest,
+                          document=document)
         if notifier is not None:
             supervisor = asyncio.create_task(notifier.supervise(
                 gateway.started, stop, lambda: running_status(gateway)), name="systemd")

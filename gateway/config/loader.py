@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,9 @@ from gateway.config.types import SecretRef
 from gateway.config.yaml_model import (
     line_of,
     parse_yaml,
-    validate_yaml_text,
+    validate_yaml_document,
 )
-from gateway.config.yaml_reader import KeyPath
+from gateway.config.yaml_reader import KeyPath, LineMap
 from gateway.errors import ConfigError, ConfigProblem, PortConflict
 from gateway.serial_ports import SerialPorts
 
@@ -220,16 +221,45 @@ def _resolve_northbound_paths(
     return nb.model_copy(update={"spool": nb.spool.model_copy(update={"path": rel(nb.spool.path)})})
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigDocument:
+    """A validated config with what it was read from: its text, the data and the line of
+    every key (an edit of the text can be read again in part: gateway/config/edit.py)."""
+
+    text: str
+    file: str
+    base_dir: Path
+    data: dict[str, Any]
+    lines: LineMap
+    config: GatewayConfig
+
+
 def load_config_text(
     text: str, file: str = "<config>", base_dir: Path | None = None,
     drivers: DriverRegistry = REGISTRY,
 ) -> GatewayConfig:
     """Validate config text; raise :class:`ConfigError` listing every problem found.
     ``drivers``: the registered drivers whose device configs the file may hold."""
-    checks = functools.partial(_semantic_checks, drivers=drivers)
-    config = validate_yaml_text(gateway_config_model(drivers), text, file, checks)
+    return load_config_document(text, file, base_dir, drivers).config
+
+
+def load_config_document(
+    text: str, file: str = "<config>", base_dir: Path | None = None,
+    drivers: DriverRegistry = REGISTRY,
+) -> ConfigDocument:
+    """:func:`load_config_text`, keeping the text, data and lines with the config."""
+    base = base_dir or Path.cwd()
+    config, located = validate_yaml_document(gateway_config_model(drivers), text, file,
+                                             semantic_checks(drivers))
     _share_fields_sets(config.devices)
-    return _resolve_relative_paths(config, base_dir or Path.cwd())
+    return ConfigDocument(text, file, base, located.data, located.lines,
+                          _resolve_relative_paths(config, base))
+
+
+def semantic_checks(drivers: DriverRegistry = REGISTRY
+                    ) -> Callable[[Any, str, dict[KeyPath, int]], list[ConfigProblem]]:
+    """The checks across items of a config file's data (unique names, ports...)."""
+    return functools.partial(_semantic_checks, drivers=drivers)
 
 
 def _share_fields_sets(devices: list[DeviceConfig]) -> None:
@@ -248,6 +278,12 @@ def _share_fields_sets(devices: list[DeviceConfig]) -> None:
 def load_config(path: str | os.PathLike[str],
                 drivers: DriverRegistry = REGISTRY) -> GatewayConfig:
     """Read and validate a config file. Relative paths in it are relative to its folder."""
+    return load_config_file(path, drivers).config
+
+
+def load_config_file(path: str | os.PathLike[str],
+                     drivers: DriverRegistry = REGISTRY) -> ConfigDocument:
+    """:func:`load_config`, keeping the text, data and lines with the config."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -257,7 +293,7 @@ def load_config(path: str | os.PathLike[str],
         ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(file), 0, (), f"not UTF-8 text: {exc}")]) from exc
-    return load_config_text(text, str(file), file.resolve().parent, drivers)
+    return load_config_document(text, str(file), file.resolve().parent, drivers)
 
 
 def config_digest(path: str | os.PathLike[str]) -> bytes | None:

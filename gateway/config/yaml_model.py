@@ -44,6 +44,17 @@ def validate_yaml_text(
     """Validate YAML text into ``model``; raise :class:`ConfigError` listing every problem,
     each with file, line and key path (the machinery of the gateway config, for other files
     such as model manifests). ``extra_checks(data, file, lines)`` adds cross-field problems."""
+    return validate_yaml_document(model, text, file, extra_checks)[0]
+
+
+def validate_yaml_document(
+    model: type[_M],
+    text: str,
+    file: str,
+    extra_checks: Callable[[Any, str, dict[KeyPath, int]], list[ConfigProblem]] | None = None,
+) -> tuple[_M, ParsedYaml]:
+    """:func:`validate_yaml_text`, also returning the data and line map it read (a later
+    edit of the text can then be read again in part: gateway/config/edit.py)."""
     located = parse_yaml(text, file)
     problems = list(located.problems)
     data, lines = located.data, located.lines
@@ -62,4 +73,5 @@ def validate_yaml_text(
     if problems or result is None:
         problems.sort(key=lambda p: (p.line, p.path_text))
         raise ConfigError(problems)
-    return result
+    return result, located
+

@@ -44,6 +44,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from gateway.config.edit import read_edit
+from gateway.config.loader import ConfigDocument, check_secrets, load_config_document
 from gateway.config.models import GatewayConfig
 from gateway.config.store import ConfigStore, ConfigVersion, text_sha256, write_config_file
 from gateway.errors import ConfigError, ConfigProblem, ConfigStoreError, ReloadRefused
@@ -94,6 +96,9 @@ class ApplyResult:
     rolled_back: int | None = None
     #: from the call to the result
     seconds: float = 0.0
+    #: seconds per stage reached: ``wait`` (for a change in progress), ``validate``,
+    #: ``connect_test``, ``commit``, ``switch``, ``watch``, ``rollback``
+    stages: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +111,7 @@ class ApplyResult:
             for p in self.problems
         ]
         body["seconds"] = round(self.seconds, 3)
+        body["stages"] = {k: round(v, 3) for k, v in self.stages.items()}
         return body
 
     def describe(self) -> str:
@@ -123,6 +129,25 @@ class ApplyResult:
         if self.problems:
             text += "".join(f"\n  {p}" for p in self.problems)
         return text
+
+
+class _Stages:
+    """Seconds from the call, and per stage."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def done(self, stage: str) -> None:
+        now = time.monotonic()
+        self.seconds[stage] = now - self._last
+        self._last = now
+
+    def result(self, outcome: Outcome, version: int | None, previous: int | None,
+               summary: str = "", reason: str | None = None, **kw: Any) -> ApplyResult:
+        return ApplyResult(outcome, version, previous, summary, reason,
+                           seconds=time.monotonic() - self.started,
+                           stages=dict(self.seconds), **kw)
 
 
 @dataclasses.dataclass(slots=True)
@@ -149,6 +174,9 @@ class ConfigApplier:
         #: the version running and its text
         self.version: int | None = None
         self._text = ""
+        #: the running version read (data, lines, config): an edit of one device is then
+        #: read again in part (gateway/config/edit.py)
+        self._document: ConfigDocument | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -167,10 +195,10 @@ class ConfigApplier:
         return str(self.config_path) if self.config_path is not None else "gateway.yaml"
 
     # --- start-up -------------------------------------------------------------------------------
-    def start(self, text: str) -> ConfigVersion:
-        """The gateway starts with ``text``: the newest version when it is the same text,
-        else a new version (the file was edited while the gateway was stopped, or this is
-        the first start)."""
+    def start(self, text: str, document: ConfigDocument | None = None) -> ConfigVersion:
+        """The gateway starts with ``text`` (``document``: as read, when the caller has it):
+        the newest version when it is the same text, else a new version (the file was
+        edited while the gateway was stopped, or this is the first start)."""
         self.store.hold()
         current = self.store.current()
         if current is not None and current.sha256 == text_sha256(text):
@@ -181,6 +209,7 @@ class ConfigApplier:
             record = self.store.commit(text, author, source, summary, status="recorded")
             log.info("config version %d recorded (%s)", record.version, summary)
         self.version, self._text = record.version, text
+        self._document = document if document is not None and document.text == text else None
         return record
 
     def stop(self) -> None:
@@ -200,10 +229,11 @@ class ConfigApplier:
 
     async def _apply_locked(self, text: str, author: str, expected_version: int | None,
                             source: str, from_file: bool) -> ApplyResult:
-        started = time.monotonic()
+        clock = _Stages()
         async with self._lock:
+            clock.done("wait")
             result = await self._apply(text, author, expected_version, source, from_file,
-                                       started)
+                                       clock)
         self._report(result, source, author)
         return result
 
@@ -241,13 +271,12 @@ class ConfigApplier:
 
     # --- the stages -----------------------------------------------------------------------------
     async def _apply(self, text: str, author: str, expected: int | None, source: str,
-                     from_file: bool, started: float) -> ApplyResult:
+                     from_file: bool, clock: _Stages) -> ApplyResult:
         running = self.version
 
         def refuse(outcome: Outcome, reason: str | None = None, summary: str = "",
                    **kw: Any) -> ApplyResult:
-            return ApplyResult(outcome, running, running, summary, reason,
-                               seconds=time.monotonic() - started, **kw)
+            return clock.result(outcome, running, running, summary, reason, **kw)
 
         if not self.gateway.started.is_set() or self.gateway.northbound is None:
             return refuse("refused", "the gateway is not running yet")
@@ -261,13 +290,14 @@ class ConfigApplier:
             return refuse("refused", f"{self.config_path} has edits that were not applied "
                                      "(SIGHUP applies them): apply or undo them first")
         # 2. validate
-        old = self.gateway.config
+        old, old_document = self.gateway.config, self._document
         try:
-            new = await asyncio.to_thread(self._validate, text)
+            document = await asyncio.to_thread(self._validate, text)
         except ConfigError as exc:
             return refuse("invalid", f"{len(exc.problems)} configuration error"
                                      f"{'s' if len(exc.problems) != 1 else ''}",
                           problems=tuple(exc.problems))
+        new = document.config
         try:
             plan = plan_reload(old, new)
             self._check_models(old, new)
@@ -275,6 +305,7 @@ class ConfigApplier:
             return refuse("refused", str(exc))
         summary = plan.summary() if plan else "no device changed (text only)"
         catalog = await asyncio.to_thread(self.gateway.next_catalog, new) if plan else None
+        clock.done("validate")
         # 3. connect test
         if plan and catalog is not None and new.management.connect_test:
             failed = await self._connect_test(new, plan, catalog)
@@ -282,6 +313,7 @@ class ConfigApplier:
                 reasons = "; ".join(f"{n}: {why}" for n, why in failed.items())
                 return refuse("connect_failed", f"cannot connect: {reasons}", summary,
                               devices=failed)
+            clock.done("connect_test")
         # 4. apply
         up_before = {n for n, r in self.gateway.runners.items() if r.delivering}
         try:
@@ -291,34 +323,40 @@ class ConfigApplier:
         except ConfigStoreError as exc:
             return refuse("refused", str(exc), summary)
         old_text = self._text
-        self.version, self._text = record.version, text
+        self.version, self._text, self._document = record.version, text, document
         if not from_file:
             self._write_file(text)
+        clock.done("commit")
         log.info("config version %d from %s (%s): %s", record.version, author, source, summary)
         if not plan:
-            return ApplyResult("applied", record.version, running, summary,
-                               seconds=time.monotonic() - started)
+            return clock.result("applied", record.version, running, summary)
         watch = self._watch_for(plan, up_before)
         births = await self.gateway.switch_config(new, plan, catalog)
+        clock.done("switch")
         # 5. watch
         devices, failure = await self._watch(watch, births, new.management.watch)
+        clock.done("watch")
         if failure is None and self.gateway.stopping.is_set():
-            return ApplyResult("applied", record.version, running, summary,
-                               "the gateway stopped before the watch ended", devices=devices,
-                               seconds=time.monotonic() - started)
+            return clock.result("applied", record.version, running, summary,
+                                "the gateway stopped before the watch ended", devices=devices)
         if failure is None:
             await asyncio.to_thread(self.store.mark, record.version, "applied")
-            return ApplyResult("applied", record.version, running, summary, devices=devices,
-                               seconds=time.monotonic() - started)
-        return await self._roll_back(record, old, old_text, new, failure, devices, started)
+            return clock.result("applied", record.version, running, summary, devices=devices)
+        self._document = old_document
+        return await self._roll_back(record, old, old_text, new, failure, devices, clock)
 
-    def _validate(self, text: str) -> GatewayConfig:
-        """``chenxing-gateway validate --secrets`` on the text (runs in a thread)."""
-        from gateway.config.loader import check_secrets, load_config_text
-
-        config = load_config_text(text, self.file_name, self.base_dir, self.gateway.drivers)
-        check_secrets(config, base_dir=self.base_dir, text=text, file=self.file_name)
-        return config
+    def _validate(self, text: str) -> ConfigDocument:
+        """``chenxing-gateway validate --secrets`` on the text (runs in a thread); an edit of
+        one device of the version running is read in part."""
+        drivers = self.gateway.drivers
+        previous = self._document
+        document = None
+        if previous is not None and previous.text == self._text:
+            document = read_edit(previous, text, drivers)
+        if document is None:
+            document = load_config_document(text, self.file_name, self.base_dir, drivers)
+        check_secrets(document.config, base_dir=self.base_dir, text=text, file=self.file_name)
+        return document
 
     def _check_models(self, old: GatewayConfig, new: GatewayConfig) -> None:
         """No model in service may lose a tag it reads (its windows would starve)."""
@@ -428,7 +466,7 @@ class ConfigApplier:
 
     async def _roll_back(self, failed: ConfigVersion, old: GatewayConfig, old_text: str,
                          new: GatewayConfig, reason: str, devices: dict[str, str],
-                         started: float) -> ApplyResult:
+                         clock: _Stages) -> ApplyResult:
         """Back to ``old`` by itself: devices first, then the store and the file."""
         log.error("config version %d: %s; rolling back to version %s", failed.version, reason,
                   failed.parent)
@@ -441,9 +479,9 @@ class ConfigApplier:
         await asyncio.to_thread(self.store.mark, failed.version, "rolled_back", reason)
         self.version, self._text = record.version, old_text
         self._write_file(old_text)  # the failed text stays in the store
-        return ApplyResult("rolled_back", record.version, restored, failed.summary, reason,
-                           devices=devices, rolled_back=failed.version,
-                           seconds=time.monotonic() - started)
+        clock.done("rollback")
+        return clock.result("rolled_back", record.version, restored, failed.summary, reason,
+                            devices=devices, rolled_back=failed.version)
 
     # --- reporting ------------------------------------------------------------------------------
     def _report(self, result: ApplyResult, source: str, author: str) -> None:

@@ -22,6 +22,7 @@ from gateway.audit import AuditLog
 from gateway.backoff import Backoff
 from gateway.commands import CommandExecutor, CommandResult
 from gateway.commands.firmware import FirmwareCommands, firmware_commands
+from gateway.config.loader import ConfigDocument
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import resolve_secret
 from gateway.config.store import ConfigStore
@@ -77,13 +78,15 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, config_dir: Path | None = None,
                  config_path: Path | None = None, drivers: DriverRegistry = REGISTRY,
-                 config_digest: bytes | None = None, config_text: str | None = None) -> None:
+                 config_digest: bytes | None = None, config_text: str | None = None,
+                 document: ConfigDocument | None = None) -> None:
         """``config_path``: the file re-read on SIGHUP and rewritten by live changes made
         another way (none without it). ``drivers``: the registered drivers (the config was
         validated against them). ``config_digest``: the SHA-256 of the file ``config`` was
         read from, taken before reading it (:func:`gateway.config.loader.config_digest`), if
         known. ``config_text``: the text ``config`` was read from (default: the file's),
-        kept as the first version in the config store."""
+        kept as the first version in the config store; ``document``: the config as read
+        (text, data, lines), which spares reading it again for the first change."""
         self.config = config
         #: the drivers, their metrics and capabilities (drivers/registry.py)
         self.drivers = drivers
@@ -130,7 +133,8 @@ class Gateway:
         self.recent_alarms: deque[AlarmEvent] = deque(maxlen=50)
         #: garbage-collector pauses and event-loop stalls while running (/metrics)
         self.pauses = Pauses()
-        self._config_text = config_text
+        self._config_text = config_text if document is None else document.text
+        self._document = document
         #: a live change that added tags: models refused so far are tried again
         self._retry_models: asyncio.Task[object] | None = None
         #: live config changes: the versioned store, staged apply and rollback
@@ -413,7 +417,8 @@ class Gateway:
 
         # first: a missing token or a locked spool fails before anything else is opened
         self.influxdb = build_sink(self.config, self.catalog, self.config_dir)
-        self.live.start(self._startup_text())  # the config store (raises if another holds it)
+        # the config store: raises when another gateway holds it
+        self.live.start(self._startup_text(), self._document)
         contract = self._build_contract()
         contract.config_version = lambda: self.live.version
         self.commands = self._build_commands(contract)

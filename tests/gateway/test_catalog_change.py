@@ -72,3 +72,23 @@ def test_the_pipeline_keeps_the_state_of_unchanged_tags_and_resets_the_changed()
     assert out.tag_ids.tolist() == [1, 2] and out.values.tolist() == [202, 7]
     assert p.latest(0) == 101 and p.latest(2) == 7
     assert p.current(np.array([2])).quality.tolist() == [Quality.GOOD]
+
+
+def test_a_catalog_built_on_a_previous_one_has_the_arrays_of_one_built_afresh() -> None:
+    first = _catalog({"a": [_tag("x", 0, scale=3), _tag("w", 5, type="int64")],
+                      "b": [_tag("y", 1, deadband=2), _tag("z", 2, type="bool", bit=3)]})
+    devices = {"b": [_tag("y", 1, deadband=2), _tag("z", 2, type="float32", offset=1)],
+               "c": [_tag("s", 0, type="string", length=4), _tag("u", 9, type="uint64")],
+               "a": [_tag("x", 0, scale=3), _tag("w", 5, type="int64", scale=2)]}
+    grown = TagCatalog(_config(devices).devices, first)
+    fresh = _catalog(devices)
+    assert grown.devices() == fresh.devices() == ["b", "c", "a"]
+    for tag in fresh.tags:
+        i, j = grown.id_of(tag.path), tag.id
+        for name in ("scale", "offset", "deadband", "heartbeat_ns", "is_bool", "is_string",
+                     "is_integer", "is_wide", "paths"):
+            assert getattr(grown, name)[i] == getattr(fresh, name)[j], (tag.path, name)
+        assert grown.device_of[i] == grown.device_index[tag.device]
+        assert (i in grown.wide) == (j in fresh.wide)
+        if j in fresh.wide:
+            assert grown.wide[i] == fresh.wide[j]

@@ -189,6 +189,7 @@ async def test_a_bad_config_is_refused_with_file_line_and_key_and_nothing_change
     async with running(load_config(path), config_path=path) as run:
         gw = run.gateway
         runner = gw.runners["a"]
+        await until(lambda: runner.delivering, timeout=15)
         bad = _copy(body)
         bad["devices"][0]["tags"][1]["type"] = "float99"
         bad["devices"].append(meter_device("b", port, poll_interval="soon"))
