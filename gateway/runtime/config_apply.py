@@ -48,7 +48,13 @@ from gateway.config.edit import read_edit
 from gateway.config.loader import ConfigDocument, check_secrets, load_config_document
 from gateway.config.models import GatewayConfig
 from gateway.config.store import ConfigStore, ConfigVersion, text_sha256, write_config_file
-from gateway.errors import ConfigError, ConfigProblem, ConfigStoreError, ReloadRefused
+from gateway.errors import (
+    ConfigError,
+    ConfigProblem,
+    ConfigStoreError,
+    ConfigStoreLocked,
+    ReloadRefused,
+)
 from gateway.runtime.reload import ReloadPlan, plan_reload
 from gateway.tags import TagCatalog
 
@@ -198,16 +204,24 @@ class ConfigApplier:
     def start(self, text: str, document: ConfigDocument | None = None) -> ConfigVersion:
         """The gateway starts with ``text`` (``document``: as read, when the caller has it):
         the newest version when it is the same text, else a new version (the file was
-        edited while the gateway was stopped, or this is the first start)."""
-        self.store.hold()
-        current = self.store.current()
-        if current is not None and current.sha256 == text_sha256(text):
-            record = current
-        else:
-            author, source = self.store.take_author(text) or ("file", "file")
-            summary = "first start" if current is None else "config file changed while stopped"
-            record = self.store.commit(text, author, source, summary, status="recorded")
-            log.info("config version %d recorded (%s)", record.version, summary)
+        edited while the gateway was stopped, or this is the first start). Raises
+        :class:`OSError` with the reason when the store cannot be used (another gateway holds
+        it, the state folder cannot be written)."""
+        try:
+            self.store.hold()
+            current = self.store.current()
+            if current is not None and current.sha256 == text_sha256(text):
+                record = current
+            else:
+                author, source = self.store.take_author(text) or ("file", "file")
+                summary = "first start" if current is None else \
+                    "config file changed while stopped"
+                record = self.store.commit(text, author, source, summary, status="recorded")
+                log.info("config version %d recorded (%s)", record.version, summary)
+        except ConfigStoreLocked as exc:
+            raise OSError(f"{exc}: is another gateway running with this state?") from None
+        except ConfigStoreError as exc:
+            raise OSError(str(exc)) from None
         self.version, self._text = record.version, text
         self._document = document if document is not None and document.text == text else None
         return record

@@ -417,12 +417,12 @@ class Gateway:
 
         # first: a missing token or a locked spool fails before anything else is opened
         self.influxdb = build_sink(self.config, self.catalog, self.config_dir)
-        # the config store: raises when another gateway holds it
-        self.live.start(self._startup_text(), self._document)
         contract = self._build_contract()
         contract.config_version = lambda: self.live.version
         self.commands = self._build_commands(contract)
         self.northbound = self._build_northbound(contract)
+        # the config store (after the spool: another gateway on this state is told there)
+        self.live.start(self._startup_text(), self._document)
         http = HttpApi(self) if self.config.http.enabled else None
         self.http_api = http
         if http is not None:
