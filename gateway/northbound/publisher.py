@@ -217,7 +217,7 @@ class Publisher:
             self.outbox.put_many(messages)  # on disk before the sender can take it
             self._wake.set()
 
-    async def _flush_async(self) -> None:
+    async def flush_async(self) -> None:
         """:meth:`flush`, committing to the disk spool off the event loop, which keeps
         publishing meanwhile."""
         messages = self._encode()
@@ -293,7 +293,7 @@ class Publisher:
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
             due = max(due + interval, loop.time())
-            await self._flush_async()
+            await self.flush_async()
             self.outbox.maintain()
 
     async def _sender(self) -> None:

@@ -74,8 +74,6 @@ Outcome = Literal[
     "connect_failed",  # refused: a device added or reconnected could not connect
     "rolled_back",  # applied, then rolled back by itself (``reason``)
 ]
-OUTCOMES: tuple[Outcome, ...] = ("applied", "unchanged", "invalid", "conflict", "refused",
-                                 "connect_failed", "rolled_back")
 #: seconds between two looks at the devices and the broker while watching
 WATCH_STEP = 0.02
 

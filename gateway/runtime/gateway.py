@@ -228,8 +228,8 @@ class Gateway:
             self.config = new  # management only: read when used
             return False
         await asyncio.gather(*(self._stop_device(name) for name in plan.stop))
-        if self.northbound is not None:
-            self.northbound.flush()  # what stopped devices left, under the catalog it was read
+        if self.northbound is not None:  # what stopped devices left, under its own catalog
+            await self.northbound.flush_async()
         if catalog is None:
             catalog = self.next_catalog(new)
         change = catalog.changed_since(self.catalog)

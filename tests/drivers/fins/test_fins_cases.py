@@ -14,7 +14,7 @@ import yaml
 
 from drivers.fins.config import FinsDeviceConfig
 from drivers.fins.driver import FinsDriver
-from gateway.config.loader import validate_yaml_text
+from gateway.config.yaml_model import validate_yaml_text
 from gateway.errors import ConfigError
 from gateway.types import DataType, Quality
 from hil.devices.fins_plc import FinsPlcSimulator
