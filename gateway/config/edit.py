@@ -91,7 +91,8 @@ def _read_item(previous: ConfigDocument, new: list[str], path: KeyPath, first: i
         validated = drivers.device_adapter.validate_python(raw)
     except ValidationError:
         return None  # read whole: its problems are reported as validate reports them
-    line_map = _merged_lines(previous.lines, snippet.lines, path, end, delta)
+    line_map = _merged_lines(previous.lines, snippet.lines, path, _at(previous.data, path),
+                             end, delta)
     if semantic_checks(drivers)(data, previous.file, line_map):
         return None
     devices = list(previous.config.devices)
@@ -107,14 +108,7 @@ def _item_holding(previous: ConfigDocument, path: KeyPath, changed: tuple[int, i
     lines ``[first, end)`` hold every changed old line, or None. An item ends where the next
     begins; the last one where the next key of the list's parent begins (or at
     ``parent_end``)."""
-    items: object = previous.data
-    for key in path:
-        if isinstance(items, dict) and isinstance(key, str):
-            items = items.get(key)
-        elif isinstance(items, list) and isinstance(key, int) and key < len(items):
-            items = items[key]
-        else:
-            return None
+    items = _at(previous.data, path)
     if not isinstance(items, list) or not items:
         return None
     starts = [previous.lines.get((*path, i)) for i in range(len(items))]
@@ -123,9 +117,10 @@ def _item_holding(previous: ConfigDocument, path: KeyPath, changed: tuple[int, i
     lines = [int(s) for s in starts if s is not None]
     if any(b <= a for a, b in itertools.pairwise(lines)):
         return None  # flow style, or items sharing a line
-    parent, depth = path[:-1], len(path)
-    after = [line for key, line in previous.lines.items()
-             if len(key) == depth and key[:-1] == parent and lines[-1] < line < parent_end]
+    parent = _at(previous.data, path[:-1])  # the mapping holding the list
+    keys = list(parent) if isinstance(parent, dict) else []
+    after = [line for line in (previous.lines.get((*path[:-1], key)) for key in keys)
+             if line is not None and lines[-1] < line < parent_end]
     ends = [*lines[1:], min(after) if after else parent_end]
     first_changed, last_changed = changed
     for index, (first, end) in enumerate(zip(lines, ends, strict=True)):
@@ -154,17 +149,44 @@ def _one_item_at(lines: list[str], old_first: str) -> bool:
     return True
 
 
-def _merged_lines(old: LineMap, block: LineMap, prefix: KeyPath, end: int,
-                  delta: int) -> LineMap:
-    """The line map of the edited file: the block's lines for the item at ``prefix``, the old
-    ones elsewhere (moved by ``delta`` past the block's old end)."""
+def _merged_lines(old: LineMap, block: LineMap, prefix: KeyPath, old_item: object,
+                  end: int, delta: int) -> LineMap:
+    """The line map of the edited file: the block's lines for the item at ``prefix`` (whose
+    old data is ``old_item``), the old ones elsewhere (moved by ``delta`` past the block's
+    old end)."""
     merged = LineMap()
-    size = len(prefix)
-    for path, line in old.items():
-        if path[:size] == prefix:
-            continue
-        merged[path] = line + delta if line >= end else line
+    merged.update(old)
+    for path in _paths(old_item, prefix):
+        merged.pop(path, None)
+    if delta:
+        for path, line in merged.items():  # values only: the dict keeps its size
+            if line >= end:
+                merged[path] = line + delta
     for path, line in block.items():
         if path:
             merged[(*prefix, *path[1:])] = line
     return merged
+
+
+def _at(data: object, path: KeyPath) -> object:
+    """What ``path`` leads to in ``data`` (None when it leads nowhere)."""
+    for key in path:
+        if isinstance(data, dict) and isinstance(key, str):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+def _paths(value: object, prefix: KeyPath) -> list[KeyPath]:
+    """``prefix`` and the key path of everything inside ``value`` (dicts and lists)."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out += _paths(item, (*prefix, index))
+    return out

@@ -91,7 +91,7 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
         if not isinstance(tags, list):
             continue
         problems.extend(_writes_refused(device, d, file, lines, drivers))
-        seen_tags: dict[str, int] = {}
+        seen_tags: dict[str, int] = {}  # name -> index of its first tag (its line if needed)
         for t, tag in enumerate(tags):
             tag_name = tag.get("name") if isinstance(tag, dict) else None
             if not isinstance(tag_name, str):

@@ -70,6 +70,10 @@ EDITS = {
                           r"( *)# end of d2", r"\2# end of d2"),
     "a line comment": _sub(r"# end of d0", "# the first meter"),
     "a key added": _sub(r"( *)port: 5022", r"\1poll_interval: 2s\n\1port: 5022"),
+    "a key added to a tag": _sub(r"(name: t1\n( *)address: 1\n)",
+                                 r"\1\2scale: 2\n\2deadband: 0.5\n"),
+    "a tag's key removed": _sub(r"(name: t2\n *address: 2\n *type: uint16\n) *unit: V\n",
+                                r"\1"),
 }
 
 
