@@ -11,5 +11,4 @@ NOTHING_RECEIVED = 7  #: watch --once: no matching value arrived before the time
 REFUSED = 8  #: users, audit, config: a change refused (name, password, version), store unreadable
 #: config init, certs: the output file exists and --force was not given; nothing was written
 FILE_EXISTS = 9
-CONFIG_VERSION_UNKNOWN = 10  #: config show/diff/rollback: no such version in the config store
 CHANGE_REFUSED = REFUSED  #: config rollback: the running gateway refused or rolled back the change

@@ -56,7 +56,7 @@ def _store(config_path: str, state_dir: str | None) -> ConfigStore:
 
 def _fail(exc: ConfigStoreError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
-    code = exit_codes.CONFIG_VERSION_UNKNOWN if isinstance(exc, ConfigVersionUnknown) else \
+    code = exit_codes.USAGE if isinstance(exc, ConfigVersionUnknown) else \
         exit_codes.RUNTIME_FAILURE
     sys.exit(code)
 

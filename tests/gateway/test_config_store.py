@@ -155,7 +155,7 @@ def test_history_show_diff_and_rollback_without_a_running_gateway(tmp_path: Path
     out = cli.invoke(main, ["config", "diff", "-c", str(config)])
     assert out.output.endswith("+# v2\n")
     out = cli.invoke(main, ["config", "show", "-c", str(config), "7"])
-    assert out.exit_code == exit_codes.CONFIG_VERSION_UNKNOWN
+    assert out.exit_code == exit_codes.USAGE
     assert "config version 7 is not in" in out.output
 
     out = cli.invoke(main, ["config", "rollback", "-c", str(config), "--author", "ops"])
