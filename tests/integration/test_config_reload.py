@@ -147,7 +147,7 @@ async def test_sighup_restarts_only_changed_devices_and_refuses_bad_edits(
             await _metrics_when(fetch, lambda m: m.get(reloads("invalid")) == 1)
             await gw.wait_line(r"config change from file \(file\): refused \(invalid\), "
                                r"version 2 keeps running: 1 configuration error")
-            await gw.wait_line(r"gateway\.yaml:1: devices\[0\]\.tags\[0\]\.type: Input")
+            await gw.wait_line(r"gateway\.yaml:1: devices\[0\]\.tags\[0\]\.type: unknown type")
 
             # 3. a new tag is applied live: only its device restarts
             changed = json.loads(json.dumps(body))
