@@ -17,7 +17,8 @@ import contextlib
 import datetime
 import functools
 import types
-from collections.abc import Callable
+from _collections_abc import dict_items, dict_keys, dict_values
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -62,19 +63,68 @@ class LineMap(dict[KeyPath, int]):
     a problem, and a map of every path of 100,000 tags takes ~100 MB and a third of the
     reading time."""
 
-    __slots__ = ("_fill", "aliases")
+    __slots__ = ("_aliases", "_fill")
 
     def __init__(self, fill: Callable[[LineMap], None] | None = None) -> None:
         super().__init__()
-        #: path of an alias's value -> path of its anchor's value
-        self.aliases: dict[KeyPath, KeyPath] = {}
+        self._aliases: dict[KeyPath, KeyPath] = {}
         self._fill = fill
 
-    def line_of(self, path: KeyPath) -> int:
-        """The line of ``path``, or of its nearest ancestor with a line; 0 if none."""
+    def _ready(self) -> None:
+        """Read the lines now if they were left for later (any look at the map does)."""
         if self._fill is not None:
             fill, self._fill = self._fill, None
             fill(self)
+
+    @property
+    def aliases(self) -> dict[KeyPath, KeyPath]:
+        """Path of an alias's value -> path of its anchor's value."""
+        self._ready()
+        return self._aliases
+
+    def __getitem__(self, key: KeyPath) -> int:
+        self._ready()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._ready()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[KeyPath]:
+        self._ready()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._ready()
+        return super().__len__()
+
+    def __eq__(self, other: object) -> bool:
+        self._ready()
+        if isinstance(other, LineMap):
+            other._ready()
+        return super().__eq__(other)
+
+    __hash__ = None  # a dict: unhashable, as its base
+
+    def get(self, key: KeyPath, default: Any = None, /) -> Any:
+        self._ready()
+        return super().get(key, default)
+
+    def keys(self) -> dict_keys[KeyPath, int]:
+        self._ready()
+        return super().keys()
+
+    def items(self) -> dict_items[KeyPath, int]:
+        self._ready()
+        return super().items()
+
+    def values(self) -> dict_values[KeyPath, int]:
+        self._ready()
+        return super().values()
+
+    def line_of(self, path: KeyPath) -> int:
+        """The line of ``path``, or of its nearest ancestor with a line; 0 if none."""
+        self._ready()
         while path not in self:
             for end in range(len(path) - 1, -1, -1):
                 prefix = path[:end]
