@@ -235,7 +235,8 @@ async def test_ten_reloads_leave_nothing_behind(
             await reload_once(i)
         after = census()
         # the reloaded config holds the running one's tags: the catalog's, not a copy
-        assert after == before
+        # (no more than before: what an earlier test of this process left may go meanwhile)
+        assert all(after[kind] <= before[kind] for kind in before), (before, after)
         # a SIGHUP with the file as last read is answered without reading it
         unchanged = gateway.reloads.outcomes["unchanged"]
         await gateway.reload()
