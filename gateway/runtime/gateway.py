@@ -528,22 +528,6 @@ class Gateway:
         return time.monotonic() - self.started_monotonic
 
 
-def _keep_running_devices(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
-    """``new`` holding the running config's objects wherever they are equal: a device that
-    did not change, and the tags of one that did (the catalog holds them; a reload that
-    left them equal would otherwise keep two copies of every tag, ~0.8 KB each)."""
-    running = {d.name: d for d in old.devices}
-    devices = []
-    for device in new.devices:
-        was = running.get(device.name)
-        if was is not None and device == was:
-            device = was
-        elif was is not None and device.tags == was.tags:
-            device = device.model_copy(update={"tags": was.tags})
-        devices.append(device)
-    return new.model_copy(update={"devices": devices})
-
-
 def _stagger(i: int, count: int, device: DeviceConfig, step: float) -> float:
     """The start delay of the ``i``-th of ``count`` devices: ``step`` apart, all within
     one poll interval of the device (a few devices start at once in effect)."""
