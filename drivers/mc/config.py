@@ -205,7 +205,8 @@ class McDeviceConfig(DeviceConfig):
     @classmethod
     def _scope_series(cls, data: Any, handler: Any) -> Any:
         series = data.get("plc_series") if isinstance(data, dict) else None
-        with _series_in_scope(series if series in MAX_RANDOM_POINTS else None):
+        known = isinstance(series, str) and series in MAX_RANDOM_POINTS  # junk: not a key
+        with _series_in_scope(series if known else None):
             return handler(data)
 
     @model_validator(mode="after")
