@@ -39,7 +39,8 @@ from hil.broker import MqttBroker
 from tests.integration.installed_wheels import no_index, offline_build_inputs
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_index]
+#: each runs the demo of the whole line for a fixed time: alone, after the parallel phase
+pytestmark = [pytest.mark.slow, pytest.mark.needs_index, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "chenxing-edge"
@@ -295,7 +296,7 @@ def package_life(builder: tuple[Path, Path], first: Built, meter_port: int,
     check = as_service_user("chenxing-gateway", "check")
     assert check.returncode == 0, check.stdout + check.stderr
     demo = as_service_user("chenxing-gateway", "demo", "--duration",
-                                   "6", "--plain", timeout=300)
+                                   "12", "--plain", timeout=300)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     spool_one_message()
     stats = as_service_user("chenxing-gateway", "spool", "stats")

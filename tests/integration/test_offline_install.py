@@ -29,7 +29,8 @@ import pytest
 from gateway import __version__
 from tests.integration.installed_wheels import no_index, offline_build_inputs
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_index]
+#: each runs the demo of the whole line for a fixed time: alone, after the parallel phase
+pytestmark = [pytest.mark.slow, pytest.mark.needs_index, pytest.mark.serial]
 
 #: the environment of install-offline.sh: nothing but the wheelhouse
 OFFLINE = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "",
@@ -77,7 +78,7 @@ def test_wheelhouse_installs_offline_upgrades_and_runs_away_from_the_repository(
                  "README.md", "LICENSE", "CHANGELOG.md"):
         assert (shipped / name).is_file(), name
     # the demo runs from the installed wheel (its own broker: Mosquitto, or the embedded one)
-    demo = subprocess.run([str(gw), "demo", "--duration", "6", "--plain"], timeout=300,
+    demo = subprocess.run([str(gw), "demo", "--duration", "12", "--plain"], timeout=300,
                           capture_output=True, text=True, cwd=away)
     assert demo.returncode == 0, demo.stdout + demo.stderr
 
