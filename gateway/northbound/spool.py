@@ -410,9 +410,10 @@ class DiskSpool(Outbox):
 
         The event loop keeps publishing what was committed before; these messages can
         be taken only once their commit returned. The transaction also deletes what was
-        acknowledged so far; the limits are applied by :meth:`maintain`. Anything else
-        that needs the database first waits for this transaction (:meth:`_settle`), so
-        messages are handed out in id order whatever the caller does meanwhile.
+        acknowledged so far; the byte limit is applied as it is settled, the age limit
+        by :meth:`maintain`. Anything else that needs the database first waits for this
+        transaction (:meth:`_settle`), so messages are handed out in id order whatever
+        the caller does meanwhile.
         """
         self._settle()
         messages = list(messages)
@@ -455,6 +456,10 @@ class DiskSpool(Outbox):
                 self._committed(pending.batch)
                 self._payloads.deleted(pending.freed[2])
                 self._cache_live(pending.messages)
+                if self._bytes > self.limits.max_bytes:
+                    # applied before anyone sees the new total (stats settle first); the
+                    # next maintain() would do it a moment later, with the limit passed
+                    self._write(None, check_age=False)
             else:
                 self._write_failed(pending.error, "messages not stored")
                 self._reload()

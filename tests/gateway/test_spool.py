@@ -331,6 +331,18 @@ async def test_async_puts_commit_off_the_loop_and_keep_the_order(tmp_path: Path)
         assert db.execute("SELECT COUNT(*) FROM message").fetchone() == (0,)
 
 
+async def test_an_async_put_past_the_byte_limit_is_never_seen_over_it(tmp_path: Path) -> None:
+    """The byte limit holds as soon as an async put is settled, not only at the next
+    maintain(): /metrics settles first and showed 4179 bytes in a 4096-byte spool."""
+    spool = DiskSpool(tmp_path / "s.db", SpoolLimits(max_bytes=500, max_age_s=3600.0))
+    for n in range(0, 12, 3):
+        await spool.put_many_async([msg(k, size=90) for k in range(n, n + 3)])
+        stats = spool.stats()
+        assert stats.bytes <= 500
+    assert stats.drops["full"].messages > 0 and drain(spool)[-1] == 11
+    spool.close()
+
+
 def test_live_messages_beyond_the_cache_are_read_back_in_order(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path / "s.db", BIG)
     spool.LIVE_CACHE_BYTES = 250  # type: ignore[misc]  # about two messages of 100 bytes

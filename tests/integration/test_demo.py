@@ -58,7 +58,9 @@ def test_demo_live_table_shows_values() -> None:
     assert "alarms: " in run.stdout and "status page http://127.0.0.1:" in run.stdout
     assert "demo (sparkplug)" in run.stdout  # the header names the contract
     assert "Node Info/" not in run.stdout  # node metrics are not tags
-    assert run.stdout.strip().splitlines()[-1].startswith("demo OK:")
+    *_, verdict, hint = run.stdout.strip().splitlines()
+    assert verdict.startswith("demo OK:")
+    assert hint.startswith("next: ") and "config init" in hint  # where a newcomer goes on
 
 
 def test_demo_exits_4_when_a_device_never_reports(tmp_path: Path) -> None:
