@@ -52,6 +52,7 @@ Every exception the project raises on purpose is defined here and derives from
     │   │   └── UnknownUser         ... there is no such user
     │   ├── PasswordRejected        a password fails the policy (length, character classes)
     │   └── ApiRefused              an HTTP request is answered 4xx (status, code, message)
+    ├── BundleRefused               a signed bundle (config, model, firmware) is refused: ``reason``
     ├── ModelLoadError              a model or its manifest was refused
     └── ModelRunError               an inference failed
 
@@ -453,6 +454,20 @@ class ApiRefused(AccessError):
         self.code = code
         self.message = message
         self.headers = headers or {}
+# -- signed bundles --------------------------------------------------------------------------
+
+
+class BundleRefused(GatewayError):
+    """A signed bundle (a config, a model package, a firmware image: :mod:`gateway.bundles`)
+    is refused. ``reason`` is a short code (``unsigned``, ``bad_signature``, ``unknown_key``,
+    ``key_not_allowed``, ``file_mismatch``, ``payload_mismatch``, ``stale_version``,
+    ``malformed``, ``wrong_kind``, ``state_unreadable``); ``detail`` (also ``str(exc)``) the
+    readable line."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 # -- edge models -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
+from gateway.config.bundles import bundle_problems
 from gateway.config.device import DeviceConfig
 from gateway.config.models import (
     GatewayConfig,
@@ -65,6 +66,7 @@ def _semantic_checks(data: Any, file: str, lines: dict[KeyPath, int],
     problems: list[ConfigProblem] = []
     if isinstance(data, dict):
         problems.extend(_commands_need_mqtt5(data, file, lines))
+        problems.extend(bundle_problems(data, file, lines))
     if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
         return problems
     # where a name was first seen, as its key path: a line is looked up only for a problem

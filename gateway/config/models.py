@@ -15,6 +15,7 @@ from pydantic import Field, create_model, model_validator
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
 from gateway.config.broker_url import BrokerAddress, BrokerUrl, parse_broker_url
+from gateway.config.bundles import BundlesConfig
 from gateway.config.device import DeviceConfig
 from gateway.config.influxdb import InfluxDbConfig
 from gateway.config.types import (
@@ -382,6 +383,11 @@ class GatewayConfig(StrictModel):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     management: ManagementConfig = Field(default_factory=ManagementConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    bundles: BundlesConfig = Field(
+        default_factory=BundlesConfig,
+        description="signed bundles from the brain: trusted keys, who may sign what "
+        "(docs/bundles.md)",
+    )
 
     def audit_path(self) -> Path:
         """The audit log: ``audit.path``, else the older ``commands.audit_log``, else

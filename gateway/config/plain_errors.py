@@ -202,7 +202,8 @@ def _got(given: Any) -> str:
         return " (got a list)"
     if given is None:
         return ""
-    return f" (got {given!r})"
+    got = repr(given)
+    return f" (got {got if len(got) <= 80 else got[:76] + '...'})"  # a PEM block: its start
 
 
 def _quote_hint(kind: str, given: Any) -> str:
