@@ -12,3 +12,5 @@ REFUSED = 8  #: users, audit, config: a change refused (name, password, version)
 #: config init, certs: the output file exists and --force was not given; nothing was written
 FILE_EXISTS = 9
 CHANGE_REFUSED = REFUSED  #: config rollback: the running gateway refused or rolled back the change
+#: bundle verify: the gateway would refuse the bundle (the reason is printed)
+BUNDLE_REFUSED = 10

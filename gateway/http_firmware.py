@@ -10,6 +10,14 @@ answer streams one JSON object per line (``application/x-ndjson``)::
     {"result": {"outcome": "updated", "running_version": "1.4.2", ...}}   # or
     {"error": "the node did not come back within 15 s of the reset"}
 
+The body may be a signed bundle holding the image (``docs/bundles.md``): it is verified
+against the config's ``bundles`` block before anything else (refusals answered 400
+malformed or mismatched, 403 unsigned, unknown key, bad signature, key not allowed, 409
+a version not newer than the device's last from a bundle; ``{"error": ..., "reason":
+"bad_signature"}``, and audited), and its version recorded once the node runs it. With
+``bundles.require_signed`` a raw image is refused (403, ``unsigned``). ``sha256`` is the
+SHA-256 of the body as sent, the bundle's for a bundle.
+
 The device's driver reaches the update through its registration's firmware capability
 (:mod:`drivers.firmware`; MCU nodes: MCUboot images over SMP). Bad requests (unknown
 device, a device whose driver takes no firmware updates, device down, image too big,
@@ -37,7 +45,10 @@ from typing import IO, TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from gateway.errors import FirmwareApiError, FirmwareUpdateError, ImageRefused
+from drivers.firmware import ROLLED_BACK
+from gateway.bundles import BundleVerifier, VerifiedBundle
+from gateway.bundles.firmware import unwrap_firmware
+from gateway.errors import BundleRefused, FirmwareApiError, FirmwareUpdateError, ImageRefused
 from gateway.http_access import PRINCIPAL_KEY
 
 if TYPE_CHECKING:
@@ -49,6 +60,9 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 CHUNK_BYTES = 64 * 1024
 CONTENT_TYPE = "application/x-ndjson"
+#: the HTTP status of a refused bundle, by reason (other reasons: 400)
+BUNDLE_STATUS = {"unsigned": 403, "unknown_key": 403, "bad_signature": 403,
+                 "key_not_allowed": 403, "stale_version": 409, "state_unreadable": 500}
 
 
 def add_firmware_route(app: web.Application, gateway: Gateway) -> None:
@@ -94,11 +108,24 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
     reason = updates.unavailable(driver)
     if reason is not None:
         return refuse(409, reason)
-    image = await receive_image(request, gateway.config.gateway.state_dir)
-    if image is None:
+    body = await receive_image(request, gateway.config.gateway.state_dir)
+    if body is None:
         return refuse(413, _TOO_LARGE)
+    expected = request.query.get("sha256")
+    if expected and hashlib.sha256(body).hexdigest() != expected.lower():
+        return refuse(400, f"SHA-256 of the body is {hashlib.sha256(body).hexdigest()}, "
+                      f"expected {expected.lower()}")
+    source = f"http POST /api/firmware/{device}"
+    verifier = gateway.bundle_verifier()
     try:
-        checked = await asyncio.to_thread(updates.check_image, image, request.query.get("sha256"))
+        image, bundle = await asyncio.to_thread(unwrap_firmware, verifier, body, device=device,
+                                                updates=updates, source=source)
+        checked = await asyncio.to_thread(updates.check_image, image)
+    except BundleRefused as exc:  # the verifier audited the bundle; this, the request
+        audit(outcome="rejected", reason=f"bundle refused ({exc.reason})")
+        return web.json_response({"error": f"refused ({exc.reason}): {exc.detail}",
+                                  "reason": exc.reason},
+                                 status=BUNDLE_STATUS.get(exc.reason, 400))
     except ImageRefused as exc:
         return refuse(400, str(exc))
     if updates.running(driver):
@@ -138,7 +165,10 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
             else:
                 getter.cancel()
         try:
-            final: dict[str, Any] = {"result": task.result().as_dict()}
+            result = task.result()
+            final: dict[str, Any] = {"result": result.as_dict()}
+            if bundle is not None and result.outcome != ROLLED_BACK:
+                await asyncio.to_thread(_record_applied, verifier, bundle, source)
         except FirmwareUpdateError as exc:
             final = {"error": str(exc)}
         except Exception as exc:  # a bug: the client still gets an answer, the log the trace
@@ -151,6 +181,13 @@ async def firmware_upload(gateway: Gateway, request: web.Request) -> web.StreamR
         raise
     await response.write_eof()
     return response
+
+
+def _record_applied(verifier: BundleVerifier, bundle: VerifiedBundle, source: str) -> None:
+    try:
+        verifier.applied(bundle, source)
+    except (OSError, BundleRefused) as exc:  # the node runs it; only the record is missing
+        log.error("%s applied, but its version was not recorded: %s", bundle.describe(), exc)
 
 
 async def receive_image(request: web.Request, folder: Path) -> bytes | None:

@@ -6,6 +6,12 @@ token from ``http.token``) and shows the progress it streams back. When no
 gateway answers on the configured ``http`` address, the command opens the serial
 port itself. ``--via`` forces one way.
 
+IMAGE may be a signed bundle (``chenxing-gateway bundle sign --kind firmware``): the
+running gateway verifies it, or, on the port, this command does, against the config's
+``bundles`` block, auditing to the gateway's audit log and recording the version in
+its state directory as the gateway would. With ``bundles.require_signed`` a raw image
+is refused either way.
+
 Exit codes: 0 updated (or already running the image), 1 bad config or image,
 3 the update failed, 6 the node rolled back to its old image.
 """
@@ -13,6 +19,7 @@ Exit codes: 0 updated (or already running the image), 1 bad config or image,
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +40,19 @@ from rich.progress import (
 from drivers.registry import REGISTRY
 from gateway import exit_codes
 from gateway.cli.config_option import config_option
+from gateway.bundles import AppliedVersions, BundleVerifier, looks_like_bundle
+from gateway.bundles.firmware import unwrap_firmware
+from gateway.commands.audit import AuditLog
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import resolve_secret
-from gateway.errors import ConfigError, DeviceUnreachable, FirmwareUpdateError, ImageRefused
+from gateway.errors import (
+    BundleRefused,
+    ConfigError,
+    DeviceUnreachable,
+    FirmwareUpdateError,
+    ImageRefused,
+)
 
 if TYPE_CHECKING:
     from drivers.firmware import CheckedImage, FirmwareProgress, FirmwareUpdates
@@ -102,22 +118,57 @@ async def _upload(config: GatewayConfig, config_dir: Path, device: str, data: by
         raise _Failed(f"no {kinds} device {device!r} in the config (devices that take "
                       f"firmware updates: {', '.join(names) or 'none'})",
                       exit_codes.CONFIG_INVALID)
-    try:
-        image = await asyncio.to_thread(updates.check_image, data, sha256)
-    except ImageRefused as exc:
-        raise _Failed(str(exc), exit_codes.CONFIG_INVALID) from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise _Failed(f"SHA-256 of {'the bundle' if looks_like_bundle(data) else 'the image'} "
+                      f"is {hashlib.sha256(data).hexdigest()}, expected {sha256.lower()}",
+                      exit_codes.CONFIG_INVALID)
     url = _api_url(config)
     token = resolve_secret(config.http.token, config_dir) if config.http.token else None
     if via == "gateway" or (via == "auto" and url and await _gateway_answers(url, token)):
         if not url:
             raise _Failed("the config's local API is disabled or on a random port (http.port 0)")
-        console.print(f"updating {device} to {image.version_text} through the running gateway")
-        with ProgressBar(console, image.size) as advance:
+        label = await _label(updates, data)
+        console.print(f"updating {device} to {label} through the running gateway")
+        with ProgressBar(console, len(data)) as advance:
             return await _through_gateway(url, token, device, data, sha256, advance)
-    console.print(f"updating {device} to {image.version_text} on {node.address} "
-                  "(no gateway running)")
-    with ProgressBar(console, image.size) as advance:
-        return await _through_port(updates, node, image, advance)
+    source = f"cli firmware upload {device}"
+    state_dir = config.gateway.state_dir
+    # the audit log is opened only when a bundle is checked (or a raw image refused)
+    audited = looks_like_bundle(data) or config.bundles.require_signed
+    audit = AuditLog(config.commands.resolved_audit_log(state_dir)) if audited else None
+    verifier = BundleVerifier(config.bundles.trust(), AppliedVersions(state_dir), audit)
+    try:
+        try:
+            raw, bundle = await asyncio.to_thread(unwrap_firmware, verifier, data,
+                                                  device=device, updates=updates, source=source)
+            image = await asyncio.to_thread(updates.check_image, raw)
+        except BundleRefused as exc:
+            raise _Failed(f"refused ({exc.reason}): {exc.detail}",
+                          exit_codes.CONFIG_INVALID) from None
+        except ImageRefused as exc:
+            raise _Failed(str(exc), exit_codes.CONFIG_INVALID) from None
+        signed = f" (signed bundle, key {bundle.key_id})" if bundle is not None else ""
+        console.print(f"updating {device} to {image.version_text}{signed} on {node.address} "
+                      "(no gateway running)")
+        with ProgressBar(console, image.size) as advance:
+            result = await _through_port(updates, node, image, advance)
+        if bundle is not None and result.get("outcome") != "rolled_back":
+            verifier.applied(bundle, source)
+        return result
+    finally:
+        if audit is not None:
+            audit.close()
+
+
+async def _label(updates: FirmwareUpdates, data: bytes) -> str:
+    """What the progress line names: the image's version, or "a signed bundle" (the
+    gateway verifies it)."""
+    if looks_like_bundle(data):
+        return "the image in a signed bundle"
+    try:
+        return (await asyncio.to_thread(updates.check_image, data)).version_text
+    except ImageRefused as exc:
+        raise _Failed(str(exc), exit_codes.CONFIG_INVALID) from None
 
 
 def _api_url(config: GatewayConfig) -> str | None:
@@ -148,7 +199,7 @@ async def _through_gateway(url: str, token: str | None, device: str, data: bytes
         return await update_through_gateway(url, device, data, token=token, sha256=sha256,
                                             progress=advance)
     except FirmwareApiError as exc:
-        bad_request = exc.status in (400, 404, 413)
+        bad_request = exc.status in (400, 403, 404, 413)  # 403: a refused bundle
         raise _Failed(str(exc), exit_codes.CONFIG_INVALID if bad_request
                       else exit_codes.RUNTIME_FAILURE) from None
     except (aiohttp.ClientError, OSError) as exc:

@@ -34,6 +34,7 @@ class DriverToolsGroup(click.Group):
         "watch": "gateway.cli.watch_cmd:watch",
         "users": "gateway.cli.users_cmd:users",
         "audit": "gateway.cli.audit_cmd:audit",
+        "bundle": "gateway.cli.bundle_cmd:bundle",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -12,6 +12,13 @@ this ``sha256``, the file is in the device's firmware folder and hashes to it,
 the device is up and no update of it is running. Anything else is answered
 ``rejected`` with the reason, and nothing is sent to the device.
 
+The file may be a signed bundle (``docs/bundles.md``): it is then verified (trusted
+key allowed to sign firmware, hashes, the image's version is the manifest's, newer than
+the version the device got from a bundle last) before anything is sent, and its version
+is recorded once the device runs it. With ``bundles.require_signed`` a raw image is
+refused. A bundle refused is answered ``rejected`` with its reason (``bad_signature:
+...``) and audited twice: the ``bundle`` event with the reason, the ``firmware`` one.
+
 The update runs in the background (the command queue is not held for minutes);
 the answer comes when it ends: ``accepted`` (updated, or already running the
 image), ``failed`` (rolled back, or the node did not cooperate). Every step is
@@ -31,11 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.firmware import ROLLED_BACK, FirmwareUpdates
 from gateway import json_input
+from gateway.bundles import BundleVerifier, VerifiedBundle
+from gateway.bundles.firmware import unwrap_firmware
 from gateway.commands.audit import AuditLog
 from gateway.commands.parse import CONTRACT_VERSION, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES
 from gateway.commands.result import CommandResult
+from gateway.errors import BundleRefused, FirmwareUpdateError, JsonTooDeep
 from gateway.errors import FirmwareCommandRefused as Refused
-from gateway.errors import FirmwareUpdateError, JsonTooDeep
 
 if TYPE_CHECKING:
     from drivers.base import Driver
@@ -83,9 +92,13 @@ class FirmwareCommands:
         audit: AuditLog,
         timeouts: object | None = None,
         device_kinds: str = "device with firmware updates",
+        verifier: Callable[[], BundleVerifier] | None = None,
     ) -> None:
         """``timeouts``: passed to the capability's update (None: its defaults);
-        ``device_kinds``: what the devices are called in a refusal ("MCU node")."""
+        ``device_kinds``: what the devices are called in a refusal ("MCU node");
+        ``verifier``: the signed-bundle checks of the current config (None: every file is
+        sent as it is)."""
+        self._verifier = verifier
         self._devices = devices
         self._device_kinds = device_kinds
         self._config_dir = config_dir or Path(".")
@@ -232,13 +245,42 @@ class FirmwareCommands:
             raise Refused(f"{cmd.device}: the device is not up")
         return driver, data
 
+    # -- signed bundles -------------------------------------------------------------------
+    def _unwrap(self, cmd: FirmwareCommand, data: bytes,
+                updates: FirmwareUpdates) -> tuple[bytes, VerifiedBundle | None]:
+        """The image to send: the file itself, or the image in the signed bundle it is
+        (verified, audited). Runs in a thread: the image check may import the capability's
+        libraries."""
+        if self._verifier is None:
+            return data, None
+        return unwrap_firmware(self._verifier(), data, device=cmd.device, updates=updates,
+                               source=f"cmd {cmd.id}")
+
+    def _applied(self, bundle: VerifiedBundle, cmd: FirmwareCommand) -> None:
+        assert self._verifier is not None
+        try:
+            self._verifier().applied(bundle, f"cmd {cmd.id}")
+        except (OSError, BundleRefused) as exc:  # the update happened; the record did not
+            log.error("%s: firmware %s applied, but its version was not recorded: %s",
+                      cmd.device, bundle.version, exc)
+
     # -- running ------------------------------------------------------------------------
-    async def _run(self, cmd: FirmwareCommand, topic: str, driver: Driver, image: bytes,
+    async def _run(self, cmd: FirmwareCommand, topic: str, driver: Driver, data: bytes,
                    finish: Finish) -> None:
         updates = self._devices[cmd.device].updates
         try:
-            result = await updates.update(driver, image, expected_sha256=cmd.sha256,
-                                          timeouts=self._timeouts)
+            image, bundle = await asyncio.to_thread(self._unwrap, cmd, data, updates)
+        except BundleRefused as exc:
+            reason = f"{exc.reason}: {exc.detail}"
+            self._audit.record("firmware", id=cmd.id, topic=topic, outcome="rejected",
+                               device=cmd.device, reason=reason)
+            finish(CommandResult(cmd.id, "rejected", reason))
+            return
+        try:
+            # the allow-list's sha256 is the file's; a bundle's image is vouched for by it
+            result = await updates.update(
+                driver, image, expected_sha256=cmd.sha256 if bundle is None else None,
+                timeouts=self._timeouts)
         except FirmwareUpdateError as exc:
             self._audit.record("firmware", id=cmd.id, topic=topic, outcome="failed",
                                device=cmd.device, reason=str(exc))
@@ -251,6 +293,8 @@ class FirmwareCommands:
             finish(CommandResult(cmd.id, "failed", "internal error in the gateway"))
             return
         ok = result.outcome != ROLLED_BACK
+        if ok and bundle is not None:
+            self._applied(bundle, cmd)
         reason = (f"{result.outcome}: {cmd.device} runs {result.running_version} "
                   f"(was {result.old_version})" + (f"; {result.detail}" if result.detail else ""))
         self._audit.record("firmware", id=cmd.id, topic=topic, outcome=str(result.outcome),
@@ -272,9 +316,12 @@ def _peek_id(payload: bytes) -> str | None:
 def firmware_commands(drivers: DriverRegistry, devices: list[DeviceConfig],
                       config_dir: Path | None, gateway_id: str,
                       driver_of: Callable[[str], Driver | None],
-                      audit: AuditLog) -> FirmwareCommands | None:
+                      audit: AuditLog,
+                      verifier: Callable[[], BundleVerifier] | None = None,
+                      ) -> FirmwareCommands | None:
     """The handler for the gateway's devices whose driver takes firmware updates and whose
-    config has a ``firmware`` block, or None when there is none."""
+    config has a ``firmware`` block, or None when there is none. ``verifier``: the checks
+    of signed bundles under the current config."""
     targets: dict[str, FirmwareTarget] = {}
     kinds: dict[str, None] = {}
     for device in devices:
@@ -288,4 +335,4 @@ def firmware_commands(drivers: DriverRegistry, devices: list[DeviceConfig],
     if not targets:
         return None
     return FirmwareCommands(targets, config_dir, gateway_id, driver_of, audit,
-                            device_kinds=" or ".join(kinds))
+                            device_kinds=" or ".join(kinds), verifier=verifier)

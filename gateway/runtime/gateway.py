@@ -20,6 +20,7 @@ from drivers.registry import REGISTRY
 from gateway import __version__
 from gateway.audit import AuditLog
 from gateway.backoff import Backoff
+from gateway.bundles import AppliedVersions, BundleVerifier
 from gateway.commands import CommandExecutor, CommandResult
 from gateway.commands.firmware import FirmwareCommands, firmware_commands
 from gateway.config.loader import ConfigDocument
@@ -142,6 +143,14 @@ class Gateway:
             self, ConfigStore(config.gateway.state_dir / "config",
                               config.management.keep_versions),
             config_path, config_dir or (config_path.parent if config_path else Path.cwd()))
+        #: the last applied version of each signed bundle (the replay check)
+        self.applied_versions = AppliedVersions(config.gateway.state_dir)
+
+    # --- signed bundles -------------------------------------------------------------------
+    def bundle_verifier(self) -> BundleVerifier:
+        """Checks signed bundles against the current config's ``bundles`` block (a live
+        change alters the trusted keys for the next bundle); outcomes go to the audit log."""
+        return BundleVerifier(self.config.bundles.trust(), self.applied_versions, self.audit)
 
     # --- wiring ---------------------------------------------------------------------------
     def _on_batch(self, batch: SampleBatch) -> None:
@@ -288,7 +297,8 @@ class Gateway:
 
     def _firmware(self, config: GatewayConfig, audit: AuditLog) -> FirmwareCommands | None:
         return firmware_commands(self.drivers, config.devices, self.config_dir,
-                                 config.gateway.id, self._connected_driver, audit)
+                                 config.gateway.id, self._connected_driver, audit,
+                                 self.bundle_verifier)
 
     def _start_device(self, device: DeviceConfig, previous: DeviceRunner | None = None,
                       start_after: float = 0.0) -> None:
