@@ -1,0 +1,112 @@
+"""The config's bundles block: trusted keys and signers, each problem with file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.bundles import keys
+from gateway.config.loader import load_config_text
+from gateway.config.models import GatewayConfig
+from gateway.errors import ConfigError
+
+HEAD = """\
+gateway: {id: gw, site: s, line: l, state_dir: state}
+devices:
+  - name: dev
+    protocol: modbus_tcp
+    host: 127.0.0.1
+    tags: [{name: sp, table: holding, address: 0, type: uint16}]
+"""
+
+BRAIN = keys.public_key_text(keys.generate_private_key().public_key())
+ALGO = keys.generate_private_key().public_key()
+
+
+def load(tmp_path: Path, block: str) -> GatewayConfig:
+    return load_config_text(HEAD + block, "gw.yaml", tmp_path)
+
+
+def problems(tmp_path: Path, block: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path, block)
+    return [str(p) for p in exc.value.problems]
+
+
+def test_the_default_trusts_nothing_and_requires_nothing(tmp_path: Path) -> None:
+    trust = load(tmp_path, "").bundles.trust()
+    assert trust.keys == {} and trust.signers == {} and trust.require_signed is False
+
+
+def test_keys_in_their_forms_and_signers_per_kind(tmp_path: Path) -> None:
+    pem = keys.public_key_pem(ALGO).decode().replace("\n", "\n        ")
+    cfg = load(tmp_path, f"""\
+bundles:
+  require_signed: true
+  max_bytes: 32MiB
+  keys:
+    brain-release:
+      public_key: {BRAIN}
+      description: the brain's release key
+    algo-team:
+      public_key: |
+        {pem}
+  signers:
+    firmware: [brain-release]
+    model: [brain-release, algo-team]
+""")
+    trust = cfg.bundles.trust()
+    assert set(trust.keys) == {"brain-release", "algo-team"}
+    assert keys.raw_public_bytes(trust.keys["algo-team"]) == keys.raw_public_bytes(ALGO)
+    assert trust.signers == {"firmware": frozenset({"brain-release"}),
+                             "model": frozenset({"brain-release", "algo-team"})}
+    assert trust.require_signed and trust.max_bytes == 32 * 2**20
+
+
+def test_a_key_that_does_not_parse_is_named_at_its_line(tmp_path: Path) -> None:
+    found = problems(tmp_path, """\
+bundles:
+  keys:
+    brain:
+      public_key: c2hvcnQ=
+    old:
+      public_key: not a key at all
+    "bad id":
+      public_key: c2hvcnQ=
+""")
+    assert found[0].startswith("gw.yaml:10: bundles.keys.brain.public_key: not a public key")
+    assert found[1].startswith("gw.yaml:12: bundles.keys.old.public_key: not a PEM block, an "
+                               "OpenSSH line or base64")
+    assert any(p.startswith("gw.yaml:13: bundles.keys.bad id") and "pattern" in p
+               for p in found), found
+
+
+def test_signers_name_trusted_keys_of_known_kinds(tmp_path: Path) -> None:
+    found = problems(tmp_path, f"""\
+bundles:
+  keys:
+    brain: {{public_key: {BRAIN}}}
+  signers:
+    firmware:
+      - brain
+      - brian
+    plugin: [brain]
+""")
+    assert "gw.yaml:13: bundles.signers.firmware[1]: no key 'brian' in bundles.keys (keys: brain)" \
+        in found
+    assert any(p.startswith("gw.yaml:14: bundles.signers.plugin") for p in found), found
+
+
+def test_one_key_one_id_and_signatures_need_a_key(tmp_path: Path) -> None:
+    found = problems(tmp_path, f"""\
+bundles:
+  keys:
+    brain: {{public_key: {BRAIN}}}
+    again: {{public_key: {BRAIN}}}
+""")
+    assert found == ["gw.yaml:10: bundles.keys.again.public_key: the same public key as "
+                     "'brain': one key, one id"]
+    found = problems(tmp_path, "bundles: {require_signed: true}\n")
+    assert len(found) == 1 and found[0].startswith(
+        "gw.yaml:7: bundles.require_signed: signatures are required but no key is trusted")
