@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bundles import keys
+from gateway.bundles import AppliedVersions, BundleVerifier, Trust, build_bundle, keys
+from gateway.config.config_bundle import config_check
 from gateway.config.loader import load_config_text
 from gateway.config.models import GatewayConfig
-from gateway.errors import ConfigError
+from gateway.errors import BundleRefused, ConfigError
 
 HEAD = """\
 gateway: {id: gw, site: s, line: l, state_dir: state}
@@ -110,3 +111,30 @@ bundles:
     found = problems(tmp_path, "bundles: {require_signed: true}\n")
     assert len(found) == 1 and found[0].startswith(
         "gw.yaml:7: bundles.require_signed: signatures are required but no key is trusted")
+
+
+# -- config bundles: the payload check of kind config -----------------------------------------
+
+
+def config_bundle(tmp_path: Path, text: str, name: str = "gw") -> BundleRefused | None:
+    key = keys.generate_private_key()
+    data = build_bundle("config", name, "3", [("gateway.yaml", text.encode())], key, "brain")
+    verifier = BundleVerifier(Trust({"brain": key.public_key()}, {"config": frozenset({"brain"})}),
+                              AppliedVersions(tmp_path / "state"))
+    try:
+        verifier.verify(data, kind="config", source="test", check=config_check("gw", tmp_path))
+    except BundleRefused as exc:
+        assert exc.reason == "payload_mismatch"
+        return exc
+    return None
+
+
+def test_a_config_bundle_carries_a_valid_config_for_this_gateway(tmp_path: Path) -> None:
+    assert config_bundle(tmp_path, HEAD) is None
+    other = config_bundle(tmp_path, HEAD, name="gw-2")
+    assert other is not None and "a config for gateway 'gw-2'; this is 'gw'" in other.detail
+    renamed = config_bundle(tmp_path, HEAD.replace("id: gw,", "id: gw-9,"))
+    assert renamed is not None and "its config's gateway.id is 'gw-9'" in renamed.detail
+    invalid = config_bundle(tmp_path, HEAD.replace("address: 0", "address: -1"))
+    assert invalid is not None and "the bundle's config is invalid" in invalid.detail
+    assert "gw 3:gateway.yaml:6: devices[0].tags[0].address" in invalid.detail
