@@ -234,7 +234,7 @@ class Gateway:
         ids and state), the devices it starts start; the others keep polling and publishing
         throughout. Returns whether every birth goes again (the contract asked for it)."""
         if not (plan.added or plan.removed or plan.changed or plan.reordered):
-            self.config = new  # management only: read when used
+            self.config = new  # management or bundles only: read when used
             return False
         await asyncio.gather(*(self._stop_device(name) for name in plan.stop))
         if self.northbound is not None:  # what stopped devices left, under its own catalog

@@ -4,7 +4,9 @@ Applied live (``gateway/runtime/live.py``): every change under ``devices`` (devi
 added, removed, enabled, disabled, reordered, their connection settings and their tags
 added, removed or redefined) and ``management``. Only the devices whose block changed
 restart; the others keep polling and publishing untouched. The tag catalog keeps the id
-of every tag that stays (``gateway/tags.py``), so samples in flight stay valid.
+of every tag that stays (``gateway/tags.py``), so samples in flight stay valid. Changes to
+``bundles`` (trusted keys, signers, require_signed) restart nothing: the next bundle
+is checked against the new block (a compromised key is dropped by a change).
 
 Refused ("restart required"), the old config keeps running: a change to ``gateway``
 (identity, state folder), ``northbound``, ``http``, ``commands``, ``models`` or
@@ -47,6 +49,8 @@ class ReloadPlan:
     reordered: bool = False
     #: ``management`` changed (applied live: it is read when used)
     management: bool = False
+    #: ``bundles`` changed (applied live: the next bundle is checked against it)
+    bundles: bool = False
 
     @property
     def restart(self) -> tuple[str, ...]:
@@ -60,7 +64,7 @@ class ReloadPlan:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.changed or self.reordered
-                    or self.management)
+                    or self.management or self.bundles)
 
     def summary(self) -> str:
         """In words, for the log and the audit: ``devices added: c; changed: a``."""
@@ -71,6 +75,8 @@ class ReloadPlan:
             parts.append("devices reordered")
         if self.management:
             parts.append("management changed")
+        if self.bundles:
+            parts.append("trusted bundle keys changed")
         return "; ".join(parts) or "no change"
 
 
@@ -94,4 +100,5 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         reconnected=reconnected,
         reordered=[n for n in before if n in after] != both,
         management=old.management != new.management,
+        bundles=old.bundles != new.bundles,
     )

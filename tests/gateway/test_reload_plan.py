@@ -80,3 +80,16 @@ def test_section_changes_are_refused(tmp_path: Path, edit, reason: str) -> None:
     with pytest.raises(ReloadRefused, match="restart required") as info:
         plan_reload(_cfg(BASE, tmp_path), _cfg(new, tmp_path))
     assert reason in str(info.value)
+
+
+def test_trusted_keys_change_without_a_restart(tmp_path: Path) -> None:
+    """A compromised key is dropped by a reload: the bundles block restarts nothing."""
+    from gateway.bundles import keys
+
+    key = keys.public_key_text(keys.generate_private_key().public_key())
+    trusting = {**BASE, "bundles": {"keys": {"brain": {"public_key": key}},
+                                    "signers": {"firmware": ["brain"]}}}
+    for old, new in ((trusting, BASE), (BASE, trusting)):
+        plan = plan_reload(_cfg(old, tmp_path), _cfg(new, tmp_path))
+        assert plan.restart == () and plan.bundles  # not empty: the new block is taken
+        assert plan.summary() == "trusted bundle keys changed"
