@@ -293,8 +293,8 @@ class FirmwareCommands:
             finish(CommandResult(cmd.id, "failed", "internal error in the gateway"))
             return
         ok = result.outcome != ROLLED_BACK
-        if ok and bundle is not None:
-            self._applied(bundle, cmd)
+        if ok and bundle is not None:  # the version file is fsync'd: off the event loop
+            await asyncio.to_thread(self._applied, bundle, cmd)
         reason = (f"{result.outcome}: {cmd.device} runs {result.running_version} "
                   f"(was {result.old_version})" + (f"; {result.detail}" if result.detail else ""))
         self._audit.record("firmware", id=cmd.id, topic=topic, outcome=str(result.outcome),
