@@ -53,9 +53,9 @@ ALGORITHM = "ed25519"
 
 class AuditSink(Protocol):
     """Where outcomes go: the gateway's append-only audit log
-    (:class:`gateway.commands.audit.AuditLog`)."""
+    (:class:`gateway.audit.AuditLog`, which answers the line's sequence number)."""
 
-    def record(self, event: str, **fields: Any) -> None: ...
+    def record(self, event: str, **fields: Any) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)

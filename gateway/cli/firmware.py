@@ -39,9 +39,9 @@ from rich.progress import (
 
 from drivers.registry import REGISTRY
 from gateway import exit_codes
-from gateway.cli.config_option import config_option
 from gateway.bundles import AppliedVersions, BundleVerifier, looks_like_bundle
 from gateway.bundles.firmware import unwrap_firmware
+from gateway.cli.config_option import config_option
 from gateway.commands.audit import AuditLog
 from gateway.config.loader import load_config
 from gateway.config.models import GatewayConfig
