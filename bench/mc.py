@@ -26,9 +26,7 @@ import datetime as dt
 import json
 import logging
 import os
-import select
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +41,7 @@ from gateway.types import Quality
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
-from pipeline import HOST, Child, _die_with_parent, _version, machine_info  # noqa: E402
+from harness import HOST, Child, machine_info, package_version, start_hil_sim  # noqa: E402
 
 log = logging.getLogger("bench.mc")
 GOAL_RATIO = 0.9
@@ -175,28 +173,11 @@ async def raw(config: McDeviceConfig, seconds: float) -> Measurement:
 def start_plc(workdir: Path, transport: str, delay: float) -> tuple[Child, int]:
     """``chenxing-hil sim mc`` in a process of its own, answering ``delay`` s late; its
     port."""
-    log_path = workdir / "mc-plc.log"
-    hil = Path(sys.executable).with_name("chenxing-hil")
-    cmd = [str(hil), "--log-level", "warning", "sim", "mc", "--host", HOST, "--port", "0",
-           "--series", "q", "--transport", transport, "--delay", str(delay)]
-    with open(log_path, "ab") as log_file:
-        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=log_file, cwd=REPO_ROOT, start_new_session=True,
-                                 preexec_fn=_die_with_parent)
-    child = Child("mc-plc", popen, log_path)
-    assert popen.stdout is not None
-    deadline = time.monotonic() + 60
-    buffer = b""
-    while b"\n" not in buffer:
-        if time.monotonic() > deadline or not child.alive():
-            child.stop(5)
-            raise RuntimeError(f"the MC simulator did not start:\n{child.log_tail()}")
-        readable, _, _ = select.select([popen.stdout.fileno()], [], [], 0.5)
-        if readable:
-            buffer += os.read(popen.stdout.fileno(), 512)
-    line = buffer.split(b"\n", 1)[0].decode()
-    port = int(line.split(f"{HOST}:", 1)[1].split()[0])
-    return child, port
+    child, match = start_hil_sim(
+        "mc-plc", ["mc", "--host", HOST, "--port", "0", "--series", "q", "--transport",
+                   transport, "--delay", str(delay)],
+        workdir, rf"{HOST.replace('.', '[.]')}:(\d+)")  # fmt: skip
+    return child, int(match.group(1))
 
 
 async def run(args: argparse.Namespace, port: int) -> list[Measurement]:
@@ -259,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(ms, args, per_poll)
     result = {"bench": "mc", "started": started.isoformat(), "loadavg_before": loadavg,
               "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
-              "machine": {**machine_info(), "plc_comm_slmp": _version("plc-comm-slmp")},
+              "machine": {**machine_info(), "plc_comm_slmp": package_version("plc-comm-slmp")},
               "args": {k: str(v) for k, v in vars(args).items()},
               "summary": summary, "rounds": [asdict(m) for m in ms]}
     out = args.out or RESULTS_DIR / f"mc-{started:%Y%m%d-%H%M%S}.json"
