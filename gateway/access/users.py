@@ -19,7 +19,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.access.roles import Role
+from gateway.durable import replace_durably
 from gateway.errors import UnknownUser, UserRefused, UserStoreError
 
 FORMAT_VERSION = 1
@@ -191,29 +191,11 @@ class UserStore:
                      "changed_ms": u.changed_ms} for u in sorted(users.values(),
                                                                 key=lambda u: u.name)}}
         data = (json.dumps(body, indent=2) + "\n").encode()
-        folder = self.path.parent
         try:
-            owner = os.stat(self.path if self.path.exists() else folder)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".users-", suffix=".tmp")
-            try:
-                os.fchmod(fd, 0o600)
-                if os.geteuid() == 0:  # root's CLI: the gateway's account keeps its file
-                    os.fchown(fd, owner.st_uid, owner.st_gid)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            # root's CLI: the gateway's account keeps its file
+            owner = os.stat(self.path if self.path.exists() else self.path.parent)
+            replace_durably(self.path, data, 0o600, owner)
         except OSError as exc:
-            with contextlib.suppress(NameError, OSError):
-                os.unlink(tmp)
             raise UserStoreError(f"cannot write the user store {self.path}: "
                                  f"{exc.strerror}") from exc
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.values import json_safe
+from gateway.durable import fsync_folder
 from gateway.repeated_log import RepeatedLog
 from gateway.types import now_ns
 
@@ -191,7 +192,7 @@ class AuditLog:
         for older, newer in zip(reversed(paths[1:]), reversed(paths[:-1]), strict=True):
             with contextlib.suppress(FileNotFoundError):
                 os.replace(newer, older)  # the oldest file is replaced: dropped
-        _fsync_dir(self.path.parent)
+        fsync_folder(self.path.parent)
         self.rotations += 1
         seq = self._seq
         self._open()
@@ -247,9 +248,4 @@ def _last_seq_of(lines: list[bytes]) -> int | None:
     return None
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+

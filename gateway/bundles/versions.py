@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.bundles.manifest import Version
+from gateway.durable import replace_durably
 from gateway.errors import BundleRefused
 from gateway.types import now_ns
 
@@ -104,19 +105,4 @@ class AppliedVersions:
                              "no bundle is accepted until it is repaired or restored")
 
     def _write(self, body: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        data = json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        replace_durably(self.path, json.dumps(body, indent=1, sort_keys=True).encode() + b"\n")

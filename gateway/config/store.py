@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from gateway.durable import replace_durably
 from gateway.errors import ConfigStoreError, ConfigStoreLocked, ConfigVersionUnknown
 
 __all__ = ["ConfigStore", "ConfigVersion", "Status", "text_sha256", "unified_diff",
@@ -106,21 +107,17 @@ def _shift_hunk(header: str, offset: int) -> str:
 
 def write_config_file(path: Path, text: str) -> None:
     """Replace the config file a person edits with ``text``, whole (a reader sees the old
-    file or the new one), keeping its permissions (it may hold secrets)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    with contextlib.suppress(OSError):
-        tmp.chmod(path.stat().st_mode & 0o7777)
-    tmp.replace(path)
+    file or the new one), keeping its permissions (it may hold secrets) and owner."""
+    try:
+        before: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        before = None
+    mode = 0o640 if before is None else before.st_mode & 0o7777
+    replace_durably(path, text.encode("utf-8"), mode, before)
 
 
 def _write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    replace_durably(path, data.encode("utf-8"))
 
 
 class ConfigStore:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
+
+from gateway.durable import replace_durably
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,7 @@ class SequenceStore:
     def _reserve(self) -> None:
         self._reserved_until = self._next + self.block
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"next_seq": self._reserved_until}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_durably(self.path, json.dumps({"next_seq": self._reserved_until}).encode())
 
     @property
     def peek(self) -> int:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
+
+from gateway.durable import replace_durably
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,7 @@ class BdSeqStore:
 
     def _write(self, bdseq: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({"last_bdseq": bdseq}, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            replace_durably(self.path, json.dumps({"last_bdseq": bdseq}).encode())
         except OSError as exc:  # the session goes on; a restart may then repeat a number
             log.error("cannot persist bdSeq to %s: %s", self.path, exc)
