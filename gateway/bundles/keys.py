@@ -7,7 +7,9 @@ line (``ssh-ed25519 AAAA...``). A private key is PKCS#8 PEM, optionally encrypte
 passphrase; ``bundle keygen`` writes it readable by its owner only (0600).
 
 This is the one module that reaches ``cryptography`` (its errors become
-:class:`ValueError` here, its signature check a boolean).
+:class:`ValueError` here, its signature check a boolean). It imports it when a key is
+first used: ``cryptography`` adds about 20 MB to a process, which a gateway whose config
+trusts no key never needs (issue 21: import only what the config uses).
 """
 
 from __future__ import annotations
@@ -17,14 +19,26 @@ import binascii
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
-#: the key types, named here so that no other module imports ``cryptography``
-PublicKey = Ed25519PublicKey
-PrivateKey = Ed25519PrivateKey
+    #: the key types, named here so that no other module imports ``cryptography``
+    PublicKey = Ed25519PublicKey
+    PrivateKey = Ed25519PrivateKey
+
+
+def __getattr__(name: str) -> Any:
+    """``PublicKey`` and ``PrivateKey`` at run time, imported when first asked for."""
+    if name in ("PublicKey", "PrivateKey"):
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        return ed25519.Ed25519PublicKey if name == "PublicKey" else ed25519.Ed25519PrivateKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 RAW_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -32,6 +46,10 @@ SIGNATURE_BYTES = 64
 
 def load_public_key(text: str) -> Ed25519PublicKey:
     """The Ed25519 public key in ``text``; raise :class:`ValueError` saying what it is instead."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     text = text.strip()
     try:
         if text.startswith("-----BEGIN"):
@@ -53,6 +71,8 @@ def load_public_key(text: str) -> Ed25519PublicKey:
 
 
 def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -62,6 +82,8 @@ def public_key_text(key: Ed25519PublicKey) -> str:
 
 
 def public_key_pem(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.PEM,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -72,12 +94,16 @@ def fingerprint(key: Ed25519PublicKey) -> str:
 
 
 def generate_private_key() -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
 def write_private_key(key: Ed25519PrivateKey, path: Path, passphrase: bytes | None = None) -> None:
     """Write ``key`` as PKCS#8 PEM to a new file readable by its owner only (0600); an
     existing file is never overwritten (:class:`FileExistsError`)."""
+    from cryptography.hazmat.primitives import serialization
+
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase
         else serialization.NoEncryption())
@@ -96,6 +122,10 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
     """The Ed25519 private key in the PEM file ``path``; :class:`ValueError` when it is
     another kind of key, encrypted without the passphrase, or not a key;
     :class:`OSError` when it cannot be read."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = path.read_bytes()
     try:
         key = serialization.load_pem_private_key(data, passphrase)
@@ -115,6 +145,8 @@ def sign(key: Ed25519PrivateKey, message: bytes) -> bytes:
 
 def signature_valid(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
     """Does ``signature`` sign ``message`` under ``key``?"""
+    from cryptography.exceptions import InvalidSignature
+
     if len(signature) != SIGNATURE_BYTES:
         return False
     try:

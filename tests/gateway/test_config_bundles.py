@@ -138,3 +138,27 @@ def test_a_config_bundle_carries_a_valid_config_for_this_gateway(tmp_path: Path)
     invalid = config_bundle(tmp_path, HEAD.replace("address: 0", "address: -1"))
     assert invalid is not None and "the bundle's config is invalid" in invalid.detail
     assert "gw 3:gateway.yaml:6: devices[0].tags[0].address" in invalid.detail
+
+
+def test_a_config_that_trusts_no_key_does_not_load_cryptography(tmp_path: Path) -> None:
+    """cryptography costs a process about 20 MB; only a config with bundle keys needs it
+    (issue 21: import only what the config uses)."""
+    import subprocess
+    import sys
+
+    trusting = HEAD + "bundles: {keys: {brain: {public_key: " + BRAIN + "}}}\n"
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import gateway.runtime.gateway\n"
+        "from gateway.config.loader import load_config_text\n"
+        f"text = {HEAD!r}\n"
+        f"load_config_text(text, 'gw.yaml', Path({str(tmp_path)!r}))\n"
+        "print('without keys', 'cryptography' in sys.modules)\n"
+        f"load_config_text({trusting!r}, 'gw.yaml', Path({str(tmp_path)!r}))\n"
+        "print('with keys', 'cryptography' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["without keys False", "with keys True"]
