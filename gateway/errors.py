@@ -6,6 +6,7 @@ Every exception the project raises on purpose is defined here and derives from
     GatewayError
     ├── ConfigError                 a config file is invalid (every problem, with file, line, key)
     ├── ReloadRefused               a new config cannot be applied to the running gateway
+    ├── ConfigEditRefused           an edit of the config text (config API) cannot be made
     ├── ConfigStoreError            the versioned config store (state_dir/config)
     │   ├── ConfigVersionUnknown    ... has no such version (never applied, or pruned)
     │   └── ConfigStoreLocked       ... is held by a running gateway (a rollback asks it)
@@ -136,6 +137,17 @@ class UnlocatedProblem(GatewayError):
 
 class ReloadRefused(GatewayError):
     """The new config cannot be applied to the running gateway; the message says why."""
+
+
+class ConfigEditRefused(GatewayError):
+    """An edit of the config text cannot be made: ``reason`` is ``not_found`` (no such device
+    or tag), ``exists`` (the name is taken) or ``shape`` (the part is written in a way an
+    edit does not splice: flow style, an alias); the message says which part."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class ConfigStoreError(GatewayError):

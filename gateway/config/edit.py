@@ -26,13 +26,13 @@ from gateway.config.loader import ConfigDocument, semantic_checks
 from gateway.config.yaml_model import parse_yaml
 from gateway.config.yaml_reader import KeyPath, LineMap
 
-__all__ = ["read_edit"]
+__all__ = ["ODD_BREAKS", "item_spans", "read_edit"]
 
 #: what a YAML alias looks like (``*name`` after a space, a line start or a flow indicator);
 #: a ``*`` in a plain scalar may match too, and the text is then read whole, which is safe
 _ALIAS = re.compile(r"(?:^|[\s\[{,])\*[^\s,\[\]{}]", re.MULTILINE)
 #: characters str.splitlines breaks lines at and YAML does not: lines would not match
-_ODD_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e]")
+ODD_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e]")
 
 
 def read_edit(previous: ConfigDocument, text: str,
@@ -41,7 +41,7 @@ def read_edit(previous: ConfigDocument, text: str,
     changed from ``previous``; None when that does not apply (read the whole text instead)."""
     old = previous.text.splitlines(keepends=True)
     new = text.splitlines(keepends=True)
-    if text == previous.text or _ALIAS.search(previous.text) or _ODD_BREAKS.search(text):
+    if text == previous.text or _ALIAS.search(previous.text) or ODD_BREAKS.search(text):
         return None  # an alias copies a value: an edit of its anchor changes it elsewhere
     head = 0
     limit = min(len(old), len(new))
@@ -105,28 +105,37 @@ def _read_item(previous: ConfigDocument, new: list[str], path: KeyPath, first: i
 def _item_holding(previous: ConfigDocument, path: KeyPath, changed: tuple[int, int],
                   parent_end: int) -> tuple[int, int, int] | None:
     """(index, first line, end line) of the one item of the block list at ``path`` whose
-    lines ``[first, end)`` hold every changed old line, or None. An item ends where the next
-    begins; the last one where the next key of the list's parent begins (or at
-    ``parent_end``)."""
-    items = _at(previous.data, path)
-    if not isinstance(items, list) or not items:
-        return None
-    starts = [previous.lines.get((*path, i)) for i in range(len(items))]
-    if any(s is None for s in starts):
-        return None
-    lines = [int(s) for s in starts if s is not None]
-    if any(b <= a for a, b in itertools.pairwise(lines)):
-        return None  # flow style, or items sharing a line
-    parent = _at(previous.data, path[:-1])  # the mapping holding the list
-    keys = list(parent) if isinstance(parent, dict) else []
-    after = [line for line in (previous.lines.get((*path[:-1], key)) for key in keys)
-             if line is not None and lines[-1] < line < parent_end]
-    ends = [*lines[1:], min(after) if after else parent_end]
+    lines ``[first, end)`` hold every changed old line, or None."""
+    spans = item_spans(previous.data, previous.lines, path, parent_end)
     first_changed, last_changed = changed
-    for index, (first, end) in enumerate(zip(lines, ends, strict=True)):
+    for index, (first, end) in enumerate(spans or ()):
         if first <= first_changed and last_changed < end:
             return index, first, end
     return None
+
+
+def item_spans(data: object, lines: LineMap, path: KeyPath,
+               parent_end: int) -> list[tuple[int, int]] | None:
+    """The lines ``[first, end)`` of each item of the block list at ``path`` in ``data``
+    (read with ``lines``), or None when it is not a block list with one item per line
+    range (flow style, items sharing a line, an alias). An item ends where the next begins;
+    the last one where the next key of the list's parent begins (or at ``parent_end``).
+    Comments and blank lines before an item belong to the item above it."""
+    items = _at(data, path)
+    if not isinstance(items, list) or not items:
+        return None
+    starts = [lines.get((*path, i)) for i in range(len(items))]
+    if any(s is None for s in starts):
+        return None
+    firsts = [int(s) for s in starts if s is not None]
+    if any(b <= a for a, b in itertools.pairwise(firsts)):
+        return None  # flow style, or items sharing a line
+    parent = _at(data, path[:-1])  # the mapping holding the list
+    keys = list(parent) if isinstance(parent, dict) else []
+    after = [line for line in (lines.get((*path[:-1], key)) for key in keys)
+             if line is not None and firsts[-1] < line < parent_end]
+    ends = [*firsts[1:], min(after) if after else parent_end]
+    return list(zip(firsts, ends, strict=True))
 
 
 def _one_item_at(lines: list[str], old_first: str) -> bool:
