@@ -8,7 +8,7 @@ import asyncio
 from click.testing import CliRunner
 
 from drivers.dlt645.scan_cmd import scan
-from gateway.cli.check_cmd import check_device
+from gateway.device_check import check_device
 from gateway.serial_ports import SerialPorts
 from gateway.tags import TagCatalog
 from hil.devices.dlt645_meter import Dlt645Line
