@@ -73,6 +73,7 @@ Outcome = Literal[
     "refused",  # refused: needs a restart, a model would lose its input, a pending file edit
     "connect_failed",  # refused: a device added or reconnected could not connect
     "rolled_back",  # applied, then rolled back by itself (``reason``)
+    "valid",  # a dry run (:meth:`ConfigApplier.preview`): it passed validation, nothing changed
 ]
 #: seconds between two looks at the devices and the broker while watching
 WATCH_STEP = 0.02
@@ -194,6 +195,12 @@ class ConfigApplier:
         return self._text
 
     @property
+    def document(self) -> ConfigDocument | None:
+        """The version running as read (text, data, line map), when the applier has it."""
+        document = self._document
+        return document if document is not None and document.text == self._text else None
+
+    @property
     def file_name(self) -> str:
         """The name problems are reported under: the config file's."""
         return str(self.config_path) if self.config_path is not None else "gateway.yaml"
@@ -249,6 +256,31 @@ class ConfigApplier:
         self._report(result, source, author)
         return result
 
+    async def preview(self, text: str, expected_version: int | None) -> ApplyResult:
+        """A dry run of :meth:`apply`: the check and the validation only (outcome ``valid``
+        with what the change would do, or why it would be refused); nothing changes, nothing
+        is recorded."""
+        clock = _Stages()
+        running = self.version
+        if expected_version is not None and expected_version != running:
+            return clock.result("conflict", running, running,
+                                reason=_conflict(expected_version, running))
+        if text == self._text:
+            return clock.result("unchanged", running, running)
+        try:
+            document = await asyncio.to_thread(self._validate, text)
+        except ConfigError as exc:
+            return clock.result("invalid", running, running, reason=_errors(exc),
+                                problems=tuple(exc.problems))
+        try:
+            plan = plan_reload(self.gateway.config, document.config)
+            self._check_models(self.gateway.config, document.config)
+        except ReloadRefused as exc:
+            return clock.result("refused", running, running, reason=str(exc))
+        clock.done("validate")
+        summary = plan.summary() if plan else "no device changed (text only)"
+        return clock.result("valid", running, running, summary)
+
     async def apply_file(self) -> ApplyResult:
         """SIGHUP: apply the config file as it is now (author: the one the command line
         left for this text, else ``file``)."""
@@ -294,8 +326,7 @@ class ConfigApplier:
             return refuse("refused", "the gateway is not running yet")
         # 1. check
         if expected is not None and expected != running:
-            return refuse("conflict", f"the edit is based on version {expected}, but version "
-                                      f"{running} runs now: apply it again on version {running}")
+            return refuse("conflict", _conflict(expected, running))
         if text == self._text:
             return refuse("unchanged")
         if not from_file and self._file_has_pending_edit():
@@ -306,9 +337,7 @@ class ConfigApplier:
         try:
             document = await asyncio.to_thread(self._validate, text)
         except ConfigError as exc:
-            return refuse("invalid", f"{len(exc.problems)} configuration error"
-                                     f"{'s' if len(exc.problems) != 1 else ''}",
-                          problems=tuple(exc.problems))
+            return refuse("invalid", _errors(exc), problems=tuple(exc.problems))
         # the running config's objects wherever equal: a change (or a reload of the same
         # file) would otherwise keep two copies of every tag
         new = keep_running_devices(old, document.config)
@@ -515,6 +544,15 @@ class ConfigApplier:
                                   version=result.version, parent=result.previous,
                                   rolled_back=result.rolled_back, summary=result.summary,
                                   reason=result.reason, diff=diff)
+
+
+def _conflict(expected: int, running: int | None) -> str:
+    return (f"the edit is based on version {expected}, but version {running} runs now: "
+            f"apply it again on version {running}")
+
+
+def _errors(exc: ConfigError) -> str:
+    return f"{len(exc.problems)} configuration error{'s' if len(exc.problems) != 1 else ''}"
 
 
 def keep_running_devices(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
