@@ -81,11 +81,13 @@ class DriverRegistration:
     firmware: str | None = None
     tools: Mapping[str, str] = field(default_factory=dict)
     family: str | None = None
+    discovery: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.config, type) and issubclass(self.config, DeviceConfig)):
             raise TypeError(f"registration config {self.config!r} is not a DeviceConfig model")
-        refs = [self.driver, self.metrics, self.firmware, *self.tools.values()]
+        refs = [self.driver, self.metrics, self.firmware, *self.tools.values(),
+                *self.discovery.values()]
         for ref in refs:
             if ref is not None and not _is_ref(ref):
                 raise ValueError(f"{self.config.__name__}: {ref!r} is not 'package.module:name'")

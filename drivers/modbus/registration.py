@@ -26,11 +26,13 @@ def _modbus(config: type[DeviceConfig], driver: str, **kw: Any) -> DriverRegistr
 
 
 _SCAN = {"scan": "drivers.modbus.scan_cmd:scan"}
+_API_SCAN = {"scan": "drivers.modbus.scan_cmd:scan_for_api"}
 
 REGISTRATIONS = (
-    _modbus(ModbusTcpDeviceConfig, "ModbusTcpDriver", tools=_SCAN),
+    _modbus(ModbusTcpDeviceConfig, "ModbusTcpDriver", tools=_SCAN, discovery=_API_SCAN),
     # the units of one RS-485 bus share its port (and an ASCII line carries ASCII only)
-    _modbus(ModbusRtuDeviceConfig, "ModbusRtuDriver", serial="shared", tools=_SCAN),
+    _modbus(ModbusRtuDeviceConfig, "ModbusRtuDriver", serial="shared", tools=_SCAN,
+            discovery=_API_SCAN),
     _modbus(ModbusAsciiDeviceConfig, "ModbusAsciiDriver", serial="shared"),
     _modbus(ModbusUdpDeviceConfig, "ModbusUdpDriver"),
     _modbus(ModbusRtuOverTcpDeviceConfig, "ModbusRtuOverTcpDriver"),

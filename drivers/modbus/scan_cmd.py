@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -428,3 +429,68 @@ def scan(
         click.echo(f"Error: {refused.message}", err=True)
         click.echo(explain(runs, table), err=True)
         sys.exit(exit_codes.RUNTIME_FAILURE)
+
+
+#: a tag the config API adds to a device sent without tags, for its config to validate
+PLACEHOLDER_TAG = {"name": "scan", "address": 0, "type": "uint16"}
+#: registers one API scan reads at most (one request)
+MAX_API_COUNT = 125
+
+
+async def scan_for_api(device: Mapping[str, Any], request: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """``POST /api/scan`` for a Modbus TCP or RTU device: ``{table, start, count}`` read
+    once, as the CLI's ``scan`` reads it; each address under every type and byte order.
+    Raises ``ValueError`` for a bad request, pydantic's ``ValidationError`` for a bad
+    device, :class:`~gateway.errors.DriverError` when the device cannot be read."""
+    from drivers.modbus.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig
+    from gateway.errors import DeviceUnreachable
+
+    body = {**device, "tags": device.get("tags") or [PLACEHOLDER_TAG]}
+    model = ModbusTcpDeviceConfig if device.get("protocol") == "modbus_tcp" \
+        else ModbusRtuDeviceConfig
+    cfg = model.model_validate(body)
+    table = request.get("table", "holding")
+    start, count = request.get("start", 0), request.get("count", 10)
+    if table not in _TABLE_PREFIX:
+        raise ValueError("table: holding or input")
+    if not _whole(start, 0, 65535) or not _whole(count, 1, MAX_API_COUNT) \
+            or start + count > 65536:
+        raise ValueError(f"start: 0..65535 and count: 1..{MAX_API_COUNT}, within 65535")
+    options: dict[str, Any] = {"host": None, "port": 502, "serial": None, "baudrate": 9600,
+                               "parity": "N", "stopbits": 1, "bytesize": 8,
+                               "unit": cfg.unit_id, "table": table, "timeout": cfg.timeout}
+    if isinstance(cfg, ModbusTcpDeviceConfig):
+        options.update(host=cfg.host, port=cfg.port)
+    else:
+        options.update(serial=cfg.port, baudrate=cfg.baudrate, parity=cfg.parity,
+                       stopbits=cfg.stopbits, bytesize=cfg.bytesize)
+    try:
+        runs, refused = await scan_range(options, start, count)
+    except click.ClickException as exc:
+        raise DeviceUnreachable(exc.message) from None
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        if run.code is not None:
+            rows.extend({"address": run.start + i, "exception": run.code}
+                        for i in range(run.count))
+            continue
+        result = decode_all(run.start, run.registers)
+        for i, register in enumerate(run.registers):
+            views: dict[str, Any] = {}
+            for (type_, order), values in result.values.items():
+                if type_ in NARROW and order != "ABCD":
+                    continue  # one register: the byte order does not apply
+                value = values[i]
+                if isinstance(value, float) and np.isnan(value):
+                    continue  # runs past the end
+                key = type_.value if type_ in NARROW else f"{type_.value} {order}"
+                is_float = type_ in (DataType.FLOAT32, DataType.FLOAT64)
+                views[key] = float(value) if is_float else int(value)
+            rows.append({"address": run.start + i, "register": int(register), "as": views})
+    return {"table": table, "start": start, "count": count, "rows": rows,
+            "refused": None if refused is None else explain(runs, table)}
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +213,7 @@ def browse(endpoint: str, depth: int, start: str, username: str | None,
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     body: dict[str, Any] = {
         "name": "browse", "protocol": "opcua", "endpoint": endpoint, "timeout": timeout,
-        "tags": [{"name": "unused", "node": "i=2258", "type": "float64"}],
+        "tags": [PLACEHOLDER_TAG],
         "security": {"policy": policy,
                      "mode": mode or ("None" if policy == "None" else "SignAndEncrypt"),
                      "certificate": certificate, "private_key": private_key,
@@ -229,7 +230,7 @@ def browse(endpoint: str, depth: int, start: str, username: str | None,
         raise click.UsageError("; ".join(
             f"{'.'.join(map(str, path))}: {message}" for path, message in words)) from None
     try:
-        found = asyncio.run(_browse(cfg, start, depth, server_nodes))
+        found = asyncio.run(browse_nodes(cfg, start, depth, server_nodes))
     except Exception as exc:
         click.echo(f"browse failed: {exc}", err=True)
         sys.exit(exit_codes.RUNTIME_FAILURE)
@@ -243,7 +244,45 @@ def browse(endpoint: str, depth: int, start: str, username: str | None,
                    "--all shows them)", err=True)
 
 
-async def _browse(cfg: Any, start: str, depth: int, server_nodes: bool) -> Browsed:
+#: a tag the config API adds to a device sent without tags, for its config to validate
+PLACEHOLDER_TAG = {"name": "unused", "node": "i=2258", "type": "float64"}
+#: levels one API browse walks at most
+MAX_API_DEPTH = 10
+
+
+async def browse_for_api(device: Mapping[str, Any], request: Mapping[str, Any]
+                         ) -> dict[str, Any]:
+    """``POST /api/browse`` for an OPC UA device: ``{start, depth, builtin}`` walked as the
+    CLI's ``browse`` walks it (the server's own nodes left out unless ``builtin``), with
+    the device's endpoint, security and identity. Raises ``ValueError`` for a bad request,
+    pydantic's ``ValidationError`` for a bad device."""
+    from drivers.opcua.config import OpcUaDeviceConfig
+
+    cfg = OpcUaDeviceConfig.model_validate(
+        {**device, "tags": device.get("tags") or [PLACEHOLDER_TAG]})
+    start, depth = request.get("start", "i=85"), request.get("depth", 3)
+    builtin = request.get("builtin", False)
+    if not isinstance(start, str) or not start or len(start) > 512:
+        raise ValueError("start: a node id (i=85 is the Objects folder)")
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_API_DEPTH:
+        raise ValueError(f"depth: 1..{MAX_API_DEPTH}")
+    if not isinstance(builtin, bool):
+        raise ValueError("builtin: true or false")
+    found = await browse_nodes(cfg, start, depth, builtin)
+    nodes = []
+    for node in found.nodes:
+        entry = node.tag()
+        nodes.append({"node_id": node.node_id, "name": node.name,
+                      "browse_name": node.browse_name, "node_class": node.node_class,
+                      "path": "/".join((*node.parents, node.name)), "depth": node.depth,
+                      "data_type": node.data_type or None, "access": node.access or None,
+                      "writable": "w" in node.access, "is_array": node.is_array,
+                      "tag": None if entry is None else dict(entry.keys)})
+    return {"start": start, "depth": depth, "nodes": nodes, "hidden": found.hidden}
+
+
+async def browse_nodes(cfg: Any, start: str, depth: int, server_nodes: bool) -> Browsed:
+    """Connect with ``cfg`` (an OPC UA device config), walk, close."""
     from drivers.opcua import security
     from drivers.opcua.asyncua_adapter import UaClient
 

@@ -10,6 +10,7 @@ REGISTRATIONS = (
         config=OpcUaDeviceConfig,
         driver="drivers.opcua.driver:OpcUaDriver",
         writes=True,
+        discovery={"browse": "drivers.opcua.browse_cmd:browse_for_api"},
         tools={
             "browse": "drivers.opcua.browse_cmd:browse",
             "certs": "drivers.opcua.certs_cmd:certs",

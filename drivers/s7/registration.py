@@ -11,6 +11,7 @@ REGISTRATIONS = (
         driver="drivers.s7.driver:S7Driver",
         writes=True,
         tools={"scan": "drivers.s7.scan_cmd:scan"},
+        discovery={"scan": "drivers.s7.scan_cmd:scan_for_api"},
         family="s7",
     ),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -90,6 +91,17 @@ def render(start: int, data: bytes, console: Any) -> None:
     console.print(table)
 
 
+def probe_address(area: str, start: int) -> tuple[str, S7Address]:
+    """The address text and address of the first byte of ``area`` (``DB1``, ``M``...) to
+    scan from ``start``; ValueError naming what is wrong."""
+    letter = area.strip().upper()
+    probe = f"{letter}.DBB{start}" if letter.startswith("DB") else f"{letter}B{start}"
+    address = parse_address(probe)
+    if address.area.per_element:
+        raise ValueError("timers and counters are read by tags (T5, C3), not scanned")
+    return probe, address
+
+
 async def read_range(device: S7DeviceConfig, item: ReadItem) -> tuple[bytes, str]:
     from drivers.s7.driver import S7Driver
 
@@ -128,14 +140,10 @@ def scan(host: str, port: int, rack: int, slot: int, connection_type: str, area:
     """Read COUNT bytes of AREA from START and show each offset as every S7 type."""
     from rich.console import Console
 
-    letter = area.strip().upper()
-    probe = f"{letter}.DBB{start}" if letter.startswith("DB") else f"{letter}B{start}"
     try:
-        address = parse_address(probe)
+        probe, address = probe_address(area, start)
     except ValueError as exc:
         raise click.UsageError(f"--area {area!r}: {exc}") from None
-    if address.area.per_element:
-        raise click.UsageError("timers and counters are read by tags (T5, C3), not scanned")
     device = S7DeviceConfig.model_validate({
         "name": "scan", "protocol": "s7", "host": host, "port": port, "rack": rack,
         "slot": slot, "connection_type": connection_type, "timeout": timeout,
@@ -154,3 +162,32 @@ def scan(host: str, port: int, rack: int, slot: int, connection_type: str, area:
         console.print(f"{device.describe_connection()}: {identity}")
     render(start, data, console)
 
+
+
+#: bytes one API scan reads at most
+MAX_API_BYTES = 1024
+
+
+async def scan_for_api(device: Mapping[str, Any], request: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """``POST /api/scan`` for an S7 device: ``{area, start, count}`` (bytes) read once with
+    the device's connection, as the CLI's ``scan s7`` reads them; each offset under every
+    S7 type. Raises ``ValueError`` for a bad request, pydantic's ``ValidationError`` for a
+    bad device, :class:`~gateway.errors.DriverError` when the PLC cannot be read."""
+    area, start, count = request.get("area", "DB1"), request.get("start", 0), \
+        request.get("count", 16)
+    if not isinstance(area, str) or not area.strip():
+        raise ValueError("area: DB1, M, I, Q or V")
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= 65535:
+        raise ValueError("start: the first byte, 0..65535")
+    if isinstance(count, bool) or not isinstance(count, int) \
+            or not 1 <= count <= MAX_API_BYTES:
+        raise ValueError(f"count: bytes, 1..{MAX_API_BYTES}")
+    probe, address = probe_address(area, start)
+    cfg = S7DeviceConfig.model_validate(
+        {**device, "tags": device.get("tags") or [{"name": "probe", "address": probe}]})
+    data, identity = await read_range(cfg, ReadItem(address.area, address.db, start, count))
+    rows = [{"address": start + i, "byte": data[i], "as": row}
+            for i, row in enumerate(decode_all(data))]
+    return {"area": area.strip().upper(), "start": start, "count": count,
+            "identity": identity or None, "rows": rows}
