@@ -1,7 +1,9 @@
 """Local HTTP API: the status page (``/``, ``/api/status``: :mod:`gateway.status_page`),
 ``/healthz`` (JSON), ``/metrics`` (Prometheus), ``/api/tags`` (latest values), tag writes
 (:mod:`gateway.http_writes`), firmware updates (:mod:`gateway.http_firmware`), logins and
-users (:mod:`gateway.http_users`) and the audit trail (:mod:`gateway.http_audit`).
+users (:mod:`gateway.http_users`), the audit trail (:mod:`gateway.http_audit`), the config
+API (:mod:`gateway.http_config`, :mod:`gateway.http_tag_lists`, :mod:`gateway.http_discover`)
+and its OpenAPI document (:mod:`gateway.http_openapi`).
 
 Who may call what is :data:`ROUTE_ROLES` (deny by default), enforced by
 :mod:`gateway.http_access`: viewers read, operators also write tags and update firmware,
@@ -26,8 +28,16 @@ from gateway.config.types import is_loopback
 from gateway.http_access import PUBLIC, AccessGuard, AccessPolicy
 from gateway.http_audit import ROUTE_ROLES as AUDIT_ROLES
 from gateway.http_audit import add_audit_route
+from gateway.http_config import ROUTE_ROLES as CONFIG_ROLES
+from gateway.http_config import ConfigRoutes
+from gateway.http_discover import ROUTE_ROLES as DISCOVER_ROLES
+from gateway.http_discover import DiscoveryRoutes
 from gateway.http_firmware import add_firmware_route
 from gateway.http_guard import ProtocolErrorLog
+from gateway.http_openapi import ROUTE_ROLES as OPENAPI_ROLES
+from gateway.http_openapi import add_openapi_route
+from gateway.http_tag_lists import ROUTE_ROLES as TAG_LIST_ROLES
+from gateway.http_tag_lists import TagListRoutes
 from gateway.http_users import ROUTE_ROLES as USER_ROLES
 from gateway.http_users import UserRoutes
 from gateway.http_writes import ROUTE_ROLES as WRITE_ROLES
@@ -52,6 +62,10 @@ ROUTE_ROLES: dict[str, Role | None] = {
     **WRITE_ROLES,
     **USER_ROLES,
     **AUDIT_ROLES,
+    **CONFIG_ROLES,  # the config API: admin; its schema and protocols: viewer
+    **TAG_LIST_ROLES,
+    **DISCOVER_ROLES,
+    **OPENAPI_ROLES,
 }
 
 
@@ -71,7 +85,7 @@ class HttpApi:
             else Role.named(auth.anonymous_loopback))
         self.guard = AccessGuard(policy, ROUTE_ROLES, self.sessions, self.users,
                                  gateway.audit.record)
-        app = web.Application(middlewares=[self.guard.middleware])
+        app = self.app = web.Application(middlewares=[self.guard.middleware])
         app.router.add_get("/healthz", self.healthz, name="healthz")
         app.router.add_get("/metrics", self.metrics, name="metrics")
         app.router.add_get("/api/tags", self.tags, name="api-tags")
@@ -83,6 +97,11 @@ class HttpApi:
                                       gateway.audit.record)
         self.user_routes.add_to(app)
         add_audit_route(app, gateway.config.audit_path(), gateway.config.audit.files)
+        config_routes = ConfigRoutes(gateway)
+        config_routes.add_to(app)  # /api/config... (gateway/http_config.py)
+        TagListRoutes(config_routes).add_to(app)  # tags.csv, tags.xlsx
+        DiscoveryRoutes(gateway).add_to(app)  # test-connection, browse, scan
+        add_openapi_route(app, ROUTE_ROLES)  # GET /api/openapi.json
         self._ssl = _server_tls(gateway) if cfg.tls is not None else None
         self._runner = web.AppRunner(
             app, access_log=None, logger=ProtocolErrorLog(logging.getLogger("aiohttp.server")))
