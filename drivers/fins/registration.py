@@ -11,5 +11,6 @@ REGISTRATIONS = (
         driver="drivers.fins.driver:FinsDriver",
         writes=True,
         tools={"scan": "drivers.fins.scan_cmd:scan"},
+        discovery={"scan": "drivers.fins.scan_cmd:scan_for_api"},
     ),
 )

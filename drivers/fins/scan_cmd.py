@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -105,6 +106,21 @@ def render(area: Area, start: int, words: npt.NDArray[np.uint16], console: Any) 
     console.print(table)
 
 
+def word_range(address: str, count: int) -> Address:
+    """The first word of a scan of ``count`` words from ``address`` (``D0``); ValueError
+    naming the option that is wrong."""
+    try:
+        where = parse_address(address)
+    except ValueError as exc:
+        raise ValueError(f"--start: {exc}") from None
+    if where.is_bit:
+        raise ValueError(f"--start: give a word ({where.area.name}{where.word}), not a bit")
+    if where.word + count > where.area.words:
+        raise ValueError(f"--count: {count} words from {where} run past the end of the area "
+                         f"({where.area.name}{where.area.words - 1})")
+    return where
+
+
 async def read_range(device: FinsDeviceConfig, area: Area, start: int,
                      count: int) -> tuple[npt.NDArray[np.uint16], str]:
     from drivers.fins.driver import FinsDriver
@@ -150,15 +166,9 @@ def scan(host: str, port: int, tcp: bool, node: int | None, source_node: int | N
     from rich.console import Console
 
     try:
-        where = parse_address(address)
+        where = word_range(address, count)
     except ValueError as exc:
-        raise click.UsageError(f"--start: {exc}") from None
-    if where.is_bit:
-        raise click.UsageError(f"--start: give a word ({where.area.name}{where.word}), not a "
-                               "bit")
-    if where.word + count > where.area.words:
-        raise click.UsageError(f"--count: {count} words from {where} run past the end of the "
-                               f"area ({where.area.name}{where.area.words - 1})")
+        raise click.UsageError(str(exc)) from None
     try:
         device = FinsDeviceConfig.model_validate({
             "name": "scan", "protocol": "fins", "host": host, "port": port,
@@ -179,3 +189,27 @@ def scan(host: str, port: int, tcp: bool, node: int | None, source_node: int | N
     console = Console()
     console.print(f"{device.describe_connection()}: {identity}")
     render(where.area, where.word, words, console)
+
+
+#: words one API scan reads at most
+MAX_API_WORDS = 2000
+
+
+async def scan_for_api(device: Mapping[str, Any], request: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """``POST /api/scan`` for a FINS device: ``{start: "D0", count}`` (words) read once with
+    the device's connection, as the CLI's ``scan fins`` reads them; each word under every
+    view. Raises ``ValueError`` for a bad request, pydantic's ``ValidationError`` for a bad
+    device, :class:`~gateway.errors.DriverError` when the PLC cannot be read."""
+    start, count = request.get("start", "D0"), request.get("count", 16)
+    if not isinstance(start, str):
+        raise ValueError("start: the first word, e.g. D0, CIO100, W0")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_API_WORDS:
+        raise ValueError(f"count: words, 1..{MAX_API_WORDS}")
+    where = word_range(start, count)
+    cfg = FinsDeviceConfig.model_validate({**device, "tags": device.get("tags") or [
+        {"name": "probe", "address": str(where), "type": "uint16"}]})
+    words, identity = await read_range(cfg, where.area, where.word, count)
+    rows = [{"address": f"{where.area.name}{where.word + i}", "word": int(words[i]), "as": row}
+            for i, row in enumerate(decode_all(words))]
+    return {"start": str(where), "count": count, "identity": identity, "rows": rows}

@@ -11,5 +11,6 @@ REGISTRATIONS = (
         driver="drivers.mc.driver:McDriver",
         writes=True,
         tools={"scan": "drivers.mc.scan_cmd:scan"},
+        discovery={"scan": "drivers.mc.scan_cmd:scan_for_api"},
     ),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -143,6 +144,20 @@ def render_bits(start: Address, series: PlcSeries, bits: list[int], console: Any
     console.print(table)
 
 
+def first_device(text: str, count: int, series: PlcSeries) -> Address:
+    """The first device of a scan of ``count`` from ``text`` (``D100``); ValueError naming
+    the option that is wrong."""
+    try:
+        start = parse_address(text, series)
+    except ValueError as exc:
+        raise ValueError(f"--start: {exc}") from None
+    if start.bit is not None:
+        raise ValueError("--start: give a device without .bit: the scan shows every bit")
+    if not start.device.bit and count > MAX_BATCH_WORDS:
+        raise ValueError(f"--count: a batch read takes at most {MAX_BATCH_WORDS} words")
+    return start
+
+
 async def scan_range(options: dict[str, Any], start: Address, count: int
                      ) -> tuple[str | None, list[int] | np.ndarray]:
     """(CPU model or None, the bits or words read)."""
@@ -220,15 +235,9 @@ def scan(host: str, port: int, udp: bool, frame: str, series: str, network: int,
 
     plc_series: PlcSeries = series  # type: ignore[assignment]  # click.Choice(SERIES) checked it
     try:
-        start = parse_address(start_text, plc_series)
+        start = first_device(start_text, count, plc_series)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--start") from None
-    if start.bit is not None:
-        raise click.BadParameter("give a device without .bit: the scan shows every bit",
-                                 param_hint="--start")
-    if not start.device.bit and count > MAX_BATCH_WORDS:
-        raise click.BadParameter(f"a batch read takes at most {MAX_BATCH_WORDS} words",
-                                 param_hint="--count")
+        raise click.UsageError(str(exc)) from None
     options = {"host": host, "port": port, "udp": udp, "frame": frame, "series": plc_series,
                "network": network, "station": station, "module_io": module_io,
                "multidrop": multidrop, "timeout": timeout}
@@ -245,3 +254,52 @@ def scan(host: str, port: int, udp: bool, frame: str, series: str, network: int,
         render_bits(start, plc_series, values, console)
     else:
         render_words(start, plc_series, values, console)
+
+
+async def scan_for_api(device: Mapping[str, Any], request: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """``POST /api/scan`` for an MC (SLMP) device: ``{start: "D100", count}`` (words of a
+    word device, bits of a bit device) read once with the device's connection, as the CLI's
+    ``scan mc`` reads them; words under every wide type and word order. Raises
+    ``ValueError`` for a bad request, pydantic's ``ValidationError`` for a bad device,
+    :class:`~gateway.errors.DeviceUnreachable` when the CPU cannot be read."""
+    from drivers.mc.config import McDeviceConfig
+    from gateway.errors import DeviceUnreachable
+
+    start_text, count = request.get("start", "D0"), request.get("count", 16)
+    if not isinstance(start_text, str):
+        raise ValueError("start: the first device, as in GX Works: D100, W1A0, M0")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 3584:
+        raise ValueError("count: 1..3584")
+    cfg = McDeviceConfig.model_validate({**device, "tags": device.get("tags") or [
+        {"name": "probe", "address": "D0", "type": "uint16"}]})
+    start = first_device(start_text, count, cfg.plc_series)
+    options = {"host": cfg.host, "port": cfg.port, "udp": cfg.transport == "udp",
+               "frame": cfg.frame, "series": cfg.plc_series, "network": cfg.network,
+               "station": cfg.station, "module_io": cfg.module_io,
+               "multidrop": cfg.multidrop, "timeout": cfg.timeout}
+    try:
+        model, values = await scan_range(options, start, count)
+    except click.ClickException as exc:
+        raise DeviceUnreachable(exc.message) from None
+    name = start.device.format_number
+    if isinstance(values, list):
+        rows: list[dict[str, Any]] = [
+            {"address": name(start.number + i, cfg.plc_series), "bit": int(bit)}
+            for i, bit in enumerate(values)]
+    else:
+        wide = decode_words(values)
+        rows = []
+        for i, word in enumerate(values.tolist()):
+            views: dict[str, Any] = {"int16": word - 0x10000 if word & 0x8000 else word,
+                                     "uint16": word}
+            for (type_, order), column in wide.items():
+                value = column[i]
+                if isinstance(value, float) and not np.isfinite(value):
+                    continue  # past the end
+                is_float = type_ in (DataType.FLOAT32, DataType.FLOAT64)
+                views[f"{type_.value} {order}"] = float(value) if is_float else int(value)
+            rows.append({"address": name(start.number + i, cfg.plc_series), "word": word,
+                         "as": views})
+    return {"start": start.text(cfg.plc_series), "count": count, "identity": model,
+            "rows": rows}

@@ -24,6 +24,8 @@ from gateway.http_api import ROUTE_ROLES
 from gateway.http_openapi import route_names
 from gateway.runtime.gateway import Gateway
 from hil.broker import MqttBroker
+from hil.devices.fins_plc import FinsPlcSimulator
+from hil.devices.mc_plc import McPlcSimulator
 from hil.devices.modbus_meter import meter_tag_configs
 from hil.devices.opcua_plc import OpcUaPlcSimulator
 from hil.devices.s7_plc import S7PlcSimulator
@@ -434,3 +436,51 @@ async def test_browse_scan_and_test_connection_use_the_cli_code(
             status, check = await api.call("POST", "/api/config/test-connection", {
                 "device": meter_device("m", free_port(), timeout="300ms"), "timeout": 2})
             assert status == 200 and not check["ok"] and "connect" in check["reason"], check
+
+
+async def test_fins_and_mc_ranges_are_scanned_through_the_api(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter: Any, http: aiohttp.ClientSession
+) -> None:
+    import struct
+
+    fins = FinsPlcSimulator(model_name="CJ2H-CPU68")
+    mc = McPlcSimulator(series="iq-r", process=False)
+    await fins.start()
+    await mc.start()
+    try:
+        high, low = struct.unpack(">HH", struct.pack(">f", 230.5))
+        fins.set_words("D100", [low, high, 0x4F4B, 0xFFFF])
+        mc.load({"D": {100: 0xE979, 101: 0x42F6, 102: 0x4241}, "M": {1: 1}})
+        body = gateway_body(tmp_path, mosquitto.port,
+                            [meter_device("meter", waveform_meter.port)])
+        path = tmp_path / "gateway.yaml"
+        write_config(path, body)
+        add_users(tmp_path)
+        async with running(load_config(path), config_path=path) as run:
+            api = await login(http, run.gateway)
+            plc = {"name": "plc", "protocol": "fins", "host": "127.0.0.1", "port": fins.port}
+            status, found = await api.call("POST", "/api/scan",
+                                           {"device": plc, "start": "D100", "count": 4})
+            assert status == 200, found
+            assert "CJ2H-CPU68" in found["identity"]
+            rows = {r["address"]: r for r in found["rows"]}
+            assert rows["D100"]["as"]["float32"] == "230.5" and rows["D103"]["as"]["int16"] == "-1"
+            status, refused = await api.call("POST", "/api/scan",
+                                             {"device": plc, "start": "CIO0.01", "count": 2})
+            assert status == 400 and "not a bit" in refused["error"], refused
+
+            cpu = {"name": "cpu", "protocol": "mc", "host": "127.0.0.1", "port": mc.port,
+                   "plc_series": "iq-r"}
+            status, found = await api.call("POST", "/api/scan",
+                                           {"device": cpu, "start": "D100", "count": 3})
+            assert status == 200, found
+            assert found["identity"] == "R04CPU" and found["start"] == "D100"
+            first = found["rows"][0]
+            assert first["word"] == 0xE979
+            assert abs(first["as"]["float32 low_first"] - 123.456) < 1e-3
+            status, bits = await api.call("POST", "/api/scan",
+                                          {"device": cpu, "start": "M0", "count": 3})
+            assert status == 200 and [r["bit"] for r in bits["rows"]] == [0, 1, 0], bits
+    finally:
+        await mc.stop()
+        await fins.stop()
