@@ -320,6 +320,8 @@ def edited(make: Callable[[], Any]) -> Any:
         return make()
     except ConfigEditRefused as exc:
         raise ApiRefused(_EDIT_STATUS.get(exc.reason, 422), exc.reason, exc.message) from None
+    except RecursionError:  # a value nested a thousand deep: no config holds one
+        raise ApiRefused(400, "too_deep", "a value is nested too deeply") from None
 
 
 def _stored(read: Callable[[], Any]) -> Any:

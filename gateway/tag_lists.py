@@ -181,9 +181,9 @@ def tags_of(rows: list[Row], device: dict[str, Any], model: type[BaseModel],
                 if value[:1] in "[{":
                     try:
                         value = json.loads(value)
-                    except ValueError as exc:
+                    except (ValueError, RecursionError) as exc:
                         problems.append(ConfigProblem(file, number, (column,),
-                                                      f"not JSON: {exc}"))
+                                                      f"not JSON: {str(exc)[:120]}"))
                         continue
             elif isinstance(value, float) and value.is_integer():
                 value = int(value)  # a spreadsheet's 40001.0

@@ -363,6 +363,12 @@ async def test_openapi_names_every_route_and_is_valid_and_hostile_requests_get_4
             ("POST", "/api/config/apply", {"body": ["a list"]}),
             ("POST", "/api/config/devices", {"body": {"version": 1, "device": "meter"}}),
             ("POST", "/api/config/devices/meter/tags", {"body": {"version": 1, "tags": []}}),
+            ("PUT", "/api/config/devices/meter/tags/voltage",
+             {"data": b'{"version": 1, "tag": {"name": "voltage", "deep": '
+              + b"[" * 900 + b"]" * 900 + b"}}",
+              "headers": {"Content-Type": "application/json"}}),
+            ("POST", "/api/config/devices/meter/tags.csv?version=1",
+             {"data": b'name,range\nx,"' + b"[" * 5000 + b'"\n'}),
             ("GET", "/api/config/versions/abc", {}),
             ("GET", "/api/config/versions/999", {}),
             ("GET", "/api/config/history?last=0", {}),
