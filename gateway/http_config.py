@@ -16,6 +16,7 @@ The shapes are in docs/config-api.md; the OpenAPI document in :mod:`gateway.http
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -347,6 +348,4 @@ def json_answer(body: Any, status: int = 200) -> web.Response:
 
 
 def _dumps(value: Any) -> str:
-    import json
-
     return json.dumps(value, default=str)  # a date in YAML data: as text

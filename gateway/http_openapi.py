@@ -34,6 +34,11 @@ _RESULT = {"type": "object", "required": ["outcome"], "properties": {
     "rolled_back": {"type": ["integer", "null"]}, "seconds": {"type": "number"},
     "stages": {"type": "object", "additionalProperties": {"type": "number"}},
     "diff": {"type": "string", "description": "a dry run: the unified diff of the change"}}}
+_RECORD = {"type": "object", "properties": {
+    "version": {"type": "integer"}, "time": {"type": "string"}, "author": {"type": "string"},
+    "source": {"type": "string"}, "parent": {"type": ["integer", "null"]},
+    "sha256": {"type": "string"}, "summary": {"type": "string"}, "status": {"type": "string"},
+    "reason": {"type": ["string", "null"]}, "restores": {"type": ["integer", "null"]}}}
 _VERSION = {"type": "integer", "minimum": 1,
             "description": "the version the change is based on (or ?version=N, If-Match)"}
 _DRY = {"type": "boolean", "description": "only validate; answer with the diff"}
@@ -45,6 +50,20 @@ def _ref(name: str) -> dict[str, str]:
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
+
+
+def _ok(schema: dict[str, Any], what: str = "done") -> dict[str, Any]:
+    return {"200": {"description": what, **_json(schema)}}
+
+
+def _fields(**fields: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": fields}
+
+
+_LIST_FILE = {"200": {"description": "the tag list", "content": {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+        "schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}}}
 
 
 def _change(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -81,34 +100,41 @@ _ROUTES: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]]] 
     ("put", "/api/users/{name}/password", "users-password", "Set a password", _OBJECT, {}),
     ("get", "/api/audit", "audit", "The audit trail, newest first", None, {}),
     ("get", "/api/config", "config-text", "The config running: version, sha256, text", None,
-     {}),
+     _ok(_fields(version={"type": "integer"}, sha256={"type": "string"},
+                 path={"type": "string"}, text={"type": "string"}))),
     ("get", "/api/config/schema", "config-schema", "The config's JSON Schema", None, {}),
     ("get", "/api/config/protocols", "config-protocols",
      "The protocols: title, browse, scan, writes, fields (JSON Schema)", None, {}),
     ("get", "/api/config/history", "config-history", "The versions kept, newest first "
-     "(?last=N)", None, {}),
+     "(?last=N)", None, _ok(_fields(version={"type": "integer"},
+                                    versions={"type": "array", "items": _ref("Version")}))),
     ("get", "/api/config/versions/{n}", "config-version", "One version's record and text",
      None, {"404": "no such version"}),
     ("get", "/api/config/versions/{n}/diff", "config-version-diff",
-     "One version's diff to its parent", None, {"404": "no such version"}),
+     "One version's diff to its parent", None,
+     {**_ok(_fields(version={"type": "integer"}, diff={"type": "string"})),
+      "404": "no such version"}),
     ("post", "/api/config/apply", "config-apply", "Apply a whole new config text",
      _change({"text": {"type": "string"}}, ["text", "version"]), _CHANGED),
     ("post", "/api/config/rollback", "config-rollback",
      "Back to version 'to' (default: the parent of the version running)",
      _change({"to": {"type": "integer", "minimum": 1}}, ["version"]), _CHANGED),
     ("get", "/api/config/devices", "config-devices", "The devices, with their tag counts",
-     None, {}),
+     None, _ok(_fields(version={"type": "integer"}, devices={"type": "array", "items": _fields(
+         name={"type": "string"}, protocol={"type": "string"}, enabled={"type": "boolean"},
+         tags={"type": "integer"})}))),
     ("post", "/api/config/devices", "config-device-add", "Add a device",
      _change({"device": _OBJECT}, ["device", "version"]), {**_CHANGED, "409": "name taken"}),
     ("get", "/api/config/devices/{device}", "config-device",
      "One device as in the YAML file (secrets as their references)", None,
-     {"404": "no such device"}),
+     {**_ok(_fields(version={"type": "integer"}, device=_OBJECT)), "404": "no such device"}),
     ("put", "/api/config/devices/{device}", "config-device-replace", "Replace a device",
      _change({"device": _OBJECT}, ["device", "version"]), {**_CHANGED, "404": "no device"}),
     ("delete", "/api/config/devices/{device}", "config-device-remove", "Remove a device "
      "(?version=N)", None, {**_CHANGED, "404": "no such device"}),
     ("get", "/api/config/devices/{device}/tags", "config-tags", "A device's tags", None,
-     {"404": "no such device"}),
+     {**_ok(_fields(version={"type": "integer"}, tags={"type": "array", "items": _OBJECT})),
+      "404": "no such device"}),
     ("post", "/api/config/devices/{device}/tags", "config-tags-add", "Add tags to a device",
      _change({"tags": {"type": "array", "items": _OBJECT, "minItems": 1}},
              ["tags", "version"]), {**_CHANGED, "404": "no such device"}),
@@ -117,10 +143,12 @@ _ROUTES: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]]] 
     ("delete", "/api/config/devices/{device}/tags/{tag}", "config-tag-remove",
      "Remove a tag (?version=N)", None, {**_CHANGED, "404": "no such tag"}),
     ("get", "/api/config/devices/{device}/tags.{format}", "config-tag-list",
-     "The device's tags as CSV or XLSX", None, {}),
+     "The device's tags as CSV or XLSX", None, {**_LIST_FILE, "404": "no such device"}),
     ("post", "/api/config/devices/{device}/tags.{format}", "config-tag-list-load",
      "Import a CSV or XLSX tag list (body: the file; ?version=N&mode=merge|replace"
-     "&dry_run=1); bad rows refused with row and column", None,
+     "&dry_run=1); bad rows refused with row and column", {"content": {
+         media: {"schema": {"type": "string"}} for media in (
+             "text/csv", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")}},
      {**_CHANGED, "413": "too large"}),
     ("post", "/api/config/test-connection", "config-test-connection",
      "Connect to a device once and read its tags, in the words of `check`",
@@ -169,7 +197,9 @@ def openapi_document(roles: dict[str, Role | None]) -> dict[str, Any]:
                  "schema": {"enum": ["csv", "xlsx"]} if p == "format" else {"type": "string"}}
                 for p in params]
         if body is not None:
-            operation["requestBody"] = {"required": True, **_json(body)}
+            # a schema of JSON, or (a file) the request body's content by media type
+            operation["requestBody"] = {"required": True,
+                                        **(body if "content" in body else _json(body))}
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",
@@ -180,7 +210,8 @@ def openapi_document(roles: dict[str, Role | None]) -> dict[str, Any]:
                                 "http.auth.anonymous_loopback allows."},
         "paths": paths,
         "components": {
-            "schemas": {"Error": _ERROR, "Problem": _PROBLEM, "ApplyResult": _RESULT},
+            "schemas": {"Error": _ERROR, "Problem": _PROBLEM, "ApplyResult": _RESULT,
+                        "Version": _RECORD},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}, {}],
     }
