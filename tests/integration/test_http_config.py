@@ -247,7 +247,7 @@ async def test_tag_lists_round_trip_as_csv_and_xlsx_and_bad_rows_are_refused(
                                         "?version=1&mode=replace", data=xlsx)
         assert status == 200 and result["outcome"] == "unchanged", result
 
-        # a sheet edited in a spreadsheet: one tag changed, one added (merge)
+        # a sheet edited in a spreadsheet: a tag added (merge), previewed first
         book = openpyxl.load_workbook(io.BytesIO(xlsx))
         sheet = book.worksheets[0]
         header = [c.value for c in sheet[1]]
@@ -261,6 +261,10 @@ async def test_tag_lists_round_trip_as_csv_and_xlsx_and_bad_rows_are_refused(
                       else json.dumps(new_row[k]) for k in header])
         out = io.BytesIO()
         book.save(out)
+        status, result = await api.call("POST", "/api/config/devices/meter/tags.xlsx"
+                                        "?version=1&dry_run=1", data=out.getvalue())
+        assert status == 200 and result["outcome"] == "valid", result
+        assert "+  - name: frequency\n" in result["diff"] and gw.live.version == 1
         status, result = await api.call("POST", "/api/config/devices/meter/tags.xlsx"
                                         "?version=1", data=out.getvalue())
         assert status == 200 and result["outcome"] == "applied", result
