@@ -64,10 +64,42 @@ class ConfigText:
 
     # --- editing (each answers the new text) -------------------------------------------------
     def replace_device(self, name: str, device: dict[str, Any]) -> str:
+        """``device`` in place of the device ``name``; when its tags are those it has, their
+        lines stay as written (comments too) and only the device's own keys are written."""
         index = self.device_index(name)
         if device.get("name") != name:
             self._free_device_name(device.get("name"))
+        if "tags" in device and device["tags"] == self.devices()[index].get("tags"):
+            kept = self._with_tags_kept(index, device)
+            if kept is not None:
+                return kept
         return self._replace(("devices",), index, device)
+
+    def _with_tags_kept(self, index: int, device: dict[str, Any]) -> str | None:
+        """The device written anew around its ``tags:`` block as it stands in the text;
+        None when that block cannot be kept (not a block list, or its key indented
+        otherwise than the keys written)."""
+        lines = self._lines()
+        key = self.lines.get(("devices", index, "tags"))
+        try:
+            spans = self._spans(("devices", index, "tags"), len(lines))
+        except ConfigEditRefused:
+            return None
+        first, end = self._spans(("devices",), len(lines))[index]
+        indent, flow = _style(lines[first - 1])
+        if key is None or flow or not first < key < spans[0][0] + 1:
+            return None
+        block = lines[key - 1:_trimmed(lines, spans[-1][1], spans[-1][0]) - 1]
+        if not block[0].startswith(" " * (indent + 2) + "tags:"):
+            return None  # the device's keys are indented otherwise than PyYAML writes them
+        marker = "chenxing-tags-kept-here"
+        rendered = _render({**device, "tags": marker}, indent, False)
+        line = " " * (indent + 2) + f"tags: {marker}\n"
+        if line not in rendered:
+            return None
+        at = rendered.index(line)
+        new = rendered[:at] + block + rendered[at + 1:]
+        return "".join(lines[:first - 1] + new + lines[_trimmed(lines, end, first) - 1:])
 
     def add_device(self, device: dict[str, Any]) -> str:
         self._free_device_name(device.get("name"))

@@ -91,6 +91,21 @@ def test_a_device_replaced_keeps_the_others_and_every_comment_outside_it() -> No
     assert "northbound:   # the brain" in new
 
 
+def test_a_device_whose_tags_stay_keeps_their_lines_and_comments() -> None:
+    device = yaml.safe_load(TEXT)["devices"][0]
+    device["host"] = "10.0.0.7"
+    device["poll_interval"] = "500ms"
+    new = config().replace_device("meter", device)
+    assert yaml.safe_load(new)["devices"][0] == device
+    assert "      - name: voltage   # L1\n" in new and "      # current follows\n" in new
+    gone, added = changed_lines(TEXT, new)
+    assert gone == ["    host: 127.0.0.1", "    poll_interval: 1s"]
+    assert added == ["    host: 10.0.0.7", "    poll_interval: 500ms"]
+    device["tags"][0]["address"] = 10  # a tag changed too: the device is written whole
+    new = config().replace_device("meter", device)
+    assert "# L1" not in new and yaml.safe_load(new)["devices"][0] == device
+
+
 def test_a_tag_list_merged_replaces_by_name_and_adds_the_new() -> None:
     tags = [{"name": "current", "address": 6, "type": "float32"},
             {"name": "power", "address": 8, "type": "float32"}]
