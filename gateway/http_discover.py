@@ -62,6 +62,12 @@ class DiscoveryRoutes:
         raw, reg = self._device(body)
         device = _validated(reg.config, raw).with_base_dir(self.gateway.live.base_dir)
         gw = self.gateway
+        claim = gw.drivers.port_use(device)
+        users = gw.serial_ports.users(claim[0]) if claim is not None else []
+        if users:  # a second opening of the line would garble the running devices' frames
+            raise ApiRefused(409, "port_in_use", f"{claim[0] if claim else ''} is in use by "
+                             f"{', '.join(sorted(set(users)))}: the gateway's own reads of "
+                             "that line tell (GET /healthz), or stop them first")
         result = await check_device(device, TagCatalog([device]), float(timeout),
                                     gw.serial_ports, gw.drivers, gw.listen_ports)
         return web.json_response(result.as_dict())

@@ -494,3 +494,34 @@ async def test_fins_and_mc_ranges_are_scanned_through_the_api(
     finally:
         await mc.stop()
         await fins.stop()
+
+
+async def test_a_connection_test_on_a_serial_line_in_use_is_refused(
+    tmp_path: Path, mosquitto: MqttBroker, http: aiohttp.ClientSession
+) -> None:
+    import time
+
+    from hil.devices.modbus_meter import ModbusMeterSimulator
+    from hil.process.energy_meter import WaveformMeter, WaveformParams
+
+    async with ModbusMeterSimulator(WaveformMeter(WaveformParams(t0=time.time())),
+                                    rtu=True) as sim:
+        rtu = {"name": "bus-meter", "protocol": "modbus_rtu", "port": sim.serial_path,
+               "baudrate": 19200, "unit_id": 1, "timeout": "150ms", "poll_interval": "100ms",
+               "tags": [{"name": "voltage", "table": "input", "address": 0,
+                         "type": "float32"}]}
+        body = gateway_body(tmp_path, mosquitto.port, [rtu])
+        path = tmp_path / "gateway.yaml"
+        write_config(path, body)
+        add_users(tmp_path)
+        async with running(load_config(path), config_path=path) as run:
+            gw = run.gateway
+            api = await login(http, gw)
+            await until(lambda: gw.runners["bus-meter"].delivering, timeout=15)
+            status, answer = await api.call("POST", "/api/config/test-connection",
+                                            {"device": {**rtu, "name": "other", "unit_id": 2}})
+            assert status == 409 and answer["code"] == "port_in_use", answer
+            assert "in use by bus-meter" in answer["error"]
+            polls = gw.runners["bus-meter"].stats.polls
+            await until(lambda: gw.runners["bus-meter"].stats.polls >= polls + 3)
+            assert gw.runners["bus-meter"].delivering
