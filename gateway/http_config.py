@@ -93,7 +93,7 @@ class ConfigRoutes:
         live = self.live
         current = live.store.current()
         return json_answer({"version": live.version, "sha256": current.sha256 if current else None,
-                      "path": live.file_name, "text": live.text})
+                            "path": live.file_name, "text": live.text}, version=live.version)
 
     async def schema(self, request: web.Request) -> web.Response:
         return json_answer(await asyncio.to_thread(schema_dict, self.gateway.drivers))
@@ -137,17 +137,18 @@ class ConfigRoutes:
             out.append({**{k: v for k, v in device.items() if k != "tags"},
                         "enabled": device.get("enabled", True),
                         "tags": len(tags) if isinstance(tags, list) else 0})
-        return json_answer({"version": self.live.version, "devices": out})
+        return json_answer({"version": config.version, "devices": out}, version=config.version)
 
     async def device(self, request: web.Request) -> web.Response:
         config = await self.running()
         device = edited(lambda: config.device(request.match_info["device"]))
-        return json_answer({"version": self.live.version, "device": device})
+        return json_answer({"version": config.version, "device": device},
+                           version=config.version)
 
     async def tags(self, request: web.Request) -> web.Response:
         config = await self.running()
         tags = edited(lambda: config.tags(request.match_info["device"]))
-        return json_answer({"version": self.live.version, "tags": tags})
+        return json_answer({"version": config.version, "tags": tags}, version=config.version)
 
     # --- changing ---------------------------------------------------------------------------
     async def apply(self, request: web.Request) -> web.Response:
@@ -238,17 +239,17 @@ class ConfigRoutes:
         map read now if it was left for later, under the applier's lock (the applier's
         own partial reads look at it from a worker thread too)."""
         live = self.live
-        document = live.document
+        document, version = live.document, live.version  # taken together: no await between
         if document is not None:
             if lines:
                 async with live.lock:
                     await asyncio.to_thread(len, document.lines)
-            return ConfigText(document.text, document.data, document.lines)
+            return ConfigText(document.text, document.data, document.lines, version)
         text, name = live.text, live.file_name
         parsed = await asyncio.to_thread(parse_yaml, text, name)
         if lines:
             await asyncio.to_thread(len, parsed.lines)
-        return ConfigText(text, parsed.data, parsed.lines)
+        return ConfigText(text, parsed.data, parsed.lines, version)
 
     async def _body(self, request: web.Request, keys: set[str], max_bytes: int = MAX_EDIT_BYTES,
                     optional: bool = False) -> dict[str, Any]:
@@ -342,9 +343,13 @@ def _parent_of_running(live: ConfigApplier) -> int:
     return current.parent
 
 
-def json_answer(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=_dumps,
-                             headers={"Cache-Control": "no-store"})
+def json_answer(body: Any, status: int = 200, version: int | None = None) -> web.Response:
+    """``body`` as JSON, never cached; ``version``: the config version it shows, as its
+    ``ETag`` (to send back as ``If-Match``)."""
+    headers = {"Cache-Control": "no-store"}
+    if version is not None:
+        headers["ETag"] = f'"{version}"'
+    return web.json_response(body, status=status, dumps=_dumps, headers=headers)
 
 
 def _dumps(value: Any) -> str:

@@ -59,7 +59,7 @@ class TagListRoutes:
         return web.Response(body=data, headers={
             "Content-Type": ctype, "Cache-Control": "no-store",
             "Content-Disposition": f'attachment; filename="{name}-tags.{kind}"',
-            "ETag": f'"{self.config.live.version}"'})
+            "ETag": f'"{running.version}"'})
 
     async def import_(self, request: web.Request) -> web.Response:
         name, kind = request.match_info["device"], request.match_info["format"]

@@ -37,6 +37,8 @@ class ConfigText:
     text: str
     data: Any
     lines: LineMap
+    #: the config version this text is, when it is one
+    version: int | None = None
 
     # --- finding ----------------------------------------------------------------------------
     def devices(self) -> list[dict[str, Any]]:
