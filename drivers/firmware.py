@@ -110,6 +110,10 @@ class FirmwareUpdates(Protocol):
     def running(self, driver: Driver) -> bool:
         """An update of ``driver``'s device is in progress."""
 
+    def reported_version(self, driver: Driver) -> str | None:
+        """The firmware version the device says it runs (None until it said): the births'
+        inventory."""
+
     async def update(self, driver: Driver, image: bytes | CheckedImage, *,
                      expected_sha256: str | None = None,
                      progress: Callable[[FirmwareProgress], None] | None = None,

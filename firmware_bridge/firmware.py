@@ -45,6 +45,12 @@ class McuNodeFirmware:
     def running(self, driver: Driver) -> bool:
         return _node_driver(driver).smp_sink is not None
 
+    def reported_version(self, driver: Driver) -> str | None:
+        from firmware_bridge.driver import McuNodeDriver
+
+        hello = driver.node if isinstance(driver, McuNodeDriver) else None
+        return None if hello is None else ".".join(map(str, hello.firmware))
+
     async def update(self, driver: Driver, image: bytes | CheckedImage, *,
                      expected_sha256: str | None = None,
                      progress: Callable[[FirmwareProgress], None] | None = None,

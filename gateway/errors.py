@@ -40,7 +40,8 @@ Every exception the project raises on purpose is defined here and derives from
     ├── CommandRefused              a command from the brain is not executed
     │   ├── MalformedCommand        the payload is not a valid command
     │   ├── WriteRefused            a write fails a check (allow-list, range, rate)
-    │   └── FirmwareCommandRefused  a firmware_update command is refused
+    │   ├── FirmwareCommandRefused  a firmware_update command is refused
+    │   └── DeployRefused           a config/apply or model/deploy is refused, nothing changed
     ├── FirmwareUpdateError         a firmware update did not happen (the node stays bootable)
     │   ├── ImageRefused            the image is not sent
     │   │   ├── HashMismatch        ... its SHA-256 is not the one expected
@@ -398,6 +399,12 @@ class WriteRefused(CommandRefused):
 
 class FirmwareCommandRefused(CommandRefused):
     """A ``firmware_update`` command is not executed; ``str(exc)`` is the reason answered."""
+
+
+class DeployRefused(CommandRefused):
+    """A ``config/apply`` or ``model/deploy`` from the brain is refused before anything
+    changed (not enabled, no models folder, a file it would overwrite); ``str(exc)`` is the
+    reason answered."""
 
 
 # -- firmware updates ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from drivers.base import Driver
 from gateway.commands.audit import AuditLog
+from gateway.commands.deploy import DeployHandler
 from gateway.commands.firmware import FirmwareCommands
 from gateway.commands.parse import Command, parse_command
 from gateway.commands.ratelimit import WriteRateLimiter
@@ -97,6 +98,8 @@ class CommandExecutor:
         )
         #: ``firmware_update`` commands (gateway/commands/firmware.py), when MCU nodes allow them
         self.firmware: FirmwareCommands | None = None
+        #: ``config/apply`` and ``model/deploy`` (gateway/commands/deploy.py), set by the runtime
+        self.deploy: DeployHandler | None = None
 
     # --- input (event loop, from the MQTT link) ----------------------------------------
     def submit(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -125,6 +128,8 @@ class CommandExecutor:
         try:
             async with asyncio.timeout(timeout):
                 await self.idle()
+                if self.deploy is not None:  # a config change being watched, a model swap
+                    await self.deploy.close()
         except TimeoutError:
             return False
         return True
@@ -167,6 +172,11 @@ class CommandExecutor:
         await self._queue.join()
 
     async def _handle(self, incoming: _Incoming) -> None:
+        # config bundles and model packages: a JSON ``cmd`` or a Sparkplug NCMD metric
+        if self.deploy is not None and self.deploy.recognise(incoming.topic, incoming.payload):
+            self.deploy.submit(incoming.topic, incoming.payload, incoming.retained,
+                               lambda result: self._finish(incoming, None, result, False))
+            return
         # firmware updates: the JSON ``cmd`` topic, or a JSON payload on Sparkplug's NCMD (a
         # node-level action); never on DCMD, where only protobuf metric writes are accepted
         if (
@@ -343,15 +353,20 @@ class CommandExecutor:
                            reason=o.reason, verified=o.verified, **who)
 
     def _finish(
-        self, incoming: _Incoming, command: Command | None, result: CommandResult
+        self, incoming: _Incoming, command: Command | None, result: CommandResult,
+        with_payload: bool = True,
     ) -> None:
-        """Count, audit, remember, log and answer a command's result."""
+        """Count, audit, remember, log and answer a command's result (``with_payload``: the
+        audit line quotes the start of a payload that was not read into a command; not for
+        bundles, whose bytes say nothing)."""
         self._count(result)
+        quote = command is None and with_payload
+        op = {"op": result.extra["op"]} if "op" in result.extra else {}
         self._audit.record(
             "cmd", id=result.id, topic=incoming.topic, outcome=result.status,
             reason=result.reason, writes=len(command.writes) if command else None,
             retained=incoming.retained or None,
-            payload=None if command else incoming.payload[:1024].decode("utf-8", "replace"),
+            payload=incoming.payload[:1024].decode("utf-8", "replace") if quote else None, **op,
         )
         level = logging.INFO if result.status == "accepted" else logging.WARNING
         log.log(level, "command %r from %s: %s%s", result.id, incoming.topic, result.status,

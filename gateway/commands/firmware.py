@@ -110,6 +110,8 @@ class FirmwareCommands:
         #: command ids in progress, and the results of finished ones (duplicate deliveries)
         self._in_progress: set[str] = set()
         self._results: OrderedDict[str, CommandResult] = OrderedDict()
+        #: called when a device runs a new image (the births' inventory lists it)
+        self.on_updated: Callable[[], None] | None = None
 
     @staticmethod
     def handles(payload: bytes) -> bool:
@@ -295,6 +297,8 @@ class FirmwareCommands:
         ok = result.outcome != ROLLED_BACK
         if ok and bundle is not None:  # the version file is fsync'd: off the event loop
             await asyncio.to_thread(self._applied, bundle, cmd)
+        if ok and self.on_updated is not None:
+            self.on_updated()
         reason = (f"{result.outcome}: {cmd.device} runs {result.running_version} "
                   f"(was {result.old_version})" + (f"; {result.detail}" if result.detail else ""))
         self._audit.record("firmware", id=cmd.id, topic=topic, outcome=str(result.outcome),

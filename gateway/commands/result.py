@@ -44,3 +44,20 @@ class CommandResult:
     reason: str | None = None
     results: list[WriteOutcome] = field(default_factory=list)
     duplicate: bool = False
+    #: what a management command adds to its answer (``config/apply``, ``model/deploy``:
+    #: ``op``, the resulting ``version`` and the details): extra keys of the answer
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def answer_fields(self) -> dict[str, Any]:
+        """The answer's keys, as both contracts publish them (the JSON ``cmd-result``
+        without its header, Sparkplug's ``Node Control/Last Command Result``)."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status,
+            "reason": self.reason,
+            "results": [o.as_dict() for o in self.results],
+        }
+        if self.duplicate:
+            body["duplicate"] = True
+        body.update(json_safe(self.extra))
+        return body

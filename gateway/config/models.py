@@ -230,6 +230,14 @@ class CommandsConfig(StrictModel):
         description="how long a write with verify_write waits for a read-back sample",
     )
     max_writes_per_command: int = Field(default=32, ge=1, le=1000)
+    config_apply: bool = Field(
+        default=False, description="the brain may apply a signed config bundle over MQTT "
+        "(config/apply; docs/bundles.md); off unless an engineer opts in"
+    )
+    model_deploy: bool = Field(
+        default=False, description="the brain may deploy a signed model package over MQTT "
+        "(model/deploy, into models.dir; docs/bundles.md); off unless an engineer opts in"
+    )
 
     def resolved_audit_log(self, state_dir: Path) -> Path:
         return self.audit_log if self.audit_log is not None else state_dir / "audit.log"

@@ -88,6 +88,9 @@ class Contract(Protocol):
     #: the version of the config running (gateway/config/store.py), for the births (set by
     #: the runtime)
     config_version: Callable[[], int | None] | None
+    #: the MCU firmware versions known (device, name, version, source), for the births (set
+    #: by the runtime)
+    firmware_info: Callable[[], list[dict[str, Any]]] | None
 
     def revise(self, config: GatewayConfig, catalog: TagCatalog) -> bool:
         """A live config change: the catalog and devices the births describe from now on.

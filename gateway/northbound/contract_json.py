@@ -73,6 +73,8 @@ class JsonContract:
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None
         #: the version of the config running, for the birth
         self.config_version: Callable[[], int | None] | None = None
+        #: the MCU firmware versions known, for the birth
+        self.firmware_info: Callable[[], list[dict[str, Any]]] | None = None
         self._header = {
             "v": CONTRACT_VERSION,
             "gateway": ident.id,
@@ -129,6 +131,8 @@ class JsonContract:
             body["models"] = self.models_info()
         if self.config_version is not None:
             body["config_version"] = self.config_version()
+        if self.firmware_info is not None:
+            body["firmware"] = self.firmware_info()
         head = self._dumps(body)
         payload = b"".join((head[:-1], b',"tags":', self._catalog_json(), b"}"))
         return OutboundMessage(self.topic("birth"), payload, "birth", self.qos, retain=True)
@@ -176,17 +180,14 @@ class JsonContract:
 
     def cmd_result(self, result: CommandResult, ts_ns: int) -> OutboundMessage:
         """The answer to a command: its outcome and one outcome per write. Not retained."""
+        fields = result.answer_fields()
         body: dict[str, Any] = {
             **self._header,
             "type": "cmd-result",
-            "id": result.id,
+            "id": fields.pop("id"),
             "ts": ts_ns // _NS_PER_MS,
-            "status": result.status,
-            "reason": result.reason,
-            "results": [o.as_dict() for o in result.results],
+            **fields,
         }
-        if result.duplicate:
-            body["duplicate"] = True
         return OutboundMessage(self.topic("cmd-result"), self._dumps(body), "cmd-result", 1)
 
     def data(self, batch: SampleBatch, seq: int, session: int, ts_ns: int) -> OutboundMessage:

@@ -43,16 +43,24 @@ from gateway.runtime.config_apply import ConfigApplier
 from gateway.runtime.device_runner import DeviceRunner, DeviceState
 from gateway.runtime.reload import ReloadCounters, ReloadPlan
 from gateway.serial_ports import SerialPorts
-from gateway.tags import TagCatalog
+from gateway.tags import CatalogChange, TagCatalog
 from gateway.types import SampleBatch
 
 if TYPE_CHECKING:
     from edge_models.engine import AlarmEvent
     from edge_models.lifecycle import ModelService
+    from edge_models.manifest import Manifest
     from gateway.config.device import DeviceConfig
     from gateway.http_api import HttpApi
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _CatalogFollowed:
+    catalog: CatalogChange
+    #: the contract asks for every birth again
+    rebirth: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +160,14 @@ class Gateway:
         change alters the trusted keys for the next bundle); outcomes go to the audit log."""
         return BundleVerifier(self.config.bundles.trust(), self.applied_versions, self.audit)
 
+    def firmware_inventory(self) -> list[dict[str, object]]:
+        """The MCU firmware versions known, for the births: per device with firmware
+        updates, the version applied last from a signed bundle (and its name) and the
+        version the device reports running (None until it said)."""
+        from gateway.runtime.brain_deploy import firmware_inventory
+
+        return firmware_inventory(self)
+
     # --- wiring ---------------------------------------------------------------------------
     def _on_batch(self, batch: SampleBatch) -> None:
         if self.commands is not None:
@@ -185,7 +201,7 @@ class Gateway:
 
     def _on_models_changed(self) -> None:
         if self.northbound is not None:
-            self.northbound.rebirth()  # the birth lists the models in service
+            self.northbound.rebirth()  # the birth lists the models and firmware (inventory)
 
     def _sighup(self) -> None:
         self._reload_task = asyncio.create_task(self.reload(), name="reload")
@@ -241,19 +257,8 @@ class Gateway:
             await self.northbound.flush_async()
         if catalog is None:
             catalog = self.next_catalog(new)
-        change = catalog.changed_since(self.catalog)
-        self.pipeline.revise(catalog, change)
-        rebirth = plan.reordered
-        if self.northbound is not None:
-            self.northbound.revise(catalog)
-            rebirth = self.northbound.contract.revise(new, catalog) or rebirth
-        if self.influxdb is not None:
-            self.influxdb.revise(catalog, new.northbound.publish_restricted)
-        if self.commands is not None:
-            self.commands.revise(catalog, self._firmware(new, self.audit))
-        if self.models is not None:
-            self.models.engine.revise(catalog, change)
-        self.catalog, self.config = catalog, new
+        change = self._follow_catalog(new, catalog)
+        rebirth = change.rebirth or plan.reordered
         for name in plan.removed:
             self.runners.pop(name, None)
         devices = {d.name: d for d in new.devices}
@@ -263,10 +268,50 @@ class Gateway:
             self._start_device(devices[name], self.runners.get(name))
         if rebirth and self.northbound is not None:
             self.northbound.rebirth()
-        if self.models is not None and change.added:
+        if self.models is not None and change.catalog.added:
             self._retry_models = asyncio.create_task(self.models.retry_refused(),
                                                      name="models-retry")
         return rebirth
+
+    def _follow_catalog(self, new: GatewayConfig, catalog: TagCatalog) -> _CatalogFollowed:
+        """Every stage follows ``catalog`` (of config ``new``) from now on."""
+        change = catalog.changed_since(self.catalog)
+        self.pipeline.revise(catalog, change)
+        rebirth = False
+        if self.northbound is not None:
+            self.northbound.revise(catalog)
+            rebirth = self.northbound.contract.revise(new, catalog)
+        if self.influxdb is not None:
+            self.influxdb.revise(catalog, new.northbound.publish_restricted)
+        if self.commands is not None:
+            self.commands.revise(catalog, self._firmware(new, self.audit))
+        if self.models is not None:
+            self.models.engine.revise(catalog, change)
+        self.catalog, self.config = catalog, new
+        return _CatalogFollowed(change, rebirth)
+
+    async def declare_model_tags(self, manifest: Manifest) -> bool:
+        """The output tags of a model deployed while running (a new model, a first shadow
+        candidate) that were not declared at start-up join the catalog, as a live change's
+        tags do (the others keep their ids); the births go again. False: none was new."""
+        from edge_models.engine import model_device, model_tags
+
+        old = self._model_devices[0] if self._model_devices else None
+        known = {t.name for t in old.tags} if old is not None else set()
+        added = [t for t in model_tags(manifest) if t.name not in known]
+        if not added:
+            return False
+        device = old.model_copy(update={"tags": [*old.tags, *added]}) if old is not None \
+            else model_device(self.config.models.device, [manifest])
+        async with self.live.lock:  # not in the middle of a config change
+            self._model_devices = [device] if device is not None else []
+            catalog = await asyncio.to_thread(self.next_catalog, self.config)
+            self._follow_catalog(self.config, catalog)
+        log.info("model %s: %d output tags declared (%s)", manifest.name, len(added),
+                 ", ".join(t.name for t in added))
+        if self.northbound is not None:
+            self.northbound.rebirth()
+        return True
 
     async def connect_test(self, device: DeviceConfig, catalog: TagCatalog,
                            timeout: float) -> str | None:
@@ -296,9 +341,12 @@ class Gateway:
         return None
 
     def _firmware(self, config: GatewayConfig, audit: AuditLog) -> FirmwareCommands | None:
-        return firmware_commands(self.drivers, config.devices, self.config_dir,
-                                 config.gateway.id, self._connected_driver, audit,
-                                 self.bundle_verifier)
+        handler = firmware_commands(self.drivers, config.devices, self.config_dir,
+                                    config.gateway.id, self._connected_driver, audit,
+                                    self.bundle_verifier)
+        if handler is not None:
+            handler.on_updated = self._on_models_changed  # the births' inventory changed
+        return handler
 
     def _start_device(self, device: DeviceConfig, previous: DeviceRunner | None = None,
                       start_after: float = 0.0) -> None:
@@ -384,6 +432,9 @@ class Gateway:
                                    self._connected_driver, audit, self._answer_command,
                                    parse=contract.parse_command)  # fmt: skip
         executor.firmware = self._firmware(self.config, audit)
+        from gateway.runtime.brain_deploy import deployments_for
+
+        executor.deploy = deployments_for(self, contract)
         return executor
 
     def _connected_driver(self, device: str) -> Driver | None:
@@ -429,6 +480,7 @@ class Gateway:
         self.influxdb = build_sink(self.config, self.catalog, self.config_dir)
         contract = self._build_contract()
         contract.config_version = lambda: self.live.version
+        contract.firmware_info = self.firmware_inventory
         self.commands = self._build_commands(contract)
         self.northbound = self._build_northbound(contract)
         # the config store (after the spool: another gateway on this state is told there)

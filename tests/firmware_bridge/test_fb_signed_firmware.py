@@ -20,6 +20,7 @@ from gateway.errors import FirmwareApiError
 from gateway.http_firmware import update_through_gateway
 from hil.broker import MqttBroker
 from hil.devices.mcu_node import McuNodeSimulator
+from hil.recorder import TelemetryRecorder
 from tests.firmware_bridge.test_fb_smp_gateway import audit, cli, node_device, sim, write_config
 from tests.integration.command_client import CommandClient
 from tests.integration.gateway_harness import running
@@ -116,10 +117,21 @@ async def test_only_signed_firmware_reaches_the_node(
                 answer = await brain.answer(cid)
                 assert answer["status"] == "rejected" and reason in answer["reason"], answer
             assert sim.smp.upload_requests == uploads
-            cmd("fw-new", "node-1.6.0.bundle")
-            answer = await brain.answer("fw-new", timeout=30)
-            assert answer["status"] == "accepted", answer
-            assert "runs 1.6.0 (was 1.5.0)" in answer["reason"] and sim.firmware == (1, 6, 0)
+            births = TelemetryRecorder(mosquitto.host, mosquitto.port).start()
+            try:
+                cmd("fw-new", "node-1.6.0.bundle")
+                answer = await brain.answer("fw-new", timeout=30)
+                assert answer["status"] == "accepted", answer
+                assert "runs 1.6.0 (was 1.5.0)" in answer["reason"] and sim.firmware == (1, 6, 0)
+                # the inventory: the birth goes again with the version applied; the node's own
+                assert await births.until(lambda s: any(
+                    b["firmware"][0]["applied"] == "1.6.0" for b in s.births), timeout=15)
+                assert births.snapshot().births[-1]["firmware"][0]["name"] == "spindle-fw"
+            finally:
+                births.stop()
+            assert await until(lambda: gw.gateway.firmware_inventory() == [
+                {"device": "spindle-node", "name": "spindle-fw", "applied": "1.6.0",
+                 "reported": "1.6.0"}], "the node reports 1.6.0")
 
     applied = json.loads((state / "bundles" / "applied.json").read_text())["applied"]
     assert applied["firmware/spindle-fw@spindle-node"]["version"] == "1.6.0"

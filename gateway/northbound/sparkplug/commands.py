@@ -17,10 +17,30 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
+from gateway.commands.deploy import (
+    CONFIG_APPLY,
+    MODEL_DEPLOY,
+    DeployRequest,
+    Operation,
+    checked_request,
+)
 from gateway.commands.parse import Command, CommandValue, WriteRequest
 from gateway.errors import MalformedCommand, SparkplugDecodeError
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
-from gateway.northbound.sparkplug.decode import datatype_name, decode_payload, parse_topic
+from gateway.northbound.sparkplug.decode import (
+    datatype_name,
+    decode_payload,
+    parse_topic,
+    property_set_to_dict,
+)
+from gateway.northbound.sparkplug.payloads import (
+    CONFIG_APPLY as CONFIG_APPLY_METRIC,
+)
+from gateway.northbound.sparkplug.payloads import (
+    MODEL_DEPLOY as MODEL_DEPLOY_METRIC,
+)
 from gateway.northbound.sparkplug.payloads import REBIRTH, SparkplugPayloads
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -149,3 +169,86 @@ def _value(metric: dict[str, Any], raw: pb.Payload.Metric, tag_datatype: int | N
             if not expected else f"metric {label}: datatype {name} travels in {expected}, "
             f"not {field}", cid)  # fmt: skip
     return wire  # type: ignore[no-any-return]  # protobuf: the field named above holds one
+
+
+#: the NCMD metrics that carry a signed bundle, and the operation each asks for
+DEPLOY_METRICS: dict[str, Operation] = {CONFIG_APPLY_METRIC: CONFIG_APPLY,
+                                        MODEL_DEPLOY_METRIC: MODEL_DEPLOY}
+_BUNDLE_TYPES = (pb.Bytes, pb.File)
+
+
+def _deploy_op(metric: pb.Payload.Metric, contract: SparkplugPayloads) -> Operation | None:
+    if metric.HasField("name"):
+        return DEPLOY_METRICS.get(metric.name)
+    if metric.HasField("alias"):
+        for name, op in DEPLOY_METRICS.items():
+            if contract.node_aliases.get(name) == metric.alias:
+                return op
+    return None
+
+
+def _ncmd(topic: str, payload: bytes) -> pb.Payload | None:
+    """The NCMD's protobuf (bundles are length-delimited bytes: parsing copies them once)."""
+    parsed = parse_topic(topic)
+    if parsed is None or parsed.message_type != "NCMD" or parsed.device_id is not None:
+        return None
+    wire = pb.Payload()
+    try:
+        wire.ParseFromString(payload)
+    except (DecodeError, RuntimeWarning, ValueError):
+        return None
+    return wire
+
+
+def is_deploy_command(topic: str, payload: bytes, contract: SparkplugPayloads) -> bool:
+    """An NCMD with a ``Node Control/Config Apply`` or ``Node Control/Model Deploy`` metric
+    (by name, or by the alias of the last NBIRTH)."""
+    if not payload:
+        return False
+    wire = _ncmd(topic, payload)
+    return wire is not None and any(_deploy_op(m, contract) for m in wire.metrics)
+
+
+def parse_deploy_command(topic: str, payload: bytes, contract: SparkplugPayloads,
+                         max_bundle_bytes: int) -> DeployRequest:
+    """The :class:`DeployRequest` an NCMD carries: one bundle metric of DataType Bytes or
+    File, alone in its NCMD (a rebirth request beside it is handled by the edge node);
+    optional metric properties ``id`` (String: the command's id, else one derived as for
+    writes) and ``expected_version`` (an integer: config/apply's optimistic lock)."""
+    wire = _ncmd(topic, payload)
+    if wire is None:
+        raise MalformedCommand("not a Sparkplug B NCMD payload", command_id(topic, payload, None))
+    timestamp = wire.timestamp if wire.HasField("timestamp") else None
+    cid = command_id(topic, payload, timestamp)
+    deploys = [(m, _deploy_op(m, contract)) for m in wire.metrics]
+    bundles = [(m, op) for m, op in deploys if op is not None]
+    rebirth_alias = contract.node_aliases[REBIRTH]
+    others = [m for m, op in deploys if op is None and not (
+        m.name == REBIRTH or (not m.HasField("name") and m.alias == rebirth_alias))]
+    if len(bundles) != 1 or others:
+        raise MalformedCommand("a Node Control/Config Apply or Model Deploy metric travels "
+                               "alone in its NCMD (one bundle, no writes)", cid)
+    metric, op = bundles[0]
+    assert op is not None
+    props: dict[str, Any] = (property_set_to_dict(metric.properties)
+                             if metric.HasField("properties") else {})
+    given = props.get("id")
+    if given is not None:
+        if not isinstance(given, str) or not 0 < len(given) <= 128:
+            raise MalformedCommand("property id must be a string of 1 to 128 characters", cid)
+        cid = given
+    unknown = sorted(set(props) - {"id", "expected_version"})
+    if unknown:
+        raise MalformedCommand(f"unknown propert{'ies' if len(unknown) > 1 else 'y'}: "
+                               f"{', '.join(unknown)}", cid)
+    expected = props.get("expected_version")
+    if expected is not None and (op != CONFIG_APPLY or isinstance(expected, bool)
+                                 or not isinstance(expected, int) or expected < 1):
+        raise MalformedCommand("property expected_version must be a config version (an "
+                               "integer from 1), on Config Apply only", cid)
+    if metric.HasField("datatype") and metric.datatype not in _BUNDLE_TYPES:
+        raise MalformedCommand(f"the bundle travels as DataType Bytes or File, not "
+                               f"{datatype_name(metric.datatype)}", cid)
+    if metric.WhichOneof("value") != "bytes_value":
+        raise MalformedCommand("the metric holds no bytes (the signed bundle)", cid)
+    return checked_request(cid, op, bytes(metric.bytes_value), expected, max_bundle_bytes)

@@ -156,6 +156,14 @@ class SparkplugEdgeNode:
     def config_version(self, value: Callable[[], int | None] | None) -> None:
         self.payloads.config_version = value
 
+    @property
+    def firmware_info(self) -> Callable[[], list[dict[str, Any]]] | None:
+        return self.payloads.firmware_info
+
+    @firmware_info.setter
+    def firmware_info(self, value: Callable[[], list[dict[str, Any]]] | None) -> None:
+        self.payloads.firmware_info = value
+
     def revise(self, config: GatewayConfig, catalog: TagCatalog) -> bool:
         """A live config change: payloads and aliases follow the new catalog; devices gone
         are forgotten (their DDEATH went out when their runner stopped). The NBIRTH goes

@@ -39,6 +39,11 @@ LAST_EVENT = "Node Info/Last Event"
 DEVICES = "Node Info/Devices"
 #: the version of the config running (gateway/config/store.py), in the NBIRTH
 CONFIG_VERSION = "Node Info/Config Version"
+#: the MCU firmware versions known (the inventory; JSON as the JSON birth's ``firmware``)
+FIRMWARE = "Node Info/Firmware"
+#: NCMD metrics the brain sends a signed bundle in (Bytes or File): docs/contract-sparkplug.md
+CONFIG_APPLY = "Node Control/Config Apply"
+MODEL_DEPLOY = "Node Control/Model Deploy"
 BDSEQ = "bdSeq"
 #: a DBIRTH metric: the device's registration identifier (devices[].registration_id in JSON)
 REGISTRATION_ID = "Properties/Registration ID"
@@ -64,6 +69,9 @@ NODE_METRICS: dict[str, int] = {
     "Node Info/Spool Dropped Messages": pb.UInt64,
     "Node Info/Spool Dropped Samples": pb.UInt64,
     CONFIG_VERSION: pb.UInt64,
+    FIRMWARE: pb.String,
+    CONFIG_APPLY: pb.Bytes,
+    MODEL_DEPLOY: pb.Bytes,
 }
 
 
@@ -98,6 +106,8 @@ class SparkplugPayloads:
         self.models_info: Callable[[], list[dict[str, Any]]] | None = None
         #: the version of the config running, for the NBIRTH (set by the gateway)
         self.config_version: Callable[[], int | None] | None = None
+        #: the MCU firmware versions known, for the NBIRTH (set by the gateway)
+        self.firmware_info: Callable[[], list[dict[str, Any]]] | None = None
 
     def revise(self, config: GatewayConfig, catalog: TagCatalog) -> bool:
         """Follow the catalog and the devices of a config (at start and after a live
@@ -176,6 +186,8 @@ class SparkplugPayloads:
         }
         if self.config_version is not None:
             values[CONFIG_VERSION] = self.config_version()
+        if self.firmware_info is not None:
+            values[FIRMWARE] = json.dumps(self.firmware_info(), separators=(",", ":"))
         if spool is not None:
             values.update({
                 "Node Info/Spool Messages": spool.messages,
@@ -327,12 +339,5 @@ class SparkplugPayloads:
 
 def command_result_text(result: CommandResult) -> str:
     """The value of ``Node Control/Last Command Result``: the outcome as compact JSON."""
-    body: dict[str, Any] = {
-        "id": result.id,
-        "status": result.status,
-        "reason": result.reason,
-        "results": [o.as_dict() for o in result.results],
-    }
-    if result.duplicate:
-        body["duplicate"] = True
-    return json.dumps(json_safe(body), separators=(",", ":"), default=str, allow_nan=False)
+    return json.dumps(json_safe(result.answer_fields()), separators=(",", ":"), default=str,
+                      allow_nan=False)
