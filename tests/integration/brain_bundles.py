@@ -28,14 +28,14 @@ def trust() -> dict[str, Any]:
 
 def kpi_manifest(version: str, **over: Any) -> dict[str, Any]:
     """The identity model over the meter's active power: output ``power_mean``."""
-    return identity_manifest(
-        version=version,
-        inputs=[{"tag": "meter.active_power", "aggregation": "mean", "window": "1s"}],
-        cycle=None,
-        trigger={"on": "interval", "every": "300ms", "settle": "100ms"},
-        outputs=[{"name": "power_mean", "onnx": "kwh", "unit": "kW"}],
-        **over,
-    )
+    body: dict[str, Any] = {
+        "version": version,
+        "inputs": [{"tag": "meter.active_power", "aggregation": "mean", "window": "1s"}],
+        "cycle": None,
+        "trigger": {"on": "interval", "every": "300ms", "settle": "100ms"},
+        "outputs": [{"name": "power_mean", "onnx": "kwh", "unit": "kW"}],
+    }
+    return identity_manifest(**{**body, **over})
 
 
 def models_folder(tmp: Path) -> Path:

@@ -103,6 +103,20 @@ async def test_a_signed_model_goes_into_service_and_an_unsigned_one_is_refused(
             assert "is not newer than 2" in (await brain.answer("m-replay"))["reason"]
             assert [m["version"] for m in gw.models.describe()] == ["2"]  # type: ignore[union-attr]  # models are enabled
 
+            # verified, but it does not go into service (it reads a tag this gateway does not
+            # have): answered failed, the folder put back, version 2 runs on and may be replayed
+            kpi_yaml = (tmp_path / "models" / "kpi.yaml").read_text()
+            brain.send_raw(json_command("model/deploy", "m-unfit", model_bundle("4", inputs=[
+                {"tag": "press.power", "aggregation": "mean", "window": "1s"}])))
+            unfit = await brain.answer("m-unfit", timeout=30)
+            assert unfit["status"] == "failed", unfit
+            assert "did not go into service" in unfit["reason"] and "press.power" in \
+                unfit["reason"] and "model kpi 2 keeps running" in unfit["reason"]
+            assert (tmp_path / "models" / "kpi.yaml").read_text() == kpi_yaml
+            assert [m["version"] for m in gw.models.describe()] == ["2"]  # type: ignore[union-attr]  # models are enabled
+            applied = json.loads((state / "bundles" / "applied.json").read_text())["applied"]
+            assert applied["model/kpi"]["version"] == "2"
+
             # a shadow candidate: its output tags join the catalog, both run, the birth says so
             brain.send_raw(json_command("model/deploy", "m-3s", model_bundle("3", shadow=True)))
             shadow = await brain.answer("m-3s", timeout=30)
@@ -126,6 +140,7 @@ async def test_a_signed_model_goes_into_service_and_an_unsigned_one_is_refused(
     deploys = [(a["outcome"], a.get("version"), a.get("reason", "") or "") for a in audit
                if a["event"] == "deploy" and a.get("kind") == "model"]
     assert ("deployed", "2", "") in deploys and ("shadow", "3", "") in deploys
+    assert any(o == "rolled_back" and v == "4" for o, v, _ in deploys)
     for reason in ("unsigned", "unknown_key", "bad_signature", "stale_version"):
         assert any(o == "refused" and r.startswith(reason) for o, _, r in deploys), reason
     bundles = [(a["outcome"], a.get("reason")) for a in audit if a["event"] == "bundle"]
