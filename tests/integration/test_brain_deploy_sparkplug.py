@@ -35,13 +35,20 @@ def _node_metrics(nbirth: bytes) -> dict[str, Any]:
     return {m["name"]: m for m in decode_payload(nbirth)["metrics"]}
 
 
-def _results(raw: RawRecorder, alias: int) -> list[dict[str, Any]]:
-    """Every ``Node Control/Last Command Result`` NDATA (by alias), decoded."""
+def _results(raw: RawRecorder, alias: int | None = None) -> list[dict[str, Any]]:
+    """Every ``Node Control/Last Command Result`` NDATA (by the alias of the NBIRTH before
+    it: a config change that adds tags moves the node metrics' aliases), decoded."""
     out = []
-    for payload in raw.of("NDATA"):
-        for m in decode_payload(payload)["metrics"]:
-            if m["alias"] == alias and m["value"]:
-                out.append(json.loads(m["value"]))
+    with raw._lock:
+        messages = list(raw.messages)
+    for topic, payload in messages:
+        kind = topic.split("/")[2]
+        if kind == "NBIRTH":
+            alias = _node_metrics(payload)["Node Control/Last Command Result"]["alias"]
+        elif kind == "NDATA":
+            for m in decode_payload(payload)["metrics"]:
+                if m["alias"] == alias and m["value"]:
+                    out.append(json.loads(m["value"]))
     return out
 
 
@@ -130,4 +137,58 @@ async def test_a_signed_model_deployed_by_ncmd_and_the_nbirth_inventory(
     outcomes = [(a["outcome"], a.get("version")) for a in audit if a["event"] == "deploy"]
     assert ("deployed", "2") in outcomes
     assert any(a["event"] == "bundle" and a["outcome"] == "refused" and a["reason"] == "unsigned"
+               for a in audit)
+
+
+async def test_a_config_bundle_applied_by_ncmd_adds_a_device(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter: Any
+) -> None:
+    import yaml
+
+    from gateway.config.loader import load_config
+    from tests.integration.brain_bundles import config_bundle
+
+    body = gateway_body(tmp_path, mosquitto.port, [meter_device("meter", waveform_meter.port)],
+                        commands={"enabled": True, "config_apply": True}, format="sparkplug")
+    body["bundles"] = trust()
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    added = json.loads(json.dumps(body))
+    added["devices"].append(meter_device("second", waveform_meter.port))
+    signed = config_bundle(yaml.safe_dump(added, sort_keys=False), "2")
+    raw = RawRecorder(mosquitto.port)
+    try:
+        with SparkplugHost(mosquitto.port) as host:
+            async with running(load_config(path), config_path=path) as run:
+                await until(lambda: host.of("DDATA", "meter"), "data of the meter", timeout=15)
+                alias = _node_metrics(raw.of("NBIRTH")[-1])[
+                    "Node Control/Last Command Result"]["alias"]
+                host.command("NCMD", [_deploy(signed, "Node Control/Config Apply", id="c-2",
+                                              expected_version=1)])
+                answer = (await until(lambda: [r for r in _results(raw, alias)
+                                               if r["id"] == "c-2"], "the answer", timeout=30))[0]
+                assert answer["status"] == "accepted", answer
+                assert answer["version"] == 2 and answer["apply"]["outcome"] == "applied"
+                await until(lambda: host.of("DDATA", "second"), "data of the new device",
+                            timeout=15)
+                meter = len(host.of("DDATA", "meter"))
+                await until(lambda: len(host.of("DDATA", "meter")) > meter + 2,
+                            "the meter publishing on", timeout=15)
+                await until(lambda: _node_metrics(raw.of("NBIRTH")[-1])
+                            ["Node Info/Config Version"]["value"] == 2, "an NBIRTH of version 2",
+                            timeout=15)
+                assert run.gateway.live.version == 2
+                # the same bundle again: a replay
+                host.command("NCMD", [_deploy(signed, "Node Control/Config Apply",
+                                              id="c-2-again")])
+                replay = (await until(lambda: [r for r in _results(raw, alias)
+                                               if r["id"] == "c-2-again"], "the answer",
+                                      timeout=30))[0]
+                assert replay["refused"] == "stale_version", replay
+    finally:
+        raw.close()
+    audit = audit_lines(tmp_path / "state")
+    assert any(a["event"] == "config" and a["outcome"] == "applied" and a["user"] == "brain"
+               for a in audit)
+    assert any(a["event"] == "deploy" and a["kind"] == "config" and a["outcome"] == "deployed"
                for a in audit)
