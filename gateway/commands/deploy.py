@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from gateway import json_input
-from gateway.commands.parse import CONTRACT_VERSION, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES
+from gateway.commands.parse import (
+    MAX_ID_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    check_envelope,
+    peek_command_id,
+    shallow_json,
+)
 from gateway.commands.result import CommandResult
 from gateway.errors import JsonTooDeep, MalformedCommand
 
@@ -82,12 +88,7 @@ def looks_like_json_deploy(payload: bytes) -> bool:
         return False
     if len(payload) > MAX_PAYLOAD_BYTES:
         return True
-    try:
-        body = json_input.loads(payload)
-    except JsonTooDeep as exc:
-        body = exc.shallow
-    except (UnicodeDecodeError, ValueError):
-        return False
+    body = shallow_json(payload)
     return isinstance(body, dict) and body.get("type") in OPERATIONS
 
 
@@ -104,14 +105,7 @@ def peek_id(payload: bytes) -> str | None:
             return None
         text = head[start + 1:end].decode("utf-8", "replace")
         return text if 0 < len(text) <= MAX_ID_LENGTH and "\\" not in text else None
-    try:
-        body = json_input.loads(payload)
-    except JsonTooDeep as exc:
-        body = exc.shallow
-    except (UnicodeDecodeError, ValueError):
-        return None
-    value = body.get("id") if isinstance(body, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+    return peek_command_id(payload)
 
 
 def parse_json_deploy(payload: bytes, gateway_id: str, max_bundle_bytes: int) -> DeployRequest:
@@ -131,24 +125,12 @@ def parse_json_deploy(payload: bytes, gateway_id: str, max_bundle_bytes: int) ->
         raise MalformedCommand(f"not valid JSON: {exc}", peek_id(payload)) from None
     if not isinstance(body, dict):
         raise MalformedCommand("a command is a JSON object")
-    raw_id = body.get("id")
-    command_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_ID_LENGTH else None
+    command_id = check_envelope(body, _KEYS, OPERATIONS, gateway_id)
+    op: Operation = body["type"]
 
     def bad(reason: str) -> MalformedCommand:
         return MalformedCommand(reason, command_id)
 
-    if command_id is None:
-        raise bad(f"'id' must be a non-empty string of at most {MAX_ID_LENGTH} characters")
-    unknown = sorted(set(body) - _KEYS)
-    if unknown:
-        raise bad(f"unknown field(s): {', '.join(unknown)}")
-    if body.get("v") != CONTRACT_VERSION:
-        raise bad(f"unsupported contract version {body.get('v')!r} (expected {CONTRACT_VERSION})")
-    op = body.get("type")
-    if op not in OPERATIONS:
-        raise bad(f"unsupported message type {op!r}")
-    if "gateway" in body and body["gateway"] != gateway_id:
-        raise bad(f"addressed to gateway {body['gateway']!r}, this is {gateway_id!r}")
     expected = body.get("expected_version")
     if op == MODEL_DEPLOY and expected is not None:
         raise bad("'expected_version' belongs to config/apply only")

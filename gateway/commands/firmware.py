@@ -41,7 +41,13 @@ from gateway import json_input
 from gateway.bundles import BundleVerifier, VerifiedBundle
 from gateway.bundles.firmware import unwrap_firmware
 from gateway.commands.audit import AuditLog
-from gateway.commands.parse import CONTRACT_VERSION, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES
+from gateway.commands.parse import (
+    CONTRACT_VERSION,
+    MAX_ID_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    peek_command_id,
+    shallow_json,
+)
 from gateway.commands.result import CommandResult
 from gateway.errors import BundleRefused, FirmwareUpdateError, JsonTooDeep
 from gateway.errors import FirmwareCommandRefused as Refused
@@ -118,17 +124,12 @@ class FirmwareCommands:
         """Is this a ``firmware_update`` command (and not a write command)?"""
         if len(payload) > MAX_PAYLOAD_BYTES or COMMAND_TYPE.encode() not in payload:
             return False  # too big: refused by the command parser
-        try:
-            body = json_input.loads(payload)
-        except JsonTooDeep as exc:  # malformed, but answered as a firmware_update
-            body = exc.shallow
-        except (UnicodeDecodeError, ValueError):
-            return False
+        body = shallow_json(payload)  # too deep: malformed, but answered as a firmware_update
         return isinstance(body, dict) and body.get("type") == COMMAND_TYPE
 
     def submit(self, topic: str, payload: bytes, retained: bool, finish: Finish) -> None:
         """Check the command now: answer a refusal at once, run an accepted one in background."""
-        command_id = _peek_id(payload)
+        command_id = peek_command_id(payload)
         try:
             if retained:
                 raise Refused("retained commands are never executed (publish with retain=false)")
@@ -304,17 +305,6 @@ class FirmwareCommands:
         self._audit.record("firmware", id=cmd.id, topic=topic, outcome=str(result.outcome),
                            **{k: v for k, v in result.as_dict().items() if k != "outcome"})
         finish(CommandResult(cmd.id, "accepted" if ok else "failed", reason))
-
-
-def _peek_id(payload: bytes) -> str | None:
-    try:
-        body = json_input.loads(payload)
-    except JsonTooDeep as exc:
-        body = exc.shallow
-    except (UnicodeDecodeError, ValueError):
-        return None
-    value = body.get("id") if isinstance(body, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
 
 
 def firmware_commands(drivers: DriverRegistry, devices: list[DeviceConfig],

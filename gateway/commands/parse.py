@@ -66,6 +66,47 @@ def _read_id(body: Any) -> str | None:
     return None
 
 
+def shallow_json(payload: bytes) -> Any:
+    """The payload as JSON (of one nested too deeply, the part that is not), or None when
+    it is not JSON: for a quick look at a command's type and id."""
+    try:
+        return json_input.loads(payload)
+    except JsonTooDeep as exc:
+        return exc.shallow
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def peek_command_id(payload: bytes) -> str | None:
+    """The id of a JSON command when it can be read (to answer one that is refused)."""
+    return _read_id(shallow_json(payload))
+
+
+def check_envelope(body: dict[str, Any], allowed: frozenset[str], types: tuple[str, ...],
+                   gateway_id: str) -> str:
+    """The checks every JSON command from the brain shares, in order: an id, known fields,
+    the contract version, a type of ``types``, addressed to this gateway. Returns the id;
+    raises :class:`MalformedCommand` (with the id once read)."""
+    command_id = _read_id(body)
+
+    def bad(reason: str) -> MalformedCommand:
+        return MalformedCommand(reason, command_id)
+
+    if command_id is None:
+        raise bad(f"'id' must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise bad(f"unknown field(s): {', '.join(unknown)}")
+    if body.get("v") != CONTRACT_VERSION:
+        raise bad(f"unsupported contract version {body.get('v')!r} (expected {CONTRACT_VERSION})")
+    if body.get("type") not in types:
+        raise bad(f"unsupported message type {body.get('type')!r} (expected "
+                  f"{' or '.join(repr(t) for t in types)})")
+    if "gateway" in body and body["gateway"] != gateway_id:
+        raise bad(f"addressed to gateway {body['gateway']!r}, this is {gateway_id!r}")
+    return command_id
+
+
 def parse_command(payload: bytes, gateway_id: str, max_writes: int) -> Command:
     """Decode and check the structure of a command (not yet the tags or values)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -76,24 +117,13 @@ def parse_command(payload: bytes, gateway_id: str, max_writes: int) -> Command:
         raise MalformedCommand(f"malformed JSON: {exc}", _read_id(exc.shallow)) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedCommand(f"not valid JSON: {exc}") from None
-    command_id = _read_id(body)
     if not isinstance(body, dict):
         raise MalformedCommand("a command is a JSON object")
+    command_id = check_envelope(body, _ALLOWED_KEYS, ("cmd",), gateway_id)
 
     def bad(reason: str) -> MalformedCommand:
         return MalformedCommand(reason, command_id)
 
-    if command_id is None:
-        raise bad(f"'id' must be a non-empty string of at most {MAX_ID_LENGTH} characters")
-    unknown = sorted(set(body) - _ALLOWED_KEYS)
-    if unknown:
-        raise bad(f"unknown field(s): {', '.join(unknown)}")
-    if body.get("v") != CONTRACT_VERSION:
-        raise bad(f"unsupported contract version {body.get('v')!r} (expected {CONTRACT_VERSION})")
-    if body.get("type") != "cmd":
-        raise bad(f"unsupported message type {body.get('type')!r} (expected 'cmd')")
-    if "gateway" in body and body["gateway"] != gateway_id:
-        raise bad(f"addressed to gateway {body['gateway']!r}, this is {gateway_id!r}")
     writes = body.get("writes")
     if not isinstance(writes, list) or not writes:
         raise bad("'writes' must be a non-empty list")

@@ -24,6 +24,7 @@ from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.commands import is_deploy_command, parse_deploy_command
 from gateway.northbound.sparkplug.payloads import SparkplugPayloads
 from gateway.tags import TagCatalog
+from tests.integration.brain_bundles import deploy_metric
 
 LIMIT = 1024
 NCMD = "spBv1.0/plant/NCMD/gw"
@@ -101,19 +102,8 @@ def ncmd(*metrics: pb.Payload.Metric) -> bytes:
 
 
 def bundle_metric(name: str | None = "Node Control/Model Deploy", datatype: int = pb.Bytes,
-                  value: bytes = b"bundle", **props: object) -> pb.Payload.Metric:
-    metric = pb.Payload.Metric(datatype=datatype, bytes_value=value)
-    if name is not None:
-        metric.name = name
-    for key, prop_value in props.items():
-        metric.properties.keys.append(key)
-        prop = metric.properties.values.add()
-        if isinstance(prop_value, str):
-            prop.type, prop.string_value = pb.String, prop_value
-        else:
-            assert isinstance(prop_value, int)
-            prop.type, prop.long_value = pb.UInt64, prop_value
-    return metric
+                  value: bytes = b"bundle", **props: str | int) -> pb.Payload.Metric:
+    return deploy_metric(value, name, datatype, **props)
 
 
 def test_an_ncmd_metric_is_read_by_name_or_alias_with_its_properties(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from gateway.bundles import archive, build_bundle, keys
+from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from tests.edge_models.helpers import IDENTITY, identity_manifest, write_model
 
 #: the brain's release key, trusted by the gateways of these tests
@@ -74,3 +75,20 @@ def audit_lines(state: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def deploy_metric(bundle: bytes, name: str | None = "Node Control/Model Deploy",
+                  datatype: int = pb.Bytes, **properties: str | int) -> pb.Payload.Metric:
+    """The NCMD metric a Sparkplug host sends a bundle in (``name`` None: by alias only),
+    with its properties (``id``, ``expected_version``)."""
+    metric = pb.Payload.Metric(datatype=datatype, bytes_value=bundle)
+    if name is not None:
+        metric.name = name
+    for key, value in properties.items():
+        metric.properties.keys.append(key)
+        prop = metric.properties.values.add()
+        if isinstance(value, str):
+            prop.type, prop.string_value = pb.String, value
+        else:
+            prop.type, prop.long_value = pb.UInt64, value
+    return metric

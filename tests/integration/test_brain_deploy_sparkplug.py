@@ -18,6 +18,7 @@ from gateway.northbound.sparkplug.decode import decode_payload
 from hil.broker import MqttBroker
 from tests.integration.brain_bundles import (
     audit_lines,
+    deploy_metric,
     model_bundle,
     models_folder,
     trust,
@@ -53,16 +54,8 @@ def _results(raw: RawRecorder, alias: int | None = None) -> list[dict[str, Any]]
 
 
 def _deploy(bundle: bytes, metric: str = "Node Control/Model Deploy",
-            **properties: Any) -> pb.Payload.Metric:
-    m = pb.Payload.Metric(name=metric, datatype=pb.Bytes, bytes_value=bundle)
-    for key, value in properties.items():
-        m.properties.keys.append(key)
-        prop = m.properties.values.add()
-        if isinstance(value, str):
-            prop.type, prop.string_value = pb.String, value
-        else:
-            prop.type, prop.long_value = pb.UInt64, value
-    return m
+            **properties: str | int) -> pb.Payload.Metric:
+    return deploy_metric(bundle, metric, **properties)
 
 
 async def test_a_signed_model_deployed_by_ncmd_and_the_nbirth_inventory(
