@@ -136,6 +136,15 @@ async def test_a_signed_model_goes_into_service_and_an_unsigned_one_is_refused(
             again = await brain.answer("m-3s", count=2, timeout=30)
             assert again["duplicate"] is True and again["status"] == "accepted"
 
+            # the promotion: version 3 as the active model retires its candidate
+            brain.send_raw(json_command("model/deploy", "m-3", model_bundle("3")))
+            promoted = await brain.answer("m-3", timeout=30)
+            assert promoted["status"] == "accepted" and promoted["model"]["role"] == "active"
+            assert await rec.until(lambda s: _models(s.births[-1]) == [("kpi", "3", "active")],
+                                   timeout=15)
+            assert sorted(p.name for p in (tmp_path / "models").iterdir()) == \
+                ["kpi.onnx", "kpi.yaml"]
+
     audit = audit_lines(state)
     deploys = [(a["outcome"], a.get("version"), a.get("reason", "") or "") for a in audit
                if a["event"] == "deploy" and a.get("kind") == "model"]
