@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from gateway.commands.deploy import (
 )
 from gateway.commands.result import CommandResult, CommandStatus
 from gateway.config.yaml_model import parse_yaml
+from gateway.durable import replace_durably
 from gateway.errors import BundleRefused, ConfigError, DeployRefused, MalformedCommand
 
 if TYPE_CHECKING:
@@ -348,8 +348,8 @@ class BrainDeployments:
                                 "the package would overwrite it")
         folder.mkdir(parents=True, exist_ok=True)
         # the model first: a manifest never names a model that is not there yet
-        _write_atomic(onnx, package.model)
-        _write_atomic(target, package.manifest_text.encode("utf-8"))
+        replace_durably(onnx, package.model)
+        replace_durably(target, package.manifest_text.encode("utf-8"))
         return _Placed(target, onnx, old_manifest, old_model)
 
     async def _swap_in(self, package: ModelPackage, placed: _Placed) -> str | None:
@@ -470,12 +470,6 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.deploy")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _restore(placed: _Placed) -> None:
     """Put the models folder back as it was before a package that did not go into service."""
     for path, old in ((placed.manifest, placed.old_manifest), (placed.model, placed.old_model)):
@@ -483,4 +477,4 @@ def _restore(placed: _Placed) -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         else:
-            _write_atomic(path, old)
+            replace_durably(path, old)
