@@ -151,6 +151,8 @@ class Gateway:
             self, ConfigStore(config.gateway.state_dir / "config",
                               config.management.keep_versions),
             config_path, config_dir or (config_path.parent if config_path else Path.cwd()))
+        #: the MCU firmware inventory the last births carried (None: none sent yet)
+        self._births_firmware: list[dict[str, object]] | None = None
         #: the last applied version of each signed bundle (the replay check)
         self.applied_versions = AppliedVersions(config.gateway.state_dir)
 
@@ -166,7 +168,20 @@ class Gateway:
         version the device reports running (None until it said)."""
         from gateway.runtime.brain_deploy import firmware_inventory
 
-        return firmware_inventory(self)
+        self._births_firmware = firmware_inventory(self)
+        return self._births_firmware
+
+    def _firmware_reported(self, device: str) -> None:
+        """A device with firmware updates came up: when it runs another version than the
+        last births said (a node seen for the first time, a new image), they go again."""
+        told = self._births_firmware
+        if told is None or self.northbound is None or \
+                not any(f["device"] == device for f in told):
+            return
+        from gateway.runtime.brain_deploy import firmware_inventory
+
+        if firmware_inventory(self) != told:
+            self.northbound.rebirth()
 
     # --- wiring ---------------------------------------------------------------------------
     def _on_batch(self, batch: SampleBatch) -> None:
@@ -394,6 +409,8 @@ class Gateway:
         log.info("device %s is %s", name, state.value)
         if self.northbound is not None:
             self.northbound.device_state_changed(name, state.value)
+        if state is DeviceState.UP:
+            self._firmware_reported(name)
 
     def device_states(self) -> dict[str, str]:
         return {name: r.stats.state.value for name, r in self.runners.items()}
