@@ -13,6 +13,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.errors import SparkplugDecodeError
 from gateway.northbound.sparkplug import sparkplug_b_pb2 as pb
 from gateway.northbound.sparkplug.decode import (
     SparkplugTopic,
@@ -66,7 +67,10 @@ class SparkplugHost:
         topic = parse_topic(msg.topic)
         if topic is None or topic.is_state:
             return
-        body = decode_payload(bytes(msg.payload))
+        try:
+            body = decode_payload(bytes(msg.payload))
+        except SparkplugDecodeError:  # a hostile command a test sent: nothing to record
+            return
         with self._lock:
             self.messages.append(SpMessage(topic, body, msg.qos, bool(msg.retain)))
 

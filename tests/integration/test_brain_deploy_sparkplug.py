@@ -118,6 +118,16 @@ async def test_a_signed_model_deployed_by_ncmd_and_the_nbirth_inventory(
                 assert answers["sp-unsigned"]["reason"].startswith("unsigned")
                 assert "commands.config_apply" in answers["sp-off"]["reason"]
                 assert answers["sp-garbage"]["reason"].startswith("malformed")
+                # oversize (bundles.max_bytes is 1 MiB here) and cut payloads: answered
+                host.command("NCMD", [_deploy(b"\0" * (1024 * 1024 + 1), id="sp-huge")])
+                cut = pb.Payload(timestamp=1, metrics=[_deploy(model_bundle("3"))])
+                host.publish_raw("NCMD", cut.SerializeToString()[:700])
+                await until(lambda: any(r["id"] == "sp-huge" and "at most 1048576" in r["reason"]
+                                        for r in _results(raw, alias)), "the oversize refusal",
+                            timeout=30)
+                await until(lambda: any("not a Sparkplug B payload" in (r["reason"] or "")
+                                        for r in _results(raw, alias)), "the cut refusal",
+                            timeout=30)
                 # a metric of another DataType, and a deploy beside a write: malformed
                 wrong = pb.Payload.Metric(name="Node Control/Model Deploy", datatype=pb.String,
                                           string_value="x")
