@@ -32,6 +32,7 @@ from tests.integration.brain_bundles import (
 from tests.integration.command_client import CommandClient
 from tests.integration.gateway_harness import gateway_body, meter_device, running
 from tests.integration.test_contract_schemas import validator
+from tests.integration.test_live_config import _no_gap as no_gap
 
 pytestmark = pytest.mark.broker
 
@@ -258,6 +259,15 @@ async def test_a_config_bundle_adds_a_device_while_the_others_publish(
             brain.send_raw(json_command("model/deploy", "m-off", model_bundle("2")))
             off = await brain.answer("m-off", timeout=30)
             assert off["status"] == "rejected" and "commands.model_deploy" in off["reason"]
+            report = await run.stop()
+        assert await rec.until(lambda s: len(s.deaths) >= 1, timeout=5)
+    assert report.drained
+    # the device that did not change ran on its first connection, every poll published
+    assert gw.runners["meter"].stats.connects == 1
+    snap = rec.snapshot()
+    no_gap(gw, [s for s in snap.samples if s.tag == "meter.voltage"], "meter")
+    seqs = [m["seq"] for m in snap.data_messages]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a data message was lost"
 
     audit = audit_lines(state)
     configs = [(a["outcome"], a.get("user"), a.get("via")) for a in audit if a["event"] == "config"]
