@@ -144,3 +144,38 @@ def test_a_malformed_ncmd_says_why(tmp_path: Path) -> None:
             parse_deploy_command(NCMD, payload, contract, LIMIT)
         assert reason in exc.value.reason, (exc.value.reason, reason)
         assert exc.value.command_id
+
+
+async def test_commands_run_in_arrival_order_and_past_four_waiting_are_busy() -> None:
+    """BrainDeployments' queueing alone (a stand-in gateway: nothing is deployed): each
+    request holds its bundle in memory until it ran, so at most four wait."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from gateway.commands.result import CommandResult
+    from gateway.runtime.brain_deploy import MAX_PENDING, BrainDeployments
+
+    release = threading.Event()
+    read: list[str] = []
+
+    def parse(topic: str, payload: bytes, limit: int) -> DeployRequest:
+        release.wait(10)
+        read.append(payload.decode())
+        raise MalformedCommand("not a bundle", payload.decode())
+
+    audit = SimpleNamespace(record=lambda event, **fields: None)
+    gateway = SimpleNamespace(config=SimpleNamespace(bundles=SimpleNamespace(max_bytes=LIMIT)),
+                              audit=audit)
+    handler = BrainDeployments(gateway, lambda t, p: True, parse,  # type: ignore[arg-type]  # a stand-in
+                               lambda t, p: p.decode())
+    answers: list[CommandResult] = []
+    for i in range(MAX_PENDING + 1):
+        handler.submit("cmd", f"c{i}".encode(), False, answers.append)
+    assert [(a.id, a.status) for a in answers] == [(f"c{MAX_PENDING}", "rejected")]
+    assert answers[0].reason is not None and answers[0].reason.startswith("busy")
+    release.set()
+    await asyncio.wait_for(handler.close(), 10)
+    assert read == [f"c{i}" for i in range(MAX_PENDING)]
+    assert [a.id for a in answers[1:]] == read
+    assert all(a.reason == "not a bundle" for a in answers[1:])
