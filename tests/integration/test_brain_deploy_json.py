@@ -194,6 +194,11 @@ async def test_hostile_payloads_are_answered_as_malformed(
             for cid, answer in answers.items():
                 validator("cmd-result").validate(answer)
                 assert answer["status"] == "rejected", (cid, answer)
+            # a retained one (left on the broker for every later subscriber) never runs
+            brain.send_raw(json_command("model/deploy", "m-retained", signed), retain=True)
+            retained = await brain.answer("m-retained", timeout=30)
+            assert retained["status"] == "rejected" and "retained" in retained["reason"]
+            brain.send_raw(b"", retain=True)  # cleared: an empty payload is no command
             assert answers["m-garbage"]["reason"].startswith("malformed")
             assert answers["m-cut"]["reason"].startswith("malformed")
             assert "not base64" in answers["m-notb64"]["reason"]
@@ -202,7 +207,7 @@ async def test_hostile_payloads_are_answered_as_malformed(
             assert "exceeds" in answers["m-huge"]["reason"]
             await run.gateway.commands.idle()  # type: ignore[union-attr]  # commands are on
             assert [m["version"] for m in run.gateway.models.describe()] == ["1"]  # type: ignore[union-attr]  # models are on
-            assert run.gateway.commands.counters.received == len(cases) + 2  # type: ignore[union-attr]  # commands are on
+            assert run.gateway.commands.counters.received == len(cases) + 3  # type: ignore[union-attr]  # commands are on
     assert not (tmp_path / "state" / "bundles" / "applied.json").exists()
 
 
