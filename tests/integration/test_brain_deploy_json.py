@@ -282,3 +282,30 @@ async def test_a_config_bundle_adds_a_device_while_the_others_publish(
     assert ("deployed", "5") in deploys and ("refused", "6") in deploys
     assert any(a["event"] == "deploy" and a["outcome"] == "refused" and
                "model_deploy" in (a.get("reason") or "") for a in audit)
+
+
+async def test_a_new_model_into_an_empty_models_folder(
+    tmp_path: Path, mosquitto: MqttBroker, waveform_meter: Any
+) -> None:
+    """No model at start-up, so no models device: the package's output tags are declared
+    live and the model runs."""
+    path = tmp_path / "gateway.yaml"
+    body = _body(tmp_path, mosquitto.port, waveform_meter.port, model_deploy=True)
+    empty = tmp_path / "empty-models"
+    empty.mkdir()
+    body["models"]["dir"] = str(empty)
+    _write(path, body)
+    with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec, \
+            CommandClient(mosquitto.host, mosquitto.port) as brain:
+        async with running(load_config(path), config_path=path):
+            assert await rec.until(lambda s: len(s.births) >= 1, timeout=15)
+            assert rec.snapshot().births[-1]["models"] == []
+            brain.send_raw(json_command("model/deploy", "m-new", model_bundle("1")))
+            answer = await brain.answer("m-new", timeout=30)
+            assert answer["status"] == "accepted", answer
+            assert answer["model"]["file"] == "kpi.yaml"
+            assert await rec.until(lambda s: _models(s.births[-1]) == [("kpi", "1", "active")],
+                                   timeout=15)
+            assert await rec.until(lambda s: rec.samples_of("models.kpi/power_mean"),
+                                   timeout=15)
+    assert sorted(p.name for p in empty.iterdir()) == ["kpi.onnx", "kpi.yaml"]
