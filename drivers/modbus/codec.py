@@ -293,3 +293,162 @@ def _to_int(value: float | int | bool, type_: DataType) -> int:
     if not low <= number <= high:
         raise ValueError(f"{value!r} is outside the {type_.value} range {low}..{high}")
     return number
+
+
+# -- answers of whole word runs: views and gathers of the answer's bytes ----------------------
+
+#: the little-endian NumPy type of each number type :class:`AnswerDecoder` takes from the
+#: answer's bytes as they stand (64-bit integers are exact Python ints: the shared plan
+#: makes them)
+_NATIVE: dict[DataType, np.dtype] = {
+    DataType.INT16: np.dtype("<i2"),
+    DataType.UINT16: np.dtype("<u2"),
+    DataType.INT32: np.dtype("<i4"),
+    DataType.UINT32: np.dtype("<u4"),
+    DataType.FLOAT32: np.dtype("<f4"),
+    DataType.FLOAT64: np.dtype("<f8"),
+}
+#: runs of one type beyond which its fields are one byte gather instead of many views
+_MAX_RUNS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """``count`` values of ``dtype`` every ``stride`` bytes from byte ``start``, going to
+    ``positions`` of the output."""
+
+    dtype: np.dtype
+    start: int
+    stride: int
+    count: int
+    positions: slice
+
+
+@dataclass(frozen=True, slots=True)
+class _Gather:
+    """Scattered values of ``dtype``: their bytes (``index`` into the answer's bytes, each
+    value's in little-endian order) go to ``positions`` of the output."""
+
+    dtype: np.dtype
+    index: npt.NDArray[np.intp]
+    positions: npt.NDArray[np.intp]
+
+
+def _takes_native(f: Field) -> bool:
+    """The field's value is its words' little-endian bytes as they stand: one word in
+    ``ABCD`` (or ``CDAB``, the same for one word), or several with the lowest word first
+    (``CDAB``)."""
+    if f.type not in _NATIVE or f.bit is not None:
+        return False
+    return f.byte_order == "CDAB" or (f.words == 1 and f.byte_order == "ABCD")
+
+
+class AnswerDecoder:
+    """Every field of one answer of ``count`` words, fast where it can be.
+
+    Its input is the answer's words as little-endian 16-bit values (MELSEC sends them so;
+    a big-endian protocol, FINS or Modbus, swaps each word's bytes once: one NumPy
+    ``astype``). Numbers whose value is then its bytes as they stand (one word, or the
+    lowest word first: ``CDAB``, MELSEC's and Omron's own order) are taken without a
+    byte-order conversion: evenly spaced fields of one type are one strided view and one
+    assignment; scattered ones one byte gather per type. Everything else (other orders,
+    strings, bools, 64-bit integers) goes through the shared :class:`DecodePlan`; both give
+    the same values (``tests/drivers/mc/test_mc_codec.py`` checks it with hypothesis)."""
+
+    __slots__ = ("_floats", "_gathers", "_rest", "_rest_positions", "_runs", "count",
+                 "fields", "has_objects")
+
+    def __init__(self, fields: Sequence[Field], count: int) -> None:
+        self.fields = tuple(fields)
+        self.count = count
+        self.has_objects = any(f.type.is_object for f in fields)
+        by_type: dict[np.dtype, list[tuple[int, int]]] = {}
+        rest: list[int] = []
+        for position, f in enumerate(fields):
+            if _takes_native(f):
+                by_type.setdefault(_NATIVE[f.type], []).append((f.offset, position))
+            else:
+                rest.append(position)
+        DecodePlan(fields, count)  # the shared plan's checks (offsets within the answer)
+        runs: list[_Run] = []
+        gathers: list[_Gather] = []
+        for dtype, members in by_type.items():
+            mine = _runs(dtype, sorted(members))
+            if len(mine) <= _MAX_RUNS:
+                runs += mine
+                continue
+            offsets = np.array([o for o, _ in members], dtype=np.intp)
+            index = (2 * offsets[:, None] + np.arange(dtype.itemsize, dtype=np.intp)).ravel()
+            gathers.append(_Gather(dtype, index,
+                                   np.array([p for _, p in members], dtype=np.intp)))
+        rest.sort()
+        self._runs = tuple(runs)
+        self._gathers = tuple(gathers)
+        self._floats = any(r.dtype.kind == "f" for r in runs) or any(
+            g.dtype.kind == "f" for g in gathers)
+        self._rest = DecodePlan([fields[p] for p in rest], count) if rest else None
+        self._rest_positions = np.array(rest, dtype=np.intp)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def decode(self, words: npt.NDArray[np.uint16], out: np.ndarray) -> np.ndarray:
+        """The values into ``out`` (one per field, in field order). ``words``: the answer's
+        words as little-endian 16-bit values (contiguous is fastest)."""
+        if words.shape != (self.count,):
+            raise RegisterDecodeError(f"expected {self.count} values in the response, got "
+                                      f"{words.size}")
+        if self._runs or self._gathers:
+            buffer = np.ascontiguousarray(words, dtype="<u2")
+            # a signalling-NaN pattern from a device is data, not a floating-point error
+            with np.errstate(invalid="ignore") if self._floats else _NO_CONTEXT:
+                for run in self._runs:
+                    out[run.positions] = np.ndarray(
+                        (run.count,), run.dtype, buffer, run.start, (run.stride,))
+                if self._gathers:
+                    data = buffer.view(np.uint8)
+                    for gather in self._gathers:
+                        out[gather.positions] = data[gather.index].view(gather.dtype)
+        if self._rest is not None:
+            out[self._rest_positions] = self._rest.decode(words)
+        return out
+
+
+class _NoContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_CONTEXT = _NoContext()
+
+
+def _runs(dtype: np.dtype, members: list[tuple[int, int]]) -> list[_Run]:
+    """(word offset, position) sorted by offset -> runs with constant byte and position
+    steps."""
+    out: list[_Run] = []
+    i = 0
+    while i < len(members):
+        offset, position = members[i]
+        j = i + 1
+        if j < len(members):
+            step_o = members[j][0] - offset
+            step_p = members[j][1] - position
+            if step_o > 0 and step_p > 0:
+                while (j < len(members) and members[j][0] - members[j - 1][0] == step_o
+                       and members[j][1] - members[j - 1][1] == step_p):
+                    j += 1
+            else:
+                j = i + 1
+        count = j - i
+        if count == 1:
+            out.append(_Run(dtype, 2 * offset, dtype.itemsize, 1,
+                            slice(position, position + 1)))
+        else:
+            step_p = members[i + 1][1] - position
+            out.append(_Run(dtype, 2 * offset, 2 * (members[i + 1][0] - offset), count,
+                            slice(position, position + step_p * (count - 1) + 1, step_p)))
+        i = j
+    return out
