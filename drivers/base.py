@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused, DriverError
 from gateway.types import Quality, SampleBatch
@@ -33,10 +34,45 @@ __all__ = [
     "Driver",
     "DriverError",
     "Emit",
+    "PlanCache",
     "PollGroup",
 ]
 
 Emit = Callable[[SampleBatch], None]
+
+_Plan = TypeVar("_Plan")
+
+
+class PlanCache(Generic[_Plan]):
+    """A driver's request plans by the tag ids they read, built on first use.
+
+    A poll group asks with the same tuple every poll, so a plan is found by the tuple's
+    identity first (an integer's hash), not by hashing thousands of tag ids a poll; an
+    equal tuple made elsewhere still finds it by value."""
+
+    __slots__ = ("_build", "_by_id", "_plans")
+
+    def __init__(self, build: Callable[[tuple[int, ...]], _Plan]) -> None:
+        self._build = build
+        self._plans: dict[tuple[int, ...], _Plan] = {}
+        #: id(tag ids) -> (those tag ids, kept so that the id stays theirs; the plan)
+        self._by_id: dict[int, tuple[tuple[int, ...], _Plan]] = {}
+
+    def get(self, tag_ids: tuple[int, ...]) -> _Plan:
+        known = self._by_id.get(id(tag_ids))
+        if known is not None and known[0] is tag_ids:
+            return known[1]
+        plan = self._plans.get(tag_ids)
+        if plan is None:
+            plan = self._plans[tag_ids] = self._build(tag_ids)
+        if len(self._by_id) < 64:  # the groups of a device; ad-hoc tuples fall back on value
+            self._by_id[id(tag_ids)] = (tag_ids, plan)
+        return plan
+
+    def clear(self) -> None:
+        """Plan again on next use (the device refused a kind of request)."""
+        self._plans.clear()
+        self._by_id.clear()
 
 
 @dataclass(frozen=True, slots=True)

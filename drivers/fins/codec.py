@@ -3,7 +3,11 @@
 A FINS word is 16 bits sent high byte first, exactly a Modbus register: values over
 words are decoded with the Modbus driver's register codec
 (:mod:`drivers.modbus.codec`, NumPy, batched), whose byte orders name the bytes of a
-value as they arrive. Omron CPUs keep a 32-bit value (DINT, UDINT, REAL) with its low
+value as they arrive. A word read's answer is decoded by its :class:`AnswerDecoder`
+(shared with the MC driver): the words swapped to little endian once, numbers in
+Omron's order (``CDAB``, below) are then views or one byte gather per type.
+
+Omron CPUs keep a 32-bit value (DINT, UDINT, REAL) with its low
 word at the lower address and a 64-bit one (LINT, LREAL) lowest word first: byte order
 ``CDAB``, this driver's default. A string keeps its first character in the high byte
 of its first word (``ABCD``), as the string instructions (MOV$, ...) store it.
@@ -19,11 +23,19 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.fins.config import ByteOrder
-from drivers.modbus.codec import DecodePlan, Field, decode_value, encode, encode_string
+from drivers.modbus.codec import (
+    AnswerDecoder,
+    DecodePlan,
+    Field,
+    decode_value,
+    encode,
+    encode_string,
+)
 from gateway.errors import FinsFrameError
 from gateway.types import DataType
 
 __all__ = [
+    "AnswerDecoder",
     "DecodePlan",
     "Field",
     "bits_of",

@@ -19,9 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from drivers.base import Driver, PollGroup
+from drivers.base import Driver, PlanCache, PollGroup
 from drivers.fins.address import Area
-from drivers.fins.codec import DecodePlan, Field, bits_of, encode_bit, encode_words, words_of
+from drivers.fins.codec import (
+    AnswerDecoder,
+    DecodePlan,
+    Field,
+    bits_of,
+    encode_bit,
+    encode_words,
+    words_of,
+)
 from drivers.fins.config import DEFAULT_GROUP, FinsDeviceConfig, FinsTagConfig
 from drivers.fins.frames import (
     CONTROLLER_DATA_READ,
@@ -35,6 +43,7 @@ from drivers.fins.frames import (
     memory_area_write,
     multiple_memory_area_read,
     parse_controller_data,
+    parse_frame,
 )
 from drivers.fins.link import FinsLink, LinkSettings, TcpLink, UdpLink
 from drivers.fins.planner import ReadRequest, TagSpan, plan_requests
@@ -64,10 +73,12 @@ class _PlannedRead:
     request: ReadRequest
     code: int
     text: bytes
-    decoder: DecodePlan
+    decoder: AnswerDecoder | DecodePlan
     out: slice
     what: str
     layout: MultipleReadLayout | None = None  # where a multiple read's values lie
+    body: bytes = b""  # the command code and text, as sent
+    frame_size: int = 0  # bytes of a good answer frame to a word read (0: other reads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +96,7 @@ class FinsDriver(Driver):
         self.config = config
         self._tags: dict[int, FinsTagConfig] = dict(zip(self.tag_ids, config.tags, strict=True))
         self._groups = self._make_groups()
-        self._plans: dict[tuple[int, ...], _PollPlan] = {}
+        self._plans: PlanCache[_PollPlan] = PlanCache(self._build_plan)
         for group in self._groups:
             self._plan_for(group.tag_ids)  # plan errors show at construction
         self._link: FinsLink | None = None
@@ -193,25 +204,28 @@ class FinsDriver(Driver):
         values = np.empty(n, dtype=object if plan.has_objects else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
         quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
-        bad_value = None if plan.has_objects else np.nan
-        answered: list[tuple[_PlannedRead, npt.NDArray[np.uint16]]] = []
+        answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16]]] = []
 
         def decode_answered() -> None:
             while answered:
-                read, raw = answered.pop()
-                read.decoder.decode(raw, out=values[read.out])
+                read, data = answered.pop()
+                if isinstance(data, bytes):  # a word read: its words, swapped to little endian
+                    words = np.frombuffer(data, ">u2", read.request.count, 14).astype("<u2")
+                    read.decoder.decode(words, values[read.out])
+                else:
+                    read.decoder.decode(data, values[read.out])
 
         for read in plan.reads:
             sent = [time.time_ns()]
             try:
-                raw = await self._read_with_retries(read, sent, decode_answered)
+                data = await self._read_with_retries(read, sent, decode_answered)
             except RequestFailed as failure:
-                values[read.out] = bad_value
+                values[read.out] = None if plan.has_objects else np.nan
                 quality[read.out] = Quality.BAD
                 self._note_failure(read, failure)
             else:
-                answered.append((read, raw))
-                if self._failing.pop(read.request, None) is not None:
+                answered.append((read, data))
+                if self._failing and self._failing.pop(read.request, None) is not None:
                     log.info("%s: %s answers again", self.device_name, read.what)
             ts_ns[read.out] = sent[0]
             decode_answered()  # when the read failed before it was sent
@@ -220,11 +234,21 @@ class FinsDriver(Driver):
 
     async def _read_with_retries(self, read: _PlannedRead, sent: list[int],
                                  meanwhile: Callable[[], None] | None = None
-                                 ) -> npt.NDArray[np.uint16]:
+                                 ) -> bytes | npt.NDArray[np.uint16]:
+        """One read, checked (end code, length, shape), within the retries: a word read's
+        answer frame (decoded later), another read's values."""
         attempts = self.config.retries + 1
         for attempt in range(attempts):
             try:
-                return await self._read_once(read, sent, meanwhile)
+                data = await self._call_raw(read.what, read.body, sent, meanwhile)
+                end_code = (data[12] << 8) | data[13]
+                if end_code:
+                    self._check_end(end_code, read.what)
+                if not read.frame_size:
+                    return self._values_of(read, data)
+                if len(data) != read.frame_size:
+                    self._values_of(read, data)  # raises with the reason
+                return data
             except RequestFailed as failure:
                 if attempt == attempts - 1 or failure.counter not in _RETRYABLE:
                     raise
@@ -232,28 +256,28 @@ class FinsDriver(Driver):
                 log.debug("%s: %s; retrying", self.device_name, failure.reason)
         raise AssertionError("unreachable")
 
-    async def _read_once(self, read: _PlannedRead, sent: list[int],
-                         meanwhile: Callable[[], None] | None = None
-                         ) -> npt.NDArray[np.uint16]:
-        """The words (or bits) of one read, checked: end code, length, shape."""
-        frame = await self._call(read.what, read.code, read.text, sent, meanwhile)
-        self._check_end_code(frame, read.what)
+    @staticmethod
+    def _values_of(read: _PlannedRead, data: bytes) -> npt.NDArray[np.uint16]:
+        """The words (or bits) of one answer frame, checked: length, shape."""
+        text = data[14:]
         request = read.request
         try:
             if read.layout is not None:
-                return read.layout.values(frame.text)
+                return read.layout.values(text)
             if request.bits:
-                return bits_of(frame.text, request.count)
-            return words_of(frame.text, request.count)
+                return bits_of(text, request.count)
+            return words_of(text, request.count)
         except FinsFrameError as exc:  # the frame was whole: its contents do not fit
             raise RequestFailed("decode", f"{read.what}: {exc}") from None
 
     def _check_end_code(self, frame: Frame, what: str) -> None:
         """Raise :class:`RequestRefused` for an end code that is not a success; count the
         PLC's own error flags of a success."""
-        if not frame.end_code:
-            return
-        end = EndCode(frame.end_code)
+        if frame.end_code:
+            self._check_end(frame.end_code, what)
+
+    def _check_end(self, end_code: int, what: str) -> None:
+        end = EndCode(end_code)
         if end.ok:
             if end.cpu_fatal or end.cpu_non_fatal:
                 self.errors["plc_error_flag"] += 1
@@ -320,15 +344,20 @@ class FinsDriver(Driver):
 
     # -- one command ------------------------------------------------------------------
 
-    async def _call(self, what: str, code: int, text: bytes, sent: list[int] | None = None,
-                    meanwhile: Callable[[], None] | None = None) -> Frame:
-        """One command on the link. :class:`ConnectionLost` drops the link (and so do
-        :data:`MAX_SILENT_REQUESTS` timeouts in a row); :class:`RequestFailed` otherwise."""
+    async def _call(self, what: str, code: int, text: bytes) -> Frame:
+        """One command on the link, its response frame (see :meth:`_call_raw`)."""
+        return parse_frame(await self._call_raw(what, code.to_bytes(2, "big") + text))
+
+    async def _call_raw(self, what: str, body: bytes, sent: list[int] | None = None,
+                        meanwhile: Callable[[], None] | None = None) -> bytes:
+        """One command (its code and text: ``body``) on the link; the bytes of its response
+        frame. :class:`ConnectionLost` drops the link (and so do :data:`MAX_SILENT_REQUESTS`
+        timeouts in a row); :class:`RequestFailed` otherwise."""
         link = self._link
         if link is None or not link.is_open:
             raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
         try:
-            frame = await link.exchange(code, text, self.config.timeout, what, sent, meanwhile)
+            data = await link.exchange_raw(body, self.config.timeout, what, sent, meanwhile)
         except RequestFailed as failure:
             if failure.counter == "timeout":
                 self._silent += 1
@@ -344,7 +373,7 @@ class FinsDriver(Driver):
                 raise ConnectionLost(f"{self.device_name}: closed during {what}") from None
             raise await self._lose(str(lost)) from None
         self._silent = 0
-        return frame
+        return data
 
     async def _lose(self, reason: str) -> ConnectionLost:
         self.errors["connection_lost"] += 1
@@ -355,10 +384,7 @@ class FinsDriver(Driver):
     # -- planning ---------------------------------------------------------------------
 
     def _plan_for(self, tag_ids: tuple[int, ...]) -> _PollPlan:
-        plan = self._plans.get(tag_ids)
-        if plan is None:
-            plan = self._plans[tag_ids] = self._build_plan(tag_ids)
-        return plan
+        return self._plans.get(tag_ids)
 
     def _build_plan(self, tag_ids: Sequence[int]) -> _PollPlan:
         unknown = [t for t in tag_ids if t not in self._tags]
@@ -403,9 +429,13 @@ class FinsDriver(Driver):
                 else:
                     text = memory_area_read(area.word_code, request.start, 0, request.count)
                 code = MEMORY_AREA_READ
-            reads.append(_PlannedRead(request, code, text, DecodePlan(fields, request.size),
+            words = not request.is_multiple and not request.bits
+            decoder = (AnswerDecoder(fields, request.size) if words
+                       else DecodePlan(fields, request.size))
+            reads.append(_PlannedRead(request, code, text, decoder,
                                       slice(start, len(batch_ids)), f"read {request.describe()}",
-                                      layout))
+                                      layout, code.to_bytes(2, "big") + text,
+                                      14 + 2 * request.count if words else 0))
         log.debug("%s: %d tags in %d reads: %s", cfg.name, len(batch_ids), len(reads),
                   ", ".join(r.request.describe() for r in reads))
         has_objects = any(t.type.is_object for t in batch_tags)

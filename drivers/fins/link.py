@@ -27,19 +27,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.fins.frames import (
+    MAX_FRAME,
     TCP_ERRORS,
     TCP_FRAME,
     TCP_FRAME_ERROR,
     TCP_HEADER_SIZE,
+    TCP_MAGIC,
+    TCP_MAX_LENGTH,
     TCP_NODE_ADDRESS_RESPONSE,
     Frame,
     Route,
-    command_frame,
     node_address_request,
     parse_frame,
     parse_node_address_response,
     parse_tcp_header,
-    tcp_message,
 )
 from gateway.errors import (
     ConnectionLost,
@@ -51,6 +52,11 @@ from gateway.errors import (
 __all__ = ["FinsLink", "LinkSettings", "TcpLink", "UdpLink", "local_node_for"]
 
 log = logging.getLogger(__name__)
+
+#: the service id byte of each number, made once
+_SID = tuple(bytes((sid,)) for sid in range(256))
+#: a FINS/TCP header's command and error fields for a frame (:func:`tcp_message`)
+_TCP_FRAME_FIELDS = TCP_FRAME.to_bytes(4, "big") + bytes(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +84,6 @@ class LinkSettings:
                      self.source_unit, self.gateway_count)
 
 
-def _expire(future: asyncio.Future[Frame | None]) -> None:
-    """The command's timer ran out: its future gets None instead of a frame."""
-    if not future.done():
-        future.set_result(None)
-
-
 def local_node_for(local_ip: str) -> int:
     """The gateway's default FINS node over UDP: the last number of its own IPv4 address
     towards the PLC (Omron's automatic address conversion maps node n to host n)."""
@@ -99,13 +99,27 @@ class FinsLink(ABC):
 
     def __init__(self, settings: LinkSettings) -> None:
         self.settings = settings
-        self.route: Route | None = None
+        self._route: Route | None = None
+        self._head = b""  # the route's header without its service id (set with the route)
         #: late answers to earlier commands, dropped
         self.stale = 0
         self._sid = 0
         self._lock = asyncio.Lock()
-        self._pending: tuple[int, int, asyncio.Future[Frame | None]] | None = None
+        #: the command waiting: (service id, the 2 bytes of its command code, its future)
+        self._pending: tuple[int, bytes, asyncio.Future[bytes | None]] | None = None
         self._lost: asyncio.Future[str] | None = None
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    @property
+    def route(self) -> Route | None:
+        """Who sends to whom (set by :meth:`open`)."""
+        return self._route
+
+    @route.setter
+    def route(self, route: Route | None) -> None:
+        self._route = route
+        self._head = route.header(0)[:-1] if route is not None else b""
 
     @abstractmethod
     async def open(self) -> None:
@@ -120,7 +134,7 @@ class FinsLink(ABC):
 
     @property
     def is_open(self) -> bool:
-        return self.route is not None and self._lost is not None and not self._lost.done()
+        return self._route is not None and self._lost is not None and not self._lost.done()
 
     def _next_sid(self) -> int:
         self._sid = self._sid % 255 + 1  # 1..255: 0 is what a zeroed buffer would echo
@@ -133,10 +147,29 @@ class FinsLink(ABC):
         pending, self._pending = self._pending, None
         if pending is not None and not pending[2].done():
             pending[2].set_exception(ConnectionLost(reason))
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
 
     def _deliver(self, data: bytes) -> None:
-        """A FINS frame arrived: the answer waited for, a late one, or garbage."""
+        """A FINS frame arrived: the answer waited for, a late one, or garbage.
+
+        The usual answer (a response of a whole header and end code, with the service id
+        and command code waited for) is taken by a few byte comparisons; anything else goes
+        through :func:`parse_frame` for its verdict and reason."""
         pending = self._pending
+        size = len(data)
+        if 14 <= size <= MAX_FRAME and data[0] & 0xFE == 0xC0:  # a well-formed response
+            if pending is not None and data[9] == pending[0] and data[10:12] == pending[1]:
+                future = pending[2]
+                if not future.done():
+                    future.set_result(data)
+                return
+            self.stale += 1
+            if pending is not None:
+                log.debug("%s: dropped a late answer (SID %d, waiting for %d)",
+                          self.settings.address, data[9], pending[0])
+            return
         try:
             frame = parse_frame(data)
         except FinsFrameError as exc:
@@ -145,52 +178,82 @@ class FinsLink(ABC):
                     RequestFailed("garbled", f"a garbled answer from {self.settings.address}: "
                                   f"{exc}"))
             return
+        # a command, or a response parse_frame takes that the test above did not (none
+        # today): the same matching
         if pending is None or not frame.is_response:
             self.stale += 1
             return
-        sid, code, future = pending
-        if frame.sid == sid and frame.code == code:
-            if not future.done():
-                future.set_result(frame)
+        if frame.sid == pending[0] and frame.code.to_bytes(2, "big") == pending[1]:
+            if not pending[2].done():
+                pending[2].set_result(bytes(data))
         else:
             self.stale += 1
-            log.debug("%s: dropped a late answer (SID %d, waiting for %d)",
-                      self.settings.address, frame.sid, sid)
 
     async def exchange(self, code: int, text: bytes, timeout: float, what: str,
                        sent: list[int] | None = None,
                        meanwhile: Callable[[], None] | None = None) -> Frame:
-        """Send command ``code`` with ``text``, return its response frame. ``sent[0]`` gets
-        the time the command left (after waiting for the previous one), in ns;
-        ``meanwhile()`` runs once the command is on its way (work done while the PLC
-        answers; it must not raise)."""
+        """Send command ``code`` with ``text``, return its response frame (see
+        :meth:`exchange_raw`)."""
+        return parse_frame(await self.exchange_raw(code.to_bytes(2, "big") + text, timeout,
+                                                   what, sent, meanwhile))
+
+    async def exchange_raw(self, body: bytes, timeout: float, what: str,
+                           sent: list[int] | None = None,
+                           meanwhile: Callable[[], None] | None = None) -> bytes:
+        """Send the command whose code and text are ``body``; return the bytes of its
+        response frame (checked: a FINS response of a whole header and end code, from the
+        service id and command code sent). ``sent[0]`` gets the time the command left
+        (after waiting for the previous one), in ns; ``meanwhile()`` runs once the command
+        is on its way (work done while the PLC answers; it must not raise)."""
         async with self._lock:
-            if self.route is None or self._lost is None or self._lost.done():
-                reason = self._lost.result() if self._lost is not None and self._lost.done() \
-                    else "not connected"
+            lost = self._lost
+            if self._route is None or lost is None or lost.done():
+                reason = lost.result() if lost is not None and lost.done() else "not connected"
                 raise ConnectionLost(f"{self.settings.address}: {reason}")
-            sid = self._next_sid()
+            sid = self._sid = self._sid % 255 + 1  # 1..255: 0 is what a zeroed buffer echoes
             loop = asyncio.get_running_loop()
-            future: asyncio.Future[Frame | None] = loop.create_future()
-            self._pending = (sid, code, future)
-            # a timer on the future, cheaper than asyncio.timeout() on every command
-            timer = loop.call_later(timeout, _expire, future)
+            future: asyncio.Future[bytes | None] = loop.create_future()
+            self._pending = (sid, body[:2], future)
+            self._arm(loop, timeout)
             try:
                 if sent is not None:
                     sent[0] = time.time_ns()
-                self._send(command_frame(self.route, sid, code, text))
+                self._send(self._head + _SID[sid] + body)
                 if meanwhile is not None:
                     meanwhile()
-                frame = await future
-                if frame is None:
+                data = await future
+                if data is None:
                     self._on_timeout(what, timeout)
                     raise RequestFailed(
                         "timeout", f"{what}: no answer from {self.settings.address} within "
                         f"{timeout:g} s")
-                return frame
+                return data
             finally:
-                timer.cancel()
                 self._pending = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """The waiting command expires ``timeout`` s from now. One watchdog timer per link,
+        moved on to the current deadline when it fires, rather than a timer per command:
+        thousands of commands a second would otherwise each push and cancel a heap entry."""
+        self._deadline = deadline = loop.time() + timeout
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog.when() > deadline:
+            watchdog.cancel()  # a shorter timeout than the one it waits for
+            watchdog = None
+        if watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        pending = self._pending
+        if pending is None:
+            return  # idle: the next command arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            if not pending[2].done():
+                pending[2].set_result(None)  # no answer in time
+        else:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
 
     @abstractmethod
     def _on_timeout(self, what: str, timeout: float) -> None:
@@ -364,15 +427,26 @@ class TcpLink(FinsLink):
                 if not chunk:
                     self._lose(f"{s.address} closed the connection")
                     return
-                self._buffer += chunk
-                while len(self._buffer) >= TCP_HEADER_SIZE:
-                    header = parse_tcp_header(bytes(self._buffer[:TCP_HEADER_SIZE]))
-                    end = TCP_HEADER_SIZE + header.payload_size
-                    if len(self._buffer) < end:
+                if self._buffer:  # the rest of a message begun in an earlier chunk
+                    self._buffer += chunk
+                    data = bytes(self._buffer)
+                    self._buffer.clear()
+                else:
+                    data = chunk
+                pos, size = 0, len(data)
+                while size - pos >= TCP_HEADER_SIZE:
+                    length = int.from_bytes(data[pos + 4:pos + 8], "big")
+                    if data[pos:pos + 4] != TCP_MAGIC or not 8 <= length <= TCP_MAX_LENGTH:
+                        parse_tcp_header(data[pos:pos + TCP_HEADER_SIZE])  # raises, says why
+                    end = pos + 8 + length
+                    if size < end:
                         break
-                    payload = bytes(self._buffer[TCP_HEADER_SIZE:end])
-                    del self._buffer[:end]
-                    self._message(header.command, header.error, payload)
+                    self._message(int.from_bytes(data[pos + 8:pos + 12], "big"),
+                                  int.from_bytes(data[pos + 12:pos + 16], "big"),
+                                  data[pos + TCP_HEADER_SIZE:end])
+                    pos = end
+                if pos < size:
+                    self._buffer += data[pos:]
         except FinsFrameError as exc:
             self._lose(f"bytes that are no FINS/TCP message came from {s.address} ({exc}): "
                        "the stream is out of step")
@@ -401,7 +475,8 @@ class TcpLink(FinsLink):
 
     def _send(self, frame: bytes) -> None:
         assert self._writer is not None
-        self._writer.write(tcp_message(TCP_FRAME, frame))
+        self._writer.write(TCP_MAGIC + (8 + len(frame)).to_bytes(4, "big") + _TCP_FRAME_FIELDS
+                           + frame)
 
     def close(self) -> None:
         self._lose("closed")

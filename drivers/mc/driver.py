@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from drivers.base import Driver, PollGroup
+from drivers.base import Driver, PlanCache, PollGroup
 from drivers.mc import frames
 from drivers.mc.codec import AnswerDecoder, field_of, tag_words, words_of
 from drivers.mc.config import McDeviceConfig, McTagConfig
@@ -92,7 +92,7 @@ class McDriver(Driver):
         self._where: dict[int, Address] = {
             tag_id: tag.location(self._series) for tag_id, tag in self._tags.items()}
         self._group = PollGroup(DEFAULT_GROUP, config.poll_interval, self.tag_ids)
-        self._plans: dict[tuple[int, ...], _PollPlan] = {}
+        self._plans: PlanCache[_PollPlan] = PlanCache(self._build_plan)
         #: random reads planned; off when the config says so or the device refused them
         self._random_reads = config.random_reads
         self._plan_for(self.tag_ids)  # plan errors show at construction
@@ -406,10 +406,7 @@ class McDriver(Driver):
     # -- planning ---------------------------------------------------------------------
 
     def _plan_for(self, tag_ids: tuple[int, ...]) -> _PollPlan:
-        plan = self._plans.get(tag_ids)
-        if plan is None:
-            plan = self._plans[tag_ids] = self._build_plan(tag_ids)
-        return plan
+        return self._plans.get(tag_ids)
 
     def _build_plan(self, tag_ids: Sequence[int]) -> _PollPlan:
         unknown = [t for t in tag_ids if t not in self._tags]
