@@ -102,7 +102,7 @@ class DecodePlan:
         self.has_objects = any(f.address.type.published.is_object for f in self.fields)
         numbers: list[int] = []
         bits: list[int] = []
-        self._one_by_one: list[int] = []
+        one_by_one: list[int] = []
         for pos, f in enumerate(self.fields):
             name = f.address.type.name
             if name == "BOOL":
@@ -110,7 +110,11 @@ class DecodePlan:
             elif name in _BIG_ENDIAN:
                 numbers.append(pos)
             else:
-                self._one_by_one.append(pos)
+                one_by_one.append(pos)
+        #: (position, first byte, end) of each field decoded on its own
+        self._one_by_one = tuple((p, self.fields[p].offset,
+                                  self.fields[p].offset + self.fields[p].address.size)
+                                 for p in one_by_one)
         wide = [p for p in numbers if self.fields[p].address.type.name in _EXACT]
         narrow = [p for p in numbers if self.fields[p].address.type.name not in _EXACT]
         self._layers = self._make_layers(narrow, False) + self._make_layers(wide, True)
@@ -172,11 +176,10 @@ class DecodePlan:
             positions, pairs = self._bits
             out[positions] = [float((data[o] >> b) & 1) for o, b in pairs]
         bad: dict[int, str] = {}
-        for pos in self._one_by_one:
+        for pos, start, end in self._one_by_one:
             f = self.fields[pos]
             try:
-                out[pos] = decode_value(bytes(data[f.offset:f.offset + f.address.size]),
-                                        f.address, f.encoding)
+                out[pos] = decode_value(bytes(data[start:end]), f.address, f.encoding)
             except S7DecodeError as exc:
                 out[pos] = None if out.dtype == object else math.nan
                 bad[pos] = str(exc)

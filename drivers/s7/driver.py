@@ -41,6 +41,7 @@ from drivers.s7.codec import DecodePlan, Field, encode
 from drivers.s7.config import DEFAULT_GROUP, S7DeviceConfig, S7TagConfig
 from drivers.s7.frames import (
     ItemFailed,
+    ReadAnswerShape,
     ReadItem,
     max_write_payload,
     parse_read_items,
@@ -84,6 +85,19 @@ class _Job:
     wheres: tuple[str, ...]  # each item described
     starts: tuple[int, ...]  # where each item's bytes go in the poll buffer
     sizes: tuple[int, ...]  # each item's bytes
+    blocks: tuple[int, ...]  # the blocks its items bring (each once)
+    #: the shape of its usual answer, once one came whole: [(shape, answer bytes -> buffer)]
+    learned: list[tuple[ReadAnswerShape, npt.NDArray[np.intp], npt.NDArray[np.intp]]]
+
+
+def _learn(job: _Job, answer: bytes) -> None:
+    """Keep the shape of an answer in which every item of ``job`` came (see
+    :class:`ReadAnswerShape`) with the byte gather that puts its items into the buffer."""
+    shape = ReadAnswerShape.of(answer, job.sizes)
+    src = [np.arange(a, b, dtype=np.intp) for a, b in shape.spans]
+    dst = [np.arange(start, start + size, dtype=np.intp)
+           for start, size in zip(job.starts, job.sizes, strict=True)]
+    job.learned[:] = [(shape, np.concatenate(src), np.concatenate(dst))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +126,10 @@ class S7Driver(Driver):
         #: what the PLC said it is (SZL), shown by ``check``; None when it does not say
         self._identity: str | None = None
         self._plans: dict[tuple[tuple[int, ...], int], _PollPlan] = {}
+        self._waiting: asyncio.Task[object] | None = None  # the task waiting for an answer
+        self._expired = False  # its deadline cancelled it
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self._failing: dict[str, str] = {}
         self._fresh: dict[str, list[str]] = {}
         self._recovered: list[str] = []
@@ -172,6 +190,9 @@ class S7Driver(Driver):
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        watchdog, self._watchdog, self._waiting = self._watchdog, None, None
+        if watchdog is not None:
+            watchdog.cancel()
         if client is not None:
             await _quietly_disconnect(client)
 
@@ -236,23 +257,15 @@ class S7Driver(Driver):
         task = asyncio.current_task()
         assert task is not None
         cancels = task.cancelling()
-        expired = False
-
-        def expire() -> None:  # lighter than asyncio.timeout: one timer handle per request
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        deadline = asyncio.get_running_loop().call_later(self.config.timeout, expire)
+        self._arm(task)
         try:
             answer = await client.iso_exchange_buffer(bytearray(pdu))
         except asyncio.CancelledError:
-            deadline.cancel()
+            expired = self._disarm()
             if not (expired and task.uncancel() <= cancels):
                 raise  # cancelled from outside
         except (S7Error, OSError) as exc:
-            deadline.cancel()
-            if expired:
+            if self._disarm():
                 task.uncancel()
             text = str(exc)
             if "Invalid" in text or "Expected COTP" in text:
@@ -263,8 +276,7 @@ class S7Driver(Driver):
             raise await self._lose(f"the connection to {self.address} closed during {what} "
                                    f"({text})") from None
         else:
-            deadline.cancel()
-            if expired:  # the answer came with the deadline and snap7 kept it: take it
+            if self._disarm():  # the answer came with the deadline and snap7 kept it: take it
                 task.uncancel()
             _honour_cancel(cancels)
             return bytes(answer)
@@ -272,6 +284,38 @@ class S7Driver(Driver):
         raise await self._lose(f"no answer to {what} within {self.config.timeout:g} s; the "
                                "connection is closed (a late answer would be taken for the "
                                "next one's)")
+
+    def _arm(self, task: asyncio.Task[object]) -> None:
+        """Cancel ``task`` (waiting for an answer) when the timeout runs out. One watchdog
+        timer per driver, moved on to the current deadline when it fires, rather than a
+        timer per request (pushed and cancelled on the loop's heap thousands of times a
+        second)."""
+        loop = asyncio.get_running_loop()
+        self._waiting, self._expired = task, False
+        self._deadline = deadline = loop.time() + self.config.timeout
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog.when() > deadline:
+            watchdog.cancel()
+            watchdog = None
+        if watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._watch)
+
+    def _disarm(self) -> bool:
+        """The request is over; True when its deadline had cancelled the task."""
+        self._waiting = None
+        return self._expired
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        task = self._waiting
+        if task is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._waiting, self._expired = None, True
+            task.cancel()
+        else:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
 
     async def _lose(self, reason: str) -> ConnectionLost:
         self.errors["connection_lost"] += 1
@@ -342,7 +386,8 @@ class S7Driver(Driver):
             _Job(r, r.items, read_param(r.items), r.describe(), f"read of {r.describe()}",
                  tuple(c.item.describe() for c in r.chunks),
                  tuple(offsets[c.block] + c.offset for c in r.chunks),
-                 tuple(c.item.byte_length for c in r.chunks))
+                 tuple(c.item.byte_length for c in r.chunks),
+                 tuple(dict.fromkeys(c.block for c in r.chunks)), [])
             for r in plan.requests)
         return _PollPlan(plan.requests, jobs, tuple(offsets),
                          np.array(field_blocks, dtype=np.intp), DecodePlan(fields, size),
@@ -357,11 +402,21 @@ class S7Driver(Driver):
         blocks = len(plan.block_offsets)
         failed: set[int] = set()  # blocks with a chunk that did not come
         block_ts = [0] * blocks
+        view = np.frombuffer(buffer, dtype=np.uint8)  # writable: the buffer's own bytes
         for job in plan.jobs:
             request = job.request
             sent = time.time_ns()
+            ref = self._next_ref()
             try:
-                results = await self._read_request(job)
+                answer = await self._exchange(read_job(ref, job.param), job.what)
+                if job.learned and not self._failing:
+                    shape, src, dst = job.learned[0]
+                    if shape.matches(answer, ref):  # the usual answer: every item came
+                        view[dst] = np.frombuffer(answer, dtype=np.uint8)[src]
+                        for block in job.blocks:
+                            block_ts[block] = block_ts[block] or sent
+                        continue
+                results = self._read_items(job, answer, ref)
             except RequestFailed as failure:
                 self.errors[failure.counter] += 1
                 self._note(job.description, failure.counter, failure.reason)
@@ -371,10 +426,12 @@ class S7Driver(Driver):
                 continue
             if self._failing:
                 self._note(job.description, None, "")  # the request as a whole is answered
+            whole = True
             for chunk, result, where, start in zip(request.chunks, results, job.wheres,
                                                    job.starts, strict=True):
                 block_ts[chunk.block] = block_ts[chunk.block] or sent
                 if isinstance(result, ItemFailed):
+                    whole = False
                     failed.add(chunk.block)
                     item_failure = _item_failure(result.code,
                                                  self._item_reason(chunk.item, result))
@@ -384,6 +441,8 @@ class S7Driver(Driver):
                 buffer[start:start + len(result)] = result
                 if self._failing:
                     self._note(where, None, "")
+            if whole:
+                _learn(job, answer)
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.decoder.has_objects else np.float64)
         undecodable = plan.decoder.decode(buffer, values)
@@ -404,10 +463,10 @@ class S7Driver(Driver):
             self._log_notes()
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
 
-    async def _read_request(self, job: _Job) -> list[bytes | ItemFailed]:
-        ref = self._next_ref()
+    @staticmethod
+    def _read_items(job: _Job, answer: bytes, ref: int) -> list[bytes | ItemFailed]:
+        """Each item's data or failure from the answer to ``job`` (the full parse)."""
         what = job.what
-        answer = await self._exchange(read_job(ref, job.param), what)
         try:
             return parse_read_items(answer, ref, job.sizes, job.items)
         except S7JobRefused as exc:

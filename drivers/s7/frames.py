@@ -24,6 +24,7 @@ from gateway.errors import S7FrameError, S7JobRefused
 
 __all__ = [
     "ItemFailed",
+    "ReadAnswerShape",
     "ReadItem",
     "job_refused",
     "parse_read_response",
@@ -237,6 +238,49 @@ def parse_read_items(
     if pos != end:
         raise S7FrameError(f"answer has {end - pos} bytes after its last item")
     return out
+
+
+class ReadAnswerShape:
+    """The layout of a whole answer to one read-var job in which every item came, taken
+    from an answer :func:`parse_read_items` accepted. A later answer of the same size whose
+    every byte but the items' data, their fill bytes and the reference is the same (header,
+    parameter, each item's return code, transport size and length) is the same answer
+    shape: :meth:`matches` says so with one masked comparison of the whole PDU, and
+    :attr:`spans` says where each item's data lies, so the full parse runs only for answers
+    of another shape (an item refused, an error, garbage)."""
+
+    __slots__ = ("_expected", "_mask", "_ref_shift", "size", "spans")
+
+    def __init__(self, pdu: bytes, spans: Sequence[tuple[int, int]]) -> None:
+        self.size = len(pdu)
+        self.spans = tuple(spans)
+        checked = bytearray(b"\xff" * self.size)
+        for i, (start, end) in enumerate(self.spans):
+            fill = self.spans[i + 1][0] - ITEM_HEADER if i + 1 < len(self.spans) else end
+            checked[start:fill] = bytes(fill - start)  # the data and its fill byte
+        self._mask = int.from_bytes(checked, "big")
+        checked[4:6] = b"\0\0"  # the reference: the caller's, per job
+        self._expected = int.from_bytes(pdu, "big") & int.from_bytes(checked, "big")
+        self._ref_shift = 8 * (self.size - 6)
+
+    @classmethod
+    def of(cls, pdu: bytes, sizes: Sequence[int]) -> ReadAnswerShape:
+        """The shape of ``pdu``, an answer :func:`parse_read_items` accepted with every item
+        a success (each of ``sizes`` bytes)."""
+        _, param, _ = _answer(pdu, int.from_bytes(pdu[4:6], "big"), READ_VAR)
+        pos = 12 + len(param)
+        spans = []
+        last = len(sizes) - 1
+        for i, size in enumerate(sizes):
+            pos += ITEM_HEADER
+            spans.append((pos, pos + size))
+            pos += size + (size & 1 if i < last else 0)
+        return cls(pdu, spans)
+
+    def matches(self, pdu: bytes, pdu_ref: int) -> bool:
+        """``pdu`` is an answer of this shape to job ``pdu_ref`` (every item came)."""
+        return len(pdu) == self.size and int.from_bytes(pdu, "big") & self._mask == (
+            self._expected | (pdu_ref & 0xFFFF) << self._ref_shift)
 
 
 def parse_write_response(pdu: bytes, pdu_ref: int, count: int = 1) -> list[int]:

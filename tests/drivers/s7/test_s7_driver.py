@@ -367,3 +367,25 @@ async def test_a_plc_that_does_not_identify_itself_is_read_all_the_same(
     await driver.connect()
     assert (await driver.identity()) is None
     await driver.close()
+
+
+async def test_an_item_refused_after_whole_answers_is_still_bad(plc: S7PlcSimulator) -> None:
+    """Whole answers are taken by their learned shape (frames.ReadAnswerShape); an answer
+    with one item refused, or corrupt, has another shape and goes through the full parse."""
+    driver = driver_of(device(plc.port, MACHINE))
+    await driver.connect()
+    for _ in range(3):  # the first whole answer teaches the shape, the next ones use it
+        got = await read_all(driver)
+        assert all(q == Quality.GOOD for _, q, _ in got.values())
+    plc.optimized_dbs.add(2)
+    got = await read_all(driver)
+    assert got["setpoint"][1] == Quality.BAD and math.isnan(got["setpoint"][0])
+    assert got["melt"][1] == Quality.GOOD
+    assert driver.errors["address_out_of_range"] == 1
+    plc.optimized_dbs.discard(2)
+    plc.corrupt_next(1)
+    batch: SampleBatch = await driver.read(driver.poll_groups()[0])
+    assert (batch.quality == Quality.BAD).all() and driver.errors["garbled"] == 1
+    got = await read_all(driver)
+    assert all(q == Quality.GOOD for _, q, _ in got.values())
+    await driver.close()

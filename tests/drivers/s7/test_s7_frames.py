@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from drivers.s7.address import Area
 from drivers.s7.frames import (
     ItemFailed,
+    ReadAnswerShape,
     ReadItem,
     S7FrameError,
     S7JobRefused,
+    parse_read_items,
     parse_read_response,
     parse_write_response,
     read_request,
@@ -117,3 +119,51 @@ def test_answers_built_per_the_layout_parse_back(parts: list[tuple[bytes, bool]]
             data += bytes([0x05, 0, 0, 0])
             expected.append(ItemFailed(0x05))
     assert parse_read_response(_answer(2, data, len(parts)), 2, items) == expected
+
+
+def _whole_answer(ref: int, values: list[bytes]) -> bytes:
+    data = b""
+    for i, value in enumerate(values):
+        data += bytes([0xFF, 0x04]) + struct.pack(">H", 8 * len(value)) + value
+        if len(value) % 2 and i < len(values) - 1:
+            data += b"\0"
+    return _answer(ref, data, len(values))
+
+
+@given(st.lists(st.binary(min_size=1, max_size=9), min_size=1, max_size=6), st.data())
+def test_an_answer_of_the_learned_shape_is_what_the_full_parse_reads(
+        values: list[bytes], data: st.DataObject) -> None:
+    """ReadAnswerShape: an answer whose every byte but the data, fill bytes and reference
+    is the learned one's matches, and its spans hold what parse_read_items reads; any
+    other byte changed (return code, transport, length, header, a byte cut or added) or
+    another reference does not match."""
+    sizes = [len(v) for v in values]
+    items = [ReadItem(Area.DB, 1, 0, n) for n in sizes]
+    shape = ReadAnswerShape.of(_whole_answer(7, values), sizes)
+    fresh = [data.draw(st.binary(min_size=n, max_size=n)) for n in sizes]
+    answer = bytearray(_whole_answer(9, fresh))
+    fills = [end for i, (_, end) in enumerate(shape.spans)
+             if i < len(sizes) - 1 and sizes[i] % 2]
+    for fill in fills:
+        answer[fill] = data.draw(st.integers(0, 255))  # a fill byte is never read
+    answer_bytes = bytes(answer)
+    assert shape.matches(answer_bytes, 9)
+    assert [answer_bytes[a:b] for a, b in shape.spans] == parse_read_items(
+        answer_bytes, 9, sizes, items) == fresh
+    assert not shape.matches(answer_bytes, 10)
+    assert not shape.matches(answer_bytes[:-1], 9)
+    assert not shape.matches(answer_bytes + b"\0", 9)
+    data_bytes = {p for a, b in shape.spans for p in range(a, b)} | set(fills) | {4, 5}
+    checked = [p for p in range(len(answer_bytes)) if p not in data_bytes]
+    where = data.draw(st.sampled_from(checked))
+    changed = bytearray(answer_bytes)
+    changed[where] ^= data.draw(st.integers(1, 255))
+    assert not shape.matches(bytes(changed), 9)
+
+
+def test_a_refused_item_is_not_the_learned_shape() -> None:
+    sizes = [2, 2]
+    shape = ReadAnswerShape.of(_whole_answer(1, [b"\x01\x02", b"\x03\x04"]), sizes)
+    refused = _answer(2, bytes.fromhex("0a 00 0000") + bytes.fromhex("ff 04 0010 0304"), 2)
+    assert not shape.matches(refused, 2)
+    assert shape.matches(_whole_answer(2, [b"\x05\x06", b"\x07\x08"]), 2)
