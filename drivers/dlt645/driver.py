@@ -35,8 +35,10 @@ from drivers.base import Driver, PollGroup
 from drivers.dlt645.codec import (
     BROADCAST,
     NO_DATA_BIT,
+    READ,
     REPLY,
     WRITE,
+    Format,
     Frame,
     Version,
     decode_integer,
@@ -89,6 +91,9 @@ class _Plan:
     integer: tuple[bool, ...]
     #: per request: its frame and the identifier bytes its answer repeats, built once
     frames: tuple[tuple[bytes, bytes], ...]
+    #: per request: (batch position, first and end byte in the answer's data, format,
+    #: decode as an exact int) of each member
+    decodes: tuple[tuple[tuple[int, int, int, Format, bool], ...], ...] = ()
 
 
 class Dlt645Driver(Driver):
@@ -100,6 +105,8 @@ class Dlt645Driver(Driver):
         super().__init__(config.name, tag_ids, len(config.tags))
         self.config = config
         self.version: Version = config.version
+        #: the control code of a normal answer to a read (no exception, nothing to follow)
+        self._read_reply = READ[config.version] | REPLY
         self._tags: dict[int, Dlt645TagConfig] = dict(zip(self.tag_ids, config.tags, strict=True))
         self._group = PollGroup("default", config.poll_interval, self.tag_ids)
         #: the meter address of ``auto`` once read (the configured one otherwise)
@@ -236,16 +243,15 @@ class Dlt645Driver(Driver):
         bad_value = None if plan.has_objects else np.nan
         pos = 0
         refused: list[ReadRequest] = []
-        for request, frame in zip(plan.requests, plan.frames, strict=True):
+        for request, frame, decodes in zip(plan.requests, plan.frames, plan.decodes,
+                                           strict=True):
             span = slice(pos, pos + len(request.members))
             pos = span.stop
             try:
                 sent, data = await self._read_with_retries(request, frame)
-                for i, member in enumerate(request.members, span.start):
-                    fmt = member.identifier.format
-                    raw = data[member.at:member.at + fmt.size]
-                    values[i] = decode_integer(raw, fmt) if plan.integer[i] \
-                        else decode_value(raw, fmt)
+                for i, first, end, fmt, integer in decodes:
+                    raw = data[first:end]
+                    values[i] = decode_integer(raw, fmt) if integer else decode_value(raw, fmt)
             except RequestFailed as failure:
                 sent = self._last_sent
                 values[span] = bad_value
@@ -293,7 +299,6 @@ class Dlt645Driver(Driver):
         line = self._line
         if line is None:
             raise ConnectionLost(f"{self.device_name}: not connected")
-        what = request.describe()
         self.requests += 1
         frame_bytes, prefix = frame
         try:
@@ -303,17 +308,28 @@ class Dlt645Driver(Driver):
             self.errors["connection_lost"] += 1
             raise
         self._last_sent = exchange.sent_ns
-        self._count_line(exchange)
-        if exchange.frame is None:
-            failure = self._no_answer(exchange, what)
+        if exchange.discarded or exchange.foreign:
+            self._count_line(exchange)
+        answered = exchange.frame
+        if answered is None:
+            failure = self._no_answer(exchange, request.describe())
             if failure.counter == "timeout":
                 await self._timed_out(request.meter, failure.reason)
             else:
                 self._answered()
             raise failure
-        self._answered()
+        if self._silent or self._silent_meters:
+            self._answered()
+        data = answered.data
+        if (answered.control == self._read_reply and data.startswith(prefix)
+                and (request.record is None or len(data) - len(prefix) == request.record)
+                and len(data) - len(prefix) >= request.need):
+            # the usual answer: a normal reply to this read (no exception, nothing more to
+            # follow), of this identifier, as long as it must be: what the full parse takes
+            return exchange.sent_ns, data[len(prefix):]
+        what = request.describe()
         try:
-            answer = parse_read_answer(exchange.frame, request.di, self.version)
+            answer = parse_read_answer(answered, request.di, self.version)
         except Dlt645FrameError as exc:
             raise RequestFailed("decode", f"{what}: {exc}") from None
         if answer.error is not None:
@@ -470,8 +486,17 @@ class Dlt645Driver(Driver):
         log.debug("%s: %d tags in %d requests", cfg.name, len(tags), len(requests))
         frames = tuple((read_request(r.meter, r.di, self.version, cfg.preamble),
                         di_bytes(r.di, self.version)) for r in requests)
+        decodes = []
+        pos = 0
+        for r in requests:
+            members = []
+            for m in r.members:
+                fmt = m.identifier.format
+                members.append((pos, m.at, m.at + fmt.size, fmt, integer[pos]))
+                pos += 1
+            decodes.append(tuple(members))
         return _Plan(tuple(requests), np.array([self.tag_ids[i] for i in order], np.int32),
-                     has_objects, integer, frames)
+                     has_objects, integer, frames, tuple(decodes))
 
 
 class Dlt645SerialDriver(Dlt645Driver):
