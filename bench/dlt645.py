@@ -32,6 +32,7 @@ from typing import Any
 from bench.harness import (
     Measurement,
     bench_arguments,
+    not_good,
     paired_rounds,
     print_pairs,
     run_async_bench,
@@ -43,7 +44,6 @@ from drivers.dlt645.codec import Format, FrameReader, decode_number, read_reques
 from drivers.dlt645.config import Dlt645SerialDeviceConfig, Dlt645TcpDeviceConfig
 from drivers.dlt645.driver import Dlt645SerialDriver, Dlt645TcpDriver
 from drivers.dlt645.table import table
-from gateway.types import Quality
 
 ADDRESS = "000000000001"
 GOAL_RATIO = 0.9
@@ -140,7 +140,7 @@ async def driver_loop(transport: str, where: str, seconds: float, names: list[st
         end = began + seconds
         while time.perf_counter() < end:
             batch = await driver.read(group)
-            bad += int((batch.quality != Quality.GOOD).sum())
+            bad += not_good(batch.quality)
         elapsed, cpu = time.perf_counter() - began, self_cpu() - cpu0
     finally:
         await driver.close()

@@ -362,13 +362,17 @@ def controller_data_read() -> bytes:
 # -- response texts --------------------------------------------------------------------------
 
 
+#: one word item of a multiple read's answer: its area code, then the word (big endian)
+_CODE_AND_WORD = np.dtype([("code", "u1"), ("word", ">u2")])
+
+
 class MultipleReadLayout:
     """Where each item's area code and value lie in the answer to one MULTIPLE MEMORY AREA
     READ (01 04): each item is its area code and 2 bytes (a word) or 1 byte (a bit, 0 or
     1). Built once per planned read; :meth:`values` then checks and decodes an answer with
     a few NumPy operations whatever the number of items."""
 
-    __slots__ = ("_code_at", "_codes", "_high", "_low", "codes", "size")
+    __slots__ = ("_code_at", "_code_bytes", "_codes", "_high", "_low", "_same", "codes", "size")
 
     def __init__(self, codes: Sequence[int]) -> None:
         self.codes = tuple(codes)
@@ -387,6 +391,11 @@ class MultipleReadLayout:
                 pos += 3
         #: bytes of a whole answer
         self.size = pos
+        #: every item a bit (2 bytes each) or every item a word (3 bytes each): the answer is
+        #: then taken by slices of its bytes (0: mixed, by gathers)
+        sizes = {2 if AREA_BY_CODE.get(code, (None, False))[1] else 3 for code in self.codes}
+        self._same = sizes.pop() if len(sizes) == 1 else 0
+        self._code_bytes = bytes(self.codes)
         self._codes = np.array(self.codes, dtype=np.uint8)
         self._code_at = np.array(code_at, dtype=np.intp)
         self._high = np.array(high, dtype=np.intp)
@@ -397,6 +406,13 @@ class MultipleReadLayout:
         the text does not have that shape."""
         if len(text) != self.size:
             self._explain(text)
+        if self._same:  # one kind of item: its area codes and values are slices
+            step = self._same
+            if text[::step] != self._code_bytes:
+                self._explain(text)
+            if step == 2:
+                return np.frombuffer(text[1::2], dtype=np.uint8).astype(np.uint16)
+            return np.frombuffer(text, dtype=_CODE_AND_WORD)["word"].astype(np.uint16)
         data = np.frombuffer(text + b"\0", dtype=np.uint8)  # the zero: a bit's high byte
         if not np.array_equal(data[self._code_at], self._codes):
             self._explain(text)

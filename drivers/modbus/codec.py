@@ -149,7 +149,7 @@ def _text(data: bytes) -> str:
 class DecodePlan:
     """Precomputed decoding of every field of one response of ``count`` registers (or bits)."""
 
-    __slots__ = ("_groups", "count", "fields", "has_objects")
+    __slots__ = ("_floats", "_groups", "count", "fields", "has_objects")
 
     def __init__(self, fields: Sequence[Field], count: int) -> None:
         self.fields = tuple(fields)
@@ -170,6 +170,8 @@ class DecodePlan:
             key = (f.type, order, in_register, f.words)
             keyed.setdefault(key, []).append(pos)
         self._groups = tuple(self._group(t, o, b, w, p) for (t, o, b, w), p in keyed.items())
+        #: a float type among the fields (NumPy's floating-point error state matters then)
+        self._floats = any(f.type in (DataType.FLOAT32, DataType.FLOAT64) for f in self.fields)
 
     def _group(
         self, type_: DataType, order: str, in_register: bool, words: int, positions: list[int]
@@ -210,7 +212,7 @@ class DecodePlan:
         elif out.shape != (len(self.fields),):
             raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
         # a signalling-NaN pattern from a device is data, not a floating-point error
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore") if self._floats else _NO_CONTEXT:
             for group in self._groups:
                 group.decode(regs, out)
         return out

@@ -204,3 +204,27 @@ def test_every_end_code_has_words(raw: int) -> None:
     end = EndCode(raw)
     assert end.describe().startswith("end code ")
     assert end.ok is ((raw & 0x7F3F) == 0)
+
+
+@given(st.lists(st.tuples(st.sampled_from([0x82, 0x30, 0xB0, 0x02, 0x31]), st.integers(0, 0xFFFF)),
+                min_size=1, max_size=40),
+       st.sampled_from(["mixed", "bits", "words"]))
+def test_a_multiple_read_answer_gives_each_item_its_value(
+    items: list[tuple[int, int]], kind: str
+) -> None:
+    """Every item's value, by slices (all bits, all words) or by gathers (mixed); a wrong
+    area code anywhere is a decode error."""
+    bit_codes = {0x30, 0x02, 0x31}
+    if kind == "bits":
+        items = [(0x30, v & 1) for _, v in items]
+    elif kind == "words":
+        items = [(0x82, v) for _, v in items]
+    items = [(c, v & 1) if c in bit_codes else (c, v) for c, v in items]
+    answer = b"".join(bytes((c, v)) if c in bit_codes else bytes((c,)) + v.to_bytes(2, "big")
+                      for c, v in items)
+    codes = [c for c, _ in items]
+    assert parse_multiple_read(answer, codes) == [v for _, v in items]
+    wrong = bytearray(answer)
+    wrong[0] ^= 0x01
+    with pytest.raises(FinsFrameError, match="area code"):
+        parse_multiple_read(bytes(wrong), codes)
