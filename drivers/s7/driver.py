@@ -446,7 +446,10 @@ class S7Driver(Driver):
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.decoder.has_objects else np.float64)
         undecodable = plan.decoder.decode(buffer, values)
-        ts_ns = np.array(block_ts, dtype=np.int64)[plan.block_of_field]
+        if len(plan.jobs) == 1:  # one request: one read time for every tag
+            ts_ns = np.full(n, block_ts[0] if block_ts else 0, dtype=np.int64)
+        else:
+            ts_ns = np.array(block_ts, dtype=np.int64)[plan.block_of_field]
         quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
         if failed:
             bad = np.isin(plan.block_of_field, list(failed))
