@@ -77,6 +77,10 @@ class Field:
     encoding: str = "latin-1"
 
 
+#: fields of one kind up to which a plan assigns values one by one (below the cost of an array)
+_FEW = 16
+
+
 @dataclass(frozen=True, slots=True)
 class _Layer:
     """Numbers whose bytes do not overlap, unpacked by one precompiled ``struct`` (pad bytes
@@ -85,12 +89,16 @@ class _Layer:
     unpack: struct.Struct
     positions: npt.NDArray[np.intp]
     exact: bool  # 64-bit integers (a layer of their own): kept as Python ints
+    #: the positions as Python ints when they are few: assigned one by one, cheaper than
+    #: building an array for a few values
+    few: tuple[int, ...] | None = None
 
 
 class DecodePlan:
     """Decoding of every field of one poll buffer of ``size`` bytes."""
 
-    __slots__ = ("_bits", "_layers", "_one_by_one", "fields", "has_objects", "size")
+    __slots__ = ("_bit_positions", "_bits", "_layers", "_one_by_one", "fields", "has_objects",
+                 "size")
 
     def __init__(self, fields: Sequence[Field], size: int) -> None:
         self.fields = tuple(fields)
@@ -119,6 +127,7 @@ class DecodePlan:
         narrow = [p for p in numbers if self.fields[p].address.type.name not in _EXACT]
         self._layers = self._make_layers(narrow, False) + self._make_layers(wide, True)
         self._bits = None
+        self._bit_positions = tuple(bits)
         if bits:  # (positions, [(byte offset, bit)]): a few Python shifts beat NumPy's calls
             self._bits = (np.array(bits, dtype=np.intp),
                           tuple((self.fields[p].offset, self.fields[p].address.bit or 0)
@@ -148,7 +157,8 @@ class DecodePlan:
                     fmt += f"{f.offset - at}x"
                 fmt += _STRUCT[f.address.type.name][1:]
                 at = f.offset + f.address.size
-            out.append(_Layer(struct.Struct(fmt), np.array(members, dtype=np.intp), exact))
+            out.append(_Layer(struct.Struct(fmt), np.array(members, dtype=np.intp), exact,
+                              tuple(members) if len(members) <= _FEW else None))
         return tuple(out)
 
     def __len__(self) -> int:
@@ -166,6 +176,14 @@ class DecodePlan:
             raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
         for layer in self._layers:
             values = layer.unpack.unpack_from(data)
+            if layer.few is not None:
+                if layer.exact:  # Python ints, exact over the whole 64 bits
+                    for pos, value in zip(layer.few, values, strict=True):
+                        out[pos] = value
+                else:  # Python floats, never ints
+                    for pos, value in zip(layer.few, values, strict=True):
+                        out[pos] = float(value)
+                continue
             if layer.exact:  # Python ints, exact over the whole 64 bits (an object array)
                 ints = np.empty(len(values), dtype=object)
                 ints[:] = values
@@ -174,7 +192,11 @@ class DecodePlan:
                 out[layer.positions] = np.array(values, dtype=np.float64)
         if self._bits is not None:
             positions, pairs = self._bits
-            out[positions] = [float((data[o] >> b) & 1) for o, b in pairs]
+            if len(pairs) <= _FEW:
+                for pos, (o, b) in zip(self._bit_positions, pairs, strict=True):
+                    out[pos] = float((data[o] >> b) & 1)
+            else:
+                out[positions] = [float((data[o] >> b) & 1) for o, b in pairs]
         bad: dict[int, str] = {}
         for pos, start, end in self._one_by_one:
             f = self.fields[pos]
