@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -79,6 +79,8 @@ class _PlannedRead:
     layout: MultipleReadLayout | None = None  # where a multiple read's values lie
     body: bytes = b""  # the command code and text, as sent
     frame_size: int = 0  # bytes of a good answer frame to a word read (0: other reads)
+    base: int = 0  # a word read: where its words go in the poll's word buffer
+    bits_only: bool = False  # every tag a bit read with bit access, in answer order
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,10 @@ class _PollPlan:
     reads: tuple[_PlannedRead, ...]
     tag_ids: npt.NDArray[np.int32]
     has_objects: bool
+    #: the word reads' words, one after another, and the decoder of all their tags at once
+    #: (their batch positions): a few NumPy calls a poll instead of a few an answer
+    words: int = 0
+    words_decoder: AnswerDecoder | None = None
 
 
 class FinsDriver(Driver):
@@ -204,14 +210,18 @@ class FinsDriver(Driver):
         values = np.empty(n, dtype=object if plan.has_objects else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
         quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
+        words = np.zeros(plan.words, dtype="<u2")
+        failed_words: list[slice] = []
         answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16]]] = []
 
         def decode_answered() -> None:
             while answered:
                 read, data = answered.pop()
                 if isinstance(data, bytes):  # a word read: its words, swapped to little endian
-                    words = np.frombuffer(data, ">u2", read.request.count, 14).astype("<u2")
-                    read.decoder.decode(words, values[read.out])
+                    count = read.request.count
+                    words[read.base:read.base + count] = np.frombuffer(data, ">u2", count, 14)
+                elif read.bits_only:  # each value a bit, 0 or 1: true when not 0
+                    values[read.out] = data != 0
                 else:
                     read.decoder.decode(data, values[read.out])
 
@@ -223,6 +233,8 @@ class FinsDriver(Driver):
                 values[read.out] = None if plan.has_objects else np.nan
                 quality[read.out] = Quality.BAD
                 self._note_failure(read, failure)
+                if read.frame_size:
+                    failed_words.append(read.out)
             else:
                 answered.append((read, data))
                 if self._failing and self._failing.pop(read.request, None) is not None:
@@ -230,6 +242,10 @@ class FinsDriver(Driver):
             ts_ns[read.out] = sent[0]
             decode_answered()  # when the read failed before it was sent
         decode_answered()
+        if plan.words_decoder is not None:
+            plan.words_decoder.decode(words, values)
+            for out in failed_words:  # decoded from zeros: their tags stay bad
+                values[out] = None if plan.has_objects else np.nan
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
 
     async def _read_with_retries(self, read: _PlannedRead, sent: list[int],
@@ -403,6 +419,9 @@ class FinsDriver(Driver):
         reads: list[_PlannedRead] = []
         batch_ids: list[int] = []
         batch_tags: list[FinsTagConfig] = []
+        word_fields: list[Field] = []
+        word_positions: list[int] = []
+        word_count = 0
         for request in requests:
             fields = []
             for member in request.members:
@@ -435,8 +454,19 @@ class FinsDriver(Driver):
             reads.append(_PlannedRead(request, code, text, decoder,
                                       slice(start, len(batch_ids)), f"read {request.describe()}",
                                       layout, code.to_bytes(2, "big") + text,
-                                      14 + 2 * request.count if words else 0))
+                                      14 + 2 * request.count if words else 0, word_count,
+                                      not words and all(
+                                          f.type is DataType.BOOL and f.bit is None
+                                          and f.offset == i for i, f in enumerate(fields))
+                                      and len(fields) == request.size))
+            if words:
+                word_fields += [replace(f, offset=f.offset + word_count) for f in fields]
+                word_positions += range(start, len(batch_ids))
+                word_count += request.count
         log.debug("%s: %d tags in %d reads: %s", cfg.name, len(batch_ids), len(reads),
                   ", ".join(r.request.describe() for r in reads))
         has_objects = any(t.type.is_object for t in batch_tags)
-        return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects)
+        words_decoder = (AnswerDecoder(word_fields, word_count, word_positions)
+                         if word_fields else None)
+        return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects,
+                         word_count, words_decoder)

@@ -362,17 +362,23 @@ class AnswerDecoder:
     __slots__ = ("_floats", "_gathers", "_rest", "_rest_positions", "_runs", "count",
                  "fields", "has_objects")
 
-    def __init__(self, fields: Sequence[Field], count: int) -> None:
+    def __init__(self, fields: Sequence[Field], count: int,
+                 positions: Sequence[int] | None = None) -> None:
+        """``positions``: where each field's value goes in the output (default: field
+        order), e.g. the batch positions of several answers' fields decoded at once."""
         self.fields = tuple(fields)
         self.count = count
         self.has_objects = any(f.type.is_object for f in fields)
+        where = list(positions) if positions is not None else list(range(len(fields)))
+        if len(where) != len(fields):
+            raise ValueError(f"{len(where)} positions for {len(fields)} fields")
         by_type: dict[np.dtype, list[tuple[int, int]]] = {}
         rest: list[int] = []
-        for position, f in enumerate(fields):
+        for i, f in enumerate(fields):
             if _takes_native(f):
-                by_type.setdefault(_NATIVE[f.type], []).append((f.offset, position))
+                by_type.setdefault(_NATIVE[f.type], []).append((f.offset, where[i]))
             else:
-                rest.append(position)
+                rest.append(i)
         DecodePlan(fields, count)  # the shared plan's checks (offsets within the answer)
         runs: list[_Run] = []
         gathers: list[_Gather] = []
@@ -390,15 +396,16 @@ class AnswerDecoder:
         self._gathers = tuple(gathers)
         self._floats = any(r.dtype.kind == "f" for r in runs) or any(
             g.dtype.kind == "f" for g in gathers)
-        self._rest = DecodePlan([fields[p] for p in rest], count) if rest else None
-        self._rest_positions = np.array(rest, dtype=np.intp)
+        self._rest = DecodePlan([fields[i] for i in rest], count) if rest else None
+        self._rest_positions = np.array([where[i] for i in rest], dtype=np.intp)
 
     def __len__(self) -> int:
         return len(self.fields)
 
     def decode(self, words: npt.NDArray[np.uint16], out: np.ndarray) -> np.ndarray:
-        """The values into ``out`` (one per field, in field order). ``words``: the answer's
-        words as little-endian 16-bit values (contiguous is fastest)."""
+        """The values into ``out`` (one per field, in field order or at the positions
+        given). ``words``: the answer's words as little-endian 16-bit values (contiguous is
+        fastest)."""
         if words.shape != (self.count,):
             raise RegisterDecodeError(f"expected {self.count} values in the response, got "
                                       f"{words.size}")
