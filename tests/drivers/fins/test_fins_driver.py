@@ -379,3 +379,21 @@ async def test_nothing_listening_is_unreachable_with_a_reason(make_driver: MakeD
     udp = make_driver(sim, MIXED_TAGS[:1])
     with pytest.raises(DeviceUnreachable, match=r"nothing listens on UDP port|no FINS answer"):
         await udp.connect()
+
+
+async def test_a_refused_word_read_leaves_the_others_of_the_poll_good(
+    plc: FinsPlcSimulator, make_driver: MakeDriver
+) -> None:
+    """The word reads of a poll are decoded together: the tags of one refused read stay
+    bad (NaN), the other read's tags keep their values."""
+    plc.memory["D"][0] = 0x1234
+    driver = make_driver(plc, [{"name": "ok", "address": "D0", "type": "uint16"},
+                               {"name": "far", "address": "D30000", "type": "float32"}],
+                         multiple_read=False)
+    await driver.connect()
+    assert len(driver.requests) == 2
+    plc.memory["D"] = plc.memory["D"][:20000]  # a CPU with less DM
+    batch = await driver.read(driver.poll_groups()[0])
+    assert batch.quality.tolist() == [Quality.GOOD, Quality.BAD]
+    assert batch.values[0] == 0x1234 and np.isnan(batch.values[1])
+    assert driver.errors["end_code_1103"] == 1

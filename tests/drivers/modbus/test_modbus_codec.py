@@ -321,3 +321,19 @@ def test_scattered_numbers_are_one_byte_gather() -> None:
     registers = np.arange(offset, dtype=np.uint16)
     fast = decoder.decode(registers.astype("<u2"), np.empty(len(fields)))
     assert np.array_equal(fast, DecodePlan(fields, offset).decode(registers), equal_nan=True)
+
+
+def test_the_answer_decoder_puts_each_value_at_its_position() -> None:
+    """``positions``: the values of several answers' fields decoded at once go to their
+    batch positions (views, gathers and the plan's rest alike)."""
+    fields = [Field(2 * i, DataType.FLOAT32, "CDAB") for i in range(6)]
+    fields += [Field(12 + i, DataType.UINT16, "ABCD") for i in range(5)]
+    fields += [Field(17, DataType.INT16, "BADC"), Field(18, DataType.BOOL, bit=3)]
+    registers = np.arange(1, 20, dtype=np.uint16) * 0x0101
+    want = DecodePlan(fields, 19).decode(registers)
+    positions = list(range(len(fields)))[::-1]
+    got = AnswerDecoder(fields, 19, positions).decode(registers.astype("<u2"),
+                                                      np.empty(len(fields)))
+    assert np.array_equal(got[::-1], want, equal_nan=True)
+    with pytest.raises(ValueError, match="positions"):
+        AnswerDecoder(fields, 19, positions[1:])
