@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,7 @@ from drivers.mc.end_codes import counter_of, describe_end_code
 from drivers.mc.frames import DeviceRef
 from drivers.mc.planner import BatchRead, RandomRead, ReadRequest, TagSpan, plan_reads
 from drivers.mc.transport import Link, TcpLink, UdpLink
+from drivers.modbus.codec import Field
 from gateway.errors import (
     ConnectionLost,
     DeviceUnreachable,
@@ -64,9 +65,9 @@ class _PlannedRead:
     frame: bytes  # the whole request (4E: its serial number is set per exchange)
     answer_bytes: int  # data bytes a good answer carries
     gather: npt.NDArray[np.intp] | None  # random reads: answer words -> segment order
-    decoder: AnswerDecoder
     out: slice
     what: str
+    base: int  # where its words go in the poll's word buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,10 @@ class _PollPlan:
     reads: tuple[_PlannedRead, ...]
     tag_ids: npt.NDArray[np.int32]
     has_objects: bool
+    #: the reads' words one after another (each in segment order), and the decoder of all
+    #: the poll's tags at once from them: a few NumPy calls a poll, not a few an answer
+    words: int
+    decoder: AnswerDecoder | None
 
 
 class McDriver(Driver):
@@ -200,27 +205,26 @@ class McDriver(Driver):
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.has_objects else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
-        quality = np.full(n, Quality.GOOD, dtype=np.uint8)
+        quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD (np.full with the enum is slow)
         bad_value = None if plan.has_objects else np.nan
+        words = np.zeros(plan.words, dtype="<u2")
+        failed: list[slice] = []
         answered: list[tuple[_PlannedRead, bytes]] = []
 
         def decode_answered() -> None:
-            while answered:
+            while answered:  # each answer's words into the poll's buffer, in segment order
                 read, data = answered.pop()
-                try:
-                    read.decoder.decode(self._words(read, data), out=values[read.out])
-                except RegisterDecodeError as exc:  # the length was checked: a codec bug
-                    values[read.out] = bad_value
-                    quality[read.out] = Quality.BAD
-                    self._note_failure(read, RequestFailed("decode", f"{read.what}: {exc}"))
+                answer = words_of(data)
+                end = read.base + read.request.words
+                words[read.base:end] = answer if read.gather is None else answer[read.gather]
 
         for read in plan.reads:
             sent = [time.time_ns()]  # replaced by the time the request actually leaves
             try:
                 data = await self._read_with_retries(read, sent, decode_answered)
             except RequestFailed as failure:
-                values[read.out] = bad_value
                 quality[read.out] = Quality.BAD
+                failed.append(read.out)
                 self._note_failure(read, failure)
             else:
                 answered.append((read, data))
@@ -228,13 +232,17 @@ class McDriver(Driver):
                     log.info("%s: %s answers again", self.device_name, read.what)
             ts_ns[read.out] = sent[0]
         decode_answered()
+        if plan.decoder is not None:
+            try:
+                plan.decoder.decode(words, values)
+            except RegisterDecodeError as exc:  # the lengths were checked: a codec bug
+                values[:] = bad_value
+                quality[:] = Quality.BAD
+                for read in plan.reads:
+                    self._note_failure(read, RequestFailed("decode", f"{read.what}: {exc}"))
+        for out in failed:  # decoded from zeros: their tags are bad
+            values[out] = bad_value
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
-
-    @staticmethod
-    def _words(read: _PlannedRead, data: bytes) -> npt.NDArray[np.uint16]:
-        """The answer's words in segment order (its length was checked)."""
-        words = words_of(data)
-        return words if read.gather is None else words[read.gather]
 
     async def _read_with_retries(self, read: _PlannedRead, sent: list[int],
                                  meanwhile: Callable[[], None] | None = None) -> bytes:
@@ -425,6 +433,8 @@ class McDriver(Driver):
         reads: list[_PlannedRead] = []
         batch_ids: list[int] = []
         has_objects = False
+        all_fields: list[Field] = []
+        words = 0
         for request in requests:
             fields = []
             for member in request.members:
@@ -433,14 +443,18 @@ class McDriver(Driver):
                 fields.append(field_of(tag, self._where[tag_id], member.offset))
                 batch_ids.append(tag_id)
                 has_objects |= tag.type.is_object
+            AnswerDecoder(fields, request.words)  # its checks: each field within its answer
             start = len(batch_ids) - len(fields)
             frame, answer, gather = self._frame_of(request)
             reads.append(_PlannedRead(request, frame, answer, gather,
-                                      AnswerDecoder(fields, request.words),
-                                      slice(start, len(batch_ids)), request.describe()))
+                                      slice(start, len(batch_ids)), request.describe(), words))
+            all_fields += [replace(f, offset=f.offset + words) for f in fields]
+            words += request.words
         log.debug("%s: %d tags in %d requests: %s", cfg.name, len(batch_ids), len(reads),
                   "; ".join(r.what for r in reads))
-        return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects)
+        decoder = AnswerDecoder(all_fields, words) if all_fields else None
+        return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects, words,
+                         decoder)
 
     def _frame_of(self, request: ReadRequest
                   ) -> tuple[bytes, int, npt.NDArray[np.intp] | None]:
