@@ -359,7 +359,7 @@ class AnswerDecoder:
     strings, bools, 64-bit integers) goes through the shared :class:`DecodePlan`; both give
     the same values (``tests/drivers/mc/test_mc_codec.py`` checks it with hypothesis)."""
 
-    __slots__ = ("_floats", "_gathers", "_rest", "_rest_positions", "_runs", "count",
+    __slots__ = ("_bits", "_floats", "_gathers", "_rest", "_rest_positions", "_runs", "count",
                  "fields", "has_objects")
 
     def __init__(self, fields: Sequence[Field], count: int,
@@ -373,10 +373,13 @@ class AnswerDecoder:
         if len(where) != len(fields):
             raise ValueError(f"{len(where)} positions for {len(fields)} fields")
         by_type: dict[np.dtype, list[tuple[int, int]]] = {}
+        bits: list[tuple[int, int, int]] = []  # (offset, bit, position)
         rest: list[int] = []
         for i, f in enumerate(fields):
             if _takes_native(f):
                 by_type.setdefault(_NATIVE[f.type], []).append((f.offset, where[i]))
+            elif f.bit is not None and f.byte_order in ("ABCD", "CDAB"):  # a bit of a word
+                bits.append((f.offset, f.bit, where[i]))
             else:
                 rest.append(i)
         DecodePlan(fields, count)  # the shared plan's checks (offsets within the answer)
@@ -396,6 +399,10 @@ class AnswerDecoder:
         self._gathers = tuple(gathers)
         self._floats = any(r.dtype.kind == "f" for r in runs) or any(
             g.dtype.kind == "f" for g in gathers)
+        #: bools that are one bit of a word: (word offsets, shifts, output positions)
+        self._bits = (np.array([o for o, _, _ in bits], dtype=np.intp),
+                      np.array([b for _, b, _ in bits], dtype=np.uint16),
+                      _positions([p for _, _, p in bits])) if bits else None
         self._rest = DecodePlan([fields[i] for i in rest], count) if rest else None
         self._rest_positions = np.array([where[i] for i in rest], dtype=np.intp)
 
@@ -418,6 +425,12 @@ class AnswerDecoder:
                         (run.count,), run.dtype, buffer, run.start, (run.stride,))
                 for gather in self._gathers:
                     out[gather.positions] = buffer[gather.index].view(gather.dtype)
+        if self._bits is not None:
+            offsets, shifts, positions = self._bits
+            picked = words[offsets]
+            picked >>= shifts
+            picked &= 1
+            out[positions] = picked  # 0 or 1, as the plan gives it
         if self._rest is not None:
             out[self._rest_positions] = self._rest.decode(words)
         return out
