@@ -68,6 +68,7 @@ class _PlannedRead:
     out: slice
     what: str
     base: int  # where its words go in the poll's word buffer
+    words: int  # how many (a random read's count is a sum over its segments: kept here)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +216,7 @@ class McDriver(Driver):
             while answered:  # each answer's words into the poll's buffer, in segment order
                 read, data = answered.pop()
                 answer = words_of(data)
-                end = read.base + read.request.words
+                end = read.base + read.words
                 words[read.base:end] = answer if read.gather is None else answer[read.gather]
 
         for read in plan.reads:
@@ -447,7 +448,8 @@ class McDriver(Driver):
             start = len(batch_ids) - len(fields)
             frame, answer, gather = self._frame_of(request)
             reads.append(_PlannedRead(request, frame, answer, gather,
-                                      slice(start, len(batch_ids)), request.describe(), words))
+                                      slice(start, len(batch_ids)), request.describe(), words,
+                                      request.words))
             all_fields += [replace(f, offset=f.offset + words) for f in fields]
             words += request.words
         log.debug("%s: %d tags in %d requests: %s", cfg.name, len(batch_ids), len(reads),
