@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import serial
 
 from drivers.dlt645.codec import Frame, FrameReader
+from drivers.watchdog import Watchdog
 from gateway.errors import ConnectionLost, DeviceUnreachable
 from gateway.serial_io import read_ready
 from gateway.serial_ports import LineSettings
@@ -78,8 +79,7 @@ class Line:
         self._foreign = 0
         self._stale = 0
         self._received = 0
-        self._deadline = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog = Watchdog(self._expired)
         #: resolved with the reason when the line broke (a new one at each open)
         self.lost: asyncio.Future[str] | None = None
 
@@ -108,12 +108,13 @@ class Line:
             self._waiting = (answer, expect, prefix)
             # the line's watchdog ends the wait at the deadline (asyncio.wait costs twice the
             # whole exchange on a fast line); a lost line ends it through _set_lost
-            self._arm(loop, timeout)
+            self._watchdog.arm(loop, timeout)
             sent = time.time_ns()
             try:
                 self._write(request)
                 frame = await answer
             finally:
+                self._watchdog.disarm()
                 self._waiting = None
             if frame is None and lost.done():
                 raise ConnectionLost(f"{self.where}: {lost.result()}")
@@ -123,28 +124,10 @@ class Line:
                             0 if frame is not None else sum(1 for b in reader.buffer if b != 0xFE),
                             reader.last_rejection)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        """The waiting request gets None ``timeout`` s from now. One watchdog timer per line,
-        moved on to the current deadline when it fires, rather than a timer per request
-        (pushed and cancelled on the loop's heap thousands of times a second)."""
-        self._deadline = deadline = loop.time() + timeout
-        watchdog = self._watchdog
-        if watchdog is not None and watchdog.when() > deadline:
-            watchdog.cancel()  # a shorter timeout than the one it waits for
-            watchdog = None
-        if watchdog is None:
-            self._watchdog = loop.call_at(deadline, self._watch)
-
-    def _watch(self) -> None:
-        self._watchdog = None
-        waiting = self._waiting
-        if waiting is None:
-            return  # idle: the next request arms it again
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
-            _settle(waiting[0], None)
-        else:
-            self._watchdog = loop.call_at(self._deadline, self._watch)
+    def _expired(self) -> None:
+        """The request waiting outlived its timeout (one watchdog timer per line)."""
+        if self._waiting is not None:
+            _settle(self._waiting[0], None)
 
     def _on_bytes(self, data: bytes) -> None:
         self._received += len(data)
@@ -165,9 +148,7 @@ class Line:
             self.lost.set_result(reason)
         if self._waiting is not None:
             _settle(self._waiting[0], None)
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.cancel()
+        self._watchdog.stop()
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError

@@ -42,6 +42,7 @@ from drivers.fins.frames import (
     parse_node_address_response,
     parse_tcp_header,
 )
+from drivers.watchdog import Watchdog
 from gateway.errors import (
     ConnectionLost,
     DeviceUnreachable,
@@ -108,8 +109,7 @@ class FinsLink(ABC):
         #: the command waiting: (service id, the 2 bytes of its command code, its future)
         self._pending: tuple[int, bytes, asyncio.Future[bytes | None]] | None = None
         self._lost: asyncio.Future[str] | None = None
-        self._deadline = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog = Watchdog(self._expired)
 
     @property
     def route(self) -> Route | None:
@@ -147,9 +147,7 @@ class FinsLink(ABC):
         pending, self._pending = self._pending, None
         if pending is not None and not pending[2].done():
             pending[2].set_exception(ConnectionLost(reason))
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.cancel()
+        self._watchdog.stop()
 
     def _deliver(self, data: bytes) -> None:
         """A FINS frame arrived: the answer waited for, a late one, or garbage.
@@ -214,7 +212,7 @@ class FinsLink(ABC):
             loop = asyncio.get_running_loop()
             future: asyncio.Future[bytes | None] = loop.create_future()
             self._pending = (sid, body[:2], future)
-            self._arm(loop, timeout)
+            self._watchdog.arm(loop, timeout)
             try:
                 if sent is not None:
                     sent[0] = time.time_ns()
@@ -229,31 +227,14 @@ class FinsLink(ABC):
                         f"{timeout:g} s")
                 return data
             finally:
+                self._watchdog.disarm()
                 self._pending = None
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        """The waiting command expires ``timeout`` s from now. One watchdog timer per link,
-        moved on to the current deadline when it fires, rather than a timer per command:
-        thousands of commands a second would otherwise each push and cancel a heap entry."""
-        self._deadline = deadline = loop.time() + timeout
-        watchdog = self._watchdog
-        if watchdog is not None and watchdog.when() > deadline:
-            watchdog.cancel()  # a shorter timeout than the one it waits for
-            watchdog = None
-        if watchdog is None:
-            self._watchdog = loop.call_at(deadline, self._watch)
-
-    def _watch(self) -> None:
-        self._watchdog = None
+    def _expired(self) -> None:
+        """The command waiting outlived its timeout (one watchdog timer per link)."""
         pending = self._pending
-        if pending is None:
-            return  # idle: the next command arms it again
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
-            if not pending[2].done():
-                pending[2].set_result(None)  # no answer in time
-        else:
-            self._watchdog = loop.call_at(self._deadline, self._watch)
+        if pending is not None and not pending[2].done():
+            pending[2].set_result(None)  # no answer in time
 
     @abstractmethod
     def _on_timeout(self, what: str, timeout: float) -> None:

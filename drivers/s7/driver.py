@@ -53,6 +53,7 @@ from drivers.s7.frames import (
     write_request,
 )
 from drivers.s7.planner import ReadRequest, TagSpan, plan_reads
+from drivers.watchdog import Watchdog
 from gateway.errors import (
     ConnectionLost,
     DeviceUnreachable,
@@ -128,8 +129,7 @@ class S7Driver(Driver):
         self._plans: dict[tuple[tuple[int, ...], int], _PollPlan] = {}
         self._waiting: asyncio.Task[object] | None = None  # the task waiting for an answer
         self._expired = False  # its deadline cancelled it
-        self._deadline = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog = Watchdog(self._expire)
         self._failing: dict[str, str] = {}
         self._fresh: dict[str, list[str]] = {}
         self._recovered: list[str] = []
@@ -190,9 +190,8 @@ class S7Driver(Driver):
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        watchdog, self._watchdog, self._waiting = self._watchdog, None, None
-        if watchdog is not None:
-            watchdog.cancel()
+        self._waiting = None
+        self._watchdog.stop()
         if client is not None:
             await _quietly_disconnect(client)
 
@@ -286,36 +285,22 @@ class S7Driver(Driver):
                                "next one's)")
 
     def _arm(self, task: asyncio.Task[object]) -> None:
-        """Cancel ``task`` (waiting for an answer) when the timeout runs out. One watchdog
-        timer per driver, moved on to the current deadline when it fires, rather than a
-        timer per request (pushed and cancelled on the loop's heap thousands of times a
-        second)."""
-        loop = asyncio.get_running_loop()
+        """Cancel ``task`` (waiting for an answer) when the timeout runs out: one watchdog
+        timer per driver (drivers/watchdog.py) rather than a timer per request."""
         self._waiting, self._expired = task, False
-        self._deadline = deadline = loop.time() + self.config.timeout
-        watchdog = self._watchdog
-        if watchdog is not None and watchdog.when() > deadline:
-            watchdog.cancel()
-            watchdog = None
-        if watchdog is None:
-            self._watchdog = loop.call_at(deadline, self._watch)
+        self._watchdog.arm(asyncio.get_running_loop(), self.config.timeout)
 
     def _disarm(self) -> bool:
         """The request is over; True when its deadline had cancelled the task."""
         self._waiting = None
+        self._watchdog.disarm()
         return self._expired
 
-    def _watch(self) -> None:
-        self._watchdog = None
-        task = self._waiting
-        if task is None:
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
-            self._waiting, self._expired = None, True
+    def _expire(self) -> None:
+        task, self._waiting = self._waiting, None
+        if task is not None:
+            self._expired = True
             task.cancel()
-        else:
-            self._watchdog = loop.call_at(self._deadline, self._watch)
 
     async def _lose(self, reason: str) -> ConnectionLost:
         self.errors["connection_lost"] += 1
