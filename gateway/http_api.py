@@ -1,4 +1,5 @@
-"""Local HTTP API: the status page (``/``, ``/api/status``: :mod:`gateway.status_page`),
+"""Local HTTP API: the status page (``/``, ``/api/status``: :mod:`gateway.status_page`), the
+web console (``/console/``: :mod:`gateway.console`),
 ``/healthz`` (JSON), ``/metrics`` (Prometheus), ``/api/tags`` (latest values), tag writes
 (:mod:`gateway.http_writes`), firmware updates (:mod:`gateway.http_firmware`), logins and
 users (:mod:`gateway.http_users`), the audit trail (:mod:`gateway.http_audit`), the config
@@ -25,6 +26,8 @@ from gateway import __version__
 from gateway.access import LoginLimiter, PasswordPolicy, Role, Sessions, UserStore
 from gateway.config.secrets import resolve_secret
 from gateway.config.types import is_loopback
+from gateway.console import ROUTE_ROLES as CONSOLE_ROLES
+from gateway.console import add_console
 from gateway.http_access import PUBLIC, AccessGuard, AccessPolicy
 from gateway.http_audit import ROUTE_ROLES as AUDIT_ROLES
 from gateway.http_audit import add_audit_route
@@ -66,6 +69,7 @@ ROUTE_ROLES: dict[str, Role | None] = {
     **TAG_LIST_ROLES,
     **DISCOVER_ROLES,
     **OPENAPI_ROLES,
+    **CONSOLE_ROLES,
 }
 
 
@@ -90,6 +94,7 @@ class HttpApi:
         app.router.add_get("/metrics", self.metrics, name="metrics")
         app.router.add_get("/api/tags", self.tags, name="api-tags")
         add_status_page(app, gateway)  # GET / (the shell) and /api/status
+        add_console(app, gateway)  # /console/ and /api/console/* (gateway/console/)
         add_firmware_route(app, gateway)  # POST /api/firmware/{device} (gateway/http_firmware.py)
         add_writes_route(app, gateway)  # POST /api/writes
         self.user_routes = UserRoutes(self.users, self.sessions, self.login_limiter,

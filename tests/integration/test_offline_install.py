@@ -77,6 +77,9 @@ def test_wheelhouse_installs_offline_upgrades_and_runs_away_from_the_repository(
     for name in ("config/gateway.schema.json", "config/demo.yaml", "docs/install.md",
                  "README.md", "LICENSE", "CHANGELOG.md"):
         assert (shipped / name).is_file(), name
+    console = shipped.parent / "console" / "static"  # the web console's shell, uPlot
+    for name in ("index.html", "console.js", "vendor/uPlot.iife.min.js", "vendor/LICENSE"):
+        assert (console / name).is_file(), name
     # the demo runs from the installed wheel (its own broker: Mosquitto, or the embedded one)
     demo = subprocess.run([str(gw), "demo", "--duration", "12", "--plain"], timeout=300,
                           capture_output=True, text=True, cwd=away)

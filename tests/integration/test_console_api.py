@@ -1,0 +1,124 @@
+"""The console's data routes on a real gateway (aiohttp on loopback, a real Mosquitto, a
+simulated meter): the tag list with last good values, the trend ring, the event stream
+(status every tick, only changed tags), the shell public and the data behind a login."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.console import ROUTE_ROLES
+from gateway.http_api import ROUTE_ROLES as API_ROLES
+from hil.broker import MqttBroker
+from hil.devices.modbus_meter import ModbusMeterSimulator
+from hil.process.energy_meter import EnergyMeterModel
+from tests.integration.gateway_harness import gateway_config, meter_device, running
+from tests.waiting import until
+
+pytestmark = pytest.mark.broker
+
+
+async def events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    """The (event, data) pairs of a text/event-stream response, as they come."""
+    event, data = "message", []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "" and data:
+            text = "\n".join(data)
+            yield event, json.loads(text) if text[:1] in "{[" else text
+            event, data = "message", []
+
+
+def test_every_console_route_has_a_role_in_the_api_table() -> None:
+    assert set(ROUTE_ROLES) <= set(API_ROLES)
+    data = {name: role for name, role in ROUTE_ROLES.items() if name.startswith("console-")
+            and role is not None}
+    assert set(data) == {"console-tags", "console-events", "console-trend"}
+
+
+async def test_tags_trend_and_stream_of_a_running_line(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    async with ModbusMeterSimulator(EnergyMeterModel(seed=3, time_scale=10.0)) as sim:
+        config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter", sim.port)])
+        async with running(config) as gw, aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{gw.gateway.http_port}"
+
+            async def tags() -> dict[str, Any]:
+                async with http.get(f"{base}/api/console/tags") as resp:
+                    assert resp.status == 200
+                    return dict(await resp.json())
+
+            async def voltage_good() -> dict[str, Any] | None:
+                body = await tags()
+                ids = {t["tag"]: t["id"] for t in body["tags"]}
+                rows = {r["i"]: r for r in body["values"]["rows"]}
+                row = rows.get(ids["meter.voltage"])
+                return body if row and row["q"] == 0 and row["gv"] is not None else None
+
+            body = await until(voltage_good, "meter.voltage good in the console's tag list")
+            meta = {t["tag"]: t for t in body["tags"]}["meter.voltage"]
+            assert meta["unit"] == "V" and meta["numeric"] and meta["device"] == "meter"
+            assert body["qualities"][:4] == ["good", "uncertain", "bad", "stale"]
+
+            # the shell is public; a trend of the ring, and its refusals
+            async with http.get(f"{base}/console/") as resp:
+                assert resp.status == 200 and "uPlot" in await resp.text()
+            async with http.get(f"{base}/console/vendor/uPlot.iife.min.js") as resp:
+                assert resp.status == 200
+            async with http.get(f"{base}/console/nothing.js") as resp:
+                assert resp.status == 404
+
+            async def trend() -> dict[str, Any] | None:
+                async with http.get(f"{base}/api/console/trend",
+                                    params={"tag": "meter.voltage", "seconds": "60"}) as resp:
+                    got = dict(await resp.json())
+                return got if sum(v is not None for v in got["v"][0]) >= 2 else None
+
+            got = await until(trend, "two points of meter.voltage in the ring")
+            assert len(got["ts"]) == len(got["v"][0]) == len(got["q"][0])
+            assert got["ts"] == sorted(got["ts"])
+            for params, status in (({"tag": "meter.nothing"}, 404), ({}, 400),
+                                   ({"tag": "meter.voltage", "seconds": "x"}, 400)):
+                async with http.get(f"{base}/api/console/trend", params=params) as resp:
+                    assert resp.status == status, params
+
+            # the stream: a status each tick, then only what changed since the list's seq
+            async with http.get(f"{base}/api/console/events",
+                                params={"since": str(body["seq"])}) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("text/event-stream")
+                seen: dict[str, Any] = {}
+                async for event, data in events(resp):
+                    seen.setdefault(event, data)
+                    if {"status", "tags"} <= set(seen):
+                        break
+            status = seen["status"]
+            assert status["summary"]["devices"] == 1 and status["devices"][0]["name"] == "meter"
+            assert "samples_per_s" in status["devices"][0]
+            assert all(r["i"] in {t["id"] for t in body["tags"]} for r in seen["tags"]["rows"])
+            assert seen["tags"]["seq"] > body["seq"]
+
+
+async def test_off_loopback_or_without_anonymous_access_the_data_needs_a_login(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter", 1)],
+                            http={"auth": {"anonymous_loopback": "none"}})
+    async with running(config) as gw, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{gw.gateway.http_port}"
+        for path in ("/api/console/tags", "/api/console/events",
+                     "/api/console/trend?tag=x"):
+            async with http.get(base + path) as resp:
+                assert resp.status == 401, path
+        async with http.get(f"{base}/console/console.js") as resp:
+            assert resp.status == 200

@@ -1,0 +1,345 @@
+"""The web console (/console/) in a real headless Chromium (Debian's, driven by Playwright)
+against a running gateway, two simulated Modbus meters and a real Mosquitto, as a person on
+the shop floor would use it: tiles and lamps follow a meter stopped and started, values
+arrive by server-sent events, a BAD tag keeps its last good value greyed, the layout holds
+at 1024 px without a word broken inside, zh-CN when the browser asks for it, a login off
+loopback, a viewer cannot write, an operator's write (confirmed) reaches the meter.
+
+Screenshots of each step go to the test's tmp_path (kept by pytest as artefacts).
+Chromium missing is a failure, not a skip: ``scripts/bootstrap.sh`` installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.access import Role, UserStore, hash_password
+from hil.broker import MqttBroker
+from hil.devices.modbus_generic import ModbusGenericSimulator
+from hil.devices.modbus_map import ModbusMap
+from hil.devices.modbus_meter import ModbusMeterSimulator
+from hil.process.energy_meter import EnergyMeterModel
+from tests.integration.gateway_harness import (
+    METER_TAGS,
+    RunningGateway,
+    gateway_config,
+    meter_device,
+    running,
+)
+from tests.integration.test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.waiting import until
+
+pytestmark = pytest.mark.broker
+
+SETPOINT = {"name": "power_limit", "table": "holding", "address": 101, "type": "float32",
+            "unit": "kW", "writable": True, "range": [0, 100]}
+DEVICES = ("press-meter", "oven-meter-1")
+
+#: a word (a run of letters, digits and name punctuation) drawn on more than one line
+BROKEN_WORDS_JS = """() => {
+  const broken = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const parent = node.parentElement;
+    if (!parent || parent.closest('[hidden]') || parent.closest('dialog:not([open])')) continue;
+    const re = /[A-Za-z0-9][A-Za-z0-9_.:\\/-]*[A-Za-z0-9]/g;
+    let m;
+    while ((m = re.exec(node.data)) !== null) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const tops = new Set([...range.getClientRects()].filter(r => r.width > 0)
+        .map(r => Math.round(r.top)));
+      if (tops.size > 1) broken.push(m[0]);
+    }
+  }
+  return broken;
+}"""
+
+OVERFLOW_JS = """() => ({scroll: document.documentElement.scrollWidth,
+                   client: document.documentElement.clientWidth})"""
+
+
+@contextlib.asynccontextmanager
+async def browser(**options: Any) -> AsyncIterator[Any]:
+    """A page of a fresh headless Chromium (own profile) with ``options`` (viewport, locale)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/bootstrap.sh as root (apt-get chromium)")
+    from playwright.async_api import async_playwright
+
+    with tempfile.TemporaryDirectory(prefix="chenxing-chromium-") as profile:
+        async with async_playwright() as pw:
+            context = await pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, **options)
+            try:
+                context.set_default_timeout(TIMEOUT_MS)
+                yield context.pages[0] if context.pages else await context.new_page()
+            finally:
+                await context.close()
+
+
+@contextlib.asynccontextmanager
+async def line(tmp: Path, broker: MqttBroker, http: dict[str, Any] | None = None
+               ) -> AsyncIterator[tuple[RunningGateway, list[ModbusMeterSimulator]]]:
+    """Two meters (the first with a writable setpoint) and a gateway with writes on."""
+    sims = [ModbusMeterSimulator(EnergyMeterModel(seed=i + 1, time_scale=10.0))
+            for i in range(len(DEVICES))]
+    try:
+        for sim in sims:
+            await sim.start()
+        devices = [meter_device(DEVICES[0], sims[0].port, tags=[*METER_TAGS, SETPOINT]),
+                   meter_device(DEVICES[1], sims[1].port)]
+        config = gateway_config(tmp, broker.port, devices, http=http or {},
+                                commands={"enabled": True})
+        async with running(config) as gw:
+            yield gw, sims
+    finally:
+        for sim in sims:
+            with contextlib.suppress(Exception):
+                await sim.stop()
+
+
+def console_url(gw: RunningGateway) -> str:
+    return f"http://127.0.0.1:{gw.gateway.http_port}/console/"
+
+
+async def shot(page: Any, tmp: Path, name: str) -> None:
+    await page.screenshot(path=str(tmp / f"console-{name}.png"), full_page=True)
+
+
+async def tile_text(page: Any, device: str) -> str:
+    return str(await page.text_content(f'#tiles .tile[data-device="{device}"]'))
+
+
+async def row(page: Any, tag: str) -> dict[str, str]:
+    return await page.eval_on_selector(
+        f'#tags tr[data-tag="{tag}"]',
+        """r => ({value: r.querySelector('.value').textContent,
+                 valueClass: r.querySelector('.value').className,
+                 quality: r.querySelector('.quality').className,
+                 age: r.querySelector('.age').textContent,
+                 write: r.querySelectorAll('button.write').length})""")
+
+
+async def test_tiles_follow_a_meter_stopped_and_started_live_by_server_sent_events(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    async with line(tmp_path, mosquitto) as (gw, sims), browser() as page:
+        requested: list[str] = []
+        page.on("request", lambda req: requested.append(req.url))
+        await page.goto(console_url(gw))
+        for name in DEVICES:
+            await page.wait_for_selector(f'#tiles .tile[data-device="{name}"][data-state="up"]')
+        assert await page.eval_on_selector(
+            f'#tiles .tile[data-device="{DEVICES[0]}"] .lamp', "e => e.className") == "lamp s-up"
+        await page.wait_for_function(
+            "() => document.querySelector('#sum-devices').textContent === '2 / 2'")
+        await page.wait_for_function(
+            "() => document.querySelector('#sum-broker').classList.contains('q-good')")
+        text = await tile_text(page, DEVICES[0])
+        assert "modbus_tcp" in text and "up since 20" in text, text  # ISO-like date
+        await page.wait_for_function(f"""() => /[1-9][0-9.]* samples\\/s/.test(
+            document.querySelector('#tiles .tile[data-device="{DEVICES[0]}"]').textContent)""")
+        await shot(page, tmp_path, "1-overview")
+
+        # the tags: values arrive by the stream and change without a reload
+        await page.click('#tabs a[data-tab="tags"]')
+        voltage = f"{DEVICES[1]}.voltage"
+        await page.wait_for_selector(f'#tags tr[data-tag="{voltage}"] .quality.q-good')
+        before = (await row(page, voltage))["value"]
+        await page.wait_for_function(
+            f"""v => document.querySelector('#tags tr[data-tag="{voltage}"] .value')
+                     .textContent !== v""", arg=before)
+        # sparklines drawn from the trend ring
+        await page.wait_for_function(f"""() => {{
+            const c = document.querySelector('#tags tr[data-tag="{voltage}"] canvas');
+            return c && c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+              .some((x, i) => i % 4 === 3 && x > 0); }}""")
+        await shot(page, tmp_path, "2-tags")
+
+        # a meter stops: red lamp, "down for N s", its tags keep their last value, greyed
+        await sims[1].stop()
+        await page.click('#tabs a[data-tab="overview"]')
+        tile = f'#tiles .tile[data-device="{DEVICES[1]}"]'
+        await page.wait_for_selector(f'{tile}[data-state="down"]')
+        assert await page.eval_on_selector(f"{tile} .lamp", "e => e.className") == "lamp s-down"
+        await page.wait_for_function(
+            f"() => /down for [0-9]+ s/.test(document.querySelector('{tile}').textContent)")
+        await page.wait_for_function(
+            "() => document.querySelector('#sum-devices').textContent === '1 / 2'")
+        await page.wait_for_function(
+            "() => /^[1-9]/.test(document.querySelector('#sum-bad').textContent)")
+        await shot(page, tmp_path, "3-meter-down")
+        await page.click('#tabs a[data-tab="tags"]')
+        await page.wait_for_selector(f'#tags tr[data-tag="{voltage}"] .value.last-good')
+        shown = await row(page, voltage)
+        assert shown["quality"] in ("quality q-bad", "quality q-stale"), shown
+        assert 150 < float(shown["value"]) < 300, shown  # the last good voltage, not "-"
+        await shot(page, tmp_path, "4-last-good")
+
+        # back up: green again, "up since"
+        await sims[1].start()
+        await page.click('#tabs a[data-tab="overview"]')
+        await page.wait_for_selector(f'{tile}[data-state="up"]', timeout=60_000)
+        assert "up since" in await tile_text(page, DEVICES[1])
+        await page.wait_for_function(
+            "() => document.querySelector('#sum-devices').textContent === '2 / 2'")
+
+        # recent warnings: the gateway's own lines only (the libraries' are counted)
+        sources = await page.eval_on_selector_all(
+            "#errors tbody tr td:nth-child(3)", "cells => cells.map(c => c.textContent)")
+        assert all(s.split(".")[0] in ("gateway", "drivers", "edge_models", "firmware_bridge")
+                   for s in sources), sources
+
+        # trends: a chosen tag's chart over the ring
+        await page.click('#tabs a[data-tab="trends"]')
+        await page.fill("#chart-add", voltage)
+        await page.click("#chart-add-button")
+        await page.wait_for_selector("#chart[data-series='1'] canvas")
+        await shot(page, tmp_path, "5-trend")
+
+        # one stream, nothing polled: no status or tag-list requests after the first
+        streams = [u for u in requested if "/api/console/events" in u]
+        assert len(streams) == 1, streams
+        assert not [u for u in requested if u.endswith("/api/status") or "/api/tags" in u]
+        assert all(u.startswith(console_url(gw).removesuffix("console/")) for u in requested)
+
+
+async def test_layout_at_1024_px_and_on_a_laptop_in_chinese_and_english(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    async with line(tmp_path, mosquitto) as (gw, _sims), \
+            browser(viewport={"width": 1024, "height": 768}, locale="zh-CN") as page:
+        await page.goto(console_url(gw))
+        await page.wait_for_selector(f'#tiles .tile[data-device="{DEVICES[1]}"][data-state="up"]')
+        assert await page.evaluate("document.documentElement.lang") == "zh-CN"
+        assert await page.text_content('#tabs a[data-tab="overview"]') == "总览"
+        assert "自 20" in await tile_text(page, DEVICES[0])  # 自 2026-… 起在线
+        for width, lang in ((1024, "zh-CN"), (1024, "en"), (1400, "en"), (1400, "zh-CN")):
+            await page.set_viewport_size({"width": width, "height": 800})
+            if await page.evaluate("document.documentElement.lang") != lang:
+                await page.click("#lang")
+                await page.wait_for_function(
+                    f"() => document.documentElement.lang === '{lang}'")
+            for tab in ("overview", "tags", "trends"):
+                await page.click(f'#tabs a[data-tab="{tab}"]')
+                if tab == "tags":
+                    await page.wait_for_selector(f'#tags tr[data-tag="{DEVICES[1]}.voltage"]')
+                size = await page.evaluate(OVERFLOW_JS)
+                assert size["scroll"] <= size["client"], (width, lang, tab, size)
+                broken = await page.evaluate(BROKEN_WORDS_JS)
+                assert broken == [], (width, lang, tab, broken)
+                await shot(page, tmp_path, f"{width}-{lang}-{tab}")
+
+
+async def test_a_login_is_needed_a_viewer_cannot_write_an_operator_writes_with_confirmation(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    users = UserStore(tmp_path / "state" / "users.json")
+    users.add("vic", Role.VIEWER, hash_password("glass window 3x"))
+    users.add("olga", Role.OPERATOR, hash_password("steel press 7y"))
+    setpoint = f"{DEVICES[0]}.power_limit"
+    async with line(tmp_path, mosquitto, {"auth": {"anonymous_loopback": "none"}}) as (gw, sims), \
+            browser() as page:
+        statuses: dict[str, list[int]] = {}
+        page.on("response", lambda r: statuses.setdefault(r.url.split("?")[0], []).append(r.status))
+        await page.goto(console_url(gw))
+        await page.wait_for_selector("#login", state="visible")
+        assert await page.is_hidden("#content")
+        assert await page.eval_on_selector_all("#tiles .tile", "t => t.length") == 0
+        assert 401 in statuses[console_url(gw).removesuffix("console/") + "api/me"]
+        await shot(page, tmp_path, "login")
+
+        # a viewer sees, has no write button, and the API refuses the write anyway
+        await page.fill("#login-user", "vic")
+        await page.fill("#login-password", "glass window 3x")
+        await page.click("#login button[type=submit]")
+        await page.wait_for_selector(f'#tiles .tile[data-device="{DEVICES[0]}"]')
+        await page.click('#tabs a[data-tab="tags"]')
+        await page.wait_for_selector(f'#tags tr[data-tag="{setpoint}"] .quality.q-good')
+        assert (await row(page, setpoint))["write"] == 0
+        refused = await page.evaluate("""async (tag) => {
+            const r = await window.ChxApi.api('api/writes', {method: 'POST',
+              headers: {'Content-Type': 'application/json'},
+              body: JSON.stringify({writes: [{tag, value: 20}]})});
+            return r.status; }""", setpoint)
+        assert refused == 403
+        assert sims[0].get_value("power_limit") == pytest.approx(50.0)
+
+        # an operator: the write is checked, confirmed, then reaches the meter
+        await page.click("#logout")
+        await page.wait_for_selector("#login", state="visible")
+        await page.fill("#login-user", "olga")
+        await page.fill("#login-password", "steel press 7y")
+        await page.click("#login button[type=submit]")
+        await page.click('#tabs a[data-tab="tags"]')
+        button = f'#tags tr[data-tag="{setpoint}"] button.write'
+        await page.wait_for_selector(button)
+        await page.click(button)
+        await page.fill("#write-value", "250")  # outside [0, 100]: refused in the dialog
+        await page.click("#write-ok")
+        await page.wait_for_function(
+            "() => document.querySelector('#write-result').textContent.includes('outside')")
+        assert await page.is_hidden("#write-confirm")
+        await page.fill("#write-value", "12.5")
+        await page.click("#write-ok")
+        await page.wait_for_selector("#write-confirm", state="visible")
+        assert sims[0].get_value("power_limit") == pytest.approx(50.0)  # not before the confirm
+        await shot(page, tmp_path, "write-confirm")
+        await page.click("#write-ok")
+        await page.wait_for_function(
+            "() => document.querySelector('#write-result').textContent.includes('accepted')")
+        await until(lambda: sims[0].get_value("power_limit") == pytest.approx(12.5),
+                    "the meter's power_limit is 12.5")
+        await page.click("#write-cancel")
+        await page.wait_for_function(f"""() => document.querySelector(
+            '#tags tr[data-tag="{setpoint}"] .value').textContent === '12.5'""")
+    audit = (tmp_path / "state" / "audit.log").read_text()
+    assert '"user": "olga"' in audit or '"user":"olga"' in audit
+
+
+async def test_the_tag_table_stays_usable_at_10000_tags(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    """10,000 tags of one simulated device: only the rows on screen are in the page, the
+    last tag is reached by scrolling, its value moves, the filter narrows at once."""
+    n = 10_000
+    registers: list[dict[str, Any]] = [
+        {"name": f"t{i:05d}", "table": "holding", "address": i, "type": "uint16",
+         "value": i % 1000} for i in range(n)]
+    registers[-1]["waveform"] = {"kind": "counter", "rate": 5.0}
+    tags = [{"name": f"t{i:05d}", "table": "holding", "address": i, "type": "uint16"}
+            for i in range(n)]
+    async with ModbusGenericSimulator(ModbusMap.from_dict({"registers": registers})) as sim:
+        device = {"name": "bank", "protocol": "modbus_tcp", "host": "127.0.0.1",
+                  "port": sim.port, "poll_interval": "1s", "timeout": "2s", "tags": tags}
+        config = gateway_config(tmp_path, mosquitto.port, [device])
+        async with running(config) as gw, browser() as page:
+            await page.goto(console_url(gw) + "#tags")
+            await page.wait_for_function(
+                "() => document.querySelector('#tag-count').textContent === '10000 of 10000'",
+                timeout=60_000)
+            await page.wait_for_selector('#tags tr[data-tag="bank.t00000"] .quality.q-good',
+                                         timeout=60_000)
+            rows = await page.eval_on_selector_all("#tags tbody tr", "r => r.length")
+            assert 10 < rows < 100, rows
+            await page.eval_on_selector("#vscroll", "e => { e.scrollTop = e.scrollHeight; }")
+            last = "bank.t09999"
+            await page.wait_for_selector(f'#tags tr[data-tag="{last}"] .quality.q-good',
+                                         timeout=60_000)
+            before = (await row(page, last))["value"]
+            await page.wait_for_function(
+                f"""v => document.querySelector('#tags tr[data-tag="{last}"] .value')
+                         .textContent !== v""", arg=before)
+            assert await page.eval_on_selector_all("#tags tbody tr", "r => r.length") < 100
+            await shot(page, tmp_path, "10k-bottom")
+            await page.fill("#tag-filter", "bank.t0500?")
+            await page.wait_for_function(
+                "() => document.querySelectorAll('#tags tbody tr').length === 10")
