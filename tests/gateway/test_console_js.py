@@ -73,7 +73,7 @@ def test_times_are_iso_like_and_ages_as_tail_shows_them() -> None:
 
 def test_the_wizard_builds_the_config_api_bodies() -> None:
     schema = {"properties": {"host": {"type": "string"}, "port": {"type": "integer"},
-                             "timeout": {"type": ["number", "string"]}}}
+                             "timeout": {"anyOf": [{"type": "number"}, {"type": "string"}]}}}
     device, problems, taken = run_js([
         ("W.deviceFromForm", ["modbus_tcp", " meter-3 ", {"host": "127.0.0.1", "port": "5020",
                                                           "timeout": "0.5", "unit_id": ""},
@@ -88,27 +88,31 @@ def test_the_wizard_builds_the_config_api_bodies() -> None:
 
 
 def test_scan_and_browse_answers_become_named_tags() -> None:
-    rows = [{"address": 0, "as": {"uint16": 17, "int16": 17}},
-            {"address": 1, "as": {"float32": 230.5}}]
-    nodes = [{"node_id": "ns=2;s=Line", "name": "Line", "children": [
-        {"node_id": "ns=2;s=Line.Temp", "name": "Temp (°C)", "path": "Line/Température",
-         "type": "float64", "value": 21.5},
+    rows = [{"address": 0, "register": 17, "as": {"uint16": 17, "int16": 17}},
+            {"address": 1, "register": 16742, "as": {"float32 CDAB": 230.5}},
+            {"address": 2, "exception": 2}]
+    nodes = [
+        {"node_id": "ns=2;s=Line", "name": "Line", "path": "Line", "node_class": "Object"},
+        {"node_id": "ns=2;s=Line.Temp", "name": "Temp", "path": "Line/Température",
+         "data_type": "Double", "tag": {"name": "Line/Temp (°C)", "node": "ns=2;s=Line.Temp",
+                                        "type": "float64"}},
         {"node_id": "ns=2;s=Line.Temp2", "name": "Temp", "path": "Line/Température",
-         "type": "float64"}]}]
+         "tag": {"node": "ns=2;s=Line.Temp2", "type": "float64"}}]
     scan, browse = run_js([("W.scanCandidates", [rows, "holding"]),
                            ("W.browseCandidates", [nodes])])
     assert [c["tag"] for c in scan] == [
         {"name": "holding_0_uint16", "table": "holding", "address": 0, "type": "uint16"},
         {"name": "holding_0_int16", "table": "holding", "address": 0, "type": "int16"},
-        {"name": "holding_1_float32", "table": "holding", "address": 1, "type": "float32"}]
-    assert [c["tag"]["name"] for c in browse] == ["Line/Temperature", "Line/Temperature"]
+        {"name": "holding_1_float32_CDAB", "table": "holding", "address": 1, "type": "float32",
+         "byte_order": "CDAB"}]
+    assert [c["tag"]["name"] for c in browse] == ["Line/Temp_C", "Line/Temperature"]
     (tags,) = run_js([("W.tagsFromTicked", [browse, {
         "ns=2;s=Line.Temp": {"unit": " degC ", "scale": "0.1", "offset": "0"},
         "ns=2;s=Line.Temp2": {"name": "oven temp!", "scale": "1"}}])])
     assert tags == [
-        {"name": "Line/Temperature", "node_id": "ns=2;s=Line.Temp", "type": "float64",
+        {"name": "Line/Temp_C", "node": "ns=2;s=Line.Temp", "type": "float64",
          "unit": "degC", "scale": 0.1},
-        {"name": "oven_temp", "node_id": "ns=2;s=Line.Temp2", "type": "float64"}]
+        {"name": "oven_temp", "node": "ns=2;s=Line.Temp2", "type": "float64"}]
 
 
 def test_names_problems_diff_lines_and_refusals_in_the_validate_wording() -> None:

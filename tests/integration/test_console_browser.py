@@ -12,6 +12,7 @@ Chromium missing is a failure, not a skip: ``scripts/bootstrap.sh`` installs it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -19,16 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.access import Role, UserStore, hash_password
+from gateway.config.loader import load_config
 from hil.broker import MqttBroker
 from hil.devices.modbus_generic import ModbusGenericSimulator
 from hil.devices.modbus_map import ModbusMap
 from hil.devices.modbus_meter import ModbusMeterSimulator
 from hil.process.energy_meter import EnergyMeterModel
+from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import (
     METER_TAGS,
     RunningGateway,
+    gateway_body,
     gateway_config,
     meter_device,
     running,
@@ -343,3 +348,109 @@ async def test_the_tag_table_stays_usable_at_10000_tags(
             await page.fill("#tag-filter", "bank.t0500?")
             await page.wait_for_function(
                 "() => document.querySelectorAll('#tags tbody tr').length === 10")
+
+
+async def test_an_admin_adds_a_meter_with_the_wizard_sees_it_publish_and_rolls_it_back(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    """The Configure tab against the real config API: log in as admin, add a Modbus meter of
+    the HIL simulator (connection test, scan, three tags ticked and named, the diff
+    previewed, applied), its values reach an MQTT subscriber and its sparkline moves; roll
+    back to the first version and the meter is gone; a viewer has no Configure tab and the
+    API refuses a viewer's change."""
+    users = UserStore(tmp_path / "state" / "users.json")
+    users.add("ann", Role.ADMIN, hash_password("harbour lights 41"))
+    users.add("vic", Role.VIEWER, hash_password("glass window 3x"))
+    first = ModbusMeterSimulator(EnergyMeterModel(seed=1, time_scale=10.0))
+    added = ModbusMeterSimulator(EnergyMeterModel(seed=2, time_scale=10.0))
+    async with first, added:
+        body = gateway_body(tmp_path, mosquitto.port, [meter_device(DEVICES[0], first.port)],
+                            http={"auth": {"anonymous_loopback": "none"}})
+        path = tmp_path / "gateway.yaml"
+        path.write_text("# the line, by hand\n" + yaml.safe_dump(json.loads(json.dumps(body)),
+                                                                 sort_keys=False))
+        with TelemetryRecorder(mosquitto.host, mosquitto.port) as rec:
+            async with running(load_config(path), config_path=path) as gw, browser() as page:
+                await page.goto(console_url(gw))
+                await log_in(page, "ann", "harbour lights 41")
+                await page.click('#tabs a[data-tab="config"]')
+                await page.wait_for_selector('#wz-protocol option[value="modbus_tcp"]',
+                                             state="attached")
+                await page.select_option("#wz-protocol", "modbus_tcp")
+                await page.fill("#wz-name", "oven-meter")
+                await page.fill('#wz-fields input[data-field="host"]', "127.0.0.1")
+                await page.fill('#wz-fields input[data-field="port"]', str(added.port))
+                await page.fill('#wz-fields input[data-field="poll_interval"]', "100ms")
+                await page.select_option("#wz-table", "input")  # the test reads input 0
+                await page.click("#wz-test")
+                await shot(page, tmp_path, "wizard-test")
+                await page.wait_for_function(
+                    "() => /^(OK|FAILED)/.test("
+                    "document.querySelector('#wz-test-result').textContent)")
+                said = str(await page.text_content("#wz-test-result"))
+                assert said.startswith("OK: connected"), said
+                await page.fill("#wz-count", "6")
+                await page.click("#wz-discover")
+                picks = {"input:0:float32 ABCD": ("voltage", "V"),
+                         "input:2:float32 ABCD": ("current", "A"),
+                         "input:4:float32 ABCD": ("active_power", "kW")}
+                for key, (name, unit) in picks.items():
+                    row_ = f'#wz-candidates tr[data-key="{key}"]'
+                    await page.check(f"{row_} input[data-tick]")
+                    await page.fill(f'{row_} input[data-edit="name"]', name)
+                    await page.fill(f'{row_} input[data-edit="unit"]', unit)
+                await shot(page, tmp_path, "wizard-ticked")
+                await page.click("#wz-preview")
+                await page.wait_for_selector("#cfg-apply", state="visible")
+                diff = str(await page.text_content("#cfg-diff"))
+                assert "+- name: oven-meter" in diff and "name: active_power" in diff, diff
+                assert list(gw.gateway.runners) == [DEVICES[0]]  # a preview changes nothing
+                await shot(page, tmp_path, "wizard-preview")
+                await page.click("#cfg-apply")
+                await page.wait_for_function(
+                    "() => document.querySelector('#cfg-change-say').textContent"
+                    ".startsWith('applied')")
+                await rec.until(lambda s: len([x for x in s.samples
+                                               if x.tag == "oven-meter.voltage"]) >= 3,
+                                timeout=30)
+                await page.click('#tabs a[data-tab="overview"]')
+                await page.wait_for_selector('#tiles .tile[data-device="oven-meter"]'
+                                             '[data-state="up"]')
+                await page.click('#tabs a[data-tab="tags"]')
+                await page.wait_for_function("""() => {
+                    const c = document.querySelector(
+                      '#tags tr[data-tag="oven-meter.voltage"] canvas');
+                    return c && c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+                      .some((x, i) => i % 4 === 3 && x > 0); }""")
+                await shot(page, tmp_path, "wizard-applied")
+
+                # roll back to the first version: the meter is gone again
+                await page.click('#tabs a[data-tab="config"]')
+                await page.click('#cfg-history tr[data-version="1"] button:text("roll back")')
+                await page.wait_for_selector("#cfg-apply", state="visible")
+                await page.click("#cfg-apply")
+                await page.wait_for_function(
+                    "() => document.querySelector('#cfg-change-say').textContent"
+                    ".startsWith('applied')")
+                await page.click('#tabs a[data-tab="overview"]')
+                await page.wait_for_selector('#tiles .tile[data-device="oven-meter"]',
+                                             state="detached")
+                assert list(gw.gateway.runners) == [DEVICES[0]]
+
+                # a viewer: no Configure tab, and the API says no
+                await page.click("#logout")
+                await log_in(page, "vic", "glass window 3x")
+                assert await page.is_hidden('#tabs a[data-tab="config"]')
+                status = await page.evaluate("""async () => (await window.ChxApi.api(
+                    'api/config/devices/' + 'press-meter' + '?version=3',
+                    {method: 'DELETE'})).status""")
+                assert status == 403
+                assert list(gw.gateway.runners) == [DEVICES[0]]
+
+
+async def log_in(page: Any, user: str, password: str) -> None:
+    await page.wait_for_selector("#login", state="visible")
+    await page.fill("#login-user", user)
+    await page.fill("#login-password", password)
+    await page.click("#login button[type=submit]")
+    await page.wait_for_selector("#content", state="visible")

@@ -10,7 +10,7 @@
   const F = window.ChxFormat;
   const $ = (id) => document.getElementById(id);
   // the tab's words in zh-CN (keyed by the English)
-  const ZH = {"Devices": "设备", "device": "设备", "protocol": "协议", "tags": "点位", "enabled": "启用", "Add a device": "添加设备", "1. protocol, address, connection test": "1. 协议、地址、连接测试", "name": "名称", "test connection": "测试连接", "2. browse or scan, tick tags": "2. 浏览或扫描，勾选点位", "browse / scan": "浏览 / 扫描", "point": "数据点", "value": "值", "unit": "单位", "scale": "比例", "3. preview the change, apply": "3. 预览变更并应用", "preview": "预览", "Change": "变更", "apply": "应用", "History": "历史", "version": "版本", "time": "时间", "author": "作者", "summary": "摘要", "remove": "删除", "save": "保存", "export CSV": "导出 CSV", "export XLSX": "导出 XLSX", "import": "导入", "merge": "合并", "replace": "替换", "diff": "差异", "roll back to this": "回滚到此版本", "table": "寄存器表", "start": "起始", "count": "数量", "address": "地址", "type": "类型", "tag": "点位"};
+  const ZH = {"Devices": "设备", "device": "设备", "protocol": "协议", "tags": "点位", "enabled": "启用", "Add a device": "添加设备", "1. protocol, address, connection test": "1. 协议、地址、连接测试", "name": "名称", "test connection": "测试连接", "2. browse or scan, tick tags": "2. 浏览或扫描，勾选点位", "browse / scan": "浏览 / 扫描", "point": "数据点", "value": "值", "unit": "单位", "scale": "比例", "3. preview the change, apply": "3. 预览变更并应用", "preview": "预览", "Change": "变更", "apply": "应用", "History": "历史", "version": "版本", "time": "时间", "author": "作者", "summary": "摘要", "remove": "删除", "save": "保存", "export CSV": "导出 CSV", "export XLSX": "导出 XLSX", "import": "导入", "merge": "合并", "replace": "替换", "diff": "差异", "roll back to this": "回滚到此版本", "table": "寄存器表", "start": "起始", "count": "数量", "address": "地址", "type": "类型", "browse, then tick a tag to test with": "请先浏览并勾选一个点位再测试", "tag": "点位"};
   function w(text) { return window.ChxI18n.lang === "zh-CN" ? (ZH[text] || text) : text; }
   const cfg = { version: null, devices: [], protocols: [], candidates: [], device: null, loaded: false };
   window.ChxConfig = cfg;
@@ -104,7 +104,7 @@
     const p = protocol();
     const props = (p.fields && p.fields.properties) || { host: { type: "string" }, port: { type: "integer" } };
     const required = new Set((p.fields && p.fields.required) || []);
-    const keys = Object.keys(props).filter((k) => !SKIP.has(k) && (required.has(k) || ["host", "port", "endpoint", "unit_id", "rack", "slot", "url", "serial_port"].includes(k)));
+    const keys = Object.keys(props).filter((k) => !SKIP.has(k) && (required.has(k) || ["host", "port", "endpoint", "unit_id", "rack", "slot", "poll_interval"].includes(k)));
     $("wz-fields").replaceChildren(...keys.map((k) => el("label", {}, k,
       el("input", { "data-field": k, autocomplete: "off", spellcheck: "false",
         placeholder: props[k].default !== undefined ? String(props[k].default) : "" }))));
@@ -124,8 +124,16 @@
     const device = wizardDevice();
     const problems = W.deviceProblems(device, cfg.devices.map((d) => d.name));
     if (problems.length) return say("wz-test-result", problems, "q-bad");
+    // the check reads tags: the ticked ones, else (Modbus) one register where the scan starts
+    let tags = cfg.candidates.length ? tickedTags() : [];
+    if (!tags.length && $("wz-table")) {
+      const table = $("wz-table").value;
+      tags = [{ name: "probe", table, address: Number($("wz-start").value) || 0,
+        type: table === "coil" || table === "discrete" ? "bool" : "uint16" }];
+    }
+    if (!tags.length) return say("wz-test-result", [w("browse, then tick a tag to test with")], "q-bad");
     say("wz-test-result", ["…"]);
-    const r = await send("POST", "api/config/test-connection", { device: { ...device, tags: [] } });
+    const r = await send("POST", "api/config/test-connection", { device: { ...device, tags } });
     const b = r.body;
     say("wz-test-result", [`${b.ok ? "OK" : "FAILED"}: ${b.reason || b.error || r.status}`,
       b.identity ? `identity: ${typeof b.identity === "string" ? b.identity : JSON.stringify(b.identity)}` : null].filter(Boolean),
@@ -277,7 +285,7 @@
           say("cfg-change-say", [`version ${v.version}`]);
         } }), " ",
         v.version === cfg.version ? null : el("button", { type: "button", class: "small", text: w("roll back to this"),
-          onclick: () => preview("POST", "api/config/rollback", { version: v.version }) })))));
+          onclick: () => preview("POST", "api/config/rollback", { version: cfg.version, to: v.version }) })))));
   }
 
   document.addEventListener("chx-tab", (e) => { if (e.detail === "config") load(); });

@@ -35,8 +35,8 @@
     for (const [key, raw] of Object.entries(fields)) {
       const text = String(raw ?? "").trim();
       if (text === "") continue;
-      const type = props[key] && props[key].type;
-      const kinds = Array.isArray(type) ? type : [type];
+      const prop = props[key] || {};  // {type} or {anyOf: [{type}, ...]} (pydantic's schema)
+      const kinds = [].concat(prop.type || [], ...(prop.anyOf || []).map((a) => a.type || []));
       if (kinds.includes("integer") && /^-?\d+$/.test(text)) device[key] = Number(text);
       else if (kinds.includes("number") && text !== "" && Number.isFinite(Number(text))) device[key] = Number(text);
       else if (kinds.includes("boolean") && /^(true|false)$/i.test(text)) device[key] = /^true$/i.test(text);
@@ -55,28 +55,33 @@
     return problems;
   }
 
-  // a Modbus scan's rows (POST /api/scan: {rows: [{address, as: {type: value}}]}) as candidates,
-  // one per address and type, the register table's name in the tag name
+  // a Modbus scan's rows (POST /api/scan: {rows: [{address, register, as: {"uint16": v,
+  // "float32 ABCD": v, ...}}]}, a register the device refused: {address, exception}) as
+  // candidates, one per address and view; the view's byte order goes into the tag
   function scanCandidates(rows, table) {
     const out = [];
     for (const row of rows || []) {
-      for (const [type, value] of Object.entries(row.as || {})) {
-        out.push({ key: `${table}:${row.address}:${type}`, label: `${table} ${row.address} ${type}`,
-          value, tag: { name: tagName(`${table}_${row.address}_${type}`), table,
-            address: row.address, type } });
+      for (const [view, value] of Object.entries(row.as || {})) {
+        const [type, order] = view.split(" ");
+        const tag = { name: tagName(`${table}_${row.address}_${type}${order ? "_" + order : ""}`),
+          table, address: row.address, type };
+        if (order) tag.byte_order = order;
+        out.push({ key: `${table}:${row.address}:${view}`, label: `${table} ${row.address} ${view}`,
+          value, tag });
       }
     }
     return out;
   }
-  // a browse's nodes (POST /api/browse: {nodes: [{node_id, name, path, type, writable,
-  // children?}]}) flattened to the variables, as candidates
+  // a browse's nodes (POST /api/browse: {nodes: [{node_id, name, path, data_type, writable,
+  // tag?, children?}]}) as candidates: the nodes with a tag entry (variables a tag can read)
   function browseCandidates(nodes) {
     const out = [];
     const walk = (list) => {
       for (const node of list || []) {
-        if (node.type) {
-          out.push({ key: node.node_id, label: node.path || node.name, value: node.value,
-            tag: { name: tagName(node.path || node.name), node_id: node.node_id, type: node.type } });
+        if (node.tag) {
+          const label = node.path || node.name;
+          out.push({ key: node.node_id, label, value: node.value,
+            tag: { ...node.tag, name: tagName(node.tag.name || label) } });
         }
         walk(node.children);
       }
