@@ -37,8 +37,8 @@ def run_js(calls: list[tuple[str, list[Any]]]) -> list[Any]:
     assert node is not None, "Node.js is missing: run scripts/bootstrap.sh --test as root"
     # JSON.parse source access (the BigInt reviver) is on by default in Chromium 114+; Node 20
     # has it behind this flag
-    done = subprocess.run([node, "--harmony-json-parse-with-source", "-e", RUN, str(STATIC)], input=json.dumps(calls),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([node, "--harmony-json-parse-with-source", "-e", RUN, str(STATIC)],
+                          input=json.dumps(calls), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return list(json.loads(done.stdout))
 
