@@ -263,9 +263,7 @@ async def test_a_login_is_needed_a_viewer_cannot_write_an_operator_writes_with_c
         await shot(page, tmp_path, "login")
 
         # a viewer sees, has no write button, and the API refuses the write anyway
-        await page.fill("#login-user", "vic")
-        await page.fill("#login-password", "glass window 3x")
-        await page.click("#login button[type=submit]")
+        await log_in(page, "vic", "glass window 3x")
         await page.wait_for_selector(f'#tiles .tile[data-device="{DEVICES[0]}"]')
         await page.click('#tabs a[data-tab="tags"]')
         await page.wait_for_selector(f'#tags tr[data-tag="{setpoint}"] .quality.q-good')
@@ -280,10 +278,7 @@ async def test_a_login_is_needed_a_viewer_cannot_write_an_operator_writes_with_c
 
         # an operator: the write is checked, confirmed, then reaches the meter
         await page.click("#logout")
-        await page.wait_for_selector("#login", state="visible")
-        await page.fill("#login-user", "olga")
-        await page.fill("#login-password", "steel press 7y")
-        await page.click("#login button[type=submit]")
+        await log_in(page, "olga", "steel press 7y")
         await page.click('#tabs a[data-tab="tags"]')
         button = f'#tags tr[data-tag="{setpoint}"] button.write'
         await page.wait_for_selector(button)

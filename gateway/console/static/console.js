@@ -378,6 +378,8 @@
   }
 
   function setupTable() {
+    // the rows' table has the header's columns (two tables: the header stays while rows scroll)
+    $("tags").prepend(document.querySelector(".vhead colgroup").cloneNode(true));
     $("vscroll").addEventListener("scroll", scheduleTable, { passive: true });
     $("tag-filter").addEventListener("input", () => { state.dirty = true; scheduleTable(); });
     for (const th of document.querySelectorAll(".vhead th[data-sort]")) {
