@@ -43,6 +43,7 @@ TICK_S = 1.0
 #: the same thing as the driver's line in the project's words)
 OWN_LOGGERS = ("gateway", "drivers", "edge_models", "firmware_bridge", "chenxing")
 _NEVER = 255
+_USABLE = np.array([GOOD_CODE, UNCERTAIN_CODE], np.uint8)
 
 
 @dataclass(slots=True)
@@ -208,7 +209,8 @@ class LineWatch:
 
     def tag_rows(self, since_seq: int) -> dict[str, Any]:
         """The tags changed after tick ``since_seq``: rows of id ``i``, value ``v``, quality
-        code ``q``, time ``t`` (ms), last good value ``gv`` and its time ``gt`` (ms)."""
+        code ``q``, time ``t`` (ms) and, when the sample is not good or uncertain, the last
+        good value ``gv`` and its time ``gt`` (ms)."""
         n = len(self.changed_at)
         ids = np.flatnonzero(self.changed_at > since_seq)
         return self._columns(ids[ids < n])
@@ -224,10 +226,15 @@ class LineWatch:
             tag_id = int(ids[i])
             values[i] = pipeline.latest(tag_id)
             good[i] = self.good_objects.get(tag_id)
-        rows = [{"i": i, "v": v, "q": q, "t": t, "gv": g, "gt": gt} for i, v, q, t, g, gt in zip(
+        rows = [{"i": i, "v": v, "q": q, "t": t} for i, v, q, t in zip(
             ids.tolist(), values, pipeline.latest_quality[ids].tolist(),
-            (pipeline.latest_ns[ids] // 1_000_000).tolist(), good, self.good_ms[ids].tolist(),
-            strict=True)]
+            (pipeline.latest_ns[ids] // 1_000_000).tolist(), strict=True)]
+        # the last good value only where the sample is not usable (it is the sample otherwise)
+        unusable = ~np.isin(pipeline.latest_quality[ids], _USABLE)
+        good_ms = self.good_ms[ids]
+        for k in np.flatnonzero(unusable).tolist():
+            rows[k]["gv"] = good[k]
+            rows[k]["gt"] = int(good_ms[k])
         return {"seq": self.seq, "rows": rows}
 
     def catalog_rows(self) -> dict[str, Any]:

@@ -63,7 +63,7 @@ async def test_tags_trend_and_stream_of_a_running_line(
                 ids = {t["tag"]: t["id"] for t in body["tags"]}
                 rows = {r["i"]: r for r in body["values"]["rows"]}
                 row = rows.get(ids["meter.voltage"])
-                return body if row and row["q"] == 0 and row["gv"] is not None else None
+                return body if row and row["q"] == 0 and row["v"] is not None and "gv" not in row else None
 
             body = await until(voltage_good, "meter.voltage good in the console's tag list")
             meta = {t["tag"]: t for t in body["tags"]}["meter.voltage"]
