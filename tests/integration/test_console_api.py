@@ -63,7 +63,8 @@ async def test_tags_trend_and_stream_of_a_running_line(
                 ids = {t["tag"]: t["id"] for t in body["tags"]}
                 rows = {r["i"]: r for r in body["values"]["rows"]}
                 row = rows.get(ids["meter.voltage"])
-                return body if row and row["q"] == 0 and row["v"] is not None and "gv" not in row else None
+                good = row is not None and row["q"] == 0 and row["v"] is not None
+                return body if good and "gv" not in row else None
 
             body = await until(voltage_good, "meter.voltage good in the console's tag list")
             meta = {t["tag"]: t for t in body["tags"]}["meter.voltage"]
@@ -122,3 +123,28 @@ async def test_off_loopback_or_without_anonymous_access_the_data_needs_a_login(
                 assert resp.status == 401, path
         async with http.get(f"{base}/console/console.js") as resp:
             assert resp.status == 200
+
+
+async def test_a_model_output_carries_its_alarm_thresholds_as_bands(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    """The demo's line with a model whose alarm is set above 0.5: the output tag has the
+    band the chart draws, and the alarm is in the status."""
+    from tests.integration.test_status_page_browser import demo_line, energy_model_folder
+
+    async with demo_line(tmp_path, mosquitto, {}, energy_model_folder(tmp_path)) as gw, \
+            aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{gw.gateway.http_port}"
+
+        async def output() -> dict[str, Any] | None:
+            async with http.get(f"{base}/api/console/tags") as resp:
+                tags = {t["tag"]: t for t in (await resp.json())["tags"]}
+            return tags.get("models.kpi/power_mean")
+
+        tag = await until(output, "the model's output in the console's tag list")
+        assert tag["bands"] == [{"alarm": "drawing_power", "above": 0.5}]
+        async with http.get(f"{base}/api/console/events") as resp:
+            async for event, data in events(resp):
+                if event == "status" and data.get("models", {}).get("alarms"):
+                    break
+        assert [a["tag"] for a in data["models"]["alarms"]] == ["models.kpi/drawing_power"]
