@@ -83,6 +83,14 @@ _ROUTES: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]]] 
     ("get", "/api/openapi.json", "openapi", "This document", None, {}),
     ("get", "/api/tags", "api-tags", "Latest value, quality and time of every tag", None, {}),
     ("get", "/api/status", "api-status", "The status page's data", None, {}),
+    ("get", "/api/console/tags", "console-tags", "The web console's tag list: every tag with "
+     "its latest figures and last good value (docs/console.md)", None, {}),
+    ("get", "/api/console/events", "console-events", "The web console's server-sent events "
+     "(status each second, changed tags; ?since=seq)", None,
+     {"200": {"description": "a text/event-stream",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}}}),
+    ("get", "/api/console/trend", "console-trend", "The trend ring of some tags "
+     "(?tag=a&tag=b&seconds=300&points=N)", None, {"404": "no such tag"}),
     ("post", "/api/writes", "writes", "Write tags (the brain's checks)",
      {"type": "object", "properties": {"writes": {"type": "array"}, "id": {"type": "string"}}},
      {"422": "rejected", "502": "a device failed the write"}),
