@@ -419,6 +419,25 @@ async def test_an_admin_adds_a_meter_with_the_wizard_sees_it_publish_and_rolls_i
                       .some((x, i) => i % 4 === 3 && x > 0); }""")
                 await shot(page, tmp_path, "wizard-applied")
 
+                # the added meter stops: red lamp, "down for N s", its tags keep their last
+                # value, marked bad
+                await added.stop()
+                await page.click('#tabs a[data-tab="overview"]')
+                tile = '#tiles .tile[data-device="oven-meter"]'
+                await page.wait_for_selector(f'{tile}[data-state="down"]')
+                assert await page.eval_on_selector(f"{tile} .lamp", "e => e.className") == \
+                    "lamp s-down"
+                await page.wait_for_function(
+                    f"() => /down for [0-9]+ s/.test(document.querySelector('{tile}')"
+                    ".textContent)")
+                await page.click('#tabs a[data-tab="tags"]')
+                await page.wait_for_selector(
+                    '#tags tr[data-tag="oven-meter.voltage"] .value.last-good')
+                shown = await row(page, "oven-meter.voltage")
+                assert 150 < float(shown["value"]) < 300, shown
+                assert shown["quality"] in ("quality q-bad", "quality q-stale"), shown
+                await shot(page, tmp_path, "wizard-meter-down")
+
                 # roll back to the first version: the meter is gone again
                 await page.click('#tabs a[data-tab="config"]')
                 await page.click('#cfg-history tr[data-version="1"] button:text("roll back")')
