@@ -91,6 +91,8 @@ _ROUTES: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]]] 
               "content": {"text/event-stream": {"schema": {"type": "string"}}}}}),
     ("get", "/api/console/trend", "console-trend", "The trend ring of some tags "
      "(?tag=a&tag=b&seconds=300&points=N)", None, {"404": "no such tag"}),
+    ("get", "/api/console/messages", "console-messages", "The last messages published, "
+     "decoded (?since=N&filter=text)", None, {}),
     ("post", "/api/writes", "writes", "Write tags (the brain's checks)",
      {"type": "object", "properties": {"writes": {"type": "array"}, "id": {"type": "string"}}},
      {"422": "rejected", "502": "a device failed the write"}),

@@ -12,6 +12,8 @@ data routes behind the API's roles (:data:`ROUTE_ROLES`):
   ``tags`` with only the tags changed since the stream last sent (``?since=`` the ``seq``
   of ``/api/console/tags``), ``catalog`` when the tag set changed
 - ``GET /api/console/trend?tag=a&tag=b&seconds=300&points=N``: the trend ring's rows
+- ``GET /api/console/messages?since=N&filter=text``: the last messages published, decoded
+  (:mod:`gateway.console.messages`)
 
 docs/console.md describes the page; the ring and the tick are :mod:`gateway.console.live`.
 """
@@ -49,6 +51,7 @@ ROUTE_ROLES: dict[str, Role | None] = {
     "console-tags": Role.VIEWER,
     "console-events": Role.VIEWER,
     "console-trend": Role.VIEWER,
+    "console-messages": Role.VIEWER,
 }
 
 #: a stream that saw no tick for this long sends a comment (proxies keep it open)
@@ -85,6 +88,12 @@ def add_console(app: web.Application, gateway: Gateway) -> None:
     async def console_trend(request: web.Request) -> web.Response:
         return web.json_response(text=_dumps(_trend(watch, request)), headers=_NO_STORE)
 
+    async def console_messages(request: web.Request) -> web.Response:
+        since = _int_param(request, "since", 0, 0, 2**62)
+        text = request.query.get("filter", "")[:200]
+        body = {"seq": watch.messages.seq, "messages": watch.messages.since(since, text)}
+        return web.json_response(text=_dumps(body), headers=_NO_STORE)
+
     async def console_events(request: web.Request) -> web.StreamResponse:
         return await _stream(watch, request)
 
@@ -95,6 +104,7 @@ def add_console(app: web.Application, gateway: Gateway) -> None:
     r.add_get("/api/console/tags", console_tags, name="console-tags")
     r.add_get("/api/console/events", console_events, name="console-events")
     r.add_get("/api/console/trend", console_trend, name="console-trend")
+    r.add_get("/api/console/messages", console_messages, name="console-messages")
     app.cleanup_ctx.append(_ticking(watch))
     app.on_shutdown.append(_close(watch))
 

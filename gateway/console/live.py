@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from gateway.console.messages import MessageLog
 from gateway.console.trends import DEFAULT_SLOTS, TrendRing
 from gateway.status_page.snapshot import status_snapshot
 from gateway.types import BAD_CODE, GOOD_CODE, QUALITY_NAMES, STALE_CODE, UNCERTAIN_CODE
@@ -60,6 +61,8 @@ class LineWatch:
     def __init__(self, gateway: Gateway, slots: int = DEFAULT_SLOTS) -> None:
         self.gateway = gateway
         self.trends = TrendRing(slots)
+        #: the last messages published (the Messages tab)
+        self.messages = MessageLog(gateway)
         #: the tick's number; a tag changed at tick k has ``changed_at[id] == k``
         self.seq = 0
         self.changed_at: npt.NDArray[np.int64] = np.zeros(0, np.int64)
@@ -119,6 +122,9 @@ class LineWatch:
         self._seen_q[:n] = quality
 
         self._rate(now_ms)
+        nb = gw.northbound
+        if nb is not None and self.messages.watch not in nb.watchers:
+            nb.watchers.append(self.messages.watch)  # the publisher runs from now on
         if self.streams:  # nobody watching: no status to build
             self.status_json = json.dumps(self.status(quality), allow_nan=False, default=str)
         self._ticked.set()

@@ -135,6 +135,8 @@ class Publisher:
         self.outbox = outbox
         self.session = now_ns() // 1_000_000  # identifies this run in births and deaths
         self.counters = NorthboundCounters()
+        #: called with each message as it is sent (the web console's Messages tab)
+        self.watchers: list[Callable[[OutboundMessage], None]] = []
         self._publishable = PublishableTags(catalog, config.publish_restricted)
         self._device_states = device_states
         self._buffer: list[SampleBatch] = []
@@ -370,6 +372,8 @@ class Publisher:
             self.counters.value_age.observe(max(0, now_ns() - message.oldest_ns) / 1e9)
         self._inflight[message.id] = message
         self.link.publish(message)
+        for watch in self.watchers:
+            watch(message)
         return message.id
 
     def send_control(self, message: OutboundMessage) -> None:

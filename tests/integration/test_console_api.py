@@ -42,7 +42,7 @@ def test_every_console_route_has_a_role_in_the_api_table() -> None:
     assert set(ROUTE_ROLES) <= set(API_ROLES)
     data = {name: role for name, role in ROUTE_ROLES.items() if name.startswith("console-")
             and role is not None}
-    assert set(data) == {"console-tags", "console-events", "console-trend"}
+    assert set(data) == {"console-tags", "console-events", "console-trend", "console-messages"}
 
 
 async def test_tags_trend_and_stream_of_a_running_line(
@@ -118,7 +118,7 @@ async def test_off_loopback_or_without_anonymous_access_the_data_needs_a_login(
     async with running(config) as gw, aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{gw.gateway.http_port}"
         for path in ("/api/console/tags", "/api/console/events",
-                     "/api/console/trend?tag=x"):
+                     "/api/console/trend?tag=x", "/api/console/messages"):
             async with http.get(base + path) as resp:
                 assert resp.status == 401, path
         async with http.get(f"{base}/console/console.js") as resp:
@@ -148,3 +148,33 @@ async def test_a_model_output_carries_its_alarm_thresholds_as_bands(
                 if event == "status" and data.get("models", {}).get("alarms"):
                     break
         assert [a["tag"] for a in data["models"]["alarms"]] == ["models.kpi/drawing_power"]
+
+
+async def test_the_messages_published_come_decoded_with_sparkplug_aliases_resolved(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    async with ModbusMeterSimulator(EnergyMeterModel(seed=4, time_scale=10.0)) as sim:
+        config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter", sim.port)],
+                                format="sparkplug")
+        async with running(config) as gw, aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{gw.gateway.http_port}"
+
+            async def data_with_voltage() -> list[dict[str, Any]] | None:
+                async with http.get(f"{base}/api/console/messages",
+                                    params={"filter": "meter.voltage"}) as resp:
+                    assert resp.status == 200
+                    got = (await resp.json())["messages"]
+                return [m for m in got if "/DDATA/" in m["topic"]] or None
+
+            found = await until(data_with_voltage, "a DDATA message with meter.voltage")
+            sample = found[-1]["samples"][0]
+            assert sample["tag"] == "meter.voltage" and 150 < sample["value"] < 300, sample
+            assert found[-1]["kind"] == "data" and found[-1]["msg_seq"] is not None
+            async with http.get(f"{base}/api/console/messages") as resp:
+                everything = await resp.json()
+            assert any("/DBIRTH/" in m["topic"] or "/NBIRTH/" in m["topic"]
+                       for m in everything["messages"])
+            async with http.get(f"{base}/api/console/messages",
+                                params={"since": str(everything["seq"])}) as resp:
+                later = await resp.json()
+            assert all(m["seq"] > everything["seq"] for m in later["messages"])

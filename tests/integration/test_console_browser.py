@@ -210,6 +210,14 @@ async def test_tiles_follow_a_meter_stopped_and_started_live_by_server_sent_even
         await page.wait_for_selector("#chart[data-series='1'] canvas")
         await shot(page, tmp_path, "5-trend")
 
+        # the messages published, decoded and filtered
+        await page.click('#tabs a[data-tab="messages"]')
+        await page.fill("#msg-filter", voltage)
+        await page.wait_for_function(f"""() => [...document.querySelectorAll(
+            '#messages tbody tr[data-kind="data"] td.msg')].some(
+              c => /{voltage.replace(".", "[.]")} = [0-9]/.test(c.textContent))""")
+        await shot(page, tmp_path, "6-messages")
+
         # one stream, nothing polled: no status or tag-list requests after the first
         streams = [u for u in requested if "/api/console/events" in u]
         assert len(streams) == 1, streams
@@ -233,7 +241,7 @@ async def test_layout_at_1024_px_and_on_a_laptop_in_chinese_and_english(
                 await page.click("#lang")
                 await page.wait_for_function(
                     f"() => document.documentElement.lang === '{lang}'")
-            for tab in ("overview", "tags", "trends"):
+            for tab in ("overview", "tags", "trends", "messages"):
                 await page.click(f'#tabs a[data-tab="{tab}"]')
                 if tab == "tags":
                     await page.wait_for_selector(f'#tags tr[data-tag="{DEVICES[1]}.voltage"]')

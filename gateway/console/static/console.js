@@ -551,15 +551,43 @@
     setInterval(refreshChart, CHART_MS);
   }
 
+  // --- messages: what the gateway published, decoded (polled once a second while shown) ----------
+  const MESSAGES_MS = 1000;
+  const MESSAGES_KEPT = 100;
+  const msg = { seq: 0, list: [], filter: "" };
+  async function fetchMessages() {
+    if ($("tab-messages").hidden) return;
+    const filter = $("msg-filter").value.trim();
+    if (filter !== msg.filter) { msg.filter = filter; msg.seq = 0; msg.list = []; }
+    let body;
+    try {
+      body = await getJson(`api/console/messages?since=${msg.seq}&filter=${encodeURIComponent(filter)}`);
+    } catch (e) { return; }
+    msg.seq = body.seq;
+    msg.list = body.messages.reverse().concat(msg.list).slice(0, MESSAGES_KEPT);
+    $("messages").tBodies[0].replaceChildren(...msg.list.map((m) => {
+      const samples = m.samples.slice(0, 8).map((x) => `${x.tag} = ${F.value(x.value)}`)
+        .join(" · ") + (m.samples.length > 8 ? ` · … (${m.samples.length})` : "");
+      const tr = el("tr", null, null, { "data-kind": m.kind, "data-topic": m.topic });
+      tr.append(el("td", "nowrap", F.clock(m.ts_ms)),
+        el("td", "nowrap", m.msg_seq === null ? m.kind : `${m.kind} #${m.msg_seq}`),
+        el("td", "nowrap", m.topic, { title: m.topic }),
+        el("td", "msg", samples || m.note || `${m.bytes} B`));
+      return tr;
+    }));
+  }
+  setInterval(fetchMessages, MESSAGES_MS);
+
   // --- tabs ---------------------------------------------------------------------------------------
   function showTab() {
     const name = (location.hash || "#overview").slice(1);
-    const known = ["overview", "tags", "trends", "config"];
+    const known = ["overview", "tags", "trends", "messages", "config"];
     const tab = known.includes(name) && !(name === "config" && state.role !== "admin") ? name : "overview";
     for (const k of known) $("tab-" + k).hidden = k !== tab;
     for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("on", a.dataset.tab === tab);
     if (tab === "tags") { scheduleTable(); fetchSparks(); }
     if (tab === "trends") refreshChart();
+    if (tab === "messages") fetchMessages();
     document.dispatchEvent(new CustomEvent("chx-tab", { detail: tab }));
   }
 
