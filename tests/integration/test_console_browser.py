@@ -446,6 +446,23 @@ async def test_an_admin_adds_a_meter_with_the_wizard_sees_it_publish_and_rolls_i
                 assert shown["quality"] in ("quality q-bad", "quality q-stale"), shown
                 await shot(page, tmp_path, "wizard-meter-down")
 
+                # back up, its settings edited: the poll interval, previewed and applied (an
+                # edited device is connect-tested: it has to answer)
+                await added.start()
+                await page.click('#tabs a[data-tab="overview"]')
+                await page.wait_for_selector(f'{tile}[data-state="up"]', timeout=60_000)
+                await page.click('#tabs a[data-tab="config"]')
+                await page.click('#cfg-devices tr[data-device="oven-meter"] button:text("edit")')
+                await page.fill('#cfg-device-form input[data-setting="poll_interval"]', "200ms")
+                await page.click("#cfg-device-preview")
+                await page.wait_for_selector("#cfg-apply", state="visible")
+                diff = str(await page.text_content("#cfg-diff"))
+                assert "-  poll_interval: 100ms" in diff and "+  poll_interval: 200ms" in diff, diff
+                await page.click("#cfg-apply")
+                await page.wait_for_function(
+                    "() => document.querySelector('#cfg-change-say').textContent"
+                    ".startsWith('applied')")
+
                 # roll back to the first version: the meter is gone again
                 await page.click('#tabs a[data-tab="config"]')
                 await page.click('#cfg-history tr[data-version="1"] button:text("roll back")')

@@ -10,7 +10,7 @@
   const F = window.ChxFormat;
   const $ = (id) => document.getElementById(id);
   // the tab's words in zh-CN (keyed by the English)
-  const ZH = {"Devices": "设备", "device": "设备", "protocol": "协议", "tags": "点位", "enabled": "启用", "Add a device": "添加设备", "1. protocol, address, connection test": "1. 协议、地址、连接测试", "name": "名称", "test connection": "测试连接", "2. browse or scan, tick tags": "2. 浏览或扫描，勾选点位", "browse / scan": "浏览 / 扫描", "point": "数据点", "value": "值", "unit": "单位", "scale": "比例", "3. preview the change, apply": "3. 预览变更并应用", "preview": "预览", "Change": "变更", "apply": "应用", "History": "历史", "version": "版本", "time": "时间", "author": "作者", "summary": "摘要", "remove": "删除", "save": "保存", "export CSV": "导出 CSV", "export XLSX": "导出 XLSX", "import": "导入", "merge": "合并", "replace": "替换", "diff": "差异", "roll back to this": "回滚到此版本", "table": "寄存器表", "start": "起始", "count": "数量", "address": "地址", "type": "类型", "browse, then tick a tag to test with": "请先浏览并勾选一个点位再测试", "tag": "点位"};
+  const ZH = {"Devices": "设备", "device": "设备", "protocol": "协议", "tags": "点位", "enabled": "启用", "Add a device": "添加设备", "1. protocol, address, connection test": "1. 协议、地址、连接测试", "name": "名称", "test connection": "测试连接", "2. browse or scan, tick tags": "2. 浏览或扫描，勾选点位", "browse / scan": "浏览 / 扫描", "point": "数据点", "value": "值", "unit": "单位", "scale": "比例", "3. preview the change, apply": "3. 预览变更并应用", "preview": "预览", "Change": "变更", "apply": "应用", "History": "历史", "version": "版本", "time": "时间", "author": "作者", "summary": "摘要", "remove": "删除", "save": "保存", "export CSV": "导出 CSV", "export XLSX": "导出 XLSX", "import": "导入", "merge": "合并", "replace": "替换", "diff": "差异", "roll back to this": "回滚到此版本", "table": "寄存器表", "start": "起始", "count": "数量", "address": "地址", "type": "类型", "edit": "编辑", "settings": "设置", "browse, then tick a tag to test with": "请先浏览并勾选一个点位再测试", "tag": "点位"};
   function w(text) { return window.ChxI18n.lang === "zh-CN" ? (ZH[text] || text) : text; }
   const cfg = { version: null, devices: [], protocols: [], candidates: [], device: null, loaded: false };
   window.ChxConfig = cfg;
@@ -88,7 +88,8 @@
     $("cfg-devices").tBodies[0].replaceChildren(...cfg.devices.map((d) => el("tr", { "data-device": d.name },
       el("td", { class: "nowrap", text: d.name }), el("td", { text: d.protocol }),
       el("td", { class: "num", text: d.tags }), el("td", { text: d.enabled === false ? "no" : "yes" }),
-      el("td", {}, el("button", { type: "button", class: "small", text: w("tags"), onclick: () => deviceTags(d.name) }),
+      el("td", {}, el("button", { type: "button", class: "small", text: w("edit"), onclick: () => editDevice(d.name) }),
+        " ", el("button", { type: "button", class: "small", text: w("tags"), onclick: () => deviceTags(d.name) }),
         " ", el("button", { type: "button", class: "small", text: w("remove"),
           onclick: () => preview("DELETE", `api/config/devices/${encodeURIComponent(d.name)}?version=${cfg.version}`) })))));
     const select = $("wz-protocol");
@@ -179,6 +180,28 @@
     if (!tags.length) problems.push("tick at least one tag");
     if (problems.length) return say("cfg-change-say", problems, "q-bad");
     preview("POST", "api/config/devices", { version: cfg.version, device: { ...device, tags } });
+  }
+
+  // --- a device's settings: its keys as fields, sent whole with its tags (PUT) ----------------------
+  async function editDevice(name) {
+    const box = $("cfg-device-tags");
+    const path = `api/config/devices/${encodeURIComponent(name)}`;
+    const r = await api(path);
+    if (!r.ok) return say("cfg-change-say", W.problemLines(r.body), "q-bad");
+    const device = r.body.device;
+    const schema = (cfg.protocols.find((p) => p.protocol === device.protocol) || {}).fields;
+    const plain = Object.entries(device).filter(([k, v]) => k !== "tags" && k !== "protocol"
+      && (v === null || typeof v !== "object"));
+    const inputs = plain.map(([k, v]) => el("input", { "data-setting": k, value: String(v ?? ""),
+      spellcheck: "false", autocomplete: "off" }));
+    box.replaceChildren(el("h3", { text: `${name}: ${w("settings")}` }),
+      el("div", { class: "wizard", id: "cfg-device-form" },
+        ...plain.map(([k], i) => el("label", {}, k, inputs[i])),
+        el("button", { type: "button", id: "cfg-device-preview", text: w("preview"), onclick: () => {
+          const values = Object.fromEntries(inputs.map((i) => [i.dataset.setting, i.value]));
+          const typed = W.deviceFromForm(device.protocol, values.name ?? name, values, schema);
+          preview("PUT", path, { version: cfg.version, device: { ...device, ...typed } });
+        } })));
   }
 
   // --- a device's tags ------------------------------------------------------------------------------
