@@ -11,6 +11,7 @@ Chromium missing is a failure, not a skip: ``scripts/bootstrap.sh`` installs it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -458,6 +459,26 @@ async def test_an_admin_adds_a_meter_with_the_wizard_sees_it_publish_and_rolls_i
                 await page.wait_for_selector("#cfg-apply", state="visible")
                 diff = str(await page.text_content("#cfg-diff"))
                 assert "-  poll_interval: 100ms" in diff and "+  poll_interval: 200ms" in diff, diff
+                await page.click("#cfg-apply")
+                await page.wait_for_function(
+                    "() => document.querySelector('#cfg-change-say').textContent"
+                    ".startsWith('applied')")
+
+                # its tags exported as CSV, a unit changed in the file, imported (merge)
+                await page.click('#cfg-devices tr[data-device="oven-meter"] button:text("tags")')
+                async with page.expect_download() as download_info:
+                    await page.click("#cfg-export-csv")
+                download = await download_info.value
+                saved = await download.path()
+                csv_text = await asyncio.to_thread(Path(saved).read_text, encoding="utf-8-sig")
+                assert "voltage" in csv_text and "active_power" in csv_text, csv_text
+                await page.set_input_files("#cfg-import-file", files=[{
+                    "name": "oven-meter-tags.csv", "mimeType": "text/csv",
+                    "buffer": csv_text.replace(",kW", ",W").encode()}])
+                await page.click("#cfg-import")
+                await page.wait_for_selector("#cfg-apply", state="visible")
+                diff = str(await page.text_content("#cfg-diff"))
+                assert "-    unit: kW" in diff and "+    unit: W" in diff, diff
                 await page.click("#cfg-apply")
                 await page.wait_for_function(
                     "() => document.querySelector('#cfg-change-say').textContent"

@@ -210,14 +210,14 @@
     const path = `api/config/devices/${encodeURIComponent(name)}/tags`;
     const r = await api(path);
     if (!r.ok) return say("cfg-change-say", W.problemLines(r.body), "q-bad");
-    const file = el("input", { type: "file", accept: ".csv,.xlsx" });
-    const mode = el("select", {}, el("option", { value: "merge", text: w("merge") }), el("option", { value: "replace", text: w("replace") }));
+    const file = el("input", { type: "file", accept: ".csv,.xlsx", id: "cfg-import-file" });
+    const mode = el("select", { id: "cfg-import-mode" }, el("option", { value: "merge", text: w("merge") }), el("option", { value: "replace", text: w("replace") }));
     box.replaceChildren(el("h3", { text: `${name}: tags` }),
       el("div", { class: "toolbar" },
-        el("button", { type: "button", text: w("export CSV"), onclick: () => download(`${path}.csv`, `${name}-tags.csv`) }),
-        el("button", { type: "button", text: w("export XLSX"), onclick: () => download(`${path}.xlsx`, `${name}-tags.xlsx`) }),
+        el("button", { type: "button", id: "cfg-export-csv", text: w("export CSV"), onclick: () => download(`${path}.csv`, `${name}-tags.csv`) }),
+        el("button", { type: "button", id: "cfg-export-xlsx", text: w("export XLSX"), onclick: () => download(`${path}.xlsx`, `${name}-tags.xlsx`) }),
         file, mode,
-        el("button", { type: "button", text: w("import"), onclick: () => importFile(path, file, mode.value) })),
+        el("button", { type: "button", id: "cfg-import", text: w("import"), onclick: () => importFile(path, file, mode.value) })),
       el("table", { class: "grid", id: "cfg-tags" },
         el("thead", {}, el("tr", {}, ...["tag", "address", "type", "unit", "scale", ""].map((h) => el("th", { text: w(h) })))),
         el("tbody", {}, ...r.body.tags.map((tag) => {
