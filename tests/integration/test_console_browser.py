@@ -29,7 +29,9 @@ from hil.broker import MqttBroker
 from hil.devices.modbus_generic import ModbusGenericSimulator
 from hil.devices.modbus_map import ModbusMap
 from hil.devices.modbus_meter import ModbusMeterSimulator
+from hil.devices.opcua_plc import OpcUaPlcSimulator
 from hil.process.energy_meter import EnergyMeterModel
+from hil.process.injection_moulding import InjectionMouldingModel
 from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import (
     METER_TAGS,
@@ -514,3 +516,52 @@ async def log_in(page: Any, user: str, password: str) -> None:
     await page.fill("#login-password", password)
     await page.click("#login button[type=submit]")
     await page.wait_for_selector("#content", state="visible")
+
+
+async def test_an_admin_adds_an_opc_ua_plc_by_browsing_it(
+    tmp_path: Path, mosquitto: MqttBroker
+) -> None:
+    """OPC UA through the wizard: browse the HIL PLC (its own nodes only), tick two
+    variables, the connection test reads them, apply, their values arrive in the table."""
+    users = UserStore(tmp_path / "state" / "users.json")
+    users.add("ann", Role.ADMIN, hash_password("harbour lights 41"))
+    meter = ModbusMeterSimulator(EnergyMeterModel(seed=1, time_scale=10.0))
+    plc = OpcUaPlcSimulator(InjectionMouldingModel(seed=7, time_scale=5.0), update_interval=0.05)
+    async with meter, plc:
+        body = gateway_body(tmp_path, mosquitto.port, [meter_device(DEVICES[0], meter.port)],
+                            http={"auth": {"anonymous_loopback": "none"}})
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(json.loads(json.dumps(body)), sort_keys=False))
+        async with running(load_config(path), config_path=path) as gw, browser() as page:
+            await page.goto(console_url(gw) + "#config")
+            await log_in(page, "ann", "harbour lights 41")
+            await page.click('#tabs a[data-tab="config"]')
+            await page.wait_for_selector('#wz-protocol option[value="opcua"]', state="attached")
+            await page.select_option("#wz-protocol", "opcua")
+            await page.fill("#wz-name", "press-plc")
+            await page.fill('#wz-fields input[data-field="endpoint"]', plc.endpoint)
+            await page.click("#wz-discover")
+            melt = plc.node_id("Machine.MeltTemp")
+            await page.wait_for_selector(f'#wz-candidates tr[data-key="{melt}"]')
+            keys = await page.eval_on_selector_all("#wz-candidates tbody tr",
+                                                   "rows => rows.map(r => r.dataset.key)")
+            assert not any(k.startswith("i=") for k in keys), keys  # no server nodes
+            await page.check(f'#wz-candidates tr[data-key="{melt}"] input[data-tick]')
+            await page.fill(f'#wz-candidates tr[data-key="{melt}"] input[data-edit="unit"]',
+                            "degC")
+            await page.click("#wz-test")
+            await page.wait_for_function(
+                "() => /^(OK|FAILED)/.test(document.querySelector('#wz-test-result').textContent)")
+            said = str(await page.text_content("#wz-test-result"))
+            assert said.startswith("OK: connected"), said
+            await page.click("#wz-preview")
+            await page.wait_for_selector("#cfg-apply", state="visible")
+            await page.click("#cfg-apply")
+            await page.wait_for_function(
+                "() => document.querySelector('#cfg-change-say').textContent"
+                ".startsWith('applied')")
+            await page.click('#tabs a[data-tab="tags"]')
+            await page.wait_for_selector('#tags tr[data-tag="press-plc.MeltTemp"] .quality.q-good')
+            shown = await row(page, "press-plc.MeltTemp")
+            assert float(shown["value"]) > 0, shown
+            await shot(page, tmp_path, "opcua-added")
