@@ -32,6 +32,7 @@ from aiohttp import web
 from gateway.access import Role
 from gateway.console.live import TICK_S, LineWatch
 from gateway.errors import ApiRefused
+from gateway.http_access import principal_of
 from gateway.status_page import SECURITY_HEADERS
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ ROUTE_ROLES: dict[str, Role | None] = {
 
 #: a stream that saw no tick for this long sends a comment (proxies keep it open)
 KEEPALIVE_S = 15.0
+#: a stream ends after this long (or when its session expires): the page opens the next one
+#: at once, and that request is checked again (a logout, a removed user or a new role ends
+#: what a stream shows within this time)
+STREAM_S = 60.0
 #: the most tags one trend request names, and the most seconds it covers
 MAX_TREND_TAGS = 200
 WATCH_KEY: web.AppKey[LineWatch] = web.AppKey("chenxing.console", LineWatch)
@@ -173,17 +178,23 @@ def _trend(watch: LineWatch, request: web.Request) -> dict[str, object]:
 
 
 async def _stream(watch: LineWatch, request: web.Request) -> web.StreamResponse:
-    """``text/event-stream`` until the browser goes or the gateway stops."""
+    """``text/event-stream`` until the browser goes, the gateway stops or :data:`STREAM_S`
+    (or the session) is over."""
     since = _int_param(request, "since", 0, 0, 2**62)
     catalog_version = _int_param(request, "catalog", watch.catalog_version, 0, 2**62)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no", **SECURITY_HEADERS})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAM_S
+    session = principal_of(request).session
+    if session is not None:  # Sessions keeps time.monotonic(), the loop's clock
+        deadline = min(deadline, session.expires_at)
     await response.prepare(request)
     await response.write(b"retry: 2000\n\n")
     watch.streams += 1
     try:
-        while not watch.closing.is_set():
+        while not watch.closing.is_set() and loop.time() < deadline:
             if not await watch.next_tick(KEEPALIVE_S):
                 if watch.closing.is_set():
                     break

@@ -178,3 +178,29 @@ async def test_the_messages_published_come_decoded_with_sparkplug_aliases_resolv
                                 params={"since": str(everything["seq"])}) as resp:
                 later = await resp.json()
             assert all(m["seq"] > everything["seq"] for m in later["messages"])
+
+
+async def test_a_stream_ends_by_itself_and_after_a_logout_the_next_one_is_refused(
+    tmp_path: Path, mosquitto: MqttBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.console
+    from gateway.access import Role, UserStore, hash_password
+
+    monkeypatch.setattr(gateway.console, "STREAM_S", 1.0)
+    UserStore(tmp_path / "state" / "users.json").add("vic", Role.VIEWER,
+                                                     hash_password("glass window 3x"))
+    config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter", 1)],
+                            http={"auth": {"anonymous_loopback": "none"}})
+    async with running(config) as gw, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{gw.gateway.http_port}"
+        async with http.post(f"{base}/api/login",
+                             json={"user": "vic", "password": "glass window 3x"}) as resp:
+            auth = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+        async with http.get(f"{base}/api/console/events", headers=auth) as resp:
+            assert resp.status == 200
+            seen = [event async for event, _ in events(resp)]  # ends by itself
+        assert "status" in seen
+        async with http.post(f"{base}/api/logout", headers=auth) as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/api/console/events", headers=auth) as resp:
+            assert resp.status == 401

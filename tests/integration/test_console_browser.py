@@ -565,3 +565,27 @@ async def test_an_admin_adds_an_opc_ua_plc_by_browsing_it(
             shown = await row(page, "press-plc.MeltTemp")
             assert float(shown["value"]) > 0, shown
             await shot(page, tmp_path, "opcua-added")
+
+
+async def test_the_page_follows_the_stream_from_one_renewal_to_the_next(
+    tmp_path: Path, mosquitto: MqttBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway ends each stream after STREAM_S (1 s here): the page opens the next one at
+    once, without reading the tag list again or showing a banner, and keeps updating."""
+    import gateway.console
+
+    monkeypatch.setattr(gateway.console, "STREAM_S", 1.0)
+    async with line(tmp_path, mosquitto) as (gw, _sims), browser() as page:
+        requested: list[str] = []
+        page.on("request", lambda req: requested.append(req.url))
+        await page.goto(console_url(gw) + "#tags")
+        voltage = f"{DEVICES[0]}.voltage"
+        await page.wait_for_selector(f'#tags tr[data-tag="{voltage}"] .quality.q-good')
+        await until(lambda: len([u for u in requested if "/api/console/events" in u]) >= 4,
+                    "four streams opened one after the other")
+        before = (await row(page, voltage))["value"]
+        await page.wait_for_function(
+            f"""v => document.querySelector('#tags tr[data-tag="{voltage}"] .value')
+                     .textContent !== v""", arg=before)
+        assert await page.is_hidden("#banner")
+        assert len([u for u in requested if "/api/console/tags" in u]) == 1

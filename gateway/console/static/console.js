@@ -640,12 +640,14 @@
         }
       }
     }
-    throw new Error("the stream ended");
+    // the gateway ends a stream every minute (and at the session's end): the next request
+    // is checked again
   }
   async function resync() {
     setCatalog(await getJson("api/console/tags"));
   }
   async function run() {
+    let fresh = true;  // the tag list is read again after a failure, not after a clean end
     for (;;) {
       try {
         const me = await getJson("api/me");
@@ -655,15 +657,19 @@
         document.querySelector('#tabs a[data-tab="config"]').hidden = me.role !== "admin";
         $("content").hidden = false;
         $("tabs").hidden = false;
-        showTab();
-        await resync();
+        if (fresh) { showTab(); await resync(); }
+        fresh = false;
+        const opened = Date.now();
         await stream();
+        if (Date.now() - opened < 1000) await new Promise((r) => setTimeout(r, RETRY_MS));
+        continue;
       } catch (err) {
         if (err instanceof Unauthorized) { askLogin(Boolean(sessionStorage.getItem(TOKEN_KEY))); return; }
         if (err.name === "AbortError") return;
         const since = state.lastOk ? ` (${F.time(state.lastOk)})` : "";
         banner(t("unreachable", (err.message || String(err)) + since));
         $("line-lamp").className = "lamp s-stopped";
+        fresh = true;
       }
       await new Promise((r) => setTimeout(r, RETRY_MS));
     }
