@@ -137,8 +137,11 @@ async def row(page: Any, tag: str) -> dict[str, str]:
 
 
 async def test_tiles_follow_a_meter_stopped_and_started_live_by_server_sent_events(
-    tmp_path: Path, mosquitto: MqttBroker
+    tmp_path: Path, mosquitto: MqttBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import gateway.console
+
+    monkeypatch.setattr(gateway.console, "STREAM_S", 3600.0)  # one stream for the whole test
     async with line(tmp_path, mosquitto) as (gw, sims), browser() as page:
         requested: list[str] = []
         page.on("request", lambda req: requested.append(req.url))
