@@ -139,9 +139,10 @@ async def test_a_model_output_carries_its_alarm_thresholds_as_bands(
         async def output() -> dict[str, Any] | None:
             async with http.get(f"{base}/api/console/tags") as resp:
                 tags = {t["tag"]: t for t in (await resp.json())["tags"]}
-            return tags.get("models.kpi/power_mean")
+            tag = tags.get("models.kpi/power_mean")  # declared at start, banded once loaded
+            return tag if tag is not None and "bands" in tag else None
 
-        tag = await until(output, "the model's output in the console's tag list")
+        tag = await until(output, "the model's output with its band in the console's tags")
         assert tag["bands"] == [{"alarm": "drawing_power", "above": 0.5}]
         async with http.get(f"{base}/api/console/events") as resp:
             async for event, data in events(resp):
