@@ -535,7 +535,9 @@
         label: path, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false,
         value: (u, v) => (v === null ? "-" : F.g6(v)),
       }))],
-      axes: [{ values: (u, ticks) => ticks.map((s) => F.clock(s * 1000)) }, {}],
+      // whole seconds only between ticks (the labels are hh:mm:ss): no two alike
+      axes: [{ incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600],
+        values: (u, ticks) => ticks.map((s) => F.clock(s * 1000)) }, {}],
       plugins: [shadePlugin()],
     };
     chart = new window.uPlot(opts, data, box);
