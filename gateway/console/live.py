@@ -122,9 +122,7 @@ class LineWatch:
         self._seen_q[:n] = quality
 
         self._rate(now_ms)
-        nb = gw.northbound
-        if nb is not None and self.messages.watch not in nb.watchers:
-            nb.watchers.append(self.messages.watch)  # the publisher runs from now on
+        self.messages.follow()
         if self.streams:  # nobody watching: no status to build
             self.status_json = json.dumps(self.status(quality), allow_nan=False, default=str)
         self._ticked.set()

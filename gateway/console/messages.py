@@ -2,10 +2,12 @@
 (Sparkplug B aliases resolved to tag paths, JSON samples as tag = value), like a debug
 sidebar.
 
-The publisher hands each message it sends to :meth:`MessageLog.watch` (one deque append on
-the hot path: the payload is kept as the bytes already built, and decoded only when a
-browser asks). What is kept is bounded twice: at most ``capacity`` messages and
-``max_bytes`` of payload, the oldest going first.
+While a browser looks (a request in the last :data:`LOOKED_S`), the publisher hands each
+message it sends to :meth:`MessageLog.watch` (one deque append on the hot path: the payload
+is kept as the bytes already built, and decoded only when a browser asks); when nobody has
+looked for that long the log lets go of the publisher and of what it kept. What is kept is
+bounded twice: at most ``capacity`` messages and ``max_bytes`` of payload, the oldest going
+first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 #: samples shown per message (the rest counted)
 SHOWN_SAMPLES = 50
+#: seconds after the last request during which the messages published are kept
+LOOKED_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,21 @@ class MessageLog:
         self._ring: deque[_Sent] = deque()
         self._bytes = 0
         self.seq = 0
+        #: time.monotonic() of the last request (-inf: never)
+        self.asked_at = float("-inf")
+
+    def follow(self) -> None:
+        """Once a tick: watch the publisher while someone looks, let go when nobody does."""
+        nb = self.gateway.northbound
+        if nb is None:
+            return
+        looking = time.monotonic() - self.asked_at < LOOKED_S
+        if looking and self.watch not in nb.watchers:
+            nb.watchers.append(self.watch)
+        elif not looking and self.watch in nb.watchers:
+            nb.watchers.remove(self.watch)
+            self._ring.clear()
+            self._bytes = 0
 
     def watch(self, message: OutboundMessage) -> None:
         """The publisher sent ``message`` (called on the event loop, for every message)."""
@@ -55,6 +74,7 @@ class MessageLog:
     def since(self, seq: int, text: str = "") -> list[dict[str, Any]]:
         """The messages after ``seq``, decoded, oldest first; with ``text``, only those whose
         topic or a sample's tag contains it (and only those samples)."""
+        self.asked_at = time.monotonic()
         out = []
         needle = text.lower()
         for sent in [s for s in self._ring if s.seq > seq]:

@@ -152,8 +152,11 @@ async def test_a_model_output_carries_its_alarm_thresholds_as_bands(
 
 
 async def test_the_messages_published_come_decoded_with_sparkplug_aliases_resolved(
-    tmp_path: Path, mosquitto: MqttBroker
+    tmp_path: Path, mosquitto: MqttBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import gateway.console.messages
+
+    monkeypatch.setattr(gateway.console.messages, "LOOKED_S", 3.0)
     async with ModbusMeterSimulator(EnergyMeterModel(seed=4, time_scale=10.0)) as sim:
         config = gateway_config(tmp_path, mosquitto.port, [meter_device("meter", sim.port)],
                                 format="sparkplug")
@@ -171,14 +174,24 @@ async def test_the_messages_published_come_decoded_with_sparkplug_aliases_resolv
             sample = found[-1]["samples"][0]
             assert sample["tag"] == "meter.voltage" and 150 < sample["value"] < 300, sample
             assert found[-1]["kind"] == "data" and found[-1]["msg_seq"] is not None
-            async with http.get(f"{base}/api/console/messages") as resp:
-                everything = await resp.json()
-            assert any("/DBIRTH/" in m["topic"] or "/NBIRTH/" in m["topic"]
-                       for m in everything["messages"])
+            # births: kept once someone looks, as any message (a rebirth asked for here)
+            nb = gw.gateway.northbound
+            assert nb is not None
+            nb.rebirth()
+
+            async def with_birth() -> dict[str, Any] | None:
+                async with http.get(f"{base}/api/console/messages") as resp:
+                    got = dict(await resp.json())
+                return got if any("/NBIRTH/" in m["topic"] for m in got["messages"]) else None
+
+            everything = await until(with_birth, "a birth among the messages")
             async with http.get(f"{base}/api/console/messages",
                                 params={"since": str(everything["seq"])}) as resp:
                 later = await resp.json()
             assert all(m["seq"] > everything["seq"] for m in later["messages"])
+            # nobody looks any more: the log lets go of the publisher and of what it kept
+            assert nb.watchers
+            await until(lambda: not nb.watchers, "the console stopped watching the publisher")
 
 
 async def test_a_stream_ends_by_itself_and_after_a_logout_the_next_one_is_refused(
