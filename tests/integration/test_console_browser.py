@@ -461,13 +461,8 @@ async def test_an_admin_adds_a_meter_with_the_wizard_sees_it_publish_and_rolls_i
                 await page.click('#cfg-devices tr[data-device="oven-meter"] button:text("edit")')
                 await page.fill('#cfg-device-form input[data-setting="poll_interval"]', "200ms")
                 await page.click("#cfg-device-preview")
-                await page.wait_for_selector("#cfg-apply", state="visible")
-                diff = str(await page.text_content("#cfg-diff"))
+                diff = await apply_previewed(page)
                 assert "-  poll_interval: 100ms" in diff and "+  poll_interval: 200ms" in diff, diff
-                await page.click("#cfg-apply")
-                await page.wait_for_function(
-                    "() => document.querySelector('#cfg-change-say').textContent"
-                    ".startsWith('applied')")
 
                 # its tags exported as CSV, a unit changed in the file, imported (merge)
                 await page.click('#cfg-devices tr[data-device="oven-meter"] button:text("tags")')
@@ -481,22 +476,13 @@ async def test_an_admin_adds_a_meter_with_the_wizard_sees_it_publish_and_rolls_i
                     "name": "oven-meter-tags.csv", "mimeType": "text/csv",
                     "buffer": csv_text.replace(",kW", ",W").encode()}])
                 await page.click("#cfg-import")
-                await page.wait_for_selector("#cfg-apply", state="visible")
-                diff = str(await page.text_content("#cfg-diff"))
+                diff = await apply_previewed(page)
                 assert "-    unit: kW" in diff and "+    unit: W" in diff, diff
-                await page.click("#cfg-apply")
-                await page.wait_for_function(
-                    "() => document.querySelector('#cfg-change-say').textContent"
-                    ".startsWith('applied')")
 
                 # roll back to the first version: the meter is gone again
                 await page.click('#tabs a[data-tab="config"]')
                 await page.click('#cfg-history tr[data-version="1"] button:text("roll back")')
-                await page.wait_for_selector("#cfg-apply", state="visible")
-                await page.click("#cfg-apply")
-                await page.wait_for_function(
-                    "() => document.querySelector('#cfg-change-say').textContent"
-                    ".startsWith('applied')")
+                await apply_previewed(page)
                 await page.click('#tabs a[data-tab="overview"]')
                 await page.wait_for_selector('#tiles .tile[data-device="oven-meter"]',
                                              state="detached")
@@ -558,11 +544,7 @@ async def test_an_admin_adds_an_opc_ua_plc_by_browsing_it(
             said = str(await page.text_content("#wz-test-result"))
             assert said.startswith("OK: connected"), said
             await page.click("#wz-preview")
-            await page.wait_for_selector("#cfg-apply", state="visible")
-            await page.click("#cfg-apply")
-            await page.wait_for_function(
-                "() => document.querySelector('#cfg-change-say').textContent"
-                ".startsWith('applied')")
+            await apply_previewed(page)
             await page.click('#tabs a[data-tab="tags"]')
             await page.wait_for_selector('#tags tr[data-tag="press-plc.MeltTemp"] .quality.q-good')
             shown = await row(page, "press-plc.MeltTemp")
@@ -592,3 +574,14 @@ async def test_the_page_follows_the_stream_from_one_renewal_to_the_next(
                      .textContent !== v""", arg=before)
         assert await page.is_hidden("#banner")
         assert len([u for u in requested if "/api/console/tags" in u]) == 1
+
+
+async def apply_previewed(page: Any) -> str:
+    """The change previewed on the Configure tab: wait for its diff, apply it, wait for
+    'applied'; the diff it showed."""
+    await page.wait_for_selector("#cfg-apply", state="visible")
+    diff = str(await page.text_content("#cfg-diff"))
+    await page.click("#cfg-apply")
+    await page.wait_for_function(
+        "() => document.querySelector('#cfg-change-say').textContent.startsWith('applied')")
+    return diff
