@@ -111,11 +111,25 @@ class Pipeline:
     def _process_numeric(self, batch: SampleBatch, last: np.ndarray | None = None) -> SampleBatch:
         """The vectorised path. ``last`` marks, in a time-ordered batch that repeats tags,
         each tag's last sample: only those update the per-tag state. Repeated tags are
-        only passed here when every sample is published anyway (no deadband)."""
+        only passed here when every sample is published anyway (no deadband).
+
+        A poll's batch usually holds a run of consecutive tag ids (a device's tags, in
+        order): its per-tag state is then read and written through slices (views), not
+        gathered and scattered by index, which halves the cost of a 100-tag batch."""
+        ids = batch.tag_ids
+        at = _consecutive(ids) if last is None else None
+        if at is None:
+            return self._process_numeric_at(batch, ids, last)
+        return self._process_numeric_at(batch, at, None)
+
+    def _process_numeric_at(self, batch: SampleBatch, at: slice | np.ndarray,
+                            last: np.ndarray | None) -> SampleBatch:
+        """:meth:`_process_numeric` with the per-tag state at ``at``: the batch's ids, or
+        the slice they span when they are consecutive (then ``last`` is None)."""
         ids = batch.tag_ids
         cat = self.catalog
-        values = batch.values * cat.scale[ids]
-        offset = cat.offset[ids]
+        values = batch.values * cat.scale[at]
+        offset = cat.offset[at]
         np.add(values, offset, out=values, where=offset != 0.0)  # -0.0 + 0.0 would be +0.0
         quality = batch.quality.copy()
         invalid = ~np.isfinite(values) & (quality == GOOD_CODE)
@@ -124,29 +138,38 @@ class Pipeline:
             self.counters.samples_invalid += int(invalid.sum())
         values[quality == BAD_CODE] = np.nan
 
-        prev_value = self._sent_value[ids]
-        prev_quality = self._sent_quality[ids]
+        # with a slice these are views of the state: read here, before it is written below
+        prev_value = self._sent_value[at]
+        prev_quality = self._sent_quality[at]
         with np.errstate(invalid="ignore"):
-            moved = np.abs(values - prev_value) > cat.deadband[ids]
-        heartbeat = cat.heartbeat_ns[ids]
+            moved = np.abs(values - prev_value) > cat.deadband[at]
+        heartbeat = cat.heartbeat_ns[at]
         send = (
-            self._always[ids]
+            self._always[at]
             | moved
             | (quality != prev_quality)
             | (np.isnan(values) != np.isnan(prev_value))
-            | ((heartbeat > 0) & (batch.ts_ns - self._sent_ns[ids] >= heartbeat))
+            | ((heartbeat > 0) & (batch.ts_ns - self._sent_ns[at] >= heartbeat))
         )
 
-        keep = slice(None) if last is None else last
-        self.latest_value[ids[keep]] = values[keep]
-        self.latest_quality[ids[keep]] = quality[keep]
-        self.latest_ns[ids[keep]] = batch.ts_ns[keep]
+        if isinstance(at, slice):
+            self.latest_value[at] = values
+            self.latest_quality[at] = quality
+            self.latest_ns[at] = batch.ts_ns
+            np.copyto(self._sent_value[at], values, where=send)
+            np.copyto(self._sent_quality[at], quality, where=send)
+            np.copyto(self._sent_ns[at], batch.ts_ns, where=send)
+        else:
+            keep = slice(None) if last is None else last
+            self.latest_value[ids[keep]] = values[keep]
+            self.latest_quality[ids[keep]] = quality[keep]
+            self.latest_ns[ids[keep]] = batch.ts_ns[keep]
 
-        state = send if last is None else send & last
-        sent_ids = ids[state]
-        self._sent_value[sent_ids] = values[state]
-        self._sent_quality[sent_ids] = quality[state]
-        self._sent_ns[sent_ids] = batch.ts_ns[state]
+            state = send if last is None else send & last
+            sent_ids = ids[state]
+            self._sent_value[sent_ids] = values[state]
+            self._sent_quality[sent_ids] = quality[state]
+            self._sent_ns[sent_ids] = batch.ts_ns[state]
         out = SampleBatch(ids[send], values[send], batch.ts_ns[send], quality[send])
         self.counters.samples_out += len(out)
         self.counters.samples_suppressed += len(batch) - len(out)
@@ -290,3 +313,14 @@ class Pipeline:
             )
         return SampleBatch.concat(parts)
 
+
+def _consecutive(ids: np.ndarray) -> slice | None:
+    """The slice ``ids`` cover when they are consecutive and rising (``[7, 8, 9]``), else
+    None."""
+    n = len(ids)
+    if n == 0:
+        return None
+    first = int(ids[0])
+    if int(ids[-1]) - first != n - 1 or (n > 2 and not bool((ids[1:] > ids[:-1]).all())):
+        return None
+    return slice(first, first + n)

@@ -128,3 +128,25 @@ def test_burst_of_tags_without_deadband_goes_through_whole_and_keeps_the_latest(
     assert p.latest(0) == 6.0 and p.latest(1) == 12.0
     assert p.latest_ns[0] == 2 * S
     assert p.counters.samples_in == 6 and p.counters.samples_out == 5
+
+
+def test_consecutive_and_scattered_tag_ids_give_the_same_result() -> None:
+    """A run of consecutive ids reads and writes the per-tag state through slices; ids in
+    another order through indexes: both publish the same samples and keep the same state."""
+    tags = [tag("a", 0, scale=0.5), tag("b", 1, deadband=2.0), tag("c", 2, offset=1.0),
+            tag("d", 3, heartbeat=5), tag("e", 4, deadband=0)]
+    rng = np.random.default_rng(7)
+    runs = pipeline(*tags), pipeline(*tags)
+    for t in range(12):
+        raw = rng.integers(0, 6, 5).astype(float)
+        quality = rng.choice([Quality.GOOD, Quality.UNCERTAIN, Quality.BAD], 5, p=[.8, .1, .1])
+        whole = SampleBatch.of([0, 1, 2, 3, 4], raw, t * S, quality.astype(np.uint8))
+        together = runs[0].process(whole)
+        apart = [runs[1].process(whole.select(np.array(rows))) for rows in ([4, 0, 2], [3, 1])]
+        got = SampleBatch.concat(apart).select(np.argsort(SampleBatch.concat(apart).tag_ids))
+        assert got.tag_ids.tolist() == together.tag_ids.tolist()
+        np.testing.assert_array_equal(got.values, together.values)
+        assert got.quality.tolist() == together.quality.tolist()
+    for name in ("latest_value", "latest_quality", "latest_ns", "_sent_value", "_sent_quality",
+                 "_sent_ns"):
+        np.testing.assert_array_equal(getattr(runs[0], name), getattr(runs[1], name))
