@@ -247,7 +247,7 @@ class ModbusDriver(Driver):
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.has_objects else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
-        quality = np.full(n, Quality.GOOD, dtype=np.uint8)
+        quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD is 0 (np.full with the enum: 20x)
         bad_value = None if plan.has_objects else np.nan
         loop = asyncio.get_running_loop()
         for read in plan.reads:
@@ -399,7 +399,8 @@ class ModbusDriver(Driver):
         if link is None:
             raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
         async with link.lock:
-            await self._check_link(link, what)
+            if self._link is not link or link.lost.done() or not link.client.connected:
+                await self._check_link(link, what)  # raises (no coroutine when all is well)
             if sent is not None:
                 sent[0] = time.time_ns()
             self.units[unit].requests += 1
