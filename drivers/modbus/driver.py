@@ -19,7 +19,8 @@ writes and the request/timeout race. The transports:
 pymodbus is reached through :mod:`drivers.modbus.pymodbus_adapter` only: its clients
 never reconnect or retry on their own (the device runner owns the connection's life,
 with backoff), and the configured ``timeout`` is enforced by the adapter for the connect
-and for every request (pymodbus's own timeout is only a backstop set a little longer).
+and for every request (pymodbus's own timeout is only a backstop set a little longer
+for the connect, and off for requests).
 
 Errors, see README.md: an exception response, a timeout or a malformed answer
 makes the tags of that one request BAD (NaN) and counts the error; a closed

@@ -6,7 +6,8 @@ words and errors (:mod:`gateway.errors`):
 - clients: :func:`tcp_client`, :func:`udp_client` and :func:`serial_client` (RTU or
   ASCII framing) build pymodbus's asyncio clients that never reconnect or retry on their
   own (the device runner owns the connection's life), with pymodbus's own timeout a
-  backstop :data:`BACKSTOP_SECONDS` longer than the driver's; :func:`connect` opens one
+  backstop :data:`BACKSTOP_SECONDS` longer than the driver's for the connect, and none
+  for requests once connected (:func:`exchange` times each); :func:`connect` opens one
   within the driver's timeout or raises :class:`DeviceUnreachable` with the reason
   pymodbus logged and swallowed (also pyserial's ``termios.error`` for line settings a
   port refuses); :func:`stream_client` runs pymodbus's requests and answers as RTU frames
@@ -52,6 +53,11 @@ pinned by a test:
   addr)`` is called by ``datagram_received`` with the bytes received and returns the
   bytes it used, and ``ctx.transport`` can be aborted (the bad-frame guard);
   tests/drivers/modbus/test_modbus_bad_frames.py;
+- a client's ``ctx.comm_params.timeout_connect`` is the timeout of pymodbus's
+  ``asyncio.wait_for`` around each request's answer: :func:`connect` sets it to None once
+  connected, so that a request costs no second timer, future and callbacks (about 10 µs
+  a request; :func:`exchange`'s deadline is the one that ends it);
+  tests/drivers/modbus/test_pymodbus_adapter.py;
 - ``ctx.call_create()`` is the coroutine that opens the connection, whose OSError
   ``connect()`` logs and turns into False (:func:`connect` keeps it for the reason);
   tests/drivers/modbus/test_pymodbus_adapter.py;
@@ -311,6 +317,8 @@ async def connect(client: ModbusBaseClient, timeout: float,
     if not ok or not client.connected:
         client.close()
         raise DeviceUnreachable(describe(errors[-1] if errors else None, timed_out))
+    # connected: the requests are timed by exchange's deadline alone (module docstring)
+    client.ctx.comm_params.timeout_connect = None  # type: ignore[assignment]  # None: asyncio.wait_for without a timer
 
 
 def _line_settings_refused(exc: termios.error) -> OSError:

@@ -96,6 +96,30 @@ async def test_register_answers_are_numpy_arrays_decoded_by_the_registered_class
         line.client.close()
 
 
+async def test_a_connected_client_has_no_request_timer_of_pymodbus_s_own(
+    modbus_sim: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pins pymodbus: ``ctx.comm_params.timeout_connect`` is the timeout of the
+    ``asyncio.wait_for`` around each answer; after :func:`connect` it is None, so that a
+    request arms no timer of pymodbus's (exchange's deadline is the only one)."""
+    sim = await modbus_sim(MEMORY)
+    line = await open_line(sim.port)
+    timeouts: list[float | None] = []
+    wait_for = asyncio.wait_for
+
+    def watched(awaitable: Any, timeout: float | None) -> Any:
+        timeouts.append(timeout)
+        return wait_for(awaitable, timeout)
+
+    monkeypatch.setattr(asyncio, "wait_for", watched)
+    try:
+        answer = await exchange(line, read_request("holding", 0, 4, 1), 1.0, "read", "sim")
+        assert read_values(answer, "holding", 4, "read").tolist() == [1, 2, 0xFFFF, 40000]
+        assert timeouts == [None]
+    finally:
+        line.client.close()
+
+
 async def test_an_exception_answer_is_request_refused_with_its_code(modbus_sim: Any) -> None:
     sim = await modbus_sim(MEMORY)
     line = await open_line(sim.port)
