@@ -7,6 +7,11 @@ rows: ``slots x tags x 5`` bytes (300 rows of 1 s at 10,000 tags: 15 MB; bench/c
 measures it). Values that are not good or uncertain are kept as NaN: a gap in a chart,
 with the quality beside it telling BAD from STALE. A 64-bit integer is kept as the nearest
 float32: a trend is a picture, the exact value is in the tag table.
+
+The ring's arrays are bounded by :data:`MAX_BYTES`: with more tags than fit 300 rows in
+it (about 22,000), fewer rows are kept (5 minutes at 10,000 tags, about 1 minute at
+100,000; never fewer than :data:`MIN_SLOTS`), so trends cannot take the memory a large
+gateway needs for its tags (issue 21).
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ import numpy.typing as npt
 
 #: rows kept (one a tick): 5 minutes at the console's 1 s tick
 DEFAULT_SLOTS = 300
+#: the most bytes the ring's value and quality arrays take; more tags, fewer rows
+MAX_BYTES = 32 * 2**20
+#: the fewest rows kept however many tags there are (a minute at 1 s)
+MIN_SLOTS = 60
+#: bytes a tag takes in one row: a float32 value and a uint8 quality
+ROW_BYTES_PER_TAG = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +42,40 @@ class Trend:
 
 
 class TrendRing:
-    def __init__(self, slots: int = DEFAULT_SLOTS, tags: int = 0) -> None:
+    def __init__(self, slots: int = DEFAULT_SLOTS, tags: int = 0,
+                 max_bytes: int = MAX_BYTES) -> None:
         if slots < 2:
             raise ValueError("a trend needs at least 2 slots")
-        self.slots = slots
+        #: rows wanted; :attr:`slots` is what the byte bound leaves of them
+        self.wanted = slots
+        self.max_bytes = max_bytes
+        self.slots = self._slots_for(tags)
+        slots = self.slots
         self._values: npt.NDArray[np.float32] = np.full((slots, tags), np.nan, np.float32)
         self._quality: npt.NDArray[np.uint8] = np.full((slots, tags), 255, np.uint8)
         self._ts_ms: npt.NDArray[np.int64] = np.zeros(slots, np.int64)
         self._next = 0  # the row the next tick writes
         self._filled = 0
+
+    def _slots_for(self, tags: int) -> int:
+        fit = self.max_bytes // max(1, tags * ROW_BYTES_PER_TAG)
+        return max(2, min(self.wanted, max(fit, min(MIN_SLOTS, self.wanted))))
+
+    def _grow(self, tags: int) -> None:
+        """Room for ``tags`` tags (a live change added some: their past is empty), keeping
+        the newest rows that still fit the byte bound, in order."""
+        slots = self._slots_for(tags)
+        rows = self._order(None)[-slots:]
+        values = np.full((slots, tags), np.nan, np.float32)
+        quality = np.full((slots, tags), 255, np.uint8)
+        ts_ms = np.zeros(slots, np.int64)
+        old = self.tags
+        values[:len(rows), :old] = self._values[rows]
+        quality[:len(rows), :old] = self._quality[rows]
+        ts_ms[:len(rows)] = self._ts_ms[rows]
+        self._values, self._quality, self._ts_ms = values, quality, ts_ms
+        self.slots, self._filled = slots, len(rows)
+        self._next = len(rows) % slots
 
     @property
     def tags(self) -> int:
@@ -54,12 +90,8 @@ class TrendRing:
                usable: npt.NDArray[np.bool_]) -> None:
         """One tick: every tag's value (NaN where not ``usable``) and quality code."""
         n = len(values)
-        if n > self.tags:  # a live change added tags: their past is empty
-            grow = n - self.tags
-            self._values = np.concatenate(
-                [self._values, np.full((self.slots, grow), np.nan, np.float32)], axis=1)
-            self._quality = np.concatenate(
-                [self._quality, np.full((self.slots, grow), 255, np.uint8)], axis=1)
+        if n > self.tags:  # the first tick, or a live change added tags
+            self._grow(n)
         row = self._next
         np.copyto(self._values[row, :n], values, where=usable, casting="same_kind")
         self._values[row, :n][~usable] = np.nan

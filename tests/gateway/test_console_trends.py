@@ -64,3 +64,31 @@ def test_float32_digits_only_and_a_ring_needs_two_slots() -> None:
     assert ring.trend([0]).values == [[230.1]]  # not 230.10000610351562
     with pytest.raises(ValueError):
         TrendRing(slots=1)
+
+
+def test_the_ring_keeps_fewer_rows_for_many_tags_within_its_byte_bound() -> None:
+    """Trends must not take the memory a large gateway needs for its tags: 300 rows at
+    10,000 tags fit 32 MiB; at 100,000 tags about a minute does."""
+    small = TrendRing(300)
+    small.record(1000, np.zeros(10_000), np.zeros(10_000, np.uint8), np.ones(10_000, bool))
+    assert small.slots == 300 and small.nbytes <= 32 * 2**20
+    large = TrendRing(300)
+    large.record(1000, np.zeros(100_000), np.zeros(100_000, np.uint8), np.ones(100_000, bool))
+    assert 60 <= large.slots < 300 and large.nbytes <= 32 * 2**20 + 8 * large.slots
+    huge = TrendRing(300)
+    huge.record(1000, np.zeros(400_000), np.zeros(400_000, np.uint8), np.ones(400_000, bool))
+    assert huge.slots == 60  # never less than a minute
+
+
+def test_tags_added_past_the_bound_keep_the_newest_rows_in_order() -> None:
+    ring = TrendRing(200, max_bytes=5 * 100 * 100)  # 100 rows of 100 tags fit
+    for t in range(100):
+        ring.record(1000 * t, np.full(100, float(t)), np.zeros(100, np.uint8),
+                    np.ones(100, bool))
+    assert ring.slots == 100
+    ring.record(100_000, np.full(125, 100.0), np.zeros(125, np.uint8), np.ones(125, bool))
+    assert ring.slots == 80  # the bound leaves 80 rows of 125 tags: the newest kept
+    trend = ring.trend([0, 110])
+    assert trend.ts_ms == [1000 * t for t in range(21, 101)]
+    assert trend.values[0] == [float(t) for t in range(21, 101)]
+    assert trend.values[1] == [None] * 79 + [100.0]  # a tag added live: no past
