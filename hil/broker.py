@@ -115,6 +115,9 @@ class MqttBroker:
         allow_anonymous: ``False`` refuses every client's CONNECT ("not authorised"; no
             password file): a broker that answers but does not let the gateway in
             (Mosquitto only).
+        max_packet_size: Mosquitto closes the connection of a client that sends a larger
+            packet (MQTT 3.1.1 has no way to say why; MQTT 5 announces the limit in
+            CONNACK).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class MqttBroker:
         mosquitto: str | None = None,
         tls: BrokerTls | None = None,
         allow_anonymous: bool = True,
+        max_packet_size: int | None = None,
     ) -> None:
         exe = mosquitto or find_mosquitto()
         if kind == "auto":
@@ -143,6 +147,9 @@ class MqttBroker:
             raise ValueError("tls is only supported with Mosquitto")
         if not allow_anonymous and kind == "amqtt":
             raise ValueError("allow_anonymous=False is only supported with Mosquitto")
+        if max_packet_size is not None and kind == "amqtt":
+            raise ValueError("max_packet_size is only supported with Mosquitto")
+        self.max_packet_size = max_packet_size
         self.tls = tls
         self.allow_anonymous = allow_anonymous
         self._kind: Literal["mosquitto", "amqtt"] = kind
@@ -305,6 +312,8 @@ class MqttBroker:
                 f"keyfile {self.tls.keyfile}",
                 f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
             ]
+        if self.max_packet_size is not None:
+            lines.append(f"max_packet_size {self.max_packet_size}")
         if self.persistence:
             lines += [f"persistence_location {self._rt.workdir}/", "autosave_interval 1"]
         lines += [

@@ -15,8 +15,10 @@ Reconnects: when a connection ends, the next attempt follows a :class:`Backoff`
 delay with jitter, so a fleet of gateways does not reconnect in lock step. paho
 re-sends unacknowledged QoS 1 messages after the next CONNACK, unless the link's owner
 takes them back (``on_taken_back``: a Sparkplug message's ``seq`` belongs to the
-session it was sent in). The will is asked for before every CONNECT (a Sparkplug
-NDEATH carries the bdSeq of its connection).
+session it was sent in). A birth is never re-sent: the next session sends its own, and
+re-sending one the broker refused (over its packet limit: Mosquitto just closes the
+connection) would end every session after it. The will is asked for before every
+CONNECT (a Sparkplug NDEATH carries the bdSeq of its connection).
 
 QoS 0 messages have no PUBACK, and writing one to a socket says nothing about a broker
 that died meanwhile: such a message counts as delivered (``on_ack``) only once a
@@ -118,6 +120,8 @@ class MqttLink:
         self._unconfirmed: list[int] = []
         self._probed: list[int] = []
         self._probe_timer: asyncio.TimerHandle | None = None
+        #: paho mids of births not yet acknowledged: a reconnect drops them (superseded)
+        self._birth_mids: set[int] = set()
         self._will = will
         self._mid_to_id: dict[int, int] = {}
         #: paho's callbacks -> the link's handlers: (callback, args) not yet run (see _post)
@@ -128,6 +132,8 @@ class MqttLink:
         self._stopping = False
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
         self._socket_closed = asyncio.Event()
+        #: set by :meth:`retry_now`: ends the wait between two connection attempts
+        self._retry = asyncio.Event()
         self._connection: asyncio.Task[None] | None = None
         self._misc_timer: asyncio.TimerHandle | None = None
         tls = None
@@ -210,7 +216,16 @@ class MqttLink:
                 else:
                     await self._socket_closed.wait()
             if not self._stopping:
-                await asyncio.sleep(self._backoff.next_delay())
+                self._retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry.wait(), self._backoff.next_delay())
+
+    def retry_now(self) -> None:
+        """Connect again without waiting out the backoff (which starts again from its
+        minimum): the cause of the failures is gone, e.g. a config change whose birth the
+        broker refused was rolled back. Nothing happens while a session is up."""
+        self._backoff.reset()
+        self._retry.set()
 
     async def _open(self, target: BrokerAddress) -> Any:
         """A socket connected to ``target``, made in a worker thread (TCP connect and TLS
@@ -234,6 +249,9 @@ class MqttLink:
                 self._client.will_set(will.topic, will.payload, will.qos, will.retain)
         if self._take_back_qos1 and self._on_taken_back is not None:
             self._post(self._taken_back, self._client.take_back_unacked())
+        elif self._birth_mids:
+            self._post(self._births_superseded, self._client.take_back(self._birth_mids))
+        self._birth_mids = set()
 
     def _connack(self, failed: bool, reason: str) -> None:
         if not failed:
@@ -275,6 +293,16 @@ class MqttLink:
         if key not in self._logged_reasons and len(self._logged_reasons) < _REASONS_PER_OUTAGE:
             self._logged_reasons.add(key)
             log.warning("MQTT %s: %s", url, reason)
+
+    def _births_superseded(self, mids: list[int]) -> None:
+        """Births of a dead connection not acknowledged: never re-sent (the next session
+        sends its own); their ids reach the owner as taken back, without a replay."""
+        ids = [i for i in (self._mid_to_id.pop(mid, None) for mid in mids) if i is not None]
+        if ids:
+            log.info("%d unacknowledged births of the last connection dropped: the next "
+                     "session sends its own", len(ids))  # fmt: skip
+            if self._on_taken_back is not None:
+                self._on_taken_back(ids)
 
     def _taken_back(self, mids: list[int]) -> None:
         ids = [i for i in (self._mid_to_id.pop(mid, None) for mid in mids) if i is not None]
@@ -374,6 +402,7 @@ class MqttLink:
                 log.exception("MQTT event %s failed", getattr(callback, "__name__", callback))
 
     def _acked(self, mid: int, failure: str | None) -> None:
+        self._birth_mids.discard(mid)
         message_id = self._mid_to_id.pop(mid, None)
         if message_id is None:
             return
@@ -393,6 +422,8 @@ class MqttLink:
         mid = self._client.publish(message.topic, message.payload, message.qos, message.retain)
         if message.qos:
             self._mid_to_id[mid] = message.id
+            if message.kind == "birth":
+                self._birth_mids.add(mid)
             return
         if self._on_sent is None:  # the owner does not tell written from delivered
             self._loop.call_soon(self._on_ack, message.id)

@@ -18,8 +18,11 @@ with the behaviour it relies on, pinned by tests/gateway/test_mqtt_link_events.p
   ``reconnect`` (``_create_socket``), so TCP connect and the TLS handshake never
   block the event loop;
 - unacknowledged QoS 1 messages can be taken back before a CONNECT instead of being
-  re-sent by paho (``_out_messages``, ``_inflight_messages``): a Sparkplug message's
-  ``seq`` belongs to the session it was sent in;
+  re-sent by paho (``_out_messages``, ``_inflight_messages``,
+  ``_messages_reconnect_reset_out``): a Sparkplug message's ``seq`` belongs to the
+  session it was sent in, and a birth is superseded by the one the next session sends
+  (re-sending an old birth the broker refused, e.g. over its packet limit, would end
+  every session it is sent in);
 - PINGREQ on demand and a callback for every PINGREQ sent and PINGRESP received
   (``_send_pingreq``, ``_handle_pingresp``, ``_ping_t``): QoS 0 messages count as
   delivered only when a PINGRESP to a later PINGREQ came back on the same connection
@@ -210,6 +213,16 @@ class _Client(mqtt.Client):
             self._inflight_messages = 0  # pinned
         return mids
 
+    def take_back(self, mids: set[int]) -> list[int]:
+        """Those of ``mids`` still unacknowledged, removed so that paho does not re-send
+        them after the next CONNACK (called after paho's reset of the messages' states,
+        which is run again so that the in-flight count leaves them out)."""
+        with self._out_message_mutex:  # pinned
+            taken = [mid for mid in mids if self._out_messages.pop(mid, None) is not None]  # pinned
+        if taken:
+            self._messages_reconnect_reset_out()  # pinned
+        return taken
+
 
 Sock = Any
 
@@ -366,6 +379,9 @@ class PahoConnection:
 
     def take_back_unacked(self) -> list[int]:
         return self._client.take_back_unacked()
+
+    def take_back(self, mids: set[int]) -> list[int]:
+        return self._client.take_back(mids)
 
     def ping(self) -> bool:
         """A PINGREQ now unless one is outstanding; True when one was sent."""

@@ -102,6 +102,9 @@ class Link(Protocol):
 
     def publish(self, message: OutboundMessage) -> None: ...
 
+    def retry_now(self) -> None:
+        """Connect again without waiting out the backoff (a rollback removed the cause)."""
+
     async def stop(self) -> None: ...
 
 

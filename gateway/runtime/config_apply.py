@@ -514,6 +514,8 @@ class ConfigApplier:
         """Back to ``old`` by itself: devices first, then the store and the file."""
         log.error("config version %d: %s; rolling back to version %s", failed.version, reason,
                   failed.parent)
+        northbound = self.gateway.northbound
+        generation = northbound.link.generation if northbound is not None else 0
         await self.gateway.switch_config(old, plan_reload(new, old))
         restored = failed.parent
         record = await asyncio.to_thread(
@@ -522,6 +524,10 @@ class ConfigApplier:
             self._text)
         await asyncio.to_thread(self.store.mark, failed.version, "rolled_back", reason)
         self.version, self._text = record.version, old_text
+        if northbound is not None:
+            if northbound.link.generation != generation:
+                northbound.rebirth()  # a session came up meanwhile: its birth named `failed`
+            northbound.link.retry_now()  # the session the change lost: back at once
         self._write_file(old_text)  # the failed text stays in the store
         clock.done("rollback")
         return clock.result("rolled_back", record.version, restored, failed.summary, reason,

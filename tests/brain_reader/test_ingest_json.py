@@ -92,7 +92,7 @@ async def test_two_readers_in_one_group_write_a_gateways_stream_once(
         return {(f"{r['metric']['device']}.{r['metric']['tag']}", t)
                 for r in rows for t in r["timestamps"]}  # fmt: skip
 
-    victoria_metrics.wait_for(lambda: stored() == published)
+    assert victoria_metrics.wait_for(lambda: stored() == published)
     assert stored() == published
 
 

@@ -114,7 +114,7 @@ async def test_aliases_resolve_after_births_and_unknown_ones_ask_for_a_rebirth(
             out[(name, next(x for x in labels if x.startswith("tag=")))] = values
         return {k: v for k, v in out.items() if k in expected}
 
-    victoria_metrics.wait_for(lambda: stored() == expected)
+    assert victoria_metrics.wait_for(lambda: stored() == expected)
     assert stored() == expected
 
 
@@ -152,7 +152,7 @@ async def test_a_sparkplug_gateway_through_ingest_matches_its_own_influxdb_sink(
             side.setdefault(m["tag"], set()).update(row["timestamps"])
         return sink, ingest
 
-    victoria_metrics.wait_for(lambda: (lambda s, i: s == i and len(s) == 6)(*by_writer()))
+    assert victoria_metrics.wait_for(lambda: (lambda s, i: s == i and len(s) == 6)(*by_writer()))
     sink, ingest = by_writer()
     assert len(sink) == 6 and sum(map(len, sink.values())) >= 20 * 6 / 2
     assert ingest == sink

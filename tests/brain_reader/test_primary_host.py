@@ -138,5 +138,5 @@ async def test_broker_outage_at_qos_0_loses_nothing_with_a_primary_host(
         return {tag: sorted(ts - got.get(tag, set())) for tag, ts in sink.items()
                 if ts - got.get(tag, set())}  # fmt: skip
 
-    victoria_metrics.wait_for(lambda: not lost())
+    assert victoria_metrics.wait_for(lambda: not lost())
     assert not lost(), f"samples the sink has and the primary host does not ({outage_ms=})"

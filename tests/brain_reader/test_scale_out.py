@@ -151,7 +151,7 @@ async def test_a_reader_killed_mid_stream_loses_nothing_and_gaps_are_counted_onc
         rows = victoria_metrics.export('{__name__="press_value"}')
         return Counter((r["metric"]["gateway"], t) for r in rows for t in r["timestamps"])
 
-    victoria_metrics.wait_for(lambda: set(stored()) == set(sent))
+    assert victoria_metrics.wait_for(lambda: set(stored()) == set(sent))
     store = stored()
     assert set(store) == set(sent), "samples lost (or unexpected ones)"
     resent = {("gw-1", BASE_MS + 70 * SAMPLES + i) for i in range(SAMPLES)}

@@ -55,7 +55,7 @@ async def test_models_inputs_follow_a_live_change(
             result = await gw.live.apply(yaml.safe_dump(added, sort_keys=False), "tester", 1)
             assert result.outcome == "applied", result.describe()
             await until(lambda: status.loaded, "the model loads once its input is there")
-            await rec.until(lambda s: len([x for x in s.samples
+            assert await rec.until(lambda s: len([x for x in s.samples
                                            if x.tag == "models.kpi/frequency_mean"]) >= 3,
                             timeout=15)
             value = rec.samples_of("models.kpi/frequency_mean")[-1].value

@@ -95,7 +95,7 @@ def stored(vm: VictoriaMetrics) -> dict[str, set[int]]:
 
 def assert_same(sent: dict[str, set[int]], vm: VictoriaMetrics) -> dict[str, set[int]]:
     """Every sample published over MQTT is in the store, and nothing else."""
-    vm.wait_for(lambda: stored(vm) == sent)  # new series show up with some delay
+    assert vm.wait_for(lambda: stored(vm) == sent)  # new series show up with some delay
     kept = stored(vm)
     assert sent.keys() == kept.keys()
     for tag in sent:

@@ -243,3 +243,27 @@ async def test_qos0_messages_count_as_delivered_only_when_a_later_pingresp_came_
     finally:
         await link.stop(timeout=0.5)
 
+
+
+async def test_a_birth_the_broker_refused_is_not_sent_again_after_the_reconnect() -> None:
+    """A JSON link re-sends unacknowledged QoS 1 data after a reconnect (its seq stays),
+    but not a birth: the next session sends its own. A birth over the broker's packet
+    limit makes Mosquitto close the connection; re-sent after every CONNACK it would end
+    every session for good."""
+    broker = MqttBroker(kind="mosquitto", max_packet_size=2000)
+    broker.start()
+    acked: list[int] = []
+    link = MqttLink(MqttConfig(host=broker.host, port=broker.port, reconnect_min=0.05,
+                               reconnect_max=0.1), "births", None, None, acked.append)  # fmt: skip
+    try:
+        link.start()
+        await asyncio.wait_for(link.connected.wait(), 10)
+        link.publish(OutboundMessage("t/births/birth", b"b" * 4000, "birth", retain=True, id=-1))
+        await until(lambda: link.disconnects == 1, "the broker closed the connection")
+        await until(lambda: link.connected.is_set(), "connected again")
+        link.publish(OutboundMessage("t/births/data", b"d" * 100, "data", id=1))
+        await until(lambda: 1 in acked, "the data message acknowledged")
+        assert -1 not in acked and link.disconnects == 1
+    finally:
+        await link.stop()
+        broker.close()

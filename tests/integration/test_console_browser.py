@@ -419,7 +419,7 @@ async def test_an_admin_adds_a_meter_with_the_wizard_sees_it_publish_and_rolls_i
                 await page.wait_for_function(
                     "() => document.querySelector('#cfg-change-say').textContent"
                     ".startsWith('applied')")
-                await rec.until(lambda s: len([x for x in s.samples
+                assert await rec.until(lambda s: len([x for x in s.samples
                                                if x.tag == "oven-meter.voltage"]) >= 3,
                                 timeout=30)
                 await page.click('#tabs a[data-tab="overview"]')

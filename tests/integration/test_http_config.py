@@ -124,8 +124,9 @@ async def test_a_tag_added_and_a_device_removed_through_the_api_while_others_pub
             gw = run.gateway
             api = await login(http, gw)
             steady = gw.runners["steady"]
-            await rec.until(lambda s: len([x for x in s.samples if x.tag == "steady.voltage"])
-                            >= 5, timeout=15)
+            assert await rec.until(
+                lambda s: len([x for x in s.samples if x.tag == "steady.voltage"]) >= 5,
+                timeout=15)
             frequency = meter_tag_configs("frequency")
             # a dry run answers the diff and changes nothing
             status, preview = await api.call(
@@ -144,8 +145,9 @@ async def test_a_tag_added_and_a_device_removed_through_the_api_while_others_pub
             status, result = await api.call("DELETE", "/api/config/devices/gone?version=2")
             assert status == 200 and result["outcome"] == "applied", result
             assert result["summary"] == "removed: gone"
-            await rec.until(lambda s: len([x for x in s.samples if x.tag == "grows.frequency"])
-                            >= 3, timeout=15)
+            assert await rec.until(
+                lambda s: len([x for x in s.samples if x.tag == "grows.frequency"]) >= 3,
+                timeout=15)
             polls = steady.stats.polls
             await until(lambda: steady.stats.polls >= polls + 3)
             # the file is the version running, with the engineer's comment kept
