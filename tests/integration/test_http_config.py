@@ -33,6 +33,7 @@ from hil.netutil import free_port
 from hil.process.injection_moulding import InjectionMouldingModel
 from hil.recorder import TelemetryRecorder
 from tests.integration.gateway_harness import METER_TAGS, gateway_body, meter_device, running
+from tests.integration.http_client import api_call
 from tests.waiting import until
 
 pytestmark = pytest.mark.broker
@@ -48,20 +49,8 @@ class Api:
 
     async def call(self, method: str, path: str, body: Any = None, data: bytes | None = None,
                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        hdrs = dict(headers or {})
-        if self.token is not None:
-            hdrs["Authorization"] = f"Bearer {self.token}"
-        kw: dict[str, Any] = {"headers": hdrs}
-        if body is not None:
-            kw["json"] = body
-        elif data is not None:
-            kw["data"] = data
-        async with self.session.request(method, self.base + path, **kw) as resp:
-            raw = await resp.read()
-            try:
-                return resp.status, json.loads(raw)
-            except ValueError:
-                return resp.status, raw
+        return await api_call(self.session, method, self.base + path, self.token, body, data,
+                              headers, as_bytes=True)  # fmt: skip
 
     async def version(self) -> int:
         status, body = await self.call("GET", "/api/config")

@@ -29,6 +29,7 @@ from gateway import exit_codes
 from gateway.access import Role, UserStore, hash_password
 from hil.broker import MqttBroker
 from tests.integration.gateway_harness import METER_TAGS, gateway_config, meter_device, running
+from tests.integration.http_client import api_call
 from tests.waiting import until
 
 pytestmark = pytest.mark.broker
@@ -63,20 +64,8 @@ class Api:
     async def call(self, method: str, path: str, token: str | None = None,
                    body: Any = None, data: bytes | None = None,
                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        hdrs = dict(headers or {})
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        kw: dict[str, Any] = {"headers": hdrs}
-        if body is not None:
-            kw["json"] = body
-        elif data is not None:
-            kw["data"] = data
-        async with self.session.request(method, self.base + path, **kw) as resp:
-            text = await resp.text()
-            try:
-                return resp.status, json.loads(text)
-            except ValueError:
-                return resp.status, text
+        return await api_call(self.session, method, self.base + path, token, body, data,
+                              headers)  # fmt: skip
 
     async def login(self, user: str, password: str | None = None,
                     role: Role | None = None) -> str:
