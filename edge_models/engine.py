@@ -47,7 +47,7 @@ from edge_models.worker import InferenceWorker
 from gateway.config.device import DeviceConfig, TagConfig
 from gateway.errors import ModelLoadError
 from gateway.tags import SEPARATOR, CatalogChange, TagCatalog
-from gateway.types import DataType, Quality, SampleBatch, now_ns
+from gateway.types import GOOD_CODE, DataType, Quality, SampleBatch, now_ns
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ class ModelEngine:
         seen = self.current(np.array(new, np.int64))
         self.windows.append(seen)
         if cycle_key is not None and cycle_key[0] not in self._cycle_prev:
-            good = (seen.tag_ids == cycle_key[0]) & (seen.quality == Quality.GOOD)
+            good = (seen.tag_ids == cycle_key[0]) & (seen.quality == GOOD_CODE)
             if good.any():  # the next edge then starts the first complete cycle
                 self._cycle_prev[cycle_key[0]] = float(seen.values[good][-1])
 
@@ -398,7 +398,7 @@ class ModelEngine:
             sel = batch.tag_ids == tag_id
             if not sel.any():
                 continue
-            sub = batch.select(sel & (batch.quality == Quality.GOOD))
+            sub = batch.select(sel & (batch.quality == GOOD_CODE))
             if not len(sub):
                 continue
             order = np.argsort(sub.ts_ns, kind="stable")

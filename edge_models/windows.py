@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_models.manifest import Aggregation
-from gateway.types import Quality, SampleBatch, as_float
+from gateway.types import GOOD_CODE, SampleBatch, as_float
 
 _NO_TS = np.iinfo(np.int64).min
 AGGREGATION_CODES: dict[Aggregation, int] = {a: i for i, a in enumerate(Aggregation)}
@@ -96,7 +96,7 @@ class WindowStore:
         slots = slots[sel]
         values = as_float(batch.values[sel])
         ts = batch.ts_ns[sel]
-        good = (batch.quality[sel] == Quality.GOOD) & np.isfinite(values)
+        good = (batch.quality[sel] == GOOD_CODE) & np.isfinite(values)
         counts = np.bincount(slots, minlength=len(self.tag_ids))
         if counts.max() == 1:  # the usual batch: one sample per tag, no ordering to do
             pos = self._head[slots]

@@ -57,7 +57,7 @@ from firmware_bridge.node_port import NodePort
 from gateway.errors import ConnectionLost, DeviceUnreachable, MessageError
 from gateway.repeated_log import RepeatedKinds, RepeatedLog
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
-from gateway.types import IntArray, Quality, SampleBatch
+from gateway.types import BAD_CODE, IntArray, Quality, SampleBatch
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ class McuNodeDriver(Driver):
             return
         quality = _QUALITY_OF_STATUS[rows["status"]]
         values = rows["value"].astype(np.float64)
-        values[quality == Quality.BAD] = np.nan
+        values[quality == BAD_CODE] = np.nan
         batch = SampleBatch(self._tag_id_array[positions], values, ts.astype(np.int64), quality)
         if self._emit is not None:
             self._emit(batch)

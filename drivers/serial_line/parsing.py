@@ -19,7 +19,7 @@ import numpy as np
 
 from drivers.serial_line.config import SerialLineDeviceConfig, SerialLineTagConfig
 from gateway.errors import InstrumentFrameRejected
-from gateway.types import INTEGER_RANGES, DataType, Quality
+from gateway.types import GOOD_CODE, INTEGER_RANGES, DataType, Quality
 
 #: text accepted for a bool tag without a ``map``
 _BOOL_TEXT = {"1": True, "0": False, "true": True, "false": False, "on": True, "off": False,
@@ -43,7 +43,7 @@ class ParsedFrame:
 
     @property
     def bad_fields(self) -> int:
-        return int(np.count_nonzero(self.quality != Quality.GOOD))
+        return int(np.count_nonzero(self.quality != GOOD_CODE))
 
 
 class FrameParser:
@@ -63,7 +63,7 @@ class FrameParser:
         raw = self._fields(payload)
         n = len(self.tags)
         values = np.empty(n, dtype=object if self._has_objects else np.float64)
-        quality = np.full(n, Quality.GOOD, dtype=np.uint8)
+        quality = np.zeros(n, dtype=np.uint8)  # GOOD is 0
         for i, (tag, convert) in enumerate(zip(self.tags, self._converters, strict=True)):
             value = convert(raw[i]) if raw[i] is not None else None
             if value is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.types import Quality, SampleBatch
+from gateway.types import GOOD_CODE, SampleBatch
 
 
 @dataclass(slots=True)
@@ -56,7 +56,7 @@ class ReadBackWatcher:
             mask = (
                 (batch.tag_ids == waiter.tag_id)
                 & (batch.ts_ns >= waiter.after_ns)
-                & (batch.quality == Quality.GOOD)
+                & (batch.quality == GOOD_CODE)
             )
             for value in batch.values[np.flatnonzero(mask)].tolist():
                 waiter.seen.samples += 1
