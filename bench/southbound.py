@@ -47,6 +47,7 @@ from bench.harness import (
     Child,
     Measurement,
     bench_arguments,
+    not_good,
     paired_rounds,
     poll_driver,
     print_pairs,
@@ -64,7 +65,7 @@ from drivers.modbus.driver import ModbusTcpDriver
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.driver import OpcUaDriver, subscription_parameters
 from gateway.errors import GatewayError
-from gateway.types import Quality, SampleBatch
+from gateway.types import SampleBatch
 
 log = logging.getLogger("bench.southbound")
 
@@ -167,7 +168,7 @@ class _Counter:
 
     def batch(self, batch: SampleBatch) -> None:
         self.values += len(batch.tag_ids)
-        self.bad += int((batch.quality != Quality.GOOD).sum())
+        self.bad += not_good(batch.quality)
 
 
 async def _window(counter: _Counter, warmup: float, seconds: float) -> tuple[int, float, float]:
