@@ -4,8 +4,10 @@
 plans per (unit id, table), decoding, clamping, retries, per-unit backoff,
 writes and the request/timeout race. The transports:
 
-- :class:`ModbusTcpDriver` opens a TCP connection per device, :class:`ModbusUdpDriver`
-  a UDP socket;
+- :class:`ModbusTcpDriver` opens a TCP connection per device, of its own
+  (:mod:`drivers.modbus.tcp_link`: MBAP framing and transaction ids, register reads
+  decoded from the answer's bytes, pymodbus's PDUs for the rest); :class:`ModbusUdpDriver`
+  a UDP socket (pymodbus's client);
 - :class:`ModbusRtuDriver` and :class:`ModbusAsciiDriver` attach to the
   :class:`~drivers.modbus.bus.SerialBus` of their port, shared with the other
   devices on that RS-485 line through the runtime's
@@ -37,10 +39,10 @@ import math
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -65,20 +67,22 @@ from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
 from drivers.modbus.pymodbus_adapter import (
     Answer,
     BadFrames,
-    PymodbusClient,
+    MbapClient,
     Request,
     check_write_answer,
     connect,
     exchange,
     read_request,
     read_values,
+    request_pdu,
     stream_client,
-    tcp_client,
     udp_client,
+    unanswered,
     write_coil_request,
     write_registers_request,
 )
 from drivers.modbus.rtu_stream import RtuStream
+from drivers.modbus.tcp_link import MbapConnection
 from gateway.backoff import Backoff
 from gateway.errors import (
     ConnectionLost,
@@ -107,6 +111,12 @@ _RETRYABLE = frozenset({"timeout", "garbled", "decode", "exception_5", "exceptio
 _UNIT_ABSENT = frozenset({"timeout", "exception_10", "exception_11"})
 
 _READ_ONLY_TABLES = frozenset({"input", "discrete"})
+_REGISTER_TABLES = frozenset({"holding", "input"})
+#: a register answer's data, as it comes
+_BIG_ENDIAN_U16 = np.dtype(">u2")
+
+_A = TypeVar("_A")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,7 @@ class _PlannedRead:
     decoder: DecodePlan
     out: slice
     what: str  # "read holding 0..9 (10 registers)", for messages
+    pdu: bytes  # the request's PDU, from its function code on (Modbus TCP sends it as is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,7 +401,16 @@ class ModbusDriver(Driver):
         self, what: str, request: Request, unit: int, sent: list[int] | None = None
     ) -> Answer:
         """Run one request on the link (:func:`~drivers.modbus.pymodbus_adapter.exchange`:
-        the timeout and the connection dropping, whichever first).
+        the timeout and the connection dropping, whichever first); see :meth:`_on_link`."""
+        return await self._on_link(what, unit, sent, self._exchange, request)
+
+    async def _exchange(self, link: Link, request: Request, what: str) -> Answer:
+        return await exchange(link, request, self.config.timeout, what, self.address)
+
+    async def _on_link(self, what: str, unit: int, sent: list[int] | None,
+                       run: Callable[[Link, _A, str], Awaitable[_T]], arg: _A) -> _T:
+        """``run(link, arg, what)`` on the link, one request at a time: the request's
+        bookkeeping (silent requests, a lost connection, counters) around it.
 
         ``sent[0]`` gets the time the request left (after waiting for the connection
         or the bus). Raises :class:`ConnectionLost` (the client is dropped), or
@@ -406,7 +426,7 @@ class ModbusDriver(Driver):
                 sent[0] = time.time_ns()
             self.units[unit].requests += 1
             try:
-                answer = await exchange(link, request, self.config.timeout, what, self.address)
+                answer = await run(link, arg, what)
             except RequestFailed as failure:
                 if failure.counter == "timeout":
                     await self._timed_out(failure, unit)
@@ -513,6 +533,7 @@ class ModbusDriver(Driver):
                     DecodePlan(fields, request.count),
                     slice(start, len(batch_ids)),
                     f"read {self._describe(request)}",
+                    request_pdu(call)[1],
                 )
             )
         log.debug(
@@ -528,8 +549,8 @@ class ModbusDriver(Driver):
         )
 
 
-class ModbusTcpDriver(ModbusDriver):
-    """A Modbus TCP device (a PLC, a meter, a gateway to an RTU line, with several unit ids)."""
+class _IpDriver(ModbusDriver):
+    """A Modbus device at a host and port (TCP or UDP)."""
 
     config: ModbusTcpDeviceConfig
 
@@ -542,29 +563,78 @@ class ModbusTcpDriver(ModbusDriver):
     def address(self) -> str:
         return self.config.address
 
-    def _client(self, lost: asyncio.Future[None], bad: BadFrames) -> PymodbusClient:
-        cfg = self.config
-        return tcp_client(cfg.host, cfg.port, self.device_name, cfg.timeout,
-                          _watch_disconnect(lost), bad)
-
-    async def _open(self) -> Link:
-        cfg = self.config
-        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        bad = BadFrames()
-        client = self._client(lost, bad)
-        try:
-            await connect(client, cfg.timeout, self._unreachable_reason)
-        except DeviceUnreachable as exc:
-            log.debug("%s: %s", self.device_name, exc)  # the device runner logs it
-            raise
-        return Link(client, lost, self._request_lock, bad=bad)
-
     def _release(self, link: Link) -> None:
         link.client.close()
 
     def _unreachable_reason(self, error: BaseException | None, timed_out: bool) -> str:
         return unreachable_reason(self.config.host, self.config.port, self.config.timeout,
                                   error, timed_out)
+
+
+class ModbusTcpDriver(_IpDriver):
+    """A Modbus TCP device (a PLC, a meter, a gateway to an RTU line, with several unit ids).
+
+    The connection is the project's own (:class:`~drivers.modbus.tcp_link.MbapConnection`:
+    MBAP framing, transaction ids, one timeout timer per connection), and register reads,
+    the requests of every poll, go from prepared request bytes to registers decoded from
+    the answer's bytes by NumPy; pymodbus builds and decodes everything else (bit reads,
+    writes, an answer that is not the one expected: exceptions, another function code or
+    size) through :class:`~drivers.modbus.pymodbus_adapter.MbapClient`, as it did on its
+    own TCP client until 2026-12-05, whose transaction and timers were half of the
+    gateway's Python per poll with 2,000 devices (issue 21)."""
+
+    def __init__(self, config: ModbusTcpDeviceConfig, tag_ids: Sequence[int]) -> None:
+        super().__init__(config, tag_ids)
+        #: the connection and its pymodbus client, while connected
+        self._mbap: tuple[MbapConnection, MbapClient] | None = None
+
+    async def _open(self) -> Link:
+        cfg = self.config
+        bad = BadFrames()
+        try:
+            async with asyncio.timeout(cfg.timeout):
+                _, connection = await asyncio.get_running_loop().create_connection(
+                    lambda: MbapConnection(cfg.address, bad), cfg.host, cfg.port)
+        except (OSError, TimeoutError, UnicodeError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            reason = self._unreachable_reason(None if timed_out else exc, timed_out)
+            log.debug("%s: %s", self.device_name, reason)  # the device runner logs it
+            raise DeviceUnreachable(reason) from None
+        client = MbapClient(connection)
+        self._mbap = (connection, client)
+        return Link(client, connection.lost, self._request_lock, rx=connection.rx, bad=bad)
+
+    def _release(self, link: Link) -> None:
+        self._mbap = None
+        link.client.close()
+
+    async def _read_registers(
+        self, read: _PlannedRead, sent: list[int] | None = None
+    ) -> npt.NDArray[np.uint16]:
+        if read.request.table not in _REGISTER_TABLES:
+            return await super()._read_registers(read, sent)  # bits: pymodbus decodes them
+        return await self._on_link(read.what, read.request.unit, sent, self._read_answer, read)
+
+    async def _read_answer(self, link: Link, read: _PlannedRead,
+                           what: str) -> npt.NDArray[np.uint16]:
+        """One register read on the connection: the registers, from the answer's bytes."""
+        mbap = self._mbap
+        if mbap is None:
+            raise ConnectionLost(f"the connection to {self.address} closed during {what}")
+        connection, client = mbap
+        request, timeout = read.request, self.config.timeout
+        undecodable = connection.bad.count
+        answer = await connection.send(request.unit, read.pdu, timeout)
+        if answer is None:
+            raise unanswered(connection, 0, undecodable, timeout, what, self.address)
+        count = request.count
+        if len(answer) == 2 + 2 * count and answer[0] == read.pdu[0] and answer[1] == 2 * count:
+            return np.frombuffer(answer, _BIG_ENDIAN_U16, count, 2).astype(np.uint16)
+        # an exception, another function code or size: as pymodbus decodes it
+        pdu = client.decode(request.unit, answer)
+        if pdu is None:
+            raise unanswered(connection, 0, undecodable, timeout, what, self.address)
+        return read_values(pdu, request.table, count, what)
 
 
 def unreachable_reason(host: str, port: int, timeout: float, error: BaseException | None,
@@ -587,20 +657,29 @@ def unreachable_reason(host: str, port: int, timeout: float, error: BaseExceptio
     return f"cannot connect to {address}"
 
 
-class ModbusUdpDriver(ModbusTcpDriver):
-    """A Modbus device answering Modbus TCP frames in UDP datagrams. There is no
-    connection to lose: a device that stopped answering shows as timeouts, and after
-    :data:`MAX_SILENT_REQUESTS` of them as a lost connection (a fresh socket)."""
+class ModbusUdpDriver(_IpDriver):
+    """A Modbus device answering Modbus TCP frames in UDP datagrams (pymodbus's UDP
+    client). There is no connection to lose: a device that stopped answering shows as
+    timeouts, and after :data:`MAX_SILENT_REQUESTS` of them as a lost connection (a
+    fresh socket)."""
 
     config: ModbusUdpDeviceConfig  # type: ignore[assignment]  # the UDP device has the TCP device's host and port
 
     def __init__(self, config: ModbusUdpDeviceConfig, tag_ids: Sequence[int]) -> None:
         super().__init__(config, tag_ids)  # type: ignore[arg-type]  # same keys as TCP
 
-    def _client(self, lost: asyncio.Future[None], bad: BadFrames) -> PymodbusClient:
+    async def _open(self) -> Link:
         cfg = self.config
-        return udp_client(cfg.host, cfg.port, self.device_name, cfg.timeout,
-                          _watch_disconnect(lost), bad)
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        bad = BadFrames()
+        client = udp_client(cfg.host, cfg.port, self.device_name, cfg.timeout,
+                            _watch_disconnect(lost), bad)
+        try:
+            await connect(client, cfg.timeout, self._unreachable_reason)
+        except DeviceUnreachable as exc:
+            log.debug("%s: %s", self.device_name, exc)  # the device runner logs it
+            raise
+        return Link(client, lost, self._request_lock, bad=bad)
 
 
 class ModbusSerialDriver(ModbusDriver):

@@ -12,7 +12,9 @@ words and errors (:mod:`gateway.errors`):
   pymodbus logged and swallowed (also pyserial's ``termios.error`` for line settings a
   port refuses); :func:`stream_client` runs pymodbus's requests and answers as RTU frames
   over a connection of the project's own (:class:`StreamClient`: a serial device
-  server's, or one a 4G DTU dialled in on);
+  server's, or one a 4G DTU dialled in on), and :class:`MbapClient` as Modbus TCP frames
+  over the Modbus TCP driver's own connection (``drivers/modbus/tcp_link.py``), whose
+  register reads need no pymodbus but the request bytes :func:`request_pdu` prepares;
 - requests: :func:`read_request`, :func:`write_coil_request`,
   :func:`write_registers_request` build one request; :func:`exchange` runs it against
   the driver's timeout and the connection dropping, whichever is first;
@@ -77,11 +79,12 @@ pinned by a test:
 - a client's ``execute`` connects again when it has no transport: :func:`exchange` checks
   ``connected`` in the step in which pymodbus sends, so that it never does;
   test_modbus_driver.py (a lost connection stays lost);
-- :class:`StreamClient`: ``ModbusClientMixin``'s read and write methods build the request
-  PDU and call ``execute(no_response_expected, pdu)``; a PDU's ``encode()`` is its data
+- :class:`StreamClient`, :class:`MbapClient` and :func:`request_pdu`: ``ModbusClientMixin``'s
+  read and write methods build the request PDU and call ``execute(no_response_expected,
+  pdu)``; a PDU's ``encode()`` is its data
   after the function code; ``DecodePDU(is_server=False).decode`` takes the bytes from the
   function code on and uses a class given to ``register`` (None for what it cannot
-  decode); test_pymodbus_adapter.py;
+  decode); test_pymodbus_adapter.py, test_modbus_tcp_link.py;
 - the UDP client and the serial client with ``FramerType.ASCII`` have the ``ctx``
   and ``callback_data`` of the TCP client (the guard); test_pymodbus_adapter.py.
 """
@@ -131,6 +134,9 @@ __all__ = [
     "PYMODBUS_LOGGER",
     "Answer",
     "BadFrames",
+    "Counted",
+    "MbapClient",
+    "MbapTransport",
     "ModbusClient",
     "PymodbusClient",
     "PymodbusLogFilter",
@@ -144,10 +150,12 @@ __all__ = [
     "map_pymodbus_errors",
     "read_request",
     "read_values",
+    "request_pdu",
     "serial_client",
     "stream_client",
     "tcp_client",
     "udp_client",
+    "unanswered",
     "write_coil_request",
     "write_registers_request",
 ]
@@ -155,7 +163,7 @@ __all__ = [
 #: a pymodbus client of its own transport (TCP, UDP, serial)
 PymodbusClient = ModbusBaseClient
 #: what a request runs on: a pymodbus client, or a :class:`StreamClient`
-ModbusClient: TypeAlias = "ModbusBaseClient | StreamClient"
+ModbusClient: TypeAlias = "ModbusBaseClient | StreamClient | MbapClient"
 #: one answer as pymodbus gives it (read it with :func:`read_values` / :func:`check_write_answer`)
 Answer = ModbusPDU
 #: one request: sends on the client it is given and returns the answer
@@ -427,6 +435,88 @@ def stream_client(transport: RtuTransport) -> StreamClient:
     return client
 
 
+# -- pymodbus's PDUs over a Modbus TCP connection of the project's own ---------------------
+
+
+class MbapTransport(Protocol):
+    """A Modbus TCP connection (:class:`drivers.modbus.tcp_link.MbapConnection`)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    async def send(self, unit: int, pdu: bytes, timeout: float | None) -> bytes | None: ...
+
+    def undecodable(self, reason: str) -> None: ...
+
+
+class MbapClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
+    """pymodbus's requests and answers (its PDUs) over a Modbus TCP connection of the
+    project's own (:class:`MbapTransport`: the MBAP framing, the transaction ids). The read
+    and write methods are pymodbus's (``ModbusClientMixin``); they build the request and
+    call :meth:`execute`, which :func:`exchange` times. An answer pymodbus cannot decode
+    closes the connection (:meth:`MbapTransport.undecodable`): :func:`exchange` raises
+    :class:`UndecodableAnswer`, as for pymodbus's own TCP client."""
+
+    def __init__(self, transport: MbapTransport) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # pymodbus's mixin has an untyped __init__
+        self.transport = transport
+        self._decoder = DecodePDU(is_server=False)
+        _use_array_responses(self)
+        install_log_filter()
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.connected
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def register(self, custom_response_class: type[ModbusPDU]) -> None:
+        self._decoder.register(custom_response_class)
+
+    def execute(self, no_response_expected: bool, request: ModbusPDU) -> Awaitable[ModbusPDU]:
+        return self._exchange(request)
+
+    async def _exchange(self, request: ModbusPDU) -> ModbusPDU:
+        unit = request.dev_id
+        answer = await self.transport.send(
+            unit, bytes((request.function_code,)) + request.encode(), None)
+        if answer is None:  # without a timeout of its own only a closed connection ends it
+            raise ConnectionException("connection closed")
+        pdu = self.decode(unit, answer)
+        if pdu is None:
+            raise ModbusIOException("Unable to decode request")
+        return pdu
+
+    def decode(self, unit: int, answer: bytes) -> ModbusPDU | None:
+        """The answer PDU in ``answer`` (from its function code on), as pymodbus decodes
+        it; None, the connection closed and a bad frame counted, when it cannot."""
+        pdu = self._decoder.decode(answer)
+        if pdu is None:
+            self.transport.undecodable(f"an answer of function code {answer[0]} and "
+                                       f"{len(answer)} bytes that pymodbus cannot decode")
+            return None
+        pdu.dev_id = unit
+        return pdu
+
+
+class _PduOf(ModbusClientMixin[ModbusPDU]):
+    """A client that sends nothing: its read and write methods (pymodbus's, with their
+    argument checks) return the request PDU they built."""
+
+    def execute(self, no_response_expected: bool, request: ModbusPDU) -> ModbusPDU:
+        return request
+
+
+def request_pdu(request: Request) -> tuple[int, bytes]:
+    """The unit id and the PDU bytes (from the function code on) of ``request`` as pymodbus
+    builds them: what a Modbus TCP driver sends for a read at every poll."""
+    pdu: Any = request(_PduOf())  # type: ignore[no-untyped-call, arg-type]  # _PduOf's methods return the PDU itself, not an awaitable
+    return int(pdu.dev_id), bytes((pdu.function_code,)) + pdu.encode()
+
+
 # -- requests and answers ------------------------------------------------------------------
 
 
@@ -527,19 +617,30 @@ async def exchange(link: Watched, request: Request, timeout: float, what: str,
             # pymodbus cancelled its own request: the connection is going away
             raise ConnectionLost(f"{what} was cancelled by the Modbus client") from None
     except Exception as exc:  # map_pymodbus_errors, inline
+        if link.lost.done() and link.bad.count != undecodable:  # a bad frame closed it
+            raise unanswered(link, received, undecodable, timeout, what, where) from None
         failure = _translated(exc, client, what, where)
         # after our deadline fired, pymodbus's own error says that it caught our cancel
         if not deadline.fired or not isinstance(failure, RequestFailed):
             if failure is exc:
                 raise
             raise failure from failure.__cause__
-    raise _expired(link, received, undecodable, timeout, what, where)
+    raise unanswered(link, received, undecodable, timeout, what, where)
 
 
-def _expired(link: Watched, received: int, undecodable: int, timeout: float, what: str,
-             where: str) -> ConnectionLost | RequestFailed:
-    """What a request that the deadline ended got: a closed connection, a garbled answer,
-    or no answer at all."""
+class Counted(Protocol):
+    """What a connection counts for :func:`unanswered`."""
+
+    lost: asyncio.Future[None]
+    rx: list[int]
+    bad: BadFrames
+
+
+def unanswered(link: Counted, received: int, undecodable: int, timeout: float, what: str,
+               where: str) -> ConnectionLost | RequestFailed:
+    """What a request that its deadline (or the connection closing) ended got: a closed
+    connection, a garbled answer, or no answer at all. ``received`` and ``undecodable``:
+    ``link.rx[0]`` and ``link.bad.count`` when the request was sent."""
     garbled = link.bad.count != undecodable  # frames pymodbus could not decode (guard)
     if link.lost.done():
         if garbled:  # the guard closed the TCP connection
