@@ -120,8 +120,16 @@ class _Group:
     value: np.dtype | None  # big-endian value type to view the bytes as; None for bool/string
     shifts: npt.NDArray[np.uint16] | None = None  # bit-in-register bools: bit of each field
     exact: bool = False  # 64-bit integers: Python ints into an object array
+    #: numbers packed back to back in word order into consecutive places of the output (the
+    #: usual block of float32 tags): (its registers, its places, wire, value), read without
+    #: gathering
+    dense: tuple[slice, slice, np.dtype, np.dtype] | None = None
 
     def decode(self, registers: npt.NDArray[np.uint16], out: np.ndarray) -> None:
+        dense = self.dense
+        if dense is not None:
+            out[dense[1]] = registers[dense[0]].astype(dense[2]).view(dense[3])
+            return
         words = registers[self.index]
         if self.wire is None:  # bool: any non-zero bit or register is true
             out[self.positions] = words[:, 0] != 0
@@ -190,7 +198,14 @@ class DecodePlan:
             return _Group(pos, index, None, None)
         if type_ is DataType.STRING:
             return _Group(pos, index, wire, None)
-        return _Group(pos, index, wire, _BIG_ENDIAN[type_], exact=type_.is_wide_integer)
+        exact, value = type_.is_wide_integer, _BIG_ENDIAN[type_]
+        flat = index.ravel()
+        dense = None
+        if (not exact and np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size))
+                and np.array_equal(pos, np.arange(pos[0], pos[0] + pos.size))):
+            dense = (slice(int(flat[0]), int(flat[0]) + flat.size),
+                     slice(int(pos[0]), int(pos[0]) + pos.size), wire, value)
+        return _Group(pos, index, wire, value, exact=exact, dense=dense)
 
     def __len__(self) -> int:
         return len(self.fields)

@@ -337,3 +337,24 @@ def test_the_answer_decoder_puts_each_value_at_its_position() -> None:
     assert np.array_equal(got[::-1], want, equal_nan=True)
     with pytest.raises(ValueError, match="positions"):
         AnswerDecoder(fields, 19, positions[1:])
+
+
+@pytest.mark.parametrize("order", BYTE_ORDERS)
+def test_numbers_back_to_back_decode_as_numbers_apart(order: str) -> None:
+    """A block of float32 tags one after the other (read without gathering, one slice, when
+    the words of each value stand in order) gives what the same tags one register apart
+    (gathered) give, in every byte order."""
+    values = [1.5, -2.25, float("inf"), 2.0**127, 0.0, -7.0]  # exact in float32
+    registers: list[int] = []
+    for v in values:
+        registers += encode(v, DataType.FLOAT32, order)  # type: ignore[arg-type]
+    spaced = [w for i in range(0, len(registers), 2) for w in (*registers[i:i + 2], 0)]
+    back_to_back = DecodePlan([Field(2 * i, DataType.FLOAT32, order)  # type: ignore[arg-type]
+                               for i in range(len(values))], len(registers))
+    apart = DecodePlan([Field(3 * i, DataType.FLOAT32, order)  # type: ignore[arg-type]
+                        for i in range(len(values))], len(spaced))
+    word_swapped = order in ("CDAB", "DCBA")  # gathered: the words of each value reversed
+    assert (back_to_back._groups[0].dense is None) == word_swapped
+    assert apart._groups[0].dense is None
+    assert back_to_back.decode(registers).tolist() == values
+    assert apart.decode(spaced).tolist() == values
