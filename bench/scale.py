@@ -169,6 +169,13 @@ class Received:
 
     received: np.ndarray  # per tag: values written inside the window and received
     ages: list[np.ndarray] = field(default_factory=list)
+    #: per value of the window: the simulator's write time - the gateway's read time (the
+    #: request on its way to the device), and the message's encoding time - the read time
+    #: (the gateway's pipeline and gathering); per message: receipt - its encoding time
+    #: (spool, sender, broker, this subscriber)
+    read_ms: list[np.ndarray] = field(default_factory=list)
+    to_encode_ms: list[np.ndarray] = field(default_factory=list)
+    transit_ms: list[np.ndarray] = field(default_factory=list)
     samples: int = 0
     not_good: int = 0
     wrong_values: int = 0
@@ -240,6 +247,11 @@ class Subscriber:
             inside = good & ok & (written >= w0) & (written < w1)
             np.add.at(got.received, tag[inside], 1)
             got.ages.append(received_ms - written[inside])
+            if inside.any():
+                encoded_ms = float(body["ts"])
+                got.read_ms.append(written[inside] - read_ms[inside])
+                got.to_encode_ms.append(encoded_ms - read_ms[inside])
+                got.transit_ms.append(np.array([received_ms - encoded_ms]))
 
     def wait_first_data(self, timeout: float) -> bool:
         return self._first.wait(timeout)
@@ -427,6 +439,9 @@ def figures(got: Received, params: Params) -> dict[str, Any]:
         "tags_missing_values": int((missing > 0).sum()),
         "devices_without_values": int((per_device == 0).sum()),
         "value_age_ms": percentiles(got.ages),
+        "age_parts_ms": {"read_to_write": percentiles(got.read_ms),
+                         "read_to_encode": percentiles(got.to_encode_ms),
+                         "encode_to_receipt": percentiles(got.transit_ms)},
         "samples_received": got.samples,
         "samples_not_good": got.not_good,
         "wrong_values": got.wrong_values,
@@ -457,7 +472,9 @@ def summary(result: dict[str, Any]) -> str:
         f"{result['devices_without_values']} devices silent; wrong values "
         f"{result['wrong_values']}, not good {result['samples_not_good']}, seq gaps "
         f"{result['seq_gaps']}",
-        f"value age p50 / p99 / max {age['p50']} / {age['p99']} / {age['max']} ms",
+        f"value age p50 / p99 / max {age['p50']} / {age['p99']} / {age['max']} ms; of it "
+        + ", ".join(f"{k.replace('_', ' ')} p50 {v['p50']} p99 {v['p99']}"
+                    for k, v in result["age_parts_ms"].items()),
         f"skipped polls {m['overruns']:.0f}; gc pauses > 50 ms {m['gc_pauses_over_50ms']:.0f}"
         f" (longest {1000 * m['gc_longest_s_since_start']:.0f} ms), loop stalls > 50 ms "
         f"{m['stalls_over_50ms']:.0f} (longest {1000 * m['stall_longest_s_since_start']:.0f} ms)",
