@@ -138,13 +138,17 @@ async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> No
     350 objects a Modbus TCP device) came after the first freeze and live as long; left in
     sight, 1,000 devices' 360,000 objects made each full collection a pause of 100-400 ms.
     Only the young generations are collected before it (a full collection would be that
-    pause): cyclic garbage already in the oldest stays, a few start-up objects at most."""
+    pause): cyclic garbage already in the oldest stays, a few start-up objects at most.
+    After each freeze the heap freed so far goes back to the system
+    (:mod:`gateway.runtime.memory`)."""
     from gateway.runtime.device_runner import DeviceState
+    from gateway.runtime.memory import give_back_freed_memory
 
     await gateway.started.wait()
     gc.collect()
     gc.freeze()
     log.debug("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
+    await asyncio.to_thread(give_back_freed_memory)  # what reading the config freed
     for _ in range(int(CONNECT_STORM_WAIT / check_every)):  # a look at the states now and then
         if all(r.stats.state is not DeviceState.STARTING for r in gateway.runners.values()):
             break
@@ -152,6 +156,7 @@ async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> No
     gc.collect(1)
     gc.freeze()
     log.debug("%d objects frozen after the devices' first connects", gc.get_freeze_count())
+    await asyncio.to_thread(give_back_freed_memory)
 
 
 @main.command()

@@ -55,6 +55,7 @@ from gateway.errors import (
     ConfigStoreLocked,
     ReloadRefused,
 )
+from gateway.runtime.memory import give_back_freed_memory
 from gateway.runtime.reload import ReloadPlan, plan_reload
 from gateway.tags import TagCatalog
 
@@ -254,6 +255,10 @@ class ConfigApplier:
             result = await self._apply(text, author, expected_version, source, from_file,
                                        clock)
         self._report(result, source, author)
+        # reading the new text freed what its parse and validation allocated (the whole
+        # file's worth when it was read whole): back to the system, so that RSS does not
+        # climb with each change (issue 21)
+        await asyncio.to_thread(give_back_freed_memory)
         return result
 
     async def preview(self, text: str, expected_version: int | None) -> ApplyResult:
