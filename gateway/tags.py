@@ -114,58 +114,64 @@ class TagCatalog:
     def __init__(self, devices: list[DeviceConfig], previous: TagCatalog | None = None) -> None:
         #: by id: every tag given an id, retired ones with their last definition
         self.slots: list[TagInfo] = list(previous.slots) if previous is not None else []
-        #: path -> id of every tag ever given one
+        #: path -> id of every tag ever given one (those in service: :attr:`live`); the
+        #: only map by path (one entry and one path string a tag: issue 21)
         self._ids: dict[str, int] = dict(previous._ids) if previous is not None else {}
         #: the tags in service, in config order
         self.tags: list[TagInfo] = []
-        self._by_path: dict[str, int] = {}
+        in_service: set[str] = set()
         self._by_device: dict[str, list[int]] = {}
         #: device name -> its config, to know an unchanged device the next time
         self._devices: dict[str, DeviceConfig] = {}
         before = previous._devices if previous is not None else {}
         dirty: list[int] = []  # ids whose definition is new: their array entries are set
+        dirty_paths: list[str] = []  # and their paths (the strings the map keeps)
         for device in devices:
             self._devices[device.name] = device
             if previous is not None and before.get(device.name) is device:
-                self._keep_device(device.name, previous)  # the same object: same tags
+                self._keep_device(device.name, previous, in_service)  # the same object
                 continue
             ids = self._by_device.setdefault(device.name, [])
             for tag in device.tags:
                 path = f"{device.name}{SEPARATOR}{tag.name}"
-                if path in self._by_path:
+                if path in in_service:
                     raise ValueError(f"duplicate tag {path}")
+                in_service.add(path)
                 tag_id = self._ids.setdefault(path, len(self.slots))
                 info = TagInfo(tag_id, device.name, tag.name, tag)
                 if tag_id == len(self.slots):
                     self.slots.append(info)
                     dirty.append(tag_id)
+                    dirty_paths.append(path)
                 else:
                     if self.slots[tag_id].config is not tag:
                         dirty.append(tag_id)
+                        dirty_paths.append(path)
                     self.slots[tag_id] = info
                 self.tags.append(info)
-                self._by_path[path] = tag_id
                 ids.append(tag_id)
+        del in_service
         n = len(self.slots)
         #: per id: the tag is in service (False: retired by a config change)
         self.live: npt.NDArray[np.bool_] = np.zeros(n, dtype=bool)
-        self.live[list(self._by_path.values())] = True
+        self.live[[t.id for t in self.tags]] = True
         #: every device that ever had a tag id (in service first), and per id its index
         self.device_index: dict[str, int] = {name: i for i, name in enumerate(self._by_device)}
         for t in self.slots:
             self.device_index.setdefault(t.device, len(self.device_index))
-        self._arrays(previous, dirty)
+        self._arrays(previous, dirty, dirty_paths)
 
-    def _keep_device(self, name: str, previous: TagCatalog) -> None:
+    def _keep_device(self, name: str, previous: TagCatalog, in_service: set[str]) -> None:
         """A device whose config did not change: its tags as they were."""
         ids = previous._by_device.get(name, [])
         self._by_device[name] = list(ids)
         for tag_id in ids:
             info = previous.slots[tag_id]
             self.tags.append(info)
-            self._by_path[info.path] = tag_id
+            in_service.add(previous.paths[tag_id])
 
-    def _arrays(self, previous: TagCatalog | None, dirty: list[int]) -> None:
+    def _arrays(self, previous: TagCatalog | None, dirty: list[int],
+                dirty_paths: list[str]) -> None:
         """The per-id arrays: those of ``previous`` (grown to the new ids), with the entries
         of ``dirty`` ids set from their definitions (all of them at start-up)."""
         n = len(self.slots)
@@ -218,7 +224,7 @@ class TagCatalog:
                 self.wide[info.id] = WideScaling.of(info.config)
             else:
                 self.wide.pop(info.id, None)
-        self.paths[dirty] = [t.path for t in infos]
+        self.paths[dirty] = dirty_paths
 
     def changed_since(self, previous: TagCatalog) -> CatalogChange:
         """What a config change did to the tags: ids new in service (added, or back after a
@@ -242,11 +248,15 @@ class TagCatalog:
         return self.slots[tag_id]
 
     def id_of(self, path: str) -> int:
-        return self._by_path[path]
+        """The id of the tag in service at ``path``; KeyError when there is none."""
+        tag_id = self._ids[path]
+        if not self.live[tag_id]:
+            raise KeyError(path)
+        return tag_id
 
     def get(self, path: str) -> TagInfo | None:
-        tag_id = self._by_path.get(path)
-        return None if tag_id is None else self.slots[tag_id]
+        tag_id = self._ids.get(path)
+        return None if tag_id is None or not self.live[tag_id] else self.slots[tag_id]
 
     def ids_of_device(self, device: str) -> list[int]:
         return list(self._by_device.get(device, []))
