@@ -55,7 +55,7 @@ from gateway.errors import (
     ConfigStoreLocked,
     ReloadRefused,
 )
-from gateway.runtime.memory import give_back_freed_memory
+from gateway.runtime.memory import SharedKeys, give_back_freed_memory
 from gateway.runtime.reload import ReloadPlan, plan_reload
 from gateway.tags import TagCatalog
 
@@ -183,6 +183,8 @@ class ConfigApplier:
         #: the running version read (data, lines, config): an edit of one device is then
         #: read again in part (gateway/config/edit.py)
         self._document: ConfigDocument | None = None
+        #: one string per key of the documents' data (kept while running: issue 21)
+        self._keys = SharedKeys()
         self._lock = asyncio.Lock()
 
     @property
@@ -230,6 +232,8 @@ class ConfigApplier:
             raise OSError(str(exc)) from None
         self.version, self._text = record.version, text
         self._document = document if document is not None and document.text == text else None
+        if self._document is not None:
+            self._keys.share(self._document.data)
         return record
 
     def stop(self) -> None:
@@ -405,6 +409,7 @@ class ConfigApplier:
         if document is None:
             document = load_config_document(text, self.file_name, self.base_dir, drivers)
         check_secrets(document.config, base_dir=self.base_dir, text=text, file=self.file_name)
+        self._keys.share(document.data)  # before anyone else sees it
         return document
 
     def _check_models(self, old: GatewayConfig, new: GatewayConfig) -> None:

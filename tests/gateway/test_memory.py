@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.runtime.memory import give_back_freed_memory
+from gateway.runtime.memory import SharedKeys, give_back_freed_memory
 
 
 def _rss_kib() -> int:
@@ -28,3 +28,27 @@ def test_memory_freed_between_survivors_goes_back_to_the_system() -> None:
     assert give_back_freed_memory()
     assert before - _rss_kib() > 32 * 1024  # most of the 63 MiB freed around the survivors
     assert len(survivors) == 256
+
+
+def test_the_kept_config_data_has_one_string_per_key() -> None:
+    """Every tag's keys are the same few strings once shared (the YAML reader makes new
+    ones for each tag); values, order and the mappings themselves stay as they were."""
+    from gateway.config.yaml_model import parse_yaml
+
+    text = "devices:\n" + "".join(
+        f"  - name: d{d}\n    tags:\n" + "".join(
+            f"      - name: t{i}\n        address: {i}\n        type: float32\n"
+            for i in range(3)) for d in range(2))  # fmt: skip
+    data = parse_yaml(text, "gateway.yaml").data
+    tags = [t for d in data["devices"] for t in d["tags"]]
+    assert len({id(k) for t in tags for k in t}) > 3  # as read: a string per tag and key
+    before = repr(data)
+    first_tag = tags[0]
+    shared = SharedKeys()
+    shared.share(data)
+    assert repr(data) == before and data["devices"][0]["tags"][0] is first_tag
+    assert len({id(k) for t in tags for k in t}) == 3  # name, address, type
+    again = parse_yaml(text, "gateway.yaml").data  # the next version read
+    shared.share(again)
+    assert {id(k) for t in again["devices"][1]["tags"] for k in t} <= \
+        {id(k) for t in tags for k in t}
