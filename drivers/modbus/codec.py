@@ -157,34 +157,38 @@ def _text(data: bytes) -> str:
 class DecodePlan:
     """Precomputed decoding of every field of one response of ``count`` registers (or bits)."""
 
-    __slots__ = ("_floats", "_groups", "count", "fields", "has_objects")
+    __slots__ = ("_floats", "_groups", "count", "has_objects", "size")
 
     def __init__(self, fields: Sequence[Field], count: int) -> None:
-        self.fields = tuple(fields)
+        """The fields are not kept (an object each, and a plan is kept for every request of
+        every device: 77 bytes a tag of RSS, issue 21): only their grouped arrays."""
+        #: fields decoded
+        self.size = len(fields)
         self.count = count
-        for f in self.fields:
+        for f in fields:
             if f.offset + f.words > count:
                 raise ValueError(
                     f"a {f.type.value} at offset {f.offset} runs past the {count} registers "
                     "of the response"
                 )
         #: the output holds Python strings or exact 64-bit ints: decode into an object array
-        self.has_objects = any(f.type.is_object for f in self.fields)
+        self.has_objects = any(f.type.is_object for f in fields)
         keyed: dict[tuple[DataType, str, bool, int], list[int]] = {}
-        for pos, f in enumerate(self.fields):
+        for pos, f in enumerate(fields):
             in_register = f.bit is not None
             plain_bool = f.type is DataType.BOOL and not in_register
             order = "ABCD" if plain_bool else f.byte_order
             key = (f.type, order, in_register, f.words)
             keyed.setdefault(key, []).append(pos)
-        self._groups = tuple(self._group(t, o, b, w, p) for (t, o, b, w), p in keyed.items())
+        self._groups = tuple(self._group(fields, t, o, b, w, p)
+                             for (t, o, b, w), p in keyed.items())
         #: a float type among the fields (NumPy's floating-point error state matters then)
-        self._floats = any(f.type in (DataType.FLOAT32, DataType.FLOAT64) for f in self.fields)
+        self._floats = any(f.type in (DataType.FLOAT32, DataType.FLOAT64) for f in fields)
 
-    def _group(
-        self, type_: DataType, order: str, in_register: bool, words: int, positions: list[int]
-    ) -> _Group:
-        offsets = np.array([self.fields[p].offset for p in positions], dtype=np.intp)
+    @staticmethod
+    def _group(fields: Sequence[Field], type_: DataType, order: str, in_register: bool,
+               words: int, positions: list[int]) -> _Group:
+        offsets = np.array([fields[p].offset for p in positions], dtype=np.intp)
         word_order = np.arange(words, dtype=np.intp)
         if order in _WORD_SWAP and type_ is not DataType.STRING:
             word_order = word_order[::-1]
@@ -192,7 +196,7 @@ class DecodePlan:
         pos = np.array(positions, dtype=np.intp)
         wire = np.dtype("<u2") if order in _BYTE_SWAP else np.dtype(">u2")
         if in_register:
-            shifts = np.array([self.fields[p].bit for p in positions], dtype=np.uint16)
+            shifts = np.array([fields[p].bit for p in positions], dtype=np.uint16)
             return _Group(pos, index, wire, None, shifts)
         if type_ is DataType.BOOL:
             return _Group(pos, index, None, None)
@@ -208,7 +212,7 @@ class DecodePlan:
         return _Group(pos, index, wire, value, exact=exact, dense=dense)
 
     def __len__(self) -> int:
-        return len(self.fields)
+        return self.size
 
     def decode(self, registers: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """Values of all fields as float64, in field order, written into ``out`` if given.
@@ -223,9 +227,9 @@ class DecodePlan:
             raise RegisterDecodeError(
                 f"expected {self.count} values in the response, got {regs.size}")
         if out is None:
-            out = np.empty(len(self.fields), dtype=object if self.has_objects else np.float64)
-        elif out.shape != (len(self.fields),):
-            raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
+            out = np.empty(self.size, dtype=object if self.has_objects else np.float64)
+        elif out.shape != (self.size,):
+            raise ValueError(f"out has shape {out.shape}, expected ({self.size},)")
         # a signalling-NaN pattern from a device is data, not a floating-point error
         with np.errstate(invalid="ignore") if self._floats else _NO_CONTEXT:
             for group in self._groups:
