@@ -165,7 +165,6 @@ class ModbusDriver(Driver):
     def __init__(self, config: ModbusDeviceConfig, tag_ids: Sequence[int]) -> None:
         super().__init__(config.name, tag_ids, len(config.tags))
         self.config = config
-        self._tags: dict[int, ModbusTagConfig] = dict(zip(self.tag_ids, config.tags, strict=True))
         self._units = sorted({config.unit_of(t) for t in config.tags})
         self._groups = self._make_groups()
         self._plans: dict[tuple[int, ...], _PollPlan] = {}
@@ -236,7 +235,7 @@ class ModbusDriver(Driver):
         their own (``<group>/strings``) so that numeric batches stay float64."""
         cfg = self.config
         members: dict[tuple[str, bool], list[int]] = {}
-        for tag_id, tag in self._tags.items():
+        for tag_id, tag in zip(self.tag_ids, cfg.tags, strict=True):
             key = (tag.poll_group, tag.type is DataType.STRING)
             members.setdefault(key, []).append(tag_id)
         names = [DEFAULT_GROUP, *(g.name for g in cfg.poll_groups)]
@@ -352,7 +351,8 @@ class ModbusDriver(Driver):
     # -- writing ----------------------------------------------------------------------
 
     async def write(self, tag_id: int, value: float | bool | str) -> None:
-        tag = self._tags.get(tag_id)
+        position = self.tag_position.get(tag_id)  # no map of its own: a tag's bytes (issue 21)
+        tag = None if position is None else self.config.tags[position]
         if tag is None:
             raise DeviceWriteRefused(f"tag id {tag_id} is not a tag of device {self.device_name!r}")
         if tag.table in _READ_ONLY_TABLES:
@@ -493,7 +493,7 @@ class ModbusDriver(Driver):
         return plan
 
     def _build_plan(self, tag_ids: Sequence[int]) -> _PollPlan:
-        unknown = [t for t in tag_ids if t not in self._tags]
+        unknown = [t for t in tag_ids if t not in self.tag_position]
         if unknown:
             raise ValueError(f"tag ids {unknown} are not tags of device {self.device_name!r}")
         cfg = self.config
