@@ -110,6 +110,23 @@ def test_the_fast_diff_patches_the_old_text_into_the_new(seed: int) -> None:
         assert diff == expected
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_a_first_versions_diff_is_difflibs_without_its_line_strings(seed: int) -> None:
+    """The diff of a first version (every line added) is built without a string per line
+    (issue 21: ~85 MiB of peak RSS at 100,000 tags): the same text as difflib's, whatever
+    the line breaks (a \r or another break str.splitlines knows takes difflib's way)."""
+    rng = random.Random(seed)
+    new = "".join(rng.choice(["a", "b: 1", " ", "\n", "\n", "é", "\t", "\r", "\x0b"])
+                  for _ in range(rng.randint(1, 60)))
+    if seed < 3:
+        new = ["a\nb\n", "a", "\n"][seed]
+    expected = "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+        for line in difflib.unified_diff([], new.splitlines(True), "empty", "v1"))
+    assert unified_diff("", new, "empty", "v1") == expected
+    assert _patch("", expected) == new
+
+
 def test_a_running_gateway_holds_the_store(tmp_path: Path) -> None:
     store = ConfigStore(tmp_path / "config")
     assert store.holder() is None
