@@ -59,15 +59,24 @@ class SharedKeys:
     def share(self, data: object) -> None:
         keys = self._keys
         todo = [data]
+        push, pop = todo.append, todo.pop
         while todo:
-            item = todo.pop()
-            if isinstance(item, dict):
-                todo.extend(v for v in item.values() if isinstance(v, dict | list))
-                if all(not isinstance(k, str) or keys.setdefault(k, k) is k for k in item):
-                    continue
-                pairs = list(item.items())
+            item = pop()
+            if type(item) is list:
+                for value in item:
+                    if type(value) is dict or type(value) is list:
+                        push(value)
+                continue
+            if type(item) is not dict:
+                continue
+            shared = True
+            for key, value in item.items():
+                if type(value) is dict or type(value) is list:
+                    push(value)
+                if shared and type(key) is str and keys.setdefault(key, key) is not key:
+                    shared = False
+            if not shared:
+                rebuilt = {keys.setdefault(k, k) if type(k) is str else k: v
+                           for k, v in item.items()}
                 item.clear()
-                for k, v in pairs:
-                    item[keys.setdefault(k, k) if isinstance(k, str) else k] = v
-            elif isinstance(item, list):
-                todo.extend(v for v in item if isinstance(v, dict | list))
+                item.update(rebuilt)
