@@ -1,7 +1,8 @@
 """Footprint: what importing costs, and where memory and start-up time go per structure.
 
 No network, no simulator: a config of D Modbus TCP devices of T float32 tags is read and
-the gateway's start-up structures are built from it one by one, each measured with
+the gateway's start-up structures are built from it one by one (with the config's data
+that live changes keep beside it, and the console's trend ring), each measured with
 ``tracemalloc`` (bytes still held once built, and the peak while building) and timed::
 
     python -m bench.footprint --devices 100 --tags 100      # 10,000 tags
@@ -24,6 +25,8 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bench.harness import Run, load_note
 from bench.scale import Params, gateway_config
@@ -92,11 +95,13 @@ def build_all(path: Path, steps: dict[str, Any], n: int) -> None:
     """What ``run`` builds before polling, step by step."""
     from drivers.registry import REGISTRY
     from gateway import __version__
-    from gateway.config.loader import load_config
+    from gateway.config.loader import load_config, load_config_file
     from gateway.config.yaml_model import parse_yaml
+    from gateway.console.trends import TrendRing
     from gateway.northbound.contract_json import JsonContract
     from gateway.pipeline import Pipeline
     from gateway.runtime.device_runner import DeviceRunner
+    from gateway.runtime.memory import SharedKeys
     from gateway.serial_ports import SerialPorts
     from gateway.tags import TagCatalog
 
@@ -104,6 +109,14 @@ def build_all(path: Path, steps: dict[str, Any], n: int) -> None:
     parsed = measure("parse YAML", lambda: parse_yaml(text, str(path)), steps, n)
     del parsed
     config = measure("load_config (parse + validate)", lambda: load_config(path), steps, n)
+
+    def kept_by_live_changes() -> Any:  # the data and line map kept beside the config
+        document = load_config_file(path)
+        SharedKeys().share(document.data)
+        return document.data, document.lines
+
+    kept = measure("config data kept for live changes", kept_by_live_changes, steps, n)
+    del kept
     catalog = measure("tag catalog", lambda: TagCatalog(config.devices), steps, n)
     pipeline = measure("pipeline state", lambda: Pipeline(catalog), steps, n)
     ports = SerialPorts()
@@ -117,6 +130,14 @@ def build_all(path: Path, steps: dict[str, Any], n: int) -> None:
     birth = measure("JSON birth message", lambda: contract.birth(1, 0, 0, states), steps, n)
     steps["JSON birth message"]["bytes"] = len(birth.payload)
     del runners, pipeline
+
+    def trend_ring() -> Any:  # the console's, once its first tick sized it
+        ring = TrendRing()
+        ring.record(0, np.zeros(n), np.zeros(n, np.uint8), np.ones(n, bool))
+        return ring
+
+    ring = measure("console trend ring", trend_ring, steps, n)
+    del ring
 
 
 def structures(devices: int, tags: int) -> dict[str, Any]:
