@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.errors import GatewayError
 from gateway.northbound.message import OutboundMessage
-from gateway.northbound.sparkplug.decode import decode_payload, parse_topic
 
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
@@ -89,6 +88,10 @@ class MessageLog:
         return out
 
     def decode(self, sent: _Sent) -> dict[str, Any]:
+        # here, not at import: a gateway on the JSON contract needs protobuf (2.3 MiB of RSS,
+        # 40 ms) only once someone looks at Sparkplug messages (issue 21)
+        from gateway.northbound.sparkplug.decode import decode_payload, parse_topic
+
         m = sent.message
         entry: dict[str, Any] = {"seq": sent.seq, "ts_ms": sent.ts_ms, "topic": m.topic,
                                  "kind": m.kind, "bytes": len(m.payload), "msg_seq": m.seq,

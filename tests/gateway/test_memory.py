@@ -52,3 +52,17 @@ def test_the_kept_config_data_has_one_string_per_key() -> None:
     shared.share(again)
     assert {id(k) for t in again["devices"][1]["tags"] for k in t} <= \
         {id(k) for t in tags for k in t}
+
+
+def test_the_runtime_and_local_api_import_no_protobuf() -> None:
+    """A gateway on the JSON contract never needs protobuf (2.3 MiB): the console's Messages
+    tab imports the Sparkplug decoder when it decodes, the Sparkplug contract when built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gateway.cli.main, gateway.runtime.gateway, gateway.http_api\n"
+            "print(sorted(m for m in ('google.protobuf', 'asyncua', 'onnxruntime') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
