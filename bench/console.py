@@ -54,7 +54,7 @@ def measure(devices: int, tags: int) -> dict[str, Any]:
 
     def fill(watch: LineWatch, timed: list[float]) -> None:
         now_ms = time.time_ns() // 1_000_000
-        for i in range(watch.trends.slots):
+        for i in range(watch.recording_trends().slots):
             gw.pipeline.process(SampleBatch.of(ids, rng.normal(100.0, 5.0, n), time.time_ns()))
             started = time.perf_counter()
             watch.tick(now_ms + 1000 * i)
@@ -84,14 +84,15 @@ def measure(devices: int, tags: int) -> dict[str, Any]:
     listing_s = time.perf_counter() - started
     some = list(range(0, n, max(1, n // 10)))[:10]
     started = time.perf_counter()
-    trend = watch.trends.trend(some)
+    ring = watch.recording_trends()
+    trend = ring.trend(some)
     trend_s = time.perf_counter() - started
     state_bytes = sum(a.nbytes for a in (watch.changed_at, watch.good_value, watch.good_ms))
     ticks = sorted(tick_s[10:])  # after the first ticks' warm-up
     return {
-        "tags": n, "devices": devices, "ring_slots": watch.trends.slots,
-        "ring_bytes": watch.trends.nbytes,
-        "ring_mib": round(watch.trends.nbytes / 2**20, 2),
+        "tags": n, "devices": devices, "ring_slots": ring.slots,
+        "ring_bytes": ring.nbytes,
+        "ring_mib": round(ring.nbytes / 2**20, 2),
         "per_tag_state_bytes": state_bytes,
         "console_held_mib_tracemalloc": round((held - held_before) / 2**20, 2),
         "tick_ms_median": round(statistics.median(ticks) * 1000, 2),

@@ -167,12 +167,12 @@ def _trend(watch: LineWatch, request: web.Request) -> dict[str, object]:
         if info is None:
             raise ApiRefused(404, "unknown_tag", f"no tag {path[:200]!r}")
         ids.append(info.id)
-    span = watch.trends.slots * TICK_S
+    ring = watch.recording_trends()
+    span = ring.slots * TICK_S
     seconds = _int_param(request, "seconds", int(span), 1, 86_400)
     points = _int_param(request, "points", 0, 0, 10_000)
-    newest = watch.trends.newest_ms()
-    trend = watch.trends.trend(ids, newest - seconds * 1000 if newest else None,
-                               points or None)
+    newest = ring.newest_ms()
+    trend = ring.trend(ids, newest - seconds * 1000 if newest else None, points or None)
     return {"ts": trend.ts_ms, "tags": paths, "v": trend.values, "q": trend.quality,
             "tick_s": TICK_S}
 
@@ -192,6 +192,7 @@ async def _stream(watch: LineWatch, request: web.Request) -> web.StreamResponse:
         deadline = min(deadline, session.expires_at)
     await response.prepare(request)
     await response.write(b"retry: 2000\n\n")
+    watch.recording_trends()
     watch.streams += 1
     try:
         while not watch.closing.is_set() and loop.time() < deadline:

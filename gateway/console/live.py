@@ -5,7 +5,11 @@ One :class:`LineWatch` per local API reads the gateway's objects on the event lo
 pipeline's per-tag arrays, the device runners' counters, the publisher's) and never
 changes them. Each tick it
 
-- records every tag's value and quality into the :class:`~gateway.console.trends.TrendRing`;
+- records every tag's value and quality into the :class:`~gateway.console.trends.TrendRing`
+  while the console is used: from the first event stream or trend request, as long as a
+  stream is open and :data:`TREND_KEEP_S` after (then the ring is let go). A gateway
+  nobody looks at spends no memory on trends: the ring is 1.5 KB a tag at 10,000 tags,
+  as much as the rest of a tag's footprint (issue 21);
 - keeps each tag's last good (or uncertain) value and its time, so a tag gone BAD still
   shows what it last was, and how long ago;
 - marks the tags whose sample or quality changed with the tick's number, so each
@@ -43,6 +47,8 @@ TICK_S = 1.0
 #: protocol libraries' own lines, e.g. pymodbus' "Repeating...." and connect errors, say
 #: the same thing as the driver's line in the project's words)
 OWN_LOGGERS = ("gateway", "drivers", "edge_models", "firmware_bridge", "chenxing")
+#: seconds the trend ring keeps recording after the console was last used
+TREND_KEEP_S = 3600.0
 _NEVER = 255
 _USABLE = np.array([GOOD_CODE, UNCERTAIN_CODE], np.uint8)
 
@@ -60,7 +66,10 @@ class _Counts:
 class LineWatch:
     def __init__(self, gateway: Gateway, slots: int = DEFAULT_SLOTS) -> None:
         self.gateway = gateway
-        self.trends = TrendRing(slots)
+        #: the trend ring while the console is used (see :meth:`recording_trends`)
+        self.trends: TrendRing | None = None
+        self._slots = slots
+        self._trends_until = 0.0  # time.monotonic() the ring is let go, unless used
         #: the last messages published (the Messages tab)
         self.messages = MessageLog(gateway)
         #: the tick's number; a tag changed at tick k has ``changed_at[id] == k``
@@ -113,7 +122,14 @@ class LineWatch:
         self.good_ms[:n][usable] = ts_ns[usable] // 1_000_000
         for tag_id in np.flatnonzero(usable & (catalog.is_string[:n] | catalog.is_wide[:n])):
             self.good_objects[int(tag_id)] = pipeline.latest(int(tag_id))
-        self.trends.record(now_ms, values, quality, numeric_ok)
+        if self.trends is not None:
+            if self.streams:
+                self._trends_until = time.monotonic() + TREND_KEEP_S
+            if time.monotonic() < self._trends_until:
+                self.trends.record(now_ms, values, quality, numeric_ok)
+            else:
+                log.info("console unused for %.0f s: trend recording stopped", TREND_KEEP_S)
+                self.trends = None
 
         changed = (ts_ns != self._seen_ns[:n]) | (quality != self._seen_q[:n])
         self.seq += 1
@@ -127,6 +143,13 @@ class LineWatch:
             self.status_json = json.dumps(self.status(quality), allow_nan=False, default=str)
         self._ticked.set()
         self._ticked = asyncio.Event()
+
+    def recording_trends(self) -> TrendRing:
+        """The trend ring, recording from now on if it was not (the console is used)."""
+        self._trends_until = time.monotonic() + TREND_KEEP_S
+        if self.trends is None:
+            self.trends = TrendRing(self._slots)
+        return self.trends
 
     def _grow(self, n: int) -> None:
         have = len(self.changed_at)

@@ -3,6 +3,8 @@ tag was not good, grows with tags added live."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,45 @@ def test_tags_added_past_the_bound_keep_the_newest_rows_in_order() -> None:
     assert trend.ts_ms == [1000 * t for t in range(21, 101)]
     assert trend.values[0] == [float(t) for t in range(21, 101)]
     assert trend.values[1] == [None] * 79 + [100.0]  # a tag added live: no past
+
+
+def test_the_ring_records_only_while_the_console_is_used_and_is_let_go_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No memory for trends on a gateway nobody looks at: the ring starts with the first
+    trend request or event stream and is dropped TREND_KEEP_S after the console's last use
+    (a test clock stands in for time.monotonic)."""
+    from gateway.console import live
+    from gateway.runtime.gateway import Gateway
+    from gateway.types import SampleBatch
+    from tests.integration.gateway_harness import gateway_config, meter_device
+
+    clock = [1000.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    gw = Gateway(gateway_config(tmp_path, 1883, [meter_device("m", 1502)]), tmp_path)
+    ids = np.arange(len(gw.catalog), dtype=np.int32)
+    watch = live.LineWatch(gw)
+
+    def tick(second: int) -> None:
+        gw.pipeline.process(SampleBatch.of(ids, np.full(len(ids), float(second)),
+                                           second * 1_000_000_000))  # fmt: skip
+        watch.tick(second * 1000)
+
+    tick(1)
+    assert watch.trends is None  # nobody asked: nothing recorded, nothing held
+    ring = watch.recording_trends()
+    tick(2)
+    tick(3)
+    assert ring.trend([0]).values == [[2.0, 3.0]]
+    watch.streams = 1  # a page open: recording goes on however long it stays
+    clock[0] += 2 * live.TREND_KEEP_S
+    tick(4)
+    assert watch.trends is ring and ring.trend([0]).values == [[2.0, 3.0, 4.0]]
+    watch.streams = 0  # the page closed: kept for TREND_KEEP_S, then let go
+    clock[0] += live.TREND_KEEP_S - 1
+    tick(5)
+    assert watch.trends is ring and ring.newest_ms() == 5000
+    clock[0] += 2
+    tick(6)
+    assert watch.trends is None
+    assert watch.recording_trends().trend([0]).ts_ms == []  # a new ring: starts afresh
