@@ -9,6 +9,10 @@ copy, and lines under an alias are looked up under its anchor: a "billion laughs
 is refused after reading its few lines, in the memory those lines take. Every reader
 of a user's YAML file (gateway config, model manifests, HIL scenarios and register
 maps, the ingest config) comes through here. No state outlives a call.
+
+A file in plain block YAML (most configs) is first read line by line
+(:mod:`gateway.config.yaml_block`, ~3 times faster at 100,000 tags); any other file, and
+every line map, comes from the events.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from gateway.config.yaml_block import read_block_yaml
 from gateway.config.yaml_syntax import character_problem, syntax_problem
 from gateway.errors import ConfigError, ConfigProblem, UnlocatedProblem
 
@@ -151,6 +156,10 @@ def read_yaml(text: str, file: str, limits: YamlLimits | None = None) -> ParsedY
     Syntax errors, duplicate keys, merges and files past ``limits`` become problems with
     file, line and key path; past a limit or at a syntax error ``data`` is None."""
     limits = limits or YamlLimits()
+    data = read_block_yaml(text, limits.depth, limits.nodes)
+    if data is not None:  # plain block YAML, read line by line; lines read when asked
+        return ParsedYaml(data, LineMap(functools.partial(_fill_lines, text, file, limits)),
+                          [])
     reader = _Reader(file, limits, lines=None)
     try:
         try:

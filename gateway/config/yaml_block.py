@@ -1,0 +1,265 @@
+"""Read the plain block YAML that config files are mostly written in, a line at a time.
+
+A config of 100,000 tags is ~500,000 lines of ``key: value`` and ``- key: value``; taking
+it through libyaml's events costs ~1.4 s for the events alone and as much again for the
+Python that builds the data from them (:mod:`gateway.config.yaml_reader`). Read line by
+line with one regular expression, the same file takes a fraction of that.
+
+Only a strict subset is read here: block mappings and sequences (an indentless sequence
+under a key too), bare keys, plain scalars that cannot be mistaken for anything else,
+quoted scalars without escapes, comments and blank lines. Anything else (flow style,
+anchors and aliases, tags, multi-line or block scalars, escapes, tabs, other line breaks,
+a duplicate or merge key, a file past its limits, anything libyaml would refuse) gives
+``None``, and the caller reads the file with :func:`gateway.config.yaml_reader.read_yaml`'s
+full reader, which also reports every problem with its line. So this module never
+reports: what it returns is exactly what the full reader would have built.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+#: a content line: indent, an optional sequence dash (with the spaces after it), then a
+#: bare key and what follows its colon, or a value alone
+_LINE = re.compile(r"( *)(?:(-)(?: +|$))?(?:([A-Za-z_][A-Za-z0-9_./-]*):(?: +|$))?(.*)")
+#: a plain scalar that is text and nothing else in block context: it does not start with
+#: an indicator (a '-' only before a non-space), and holds no ': ', ' #' nor a tab
+_PLAIN = re.compile(r"(?:[^\s\-?:,\[\]{}#&*!|>'\"%@`]|-(?=\S))"
+                    r"(?:[^:#\s]|:(?=\S)|(?<=\S)#| +(?=[^\s#]))*")
+#: flow context: a plain scalar holds none of ',[]{}#?' nor quotes, a ':' only inside a word
+_FLOW_PLAIN = re.compile(r"(?:[^\s\-?:,\[\]{}#&*!|>'\"%@`]|-(?=[^\s,\[\]{}]))"
+                         r"(?:[^\s:,\[\]{}#?'\"]|:(?=\w)| +(?=[^\s:,\[\]{}#?'\"]))*")
+_FLOW_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_./-]*): +")
+#: after a flow item: a comma and the spaces after it, or the closing bracket
+_FLOW_NEXT = re.compile(r" *(?:(,) *|([}\]]))")
+_SPACES = re.compile(r" *")
+_DOUBLE = re.compile(r'"([^"\\]*)"')
+_SINGLE = re.compile(r"'([^']*)'")
+#: what may follow a value on its line: spaces, then a comment
+_TAIL = re.compile(r"(?: +#.*)? *")
+#: characters the full reader refuses or treats as a line break (the tab too): read there
+_OTHER = re.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+                    "|[\u2028\u2029\ufeff]")
+#: the ASCII characters that are not among them
+_ASCII_READ_HERE = bytes(range(0x20, 0x7F)) + b"\n"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAX_KEY = 1000  # libyaml's simple keys end at 1,024 characters
+
+
+class _NotBlock(Exception):
+    """The text leaves the subset: the full reader reads it."""
+
+
+class _Values:
+    """Values written after a key or a dash: scalars by their text, constructed as the full
+    reader constructs them, once, and shared by every place that writes them alike; flow
+    collections on one line (``{name: t1, type: int16}``, ``[0, 100]``) built anew."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+        self.known: dict[str, Any] = {}
+        self.resolver = yaml.resolver.Resolver()
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def __call__(self, rest: str, room: int) -> Any:
+        """The value ``rest`` writes (its comment included); ``room``: the levels of
+        nesting left under the depth limit."""
+        known = self.known.get(rest, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known
+        first = rest[0]
+        if first == "{" or first == "[":
+            value, end = self.flow(rest, 0, room)
+            if not _TAIL.fullmatch(rest, end):
+                raise _NotBlock
+            return value  # a new collection at every place, as the full reader makes it
+        if first == '"' or first == "'":
+            match = (_DOUBLE if first == '"' else _SINGLE).match(rest)
+            if match is None or not _TAIL.fullmatch(rest, match.end()):
+                raise _NotBlock
+            value = match.group(1)
+        else:
+            match = _PLAIN.match(rest)
+            if match is None or not _TAIL.fullmatch(rest, match.end()):
+                raise _NotBlock
+            value = self.plain(match.group())
+        self.known[rest] = value
+        return value
+
+    def flow(self, text: str, at: int, room: int) -> tuple[Any, int]:
+        """The flow collection opening at ``text[at]``, and where it ends."""
+        if room <= 0:
+            raise _NotBlock
+        is_map = text[at] == "{"
+        value: Any = {} if is_map else []
+        at = _SPACES.match(text, at + 1).end()  # type: ignore[union-attr]  # matches ''
+        if text.startswith("}" if is_map else "]", at):
+            return value, at + 1
+        while True:
+            if is_map:
+                match = _FLOW_KEY.match(text, at)
+                if match is None:
+                    raise _NotBlock
+                key = match.group(1)
+                if key in value or key == "<<" or len(key) > _MAX_KEY:
+                    raise _NotBlock
+                key = self.keys.setdefault(key, key)
+                at = match.end()
+            item, at = self.flow_item(text, at, room)
+            if is_map:
+                value[key] = item
+            else:
+                value.append(item)
+            match = _FLOW_NEXT.match(text, at)
+            if match is None:
+                raise _NotBlock
+            at = match.end()
+            if match.group(1) is None:
+                if match.group(2) != ("}" if is_map else "]"):
+                    raise _NotBlock
+                return value, at
+
+    def flow_item(self, text: str, at: int, room: int) -> tuple[Any, int]:
+        if at >= len(text):
+            raise _NotBlock
+        first = text[at]
+        if first == "{" or first == "[":
+            return self.flow(text, at, room - 1)
+        if first == '"' or first == "'":
+            match = (_DOUBLE if first == '"' else _SINGLE).match(text, at)
+            if match is None:
+                raise _NotBlock
+            return match.group(1), match.end()
+        match = _FLOW_PLAIN.match(text, at)
+        if match is None:
+            raise _NotBlock
+        word = match.group()
+        known = self.known.get(word, _UNKNOWN)
+        if known is _UNKNOWN:
+            known = self.known[word] = self.plain(word)
+        return known, match.end()
+
+    def plain(self, text: str) -> Any:
+        """A plain scalar, resolved and constructed as ``yaml.safe_load`` does."""
+        tag = self.resolver.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]  # PyYAML's stub
+        if tag == _STR_TAG:
+            return text
+        constructor = yaml.SafeLoader.yaml_constructors.get(tag)
+        if constructor is None:
+            raise _NotBlock
+        try:
+            value = constructor(self.constructor, yaml.ScalarNode(tag, text))
+        except Exception as exc:  # a bad date or number: the full reader reports it
+            raise _NotBlock from exc
+        if not isinstance(value, _SHAREABLE):
+            raise _NotBlock
+        return value
+
+
+def _read(text: str, max_depth: int) -> Any:
+    """The data of ``text``; raises :class:`_NotBlock` where it leaves the subset.
+
+    One loop over the lines, the open mappings and lists on a stack of
+    ``(column, value, is_map)`` (the column of a mapping's keys, of a list's dashes). A
+    value left empty on its line is *pending*: the block nested below it (deeper, or a
+    list at the column of its key), else None."""
+    keys: dict[str, str] = {}
+    scalar = _Values(keys)
+    stack: list[tuple[int, Any, bool]] = []
+    root: Any = None
+    # the pending value: its container, its key (None: the last list item), its column,
+    # whether a key left it (a list may then start at the key's own column)
+    p_container: Any = None
+    p_key: str | None = None
+    p_column = -1
+    p_after_key = False
+    line_match = _LINE.fullmatch
+    for line in text.split("\n"):
+        match = line_match(line)
+        if match is None:
+            raise _NotBlock
+        indent, dash, key, rest = match.groups()
+        if dash is None and key is None:
+            if rest == "" or rest[0] == "#":
+                continue  # blank, or a comment
+            raise _NotBlock  # a value alone on its line: a multi-line scalar, or an error
+        column = len(indent)
+        if p_container is not None:
+            if column > p_column or (dash is not None and p_after_key and column == p_column):
+                value: Any = {} if dash is None else []
+                if p_key is None:
+                    p_container[-1] = value
+                else:
+                    p_container[p_key] = value
+                if len(stack) >= max_depth:
+                    raise _NotBlock
+                stack.append((column, value, dash is None))
+            p_container = None  # else it stays None, as it was placed
+        elif root is None:  # the first line: the top level
+            if dash is not None:
+                raise _NotBlock
+            root = {}
+            stack.append((column, root, True))
+        while stack and (column < stack[-1][0] or (
+                column == stack[-1][0] and dash is None and not stack[-1][2])):
+            stack.pop()
+        if not stack:
+            raise _NotBlock
+        top_column, container, is_map = stack[-1]
+        if top_column != column or is_map != (dash is None):
+            raise _NotBlock  # deeper than its block, a dash among keys or a key among dashes
+        if dash is not None:
+            if key is None:
+                if rest == "" or rest[0] == "#":
+                    container.append(None)
+                    p_container, p_key, p_column, p_after_key = container, None, column, False
+                else:
+                    container.append(scalar(rest, max_depth - len(stack)))
+                continue
+            mapping: dict[str, Any] = {}
+            container.append(mapping)
+            column = match.start(3)
+            if len(stack) >= max_depth:
+                raise _NotBlock
+            stack.append((column, mapping, True))
+            container = mapping
+        assert key is not None
+        if key in container or key == "<<" or len(key) > _MAX_KEY:
+            raise _NotBlock  # a duplicate or merge key: the full reader reports it
+        key = keys.setdefault(key, key)
+        if rest == "" or rest[0] == "#":
+            container[key] = None  # its place in the order; None unless a block follows
+            p_container, p_key, p_column, p_after_key = container, key, column, True
+        else:
+            container[key] = scalar(rest, max_depth - len(stack))
+    if root is None:
+        raise _NotBlock  # empty, or only comments: the full reader says so
+    return root
+
+
+_UNKNOWN: Any = object()
+_SHAREABLE = (str, int, float, bool, type(None))
+
+
+def _other_characters(text: str) -> bool:
+    """Whether ``text`` holds a character that only the full reader reads."""
+    if text.isascii():  # most files: deleting the printable bytes leaves nothing
+        return bool(text.encode("ascii").translate(None, _ASCII_READ_HERE))
+    return _OTHER.search(text) is not None
+
+
+def read_block_yaml(text: str, max_depth: int, max_nodes: int) -> Any | None:
+    """The data of ``text`` if it is plain block YAML within the limits (mapping and list
+    levels, nodes), else None: the full reader must read it (and report its problems)."""
+    text = text.replace("\r\n", "\n")
+    # at most 3 nodes a line (a list item's mapping, a key, its value): past the limit the
+    # full reader counts them and says where
+    if 3 * (text.count("\n") + 1) > max_nodes or _other_characters(text):
+        return None
+    try:
+        return _read(text, max_depth)
+    except _NotBlock:
+        return None
