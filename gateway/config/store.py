@@ -81,6 +81,8 @@ def unified_diff(old: str, new: str, old_name: str, new_name: str, context: int 
     if not old and new and not _ODD_BREAKS.search(new):
         return _all_added(new, old_name, new_name)
     a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    if not a or not b:  # the first version (all added): difflib would index every line
+        return _one_sided(a, b, old_name, new_name)
     head = 0
     limit = min(len(a), len(b))
     while head < limit and a[head] == b[head]:
@@ -111,6 +113,16 @@ def _all_added(new: str, old_name: str, new_name: str) -> str:
         "+" + new.replace("\n", "\n+") + "\n\\ No newline at end of file\n"
     span = "1" if count == 1 else f"1,{count}"
     return f"--- {old_name}\n+++ {new_name}\n@@ -0,0 +{span} @@\n{body}"
+def _one_sided(a: list[str], b: list[str], old_name: str, new_name: str) -> str:
+    """The unified diff of texts one of which is empty, as difflib writes it."""
+    if not a and not b:
+        return ""
+    sign, lines = ("+", b) if b else ("-", a)
+    span = "1" if len(lines) == 1 else f"1,{len(lines)}"
+    hunk = f"@@ -0,0 +{span} @@\n" if b else f"@@ -{span} +0,0 @@\n"
+    body = "".join(f"{sign}{line}" if line.endswith("\n")
+                   else f"{sign}{line}\n\\ No newline at end of file\n" for line in lines)
+    return f"--- {old_name}\n+++ {new_name}\n{hunk}{body}"
 
 
 def _shift_hunk(header: str, offset: int) -> str:

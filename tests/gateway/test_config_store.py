@@ -125,6 +125,18 @@ def test_a_first_versions_diff_is_difflibs_without_its_line_strings(seed: int) -
         for line in difflib.unified_diff([], new.splitlines(True), "empty", "v1"))
     assert unified_diff("", new, "empty", "v1") == expected
     assert _patch("", expected) == new
+@pytest.mark.parametrize(("a", "b"), [
+    ("", "a: 1\nb: 2\n"), ("", "a: 1"), ("", "x\n"), ("", "a\n\nb\n"), ("a\nb", ""),
+    ("a\n", ""), ("", ""),
+])
+def test_a_diff_from_or_to_nothing_is_difflibs(a: str, b: str) -> None:
+    """The first version's diff is written without difflib (it indexed all 500,000 lines of
+    a 100,000-tag file, ~0.7 s at every first start): the same text."""
+    expected = "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+        for line in difflib.unified_diff(a.splitlines(True), b.splitlines(True), "x", "y"))
+    assert unified_diff(a, b, "x", "y") == expected
+    assert _patch(a, expected) == b
 
 
 def test_a_running_gateway_holds_the_store(tmp_path: Path) -> None:
