@@ -92,6 +92,12 @@ class Field:
     length: int | None = None
 
     def __post_init__(self) -> None:
+        if self.type in WORDS and self.bit is None and self.length is None:
+            if self.byte_order not in BYTE_ORDERS:  # a number: the checks below come to these
+                raise ValueError(f"unknown byte order {self.byte_order!r}")
+            if self.offset < 0:
+                raise ValueError(f"negative offset {self.offset}")
+            return
         if self.type not in WORDS and self.type is not DataType.STRING:
             raise ValueError(f"the Modbus codec has no type {self.type.value!r}")
         if self.byte_order not in BYTE_ORDERS:
@@ -165,25 +171,27 @@ class DecodePlan:
         #: fields decoded
         self.size = len(fields)
         self.count = count
-        for f in fields:
-            if f.offset + f.words > count:
+        keyed: dict[tuple[DataType, str, bool, int], list[int]] = {}
+        types = set()
+        for pos, f in enumerate(fields):
+            words = f.words
+            if f.offset + words > count:
                 raise ValueError(
                     f"a {f.type.value} at offset {f.offset} runs past the {count} registers "
                     "of the response"
                 )
-        #: the output holds Python strings or exact 64-bit ints: decode into an object array
-        self.has_objects = any(f.type.is_object for f in fields)
-        keyed: dict[tuple[DataType, str, bool, int], list[int]] = {}
-        for pos, f in enumerate(fields):
             in_register = f.bit is not None
             plain_bool = f.type is DataType.BOOL and not in_register
             order = "ABCD" if plain_bool else f.byte_order
-            key = (f.type, order, in_register, f.words)
+            key = (f.type, order, in_register, words)
             keyed.setdefault(key, []).append(pos)
+            types.add(f.type)
+        #: the output holds Python strings or exact 64-bit ints: decode into an object array
+        self.has_objects = any(t.is_object for t in types)
         self._groups = tuple(self._group(fields, t, o, b, w, p)
                              for (t, o, b, w), p in keyed.items())
         #: a float type among the fields (NumPy's floating-point error state matters then)
-        self._floats = any(f.type in (DataType.FLOAT32, DataType.FLOAT64) for f in fields)
+        self._floats = bool(types & {DataType.FLOAT32, DataType.FLOAT64})
 
     @staticmethod
     def _group(fields: Sequence[Field], type_: DataType, order: str, in_register: bool,

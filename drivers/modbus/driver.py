@@ -499,14 +499,14 @@ class ModbusDriver(Driver):
         cfg = self.config
         wanted = dict.fromkeys(tag_ids)  # unique, in order
         spans = []
+        tags, position, unit_id = cfg.tags, self.tag_position, cfg.unit_id
+        counts: dict[int, int] = {}  # tag index -> registers (a property: asked once)
         for tag_id in wanted:
-            index = self.tag_position[tag_id]
-            tag = cfg.tags[index]
-            spans.append(
-                TagSpan(
-                    index, tag.table, tag.address, tag.register_count, tag.name, cfg.unit_of(tag)
-                )
-            )
+            index = position[tag_id]
+            tag = tags[index]
+            count = counts[index] = tag.register_count
+            unit = unit_id if tag.unit_id is None else tag.unit_id
+            spans.append(TagSpan(index, tag.table, tag.address, count, tag.name, unit))
         requests = plan_requests(
             spans,
             max_registers=cfg.max_request_registers,
@@ -516,13 +516,14 @@ class ModbusDriver(Driver):
         reads: list[_PlannedRead] = []
         batch_ids: list[int] = []
         batch_tags: list[ModbusTagConfig] = []
+        ids, string = self.tag_ids, DataType.STRING
         for request in requests:
             fields = []
             for member in request.members:
-                tag = cfg.tags[member.index]
-                length = tag.register_count if tag.type is DataType.STRING else None
+                tag = tags[member.index]
+                length = counts[member.index] if tag.type is string else None
                 fields.append(Field(member.offset, tag.type, tag.byte_order, tag.bit, length))
-                batch_ids.append(self.tag_ids[member.index])
+                batch_ids.append(ids[member.index])
                 batch_tags.append(tag)
             start = len(batch_ids) - len(fields)
             call = read_request(request.table, request.address, request.count, request.unit)
@@ -543,7 +544,7 @@ class ModbusDriver(Driver):
             len(reads),
             ", ".join(self._describe(r.request) for r in reads),
         )
-        has_objects = any(t.type.is_object for t in batch_tags)
+        has_objects = any(read.decoder.has_objects for read in reads)  # of their fields' types
         return _PollPlan(
             tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects, _raw_clamp(batch_tags)
         )
