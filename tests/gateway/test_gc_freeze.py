@@ -1,6 +1,7 @@
 """The gateway moves long-lived objects out of the garbage collector's sight twice: once
 started, and once every device has tried its first connect (issue 21: the connections of
-1,000 devices, left in sight, made each full collection a pause of 100-400 ms)."""
+1,000 devices, left in sight, made each full collection a pause of 100-400 ms). The
+collector, off while start-up builds them, is on again from the first freeze."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from tests.waiting import until
 async def test_objects_made_by_the_first_connects_are_frozen_once_every_device_tried() -> None:
     runners = {n: SimpleNamespace(stats=DeviceStats()) for n in ("a", "b")}
     gateway = SimpleNamespace(started=asyncio.Event(), runners=runners)
+    gc.disable()  # as run leaves it for start-up
     task = asyncio.create_task(_freeze_when_started(gateway, check_every=0.01))  # type: ignore[arg-type]  # the two attributes it reads
     try:
         gateway.started.set()
         await until(lambda: gc.get_freeze_count() > 0, "the first freeze")
+        assert gc.isenabled()  # collecting again once start-up's objects are frozen
         connection = [[object()] for _ in range(1000)]  # what a connect builds, long-lived
         runners["a"].stats.state = DeviceState.UP
         await asyncio.sleep(0.05)
@@ -31,3 +34,4 @@ async def test_objects_made_by_the_first_connects_are_frozen_once_every_device_t
     finally:
         task.cancel()
         gc.unfreeze()
+        gc.enable()
