@@ -53,6 +53,7 @@ from bench.harness import (
     load_note,
     percentiles,
     proc_status_kib,
+    proc_times,
     sigterm_as_interrupt,
     spawn,
 )
@@ -286,11 +287,16 @@ def start_simulators(params: Params, workdir: Path) -> tuple[list[Child], list[i
     return sims, ports
 
 
-def time_validate(config_path: Path) -> tuple[float, str]:
+def time_validate(config_path: Path) -> tuple[float, float, str]:
+    """Wall and CPU seconds (user + system) of ``chenxing-gateway validate``, its output."""
     started = time.monotonic()
+    before = os.times()
     done = subprocess.run([sys.executable, "-m", "gateway.cli.main", "validate", "-c",
                            str(config_path)], capture_output=True, text=True)  # fmt: skip
-    return time.monotonic() - started, (done.stdout + done.stderr).strip()
+    after = os.times()
+    cpu = (after.children_user - before.children_user
+           + after.children_system - before.children_system)
+    return time.monotonic() - started, cpu, (done.stdout + done.stderr).strip()
 
 
 def wait_log(child: Child, pattern: str, timeout: float) -> re.Match[str] | None:
@@ -321,8 +327,10 @@ def run(params: Params, keep: bool) -> dict[str, Any]:
         config_path.write_text(gateway_config(workdir, broker.port, ports, params),
                                encoding="utf-8")
         out["config_bytes"] = config_path.stat().st_size
-        out["validate_s"], out["validate_output"] = time_validate(config_path)
-        log.info("validate: %.2f s (%s)", out["validate_s"], out["validate_output"])
+        out["validate_s"], out["validate_cpu_s"], out["validate_output"] = \
+            time_validate(config_path)
+        log.info("validate: %.2f s, %.2f s of CPU (%s)", out["validate_s"],
+                 out["validate_cpu_s"], out["validate_output"])
 
         subscriber = Subscriber(broker.port, params)
         started = time.monotonic()
@@ -335,6 +343,7 @@ def run(params: Params, keep: bool) -> dict[str, Any]:
                 raise RuntimeError(f"no data within 300 s:\n{gateway.log_tail()}")
         assert subscriber.got.first_data is not None
         out["startup_to_first_data_s"] = subscriber.got.first_data - started
+        out["startup_cpu_s"] = proc_times(gateway.pid).cpu  # by the gateway, to first data
         out["rss_at_first_data_mib"] = (proc_status_kib(gateway.pid, "VmRSS") or 0) / 1024
         log.info("first data after %.2f s", out["startup_to_first_data_s"])
         api = wait_log(gateway, r"local API on http://[^:]+:(\d+)", 30) if params.http else None
@@ -462,8 +471,9 @@ def summary(result: dict[str, Any]) -> str:
     lines = [
         f"{p['devices']} devices x {p['tags']} tags = {tags:,} tags, poll {p['poll']} s, "
         f"{tags / p['poll']:,.0f} values/s offered, window {p['seconds']} s",
-        f"validate {result['validate_s']:.2f} s; start to first data "
-        f"{result['startup_to_first_data_s']:.2f} s",
+        f"validate {result['validate_s']:.2f} s ({result['validate_cpu_s']:.2f} s of CPU); "
+        f"start to first data {result['startup_to_first_data_s']:.2f} s (the gateway's CPU "
+        f"{result['startup_cpu_s']:.2f} s)",
         f"RSS {rss:.1f} MiB (peak {result['rss_peak_mib']:.1f}); goal 80 MB + 1.5 KB/tag = "
         f"{80 + 1.5 * tags / 1000:.0f} MB; per tag above 80 MB: "
         f"{max(0.0, rss * 1.048576 - 80) * 1000 / tags:.2f} KB",
