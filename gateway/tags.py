@@ -47,15 +47,15 @@ class TagInfo:
     def catalog_entry(self) -> dict[str, object]:
         """The tag as described to the brain at birth."""
         cfg = self.config
-        entry: dict[str, object] = {
-            "tag": self.path,
+        entry: dict[str, object] = {  # the enums' _value_: .value is a slower descriptor
+            "tag": f"{self.device}{SEPARATOR}{self.name}",
             "device": self.device,
             "name": self.name,
             "unit": cfg.unit,
-            "type": self.type.value,
-            "source_type": cfg.type.value,
+            "type": cfg.published_type._value_,
+            "source_type": cfg.type._value_,
             "description": cfg.description,
-            "classification": cfg.classification.value,
+            "classification": cfg.classification._value_,
             "writable": cfg.writable,
         }
         if cfg.range is not None:
@@ -217,7 +217,7 @@ class TagCatalog:
         self.is_bool[dirty] = [c.type is DataType.BOOL for c in cfgs]
         self.is_string[dirty] = [c.type is DataType.STRING for c in cfgs]
         self.is_integer[dirty] = [t not in _NOT_INTEGER for t in types]
-        wide = [t.is_wide_integer for t in types]
+        wide = [t in _WIDE for t in types]
         self.is_wide[dirty] = wide
         for info, is_wide in zip(infos, wide, strict=True):
             if is_wide:
