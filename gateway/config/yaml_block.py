@@ -47,6 +47,8 @@ _OTHER = re.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]
 _ASCII_READ_HERE = bytes(range(0x20, 0x7F)) + b"\n"
 _STR_TAG = "tag:yaml.org,2002:str"
 _MAX_KEY = 1000  # libyaml's simple keys end at 1,024 characters
+#: distinct lines whose split is kept while reading (~100 bytes each)
+_LINES_KEPT = 20_000
 
 
 class _NotBlock(Exception):
@@ -177,41 +179,50 @@ def _read(text: str, max_depth: int) -> Any:
     p_column = -1
     p_after_key = False
     line_match = _LINE.fullmatch
+    #: lines already split, by their text: most of a large file's lines repeat (the same
+    #: keys and values in every tag, the same tag names in every device)
+    split: dict[str, tuple[int, bool, str | None, int, str]] = {}
     for line in text.split("\n"):
-        match = line_match(line)
-        if match is None:
-            raise _NotBlock
-        indent, dash, key, rest = match.groups()
-        if dash is None and key is None:
-            if rest == "" or rest[0] == "#":
-                continue  # blank, or a comment
-            raise _NotBlock  # a value alone on its line: a multi-line scalar, or an error
-        column = len(indent)
+        parts = split.get(line)
+        if parts is None:
+            match = line_match(line)
+            if match is None:
+                raise _NotBlock
+            indent, dash_text, key, rest = match.groups()
+            if dash_text is None and key is None:
+                if rest == "" or rest[0] == "#":
+                    continue  # blank, or a comment
+                raise _NotBlock  # a value alone on its line: a multi-line scalar, or an error
+            parts = (len(indent), dash_text is not None, key,
+                     match.start(3) if key is not None else -1, rest)
+            if len(split) < _LINES_KEPT:
+                split[line] = parts
+        column, dash, key, key_column, rest = parts
         if p_container is not None:
-            if column > p_column or (dash is not None and p_after_key and column == p_column):
-                value: Any = {} if dash is None else []
+            if column > p_column or (dash and p_after_key and column == p_column):
+                value: Any = [] if dash else {}
                 if p_key is None:
                     p_container[-1] = value
                 else:
                     p_container[p_key] = value
                 if len(stack) >= max_depth:
                     raise _NotBlock
-                stack.append((column, value, dash is None))
+                stack.append((column, value, not dash))
             p_container = None  # else it stays None, as it was placed
         elif root is None:  # the first line: the top level
-            if dash is not None:
+            if dash:
                 raise _NotBlock
             root = {}
             stack.append((column, root, True))
         while stack and (column < stack[-1][0] or (
-                column == stack[-1][0] and dash is None and not stack[-1][2])):
+                column == stack[-1][0] and not dash and not stack[-1][2])):
             stack.pop()
         if not stack:
             raise _NotBlock
         top_column, container, is_map = stack[-1]
-        if top_column != column or is_map != (dash is None):
+        if top_column != column or is_map == dash:
             raise _NotBlock  # deeper than its block, a dash among keys or a key among dashes
-        if dash is not None:
+        if dash:
             if key is None:
                 if rest == "" or rest[0] == "#":
                     container.append(None)
@@ -221,7 +232,7 @@ def _read(text: str, max_depth: int) -> Any:
                 continue
             mapping: dict[str, Any] = {}
             container.append(mapping)
-            column = match.start(3)
+            column = key_column
             if len(stack) >= max_depth:
                 raise _NotBlock
             stack.append((column, mapping, True))
