@@ -78,11 +78,9 @@ def unified_diff(old: str, new: str, old_name: str, new_name: str, context: int 
     """A unified diff of two texts. The lines both share at the start and the end are
     skipped before difflib compares what is left (with ``context`` lines of them kept), so
     an edit of one line in a file of 100,000 costs a comparison of a few lines."""
-    if not old and new and not _ODD_BREAKS.search(new):
-        return _all_added(new, old_name, new_name)
+    if not old or not new:  # the first version (all added): difflib would index every line
+        return _one_sided(old, new, old_name, new_name)
     a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
-    if not a or not b:  # the first version (all added): difflib would index every line
-        return _one_sided(a, b, old_name, new_name)
     head = 0
     limit = min(len(a), len(b))
     while head < limit and a[head] == b[head]:
@@ -100,29 +98,28 @@ def unified_diff(old: str, new: str, old_name: str, new_name: str, context: int 
     return "".join(lines)
 
 
-#: line breaks of str.splitlines other than "\n" (a text with one takes difflib's way)
-_ODD_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-
-
-def _all_added(new: str, old_name: str, new_name: str) -> str:
-    """:func:`unified_diff` of an empty text and ``new`` (a first version), without a string
-    per line: a config of 100,000 tags has ~800,000 lines, and difflib's way raised the
-    gateway's peak RSS by ~85 MiB at its first start (issue 21)."""
-    count = new.count("\n") + (not new.endswith("\n"))
-    body = "+" + new[:-1].replace("\n", "\n+") + "\n" if new.endswith("\n") else \
-        "+" + new.replace("\n", "\n+") + "\n\\ No newline at end of file\n"
-    span = "1" if count == 1 else f"1,{count}"
-    return f"--- {old_name}\n+++ {new_name}\n@@ -0,0 +{span} @@\n{body}"
-def _one_sided(a: list[str], b: list[str], old_name: str, new_name: str) -> str:
+def _one_sided(old: str, new: str, old_name: str, new_name: str) -> str:
     """The unified diff of texts one of which is empty, as difflib writes it."""
-    if not a and not b:
+    text = new or old
+    if not text:
         return ""
-    sign, lines = ("+", b) if b else ("-", a)
-    span = "1" if len(lines) == 1 else f"1,{len(lines)}"
-    hunk = f"@@ -0,0 +{span} @@\n" if b else f"@@ -{span} +0,0 @@\n"
-    body = "".join(f"{sign}{line}" if line.endswith("\n")
-                   else f"{sign}{line}\n\\ No newline at end of file\n" for line in lines)
+    sign = "+" if new else "-"
+    if _OTHER_BREAKS.search(text) is None:  # lines end at "\n" only: no list of lines
+        count = text.count("\n") + (not text.endswith("\n"))
+        body = sign + text.replace("\n", "\n" + sign)
+        body = body[:-1] if text.endswith("\n") else body + "\n\\ No newline at end of file\n"
+    else:
+        lines = text.splitlines(keepends=True)
+        count = len(lines)
+        body = "".join(f"{sign}{line}" if line.endswith("\n")
+                       else f"{sign}{line}\n\\ No newline at end of file\n" for line in lines)
+    span = "1" if count == 1 else f"1,{count}"
+    hunk = f"@@ -0,0 +{span} @@\n" if new else f"@@ -{span} +0,0 @@\n"
     return f"--- {old_name}\n+++ {new_name}\n{hunk}{body}"
+
+
+#: what str.splitlines ends a line at, besides "\n"
+_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def _shift_hunk(header: str, offset: int) -> str:

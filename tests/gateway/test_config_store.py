@@ -127,7 +127,7 @@ def test_a_first_versions_diff_is_difflibs_without_its_line_strings(seed: int) -
     assert _patch("", expected) == new
 @pytest.mark.parametrize(("a", "b"), [
     ("", "a: 1\nb: 2\n"), ("", "a: 1"), ("", "x\n"), ("", "a\n\nb\n"), ("a\nb", ""),
-    ("a\n", ""), ("", ""),
+    ("a\n", ""), ("", ""), ("", "a\r\nb\r\n"), ("", "a\rb\x85c\u2028"), ("x\ry", ""),
 ])
 def test_a_diff_from_or_to_nothing_is_difflibs(a: str, b: str) -> None:
     """The first version's diff is written without difflib (it indexed all 500,000 lines of
