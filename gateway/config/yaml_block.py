@@ -266,9 +266,12 @@ def read_block_yaml(text: str, max_depth: int, max_nodes: int) -> Any | None:
     """The data of ``text`` if it is plain block YAML within the limits (mapping and list
     levels, nodes), else None: the full reader must read it (and report its problems)."""
     text = text.replace("\r\n", "\n")
-    # at most 3 nodes a line (a list item's mapping, a key, its value): past the limit the
-    # full reader counts them and says where
-    if 3 * (text.count("\n") + 1) > max_nodes or _other_characters(text):
+    # at most 3 nodes a line (a list item's mapping, a key, its value), and in flow
+    # collections 3 a collection and 2 an item after a comma: past the limit the full
+    # reader counts them and says where
+    most = (3 * (text.count("\n") + 1) + 3 * (text.count("{") + text.count("["))
+            + 2 * text.count(","))  # fmt: skip
+    if most > max_nodes or _other_characters(text):
         return None
     try:
         return _read(text, max_depth)

@@ -114,6 +114,11 @@ def test_limits_are_left_to_the_full_reader() -> None:
     assert read_block_yaml(deep, 11, LIMITS.nodes) is not None
     assert read_block_yaml(deep, 10, LIMITS.nodes) is None
     assert read_block_yaml("a: 1\nb: 2\n", LIMITS.depth, 8) is None
+    flow = "a: {" + ", ".join(f"k{i}: [{i}, {i}]" for i in range(100)) + "}\n"
+    assert read_block_yaml(flow, LIMITS.depth, 1000) is not None
+    assert read_block_yaml(flow, LIMITS.depth, 400) is None  # 503 nodes on one line
+    assert read_block_yaml("a: [[1]]\n", 3, LIMITS.nodes) == {"a": [[1]]}
+    assert read_block_yaml("a: [[1]]\n", 2, LIMITS.nodes) is None
 
 
 def test_crlf_line_ends_read_alike() -> None:
