@@ -136,6 +136,11 @@ class UnlocatedProblem(GatewayError):
     reader reads it again, noting them (never leaves gateway/config/yaml_reader.py)."""
 
 
+class NotBlockYaml(GatewayError):
+    """A YAML text leaves the plain block subset that gateway/config/yaml_block.py reads line
+    by line: the full reader reads it (never leaves that module)."""
+
+
 class ReloadRefused(GatewayError):
     """The new config cannot be applied to the running gateway; the message says why."""
 

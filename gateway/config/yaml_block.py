@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from gateway.errors import NotBlockYaml
+
 #: a content line: indent, an optional sequence dash (with the spaces after it), then a
 #: bare key and what follows its colon, or a value alone
 _LINE = re.compile(r"( *)(?:(-)(?: +|$))?(?:([A-Za-z_][A-Za-z0-9_./-]*):(?: +|$))?(.*)")
@@ -51,10 +53,6 @@ _MAX_KEY = 1000  # libyaml's simple keys end at 1,024 characters
 _LINES_KEPT = 20_000
 
 
-class _NotBlock(Exception):
-    """The text leaves the subset: the full reader reads it."""
-
-
 class _Values:
     """Values written after a key or a dash: scalars by their text, constructed as the full
     reader constructs them, once, and shared by every place that writes them alike; flow
@@ -76,17 +74,17 @@ class _Values:
         if first == "{" or first == "[":
             value, end = self.flow(rest, 0, room)
             if not _TAIL.fullmatch(rest, end):
-                raise _NotBlock
+                raise NotBlockYaml
             return value  # a new collection at every place, as the full reader makes it
         if first == '"' or first == "'":
             match = (_DOUBLE if first == '"' else _SINGLE).match(rest)
             if match is None or not _TAIL.fullmatch(rest, match.end()):
-                raise _NotBlock
+                raise NotBlockYaml
             value = match.group(1)
         else:
             match = _PLAIN.match(rest)
             if match is None or not _TAIL.fullmatch(rest, match.end()):
-                raise _NotBlock
+                raise NotBlockYaml
             value = self.plain(match.group())
         self.known[rest] = value
         return value
@@ -94,7 +92,7 @@ class _Values:
     def flow(self, text: str, at: int, room: int) -> tuple[Any, int]:
         """The flow collection opening at ``text[at]``, and where it ends."""
         if room <= 0:
-            raise _NotBlock
+            raise NotBlockYaml
         is_map = text[at] == "{"
         value: Any = {} if is_map else []
         at = _SPACES.match(text, at + 1).end()  # type: ignore[union-attr]  # matches ''
@@ -104,10 +102,10 @@ class _Values:
             if is_map:
                 match = _FLOW_KEY.match(text, at)
                 if match is None:
-                    raise _NotBlock
+                    raise NotBlockYaml
                 key = match.group(1)
                 if key in value or key == "<<" or len(key) > _MAX_KEY:
-                    raise _NotBlock
+                    raise NotBlockYaml
                 key = self.keys.setdefault(key, key)
                 at = match.end()
             item, at = self.flow_item(text, at, room)
@@ -117,27 +115,27 @@ class _Values:
                 value.append(item)
             match = _FLOW_NEXT.match(text, at)
             if match is None:
-                raise _NotBlock
+                raise NotBlockYaml
             at = match.end()
             if match.group(1) is None:
                 if match.group(2) != ("}" if is_map else "]"):
-                    raise _NotBlock
+                    raise NotBlockYaml
                 return value, at
 
     def flow_item(self, text: str, at: int, room: int) -> tuple[Any, int]:
         if at >= len(text):
-            raise _NotBlock
+            raise NotBlockYaml
         first = text[at]
         if first == "{" or first == "[":
             return self.flow(text, at, room - 1)
         if first == '"' or first == "'":
             match = (_DOUBLE if first == '"' else _SINGLE).match(text, at)
             if match is None:
-                raise _NotBlock
+                raise NotBlockYaml
             return match.group(1), match.end()
         match = _FLOW_PLAIN.match(text, at)
         if match is None:
-            raise _NotBlock
+            raise NotBlockYaml
         word = match.group()
         known = self.known.get(word, _UNKNOWN)
         if known is _UNKNOWN:
@@ -151,18 +149,18 @@ class _Values:
             return text
         constructor = yaml.SafeLoader.yaml_constructors.get(tag)
         if constructor is None:
-            raise _NotBlock
+            raise NotBlockYaml
         try:
             value = constructor(self.constructor, yaml.ScalarNode(tag, text))
         except Exception as exc:  # a bad date or number: the full reader reports it
-            raise _NotBlock from exc
+            raise NotBlockYaml from exc
         if not isinstance(value, _SHAREABLE):
-            raise _NotBlock
+            raise NotBlockYaml
         return value
 
 
 def _read(text: str, max_depth: int) -> Any:
-    """The data of ``text``; raises :class:`_NotBlock` where it leaves the subset.
+    """The data of ``text``; raises :class:`NotBlockYaml` where it leaves the subset.
 
     One loop over the lines, the open mappings and lists on a stack of
     ``(column, value, is_map)`` (the column of a mapping's keys, of a list's dashes). A
@@ -187,12 +185,12 @@ def _read(text: str, max_depth: int) -> Any:
         if parts is None:
             match = line_match(line)
             if match is None:
-                raise _NotBlock
+                raise NotBlockYaml
             indent, dash_text, key, rest = match.groups()
             if dash_text is None and key is None:
                 if rest == "" or rest[0] == "#":
                     continue  # blank, or a comment
-                raise _NotBlock  # a value alone on its line: a multi-line scalar, or an error
+                raise NotBlockYaml  # a value alone on its line: a multi-line scalar, or an error
             parts = (len(indent), dash_text is not None, key,
                      match.start(3) if key is not None else -1, rest)
             if len(split) < _LINES_KEPT:
@@ -206,22 +204,22 @@ def _read(text: str, max_depth: int) -> Any:
                 else:
                     p_container[p_key] = value
                 if len(stack) >= max_depth:
-                    raise _NotBlock
+                    raise NotBlockYaml
                 stack.append((column, value, not dash))
             p_container = None  # else it stays None, as it was placed
         elif root is None:  # the first line: the top level
             if dash:
-                raise _NotBlock
+                raise NotBlockYaml
             root = {}
             stack.append((column, root, True))
         while stack and (column < stack[-1][0] or (
                 column == stack[-1][0] and not dash and not stack[-1][2])):
             stack.pop()
         if not stack:
-            raise _NotBlock
+            raise NotBlockYaml
         top_column, container, is_map = stack[-1]
         if top_column != column or is_map == dash:
-            raise _NotBlock  # deeper than its block, a dash among keys or a key among dashes
+            raise NotBlockYaml  # deeper than its block, a dash among keys or a key among dashes
         if dash:
             if key is None:
                 if rest == "" or rest[0] == "#":
@@ -234,12 +232,12 @@ def _read(text: str, max_depth: int) -> Any:
             container.append(mapping)
             column = key_column
             if len(stack) >= max_depth:
-                raise _NotBlock
+                raise NotBlockYaml
             stack.append((column, mapping, True))
             container = mapping
         assert key is not None
         if key in container or key == "<<" or len(key) > _MAX_KEY:
-            raise _NotBlock  # a duplicate or merge key: the full reader reports it
+            raise NotBlockYaml  # a duplicate or merge key: the full reader reports it
         key = keys.setdefault(key, key)
         if rest == "" or rest[0] == "#":
             container[key] = None  # its place in the order; None unless a block follows
@@ -247,7 +245,7 @@ def _read(text: str, max_depth: int) -> Any:
         else:
             container[key] = scalar(rest, max_depth - len(stack))
     if root is None:
-        raise _NotBlock  # empty, or only comments: the full reader says so
+        raise NotBlockYaml  # empty, or only comments: the full reader says so
     return root
 
 
@@ -275,5 +273,5 @@ def read_block_yaml(text: str, max_depth: int, max_nodes: int) -> Any | None:
         return None
     try:
         return _read(text, max_depth)
-    except _NotBlock:
+    except NotBlockYaml:
         return None
