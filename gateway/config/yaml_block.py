@@ -2,17 +2,21 @@
 
 A config of 100,000 tags is ~500,000 lines of ``key: value`` and ``- key: value``; taking
 it through libyaml's events costs ~1.4 s for the events alone and as much again for the
-Python that builds the data from them (:mod:`gateway.config.yaml_reader`). Read line by
-line with one regular expression, the same file takes a fraction of that.
+Python that builds the data from them (:mod:`gateway.config.yaml_reader`): 2.6 s of CPU
+in all. Read line by line with one regular expression (a line met before is not split
+again: most repeat), the same file takes 0.5 s.
 
 Only a strict subset is read here: block mappings and sequences (an indentless sequence
-under a key too), bare keys, plain scalars that cannot be mistaken for anything else,
-quoted scalars without escapes, comments and blank lines. Anything else (flow style,
-anchors and aliases, tags, multi-line or block scalars, escapes, tabs, other line breaks,
-a duplicate or merge key, a file past its limits, anything libyaml would refuse) gives
-``None``, and the caller reads the file with :func:`gateway.config.yaml_reader.read_yaml`'s
-full reader, which also reports every problem with its line. So this module never
-reports: what it returns is exactly what the full reader would have built.
+under a key too), flow mappings and sequences that end on their line (``- {name: t1,
+type: int16, range: [0, 10]}``, as ``browse --yaml`` prints tags), bare keys, plain
+scalars that cannot be mistaken for anything else, quoted scalars without escapes,
+comments and blank lines. Anything else (anchors and aliases, tags, multi-line or block
+scalars, escapes, tabs, other line breaks, a duplicate or merge key, a file past its
+limits, anything libyaml would refuse) gives ``None``, and the caller reads the file
+with :func:`gateway.config.yaml_reader.read_yaml`'s full reader, which also reports
+every problem with its line. So this module never reports: what it returns is exactly
+what the full reader would have built (tests/gateway/test_config_yaml_block.py compares
+them on every YAML file of the repository and on mutants of the example config).
 """
 
 from __future__ import annotations
