@@ -35,7 +35,9 @@ def test_the_kept_config_data_has_one_string_per_key() -> None:
     ones for each tag); values, order and the mappings themselves stay as they were."""
     from gateway.config.yaml_model import parse_yaml
 
-    text = "devices:\n" + "".join(
+    # a YAML tag sends the file to the full reader, which makes a key string per place
+    # (the line reader of yaml_block shares them itself)
+    text = "site: !!str plant\ndevices:\n" + "".join(
         f"  - name: d{d}\n    tags:\n" + "".join(
             f"      - name: t{i}\n        address: {i}\n        type: float32\n"
             for i in range(3)) for d in range(2))  # fmt: skip
