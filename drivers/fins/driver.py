@@ -92,6 +92,7 @@ class _PollPlan:
     #: (their batch positions): a few NumPy calls a poll instead of a few an answer
     words: int = 0
     words_decoder: AnswerDecoder | None = None
+    word_reads: int = 0
 
 
 class FinsDriver(Driver):
@@ -213,17 +214,25 @@ class FinsDriver(Driver):
         words = np.zeros(plan.words, dtype="<u2")
         failed_words: list[slice] = []
         answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16]]] = []
+        #: word reads whose words are not in ``words`` yet; 0: decode them, -1: decoded
+        words_to_come = plan.word_reads if plan.words_decoder is not None else -1
 
         def decode_answered() -> None:
+            nonlocal words_to_come
             while answered:
                 read, data = answered.pop()
                 if isinstance(data, bytes):  # a word read: its words, swapped to little endian
                     count = read.request.count
                     words[read.base:read.base + count] = np.frombuffer(data, ">u2", count, 14)
+                    words_to_come -= 1
                 elif read.bits_only:  # each value a bit, 0 or 1: true when not 0
                     values[read.out] = data != 0
                 else:
                     read.decoder.decode(data, values[read.out])
+            if words_to_come == 0:  # all word reads in (or failed): their tags at once
+                assert plan.words_decoder is not None
+                plan.words_decoder.decode(words, values)
+                words_to_come = -1
 
         for read in plan.reads:
             sent = [time.time_ns()]
@@ -235,17 +244,17 @@ class FinsDriver(Driver):
                 self._note_failure(read, failure)
                 if read.frame_size:
                     failed_words.append(read.out)
+                    words_to_come -= 1
+                decode_answered()  # in case it failed before it was sent
             else:
+                # decoded while the next read is on its way (or after the last)
                 answered.append((read, data))
                 if self._failing and self._failing.pop(read.request, None) is not None:
                     log.info("%s: %s answers again", self.device_name, read.what)
             ts_ns[read.out] = sent[0]
-            decode_answered()  # when the read failed before it was sent
         decode_answered()
-        if plan.words_decoder is not None:
-            plan.words_decoder.decode(words, values)
-            for out in failed_words:  # decoded from zeros: their tags stay bad
-                values[out] = None if plan.has_objects else np.nan
+        for out in failed_words:  # decoded from zeros: their tags stay bad
+            values[out] = None if plan.has_objects else np.nan
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
 
     async def _read_with_retries(self, read: _PlannedRead, sent: list[int],
@@ -469,4 +478,4 @@ class FinsDriver(Driver):
         words_decoder = (AnswerDecoder(word_fields, word_count, word_positions)
                          if word_fields else None)
         return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects,
-                         word_count, words_decoder)
+                         word_count, words_decoder, sum(1 for r in reads if r.frame_size))
