@@ -37,6 +37,7 @@ from drivers.fins.frames import (
     TCP_NODE_ADDRESS_RESPONSE,
     Frame,
     Route,
+    TcpMessage,
     node_address_request,
     parse_frame,
     parse_node_address_response,
@@ -325,21 +326,27 @@ class UdpLink(FinsLink):
 class TcpLink(FinsLink):
     """FINS/TCP: a connection, the node-address handshake, then frames in FINS/TCP
     messages. The PLC assigns the gateway's node (or accepts the one asked for) and says
-    its own; a configured ``node`` overrides the latter (a PLC on another network)."""
+    its own; a configured ``node`` overrides the latter (a PLC on another network).
+
+    The link is the connection's protocol (``data_received``): an answer is cut out of the
+    bytes and handed to the command waiting for it in the same event-loop step, with no
+    reader task in between (one task switch an answer less)."""
 
     def __init__(self, settings: LinkSettings) -> None:
         super().__init__(settings)
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        #: the handshake's answer while it is awaited: (header, payload) or an error
+        self._greeting: asyncio.Future[tuple[TcpMessage, bytes]] | None = None
         #: the (client, PLC) nodes of the handshake
         self.nodes: tuple[int, int] | None = None
 
     async def open(self) -> None:
         s = self.settings
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(s.host, s.port),
-                                                    s.timeout)
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _TcpProtocol(self), s.host, s.port), s.timeout)
         except TimeoutError:
             raise DeviceUnreachable(f"no answer from {s.address} within {s.timeout:g} s "
                                     "(connect timed out)") from None
@@ -354,9 +361,10 @@ class TcpLink(FinsLink):
         except OSError as exc:
             raise DeviceUnreachable(f"cannot connect to {s.address}: {exc.strerror or exc}"
                                     ) from None
-        self._writer = writer
+        self._transport = transport
+        self._lost = loop.create_future()
         try:
-            client, server = await asyncio.wait_for(self._handshake(reader, writer), s.timeout)
+            client, server = await asyncio.wait_for(self._handshake(), s.timeout)
         except TimeoutError:
             self.close()
             raise DeviceUnreachable(f"{s.address} accepted the connection but did not answer "
@@ -371,20 +379,18 @@ class TcpLink(FinsLink):
             raise
         self.nodes = (client, server)
         self.route = s.route(s.node if s.node is not None else server, client)
-        self._lost = asyncio.get_running_loop().create_future()
-        self._reader_task = asyncio.create_task(self._read_loop(reader),
-                                                name=f"fins-tcp-{s.address}")
 
-    async def _handshake(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> tuple[int, int]:
+    async def _handshake(self) -> tuple[int, int]:
         s = self.settings
-        writer.write(node_address_request(s.source_node or 0))
-        await writer.drain()
+        assert self._transport is not None
+        self._greeting = asyncio.get_running_loop().create_future()
+        self._transport.write(node_address_request(s.source_node or 0))
         try:
-            header = parse_tcp_header(await reader.readexactly(TCP_HEADER_SIZE))
-            payload = await reader.readexactly(header.payload_size)
+            header, payload = await self._greeting
         except FinsFrameError as exc:
             raise DeviceUnreachable(f"{s.address} is no FINS/TCP server: {exc}") from None
+        finally:
+            self._greeting = None
         if header.error:
             raise DeviceUnreachable(f"{s.address} refused the FINS/TCP node address request: "
                                     f"{header.describe_error()}")
@@ -400,39 +406,64 @@ class TcpLink(FinsLink):
                                     "asked for (source_node)")
         return client, server
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        s = self.settings
+    def _received(self, chunk: bytes) -> None:
+        """Bytes from the PLC: every whole FINS/TCP message in them, in order; the rest of a
+        message begun is kept for the next bytes."""
+        lost = self._lost
+        if lost is None or lost.done():
+            return  # out of step or closed: nothing more is taken
+        if self._buffer:  # the rest of a message begun in an earlier chunk
+            self._buffer += chunk
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            data = chunk
+        pos, size = 0, len(data)
         try:
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    self._lose(f"{s.address} closed the connection")
-                    return
-                if self._buffer:  # the rest of a message begun in an earlier chunk
-                    self._buffer += chunk
-                    data = bytes(self._buffer)
-                    self._buffer.clear()
+            while size - pos >= TCP_HEADER_SIZE:
+                length = int.from_bytes(data[pos + 4:pos + 8], "big")
+                if data[pos:pos + 4] != TCP_MAGIC or not 8 <= length <= TCP_MAX_LENGTH:
+                    parse_tcp_header(data[pos:pos + TCP_HEADER_SIZE])  # raises, says why
+                end = pos + 8 + length
+                if size < end:
+                    break
+                greeting = self._greeting
+                if greeting is not None:  # the handshake's answer
+                    if not greeting.done():
+                        greeting.set_result((parse_tcp_header(data[pos:pos + TCP_HEADER_SIZE]),
+                                             data[pos + TCP_HEADER_SIZE:end]))
                 else:
-                    data = chunk
-                pos, size = 0, len(data)
-                while size - pos >= TCP_HEADER_SIZE:
-                    length = int.from_bytes(data[pos + 4:pos + 8], "big")
-                    if data[pos:pos + 4] != TCP_MAGIC or not 8 <= length <= TCP_MAX_LENGTH:
-                        parse_tcp_header(data[pos:pos + TCP_HEADER_SIZE])  # raises, says why
-                    end = pos + 8 + length
-                    if size < end:
-                        break
                     self._message(int.from_bytes(data[pos + 8:pos + 12], "big"),
                                   int.from_bytes(data[pos + 12:pos + 16], "big"),
                                   data[pos + TCP_HEADER_SIZE:end])
-                    pos = end
-                if pos < size:
-                    self._buffer += data[pos:]
+                pos = end
         except FinsFrameError as exc:
-            self._lose(f"bytes that are no FINS/TCP message came from {s.address} ({exc}): "
-                       "the stream is out of step")
-        except OSError as exc:
+            greeting = self._greeting
+            if greeting is not None and not greeting.done():
+                greeting.set_exception(exc)
+                return
+            self._lose(f"bytes that are no FINS/TCP message came from {self.settings.address} "
+                       f"({exc}): the stream is out of step")
+            return
+        if pos < size:
+            self._buffer += data[pos:]
+
+    def _closed(self, exc: Exception | None) -> None:
+        """The connection ended: the PLC closed it (``exc`` None) or it broke."""
+        s = self.settings
+        greeting = self._greeting
+        if greeting is not None and not greeting.done():
+            got = bytes(self._buffer)
+            whole = (8 + int.from_bytes(got[4:8], "big") if len(got) >= TCP_HEADER_SIZE
+                     else TCP_HEADER_SIZE)
+            greeting.set_exception(asyncio.IncompleteReadError(got, whole)
+                                   if exc is None else exc)
+        if exc is None:
+            self._lose(f"{s.address} closed the connection")
+        elif isinstance(exc, OSError):
             self._lose(f"the connection to {s.address} broke: {exc.strerror or exc}")
+        else:
+            self._lose(f"the connection to {s.address} broke: {exc}")
 
     def _message(self, command: int, error: int, payload: bytes) -> None:
         if command == TCP_FRAME:
@@ -455,16 +486,29 @@ class TcpLink(FinsLink):
                                  "bytes); reconnecting")
 
     def _send(self, frame: bytes) -> None:
-        assert self._writer is not None
-        self._writer.write(TCP_MAGIC + (8 + len(frame)).to_bytes(4, "big") + _TCP_FRAME_FIELDS
-                           + frame)
+        assert self._transport is not None
+        self._transport.write(TCP_MAGIC + (8 + len(frame)).to_bytes(4, "big")
+                              + _TCP_FRAME_FIELDS + frame)
 
     def close(self) -> None:
         self._lose("closed")
-        task, self._reader_task = self._reader_task, None
-        if task is not None:
-            task.cancel()
-        writer, self._writer = self._writer, None
-        if writer is not None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
             with contextlib.suppress(Exception):
-                writer.close()
+                transport.close()
+
+
+class _TcpProtocol(asyncio.Protocol):
+    """The connection's events, handed to its :class:`TcpLink`."""
+
+    def __init__(self, link: TcpLink) -> None:
+        self._link = link
+
+    def data_received(self, data: bytes) -> None:
+        self._link._received(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost says so
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._link._closed(exc)
