@@ -97,8 +97,8 @@ class _Layer:
 class DecodePlan:
     """Decoding of every field of one poll buffer of ``size`` bytes."""
 
-    __slots__ = ("_bit_positions", "_bits", "_layers", "_one_by_one", "fields", "has_objects",
-                 "size")
+    __slots__ = ("_bit_positions", "_bits", "_layers", "_merged", "_one_by_one", "fields",
+                 "has_objects", "size")
 
     def __init__(self, fields: Sequence[Field], size: int) -> None:
         self.fields = tuple(fields)
@@ -119,9 +119,10 @@ class DecodePlan:
                 numbers.append(pos)
             else:
                 one_by_one.append(pos)
-        #: (position, first byte, end) of each field decoded on its own
+        #: (position, first byte, end, is an S5TIME) of each field decoded on its own
         self._one_by_one = tuple((p, self.fields[p].offset,
-                                  self.fields[p].offset + self.fields[p].address.size)
+                                  self.fields[p].offset + self.fields[p].address.size,
+                                  self.fields[p].address.type.name == "S5TIME")
                                  for p in one_by_one)
         wide = [p for p in numbers if self.fields[p].address.type.name in _EXACT]
         narrow = [p for p in numbers if self.fields[p].address.type.name not in _EXACT]
@@ -132,6 +133,13 @@ class DecodePlan:
             self._bits = (np.array(bits, dtype=np.intp),
                           tuple((self.fields[p].offset, self.fields[p].address.bit or 0)
                                 for p in bits))
+        #: the first layer of numbers when it is an array's worth and there are bits: the
+        #: bits join its one array and assignment (positions: the layer's, then the bits')
+        self._merged: tuple[_Layer, npt.NDArray[np.intp]] | None = None
+        first = self._layers[0] if self._layers else None
+        if first is not None and self._bits is not None and first.few is None \
+                and not first.exact:
+            self._merged = (first, np.concatenate([first.positions, self._bits[0]]))
 
     def _make_layers(self, numbers: list[int], exact: bool) -> tuple[_Layer, ...]:
         """Numbers by offset into layers of non-overlapping fields (one layer unless tags
@@ -174,7 +182,14 @@ class DecodePlan:
             raise ValueError(f"buffer of {len(data)} bytes for a plan of {self.size}")
         if out.shape != (len(self.fields),):
             raise ValueError(f"out has shape {out.shape}, expected ({len(self.fields)},)")
-        for layer in self._layers:
+        merged = self._merged
+        if merged is not None:  # the first layer's numbers and the bits: one array
+            layer, positions = merged
+            pairs = self._bits[1] if self._bits is not None else ()
+            out[positions] = np.array([*layer.unpack.unpack_from(data),
+                                       *[(data[o] >> b) & 1 for o, b in pairs]],
+                                      dtype=np.float64)
+        for layer in self._layers[1:] if merged is not None else self._layers:
             values = layer.unpack.unpack_from(data)
             if layer.few is not None:
                 if layer.exact:  # Python ints, exact over the whole 64 bits
@@ -190,7 +205,7 @@ class DecodePlan:
                 out[layer.positions] = ints
             else:  # floats (into an object array too: Python floats, never ints)
                 out[layer.positions] = np.array(values, dtype=np.float64)
-        if self._bits is not None:
+        if self._bits is not None and merged is None:
             positions, pairs = self._bits
             if len(pairs) <= _FEW:
                 for pos, (o, b) in zip(self._bit_positions, pairs, strict=True):
@@ -198,7 +213,12 @@ class DecodePlan:
             else:
                 out[positions] = [float((data[o] >> b) & 1) for o, b in pairs]
         bad: dict[int, str] = {}
-        for pos, start, end in self._one_by_one:
+        for pos, start, end, s5time in self._one_by_one:
+            if s5time:  # a timer: its word's seconds from the table, when it is valid
+                seconds = _S5_SECONDS.get((data[start] << 8 | data[start + 1]) & 0x3FFF)
+                if seconds is not None:
+                    out[pos] = seconds
+                    continue
             f = self.fields[pos]
             try:
                 out[pos] = decode_value(bytes(data[start:end]), f.address, f.encoding)

@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,7 @@ from snap7 import AsyncClient
 from snap7.error import S7ConnectionError, S7Error, S7TimeoutError
 from snap7.type import Parameter
 
-from drivers.base import Driver, PollGroup
+from drivers.base import Driver, PlanCache, PollGroup
 from drivers.s7.address import Area
 from drivers.s7.codec import DecodePlan, Field, encode
 from drivers.s7.config import DEFAULT_GROUP, S7DeviceConfig, S7TagConfig
@@ -126,7 +127,8 @@ class S7Driver(Driver):
         self.pdu_size: int | None = None
         #: what the PLC said it is (SZL), shown by ``check``; None when it does not say
         self._identity: str | None = None
-        self._plans: dict[tuple[tuple[int, ...], int], _PollPlan] = {}
+        #: the plans of each PDU size, found by their tag ids' identity (drivers/base.py)
+        self._plans: dict[int, PlanCache[_PollPlan]] = {}
         self._waiting: asyncio.Task[object] | None = None  # the task waiting for an answer
         self._expired = False  # its deadline cancelled it
         self._watchdog = Watchdog(self._expire)
@@ -277,7 +279,8 @@ class S7Driver(Driver):
         else:
             if self._disarm():  # the answer came with the deadline and snap7 kept it: take it
                 task.uncancel()
-            _honour_cancel(cancels)
+            if task.cancelling() > cancels:  # snap7 swallowed a cancel (see _honour_cancel)
+                raise asyncio.CancelledError
             return bytes(answer)
         self.errors["timeout"] += 1
         raise await self._lose(f"no answer to {what} within {self.config.timeout:g} s; the "
@@ -333,11 +336,11 @@ class S7Driver(Driver):
         return self._groups
 
     def _plan_for(self, tag_ids: tuple[int, ...], pdu_size: int) -> _PollPlan:
-        key = (tag_ids, pdu_size)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = self._build_plan(tag_ids, pdu_size)
-        return plan
+        plans = self._plans.get(pdu_size)
+        if plans is None:
+            plans = self._plans[pdu_size] = PlanCache(partial(self._build_plan,
+                                                              pdu_size=pdu_size))
+        return plans.get(tag_ids)
 
     def _build_plan(self, tag_ids: tuple[int, ...], pdu_size: int) -> _PollPlan:
         cfg = self.config
@@ -432,7 +435,8 @@ class S7Driver(Driver):
         values = np.empty(n, dtype=object if plan.decoder.has_objects else np.float64)
         undecodable = plan.decoder.decode(buffer, values)
         if len(plan.jobs) == 1:  # one request: one read time for every tag
-            ts_ns = np.full(n, block_ts[0] if block_ts else 0, dtype=np.int64)
+            ts_ns = np.empty(n, dtype=np.int64)
+            ts_ns.fill(block_ts[0] if block_ts else 0)  # cheaper than np.full
         else:
             ts_ns = np.array(block_ts, dtype=np.int64)[plan.block_of_field]
         quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
