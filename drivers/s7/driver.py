@@ -89,17 +89,37 @@ class _Job:
     sizes: tuple[int, ...]  # each item's bytes
     blocks: tuple[int, ...]  # the blocks its items bring (each once)
     #: the shape of its usual answer, once one came whole: [(shape, answer bytes -> buffer)]
-    learned: list[tuple[ReadAnswerShape, npt.NDArray[np.intp], npt.NDArray[np.intp]]]
+    #: and, when the job is the poll's only one, the poll's decoding over that answer's bytes
+    learned: list[tuple[ReadAnswerShape, npt.NDArray[np.intp], npt.NDArray[np.intp],
+                        DecodePlan | None]]
 
 
-def _learn(job: _Job, answer: bytes) -> None:
+def _learn(job: _Job, answer: bytes, decoder: DecodePlan | None) -> None:
     """Keep the shape of an answer in which every item of ``job`` came (see
-    :class:`ReadAnswerShape`) with the byte gather that puts its items into the buffer."""
+    :class:`ReadAnswerShape`) with the byte gather that puts its items into the buffer and,
+    for the only job of a poll (``decoder``: the poll's), that decoding moved onto the
+    answer's own bytes (:func:`_over_answer`)."""
     shape = ReadAnswerShape.of(answer, job.sizes)
     src = [np.arange(a, b, dtype=np.intp) for a, b in shape.spans]
     dst = [np.arange(start, start + size, dtype=np.intp)
            for start, size in zip(job.starts, job.sizes, strict=True)]
-    job.learned[:] = [(shape, np.concatenate(src), np.concatenate(dst))]
+    direct = _over_answer(decoder, job, shape) if decoder is not None else None
+    job.learned[:] = [(shape, np.concatenate(src), np.concatenate(dst), direct)]
+
+
+def _over_answer(decoder: DecodePlan, job: _Job, shape: ReadAnswerShape) -> DecodePlan | None:
+    """``decoder``'s fields at their places in an answer of ``shape`` (each field lies in
+    one item, whose data the answer holds at the item's span): the values straight from the
+    answer, without copying it into a poll buffer. None when a field spans two items."""
+    fields = []
+    for f in decoder.fields:
+        for start, size, (first, _) in zip(job.starts, job.sizes, shape.spans, strict=True):
+            if start <= f.offset and f.offset + f.address.size <= start + size:
+                fields.append(Field(first + f.offset - start, f.address, f.encoding))
+                break
+        else:
+            return None
+    return DecodePlan(fields, shape.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +411,7 @@ class S7Driver(Driver):
         failed: set[int] = set()  # blocks with a chunk that did not come
         block_ts = [0] * blocks
         view = np.frombuffer(buffer, dtype=np.uint8)  # writable: the buffer's own bytes
+        only: tuple[DecodePlan, bytes] | None = None  # a poll of one answer, decoded as it is
         for job in plan.jobs:
             request = job.request
             sent = time.time_ns()
@@ -398,9 +419,12 @@ class S7Driver(Driver):
             try:
                 answer = await self._exchange(read_job(ref, job.param), job.what)
                 if job.learned and not self._failing:
-                    shape, src, dst = job.learned[0]
+                    shape, src, dst, direct = job.learned[0]
                     if shape.matches(answer, ref):  # the usual answer: every item came
-                        view[dst] = np.frombuffer(answer, dtype=np.uint8)[src]
+                        if direct is not None:  # the poll's one answer: decoded as it is
+                            only = (direct, answer)
+                        else:
+                            view[dst] = np.frombuffer(answer, dtype=np.uint8)[src]
                         for block in job.blocks:
                             block_ts[block] = block_ts[block] or sent
                         continue
@@ -430,10 +454,11 @@ class S7Driver(Driver):
                 if self._failing:
                     self._note(where, None, "")
             if whole:
-                _learn(job, answer)
+                _learn(job, answer, plan.decoder if len(plan.jobs) == 1 else None)
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.decoder.has_objects else np.float64)
-        undecodable = plan.decoder.decode(buffer, values)
+        undecodable = (only[0].decode(only[1], values) if only is not None
+                       else plan.decoder.decode(buffer, values))
         if len(plan.jobs) == 1:  # one request: one read time for every tag
             ts_ns = np.empty(n, dtype=np.int64)
             ts_ns.fill(block_ts[0] if block_ts else 0)  # cheaper than np.full

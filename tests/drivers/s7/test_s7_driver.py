@@ -63,17 +63,20 @@ async def test_golden_memory_images_read_through_iso_on_tcp(case_name: str) -> N
         driver = driver_of(case.device_at("127.0.0.1", sim.port))
         await driver.connect()
         try:
-            got = await read_all(driver)
+            # the second poll's answers have the learned shape: a poll of one request then
+            # decodes its answer as it stands (no poll buffer): the same values
+            polls = [await read_all(driver), await read_all(driver)]
         finally:
             await driver.close()
-    for name, expected in case.expected.items():
-        value, quality, _ = got[name]
-        if expected.bad is not None:
-            assert quality == Quality.BAD, name
-            assert driver.errors["bad_value"] >= 1
-        else:
-            assert quality == Quality.GOOD, name
-            assert same_value(value, expected.value), (name, value, expected.value)
+    for got in polls:
+        for name, expected in case.expected.items():
+            value, quality, _ = got[name]
+            if expected.bad is not None:
+                assert quality == Quality.BAD, name
+                assert driver.errors["bad_value"] >= 1
+            else:
+                assert quality == Quality.GOOD, name
+                assert same_value(value, expected.value), (name, value, expected.value)
 
 
 async def test_the_pdu_is_negotiated_and_the_plan_follows_it() -> None:
