@@ -211,16 +211,18 @@ class FinsDriver(Driver):
         values = np.empty(n, dtype=object if plan.has_objects else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
         quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
-        words = np.zeros(plan.words, dtype="<u2")
+        words = np.empty(plan.words, dtype="<u2")  # a failed read's words: zeros (below)
         failed_words: list[slice] = []
-        answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16]]] = []
+        #: answers still to decode, each with the time its read was sent
+        answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16], int]] = []
         #: word reads whose words are not in ``words`` yet; 0: decode them, -1: decoded
         words_to_come = plan.word_reads if plan.words_decoder is not None else -1
 
         def decode_answered() -> None:
             nonlocal words_to_come
             while answered:
-                read, data = answered.pop()
+                read, data, sent_ns = answered.pop()
+                ts_ns[read.out] = sent_ns
                 if isinstance(data, bytes):  # a word read: its words, swapped to little endian
                     count = read.request.count
                     words[read.base:read.base + count] = np.frombuffer(data, ">u2", count, 14)
@@ -242,16 +244,17 @@ class FinsDriver(Driver):
                 values[read.out] = None if plan.has_objects else np.nan
                 quality[read.out] = Quality.BAD
                 self._note_failure(read, failure)
+                ts_ns[read.out] = sent[0]
                 if read.frame_size:
                     failed_words.append(read.out)
+                    words[read.base:read.base + read.request.count] = 0
                     words_to_come -= 1
                 decode_answered()  # in case it failed before it was sent
             else:
                 # decoded while the next read is on its way (or after the last)
-                answered.append((read, data))
+                answered.append((read, data, sent[0]))
                 if self._failing and self._failing.pop(read.request, None) is not None:
                     log.info("%s: %s answers again", self.device_name, read.what)
-            ts_ns[read.out] = sent[0]
         decode_answered()
         for out in failed_words:  # decoded from zeros: their tags stay bad
             values[out] = None if plan.has_objects else np.nan
