@@ -12,7 +12,6 @@ half-open TCP connection, stays silent otherwise).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -93,6 +92,9 @@ class _PollPlan:
     words: int = 0
     words_decoder: AnswerDecoder | None = None
     word_reads: int = 0
+    #: each read's command code and text, and its description (for the link)
+    bodies: tuple[bytes, ...] = ()
+    whats: tuple[str, ...] = ()
 
 
 class FinsDriver(Driver):
@@ -203,10 +205,14 @@ class FinsDriver(Driver):
     # -- reading ----------------------------------------------------------------------
 
     async def read(self, group: PollGroup) -> SampleBatch:
-        """Read the group's planned reads one after another. The values of each answer are
-        decoded while the next read is on its way (one command at a time still), so the
-        decoding costs no time of its own but the last read's."""
+        """Read the group's planned reads one after another (:meth:`FinsLink.exchange_all`:
+        a good answer sends the next read from the callback it came in). The values of each
+        answer are decoded while the next read is on its way (one command at a time still),
+        so the decoding costs no time of its own but the last read's. A read whose answer
+        is not good (an end code, a wrong length or shape, no answer, garbage) is settled
+        on its own with its retries, then the rest go on."""
         plan = self._plan_for(group.tag_ids)
+        reads = plan.reads
         n = len(plan.tag_ids)
         values = np.empty(n, dtype=object if plan.has_objects else np.float64)
         ts_ns = np.empty(n, dtype=np.int64)
@@ -217,12 +223,14 @@ class FinsDriver(Driver):
         answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16], int]] = []
         #: word reads whose words are not in ``words`` yet; 0: decode them, -1: decoded
         words_to_come = plan.word_reads if plan.words_decoder is not None else -1
+        #: when each read's command left
+        sent_ns = [0] * len(reads)
 
         def decode_answered() -> None:
             nonlocal words_to_come
             while answered:
-                read, data, sent_ns = answered.pop()
-                ts_ns[read.out] = sent_ns
+                read, data, sent_at = answered.pop()
+                ts_ns[read.out] = sent_at
                 if isinstance(data, bytes):  # a word read: its words, swapped to little endian
                     count = read.request.count
                     words[read.base:read.base + count] = np.frombuffer(data, ">u2", count, 14)
@@ -236,10 +244,42 @@ class FinsDriver(Driver):
                 plan.words_decoder.decode(words, values)
                 words_to_come = -1
 
-        for read in plan.reads:
-            sent = [time.time_ns()]
+        def answered_again(read: _PlannedRead) -> None:
+            if self._failing and self._failing.pop(read.request, None) is not None:
+                log.info("%s: %s answers again", self.device_name, read.what)
+
+        def take(i: int, data: bytes) -> bool:
+            """A good answer to read i (no end code, the length or shape it must have)."""
+            read = reads[i]
+            if data[12] or data[13]:  # an end code: settled by _read_with_retries
+                return False
+            if read.frame_size:
+                if len(data) != read.frame_size:
+                    return False
+                answered.append((read, data, sent_ns[i]))
+            else:
+                try:
+                    answered.append((read, self._values_of(read, data), sent_ns[i]))
+                except RequestFailed:
+                    return False
+            self._silent = 0
+            answered_again(read)
+            return True
+
+        at = 0
+        while at < len(reads):
+            link = self._link
+            if link is None or not link.is_open:
+                raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
+            at, outcome = await link.exchange_all(plan.bodies, at, self.config.timeout,
+                                                  plan.whats, sent_ns, take, decode_answered)
+            if outcome is None:  # all done, or the link given to another command meanwhile
+                continue
+            read = reads[at]
+            sent = [sent_ns[at]]
             try:
-                data = await self._read_with_retries(read, sent, decode_answered)
+                data = await self._read_with_retries(read, sent, decode_answered,
+                                                     (link, outcome))
             except RequestFailed as failure:
                 values[read.out] = None if plan.has_objects else np.nan
                 quality[read.out] = Quality.BAD
@@ -253,22 +293,29 @@ class FinsDriver(Driver):
             else:
                 # decoded while the next read is on its way (or after the last)
                 answered.append((read, data, sent[0]))
-                if self._failing and self._failing.pop(read.request, None) is not None:
-                    log.info("%s: %s answers again", self.device_name, read.what)
+                answered_again(read)
+            at += 1
         decode_answered()
         for out in failed_words:  # decoded from zeros: their tags stay bad
             values[out] = None if plan.has_objects else np.nan
         return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
 
     async def _read_with_retries(self, read: _PlannedRead, sent: list[int],
-                                 meanwhile: Callable[[], None] | None = None
+                                 meanwhile: Callable[[], None] | None = None,
+                                 first: tuple[FinsLink, bytes | RequestFailed | ConnectionLost]
+                                 | None = None
                                  ) -> bytes | npt.NDArray[np.uint16]:
         """One read, checked (end code, length, shape), within the retries: a word read's
-        answer frame (decoded later), another read's values."""
+        answer frame (decoded later), another read's values. ``first``: the outcome of the
+        first attempt, made already (:meth:`FinsLink.exchange_all`), and its link."""
         attempts = self.config.retries + 1
         for attempt in range(attempts):
             try:
-                data = await self._call_raw(read.what, read.body, sent, meanwhile)
+                if first is not None:
+                    (link, outcome), first = first, None
+                    data = await self._settle(link, outcome, read.what)
+                else:
+                    data = await self._call_raw(read.what, read.body, sent, meanwhile)
                 end_code = (data[12] << 8) | data[13]
                 if end_code:
                     self._check_end(end_code, read.what)
@@ -386,22 +433,31 @@ class FinsDriver(Driver):
             raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
         try:
             data = await link.exchange_raw(body, self.config.timeout, what, sent, meanwhile)
-        except RequestFailed as failure:
-            if failure.counter == "timeout":
+        except (RequestFailed, ConnectionLost) as failure:
+            return await self._settle(link, failure, what)
+        self._silent = 0
+        return data
+
+    async def _settle(self, link: FinsLink, outcome: bytes | RequestFailed | ConnectionLost,
+                      what: str) -> bytes:
+        """The outcome of one command on ``link``: its answer, or the failure raised (see
+        :meth:`_call_raw`)."""
+        if isinstance(outcome, bytes):
+            self._silent = 0
+            return outcome
+        if isinstance(outcome, RequestFailed):
+            if outcome.counter == "timeout":
                 self._silent += 1
                 if self._silent >= MAX_SILENT_REQUESTS:
                     self.errors["timeout"] += 1
-                    raise await self._lose(f"{failure.reason}; {self._silent} requests in a row "
+                    raise await self._lose(f"{outcome.reason}; {self._silent} requests in a row "
                                            "got no answer: the PLC is presumed gone") from None
             else:
                 self._silent = 0
-            raise
-        except ConnectionLost as lost:
-            if self._link is not link:  # closed meanwhile: not a loss
-                raise ConnectionLost(f"{self.device_name}: closed during {what}") from None
-            raise await self._lose(str(lost)) from None
-        self._silent = 0
-        return data
+            raise outcome
+        if self._link is not link:  # closed meanwhile: not a loss
+            raise ConnectionLost(f"{self.device_name}: closed during {what}") from None
+        raise await self._lose(str(outcome)) from None
 
     async def _lose(self, reason: str) -> ConnectionLost:
         self.errors["connection_lost"] += 1
@@ -481,4 +537,5 @@ class FinsDriver(Driver):
         words_decoder = (AnswerDecoder(word_fields, word_count, word_positions)
                          if word_fields else None)
         return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects,
-                         word_count, words_decoder, sum(1 for r in reads if r.frame_size))
+                         word_count, words_decoder, sum(1 for r in reads if r.frame_size),
+                         tuple(r.body for r in reads), tuple(r.what for r in reads))

@@ -13,6 +13,11 @@ A link sends one command at a time and hands back the response frame that answer
 
 A late answer to an earlier command (its service id is not the one waited for) is
 dropped and counted in :attr:`FinsLink.stale`.
+
+A poll's reads go through :meth:`FinsLink.exchange_all`: each good answer sends the next
+read from the callback the answer arrived in (no task switch and no coroutine layers
+between an answer and the next command); anything else hands that read back to its
+caller, which settles it command by command as :meth:`FinsLink.exchange_raw` would.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import logging
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from drivers.fins.frames import (
     MAX_FRAME,
@@ -51,7 +57,7 @@ from gateway.errors import (
     RequestFailed,
 )
 
-__all__ = ["FinsLink", "LinkSettings", "TcpLink", "UdpLink", "local_node_for"]
+__all__ = ["FinsLink", "LinkSettings", "Outcome", "TcpLink", "UdpLink", "local_node_for"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,30 @@ log = logging.getLogger(__name__)
 _SID = tuple(bytes((sid,)) for sid in range(256))
 #: a FINS/TCP header's command and error fields for a frame (:func:`tcp_message`)
 _TCP_FRAME_FIELDS = TCP_FRAME.to_bytes(4, "big") + bytes(4)
+
+#: what :meth:`FinsLink.exchange_all` hands back for the command it stopped at: the answer
+#: its ``take`` refused, the failure (not raised: the caller settles it with its retries),
+#: or None (all done, or the link handed to another command waiting for it)
+Outcome: TypeAlias = bytes | RequestFailed | ConnectionLost | None
+
+
+class _Run:
+    """The commands of one :meth:`FinsLink.exchange_all`, and how far they got."""
+
+    __slots__ = ("at", "bodies", "future", "loop", "meanwhile", "sent_ns", "take", "timeout")
+
+    def __init__(self, bodies: Sequence[bytes], at: int, timeout: float, sent_ns: list[int],
+                 take: Callable[[int, bytes], bool], meanwhile: Callable[[], None],
+                 loop: asyncio.AbstractEventLoop,
+                 future: asyncio.Future[tuple[int, bytes | None] | None]) -> None:
+        self.bodies = bodies
+        self.at = at  # the command on its way
+        self.timeout = timeout
+        self.sent_ns = sent_ns
+        self.take = take
+        self.meanwhile = meanwhile
+        self.loop = loop
+        self.future = future
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +137,13 @@ class FinsLink(ABC):
         self.stale = 0
         self._sid = 0
         self._lock = asyncio.Lock()
+        #: commands waiting for the lock (a run of commands gives way to them)
+        self._queued = 0
         #: the command waiting: (service id, the 2 bytes of its command code, its future)
-        self._pending: tuple[int, bytes, asyncio.Future[bytes | None]] | None = None
+        #: (a run's future: the run's results, see :meth:`exchange_all`)
+        self._pending: tuple[int, bytes, asyncio.Future[Any]] | None = None
+        #: the run of commands under way (:meth:`exchange_all`), if any
+        self._run: _Run | None = None
         self._lost: asyncio.Future[str] | None = None
         self._watchdog = Watchdog(self._expired)
 
@@ -162,7 +197,11 @@ class FinsLink(ABC):
             if pending is not None and data[9] == pending[0] and data[10:12] == pending[1]:
                 future = pending[2]
                 if not future.done():
-                    future.set_result(data)
+                    run = self._run
+                    if run is None:
+                        future.set_result(data)
+                    else:
+                        self._step(run, data)
                 return
             self.stale += 1
             if pending is not None:
@@ -184,7 +223,10 @@ class FinsLink(ABC):
             return
         if frame.sid == pending[0] and frame.code.to_bytes(2, "big") == pending[1]:
             if not pending[2].done():
-                pending[2].set_result(bytes(data))
+                if self._run is None:
+                    pending[2].set_result(bytes(data))
+                else:
+                    self._step(self._run, bytes(data))
         else:
             self.stale += 1
 
@@ -204,32 +246,118 @@ class FinsLink(ABC):
         service id and command code sent). ``sent[0]`` gets the time the command left
         (after waiting for the previous one), in ns; ``meanwhile()`` runs once the command
         is on its way (work done while the PLC answers; it must not raise)."""
-        async with self._lock:
-            lost = self._lost
-            if self._route is None or lost is None or lost.done():
-                reason = lost.result() if lost is not None and lost.done() else "not connected"
-                raise ConnectionLost(f"{self.settings.address}: {reason}")
-            sid = self._sid = self._sid % 255 + 1  # 1..255: 0 is what a zeroed buffer echoes
+        await self._acquire()
+        try:
+            self._check_open()
             loop = asyncio.get_running_loop()
             future: asyncio.Future[bytes | None] = loop.create_future()
-            self._pending = (sid, body[:2], future)
-            self._watchdog.arm(loop, timeout)
             try:
                 if sent is not None:
                     sent[0] = time.time_ns()
-                self._send(self._head + _SID[sid] + body)
+                self._issue(body, future, loop, timeout)
                 if meanwhile is not None:
                     meanwhile()
                 data = await future
                 if data is None:
-                    self._on_timeout(what, timeout)
-                    raise RequestFailed(
-                        "timeout", f"{what}: no answer from {self.settings.address} within "
-                        f"{timeout:g} s")
+                    raise self._timed_out(what, timeout)
                 return data
             finally:
                 self._watchdog.disarm()
                 self._pending = None
+        finally:
+            self._lock.release()
+
+    async def exchange_all(self, bodies: Sequence[bytes], first: int, timeout: float,
+                           whats: Sequence[str], sent_ns: list[int],
+                           take: Callable[[int, bytes], bool],
+                           meanwhile: Callable[[], None]) -> tuple[int, Outcome]:
+        """Commands ``bodies[first:]`` one at a time, as :meth:`exchange_raw` sends them
+        (each with its own service id and ``timeout``; ``sent_ns[i]``: when command i
+        left). Each answer (checked as there) goes to ``take(i, answer)``; when it takes it,
+        the next command leaves at once, from the callback the answer came in, and
+        ``meanwhile()`` runs while the PLC answers it (both must not raise).
+
+        Returns ``(i, outcome)``: ``(len(bodies), None)`` when every answer was taken;
+        else command i's: the answer ``take`` refused, its :class:`RequestFailed` or
+        :class:`ConnectionLost` (returned, not raised), or None when the link was handed to
+        another command waiting for it after command i - 1 (carry on from i)."""
+        await self._acquire()
+        try:
+            self._check_open()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[tuple[int, bytes | None] | None] = loop.create_future()
+            run = _Run(bodies, first, timeout, sent_ns, take, meanwhile, loop, future)
+            self._run = run
+            try:
+                sent_ns[first] = time.time_ns()
+                self._issue(bodies[first], future, loop, timeout)
+                meanwhile()
+                try:
+                    result = await future
+                except (RequestFailed, ConnectionLost) as failure:
+                    return run.at, failure
+                if result is None:  # the watchdog: command run.at got no answer in time
+                    try:
+                        return run.at, self._timed_out(whats[run.at], timeout)
+                    except ConnectionLost as lost:
+                        return run.at, lost
+                return result
+            finally:
+                self._watchdog.disarm()
+                self._pending = None
+                self._run = None
+        finally:
+            self._lock.release()
+
+    def _step(self, run: _Run, data: bytes) -> None:
+        """The answer to the run's command ``run.at``: taken, the next command leaves (or
+        the run ends); refused, the run ends there."""
+        future = run.future
+        at = run.at
+        try:
+            if not run.take(at, data):
+                future.set_result((at, data))
+                return
+            at += 1
+            if at == len(run.bodies) or self._queued:
+                future.set_result((at, None))
+                return
+            run.at = at
+            run.sent_ns[at] = time.time_ns()
+            self._issue(run.bodies[at], future, run.loop, run.timeout)
+            run.meanwhile()
+        except Exception as exc:  # take/meanwhile must not raise: the run's owner sees it
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _acquire(self) -> None:
+        """Take the link for a command (or a run of them), counted while waiting."""
+        self._queued += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._queued -= 1
+
+    def _check_open(self) -> None:
+        lost = self._lost
+        if self._route is None or lost is None or lost.done():
+            reason = lost.result() if lost is not None and lost.done() else "not connected"
+            raise ConnectionLost(f"{self.settings.address}: {reason}")
+
+    def _issue(self, body: bytes, future: asyncio.Future[Any],
+               loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """Send one command with the next service id; its answer goes to ``future``."""
+        sid = self._sid = self._sid % 255 + 1  # 1..255: 0 is what a zeroed buffer echoes
+        self._pending = (sid, body[:2], future)
+        self._watchdog.arm(loop, timeout)
+        self._send(self._head + _SID[sid] + body)
+
+    def _timed_out(self, what: str, timeout: float) -> RequestFailed:
+        """The command got no answer in time (:class:`ConnectionLost` from
+        :meth:`_on_timeout` when that broke the link)."""
+        self._on_timeout(what, timeout)
+        return RequestFailed("timeout", f"{what}: no answer from {self.settings.address} "
+                             f"within {timeout:g} s")
 
     def _expired(self) -> None:
         """The command waiting outlived its timeout (one watchdog timer per link)."""
