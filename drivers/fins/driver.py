@@ -231,13 +231,16 @@ class FinsDriver(Driver):
             while answered:
                 read, data, sent_at = answered.pop()
                 ts_ns[read.out] = sent_at
-                if isinstance(data, bytes):  # a word read: its words, swapped to little endian
+                if read.frame_size:  # a word read: its words, swapped to little endian
+                    assert isinstance(data, bytes)
                     count = read.request.count
                     words[read.base:read.base + count] = np.frombuffer(data, ">u2", count, 14)
                     words_to_come -= 1
                 elif read.bits_only:  # each value a bit, 0 or 1: true when not 0
-                    values[read.out] = data != 0
+                    values[read.out] = (np.frombuffer(data, np.bool_) if isinstance(data, bytes)
+                                        else data != 0)  # bytes: 0 or 1 already (take)
                 else:
+                    assert not isinstance(data, bytes)
                     read.decoder.decode(data, values[read.out])
             if words_to_come == 0:  # all word reads in (or failed): their tags at once
                 assert plan.words_decoder is not None
@@ -257,6 +260,9 @@ class FinsDriver(Driver):
                 if len(data) != read.frame_size:
                     return False
                 answered.append((read, data, sent_ns[i]))
+            elif read.bits_only and read.layout is not None and (
+                    bits := read.layout.bits(data)) is not None:  # by byte slices
+                answered.append((read, bits, sent_ns[i]))
             else:
                 try:
                     answered.append((read, self._values_of(read, data), sent_ns[i]))

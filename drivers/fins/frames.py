@@ -366,6 +366,10 @@ def controller_data_read() -> bytes:
 _CODE_AND_WORD = np.dtype([("code", "u1"), ("word", ">u2")])
 
 
+#: a byte -> 1 when it is not 0 (``bytes.translate``)
+_ONE_IF_SET = bytes([0] + [1] * 255)
+
+
 class MultipleReadLayout:
     """Where each item's area code and value lie in the answer to one MULTIPLE MEMORY AREA
     READ (01 04): each item is its area code and 2 bytes (a word) or 1 byte (a bit, 0 or
@@ -420,6 +424,16 @@ class MultipleReadLayout:
         words <<= 8
         words |= data[self._low]
         return words
+
+    def bits(self, frame: bytes, start: int = 14) -> bytes | None:
+        """The values of a multiple read of bits only, from its answer ``frame`` (its text
+        from ``start``): one byte a bit, 1 where it is set (the bytes' ``!= 0``) by byte
+        slices, without NumPy; None for a read with word items or an answer that does not
+        have the shape (:meth:`values` says why)."""
+        if (self._same != 2 or len(frame) - start != self.size
+                or frame[start::2] != self._code_bytes):
+            return None
+        return frame[start + 1::2].translate(_ONE_IF_SET)
 
     def _explain(self, text: bytes) -> None:
         """Raise the reason an answer does not fit, item by item."""

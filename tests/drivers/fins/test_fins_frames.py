@@ -10,6 +10,7 @@ from drivers.fins.frames import (
     MEMORY_AREA_READ,
     MULTIPLE_MEMORY_AREA_READ,
     EndCode,
+    MultipleReadLayout,
     Route,
     command_frame,
     memory_area_read,
@@ -228,3 +229,32 @@ def test_a_multiple_read_answer_gives_each_item_its_value(
     wrong[0] ^= 0x01
     with pytest.raises(FinsFrameError, match="area code"):
         parse_multiple_read(bytes(wrong), codes)
+
+
+@given(st.lists(st.tuples(st.sampled_from([0x30, 0x02, 0x31, 0x82]), st.integers(0, 255)),
+                min_size=1, max_size=20),
+       st.sampled_from(["whole", "wrong code", "short", "long"]))
+def test_a_multiple_read_of_bits_by_byte_slices_agrees_with_its_values(
+    items: list[tuple[int, int]], shape: str
+) -> None:
+    """``bits`` (the driver's fast path) takes exactly the answers ``values`` takes when
+    every item is a bit, each value as its ``!= 0``; anything else is None."""
+    codes = [c for c, _ in items]
+    layout = MultipleReadLayout(codes)
+    text = b"".join(bytes((c, v)) if c != 0x82 else bytes((c, v, v)) for c, v in items)
+    if shape == "wrong code":
+        text = bytes((text[0] ^ 0x01,)) + text[1:]
+    elif shape == "short":
+        text = text[:-1]
+    elif shape == "long":
+        text += b"\x00"
+    bits = layout.bits(bytes(14) + text)
+    try:
+        values = layout.values(text)
+    except FinsFrameError:
+        assert bits is None
+    else:
+        if 0x82 in codes:
+            assert bits is None
+        else:
+            assert bits == bytes(int(v != 0) for v in values)
