@@ -206,105 +206,39 @@ class FinsDriver(Driver):
 
     async def read(self, group: PollGroup) -> SampleBatch:
         """Read the group's planned reads one after another (:meth:`FinsLink.exchange_all`:
-        a good answer sends the next read from the callback it came in). The values of each
-        answer are decoded while the next read is on its way (one command at a time still),
-        so the decoding costs no time of its own but the last read's. A read whose answer
-        is not good (an end code, a wrong length or shape, no answer, garbage) is settled
-        on its own with its retries, then the rest go on."""
+        a good answer sends the next read from the callback it came in; :class:`_Poll`
+        decodes each answer while the next read is on its way). A read whose answer is not
+        good (an end code, a wrong length or shape, no answer, garbage) is settled on its
+        own with its retries, then the rest go on."""
         plan = self._plan_for(group.tag_ids)
         reads = plan.reads
-        n = len(plan.tag_ids)
-        values = np.empty(n, dtype=object if plan.has_objects else np.float64)
-        ts_ns = np.empty(n, dtype=np.int64)
-        quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
-        words = np.empty(plan.words, dtype="<u2")  # a failed read's words: zeros (below)
-        failed_words: list[slice] = []
-        #: answers still to decode, each with the time its read was sent
-        answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16], int]] = []
-        #: word reads whose words are not in ``words`` yet; 0: decode them, -1: decoded
-        words_to_come = plan.word_reads if plan.words_decoder is not None else -1
-        #: when each read's command left
-        sent_ns = [0] * len(reads)
-
-        def decode_answered() -> None:
-            nonlocal words_to_come
-            while answered:
-                read, data, sent_at = answered.pop()
-                ts_ns[read.out] = sent_at
-                if read.frame_size:  # a word read: its words, swapped to little endian
-                    assert isinstance(data, bytes)
-                    count = read.request.count
-                    words[read.base:read.base + count] = np.frombuffer(data, ">u2", count, 14)
-                    words_to_come -= 1
-                elif read.bits_only:  # each value a bit, 0 or 1: true when not 0
-                    values[read.out] = (np.frombuffer(data, np.bool_) if isinstance(data, bytes)
-                                        else data != 0)  # bytes: 0 or 1 already (take)
-                else:
-                    assert not isinstance(data, bytes)
-                    read.decoder.decode(data, values[read.out])
-            if words_to_come == 0:  # all word reads in (or failed): their tags at once
-                assert plan.words_decoder is not None
-                plan.words_decoder.decode(words, values)
-                words_to_come = -1
-
-        def answered_again(read: _PlannedRead) -> None:
-            if self._failing and self._failing.pop(read.request, None) is not None:
-                log.info("%s: %s answers again", self.device_name, read.what)
-
-        def take(i: int, data: bytes) -> bool:
-            """A good answer to read i (no end code, the length or shape it must have)."""
-            read = reads[i]
-            if data[12] or data[13]:  # an end code: settled by _read_with_retries
-                return False
-            if read.frame_size:
-                if len(data) != read.frame_size:
-                    return False
-                answered.append((read, data, sent_ns[i]))
-            elif read.bits_only and read.layout is not None and (
-                    bits := read.layout.bits(data)) is not None:  # by byte slices
-                answered.append((read, bits, sent_ns[i]))
-            else:
-                try:
-                    answered.append((read, self._values_of(read, data), sent_ns[i]))
-                except RequestFailed:
-                    return False
-            self._silent = 0
-            answered_again(read)
-            return True
-
+        poll = _Poll(self, plan)
         at = 0
         while at < len(reads):
             link = self._link
             if link is None or not link.is_open:
                 raise ConnectionLost(f"{self.device_name}: not connected to {self.address}")
             at, outcome = await link.exchange_all(plan.bodies, at, self.config.timeout,
-                                                  plan.whats, sent_ns, take, decode_answered)
+                                                  plan.whats, poll.sent_ns, poll.take,
+                                                  poll.sent)
             if outcome is None:  # all done, or the link given to another command meanwhile
                 continue
             read = reads[at]
-            sent = [sent_ns[at]]
+            sent = [poll.sent_ns[at]]
+            poll.start()
             try:
-                data = await self._read_with_retries(read, sent, decode_answered,
-                                                     (link, outcome))
+                data = await self._read_with_retries(read, sent, poll.decode, (link, outcome))
             except RequestFailed as failure:
-                values[read.out] = None if plan.has_objects else np.nan
-                quality[read.out] = Quality.BAD
                 self._note_failure(read, failure)
-                ts_ns[read.out] = sent[0]
-                if read.frame_size:
-                    failed_words.append(read.out)
-                    words[read.base:read.base + read.request.count] = 0
-                    words_to_come -= 1
-                decode_answered()  # in case it failed before it was sent
+                poll.failed(read, sent[0])
             else:
-                # decoded while the next read is on its way (or after the last)
-                answered.append((read, data, sent[0]))
-                answered_again(read)
+                poll.settled(read, data, sent[0])
             at += 1
-        decode_answered()
-        for out in failed_words:  # decoded from zeros: their tags stay bad
-            values[out] = None if plan.has_objects else np.nan
-        return SampleBatch(plan.tag_ids.copy(), values, ts_ns, quality)
+        return poll.batch()
+
+    def _answered_again(self, read: _PlannedRead) -> None:
+        if self._failing and self._failing.pop(read.request, None) is not None:
+            log.info("%s: %s answers again", self.device_name, read.what)
 
     async def _read_with_retries(self, read: _PlannedRead, sent: list[int],
                                  meanwhile: Callable[[], None] | None = None,
@@ -545,3 +479,124 @@ class FinsDriver(Driver):
         return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects,
                          word_count, words_decoder, sum(1 for r in reads if r.frame_size),
                          tuple(r.body for r in reads), tuple(r.what for r in reads))
+
+
+class _Poll:
+    """One poll of a plan under way. Its arrays are made once its first read is on its way
+    (the set-up costs the poll no time); each answer taken is decoded while the next read
+    is on its way, and the word reads' tags all at once when the last of them is in, so
+    that the decoding costs no time of its own but the last read's."""
+
+    __slots__ = ("answered", "driver", "failed_words", "plan", "quality", "sent_ns", "started",
+                 "tag_ids", "ts_ns", "values", "words", "words_to_come")
+
+    values: np.ndarray
+    ts_ns: npt.NDArray[np.int64]
+    quality: npt.NDArray[np.uint8]
+    words: npt.NDArray[np.uint16]
+    tag_ids: npt.NDArray[np.int32]
+
+    def __init__(self, driver: FinsDriver, plan: _PollPlan) -> None:
+        self.driver = driver
+        self.plan = plan
+        #: when each read's command left, in ns
+        self.sent_ns = [0] * len(plan.reads)
+        #: answers taken, still to decode: a word read's frame, another read's values (or
+        #: bits as bytes of 0 and 1)
+        self.answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16]]] = []
+        self.failed_words: list[slice] = []
+        #: word reads whose words are not in ``words`` yet; 0: decode them, -1: decoded
+        self.words_to_come = plan.word_reads if plan.words_decoder is not None else -1
+        self.started = False
+
+    def start(self) -> None:
+        """The poll's arrays (once)."""
+        if self.started:
+            return
+        self.started = True
+        plan = self.plan
+        n = len(plan.tag_ids)
+        self.values = np.empty(n, dtype=object if plan.has_objects else np.float64)
+        self.ts_ns = np.empty(n, dtype=np.int64)
+        self.quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
+        self.words = np.empty(plan.words, dtype="<u2")  # a failed read's words: zeros
+        self.tag_ids = plan.tag_ids.copy()
+
+    def sent(self, i: int) -> None:
+        """Read i is on its way (:meth:`FinsLink.exchange_all`): its tags' read time, and
+        the answers before it decoded meanwhile."""
+        self.start()
+        self.ts_ns[self.plan.reads[i].out] = self.sent_ns[i]
+        self.decode()
+
+    def take(self, i: int, data: bytes) -> bool:
+        """A good answer to read i (no end code, the length or shape it must have): kept
+        for :meth:`decode`; else False (the driver settles it with its retries)."""
+        read = self.plan.reads[i]
+        if data[12] or data[13]:  # an end code
+            return False
+        if read.frame_size:
+            if len(data) != read.frame_size:
+                return False
+            self.answered.append((read, data))
+        elif read.bits_only and read.layout is not None and (
+                bits := read.layout.bits(data)) is not None:  # by byte slices
+            self.answered.append((read, bits))
+        else:
+            try:
+                self.answered.append((read, self.driver._values_of(read, data)))
+            except RequestFailed:
+                return False
+        driver = self.driver
+        driver._silent = 0
+        if driver._failing:
+            driver._answered_again(read)
+        return True
+
+    def settled(self, read: _PlannedRead, data: bytes | npt.NDArray[np.uint16],
+                sent_ns: int) -> None:
+        """A read answered on its own (after a failure or a retry), sent at ``sent_ns``."""
+        self.ts_ns[read.out] = sent_ns
+        self.answered.append((read, data))  # decoded while the next read is on its way
+        self.driver._answered_again(read)
+
+    def failed(self, read: _PlannedRead, sent_ns: int) -> None:
+        """A read failed for good: its tags are BAD."""
+        self.values[read.out] = None if self.plan.has_objects else np.nan
+        self.quality[read.out] = Quality.BAD
+        self.ts_ns[read.out] = sent_ns
+        if read.frame_size:
+            self.failed_words.append(read.out)
+            self.words[read.base:read.base + read.request.count] = 0
+            self.words_to_come -= 1
+        self.decode()  # in case it was the last word read
+
+    def decode(self) -> None:
+        """The answers taken, into the batch's values (word reads: into the words)."""
+        answered = self.answered
+        while answered:
+            read, data = answered.pop()
+            if read.frame_size:  # a word read: its words, swapped to little endian
+                assert isinstance(data, bytes)
+                count = read.request.count
+                self.words[read.base:read.base + count] = np.frombuffer(data, ">u2", count, 14)
+                self.words_to_come -= 1
+            elif read.bits_only:  # each value a bit, 0 or 1: true when not 0
+                self.values[read.out] = (np.frombuffer(data, np.bool_) if isinstance(data, bytes)
+                                         else data != 0)  # bytes: 0 or 1 already (take)
+            else:
+                assert not isinstance(data, bytes)
+                read.decoder.decode(data, self.values[read.out])
+        if self.words_to_come == 0:  # all word reads in (or failed): their tags at once
+            assert self.plan.words_decoder is not None
+            self.plan.words_decoder.decode(self.words, self.values)
+            self.words_to_come = -1
+
+    def batch(self) -> SampleBatch:
+        """The poll's samples, once every read is settled."""
+        self.start()
+        self.decode()
+        values = self.values
+        for out in self.failed_words:  # decoded from zeros: their tags stay bad
+            values[out] = None if self.plan.has_objects else np.nan
+        return SampleBatch(self.tag_ids, values, self.ts_ns, self.quality)

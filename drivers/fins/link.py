@@ -78,7 +78,7 @@ class _Run:
     __slots__ = ("at", "bodies", "future", "loop", "meanwhile", "sent_ns", "take", "timeout")
 
     def __init__(self, bodies: Sequence[bytes], at: int, timeout: float, sent_ns: list[int],
-                 take: Callable[[int, bytes], bool], meanwhile: Callable[[], None],
+                 take: Callable[[int, bytes], bool], meanwhile: Callable[[int], None],
                  loop: asyncio.AbstractEventLoop,
                  future: asyncio.Future[tuple[int, bytes | None] | None]) -> None:
         self.bodies = bodies
@@ -270,12 +270,13 @@ class FinsLink(ABC):
     async def exchange_all(self, bodies: Sequence[bytes], first: int, timeout: float,
                            whats: Sequence[str], sent_ns: list[int],
                            take: Callable[[int, bytes], bool],
-                           meanwhile: Callable[[], None]) -> tuple[int, Outcome]:
+                           meanwhile: Callable[[int], None]) -> tuple[int, Outcome]:
         """Commands ``bodies[first:]`` one at a time, as :meth:`exchange_raw` sends them
         (each with its own service id and ``timeout``; ``sent_ns[i]``: when command i
         left). Each answer (checked as there) goes to ``take(i, answer)``; when it takes it,
-        the next command leaves at once, from the callback the answer came in, and
-        ``meanwhile()`` runs while the PLC answers it (both must not raise).
+        the next command leaves at once, from the callback the answer came in. After
+        command i left, ``meanwhile(i)`` runs while the PLC answers it (work done in the
+        meantime). ``take`` and ``meanwhile`` must not raise.
 
         Returns ``(i, outcome)``: ``(len(bodies), None)`` when every answer was taken;
         else command i's: the answer ``take`` refused, its :class:`RequestFailed` or
@@ -291,7 +292,7 @@ class FinsLink(ABC):
             try:
                 sent_ns[first] = time.time_ns()
                 self._issue(bodies[first], future, loop, timeout)
-                meanwhile()
+                meanwhile(first)
                 try:
                     result = await future
                 except (RequestFailed, ConnectionLost) as failure:
@@ -325,7 +326,7 @@ class FinsLink(ABC):
             run.at = at
             run.sent_ns[at] = time.time_ns()
             self._issue(run.bodies[at], future, run.loop, run.timeout)
-            run.meanwhile()
+            run.meanwhile(at)
         except Exception as exc:  # take/meanwhile must not raise: the run's owner sees it
             if not future.done():
                 future.set_exception(exc)
