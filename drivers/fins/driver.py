@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +80,7 @@ class _PlannedRead:
     frame_size: int = 0  # bytes of a good answer frame to a word read (0: other reads)
     base: int = 0  # a word read: where its words go in the poll's word buffer
     bits_only: bool = False  # every tag a bit read with bit access, in answer order
+    word_index: int = -1  # a word read: which of the plan's word reads it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,8 @@ class _PollPlan:
     #: each read's command code and text, and its description (for the link)
     bodies: tuple[bytes, ...] = ()
     whats: tuple[str, ...] = ()
+    #: each read's number of tags (its ``out`` slices are consecutive, in read order)
+    sizes: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
 
 class FinsDriver(Driver):
@@ -230,9 +233,9 @@ class FinsDriver(Driver):
                 data = await self._read_with_retries(read, sent, poll.decode, (link, outcome))
             except RequestFailed as failure:
                 self._note_failure(read, failure)
-                poll.failed(read, sent[0])
+                poll.failed(at, sent[0])
             else:
-                poll.settled(read, data, sent[0])
+                poll.settled(at, data, sent[0])
             at += 1
         return poll.batch()
 
@@ -466,7 +469,9 @@ class FinsDriver(Driver):
                                       not words and all(
                                           f.type is DataType.BOOL and f.bit is None
                                           and f.offset == i for i, f in enumerate(fields))
-                                      and len(fields) == request.size))
+                                      and len(fields) == request.size,
+                                      word_index=sum(1 for r in reads if r.frame_size)
+                                      if words else -1))
             if words:
                 word_fields += [replace(f, offset=f.offset + word_count) for f in fields]
                 word_positions += range(start, len(batch_ids))
@@ -478,34 +483,40 @@ class FinsDriver(Driver):
                          if word_fields else None)
         return _PollPlan(tuple(reads), np.array(batch_ids, dtype=np.int32), has_objects,
                          word_count, words_decoder, sum(1 for r in reads if r.frame_size),
-                         tuple(r.body for r in reads), tuple(r.what for r in reads))
+                         tuple(r.body for r in reads), tuple(r.what for r in reads),
+                         np.array([r.out.stop - r.out.start for r in reads], dtype=np.intp))
 
 
 class _Poll:
     """One poll of a plan under way. Its arrays are made once its first read is on its way
     (the set-up costs the poll no time); each answer taken is decoded while the next read
-    is on its way, and the word reads' tags all at once when the last of them is in, so
-    that the decoding costs no time of its own but the last read's."""
+    is on its way: the word reads' frames are kept and all their tags decoded at once when
+    the last of them is in (a few NumPy calls a poll, not a few an answer), the read times
+    set at once when the last read leaves. So the decoding costs no time of its own but
+    the last read's."""
 
     __slots__ = ("answered", "driver", "failed_words", "plan", "quality", "sent_ns", "started",
-                 "tag_ids", "ts_ns", "values", "words", "words_to_come")
+                 "tag_ids", "timed", "ts_ns", "values", "word_parts", "words_to_come")
 
     values: np.ndarray
     ts_ns: npt.NDArray[np.int64]
     quality: npt.NDArray[np.uint8]
-    words: npt.NDArray[np.uint16]
     tag_ids: npt.NDArray[np.int32]
 
     def __init__(self, driver: FinsDriver, plan: _PollPlan) -> None:
         self.driver = driver
         self.plan = plan
-        #: when each read's command left, in ns
+        #: when each read's command left, in ns (its tags' read time)
         self.sent_ns = [0] * len(plan.reads)
+        #: ``ts_ns`` made from ``sent_ns`` (when the last read left)
+        self.timed = False
         #: answers taken, still to decode: a word read's frame, another read's values (or
         #: bits as bytes of 0 and 1)
         self.answered: list[tuple[_PlannedRead, bytes | npt.NDArray[np.uint16]]] = []
-        self.failed_words: list[slice] = []
-        #: word reads whose words are not in ``words`` yet; 0: decode them, -1: decoded
+        #: each word read's words as they came (big endian); a failed read's: zeros
+        self.word_parts: list[bytes | memoryview] = [b""] * plan.word_reads
+        self.failed_words: list[slice] = []  # (their tags' places)
+        #: word reads whose words are not in ``word_parts`` yet; 0: decode them, -1: decoded
         self.words_to_come = plan.word_reads if plan.words_decoder is not None else -1
         self.started = False
 
@@ -517,17 +528,21 @@ class _Poll:
         plan = self.plan
         n = len(plan.tag_ids)
         self.values = np.empty(n, dtype=object if plan.has_objects else np.float64)
-        self.ts_ns = np.empty(n, dtype=np.int64)
         self.quality = np.zeros(n, dtype=np.uint8)  # Quality.GOOD
-        self.words = np.empty(plan.words, dtype="<u2")  # a failed read's words: zeros
         self.tag_ids = plan.tag_ids.copy()
 
     def sent(self, i: int) -> None:
-        """Read i is on its way (:meth:`FinsLink.exchange_all`): its tags' read time, and
-        the answers before it decoded meanwhile."""
+        """Read i is on its way (:meth:`FinsLink.exchange_all`): the answers before it are
+        decoded meanwhile; after the last read, the read times."""
         self.start()
-        self.ts_ns[self.plan.reads[i].out] = self.sent_ns[i]
+        if i == len(self.sent_ns) - 1:
+            self._time()
         self.decode()
+
+    def _time(self) -> None:
+        """Every tag's read time: when its read left (the last read has left)."""
+        self.ts_ns = np.repeat(np.array(self.sent_ns, dtype=np.int64), self.plan.sizes)
+        self.timed = True
 
     def take(self, i: int, data: bytes) -> bool:
         """A good answer to read i (no end code, the length or shape it must have): kept
@@ -553,33 +568,39 @@ class _Poll:
             driver._answered_again(read)
         return True
 
-    def settled(self, read: _PlannedRead, data: bytes | npt.NDArray[np.uint16],
-                sent_ns: int) -> None:
-        """A read answered on its own (after a failure or a retry), sent at ``sent_ns``."""
-        self.ts_ns[read.out] = sent_ns
+    def _sent_at(self, i: int, sent_ns: int) -> None:
+        """Read i (settled on its own) last left at ``sent_ns``."""
+        self.sent_ns[i] = sent_ns
+        if self.timed:
+            self.ts_ns[self.plan.reads[i].out] = sent_ns
+
+    def settled(self, i: int, data: bytes | npt.NDArray[np.uint16], sent_ns: int) -> None:
+        """Read i answered on its own (after a failure or a retry), sent at ``sent_ns``."""
+        read = self.plan.reads[i]
+        self._sent_at(i, sent_ns)
         self.answered.append((read, data))  # decoded while the next read is on its way
         self.driver._answered_again(read)
 
-    def failed(self, read: _PlannedRead, sent_ns: int) -> None:
-        """A read failed for good: its tags are BAD."""
+    def failed(self, i: int, sent_ns: int) -> None:
+        """Read i failed for good: its tags are BAD (NaN or None)."""
+        read = self.plan.reads[i]
+        self._sent_at(i, sent_ns)
         self.values[read.out] = None if self.plan.has_objects else np.nan
         self.quality[read.out] = Quality.BAD
-        self.ts_ns[read.out] = sent_ns
         if read.frame_size:
+            self.word_parts[read.word_index] = bytes(2 * read.request.count)
             self.failed_words.append(read.out)
-            self.words[read.base:read.base + read.request.count] = 0
             self.words_to_come -= 1
         self.decode()  # in case it was the last word read
 
     def decode(self) -> None:
-        """The answers taken, into the batch's values (word reads: into the words)."""
+        """The answers taken, into the batch's values (word reads: into ``word_parts``)."""
         answered = self.answered
         while answered:
             read, data = answered.pop()
-            if read.frame_size:  # a word read: its words, swapped to little endian
+            if read.frame_size:  # a word read: its words as they came
                 assert isinstance(data, bytes)
-                count = read.request.count
-                self.words[read.base:read.base + count] = np.frombuffer(data, ">u2", count, 14)
+                self.word_parts[read.word_index] = memoryview(data)[14:]
                 self.words_to_come -= 1
             elif read.bits_only:  # each value a bit, 0 or 1: true when not 0
                 self.values[read.out] = (np.frombuffer(data, np.bool_) if isinstance(data, bytes)
@@ -588,15 +609,19 @@ class _Poll:
                 assert not isinstance(data, bytes)
                 read.decoder.decode(data, self.values[read.out])
         if self.words_to_come == 0:  # all word reads in (or failed): their tags at once
-            assert self.plan.words_decoder is not None
-            self.plan.words_decoder.decode(self.words, self.values)
+            decoder = self.plan.words_decoder
+            assert decoder is not None
+            words = np.frombuffer(b"".join(self.word_parts), ">u2").astype("<u2")
+            values = self.values
+            decoder.decode(words, values)
+            for out in self.failed_words:  # decoded from zeros: their tags stay bad
+                values[out] = None if self.plan.has_objects else np.nan
             self.words_to_come = -1
 
     def batch(self) -> SampleBatch:
         """The poll's samples, once every read is settled."""
         self.start()
+        if not self.timed:
+            self._time()
         self.decode()
-        values = self.values
-        for out in self.failed_words:  # decoded from zeros: their tags stay bad
-            values[out] = None if self.plan.has_objects else np.nan
-        return SampleBatch(self.tag_ids, values, self.ts_ns, self.quality)
+        return SampleBatch(self.tag_ids, self.values, self.ts_ns, self.quality)

@@ -397,3 +397,59 @@ async def test_a_refused_word_read_leaves_the_others_of_the_poll_good(
     assert batch.quality.tolist() == [Quality.GOOD, Quality.BAD]
     assert batch.values[0] == 0x1234 and np.isnan(batch.values[1])
     assert driver.errors["end_code_1103"] == 1
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_read_refused_mid_poll_leaves_the_reads_after_it_good(
+    transport: str, plc: FinsPlcSimulator, make_driver: MakeDriver
+) -> None:
+    """A poll's reads go as one run on the link; a refused answer in the middle ends the run
+    there, is settled on its own (BAD, counted), and the reads after it go on: good, each
+    tag timed by the moment its own read left."""
+    plc.set_words("W10", [11])
+    plc.set_words("E2_5", [25])
+    plc.set_words("CIO0", [0x0002])
+    driver = make_driver(plc, [{"name": "w", "address": "W10", "type": "uint16"},
+                               {"name": "far", "address": "D30000", "type": "float32"},
+                               {"name": "em", "address": "E2_5", "type": "uint16"},
+                               {"name": "bit", "address": "CIO0.01", "type": "bool"}],
+                         transport=transport, multiple_read=False)
+    await driver.connect()
+    assert [r.describe() for r in driver.requests] == [
+        "CIO0.01..CIO0.01 (1 bits)", "W10..W10 (1 word)", "D30000..D30001 (2 words)",
+        "E2_5..E2_5 (1 word)"]
+    plc.memory["D"] = plc.memory["D"][:20000]  # a CPU with less DM
+    for _ in range(2):  # the second poll: the run goes again from its first read
+        batch = await driver.read(driver.poll_groups()[0])
+        got = dict(zip(batch.tag_ids.tolist(), zip(batch.values.tolist(),
+                                                   batch.quality.tolist(), strict=True),
+                       strict=True))
+        assert got[100] == (11.0, Quality.GOOD) and got[102] == (25.0, Quality.GOOD)
+        assert got[103] == (1.0, Quality.GOOD)
+        assert math.isnan(got[101][0]) and got[101][1] == Quality.BAD
+        assert batch.ts_ns.tolist() == sorted(batch.ts_ns.tolist())  # in read order
+        assert len(set(batch.ts_ns.tolist())) == 4  # each read its own time
+    assert driver.errors == {"end_code_1103": 2}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_write_during_a_poll_goes_between_its_reads(
+    transport: str, plc: FinsPlcSimulator, make_driver: MakeDriver
+) -> None:
+    """A poll's run of reads gives way to a command waiting for the link after the read on
+    its way: a write does not wait for the whole poll."""
+    driver = make_driver(plc, [{"name": "w", "address": "W10", "type": "uint16"},
+                               {"name": "d", "address": "D0", "type": "uint16"},
+                               {"name": "em", "address": "E2_5", "type": "uint16"}],
+                         transport=transport, multiple_read=False, timeout="5s")
+    await driver.connect()
+    plc.response_delay = 0.05
+    poll = asyncio.create_task(driver.read(driver.poll_groups()[0]))
+    await asyncio.sleep(0)  # the poll's first read leaves
+    await driver.write(101, 1234)
+    assert not poll.done()  # the write went between the poll's reads
+    plc.response_delay = 0.0
+    batch = await poll
+    assert batch.quality.tolist() == [Quality.GOOD] * 3
+    assert plc.memory["D"][0] == 1234
+    assert (await driver.read(driver.poll_groups()[0])).values.tolist()[1] == 1234.0
