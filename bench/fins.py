@@ -9,7 +9,10 @@ machine falls on both:
 - **raw**: a bare asyncio loop sending the same reads (the driver's own plan, the same
   frame bytes) over the same transport, waiting for each answer and taking its words
   as a NumPy array (no end code, service id or length checks, no values per tag, no
-  qualities): the ceiling.
+  qualities), with a future and a task switch per answer. The driver sends each next read
+  from the callback its previous answer came in (``FinsLink.exchange_all``), so it can
+  come out ahead of this loop: it is the reference the goal is judged against, not a
+  ceiling.
 
 Values/s = tags x polls / seconds. The ratios are ours / raw, of the medians and the
 median of each round's pair (judged against the goal, >= 0.9), and per client CPU
