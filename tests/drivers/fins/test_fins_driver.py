@@ -453,3 +453,28 @@ async def test_a_write_during_a_poll_goes_between_its_reads(
     assert batch.quality.tolist() == [Quality.GOOD] * 3
     assert plc.memory["D"][0] == 1234
     assert (await driver.read(driver.poll_groups()[0])).values.tolist()[1] == 1234.0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_poll_cancelled_mid_run_leaves_the_link_usable(
+    transport: str, plc: FinsPlcSimulator, make_driver: MakeDriver
+) -> None:
+    """A poll cancelled while one of its reads is on its way (a device stopped, a config
+    change) leaves no command waiting: the next poll and a write go through, the late
+    answer is dropped by its service id."""
+    plc.set_words("W10", [11])
+    driver = make_driver(plc, [{"name": "w", "address": "W10", "type": "uint16"},
+                               {"name": "d", "address": "D0", "type": "uint16"}],
+                         transport=transport, multiple_read=False)
+    await driver.connect()
+    plc.response_delay = 0.05
+    poll = asyncio.create_task(driver.read(driver.poll_groups()[0]))
+    await asyncio.sleep(0)  # its first read leaves
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    plc.response_delay = 0.0
+    await driver.write(101, 7)
+    batch = await driver.read(driver.poll_groups()[0])
+    assert batch.values.tolist() == [11.0, 7.0] and batch.quality.tolist() == [0, 0]
+    assert not driver.errors
