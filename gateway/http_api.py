@@ -45,7 +45,7 @@ from gateway.http_users import ROUTE_ROLES as USER_ROLES
 from gateway.http_users import UserRoutes
 from gateway.http_writes import ROUTE_ROLES as WRITE_ROLES
 from gateway.http_writes import add_writes_route
-from gateway.metrics import CONTENT_TYPE, render
+from gateway.metrics import CONTENT_TYPE, render_async
 from gateway.status_page import PUBLIC_ROUTES, add_status_page
 from gateway.types import QUALITY_NAMES, now_ns
 
@@ -186,7 +186,8 @@ class HttpApi:
         return web.json_response(body, status=200 if healthy else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=render(self.gateway), headers={"Content-Type": CONTENT_TYPE})
+        body = await render_async(self.gateway)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def tags(self, request: web.Request) -> web.Response:
         """Latest value, quality and timestamp of every tag (for ``tail`` and the status page)."""
