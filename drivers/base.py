@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Generic, TypeVar
 
 from gateway.errors import ConnectionLost, DeviceUnreachable, DeviceWriteRefused, DriverError
@@ -84,6 +85,37 @@ class PollGroup:
     tag_ids: tuple[int, ...]
 
 
+class TagPositions(Mapping[int, int]):
+    """The index of each tag id among a device's ``tag_ids``. The catalog gives a device's
+    tags consecutive ids, so this is arithmetic then, a dict otherwise: a dict of 100 ids
+    is 4.7 KB, 9 MB at 2,000 devices (issue 21)."""
+
+    __slots__ = ("_count", "_first", "_map")
+
+    def __init__(self, tag_ids: Sequence[int]) -> None:
+        count = len(tag_ids)
+        self._first = tag_ids[0] if count else 0
+        self._count = count
+        consecutive = all(b - a == 1 for a, b in pairwise(tag_ids))
+        self._map = None if consecutive else {t: i for i, t in enumerate(tag_ids)}
+
+    def __getitem__(self, tag_id: int) -> int:
+        if self._map is not None:
+            return self._map[tag_id]
+        if type(tag_id) is int and 0 <= tag_id - self._first < self._count:
+            return tag_id - self._first
+        if type(tag_id) is not int and hasattr(tag_id, "__index__"):  # a NumPy integer
+            return self[tag_id.__index__()]
+        raise KeyError(tag_id)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._map if self._map is not None else
+                    range(self._first, self._first + self._count))
+
+    def __len__(self) -> int:
+        return self._count
+
+
 class Driver(ABC):
     """Base class of every protocol driver. One instance per configured device."""
 
@@ -105,7 +137,7 @@ class Driver(ABC):
                 "tag ids were given"
             )
         #: index of each tag id in the device's config order
-        self.tag_position = {tag_id: i for i, tag_id in enumerate(self.tag_ids)}
+        self.tag_position = TagPositions(self.tag_ids)
         #: error counts by kind (e.g. ``timeout``, ``exception_2``, ``decode``), exported per device
         self.errors: Counter[str] = Counter()
 
