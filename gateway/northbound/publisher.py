@@ -304,8 +304,14 @@ class Publisher:
     async def _sender(self) -> None:
         while True:
             self._wake.clear()
+            if self._births_due():
+                await self.contract.prepare_births()  # the slow part, off the event loop
             self.send_pending()
             await self._wake.wait()
+
+    def _births_due(self) -> bool:
+        key = self._current_key()
+        return key is not None and (key != self._session_key or self._rebirth_requested)
 
     def send_pending(self) -> None:
         """One turn of the sender: start a session when one is due (backlog, births), then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -148,3 +149,20 @@ def test_a_batch_with_strings_keeps_bools_and_integers_typed() -> None:
     raw = json.loads(c.data(batch, seq=1, session=1, ts_ns=0).payload)
     assert raw["samples"]["value"] == [1.5, 7, True, "SN-42", None]
     assert isinstance(raw["samples"]["value"][1], int)
+
+
+def test_a_birth_prepared_off_the_event_loop_is_the_same_bytes_and_used_once() -> None:
+    cfg = make_config(TAGS)
+    c = JsonContract(cfg, TagCatalog(cfg.devices), "9.9.9")
+    made_now = c.birth(1, 5, 1_000_000, {"dev": "up"}).payload
+    asyncio.run(c.prepare_births())
+    prepared = c._prepared
+    assert prepared is not None
+    assert c.birth(1, 5, 1_000_000, {"dev": "up"}).payload == made_now
+    assert c._prepared is None  # 34 MB at 200,000 tags: not kept
+    asyncio.run(c.prepare_births())
+    changed = make_config([*TAGS, {"name": "extra", "table": "input", "address": 40,
+                                   "type": "int16"}])
+    c.revise(changed, TagCatalog(changed.devices, c.catalog))  # a live change meanwhile
+    after = json.loads(c.birth(1, 5, 1_000_000, {"dev": "up"}).payload)
+    assert [t["tag"] for t in after["tags"]][-1] == "dev.extra"  # not the prepared one

@@ -215,6 +215,9 @@ class SparkplugEdgeNode:
             return None
         return generation, self._host_epoch
 
+    async def prepare_births(self) -> None:
+        """Nothing ahead: NBIRTH and DBIRTHs carry the current values, read when sent."""
+
     def births(self, context: BirthContext) -> list[OutboundMessage]:
         """NBIRTH (seq 0, this connection's bdSeq) and a DBIRTH per live device."""
         bdseq = self.connection_bdseq if self.connection_bdseq is not None else 0
