@@ -147,6 +147,8 @@ class Publisher:
         self._inflight: dict[int, OutboundMessage] = {}
         #: the session the births were sent for (None: none yet on this connection)
         self._session_key: Hashable | None = None
+        #: the session whose backlog was marked while its births were prepared
+        self._backlog_marked: Hashable | None = None
         self._rebirth_requested = False
         #: ids of the last round of births not yet confirmed by the broker
         self._births_unconfirmed: set[int] = set()
@@ -304,14 +306,21 @@ class Publisher:
     async def _sender(self) -> None:
         while True:
             self._wake.clear()
-            if self._births_due():
+            key = self._current_key()
+            if key is not None and (key != self._session_key or self._rebirth_requested):
+                if key != self._session_key:
+                    self._mark_backlog(key)  # what waited for this session, not what comes
                 await self.contract.prepare_births()  # the slow part, off the event loop
             self.send_pending()
             await self._wake.wait()
 
-    def _births_due(self) -> bool:
-        key = self._current_key()
-        return key is not None and (key != self._session_key or self._rebirth_requested)
+    def _mark_backlog(self, key: Hashable) -> None:
+        """A new session: what waits now is replayed (at the replay rate); what is encoded
+        from now on goes out live, after the births."""
+        self._backlog_marked = key
+        backlog = self.outbox.mark_backlog()
+        if backlog:
+            log.info("replaying %d messages at up to %g/s", backlog, self._replay.rate)
 
     def send_pending(self) -> None:
         """One turn of the sender: start a session when one is due (backlog, births), then
@@ -321,9 +330,9 @@ class Publisher:
             return
         if key != self._session_key:
             self._session_key = key
-            backlog = self.outbox.mark_backlog()  # a new session: replay what waited
-            if backlog:
-                log.info("replaying %d messages at up to %g/s", backlog, self._replay.rate)
+            if self._backlog_marked != key:  # not while the births were prepared
+                self._mark_backlog(key)
+            self._backlog_marked = None
             self._send_births()
         elif self._rebirth_requested:
             self._send_births()
