@@ -16,6 +16,7 @@ own retained message, not the birth again; the will is the death, retained.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
@@ -373,11 +374,19 @@ def _dumps_fast(body: dict[str, Any]) -> bytes:
 def _catalog_json(catalog: TagCatalog, mask: np.ndarray) -> bytes:
     """The birth's ``tags`` array of the tags ``mask`` lets out, encoded
     :data:`_TAGS_PER_CHUNK` entries at a time: a list of 100,000 entry dicts took ~65 MB at
-    once, and the peak stays in the RSS."""
+    once, and the peak stays in the RSS; each chunk is written out before the next is
+    made (200 chunks of 170 KB kept until joined stayed in the RSS after they were freed
+    when made in a worker thread: +50 MiB at 200,000 tags)."""
     tags = [t for t in catalog.tags if mask[t.id]]
-    chunks = [_dumps([t.catalog_entry() for t in tags[i:i + _TAGS_PER_CHUNK]])[1:-1]
-              for i in range(0, len(tags), _TAGS_PER_CHUNK)]  # fmt: skip
-    return b"[" + b",".join(chunks) + b"]"
+    out = io.BytesIO()
+    out.write(b"[")
+    for i in range(0, len(tags), _TAGS_PER_CHUNK):
+        if i:
+            out.write(b",")
+        chunk = _dumps([t.catalog_entry() for t in tags[i:i + _TAGS_PER_CHUNK]])
+        out.write(memoryview(chunk)[1:-1])
+    out.write(b"]")
+    return out.getvalue()
 
 
 def _dumps(body: dict[str, Any] | list[Any]) -> bytes:
