@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from dataclasses import replace as dataclass_replace
 from typing import NoReturn, TypeVar
 
 import numpy as np
@@ -187,7 +188,8 @@ class ModbusDriver(Driver):
 
     @property
     def requests(self) -> tuple[ReadRequest, ...]:
-        """The read requests of one poll of all tags, as planned."""
+        """The read requests of one poll of all tags, as planned (without their members:
+        the decode plans hold where each tag is)."""
         return tuple(r.request for r in self._plan_for_ids(self.tag_ids).reads)
 
     @property
@@ -529,7 +531,9 @@ class ModbusDriver(Driver):
             call = read_request(request.table, request.address, request.count, request.unit)
             reads.append(
                 _PlannedRead(
-                    request,
+                    # without its members: the decode plan has them as arrays, and a Member
+                    # a tag kept here was 48 B (9 MB at 200,000 tags, issue 21)
+                    dataclass_replace(request, members=()),
                     call,
                     DecodePlan(fields, request.count),
                     slice(start, len(batch_ids)),
