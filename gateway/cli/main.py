@@ -53,12 +53,14 @@ def main() -> None:
 def run(config_path: str, log_level: str | None) -> None:
     """Run the gateway until SIGTERM or SIGINT."""
     from gateway.config.loader import check_secrets, config_digest, load_config_file
+    from gateway.runtime.memory import map_large_blocks_apart
 
     # no garbage collection while start-up builds what lives as long as the gateway (the
     # config, catalog and plans): each collection walked it all again and found nothing to
     # free (~0.7 s of a start at 100,000 tags); on again once it is frozen (see
     # _freeze_when_started)
     gc.disable()
+    map_large_blocks_apart()  # freed large blocks leave the RSS (gateway/runtime/memory.py)
     digest = config_digest(config_path)  # before reading: a later edit differs from it
     try:
         document = load_config_file(config_path)

@@ -68,3 +68,37 @@ def test_the_runtime_and_local_api_import_no_protobuf() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+_LARGE_BLOCKS = """
+import sys
+from pathlib import Path
+from gateway.runtime.memory import map_large_blocks_apart
+def rss_kib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+if sys.argv[1] == "apart":
+    assert map_large_blocks_apart()
+first = bytearray(8 * 2**20)
+del first  # glibc raises its threshold to 8 MiB here: blocks below it come from the heap
+before = rss_kib()
+blocks = [bytearray(256 * 1024) for _ in range(200)]  # 50 MiB, as data messages and births
+pin = bytearray(4096)  # allocated from the heap after them, and it lives on
+del blocks
+print(rss_kib() - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_large_blocks_leave_the_rss_when_freed() -> None:
+    import subprocess
+    import sys
+
+    def grown_kib(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", _LARGE_BLOCKS, mode], capture_output=True,
+                              text=True, check=True)  # fmt: skip
+        return int(done.stdout)
+
+    assert grown_kib("apart") < 8 * 1024
+    assert grown_kib("pooled") > 32 * 1024  # what the gateway did before
