@@ -136,7 +136,7 @@ CONNECT_STORM_WAIT = 120.0
 
 
 async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> None:
-    """Once running, move what start-up built (the config, the catalog, the drivers' plans:
+    """Once built, move what start-up built (the config, the catalog, the drivers' plans:
     long-lived, hundreds of thousands of objects at 100,000 tags) out of the garbage
     collector's sight: a full collection then scans only what came later, and takes
     milliseconds instead of a stop-the-world pause of every poll (issue 21); and collect
@@ -153,12 +153,13 @@ async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> No
     from gateway.runtime.device_runner import DeviceState
     from gateway.runtime.memory import give_back_freed_memory
 
-    await gateway.started.wait()
+    await gateway.built.wait()  # before the devices start: this full collection holds no poll
     gc.collect()
     gc.freeze()
     gc.enable()  # off since start-up began (run)
     log.debug("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
     await asyncio.to_thread(give_back_freed_memory)  # what reading the config freed
+    await gateway.started.wait()  # the devices' runners are there
     for _ in range(int(CONNECT_STORM_WAIT / check_every)):  # a look at the states now and then
         if all(r.stats.state is not DeviceState.STARTING for r in gateway.runners.values()):
             break

@@ -133,6 +133,9 @@ class Gateway:
         self.http_api: HttpApi | None = None
         #: set once devices, northbound and the local API are running
         self.started = asyncio.Event()
+        #: set once start-up's long-lived objects are built, the moment before the devices
+        #: start (nothing polls yet: a full garbage collection then holds no poll)
+        self.built = asyncio.Event()
         self.config_dir = config_dir
         #: edge models (``models.enabled``): windows, inference, hot reload
         self.models = self._build_models()
@@ -506,6 +509,7 @@ class Gateway:
         self.http_api = http
         if http is not None:
             self.http_port = await http.start()
+        self.built.set()  # whoever waits runs before the devices' first steps
         enabled = [d for d in self.config.devices if d.enabled]
         for i, device in enumerate(enabled):
             self._start_device(device, start_after=_stagger(i, len(enabled), device,

@@ -16,13 +16,14 @@ from tests.waiting import until
 
 async def test_objects_made_by_the_first_connects_are_frozen_once_every_device_tried() -> None:
     runners = {n: SimpleNamespace(stats=DeviceStats()) for n in ("a", "b")}
-    gateway = SimpleNamespace(started=asyncio.Event(), runners=runners)
+    gateway = SimpleNamespace(built=asyncio.Event(), started=asyncio.Event(), runners=runners)
     gc.disable()  # as run leaves it for start-up
-    task = asyncio.create_task(_freeze_when_started(gateway, check_every=0.01))  # type: ignore[arg-type]  # the two attributes it reads
+    task = asyncio.create_task(_freeze_when_started(gateway, check_every=0.01))  # type: ignore[arg-type]  # the attributes it reads
     try:
-        gateway.started.set()
+        gateway.built.set()
         await until(lambda: gc.get_freeze_count() > 0, "the first freeze")
         assert gc.isenabled()  # collecting again once start-up's objects are frozen
+        gateway.started.set()  # the devices started
         connection = [[object()] for _ in range(1000)]  # what a connect builds, long-lived
         runners["a"].stats.state = DeviceState.UP
         await asyncio.sleep(0.05)
