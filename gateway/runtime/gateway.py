@@ -133,8 +133,9 @@ class Gateway:
         self.http_api: HttpApi | None = None
         #: set once devices, northbound and the local API are running
         self.started = asyncio.Event()
-        #: set once start-up's long-lived objects are built, the moment before the devices
-        #: start (nothing polls yet: a full garbage collection then holds no poll)
+        #: set once start-up's long-lived objects (the drivers and their request plans among
+        #: them) are built, the moment before the devices start (nothing polls yet: a full
+        #: garbage collection then holds no poll)
         self.built = asyncio.Event()
         self.config_dir = config_dir
         #: edge models (``models.enabled``): windows, inference, hot reload
@@ -369,6 +370,15 @@ class Gateway:
     def _start_device(self, device: DeviceConfig, previous: DeviceRunner | None = None,
                       start_after: float = 0.0) -> None:
         """Build the device's runner and start its task; counters carry over from ``previous``."""
+        self._start_runner(self._build_runner(device, previous, start_after))
+
+    def _start_runner(self, runner: DeviceRunner) -> None:
+        self._device_tasks[runner.name] = asyncio.create_task(
+            runner.run(), name=f"device:{runner.name}")
+
+    def _build_runner(self, device: DeviceConfig, previous: DeviceRunner | None = None,
+                      start_after: float = 0.0) -> DeviceRunner:
+        """The device's runner (its driver and request plans built), not started."""
         runner = DeviceRunner(
             device.name,
             functools.partial(self._create_driver, device),
@@ -385,8 +395,7 @@ class Gateway:
         else:
             runner.prepare()
         self.runners[device.name] = runner
-        self._device_tasks[device.name] = asyncio.create_task(
-            runner.run(), name=f"device:{device.name}")
+        return runner
 
     def _create_driver(self, device: DeviceConfig) -> Driver:
         """The driver of ``device`` with its tags' ids in the catalog of the moment."""
@@ -509,11 +518,13 @@ class Gateway:
         self.http_api = http
         if http is not None:
             self.http_port = await http.start()
-        self.built.set()  # whoever waits runs before the devices' first steps
         enabled = [d for d in self.config.devices if d.enabled]
-        for i, device in enumerate(enabled):
-            self._start_device(device, start_after=_stagger(i, len(enabled), device,
-                                                            self.START_STAGGER))
+        runners = [self._build_runner(device, start_after=_stagger(i, len(enabled), device,
+                                                                   self.START_STAGGER))
+                   for i, device in enumerate(enabled)]  # fmt: skip
+        self.built.set()  # whoever waits runs before the devices' first steps
+        for runner in runners:
+            self._start_runner(runner)
         nb_task = asyncio.create_task(self.northbound.run(), name="northbound")
         influx_task = (
             asyncio.create_task(self.influxdb.run(), name="influxdb")
