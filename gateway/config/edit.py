@@ -87,8 +87,11 @@ def _read_item(previous: ConfigDocument, new: list[str], path: KeyPath, first: i
         raw["tags"] = list(raw["tags"])
         raw["tags"][int(path[3])] = snippet.data[0]
     data["devices"][index] = raw
-    try:
-        validated = drivers.device_adapter.validate_python(raw)
+    protocol = raw.get("protocol")
+    if not isinstance(protocol, str) or drivers.get(protocol) is None:
+        return None  # read whole: its problem is reported as validate reports it
+    try:  # by its own driver's config (the whole union is built on first use)
+        validated = drivers.narrowed([protocol]).device_adapter.validate_python(raw)
     except ValidationError:
         return None  # read whole: its problems are reported as validate reports them
     line_map = _merged_lines(previous.lines, snippet.lines, path, _at(previous.data, path),

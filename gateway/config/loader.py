@@ -152,8 +152,8 @@ def _port_conflicts(devices: list[Any], file: str, lines: dict[KeyPath, int],
         reg = drivers.get(raw.get("protocol")) if isinstance(raw, dict) else None
         if reg is None or reg.serial is None or raw.get("enabled") is False:
             continue
-        try:
-            device = drivers.device_adapter.validate_python(raw)
+        try:  # by its own driver's config only (the whole union is built on first use)
+            device = drivers.narrowed(reg.protocols).device_adapter.validate_python(raw)
         except ValidationError:
             continue
         claim = drivers.port_use(device)
@@ -251,11 +251,32 @@ def load_config_document(
 ) -> ConfigDocument:
     """:func:`load_config_text`, keeping the text, data and lines with the config."""
     base = base_dir or Path.cwd()
-    config, located = validate_yaml_document(gateway_config_model(drivers), text, file,
-                                             semantic_checks(drivers))
+    config, located = validate_yaml_document(
+        gateway_config_model(drivers), text, file, semantic_checks(drivers),
+        functools.partial(_model_of_file, drivers=drivers))
     _share_fields_sets(config.devices)
     return ConfigDocument(text, file, base, located.data, located.lines,
                           _resolve_relative_paths(config, base))
+
+
+def _model_of_file(data: dict[str, Any], drivers: DriverRegistry) -> type[GatewayConfig]:
+    """The config model whose devices are the configs of the protocols ``data`` names, when
+    every device names a registered one: its validators are built on first use, so a file
+    of Modbus devices does not pay for the other drivers' (config models defer their
+    build: gateway/config/types.py). Its errors are those of the whole union, since each
+    device is validated by the member its protocol selects. Any other file (a device
+    without a known protocol, no devices) gets the whole union, whose errors name every
+    protocol."""
+    devices = data.get("devices")
+    if not isinstance(devices, list) or not devices:
+        return gateway_config_model(drivers)
+    protocols: set[str] = set()
+    for device in devices:
+        protocol = device.get("protocol") if isinstance(device, dict) else None
+        if not isinstance(protocol, str) or drivers.get(protocol) is None:
+            return gateway_config_model(drivers)
+        protocols.add(protocol)
+    return gateway_config_model(drivers.narrowed(protocols))
 
 
 def semantic_checks(drivers: DriverRegistry = REGISTRY

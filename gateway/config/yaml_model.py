@@ -52,9 +52,12 @@ def validate_yaml_document(
     text: str,
     file: str,
     extra_checks: Callable[[Any, str, dict[KeyPath, int]], list[ConfigProblem]] | None = None,
+    model_for: Callable[[dict[str, Any]], type[_M]] | None = None,
 ) -> tuple[_M, ParsedYaml]:
     """:func:`validate_yaml_text`, also returning the data and line map it read (a later
-    edit of the text can then be read again in part: gateway/config/edit.py)."""
+    edit of the text can then be read again in part: gateway/config/edit.py).
+    ``model_for(data)``: the model to validate this file's data with instead of ``model``
+    (one that accepts what ``model`` accepts of that data, with the same errors)."""
     located = parse_yaml(text, file)
     problems = list(located.problems)
     data, lines = located.data, located.lines
@@ -63,6 +66,8 @@ def validate_yaml_document(
         if not isinstance(data, dict):
             problems.append(ConfigProblem(file, 1, (), "the top level must be a mapping of keys"))
         else:
+            if model_for is not None:
+                model = model_for(data)
             try:
                 result = model.model_validate(data)
             except ValidationError as exc:  # in plain words (gateway/config/plain_errors.py)
