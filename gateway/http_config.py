@@ -237,13 +237,17 @@ class ConfigRoutes:
     async def running(self, lines: bool = False) -> ConfigText:
         """The version running, as read by the applier (or read now). ``lines``: its line
         map read now if it was left for later, under the applier's lock (the applier's
-        own partial reads look at it from a worker thread too)."""
+        own partial reads look at it from a worker thread too); so is its data when the
+        gateway started without it."""
         live = self.live
         document, version = live.document, live.version  # taken together: no await between
         if document is not None:
-            if lines:
+            if lines or document.data is None:  # read now if left for later
                 async with live.lock:
-                    await asyncio.to_thread(len, document.lines)
+                    data = await asyncio.to_thread(live.read_data, document)
+                    if lines:
+                        await asyncio.to_thread(len, document.lines)
+                return ConfigText(document.text, data, document.lines, version)
             return ConfigText(document.text, document.data, document.lines, version)
         text, name = live.text, live.file_name
         parsed = await asyncio.to_thread(parse_yaml, text, name)

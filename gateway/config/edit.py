@@ -78,8 +78,9 @@ def _read_item(previous: ConfigDocument, new: list[str], path: KeyPath, first: i
             len(snippet.data) != 1 or not isinstance(snippet.data[0], dict):
         return None
     index = int(path[1])
-    data = dict(previous.data)
-    data["devices"] = list(previous.data["devices"])
+    previous_data = previous.read_data()
+    data = dict(previous_data)
+    data["devices"] = list(previous_data["devices"])
     if len(path) == 2:
         raw = snippet.data[0]
     else:
@@ -94,7 +95,7 @@ def _read_item(previous: ConfigDocument, new: list[str], path: KeyPath, first: i
         validated = drivers.narrowed([protocol]).device_adapter.validate_python(raw)
     except ValidationError:
         return None  # read whole: its problems are reported as validate reports them
-    line_map = _merged_lines(previous.lines, snippet.lines, path, _at(previous.data, path),
+    line_map = _merged_lines(previous.lines, snippet.lines, path, _at(previous_data, path),
                              end, delta)
     if semantic_checks(drivers)(data, previous.file, line_map):
         return None
@@ -109,7 +110,7 @@ def _item_holding(previous: ConfigDocument, path: KeyPath, changed: tuple[int, i
                   parent_end: int) -> tuple[int, int, int] | None:
     """(index, first line, end line) of the one item of the block list at ``path`` whose
     lines ``[first, end)`` hold every changed old line, or None."""
-    spans = item_spans(previous.data, previous.lines, path, parent_end)
+    spans = item_spans(previous.read_data(), previous.lines, path, parent_end)
     first_changed, last_changed = changed
     for index, (first, end) in enumerate(spans or ()):
         if first <= first_changed and last_changed < end:

@@ -9,6 +9,7 @@ back to lines.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -226,14 +227,37 @@ def _resolve_northbound_paths(
 @dataclass(frozen=True, slots=True)
 class ConfigDocument:
     """A validated config with what it was read from: its text, the data and the line of
-    every key (an edit of the text can be read again in part: gateway/config/edit.py)."""
+    every key (an edit of the text can be read again in part: gateway/config/edit.py).
+
+    ``data`` None: not kept (:meth:`without_data`: a gateway starts so, the data being
+    ~280 bytes a tag, 27 MiB at 100,000 tags, wanted only by a live change or the config
+    API), read again from the text by :meth:`read_data` the first time it is wanted."""
 
     text: str
     file: str
     base_dir: Path
-    data: dict[str, Any]
+    data: dict[str, Any] | None
     lines: LineMap
     config: GatewayConfig
+
+    def read_data(self, prepare: Callable[[dict[str, Any]], None] | None = None
+                  ) -> dict[str, Any]:
+        """The data, read again from the text when it was not kept, then kept;
+        ``prepare(data)`` is done to data read again before anyone else can see it."""
+        data = self.data
+        if data is None:
+            parsed = parse_yaml(self.text, self.file).data
+            if not isinstance(parsed, dict):  # the text was read as a config already
+                raise ValueError(f"{self.file}: the config text no longer reads as a mapping")
+            if prepare is not None:
+                prepare(parsed)
+            object.__setattr__(self, "data", parsed)  # frozen: kept once read, as lines are
+            data = parsed
+        return data
+
+    def without_data(self) -> ConfigDocument:
+        """This document without its data (read again when wanted: :meth:`read_data`)."""
+        return dataclasses.replace(self, data=None)
 
 
 def load_config_text(

@@ -197,6 +197,12 @@ class ConfigApplier:
         """The text of the version running."""
         return self._text
 
+    def read_data(self, document: ConfigDocument) -> dict[str, Any]:
+        """The data of ``document``, read again from its text if it was not kept (the
+        gateway starts without it), its keys shared: under :attr:`lock`, off the loop
+        (~0.5 s at 100,000 tags)."""
+        return document.read_data(self._keys.share)
+
     @property
     def document(self) -> ConfigDocument | None:
         """The version running as read (text, data, line map), when the applier has it."""
@@ -232,7 +238,7 @@ class ConfigApplier:
             raise OSError(str(exc)) from None
         self.version, self._text = record.version, text
         self._document = document if document is not None and document.text == text else None
-        if self._document is not None:
+        if self._document is not None and self._document.data is not None:
             self._keys.share(self._document.data)
         return record
 
@@ -405,6 +411,7 @@ class ConfigApplier:
         previous = self._document
         document = None
         if previous is not None and previous.text == self._text:
+            self.read_data(previous)
             document = read_edit(previous, text, drivers)
         if document is None:
             document = load_config_document(text, self.file_name, self.base_dir, drivers)

@@ -80,13 +80,19 @@ EDITS = {
 @pytest.mark.parametrize("edit", list(EDITS))
 @pytest.mark.parametrize("indent", ["", "  "])
 @pytest.mark.parametrize("tail", [True, False])
+@pytest.mark.parametrize("kept", [True, False], ids=["data kept", "data read again"])
 def test_an_edit_inside_one_device_is_read_in_part_as_whole(tmp_path: Path, edit: str,
-                                                             indent: str, tail: bool) -> None:
+                                                             indent: str, tail: bool,
+                                                             kept: bool) -> None:
     before = _text(indent, tail)
     after = EDITS[edit](before)
     assert after != before
     previous = _full(before, tmp_path)
+    if not kept:  # as a gateway starts: the data read again from the text when wanted
+        previous = previous.without_data()
+        assert previous.data is None
     part = read_edit(previous, after)
+    assert previous.data == _full(before, tmp_path).data
     assert part is not None, edit
     _same(part, _full(after, tmp_path))
 
