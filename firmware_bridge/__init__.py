@@ -8,14 +8,15 @@ driver module imports pyserial: it is loaded on first use of :class:`McuNodeDriv
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from firmware_bridge.config import McuNodeDeviceConfig, McuNodeTagConfig
-from firmware_bridge.frames import BadFrame, Frame, FrameDecoder, MessageType
 from gateway.errors import NodeFrameError
 
 if TYPE_CHECKING:
     from firmware_bridge.driver import McuNodeDriver
+    from firmware_bridge.frames import BadFrame, Frame, FrameDecoder, MessageType
 
 __all__ = [
     "BadFrame",
@@ -29,9 +30,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "McuNodeDriver":
-        from firmware_bridge.driver import McuNodeDriver
+#: names read on first use, from the module that defines them: importing the package for
+#: its config (the driver registry does) pays for neither these nor the driver (issue 21)
+_LAZY = {
+    "BadFrame": "firmware_bridge.frames",
+    "Frame": "firmware_bridge.frames",
+    "FrameDecoder": "firmware_bridge.frames",
+    "MessageType": "firmware_bridge.frames",
+    "McuNodeDriver": "firmware_bridge.driver",
+}
 
-        return McuNodeDriver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -7,6 +7,7 @@ or :class:`Dlt645TcpDriver` so that reading configs does not pay for it.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from drivers.dlt645.codec import (
@@ -28,12 +29,12 @@ from drivers.dlt645.config import (
     Dlt645TagConfig,
     Dlt645TcpDeviceConfig,
 )
-from drivers.dlt645.planner import ReadRequest, TagSpec, plan_requests
 from drivers.dlt645.table import DataIdentifier, Table, table
 from gateway.errors import Dlt645FrameError, PlanError
 
 if TYPE_CHECKING:
     from drivers.dlt645.driver import Dlt645Driver, Dlt645SerialDriver, Dlt645TcpDriver
+    from drivers.dlt645.planner import ReadRequest, TagSpec, plan_requests
 
 __all__ = [
     "BROADCAST",
@@ -65,9 +66,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("Dlt645Driver", "Dlt645SerialDriver", "Dlt645TcpDriver"):
-        from drivers.dlt645 import driver
+#: names read on first use, from the module that defines them: importing the package for
+#: its config (the driver registry does) pays for neither these nor the driver (issue 21)
+_LAZY = {
+    "ReadRequest": "drivers.dlt645.planner",
+    "TagSpec": "drivers.dlt645.planner",
+    "plan_requests": "drivers.dlt645.planner",
+    "Dlt645Driver": "drivers.dlt645.driver",
+    "Dlt645SerialDriver": "drivers.dlt645.driver",
+    "Dlt645TcpDriver": "drivers.dlt645.driver",
+}
 
-        return getattr(driver, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -7,15 +7,16 @@ does not pay for it.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from drivers.fins.address import AREAS, Address, Area, parse_address
 from drivers.fins.config import FinsDeviceConfig, FinsPollGroup, FinsTagConfig
-from drivers.fins.frames import EndCode, Frame, Route, parse_frame
-from drivers.fins.planner import ReadRequest, TagSpan, plan_requests
 
 if TYPE_CHECKING:
     from drivers.fins.driver import FinsDriver
+    from drivers.fins.frames import EndCode, Frame, Route, parse_frame
+    from drivers.fins.planner import ReadRequest, TagSpan, plan_requests
 
 __all__ = [
     "AREAS",
@@ -36,9 +37,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "FinsDriver":
-        from drivers.fins import driver
+#: names read on first use, from the module that defines them: importing the package for
+#: its config (the driver registry does) pays for neither these nor the driver (issue 21)
+_LAZY = {
+    "EndCode": "drivers.fins.frames",
+    "Frame": "drivers.fins.frames",
+    "Route": "drivers.fins.frames",
+    "parse_frame": "drivers.fins.frames",
+    "ReadRequest": "drivers.fins.planner",
+    "TagSpan": "drivers.fins.planner",
+    "plan_requests": "drivers.fins.planner",
+    "FinsDriver": "drivers.fins.driver",
+}
 
-        return driver.FinsDriver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

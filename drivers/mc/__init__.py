@@ -7,15 +7,16 @@ The driver module (asyncio sockets, no protocol library) is loaded on first use 
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from drivers.mc.config import McDeviceConfig, McTagConfig
 from drivers.mc.devices import DEVICES, Address, DeviceKind, parse_address
-from drivers.mc.end_codes import END_CODE_NAMES, describe_end_code
-from drivers.mc.planner import BatchRead, RandomRead, TagSpan, plan_reads
 
 if TYPE_CHECKING:
     from drivers.mc.driver import McDriver
+    from drivers.mc.end_codes import END_CODE_NAMES, describe_end_code
+    from drivers.mc.planner import BatchRead, RandomRead, TagSpan, plan_reads
 
 __all__ = [
     "DEVICES",
@@ -34,9 +35,21 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "McDriver":
-        from drivers.mc import driver
+#: names read on first use, from the module that defines them: importing the package for
+#: its config (the driver registry does) pays for neither these nor the driver (issue 21)
+_LAZY = {
+    "END_CODE_NAMES": "drivers.mc.end_codes",
+    "describe_end_code": "drivers.mc.end_codes",
+    "BatchRead": "drivers.mc.planner",
+    "RandomRead": "drivers.mc.planner",
+    "TagSpan": "drivers.mc.planner",
+    "plan_reads": "drivers.mc.planner",
+    "McDriver": "drivers.mc.driver",
+}
 
-        return driver.McDriver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

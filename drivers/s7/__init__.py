@@ -6,16 +6,17 @@ so that reading configs does not pay for it.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from drivers.s7.address import S7_TYPES, Area, S7Address, S7Type, parse_address
-from drivers.s7.codec import DecodePlan, Field, decode_value, encode
 from drivers.s7.config import S7DeviceConfig, S7PollGroup, S7TagConfig
-from drivers.s7.planner import ReadPlan, ReadRequest, TagSpan, plan_reads
 from gateway.errors import PlanError, S7DecodeError
 
 if TYPE_CHECKING:
+    from drivers.s7.codec import DecodePlan, Field, decode_value, encode
     from drivers.s7.driver import S7Driver
+    from drivers.s7.planner import ReadPlan, ReadRequest, TagSpan, plan_reads
 
 __all__ = [
     "S7_TYPES",
@@ -40,9 +41,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "S7Driver":
-        from drivers.s7 import driver
+#: names read on first use, from the module that defines them: importing the package for
+#: its config (the driver registry does) pays for neither these nor the driver (issue 21)
+_LAZY = {
+    "DecodePlan": "drivers.s7.codec",
+    "Field": "drivers.s7.codec",
+    "decode_value": "drivers.s7.codec",
+    "encode": "drivers.s7.codec",
+    "ReadPlan": "drivers.s7.planner",
+    "ReadRequest": "drivers.s7.planner",
+    "TagSpan": "drivers.s7.planner",
+    "plan_reads": "drivers.s7.planner",
+    "S7Driver": "drivers.s7.driver",
+}
 
-        return driver.S7Driver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

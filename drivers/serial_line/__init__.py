@@ -7,6 +7,7 @@ See README.md in this folder for the config keys and examples.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from drivers.serial_line.config import (
@@ -16,18 +17,18 @@ from drivers.serial_line.config import (
     SerialLineTagConfig,
     unescape_bytes,
 )
-from drivers.serial_line.framing import (
-    FixedLengthFramer,
-    Framer,
-    StartEndFramer,
-    TerminatorFramer,
-    make_framer,
-)
-from drivers.serial_line.parsing import FrameParser, ParsedFrame
 from gateway.errors import InstrumentFrameRejected
 
 if TYPE_CHECKING:
     from drivers.serial_line.driver import SerialLineDriver
+    from drivers.serial_line.framing import (
+        FixedLengthFramer,
+        Framer,
+        StartEndFramer,
+        TerminatorFramer,
+        make_framer,
+    )
+    from drivers.serial_line.parsing import FrameParser, ParsedFrame
 
 __all__ = [
     "FixedLengthFramer",
@@ -47,9 +48,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SerialLineDriver":
-        from drivers.serial_line import driver
+#: names read on first use, from the module that defines them: importing the package for
+#: its config (the driver registry does) pays for neither these nor the driver (issue 21)
+_LAZY = {
+    "FixedLengthFramer": "drivers.serial_line.framing",
+    "Framer": "drivers.serial_line.framing",
+    "StartEndFramer": "drivers.serial_line.framing",
+    "TerminatorFramer": "drivers.serial_line.framing",
+    "make_framer": "drivers.serial_line.framing",
+    "FrameParser": "drivers.serial_line.parsing",
+    "ParsedFrame": "drivers.serial_line.parsing",
+    "SerialLineDriver": "drivers.serial_line.driver",
+}
 
-        return driver.SerialLineDriver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
