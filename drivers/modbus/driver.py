@@ -188,9 +188,9 @@ class ModbusDriver(Driver):
 
     @property
     def requests(self) -> tuple[ReadRequest, ...]:
-        """The read requests of one poll of all tags, as planned (without their members:
-        the decode plans hold where each tag is)."""
-        return tuple(r.request for r in self._plan_for_ids(self.tag_ids).reads)
+        """The read requests of one poll of all tags, as planned (planned again: the plan
+        keeps them without their members)."""
+        return tuple(self._requests_for(self.tag_ids)[0])
 
     @property
     def connected(self) -> bool:
@@ -494,7 +494,8 @@ class ModbusDriver(Driver):
             plan = self._plans[tag_ids] = self._build_plan(tag_ids)
         return plan
 
-    def _build_plan(self, tag_ids: Sequence[int]) -> _PollPlan:
+    def _requests_for(self, tag_ids: Sequence[int]) -> tuple[list[ReadRequest], dict[int, int]]:
+        """The read requests of ``tag_ids``, and the registers of each tag (by index)."""
         unknown = [t for t in tag_ids if t not in self.tag_position]
         if unknown:
             raise ValueError(f"tag ids {unknown} are not tags of device {self.device_name!r}")
@@ -515,6 +516,11 @@ class ModbusDriver(Driver):
             max_bits=cfg.max_request_bits,
             max_gap=cfg.max_gap,
         )
+        return requests, counts
+
+    def _build_plan(self, tag_ids: Sequence[int]) -> _PollPlan:
+        requests, counts = self._requests_for(tag_ids)
+        tags = self.config.tags
         reads: list[_PlannedRead] = []
         batch_ids: list[int] = []
         batch_tags: list[ModbusTagConfig] = []
@@ -543,7 +549,7 @@ class ModbusDriver(Driver):
             )
         log.debug(
             "%s: %d tags in %d requests: %s",
-            cfg.name,
+            self.config.name,
             len(batch_ids),
             len(reads),
             ", ".join(self._describe(r.request) for r in reads),
