@@ -372,6 +372,18 @@ class Gateway:
         """Build the device's runner and start its task; counters carry over from ``previous``."""
         self._start_runner(self._build_runner(device, previous, start_after))
 
+    def _start_devices(self, enabled: list[DeviceConfig]) -> None:
+        """Start-up: every device's runner built (drivers, request plans), then
+        :attr:`built` set, then the devices started, staggered. (Its own method: a list of
+        the runners left in :meth:`_run`'s frame kept the first ones alive after a reload
+        replaced them.)"""
+        runners = [self._build_runner(device, start_after=_stagger(i, len(enabled), device,
+                                                                   self.START_STAGGER))
+                   for i, device in enumerate(enabled)]  # fmt: skip
+        self.built.set()  # whoever waits runs before the devices' first steps
+        for runner in runners:
+            self._start_runner(runner)
+
     def _start_runner(self, runner: DeviceRunner) -> None:
         self._device_tasks[runner.name] = asyncio.create_task(
             runner.run(), name=f"device:{runner.name}")
@@ -518,13 +530,7 @@ class Gateway:
         self.http_api = http
         if http is not None:
             self.http_port = await http.start()
-        enabled = [d for d in self.config.devices if d.enabled]
-        runners = [self._build_runner(device, start_after=_stagger(i, len(enabled), device,
-                                                                   self.START_STAGGER))
-                   for i, device in enumerate(enabled)]  # fmt: skip
-        self.built.set()  # whoever waits runs before the devices' first steps
-        for runner in runners:
-            self._start_runner(runner)
+        self._start_devices([d for d in self.config.devices if d.enabled])
         nb_task = asyncio.create_task(self.northbound.run(), name="northbound")
         influx_task = (
             asyncio.create_task(self.influxdb.run(), name="influxdb")
