@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -122,6 +123,9 @@ class LinkFactory(Protocol):
 class Publisher:
     """Outbox + link + contract: see the module docstring and :mod:`.contract`."""
 
+    #: seconds of encoding a flush does before it lets the event loop run
+    ENCODE_SLICE_S = 0.005
+
     def __init__(
         self,
         config: NorthboundConfig,
@@ -143,6 +147,11 @@ class Publisher:
         self._publishable = PublishableTags(catalog, config.publish_restricted)
         self._device_states = device_states
         self._buffer: list[SampleBatch] = []
+        #: a flush in progress: the parts left to encode (with their flush's time and
+        #: whether it was live), the messages encoded not yet in the outbox
+        self._parts: deque[tuple[SampleBatch, int, bool]] = deque()
+        self._encoded: list[OutboundMessage] = []
+        self._flush_turn = asyncio.Lock()
         self._wake = asyncio.Event()
         self._inflight: dict[int, OutboundMessage] = {}
         #: the session the births were sent for (None: none yet on this connection)
@@ -207,6 +216,9 @@ class Publisher:
             kept = [b.select(catalog.live[b.tag_ids]) for b in self._buffer]
             self._buffer = [b for b in kept if len(b)]
             self.counters.buffered_samples = sum(len(b) for b in self._buffer)
+        if self._parts:  # a flush in progress: its parts left follow the catalog too
+            left = [(p.select(catalog.live[p.tag_ids]), ts, live) for p, ts, live in self._parts]
+            self._parts = deque(item for item in left if len(item[0]))
 
     def submit(self, batch: SampleBatch) -> None:
         visible = self._publishable.select(batch)
@@ -225,35 +237,59 @@ class Publisher:
             self._wake.set()
 
     async def flush_async(self) -> None:
-        """:meth:`flush`, committing to the disk spool off the event loop, which keeps
-        publishing meanwhile."""
-        messages = self._encode()
-        if messages:
-            await self.outbox.put_many_async(messages)
-            self._wake.set()
+        """:meth:`flush`, a few messages at a time with the event loop let run between them
+        (200,000 values encoded at once held it 30-60 ms), and committing to the disk spool
+        off the event loop, which keeps publishing meanwhile. One at a time; a :meth:`flush`
+        meanwhile encodes what this one has left first, so the outbox takes every message in
+        the order of its sequence number."""
+        async with self._flush_turn:
+            self._take_buffer()
+            while self._parts:
+                self._encode_parts(self.ENCODE_SLICE_S)
+                if self._parts:
+                    await asyncio.sleep(0)
+            messages, self._encoded = self._encoded, []
+            if messages:
+                await self.outbox.put_many_async(messages)
+                self._wake.set()
 
     def _encode(self) -> list[OutboundMessage]:
-        """Everything buffered as data messages (not yet in the outbox). A part that cannot
-        be encoded (a bug) is dropped and counted; the others go on."""
+        """Everything buffered as data messages (not yet in the outbox), after what a flush
+        in progress has left. A part that cannot be encoded (a bug) is dropped and counted;
+        the others go on."""
+        self._take_buffer()
+        self._encode_parts(None)
+        messages, self._encoded = self._encoded, []
+        return messages
+
+    def _take_buffer(self) -> None:
+        """The buffer as the parts of data messages to encode, after those left."""
         if not self._buffer:
-            return []
+            return
         batch = SampleBatch.concat(self._buffer)
         self._buffer = []
         self.counters.buffered_samples = 0
         ts = now_ns()
         live = self.in_session()
-        messages: list[OutboundMessage] = []
         try:
             parts = self.contract.split(batch, self.config.max_samples_per_message)
         except Exception:  # a bug in encoding must not stop the publisher
             parts = []
             self._encode_failed(len(batch))
-        for part in parts:
+        self._parts.extend((part, ts, live) for part in parts)
+
+    def _encode_parts(self, budget_s: float | None) -> None:
+        """Encode parts in order into :attr:`_encoded`: all of them, or (``budget_s``) until
+        that much time went."""
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        while self._parts:
+            part, ts, live = self._parts.popleft()
             try:
-                messages.append(self.contract.encode(part, ts, live))
+                self._encoded.append(self.contract.encode(part, ts, live))
             except Exception:
                 self._encode_failed(len(part))
-        return messages
+            if deadline is not None and time.perf_counter() >= deadline:
+                return
 
     def _encode_failed(self, samples: int) -> None:
         self.counters.encode_failures += 1

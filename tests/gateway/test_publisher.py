@@ -171,3 +171,24 @@ async def test_replay_interleaves_with_live_data_at_the_replay_rate(tmp_path: Pa
     assert allowed == 51 < 60  # at 19/16 s: far from all of the backlog
     assert backlog == list(range(allowed)) and live == list(range(60, 80))  # each in order
     assert sent.index(60) < 5  # live went out with the first burst, not after the backlog
+
+
+async def test_a_flush_lets_the_loop_run_and_a_flush_meanwhile_keeps_the_order(
+    tmp_path: Path,
+) -> None:
+    """flush_async encodes a slice at a time; a flush (a device going down) between two
+    slices encodes what is left first: the outbox takes every message in sequence order."""
+    nb, _ = northbound(tmp_path, max_samples_per_message=1)
+    nb.ENCODE_SLICE_S = 0.0  # one message a slice
+    nb.submit(batch([1, 2, 3, 4, 5, 6]))
+    flushing = asyncio.create_task(nb.flush_async())
+    await asyncio.sleep(0)  # the first slice, then the loop's turn
+    assert nb.outbox.stats().queued == 0 and len(nb._parts) == 5
+    nb.submit(batch([7, 8]))
+    nb.flush()  # what the first flush left, then these
+    await flushing
+    taken = []
+    while (m := nb.outbox.take()) is not None:
+        taken.append(json.loads(m.payload))
+    assert [t["seq"] for t in taken] == list(range(8))
+    assert [t["samples"]["value"][0] for t in taken] == [1, 2, 3, 4, 5, 6, 7, 8]
