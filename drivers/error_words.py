@@ -180,7 +180,7 @@ def describe_errors(errors: Mapping[str, int]) -> list[str]:
 
 
 def _modbus_exception(code: int, count: int) -> str:
-    from drivers.modbus.pymodbus_adapter import EXCEPTION_NAMES
+    from drivers.modbus.requests import EXCEPTION_NAMES
 
     name = EXCEPTION_NAMES.get(code, "a code the Modbus specification does not define")
     return _counted("request", "requests",

@@ -15,17 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from drivers.modbus.config import ModbusSerialDeviceConfig
-from drivers.modbus.pymodbus_adapter import (
-    BadFrames,
-    ModbusClient,
-    PymodbusClient,
-    SerialFraming,
-    connect,
-    serial_client,
-)
+from drivers.modbus.requests import BadFrames
 from gateway.serial_ports import LineSettings
+
+if TYPE_CHECKING:  # pymodbus is imported when a bus opens
+    from drivers.modbus.pymodbus_adapter import ModbusClient, PymodbusClient, SerialFraming
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +86,8 @@ class SerialBus:
         self._close_client()
 
     async def _open(self, config: ModbusSerialDeviceConfig) -> None:
+        from drivers.modbus.pymodbus_adapter import connect, serial_client
+
         self._close_client()
         self._rx = [0]
         rx = self._rx

@@ -18,7 +18,9 @@ writes and the request/timeout race. The transports:
   :class:`~gateway.listen_ports.ListenPorts`); both carry RTU frames on a
   :class:`~drivers.modbus.rtu_stream.RtuStream`.
 
-pymodbus is reached through :mod:`drivers.modbus.pymodbus_adapter` only: its clients
+pymodbus is reached through :mod:`drivers.modbus.pymodbus_adapter` only, imported the
+first time a device needs it (a Modbus TCP device polled for registers never does;
+:mod:`drivers.modbus.requests`): its clients
 never reconnect or retry on their own (the device runner owns the connection's life,
 with backoff), and the configured ``timeout`` is enforced by the adapter for the connect
 and for every request (pymodbus's own timeout is only a backstop set a little longer
@@ -43,7 +45,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from dataclasses import replace as dataclass_replace
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -65,25 +67,18 @@ from drivers.modbus.config import (
 )
 from drivers.modbus.dtu import DtuListener, DtuSlot, packets_of
 from drivers.modbus.planner import ReadRequest, TagSpan, plan_requests
-from drivers.modbus.pymodbus_adapter import (
-    Answer,
+from drivers.modbus.requests import (
     BadFrames,
-    MbapClient,
-    Request,
     check_write_answer,
-    connect,
-    exchange,
+    read_pdu,
     read_request,
     read_values,
-    request_pdu,
-    stream_client,
-    udp_client,
     unanswered,
     write_coil_request,
     write_registers_request,
 )
 from drivers.modbus.rtu_stream import RtuStream
-from drivers.modbus.tcp_link import MbapConnection
+from drivers.modbus.tcp_link import MbapConnection, MbapDeviceClient
 from gateway.backoff import Backoff
 from gateway.errors import (
     ConnectionLost,
@@ -96,6 +91,9 @@ from gateway.errors import (
 from gateway.listen_ports import ListenLease, ListenPorts, ListenUse
 from gateway.serial_ports import PortLease, PortUse, SerialPorts
 from gateway.types import DataType, Quality, SampleBatch
+
+if TYPE_CHECKING:
+    from drivers.modbus.pymodbus_adapter import Answer, Request
 
 log = logging.getLogger(__name__)
 
@@ -407,6 +405,8 @@ class ModbusDriver(Driver):
         return await self._on_link(what, unit, sent, self._exchange, request)
 
     async def _exchange(self, link: Link, request: Request, what: str) -> Answer:
+        from drivers.modbus.pymodbus_adapter import exchange
+
         return await exchange(link, request, self.config.timeout, what, self.address)
 
     async def _on_link(self, what: str, unit: int, sent: list[int] | None,
@@ -544,7 +544,7 @@ class ModbusDriver(Driver):
                     DecodePlan(fields, request.count),
                     slice(start, len(batch_ids)),
                     f"read {self._describe(request)}",
-                    request_pdu(call)[1],
+                    read_pdu(request.table, request.address, request.count),
                 )
             )
         log.debug(
@@ -597,7 +597,7 @@ class ModbusTcpDriver(_IpDriver):
     def __init__(self, config: ModbusTcpDeviceConfig, tag_ids: Sequence[int]) -> None:
         super().__init__(config, tag_ids)
         #: the connection and its pymodbus client, while connected
-        self._mbap: tuple[MbapConnection, MbapClient] | None = None
+        self._mbap: tuple[MbapConnection, MbapDeviceClient] | None = None
 
     async def _open(self) -> Link:
         cfg = self.config
@@ -611,7 +611,7 @@ class ModbusTcpDriver(_IpDriver):
             reason = self._unreachable_reason(None if timed_out else exc, timed_out)
             log.debug("%s: %s", self.device_name, reason)  # the device runner logs it
             raise DeviceUnreachable(reason) from None
-        client = MbapClient(connection)
+        client = MbapDeviceClient(connection)
         self._mbap = (connection, client)
         return Link(client, connection.lost, self._request_lock, rx=connection.rx, bad=bad)
 
@@ -642,7 +642,7 @@ class ModbusTcpDriver(_IpDriver):
         if len(answer) == 2 + 2 * count and answer[0] == read.pdu[0] and answer[1] == 2 * count:
             return np.frombuffer(answer, _BIG_ENDIAN_U16, count, 2).astype(np.uint16)
         # an exception, another function code or size: as pymodbus decodes it
-        pdu = client.decode(request.unit, answer)
+        pdu = client.pymodbus().decode(request.unit, answer)
         if pdu is None:
             raise unanswered(connection, 0, undecodable, timeout, what, self.address)
         return read_values(pdu, request.table, count, what)
@@ -680,6 +680,8 @@ class ModbusUdpDriver(_IpDriver):
         super().__init__(config, tag_ids)  # type: ignore[arg-type]  # same keys as TCP
 
     async def _open(self) -> Link:
+        from drivers.modbus.pymodbus_adapter import connect, udp_client
+
         cfg = self.config
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         bad = BadFrames()
@@ -782,6 +784,8 @@ class ModbusRtuOverTcpDriver(ModbusDriver):
                                         None if timed_out else exc, timed_out)
             raise DeviceUnreachable(reason) from None
         stream.peer = cfg.address
+        from drivers.modbus.pymodbus_adapter import stream_client
+
         return Link(stream_client(stream), stream.lost, self._request_lock, rx=rx, bad=bad)
 
     def _release(self, link: Link) -> None:
@@ -858,6 +862,8 @@ class ModbusDtuDriver(ModbusDriver):
         self._lease, self._slot, self._stream = lease, slot, stream
         bad = BadFrames()
         stream.rx, stream.on_bad = [0], bad
+        from drivers.modbus.pymodbus_adapter import stream_client
+
         return Link(stream_client(stream), stream.lost, self._request_lock, rx=stream.rx,
                     bad=bad)
 

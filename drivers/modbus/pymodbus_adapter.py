@@ -29,6 +29,9 @@ words and errors (:mod:`gateway.errors`):
   :class:`ConnectionLost` (:class:`UndecodableAnswer` when a TCP stream was closed after
   an answer pymodbus could not decode), or :class:`asyncio.CancelledError` when the task
   was cancelled from outside;
+- what needs no pymodbus (requests and their bytes, answers read, :class:`BadFrames`,
+  :func:`unanswered`) is in :mod:`drivers.modbus.requests`, re-exported here: a Modbus TCP
+  gateway imports this module (and pymodbus) only when a device first needs it;
 - bad frames: :class:`BadFrames` counts, per connection or bus, the frames pymodbus could
   not decode, caught where pymodbus raises them; :class:`PymodbusLogFilter` thins
   pymodbus's log lines about them (the first of each kind, then counted summaries).
@@ -94,13 +97,11 @@ from __future__ import annotations
 import asyncio
 import termios
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import numpy as np
-import numpy.typing as npt
 from pymodbus.client import (
     AsyncModbusSerialClient,
     AsyncModbusTcpClient,
@@ -116,17 +117,29 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
+from drivers.modbus.requests import (
+    EXCEPTION_NAMES,
+    BadFrames,
+    Counted,
+    check_write_answer,
+    read_request,
+    read_values,
+    unanswered,
+    write_coil_request,
+    write_registers_request,
+)
 from drivers.modbus.rtu_framing import Expect, rtu_frame
 from gateway.errors import (
     ConnectionLost,
     DeviceUnreachable,
     GatewayError,
     RequestFailed,
-    RequestRefused,
-    UndecodableAnswer,
 )
 from gateway.repeated_log import LibraryLogFilter, install_library_filter
 from gateway.serial_ports import LineSettings
+
+if TYPE_CHECKING:
+    from drivers.modbus.tcp_link import MbapDeviceClient
 
 __all__ = [
     "BACKSTOP_SECONDS",
@@ -163,7 +176,7 @@ __all__ = [
 #: a pymodbus client of its own transport (TCP, UDP, serial)
 PymodbusClient = ModbusBaseClient
 #: what a request runs on: a pymodbus client, or a :class:`StreamClient`
-ModbusClient: TypeAlias = "ModbusBaseClient | StreamClient | MbapClient"
+ModbusClient: TypeAlias = "ModbusBaseClient | StreamClient | MbapClient | MbapDeviceClient"
 #: one answer as pymodbus gives it (read it with :func:`read_values` / :func:`check_write_answer`)
 Answer = ModbusPDU
 #: one request: sends on the client it is given and returns the answer
@@ -175,37 +188,9 @@ _SERIAL_FRAMERS = {"rtu": FramerType.RTU, "ascii": FramerType.ASCII}
 
 #: pymodbus's own request timeout is ours plus this, so that ours always fires first
 BACKSTOP_SECONDS = 1.0
-#: Modbus exception codes as the specification names them
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-#: function code and client method reading each table
-_READS: dict[str, tuple[int, str]] = {
-    "coil": (1, "read_coils"),
-    "discrete": (2, "read_discrete_inputs"),
-    "holding": (3, "read_holding_registers"),
-    "input": (4, "read_input_registers"),
-}
-_BIT_TABLES = frozenset({"coil", "discrete"})
 
 
 # -- errors ------------------------------------------------------------------------------
-
-
-def refused(what: str, code: int) -> RequestRefused:
-    """The error of an exception response with ``code`` to the request ``what``."""
-    name = EXCEPTION_NAMES.get(code, "unknown exception code")
-    return RequestRefused(f"exception_{code}", f"{what}: device answered exception {code} "
-                                               f"({name})", code)
 
 
 @contextmanager
@@ -520,58 +505,6 @@ def request_pdu(request: Request) -> tuple[int, bytes]:
 # -- requests and answers ------------------------------------------------------------------
 
 
-def read_request(table: str, address: int, count: int, unit: int) -> Request:
-    """Read ``count`` registers (or bits) of ``table`` from ``address`` of unit ``unit``."""
-    method = _READS[table][1]
-
-    def call(client: ModbusClient) -> Awaitable[Answer]:
-        read: Callable[..., Awaitable[Answer]] = getattr(client, method)
-        return read(address, count=count, device_id=unit)
-
-    return call
-
-
-def write_coil_request(address: int, on: bool, unit: int, multiple: bool) -> Request:
-    """FC5 (FC15 when ``multiple``: devices that only take the multiple form)."""
-    if multiple:
-        return lambda client: client.write_coils(address, [on], device_id=unit)
-    return lambda client: client.write_coil(address, on, device_id=unit)
-
-
-def write_registers_request(address: int, registers: Sequence[int], unit: int,
-                            multiple: bool) -> Request:
-    """FC6 for one register (unless ``multiple``), FC16 otherwise."""
-    if len(registers) == 1 and not multiple:
-        return lambda client: client.write_register(address, registers[0], device_id=unit)
-    return lambda client: client.write_registers(address, list(registers), device_id=unit)
-
-
-def read_values(answer: Answer, table: str, count: int, what: str) -> npt.NDArray[np.uint16]:
-    """The ``count`` registers (bits as 0/1) of a read's answer; :class:`RequestRefused`
-    for an exception response, :class:`RequestFailed` ``decode`` for an answer of another
-    function or size."""
-    if answer.isError():
-        raise refused(what, answer.exception_code)
-    if answer.function_code != _READS[table][0]:
-        raise RequestFailed("decode", f"{what}: answer has function code {answer.function_code}")
-    if table in _BIT_TABLES:
-        # bits come packed in whole bytes: the answer carries count rounded up to 8
-        bits = answer.bits
-        if len(bits) != -(-count // 8) * 8:
-            raise RequestFailed("decode", f"{what}: answer has {len(bits)} bits for {count} asked")
-        return np.asarray(bits[:count], dtype=np.uint16)
-    registers = answer.registers
-    if len(registers) != count:
-        raise RequestFailed(
-            "decode", f"{what}: answer has {len(registers)} registers for {count} asked")
-    return np.asarray(registers, dtype=np.uint16)
-
-
-def check_write_answer(answer: Answer, what: str) -> None:
-    """:class:`RequestRefused` when the device answered a write with an exception."""
-    if answer.isError():
-        raise refused(what, answer.exception_code)
-
 
 # -- one request against the timeout and the connection --------------------------------------
 
@@ -626,34 +559,6 @@ async def exchange(link: Watched, request: Request, timeout: float, what: str,
                 raise
             raise failure from failure.__cause__
     raise unanswered(link, received, undecodable, timeout, what, where)
-
-
-class Counted(Protocol):
-    """What a connection counts for :func:`unanswered`."""
-
-    lost: asyncio.Future[None]
-    rx: list[int]
-    bad: BadFrames
-
-
-def unanswered(link: Counted, received: int, undecodable: int, timeout: float, what: str,
-               where: str) -> ConnectionLost | RequestFailed:
-    """What a request that its deadline (or the connection closing) ended got: a closed
-    connection, a garbled answer, or no answer at all. ``received`` and ``undecodable``:
-    ``link.rx[0]`` and ``link.bad.count`` when the request was sent."""
-    garbled = link.bad.count != undecodable  # frames pymodbus could not decode (guard)
-    if link.lost.done():
-        if garbled:  # the guard closed the TCP connection
-            return UndecodableAnswer(
-                f"{what}: garbled answer that cannot be decoded ({link.bad.last}); the "
-                f"connection to {where} is closed to start afresh")
-        return ConnectionLost(f"the connection to {where} closed during {what}")
-    if garbled:
-        return RequestFailed("garbled", f"{what}: garbled answer ({link.bad.last})")
-    if link.rx[0] != received:  # bytes came, but no frame that checks out
-        return RequestFailed("garbled", f"{what}: garbled answer (no valid frame, e.g. a CRC "
-                                        "error)")
-    return RequestFailed("timeout", f"no answer to {what} within {timeout:g} s")
 
 
 class _Deadline:
@@ -747,17 +652,6 @@ PYMODBUS_LOGGER = "pymodbus.logging"
 #: pymodbus's own line for "the same text again" (its dedup is global and forgets)
 _PYMODBUS_REPEATING = "Repeating...."
 
-
-@dataclass(slots=True)
-class BadFrames:
-    """Frames pymodbus could not decode on one connection or bus: how many, the last why."""
-
-    count: int = 0
-    last: str = ""
-
-    def __call__(self, reason: str) -> None:
-        self.count += 1
-        self.last = reason
 
 
 def _guard_client(client: ModbusClient, bad: BadFrames, mbap: bool, abort: bool) -> None:

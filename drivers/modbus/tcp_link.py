@@ -7,7 +7,9 @@ answer with that transaction id (and unit id); one :class:`~drivers.watchdog.Wat
 timer per connection ends a request that outlives its timeout, instead of a timer, a
 future and a task wake-up of a library's per request. What the PDUs mean is not its
 business: the driver decodes register answers from the bytes with NumPy and asks
-pymodbus (:mod:`drivers.modbus.pymodbus_adapter`) for everything else.
+pymodbus (:mod:`drivers.modbus.pymodbus_adapter`) for everything else, through
+:class:`MbapDeviceClient`, which imports pymodbus the first time it is needed (a gateway
+whose Modbus TCP devices are only polled for registers never does: 2.7 MiB, issue 21).
 
 Why not pymodbus's TCP client, which the driver used until 2026-12-05 (issue 21): at
 2,000 devices polled every second, its transaction manager, framer and the timers around
@@ -34,11 +36,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from typing import TYPE_CHECKING, Any
 
-from drivers.modbus.pymodbus_adapter import BadFrames
+from drivers.modbus.requests import BadFrames
 from drivers.watchdog import Watchdog
 
-__all__ = ["MAX_ADU_LENGTH", "MbapConnection"]
+if TYPE_CHECKING:
+    from drivers.modbus.pymodbus_adapter import MbapClient
+
+__all__ = ["MAX_ADU_LENGTH", "MbapConnection", "MbapDeviceClient"]
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +171,37 @@ class MbapConnection(asyncio.Protocol):
         waiting = self._waiting
         if waiting is not None and not waiting.done():
             waiting.set_result(None)  # no answer in time
+
+
+class MbapDeviceClient:
+    """A Modbus TCP device's connection as the driver's client: pymodbus's read and write
+    methods and its :meth:`~drivers.modbus.pymodbus_adapter.MbapClient.decode` (a
+    :class:`~drivers.modbus.pymodbus_adapter.MbapClient` on :attr:`transport`, built, and
+    pymodbus imported, the first time one of them is asked for); register reads need none
+    of it (the driver sends their bytes on :attr:`transport`)."""
+
+    def __init__(self, transport: MbapConnection) -> None:
+        self.transport = transport
+        self._pymodbus: MbapClient | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.connected
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def pymodbus(self) -> MbapClient:
+        """pymodbus's client on the connection (made on first use)."""
+        client = self._pymodbus
+        if client is None:
+            from drivers.modbus.pymodbus_adapter import MbapClient
+
+            client = self._pymodbus = MbapClient(self.transport)
+        return client
+
+    def __getattr__(self, name: str) -> Any:
+        """``read_coils``, ``write_register``, ``decode``, ...: pymodbus's client's."""
+        if name.startswith("_"):  # not built yet (copy, pickle): no pymodbus for that
+            raise AttributeError(name)
+        return getattr(self.pymodbus(), name)

@@ -121,7 +121,7 @@ def fins_end_code_names() -> list[str]:
 #: f-string families: (file, prefix) -> every name they can make
 FAMILIES = {
     ("drivers/fins/driver.py", "end_code_"): fins_end_code_names,
-    ("drivers/modbus/pymodbus_adapter.py", "exception_"): modbus_exception_names,
+    ("drivers/modbus/requests.py", "exception_"): modbus_exception_names,
     ("drivers/serial_line/driver.py", "frame_"): serial_line_frame_names,
 }
 #: counter-making functions: (file, function name) -> every name they can make
