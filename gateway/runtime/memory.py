@@ -37,6 +37,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _M_MMAP_THRESHOLD = -3
 #: blocks this large or larger are mapped on their own and unmapped when freed
 MMAP_THRESHOLD = 128 * 1024
+#: glibc's ``mallopt`` parameter of the most heaps (arenas) its threads share
+_M_ARENA_MAX = -8
+#: the loop's thread and the worker threads share at most this many heaps
+ARENA_MAX = 2
 
 
 @functools.cache
@@ -61,12 +65,16 @@ def map_large_blocks_apart() -> bool:
     threads, whose heaps ``malloc_trim`` gives back less of. In-process: 3,000 data
     messages of 2,000 samples, the last 300 kept, grew the RSS by 61 MiB without this, by
     28 (the messages kept) with it; a birth of 200,000 tags made in a worker thread left
-    16 MiB behind after a trim, 1 with it. False where the C library has no ``mallopt``
+    16 MiB behind after a trim, 1 with it. And at most :data:`ARENA_MAX` heaps: each
+    thread that allocates (the birth's and ``/metrics``' workers, the spool's, the MQTT
+    client's) would otherwise get a heap of its own (up to 16 on 2 cores), holding what it
+    freed. Call before any thread starts. False where the C library has no ``mallopt``
     (not glibc)."""
     mallopt = _mallopt()
     if mallopt is None:
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    apart = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return bool(mallopt(_M_ARENA_MAX, ARENA_MAX)) and apart
 
 
 def give_back_freed_memory() -> bool:
