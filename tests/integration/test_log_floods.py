@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pymodbus.logging import Log
 
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.pymodbus_adapter import PYMODBUS_LOGGER
@@ -221,8 +222,12 @@ class HostileModbusServer:
 @pytest.fixture
 def short_summaries(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
     """Summaries every HOSTILE_SUMMARY_S, and fresh filters on the libraries' loggers for
-    this test (a filter remembers the kinds it saw)."""
+    this test (a filter remembers the kinds it saw); pymodbus forgets its last line too (it
+    says ``Repeating....`` for the same text again, process-wide: after an earlier test whose
+    last pymodbus line was this test's first, a fresh filter has no line it repeats)."""
     monkeypatch.setattr(repeated_log, "SUMMARY_INTERVAL", HOSTILE_SUMMARY_S)
+    monkeypatch.setattr(Log, "last_log_text", "")
+    monkeypatch.setattr(Log, "repeat_log", False)
     loggers = [logging.getLogger(name) for name in (PYMODBUS_LOGGER, *ASYNCUA_CLIENT_LOGGERS)]
 
     def drop_filters() -> None:
