@@ -8,11 +8,11 @@ driver module imports pyserial: it is loaded on first use of :class:`McuNodeDriv
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from firmware_bridge.config import McuNodeDeviceConfig, McuNodeTagConfig
 from gateway.errors import NodeFrameError
+from gateway.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from firmware_bridge.driver import McuNodeDriver
@@ -41,8 +41,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -7,8 +7,7 @@ or :class:`Dlt645TcpDriver` so that reading configs does not pay for it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drivers.dlt645.codec import (
     BROADCAST,
@@ -31,6 +30,7 @@ from drivers.dlt645.config import (
 )
 from drivers.dlt645.table import DataIdentifier, Table, table
 from gateway.errors import Dlt645FrameError, PlanError
+from gateway.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from drivers.dlt645.driver import Dlt645Driver, Dlt645SerialDriver, Dlt645TcpDriver
@@ -78,8 +78,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_names(__name__, _LAZY)

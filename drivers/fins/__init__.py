@@ -7,11 +7,11 @@ does not pay for it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drivers.fins.address import AREAS, Address, Area, parse_address
 from drivers.fins.config import FinsDeviceConfig, FinsPollGroup, FinsTagConfig
+from gateway.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from drivers.fins.driver import FinsDriver
@@ -51,8 +51,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -7,11 +7,11 @@ The driver module (asyncio sockets, no protocol library) is loaded on first use 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drivers.mc.config import McDeviceConfig, McTagConfig
 from drivers.mc.devices import DEVICES, Address, DeviceKind, parse_address
+from gateway.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from drivers.mc.driver import McDriver
@@ -48,8 +48,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_names(__name__, _LAZY)

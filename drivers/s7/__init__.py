@@ -6,12 +6,12 @@ so that reading configs does not pay for it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drivers.s7.address import S7_TYPES, Area, S7Address, S7Type, parse_address
 from drivers.s7.config import S7DeviceConfig, S7PollGroup, S7TagConfig
 from gateway.errors import PlanError, S7DecodeError
+from gateway.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from drivers.s7.codec import DecodePlan, Field, decode_value, encode
@@ -56,8 +56,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_names(__name__, _LAZY)

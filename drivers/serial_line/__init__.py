@@ -7,8 +7,7 @@ See README.md in this folder for the config keys and examples.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drivers.serial_line.config import (
     FramingConfig,
@@ -18,6 +17,7 @@ from drivers.serial_line.config import (
     unescape_bytes,
 )
 from gateway.errors import InstrumentFrameRejected
+from gateway.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from drivers.serial_line.driver import SerialLineDriver
@@ -62,8 +62,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_names(__name__, _LAZY)
