@@ -5,16 +5,21 @@ objects; this collector reads them at scrape time, so there is one source of tru
 no global registry. Each scrape also has the standard process metrics (``process_*``:
 memory, CPU, file descriptors), Python's (``python_info``, ``python_gc_*``),
 ``chenxing_build_info`` and the free space where the state directory lives.
+
+The families with a series per device (tens of thousands of lines at thousands of devices)
+are written as text by this module (:class:`DeviceText`), on the event loop a few devices
+at a time; the others go through prometheus_client's ``generate_latest``. Both write the
+same bytes for the same families (tests/gateway/test_metrics_text.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
+import functools
 import os
 import platform
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol, cast
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -30,7 +35,10 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
+from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 import gateway
 from gateway.histogram import Histogram
@@ -38,82 +46,115 @@ from gateway.northbound.outbox import OutboxStats
 from gateway.pauses import Pauses
 
 if TYPE_CHECKING:
+    from gateway.runtime.device_runner import DeviceRunner
     from gateway.runtime.gateway import Gateway
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class DeviceCollector(Collector):
-    """The families with a series per device (and each driver's own): thousands of lines
-    at thousands of devices, so :func:`render_async` makes them in a worker thread. They
-    only read plain counters, each container copied in one step (``list``, ``sorted``),
-    so a device changing on the event loop meanwhile is seen before or after, whole."""
+class ValueFamily(Protocol):
+    """A counter or gauge family being filled: prometheus_client's, or :class:`TextFamily`."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def add_metric(self, labels: Sequence[str], value: float) -> None: ...
 
-    def collect(self) -> Iterator[Metric]:
-        gw = self.gateway
-        runners = list(gw.runners.items())
-        device_counters = {
-            "samples_read": ("chenxing_device_samples_read", "Samples read from the device"),
-            "bad_samples": (
-                "chenxing_device_bad_samples",
-                "Samples read with a quality other than good",
-            ),
-            "polls": ("chenxing_device_polls", "Completed polls"),
-            "overruns": (
-                "chenxing_device_poll_overruns",
-                "Poll ticks skipped because a poll ran late",
-            ),
-            "connects": ("chenxing_device_connects", "Successful connects"),
-            "connect_failures": ("chenxing_device_connect_failures", "Failed connection attempts"),
-            "connection_losses": (
-                "chenxing_device_connection_losses",
-                "Established connections lost",
-            ),
-            "crashes": (
-                "chenxing_device_task_crashes",
-                "Device task crashes (restarted with backoff)",
-            ),
-        }
-        families = {
-            key: CounterMetricFamily(name, doc, labels=["device"])
-            for key, (name, doc) in device_counters.items()
-        }
-        errors = CounterMetricFamily(
-            "chenxing_device_errors", "Device errors by kind", labels=["device", "kind"]
-        )
-        up = GaugeMetricFamily(
-            "chenxing_device_up", "1 when the device is connected", labels=["device"]
-        )
-        last_success = GaugeMetricFamily(
+
+class HistogramFamily(Protocol):
+    def add_metric(self, labels: Sequence[str], buckets: Sequence[tuple[str, float]],
+                   sum_value: float | None) -> None: ...
+
+
+class DeviceSeries:
+    """The families with a series per device (the runners' counters, state, poll times):
+    ~36 lines a device, 72,000 at 2,000 devices. Written once for both kinds of family:
+    :class:`TextFamily` (what ``/metrics`` serves) and prometheus_client's own (what
+    tests/gateway/test_metrics_text.py compares its text with)."""
+
+    def __init__(self, counter: Callable[..., ValueFamily], gauge: Callable[..., ValueFamily],
+                 histogram: Callable[..., HistogramFamily]) -> None:
+        self.counters = [(key, counter(name, doc, labels=["device"]))
+                         for key, name, doc in _DEVICE_COUNTERS]
+        self.errors = counter("chenxing_device_errors", "Device errors by kind",
+                              labels=["device", "kind"])
+        self.up = gauge("chenxing_device_up", "1 when the device is connected", labels=["device"])
+        self.last_success = gauge(
             "chenxing_device_last_success_timestamp_seconds",
             "Unix time when the device last delivered a usable (good or uncertain) value; "
             "0 when it never did", labels=["device"])
-        poll_seconds = HistogramMetricFamily(
+        self.poll_seconds = histogram(
             "chenxing_device_poll_duration_seconds",
             "Seconds one poll of a poll group took (the requests and their answers)",
             labels=["device", "group"])
-        for name, runner in runners:
-            device = runner.stats
-            for key, family in families.items():
-                family.add_metric([name], getattr(device, key))
-            up.add_metric([name], 1.0 if device.state.value == "up" else 0.0)
-            last_success.add_metric([name], device.last_success_ns / 1e9)
-            for group, histogram in sorted(device.poll_seconds.items()):
-                _add_histogram(poll_seconds, [name, group], histogram)
-            if runner.driver is not None:
-                for kind, count in sorted(runner.driver.errors.items()):
-                    errors.add_metric([name, kind], count)
-        yield from families.values()
-        yield errors
-        yield up
-        yield last_success
-        yield poll_seconds
-        configs = {d.name: d for d in gw.config.devices}
-        yield from gw.drivers.metrics(  # each driver's own families (its registration's)
-            [(configs[n], r.driver) for n, r in runners if n in configs])
+
+    def add(self, name: str, runner: DeviceRunner) -> None:
+        """The series of one device. They only read plain counters, each container copied
+        in one step (``sorted``), so a device changing meanwhile is seen before or after."""
+        device = runner.stats
+        labels = [name]
+        for key, family in self.counters:
+            family.add_metric(labels, getattr(device, key))
+        self.up.add_metric(labels, 1.0 if device.state.value == "up" else 0.0)
+        self.last_success.add_metric(labels, device.last_success_ns / 1e9)
+        for group, histogram in sorted(device.poll_seconds.items()):
+            self.poll_seconds.add_metric([name, group], histogram.cumulative(), histogram.total)
+        if runner.driver is not None:
+            for kind, count in sorted(runner.driver.errors.items()):
+                self.errors.add_metric([name, kind], count)
+
+    def families(self) -> list[object]:
+        """In the order ``/metrics`` has them."""
+        return [*(f for _, f in self.counters), self.errors, self.up, self.last_success,
+                self.poll_seconds]
+
+
+_DEVICE_COUNTERS = (
+    ("samples_read", "chenxing_device_samples_read", "Samples read from the device"),
+    ("bad_samples", "chenxing_device_bad_samples", "Samples read with a quality other than good"),
+    ("polls", "chenxing_device_polls", "Completed polls"),
+    ("overruns", "chenxing_device_poll_overruns", "Poll ticks skipped because a poll ran late"),
+    ("connects", "chenxing_device_connects", "Successful connects"),
+    ("connect_failures", "chenxing_device_connect_failures", "Failed connection attempts"),
+    ("connection_losses", "chenxing_device_connection_losses", "Established connections lost"),
+    ("crashes", "chenxing_device_task_crashes", "Device task crashes (restarted with backoff)"),
+)
+
+#: devices whose series one step of :func:`render_async` makes (the event loop runs between
+#: steps): ~5 ms of CPU at 50 devices of 100 tags
+DEVICES_PER_STEP = 50
+
+
+class DeviceText:
+    """The per-device families and each driver's own as exposition text, made
+    :data:`DEVICES_PER_STEP` devices at a time (:meth:`steps`).
+
+    At 2,000 devices a scrape was ~1.2 s of CPU with prometheus_client (a ``Sample`` and a
+    dict of labels per line, then the text); made in a worker thread the event loop waited
+    for the GIL behind it at every socket call (stalls of 0.1-0.5 s, issue 21). Written as
+    text directly it is a fraction of that, on the event loop between its other work."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.runners = list(gateway.runners.items())
+        self.configs = {d.name: d for d in gateway.config.devices}
+        self.series = DeviceSeries(TextCounter, TextGauge, TextHistogram)
+        self.driver_sections = Sections()
+
+    def steps(self) -> Iterator[None]:
+        """Add :data:`DEVICES_PER_STEP` devices' series a step, the drivers' families of
+        the same devices with them (merged by :class:`Sections`)."""
+        gw, configs, series = self.gateway, self.configs, self.series
+        for start in range(0, len(self.runners), DEVICES_PER_STEP):
+            chunk = self.runners[start:start + DEVICES_PER_STEP]
+            for name, runner in chunk:
+                series.add(name, runner)
+            self.driver_sections.add_step(gw.drivers.metrics(  # their registration's
+                [(configs[n], r.driver) for n, r in chunk if n in configs]))
+            yield
+        if not self.runners:  # a driver's families with no series may still say something
+            self.driver_sections.add_step(gw.drivers.metrics([]))
+
+    def text(self) -> str:
+        families = cast("list[_TextLines]", self.series.families())
+        return "".join([*(f.text() for f in families), self.driver_sections.text()])
 
 
 class GatewayCollector(Collector):
@@ -329,6 +370,186 @@ def _add_histogram(family: HistogramMetricFamily, labels: list[str],
     family.add_metric(labels, histogram.cumulative(), histogram.total)
 
 
+# --- exposition text, as prometheus_client writes it --------------------------------------
+
+
+def _label_value(value: str) -> str:
+    """A label value escaped as in the text format (backslash, newline, double quote)."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+    return value
+
+
+def _number(value: float) -> str:
+    """``floatToGoString(value)``, shorter for the common case of a counter: an integer of
+    fewer than 7 digits is written as a float (``12.0``); Go's format has an exponent from 7
+    digits on (``1.234567e+06``), larger integers and floats go through it."""
+    if type(value) is int and -10**15 < value < 1_000_000:
+        return f"{value}.0"
+    return _go_float(value)
+
+
+#: prometheus_client's number format (its function has no annotations)
+_go_float = cast("Callable[[float], str]", floatToGoString)
+
+
+@functools.lru_cache(maxsize=4096)
+def _metric_name(name: str) -> str:
+    return escape_metric_name(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _label_name(name: str) -> str:
+    return escape_label_name(name)
+
+
+def _help(documentation: str) -> str:
+    return documentation.replace("\\", r"\\").replace("\n", r"\n")
+
+
+class _TextLines:
+    """A family written as text line by line as its samples are added: the
+    lines prometheus_client's ``generate_latest`` writes for a family of that name, type,
+    labels and values (tests/gateway/test_metrics_text.py compares them byte for byte),
+    without the ``Sample`` and dict of labels it makes per line. Label values are escaped;
+    names must be valid (they are this module's constants)."""
+
+    kind = "gauge"
+    __slots__ = ("_labelnames", "_order", "head", "lines", "name")
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str] = ()) -> None:
+        sample = name + "_total" if self.kind == "counter" else name
+        self.name = sample
+        self.head = f"# HELP {sample} {_help(documentation)}\n# TYPE {sample} {self.kind}\n"
+        self.lines: list[str] = []
+        self._labelnames = tuple(labels)
+        #: the label positions by name: the text format has them sorted
+        self._order = sorted(range(len(self._labelnames)), key=self._labelnames.__getitem__)
+
+    def _labels(self, values: Sequence[str]) -> str:
+        names = self._labelnames
+        pairs = [f'{names[i]}="{_label_value(values[i])}"' for i in self._order]
+        return "{" + ",".join(pairs) + "}" if pairs else ""
+
+    def text(self) -> str:
+        return self.head + "".join(self.lines)
+
+
+class TextFamily(_TextLines):
+    """A counter or gauge family as text."""
+
+    __slots__ = ()
+
+    def add_metric(self, labels: Sequence[str], value: float) -> None:
+        self.lines.append(f"{self.name}{self._labels(labels)} {_number(value)}\n")
+
+
+class TextCounter(TextFamily):
+    kind = "counter"
+    __slots__ = ()
+
+
+class TextGauge(TextFamily):
+    __slots__ = ()
+
+
+class TextHistogram(_TextLines):
+    """A histogram family as text (``_bucket`` lines with ``le`` last among the labels as
+    long as the other label names sort before it, then ``_count`` and ``_sum``)."""
+
+    kind = "histogram"
+    __slots__ = ()
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str] = ()) -> None:
+        if any(label >= "le" for label in labels):
+            raise ValueError(f"{name}: a label that sorts after 'le' is not supported here")
+        super().__init__(name, documentation, labels)
+
+    def add_metric(self, labels: Sequence[str], buckets: Sequence[tuple[str, float]],
+                   sum_value: float | None) -> None:
+        name, lines = self.name, self.lines
+        plain = self._labels(labels)
+        inner = plain[1:-1] + "," if plain else ""
+        for bound, count in buckets:
+            lines.append(f'{name}_bucket{{{inner}le="{_label_value(bound)}"}} '
+                         f"{_number(count)}\n")
+        if float(buckets[0][0]) >= 0 and sum_value is not None:
+            lines.append(f"{name}_count{plain} {_number(buckets[-1][1])}\n")
+            lines.append(f"{name}_sum{plain} {_number(sum_value)}\n")
+
+
+#: a family's head, its lines, the series (name and labels) of the lines
+_Section = tuple[str, list[str], set[str]]
+
+
+class Sections:
+    """prometheus_client families (the drivers') as text, made in steps (a subset of the
+    devices each) and merged by family: each family's head once, where it first came, then
+    its lines of every step in order. A series a step has again (the same name and labels:
+    a resource the devices of several steps share, such as a DTU's listening port) is kept
+    as the first step had it. The text of each family is ``generate_latest``'s."""
+
+    def __init__(self) -> None:
+        self._sections: dict[str, _Section] = {}
+
+    def add_step(self, metrics: Iterable[Metric]) -> None:
+        step: dict[str, list[tuple[str, str]]] = {}
+        for metric in metrics:
+            for key, head, lines in metric_text(metric):
+                if key not in self._sections:
+                    self._sections[key] = (head, [], set())
+                step.setdefault(key, []).extend(lines)
+        for key, lines in step.items():
+            _, kept, seen = self._sections[key]
+            fresh = [(series, line) for series, line in lines if series not in seen]
+            kept.extend(line for _, line in fresh)
+            seen.update(series for series, _ in fresh)
+
+    def text(self) -> str:
+        return "".join(head + "".join(lines) for head, lines, _ in self._sections.values())
+
+
+#: prometheus_client's type of a family in the text format, where it differs
+_TEXT_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram",
+               "unknown": "untyped"}
+#: OpenMetrics samples the text format puts in a gauge family of their own after the family
+_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+
+
+def metric_text(metric: Metric) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """``(name, head, lines)`` of the family ``metric`` and of the gauge families that carry
+    its OpenMetrics-only samples (``_created`` ...), as ``generate_latest`` writes them;
+    each line with its series (name and labels)."""
+    name = metric.name
+    if metric.type == "counter":
+        name += "_total"
+    elif metric.type == "info":
+        name += "_info"
+    doc = _help(metric.documentation)
+    kind = _TEXT_TYPES.get(metric.type, metric.type)
+    lines: list[tuple[str, str]] = []
+    extra: dict[str, list[tuple[str, str]]] = {}
+    om_names = {metric.name + suffix: suffix for suffix in _OM_SUFFIXES}
+    for sample in metric.samples:
+        suffix = om_names.get(sample.name)
+        (lines if suffix is None else extra.setdefault(suffix, [])).append(_sample_line(sample))
+    out = [(escape_metric_name(name), f"# HELP {escape_metric_name(name)} {doc}\n"
+            f"# TYPE {escape_metric_name(name)} {kind}\n", lines)]
+    for suffix, om_lines in sorted(extra.items()):
+        om_name = escape_metric_name(metric.name + suffix)
+        out.append((om_name, f"# HELP {om_name} {doc}\n# TYPE {om_name} gauge\n", om_lines))
+    return out
+
+
+def _sample_line(sample: Sample) -> tuple[str, str]:
+    """The sample's series (name and labels) and its line."""
+    labels = ",".join([f'{_label_name(k)}="{_label_value(v)}"'
+                       for k, v in sorted(sample.labels.items())])
+    series = _metric_name(sample.name) + ("{" + labels + "}" if labels else "")
+    stamp = "" if sample.timestamp is None else f" {int(float(sample.timestamp) * 1000):d}"
+    return series, f"{series} {_number(sample.value)}{stamp}\n"
+
+
 def build_info() -> InfoMetricFamily:
     """``chenxing_build_info``: the version and what it runs on, as labels of a 1."""
     return InfoMetricFamily("chenxing_build", "The gateway's version and platform", value={
@@ -382,31 +603,22 @@ def _generate(collectors: list[Collector]) -> bytes:
 
 def render(gateway: Gateway) -> bytes:
     """The exposition text, made here and now."""
-    return _generate([DeviceCollector(gateway), GatewayCollector(gateway),
-                      _BoxCollector(gateway)])
+    devices = DeviceText(gateway)
+    for _ in devices.steps():
+        pass
+    return devices.text().encode() + _generate([GatewayCollector(gateway),
+                                                _BoxCollector(gateway)])
 
 
 async def render_async(gateway: Gateway) -> bytes:
-    """:func:`render` for the event loop: the few families of the gateway as a whole are
-    collected here, the per-device ones and the text in a worker thread. At 2,000 devices
-    a scrape is 72,000 lines and ~1 s of CPU; made on the loop it held every poll that
-    long (a scrape in bench/scale.py's window: polls skipped, issue 21). The thread lets
-    the loop run between its switch intervals."""
+    """:func:`render` for the event loop: the per-device families in steps of
+    :data:`DEVICES_PER_STEP` devices, the event loop running its other work between them
+    (at 2,000 devices the text is 72,000 lines, ~0.2 s of CPU in all); the families of the
+    gateway as a whole (a few hundred lines) in one step. Made in a worker thread instead,
+    the event loop waited for the GIL at each of its socket calls meanwhile: stalls of
+    0.1-0.5 s at 2,000 devices (issue 21)."""
     whole = _Collected(list(GatewayCollector(gateway).collect()))
-    return await asyncio.to_thread(_generate_uncollected, [DeviceCollector(gateway), whole,
-                                                           _BoxCollector(gateway)])
-
-
-def _generate_uncollected(collectors: list[Collector]) -> bytes:
-    """:func:`_generate` with the garbage collector off meanwhile (unless it was off): a
-    scrape at 2,000 devices makes ~150,000 short-lived objects (a sample and its labels
-    per line), enough to start a dozen collections, each a pause of the whole process
-    (the event loop's too) of 20-50 ms, where every one of them dies by its reference
-    count once the text is made."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        return _generate(collectors)
-    finally:
-        if was_on:
-            gc.enable()
+    devices = DeviceText(gateway)
+    for _ in devices.steps():
+        await asyncio.sleep(0)
+    return devices.text().encode() + _generate([whole, _BoxCollector(gateway)])
