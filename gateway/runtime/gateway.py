@@ -84,6 +84,9 @@ class Gateway:
     #: devices start this far apart (seconds), spread over at most one poll interval, so
     #: that thousands of devices do not poll on the same instant
     START_STAGGER = 0.002
+    #: seconds of building the devices' runners at a time at start-up (the event loop
+    #: runs between)
+    BUILD_SLICE_S = 0.02
 
     def __init__(self, config: GatewayConfig, config_dir: Path | None = None,
                  config_path: Path | None = None, drivers: DriverRegistry = REGISTRY,
@@ -372,14 +375,21 @@ class Gateway:
         """Build the device's runner and start its task; counters carry over from ``previous``."""
         self._start_runner(self._build_runner(device, previous, start_after))
 
-    def _start_devices(self, enabled: list[DeviceConfig]) -> None:
+    async def _start_devices(self, enabled: list[DeviceConfig]) -> None:
         """Start-up: every device's runner built (drivers, request plans), then
-        :attr:`built` set, then the devices started, staggered. (Its own method: a list of
-        the runners left in :meth:`_run`'s frame kept the first ones alive after a reload
-        replaced them.)"""
-        runners = [self._build_runner(device, start_after=_stagger(i, len(enabled), device,
-                                                                   self.START_STAGGER))
-                   for i, device in enumerate(enabled)]  # fmt: skip
+        :attr:`built` set, then the devices started, staggered. The runners are built
+        :attr:`BUILD_SLICE_S` at a time, the event loop running between (the local API,
+        signals): 2,000 devices' plans built in one go held it 2.5 s (issue 21). (Its own
+        method: a list of the runners left in :meth:`_run`'s frame kept the first ones
+        alive after a reload replaced them.)"""
+        runners: list[DeviceRunner] = []
+        slice_ends = time.monotonic() + self.BUILD_SLICE_S
+        for i, device in enumerate(enabled):
+            runners.append(self._build_runner(
+                device, start_after=_stagger(i, len(enabled), device, self.START_STAGGER)))
+            if time.monotonic() > slice_ends:
+                await asyncio.sleep(0)
+                slice_ends = time.monotonic() + self.BUILD_SLICE_S
         self.built.set()  # whoever waits runs before the devices' first steps
         for runner in runners:
             self._start_runner(runner)
@@ -530,7 +540,7 @@ class Gateway:
         self.http_api = http
         if http is not None:
             self.http_port = await http.start()
-        self._start_devices([d for d in self.config.devices if d.enabled])
+        await self._start_devices([d for d in self.config.devices if d.enabled])
         nb_task = asyncio.create_task(self.northbound.run(), name="northbound")
         influx_task = (
             asyncio.create_task(self.influxdb.run(), name="influxdb")
