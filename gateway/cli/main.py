@@ -72,6 +72,10 @@ def run(config_path: str, log_level: str | None) -> None:
     # the data read is wanted only by a live change or the config API (read again then):
     # freed now, before the runtime is built in its place (~280 bytes a tag)
     document = document.without_data()
+    # what reading it left in cycles (~500 objects at 200,000 tags) collected before the
+    # event loop runs (nothing waits yet), the config moved out of the collector's sight
+    gc.collect()
+    gc.freeze()
     setup_logging(log_level or config.logging.level, config.logging.format,
                   config.logging.libraries)
     path = Path(config_path).resolve()
@@ -156,8 +160,10 @@ async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> No
     from gateway.runtime.device_runner import DeviceState
     from gateway.runtime.memory import give_back_freed_memory
 
-    await gateway.built.wait()  # before the devices start: this full collection holds no poll
-    gc.collect()
+    await gateway.built.wait()  # before the devices start
+    # no collection first: one walked every object start-up made (800,000 at 2,000 devices
+    # of 100 tags), a pause of ~0.3 s; the cycles start-up leaves after reading the config
+    # (run collected those) are a few hundred objects (~200 at 200,000 tags), frozen too
     gc.freeze()
     gc.enable()  # off since start-up began (run)
     log.debug("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
