@@ -114,10 +114,10 @@ class Contract(Protocol):
         starts (its births go out first, what waited in the outbox is replayed)."""
 
     async def prepare_births(self) -> None:
-        """Births are due: build now, off the event loop, what takes long in them (the
-        JSON birth's catalog: 34 MB and ~1 s at 200,000 tags), for :meth:`births` to use
-        if nothing it depends on changed meanwhile. Nothing for a contract whose births
-        are quick to build."""
+        """Births are due: build now, in steps the event loop runs between, what takes
+        long in them (the JSON birth's catalog: 34 MB and ~1 s at 200,000 tags), for
+        :meth:`births` to use if nothing it depends on changed meanwhile. Nothing for a
+        contract whose births are quick to build."""
 
     def births(self, context: BirthContext) -> list[OutboundMessage]:
         """The messages that start a session (or repeat its start on a rebirth)."""

@@ -346,7 +346,7 @@ class Publisher:
             if key is not None and (key != self._session_key or self._rebirth_requested):
                 if key != self._session_key:
                     self._mark_backlog(key)  # what waited for this session, not what comes
-                await self.contract.prepare_births()  # the slow part, off the event loop
+                await self.contract.prepare_births()  # the slow part, in steps of the loop
             self.send_pending()
             await self._wake.wait()
 

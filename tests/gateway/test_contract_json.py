@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from gateway.northbound import contract_json
 from gateway.northbound.contract_json import JsonContract, decode_data
 from gateway.northbound.sequence import SequenceStore
 from gateway.tags import TagCatalog
@@ -151,7 +153,9 @@ def test_a_batch_with_strings_keeps_bools_and_integers_typed() -> None:
     assert isinstance(raw["samples"]["value"][1], int)
 
 
-def test_a_birth_prepared_off_the_event_loop_is_the_same_bytes_and_used_once() -> None:
+def test_a_birth_prepared_ahead_is_the_same_bytes_and_used_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contract_json, "_TAGS_PER_CHUNK", 2)  # several steps of the loop
     cfg = make_config(TAGS)
     c = JsonContract(cfg, TagCatalog(cfg.devices), "9.9.9")
     made_now = c.birth(1, 5, 1_000_000, {"dev": "up"}).payload
