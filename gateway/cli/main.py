@@ -166,7 +166,8 @@ async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> No
     # (run collected those) are a few hundred objects (~200 at 200,000 tags), frozen too
     gc.freeze()
     gc.enable()  # off since start-up began (run)
-    log.debug("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
+    if log.isEnabledFor(logging.DEBUG):  # the count walks every frozen object: ~10 ms
+        log.debug("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
     await asyncio.to_thread(give_back_freed_memory)  # what reading the config freed
     await gateway.started.wait()  # the devices' runners are there
     for _ in range(int(CONNECT_STORM_WAIT / check_every)):  # a look at the states now and then
@@ -175,7 +176,8 @@ async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> No
         await asyncio.sleep(check_every)
     gc.collect(1)
     gc.freeze()
-    log.debug("%d objects frozen after the devices' first connects", gc.get_freeze_count())
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%d objects frozen after the devices' first connects", gc.get_freeze_count())
     await asyncio.to_thread(give_back_freed_memory)
 
 
