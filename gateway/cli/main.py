@@ -140,6 +140,8 @@ def running_status(gateway: Gateway) -> str:
 
 #: the longest wait for every device's first connect before the second freeze, s
 CONNECT_STORM_WAIT = 120.0
+#: the collector's third threshold until the second freeze: no automatic full collection
+NO_FULL_COLLECTION = 1_000_000
 
 
 async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> None:
@@ -154,7 +156,11 @@ async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> No
     350 objects a Modbus TCP device) came after the first freeze and live as long; left in
     sight, 1,000 devices' 360,000 objects made each full collection a pause of 100-400 ms.
     Only the young generations are collected before it (a full collection would be that
-    pause): cyclic garbage already in the oldest stays, a few start-up objects at most.
+    pause), and none of the oldest is made automatically until then (a full collection
+    comes once a quarter as many objects as the oldest generation held after the last
+    full one are waiting for it: with no full collection at the first freeze, that was
+    soon, a pause of 0.1-0.3 s at 2,000 devices): cyclic garbage that reached the oldest
+    meanwhile stays, a few objects at most.
     After each freeze the heap freed so far goes back to the system
     (:mod:`gateway.runtime.memory`)."""
     from gateway.runtime.device_runner import DeviceState
@@ -165,17 +171,24 @@ async def _freeze_when_started(gateway: Gateway, check_every: float = 0.5) -> No
     # of 100 tags), a pause of ~0.3 s; the cycles start-up leaves after reading the config
     # (run collected those) are a few hundred objects (~200 at 200,000 tags), frozen too
     gc.freeze()
-    gc.enable()  # off since start-up began (run)
-    if log.isEnabledFor(logging.DEBUG):  # the count walks every frozen object: ~10 ms
-        log.debug("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
-    await asyncio.to_thread(give_back_freed_memory)  # what reading the config freed
-    await gateway.started.wait()  # the devices' runners are there
-    for _ in range(int(CONNECT_STORM_WAIT / check_every)):  # a look at the states now and then
-        if all(r.stats.state is not DeviceState.STARTING for r in gateway.runners.values()):
-            break
-        await asyncio.sleep(check_every)
-    gc.collect(1)
-    gc.freeze()
+    thresholds = gc.get_threshold()
+    # no full collection until the connections are frozen too: it would walk them all
+    gc.set_threshold(thresholds[0], thresholds[1], NO_FULL_COLLECTION)
+    try:
+        gc.enable()  # off since start-up began (run)
+        if log.isEnabledFor(logging.DEBUG):  # the count walks every frozen object: ~10 ms
+            log.debug("%d start-up objects frozen out of garbage collection",
+                      gc.get_freeze_count())
+        await asyncio.to_thread(give_back_freed_memory)  # what reading the config freed
+        await gateway.started.wait()  # the devices' runners are there
+        for _ in range(int(CONNECT_STORM_WAIT / check_every)):  # a look now and then
+            if all(r.stats.state is not DeviceState.STARTING for r in gateway.runners.values()):
+                break
+            await asyncio.sleep(check_every)
+        gc.collect(1)
+        gc.freeze()
+    finally:
+        gc.set_threshold(*thresholds)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%d objects frozen after the devices' first connects", gc.get_freeze_count())
     await asyncio.to_thread(give_back_freed_memory)

@@ -1,7 +1,8 @@
 """The gateway moves long-lived objects out of the garbage collector's sight twice: once
 started, and once every device has tried its first connect (issue 21: the connections of
 1,000 devices, left in sight, made each full collection a pause of 100-400 ms). The
-collector, off while start-up builds them, is on again from the first freeze."""
+collector, off while start-up builds them, is on again from the first freeze, without
+automatic full collections until the second (they would walk the connections)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 import gc
 from types import SimpleNamespace
 
-from gateway.cli.main import _freeze_when_started
+from gateway.cli.main import NO_FULL_COLLECTION, _freeze_when_started
 from gateway.runtime.device_runner import DeviceState, DeviceStats
 from tests.waiting import until
 
@@ -17,12 +18,15 @@ from tests.waiting import until
 async def test_objects_made_by_the_first_connects_are_frozen_once_every_device_tried() -> None:
     runners = {n: SimpleNamespace(stats=DeviceStats()) for n in ("a", "b")}
     gateway = SimpleNamespace(built=asyncio.Event(), started=asyncio.Event(), runners=runners)
+    thresholds = gc.get_threshold()
     gc.disable()  # as run leaves it for start-up
     task = asyncio.create_task(_freeze_when_started(gateway, check_every=0.01))  # type: ignore[arg-type]  # the attributes it reads
     try:
         gateway.built.set()
         await until(lambda: gc.get_freeze_count() > 0, "the first freeze")
         assert gc.isenabled()  # collecting again once start-up's objects are frozen
+        assert gc.get_threshold()[:2] == thresholds[:2]  # the young generations as always
+        assert gc.get_threshold()[2] == NO_FULL_COLLECTION  # no full one until the second
         gateway.started.set()  # the devices started
         connection = [[object()] for _ in range(1000)]  # what a connect builds, long-lived
         runners["a"].stats.state = DeviceState.UP
@@ -32,7 +36,27 @@ async def test_objects_made_by_the_first_connects_are_frozen_once_every_device_t
         runners["b"].stats.state = DeviceState.DOWN
         await until(task.done, "the second freeze")
         assert not any(o is connection for o in gc.get_objects())  # frozen: out of sight
+        assert gc.get_threshold() == thresholds
     finally:
         task.cancel()
         gc.unfreeze()
         gc.enable()
+        gc.set_threshold(*thresholds)
+
+
+async def test_thresholds_come_back_when_stopped_before_the_second_freeze() -> None:
+    gateway = SimpleNamespace(built=asyncio.Event(), started=asyncio.Event(), runners={})
+    thresholds = gc.get_threshold()
+    gc.disable()
+    task = asyncio.create_task(_freeze_when_started(gateway))  # type: ignore[arg-type]  # the attributes it reads
+    try:
+        gateway.built.set()
+        await until(lambda: gc.get_threshold()[2] == NO_FULL_COLLECTION, "the first freeze")
+        task.cancel()  # the gateway stopped while starting
+        await asyncio.gather(task, return_exceptions=True)
+        assert gc.get_threshold() == thresholds
+    finally:
+        task.cancel()
+        gc.unfreeze()
+        gc.enable()
+        gc.set_threshold(*thresholds)
