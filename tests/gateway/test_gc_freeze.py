@@ -8,18 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Iterator
 from types import SimpleNamespace
+
+import pytest
 
 from gateway.cli.main import NO_FULL_COLLECTION, _freeze_when_started
 from gateway.runtime.device_runner import DeviceState, DeviceStats
 from tests.waiting import until
 
 
-async def test_objects_made_by_the_first_connects_are_frozen_once_every_device_tried() -> None:
+@pytest.fixture
+def thresholds() -> Iterator[tuple[int, int, int]]:
+    """The collector's thresholds before; off, as ``run`` leaves it for start-up; as it was
+    after the test."""
+    before = gc.get_threshold()
+    gc.disable()
+    yield before
+    gc.unfreeze()
+    gc.enable()
+    gc.set_threshold(*before)
+
+
+async def test_objects_made_by_the_first_connects_are_frozen_once_every_device_tried(
+        thresholds: tuple[int, int, int]) -> None:
     runners = {n: SimpleNamespace(stats=DeviceStats()) for n in ("a", "b")}
     gateway = SimpleNamespace(built=asyncio.Event(), started=asyncio.Event(), runners=runners)
-    thresholds = gc.get_threshold()
-    gc.disable()  # as run leaves it for start-up
     task = asyncio.create_task(_freeze_when_started(gateway, check_every=0.01))  # type: ignore[arg-type]  # the attributes it reads
     try:
         gateway.built.set()
@@ -39,24 +53,14 @@ async def test_objects_made_by_the_first_connects_are_frozen_once_every_device_t
         assert gc.get_threshold() == thresholds
     finally:
         task.cancel()
-        gc.unfreeze()
-        gc.enable()
-        gc.set_threshold(*thresholds)
 
 
-async def test_thresholds_come_back_when_stopped_before_the_second_freeze() -> None:
+async def test_thresholds_come_back_when_stopped_before_the_second_freeze(
+        thresholds: tuple[int, int, int]) -> None:
     gateway = SimpleNamespace(built=asyncio.Event(), started=asyncio.Event(), runners={})
-    thresholds = gc.get_threshold()
-    gc.disable()
     task = asyncio.create_task(_freeze_when_started(gateway))  # type: ignore[arg-type]  # the attributes it reads
-    try:
-        gateway.built.set()
-        await until(lambda: gc.get_threshold()[2] == NO_FULL_COLLECTION, "the first freeze")
-        task.cancel()  # the gateway stopped while starting
-        await asyncio.gather(task, return_exceptions=True)
-        assert gc.get_threshold() == thresholds
-    finally:
-        task.cancel()
-        gc.unfreeze()
-        gc.enable()
-        gc.set_threshold(*thresholds)
+    gateway.built.set()
+    await until(lambda: gc.get_threshold()[2] == NO_FULL_COLLECTION, "the first freeze")
+    task.cancel()  # the gateway stopped while starting
+    await asyncio.gather(task, return_exceptions=True)
+    assert gc.get_threshold() == thresholds
