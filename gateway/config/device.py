@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -68,8 +69,15 @@ class TagConfig(StrictModel):
         "the written value (commands.verify_timeout)",
     )
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _share_field_names(cls)
+
     @model_validator(mode="after")
-    def _check_write_range(self) -> TagConfig:
+    def _checked(self) -> TagConfig:
+        """The write range and exact scaling checked; the tag as kept: a copy with its
+        fields in the class's shared key table (:func:`_share_field_names`)."""
         limits = self.range
         if limits is not None and limits[0] > limits[1]:
             raise ValueError(f"range minimum {limits[0]} is above maximum {limits[1]}")
@@ -77,7 +85,7 @@ class TagConfig(StrictModel):
             raise ValueError("a writable numeric tag needs a range: [min, max]")
         if self.type in _WIDE_INTEGERS:
             self._check_exact_scaling()
-        return self
+        return _compact_copy(self)
 
     def _check_exact_scaling(self) -> None:
         """A 64-bit integer stays exact end to end: float64 holds every integer only up to
@@ -104,6 +112,41 @@ class TagConfig(StrictModel):
         ):
             return DataType.FLOAT64
         return self.type
+
+
+def _share_field_names(cls: type[TagConfig]) -> None:
+    """Put the field names of ``cls`` into the key table its instances share.
+
+    pydantic gives each instance a dict of its own (~464 bytes a Modbus tag: 21 keys and
+    their hashes, the largest part of a tag's memory at 200,000 tags: issue 21). CPython
+    keeps the attributes of an instance made without such a dict as an array of values
+    that shares one key table with every instance of the class, but only for the keys that
+    table holds, and it gives each new instance less room for keys it does not hold yet
+    (after ~30 instances, none): so the names go in first, from a throwaway instance made
+    when the class is, before any tag is validated. Elsewhere than CPython this does
+    nothing harmful."""
+    probe = object.__new__(cls)
+    for name in cls.model_fields:
+        _set_attribute(probe, name, None)
+
+
+#: sets an attribute without the model's frozen ``__setattr__``
+_set_attribute = object.__setattr__
+
+
+def _compact_copy(tag: TagConfig) -> TagConfig:
+    """``tag`` with its values in the shared key table of its class (a frozen model: the
+    copy is the same value in every respect, ``==`` and ``model_dump`` included)."""
+    copy = object.__new__(type(tag))
+    for name, value in tag.__dict__.items():
+        _set_attribute(copy, name, value)
+    _set_attribute(copy, "__pydantic_fields_set__", tag.__pydantic_fields_set__)
+    _set_attribute(copy, "__pydantic_extra__", tag.__pydantic_extra__)
+    _set_attribute(copy, "__pydantic_private__", tag.__pydantic_private__)
+    return copy
+
+
+_share_field_names(TagConfig)
 
 
 class DeviceConfig(StrictModel):

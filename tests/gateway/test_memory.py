@@ -102,3 +102,25 @@ def test_large_blocks_leave_the_rss_when_freed() -> None:
 
     assert grown_kib("apart") < 8 * 1024
     assert grown_kib("pooled") > 32 * 1024  # what the gateway did before
+
+
+@pytest.mark.skipif(platform.python_implementation() != "CPython",
+                    reason="shared key tables are CPython's")
+def test_tags_keep_their_fields_in_the_shared_key_table() -> None:
+    """A validated tag holds its values only (its class's key table is shared), not a dict
+    of its own: ~280 bytes less a Modbus tag (issue 21); the same value in every respect."""
+    import sys
+
+    from drivers.modbus.config import ModbusTagConfig
+
+    raw = [{"name": f"t{i}", "table": "input", "address": i, "type": "float32",
+            "unit": "kW", "scale": 0.5} for i in range(200)]  # fmt: skip
+    tags = [ModbusTagConfig.model_validate(r) for r in raw]  # more than the ~30 of CPython
+    built = ModbusTagConfig.model_construct(**tags[-1].__dict__)  # pydantic's own dict
+    tag = tags[-1]
+    assert sys.getsizeof(tag.__dict__) < sys.getsizeof(built.__dict__) * 2 // 3
+    assert tag == built and hash(tag) == hash(built)
+    assert tag.model_dump() == built.model_dump() == {**built.__dict__}
+    assert tag.__pydantic_fields_set__ == {"name", "table", "address", "type", "unit", "scale"}
+    assert tag.address == 199 and tag.published_type.value == "float64"
+    assert repr(tag) == repr(built)
