@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from gateway.config.types import (
     Duration,
@@ -75,9 +75,10 @@ class TagConfig(StrictModel):
         _share_field_names(cls)
 
     @model_validator(mode="after")
-    def _checked(self) -> TagConfig:
+    def _checked(self, info: ValidationInfo) -> TagConfig:
         """The write range and exact scaling checked; the tag as kept: a copy with its
-        fields in the class's shared key table (:func:`_share_field_names`)."""
+        fields in the class's shared key table (:func:`_share_field_names`), sharing what
+        the validation context's :class:`TagSharing` shares."""
         limits = self.range
         if limits is not None and limits[0] > limits[1]:
             raise ValueError(f"range minimum {limits[0]} is above maximum {limits[1]}")
@@ -85,7 +86,8 @@ class TagConfig(StrictModel):
             raise ValueError("a writable numeric tag needs a range: [min, max]")
         if self.type in _WIDE_INTEGERS:
             self._check_exact_scaling()
-        return _compact_copy(self)
+        sharing = info.context.get(TAG_SHARING) if isinstance(info.context, dict) else None
+        return _compact_copy(self, sharing if isinstance(sharing, TagSharing) else None)
 
     def _check_exact_scaling(self) -> None:
         """A 64-bit integer stays exact end to end: float64 holds every integer only up to
@@ -114,6 +116,29 @@ class TagConfig(StrictModel):
         return self.type
 
 
+#: the key of a :class:`TagSharing` in a validation context
+TAG_SHARING = "tag_sharing"
+
+
+class TagSharing:
+    """What the tags of one config file share, given as they are validated: one set of
+    the keys written for every tag written with the same keys (pydantic's
+    ``__pydantic_fields_set__``, 216 bytes a tag). Shared as each tag is made, the tag's
+    own set is freed at once and its memory taken by the next tag's; shared after the
+    whole file, 200,000 freed sets left 30 MiB of holes among the tags that stayed in the
+    RSS (issue 21). Safe because config models are frozen: pydantic changes that set only
+    on assignment, and copies it in ``model_copy``."""
+
+    __slots__ = ("_fields_sets",)
+
+    def __init__(self) -> None:
+        self._fields_sets: dict[frozenset[str], set[str]] = {}
+
+    def fields_set(self, fields: set[str]) -> set[str]:
+        """The set of these keys that the tags share (the first one given)."""
+        return self._fields_sets.setdefault(frozenset(fields), fields)
+
+
 def _share_field_names(cls: type[TagConfig]) -> None:
     """Put the field names of ``cls`` into the key table its instances share.
 
@@ -134,13 +159,15 @@ def _share_field_names(cls: type[TagConfig]) -> None:
 _set_attribute = object.__setattr__
 
 
-def _compact_copy(tag: TagConfig) -> TagConfig:
+def _compact_copy(tag: TagConfig, sharing: TagSharing | None) -> TagConfig:
     """``tag`` with its values in the shared key table of its class (a frozen model: the
     copy is the same value in every respect, ``==`` and ``model_dump`` included)."""
     copy = object.__new__(type(tag))
     for name, value in tag.__dict__.items():
         _set_attribute(copy, name, value)
-    _set_attribute(copy, "__pydantic_fields_set__", tag.__pydantic_fields_set__)
+    fields = tag.__pydantic_fields_set__
+    _set_attribute(copy, "__pydantic_fields_set__",
+                   fields if sharing is None else sharing.fields_set(fields))
     _set_attribute(copy, "__pydantic_extra__", tag.__pydantic_extra__)
     _set_attribute(copy, "__pydantic_private__", tag.__pydantic_private__)
     return copy

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from drivers.registration import DriverRegistry
 from drivers.registry import REGISTRY
 from gateway.config.bundles import bundle_problems
-from gateway.config.device import DeviceConfig
+from gateway.config.device import TAG_SHARING, TagSharing
 from gateway.config.models import (
     GatewayConfig,
     HttpConfig,
@@ -277,8 +277,7 @@ def load_config_document(
     base = base_dir or Path.cwd()
     config, located = validate_yaml_document(
         gateway_config_model(drivers), text, file, semantic_checks(drivers),
-        functools.partial(_model_of_file, drivers=drivers))
-    _share_fields_sets(config.devices)
+        functools.partial(_model_of_file, drivers=drivers), {TAG_SHARING: TagSharing()})
     return ConfigDocument(text, file, base, located.data, located.lines,
                           _resolve_relative_paths(config, base))
 
@@ -307,19 +306,6 @@ def semantic_checks(drivers: DriverRegistry = REGISTRY
                     ) -> Callable[[Any, str, dict[KeyPath, int]], list[ConfigProblem]]:
     """The checks across items of a config file's data (unique names, ports...)."""
     return functools.partial(_semantic_checks, drivers=drivers)
-
-
-def _share_fields_sets(devices: list[DeviceConfig]) -> None:
-    """Give the tags that were written with the same keys one set of those keys (pydantic's
-    ``__pydantic_fields_set__``, 216 bytes a tag, a quarter of its memory at 100,000
-    tags). Safe because config models are frozen: pydantic changes that set only on
-    assignment, and copies it in ``model_copy``."""
-    shared: dict[frozenset[str], set[str]] = {}
-    for device in devices:
-        for tag in device.tags:
-            keys = frozenset(tag.__pydantic_fields_set__)
-            object.__setattr__(tag, "__pydantic_fields_set__",
-                               shared.setdefault(keys, set(keys)))
 
 
 def load_config(path: str | os.PathLike[str],

@@ -53,11 +53,13 @@ def validate_yaml_document(
     file: str,
     extra_checks: Callable[[Any, str, dict[KeyPath, int]], list[ConfigProblem]] | None = None,
     model_for: Callable[[dict[str, Any]], type[_M]] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> tuple[_M, ParsedYaml]:
     """:func:`validate_yaml_text`, also returning the data and line map it read (a later
     edit of the text can then be read again in part: gateway/config/edit.py).
     ``model_for(data)``: the model to validate this file's data with instead of ``model``
-    (one that accepts what ``model`` accepts of that data, with the same errors)."""
+    (one that accepts what ``model`` accepts of that data, with the same errors);
+    ``context``: pydantic's validation context."""
     located = parse_yaml(text, file)
     problems = list(located.problems)
     data, lines = located.data, located.lines
@@ -69,7 +71,7 @@ def validate_yaml_document(
             if model_for is not None:
                 model = model_for(data)
             try:
-                result = model.model_validate(data)
+                result = model.model_validate(data, context=context)
             except ValidationError as exc:  # in plain words (gateway/config/plain_errors.py)
                 for path, message in plain_errors(model, data, exc.errors()):
                     problems.append(ConfigProblem(file, line_of(lines, path), path, message))

@@ -124,3 +124,18 @@ def test_tags_keep_their_fields_in_the_shared_key_table() -> None:
     assert tag.__pydantic_fields_set__ == {"name", "table", "address", "type", "unit", "scale"}
     assert tag.address == 199 and tag.published_type.value == "float64"
     assert repr(tag) == repr(built)
+
+
+def test_tags_written_with_the_same_keys_share_one_set_of_them() -> None:
+    """pydantic's set of the keys written for a tag (216 bytes) is shared by the tags of a
+    file written with the same keys, as they are validated (issue 21)."""
+    from gateway.config.loader import load_config_text
+
+    tags = "".join(f"      - {{name: t{i}, table: input, address: {i}, type: float32}}\n"
+                   for i in range(5)) + "      - {name: x, address: 9, type: int16}\n"
+    text = ("gateway: {id: gw, site: s, line: l}\nnorthbound: {mqtt: {host: 127.0.0.1}}\ndevices:\n"
+            "  - name: d\n    protocol: modbus_tcp\n    host: 127.0.0.1\n    tags:\n" + tags)
+    config = load_config_text(text)
+    sets = [t.__pydantic_fields_set__ for t in config.devices[0].tags]
+    assert all(s is sets[0] for s in sets[:5]) and sets[0] == {"name", "table", "address", "type"}
+    assert sets[5] == {"name", "address", "type"} and sets[5] is not sets[0]
