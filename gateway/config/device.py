@@ -76,9 +76,10 @@ class TagConfig(StrictModel):
 
     @model_validator(mode="after")
     def _checked(self, info: ValidationInfo) -> TagConfig:
-        """The write range and exact scaling checked; the tag as kept: a copy with its
-        fields in the class's shared key table (:func:`_share_field_names`), sharing what
-        the validation context's :class:`TagSharing` shares."""
+        """The write range and exact scaling checked; the tag of a config file (a
+        :class:`TagSharing` in the validation context) as kept: a copy with its fields in
+        the class's shared key table (:func:`_share_field_names`), sharing what the
+        :class:`TagSharing` shares."""
         limits = self.range
         if limits is not None and limits[0] > limits[1]:
             raise ValueError(f"range minimum {limits[0]} is above maximum {limits[1]}")
@@ -87,7 +88,9 @@ class TagConfig(StrictModel):
         if self.type in _WIDE_INTEGERS:
             self._check_exact_scaling()
         sharing = info.context.get(TAG_SHARING) if isinstance(info.context, dict) else None
-        return _compact_copy(self, sharing if isinstance(sharing, TagSharing) else None)
+        if not isinstance(sharing, TagSharing):  # not a config file (``TagConfig(...)``, whose
+            return self  # __init__ keeps the instance it made, and warns of another one)
+        return _compact_copy(self, sharing)
 
     def _check_exact_scaling(self) -> None:
         """A 64-bit integer stays exact end to end: float64 holds every integer only up to
@@ -159,15 +162,13 @@ def _share_field_names(cls: type[TagConfig]) -> None:
 _set_attribute = object.__setattr__
 
 
-def _compact_copy(tag: TagConfig, sharing: TagSharing | None) -> TagConfig:
+def _compact_copy(tag: TagConfig, sharing: TagSharing) -> TagConfig:
     """``tag`` with its values in the shared key table of its class (a frozen model: the
     copy is the same value in every respect, ``==`` and ``model_dump`` included)."""
     copy = object.__new__(type(tag))
     for name, value in tag.__dict__.items():
         _set_attribute(copy, name, value)
-    fields = tag.__pydantic_fields_set__
-    _set_attribute(copy, "__pydantic_fields_set__",
-                   fields if sharing is None else sharing.fields_set(fields))
+    _set_attribute(copy, "__pydantic_fields_set__", sharing.fields_set(tag.__pydantic_fields_set__))
     _set_attribute(copy, "__pydantic_extra__", tag.__pydantic_extra__)
     _set_attribute(copy, "__pydantic_private__", tag.__pydantic_private__)
     return copy

@@ -110,12 +110,16 @@ def test_tags_keep_their_fields_in_the_shared_key_table() -> None:
     """A validated tag holds its values only (its class's key table is shared), not a dict
     of its own: ~280 bytes less a Modbus tag (issue 21); the same value in every respect."""
     import sys
+    import warnings
 
     from drivers.modbus.config import ModbusTagConfig
+    from gateway.config.device import TAG_SHARING, TagSharing
 
     raw = [{"name": f"t{i}", "table": "input", "address": i, "type": "float32",
             "unit": "kW", "scale": 0.5} for i in range(200)]  # fmt: skip
-    tags = [ModbusTagConfig.model_validate(r) for r in raw]  # more than the ~30 of CPython
+    context = {TAG_SHARING: TagSharing()}  # as the loader validates a file
+    tags = [ModbusTagConfig.model_validate(r, context=context)  # more than the ~30 of CPython
+            for r in raw]
     built = ModbusTagConfig.model_construct(**tags[-1].__dict__)  # pydantic's own dict
     tag = tags[-1]
     assert sys.getsizeof(tag.__dict__) < sys.getsizeof(built.__dict__) * 2 // 3
@@ -124,6 +128,10 @@ def test_tags_keep_their_fields_in_the_shared_key_table() -> None:
     assert tag.__pydantic_fields_set__ == {"name", "table", "address", "type", "unit", "scale"}
     assert tag.address == 199 and tag.published_type.value == "float64"
     assert repr(tag) == repr(built)
+    with warnings.catch_warnings():  # made in code (no file): the instance __init__ made
+        warnings.simplefilter("error")
+        made = ModbusTagConfig(**raw[-1])
+    assert made == tag
 
 
 def test_tags_written_with_the_same_keys_share_one_set_of_them() -> None:
