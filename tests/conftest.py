@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from hil.broker import MqttBroker, find_mosquitto
 from hil.netutil import PORT_RANGE_ENV
 from hil.victoria_metrics import VictoriaMetrics, find_victoria_metrics
+from tests.integration.installed_wheels import OfflineWheelhouse, offline_wheelhouse_in
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,6 +37,16 @@ def mosquitto() -> Iterator[MqttBroker]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture(scope="session")
+def offline_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineWheelhouse]:
+    """The wheelhouse of this machine's wheels (tests/integration/installed_wheels.py), built
+    once for the offline-install and Debian-package tests: each only reads it and its source
+    copy (a test that edits the source copies it first)."""
+    work = tmp_path_factory.mktemp("wheelhouse")
+    yield offline_wheelhouse_in(work)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

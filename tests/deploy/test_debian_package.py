@@ -36,7 +36,7 @@ from gateway.cli.config_init_cmd import packaged_text
 from gateway.northbound.message import OutboundMessage
 from gateway.northbound.spool import DiskSpool, SpoolLimits
 from hil.broker import MqttBroker
-from tests.integration.installed_wheels import no_index, offline_build_inputs
+from tests.integration.installed_wheels import OfflineWheelhouse
 from tests.waiting import wait_until
 
 #: each runs the demo of the whole line for a fixed time: alone, after the parallel phase
@@ -58,16 +58,11 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def builder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """(a source copy, a wheelhouse built from it with this machine's wheels)."""
-    work = tmp_path_factory.mktemp("deb")
-    machine, src = offline_build_inputs(work)
-    wheels = work / "wheelhouse"
-    subprocess.run([str(src / "scripts/build-wheelhouse.sh"), "python3", str(wheels)],
-                   check=True, timeout=900, cwd=src, env=no_index(machine),
-                   stdout=subprocess.DEVNULL)  # fmt: skip
-    yield src, wheels
-    shutil.rmtree(work, ignore_errors=True)
+def builder(offline_wheelhouse: OfflineWheelhouse) -> tuple[Path, Path]:
+    """(a source copy, a wheelhouse built from it with this machine's wheels), shared with
+    the offline-install test (tests/conftest.py); build-deb.sh writes only build/ and dist/
+    of the source copy."""
+    return offline_wheelhouse.src, offline_wheelhouse.wheels
 
 
 def build(builder: tuple[Path, Path], version: str) -> Built:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,23 @@ def offline_build_inputs(work: Path) -> tuple[Path, Path]:
         print(reason)
         pytest.skip(reason)
     return machine, source_copy(work / "src")
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineWheelhouse:
+    """What the offline install and the Debian package are built from."""
+
+    machine: Path  #: the machine's wheels, standing in for the package index
+    src: Path  #: a source copy; a test that edits it works on a copy of its own
+    wheels: Path  #: scripts/build-wheelhouse.sh's wheelhouse, built from ``src``
+
+
+def offline_wheelhouse_in(work: Path) -> OfflineWheelhouse:
+    """The machine's wheels, a source copy and the wheelhouse built from them without an
+    index, under ``work`` (skipped as :func:`offline_build_inputs` is)."""
+    machine, src = offline_build_inputs(work)
+    wheels = work / "wheelhouse"
+    subprocess.run([str(src / "scripts/build-wheelhouse.sh"), sys.executable, str(wheels)],
+                   check=True, timeout=900, cwd=src, env=no_index(machine),
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    return OfflineWheelhouse(machine, src, wheels)

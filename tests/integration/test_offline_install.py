@@ -27,10 +27,7 @@ from pathlib import Path
 import pytest
 
 from gateway import __version__
-from tests.integration.installed_wheels import no_index, offline_build_inputs
-
-#: each runs the demo of the whole line for a fixed time: alone, after the parallel phase
-pytestmark = [pytest.mark.slow, pytest.mark.needs_index, pytest.mark.serial]
+from tests.integration.installed_wheels import OfflineWheelhouse, no_index
 
 #: the environment of install-offline.sh: nothing but the wheelhouse
 OFFLINE = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "",
@@ -45,13 +42,17 @@ def install(wheels: Path, prefix: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.needs_index
+@pytest.mark.serial  # it runs the demo of the whole line for a fixed time: alone
 def test_wheelhouse_installs_offline_upgrades_and_runs_away_from_the_repository(
-    tmp_path: Path,
+    tmp_path: Path, offline_wheelhouse: OfflineWheelhouse
 ) -> None:
-    machine, src = offline_build_inputs(tmp_path)
-    wheels, prefix = tmp_path / "wheelhouse", tmp_path / "opt"
-    subprocess.run([str(src / "scripts/build-wheelhouse.sh"), sys.executable, str(wheels)],
-                   check=True, timeout=900, cwd=src, env=no_index(machine))
+    """The wheelhouse is build-wheelhouse.sh's from the machine's wheels without an index,
+    built once for this test and the Debian package's (tests/conftest.py)."""
+    machine, src = offline_wheelhouse.machine, offline_wheelhouse.src
+    wheels = offline_wheelhouse.wheels
+    prefix = tmp_path / "opt"
     assert (wheels / "chenxing-gateway.service").is_file()  # docs/install.md copies it from there
     built = [w.name for w in wheels.glob("chenxing_edge-*.whl")]
     assert built == [f"chenxing_edge-{__version__}-py3-none-any.whl"]  # built from the source
@@ -87,6 +88,8 @@ def test_wheelhouse_installs_offline_upgrades_and_runs_away_from_the_repository(
 
     # an upgrade: the next release beside it, the link switched, the previous one kept
     nxt = f"{__version__}.post1"
+    src = shutil.copytree(src, tmp_path / "src-next", ignore=shutil.ignore_patterns(
+        "build", "dist"))  # the shared source copy stays as it is
     init = src / "gateway" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{__version__}"', f'"{nxt}"'))
     wheels2 = tmp_path / "wheelhouse-next"
@@ -106,7 +109,8 @@ def test_wheelhouse_installs_offline_upgrades_and_runs_away_from_the_repository(
 
 def test_an_install_before_versioned_venvs_is_refused_with_the_way_out(tmp_path: Path) -> None:
     """A real folder at PREFIX/venv (the layout before versioned venvs): nothing is installed,
-    the message says how to move it aside."""
+    the message says how to move it aside. Runs in the parallel phase: two runs of the shell
+    script in the test's tmp dir, no index, no port, nothing timed."""
     wheels, prefix = tmp_path / "wheelhouse", tmp_path / "opt"
     wheels.mkdir()
     shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / "install-offline.sh", wheels)
