@@ -8,15 +8,20 @@ that live changes keep beside it, and the console's trend ring), each measured w
     python -m bench.footprint --devices 100 --tags 100      # 10,000 tags
     python -m bench.footprint --devices 100 --tags 1000     # 100,000 tags
     python -m bench.footprint --imports                     # import costs only
+    python -m bench.footprint --models                      # what the edge models add
 
 Import costs: each set of modules imported by a fresh interpreter, its RSS afterwards
-(``VmRSS``) and the time it took, next to a bare interpreter's.
+(``VmRSS``) and the time it took, next to a bare interpreter's. Models: in a fresh
+interpreter that imported the gateway's CLI, the RSS (anonymous and file-backed apart)
+that onnxruntime's import and each reference model loaded by the gateway's runtime add
+(issue 21: the two reference models may add 25 MB).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import subprocess
 import sys
 import tempfile
@@ -61,6 +66,52 @@ def import_costs() -> dict[str, dict[str, Any]]:
             continue
         seconds, kib = done.stdout.split()
         out[name] = {"rss_mib": round(int(kib) / 1024, 1), "seconds": round(float(seconds), 3)}
+    return out
+
+
+#: the reference models in the order a gateway with models loads them
+REFERENCE_MODELS = ("quality", "energy", "energy_per_part")
+
+_MODELS = """
+import gc, json
+from pathlib import Path
+def rss():
+    keys = ("VmRSS", "RssAnon", "RssFile")
+    return {l.split(":")[0]: int(l.split()[1]) / 1024
+            for l in open("/proc/self/status") if l.startswith(keys)}
+import numpy, gateway.cli.main
+gc.collect()
+steps = [("the gateway's CLI imported", rss())]
+from edge_models import runtime
+from edge_models.manifest import load_manifest
+steps.append(("onnxruntime imported", rss()))
+kept = []
+for name in NAMES:
+    path = Path("edge_models/reference") / (name + ".yaml")
+    kept.append(runtime.load_model(load_manifest(path), path))
+    gc.collect()
+    steps.append((name + " loaded", rss()))
+print(json.dumps(steps))
+"""
+
+
+def model_costs() -> dict[str, Any]:
+    """RSS after each step of loading the reference models, in a fresh interpreter."""
+    root = Path(__file__).resolve().parent.parent
+    code = f"NAMES = {REFERENCE_MODELS!r}\n" + _MODELS
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=root)  # fmt: skip
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1]}
+    steps = json.loads(done.stdout)
+    base = steps[0][1]
+    out: dict[str, Any] = {"steps": [
+        {"step": step, "rss_mib": round(r["VmRSS"], 1),
+         "added_mib": round(r["VmRSS"] - base["VmRSS"], 1),
+         "added_anon_mib": round(r["RssAnon"] - base["RssAnon"], 1),
+         "added_file_mib": round(r["RssFile"] - base["RssFile"], 1)} for step, r in steps]}
+    two = out["steps"][3]  # onnxruntime, quality and energy: the issue's two models
+    out["two_models_added_mb"] = round(two["added_mib"] * 2**20 / 1e6, 1)
     return out
 
 
@@ -166,15 +217,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--tags", type=int, default=100, help="float32 tags per device")
     parser.add_argument("--imports", action="store_true", help="import costs only")
+    parser.add_argument("--models", action="store_true",
+                        help="what onnxruntime and the reference models add, only")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     bench = Run("footprint", packages=("pydantic", "pymodbus", "pyyaml"))
-    result: dict[str, Any] = {"imports": import_costs()}
-    if not args.imports:
+    result: dict[str, Any] = {"models": model_costs()} if args.models else \
+        {"imports": import_costs()}
+    if not args.imports and not args.models:
         result["structures"] = structures(args.devices, args.tags)
     path = bench.write(result, args.out)
     print(load_note(bench.load_at_start))
-    for name, cost in result["imports"].items():
+    models = result.get("models", {})
+    if "error" in models:
+        print(f"models: {models['error']}")
+    for step in models.get("steps", []):
+        print(f"  {step['step']:30s} RSS {step['rss_mib']:6.1f} MiB  added "
+              f"{step['added_mib']:5.1f} (anonymous {step['added_anon_mib']:5.1f}, "
+              f"file-backed {step['added_file_mib']:5.1f})")
+    if "two_models_added_mb" in models:
+        print(f"the two reference models (quality, energy) with onnxruntime add "
+              f"{models['two_models_added_mb']} MB (goal 25 MB)")
+    for name, cost in result.get("imports", {}).items():
         rss, seconds = cost.get("rss_mib", "-"), cost.get("seconds", "-")
         print(f"import {name:42s} {rss:>7} MiB {seconds:>7} s")
     if "structures" in result:
