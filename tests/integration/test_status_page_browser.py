@@ -72,6 +72,9 @@ async def demo_line(tmp: Path, broker: MqttBroker, http: dict[str, Any],
     try:
         devices = []
         for i, device in enumerate(config.devices):
+            if device.protocol != "modbus_tcp":  # the PLC and the MCU node: left down
+                devices.append(device)
+                continue
             params = MeterParams(initial_energy_kwh=18_250.0 + 7_300.0 * i,
                                  idle_power_kw=3.0 + 2.0 * i, running_power_kw=25.0 + 15.0 * i)
             sim = ModbusMeterSimulator(EnergyMeterModel(seed=i + 1, params=params,
